@@ -1,0 +1,194 @@
+//! The sections of [`FoundationConfig`](super::FoundationConfig) that foundation-core owns.
+//!
+//! Every field documents its default (a named constant) and what that default implies.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::Validator;
+
+/// Default node name when none is configured.
+pub const DEFAULT_NODE_NAME: &str = "foundation";
+
+/// `[node]`: who this process is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name, unique within a cluster. Letters, digits, `-`, `_` and `.`, 1–64 chars.
+    /// Default [`DEFAULT_NODE_NAME`]: fine for one node; every node of a cluster needs its own.
+    pub name: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { name: DEFAULT_NODE_NAME.to_string() }
+    }
+}
+
+impl NodeConfig {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        let ok = (1..=64).contains(&self.name.len())
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        v.check(
+            "node.name",
+            format!("{:?}", self.name),
+            ok,
+            "1 to 64 characters from letters, digits, '-', '_' and '.'",
+        );
+    }
+}
+
+/// Default percentiles reported for every histogram.
+pub const DEFAULT_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+/// Default sliding window over which percentiles are computed.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+/// Default number of sub-windows the sliding window rotates through.
+pub const DEFAULT_WINDOW_BUCKETS: u32 = 6;
+/// Default bound on the relative error of every reported percentile (1 %).
+pub const DEFAULT_MAX_RELATIVE_ERROR: f64 = 0.01;
+
+/// `[telemetry]`: metrics, percentiles and the Prometheus exporter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address the Prometheus exporter serves `GET /metrics` on. Default: none, so nothing
+    /// listens unless asked (an embedded node never opens a port by surprise).
+    #[serde(skip_serializing_if = "Option::is_none", with = "super::socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Percentiles reported for each histogram, each in (0, 1). Default
+    /// [`DEFAULT_QUANTILES`] (p50, p90, p99, p99.9).
+    pub quantiles: Vec<f64>,
+    /// Sliding window over which percentiles are computed. Default [`DEFAULT_WINDOW`] (60 s):
+    /// percentiles describe the last minute, and a latency spike leaves them within 60 s.
+    #[serde(with = "super::duration")]
+    pub window: Duration,
+    /// Sub-windows the window is divided into, 1–60. Default [`DEFAULT_WINDOW_BUCKETS`]
+    /// (6 × 10 s): old samples leave the window in 10 s steps, so a reading covers between
+    /// 50 and 60 s of data.
+    pub window_buckets: u32,
+    /// Bound on the relative error of every reported percentile, in (0, 0.1]. Default
+    /// [`DEFAULT_MAX_RELATIVE_ERROR`] (1 %): a reported p99 of 200 ms means the true p99 is
+    /// within 198–202 ms. Smaller costs memory: about `ln(max/min) / (2 × error)` buckets.
+    pub max_relative_error: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            quantiles: DEFAULT_QUANTILES.to_vec(),
+            window: DEFAULT_WINDOW,
+            window_buckets: DEFAULT_WINDOW_BUCKETS,
+            max_relative_error: DEFAULT_MAX_RELATIVE_ERROR,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        v.check(
+            "telemetry.quantiles",
+            format!("{:?}", self.quantiles),
+            !self.quantiles.is_empty() && self.quantiles.iter().all(|q| *q > 0.0 && *q < 1.0),
+            "a non-empty list of numbers strictly between 0 and 1",
+        );
+        v.check(
+            "telemetry.window",
+            super::duration::format(self.window),
+            self.window >= Duration::from_secs(1) && self.window <= Duration::from_secs(86_400),
+            "a duration from 1s to 24h",
+        );
+        v.check(
+            "telemetry.window_buckets",
+            self.window_buckets,
+            (1..=60).contains(&self.window_buckets),
+            "an integer from 1 to 60",
+        );
+        v.check(
+            "telemetry.max_relative_error",
+            self.max_relative_error,
+            self.max_relative_error > 0.0 && self.max_relative_error <= 0.1,
+            "a number in (0, 0.1]",
+        );
+    }
+}
+
+/// Default cap on the steps one error context records.
+pub const DEFAULT_MAX_STEPS: usize = 512;
+/// Default number of a step's first children always kept.
+pub const DEFAULT_KEEP_FIRST_CHILDREN: usize = 16;
+/// Default number of a step's most recent children kept.
+pub const DEFAULT_KEEP_LAST_CHILDREN: usize = 32;
+/// Default maximum nesting depth of recorded steps.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+/// Default cap on the serialized size of one captured value.
+pub const DEFAULT_MAX_DATA_BYTES: usize = 1024;
+
+/// `[error_context]`: the bounds on what an [`ErrorContext`](crate::ErrorContext) records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorContextConfig {
+    /// Total steps one context records, at least 8. Default [`DEFAULT_MAX_STEPS`]; beyond it
+    /// steps still run and are counted, not recorded.
+    pub max_steps: usize,
+    /// A step's first children that are always kept. Default [`DEFAULT_KEEP_FIRST_CHILDREN`].
+    pub keep_first_children: usize,
+    /// A step's most recent children kept after the first ones; older ones are elided and
+    /// counted. Default [`DEFAULT_KEEP_LAST_CHILDREN`]: a loop of 10 000 steps shows its first 16
+    /// and last 32 iterations, including the one that failed.
+    pub keep_last_children: usize,
+    /// Deepest nesting recorded. Default [`DEFAULT_MAX_DEPTH`]; deeper steps are counted only.
+    pub max_depth: usize,
+    /// Largest captured value, as JSON bytes. Default [`DEFAULT_MAX_DATA_BYTES`] (1 KiB); larger
+    /// values are kept as a truncated preview with their full size noted.
+    pub max_data_bytes: usize,
+}
+
+impl Default for ErrorContextConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: DEFAULT_MAX_STEPS,
+            keep_first_children: DEFAULT_KEEP_FIRST_CHILDREN,
+            keep_last_children: DEFAULT_KEEP_LAST_CHILDREN,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+        }
+    }
+}
+
+impl ErrorContextConfig {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        v.check(
+            "error_context.max_steps",
+            self.max_steps,
+            (8..=1_000_000).contains(&self.max_steps),
+            "an integer from 8 to 1000000",
+        );
+        v.check(
+            "error_context.keep_first_children",
+            self.keep_first_children,
+            self.keep_first_children <= self.max_steps,
+            "an integer no larger than error_context.max_steps",
+        );
+        v.check(
+            "error_context.keep_last_children",
+            self.keep_last_children,
+            (1..=self.max_steps).contains(&self.keep_last_children),
+            "an integer from 1 to error_context.max_steps (the failing step must be kept)",
+        );
+        v.check(
+            "error_context.max_depth",
+            self.max_depth,
+            (1..=1024).contains(&self.max_depth),
+            "an integer from 1 to 1024",
+        );
+        v.check(
+            "error_context.max_data_bytes",
+            self.max_data_bytes,
+            (16..=1 << 20).contains(&self.max_data_bytes),
+            "an integer from 16 to 1048576",
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! placeholder
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+pub mod config;
+pub mod error_context;
+pub use error_context::{ContextError, ErrorContext};

@@ -1,0 +1,1 @@
+//! Workspace-level integration tests for Foundation live under `tests/tests/`.
