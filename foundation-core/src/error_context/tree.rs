@@ -197,3 +197,34 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_nodes_stay_bounded_in_a_runaway_nested_loop() {
+        let limits = ErrorContextConfig::default();
+        let (mut tree, root) = Tree::new("op".into(), limits.clone());
+        let mut peak = 0;
+        for i in 0..50_000u32 {
+            let outer = tree.begin(Slot::Recorded(root), format!("outer-{i}").into(), Duration::ZERO);
+            for _ in 0..3 {
+                let inner = tree.begin(outer, "inner".into(), Duration::ZERO);
+                if let Slot::Recorded(id) = inner {
+                    tree.end(id, Outcome::Ok, Duration::ZERO);
+                }
+            }
+            if let Slot::Recorded(id) = outer {
+                tree.end(id, Outcome::Ok, Duration::ZERO);
+            }
+            peak = peak.max(tree.live());
+        }
+        // Root + (first + last) outer steps, each with 3 inner steps, plus one in flight.
+        let kept = 1 + (limits.keep_first_children + limits.keep_last_children) * 4;
+        assert!(peak <= kept + 4, "peak {peak} > {kept}");
+        // Freed slots are reused: the arena did not grow with the loop.
+        assert!(tree.entries.len() <= kept + 4, "arena grew to {}", tree.entries.len());
+        assert_eq!(tree.unrecorded, 0);
+    }
+}
