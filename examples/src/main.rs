@@ -1,1 +1,55 @@
-fn main() {}
+//! The `foundation` command: `foundation demo` runs the main job; `foundation config check`
+//! validates a configuration. Cluster commands (`node`, `cluster up`, `cluster status`) arrive
+//! with foundation-cluster.
+
+mod config_cmd;
+mod demo;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Foundation: supervised, distributed actors for agent and AI applications.
+#[derive(Debug, Parser)]
+#[command(name = "foundation", version, about)]
+struct Cli {
+    /// Config file (TOML). Also read from FOUNDATION_CONFIG; FOUNDATION_* variables override it.
+    #[arg(long, global = true, env = foundation_core::config::ENV_CONFIG_FILE)]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo: what Foundation can do today, on this machine, with no network or accounts.
+    Demo(demo::DemoArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var(foundation_core::config::ENV_LOG).unwrap_or_else(|_| "warn".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+            eprintln!("ignoring {}={filter:?}: {e}", foundation_core::config::ENV_LOG);
+            tracing_subscriber::EnvFilter::new("warn")
+        }))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(cli.config, args),
+        Command::Config(cmd) => config_cmd::run(cli.config, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

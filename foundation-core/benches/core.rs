@@ -1,1 +1,103 @@
+//! Hot-path costs of foundation-core: recording a histogram value and adding a step to an
+//! error context. Run with `cargo bench -p foundation-core --bench core`; figures are kept in
+//! docs/BENCHMARKS.md.
 
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use foundation_core::config::TelemetryConfig;
+use foundation_core::{ErrorContext, Telemetry};
+use metrics::Recorder;
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+fn histogram(c: &mut Criterion) {
+    let mut group = c.benchmark_group("histogram_record");
+    let telemetry = Telemetry::new(&TelemetryConfig::default()).unwrap();
+    let key = metrics::Key::from_parts("bench_seconds", vec![metrics::Label::new("actor", "worker")]);
+    let meta = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+    let handle = telemetry.register_histogram(&key, &meta);
+    let mut v = 0.0001;
+    group.bench_function("foundation/cached_handle", |b| {
+        b.iter(|| {
+            v = if v > 10.0 { 0.0001 } else { v * 1.001 };
+            handle.record(black_box(v));
+        })
+    });
+
+    group.bench_function("foundation/macro_with_label", |b| {
+        metrics::with_local_recorder(&telemetry, || {
+            b.iter(|| {
+                v = if v > 10.0 { 0.0001 } else { v * 1.001 };
+                metrics::histogram!("bench_seconds", "actor" => "worker").record(black_box(v));
+            })
+        })
+    });
+
+    // Baseline: the exporter's own histogram (a lock-free append buffer, drained at scrape or
+    // upkeep). It cannot report percentiles in code; drained outside the timed part so that
+    // memory stays flat.
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    let prometheus_handle = prometheus.handle();
+    let baseline = prometheus.register_histogram(&key, &meta);
+    group.bench_function("baseline/metrics_exporter_prometheus_cached_handle", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(1_000_000);
+                let start = Instant::now();
+                for _ in 0..n {
+                    v = if v > 10.0 { 0.0001 } else { v * 1.001 };
+                    baseline.record(black_box(v));
+                }
+                spent += start.elapsed();
+                prometheus_handle.run_upkeep();
+                left -= n;
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+fn error_context(c: &mut Criterion) {
+    let mut group = c.benchmark_group("error_context_step");
+
+    // Steady state of a long operation: the step lands in the "last children" window and evicts
+    // the oldest one, the most expensive path.
+    let ctx = ErrorContext::new("bench");
+    group.bench_function("step_sync/steady_state", |b| {
+        b.iter(|| ctx.step_sync("step", |_| Ok::<_, &str>(black_box(1))))
+    });
+
+    // A step that captures one small value.
+    let ctx = ErrorContext::new("bench");
+    group.bench_function("step_sync/with_capture", |b| {
+        b.iter(|| {
+            ctx.step_sync("step", |ctx| {
+                ctx.record("n", &42u32);
+                Ok::<_, &str>(black_box(1))
+            })
+        })
+    });
+
+    // A fresh context with ten steps, per step: the short-operation case.
+    group.bench_function("fresh_context_10_steps/per_step", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters.div_ceil(10) {
+                let ctx = ErrorContext::new("bench");
+                for _ in 0..10 {
+                    let _ = black_box(ctx.step_sync("step", |_| Ok::<_, &str>(1)));
+                }
+            }
+            start.elapsed().mul_f64(iters as f64 / (iters.div_ceil(10) * 10) as f64)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, histogram, error_context);
+criterion_main!(benches);

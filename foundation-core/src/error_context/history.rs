@@ -175,6 +175,12 @@ struct Millis(Duration);
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_secs_f64() * 1e3;
-        if ms >= 1000.0 { write!(f, "{:.2}s", ms / 1e3) } else { write!(f, "{ms:.2}ms") }
+        if ms >= 1000.0 {
+            write!(f, "{:.2}s", ms / 1e3)
+        } else if ms >= 1.0 {
+            write!(f, "{ms:.2}ms")
+        } else {
+            write!(f, "{:.1}µs", ms * 1e3)
+        }
     }
 }

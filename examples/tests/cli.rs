@@ -1,0 +1,77 @@
+//! The `foundation` binary, run as a user would run it.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn foundation(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_foundation"));
+    cmd.args(args).env_remove("FOUNDATION_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run the foundation binary")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn demo_runs_and_shows_config_percentiles_metrics_and_an_error_history() {
+    let out =
+        foundation(&["demo", "--calls", "200", "--seed", "3"], &[("FOUNDATION_NODE__NAME", "demo-node")]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "stdout:\n{text}\nstderr:\n{}", stderr(&out));
+    assert!(text.contains("node `demo-node`"), "{text}");
+    assert!(text.contains("200 samples in the window"), "{text}");
+    for p in ["p50", "p90", "p99", "p99.9"] {
+        assert!(text.contains(&format!("    {p} ")), "{p} missing:\n{text}");
+    }
+    // The scrape came back over HTTP with the histogram's quantiles and count.
+    assert!(text.contains("demo_model_call_seconds{quantile=\"0.99\"}"), "{text}");
+    assert!(text.contains("demo_model_call_seconds_count 200"), "{text}");
+    // A failed call prints its steps, the third one failing.
+    let history = text.split("[error context]").nth(1).expect("an error history");
+    let build = history.find("build_prompt").unwrap();
+    let call = history.find("call_model").unwrap();
+    let parse = history.find("FAILED").unwrap();
+    assert!(build < call && call < parse, "{history}");
+    assert!(text.contains("[not built yet]"), "{text}");
+}
+
+#[test]
+fn demo_refuses_bad_config_with_the_key_named() {
+    let out = foundation(&["demo"], &[("FOUNDATION_TELEMETRY__WINDOW", "forever")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("telemetry.window"), "{err}");
+    assert!(err.contains("FOUNDATION_TELEMETRY__WINDOW"), "{err}");
+}
+
+#[test]
+fn config_check_prints_the_effective_config_or_names_what_is_wrong() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "[node]\nname = \"from-file\"\n[telemetry]\nwindow = \"30s\"").unwrap();
+    let path = file.path().to_str().unwrap();
+    let out =
+        foundation(&["config", "check", "--config", path], &[("FOUNDATION_TELEMETRY__WINDOW_BUCKETS", "3")]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("name = \"from-file\""), "{text}");
+    assert!(text.contains("window = \"30s\""), "{text}");
+    assert!(text.contains("window_buckets = 3"), "{text}");
+
+    let mut bad = tempfile::NamedTempFile::new().unwrap();
+    writeln!(bad, "[telemetry]\nquantiles = [0.5, 2.0]\nlisen = \"x\"").unwrap();
+    let out = foundation(&["config", "check", "--config", bad.path().to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("`telemetry.lisen`"), "{}", stderr(&out));
+
+    // The file may also come from FOUNDATION_CONFIG.
+    let out = foundation(&["config", "check"], &[("FOUNDATION_CONFIG", path)]);
+    assert!(stdout(&out).contains("from-file"), "{}", stderr(&out));
+}
