@@ -32,6 +32,10 @@ pub struct DemoArgs {
     /// Seed of the simulated workload (latencies and failures).
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Keep serving metrics after the demo, until Ctrl-C or SIGTERM (to point curl or
+    /// Prometheus at it).
+    #[arg(long)]
+    keep_serving: bool,
 }
 
 const LATENCY: &str = "demo_model_call_seconds";
@@ -144,6 +148,10 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<Ex
     ] {
         println!("    - {part} (issue {issue})");
     }
+    if args.keep_serving {
+        println!("\n[telemetry] still serving http://{metrics_addr}/metrics; Ctrl-C or SIGTERM stops");
+        shutdown_signal().await?;
+    }
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -188,6 +196,15 @@ async fn answer_question(i: u32, seed: u64) -> Result<f64, ContextError<String>>
         result
     })
     .await
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {

@@ -75,3 +75,51 @@ fn config_check_prints_the_effective_config_or_names_what_is_wrong() {
     let out = foundation(&["config", "check"], &[("FOUNDATION_CONFIG", path)]);
     assert!(stdout(&out).contains("from-file"), "{}", stderr(&out));
 }
+
+#[test]
+fn demo_serves_metrics_on_the_configured_address_until_stopped() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["demo", "--calls", "50", "--keep-serving"])
+        .env_remove("FOUNDATION_CONFIG")
+        .env("FOUNDATION_TELEMETRY__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the child even if an assertion fails.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Reap(child);
+    let mut addr = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("[telemetry] still serving http://") {
+            addr = Some(rest.split('/').next().unwrap().to_string());
+            break;
+        }
+    }
+    let addr = addr.expect("the demo announces where it keeps serving");
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("# TYPE demo_model_call_seconds summary"), "{response}");
+    assert!(response.contains("demo_model_call_seconds{quantile=\"0.999\"}"), "{response}");
+    assert!(response.contains("demo_model_call_seconds_count 50"), "{response}");
+
+    // SIGTERM stops it cleanly (exit status 0).
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
