@@ -3,5 +3,10 @@
 //! discovery and health-aware balancing, elastic worker pools, pipelines, event-sourced
 //! aggregates, tenant quotas and LLM provider management.
 //!
-//! Not built yet: this crate is planned in the project's issue 3 (actors) and later issues.
-//! It depends only on `foundation-core`.
+//! Built so far: [`supervision`]. The rest is planned in the project's issue 3 and later ones.
+//!
+//! ractor's `cluster` feature is always on here (a clustered build turns it on anyway), so every
+//! message type implements `ractor::Message` explicitly.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod supervision;

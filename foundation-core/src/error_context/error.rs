@@ -37,7 +37,34 @@ impl<E> ContextError<E> {
     pub fn into_parts(self) -> (E, StepHistory) {
         (self.error, *self.history)
     }
+
+    /// Boxes this error as a `dyn Error`, whatever `E` is (a `String`, an `anyhow::Error`),
+    /// keeping the printed history; e.g. to return it from an actor handler, whose error type
+    /// is a boxed error. `ContextError<E>` is itself an `Error` only when `E` is.
+    pub fn boxed(self) -> Box<dyn std::error::Error + Send + Sync + 'static>
+    where
+        E: fmt::Display + fmt::Debug + Send + Sync + 'static,
+    {
+        Box::new(Boxed(self))
+    }
 }
+
+/// A `ContextError` whose inner error need not implement `Error`.
+struct Boxed<E>(ContextError<E>);
+
+impl<E: fmt::Display> fmt::Display for Boxed<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for Boxed<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Display + fmt::Debug> std::error::Error for Boxed<E> {}
 
 impl<E: fmt::Display> fmt::Display for ContextError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
