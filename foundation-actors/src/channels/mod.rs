@@ -1,0 +1,460 @@
+//! Channels: named publish/subscribe topics, as Phoenix.PubSub is to Elixir.
+//!
+//! - [`Channels::publish`] reaches the subscribers on this node; [`Channels::broadcast`] reaches
+//!   the subscribers on every node, with one message per node (each node's relay fans out
+//!   locally). On a node outside any cluster both reach the same subscribers.
+//! - Every subscriber has its own bounded queue and overflow policy ([`SubscribeOptions`]):
+//!   publishing never waits for a subscriber, and drops are counted per subscriber
+//!   ([`Subscription::dropped`]) and per topic (`foundation_channel_dropped_total{topic}`).
+//! - Control traffic has its own lane: a subscriber's queue keeps control-lane messages apart
+//!   and [`Subscription::recv`] returns them first, and each node has a separate relay per lane;
+//!   a flood on a normal topic never delays a control message.
+//! - Built-in topics: [`control`], [`events`] and [`telemetry`], all carrying [`SystemEvent`].
+//! - A subscriber that goes away (its [`Subscription`] is dropped, for instance with the actor
+//!   whose state held it) is removed at once.
+//! - Membership is kept in `ractor::pg` (scope [`PG_SCOPE`], group [`pg_group`]): a node's relay
+//!   is in a topic's group while the node has subscribers for it.
+//!
+//! ```
+//! use foundation_actors::channels::{Channels, Topic};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let channels = Channels::start().await?;
+//! let orders: Topic<String> = Topic::new("orders");
+//! let mut sub = channels.subscribe(&orders)?;
+//! assert_eq!(channels.publish(&orders, "order-1".to_string())?, 1);
+//! assert_eq!(sub.recv().await?, "order-1");
+//! # Ok::<(), foundation_actors::channels::ChannelError>(())
+//! # }).unwrap();
+//! ```
+
+mod relay;
+mod subscription;
+mod topic;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ractor::{Actor, ActorCell, ActorRef};
+use serde::{Deserialize, Serialize};
+
+pub use relay::{PG_SCOPE, pg_group};
+pub use subscription::{DEFAULT_CAPACITY, Overflow, SubscribeOptions, Subscription};
+pub use topic::{Lane, Topic};
+
+use relay::{Relay, RelayMsg};
+use subscription::{Pushed, Queue};
+
+/// Name of the built-in control topic (control lane).
+pub const CONTROL: &str = "control";
+/// Name of the built-in events topic.
+pub const EVENTS: &str = "events";
+/// Name of the built-in telemetry topic.
+pub const TELEMETRY: &str = "telemetry";
+
+/// The built-in control topic: node up/down, configuration changes, stop requests.
+pub fn control() -> Topic<SystemEvent> {
+    Topic::control(CONTROL)
+}
+
+/// The built-in events topic: things that happened (a service registered, a run finished).
+pub fn events() -> Topic<SystemEvent> {
+    Topic::new(EVENTS)
+}
+
+/// The built-in telemetry topic: progress and measurements, often at a high rate.
+pub fn telemetry() -> Topic<SystemEvent> {
+    Topic::new(TELEMETRY)
+}
+
+/// The message of the built-in topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemEvent {
+    /// What happened, e.g. `"node_down"`, `"progress"`.
+    pub kind: String,
+    /// Who says so: a node, actor or component name.
+    pub source: String,
+    /// Details.
+    pub data: serde_json::Value,
+}
+
+impl SystemEvent {
+    /// An event with no details.
+    pub fn new(kind: impl Into<String>, source: impl Into<String>) -> Self {
+        SystemEvent { kind: kind.into(), source: source.into(), data: serde_json::Value::Null }
+    }
+
+    /// Sets the details.
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+/// Errors of channels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The topic exists with another message type.
+    #[error("topic `{topic}` carries {expected}, not {found}")]
+    TypeMismatch {
+        /// The topic.
+        topic: String,
+        /// Its message type.
+        expected: &'static str,
+        /// The type used.
+        found: &'static str,
+    },
+    /// The topic exists on the other lane.
+    #[error("topic `{topic}` is on the {expected:?} lane, not {found:?}")]
+    LaneMismatch {
+        /// The topic.
+        topic: String,
+        /// Its lane.
+        expected: Lane,
+        /// The lane used.
+        found: Lane,
+    },
+    /// Capacity 0 was asked for.
+    #[error("a subscription needs a capacity of at least 1")]
+    ZeroCapacity,
+    /// The subscriber fell behind with overflow policy `Disconnect`.
+    #[error("subscriber disconnected after falling behind ({dropped} messages dropped)")]
+    Disconnected {
+        /// Messages dropped.
+        dropped: u64,
+    },
+    /// The channels were shut down.
+    #[error("channels are shut down")]
+    Closed,
+    /// The relay actors could not start.
+    #[error("cannot start channel relays: {0}")]
+    Start(String),
+}
+
+/// A node's channels. Cheap to clone; the relays stop when the last clone is dropped or on
+/// [`shutdown`](Self::shutdown).
+#[derive(Clone)]
+pub struct Channels {
+    registry: Arc<Registry>,
+}
+
+impl Channels {
+    /// Starts this node's channels: the per-lane relays and the built-in topics.
+    pub async fn start() -> Result<Self, ChannelError> {
+        let registry = Arc::new(Registry {
+            topics: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            relays: RwLock::new(Vec::new()),
+        });
+        let mut relays = Vec::new();
+        for lane in [Lane::Control, Lane::Normal] {
+            let (relay, _) = Actor::spawn(None, Relay, (Arc::downgrade(&registry), lane))
+                .await
+                .map_err(|e| ChannelError::Start(e.to_string()))?;
+            relays.push((lane, relay));
+        }
+        *registry.relays.write().unwrap_or_else(|p| p.into_inner()) = relays;
+        for topic in [control(), events(), telemetry()] {
+            registry.declare(&topic, true)?;
+        }
+        Ok(Channels { registry })
+    }
+
+    /// Subscribes to `topic` with the default [`SubscribeOptions`].
+    pub fn subscribe<T: Clone + Send + Sync + 'static>(
+        &self,
+        topic: &Topic<T>,
+    ) -> Result<Subscription<T>, ChannelError> {
+        self.subscribe_with(topic, SubscribeOptions::default())
+    }
+
+    /// Subscribes to `topic` with the given queue bound and overflow policy.
+    pub fn subscribe_with<T: Clone + Send + Sync + 'static>(
+        &self,
+        topic: &Topic<T>,
+        options: SubscribeOptions,
+    ) -> Result<Subscription<T>, ChannelError> {
+        if options.capacity == 0 {
+            return Err(ChannelError::ZeroCapacity);
+        }
+        let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
+        let queue = Arc::new(Queue::new(id, options));
+        self.registry.add(topic, queue.clone())?;
+        Ok(Subscription::new(queue, Arc::downgrade(&self.registry), topic.shared_name()))
+    }
+
+    /// Delivers `message` to this node's subscribers of `topic`; returns how many were given it
+    /// (queued, or queued after dropping an older message). Never waits.
+    pub fn publish<T: Clone + Send + Sync + 'static>(
+        &self,
+        topic: &Topic<T>,
+        message: T,
+    ) -> Result<usize, ChannelError> {
+        self.registry.check(topic)?;
+        self.registry.publish(&topic.shared_name(), message)
+    }
+
+    /// Delivers `message` to the subscribers of `topic` on every node: this node's directly,
+    /// each other node's through one message to its relay. Returns how many subscribers on this
+    /// node were given it. Never waits.
+    pub fn broadcast<T: Clone + Send + Sync + 'static>(
+        &self,
+        topic: &Topic<T>,
+        message: T,
+    ) -> Result<usize, ChannelError> {
+        self.registry.check(topic)?;
+        let name = topic.shared_name();
+        let own: Vec<ActorCell> = self.registry.relay_cells();
+        for member in ractor::pg::get_scoped_members(&PG_SCOPE.to_string(), &pg_group(&name)) {
+            if own.iter().any(|c| c.get_id() == member.get_id()) {
+                continue;
+            }
+            let relay: ActorRef<RelayMsg> = member.into();
+            let payload: Box<dyn Any + Send> = Box::new(message.clone());
+            // A relay that just stopped (its node is leaving) is skipped, not an error.
+            let _ =
+                relay.cast(RelayMsg::Deliver { topic: name.clone(), payload, deliver: deliver_erased::<T> });
+        }
+        self.registry.publish(&name, message)
+    }
+
+    /// Subscribers of `topic` on this node.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics.get(topic).map_or(0, |t| t.len)
+    }
+
+    /// Topics that have subscribers on this node, and the built-in ones.
+    pub fn topics(&self) -> Vec<String> {
+        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = topics.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// Stops the relays and closes every subscription (their `recv` returns `Closed` once their
+    /// queue is empty).
+    pub async fn shutdown(self) {
+        self.registry.close();
+        for cell in self.registry.relay_cells() {
+            let _ = cell.stop_and_wait(None, None).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels").field("topics", &self.topics()).finish()
+    }
+}
+
+fn deliver_erased<T: Clone + Send + Sync + 'static>(
+    registry: &Registry,
+    topic: &Arc<str>,
+    payload: Box<dyn Any + Send>,
+) -> Result<usize, ChannelError> {
+    let message = payload.downcast::<T>().map_err(|_| ChannelError::TypeMismatch {
+        topic: topic.to_string(),
+        expected: "the topic's type",
+        found: "another type",
+    })?;
+    registry.publish(topic, *message)
+}
+
+/// The topics of one node and their subscribers' queues.
+pub(crate) struct Registry {
+    topics: RwLock<HashMap<Arc<str>, TopicState>>,
+    next_id: AtomicU64,
+    relays: RwLock<Vec<(Lane, ActorRef<RelayMsg>)>>,
+}
+
+struct TopicState {
+    lane: Lane,
+    type_id: TypeId,
+    type_name: &'static str,
+    /// `Vec<Arc<Queue<T>>>` for the topic's `T`.
+    queues: Box<dyn Any + Send + Sync>,
+    len: usize,
+    remove: fn(&mut (dyn Any + Send + Sync), u64) -> usize,
+    close: fn(&(dyn Any + Send + Sync)),
+    builtin: bool,
+    published: metrics::Counter,
+    dropped: metrics::Counter,
+}
+
+impl TopicState {
+    fn new<T: Clone + Send + Sync + 'static>(name: &str, lane: Lane, builtin: bool) -> Self {
+        TopicState {
+            lane,
+            type_id: TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+            queues: Box::new(Vec::<Arc<Queue<T>>>::new()),
+            len: 0,
+            remove: |queues, id| {
+                let queues = queues.downcast_mut::<Vec<Arc<Queue<T>>>>().map(|q| {
+                    q.retain(|x| x.id != id);
+                    q.len()
+                });
+                queues.unwrap_or(0)
+            },
+            close: |queues| {
+                if let Some(q) = queues.downcast_ref::<Vec<Arc<Queue<T>>>>() {
+                    q.iter().for_each(|x| Subscription::<T>::close_queue(x));
+                }
+            },
+            builtin,
+            published: metrics::counter!("foundation_channel_published_total", "topic" => name.to_string()),
+            dropped: metrics::counter!("foundation_channel_dropped_total", "topic" => name.to_string()),
+        }
+    }
+
+    fn check<T: 'static>(&self, name: &str, lane: Lane) -> Result<(), ChannelError> {
+        if self.type_id != TypeId::of::<T>() {
+            return Err(ChannelError::TypeMismatch {
+                topic: name.to_string(),
+                expected: self.type_name,
+                found: std::any::type_name::<T>(),
+            });
+        }
+        if self.lane != lane {
+            return Err(ChannelError::LaneMismatch {
+                topic: name.to_string(),
+                expected: self.lane,
+                found: lane,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Registry {
+    fn declare<T: Clone + Send + Sync + 'static>(
+        &self,
+        topic: &Topic<T>,
+        builtin: bool,
+    ) -> Result<(), ChannelError> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let state = topics
+            .entry(topic.shared_name())
+            .or_insert_with(|| TopicState::new::<T>(topic.name(), topic.lane(), builtin));
+        state.check::<T>(topic.name(), topic.lane())
+    }
+
+    fn check<T: 'static>(&self, topic: &Topic<T>) -> Result<(), ChannelError> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        match topics.get(topic.name()) {
+            Some(state) => state.check::<T>(topic.name(), topic.lane()),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn add<T: Clone + Send + Sync + 'static>(
+        &self,
+        topic: &Topic<T>,
+        queue: Arc<Queue<T>>,
+    ) -> Result<(), ChannelError> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let state = topics
+            .entry(topic.shared_name())
+            .or_insert_with(|| TopicState::new::<T>(topic.name(), topic.lane(), false));
+        state.check::<T>(topic.name(), topic.lane())?;
+        if let Some(queues) = state.queues.downcast_mut::<Vec<Arc<Queue<T>>>>() {
+            queues.push(queue);
+            state.len = queues.len();
+        }
+        if state.len == 1
+            && let Some(relay) = self.relay(topic.lane())
+        {
+            ractor::pg::join_scoped(PG_SCOPE.to_string(), pg_group(topic.name()), vec![relay]);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn remove(&self, topic: &str, id: u64) {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let Some(state) = topics.get_mut(topic) else { return };
+        let before = state.len;
+        state.len = (state.remove)(state.queues.as_mut(), id);
+        if before > 0 && state.len == 0 {
+            let lane = state.lane;
+            if !state.builtin {
+                topics.remove(topic);
+            }
+            drop(topics);
+            if let Some(relay) = self.relay(lane) {
+                ractor::pg::leave_scoped(PG_SCOPE.to_string(), pg_group(topic), vec![relay]);
+            }
+        }
+    }
+
+    fn publish<T: Clone + Send + Sync + 'static>(
+        &self,
+        topic: &Arc<str>,
+        message: T,
+    ) -> Result<usize, ChannelError> {
+        let mut disconnected = Vec::new();
+        let delivered = {
+            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            let Some(state) = topics.get(topic) else { return Ok(0) };
+            let Some(queues) = state.queues.downcast_ref::<Vec<Arc<Queue<T>>>>() else {
+                return Err(ChannelError::TypeMismatch {
+                    topic: topic.to_string(),
+                    expected: state.type_name,
+                    found: std::any::type_name::<T>(),
+                });
+            };
+            state.published.increment(1);
+            let mut delivered = 0;
+            let mut message = Some(message);
+            for (i, queue) in queues.iter().enumerate() {
+                // The last subscriber takes the message itself: one clone fewer per publish.
+                let m = if i + 1 == queues.len() { message.take() } else { message.clone() };
+                let Some(m) = m else { break };
+                match queue.push(state.lane, m) {
+                    Pushed::Queued => delivered += 1,
+                    Pushed::Dropped => {
+                        state.dropped.increment(1);
+                        // DropOldest still delivered this message; DropNewest did not.
+                        delivered += usize::from(queue.keeps_newest());
+                    }
+                    Pushed::Disconnected => {
+                        state.dropped.increment(1);
+                        disconnected.push(queue.id);
+                    }
+                }
+            }
+            delivered
+        };
+        for id in disconnected {
+            self.remove(topic, id);
+        }
+        Ok(delivered)
+    }
+
+    fn relay(&self, lane: Lane) -> Option<ActorCell> {
+        let relays = self.relays.read().unwrap_or_else(|p| p.into_inner());
+        relays.iter().find(|(l, _)| *l == lane).map(|(_, r)| r.get_cell())
+    }
+
+    fn relay_cells(&self) -> Vec<ActorCell> {
+        let relays = self.relays.read().unwrap_or_else(|p| p.into_inner());
+        relays.iter().map(|(_, r)| r.get_cell()).collect()
+    }
+
+    fn close(&self) {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        for state in topics.values() {
+            (state.close)(state.queues.as_ref());
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for cell in self.relay_cells() {
+            cell.stop(None);
+        }
+    }
+}
