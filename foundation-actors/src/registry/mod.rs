@@ -1,0 +1,481 @@
+//! Service registry: actors registered by service name with capabilities and metadata,
+//! discovered by capability, and selected among healthy instances by a load-balancing strategy.
+//!
+//! - [`ServiceRegistry::register_service`] puts an actor under a name with capabilities and
+//!   metadata; it also joins the pg group [`pg_group`]`(name)` in scope [`PG_SCOPE`], which is how
+//!   the cluster layer will see it from other nodes.
+//! - [`ServiceRegistry::discover`] finds live instances by name, capabilities and metadata.
+//! - [`ServiceRegistry::select`] picks one healthy, live instance by a [`Strategy`]. An instance
+//!   whose actor stopped or that reported itself unhealthy is never picked, from the moment it
+//!   happened (liveness is checked at selection; the entry itself is removed when pg reports
+//!   the actor gone).
+//! - Instances report health and load ([`ServiceRegistry::report_health`]) and latency
+//!   ([`ServiceRegistry::record_latency`], kept as an EWMA).
+//!
+//! ```
+//! use foundation_actors::registry::{Query, ServiceRegistry, Strategy};
+//! # use ractor::{Actor, ActorProcessingErr, ActorRef};
+//! # struct Model;
+//! # impl Actor for Model {
+//! #     type Msg = (); type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> { Ok(()) }
+//! # }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let registry = ServiceRegistry::start().await?;
+//! let (model, _) = Actor::spawn(None, Model, ()).await.unwrap();
+//! let id = registry.register_service("llm", model.get_cell(), ["chat", "json"], [("region", "eu")])?;
+//! registry.report_health(id, true, 0.3)?;
+//!
+//! let found = registry.discover(&Query::new().capability("json").metadata("region", "eu"));
+//! assert_eq!(found.len(), 1);
+//! let chosen = registry.select("llm", Strategy::LeastLoaded)?;
+//! assert_eq!(chosen.id, id);
+//! # Ok::<(), foundation_actors::registry::RegistryError>(())
+//! # }).unwrap();
+//! ```
+
+mod monitor;
+mod select;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorRef, ActorStatus};
+use tokio::sync::Notify;
+
+pub use select::{LATENCY_EWMA_ALPHA, Strategy};
+
+use monitor::{Monitor, MonitorMsg};
+use select::{Candidate, choose};
+
+/// The pg scope services live in.
+pub const PG_SCOPE: &str = "foundation.services";
+
+/// The pg group of a service's instances.
+pub fn pg_group(service: &str) -> String {
+    format!("service:{service}")
+}
+
+/// Identifies one registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(pub u64);
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Errors of the service registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No instance of the service is registered.
+    #[error("no service `{0}` is registered")]
+    UnknownService(String),
+    /// Instances exist but none is healthy and alive.
+    #[error(
+        "service `{service}` has no healthy instance ({registered} registered, {unhealthy} unhealthy, {stopped} stopped)"
+    )]
+    NoHealthyInstance {
+        /// The service.
+        service: String,
+        /// Registered instances.
+        registered: usize,
+        /// Of which reported unhealthy.
+        unhealthy: usize,
+        /// Of which whose actor is no longer running.
+        stopped: usize,
+    },
+    /// `wait_for_service` gave up.
+    #[error("service `{service}` did not appear within {waited:?}")]
+    Timeout {
+        /// The service.
+        service: String,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The registration does not exist (deregistered, or its actor stopped).
+    #[error("instance {0} is not registered")]
+    UnknownInstance(InstanceId),
+    /// The actor is not running, or already registered under this name.
+    #[error("cannot register under `{service}`: {reason}")]
+    Rejected {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+    /// The registry's monitor could not start.
+    #[error("cannot start the service registry: {0}")]
+    Start(String),
+}
+
+/// What discovery returns about one live instance.
+#[derive(Debug, Clone)]
+pub struct ServiceInstance {
+    /// The registration.
+    pub id: InstanceId,
+    /// The service name.
+    pub name: String,
+    /// The actor.
+    pub actor: ActorCell,
+    /// What it can do.
+    pub capabilities: BTreeSet<String>,
+    /// Free-form key/value facts (region, model, version).
+    pub metadata: BTreeMap<String, String>,
+    /// Its last reported health (instances start healthy).
+    pub healthy: bool,
+    /// Its last reported load (instances start at 0).
+    pub load: f64,
+    /// Its latency EWMA, once one was recorded.
+    pub latency: Option<Duration>,
+}
+
+/// What [`ServiceRegistry::select`] returns: cheap to produce on every call.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The registration (to report health and latency against).
+    pub id: InstanceId,
+    /// The actor to send to.
+    pub actor: ActorCell,
+}
+
+/// A discovery query: every condition given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    name: Option<String>,
+    capabilities: Vec<String>,
+    metadata: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Matches every live instance.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only instances of this service.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Only instances with this capability (repeat for several: all are required).
+    pub fn capability(mut self, capability: impl Into<String>) -> Self {
+        self.capabilities.push(capability.into());
+        self
+    }
+
+    /// Only instances whose metadata has exactly this value for this key.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    fn matches(&self, i: &Instance) -> bool {
+        self.name.as_ref().is_none_or(|n| *n == i.name)
+            && self.capabilities.iter().all(|c| i.capabilities.contains(c))
+            && self.metadata.iter().all(|(k, v)| i.metadata.get(k) == Some(v))
+    }
+}
+
+/// A node's service registry. Cheap to clone.
+#[derive(Clone)]
+pub struct ServiceRegistry {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    state: RwLock<State>,
+    next_id: AtomicU64,
+    registered: Notify,
+    monitor: RwLock<Option<ActorRef<MonitorMsg>>>,
+}
+
+#[derive(Default)]
+struct State {
+    instances: HashMap<InstanceId, Instance>,
+    services: HashMap<String, Service>,
+}
+
+#[derive(Default)]
+struct Service {
+    ids: Vec<InstanceId>,
+    turn: AtomicUsize,
+}
+
+struct Instance {
+    id: InstanceId,
+    name: String,
+    actor: ActorCell,
+    capabilities: BTreeSet<String>,
+    metadata: BTreeMap<String, String>,
+    healthy: AtomicBool,
+    load_bits: AtomicU64,
+    /// Latency EWMA in nanoseconds; 0 until the first sample.
+    latency_ns: AtomicU64,
+}
+
+impl Instance {
+    fn alive(&self) -> bool {
+        matches!(
+            self.actor.get_status(),
+            ActorStatus::Running | ActorStatus::Starting | ActorStatus::Upgrading
+        )
+    }
+
+    fn snapshot(&self) -> ServiceInstance {
+        let latency = self.latency_ns.load(Ordering::Relaxed);
+        ServiceInstance {
+            id: self.id,
+            name: self.name.clone(),
+            actor: self.actor.clone(),
+            capabilities: self.capabilities.clone(),
+            metadata: self.metadata.clone(),
+            healthy: self.healthy.load(Ordering::Relaxed),
+            load: f64::from_bits(self.load_bits.load(Ordering::Relaxed)),
+            latency: (latency > 0).then(|| Duration::from_nanos(latency)),
+        }
+    }
+}
+
+impl ServiceRegistry {
+    /// Starts a registry (and the monitor that removes instances whose actor stops).
+    pub async fn start() -> Result<Self, RegistryError> {
+        let inner = Arc::new(Inner {
+            state: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            registered: Notify::new(),
+            monitor: RwLock::new(None),
+        });
+        let (monitor, _) = Actor::spawn(None, Monitor, Arc::downgrade(&inner))
+            .await
+            .map_err(|e| RegistryError::Start(e.to_string()))?;
+        *inner.monitor.write().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
+        Ok(ServiceRegistry { inner })
+    }
+
+    /// Registers `actor` as an instance of `service`. It starts healthy with load 0.
+    pub fn register_service<C, K, V>(
+        &self,
+        service: &str,
+        actor: ActorCell,
+        capabilities: impl IntoIterator<Item = C>,
+        metadata: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<InstanceId, RegistryError>
+    where
+        C: Into<String>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let reject = |reason: &str| RegistryError::Rejected {
+            service: service.to_string(),
+            reason: reason.to_string(),
+        };
+        if service.is_empty() {
+            return Err(reject("the service name is empty"));
+        }
+        let instance = Instance {
+            id: InstanceId(self.inner.next_id.fetch_add(1, Ordering::Relaxed)),
+            name: service.to_string(),
+            actor: actor.clone(),
+            capabilities: capabilities.into_iter().map(Into::into).collect(),
+            metadata: metadata.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            healthy: AtomicBool::new(true),
+            load_bits: AtomicU64::new(0f64.to_bits()),
+            latency_ns: AtomicU64::new(0),
+        };
+        if !instance.alive() {
+            return Err(reject("the actor is not running"));
+        }
+        let id = instance.id;
+        {
+            let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            let already = state.services.get(service).is_some_and(|s| {
+                s.ids
+                    .iter()
+                    .any(|i| state.instances.get(i).is_some_and(|x| x.actor.get_id() == actor.get_id()))
+            });
+            if already {
+                return Err(reject("this actor is already registered under it"));
+            }
+            state.services.entry(service.to_string()).or_default().ids.push(id);
+            state.instances.insert(id, instance);
+            metrics::gauge!("foundation_registry_instances", "service" => service.to_string())
+                .set(state.services[service].ids.len() as f64);
+        }
+        ractor::pg::join_scoped(PG_SCOPE.to_string(), pg_group(service), vec![actor]);
+        self.inner.registered.notify_waiters();
+        tracing::debug!(%service, instance = %id, "service registered");
+        Ok(id)
+    }
+
+    /// Removes a registration.
+    pub fn deregister(&self, id: InstanceId) -> Result<(), RegistryError> {
+        let removed = self.inner.remove(id).ok_or(RegistryError::UnknownInstance(id))?;
+        ractor::pg::leave_scoped(PG_SCOPE.to_string(), pg_group(&removed.name), vec![removed.actor]);
+        Ok(())
+    }
+
+    /// Live instances matching the query, in registration order.
+    pub fn discover(&self, query: &Query) -> Vec<ServiceInstance> {
+        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut found: Vec<ServiceInstance> = state
+            .instances
+            .values()
+            .filter(|i| i.alive() && query.matches(i))
+            .map(Instance::snapshot)
+            .collect();
+        found.sort_by_key(|i| i.id);
+        found
+    }
+
+    /// Waits until `service` has a live instance, up to `timeout`.
+    pub async fn wait_for_service(
+        &self,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<ServiceInstance, RegistryError> {
+        let query = Query::new().name(service);
+        let wait = async {
+            loop {
+                let registered = self.inner.registered.notified();
+                if let Some(found) = self.discover(&query).into_iter().next() {
+                    return found;
+                }
+                registered.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| RegistryError::Timeout { service: service.to_string(), waited: timeout })
+    }
+
+    /// Picks a healthy, live instance of `service` by `strategy`.
+    pub fn select(&self, service: &str, strategy: Strategy) -> Result<Selected, RegistryError> {
+        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let entry =
+            state.services.get(service).ok_or_else(|| RegistryError::UnknownService(service.to_string()))?;
+        let mut eligible: Vec<&Instance> = Vec::with_capacity(entry.ids.len());
+        let (mut unhealthy, mut stopped) = (0, 0);
+        for i in entry.ids.iter().filter_map(|id| state.instances.get(id)) {
+            if !i.alive() {
+                stopped += 1;
+            } else if !i.healthy.load(Ordering::Relaxed) {
+                unhealthy += 1;
+            } else {
+                eligible.push(i);
+            }
+        }
+        if eligible.is_empty() {
+            return Err(RegistryError::NoHealthyInstance {
+                service: service.to_string(),
+                registered: entry.ids.len(),
+                unhealthy,
+                stopped,
+            });
+        }
+        let candidates: Vec<Candidate> = eligible
+            .iter()
+            .map(|i| Candidate {
+                load: f64::from_bits(i.load_bits.load(Ordering::Relaxed)),
+                latency_ns: i.latency_ns.load(Ordering::Relaxed),
+            })
+            .collect();
+        let turn = entry.turn.fetch_add(1, Ordering::Relaxed);
+        let chosen = eligible[choose(strategy, &candidates, turn)];
+        Ok(Selected { id: chosen.id, actor: chosen.actor.clone() })
+    }
+
+    /// Reports an instance's health and load; an unhealthy one is not selected from now on.
+    pub fn report_health(&self, id: InstanceId, healthy: bool, load: f64) -> Result<(), RegistryError> {
+        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let i = state.instances.get(&id).ok_or(RegistryError::UnknownInstance(id))?;
+        i.healthy.store(healthy, Ordering::Relaxed);
+        i.load_bits
+            .store(if load.is_finite() { load.max(0.0) } else { f64::MAX }.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Records one call's latency against an instance (for [`Strategy::LowestLatency`]).
+    pub fn record_latency(&self, id: InstanceId, latency: Duration) -> Result<(), RegistryError> {
+        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let i = state.instances.get(&id).ok_or(RegistryError::UnknownInstance(id))?;
+        let sample = (latency.as_nanos().min(u128::from(u64::MAX / 2)) as u64).max(1);
+        let _ = i.latency_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            Some(if old == 0 {
+                sample
+            } else {
+                (LATENCY_EWMA_ALPHA * sample as f64 + (1.0 - LATENCY_EWMA_ALPHA) * old as f64).max(1.0) as u64
+            })
+        });
+        Ok(())
+    }
+
+    /// Registered instances of every service, live or not yet removed.
+    pub fn len(&self) -> usize {
+        self.inner.state.read().unwrap_or_else(|p| p.into_inner()).instances.len()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn remove(&self, id: InstanceId) -> Option<Instance> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let instance = state.instances.remove(&id)?;
+        if let Some(service) = state.services.get_mut(&instance.name) {
+            service.ids.retain(|x| *x != id);
+            metrics::gauge!("foundation_registry_instances", "service" => instance.name.clone())
+                .set(service.ids.len() as f64);
+            if service.ids.is_empty() {
+                state.services.remove(&instance.name);
+            }
+        }
+        Some(instance)
+    }
+
+    /// Drops the registrations of actors that left a service's pg group (they stopped).
+    pub(crate) fn forget_actors(&self, group: &str, cells: &[ActorCell]) {
+        let Some(service) = group.strip_prefix("service:") else { return };
+        let ids: Vec<InstanceId> = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let Some(entry) = state.services.get(service) else { return };
+            entry
+                .ids
+                .iter()
+                .filter(|id| {
+                    state
+                        .instances
+                        .get(id)
+                        .is_some_and(|i| cells.iter().any(|c| c.get_id() == i.actor.get_id()))
+                })
+                .copied()
+                .collect()
+        };
+        for id in ids {
+            self.remove(id);
+            tracing::debug!(%service, instance = %id, "service instance left (actor stopped)");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(monitor) = self.monitor.write().unwrap_or_else(|p| p.into_inner()).take() {
+            monitor.stop(None);
+        }
+    }
+}
+
+impl std::fmt::Debug for ServiceRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceRegistry").field("instances", &self.len()).finish()
+    }
+}
