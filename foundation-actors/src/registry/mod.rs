@@ -49,7 +49,7 @@ use tokio::sync::Notify;
 pub use select::{LATENCY_EWMA_ALPHA, Strategy};
 
 use monitor::{Monitor, MonitorMsg};
-use select::{Candidate, choose};
+use select::{Candidates, choose};
 
 /// The pg scope services live in.
 pub const PG_SCOPE: &str = "foundation.services";
@@ -197,14 +197,31 @@ pub(crate) struct Inner {
 
 #[derive(Default)]
 struct State {
-    instances: HashMap<InstanceId, Instance>,
+    instances: HashMap<InstanceId, Arc<Instance>>,
     services: HashMap<String, Service>,
 }
 
+/// One service's instances in registration order, for selection without lookups.
 #[derive(Default)]
 struct Service {
-    ids: Vec<InstanceId>,
+    instances: Vec<Arc<Instance>>,
     turn: AtomicUsize,
+}
+
+impl Candidates for Service {
+    fn len(&self) -> usize {
+        self.instances.len()
+    }
+    fn eligible(&self, i: usize) -> bool {
+        let instance = &self.instances[i];
+        instance.healthy.load(Ordering::Relaxed) && instance.alive()
+    }
+    fn load(&self, i: usize) -> f64 {
+        f64::from_bits(self.instances[i].load_bits.load(Ordering::Relaxed))
+    }
+    fn latency_ns(&self, i: usize) -> u64 {
+        self.instances[i].latency_ns.load(Ordering::Relaxed)
+    }
 }
 
 struct Instance {
@@ -294,18 +311,20 @@ impl ServiceRegistry {
         let id = instance.id;
         {
             let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
-            let already = state.services.get(service).is_some_and(|s| {
-                s.ids
-                    .iter()
-                    .any(|i| state.instances.get(i).is_some_and(|x| x.actor.get_id() == actor.get_id()))
-            });
+            let already = state
+                .services
+                .get(service)
+                .is_some_and(|s| s.instances.iter().any(|x| x.actor.get_id() == actor.get_id()));
             if already {
                 return Err(reject("this actor is already registered under it"));
             }
-            state.services.entry(service.to_string()).or_default().ids.push(id);
+            let instance = Arc::new(instance);
+            let entry = state.services.entry(service.to_string()).or_default();
+            entry.instances.push(instance.clone());
+            let count = entry.instances.len();
             state.instances.insert(id, instance);
             metrics::gauge!("foundation_registry_instances", "service" => service.to_string())
-                .set(state.services[service].ids.len() as f64);
+                .set(count as f64);
         }
         ractor::pg::join_scoped(PG_SCOPE.to_string(), pg_group(service), vec![actor]);
         self.inner.registered.notify_waiters();
@@ -316,7 +335,7 @@ impl ServiceRegistry {
     /// Removes a registration.
     pub fn deregister(&self, id: InstanceId) -> Result<(), RegistryError> {
         let removed = self.inner.remove(id).ok_or(RegistryError::UnknownInstance(id))?;
-        ractor::pg::leave_scoped(PG_SCOPE.to_string(), pg_group(&removed.name), vec![removed.actor]);
+        ractor::pg::leave_scoped(PG_SCOPE.to_string(), pg_group(&removed.name), vec![removed.actor.clone()]);
         Ok(())
     }
 
@@ -327,7 +346,7 @@ impl ServiceRegistry {
             .instances
             .values()
             .filter(|i| i.alive() && query.matches(i))
-            .map(Instance::snapshot)
+            .map(|i| i.snapshot())
             .collect();
         found.sort_by_key(|i| i.id);
         found
@@ -359,35 +378,22 @@ impl ServiceRegistry {
         let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
         let entry =
             state.services.get(service).ok_or_else(|| RegistryError::UnknownService(service.to_string()))?;
-        let mut eligible: Vec<&Instance> = Vec::with_capacity(entry.ids.len());
-        let (mut unhealthy, mut stopped) = (0, 0);
-        for i in entry.ids.iter().filter_map(|id| state.instances.get(id)) {
-            if !i.alive() {
-                stopped += 1;
-            } else if !i.healthy.load(Ordering::Relaxed) {
-                unhealthy += 1;
-            } else {
-                eligible.push(i);
-            }
-        }
-        if eligible.is_empty() {
-            return Err(RegistryError::NoHealthyInstance {
-                service: service.to_string(),
-                registered: entry.ids.len(),
-                unhealthy,
-                stopped,
-            });
-        }
-        let candidates: Vec<Candidate> = eligible
-            .iter()
-            .map(|i| Candidate {
-                load: f64::from_bits(i.load_bits.load(Ordering::Relaxed)),
-                latency_ns: i.latency_ns.load(Ordering::Relaxed),
-            })
-            .collect();
         let turn = entry.turn.fetch_add(1, Ordering::Relaxed);
-        let chosen = eligible[choose(strategy, &candidates, turn)];
-        Ok(Selected { id: chosen.id, actor: chosen.actor.clone() })
+        if let Some(i) = choose(strategy, entry, turn) {
+            let chosen = &entry.instances[i];
+            return Ok(Selected { id: chosen.id, actor: chosen.actor.clone() });
+        }
+        let stopped = entry.instances.iter().filter(|i| !i.alive()).count();
+        Err(RegistryError::NoHealthyInstance {
+            service: service.to_string(),
+            registered: entry.instances.len(),
+            unhealthy: entry
+                .instances
+                .iter()
+                .filter(|i| i.alive() && !i.healthy.load(Ordering::Relaxed))
+                .count(),
+            stopped,
+        })
     }
 
     /// Reports an instance's health and load; an unhealthy one is not selected from now on.
@@ -427,14 +433,14 @@ impl ServiceRegistry {
 }
 
 impl Inner {
-    fn remove(&self, id: InstanceId) -> Option<Instance> {
+    fn remove(&self, id: InstanceId) -> Option<Arc<Instance>> {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let instance = state.instances.remove(&id)?;
         if let Some(service) = state.services.get_mut(&instance.name) {
-            service.ids.retain(|x| *x != id);
+            service.instances.retain(|x| x.id != id);
             metrics::gauge!("foundation_registry_instances", "service" => instance.name.clone())
-                .set(service.ids.len() as f64);
-            if service.ids.is_empty() {
+                .set(service.instances.len() as f64);
+            if service.instances.is_empty() {
                 state.services.remove(&instance.name);
             }
         }
@@ -448,15 +454,10 @@ impl Inner {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             let Some(entry) = state.services.get(service) else { return };
             entry
-                .ids
+                .instances
                 .iter()
-                .filter(|id| {
-                    state
-                        .instances
-                        .get(id)
-                        .is_some_and(|i| cells.iter().any(|c| c.get_id() == i.actor.get_id()))
-                })
-                .copied()
+                .filter(|i| cells.iter().any(|c| c.get_id() == i.actor.get_id()))
+                .map(|i| i.id)
                 .collect()
         };
         for id in ids {
