@@ -6,6 +6,7 @@
 //!   with per-key subscriptions ([`LiveConfig`](config::LiveConfig)).
 //! - [`error_context`]: an [`ErrorContext`] records the named steps of an operation (timing,
 //!   outcome, captured data, bounded); a failure comes back as a [`ContextError`] that prints them.
+//! - [`retry`]: a retry policy (attempts, exponential backoff with jitter).
 //! - [`telemetry`]: a `metrics` recorder whose histograms report p50/p90/p99/p99.9 with a bounded
 //!   error, readable in code and served to Prometheus.
 //!
@@ -57,6 +58,7 @@
 
 pub mod config;
 pub mod error_context;
+pub mod retry;
 pub mod telemetry;
 
 pub use config::{ConfigError, ConfigLoader, FoundationConfig, LiveConfig};
