@@ -1,0 +1,57 @@
+//! Runs every example program and checks it does what it says. The examples are built by
+//! `cargo test` for the package or workspace; `cargo test --test examples_run` alone does not
+//! rebuild them (build them with `cargo build -p foundation-examples --examples`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn run_example(name: &str) -> String {
+    // Test binaries live in target/<profile>/deps; examples in target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path: PathBuf = profile_dir.join("examples").join(name);
+    let out = Command::new(&path).output().unwrap_or_else(|e| {
+        panic!("cannot run {}: {e} (build it: cargo build -p foundation-examples --examples)", path.display())
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn supervision_example_restarts_reports_and_escalates() {
+    let out = run_example("supervision");
+    assert_eq!(out.matches("order worker started").count(), 3, "{out}");
+    assert!(out.contains("FAILED") && out.contains("validate amount=-5"), "{out}");
+    assert!(out.contains("exceeded its restart intensity"), "{out}");
+}
+
+#[test]
+fn channels_example_puts_control_first_and_broadcasts() {
+    let out = run_example("channels");
+    assert!(out.contains("first message received: stop"), "{out}");
+    assert!(out.contains("telemetry dropped for this slow subscriber: 995"), "{out}");
+    assert!(out.contains("the other node received: \"for every node\"\nand nothing else: true"), "{out}");
+}
+
+#[test]
+fn registry_example_discovers_and_avoids_stopped_instances() {
+    let out = run_example("registry");
+    assert!(out.contains("discover(json, region=eu): [InstanceId(1)]"), "{out}");
+    assert!(out.contains("least loaded: #3\nafter #3 stopped, least loaded: #2"), "{out}");
+}
+
+#[test]
+fn pool_example_grows_sheds_and_shrinks() {
+    let out = run_example("pool");
+    assert!(out.contains("pool grew to 4"), "{out}");
+    assert!(out.contains("overloaded") || out.contains("shed"), "{out}");
+    assert!(out.contains("after idling: PoolStats { size: 1"), "{out}");
+}
+
+#[test]
+fn pipeline_example_accounts_for_every_document() {
+    let out = run_example("pipeline");
+    assert!(out.contains("7 submitted = 6 indexed + 1 dead letters"), "{out}");
+    assert!(out.contains("dead letter #3 at `parse` after 1 attempt(s): no `id:` prefix"), "{out}");
+}
