@@ -140,7 +140,6 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<Ex
 
     println!("\n[not built yet] the full demo runs a local 3-node cluster optimizing a program:");
     for (part, issue) in [
-        ("actors: supervision, channels, service registry, pools, pipelines", 3),
         ("cluster: nodes, discovery, failure detection, singletons, distributed registry", 4),
         ("LLM providers behind cluster-wide rate limits, simulated model", 5),
         ("dspex-optimizer: DSPy-style programs and distributed optimization", 6),
@@ -148,6 +147,10 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<Ex
     ] {
         println!("    - {part} (issue {issue})");
     }
+    println!("    (built: supervision, channels, service registry, pools, pipelines — see");
+    println!(
+        "     `cargo run -p foundation-examples --example <supervision|channels|registry|pool|pipeline>`)"
+    );
     if args.keep_serving {
         println!("\n[telemetry] still serving http://{metrics_addr}/metrics; Ctrl-C or SIGTERM stops");
         shutdown_signal().await?;
