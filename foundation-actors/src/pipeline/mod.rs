@@ -40,6 +40,10 @@
 //! # }).unwrap();
 //! ```
 
+// Stage workers are ractor actors under our supervisor, but a stage is not a ractor `factory`:
+// a factory's queue is bounded only by discarding jobs (DiscardSettings) and casts to it never
+// wait, so backpressure could not reach the source and "nothing accepted is lost" could not hold.
+// Here each stage reads from a bounded tokio channel and hands over with a waiting send.
 mod worker;
 
 use std::any::Any;

@@ -34,6 +34,11 @@
 //! # }).unwrap();
 //! ```
 
+// Not ractor's `factory`: a factory routes fire-and-forget jobs to worker actors, bounding its
+// queue only by discarding (DiscardSettings) and sizing by a capacity controller. A pool lends a
+// worker to a caller who waits for it, which a factory cannot express: the caller's timeout, a
+// priority order among waiting callers, shedding the lowest of them, health checks that replace
+// idle workers, and workers that are not actors at all (connections, sessions).
 mod config;
 
 use std::cmp::Reverse;

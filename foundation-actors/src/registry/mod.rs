@@ -35,6 +35,9 @@
 //! # }).unwrap();
 //! ```
 
+// Built on `ractor::pg` (each service is a process group, membership is cluster-wide once nodes
+// connect) rather than `ractor::registry`, whose names are process-local, unique, and carry no
+// capabilities, metadata or health.
 mod monitor;
 mod select;
 
