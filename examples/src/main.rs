@@ -1,9 +1,9 @@
 //! The `foundation` command: `foundation demo` runs the main job; `foundation config check`
-//! validates a configuration. Cluster commands (`node`, `cluster up`, `cluster status`) arrive
-//! with foundation-cluster.
+//! validates a configuration; `foundation node` runs one cluster node.
 
 mod config_cmd;
 mod demo;
+mod node_cmd;
 
 use std::path::PathBuf;
 
@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the demo: what Foundation can do today, on this machine, with no network or accounts.
     Demo(demo::DemoArgs),
+    /// Run one cluster node until Ctrl-C or SIGTERM, printing membership changes.
+    Node(node_cmd::NodeArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -39,11 +41,13 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::new("warn")
         }))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let result = match cli.command {
         Command::Demo(args) => demo::run(cli.config, args),
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
+        Command::Node(args) => node_cmd::run(cli.config, args),
     };
     match result {
         Ok(code) => code,

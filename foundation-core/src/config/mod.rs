@@ -59,6 +59,8 @@ pub struct FoundationConfig {
     pub telemetry: TelemetryConfig,
     /// `[error_context]`: bounds on error contexts.
     pub error_context: ErrorContextConfig,
+    /// `[cluster]`: how this node reaches and admits other nodes.
+    pub cluster: ClusterConfig,
 }
 
 impl FoundationConfig {
@@ -73,6 +75,7 @@ impl FoundationConfig {
         self.node.validate(&mut v);
         self.telemetry.validate(&mut v);
         self.error_context.validate(&mut v);
+        self.cluster.validate(&mut v);
         v.into_issues()
     }
 

@@ -195,3 +195,76 @@ impl ErrorContextConfig {
         );
     }
 }
+
+/// Default address a node listens on for other nodes.
+pub const DEFAULT_CLUSTER_LISTEN: &str = "127.0.0.1:4100";
+/// Default cookie: fine for a cluster on one machine, refused on any other address.
+pub const DEFAULT_COOKIE: &str = "foundation-dev-cookie";
+/// Default cap on one message sent to another node.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
+/// Default wait between attempts to reach a seed that is not connected.
+pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// `[cluster]`: how this node reaches and admits other nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Address to listen on for other nodes. Default [`DEFAULT_CLUSTER_LISTEN`] (loopback only).
+    #[serde(with = "super::socket_addr::required")]
+    pub listen: SocketAddr,
+    /// Shared secret every node of the cluster must present (challenge–response, never sent in
+    /// clear). Default [`DEFAULT_COOKIE`], accepted only with a loopback `listen` address.
+    pub cookie: String,
+    /// Nodes to connect to at start and to reconnect to whenever the connection is lost.
+    /// Default: none (this node waits for others to connect).
+    pub seeds: Vec<SocketAddr>,
+    /// Largest message this node sends to another, in bytes (1 KiB – 16 MiB). Default
+    /// [`DEFAULT_MAX_FRAME_BYTES`] (8 MiB): larger messages are refused with an error before
+    /// they are sent, well under the 16 MiB at which the receiver would drop the connection.
+    pub max_frame_bytes: usize,
+    /// Wait between attempts to reach a seed. Default [`DEFAULT_RECONNECT_INTERVAL`]: a seed
+    /// that restarts is rejoined within about half a second of it listening again.
+    #[serde(with = "super::duration")]
+    pub reconnect_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4100)),
+            cookie: DEFAULT_COOKIE.to_string(),
+            seeds: Vec::new(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            reconnect_interval: DEFAULT_RECONNECT_INTERVAL,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        v.check(
+            "cluster.cookie",
+            format!("{:?}", self.cookie),
+            !self.cookie.is_empty(),
+            "a non-empty string",
+        );
+        v.check(
+            "cluster.cookie",
+            "(the default cookie)",
+            self.listen.ip().is_loopback() || self.cookie != DEFAULT_COOKIE,
+            "a cookie of your own when `cluster.listen` is not a loopback address",
+        );
+        v.check(
+            "cluster.max_frame_bytes",
+            self.max_frame_bytes,
+            (1024..=16 << 20).contains(&self.max_frame_bytes),
+            "an integer from 1024 to 16777216",
+        );
+        v.check(
+            "cluster.reconnect_interval",
+            super::duration::format(self.reconnect_interval),
+            self.reconnect_interval >= Duration::from_millis(10),
+            "a duration of at least 10ms",
+        );
+    }
+}

@@ -30,3 +30,21 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>
     }
     d.deserialize_str(Visitor)
 }
+
+/// The same, for a required `SocketAddr` field.
+pub mod required {
+    use std::net::SocketAddr;
+
+    use serde::{Deserializer, Serializer};
+
+    /// Serde serializer.
+    pub fn serialize<S: Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&addr.to_string())
+    }
+
+    /// Serde deserializer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        // `Some` always: the optional form only yields `None` for a missing field.
+        super::deserialize(d).map(|a| a.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))))
+    }
+}

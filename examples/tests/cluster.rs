@@ -1,0 +1,108 @@
+//! Real clusters: `foundation node` processes on loopback, talking real TCP, killed for real.
+
+use std::io::Write;
+use std::time::Duration;
+
+use foundation_cluster::testkit::{NodeProcess, free_port};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn node(name: &str, port: u16, seeds: &[u16], cookie: &str) -> NodeProcess {
+    let mut args = vec![
+        "node".to_string(),
+        "--name".into(),
+        name.into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    if !seeds.is_empty() {
+        let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        args.extend(["--seeds".to_string(), seeds.join(",")]);
+    }
+    args.extend(["--cookie".to_string(), cookie.to_string()]);
+    // Errors only on stderr: the membership lines on stdout are what the tests read.
+    let env = [("FOUNDATION_LOG", "error")];
+    let process = NodeProcess::spawn_with_env(name, env!("CARGO_BIN_EXE_foundation"), &args, env).unwrap();
+    process.wait_for(&format!("node {name} listening on 127.0.0.1:{port}"), WAIT).unwrap();
+    process
+}
+
+#[test]
+fn three_nodes_form_a_cluster_see_a_kill_and_a_rejoin() {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = node("n1", ports[0], &[], "secret");
+    let n2 = node("n2", ports[1], &[ports[0]], "secret");
+    let mut n3 = node("n3", ports[2], &[ports[0]], "secret");
+
+    // Every node sees the two others (n2 and n3 learn of each other through n1).
+    for (me, others) in [(&n1, ["n2", "n3"]), (&n2, ["n1", "n3"]), (&n3, ["n1", "n2"])] {
+        for other in others {
+            me.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+        }
+    }
+
+    // kill -9: the survivors mark it down.
+    n3.kill();
+    n1.wait_for("member down: n3", WAIT).unwrap();
+    n2.wait_for("member down: n3", WAIT).unwrap();
+
+    // Restarted on its address, it rejoins by itself and the others see it up again.
+    let n3 = node("n3", ports[2], &[ports[0]], "secret");
+    n1.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
+    n3.wait_for("member up: n1 ", WAIT).unwrap();
+    n3.wait_for("member up: n2 ", WAIT).unwrap();
+}
+
+#[test]
+fn wrong_cookie_and_garbage_are_refused_and_the_cluster_keeps_serving() {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut n1 = node("n1", ports[0], &[], "right");
+    let n2 = node("n2", ports[1], &[ports[0]], "right");
+    n1.wait_for("member up: n2 ", WAIT).unwrap();
+
+    // A node with the wrong cookie is refused on both sides and never becomes a member.
+    let intruder = node("intruder", ports[2], &[ports[0]], "wrong");
+    n1.wait_for("refused: ", WAIT).unwrap();
+    intruder.wait_for("refused: 127.0.0.1:", WAIT).unwrap();
+
+    // Garbage on the cluster port: refused, nothing else happens.
+    let refused_before = n1.output().iter().filter(|l| l.starts_with("refused:")).count();
+    for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 4096][..], &[0, 0, 0, 5, 1, 2][..]] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+        let _ = s.write_all(junk);
+    }
+    n1.wait_for_count("refused: ", refused_before + 1, WAIT).unwrap();
+    assert!(n1.is_running(), "garbage must not take the node down");
+
+    // The cluster still serves: a proper node joins after all that.
+    let n3 = node("n3", ports[3], &[ports[0]], "right");
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    n3.wait_for("member up: n2 ", WAIT).unwrap();
+    for n in [&n1, &n2, &n3] {
+        assert!(!n.output().iter().any(|l| l.contains("member up: intruder")), "{:?}", n.output());
+    }
+    assert!(!intruder.output().iter().any(|l| l.starts_with("member up")), "{:?}", intruder.output());
+}
+
+#[test]
+fn a_node_leaves_on_sigterm_and_its_peers_see_it() {
+    let ports = [free_port(), free_port()];
+    let n1 = node("n1", ports[0], &[], "c");
+    let mut n2 = node("n2", ports[1], &[ports[0]], "c");
+    n1.wait_for("member up: n2 ", WAIT).unwrap();
+    assert!(n2.terminate(WAIT), "exits with success on SIGTERM");
+    assert!(n2.output().iter().any(|l| l == "node n2 leaving"));
+    n1.wait_for("member down: n2", WAIT).unwrap();
+}
+
+#[test]
+fn a_default_cookie_on_a_public_address_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["node", "--name", "n1", "--listen", "0.0.0.0:4999"])
+        .env_remove("FOUNDATION_COOKIE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`cluster.cookie`") && err.contains("not a loopback address"), "{err}");
+}

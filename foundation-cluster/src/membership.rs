@@ -1,0 +1,155 @@
+//! Who is in the cluster, from ractor_cluster's node-session events.
+//!
+//! ractor_cluster may hold two sessions to one peer for a moment (both dialled at once) and
+//! elects one; a peer is up while it has at least one ready session, and down when its last
+//! session closes. A session that closes before it authenticated was refused (wrong cookie, or
+//! not a node at all).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use ractor::ActorId;
+use ractor_cluster::node::NodeServerSessionInformation;
+
+/// A node as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its name (`node.name` of its config).
+    pub name: String,
+    /// The address it listens on for other nodes.
+    pub addr: String,
+    /// Up or down.
+    pub status: MemberStatus,
+    /// When it entered this status.
+    pub since: SystemTime,
+}
+
+/// A member's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberStatus {
+    /// Connected and authenticated.
+    Up,
+    /// Its connection closed.
+    Down,
+}
+
+/// A change in membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A node joined (or rejoined).
+    Up {
+        /// Its name.
+        name: String,
+        /// Its address.
+        addr: String,
+    },
+    /// A node left or was lost.
+    Down {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A connection was refused: wrong cookie, or not a node.
+    Refused {
+        /// Where it came from.
+        peer_addr: String,
+    },
+}
+
+/// What the node server reported.
+pub(crate) enum SessionEvent {
+    Opened(NodeServerSessionInformation),
+    Authenticated(NodeServerSessionInformation),
+    Ready(NodeServerSessionInformation),
+    Disconnected(NodeServerSessionInformation),
+}
+
+struct Session {
+    authenticated: bool,
+    peer: Option<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct Membership {
+    sessions: HashMap<ActorId, Session>,
+    members: BTreeMap<String, Member>,
+    ready_sessions: HashMap<String, usize>,
+}
+
+/// Splits ractor_cluster's `name@host` into our node name.
+fn node_name(full: &str) -> String {
+    full.rsplit_once('@').map_or(full, |(n, _)| n).to_string()
+}
+
+impl Membership {
+    pub(crate) fn apply(&mut self, event: SessionEvent) -> Option<MembershipEvent> {
+        match event {
+            SessionEvent::Opened(s) => {
+                self.sessions.insert(s.actor.get_id(), Session { authenticated: false, peer: None });
+                None
+            }
+            SessionEvent::Authenticated(s) => {
+                if let Some(session) = self.sessions.get_mut(&s.actor.get_id()) {
+                    session.authenticated = true;
+                }
+                None
+            }
+            SessionEvent::Ready(s) => {
+                let peer = s.peer_name.as_ref()?;
+                let (name, addr) = (node_name(&peer.name), peer.connection_string.clone());
+                let session = self
+                    .sessions
+                    .entry(s.actor.get_id())
+                    .or_insert(Session { authenticated: true, peer: None });
+                session.authenticated = true;
+                if session.peer.is_some() {
+                    return None;
+                }
+                session.peer = Some(name.clone());
+                let count = self.ready_sessions.entry(name.clone()).or_default();
+                *count += 1;
+                let was_up = self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up);
+                if was_up {
+                    return None;
+                }
+                let member = Member {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                    status: MemberStatus::Up,
+                    since: SystemTime::now(),
+                };
+                self.members.insert(name.clone(), member);
+                Some(MembershipEvent::Up { name, addr })
+            }
+            SessionEvent::Disconnected(s) => {
+                let session = self.sessions.remove(&s.actor.get_id())?;
+                match session.peer {
+                    None if !session.authenticated => {
+                        Some(MembershipEvent::Refused { peer_addr: s.peer_addr.clone() })
+                    }
+                    None => None,
+                    Some(name) => {
+                        let count = self.ready_sessions.entry(name.clone()).or_default();
+                        *count = count.saturating_sub(1);
+                        if *count > 0 {
+                            return None; // another session to the same node is still up
+                        }
+                        let member = self.members.get_mut(&name)?;
+                        member.status = MemberStatus::Down;
+                        member.since = SystemTime::now();
+                        Some(MembershipEvent::Down { name, reason: "connection closed".into() })
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn members(&self) -> Vec<Member> {
+        self.members.values().cloned().collect()
+    }
+
+    pub(crate) fn is_up_at(&self, addr: &str) -> bool {
+        self.members.values().any(|m| m.status == MemberStatus::Up && m.addr == addr)
+    }
+}

@@ -1,0 +1,235 @@
+//! Starting a node: the ractor_cluster node server, seeds, membership, control events.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use foundation_actors::channels::{self, Channels, SystemEvent};
+use foundation_core::config::ClusterConfig;
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::membership::{Member, MemberStatus, Membership, MembershipEvent, SessionEvent};
+
+/// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
+/// `cluster.max_frame_bytes`, so that every message we allow fits the receiver's inbound limit.
+const FRAME_OVERHEAD: u64 = 64 << 10;
+/// Membership events kept for slow subscribers before they start missing some.
+const EVENT_BUFFER: usize = 1024;
+
+/// Errors of cluster operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The node server could not start (the port is taken, the name is invalid...).
+    #[error("node `{name}` cannot start on {listen}: {reason}")]
+    Start {
+        /// The node.
+        name: String,
+        /// Its listen address.
+        listen: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// Waited too long for members.
+    #[error("{wanted} members were not up within {waited:?} (up: {up:?})")]
+    Timeout {
+        /// How many were wanted.
+        wanted: usize,
+        /// Who was up.
+        up: Vec<String>,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+/// A running node of a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    listen: SocketAddr,
+    server: ActorRef<NodeServerMessage>,
+    membership: Arc<RwLock<Membership>>,
+    events: broadcast::Sender<MembershipEvent>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Forwards node-server callbacks (which run inside the node server and must not block) to
+/// the membership task. Unbounded because events come one per connection step, never per
+/// message.
+struct Forward(mpsc::UnboundedSender<SessionEvent>);
+
+impl NodeEventSubscription for Forward {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Opened(ses));
+    }
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Disconnected(ses));
+    }
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Authenticated(ses));
+    }
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Ready(ses));
+    }
+}
+
+impl Cluster {
+    /// Starts this node: listens on `config.listen`, admits nodes that present the same cookie,
+    /// connects to the seeds (and keeps reconnecting to any that is not up), and publishes
+    /// `node_up`, `node_down` and `node_refused` on the control channel if `channels` is given.
+    pub async fn start(
+        name: &str,
+        config: &ClusterConfig,
+        channels: Option<Channels>,
+    ) -> Result<Self, ClusterError> {
+        let start_error =
+            |reason: String| ClusterError::Start { name: name.to_string(), listen: config.listen, reason };
+        let server = NodeServer::new(
+            config.listen.port(),
+            config.cookie.clone(),
+            name.to_string(),
+            config.listen.ip().to_string(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(config.listen.ip())
+        .with_max_inbound_frame_size(config.max_frame_bytes as u64 + FRAME_OVERHEAD);
+        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_error(e.to_string()))?;
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        server
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "foundation-membership".into(),
+                subscription: Box::new(Forward(tx)),
+            })
+            .map_err(|e| start_error(e.to_string()))?;
+
+        let membership = Arc::new(RwLock::new(Membership::default()));
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let mut tasks = Vec::new();
+        {
+            let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
+            tasks.push(tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    let change = membership.write().unwrap_or_else(|p| p.into_inner()).apply(event);
+                    if let Some(change) = change {
+                        announce(&node, &change, channels.as_ref());
+                        let _ = events.send(change);
+                    }
+                }
+            }));
+        }
+        for seed in config.seeds.iter().copied().filter(|s| *s != config.listen) {
+            let (server, membership, interval) =
+                (server.clone(), membership.clone(), config.reconnect_interval);
+            tasks.push(tokio::spawn(async move {
+                let addr = seed.to_string();
+                loop {
+                    let up = membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(&addr);
+                    if !up && let Err(e) = ractor_cluster::client_connect(&server, seed).await {
+                        tracing::debug!(%seed, error = %e, "seed not reachable yet");
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            }));
+        }
+        tracing::info!(node = %name, listen = %config.listen, "node started");
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                listen: config.listen,
+                server,
+                membership,
+                events,
+                tasks,
+            }),
+        })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The address this node listens on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen
+    }
+
+    /// Every node this node has seen, up or down (not itself).
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).members()
+    }
+
+    /// Names of the nodes up now (not itself).
+    pub fn up(&self) -> Vec<String> {
+        self.members().into_iter().filter(|m| m.status == MemberStatus::Up).map(|m| m.name).collect()
+    }
+
+    /// Membership changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Waits until at least `n` other nodes are up.
+    pub async fn wait_for_members(&self, n: usize, timeout: Duration) -> Result<Vec<String>, ClusterError> {
+        let mut events = self.subscribe();
+        let wait = async {
+            loop {
+                let up = self.up();
+                if up.len() >= n {
+                    return up;
+                }
+                if let Err(broadcast::error::RecvError::Closed) = events.recv().await {
+                    return self.up();
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(up) if up.len() >= n => Ok(up),
+            _ => Err(ClusterError::Timeout { wanted: n, up: self.up(), waited: timeout }),
+        }
+    }
+
+    /// Stops the node server (peers see this node's connections close) and the background tasks.
+    pub async fn shutdown(&self) {
+        for task in &self.inner.tasks {
+            task.abort();
+        }
+        let _ = self.inner.server.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
+    }
+}
+
+fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>) {
+    let (kind, data) = match change {
+        MembershipEvent::Up { name, addr } => {
+            tracing::info!(%node, peer = %name, %addr, "node up");
+            ("node_up", serde_json::json!({ "node": name, "addr": addr }))
+        }
+        MembershipEvent::Down { name, reason } => {
+            tracing::warn!(%node, peer = %name, %reason, "node down");
+            ("node_down", serde_json::json!({ "node": name, "reason": reason }))
+        }
+        MembershipEvent::Refused { peer_addr } => {
+            tracing::warn!(%node, %peer_addr, "refused a connection that did not authenticate");
+            ("node_refused", serde_json::json!({ "peer_addr": peer_addr }))
+        }
+    };
+    metrics::counter!("foundation_cluster_membership_events_total", "kind" => kind).increment(1);
+    if let Some(channels) = channels {
+        let _ = channels.publish(&channels::control(), SystemEvent::new(kind, node).with_data(data));
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("name", &self.inner.name).field("listen", &self.inner.listen).finish()
+    }
+}

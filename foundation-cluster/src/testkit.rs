@@ -1,0 +1,218 @@
+//! Test kit for multi-node tests with real processes: launch node processes on loopback, read
+//! what they print, kill -9 them, freeze (SIGSTOP) and thaw (SIGCONT) them. Every process is
+//! killed when its handle is dropped, so a failing test leaves nothing behind.
+//!
+//! Enable with the `testkit` feature. Runtime-agnostic: plain threads, no tokio.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, read, released: another process could take it in
+/// between, which on a test machine does not happen in practice).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(0, |a| a.port())
+}
+
+/// Errors of the test kit.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// The process could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// What was run.
+        program: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The expected output did not appear.
+    #[error(
+        "node `{node}` did not print {wanted} line(s) containing {pattern:?} within {waited:?}; it printed:\n{output}"
+    )]
+    Timeout {
+        /// The node.
+        node: String,
+        /// What was awaited.
+        pattern: String,
+        /// How many matching lines.
+        wanted: usize,
+        /// How long.
+        waited: Duration,
+        /// Everything it printed so far.
+        output: String,
+    },
+}
+
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+/// A node process started by a test.
+pub struct NodeProcess {
+    name: String,
+    child: Child,
+    output: Arc<Output>,
+}
+
+impl NodeProcess {
+    /// Starts `program args...`, capturing its standard output line by line.
+    pub fn spawn<I, S>(name: &str, program: impl AsRef<OsStr>, args: I) -> Result<Self, TestkitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::spawn_with_env(name, program, args, std::iter::empty::<(String, String)>())
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables.
+    pub fn spawn_with_env<I, S, E, K, V>(
+        name: &str,
+        program: impl AsRef<OsStr>,
+        args: I,
+        env: E,
+    ) -> Result<Self, TestkitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let program = program.as_ref();
+        let mut child = Command::new(program)
+            .args(args)
+            .envs(env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| TestkitError::Spawn {
+                program: program.to_string_lossy().into_owned(),
+                source,
+            })?;
+        let output = Arc::new(Output::default());
+        if let Some(stdout) = child.stdout.take() {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    output.lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    output.changed.notify_all();
+                }
+            });
+        }
+        Ok(NodeProcess { name: name.to_string(), child, output })
+    }
+
+    /// The name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The operating-system process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until a printed line contains `pattern`; returns the first such line.
+    pub fn wait_for(&self, pattern: &str, timeout: Duration) -> Result<String, TestkitError> {
+        self.wait_for_count(pattern, 1, timeout).map(|mut lines| lines.remove(0))
+    }
+
+    /// Waits until `count` printed lines contain `pattern`; returns them.
+    pub fn wait_for_count(
+        &self,
+        pattern: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<String>, TestkitError> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let found: Vec<String> = lines.iter().filter(|l| l.contains(pattern)).cloned().collect();
+            if found.len() >= count {
+                return Ok(found);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(TestkitError::Timeout {
+                    node: self.name.clone(),
+                    pattern: pattern.to_string(),
+                    wanted: count,
+                    waited: timeout,
+                    output: lines.join("\n"),
+                });
+            }
+            lines =
+                self.output.changed.wait_timeout(lines, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or power loss would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, up to `timeout` (then kills it).
+    /// Returns whether it exited by itself with success.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        self.signal("TERM");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
+    /// Freezes the process (SIGSTOP): its connections stay open but it answers nothing.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a frozen process (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if self.is_running() {
+            // Resume a frozen process first, so that it is not left stopped if the kill races.
+            self.thaw();
+            self.kill();
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeProcess").field("name", &self.name).field("pid", &self.child.id()).finish()
+    }
+}

@@ -1,0 +1,179 @@
+//! The one adapter that puts serde types on the wire between nodes: bincode (standard
+//! configuration) behind ractor_cluster's `BytesConvertable`. Nothing else knows the format.
+//!
+//! Outgoing values are encoded once, and refused with [`WireError::TooLarge`] before sending if
+//! they exceed the configured frame limit (the receiver would otherwise drop the whole
+//! connection). A frame that does not decode is not dropped silently: it becomes a
+//! [`Wire`] holding the error, is logged and counted in `foundation_wire_decode_errors_total`.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Decoding never reads more than this, whatever a frame claims (16 MiB: ractor_cluster's own
+/// inbound frame cap).
+pub const DECODE_LIMIT: usize = 16 << 20;
+
+/// What can go wrong putting a value on the wire or taking it off.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The encoded value is larger than the frame limit.
+    #[error("message of {size} bytes exceeds the {max}-byte frame limit (cluster.max_frame_bytes)")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value could not be encoded.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    /// The bytes are not a valid encoding of the expected type.
+    #[error("cannot decode a {type_name} from {len} bytes: {reason}")]
+    Decode {
+        /// The expected type.
+        type_name: &'static str,
+        /// Bytes received.
+        len: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Encodes `value`, refusing it if it is larger than `max_bytes`.
+pub fn encode<T: Serialize>(value: &T, max_bytes: usize) -> Result<Vec<u8>, WireError> {
+    let bytes = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    if bytes.len() > max_bytes {
+        return Err(WireError::TooLarge { size: bytes.len(), max: max_bytes });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a `T`, refusing trailing garbage and anything over [`DECODE_LIMIT`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let error = |reason: String| WireError::Decode {
+        type_name: std::any::type_name::<T>(),
+        len: bytes.len(),
+        reason,
+    };
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| error(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(error(format!("{} trailing bytes", bytes.len() - read)));
+    }
+    Ok(value)
+}
+
+/// A serde value as a ractor message argument between nodes.
+pub struct Wire<T>(State<T>);
+
+enum State<T> {
+    /// Encoded and size-checked, on its way out (or delivered locally without a network hop).
+    Encoded(Vec<u8>),
+    /// Decoded on arrival.
+    Value(T),
+    /// Arrived but did not decode.
+    Failed(WireError),
+}
+
+impl<T: Serialize + DeserializeOwned> Wire<T> {
+    /// Encodes a value for sending, refusing it if it exceeds `max_bytes`.
+    pub fn encode(value: &T, max_bytes: usize) -> Result<Self, WireError> {
+        encode(value, max_bytes).map(|b| Wire(State::Encoded(b)))
+    }
+
+    /// The value, or why it could not be read.
+    pub fn into_inner(self) -> Result<T, WireError> {
+        match self.0 {
+            State::Value(v) => Ok(v),
+            State::Encoded(bytes) => decode(&bytes),
+            State::Failed(e) => Err(e),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable for Wire<T> {
+    fn into_bytes(self) -> Vec<u8> {
+        match self.0 {
+            State::Encoded(bytes) => bytes,
+            // Values only exist on the receiving side; re-encoding one cannot fail for a type
+            // that decoded, and an empty frame would decode as an error on the other side.
+            State::Value(v) => {
+                bincode::serde::encode_to_vec(&v, bincode::config::standard()).unwrap_or_default()
+            }
+            State::Failed(_) => Vec::new(),
+        }
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        match decode(&bytes) {
+            Ok(v) => Wire(State::Value(v)),
+            Err(e) => {
+                metrics::counter!("foundation_wire_decode_errors_total", "type" => std::any::type_name::<T>()).increment(1);
+                tracing::warn!(error = %e, "a message from another node did not decode");
+                Wire(State::Failed(e))
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Wire<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            State::Encoded(b) => write!(f, "Wire(encoded, {} bytes)", b.len()),
+            State::Value(_) => f.write_str("Wire(value)"),
+            State::Failed(e) => write!(f, "Wire(failed: {e})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::BytesConvertable;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Task {
+        id: u64,
+        prompt: String,
+        demos: Vec<(String, String)>,
+    }
+
+    fn task() -> Task {
+        Task { id: 7, prompt: "capital of France?".into(), demos: vec![("q".into(), "a".into())] }
+    }
+
+    #[test]
+    fn values_round_trip_through_bytes() {
+        let bytes = Wire::encode(&task(), 1024).unwrap().into_bytes();
+        assert_eq!(Wire::<Task>::from_bytes(bytes).into_inner().unwrap(), task());
+        // Delivered locally, never serialized by ractor: still readable.
+        assert_eq!(Wire::encode(&task(), 1024).unwrap().into_inner().unwrap(), task());
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_before_sending() {
+        let big = Task { prompt: "x".repeat(10_000), ..task() };
+        let err = Wire::encode(&big, 4096).unwrap_err();
+        assert!(matches!(err, WireError::TooLarge { max: 4096, .. }), "{err}");
+        assert!(err.to_string().contains("exceeds the 4096-byte frame limit"), "{err}");
+    }
+
+    #[test]
+    fn garbage_becomes_a_named_error_not_a_panic() {
+        for garbage in [vec![], vec![0xff; 3], b"GET / HTTP/1.1\r\n\r\n".to_vec(), vec![0xfd; 64]] {
+            let err = Wire::<Task>::from_bytes(garbage).into_inner().unwrap_err();
+            assert!(matches!(err, WireError::Decode { .. }), "{err}");
+            assert!(err.to_string().contains("Task"), "{err}");
+        }
+        // A length prefix claiming 2^60 bytes is refused, not allocated.
+        let mut lying = vec![7];
+        lying.extend([0xff, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+        assert!(decode::<Task>(&lying).is_err());
+        let mut trailing = encode(&task(), 1024).unwrap();
+        trailing.push(0);
+        assert!(decode::<Task>(&trailing).unwrap_err().to_string().contains("1 trailing bytes"));
+    }
+}
