@@ -64,6 +64,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                 event = events.recv() => match event {
                     Ok(MembershipEvent::Up { name, addr }) => println!("member up: {name} {addr}"),
                     Ok(MembershipEvent::Down { name, reason }) => println!("member down: {name} ({reason})"),
+                    Ok(MembershipEvent::Unreachable { name, phi }) => println!("member unreachable: {name} (phi {phi:.1})"),
                     Ok(MembershipEvent::Refused { peer_addr }) => {
                         println!("refused: {peer_addr} (did not authenticate)");
                     }

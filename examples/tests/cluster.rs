@@ -106,3 +106,29 @@ fn a_default_cookie_on_a_public_address_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`cluster.cookie`") && err.contains("not a loopback address"), "{err}");
 }
+
+#[test]
+fn a_frozen_node_is_detected_by_heartbeats_and_rejoins_when_thawed() {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = node("n1", ports[0], &[], "frost");
+    let n2 = node("n2", ports[1], &[ports[0]], "frost");
+    let n3 = node("n3", ports[2], &[ports[0]], "frost");
+    for other in ["n2", "n3"] {
+        n1.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+    }
+    n2.wait_for("member up: n3 ", WAIT).unwrap();
+
+    // SIGSTOP: its TCP connections stay open, so only the failure detector can tell.
+    n3.freeze();
+    for survivor in [&n1, &n2] {
+        survivor.wait_for("member unreachable: n3", WAIT).unwrap();
+        let down = survivor.wait_for("member down: n3", WAIT).unwrap();
+        assert!(down.contains("unreachable"), "{down}");
+    }
+    assert!(!n1.output().iter().any(|l| l.contains("member down: n2")), "the healthy node stays up");
+
+    // SIGCONT: it finds its connections closed, reconnects to its seed, and is up again.
+    n3.thaw();
+    n1.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
+    n2.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
+}

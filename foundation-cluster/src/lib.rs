@@ -6,9 +6,13 @@
 //! `BytesConvertable`, oversized messages refused before sending, undecodable frames counted),
 //! and, behind the `testkit` feature, [`testkit`] for tests that launch real node processes.
 //!
-//! Not built yet (issue 4): discovery beyond seeds, heartbeat failure detection (today a node is
-//! down when its TCP connection closes, so a frozen node is not detected), the distributed
-//! registry, singletons, replicated actors, cluster-wide channels and services, health, TLS.
+//! Failure detection: [`heartbeat`]s every `cluster.heartbeat_interval` and a [`phi`]-accrual
+//! detector per peer; a peer over `cluster.phi_threshold` is declared unreachable and its
+//! connection closed, so a frozen node (SIGSTOP, TCP still open) is marked down, not only a
+//! killed one.
+//!
+//! Not built yet (issue 4): discovery beyond seeds, the distributed registry, singletons,
+//! replicated actors, cluster-wide channels and services, health, TLS.
 //!
 //! ```no_run
 //! use foundation_cluster::Cluster;
@@ -24,8 +28,10 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod heartbeat;
 mod membership;
 mod node;
+pub mod phi;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod wire;

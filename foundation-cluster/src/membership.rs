@@ -34,7 +34,7 @@ pub enum MemberStatus {
 }
 
 /// A change in membership.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MembershipEvent {
     /// A node joined (or rejoined).
     Up {
@@ -50,6 +50,14 @@ pub enum MembershipEvent {
         /// Why.
         reason: String,
     },
+    /// A node stopped answering heartbeats while its connection stayed open (frozen, or a
+    /// network partition); its connection is being closed, and a `Down` follows.
+    Unreachable {
+        /// Its name.
+        name: String,
+        /// The failure detector's suspicion level when it was declared unreachable.
+        phi: f64,
+    },
     /// A connection was refused: wrong cookie, or not a node.
     Refused {
         /// Where it came from.
@@ -63,6 +71,11 @@ pub(crate) enum SessionEvent {
     Authenticated(NodeServerSessionInformation),
     Ready(NodeServerSessionInformation),
     Disconnected(NodeServerSessionInformation),
+    /// The failure detector gave up on a node.
+    Unreachable {
+        name: String,
+        phi: f64,
+    },
 }
 
 struct Session {
@@ -75,6 +88,8 @@ pub(crate) struct Membership {
     sessions: HashMap<ActorId, Session>,
     members: BTreeMap<String, Member>,
     ready_sessions: HashMap<String, usize>,
+    /// Why a node is being disconnected, when we are the ones disconnecting it.
+    evicting: HashMap<String, String>,
 }
 
 /// Splits ractor_cluster's `name@host` into our node name.
@@ -85,6 +100,10 @@ fn node_name(full: &str) -> String {
 impl Membership {
     pub(crate) fn apply(&mut self, event: SessionEvent) -> Option<MembershipEvent> {
         match event {
+            SessionEvent::Unreachable { name, phi } => {
+                self.evicting.insert(name.clone(), format!("unreachable: phi {phi:.1} over the threshold"));
+                Some(MembershipEvent::Unreachable { name, phi })
+            }
             SessionEvent::Opened(s) => {
                 self.sessions.insert(s.actor.get_id(), Session { authenticated: false, peer: None });
                 None
@@ -138,7 +157,9 @@ impl Membership {
                         let member = self.members.get_mut(&name)?;
                         member.status = MemberStatus::Down;
                         member.since = SystemTime::now();
-                        Some(MembershipEvent::Down { name, reason: "connection closed".into() })
+                        let reason =
+                            self.evicting.remove(&name).unwrap_or_else(|| "connection closed".into());
+                        Some(MembershipEvent::Down { name, reason })
                     }
                 }
             }
@@ -147,6 +168,10 @@ impl Membership {
 
     pub(crate) fn members(&self) -> Vec<Member> {
         self.members.values().cloned().collect()
+    }
+
+    pub(crate) fn up_names(&self) -> Vec<String> {
+        self.members.values().filter(|m| m.status == MemberStatus::Up).map(|m| m.name.clone()).collect()
     }
 
     pub(crate) fn is_up_at(&self, addr: &str) -> bool {

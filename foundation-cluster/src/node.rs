@@ -12,6 +12,7 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::heartbeat;
 use crate::membership::{Member, MemberStatus, Membership, MembershipEvent, SessionEvent};
 
 /// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
@@ -55,6 +56,7 @@ struct Inner {
     name: String,
     listen: SocketAddr,
     server: ActorRef<NodeServerMessage>,
+    heartbeat: ActorRef<heartbeat::HeartbeatMsg>,
     membership: Arc<RwLock<Membership>>,
     events: broadcast::Sender<MembershipEvent>,
     tasks: Vec<JoinHandle<()>>,
@@ -107,11 +109,21 @@ impl Cluster {
         server
             .cast(NodeServerMessage::SubscribeToEvents {
                 id: "foundation-membership".into(),
-                subscription: Box::new(Forward(tx)),
+                subscription: Box::new(Forward(tx.clone())),
             })
             .map_err(|e| start_error(e.to_string()))?;
 
         let membership = Arc::new(RwLock::new(Membership::default()));
+        let heartbeat_args = heartbeat::Args {
+            node: name.to_string(),
+            config: config.clone(),
+            server: server.clone(),
+            membership: membership.clone(),
+            events: tx,
+        };
+        let (heartbeat, _) = Actor::spawn(None, heartbeat::Heartbeat, heartbeat_args)
+            .await
+            .map_err(|e| start_error(e.to_string()))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut tasks = Vec::new();
         {
@@ -146,6 +158,7 @@ impl Cluster {
                 name: name.to_string(),
                 listen: config.listen,
                 server,
+                heartbeat,
                 membership,
                 events,
                 tasks,
@@ -203,6 +216,7 @@ impl Cluster {
         for task in &self.inner.tasks {
             task.abort();
         }
+        let _ = self.inner.heartbeat.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
         let _ = self.inner.server.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
     }
 }
@@ -216,6 +230,10 @@ fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>) {
         MembershipEvent::Down { name, reason } => {
             tracing::warn!(%node, peer = %name, %reason, "node down");
             ("node_down", serde_json::json!({ "node": name, "reason": reason }))
+        }
+        MembershipEvent::Unreachable { name, phi } => {
+            tracing::warn!(%node, peer = %name, phi, "node unreachable");
+            ("node_unreachable", serde_json::json!({ "node": name, "phi": phi }))
         }
         MembershipEvent::Refused { peer_addr } => {
             tracing::warn!(%node, %peer_addr, "refused a connection that did not authenticate");

@@ -205,6 +205,15 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
 /// Default wait between attempts to reach a seed that is not connected.
 pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Default interval between heartbeats to every other node.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+/// Default suspicion level at which a silent node is declared unreachable.
+pub const DEFAULT_PHI_THRESHOLD: f64 = 8.0;
+/// Default silence tolerated on top of the usual heartbeat interval.
+pub const DEFAULT_ACCEPTABLE_PAUSE: Duration = Duration::from_millis(1000);
+/// Default smallest jitter the failure detector assumes.
+pub const DEFAULT_MIN_STD_DEVIATION: Duration = Duration::from_millis(100);
+
 /// `[cluster]`: how this node reaches and admits other nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -226,6 +235,23 @@ pub struct ClusterConfig {
     /// that restarts is rejoined within about half a second of it listening again.
     #[serde(with = "super::duration")]
     pub reconnect_interval: Duration,
+    /// Interval between heartbeats to every other node (20 ms – 10 s). Default
+    /// [`DEFAULT_HEARTBEAT_INTERVAL`].
+    #[serde(with = "super::duration")]
+    pub heartbeat_interval: Duration,
+    /// Phi at which a silent node is declared unreachable and its connection closed (1 – 32).
+    /// Default [`DEFAULT_PHI_THRESHOLD`]: with the other defaults, a frozen node (its TCP
+    /// connection still open) is marked down about 1.8 s after its last heartbeat
+    /// (200 ms + 1 s pause + 5.6 × 100 ms); a killed one as soon as its connection closes.
+    pub phi_threshold: f64,
+    /// Silence tolerated beyond the usual heartbeat interval before suspicion rises (GC pauses,
+    /// a loaded machine). Default [`DEFAULT_ACCEPTABLE_PAUSE`].
+    #[serde(with = "super::duration")]
+    pub acceptable_pause: Duration,
+    /// Smallest jitter the detector assumes, so that very regular heartbeats do not make it
+    /// trigger on the first late one. Default [`DEFAULT_MIN_STD_DEVIATION`].
+    #[serde(with = "super::duration")]
+    pub min_std_deviation: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -236,6 +262,10 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             reconnect_interval: DEFAULT_RECONNECT_INTERVAL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            phi_threshold: DEFAULT_PHI_THRESHOLD,
+            acceptable_pause: DEFAULT_ACCEPTABLE_PAUSE,
+            min_std_deviation: DEFAULT_MIN_STD_DEVIATION,
         }
     }
 }
@@ -265,6 +295,18 @@ impl ClusterConfig {
             super::duration::format(self.reconnect_interval),
             self.reconnect_interval >= Duration::from_millis(10),
             "a duration of at least 10ms",
+        );
+        v.check(
+            "cluster.heartbeat_interval",
+            super::duration::format(self.heartbeat_interval),
+            (Duration::from_millis(20)..=Duration::from_secs(10)).contains(&self.heartbeat_interval),
+            "a duration from 20ms to 10s",
+        );
+        v.check(
+            "cluster.phi_threshold",
+            self.phi_threshold,
+            (1.0..=32.0).contains(&self.phi_threshold),
+            "a number from 1 to 32",
         );
     }
 }
