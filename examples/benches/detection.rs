@@ -1,0 +1,72 @@
+//! Failure-detection time with real node processes on loopback: how long after a node is
+//! killed (kill -9) or frozen (SIGSTOP) its peer prints `member down`. Wall-clock by nature, so
+//! a benchmark and never a test assertion.
+//!
+//! Run: `cargo bench -p foundation-examples --bench detection` (figures in docs/BENCHMARKS.md).
+
+use std::time::{Duration, Instant};
+
+use foundation_cluster::testkit::{NodeProcess, free_port};
+
+const TRIALS: usize = 5;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn start(name: &str, port: u16, seed: Option<u16>) -> NodeProcess {
+    let mut args = vec![
+        "node".to_string(),
+        "--name".into(),
+        name.into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
+    }
+    let node = NodeProcess::spawn_with_env(
+        name,
+        env!("CARGO_BIN_EXE_foundation"),
+        &args,
+        [("FOUNDATION_LOG", "error")],
+    )
+    .expect("start a node");
+    node.wait_for("listening on", WAIT).expect("node listening");
+    node
+}
+
+fn trial(freeze: bool) -> Duration {
+    let (p1, p2) = (free_port(), free_port());
+    let watcher = start("watcher", p1, None);
+    let mut victim = start("victim", p2, Some(p1));
+    watcher.wait_for("member up: victim", WAIT).expect("victim joined");
+    // Let a few heartbeats flow so the detector has a history, as in a running cluster.
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    if freeze {
+        victim.freeze();
+    } else {
+        victim.kill();
+    }
+    watcher.wait_for("member down: victim", WAIT).expect("victim detected down");
+    started.elapsed()
+}
+
+fn report(what: &str, mut times: Vec<Duration>) {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{what:<28} median {:>7.1} ms   min {:>7.1} ms   max {:>7.1} ms   ({} trials)",
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1]),
+        times.len()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` would pass other flags: only run when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    report("kill -9 -> member down", (0..TRIALS).map(|_| trial(false)).collect());
+    report("SIGSTOP -> member down", (0..TRIALS).map(|_| trial(true)).collect());
+}
