@@ -1,6 +1,7 @@
 //! The `foundation` command: `foundation demo` runs the main job; `foundation config check`
 //! validates a configuration; `foundation node` runs one cluster node.
 
+mod cluster_cmd;
 mod config_cmd;
 mod demo;
 mod node_cmd;
@@ -27,6 +28,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run one cluster node until Ctrl-C or SIGTERM, printing membership changes.
     Node(node_cmd::NodeArgs),
+    /// Run a local cluster of node processes.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -48,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(cli.config, args),
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
         Command::Node(args) => node_cmd::run(cli.config, args),
+        Command::Cluster(cmd) => cluster_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

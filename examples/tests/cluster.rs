@@ -132,3 +132,41 @@ fn a_frozen_node_is_detected_by_heartbeats_and_rejoins_when_thawed() {
     n1.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
     n2.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
 }
+
+#[test]
+fn cluster_up_launches_a_local_cluster_and_stops_it_on_sigterm() {
+    let base = free_port();
+    // Three consecutive ports from a free one: good enough on a test machine.
+    let mut up = NodeProcess::spawn_with_env(
+        "cluster-up",
+        env!("CARGO_BIN_EXE_foundation"),
+        ["cluster", "up", "--nodes", "3", "--base-port", &base.to_string()],
+        [("FOUNDATION_LOG", "error")],
+    )
+    .unwrap();
+    for k in 1..=3 {
+        up.wait_for(&format!("started n{k} (pid"), WAIT).unwrap();
+    }
+    // Every node sees the two others.
+    for (me, others) in [("n1", ["n2", "n3"]), ("n2", ["n1", "n3"]), ("n3", ["n1", "n2"])] {
+        for other in others {
+            up.wait_for(&format!("[{me}] member up: {other} "), WAIT).unwrap();
+        }
+    }
+    let pids: Vec<String> = up
+        .output()
+        .iter()
+        .filter_map(|l| l.split("(pid ").nth(1).and_then(|r| r.split(')').next()).map(str::to_string))
+        .collect();
+    assert_eq!(pids.len(), 3);
+    assert!(up.terminate(WAIT), "cluster up exits with success on SIGTERM");
+    assert!(up.output().iter().any(|l| l == "cluster stopped"));
+    for pid in pids {
+        let alive = std::process::Command::new("kill")
+            .args(["-0", &pid])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!alive.success(), "node process {pid} must be gone");
+    }
+}
