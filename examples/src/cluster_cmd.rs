@@ -12,6 +12,34 @@ pub enum ClusterCommand {
     /// Launch N `foundation node` processes on 127.0.0.1 (n1 is everyone's seed), print their
     /// addresses and their membership changes, and stop them all on Ctrl-C or SIGTERM.
     Up(UpArgs),
+    /// Join a running cluster briefly as an observer and print every known node: name, address,
+    /// status (up, unreachable, down), load, CPU, memory, runtime lag and last heartbeat.
+    Status(StatusArgs),
+}
+
+/// Options of `foundation cluster status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Nodes of the cluster to reach, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    seeds: Vec<std::net::SocketAddr>,
+    /// The cluster's cookie (also from FOUNDATION_COOKIE).
+    #[arg(long, env = "FOUNDATION_COOKIE", hide_env_values = true, default_value = "foundation-dev-cookie")]
+    cookie: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the cluster to answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// Name prefix of the short-lived observer nodes `cluster status` starts.
+const OBSERVER_PREFIX: &str = "status-";
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    foundation_core::config::duration::parse(text)
+        .ok_or_else(|| format!("expected {}", foundation_core::config::duration::EXPECTED))
 }
 
 /// Options of `foundation cluster up`.
@@ -29,7 +57,80 @@ pub struct UpArgs {
 }
 
 pub fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
-    let ClusterCommand::Up(args) = command;
+    match command {
+        ClusterCommand::Up(args) => up(args),
+        ClusterCommand::Status(args) => status(args),
+    }
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        // An observer node on a free loopback port, named so it can be left out of the table.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let name = format!("{OBSERVER_PREFIX}{}", std::process::id());
+        let config = foundation_core::config::ClusterConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            cookie: args.cookie.clone(),
+            seeds: args.seeds.clone(),
+            ..Default::default()
+        };
+        let observer = foundation_cluster::Cluster::start(&name, &config, None).await?;
+        if observer.wait_for_members(1, args.timeout).await.is_err() {
+            observer.shutdown().await;
+            eprintln!(
+                "no node of the cluster answered at {:?} within {:?} (wrong address or cookie?)",
+                args.seeds, args.timeout
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        // Let transitive connections to the seeds' peers come up before asking.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut health = observer.cluster_health(args.timeout).await;
+        observer.shutdown().await;
+        // Observers (this one, and earlier `cluster status` runs, which peers remember as down
+        // until graceful leave exists) are not nodes of the cluster.
+        health.nodes.retain(|n| !n.name.starts_with(OBSERVER_PREFIX));
+        health = foundation_cluster::health::ClusterHealth::from_nodes(health.nodes);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&health)?);
+        } else {
+            print_table(&health);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_table(health: &foundation_cluster::health::ClusterHealth) {
+    println!(
+        "{:<14} {:<22} {:<12} {:>6} {:>6} {:>10} {:>8} {:>15}",
+        "NAME", "ADDRESS", "STATUS", "LOAD", "CPU%", "MEMORY", "LAG", "LAST HEARTBEAT"
+    );
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for n in &health.nodes {
+        let h = n.health.as_ref();
+        println!(
+            "{:<14} {:<22} {:<12} {:>6} {:>6} {:>10} {:>8} {:>15}",
+            n.name,
+            n.addr,
+            n.status,
+            opt(h.and_then(|h| h.load_average).map(|l| format!("{l:.2}"))),
+            opt(h.and_then(|h| h.cpu_percent).map(|c| format!("{c:.1}"))),
+            opt(h.and_then(|h| h.memory_bytes).map(|m| format!("{:.1} MiB", m as f64 / 1048576.0))),
+            opt(h.map(|h| format!("{:.1}ms", h.runtime_lag_ms))),
+            opt(n.last_heartbeat_ms.map(|ms| format!("{ms} ms ago"))),
+        );
+    }
+    println!(
+        "{} up, {} down; memory {:.1} MiB; mean CPU {}",
+        health.up,
+        health.down,
+        health.memory_bytes as f64 / 1048576.0,
+        health.mean_cpu_percent.map_or("-".to_string(), |c| format!("{c:.1}%"))
+    );
+}
+
+fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 || u32::from(args.base_port) + u32::from(args.nodes) > 65_536 {
         anyhow::bail!("--nodes must be at least 1 and the ports must fit below 65536");
     }
@@ -65,29 +166,34 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
     println!("cluster of {} nodes up; seed {seed}; Ctrl-C or SIGTERM stops it", args.nodes);
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let stopped_early = runtime.block_on(async {
+    runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut poll = tokio::time::interval(Duration::from_millis(200));
+        let mut reported = vec![false; children.len()];
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok::<_, anyhow::Error>(None),
-                _ = term.recv() => return Ok(None),
+                _ = tokio::signal::ctrl_c() => return Ok::<_, anyhow::Error>(()),
+                _ = term.recv() => return Ok(()),
                 _ = poll.tick() => {
-                    for (name, child) in children.iter_mut() {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            return Ok(Some(format!("{name} exited ({status})")));
+                    // A node that dies (killed by the operator, say) is reported; the others keep
+                    // running, which is the point of a cluster.
+                    for (i, (name, child)) in children.iter_mut().enumerate() {
+                        if !reported[i] && let Ok(Some(status)) = child.try_wait() {
+                            println!("[{name}] node process exited ({status})");
+                            reported[i] = true;
                         }
+                    }
+                    if reported.iter().all(|r| *r) {
+                        println!("every node has exited");
+                        return Ok(());
                     }
                 }
             }
         }
     })?;
-    if let Some(why) = &stopped_early {
-        eprintln!("stopping the cluster: {why}");
-    }
     stop_all(&mut children);
     println!("cluster stopped");
-    Ok(if stopped_early.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGTERM to every node (they leave cleanly), then wait; kill whatever is still running after 10 s.

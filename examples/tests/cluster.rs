@@ -170,3 +170,68 @@ fn cluster_up_launches_a_local_cluster_and_stops_it_on_sigterm() {
         assert!(!alive.success(), "node process {pid} must be gone");
     }
 }
+
+#[test]
+fn cluster_status_reports_every_node_with_health_and_the_dead_one_as_down() {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = node("n1", ports[0], &[], "stat");
+    let n2 = node("n2", ports[1], &[ports[0]], "stat");
+    let mut n3 = node("n3", ports[2], &[ports[0]], "stat");
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    let status = |seed: u16| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+            .args([
+                "cluster",
+                "status",
+                "--json",
+                "--cookie",
+                "stat",
+                "--seeds",
+                &format!("127.0.0.1:{seed}"),
+            ])
+            .env("FOUNDATION_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Heartbeats flow: every node has been heard from with its health.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let health = status(ports[0]);
+        let rows = health["nodes"].as_array().unwrap().clone();
+        if rows.len() == 3 && rows.iter().all(|r| r["health"]["memory_bytes"].as_u64().is_some_and(|m| m > 0))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "health never arrived: {health}");
+    }
+
+    n3.kill();
+    n1.wait_for("member down: n3", WAIT).unwrap();
+    n2.wait_for("member down: n3", WAIT).unwrap();
+    let health = status(ports[1]);
+    let rows = health["nodes"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} missing: {health}"))
+    };
+    assert_eq!(rows.len(), 3, "{health}");
+    for (name, port) in [("n1", ports[0]), ("n2", ports[1])] {
+        assert_eq!(row(name)["status"], "up");
+        assert_eq!(row(name)["addr"], format!("127.0.0.1:{port}"));
+        assert!(row(name)["health"]["memory_bytes"].as_u64().unwrap() > 0, "{health}");
+    }
+    assert_eq!(row("n3")["status"], "down", "{health}");
+    assert!(row("n3")["last_heartbeat_ms"].as_u64().is_some(), "when n3 was last heard from: {health}");
+    assert_eq!((health["up"].as_u64(), health["down"].as_u64()), (Some(2), Some(1)));
+
+    // Nobody there: a clear error, not a hang.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["cluster", "status", "--timeout", "1s", "--seeds", &format!("127.0.0.1:{}", free_port())])
+        .env("FOUNDATION_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node of the cluster answered"), "{out:?}");
+}

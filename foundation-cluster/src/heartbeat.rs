@@ -13,12 +13,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use foundation_core::config::ClusterConfig;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeServerMessage, RactorClusterMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::membership::{Membership, SessionEvent};
+use crate::health::{ClusterHealth, NodeHealth, NodeStatus};
+use crate::membership::{MemberStatus, Membership, SessionEvent};
 use crate::phi::PhiDetector;
 use crate::wire::Wire;
 
@@ -32,7 +33,18 @@ pub const GROUP: &str = "heartbeat";
 pub(crate) struct Beat {
     from: String,
     seq: u64,
+    health: NodeHealth,
 }
+
+/// What this node last heard from a peer.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerInfo {
+    pub(crate) health: NodeHealth,
+    pub(crate) last: Instant,
+}
+
+/// A node's view of the cluster, as its heartbeat actor answers it: (reporter, view).
+pub(crate) type View = Wire<(String, ClusterHealth)>;
 
 #[derive(RactorClusterMessage)]
 pub(crate) enum HeartbeatMsg {
@@ -40,6 +52,9 @@ pub(crate) enum HeartbeatMsg {
     Beat(Wire<Beat>),
     /// Time to send ours and to check the others'.
     Tick,
+    /// This node's view of the cluster (for `cluster status` and `Cluster::cluster_health`).
+    #[rpc]
+    View(RpcReplyPort<View>),
 }
 
 pub(crate) struct Heartbeat;
@@ -50,6 +65,8 @@ pub(crate) struct Args {
     pub(crate) server: ActorRef<NodeServerMessage>,
     pub(crate) membership: Arc<RwLock<Membership>>,
     pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
+    pub(crate) own_health: Arc<RwLock<NodeHealth>>,
+    pub(crate) peers: Arc<RwLock<HashMap<String, PeerInfo>>>,
 }
 
 pub(crate) struct State {
@@ -82,6 +99,13 @@ impl Actor for Heartbeat {
         match msg {
             HeartbeatMsg::Beat(beat) => match beat.into_inner() {
                 Ok(beat) => {
+                    let info = PeerInfo { health: beat.health, last: Instant::now() };
+                    state
+                        .args
+                        .peers
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(beat.from.clone(), info);
                     let config = &state.args.config;
                     state
                         .detectors
@@ -101,6 +125,15 @@ impl Actor for Heartbeat {
                 send_beats(&myself, state);
                 check_peers(state).await;
             }
+            HeartbeatMsg::View(reply) => {
+                let view = local_view(&state.args);
+                // A view is small (a row per node); it fits any sane frame limit.
+                if let Ok(wire) =
+                    Wire::encode(&(state.args.node.clone(), view), state.args.config.max_frame_bytes)
+                {
+                    let _ = reply.send(wire);
+                }
+            }
         }
         Ok(())
     }
@@ -108,7 +141,8 @@ impl Actor for Heartbeat {
 
 fn send_beats(myself: &ActorRef<HeartbeatMsg>, state: &mut State) {
     state.seq += 1;
-    let beat = Beat { from: state.args.node.clone(), seq: state.seq };
+    let health = state.args.own_health.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let beat = Beat { from: state.args.node.clone(), seq: state.seq, health };
     for member in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
         if member.get_id() == myself.get_id() || member.get_id().is_local() {
             continue;
@@ -180,4 +214,33 @@ pub fn expected_detection(config: &ClusterConfig) -> Duration {
     // phi = threshold at y standard deviations; for phi 8 the logistic approximation gives y ≈ 5.6.
     let y = (config.phi_threshold / 8.0).sqrt() * 5.6;
     config.heartbeat_interval + config.acceptable_pause + config.min_std_deviation.mul_f64(y)
+}
+
+/// This node's view: itself, then every member it has seen, with their latest health.
+pub(crate) fn local_view(args: &Args) -> ClusterHealth {
+    let own = args.own_health.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut rows = vec![NodeStatus {
+        name: args.node.clone(),
+        addr: args.config.listen.to_string(),
+        status: "up".into(),
+        health: Some(own),
+        last_heartbeat_ms: Some(0),
+    }];
+    let peers = args.peers.read().unwrap_or_else(|p| p.into_inner());
+    for m in args.membership.read().unwrap_or_else(|p| p.into_inner()).members() {
+        let heard = peers.get(&m.name);
+        rows.push(NodeStatus {
+            status: match m.status {
+                MemberStatus::Up => "up",
+                MemberStatus::Unreachable => "unreachable",
+                MemberStatus::Down => "down",
+            }
+            .into(),
+            health: heard.map(|p| p.health.clone()),
+            last_heartbeat_ms: heard.map(|p| p.last.elapsed().as_millis() as u64),
+            name: m.name,
+            addr: m.addr,
+        });
+    }
+    ClusterHealth::from_nodes(rows)
 }

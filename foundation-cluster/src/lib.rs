@@ -11,8 +11,13 @@
 //! connection closed, so a frozen node (SIGSTOP, TCP still open) is marked down, not only a
 //! killed one.
 //!
+//! Health: every node samples its load, CPU, memory and runtime lag and sends them with its
+//! heartbeats; [`Cluster::health`] is one node's view, [`Cluster::cluster_health`] merges every
+//! reachable node's view.
+//!
 //! Not built yet (issue 4): discovery beyond seeds, the distributed registry, singletons,
-//! replicated actors, cluster-wide channels and services, health, TLS.
+//! replicated actors, cluster-wide channels and services, actor counts and mailbox depths in
+//! health, TLS.
 //!
 //! ```no_run
 //! use foundation_cluster::Cluster;
@@ -28,6 +33,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod health;
 pub mod heartbeat;
 mod membership;
 mod node;

@@ -29,6 +29,8 @@ pub struct Member {
 pub enum MemberStatus {
     /// Connected and authenticated.
     Up,
+    /// Silent while still connected: its connection is being closed.
+    Unreachable,
     /// Its connection closed.
     Down,
 }
@@ -102,6 +104,10 @@ impl Membership {
         match event {
             SessionEvent::Unreachable { name, phi } => {
                 self.evicting.insert(name.clone(), format!("unreachable: phi {phi:.1} over the threshold"));
+                if let Some(member) = self.members.get_mut(&name) {
+                    member.status = MemberStatus::Unreachable;
+                    member.since = SystemTime::now();
+                }
                 Some(MembershipEvent::Unreachable { name, phi })
             }
             SessionEvent::Opened(s) => {

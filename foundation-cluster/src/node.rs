@@ -1,5 +1,6 @@
 //! Starting a node: the ractor_cluster node server, seeds, membership, control events.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,7 +13,8 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::heartbeat;
+use crate::health::{self, ClusterHealth, NodeHealth};
+use crate::heartbeat::{self, HeartbeatMsg};
 use crate::membership::{Member, MemberStatus, Membership, MembershipEvent, SessionEvent};
 
 /// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
@@ -114,18 +116,22 @@ impl Cluster {
             .map_err(|e| start_error(e.to_string()))?;
 
         let membership = Arc::new(RwLock::new(Membership::default()));
+        let own_health = Arc::new(RwLock::new(NodeHealth::default()));
+        let peers = Arc::new(RwLock::new(HashMap::new()));
         let heartbeat_args = heartbeat::Args {
             node: name.to_string(),
             config: config.clone(),
             server: server.clone(),
             membership: membership.clone(),
             events: tx,
+            own_health: own_health.clone(),
+            peers,
         };
         let (heartbeat, _) = Actor::spawn(None, heartbeat::Heartbeat, heartbeat_args)
             .await
             .map_err(|e| start_error(e.to_string()))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(health::sample_forever(own_health))];
         {
             let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {
@@ -184,6 +190,37 @@ impl Cluster {
     /// Names of the nodes up now (not itself).
     pub fn up(&self) -> Vec<String> {
         self.members().into_iter().filter(|m| m.status == MemberStatus::Up).map(|m| m.name).collect()
+    }
+
+    /// This node's view of the cluster: itself and every node it has seen, with status, latest
+    /// health and time since its last heartbeat.
+    pub async fn health(&self) -> ClusterHealth {
+        match ractor::call_t!(self.inner.heartbeat, HeartbeatMsg::View, 5000) {
+            Ok(view) => view.into_inner().map(|(_, v)| v).unwrap_or_default(),
+            Err(_) => ClusterHealth::default(),
+        }
+    }
+
+    /// Every reachable node's view, merged (see [`ClusterHealth::merge`]): nodes that answer
+    /// within `timeout` are up; others carry the worst status their peers report.
+    pub async fn cluster_health(&self, timeout: Duration) -> ClusterHealth {
+        let mut calls = tokio::task::JoinSet::new();
+        let ms = timeout.as_millis().min(u128::from(u64::MAX)) as u64;
+        for member in
+            ractor::pg::get_scoped_members(&heartbeat::SCOPE.to_string(), &heartbeat::GROUP.to_string())
+        {
+            let actor: ActorRef<HeartbeatMsg> = member.into();
+            calls.spawn(async move { ractor::call_t!(actor, HeartbeatMsg::View, ms) });
+        }
+        let mut views = Vec::new();
+        while let Some(answer) = calls.join_next().await {
+            if let Ok(Ok(view)) = answer
+                && let Ok(view) = view.into_inner()
+            {
+                views.push(view);
+            }
+        }
+        ClusterHealth::merge(views)
     }
 
     /// Membership changes from now on.

@@ -1,0 +1,207 @@
+//! Node and cluster health: each node samples its own (load, CPU, memory, runtime lag), sends
+//! it with every heartbeat, and so knows every peer's latest health and how long ago it last
+//! heard from it. [`Cluster::health`](crate::Cluster::health) is this node's view;
+//! [`Cluster::cluster_health`](crate::Cluster::cluster_health) merges every reachable node's view.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// How often a node samples its own health.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One node's own measurements. Fields are `None` where the platform does not tell (they are
+/// read from `/proc` on Linux).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// One-minute load average of the machine.
+    pub load_average: Option<f64>,
+    /// CPU used by the node process over the last sample, in percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the node process, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// How late the node's async runtime ran a timer over the last sample, in milliseconds: a
+    /// busy or blocked runtime shows here first.
+    pub runtime_lag_ms: f64,
+}
+
+/// A node as one node (or the merge of several views) sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's name.
+    pub name: String,
+    /// Where it listens for other nodes.
+    pub addr: String,
+    /// `"up"`, `"unreachable"` or `"down"`.
+    pub status: String,
+    /// Its latest health, if heard from.
+    pub health: Option<NodeHealth>,
+    /// Milliseconds since its last heartbeat was received (0 for the reporting node itself).
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+/// Every known node and cluster-wide totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    /// One row per known node, by name.
+    pub nodes: Vec<NodeStatus>,
+    /// Nodes up.
+    pub up: usize,
+    /// Nodes down or unreachable.
+    pub down: usize,
+    /// Resident memory of all nodes up, in bytes.
+    pub memory_bytes: u64,
+    /// Mean CPU percent of the nodes up that report it.
+    pub mean_cpu_percent: Option<f64>,
+}
+
+impl ClusterHealth {
+    /// Builds the totals from the rows.
+    pub fn from_nodes(mut nodes: Vec<NodeStatus>) -> Self {
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let up_rows: Vec<&NodeStatus> = nodes.iter().filter(|n| n.status == "up").collect();
+        let cpus: Vec<f64> = up_rows.iter().filter_map(|n| n.health.as_ref()?.cpu_percent).collect();
+        ClusterHealth {
+            up: up_rows.len(),
+            down: nodes.len() - up_rows.len(),
+            memory_bytes: up_rows.iter().filter_map(|n| n.health.as_ref()?.memory_bytes).sum(),
+            mean_cpu_percent: (!cpus.is_empty()).then(|| cpus.iter().sum::<f64>() / cpus.len() as f64),
+            nodes,
+        }
+    }
+
+    /// Merges views from several nodes: a node that answered itself is up with its own health;
+    /// any other keeps the most alarming status reported for it (down over unreachable over up)
+    /// and the freshest heartbeat.
+    pub fn merge(views: Vec<(String, ClusterHealth)>) -> Self {
+        let responders: Vec<String> = views.iter().map(|(name, _)| name.clone()).collect();
+        let mut rows: std::collections::BTreeMap<String, NodeStatus> = std::collections::BTreeMap::new();
+        let rank = |s: &str| match s {
+            "down" => 2,
+            "unreachable" => 1,
+            _ => 0,
+        };
+        for (responder, view) in views {
+            for row in view.nodes {
+                let answered = responders.contains(&row.name);
+                let entry = rows.entry(row.name.clone()).or_insert_with(|| row.clone());
+                if answered {
+                    if row.name == responder {
+                        *entry = NodeStatus { status: "up".into(), last_heartbeat_ms: Some(0), ..row };
+                    }
+                } else {
+                    if rank(&row.status) > rank(&entry.status) {
+                        entry.status = row.status.clone();
+                    }
+                    if row.last_heartbeat_ms < entry.last_heartbeat_ms || entry.last_heartbeat_ms.is_none() {
+                        entry.last_heartbeat_ms = row.last_heartbeat_ms;
+                        entry.health = row.health.clone().or(entry.health.take());
+                    }
+                }
+            }
+        }
+        Self::from_nodes(rows.into_values().collect())
+    }
+}
+
+/// Samples this process's health every [`SAMPLE_INTERVAL`] into `into`, until aborted.
+pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>) {
+    let mut last_cpu = cpu_ticks();
+    let mut last_at = Instant::now();
+    let mut lag = Duration::ZERO;
+    loop {
+        // Measure first, so that a node has health to report from its first heartbeat on.
+        let cpu = cpu_ticks();
+        let elapsed = last_at.elapsed().as_secs_f64();
+        let cpu_percent = match (last_cpu, cpu) {
+            // /proc reports in clock ticks of 1/100 s on Linux; the first sample has no interval.
+            (Some(a), Some(b)) if elapsed > 0.05 => {
+                Some((b.saturating_sub(a)) as f64 / 100.0 / elapsed * 100.0)
+            }
+            _ => None,
+        };
+        (last_cpu, last_at) = (cpu, Instant::now());
+        let health = NodeHealth {
+            load_average: load_average(),
+            cpu_percent,
+            memory_bytes: resident_memory(),
+            runtime_lag_ms: lag.as_secs_f64() * 1e3,
+        };
+        metrics::gauge!("foundation_node_runtime_lag_seconds").set(lag.as_secs_f64());
+        if let Some(m) = health.memory_bytes {
+            metrics::gauge!("foundation_node_memory_bytes").set(m as f64);
+        }
+        *into.write().unwrap_or_else(|p| p.into_inner()) = health;
+
+        let asked = Instant::now();
+        tokio::time::sleep(SAMPLE_INTERVAL).await;
+        lag = asked.elapsed().saturating_sub(SAMPLE_INTERVAL);
+    }
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// utime + stime of this process, in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, status: &str, last: Option<u64>) -> NodeStatus {
+        NodeStatus {
+            name: name.into(),
+            addr: format!("{name}:1"),
+            status: status.into(),
+            health: None,
+            last_heartbeat_ms: last,
+        }
+    }
+
+    #[test]
+    fn merge_trusts_responders_and_keeps_the_worst_news_about_others() {
+        let from_a = ClusterHealth::from_nodes(vec![
+            row("a", "up", Some(0)),
+            row("b", "up", Some(150)),
+            row("c", "down", Some(4000)),
+        ]);
+        let from_b = ClusterHealth::from_nodes(vec![
+            row("b", "up", Some(0)),
+            row("a", "up", Some(90)),
+            row("c", "unreachable", Some(3000)),
+        ]);
+        let merged = ClusterHealth::merge(vec![("a".into(), from_a), ("b".into(), from_b)]);
+        let status: Vec<(&str, &str)> =
+            merged.nodes.iter().map(|n| (n.name.as_str(), n.status.as_str())).collect();
+        assert_eq!(status, [("a", "up"), ("b", "up"), ("c", "down")]);
+        assert_eq!(merged.nodes[2].last_heartbeat_ms, Some(3000));
+        assert_eq!((merged.up, merged.down), (2, 1));
+    }
+
+    #[test]
+    fn this_process_can_be_measured_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(resident_memory().is_some_and(|m| m > 0));
+            assert!(cpu_ticks().is_some());
+            assert!(load_average().is_some());
+        }
+    }
+}
