@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use foundation_actors::channels::Channels;
-use foundation_cluster::{Cluster, MembershipEvent};
+use foundation_actors::supervision::ChildSpec;
+use foundation_cluster::{Cluster, MembershipEvent, SingletonEvent};
 use foundation_core::config::ConfigLoader;
 
 /// Options of `foundation node` (each overrides the config file and FOUNDATION_* variables).
@@ -24,6 +25,22 @@ pub struct NodeArgs {
     /// The cluster's shared cookie.
     #[arg(long, env = "FOUNDATION_COOKIE", hide_env_values = true)]
     cookie: Option<String>,
+    /// Declare a cluster singleton with this name (repeatable); it runs on one node only, and
+    /// this node prints when it starts or stops here.
+    #[arg(long = "singleton")]
+    singletons: Vec<String>,
+}
+
+/// The actor a demo singleton runs: it only exists, which is what the tests watch.
+struct SingletonWorker;
+
+impl ractor::Actor for SingletonWorker {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ractor::ActorRef<()>, _: ()) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
 }
 
 pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitCode> {
@@ -58,6 +75,21 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         let cluster = Cluster::start(&config.node.name, &config.cluster, Some(channels)).await?;
         let mut events = cluster.subscribe();
         println!("node {} listening on {}", config.node.name, cluster.listen_addr());
+        let mut singletons = Vec::new();
+        for name in &args.singletons {
+            let handle = cluster.start_singleton(name, ChildSpec::new(name.clone(), || (SingletonWorker, ())));
+            let mut events = handle.subscribe();
+            let name = name.clone();
+            tokio::spawn(async move {
+                while let Ok(event) = events.recv().await {
+                    match event {
+                        SingletonEvent::Started => println!("singleton {name} started here"),
+                        SingletonEvent::Stopped(reason) => println!("singleton {name} stopped here ({reason})"),
+                    }
+                }
+            });
+            singletons.push(handle);
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {

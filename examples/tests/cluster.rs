@@ -235,3 +235,100 @@ fn cluster_status_reports_every_node_with_health_and_the_dead_one_as_down() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node of the cluster answered"), "{out:?}");
 }
+
+/// Whether the singleton runs on this node now, from its last printed singleton line.
+fn holds(node: &NodeProcess, name: &str) -> bool {
+    node.output()
+        .iter()
+        .rev()
+        .find(|l| l.starts_with(&format!("singleton {name} ")))
+        .is_some_and(|l| l.ends_with("started here"))
+}
+
+#[test]
+fn a_singleton_runs_once_fails_over_and_a_thawed_duplicate_is_resolved() {
+    let ports = [free_port(), free_port(), free_port()];
+    let spawn = |name: &str, port: u16, seed: Option<u16>| {
+        let mut args = vec![
+            "node".to_string(),
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        if let Some(seed) = seed {
+            args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
+        }
+        args.extend(["--singleton".into(), "boss".into(), "--cookie".into(), "single".into()]);
+        let n = NodeProcess::spawn_with_env(
+            name,
+            env!("CARGO_BIN_EXE_foundation"),
+            &args,
+            [("FOUNDATION_LOG", "error")],
+        )
+        .unwrap();
+        n.wait_for("listening on", WAIT).unwrap();
+        n
+    };
+    let n1 = spawn("n1", ports[0], None);
+    let n2 = spawn("n2", ports[1], Some(ports[0]));
+    let n3 = spawn("n3", ports[2], Some(ports[0]));
+    n1.wait_for("singleton boss started here", WAIT).unwrap();
+    for n in [&n2, &n3] {
+        for other in ["n1", if n.name() == "n2" { "n3" } else { "n2" }] {
+            n.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+        }
+    }
+    // Joining nodes never start it while the cluster already runs it.
+    for n in [&n2, &n3] {
+        assert!(!n.output().iter().any(|l| l.starts_with("singleton boss")), "{:?}", n.output());
+    }
+
+    // Freeze the holder: the majority side (n2, n3) restarts it on n2, the lowest survivor.
+    n1.freeze();
+    n2.wait_for("singleton boss started here", WAIT).unwrap();
+    assert!(!holds(&n3, "boss"));
+
+    // Thaw it. Depending on whether every peer had already evicted it, it either finds itself
+    // alone and stops its copy, or keeps a majority and the lower name (n1) keeps the
+    // singleton while n2 stops its duplicate. Either way exactly one copy is left.
+    n1.thaw();
+    let mut nodes = [n1, n2, n3];
+    let holders = |nodes: &[NodeProcess]| {
+        nodes.iter().filter(|n| holds(n, "boss")).map(|n| n.name().to_string()).collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while holders(&nodes).len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "still {:?} holders after the thaw", holders(&nodes));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The thawed node is back in the cluster.
+    nodes[0].wait_for_count("member up: n", 3, WAIT).unwrap();
+
+    // kill -9 the holder: a survivor restarts it, and only one.
+    let holder = holders(&nodes)[0].clone();
+    let index = nodes.iter().position(|n| n.name() == holder).unwrap();
+    let started_before: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.output().iter().filter(|l| *l == "singleton boss started here").count())
+        .collect();
+    nodes[index].kill();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let survivors: Vec<&NodeProcess> =
+            nodes.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, n)| n).collect();
+        let restarted = survivors.iter().any(|n| {
+            let i = nodes.iter().position(|m| m.name() == n.name()).unwrap();
+            n.output().iter().filter(|l| *l == "singleton boss started here").count() > started_before[i]
+        });
+        let holding: Vec<&&NodeProcess> = survivors.iter().filter(|n| holds(n, "boss")).collect();
+        if restarted && holding.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no single survivor took over after {holder} was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -15,8 +15,10 @@
 //! heartbeats; [`Cluster::health`] is one node's view, [`Cluster::cluster_health`] merges every
 //! reachable node's view.
 //!
-//! Not built yet (issue 4): discovery beyond seeds, the distributed registry, singletons,
-//! replicated actors, cluster-wide channels and services, actor counts and mailbox depths in
+//! Singletons: [`Cluster::start_singleton`] runs an actor on exactly one node of a connected
+//! majority and restarts it on a survivor when its node is lost (see [`singleton`]).
+//!
+//! Not built yet (issue 4): discovery beyond seeds, the distributed registry, replicated actors, cluster-wide channels and services, actor counts and mailbox depths in
 //! health, TLS.
 //!
 //! ```no_run
@@ -38,9 +40,11 @@ pub mod heartbeat;
 mod membership;
 mod node;
 pub mod phi;
+pub mod singleton;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod wire;
 
 pub use membership::{Member, MemberStatus, MembershipEvent};
 pub use node::{Cluster, ClusterError};
+pub use singleton::{SingletonEvent, SingletonHandle};

@@ -59,6 +59,7 @@ struct Inner {
     listen: SocketAddr,
     server: ActorRef<NodeServerMessage>,
     heartbeat: ActorRef<heartbeat::HeartbeatMsg>,
+    seeds: usize,
     membership: Arc<RwLock<Membership>>,
     events: broadcast::Sender<MembershipEvent>,
     tasks: Vec<JoinHandle<()>>,
@@ -165,6 +166,7 @@ impl Cluster {
                 listen: config.listen,
                 server,
                 heartbeat,
+                seeds: config.seeds.iter().filter(|s| **s != config.listen).count(),
                 membership,
                 events,
                 tasks,
@@ -185,6 +187,11 @@ impl Cluster {
     /// Every node this node has seen, up or down (not itself).
     pub fn members(&self) -> Vec<Member> {
         self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).members()
+    }
+
+    /// How many seeds (other than itself) this node was configured with.
+    pub fn seed_count(&self) -> usize {
+        self.inner.seeds
     }
 
     /// Names of the nodes up now (not itself).
