@@ -50,6 +50,36 @@ fn trial(freeze: bool) -> Duration {
     started.elapsed()
 }
 
+/// Kill (or freeze) the holder of a singleton and time until the survivor starts it.
+fn failover(freeze: bool) -> Duration {
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let node = |name: &str, port: u16, seed: Option<u16>| {
+        let mut args = vec!["node".to_string(), "--name".into(), name.into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        if let Some(seed) = seed {
+            args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
+        }
+        args.extend(["--singleton".into(), "boss".into()]);
+        let n = NodeProcess::spawn_with_env(name, env!("CARGO_BIN_EXE_foundation"), &args, [("FOUNDATION_LOG", "error")])
+            .expect("start a node");
+        n.wait_for("listening on", WAIT).expect("node listening");
+        n
+    };
+    let mut holder = node("a", p1, None);
+    let b = node("b", p2, Some(p1));
+    let _c = node("c", p3, Some(p1));
+    holder.wait_for("singleton boss started here", WAIT).expect("singleton on a");
+    b.wait_for("member up: c", WAIT).expect("cluster formed");
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    if freeze {
+        holder.freeze();
+    } else {
+        holder.kill();
+    }
+    b.wait_for("singleton boss started here", WAIT).expect("singleton failed over to b");
+    started.elapsed()
+}
+
 fn report(what: &str, mut times: Vec<Duration>) {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -69,4 +99,6 @@ fn main() {
     }
     report("kill -9 -> member down", (0..TRIALS).map(|_| trial(false)).collect());
     report("SIGSTOP -> member down", (0..TRIALS).map(|_| trial(true)).collect());
+    report("kill -9 -> singleton moved", (0..TRIALS).map(|_| failover(false)).collect());
+    report("SIGSTOP -> singleton moved", (0..TRIALS).map(|_| failover(true)).collect());
 }
