@@ -54,13 +54,24 @@ fn trial(freeze: bool) -> Duration {
 fn failover(freeze: bool) -> Duration {
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let node = |name: &str, port: u16, seed: Option<u16>| {
-        let mut args = vec!["node".to_string(), "--name".into(), name.into(), "--listen".into(), format!("127.0.0.1:{port}")];
+        let mut args = vec![
+            "node".to_string(),
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
         if let Some(seed) = seed {
             args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
         }
         args.extend(["--singleton".into(), "boss".into()]);
-        let n = NodeProcess::spawn_with_env(name, env!("CARGO_BIN_EXE_foundation"), &args, [("FOUNDATION_LOG", "error")])
-            .expect("start a node");
+        let n = NodeProcess::spawn_with_env(
+            name,
+            env!("CARGO_BIN_EXE_foundation"),
+            &args,
+            [("FOUNDATION_LOG", "error")],
+        )
+        .expect("start a node");
         n.wait_for("listening on", WAIT).expect("node listening");
         n
     };
