@@ -141,11 +141,22 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let name = format!("n{k}");
         let listen = format!("127.0.0.1:{}", args.base_port + k - 1);
         let mut cmd = Command::new(&exe);
-        cmd.args(["node", "--name", &name, "--listen", &listen, "--cookie", &args.cookie]);
+        cmd.args([
+            "node",
+            "--name",
+            &name,
+            "--listen",
+            &listen,
+            "--cookie",
+            &args.cookie,
+            "--exit-with-stdin",
+        ]);
         if k > 1 {
             cmd.args(["--seeds", &seed]);
         }
-        let mut child = match cmd.stdout(Stdio::piped()).spawn() {
+        // The node holds our end of its stdin: if this launcher dies (even by SIGKILL) the pipe
+        // closes and the node leaves, so no node outlives its launcher.
+        let mut child = match cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn() {
             Ok(child) => child,
             Err(e) => {
                 stop_all(&mut children);

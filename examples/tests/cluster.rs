@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use foundation_cluster::testkit::{NodeProcess, free_port};
+use foundation_cluster::testkit::{NodeProcess, free_port, free_port_range};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -135,8 +135,7 @@ fn a_frozen_node_is_detected_by_heartbeats_and_rejoins_when_thawed() {
 
 #[test]
 fn cluster_up_launches_a_local_cluster_and_stops_it_on_sigterm() {
-    let base = free_port();
-    // Three consecutive ports from a free one: good enough on a test machine.
+    let base = free_port_range(3);
     let mut up = NodeProcess::spawn_with_env(
         "cluster-up",
         env!("CARGO_BIN_EXE_foundation"),
@@ -330,5 +329,113 @@ fn a_singleton_runs_once_fails_over_and_a_thawed_duplicate_is_resolved() {
             "no single survivor took over after {holder} was killed"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether this node holds `name` now, from its last printed line about it.
+fn holds_name(node: &NodeProcess, name: &str) -> bool {
+    node.output()
+        .iter()
+        .rev()
+        .find(|l| l.contains(&format!(" {name}")) && !l.starts_with("member"))
+        .is_some_and(|l| *l == format!("registered {name}"))
+}
+
+#[test]
+fn a_name_is_unique_vanishes_with_its_node_and_a_duplicate_after_a_heal_is_resolved() {
+    let ports = [free_port(), free_port(), free_port()];
+    let spawn = |name: &str, port: u16, seed: Option<u16>| {
+        let mut args = vec![
+            "node".to_string(),
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        if let Some(seed) = seed {
+            args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
+        }
+        args.extend(["--register".into(), "leader".into(), "--cookie".into(), "names".into()]);
+        let n = NodeProcess::spawn_with_env(
+            name,
+            env!("CARGO_BIN_EXE_foundation"),
+            &args,
+            [("FOUNDATION_LOG", "error")],
+        )
+        .unwrap();
+        n.wait_for("listening on", WAIT).unwrap();
+        n
+    };
+    let n1 = spawn("n1", ports[0], None);
+    n1.wait_for("registered leader", WAIT).unwrap();
+    let n2 = spawn("n2", ports[1], Some(ports[0]));
+    let n3 = spawn("n3", ports[2], Some(ports[0]));
+    // Unique: the others are told who holds it, and never get it while n1 lives.
+    n2.wait_for("name `leader` is already held on node `n1`", WAIT).unwrap();
+    n3.wait_for("name `leader` is already held on node `n1`", WAIT).unwrap();
+    let mut nodes = [n1, n2, n3];
+    let holders = |nodes: &[NodeProcess]| {
+        nodes.iter().filter(|n| holds_name(n, "leader")).map(|n| n.name().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(holders(&nodes), ["n1"]);
+
+    // Freeze the holder: the name vanishes on the others with it, and one of them takes it.
+    nodes[0].freeze();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(holds_name(&nodes[1], "leader") || holds_name(&nodes[2], "leader")) {
+        assert!(std::time::Instant::now() < deadline, "nobody took the name of the frozen holder");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Thaw: two holders meet; the one on the lowest-named node (n1) keeps it, the other loses it.
+    nodes[0].thaw();
+    let deadline = std::time::Instant::now() + WAIT;
+    while holders(&nodes) != ["n1"] {
+        assert!(std::time::Instant::now() < deadline, "holders after the heal: {:?}", holders(&nodes));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(nodes[1..].iter().any(|n| n.output().iter().any(|l| l == "lost name leader (now held on n1)")));
+
+    // kill -9 the holder: a survivor takes the name, and only one.
+    nodes[0].kill();
+    let deadline = std::time::Instant::now() + WAIT;
+    while holders(&nodes[1..]).len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "holders after the kill: {:?}", holders(&nodes[1..]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn nodes_do_not_outlive_a_killed_cluster_launcher() {
+    let base = free_port_range(2);
+    let mut up = NodeProcess::spawn_with_env(
+        "cluster-up",
+        env!("CARGO_BIN_EXE_foundation"),
+        ["cluster", "up", "--nodes", "2", "--base-port", &base.to_string()],
+        [("FOUNDATION_LOG", "error")],
+    )
+    .unwrap();
+    up.wait_for("[n2] member up: n1 ", WAIT).unwrap();
+    let pids: Vec<String> = up
+        .output()
+        .iter()
+        .filter_map(|l| l.split("(pid ").nth(1).and_then(|r| r.split(')').next()).map(str::to_string))
+        .collect();
+    assert_eq!(pids.len(), 2);
+    up.kill(); // SIGKILL: the launcher cannot clean up after itself
+    let deadline = std::time::Instant::now() + WAIT;
+    for pid in &pids {
+        loop {
+            let alive = std::process::Command::new("kill")
+                .args(["-0", pid])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            if !alive.success() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "node {pid} outlived its launcher");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

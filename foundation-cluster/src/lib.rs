@@ -18,7 +18,10 @@
 //! Singletons: [`Cluster::start_singleton`] runs an actor on exactly one node of a connected
 //! majority and restarts it on a survivor when its node is lost (see [`singleton`]).
 //!
-//! Not built yet (issue 4): discovery beyond seeds, the distributed registry, replicated actors, cluster-wide channels and services, actor counts and mailbox depths in
+//! Names: [`Cluster::register_name`] / [`Cluster::whereis`], unique across the cluster, with a
+//! documented rule for names held twice after a partition heals (see [`names`]).
+//!
+//! Not built yet (issue 4): discovery beyond seeds, replicated actors, cluster-wide channels and services, actor counts and mailbox depths in
 //! health, TLS.
 //!
 //! ```no_run
@@ -38,6 +41,7 @@
 pub mod health;
 pub mod heartbeat;
 mod membership;
+pub mod names;
 mod node;
 pub mod phi;
 pub mod singleton;
@@ -46,5 +50,6 @@ pub mod testkit;
 pub mod wire;
 
 pub use membership::{Member, MemberStatus, MembershipEvent};
+pub use names::NameError;
 pub use node::{Cluster, ClusterError};
 pub use singleton::{SingletonEvent, SingletonHandle};

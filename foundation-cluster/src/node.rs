@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::health::{self, ClusterHealth, NodeHealth};
 use crate::heartbeat::{self, HeartbeatMsg};
 use crate::membership::{Member, MemberStatus, Membership, MembershipEvent, SessionEvent};
+use crate::names;
 
 /// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
 /// `cluster.max_frame_bytes`, so that every message we allow fits the receiver's inbound limit.
@@ -63,6 +64,7 @@ struct Inner {
     membership: Arc<RwLock<Membership>>,
     events: broadcast::Sender<MembershipEvent>,
     tasks: Vec<JoinHandle<()>>,
+    resolver: std::sync::OnceLock<ActorRef<names::ResolverMsg>>,
 }
 
 /// Forwards node-server callbacks (which run inside the node server and must not block) to
@@ -160,7 +162,7 @@ impl Cluster {
             }));
         }
         tracing::info!(node = %name, listen = %config.listen, "node started");
-        Ok(Cluster {
+        let cluster = Cluster {
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 listen: config.listen,
@@ -170,8 +172,18 @@ impl Cluster {
                 membership,
                 events,
                 tasks,
+                resolver: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        let (resolver, _) = Actor::spawn(None, names::Resolver, cluster.clone())
+            .await
+            .map_err(|e| start_error(e.to_string()))?;
+        let _ = cluster.inner.resolver.set(resolver);
+        Ok(cluster)
+    }
+
+    pub(crate) fn server(&self) -> &ActorRef<NodeServerMessage> {
+        &self.inner.server
     }
 
     /// This node's name.
@@ -261,6 +273,9 @@ impl Cluster {
             task.abort();
         }
         let _ = self.inner.heartbeat.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        if let Some(resolver) = self.inner.resolver.get() {
+            resolver.stop(None);
+        }
         let _ = self.inner.server.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
     }
 }

@@ -16,6 +16,22 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(0, |a| a.port())
 }
 
+/// `n` consecutive free TCP ports on 127.0.0.1, for launchers that number their nodes'
+/// ports from a base (all bound at once while probing, then released).
+pub fn free_port_range(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = free_port();
+        if base == 0 || u32::from(base) + u32::from(n) > 65_535 {
+            continue;
+        }
+        let all: Vec<_> = (0..n).map(|k| std::net::TcpListener::bind(("127.0.0.1", base + k))).collect();
+        if all.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    0
+}
+
 /// Errors of the test kit.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
