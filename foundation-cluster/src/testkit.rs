@@ -10,26 +10,47 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, read, released: another process could take it in
-/// between, which on a test machine does not happen in practice).
+/// A free TCP port on 127.0.0.1 for a node to listen on.
+///
+/// Chosen below the kernel's ephemeral port range, so that no outgoing connection or `bind(0)`
+/// can be given it between this check and the node's own bind (a real cause of "address in
+/// use" when many nodes connect at once), and spread by process id and a counter so that tests
+/// running in parallel do not pick the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(0, |a| a.port())
+    free_port_range(1)
 }
 
-/// `n` consecutive free TCP ports on 127.0.0.1, for launchers that number their nodes'
-/// ports from a base (all bound at once while probing, then released).
+/// `n` consecutive free TCP ports on 127.0.0.1 (see [`free_port`]), for launchers that number
+/// their nodes' ports from a base.
 pub fn free_port_range(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = free_port();
-        if base == 0 || u32::from(base) + u32::from(n) > 65_535 {
-            continue;
-        }
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral();
+    let span = u32::from(high - low).saturating_sub(u32::from(n)).max(1);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..span.min(5000) {
+        let offset = (seed.wrapping_add(NEXT.fetch_add(u32::from(n), Ordering::Relaxed))) % span;
+        let base = low + offset as u16;
         let all: Vec<_> = (0..n).map(|k| std::net::TcpListener::bind(("127.0.0.1", base + k))).collect();
         if all.iter().all(Result::is_ok) {
             return base;
         }
     }
-    0
+    // Everything below the ephemeral range is taken: let the kernel choose.
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(0, |a| a.port())
+}
+
+/// Ports between 10000 and the start of the ephemeral range (Linux: 32768 by default).
+fn below_ephemeral() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        (10_000, ephemeral_low)
+    } else {
+        (ephemeral_low.saturating_add(30_000), 65_000)
+    }
 }
 
 /// Errors of the test kit.
