@@ -8,29 +8,15 @@ use std::time::{Duration, Instant};
 
 use foundation_cluster::testkit::{NodeProcess, free_port};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::{WAIT, start_node};
+
 const TRIALS: usize = 5;
-const WAIT: Duration = Duration::from_secs(30);
 
 fn start(name: &str, port: u16, seed: Option<u16>) -> NodeProcess {
-    let mut args = vec![
-        "node".to_string(),
-        "--name".into(),
-        name.into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
-    if let Some(seed) = seed {
-        args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
-    }
-    let node = NodeProcess::spawn_with_env(
-        name,
-        env!("CARGO_BIN_EXE_foundation"),
-        &args,
-        [("FOUNDATION_LOG", "error")],
-    )
-    .expect("start a node");
-    node.wait_for("listening on", WAIT).expect("node listening");
-    node
+    start_node(name, port, seed.as_slice(), &[])
 }
 
 fn trial(freeze: bool) -> Duration {
@@ -54,26 +40,7 @@ fn trial(freeze: bool) -> Duration {
 fn failover(freeze: bool) -> Duration {
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let node = |name: &str, port: u16, seed: Option<u16>| {
-        let mut args = vec![
-            "node".to_string(),
-            "--name".into(),
-            name.into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ];
-        if let Some(seed) = seed {
-            args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
-        }
-        args.extend(["--singleton".into(), "boss".into()]);
-        let n = NodeProcess::spawn_with_env(
-            name,
-            env!("CARGO_BIN_EXE_foundation"),
-            &args,
-            [("FOUNDATION_LOG", "error")],
-        )
-        .expect("start a node");
-        n.wait_for("listening on", WAIT).expect("node listening");
-        n
+        start_node(name, port, seed.as_slice(), &["--singleton", "boss"])
     };
     let mut holder = node("a", p1, None);
     let b = node("b", p2, Some(p1));

@@ -5,26 +5,12 @@ use std::time::Duration;
 
 use foundation_cluster::testkit::{NodeProcess, free_port, free_port_range};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
+
+use support::{WAIT, start_node};
 
 fn node(name: &str, port: u16, seeds: &[u16], cookie: &str) -> NodeProcess {
-    let mut args = vec![
-        "node".to_string(),
-        "--name".into(),
-        name.into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
-    if !seeds.is_empty() {
-        let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        args.extend(["--seeds".to_string(), seeds.join(",")]);
-    }
-    args.extend(["--cookie".to_string(), cookie.to_string()]);
-    // Errors only on stderr: the membership lines on stdout are what the tests read.
-    let env = [("FOUNDATION_LOG", "error")];
-    let process = NodeProcess::spawn_with_env(name, env!("CARGO_BIN_EXE_foundation"), &args, env).unwrap();
-    process.wait_for(&format!("node {name} listening on 127.0.0.1:{port}"), WAIT).unwrap();
-    process
+    start_node(name, port, seeds, &["--cookie", cookie])
 }
 
 #[test]
@@ -248,26 +234,7 @@ fn holds(node: &NodeProcess, name: &str) -> bool {
 fn a_singleton_runs_once_fails_over_and_a_thawed_duplicate_is_resolved() {
     let ports = [free_port(), free_port(), free_port()];
     let spawn = |name: &str, port: u16, seed: Option<u16>| {
-        let mut args = vec![
-            "node".to_string(),
-            "--name".into(),
-            name.into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ];
-        if let Some(seed) = seed {
-            args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
-        }
-        args.extend(["--singleton".into(), "boss".into(), "--cookie".into(), "single".into()]);
-        let n = NodeProcess::spawn_with_env(
-            name,
-            env!("CARGO_BIN_EXE_foundation"),
-            &args,
-            [("FOUNDATION_LOG", "error")],
-        )
-        .unwrap();
-        n.wait_for("listening on", WAIT).unwrap();
-        n
+        start_node(name, port, seed.as_slice(), &["--singleton", "boss", "--cookie", "single"])
     };
     let n1 = spawn("n1", ports[0], None);
     let n2 = spawn("n2", ports[1], Some(ports[0]));
@@ -345,26 +312,7 @@ fn holds_name(node: &NodeProcess, name: &str) -> bool {
 fn a_name_is_unique_vanishes_with_its_node_and_a_duplicate_after_a_heal_is_resolved() {
     let ports = [free_port(), free_port(), free_port()];
     let spawn = |name: &str, port: u16, seed: Option<u16>| {
-        let mut args = vec![
-            "node".to_string(),
-            "--name".into(),
-            name.into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ];
-        if let Some(seed) = seed {
-            args.extend(["--seeds".into(), format!("127.0.0.1:{seed}")]);
-        }
-        args.extend(["--register".into(), "leader".into(), "--cookie".into(), "names".into()]);
-        let n = NodeProcess::spawn_with_env(
-            name,
-            env!("CARGO_BIN_EXE_foundation"),
-            &args,
-            [("FOUNDATION_LOG", "error")],
-        )
-        .unwrap();
-        n.wait_for("listening on", WAIT).unwrap();
-        n
+        start_node(name, port, seed.as_slice(), &["--register", "leader", "--cookie", "names"])
     };
     let n1 = spawn("n1", ports[0], None);
     n1.wait_for("registered leader", WAIT).unwrap();

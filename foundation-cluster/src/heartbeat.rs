@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::health::{ClusterHealth, NodeHealth, NodeStatus};
-use crate::membership::{MemberStatus, Membership, SessionEvent};
+use crate::membership::{MemberStatus, Membership, SessionEvent, node_name};
 use crate::phi::PhiDetector;
 use crate::wire::Wire;
 
@@ -110,13 +110,7 @@ impl Actor for Heartbeat {
                     state
                         .detectors
                         .entry(beat.from)
-                        .or_insert_with(|| {
-                            PhiDetector::new(
-                                config.heartbeat_interval,
-                                config.min_std_deviation,
-                                config.acceptable_pause,
-                            )
-                        })
+                        .or_insert_with(|| detector(config))
                         .heartbeat(Instant::now());
                 }
                 Err(e) => tracing::warn!(error = %e, "ignored a heartbeat that did not decode"),
@@ -164,11 +158,7 @@ async fn check_peers(state: &mut State) {
     let config = &state.args.config;
     for name in up {
         state.detectors.entry(name).or_insert_with(|| {
-            let mut d = PhiDetector::new(
-                config.heartbeat_interval,
-                config.min_std_deviation,
-                config.acceptable_pause,
-            );
+            let mut d = detector(config);
             d.heartbeat(now);
             d
         });
@@ -188,6 +178,10 @@ async fn check_peers(state: &mut State) {
     }
 }
 
+fn detector(config: &ClusterConfig) -> PhiDetector {
+    PhiDetector::new(config.heartbeat_interval, config.min_std_deviation, config.acceptable_pause)
+}
+
 /// Stops every session to the node called `name`.
 async fn evict(server: &ActorRef<NodeServerMessage>, name: &str) {
     let sessions = match ractor::call_t!(server, NodeServerMessage::GetSessions, 2000) {
@@ -198,10 +192,7 @@ async fn evict(server: &ActorRef<NodeServerMessage>, name: &str) {
         }
     };
     for ses in sessions.into_values() {
-        let matches = ses
-            .peer_name
-            .as_ref()
-            .is_some_and(|p| p.name.rsplit_once('@').map_or(p.name.as_str(), |(n, _)| n) == name);
+        let matches = ses.peer_name.as_ref().is_some_and(|p| node_name(&p.name) == name);
         if matches {
             ses.actor.stop(Some(format!("unreachable: no heartbeat from {name}")));
         }

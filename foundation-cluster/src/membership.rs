@@ -95,7 +95,7 @@ pub(crate) struct Membership {
 }
 
 /// Splits ractor_cluster's `name@host` into our node name.
-fn node_name(full: &str) -> String {
+pub(crate) fn node_name(full: &str) -> String {
     full.rsplit_once('@').map_or(full, |(n, _)| n).to_string()
 }
 

@@ -87,10 +87,7 @@ impl Cluster {
         };
         sessions
             .into_iter()
-            .filter_map(|(id, s)| {
-                let full = s.peer_name?.name;
-                Some((id, full.rsplit_once('@').map_or(full.as_str(), |(n, _)| n).to_string()))
-            })
+            .filter_map(|(id, s)| Some((id, crate::membership::node_name(&s.peer_name?.name))))
             .collect()
     }
 }

@@ -58,6 +58,7 @@
 
 pub mod config;
 pub mod error_context;
+pub mod random;
 pub mod retry;
 pub mod telemetry;
 

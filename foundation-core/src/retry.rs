@@ -1,7 +1,6 @@
 //! Retry policy: how many attempts, and how long to back off between them (exponential, capped,
 //! with jitter so that many clients failing together do not retry together).
 
-use std::cell::Cell;
 use std::time::Duration;
 
 /// Default attempts in all (the first one included).
@@ -96,31 +95,11 @@ impl RetryPolicy {
         let capped = base.min(self.max_backoff.as_secs_f64());
         let jittered = match self.jitter {
             Jitter::None => capped,
-            Jitter::Full => capped * unit_random(),
-            Jitter::Equal => capped * (0.5 + 0.5 * unit_random()),
+            Jitter::Full => capped * crate::random::unit(),
+            Jitter::Equal => capped * (0.5 + 0.5 * crate::random::unit()),
         };
         Duration::from_secs_f64(jittered.max(0.0))
     }
-}
-
-/// Uniform in [0, 1) from a per-thread xorshift generator (spread, not cryptography).
-fn unit_random() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-            let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&std::thread::current().id(), &mut h);
-            (t ^ std::hash::Hasher::finish(&h)) | 1
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
 }
 
 #[cfg(test)]

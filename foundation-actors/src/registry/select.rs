@@ -2,9 +2,6 @@
 //! two choices look at one or two instances in the common case; least-loaded and
 //! lowest-latency make one pass.
 
-use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// How [`ServiceRegistry::select`](super::ServiceRegistry::select) picks among healthy instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
@@ -48,7 +45,7 @@ pub(crate) fn choose(strategy: Strategy, c: &impl Candidates, turn: usize) -> Op
         Strategy::LeastLoaded => min_by(c, |i| c.load(i)),
         Strategy::LowestLatency => min_by(c, |i| c.latency_ns(i) as f64),
         Strategy::PowerOfTwoChoices => {
-            let mut picks = (0..PROBES).map(|_| random_below(n)).filter(|i| c.eligible(*i));
+            let mut picks = (0..PROBES).map(|_| foundation_core::random::below(n)).filter(|i| c.eligible(*i));
             match (picks.next(), picks.find(|_| true)) {
                 (Some(a), Some(b)) if a != b => Some(if c.load(b) < c.load(a) { b } else { a }),
                 // Few eligible instances (or the same one drawn twice): compare them all.
@@ -67,30 +64,6 @@ fn min_by(c: &impl Candidates, key: impl Fn(usize) -> f64) -> Option<usize> {
         }
     }
     best.map(|(i, _)| i)
-}
-
-/// A per-thread xorshift generator: selection needs spread, not cryptographic randomness, and
-/// must not contend on a shared generator.
-fn random_below(n: usize) -> usize {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(seed());
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x % n as u64) as usize
-    })
-}
-
-fn seed() -> u64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let thread = std::thread::current().id();
-    let mut h = std::hash::DefaultHasher::new();
-    std::hash::Hash::hash(&thread, &mut h);
-    (nanos ^ std::hash::Hasher::finish(&h)) | 1
 }
 
 #[cfg(test)]

@@ -1,0 +1,36 @@
+//! Starting `foundation node` processes for the multi-process tests and benchmarks.
+
+use std::time::Duration;
+
+use foundation_cluster::testkit::NodeProcess;
+
+/// How long any one step of a multi-node test may take on a loaded machine.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Starts `foundation node --name NAME --listen 127.0.0.1:PORT [--seeds ...] EXTRA...` with logs
+/// reduced to errors (tests read the membership lines on stdout), and waits until it listens.
+pub fn start_node(name: &str, port: u16, seeds: &[u16], extra: &[&str]) -> NodeProcess {
+    let mut args = vec![
+        "node".to_string(),
+        "--name".into(),
+        name.into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    if !seeds.is_empty() {
+        let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        args.extend(["--seeds".to_string(), seeds.join(",")]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let process = NodeProcess::spawn_with_env(
+        name,
+        env!("CARGO_BIN_EXE_foundation"),
+        &args,
+        [("FOUNDATION_LOG", "error")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    process
+        .wait_for(&format!("node {name} listening on 127.0.0.1:{port}"), WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    process
+}
