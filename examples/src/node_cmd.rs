@@ -1,4 +1,5 @@
-//! `foundation node`: run one cluster node until Ctrl-C or SIGTERM, printing membership changes.
+//! `foundation node`: run one cluster node until Ctrl-C or SIGTERM, printing membership changes,
+//! and taking commands on standard input (see [`Command`]).
 
 /// Prints a line, ignoring a closed stdout (a launcher that went away must not make the node
 /// panic on its way out).
@@ -14,7 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use foundation_actors::channels::Channels;
+use foundation_actors::channels::{Channels, Topic};
+use foundation_actors::registry::{Query, ServiceRegistry};
 use foundation_actors::supervision::ChildSpec;
 use foundation_cluster::{Cluster, MembershipEvent, SingletonEvent};
 use foundation_core::config::ConfigLoader;
@@ -42,10 +44,100 @@ pub struct NodeArgs {
     /// while another node holds it; print when it is gained, taken elsewhere, or lost.
     #[arg(long = "register")]
     names: Vec<String>,
+    /// Subscribe to this cluster-wide topic of text messages (repeatable) and print what arrives.
+    #[arg(long = "subscribe")]
+    topics: Vec<String>,
+    /// Register a service on this node (repeatable): `NAME`, or `NAME:CAP+CAP` with
+    /// capabilities; its metadata says which node it is on.
+    #[arg(long = "service")]
+    services: Vec<String>,
     /// Leave when standard input closes: a launcher that holds the node's stdin (such as
     /// `foundation cluster up`) takes its nodes with it even if it is killed.
     #[arg(long, hide = true)]
     exit_with_stdin: bool,
+}
+
+/// What a node does with a line on its standard input.
+#[derive(Debug, PartialEq)]
+enum Command {
+    /// `broadcast TOPIC TEXT`: send TEXT to the topic's subscribers on every node.
+    Broadcast { topic: String, text: String },
+    /// `broadcast-bytes TOPIC N`: broadcast a text of N bytes (to try the frame limit).
+    BroadcastBytes { topic: String, len: usize },
+    /// `services`: print every service instance this node can see, on any node.
+    Services,
+    /// `health SERVICE up|down`: report this node's instances of SERVICE healthy or not.
+    Health { service: String, healthy: bool },
+}
+
+impl Command {
+    fn parse(line: &str) -> Result<Command, String> {
+        let mut words = line.split_whitespace();
+        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`";
+        match (words.next(), words.next()) {
+            (Some("broadcast"), Some(topic)) => {
+                let text = words.collect::<Vec<_>>().join(" ");
+                Ok(Command::Broadcast { topic: topic.to_string(), text })
+            }
+            (Some("broadcast-bytes"), Some(topic)) => match words.next().map(str::parse) {
+                Some(Ok(len)) => Ok(Command::BroadcastBytes { topic: topic.to_string(), len }),
+                _ => Err(format!("`broadcast-bytes` needs a byte count; {usage}")),
+            },
+            (Some("services"), None) => Ok(Command::Services),
+            (Some("health"), Some(service)) => match words.next() {
+                Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
+                Some("down") => Ok(Command::Health { service: service.to_string(), healthy: false }),
+                _ => Err(format!("`health` needs `up` or `down`; {usage}")),
+            },
+            _ => Err(format!("unknown command `{}`; {usage}", line.trim())),
+        }
+    }
+}
+
+fn text_topic(name: &str) -> Topic<String> {
+    Topic::new(name).cluster_wide()
+}
+
+fn run_command(command: Command, channels: &Channels, registry: &ServiceRegistry) {
+    match command {
+        Command::Broadcast { topic, text } => match channels.broadcast(&text_topic(&topic), text) {
+            Ok(n) => say!("broadcast {topic}: sent ({n} subscribers here)"),
+            Err(e) => say!("broadcast {topic} refused: {e}"),
+        },
+        Command::BroadcastBytes { topic, len } => {
+            match channels.broadcast(&text_topic(&topic), "x".repeat(len)) {
+                Ok(n) => say!("broadcast {topic}: sent {len} bytes ({n} subscribers here)"),
+                Err(e) => say!("broadcast {topic} refused: {e}"),
+            }
+        }
+        Command::Services => {
+            let found = registry.discover(&Query::new());
+            for i in &found {
+                let caps: Vec<&str> = i.capabilities.iter().map(String::as_str).collect();
+                let node = i.metadata.get("node").map_or("?", String::as_str);
+                say!(
+                    "service {}@{node} caps={} healthy={} local={}",
+                    i.name,
+                    caps.join("+"),
+                    i.healthy,
+                    i.local
+                );
+            }
+            say!("services: {} found", found.len());
+        }
+        Command::Health { service, healthy } => {
+            let mine = registry.discover(&Query::new().name(&service));
+            let mine: Vec<_> = mine.into_iter().filter(|i| i.local).collect();
+            for i in &mine {
+                let _ = registry.report_health(i.id, healthy, 0.0);
+            }
+            say!(
+                "health {service}: {} instance(s) reported {}",
+                mine.len(),
+                if healthy { "up" } else { "down" }
+            );
+        }
+    }
 }
 
 /// A remotable actor to hold a registered name (remotable, so other nodes see the name).
@@ -163,7 +255,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let channels = Channels::start().await?;
-        let cluster = Cluster::start(&config.node.name, &config.cluster, Some(channels)).await?;
+        let cluster = Cluster::start(&config.node.name, &config.cluster, Some(channels.clone())).await?;
         let mut events = cluster.subscribe();
         say!("node {} listening on {}", config.node.name, cluster.listen_addr());
         let mut singletons = Vec::new();
@@ -184,19 +276,46 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         for name in &args.names {
             tokio::spawn(hold_name(cluster.clone(), name.clone()));
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let (stdin_closed_tx, mut stdin_closed) = tokio::sync::oneshot::channel::<()>();
-        if args.exit_with_stdin {
-            std::thread::spawn(move || {
-                // Blocks until the launcher goes away (EOF) or the pipe breaks.
-                let mut sink = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-                let _ = stdin_closed_tx.send(());
+        for topic in &args.topics {
+            let mut subscription = channels.subscribe(&text_topic(topic))?;
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                while let Ok(text) = subscription.recv().await {
+                    say!("received {topic}: {text}");
+                }
             });
         }
+        let registry = ServiceRegistry::start().await?;
+        let mut workers = Vec::new();
+        for service in &args.services {
+            let (name, caps) = service.split_once(':').unwrap_or((service.as_str(), ""));
+            let (worker, _) = ractor::Actor::spawn(None, NamedWorker, ()).await?;
+            let caps = caps.split('+').filter(|c| !c.is_empty());
+            registry.register_service(name, worker.get_cell(), caps, [("node", config.node.name.as_str())])?;
+            workers.push(worker);
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // Standard input: one command per line; end of input is the launcher going away.
+        let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::stdin().lock()).map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut stdin_open = true;
         loop {
             tokio::select! {
-                _ = &mut stdin_closed, if args.exit_with_stdin => break,
+                line = lines.recv(), if stdin_open => match line {
+                    Some(line) if line.trim().is_empty() => {}
+                    Some(line) => match Command::parse(&line) {
+                        Ok(command) => run_command(command, &channels, &registry),
+                        Err(e) => say!("{e}"),
+                    },
+                    None if args.exit_with_stdin => break,
+                    None => stdin_open = false,
+                },
                 event = events.recv() => match event {
                     Ok(MembershipEvent::Up { name, addr }) => say!("member up: {name} {addr}"),
                     Ok(MembershipEvent::Down { name, reason }) => say!("member down: {name} ({reason})"),
@@ -215,4 +334,29 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         cluster.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_what_is_wrong() {
+        assert_eq!(
+            Command::parse("broadcast news hello  world"),
+            Ok(Command::Broadcast { topic: "news".into(), text: "hello world".into() })
+        );
+        assert_eq!(
+            Command::parse("broadcast-bytes big 100"),
+            Ok(Command::BroadcastBytes { topic: "big".into(), len: 100 })
+        );
+        assert_eq!(Command::parse("services"), Ok(Command::Services));
+        assert_eq!(
+            Command::parse("health llm down"),
+            Ok(Command::Health { service: "llm".into(), healthy: false })
+        );
+        assert!(Command::parse("health llm sideways").unwrap_err().contains("`up` or `down`"));
+        assert!(Command::parse("broadcast-bytes big lots").unwrap_err().contains("byte count"));
+        assert!(Command::parse("launch rockets").unwrap_err().contains("unknown command `launch rockets`"));
+    }
 }

@@ -14,3 +14,4 @@ pub mod pipeline;
 pub mod pool;
 pub mod registry;
 pub mod supervision;
+pub mod wire;

@@ -176,3 +176,15 @@ async fn publish_stays_on_the_node_broadcast_reaches_every_node() {
     // A node that left is skipped.
     assert_eq!(a.broadcast(&topic, "after".into()).unwrap(), 1);
 }
+
+#[test]
+fn system_events_cross_the_wire_with_their_details() {
+    // bincode cannot decode a self-describing JSON value: the details travel as JSON text.
+    let event = event("progress", 7).with_data(serde_json::json!({"done": 7, "of": [1, 2.5, null]}));
+    let bytes = foundation_actors::wire::encode(&event, 1 << 20).unwrap();
+    assert_eq!(foundation_actors::wire::decode::<SystemEvent>(&bytes).unwrap(), event);
+    // ...and as themselves in JSON.
+    let json = serde_json::to_value(&event).unwrap();
+    assert_eq!(json["data"]["done"], 7);
+    assert!(channels::control().is_cluster_wide() && !Topic::<u8>::new("local").is_cluster_wide());
+}

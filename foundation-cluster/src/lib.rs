@@ -47,7 +47,8 @@ pub mod phi;
 pub mod singleton;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod wire;
+/// The wire adapter, shared with foundation-actors (whose channels and registry cross nodes too).
+pub use foundation_actors::wire;
 
 pub use membership::{Member, MemberStatus, MembershipEvent};
 pub use names::NameError;

@@ -98,6 +98,9 @@ impl Cluster {
     ) -> Result<Self, ClusterError> {
         let start_error =
             |reason: String| ClusterError::Start { name: name.to_string(), listen: config.listen, reason };
+        if let Some(channels) = &channels {
+            channels.set_max_message_bytes(config.max_frame_bytes);
+        }
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),

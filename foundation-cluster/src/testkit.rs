@@ -124,6 +124,7 @@ impl NodeProcess {
         let mut child = Command::new(program)
             .args(args)
             .envs(env)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -152,6 +153,14 @@ impl NodeProcess {
     /// The operating-system process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes one line to the process's standard input (`foundation node` takes commands there).
+    pub fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().ok_or_else(|| std::io::Error::other("stdin is closed"))?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()
     }
 
     /// Everything printed so far.

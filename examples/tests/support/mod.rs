@@ -10,6 +10,17 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// Starts `foundation node --name NAME --listen 127.0.0.1:PORT [--seeds ...] EXTRA...` with logs
 /// reduced to errors (tests read the membership lines on stdout), and waits until it listens.
 pub fn start_node(name: &str, port: u16, seeds: &[u16], extra: &[&str]) -> NodeProcess {
+    start_node_with_env(name, port, seeds, extra, &[])
+}
+
+/// [`start_node`] with extra environment variables (`FOUNDATION_CLUSTER__...` settings).
+pub fn start_node_with_env(
+    name: &str,
+    port: u16,
+    seeds: &[u16],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> NodeProcess {
     let mut args = vec![
         "node".to_string(),
         "--name".into(),
@@ -26,7 +37,7 @@ pub fn start_node(name: &str, port: u16, seeds: &[u16], extra: &[&str]) -> NodeP
         name,
         env!("CARGO_BIN_EXE_foundation"),
         &args,
-        [("FOUNDATION_LOG", "error")],
+        [("FOUNDATION_LOG", "error")].iter().chain(env).copied(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     process

@@ -12,6 +12,10 @@
 //! - Built-in topics: [`control`], [`events`] and [`telemetry`], all carrying [`SystemEvent`].
 //! - A subscriber that goes away (its [`Subscription`] is dropped, for instance with the actor
 //!   whose state held it) is removed at once.
+//! - Across processes: a topic made [`Topic::cluster_wide`] (its type must be serde) reaches
+//!   the subscribers of every node of a cluster; its message is encoded once per broadcast by
+//!   the [`wire`](crate::wire) adapter, and sent once to each other node's relay. The built-in
+//!   topics are cluster-wide. Within a process nothing is ever encoded.
 //! - Membership is kept in `ractor::pg` (scope [`PG_SCOPE`], group [`pg_group`]): a node's relay
 //!   is in a topic's group while the node has subscribers for it.
 //!
@@ -34,7 +38,7 @@ mod topic;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use ractor::{Actor, ActorCell, ActorRef};
@@ -44,7 +48,8 @@ pub use relay::{PG_SCOPE, pg_group};
 pub use subscription::{DEFAULT_CAPACITY, Overflow, SubscribeOptions, Subscription};
 pub use topic::{Lane, Topic};
 
-use relay::{Relay, RelayMsg};
+use crate::wire::{self, Wire, WireError};
+use relay::{Decode, Envelope, Relay, RelayMsg};
 use subscription::{Pushed, Queue};
 
 /// Name of the built-in control topic (control lane).
@@ -56,17 +61,17 @@ pub const TELEMETRY: &str = "telemetry";
 
 /// The built-in control topic: node up/down, configuration changes, stop requests.
 pub fn control() -> Topic<SystemEvent> {
-    Topic::control(CONTROL)
+    Topic::control(CONTROL).cluster_wide()
 }
 
 /// The built-in events topic: things that happened (a service registered, a run finished).
 pub fn events() -> Topic<SystemEvent> {
-    Topic::new(EVENTS)
+    Topic::new(EVENTS).cluster_wide()
 }
 
 /// The built-in telemetry topic: progress and measurements, often at a high rate.
 pub fn telemetry() -> Topic<SystemEvent> {
-    Topic::new(TELEMETRY)
+    Topic::new(TELEMETRY).cluster_wide()
 }
 
 /// The message of the built-in topics.
@@ -77,7 +82,27 @@ pub struct SystemEvent {
     /// Who says so: a node, actor or component name.
     pub source: String,
     /// Details.
+    #[serde(with = "json_value")]
     pub data: serde_json::Value,
+}
+
+/// `serde_json::Value` in any format: as itself in human-readable ones (JSON, TOML), as JSON
+/// text in binary ones such as the wire's bincode, which cannot decode a self-describing value.
+mod json_value {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { value.serialize(s) } else { value.to_string().serialize(s) }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<serde_json::Value, D::Error> {
+        if d.is_human_readable() {
+            serde_json::Value::deserialize(d)
+        } else {
+            let text = String::deserialize(d)?;
+            serde_json::from_str(&text).map_err(serde::de::Error::custom)
+        }
+    }
 }
 
 impl SystemEvent {
@@ -125,6 +150,24 @@ pub enum ChannelError {
         /// Messages dropped.
         dropped: u64,
     },
+    /// Nodes in other processes subscribe to the topic, but it was not made cluster-wide.
+    #[error(
+        "topic `{topic}` has subscribers on {nodes} other node(s) but is local-only: declare it with `Topic::cluster_wide()` (its type must be serde)"
+    )]
+    NotClusterWide {
+        /// The topic.
+        topic: String,
+        /// Relays in other processes subscribed to it.
+        nodes: usize,
+    },
+    /// The message cannot cross nodes (too large for the frame limit, or not encodable).
+    #[error("topic `{topic}`: {error}")]
+    Wire {
+        /// The topic.
+        topic: String,
+        /// Why.
+        error: WireError,
+    },
     /// The channels were shut down.
     #[error("channels are shut down")]
     Closed,
@@ -147,6 +190,7 @@ impl Channels {
             topics: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             relays: RwLock::new(Vec::new()),
+            max_message_bytes: AtomicUsize::new(DEFAULT_MAX_MESSAGE_BYTES),
         });
         let mut relays = Vec::new();
         for lane in [Lane::Control, Lane::Normal] {
@@ -199,6 +243,11 @@ impl Channels {
     /// Delivers `message` to the subscribers of `topic` on every node: this node's directly,
     /// each other node's through one message to its relay. Returns how many subscribers on this
     /// node were given it. Never waits.
+    ///
+    /// Nodes in other processes are reached only if the topic is
+    /// [cluster-wide](Topic::cluster_wide): the message is encoded once, and refused before
+    /// anything is delivered if it exceeds the frame limit
+    /// ([`set_max_message_bytes`](Self::set_max_message_bytes)) or the topic is local-only.
     pub fn broadcast<T: Clone + Send + Sync + 'static>(
         &self,
         topic: &Topic<T>,
@@ -207,17 +256,49 @@ impl Channels {
         self.registry.check(topic)?;
         let name = topic.shared_name();
         let own: Vec<ActorCell> = self.registry.relay_cells();
-        for member in ractor::pg::get_scoped_members(&PG_SCOPE.to_string(), &pg_group(&name)) {
-            if own.iter().any(|c| c.get_id() == member.get_id()) {
-                continue;
-            }
+        let others: Vec<ActorCell> = ractor::pg::get_scoped_members(&PG_SCOPE.to_string(), &pg_group(&name))
+            .into_iter()
+            .filter(|m| !own.iter().any(|c| c.get_id() == m.get_id()))
+            .collect();
+        let remote = others.iter().filter(|m| !m.get_id().is_local()).count();
+        // Encoded once, before anything is delivered, so that a refused message reaches no one.
+        let encoded = if remote == 0 {
+            None
+        } else {
+            let codec = topic
+                .codec()
+                .ok_or_else(|| ChannelError::NotClusterWide { topic: name.to_string(), nodes: remote })?;
+            let wire_error = |error| ChannelError::Wire { topic: name.to_string(), error };
+            let envelope = Envelope {
+                topic: name.to_string(),
+                type_name: std::any::type_name::<T>().to_string(),
+                payload: (codec.encode)(&message).map_err(wire_error)?,
+            };
+            let max = self.registry.max_message_bytes.load(Ordering::Relaxed);
+            Some(wire::encode(&envelope, max).map_err(wire_error)?)
+        };
+        for member in others {
             let relay: ActorRef<RelayMsg> = member.into();
-            let payload: Box<dyn Any + Send> = Box::new(message.clone());
+            let msg = match &encoded {
+                Some(bytes) if !relay.get_id().is_local() => {
+                    RelayMsg::Remote(Wire::from_encoded(bytes.clone()))
+                }
+                _ => RelayMsg::Deliver {
+                    topic: name.clone(),
+                    payload: Box::new(message.clone()),
+                    deliver: deliver_erased::<T>,
+                },
+            };
             // A relay that just stopped (its node is leaving) is skipped, not an error.
-            let _ =
-                relay.cast(RelayMsg::Deliver { topic: name.clone(), payload, deliver: deliver_erased::<T> });
+            let _ = relay.cast(msg);
         }
         self.registry.publish(&name, message)
+    }
+
+    /// Sets the largest encoded broadcast sent to other processes (default
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`]; the cluster layer sets it to `cluster.max_frame_bytes`).
+    pub fn set_max_message_bytes(&self, max: usize) {
+        self.registry.max_message_bytes.store(max, Ordering::Relaxed);
     }
 
     /// Subscribers of `topic` on this node.
@@ -263,11 +344,27 @@ fn deliver_erased<T: Clone + Send + Sync + 'static>(
     registry.publish(topic, *message)
 }
 
+/// Decodes a cluster-wide topic's message from another process and publishes it here.
+pub(crate) fn decode_erased<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(
+    registry: &Registry,
+    topic: &Arc<str>,
+    bytes: &[u8],
+) -> Result<usize, ChannelError> {
+    let message: T =
+        wire::decode(bytes).map_err(|error| ChannelError::Wire { topic: topic.to_string(), error })?;
+    registry.publish(topic, message)
+}
+
+/// The default of [`Channels::set_max_message_bytes`]: 16 MiB less ractor_cluster's framing, so
+/// that what we send fits a default receiver's inbound limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = (16 << 20) - (64 << 10);
+
 /// The topics of one node and their subscribers' queues.
 pub(crate) struct Registry {
     topics: RwLock<HashMap<Arc<str>, TopicState>>,
     next_id: AtomicU64,
     relays: RwLock<Vec<(Lane, ActorRef<RelayMsg>)>>,
+    max_message_bytes: AtomicUsize,
 }
 
 struct TopicState {
@@ -280,13 +377,18 @@ struct TopicState {
     remove: fn(&mut (dyn Any + Send + Sync), u64) -> usize,
     close: fn(&(dyn Any + Send + Sync)),
     builtin: bool,
+    /// Set once a subscriber uses the topic as cluster-wide: how frames from other processes
+    /// become messages.
+    decode: Option<Decode>,
     published: metrics::Counter,
     dropped: metrics::Counter,
 }
 
 impl TopicState {
-    fn new<T: Clone + Send + Sync + 'static>(name: &str, lane: Lane, builtin: bool) -> Self {
+    fn new<T: Clone + Send + Sync + 'static>(topic: &Topic<T>, builtin: bool) -> Self {
+        let (name, lane) = (topic.name(), topic.lane());
         TopicState {
+            decode: topic.codec().map(|c| c.decode),
             lane,
             type_id: TypeId::of::<T>(),
             type_name: std::any::type_name::<T>(),
@@ -336,9 +438,7 @@ impl Registry {
         builtin: bool,
     ) -> Result<(), ChannelError> {
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        let state = topics
-            .entry(topic.shared_name())
-            .or_insert_with(|| TopicState::new::<T>(topic.name(), topic.lane(), builtin));
+        let state = topics.entry(topic.shared_name()).or_insert_with(|| TopicState::new::<T>(topic, builtin));
         state.check::<T>(topic.name(), topic.lane())
     }
 
@@ -356,10 +456,11 @@ impl Registry {
         queue: Arc<Queue<T>>,
     ) -> Result<(), ChannelError> {
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        let state = topics
-            .entry(topic.shared_name())
-            .or_insert_with(|| TopicState::new::<T>(topic.name(), topic.lane(), false));
+        let state = topics.entry(topic.shared_name()).or_insert_with(|| TopicState::new::<T>(topic, false));
         state.check::<T>(topic.name(), topic.lane())?;
+        if state.decode.is_none() {
+            state.decode = topic.codec().map(|c| c.decode);
+        }
         if let Some(queues) = state.queues.downcast_mut::<Vec<Arc<Queue<T>>>>() {
             queues.push(queue);
             state.len = queues.len();
@@ -431,6 +532,28 @@ impl Registry {
             self.remove(topic, id);
         }
         Ok(delivered)
+    }
+
+    /// Publishes a broadcast from another process: checks that this node knows the topic as
+    /// cluster-wide and with the same type, then decodes it.
+    fn deliver_encoded(&self, envelope: &Envelope) -> Result<usize, ChannelError> {
+        let (name, decode) = {
+            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            // No subscribers here any more (the last one just left): nothing to do.
+            let Some((name, state)) = topics.get_key_value(envelope.topic.as_str()) else { return Ok(0) };
+            if state.type_name != envelope.type_name {
+                return Err(ChannelError::TypeMismatch {
+                    topic: envelope.topic.clone(),
+                    expected: state.type_name,
+                    found: "another type (from another node)",
+                });
+            }
+            let Some(decode) = state.decode else {
+                return Err(ChannelError::NotClusterWide { topic: envelope.topic.clone(), nodes: 1 });
+            };
+            (name.clone(), decode)
+        };
+        decode(self, &name, &envelope.payload)
     }
 
     fn relay(&self, lane: Lane) -> Option<ActorCell> {

@@ -9,6 +9,12 @@
 //!   whose actor stopped or that reported itself unhealthy is never picked, from the moment it
 //!   happened (liveness is checked at selection; the entry itself is removed when pg reports
 //!   the actor gone).
+//! - Across nodes: each node's registry has a gateway ([`gateway`]) through which it learns the
+//!   other nodes' registrations, so a service registered on one node is discovered and selected
+//!   on every node, with its capabilities, metadata, health and load, and vanishes everywhere
+//!   when its actor stops or its node goes. Its actor must be remotable (a message type that
+//!   derives `RactorClusterMessage`) to be reached from other nodes; a local-only actor stays
+//!   visible on its own node only.
 //! - Instances report health and load ([`ServiceRegistry::report_health`]) and latency
 //!   ([`ServiceRegistry::record_latency`], kept as an EWMA).
 //!
@@ -38,12 +44,12 @@
 // Built on `ractor::pg` (each service is a process group, membership is cluster-wide once nodes
 // connect) rather than `ractor::registry`, whose names are process-local, unique, and carry no
 // capabilities, metadata or health.
-mod monitor;
+pub mod gateway;
 mod select;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus};
@@ -51,7 +57,7 @@ use tokio::sync::Notify;
 
 pub use select::{LATENCY_EWMA_ALPHA, Strategy};
 
-use monitor::{Monitor, MonitorMsg};
+use gateway::{Gateway, GatewayMsg, Record, Records};
 use select::{Candidates, choose};
 
 /// The pg scope services live in.
@@ -111,7 +117,7 @@ pub enum RegistryError {
         /// Why.
         reason: String,
     },
-    /// The registry's monitor could not start.
+    /// The registry's gateway could not start.
     #[error("cannot start the service registry: {0}")]
     Start(String),
 }
@@ -135,6 +141,9 @@ pub struct ServiceInstance {
     pub load: f64,
     /// Its latency EWMA, once one was recorded.
     pub latency: Option<Duration>,
+    /// Whether it was registered on this node (otherwise it is another node's, learnt through
+    /// the gateways, and its health and load are as of the last sync).
+    pub local: bool,
 }
 
 /// What [`ServiceRegistry::select`] returns: cheap to produce on every call.
@@ -195,7 +204,11 @@ pub(crate) struct Inner {
     state: RwLock<State>,
     next_id: AtomicU64,
     registered: Notify,
-    monitor: RwLock<Option<ActorRef<MonitorMsg>>>,
+    gateway: RwLock<Option<ActorRef<GatewayMsg>>>,
+    /// Bumped by every local change that other nodes should see.
+    version: AtomicU64,
+    /// The version of each other node's registrations last merged, by session node id.
+    seen: Mutex<HashMap<u64, u64>>,
 }
 
 #[derive(Default)]
@@ -237,6 +250,8 @@ struct Instance {
     load_bits: AtomicU64,
     /// Latency EWMA in nanoseconds; 0 until the first sample.
     latency_ns: AtomicU64,
+    /// For another node's registration: that node's session id and its id for it.
+    origin: Option<(u64, u64)>,
 }
 
 impl Instance {
@@ -258,23 +273,27 @@ impl Instance {
             healthy: self.healthy.load(Ordering::Relaxed),
             load: f64::from_bits(self.load_bits.load(Ordering::Relaxed)),
             latency: (latency > 0).then(|| Duration::from_nanos(latency)),
+            local: self.origin.is_none(),
         }
     }
 }
 
 impl ServiceRegistry {
-    /// Starts a registry (and the monitor that removes instances whose actor stops).
+    /// Starts a registry, and its gateway (which removes instances whose actor stops, and
+    /// exchanges registrations with the other nodes' registries).
     pub async fn start() -> Result<Self, RegistryError> {
         let inner = Arc::new(Inner {
             state: RwLock::default(),
             next_id: AtomicU64::new(1),
             registered: Notify::new(),
-            monitor: RwLock::new(None),
+            gateway: RwLock::new(None),
+            version: AtomicU64::new(1),
+            seen: Mutex::new(HashMap::new()),
         });
-        let (monitor, _) = Actor::spawn(None, Monitor, Arc::downgrade(&inner))
+        let (gateway, _) = Actor::spawn(None, Gateway, Arc::downgrade(&inner))
             .await
             .map_err(|e| RegistryError::Start(e.to_string()))?;
-        *inner.monitor.write().unwrap_or_else(|p| p.into_inner()) = Some(monitor);
+        *inner.gateway.write().unwrap_or_else(|p| p.into_inner()) = Some(gateway);
         Ok(ServiceRegistry { inner })
     }
 
@@ -307,6 +326,7 @@ impl ServiceRegistry {
             healthy: AtomicBool::new(true),
             load_bits: AtomicU64::new(0f64.to_bits()),
             latency_ns: AtomicU64::new(0),
+            origin: None,
         };
         if !instance.alive() {
             return Err(reject("the actor is not running"));
@@ -330,6 +350,7 @@ impl ServiceRegistry {
                 .set(count as f64);
         }
         ractor::pg::join_scoped(PG_SCOPE.to_string(), pg_group(service), vec![actor]);
+        self.inner.version.fetch_add(1, Ordering::Relaxed);
         self.inner.registered.notify_waiters();
         tracing::debug!(%service, instance = %id, "service registered");
         Ok(id)
@@ -400,12 +421,18 @@ impl ServiceRegistry {
     }
 
     /// Reports an instance's health and load; an unhealthy one is not selected from now on.
+    ///
+    /// For a local instance, every node sees the report at its next sync. For another node's
+    /// instance, the report holds on this node only, until that node's next report reaches it.
     pub fn report_health(&self, id: InstanceId, healthy: bool, load: f64) -> Result<(), RegistryError> {
         let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
         let i = state.instances.get(&id).ok_or(RegistryError::UnknownInstance(id))?;
         i.healthy.store(healthy, Ordering::Relaxed);
         i.load_bits
             .store(if load.is_finite() { load.max(0.0) } else { f64::MAX }.to_bits(), Ordering::Relaxed);
+        if i.origin.is_none() {
+            self.inner.version.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -439,6 +466,9 @@ impl Inner {
     fn remove(&self, id: InstanceId) -> Option<Arc<Instance>> {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let instance = state.instances.remove(&id)?;
+        if instance.origin.is_none() {
+            self.version.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(service) = state.services.get_mut(&instance.name) {
             service.instances.retain(|x| x.id != id);
             metrics::gauge!("foundation_registry_instances", "service" => instance.name.clone())
@@ -470,10 +500,127 @@ impl Inner {
     }
 }
 
+// Exchanges with other nodes' registries (see `gateway`).
+impl Inner {
+    /// This node's own registrations, unless other nodes already have this version.
+    fn local_records(&self, since: u64) -> Option<Records> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: a change made after this read bumps the version again.
+        let version = self.version.load(Ordering::Relaxed);
+        if version == since {
+            return None;
+        }
+        let records = state
+            .instances
+            .values()
+            .filter(|i| i.origin.is_none() && i.alive())
+            .map(|i| Record {
+                id: i.id.0,
+                service: i.name.clone(),
+                pid: i.actor.get_id().pid(),
+                capabilities: i.capabilities.clone(),
+                metadata: i.metadata.clone(),
+                healthy: i.healthy.load(Ordering::Relaxed),
+                load: f64::from_bits(i.load_bits.load(Ordering::Relaxed)),
+            })
+            .collect();
+        Some(Records { version, records })
+    }
+
+    fn seen_version(&self, node: u64) -> u64 {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied().unwrap_or(0)
+    }
+
+    /// Makes this node's view of `node`'s registrations equal to `records`.
+    fn merge_remote(&self, node: u64, records: Records) {
+        let mut unresolved = 0;
+        let mut added = false;
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let known: HashMap<u64, InstanceId> = state
+                .instances
+                .values()
+                .filter_map(|i| i.origin.filter(|(n, _)| *n == node).map(|(_, remote)| (remote, i.id)))
+                .collect();
+            let mut kept = BTreeSet::new();
+            for record in records.records {
+                if let Some(id) = known.get(&record.id) {
+                    if let Some(i) = state.instances.get(id) {
+                        i.healthy.store(record.healthy, Ordering::Relaxed);
+                        i.load_bits.store(record.load.to_bits(), Ordering::Relaxed);
+                    }
+                    kept.insert(*id);
+                    continue;
+                }
+                // The actor as pg knows it on this node: a stand-in for `node`'s actor.
+                let wanted = ractor::ActorId::Remote { node_id: node, pid: record.pid };
+                let Some(actor) =
+                    ractor::pg::get_scoped_members(&PG_SCOPE.to_string(), &pg_group(&record.service))
+                        .into_iter()
+                        .find(|c| c.get_id() == wanted)
+                else {
+                    // Not remotable, or not announced yet: try again at the next sync.
+                    unresolved += 1;
+                    continue;
+                };
+                let id = InstanceId(self.next_id.fetch_add(1, Ordering::Relaxed));
+                let instance = Arc::new(Instance {
+                    id,
+                    name: record.service.clone(),
+                    actor,
+                    capabilities: record.capabilities,
+                    metadata: record.metadata,
+                    healthy: AtomicBool::new(record.healthy),
+                    load_bits: AtomicU64::new(record.load.to_bits()),
+                    latency_ns: AtomicU64::new(0),
+                    origin: Some((node, record.id)),
+                });
+                let entry = state.services.entry(record.service.clone()).or_default();
+                entry.instances.push(instance.clone());
+                metrics::gauge!("foundation_registry_instances", "service" => record.service.clone())
+                    .set(entry.instances.len() as f64);
+                state.instances.insert(id, instance);
+                kept.insert(id);
+                added = true;
+                tracing::debug!(service = %record.service, node, instance = %id, "service learnt from another node");
+            }
+            let gone: Vec<InstanceId> = known.values().filter(|id| !kept.contains(id)).copied().collect();
+            drop(state);
+            for id in gone {
+                self.remove(id);
+            }
+        }
+        if unresolved == 0 {
+            self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(node, records.version);
+        }
+        if added {
+            self.registered.notify_waiters();
+        }
+    }
+
+    /// Forgets nodes whose registry left (their node went): their instances go with their actors.
+    fn forget_nodes(&self, nodes: impl Iterator<Item = u64>) {
+        let nodes: Vec<u64> = nodes.collect();
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).retain(|n, _| !nodes.contains(n));
+        let ids: Vec<InstanceId> = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            state
+                .instances
+                .values()
+                .filter(|i| i.origin.is_some_and(|(n, _)| nodes.contains(&n)))
+                .map(|i| i.id)
+                .collect()
+        };
+        for id in ids {
+            self.remove(id);
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(monitor) = self.monitor.write().unwrap_or_else(|p| p.into_inner()).take() {
-            monitor.stop(None);
+        if let Some(gateway) = self.gateway.write().unwrap_or_else(|p| p.into_inner()).take() {
+            gateway.stop(None);
         }
     }
 }

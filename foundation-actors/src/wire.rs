@@ -82,6 +82,12 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
         encode(value, max_bytes).map(|b| Wire(State::Encoded(b)))
     }
 
+    /// Bytes already encoded (and size-checked) by [`encode`], to send to several actors without
+    /// encoding again.
+    pub(crate) fn from_encoded(bytes: Vec<u8>) -> Self {
+        Wire(State::Encoded(bytes))
+    }
+
     /// The value, or why it could not be read.
     pub fn into_inner(self) -> Result<T, WireError> {
         match self.0 {
