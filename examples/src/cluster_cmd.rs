@@ -103,28 +103,32 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 fn print_table(health: &foundation_cluster::health::ClusterHealth) {
     println!(
-        "{:<14} {:<22} {:<12} {:>6} {:>6} {:>10} {:>8} {:>15}",
-        "NAME", "ADDRESS", "STATUS", "LOAD", "CPU%", "MEMORY", "LAG", "LAST HEARTBEAT"
+        "{:<14} {:<22} {:<12} {:>6} {:>6} {:>10} {:>7} {:>7} {:>8} {:>15}",
+        "NAME", "ADDRESS", "STATUS", "LOAD", "CPU%", "MEMORY", "ACTORS", "QUEUED", "LAG", "LAST HEARTBEAT"
     );
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for n in &health.nodes {
         let h = n.health.as_ref();
         println!(
-            "{:<14} {:<22} {:<12} {:>6} {:>6} {:>10} {:>8} {:>15}",
+            "{:<14} {:<22} {:<12} {:>6} {:>6} {:>10} {:>7} {:>7} {:>8} {:>15}",
             n.name,
             n.addr,
             n.status,
             opt(h.and_then(|h| h.load_average).map(|l| format!("{l:.2}"))),
             opt(h.and_then(|h| h.cpu_percent).map(|c| format!("{c:.1}"))),
             opt(h.and_then(|h| h.memory_bytes).map(|m| format!("{:.1} MiB", m as f64 / 1048576.0))),
+            opt(h.map(|h| h.actors.to_string())),
+            opt(h.and_then(|h| h.channel_queued).map(|q| q.to_string())),
             opt(h.map(|h| format!("{:.1}ms", h.runtime_lag_ms))),
             opt(n.last_heartbeat_ms.map(|ms| format!("{ms} ms ago"))),
         );
     }
     println!(
-        "{} up, {} down; memory {:.1} MiB; mean CPU {}",
+        "{} up, {} down; {} actors; {} messages queued; memory {:.1} MiB; mean CPU {}",
         health.up,
         health.down,
+        health.actors,
+        health.channel_queued,
         health.memory_bytes as f64 / 1048576.0,
         health.mean_cpu_percent.map_or("-".to_string(), |c| format!("{c:.1}%"))
     );

@@ -320,6 +320,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                     Ok(MembershipEvent::Up { name, addr }) => say!("member up: {name} {addr}"),
                     Ok(MembershipEvent::Down { name, reason }) => say!("member down: {name} ({reason})"),
                     Ok(MembershipEvent::Unreachable { name, phi }) => say!("member unreachable: {name} (phi {phi:.1})"),
+                    Ok(MembershipEvent::Left { name }) => say!("member left: {name}"),
                     Ok(MembershipEvent::Refused { peer_addr }) => {
                         say!("refused: {peer_addr} (did not authenticate)");
                     }

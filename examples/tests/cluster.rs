@@ -71,14 +71,20 @@ fn wrong_cookie_and_garbage_are_refused_and_the_cluster_keeps_serving() {
 }
 
 #[test]
-fn a_node_leaves_on_sigterm_and_its_peers_see_it() {
+fn a_node_leaves_on_sigterm_its_peers_see_it_leave_and_its_singleton_moves() {
     let ports = [free_port(), free_port()];
-    let n1 = node("n1", ports[0], &[], "c");
-    let mut n2 = node("n2", ports[1], &[ports[0]], "c");
-    n1.wait_for("member up: n2 ", WAIT).unwrap();
-    assert!(n2.terminate(WAIT), "exits with success on SIGTERM");
-    assert!(n2.output().iter().any(|l| l == "node n2 leaving"));
-    n1.wait_for("member down: n2", WAIT).unwrap();
+    let mut n1 = start_node("n1", ports[0], &[], &["--cookie", "c", "--singleton", "boss"]);
+    let n2 = start_node("n2", ports[1], &[ports[0]], &["--cookie", "c", "--singleton", "boss"]);
+    n2.wait_for("member up: n1 ", WAIT).unwrap();
+    n1.wait_for("singleton boss started here", WAIT).unwrap();
+    assert!(n1.terminate(WAIT), "exits with success on SIGTERM");
+    assert!(n1.output().iter().any(|l| l == "node n1 leaving"));
+    // Announced, so a planned departure and not a failure...
+    n2.wait_for("member left: n1", WAIT).unwrap();
+    assert!(!n2.output().iter().any(|l| l.contains("member down")), "{:#?}", n2.output());
+    // ...and the cluster shrank to one node, which is a majority of itself: the singleton
+    // moves. (Had n1 crashed, n2 alone would be one of two known nodes, and wait.)
+    n2.wait_for("singleton boss started here", WAIT).unwrap();
 }
 
 #[test]
@@ -205,8 +211,14 @@ fn cluster_status_reports_every_node_with_health_and_the_dead_one_as_down() {
     for (name, port) in [("n1", ports[0]), ("n2", ports[1])] {
         assert_eq!(row(name)["status"], "up");
         assert_eq!(row(name)["addr"], format!("127.0.0.1:{port}"));
-        assert!(row(name)["health"]["memory_bytes"].as_u64().unwrap() > 0, "{health}");
+        let h = &row(name)["health"];
+        assert!(h["memory_bytes"].as_u64().unwrap() > 0, "{health}");
+        // A node runs a dozen actors of its own (node server, heartbeat, relays, ...) and the
+        // tasks under them; it has channels, so its subscriber queues are measured.
+        assert!(h["actors"].as_u64().unwrap() >= 5 && h["tasks"].as_u64().unwrap() >= 5, "{health}");
+        assert!(h["channel_queued"].as_u64().is_some() && h["runtime_queue_depth"].is_u64(), "{health}");
     }
+    assert!(health["actors"].as_u64().unwrap() >= 10, "totals over the nodes up: {health}");
     assert_eq!(row("n3")["status"], "down", "{health}");
     assert!(row("n3")["last_heartbeat_ms"].as_u64().is_some(), "when n3 was last heard from: {health}");
     assert_eq!((health["up"].as_u64(), health["down"].as_u64()), (Some(2), Some(1)));

@@ -1,4 +1,5 @@
-//! Node and cluster health: each node samples its own (load, CPU, memory, runtime lag), sends
+//! Node and cluster health: each node samples its own (load, CPU, memory, actors, tasks, queue
+//! depths, runtime lag), sends
 //! it with every heartbeat, and so knows every peer's latest health and how long ago it last
 //! heard from it. [`Cluster::health`](crate::Cluster::health) is this node's view;
 //! [`Cluster::cluster_health`](crate::Cluster::cluster_health) merges every reachable node's view.
@@ -6,6 +7,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use foundation_actors::channels::Channels;
 use serde::{Deserialize, Serialize};
 
 /// How often a node samples its own health.
@@ -24,6 +26,18 @@ pub struct NodeHealth {
     /// How late the node's async runtime ran a timer over the last sample, in milliseconds: a
     /// busy or blocked runtime shows here first.
     pub runtime_lag_ms: f64,
+    /// Actors alive in the node process (ractor's process-wide actor table).
+    pub actors: usize,
+    /// Tasks alive on the node's tokio runtime (actors are tasks too).
+    pub tasks: usize,
+    /// Tasks waiting in the runtime's global queue for a worker thread: the scheduler backlog.
+    pub runtime_queue_depth: usize,
+    /// Messages waiting in the node's channel subscriber queues, if the node has channels.
+    /// (ractor does not expose the length of an actor's mailbox, so these bounded queues are
+    /// the mailbox depths a node can report.)
+    pub channel_queued: Option<usize>,
+    /// The deepest single subscriber queue.
+    pub channel_queue_max: Option<usize>,
 }
 
 /// A node as one node (or the merge of several views) sees it.
@@ -33,7 +47,7 @@ pub struct NodeStatus {
     pub name: String,
     /// Where it listens for other nodes.
     pub addr: String,
-    /// `"up"`, `"unreachable"` or `"down"`.
+    /// `"up"`, `"unreachable"`, `"down"` or `"left"` (departed on purpose).
     pub status: String,
     /// Its latest health, if heard from.
     pub health: Option<NodeHealth>,
@@ -48,12 +62,16 @@ pub struct ClusterHealth {
     pub nodes: Vec<NodeStatus>,
     /// Nodes up.
     pub up: usize,
-    /// Nodes down or unreachable.
+    /// Nodes down or unreachable (not those that left on purpose).
     pub down: usize,
     /// Resident memory of all nodes up, in bytes.
     pub memory_bytes: u64,
     /// Mean CPU percent of the nodes up that report it.
     pub mean_cpu_percent: Option<f64>,
+    /// Actors alive on all nodes up.
+    pub actors: usize,
+    /// Messages waiting in the channel subscriber queues of all nodes up.
+    pub channel_queued: usize,
 }
 
 impl ClusterHealth {
@@ -64,9 +82,11 @@ impl ClusterHealth {
         let cpus: Vec<f64> = up_rows.iter().filter_map(|n| n.health.as_ref()?.cpu_percent).collect();
         ClusterHealth {
             up: up_rows.len(),
-            down: nodes.len() - up_rows.len(),
+            down: nodes.iter().filter(|n| n.status == "down" || n.status == "unreachable").count(),
             memory_bytes: up_rows.iter().filter_map(|n| n.health.as_ref()?.memory_bytes).sum(),
             mean_cpu_percent: (!cpus.is_empty()).then(|| cpus.iter().sum::<f64>() / cpus.len() as f64),
+            actors: up_rows.iter().filter_map(|n| n.health.as_ref()).map(|h| h.actors).sum(),
+            channel_queued: up_rows.iter().filter_map(|n| n.health.as_ref()?.channel_queued).sum(),
             nodes,
         }
     }
@@ -78,8 +98,9 @@ impl ClusterHealth {
         let responders: Vec<String> = views.iter().map(|(name, _)| name.clone()).collect();
         let mut rows: std::collections::BTreeMap<String, NodeStatus> = std::collections::BTreeMap::new();
         let rank = |s: &str| match s {
-            "down" => 2,
-            "unreachable" => 1,
+            "down" => 3,
+            "unreachable" => 2,
+            "left" => 1,
             _ => 0,
         };
         for (responder, view) in views {
@@ -106,7 +127,7 @@ impl ClusterHealth {
 }
 
 /// Samples this process's health every [`SAMPLE_INTERVAL`] into `into`, until aborted.
-pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>) {
+pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>, channels: Option<Channels>) {
     let mut last_cpu = cpu_ticks();
     let mut last_at = Instant::now();
     let mut lag = Duration::ZERO;
@@ -122,13 +143,25 @@ pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>) {
             _ => None,
         };
         (last_cpu, last_at) = (cpu, Instant::now());
+        let runtime = tokio::runtime::Handle::current().metrics();
+        let queued = channels.as_ref().map(Channels::queued);
         let health = NodeHealth {
             load_average: load_average(),
             cpu_percent,
             memory_bytes: resident_memory(),
             runtime_lag_ms: lag.as_secs_f64() * 1e3,
+            actors: ractor::registry::pid_registry::get_all_pids().len(),
+            tasks: runtime.num_alive_tasks(),
+            runtime_queue_depth: runtime.global_queue_depth(),
+            channel_queued: queued.map(|q| q.total),
+            channel_queue_max: queued.map(|q| q.deepest),
         };
         metrics::gauge!("foundation_node_runtime_lag_seconds").set(lag.as_secs_f64());
+        metrics::gauge!("foundation_node_actors").set(health.actors as f64);
+        metrics::gauge!("foundation_node_tasks").set(health.tasks as f64);
+        if let Some(q) = queued {
+            metrics::gauge!("foundation_node_channel_queued").set(q.total as f64);
+        }
         if let Some(m) = health.memory_bytes {
             metrics::gauge!("foundation_node_memory_bytes").set(m as f64);
         }

@@ -55,6 +55,10 @@ pub(crate) enum HeartbeatMsg {
     /// This node's view of the cluster (for `cluster status` and `Cluster::cluster_health`).
     #[rpc]
     View(RpcReplyPort<View>),
+    /// The named node is leaving the cluster on purpose; answered once noted, so that the
+    /// leaver knows before it closes its connections.
+    #[rpc]
+    Leaving(String, RpcReplyPort<bool>),
 }
 
 pub(crate) struct Heartbeat;
@@ -118,6 +122,10 @@ impl Actor for Heartbeat {
             HeartbeatMsg::Tick => {
                 send_beats(&myself, state);
                 check_peers(state).await;
+            }
+            HeartbeatMsg::Leaving(name, reply) => {
+                let _ = state.args.events.send(SessionEvent::Leaving { name });
+                let _ = reply.send(true);
             }
             HeartbeatMsg::View(reply) => {
                 let view = local_view(&state.args);
@@ -225,6 +233,7 @@ pub(crate) fn local_view(args: &Args) -> ClusterHealth {
                 MemberStatus::Up => "up",
                 MemberStatus::Unreachable => "unreachable",
                 MemberStatus::Down => "down",
+                MemberStatus::Left => "left",
             }
             .into(),
             health: heard.map(|p| p.health.clone()),

@@ -52,5 +52,5 @@ pub use foundation_actors::wire;
 
 pub use membership::{Member, MemberStatus, MembershipEvent};
 pub use names::NameError;
-pub use node::{Cluster, ClusterError};
+pub use node::{Cluster, ClusterError, LEAVE_TIMEOUT};
 pub use singleton::{SingletonEvent, SingletonHandle};

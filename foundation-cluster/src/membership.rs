@@ -33,6 +33,9 @@ pub enum MemberStatus {
     Unreachable,
     /// Its connection closed.
     Down,
+    /// It said it was leaving, then closed its connection: a planned departure. It no longer
+    /// counts among the known nodes (for singleton majorities) until it joins again.
+    Left,
 }
 
 /// A change in membership.
@@ -60,6 +63,12 @@ pub enum MembershipEvent {
         /// The failure detector's suspicion level when it was declared unreachable.
         phi: f64,
     },
+    /// A node left on purpose ([`Cluster::shutdown`](crate::Cluster::shutdown)): it announced it
+    /// before closing its connection.
+    Left {
+        /// Its name.
+        name: String,
+    },
     /// A connection was refused: wrong cookie, or not a node.
     Refused {
         /// Where it came from.
@@ -73,6 +82,10 @@ pub(crate) enum SessionEvent {
     Authenticated(NodeServerSessionInformation),
     Ready(NodeServerSessionInformation),
     Disconnected(NodeServerSessionInformation),
+    /// A node announced that it is leaving.
+    Leaving {
+        name: String,
+    },
     /// The failure detector gave up on a node.
     Unreachable {
         name: String,
@@ -92,6 +105,8 @@ pub(crate) struct Membership {
     ready_sessions: HashMap<String, usize>,
     /// Why a node is being disconnected, when we are the ones disconnecting it.
     evicting: HashMap<String, String>,
+    /// Nodes that announced they are leaving, until their connection closes.
+    leaving: std::collections::HashSet<String>,
 }
 
 /// Splits ractor_cluster's `name@host` into our node name.
@@ -109,6 +124,10 @@ impl Membership {
                     member.since = SystemTime::now();
                 }
                 Some(MembershipEvent::Unreachable { name, phi })
+            }
+            SessionEvent::Leaving { name } => {
+                self.leaving.insert(name);
+                None
             }
             SessionEvent::Opened(s) => {
                 self.sessions.insert(s.actor.get_id(), Session { authenticated: false, peer: None });
@@ -134,6 +153,8 @@ impl Membership {
                 session.peer = Some(name.clone());
                 let count = self.ready_sessions.entry(name.clone()).or_default();
                 *count += 1;
+                // A node that rejoins after leaving is a new arrival, not still leaving.
+                self.leaving.remove(&name);
                 let was_up = self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up);
                 if was_up {
                     return None;
@@ -161,8 +182,13 @@ impl Membership {
                             return None; // another session to the same node is still up
                         }
                         let member = self.members.get_mut(&name)?;
-                        member.status = MemberStatus::Down;
                         member.since = SystemTime::now();
+                        if self.leaving.remove(&name) {
+                            member.status = MemberStatus::Left;
+                            self.evicting.remove(&name);
+                            return Some(MembershipEvent::Left { name });
+                        }
+                        member.status = MemberStatus::Down;
                         let reason =
                             self.evicting.remove(&name).unwrap_or_else(|| "connection closed".into());
                         Some(MembershipEvent::Down { name, reason })

@@ -21,6 +21,8 @@ use crate::names;
 /// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
 /// `cluster.max_frame_bytes`, so that every message we allow fits the receiver's inbound limit.
 const FRAME_OVERHEAD: u64 = 64 << 10;
+/// How long [`Cluster::shutdown`] waits for each peer to acknowledge that this node leaves.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Membership events kept for slow subscribers before they start missing some.
 const EVENT_BUFFER: usize = 1024;
 
@@ -60,7 +62,7 @@ struct Inner {
     listen: SocketAddr,
     server: ActorRef<NodeServerMessage>,
     heartbeat: ActorRef<heartbeat::HeartbeatMsg>,
-    seeds: usize,
+    seeds: Vec<SocketAddr>,
     membership: Arc<RwLock<Membership>>,
     events: broadcast::Sender<MembershipEvent>,
     tasks: Vec<JoinHandle<()>>,
@@ -137,7 +139,7 @@ impl Cluster {
             .await
             .map_err(|e| start_error(e.to_string()))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let mut tasks = vec![tokio::spawn(health::sample_forever(own_health))];
+        let mut tasks = vec![tokio::spawn(health::sample_forever(own_health, channels.clone()))];
         {
             let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {
@@ -171,7 +173,7 @@ impl Cluster {
                 listen: config.listen,
                 server,
                 heartbeat,
-                seeds: config.seeds.iter().filter(|s| **s != config.listen).count(),
+                seeds: config.seeds.iter().copied().filter(|s| *s != config.listen).collect(),
                 membership,
                 events,
                 tasks,
@@ -206,7 +208,12 @@ impl Cluster {
 
     /// How many seeds (other than itself) this node was configured with.
     pub fn seed_count(&self) -> usize {
-        self.inner.seeds
+        self.inner.seeds.len()
+    }
+
+    /// The seeds (other than itself) this node was configured with.
+    pub fn seeds(&self) -> &[SocketAddr] {
+        &self.inner.seeds
     }
 
     /// Names of the nodes up now (not itself).
@@ -270,8 +277,21 @@ impl Cluster {
         }
     }
 
-    /// Stops the node server (peers see this node's connections close) and the background tasks.
+    /// Leaves the cluster: tells every reachable node that this one is leaving (they mark it
+    /// `left`, not `down`, and stop counting it among the known nodes), then stops the node
+    /// server and the background tasks. A peer that does not answer within
+    /// [`LEAVE_TIMEOUT`] sees an ordinary disconnection.
     pub async fn shutdown(&self) {
+        let peers =
+            ractor::pg::get_scoped_members(&heartbeat::SCOPE.to_string(), &heartbeat::GROUP.to_string());
+        let mut told = tokio::task::JoinSet::new();
+        for cell in peers.into_iter().filter(|c| !c.get_id().is_local()) {
+            let (peer, name): (ActorRef<HeartbeatMsg>, String) = (cell.into(), self.inner.name.clone());
+            told.spawn(async move {
+                peer.call(|reply| HeartbeatMsg::Leaving(name, reply), Some(LEAVE_TIMEOUT)).await
+            });
+        }
+        told.join_all().await;
         for task in &self.inner.tasks {
             task.abort();
         }
@@ -296,6 +316,10 @@ fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>) {
         MembershipEvent::Unreachable { name, phi } => {
             tracing::warn!(%node, peer = %name, phi, "node unreachable");
             ("node_unreachable", serde_json::json!({ "node": name, "phi": phi }))
+        }
+        MembershipEvent::Left { name } => {
+            tracing::info!(%node, peer = %name, "node left");
+            ("node_left", serde_json::json!({ "node": name }))
         }
         MembershipEvent::Refused { peer_addr } => {
             tracing::warn!(%node, %peer_addr, "refused a connection that did not authenticate");

@@ -144,17 +144,24 @@ async fn evaluate(
     events: &broadcast::Sender<SingletonEvent>,
 ) {
     let me = cluster.name().to_string();
-    let members: Vec<_> =
-        cluster.members().into_iter().filter(|m| !m.name.starts_with(OBSERVER_PREFIX)).collect();
+    // Observers never count; nor do nodes that left on purpose (the cluster shrank).
+    let all = cluster.members();
+    let members: Vec<_> = all
+        .iter()
+        .filter(|m| !m.name.starts_with(OBSERVER_PREFIX) && m.status != crate::MemberStatus::Left)
+        .cloned()
+        .collect();
     let up: BTreeSet<String> = members
         .iter()
         .filter(|m| m.status == crate::MemberStatus::Up)
         .map(|m| m.name.clone())
         .chain(std::iter::once(me.clone()))
         .collect();
-    // Seeds not reached yet count as known: a node that is still joining has no majority of its
-    // own, so it does not start a singleton the cluster it is joining already runs.
-    let known = (members.len() + 1).max(cluster.seed_count() + 1);
+    // Seeds never reached count as known: a node that is still joining has no majority of its
+    // own, so it does not start a singleton the cluster it is joining already runs. (A seed
+    // that was reached is counted as the member it is, or not at all once it left.)
+    let unreached = cluster.seeds().iter().filter(|s| !all.iter().any(|m| m.addr == s.to_string())).count();
+    let known = members.len() + 1 + unreached;
     let majority = up.len() * 2 > known;
     let live_holders: BTreeSet<String> = holders(name).into_iter().filter(|h| up.contains(h)).collect();
 

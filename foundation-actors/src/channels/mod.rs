@@ -118,6 +118,15 @@ impl SystemEvent {
     }
 }
 
+/// What [`Channels::queued`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Messages waiting in all subscriber queues.
+    pub total: usize,
+    /// Messages waiting in the fullest one.
+    pub deepest: usize,
+}
+
 /// Errors of channels.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
@@ -307,6 +316,17 @@ impl Channels {
         topics.get(topic).map_or(0, |t| t.len)
     }
 
+    /// Messages waiting in this node's subscriber queues (our bounded mailboxes): the total and
+    /// the deepest single queue. A growing figure means subscribers fall behind.
+    pub fn queued(&self) -> QueueDepth {
+        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        let (total, deepest) = topics
+            .values()
+            .map(|t| (t.depth)(t.queues.as_ref()))
+            .fold((0, 0), |(total, max), (n, m)| (total + n, max.max(m)));
+        QueueDepth { total, deepest }
+    }
+
     /// Topics that have subscribers on this node, and the built-in ones.
     pub fn topics(&self) -> Vec<String> {
         let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
@@ -375,6 +395,8 @@ struct TopicState {
     queues: Box<dyn Any + Send + Sync>,
     len: usize,
     remove: fn(&mut (dyn Any + Send + Sync), u64) -> usize,
+    /// Messages waiting in the topic's subscriber queues: (total, deepest queue).
+    depth: fn(&(dyn Any + Send + Sync)) -> (usize, usize),
     close: fn(&(dyn Any + Send + Sync)),
     builtin: bool,
     /// Set once a subscriber uses the topic as cluster-wide: how frames from other processes
@@ -400,6 +422,10 @@ impl TopicState {
                     q.len()
                 });
                 queues.unwrap_or(0)
+            },
+            depth: |queues| {
+                let Some(q) = queues.downcast_ref::<Vec<Arc<Queue<T>>>>() else { return (0, 0) };
+                q.iter().map(|x| x.len()).fold((0, 0), |(total, max), n| (total + n, max.max(n)))
             },
             close: |queues| {
                 if let Some(q) = queues.downcast_ref::<Vec<Arc<Queue<T>>>>() {

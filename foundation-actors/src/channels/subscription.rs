@@ -116,6 +116,12 @@ impl<T> Queue<T> {
         result
     }
 
+    /// Messages waiting, both lanes.
+    pub(crate) fn len(&self) -> usize {
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes.control.len() + lanes.normal.len()
+    }
+
     /// Whether a full lane keeps the arriving message (and drops an older one).
     pub(crate) fn keeps_newest(&self) -> bool {
         self.options.overflow == Overflow::DropOldest
@@ -194,8 +200,7 @@ impl<T: Clone + Send + Sync + 'static> Subscription<T> {
 
     /// Messages waiting, both lanes.
     pub fn len(&self) -> usize {
-        let lanes = self.queue.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        lanes.control.len() + lanes.normal.len()
+        self.queue.len()
     }
 
     /// Whether no message is waiting.
