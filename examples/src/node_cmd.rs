@@ -44,6 +44,9 @@ pub struct NodeArgs {
     /// while another node holds it; print when it is gained, taken elsewhere, or lost.
     #[arg(long = "register")]
     names: Vec<String>,
+    /// Run a replica of this replicated actor here (repeatable): one per node that asks for it.
+    #[arg(long = "replicated")]
+    replicated: Vec<String>,
     /// Subscribe to this cluster-wide topic of text messages (repeatable) and print what arrives.
     #[arg(long = "subscribe")]
     topics: Vec<String>,
@@ -68,12 +71,14 @@ enum Command {
     Services,
     /// `health SERVICE up|down`: report this node's instances of SERVICE healthy or not.
     Health { service: String, healthy: bool },
+    /// `replicas NAME`: print the nodes that run a replica of NAME.
+    Replicas { name: String },
 }
 
 impl Command {
     fn parse(line: &str) -> Result<Command, String> {
         let mut words = line.split_whitespace();
-        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`";
+        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`";
         match (words.next(), words.next()) {
             (Some("broadcast"), Some(topic)) => {
                 let text = words.collect::<Vec<_>>().join(" ");
@@ -84,6 +89,7 @@ impl Command {
                 _ => Err(format!("`broadcast-bytes` needs a byte count; {usage}")),
             },
             (Some("services"), None) => Ok(Command::Services),
+            (Some("replicas"), Some(name)) => Ok(Command::Replicas { name: name.to_string() }),
             (Some("health"), Some(service)) => match words.next() {
                 Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
                 Some("down") => Ok(Command::Health { service: service.to_string(), healthy: false }),
@@ -98,8 +104,17 @@ fn text_topic(name: &str) -> Topic<String> {
     Topic::new(name).cluster_wide()
 }
 
-fn run_command(command: Command, channels: &Channels, registry: &ServiceRegistry) {
+fn run_command(
+    command: Command,
+    channels: &Channels,
+    registry: &ServiceRegistry,
+    replicated: &[foundation_cluster::ReplicatedHandle],
+) {
     match command {
+        Command::Replicas { name } => match replicated.iter().find(|r| r.name() == name) {
+            Some(handle) => say!("replicas {name}: {}", handle.nodes().join(",")),
+            None => say!("replicas {name}: not run on this node (start it with --replicated {name})"),
+        },
         Command::Broadcast { topic, text } => match channels.broadcast(&text_topic(&topic), text) {
             Ok(n) => say!("broadcast {topic}: sent ({n} subscribers here)"),
             Err(e) => say!("broadcast {topic} refused: {e}"),
@@ -285,6 +300,11 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                 }
             });
         }
+        let mut replicas = Vec::new();
+        for name in &args.replicated {
+            let spec = ChildSpec::new(name.clone(), || (SingletonWorker, ()));
+            replicas.push(cluster.start_replicated(name, spec).await?);
+        }
         let registry = ServiceRegistry::start().await?;
         let mut workers = Vec::new();
         for service in &args.services {
@@ -310,7 +330,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                 line = lines.recv(), if stdin_open => match line {
                     Some(line) if line.trim().is_empty() => {}
                     Some(line) => match Command::parse(&line) {
-                        Ok(command) => run_command(command, &channels, &registry),
+                        Ok(command) => run_command(command, &channels, &registry, &replicas),
                         Err(e) => say!("{e}"),
                     },
                     None if args.exit_with_stdin => break,
@@ -352,6 +372,7 @@ mod tests {
             Ok(Command::BroadcastBytes { topic: "big".into(), len: 100 })
         );
         assert_eq!(Command::parse("services"), Ok(Command::Services));
+        assert_eq!(Command::parse("replicas cache"), Ok(Command::Replicas { name: "cache".into() }));
         assert_eq!(
             Command::parse("health llm down"),
             Ok(Command::Health { service: "llm".into(), healthy: false })

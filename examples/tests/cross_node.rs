@@ -1,6 +1,7 @@
-//! Channels and services across real node processes: broadcasts reach every node's
-//! subscribers, services are discovered everywhere and vanish with their node, and a message
-//! too large for the frame limit is refused before it is sent.
+//! Channels, services and replicated actors across real node processes: broadcasts reach
+//! every node's subscribers, services are discovered everywhere and vanish with their node,
+//! replicas run one per node (later joiners included), and a message too large for the frame
+//! limit is refused before it is sent.
 
 use std::time::Instant;
 
@@ -102,4 +103,42 @@ fn a_broadcast_over_the_frame_limit_is_refused_before_sending_and_nothing_breaks
     for node in [&n1, &n2] {
         assert!(!node.output().iter().any(|l| l.contains("member down")), "{:#?}", node.output());
     }
+}
+
+/// Asks `node` which nodes run a replica of `name` until the answer is `expected`.
+fn replicas_become(node: &mut NodeProcess, name: &str, expected: &str) {
+    let deadline = Instant::now() + WAIT;
+    let pattern = format!("replicas {name}: ");
+    loop {
+        let asked = node.output().iter().filter(|l| l.starts_with(&pattern)).count() + 1;
+        node.send_line(&format!("replicas {name}")).unwrap();
+        let answers = node.wait_for_count(&pattern, asked, WAIT).unwrap();
+        let last = answers.last().unwrap();
+        if last == &format!("{pattern}{expected}") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{}: replicas never became {expected}; last: {last}", node.name());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn replicated_actors_run_once_per_node_including_later_joiners_and_leave_with_their_node() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut n1 = start_node("n1", ports[0], &[], &["--replicated", "cache"]);
+    let n2 = start_node("n2", ports[1], &[ports[0]], &["--replicated", "cache"]);
+    all_up(&[&n1, &n2]);
+    replicas_become(&mut n1, "cache", "n1,n2");
+
+    // A node that joins later runs its own replica, and every node sees it.
+    let mut n3 = start_node("n3", ports[2], &[ports[0]], &["--replicated", "cache"]);
+    all_up(&[&n1, &n2, &n3]);
+    replicas_become(&mut n1, "cache", "n1,n2,n3");
+    replicas_become(&mut n3, "cache", "n1,n2,n3");
+
+    // Its node killed, its replica is gone from every list.
+    n3.kill();
+    replicas_become(&mut n1, "cache", "n1,n2");
+    n1.send_line("replicas nope").unwrap();
+    n1.wait_for("replicas nope: not run on this node", WAIT).unwrap();
 }

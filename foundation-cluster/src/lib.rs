@@ -44,6 +44,7 @@ mod membership;
 pub mod names;
 mod node;
 pub mod phi;
+pub mod replicated;
 pub mod singleton;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -53,4 +54,5 @@ pub use foundation_actors::wire;
 pub use membership::{Member, MemberStatus, MembershipEvent};
 pub use names::NameError;
 pub use node::{Cluster, ClusterError, LEAVE_TIMEOUT};
+pub use replicated::ReplicatedHandle;
 pub use singleton::{SingletonEvent, SingletonHandle};

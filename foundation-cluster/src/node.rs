@@ -39,6 +39,14 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// A replicated actor could not start here.
+    #[error("replicated actor `{name}` cannot start here: {reason}")]
+    Replicated {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// Waited too long for members.
     #[error("{wanted} members were not up within {waited:?} (up: {up:?})")]
     Timeout {

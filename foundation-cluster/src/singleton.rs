@@ -17,8 +17,8 @@
 //! Guarantee: at most one copy runs within any connected majority, and none on a minority side.
 //! Not guaranteed: during the failure-detection delay a frozen holder still runs its copy while
 //! the majority starts another (the frozen one does no work, and stops when it resumes and finds
-//! itself alone); and the majority is counted over every node ever seen, so a node removed for
-//! good still counts until this process restarts.
+//! itself alone); and the majority is counted over every node ever seen (except nodes that
+//! left on purpose), so a node lost for good still counts until this process restarts.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -71,7 +71,8 @@ impl Drop for SingletonHandle {
     }
 }
 
-/// The marker a holder keeps in pg: remotable (so peers see it), and otherwise idle.
+/// The marker a holder (or a replica's node) keeps in pg: remotable (so peers see it), and
+/// otherwise idle.
 pub(crate) struct Marker;
 
 #[derive(RactorClusterMessage)]
@@ -82,10 +83,15 @@ pub(crate) enum MarkerMsg {
 impl Actor for Marker {
     type Msg = MarkerMsg;
     type State = ();
-    type Arguments = String;
+    /// (scope, group) to join.
+    type Arguments = (String, String);
 
-    async fn pre_start(&self, myself: ActorRef<MarkerMsg>, group: String) -> Result<(), ActorProcessingErr> {
-        ractor::pg::join_scoped(SCOPE.to_string(), group, vec![myself.get_cell()]);
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MarkerMsg>,
+        (scope, group): (String, String),
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::join_scoped(scope, group, vec![myself.get_cell()]);
         Ok(())
     }
 
@@ -197,7 +203,7 @@ async fn evaluate(
                 return;
             }
         };
-        match Actor::spawn(None, Marker, format!("{name}@{me}")).await {
+        match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{name}@{me}"))).await {
             Ok((marker, _)) => {
                 tracing::info!(singleton = %name, node = %me, "singleton started here");
                 *running = Some(Running { supervisor, marker });
