@@ -36,6 +36,11 @@ pub struct NodeArgs {
     /// The cluster's shared cookie.
     #[arg(long, env = "FOUNDATION_COOKIE", hide_env_values = true)]
     cookie: Option<String>,
+    /// Find the other nodes by themselves (zero-config discovery: turns on `cluster.gossip`).
+    /// Without `--listen` (and no `cluster.listen` set), listens on a free loopback port; without
+    /// `--name` (and no `node.name` set), is named `node-PORT`.
+    #[arg(long)]
+    cluster: bool,
     /// Declare a cluster singleton with this name (repeatable); it runs on one node only, and
     /// this node prints when it starts or stops here.
     #[arg(long = "singleton")]
@@ -260,13 +265,26 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
     if let Some(cookie) = &args.cookie {
         loader = loader.set("cluster.cookie", cookie.as_str());
     }
-    let config = match loader.load() {
+    if args.cluster {
+        loader = loader.set("cluster.gossip", true);
+    }
+    let mut config = match loader.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
+    if args.cluster {
+        let defaults = foundation_core::config::FoundationConfig::default();
+        if config.cluster.listen == defaults.cluster.listen {
+            let free = std::net::TcpListener::bind((config.cluster.listen.ip(), 0))?.local_addr()?;
+            config.cluster.listen = free;
+        }
+        if config.node.name == defaults.node.name {
+            config.node.name = format!("node-{}", config.cluster.listen.port());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let channels = Channels::start().await?;

@@ -38,6 +38,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod discovery;
 pub mod health;
 pub mod heartbeat;
 mod membership;

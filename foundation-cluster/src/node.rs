@@ -111,6 +111,16 @@ impl Cluster {
         if let Some(channels) = &channels {
             channels.set_max_message_bytes(config.max_frame_bytes);
         }
+        // Opened first: a discovery port that cannot be used fails the start before anything runs.
+        let gossip = match config.gossip {
+            false => None,
+            true => Some(crate::discovery::open(config).map_err(|e| {
+                start_error(format!(
+                    "discovery (cluster.gossip) cannot use UDP port {} and group {}: {e}",
+                    config.gossip_port, config.gossip_group
+                ))
+            })?),
+        };
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),
@@ -174,7 +184,17 @@ impl Cluster {
                 }
             }));
         }
-        tracing::info!(node = %name, listen = %config.listen, "node started");
+        if let Some(socket) = gossip {
+            let discovery = crate::discovery::run(
+                socket,
+                config.clone(),
+                name.to_string(),
+                server.clone(),
+                membership.clone(),
+            );
+            tasks.push(tokio::spawn(discovery));
+        }
+        tracing::info!(node = %name, listen = %config.listen, gossip = config.gossip, "node started");
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 name: name.to_string(),

@@ -134,6 +134,21 @@ fn out_of_range_values_are_all_reported_by_key() {
 }
 
 #[test]
+fn discovery_settings_are_checked() {
+    let f = write_file("[cluster]\ngossip = true\ngossip_group = \"10.0.0.1\"\ngossip_interval = \"1ms\"\n");
+    let err = ConfigLoader::new().file(f.path()).load().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("`cluster.gossip_group`") && text.contains("an IPv4 multicast address"), "{text}");
+    assert!(text.contains("`cluster.gossip_interval`") && text.contains("from 50ms to 60s"), "{text}");
+    // Not an address at all: a type error naming the key.
+    let f = write_file("[cluster]\ngossip_group = \"everyone\"\n");
+    let err = ConfigLoader::new().file(f.path()).load().unwrap_err();
+    assert!(err.to_string().contains("cluster.gossip_group"), "{err}");
+    let ok = ConfigLoader::new().set("cluster.gossip", true).load().unwrap();
+    assert!(ok.cluster.gossip && ok.cluster.gossip_group.is_multicast());
+}
+
+#[test]
 fn missing_required_file_is_an_io_error_optional_is_skipped() {
     let err = ConfigLoader::new().file("/nonexistent/foundation.toml").load().unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }));

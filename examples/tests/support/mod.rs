@@ -1,4 +1,6 @@
 //! Starting `foundation node` processes for the multi-process tests and benchmarks.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //!
 //! Every field documents its default (a named constant) and what that default implies.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -214,6 +214,13 @@ pub const DEFAULT_ACCEPTABLE_PAUSE: Duration = Duration::from_millis(1000);
 /// Default smallest jitter the failure detector assumes.
 pub const DEFAULT_MIN_STD_DEVIATION: Duration = Duration::from_millis(100);
 
+/// Default UDP port of zero-config discovery.
+pub const DEFAULT_GOSSIP_PORT: u16 = 45892;
+/// Default multicast group of zero-config discovery (organization-local scope).
+pub const DEFAULT_GOSSIP_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 77);
+/// Default interval between a node's discovery announcements.
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// `[cluster]`: how this node reaches and admits other nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -252,6 +259,22 @@ pub struct ClusterConfig {
     /// trigger on the first late one. Default [`DEFAULT_MIN_STD_DEVIATION`].
     #[serde(with = "super::duration")]
     pub min_std_deviation: Duration,
+    /// Zero-config discovery, like libcluster's Gossip strategy: announce this node by UDP
+    /// multicast on `gossip_group`:`gossip_port` (on the interface of `listen`; loopback stays
+    /// on this machine) and connect to every node heard that has the same cookie. Default
+    /// `false` (seeds only). `foundation node --cluster` turns it on. Announcements carry the
+    /// node's name, address and a hash of the cookie, never the cookie.
+    pub gossip: bool,
+    /// UDP port of discovery announcements; nodes that should find each other share it.
+    /// Default [`DEFAULT_GOSSIP_PORT`].
+    pub gossip_port: u16,
+    /// Multicast group of discovery announcements (an IPv4 multicast address). Default
+    /// [`DEFAULT_GOSSIP_GROUP`].
+    pub gossip_group: Ipv4Addr,
+    /// Interval between announcements (50 ms – 60 s). Default [`DEFAULT_GOSSIP_INTERVAL`]: a
+    /// new or restarted node is found within about a second.
+    #[serde(with = "super::duration")]
+    pub gossip_interval: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -266,6 +289,10 @@ impl Default for ClusterConfig {
             phi_threshold: DEFAULT_PHI_THRESHOLD,
             acceptable_pause: DEFAULT_ACCEPTABLE_PAUSE,
             min_std_deviation: DEFAULT_MIN_STD_DEVIATION,
+            gossip: false,
+            gossip_port: DEFAULT_GOSSIP_PORT,
+            gossip_group: DEFAULT_GOSSIP_GROUP,
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
         }
     }
 }
@@ -307,6 +334,19 @@ impl ClusterConfig {
             self.phi_threshold,
             (1.0..=32.0).contains(&self.phi_threshold),
             "a number from 1 to 32",
+        );
+        v.check("cluster.gossip_port", self.gossip_port, self.gossip_port != 0, "a UDP port from 1 to 65535");
+        v.check(
+            "cluster.gossip_group",
+            format!("{:?}", self.gossip_group.to_string()),
+            self.gossip_group.is_multicast(),
+            "an IPv4 multicast address (224.0.0.0/4), such as \"239.255.77.77\"",
+        );
+        v.check(
+            "cluster.gossip_interval",
+            super::duration::format(self.gossip_interval),
+            (Duration::from_millis(50)..=Duration::from_secs(60)).contains(&self.gossip_interval),
+            "a duration from 50ms to 60s",
         );
     }
 }
