@@ -359,8 +359,9 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                     Ok(MembershipEvent::Down { name, reason }) => say!("member down: {name} ({reason})"),
                     Ok(MembershipEvent::Unreachable { name, phi }) => say!("member unreachable: {name} (phi {phi:.1})"),
                     Ok(MembershipEvent::Left { name }) => say!("member left: {name}"),
-                    Ok(MembershipEvent::Refused { peer_addr }) => {
-                        say!("refused: {peer_addr} (did not authenticate)");
+                    Ok(MembershipEvent::Refused { peer_addr, peer_name }) => {
+                        let who = peer_name.map_or(String::new(), |n| format!("node {n}, "));
+                        say!("refused: {peer_addr} ({who}did not authenticate)");
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => say!("missed {n} membership events"),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

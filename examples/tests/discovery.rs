@@ -53,7 +53,10 @@ fn nodes_find_each_other_without_seeds_ignore_other_clusters_and_find_a_restarte
         let bad: Vec<String> = n
             .output()
             .into_iter()
-            .filter(|l| l.starts_with("refused") || l.starts_with(&format!("member up: {other_cluster}")))
+            .filter(|l| {
+                l.starts_with(&format!("member up: {other_cluster}"))
+                    || (l.starts_with("refused") && l.contains(&format!("node {other_cluster}")))
+            })
             .collect();
         assert!(bad.is_empty(), "{} dialled or was dialled by the other cluster: {bad:#?}", n.name());
     }

@@ -73,6 +73,8 @@ pub enum MembershipEvent {
     Refused {
         /// Where it came from.
         peer_addr: String,
+        /// The node name it gave, if it got that far.
+        peer_name: Option<String>,
     },
 }
 
@@ -172,7 +174,17 @@ impl Membership {
                 let session = self.sessions.remove(&s.actor.get_id())?;
                 match session.peer {
                     None if !session.authenticated => {
-                        Some(MembershipEvent::Refused { peer_addr: s.peer_addr.clone() })
+                        let peer_name = s.peer_name.as_ref().map(|p| node_name(&p.name));
+                        // Two nodes that dialled each other at once: one connection loses the
+                        // election and may close before this side finished authenticating it.
+                        // That is not a refusal while the node is up on another connection.
+                        if let Some(name) = &peer_name
+                            && self.ready_sessions.get(name).is_some_and(|n| *n > 0)
+                        {
+                            tracing::debug!(peer = %name, "duplicate connection closed");
+                            return None;
+                        }
+                        Some(MembershipEvent::Refused { peer_addr: s.peer_addr.clone(), peer_name })
                     }
                     None => None,
                     Some(name) => {

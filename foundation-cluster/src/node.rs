@@ -349,9 +349,9 @@ fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>) {
             tracing::info!(%node, peer = %name, "node left");
             ("node_left", serde_json::json!({ "node": name }))
         }
-        MembershipEvent::Refused { peer_addr } => {
-            tracing::warn!(%node, %peer_addr, "refused a connection that did not authenticate");
-            ("node_refused", serde_json::json!({ "peer_addr": peer_addr }))
+        MembershipEvent::Refused { peer_addr, peer_name } => {
+            tracing::warn!(%node, %peer_addr, ?peer_name, "refused a connection that did not authenticate");
+            ("node_refused", serde_json::json!({ "peer_addr": peer_addr, "peer_name": peer_name }))
         }
     };
     metrics::counter!("foundation_cluster_membership_events_total", "kind" => kind).increment(1);
