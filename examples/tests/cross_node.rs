@@ -26,17 +26,33 @@ fn services_until(node: &mut NodeProcess, what: &str, check: impl Fn(&[String]) 
     let deadline = Instant::now() + WAIT;
     let mut asked = node.output().iter().filter(|l| l.starts_with("services: ")).count();
     loop {
+        // What is printed from here on answers this request; its last line is the count.
+        let before = node.output().len();
         node.send_line("services").unwrap();
         asked += 1;
-        let output = node.output();
         node.wait_for_count("services: ", asked, WAIT).unwrap();
-        let output_now = node.output();
-        let listing: Vec<String> =
-            output_now[output.len()..].iter().filter(|l| l.starts_with("service ")).cloned().collect();
+        let listing: Vec<String> = node.output()[before..]
+            .iter()
+            .take_while(|l| !l.starts_with("services: "))
+            .filter(|l| l.starts_with("service "))
+            .cloned()
+            .collect();
         if check(&listing) {
             return listing;
         }
         assert!(Instant::now() < deadline, "{}: never saw {what}; last listing: {listing:#?}", node.name());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Broadcasts `text` on `topic` from `sender` until every receiver has printed it: a node's
+/// subscriptions reach the others' pg a moment after the node itself is up.
+fn broadcast_until_received(sender: &mut NodeProcess, receivers: &[&NodeProcess], topic: &str, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    let expected = format!("received {topic}: {text}");
+    while !receivers.iter().all(|r| r.output().contains(&expected)) {
+        assert!(Instant::now() < deadline, "`{expected}` never arrived everywhere");
+        sender.send_line(&format!("broadcast {topic} {text}")).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -55,10 +71,8 @@ fn broadcasts_reach_every_node_and_services_vanish_with_their_node() {
     all_up(&[&n1, &n2, &n3]);
 
     // A broadcast from n3 (which has no subscriber itself) reaches the subscribers on n1 and n2.
-    n3.send_line("broadcast news hello from n3").unwrap();
+    broadcast_until_received(&mut n3, &[&n1, &n2], "news", "hello from n3");
     n3.wait_for("broadcast news: sent (0 subscribers here)", WAIT).unwrap();
-    n1.wait_for("received news: hello from n3", WAIT).unwrap();
-    n2.wait_for("received news: hello from n3", WAIT).unwrap();
 
     // Every node sees every service, with its capabilities, and knows which are its own.
     // (Exactly three: while two nodes that dialled each other at once settle on one connection,
@@ -90,6 +104,7 @@ fn a_broadcast_over_the_frame_limit_is_refused_before_sending_and_nothing_breaks
     let mut n1 = start_node_with_env("n1", ports[0], &[], &[], &small);
     let n2 = start_node_with_env("n2", ports[1], &[ports[0]], &["--subscribe", "big"], &small);
     all_up(&[&n1, &n2]);
+    broadcast_until_received(&mut n1, &[&n2], "big", "ready");
 
     n1.send_line("broadcast-bytes big 100000").unwrap();
     let refused = n1.wait_for("broadcast big refused: ", WAIT).unwrap();
