@@ -27,6 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use crate::membership::Membership;
+use crate::tls::Dialer;
 
 /// The first word of every announcement (and the protocol version).
 const MAGIC: &str = "foundation-gossip/1";
@@ -102,6 +103,7 @@ pub(crate) async fn run(
     name: String,
     server: ActorRef<NodeServerMessage>,
     membership: Arc<RwLock<Membership>>,
+    dialer: Dialer,
 ) {
     let tag = cluster_tag(&config.cookie);
     let announcement = encode(&tag, &name, config.listen);
@@ -139,9 +141,9 @@ pub(crate) async fn run(
                 if my_turn && due {
                     *last_dial = Some(Instant::now());
                     tracing::info!(node = %heard_from.name, %addr, "discovered a node; connecting");
-                    let server = server.clone();
+                    let (server, dialer) = (server.clone(), dialer.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = ractor_cluster::client_connect(&server, addr).await {
+                        if let Err(e) = dialer.dial(&server, addr).await {
                             tracing::debug!(%addr, error = %e, "discovered node not reachable");
                         }
                     });

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::health::{ClusterHealth, NodeHealth, NodeStatus};
 use crate::membership::{MemberStatus, Membership, SessionEvent, node_name};
 use crate::phi::PhiDetector;
+use crate::tls::Dialer;
 use crate::wire::Wire;
 
 /// The pg scope of cluster-internal groups.
@@ -34,6 +35,8 @@ pub(crate) struct Beat {
     from: String,
     seq: u64,
     health: NodeHealth,
+    /// Addresses of the nodes the sender is connected to (a TLS node dials those it is not).
+    members: Vec<String>,
 }
 
 /// What this node last heard from a peer.
@@ -71,12 +74,15 @@ pub(crate) struct Args {
     pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
     pub(crate) own_health: Arc<RwLock<NodeHealth>>,
     pub(crate) peers: Arc<RwLock<HashMap<String, PeerInfo>>>,
+    pub(crate) dialer: Dialer,
 }
 
 pub(crate) struct State {
     args: Args,
     seq: u64,
     detectors: HashMap<String, PhiDetector>,
+    /// When this node last dialled an address it heard of in a heartbeat (TLS mode).
+    dialled: HashMap<String, Instant>,
 }
 
 impl Actor for Heartbeat {
@@ -91,7 +97,7 @@ impl Actor for Heartbeat {
     ) -> Result<State, ActorProcessingErr> {
         ractor::pg::join_scoped(SCOPE.to_string(), GROUP.to_string(), vec![myself.get_cell()]);
         myself.send_interval(args.config.heartbeat_interval, || HeartbeatMsg::Tick);
-        Ok(State { args, seq: 0, detectors: HashMap::new() })
+        Ok(State { args, seq: 0, detectors: HashMap::new(), dialled: HashMap::new() })
     }
 
     async fn handle(
@@ -103,6 +109,9 @@ impl Actor for Heartbeat {
         match msg {
             HeartbeatMsg::Beat(beat) => match beat.into_inner() {
                 Ok(beat) => {
+                    if state.args.dialer.is_tls() {
+                        meet_members(state, &beat.members);
+                    }
                     let info = PeerInfo { health: beat.health, last: Instant::now() };
                     state
                         .args
@@ -144,7 +153,8 @@ impl Actor for Heartbeat {
 fn send_beats(myself: &ActorRef<HeartbeatMsg>, state: &mut State) {
     state.seq += 1;
     let health = state.args.own_health.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let beat = Beat { from: state.args.node.clone(), seq: state.seq, health };
+    let members = state.args.membership.read().unwrap_or_else(|p| p.into_inner()).up_addrs();
+    let beat = Beat { from: state.args.node.clone(), seq: state.seq, health, members };
     for member in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
         if member.get_id() == myself.get_id() || member.get_id().is_local() {
             continue;
@@ -152,6 +162,28 @@ fn send_beats(myself: &ActorRef<HeartbeatMsg>, state: &mut State) {
         // A beat is a few bytes: it always fits the frame limit.
         if let Ok(wire) = Wire::encode(&beat, state.args.config.max_frame_bytes) {
             let _ = ActorRef::<HeartbeatMsg>::from(member).cast(HeartbeatMsg::Beat(wire));
+        }
+    }
+}
+
+/// Dials (with TLS) the nodes a peer is connected to and this node is not: what ractor_cluster's
+/// transitive mode would do in plaintext.
+fn meet_members(state: &mut State, members: &[String]) {
+    let own = state.args.config.listen.to_string();
+    for addr in members {
+        if *addr == own || state.args.membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(addr) {
+            continue;
+        }
+        let due = state.dialled.get(addr).is_none_or(|t| t.elapsed() >= state.args.config.reconnect_interval);
+        let Ok(socket_addr) = addr.parse::<std::net::SocketAddr>() else { continue };
+        if due {
+            state.dialled.insert(addr.clone(), Instant::now());
+            let (server, dialer) = (state.args.server.clone(), state.args.dialer.clone());
+            tokio::spawn(async move {
+                if let Err(e) = dialer.dial(&server, socket_addr).await {
+                    tracing::debug!(addr = %socket_addr, error = %e, "cannot reach a peer's member");
+                }
+            });
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod replicated;
 pub mod singleton;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod tls;
 /// The wire adapter, shared with foundation-actors (whose channels and registry cross nodes too).
 pub use foundation_actors::wire;
 

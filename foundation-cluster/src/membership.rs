@@ -84,6 +84,10 @@ pub(crate) enum SessionEvent {
     Authenticated(NodeServerSessionInformation),
     Ready(NodeServerSessionInformation),
     Disconnected(NodeServerSessionInformation),
+    /// Dialling a node failed its TLS handshake.
+    DialRefused {
+        addr: String,
+    },
     /// A node announced that it is leaving.
     Leaving {
         name: String,
@@ -126,6 +130,9 @@ impl Membership {
                     member.since = SystemTime::now();
                 }
                 Some(MembershipEvent::Unreachable { name, phi })
+            }
+            SessionEvent::DialRefused { addr } => {
+                Some(MembershipEvent::Refused { peer_addr: addr, peer_name: None })
             }
             SessionEvent::Leaving { name } => {
                 self.leaving.insert(name);
@@ -216,6 +223,10 @@ impl Membership {
 
     pub(crate) fn up_names(&self) -> Vec<String> {
         self.members.values().filter(|m| m.status == MemberStatus::Up).map(|m| m.name.clone()).collect()
+    }
+
+    pub(crate) fn up_addrs(&self) -> Vec<String> {
+        self.members.values().filter(|m| m.status == MemberStatus::Up).map(|m| m.addr.clone()).collect()
     }
 
     pub(crate) fn is_up_at(&self, addr: &str) -> bool {

@@ -17,6 +17,7 @@ use crate::health::{self, ClusterHealth, NodeHealth};
 use crate::heartbeat::{self, HeartbeatMsg};
 use crate::membership::{Member, MemberStatus, Membership, MembershipEvent, SessionEvent};
 use crate::names;
+use crate::tls::Dialer;
 
 /// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
 /// `cluster.max_frame_bytes`, so that every message we allow fits the receiver's inbound limit.
@@ -121,13 +122,25 @@ impl Cluster {
                 ))
             })?),
         };
+        let dialer = match &config.tls {
+            Some(tls) => Dialer::Tls(Box::new(crate::tls::load(tls).map_err(start_error)?)),
+            None => Dialer::Plain,
+        };
+        // ractor_cluster dials its peers' peers in plaintext: with TLS we do it ourselves.
+        let (encryption, mode) = match &dialer {
+            Dialer::Tls(tls) => (
+                Some(ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone())),
+                ractor_cluster::node::NodeConnectionMode::Isolated,
+            ),
+            Dialer::Plain => (None, ractor_cluster::node::NodeConnectionMode::Transitive),
+        };
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),
             name.to_string(),
             config.listen.ip().to_string(),
-            None,
-            Some(ractor_cluster::node::NodeConnectionMode::Transitive),
+            encryption,
+            Some(mode),
         )
         .with_listen_addr(config.listen.ip())
         .with_max_inbound_frame_size(config.max_frame_bytes as u64 + FRAME_OVERHEAD);
@@ -149,9 +162,10 @@ impl Cluster {
             config: config.clone(),
             server: server.clone(),
             membership: membership.clone(),
-            events: tx,
+            events: tx.clone(),
             own_health: own_health.clone(),
             peers,
+            dialer: dialer.clone(),
         };
         let (heartbeat, _) = Actor::spawn(None, heartbeat::Heartbeat, heartbeat_args)
             .await
@@ -171,14 +185,26 @@ impl Cluster {
             }));
         }
         for seed in config.seeds.iter().copied().filter(|s| *s != config.listen) {
-            let (server, membership, interval) =
-                (server.clone(), membership.clone(), config.reconnect_interval);
+            let (server, membership, interval, dialer, events) =
+                (server.clone(), membership.clone(), config.reconnect_interval, dialer.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
                 let addr = seed.to_string();
+                let mut refused = false;
                 loop {
                     let up = membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(&addr);
-                    if !up && let Err(e) = ractor_cluster::client_connect(&server, seed).await {
-                        tracing::debug!(%seed, error = %e, "seed not reachable yet");
+                    if !up {
+                        match dialer.dial(&server, seed).await {
+                            // A TLS refusal is reported once per streak, not every retry.
+                            Err(e) if e.refused => {
+                                if !refused {
+                                    tracing::warn!(%seed, error = %e, "TLS handshake with a seed failed");
+                                    let _ = events.send(SessionEvent::DialRefused { addr: addr.clone() });
+                                }
+                                refused = true;
+                            }
+                            Err(e) => tracing::debug!(%seed, error = %e, "seed not reachable yet"),
+                            Ok(()) => refused = false,
+                        }
                     }
                     tokio::time::sleep(interval).await;
                 }
@@ -191,6 +217,7 @@ impl Cluster {
                 name.to_string(),
                 server.clone(),
                 membership.clone(),
+                dialer,
             );
             tasks.push(tokio::spawn(discovery));
         }

@@ -1,0 +1,86 @@
+//! Mutual TLS between node processes: nodes with certificates from the cluster's CA form a
+//! cluster (peers of peers included, which ractor_cluster alone would dial in plaintext); a
+//! plaintext node and a node with another CA's certificate are refused, and the cluster keeps
+//! serving and admitting its own nodes.
+
+use foundation_cluster::testkit::{NodeProcess, free_port};
+
+mod support;
+
+use support::{WAIT, start_node_with_env};
+
+fn cert(file: &str) -> String {
+    format!("{}/tests/certs/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tls_node(name: &str, port: u16, seeds: &[u16], prefix: &str) -> NodeProcess {
+    let (cert_file, key_file, ca_file) =
+        (cert(&format!("{prefix}.pem")), cert(&format!("{prefix}.key")), cert("cluster-ca.pem"));
+    let ca_file = if prefix == "rogue-node" { cert("rogue-ca.pem") } else { ca_file };
+    let env = [
+        ("FOUNDATION_CLUSTER__TLS__CERT", cert_file.as_str()),
+        ("FOUNDATION_CLUSTER__TLS__KEY", key_file.as_str()),
+        ("FOUNDATION_CLUSTER__TLS__CA", ca_file.as_str()),
+    ];
+    start_node_with_env(name, port, seeds, &[], &env)
+}
+
+#[test]
+fn tls_nodes_form_a_cluster_and_outsiders_are_refused() {
+    let ports = [free_port(), free_port(), free_port(), free_port(), free_port(), free_port()];
+    let n1 = tls_node("n1", ports[0], &[], "node");
+    let n2 = tls_node("n2", ports[1], &[ports[0]], "node");
+    let n3 = tls_node("n3", ports[2], &[ports[0]], "node");
+    // n2 and n3 only know n1: they meet through the member lists on heartbeats, over TLS.
+    for (me, others) in [(&n1, ["n2", "n3"]), (&n2, ["n1", "n3"]), (&n3, ["n1", "n2"])] {
+        for other in others {
+            me.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+        }
+    }
+
+    // A plaintext node: its connection is closed before it could authenticate.
+    let plain = start_node_with_env("plain", ports[3], &[ports[0]], &[], &[]);
+    plain.wait_for(&format!("refused: 127.0.0.1:{}", ports[0]), WAIT).unwrap();
+    // A node whose certificate another CA signed: the handshake fails.
+    let rogue = tls_node("rogue", ports[4], &[ports[0]], "rogue-node");
+    rogue.wait_for(&format!("refused: 127.0.0.1:{}", ports[0]), WAIT).unwrap();
+
+    // The cluster still admits its own, and never admitted the outsiders.
+    let n4 = tls_node("n4", ports[5], &[ports[0]], "node");
+    for me in [&n1, &n2, &n3] {
+        me.wait_for("member up: n4 ", WAIT).unwrap();
+    }
+    n4.wait_for("member up: n3 ", WAIT).unwrap();
+    for me in [&n1, &n2, &n3, &n4] {
+        let lines = me.output();
+        assert!(!lines.iter().any(|l| l.contains("plain") || l.contains("rogue")), "{:#?}", lines);
+    }
+    for outsider in [&plain, &rogue] {
+        assert!(!outsider.output().iter().any(|l| l.starts_with("member up")), "{:#?}", outsider.output());
+    }
+}
+
+#[test]
+fn a_missing_certificate_file_is_a_clear_error_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["node", "--name", "n1", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("FOUNDATION_CLUSTER__TLS__CERT", "/nonexistent/node.pem")
+        .env("FOUNDATION_CLUSTER__TLS__KEY", cert("node.key"))
+        .env("FOUNDATION_CLUSTER__TLS__CA", cert("cluster-ca.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.tls.cert") && stderr.contains("/nonexistent/node.pem"), "{stderr}");
+    // A file that is not a key: named at start, not at the first connection.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["node", "--name", "n1", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("FOUNDATION_CLUSTER__TLS__CERT", cert("node.pem"))
+        .env("FOUNDATION_CLUSTER__TLS__KEY", cert("cluster-ca.pem"))
+        .env("FOUNDATION_CLUSTER__TLS__CA", cert("cluster-ca.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.tls.key"), "{stderr}");
+}
