@@ -1,28 +1,34 @@
 //! Turning Foundation nodes into a cluster, on `ractor_cluster`.
 //!
-//! Built so far: [`Cluster::start`] (listen address, cookie authentication, seeds that are
-//! reconnected whenever they are not up, membership from connection events, `node_up` /
-//! `node_down` / `node_refused` on the control channel), the [`wire`] adapter (bincode behind
-//! `BytesConvertable`, oversized messages refused before sending, undecodable frames counted),
-//! and, behind the `testkit` feature, [`testkit`] for tests that launch real node processes.
+//! - **Nodes**: [`Cluster::start`] (listen address, cookie authentication, optional mutual TLS
+//!   from `[cluster.tls]`, a frame limit), seeds reconnected whenever they are not up, and
+//!   zero-config discovery by UDP multicast (`cluster.gossip`, `foundation node --cluster`).
+//!   Membership comes from connection events; `node_up`, `node_down`, `node_unreachable`,
+//!   `node_left` and `node_refused` go on the control channel. [`Cluster::shutdown`] leaves
+//!   gracefully (peers mark the node `left`).
+//! - **Failure detection**: [`heartbeat`]s every `cluster.heartbeat_interval` and a
+//!   [`phi`]-accrual detector per peer; a peer over `cluster.phi_threshold` is declared
+//!   unreachable and its connection closed, so a frozen node (SIGSTOP, TCP still open) is
+//!   marked down, not only a killed one.
+//! - **Health**: every node samples load, CPU, memory, actors, tasks, queue depths and runtime
+//!   lag and sends them with its heartbeats; [`Cluster::health`] is one node's view,
+//!   [`Cluster::cluster_health`] merges every reachable node's view.
+//! - **Singletons**: [`Cluster::start_singleton`] runs an actor on exactly one node of a
+//!   connected majority and restarts it on a survivor when its node is lost ([`singleton`]).
+//! - **Replicated actors**: [`Cluster::start_replicated`], one supervised replica per node,
+//!   visible cluster-wide ([`replicated`]).
+//! - **Names**: [`Cluster::register_name`] / [`Cluster::whereis`], unique across the cluster,
+//!   with a documented rule for names held twice after a partition heals ([`names`]).
+//! - **Channels and services across nodes** come from foundation-actors itself: a
+//!   [cluster-wide topic](foundation_actors::channels::Topic::cluster_wide) reaches every node's
+//!   subscribers, and a [`ServiceRegistry`](foundation_actors::registry::ServiceRegistry) sees
+//!   the services of every connected node; pass the node's `Channels` to [`Cluster::start`] so
+//!   its frame limit applies to broadcasts.
+//! - The [`wire`] adapter (bincode behind `BytesConvertable`, oversized messages refused before
+//!   sending, undecodable frames counted) and, behind the `testkit` feature, `testkit` for
+//!   tests that launch real node processes.
 //!
-//! Failure detection: [`heartbeat`]s every `cluster.heartbeat_interval` and a [`phi`]-accrual
-//! detector per peer; a peer over `cluster.phi_threshold` is declared unreachable and its
-//! connection closed, so a frozen node (SIGSTOP, TCP still open) is marked down, not only a
-//! killed one.
-//!
-//! Health: every node samples its load, CPU, memory and runtime lag and sends them with its
-//! heartbeats; [`Cluster::health`] is one node's view, [`Cluster::cluster_health`] merges every
-//! reachable node's view.
-//!
-//! Singletons: [`Cluster::start_singleton`] runs an actor on exactly one node of a connected
-//! majority and restarts it on a survivor when its node is lost (see [`singleton`]).
-//!
-//! Names: [`Cluster::register_name`] / [`Cluster::whereis`], unique across the cluster, with a
-//! documented rule for names held twice after a partition heals (see [`names`]).
-//!
-//! Not built yet (issue 4): discovery beyond seeds, replicated actors, cluster-wide channels and services, actor counts and mailbox depths in
-//! health, TLS.
+//! What each feature guarantees, and what it does not, is in `docs/semantics.md`.
 //!
 //! ```no_run
 //! use foundation_cluster::Cluster;

@@ -14,7 +14,7 @@
 //!   whose state held it) is removed at once.
 //! - Across processes: a topic made [`Topic::cluster_wide`] (its type must be serde) reaches
 //!   the subscribers of every node of a cluster; its message is encoded once per broadcast by
-//!   the [`wire`](crate::wire) adapter, and sent once to each other node's relay. The built-in
+//!   the [`wire`] adapter, and sent once to each other node's relay. The built-in
 //!   topics are cluster-wide. Within a process nothing is ever encoded.
 //! - Membership is kept in `ractor::pg` (scope [`PG_SCOPE`], group [`pg_group`]): a node's relay
 //!   is in a topic's group while the node has subscribers for it.
