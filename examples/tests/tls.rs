@@ -60,27 +60,24 @@ fn tls_nodes_form_a_cluster_and_outsiders_are_refused() {
     }
 }
 
+/// Runs `foundation node` with these TLS files; it must fail to start. Returns its stderr.
+fn start_fails(cert_file: &str, key_file: &str, ca_file: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["node", "--name", "n1", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("FOUNDATION_CLUSTER__TLS__CERT", cert_file)
+        .env("FOUNDATION_CLUSTER__TLS__KEY", key_file)
+        .env("FOUNDATION_CLUSTER__TLS__CA", ca_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_missing_certificate_file_is_a_clear_error_at_start() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
-        .args(["node", "--name", "n1", "--listen", &format!("127.0.0.1:{}", free_port())])
-        .env("FOUNDATION_CLUSTER__TLS__CERT", "/nonexistent/node.pem")
-        .env("FOUNDATION_CLUSTER__TLS__KEY", cert("node.key"))
-        .env("FOUNDATION_CLUSTER__TLS__CA", cert("cluster-ca.pem"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = start_fails("/nonexistent/node.pem", &cert("node.key"), &cert("cluster-ca.pem"));
     assert!(stderr.contains("cluster.tls.cert") && stderr.contains("/nonexistent/node.pem"), "{stderr}");
     // A file that is not a key: named at start, not at the first connection.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
-        .args(["node", "--name", "n1", "--listen", &format!("127.0.0.1:{}", free_port())])
-        .env("FOUNDATION_CLUSTER__TLS__CERT", cert("node.pem"))
-        .env("FOUNDATION_CLUSTER__TLS__KEY", cert("cluster-ca.pem"))
-        .env("FOUNDATION_CLUSTER__TLS__CA", cert("cluster-ca.pem"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = start_fails(&cert("node.pem"), &cert("cluster-ca.pem"), &cert("cluster-ca.pem"));
     assert!(stderr.contains("cluster.tls.key"), "{stderr}");
 }
