@@ -146,6 +146,12 @@ fn discovery_settings_are_checked() {
     assert!(err.to_string().contains("cluster.gossip_group"), "{err}");
     let ok = ConfigLoader::new().set("cluster.gossip", true).load().unwrap();
     assert!(ok.cluster.gossip && ok.cluster.gossip_group.is_multicast());
+    // `cluster = true` is short for `cluster.gossip = true`, and mixes with the other keys.
+    let f = write_file("cluster = true\n");
+    let config = ConfigLoader::new().file(f.path()).set("cluster.cookie", "abc").load().unwrap();
+    assert!(config.cluster.gossip && config.cluster.cookie == "abc");
+    assert!(ConfigLoader::new().set("cluster", true).load().unwrap().cluster.gossip);
+    assert!(!ConfigLoader::new().set("cluster", false).load().unwrap().cluster.gossip);
 }
 
 #[test]

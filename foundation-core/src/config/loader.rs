@@ -101,22 +101,44 @@ impl ConfigLoader {
                     Err(source) => return Err(ConfigError::Io { path: path.clone(), source }),
                 },
             };
-            let parsed: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Malformed {
+            let mut parsed: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Malformed {
                 origin: source.clone(),
                 message: e.to_string().trim_end().to_string(),
             })?;
+            if let Some(Value::Boolean(on)) = parsed.get(CLUSTER_SHORTHAND.0) {
+                let on = *on;
+                parsed.insert(
+                    CLUSTER_SHORTHAND.0.into(),
+                    Value::Table(Table::from_iter([(CLUSTER_SHORTHAND.1.into(), on.into())])),
+                );
+            }
             merge(&mut table, parsed, "", source, &mut provenance);
         }
         for (var, raw) in &self.env {
             let key = var[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
-            set_path(&mut table, &key, parse_scalar(raw));
+            let (key, value) = shorthand(key, parse_scalar(raw));
+            set_path(&mut table, &key, value);
             provenance.insert(key, Source::Env(var.clone()));
         }
         for (key, value) in &self.code {
-            set_path(&mut table, key, value.clone());
-            provenance.insert(key.clone(), Source::Code);
+            let (key, value) = shorthand(key.clone(), value.clone());
+            set_path(&mut table, &key, value.clone());
+            provenance.insert(key, Source::Code);
         }
         resolve(table, &provenance)
+    }
+}
+
+/// `cluster = true` (file), `FOUNDATION_CLUSTER=true` (environment) or `set("cluster", true)`
+/// is short for `cluster.gossip = true`: zero-config discovery.
+const CLUSTER_SHORTHAND: (&str, &str) = ("cluster", "gossip");
+
+fn shorthand(key: String, value: Value) -> (String, Value) {
+    match value {
+        Value::Boolean(_) if key == CLUSTER_SHORTHAND.0 => {
+            (format!("{}.{}", CLUSTER_SHORTHAND.0, CLUSTER_SHORTHAND.1), value)
+        }
+        value => (key, value),
     }
 }
 
