@@ -1,5 +1,5 @@
-//! Hot-path costs of foundation-core: recording a histogram value and adding a step to an
-//! error context. Run with `cargo bench -p foundation-core --bench core`; figures are kept in
+//! Hot-path costs of foundation-core: recording a histogram value, adding a step to an error
+//! context, and an uncontended rate-limiter grant. Run with `cargo bench -p foundation-core --bench core`; figures are kept in
 //! docs/BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -99,5 +99,28 @@ fn error_context(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, histogram, error_context);
+fn rate_limit(c: &mut Criterion) {
+    use foundation_core::rate_limit::{Limit, RateLimiter};
+    let mut group = c.benchmark_group("rate_limit");
+    // Limits far above what the loop asks: every call is granted (the uncontended path).
+    let limiter = RateLimiter::new([
+        Limit::per_minute("requests", u64::MAX / 4),
+        Limit::per_minute("tokens", u64::MAX / 4),
+    ])
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let _guard = runtime.enter();
+    group.bench_function("try_acquire_two_buckets", |b| {
+        b.iter(|| drop(black_box(limiter.try_acquire(black_box(&[1, 500])).unwrap())))
+    });
+    group.bench_function("try_acquire_and_settle_two_buckets", |b| {
+        b.iter(|| {
+            let mut permit = limiter.try_acquire(black_box(&[1, 500])).unwrap();
+            permit.settle(black_box(&[1, 420])).unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, histogram, error_context, rate_limit);
 criterion_main!(benches);

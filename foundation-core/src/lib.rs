@@ -6,6 +6,8 @@
 //!   with per-key subscriptions ([`LiveConfig`](config::LiveConfig)).
 //! - [`error_context`]: an [`ErrorContext`] records the named steps of an operation (timing,
 //!   outcome, captured data, bounded); a failure comes back as a [`ContextError`] that prints them.
+//! - [`rate_limit`]: a limiter over several limits at once (requests and tokens per minute,
+//!   concurrency), all-or-nothing, FIFO waiting, settled with real costs, corrected by headers.
 //! - [`retry`]: a retry policy (attempts, exponential backoff with jitter).
 //! - [`telemetry`]: a `metrics` recorder whose histograms report p50/p90/p99/p99.9 with a bounded
 //!   error, readable in code and served to Prometheus.
@@ -59,6 +61,7 @@
 pub mod config;
 pub mod error_context;
 pub mod random;
+pub mod rate_limit;
 pub mod retry;
 pub mod telemetry;
 

@@ -1,0 +1,79 @@
+//! One dimension's state: a token bucket refilled continuously, or a concurrency count.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Limit;
+
+pub(crate) struct Bucket {
+    capacity: f64,
+    /// Units per nanosecond; 0 for a concurrency limit (given back by permits instead).
+    rate: f64,
+    /// Units available now; negative after a settlement that cost more than estimated (a debt
+    /// paid off by the refill before anything else is granted).
+    level: f64,
+    updated: Instant,
+}
+
+/// Whether a bucket can pay a cost now.
+pub(crate) enum Verdict {
+    Now,
+    /// After this long (rate limits refill by themselves).
+    After(Duration),
+    /// When some permit is given back (concurrency limits).
+    OnRelease,
+}
+
+impl Bucket {
+    pub(crate) fn new(limit: &Limit, now: Instant) -> Self {
+        let rate = limit.period.map_or(0.0, |p| limit.amount as f64 / p.as_nanos().max(1) as f64);
+        Bucket { capacity: limit.burst as f64, rate, level: limit.burst as f64, updated: now }
+    }
+
+    pub(crate) fn is_concurrency(&self) -> bool {
+        self.rate == 0.0
+    }
+
+    pub(crate) fn capacity(&self) -> f64 {
+        self.capacity
+    }
+
+    pub(crate) fn level(&self) -> f64 {
+        self.level
+    }
+
+    pub(crate) fn refill(&mut self, now: Instant) {
+        if self.rate > 0.0 && now > self.updated {
+            let elapsed = (now - self.updated).as_nanos() as f64;
+            self.level = (self.level + elapsed * self.rate).min(self.capacity);
+        }
+        self.updated = now;
+    }
+
+    pub(crate) fn verdict(&self, cost: u64) -> Verdict {
+        let missing = cost as f64 - self.level;
+        if missing <= 0.0 {
+            Verdict::Now
+        } else if self.is_concurrency() {
+            Verdict::OnRelease
+        } else {
+            // Rounded up, so that waking at that instant finds enough.
+            Verdict::After(Duration::from_nanos((missing / self.rate).ceil() as u64 + 1))
+        }
+    }
+
+    pub(crate) fn take(&mut self, amount: f64) {
+        self.level -= amount;
+    }
+
+    /// Gives back (positive) or charges (negative) an amount; never above capacity.
+    pub(crate) fn adjust(&mut self, amount: f64) {
+        self.level = (self.level + amount).min(self.capacity);
+    }
+
+    /// A provider says only `remaining` is left: never believe we have more.
+    pub(crate) fn lower_to(&mut self, remaining: f64) {
+        self.level = self.level.min(remaining);
+    }
+}

@@ -1,0 +1,174 @@
+//! The multi-dimensional rate limiter, on tokio's paused clock (time moves only when every task
+//! waits, so these tests are exact and never sleep for real).
+
+use std::time::Duration;
+
+use foundation_core::rate_limit::{Limit, RateLimitError, RateLimiter};
+use tokio::time::Instant;
+
+/// 60 requests and 6 000 tokens per minute: one request and 100 tokens per second.
+fn rpm_tpm() -> RateLimiter {
+    RateLimiter::new([Limit::per_minute("requests", 60), Limit::per_minute("tokens", 6_000)]).unwrap()
+}
+
+fn level(limiter: &RateLimiter, dim: usize) -> f64 {
+    limiter.available()[dim].1
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_takes_from_every_dimension_or_from_none() {
+    let limiter = rpm_tpm();
+    let _p = limiter.try_acquire(&[1, 5_900]).unwrap();
+    // Requests could pay, tokens cannot: refused, and requests are untouched.
+    let err = limiter.try_acquire(&[1, 500]).unwrap_err();
+    match &err {
+        RateLimitError::WouldWait { dimension, retry_in: Some(wait) } => {
+            assert_eq!(dimension, "tokens");
+            // 400 tokens missing at 100 per second.
+            assert!((Duration::from_millis(3_990)..=Duration::from_millis(4_010)).contains(wait), "{wait:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(level(&limiter, 0), 59.0);
+    assert_eq!(level(&limiter, 1), 100.0);
+    // After the wait it says, it is granted.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert!(limiter.try_acquire(&[1, 500]).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_costs_are_clear_errors() {
+    let limiter = rpm_tpm();
+    let err = limiter.try_acquire(&[1]).unwrap_err();
+    assert!(err.to_string().contains("needs 2 amounts (one per limit: requests, tokens), got 1"), "{err}");
+    let err = limiter.acquire(&[1, 10_000], None).await.unwrap_err();
+    assert_eq!(err, RateLimitError::TooLarge { dimension: "tokens".into(), cost: 10_000, capacity: 6_000 });
+    assert!(RateLimiter::new([Limit::per_minute("requests", 0)]).is_err());
+    assert!(RateLimiter::new(Vec::<Limit>::new()).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_first_come_first_served() {
+    let limiter = rpm_tpm();
+    let _drain = limiter.try_acquire(&[1, 6_000]).unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    // A big request first, then two small ones that could be paid earlier: they wait their turn.
+    for (name, tokens) in [("big", 3_000), ("small-1", 100), ("small-2", 100)] {
+        let (limiter, order) = (limiter.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            limiter.acquire(&[1, tokens], None).await.unwrap();
+            order.lock().unwrap().push((name, Instant::now()));
+        }));
+        tokio::task::yield_now().await; // queue in this order
+    }
+    assert_eq!(limiter.waiting(), 3);
+    // try_acquire does not jump the queue either.
+    assert!(matches!(limiter.try_acquire(&[1, 1]), Err(RateLimitError::WouldWait { .. })));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let names: Vec<&str> = order.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["big", "small-1", "small-2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_or_timed_out_waiter_pays_nothing_and_lets_the_next_go() {
+    let limiter = rpm_tpm();
+    let _drain = limiter.try_acquire(&[1, 6_000]).unwrap();
+    // Times out after 2 s waiting for 3 000 tokens (30 s away).
+    let err = limiter.acquire(&[1, 3_000], Some(Duration::from_secs(2))).await.unwrap_err();
+    assert!(matches!(&err, RateLimitError::Timeout { dimension, .. } if dimension == "tokens"), "{err}");
+    assert_eq!(limiter.waiting(), 0);
+    // Cancelled: a waiter for 5 000 tokens is dropped while at the head of the queue.
+    let head = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire(&[1, 5_000], None).await })
+    };
+    tokio::task::yield_now().await;
+    let next = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            limiter.acquire(&[1, 500], Some(Duration::from_secs(30))).await.map(|_| Instant::now())
+        })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.waiting(), 2);
+    head.abort();
+    let started = Instant::now();
+    let served_at = next.await.unwrap().unwrap();
+    // The next waiter needed 500 tokens: about 5 s of refill after the drain at 2 s (it had
+    // 200 by then), not the 50 s the cancelled head would have made it wait.
+    assert!(served_at - started <= Duration::from_secs(4), "{:?}", served_at - started);
+    // Nothing was taken by the two that gave up: the next one was served as soon as 500 tokens
+    // had accumulated, and took exactly those.
+    assert!((-1.0..1.0).contains(&level(&limiter, 1)), "{}", level(&limiter, 1));
+    assert_eq!(limiter.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn settling_refunds_or_charges_the_difference() {
+    let limiter = rpm_tpm();
+    let mut permit = limiter.acquire(&[1, 2_000], None).await.unwrap();
+    assert_eq!(level(&limiter, 1), 4_000.0);
+    permit.settle(&[1, 500]).unwrap();
+    assert_eq!(level(&limiter, 1), 5_500.0);
+    assert_eq!(permit.cost(), [1, 500]);
+    // An underestimate goes into debt: the next grant waits for it to be paid off.
+    let mut permit = limiter.acquire(&[1, 5_000], None).await.unwrap();
+    permit.settle(&[1, 7_000]).unwrap();
+    assert_eq!(level(&limiter, 1), -1_500.0);
+    let err = limiter.try_acquire(&[1, 100]).unwrap_err();
+    assert!(
+        matches!(err, RateLimitError::WouldWait { retry_in: Some(d), .. } if d > Duration::from_secs(15))
+    );
+    // A refund never lifts a dimension above what it holds.
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let mut permit = limiter.try_acquire(&[1, 100]).unwrap();
+    permit.settle(&[1, 0]).unwrap();
+    assert_eq!(level(&limiter, 1), 6_000.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn provider_headers_correct_what_the_limiter_believes() {
+    let limiter = rpm_tpm();
+    // x-ratelimit-remaining-tokens: 1000 (others used this key too): we believe it.
+    limiter.observe_remaining(1, 1_000);
+    assert_eq!(level(&limiter, 1), 1_000.0);
+    assert!(limiter.try_acquire(&[1, 2_000]).is_err());
+    // A header claiming more than we have changes nothing (we only ever lower).
+    limiter.observe_remaining(1, 5_000);
+    assert_eq!(level(&limiter, 1), 1_000.0);
+    // retry-after: 3 s. Nothing is granted until then, whatever the buckets say.
+    limiter.pause_for(Duration::from_secs(3));
+    let err = limiter.try_acquire(&[1, 1]).unwrap_err();
+    assert!(
+        matches!(&err, RateLimitError::WouldWait { dimension, retry_in: Some(d) }
+        if dimension.contains("retry-after") && *d <= Duration::from_secs(3)),
+        "{err}"
+    );
+    let started = Instant::now();
+    limiter.acquire(&[1, 1], None).await.unwrap();
+    assert!(Instant::now() - started >= Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_limits_are_given_back_when_permits_drop() {
+    let limiter =
+        RateLimiter::new([Limit::per_second("requests", 1_000), Limit::concurrent("in_flight", 2)]).unwrap();
+    let a = limiter.try_acquire(&[1, 1]).unwrap();
+    let _b = limiter.try_acquire(&[1, 1]).unwrap();
+    let err = limiter.try_acquire(&[1, 1]).unwrap_err();
+    assert_eq!(err, RateLimitError::WouldWait { dimension: "in_flight".into(), retry_in: None });
+    let waiter = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            limiter.acquire(&[1, 1], Some(Duration::from_secs(10))).await.map(|p| p.cost().to_vec())
+        })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.waiting(), 1);
+    drop(a);
+    assert_eq!(waiter.await.unwrap().unwrap(), [1, 1]);
+}
