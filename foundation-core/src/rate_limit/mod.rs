@@ -225,14 +225,7 @@ impl RateLimiter {
     }
 
     fn cost(&self, amounts: &[u64]) -> Result<Cost, RateLimitError> {
-        let names = &self.inner.names;
-        if amounts.len() != names.len() {
-            return Err(RateLimitError::Shape {
-                expected: names.len(),
-                got: amounts.len(),
-                names: names.join(", "),
-            });
-        }
+        self.inner.check_shape(amounts)?;
         let mut cost = Cost { amounts: [0; MAX_DIMENSIONS], len: amounts.len() };
         cost.amounts[..amounts.len()].copy_from_slice(amounts);
         Ok(cost)
@@ -366,6 +359,18 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl Inner {
+    /// One amount per dimension, or a clear error.
+    fn check_shape(&self, amounts: &[u64]) -> Result<(), RateLimitError> {
+        if amounts.len() == self.names.len() {
+            return Ok(());
+        }
+        Err(RateLimitError::Shape {
+            expected: self.names.len(),
+            got: amounts.len(),
+            names: self.names.join(", "),
+        })
+    }
+
     fn name(&self, dimension: usize) -> String {
         match self.names.get(dimension) {
             Some(name) => name.clone(),
@@ -411,14 +416,7 @@ impl Permit {
     /// dimension's capacity) or charged (possibly into debt, which delays later grants).
     /// Concurrency dimensions are not settled: they are given back on drop.
     pub fn settle(&mut self, actual: &[u64]) -> Result<(), RateLimitError> {
-        let names = &self.inner.names;
-        if actual.len() != names.len() {
-            return Err(RateLimitError::Shape {
-                expected: names.len(),
-                got: actual.len(),
-                names: names.join(", "),
-            });
-        }
+        self.inner.check_shape(actual)?;
         let mut state = self.inner.lock();
         state.refill(Instant::now());
         let mut refunded = false;
