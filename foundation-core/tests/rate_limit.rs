@@ -172,3 +172,44 @@ async fn concurrency_limits_are_given_back_when_permits_drop() {
     drop(a);
     assert_eq!(waiter.await.unwrap().unwrap(), [1, 1]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn response_headers_are_applied_by_name_and_bad_ones_reported() {
+    let limiter = rpm_tpm();
+    let report = limiter.apply_headers([
+        ("X-RateLimit-Remaining-Requests", "7"),
+        ("x-ratelimit-remaining-tokens", "1200"),
+        ("x-ratelimit-reset-tokens", "6m0s"),
+        ("content-type", "application/json"),
+    ]);
+    assert_eq!(report.remaining, [("requests".to_string(), 7), ("tokens".to_string(), 1_200)]);
+    assert_eq!((level(&limiter, 0), level(&limiter, 1)), (7.0, 1_200.0));
+    // Anthropic's spelling, singular or plural; a garbled value is reported, not applied.
+    let report = limiter.apply_headers([
+        ("anthropic-ratelimit-tokens-remaining", "900"),
+        ("anthropic-ratelimit-requests-remaining", "lots"),
+        ("retry-after", "2"),
+    ]);
+    assert_eq!(report.remaining, [("tokens".to_string(), 900)]);
+    assert_eq!(
+        report.unreadable,
+        [("anthropic-ratelimit-requests-remaining".to_string(), "lots".to_string())]
+    );
+    assert_eq!(report.retry_after, Some(Duration::from_secs(2)));
+    assert!(limiter.try_acquire(&[1, 1]).is_err(), "paused by retry-after");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(limiter.try_acquire(&[1, 1]).is_ok());
+}
+
+#[test]
+fn provider_durations_parse() {
+    use foundation_core::rate_limit::parse_duration;
+    assert_eq!(parse_duration("20"), Some(Duration::from_secs(20)));
+    assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1_500)));
+    assert_eq!(parse_duration("20ms"), Some(Duration::from_millis(20)));
+    assert_eq!(parse_duration("6m0s"), Some(Duration::from_secs(360)));
+    assert_eq!(parse_duration("1h2m3.5s"), Some(Duration::from_millis(3_723_500)));
+    for bad in ["", "soon", "5 parsecs", "-3", "1x"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}

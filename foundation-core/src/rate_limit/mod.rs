@@ -11,7 +11,8 @@
 //! - After the call, [`Permit::settle`] replaces the estimate with the real cost (refunding or
 //!   charging the difference); concurrency limits are given back when the permit is dropped.
 //! - What a provider says overrides what we believe: [`RateLimiter::observe_remaining`] (from
-//!   `x-ratelimit-remaining-*` headers) and [`RateLimiter::pause_for`] (`retry-after`).
+//!   `x-ratelimit-remaining-*` headers) and [`RateLimiter::pause_for`] (`retry-after`), or
+//!   both from a response's headers at once with [`RateLimiter::apply_headers`].
 //!
 //! Written here rather than on `governor`: a GCRA cell per dimension cannot reserve across
 //! dimensions atomically (a grant in one cannot be undone when the next refuses), has no refund
@@ -34,6 +35,7 @@
 //! ```
 
 mod bucket;
+mod headers;
 mod limit;
 
 use std::collections::VecDeque;
@@ -44,6 +46,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use bucket::{Bucket, Verdict};
+pub use headers::{HeaderReport, parse_duration};
 pub use limit::Limit;
 
 /// The "dimension" that blocks while the limiter is paused by [`RateLimiter::pause_for`].
