@@ -21,8 +21,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .stage(
             Stage::new("enrich", |(id, text): (String, String)| async move {
-                // A remote call that fails now and then, transiently.
-                let flaky = id.len() % 3 == 0 && rand_ish(&id) < 0.5;
+                // A remote call that fails transiently: some documents' first two attempts time out.
+                let flaky = id.len() % 3 == 0 && attempt(&id) <= 2;
                 if flaky { Err("enrichment service timed out") } else { Ok((id, text.to_uppercase())) }
             })
             .workers(4)
@@ -67,9 +67,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A value in [0, 1) that depends on the text and the time, to make the flakiness vary.
-fn rand_ish(text: &str) -> f64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let h = text.bytes().fold(u64::from(nanos), |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    (h % 1000) as f64 / 1000.0
+/// Counts the attempts made for each document (so that the example's failures are repeatable;
+/// a real service fails when it likes).
+fn attempt(id: &str) -> u32 {
+    static ATTEMPTS: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+    let mut attempts = ATTEMPTS.lock().unwrap_or_else(|p| p.into_inner());
+    match attempts.iter_mut().find(|(d, _)| d == id) {
+        Some((_, n)) => {
+            *n += 1;
+            *n
+        }
+        None => {
+            attempts.push((id.to_string(), 1));
+            1
+        }
+    }
 }

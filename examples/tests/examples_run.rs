@@ -54,4 +54,6 @@ fn pipeline_example_accounts_for_every_document() {
     let out = run_example("pipeline");
     assert!(out.contains("7 submitted = 6 indexed + 1 dead letters"), "{out}");
     assert!(out.contains("dead letter #3 at `parse` after 1 attempt(s): no `id:` prefix"), "{out}");
+    // Two documents fail their first two enrichment attempts and are retried into success.
+    assert!(out.contains("stage enrich  processed  6  retries  4  dead letters 0"), "{out}");
 }
