@@ -140,8 +140,7 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<Ex
 
     println!("\n[not built yet] the full demo runs a local 3-node cluster optimizing a program:");
     for (part, issue) in [
-        ("cluster: nodes, discovery, failure detection, singletons, distributed registry", 4),
-        ("LLM providers behind cluster-wide rate limits, simulated model", 5),
+        ("LLM providers behind cluster-wide rate limits, simulated model (the rate limiter is built)", 5),
         ("dspex-optimizer: DSPy-style programs and distributed optimization", 6),
         ("scope-tracer: distributed traces and the live dashboard", 7),
     ] {
@@ -149,8 +148,9 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<Ex
     }
     println!("    (built: supervision, channels, service registry, pools, pipelines — see");
     println!(
-        "     `cargo run -p foundation-examples --example <supervision|channels|registry|pool|pipeline>`)"
+        "     `cargo run -p foundation-examples --example <supervision|channels|registry|pool|pipeline>`;"
     );
+    println!("     and the cluster: `foundation cluster up --nodes 3`, `foundation node --cluster`)");
     if args.keep_serving {
         println!("\n[telemetry] still serving http://{metrics_addr}/metrics; Ctrl-C or SIGTERM stops");
         shutdown_signal().await?;
