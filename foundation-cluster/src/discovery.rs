@@ -17,17 +17,14 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use foundation_core::config::ClusterConfig;
-use ractor::ActorRef;
-use ractor_cluster::NodeServerMessage;
 use sha2::{Digest, Sha256};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
+use crate::dial::Dialer;
 use crate::membership::Membership;
-use crate::tls::Dialer;
 
 /// The first word of every announcement (and the protocol version).
 const MAGIC: &str = "foundation-gossip/1";
@@ -101,7 +98,6 @@ pub(crate) async fn run(
     socket: UdpSocket,
     config: ClusterConfig,
     name: String,
-    server: ActorRef<NodeServerMessage>,
     membership: Arc<RwLock<Membership>>,
     dialer: Dialer,
 ) {
@@ -109,8 +105,8 @@ pub(crate) async fn run(
     let announcement = encode(&tag, &name, config.listen);
     let group = SocketAddrV4::new(config.gossip_group, config.gossip_port);
     let mut ticks = tokio::time::interval(config.gossip_interval);
-    // Per address heard: how often since we last were connected, and when we last dialled.
-    let mut heard: HashMap<SocketAddr, (u32, Option<Instant>)> = HashMap::new();
+    // Per address heard: how often since we last were connected to it.
+    let mut heard: HashMap<SocketAddr, u32> = HashMap::new();
     let mut buf = [0u8; MAX_DATAGRAM + 1];
     loop {
         tokio::select! {
@@ -134,19 +130,11 @@ pub(crate) async fn run(
                     heard.remove(&addr);
                     continue;
                 }
-                let (times, last_dial) = heard.entry(addr).or_insert((0, None));
+                let times = heard.entry(addr).or_insert(0);
                 *times += 1;
-                let my_turn = config.listen.to_string() < addr.to_string() || *times > PATIENCE;
-                let due = last_dial.is_none_or(|t| t.elapsed() >= config.reconnect_interval.max(Duration::from_millis(100)));
-                if my_turn && due {
-                    *last_dial = Some(Instant::now());
-                    tracing::info!(node = %heard_from.name, %addr, "discovered a node; connecting");
-                    let (server, dialer) = (server.clone(), dialer.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = dialer.dial(&server, addr).await {
-                            tracing::debug!(%addr, error = %e, "discovered node not reachable");
-                        }
-                    });
+                if config.listen.to_string() < addr.to_string() || *times > PATIENCE {
+                    tracing::debug!(node = %heard_from.name, %addr, "discovered a node");
+                    dialer.dial_in_background(addr, "discovered");
                 }
             }
         }

@@ -18,10 +18,10 @@ use ractor_cluster::{NodeServerMessage, RactorClusterMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::dial::Dialer;
 use crate::health::{ClusterHealth, NodeHealth, NodeStatus};
 use crate::membership::{MemberStatus, Membership, SessionEvent, node_name};
 use crate::phi::PhiDetector;
-use crate::tls::Dialer;
 use crate::wire::Wire;
 
 /// The pg scope of cluster-internal groups.
@@ -81,8 +81,6 @@ pub(crate) struct State {
     args: Args,
     seq: u64,
     detectors: HashMap<String, PhiDetector>,
-    /// When this node last dialled an address it heard of in a heartbeat (TLS mode).
-    dialled: HashMap<String, Instant>,
 }
 
 impl Actor for Heartbeat {
@@ -97,7 +95,7 @@ impl Actor for Heartbeat {
     ) -> Result<State, ActorProcessingErr> {
         ractor::pg::join_scoped(SCOPE.to_string(), GROUP.to_string(), vec![myself.get_cell()]);
         myself.send_interval(args.config.heartbeat_interval, || HeartbeatMsg::Tick);
-        Ok(State { args, seq: 0, detectors: HashMap::new(), dialled: HashMap::new() })
+        Ok(State { args, seq: 0, detectors: HashMap::new() })
     }
 
     async fn handle(
@@ -168,22 +166,11 @@ fn send_beats(myself: &ActorRef<HeartbeatMsg>, state: &mut State) {
 
 /// Dials (with TLS) the nodes a peer is connected to and this node is not: what ractor_cluster's
 /// transitive mode would do in plaintext.
-fn meet_members(state: &mut State, members: &[String]) {
-    let own = state.args.config.listen.to_string();
-    for addr in members {
-        if *addr == own || state.args.membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(addr) {
-            continue;
-        }
-        let due = state.dialled.get(addr).is_none_or(|t| t.elapsed() >= state.args.config.reconnect_interval);
-        let Ok(socket_addr) = addr.parse::<std::net::SocketAddr>() else { continue };
-        if due {
-            state.dialled.insert(addr.clone(), Instant::now());
-            let (server, dialer) = (state.args.server.clone(), state.args.dialer.clone());
-            tokio::spawn(async move {
-                if let Err(e) = dialer.dial(&server, socket_addr).await {
-                    tracing::debug!(addr = %socket_addr, error = %e, "cannot reach a peer's member");
-                }
-            });
+fn meet_members(state: &State, members: &[String]) {
+    let own = state.args.config.listen;
+    for addr in members.iter().filter_map(|a| a.parse::<std::net::SocketAddr>().ok()) {
+        if addr != own {
+            state.args.dialer.dial_in_background(addr, "a peer's member");
         }
     }
 }

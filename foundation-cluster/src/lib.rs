@@ -44,6 +44,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod dial;
 mod discovery;
 pub mod health;
 pub mod heartbeat;

@@ -13,11 +13,11 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::dial::{Dialer, Transport};
 use crate::health::{self, ClusterHealth, NodeHealth};
 use crate::heartbeat::{self, HeartbeatMsg};
 use crate::membership::{Member, MemberStatus, Membership, MembershipEvent, SessionEvent};
 use crate::names;
-use crate::tls::Dialer;
 
 /// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
 /// `cluster.max_frame_bytes`, so that every message we allow fits the receiver's inbound limit.
@@ -122,17 +122,17 @@ impl Cluster {
                 ))
             })?),
         };
-        let dialer = match &config.tls {
-            Some(tls) => Dialer::Tls(Box::new(crate::tls::load(tls).map_err(start_error)?)),
-            None => Dialer::Plain,
+        let transport = match &config.tls {
+            Some(tls) => Transport::Tls(Box::new(crate::tls::load(tls).map_err(start_error)?)),
+            None => Transport::Plain,
         };
         // ractor_cluster dials its peers' peers in plaintext: with TLS we do it ourselves.
-        let (encryption, mode) = match &dialer {
-            Dialer::Tls(tls) => (
+        let (encryption, mode) = match &transport {
+            Transport::Tls(tls) => (
                 Some(ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone())),
                 ractor_cluster::node::NodeConnectionMode::Isolated,
             ),
-            Dialer::Plain => (None, ractor_cluster::node::NodeConnectionMode::Transitive),
+            Transport::Plain => (None, ractor_cluster::node::NodeConnectionMode::Transitive),
         };
         let server = NodeServer::new(
             config.listen.port(),
@@ -155,6 +155,7 @@ impl Cluster {
             .map_err(|e| start_error(e.to_string()))?;
 
         let membership = Arc::new(RwLock::new(Membership::default()));
+        let dialer = Dialer::new(transport, server.clone(), membership.clone(), config.reconnect_interval);
         let own_health = Arc::new(RwLock::new(NodeHealth::default()));
         let peers = Arc::new(RwLock::new(HashMap::new()));
         let heartbeat_args = heartbeat::Args {
@@ -185,40 +186,30 @@ impl Cluster {
             }));
         }
         for seed in config.seeds.iter().copied().filter(|s| *s != config.listen) {
-            let (server, membership, interval, dialer, events) =
-                (server.clone(), membership.clone(), config.reconnect_interval, dialer.clone(), tx.clone());
+            let (interval, dialer, events) = (config.reconnect_interval, dialer.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
-                let addr = seed.to_string();
                 let mut refused = false;
                 loop {
-                    let up = membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(&addr);
-                    if !up {
-                        match dialer.dial(&server, seed).await {
-                            // A TLS refusal is reported once per streak, not every retry.
-                            Err(e) if e.refused => {
-                                if !refused {
-                                    tracing::warn!(%seed, error = %e, "TLS handshake with a seed failed");
-                                    let _ = events.send(SessionEvent::DialRefused { addr: addr.clone() });
-                                }
-                                refused = true;
+                    match dialer.dial(seed).await {
+                        // A TLS refusal is reported once per streak, not every retry.
+                        Some(Err(e)) if e.refused => {
+                            if !refused {
+                                tracing::warn!(%seed, error = %e, "TLS handshake with a seed failed");
+                                let _ = events.send(SessionEvent::DialRefused { addr: seed.to_string() });
                             }
-                            Err(e) => tracing::debug!(%seed, error = %e, "seed not reachable yet"),
-                            Ok(()) => refused = false,
+                            refused = true;
                         }
+                        Some(Err(e)) => tracing::debug!(%seed, error = %e, "seed not reachable yet"),
+                        Some(Ok(())) => refused = false,
+                        None => {} // up, or just dialled by discovery or a heartbeat
                     }
                     tokio::time::sleep(interval).await;
                 }
             }));
         }
         if let Some(socket) = gossip {
-            let discovery = crate::discovery::run(
-                socket,
-                config.clone(),
-                name.to_string(),
-                server.clone(),
-                membership.clone(),
-                dialer,
-            );
+            let discovery =
+                crate::discovery::run(socket, config.clone(), name.to_string(), membership.clone(), dialer);
             tasks.push(tokio::spawn(discovery));
         }
         tracing::info!(node = %name, listen = %config.listen, gossip = config.gossip, "node started");

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use foundation_core::config::TlsConfig;
-use ractor_cluster::node::client::ClientConnectErr;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
@@ -70,56 +69,4 @@ pub(crate) fn load(config: &TlsConfig) -> Result<Tls, String> {
         connector: TlsConnector::from(Arc::new(client)),
         server_name,
     })
-}
-
-/// Why a dial failed.
-#[derive(Debug)]
-pub(crate) struct DialError {
-    /// The TLS handshake failed: the peer refused our certificate or we refused its (as
-    /// opposed to nobody listening, which is retried quietly).
-    pub(crate) refused: bool,
-    pub(crate) message: String,
-}
-
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// How this node opens connections to other nodes: plaintext, or TLS.
-#[derive(Clone)]
-pub(crate) enum Dialer {
-    Plain,
-    Tls(Box<Tls>),
-}
-
-impl Dialer {
-    /// Connects to a node; the handshake continues in the node server.
-    pub(crate) async fn dial(
-        &self,
-        server: &ractor::ActorRef<ractor_cluster::NodeServerMessage>,
-        addr: std::net::SocketAddr,
-    ) -> Result<(), DialError> {
-        let result = match self {
-            Dialer::Plain => ractor_cluster::client_connect(server, addr).await,
-            Dialer::Tls(tls) => {
-                ractor_cluster::client_connect_enc(
-                    server,
-                    addr,
-                    tls.connector.clone(),
-                    tls.server_name.clone(),
-                )
-                .await
-            }
-        };
-        result.map_err(|e| DialError {
-            refused: matches!(e, ClientConnectErr::Encryption(_)),
-            message: e.to_string(),
-        })
-    }
-
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Dialer::Tls(_))
-    }
 }

@@ -1,0 +1,110 @@
+//! Every connection attempt this node makes (to seeds, to nodes heard by discovery, to its
+//! peers' members in TLS mode) goes through one [`Dialer`]: plaintext or TLS, never to an
+//! address that is already up, and at most once per `cluster.reconnect_interval` per address
+//! whoever asks, so that the three sources do not race each other into duplicate connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use ractor_cluster::NodeServerMessage;
+use ractor_cluster::node::client::ClientConnectErr;
+
+use crate::membership::Membership;
+use crate::tls::Tls;
+
+/// How connections are opened.
+pub(crate) enum Transport {
+    Plain,
+    Tls(Box<Tls>),
+}
+
+/// Why a dial failed.
+#[derive(Debug)]
+pub(crate) struct DialError {
+    /// The TLS handshake failed: the peer refused our certificate or we refused its (as
+    /// opposed to nobody listening, which is retried quietly).
+    pub(crate) refused: bool,
+    message: String,
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// This node's dialler. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    server: ActorRef<NodeServerMessage>,
+    membership: Arc<RwLock<Membership>>,
+    interval: Duration,
+    last: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl Dialer {
+    pub(crate) fn new(
+        transport: Transport,
+        server: ActorRef<NodeServerMessage>,
+        membership: Arc<RwLock<Membership>>,
+        interval: Duration,
+    ) -> Self {
+        Dialer { inner: Arc::new(Inner { transport, server, membership, interval, last: Mutex::default() }) }
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.inner.transport, Transport::Tls(_))
+    }
+
+    /// Dials `addr` unless it is up or was dialled less than an interval ago (then `None`).
+    /// Returns when the connection is open; the handshake continues in the node server.
+    pub(crate) async fn dial(&self, addr: SocketAddr) -> Option<Result<(), DialError>> {
+        if self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(&addr.to_string()) {
+            return None;
+        }
+        {
+            let mut last = self.inner.last.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last.get(&addr).is_some_and(|t| now.duration_since(*t) < self.inner.interval) {
+                return None;
+            }
+            last.insert(addr, now);
+        }
+        let server = &self.inner.server;
+        let result = match &self.inner.transport {
+            Transport::Plain => ractor_cluster::client_connect(server, addr).await,
+            Transport::Tls(tls) => {
+                ractor_cluster::client_connect_enc(
+                    server,
+                    addr,
+                    tls.connector.clone(),
+                    tls.server_name.clone(),
+                )
+                .await
+            }
+        };
+        Some(result.map_err(|e| DialError {
+            refused: matches!(e, ClientConnectErr::Encryption(_)),
+            message: e.to_string(),
+        }))
+    }
+
+    /// [`dial`](Self::dial) in the background, for callers that must not wait (an actor, the
+    /// discovery loop); a failure is logged and retried by whoever asks next.
+    pub(crate) fn dial_in_background(&self, addr: SocketAddr, why: &'static str) {
+        let dialer = self.clone();
+        tokio::spawn(async move {
+            if let Some(Err(e)) = dialer.dial(addr).await {
+                tracing::debug!(%addr, error = %e, why, "cannot reach a node");
+            }
+        });
+    }
+}
