@@ -1,13 +1,12 @@
 //! Real clusters: `foundation node` processes on loopback, talking real TCP, killed for real.
 
 use std::io::Write;
-use std::time::Duration;
 
 use foundation_cluster::testkit::{NodeProcess, free_port, free_port_range};
 
 mod support;
 
-use support::{WAIT, start_node};
+use support::{WAIT, start_node, until};
 
 fn node(name: &str, port: u16, seeds: &[u16], cookie: &str) -> NodeProcess {
     start_node(name, port, seeds, &["--cookie", cookie])
@@ -188,16 +187,16 @@ fn cluster_status_reports_every_node_with_health_and_the_dead_one_as_down() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     // Heartbeats flow: every node has been heard from with its health.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let health = status(ports[0]);
-        let rows = health["nodes"].as_array().unwrap().clone();
-        if rows.len() == 3 && rows.iter().all(|r| r["health"]["memory_bytes"].as_u64().is_some_and(|m| m > 0))
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "health never arrived: {health}");
-    }
+    let mut health = serde_json::Value::Null;
+    until(
+        || {
+            health = status(ports[0]);
+            let rows = health["nodes"].as_array().unwrap();
+            rows.len() == 3
+                && rows.iter().all(|r| r["health"]["memory_bytes"].as_u64().is_some_and(|m| m > 0))
+        },
+        || "health never arrived from every node".to_string(),
+    );
 
     n3.kill();
     n1.wait_for("member down: n3", WAIT).unwrap();
@@ -275,11 +274,7 @@ fn a_singleton_runs_once_fails_over_and_a_thawed_duplicate_is_resolved() {
     let holders = |nodes: &[NodeProcess]| {
         nodes.iter().filter(|n| holds(n, "boss")).map(|n| n.name().to_string()).collect::<Vec<_>>()
     };
-    let deadline = std::time::Instant::now() + WAIT;
-    while holders(&nodes).len() != 1 {
-        assert!(std::time::Instant::now() < deadline, "still {:?} holders after the thaw", holders(&nodes));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(|| holders(&nodes).len() == 1, || format!("still {:?} holders after the thaw", holders(&nodes)));
     // The thawed node is back in the cluster.
     nodes[0].wait_for_count("member up: n", 3, WAIT).unwrap();
 
@@ -291,24 +286,16 @@ fn a_singleton_runs_once_fails_over_and_a_thawed_duplicate_is_resolved() {
         .map(|n| n.output().iter().filter(|l| *l == "singleton boss started here").count())
         .collect();
     nodes[index].kill();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let survivors: Vec<&NodeProcess> =
-            nodes.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, n)| n).collect();
-        let restarted = survivors.iter().any(|n| {
-            let i = nodes.iter().position(|m| m.name() == n.name()).unwrap();
-            n.output().iter().filter(|l| *l == "singleton boss started here").count() > started_before[i]
-        });
-        let holding: Vec<&&NodeProcess> = survivors.iter().filter(|n| holds(n, "boss")).collect();
-        if restarted && holding.len() == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no single survivor took over after {holder} was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(
+        || {
+            let survivors = nodes.iter().enumerate().filter(|(i, _)| *i != index);
+            let restarted = survivors.clone().any(|(i, n)| {
+                n.output().iter().filter(|l| *l == "singleton boss started here").count() > started_before[i]
+            });
+            restarted && survivors.filter(|(_, n)| holds(n, "boss")).count() == 1
+        },
+        || format!("no single survivor took over after {holder} was killed"),
+    );
 }
 
 /// Whether this node holds `name` now, from its last printed line about it.
@@ -341,28 +328,22 @@ fn a_name_is_unique_vanishes_with_its_node_and_a_duplicate_after_a_heal_is_resol
 
     // Freeze the holder: the name vanishes on the others with it, and one of them takes it.
     nodes[0].freeze();
-    let deadline = std::time::Instant::now() + WAIT;
-    while !(holds_name(&nodes[1], "leader") || holds_name(&nodes[2], "leader")) {
-        assert!(std::time::Instant::now() < deadline, "nobody took the name of the frozen holder");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(
+        || holds_name(&nodes[1], "leader") || holds_name(&nodes[2], "leader"),
+        || "nobody took the name of the frozen holder".to_string(),
+    );
 
     // Thaw: two holders meet; the one on the lowest-named node (n1) keeps it, the other loses it.
     nodes[0].thaw();
-    let deadline = std::time::Instant::now() + WAIT;
-    while holders(&nodes) != ["n1"] {
-        assert!(std::time::Instant::now() < deadline, "holders after the heal: {:?}", holders(&nodes));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(|| holders(&nodes) == ["n1"], || format!("holders after the heal: {:?}", holders(&nodes)));
     assert!(nodes[1..].iter().any(|n| n.output().iter().any(|l| l == "lost name leader (now held on n1)")));
 
     // kill -9 the holder: a survivor takes the name, and only one.
     nodes[0].kill();
-    let deadline = std::time::Instant::now() + WAIT;
-    while holders(&nodes[1..]).len() != 1 {
-        assert!(std::time::Instant::now() < deadline, "holders after the kill: {:?}", holders(&nodes[1..]));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(
+        || holders(&nodes[1..]).len() == 1,
+        || format!("holders after the kill: {:?}", holders(&nodes[1..])),
+    );
 }
 
 #[test]
@@ -383,19 +364,14 @@ fn nodes_do_not_outlive_a_killed_cluster_launcher() {
         .collect();
     assert_eq!(pids.len(), 2);
     up.kill(); // SIGKILL: the launcher cannot clean up after itself
-    let deadline = std::time::Instant::now() + WAIT;
     for pid in &pids {
-        loop {
-            let alive = std::process::Command::new("kill")
+        let alive = || {
+            let status = std::process::Command::new("kill")
                 .args(["-0", pid])
                 .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            if !alive.success() {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "node {pid} outlived its launcher");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                .status();
+            status.unwrap().success()
+        };
+        until(|| !alive(), || format!("node {pid} outlived its launcher"));
     }
 }

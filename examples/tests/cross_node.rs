@@ -3,13 +3,13 @@
 //! replicas run one per node (later joiners included), and a message too large for the frame
 //! limit is refused before it is sent.
 
-use std::time::Instant;
+use std::cell::RefCell;
 
 use foundation_cluster::testkit::{NodeProcess, free_port};
 
 mod support;
 
-use support::{WAIT, start_node, start_node_with_env};
+use support::{WAIT, start_node, start_node_with_env, until};
 
 fn all_up(nodes: &[&NodeProcess]) {
     for me in nodes {
@@ -21,40 +21,45 @@ fn all_up(nodes: &[&NodeProcess]) {
     }
 }
 
+/// Sends `command` to `node` and returns the lines of its answer, which ends with the first
+/// line after the command that starts with `last_line`.
+fn ask(node: &mut NodeProcess, command: &str, last_line: &str) -> Vec<String> {
+    let before = node.output().len();
+    let answered = node.output().iter().filter(|l| l.starts_with(last_line)).count();
+    node.send_line(command).unwrap();
+    node.wait_for_count(last_line, answered + 1, WAIT).unwrap();
+    let mut answer: Vec<String> = node.output()[before..].to_vec();
+    let end = answer.iter().position(|l| l.starts_with(last_line)).unwrap();
+    answer.truncate(end + 1);
+    answer
+}
+
 /// Asks `node` for the services it sees until `check` accepts the listing; returns it.
 fn services_until(node: &mut NodeProcess, what: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + WAIT;
-    let mut asked = node.output().iter().filter(|l| l.starts_with("services: ")).count();
-    loop {
-        // What is printed from here on answers this request; its last line is the count.
-        let before = node.output().len();
-        node.send_line("services").unwrap();
-        asked += 1;
-        node.wait_for_count("services: ", asked, WAIT).unwrap();
-        let listing: Vec<String> = node.output()[before..]
-            .iter()
-            .take_while(|l| !l.starts_with("services: "))
-            .filter(|l| l.starts_with("service "))
-            .cloned()
-            .collect();
-        if check(&listing) {
-            return listing;
-        }
-        assert!(Instant::now() < deadline, "{}: never saw {what}; last listing: {listing:#?}", node.name());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (name, listing) = (node.name().to_string(), RefCell::new(Vec::new()));
+    until(
+        || {
+            let answer = ask(node, "services", "services: ");
+            *listing.borrow_mut() = answer.into_iter().filter(|l| l.starts_with("service ")).collect();
+            check(&listing.borrow())
+        },
+        || format!("{name}: never saw {what}; last listing: {:#?}", listing.borrow()),
+    );
+    listing.into_inner()
 }
 
 /// Broadcasts `text` on `topic` from `sender` until every receiver has printed it: a node's
 /// subscriptions reach the others' pg a moment after the node itself is up.
 fn broadcast_until_received(sender: &mut NodeProcess, receivers: &[&NodeProcess], topic: &str, text: &str) {
-    let deadline = Instant::now() + WAIT;
     let expected = format!("received {topic}: {text}");
-    while !receivers.iter().all(|r| r.output().contains(&expected)) {
-        assert!(Instant::now() < deadline, "`{expected}` never arrived everywhere");
-        sender.send_line(&format!("broadcast {topic} {text}")).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    until(
+        || {
+            sender.send_line(&format!("broadcast {topic} {text}")).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            receivers.iter().all(|r| r.output().contains(&expected))
+        },
+        || format!("`{expected}` never arrived everywhere"),
+    );
 }
 
 fn has(listing: &[String], prefix: &str) -> bool {
@@ -122,19 +127,15 @@ fn a_broadcast_over_the_frame_limit_is_refused_before_sending_and_nothing_breaks
 
 /// Asks `node` which nodes run a replica of `name` until the answer is `expected`.
 fn replicas_become(node: &mut NodeProcess, name: &str, expected: &str) {
-    let deadline = Instant::now() + WAIT;
+    let (node_name, last) = (node.name().to_string(), RefCell::new(String::new()));
     let pattern = format!("replicas {name}: ");
-    loop {
-        let asked = node.output().iter().filter(|l| l.starts_with(&pattern)).count() + 1;
-        node.send_line(&format!("replicas {name}")).unwrap();
-        let answers = node.wait_for_count(&pattern, asked, WAIT).unwrap();
-        let last = answers.last().unwrap();
-        if last == &format!("{pattern}{expected}") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{}: replicas never became {expected}; last: {last}", node.name());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    until(
+        || {
+            *last.borrow_mut() = ask(node, &format!("replicas {name}"), &pattern).pop().unwrap_or_default();
+            *last.borrow() == format!("{pattern}{expected}")
+        },
+        || format!("{node_name}: replicas never became {expected}; last: {}", last.borrow()),
+    );
 }
 
 #[test]

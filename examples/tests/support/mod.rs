@@ -47,3 +47,13 @@ pub fn start_node_with_env(
         .unwrap_or_else(|e| panic!("{e}"));
     process
 }
+
+/// Polls `done` until it holds, for at most [`WAIT`]; then fails with `describe()` (the state
+/// that was still wrong). The one way these tests wait for something that prints no line.
+pub fn until(mut done: impl FnMut() -> bool, describe: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "gave up after {WAIT:?}: {}", describe());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
