@@ -151,7 +151,11 @@ impl Actor for Heartbeat {
 fn send_beats(myself: &ActorRef<HeartbeatMsg>, state: &mut State) {
     state.seq += 1;
     let health = state.args.own_health.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let members = state.args.membership.read().unwrap_or_else(|p| p.into_inner()).up_addrs();
+    // Only TLS nodes use the member list (ractor_cluster meets peers' peers for plain ones).
+    let members = match state.args.dialer.is_tls() {
+        true => state.args.membership.read().unwrap_or_else(|p| p.into_inner()).up_addrs(),
+        false => Vec::new(),
+    };
     let beat = Beat { from: state.args.node.clone(), seq: state.seq, health, members };
     for member in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
         if member.get_id() == myself.get_id() || member.get_id().is_local() {

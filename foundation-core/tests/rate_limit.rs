@@ -213,3 +213,21 @@ fn provider_durations_parse() {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_times_out_behind_others_says_so() {
+    let limiter = rpm_tpm();
+    let _drain = limiter.try_acquire(&[1, 6_000]).unwrap();
+    let head = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire(&[1, 5_000], None).await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    // One token would be there in 10 ms, but the head is first in line.
+    let err = limiter.acquire(&[1, 1], Some(Duration::from_secs(1))).await.unwrap_err();
+    assert!(
+        matches!(&err, RateLimitError::Timeout { dimension, .. } if dimension.contains("queue")),
+        "{err}"
+    );
+    head.abort();
+}

@@ -51,6 +51,8 @@ pub use limit::Limit;
 
 /// The "dimension" that blocks while the limiter is paused by [`RateLimiter::pause_for`].
 const PAUSED: usize = usize::MAX;
+/// What a waiter behind others in the queue is waiting for.
+const QUEUED: usize = usize::MAX - 1;
 
 /// The most dimensions one limiter has (costs are kept inline, without allocating).
 pub const MAX_DIMENSIONS: usize = 8;
@@ -287,7 +289,7 @@ impl RateLimiter {
             ticket
         };
         let mut queued = Queued { inner: &self.inner, ticket, served: false };
-        let mut blocking = 0;
+        let mut blocking;
         loop {
             let changed = self.inner.changed.notified();
             tokio::pin!(changed);
@@ -313,6 +315,7 @@ impl RateLimiter {
                         }
                     }
                 } else {
+                    blocking = QUEUED;
                     None
                 }
             };
@@ -375,9 +378,10 @@ impl Inner {
     }
 
     fn name(&self, dimension: usize) -> String {
-        match self.names.get(dimension) {
-            Some(name) => name.clone(),
-            None => "retry-after (paused by the provider)".to_string(),
+        match (self.names.get(dimension), dimension) {
+            (Some(name), _) => name.clone(),
+            (None, QUEUED) => "the queue (earlier waiters not yet served)".to_string(),
+            (None, _) => "retry-after (paused by the provider)".to_string(),
         }
     }
 
