@@ -8,6 +8,7 @@
 //!   outcome, captured data, bounded); a failure comes back as a [`ContextError`] that prints them.
 //! - [`rate_limit`]: a limiter over several limits at once (requests and tokens per minute,
 //!   concurrency), all-or-nothing, FIFO waiting, settled with real costs, corrected by headers.
+//! - [`circuit_breaker`]: stop calling a failing dependency for a while, then probe it.
 //! - [`retry`]: a retry policy (attempts, exponential backoff with jitter).
 //! - [`telemetry`]: a `metrics` recorder whose histograms report p50/p90/p99/p99.9 with a bounded
 //!   error, readable in code and served to Prometheus.
@@ -58,6 +59,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod circuit_breaker;
 pub mod config;
 pub mod error_context;
 pub mod random;

@@ -211,3 +211,35 @@ fn live_config_refuses_an_invalid_start() {
     c.telemetry.window_buckets = 1000;
     assert!(LiveConfig::new(c).is_err());
 }
+
+#[test]
+fn llm_providers_take_a_profile_with_overrides_and_bad_ones_are_named() {
+    let f = write_file(
+        "[llm]\nchain = [\"main\", \"backup\"]\n\
+         [llm.providers.main]\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:8000/v1\"\n\
+         profile = \"openai-tier-1\"\nlimits = { rpm = 600, tpm = 40000 }\n\
+         [llm.providers.backup]\nprofile = \"local\"\n",
+    );
+    let config = ConfigLoader::new().file(f.path()).load().unwrap();
+    let main = &config.llm.providers["main"];
+    let limits = main.effective_limits();
+    assert_eq!((limits.rpm, limits.tpm, limits.rpd), (Some(600), Some(40_000), Some(10_000)));
+    // Overridden from the environment like any key.
+    let config = ConfigLoader::new()
+        .file(f.path())
+        .env_vars([("FOUNDATION_LLM__PROVIDERS__MAIN__ATTEMPTS", "5")])
+        .load()
+        .unwrap();
+    assert_eq!(config.llm.providers["main"].attempts, 5);
+
+    let f = write_file(
+        "[llm]\nchain = [\"main\", \"missing\"]\n\
+         [llm.providers.main]\nprofile = \"openai-tier-9\"\nlimits = { rpm = 0 }\n",
+    );
+    let text = ConfigLoader::new().file(f.path()).load().unwrap_err().to_string();
+    for expected in
+        ["llm.chain", "missing", "llm.providers.main.profile", "openai-tier-1", "llm.providers.main.limits"]
+    {
+        assert!(text.contains(expected), "{expected} not in {text}");
+    }
+}

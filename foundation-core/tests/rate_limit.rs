@@ -231,3 +231,36 @@ async fn a_waiter_that_times_out_behind_others_says_so() {
     );
     head.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_share_scales_capacity_and_rate_and_zero_holds_waiters() {
+    let limiter = rpm_tpm();
+    limiter.set_share(0.5);
+    // Capacity halves at once (30 requests, 3 000 tokens); nothing is created by the change.
+    assert_eq!(level(&limiter, 0), 30.0);
+    assert_eq!(level(&limiter, 1), 3_000.0);
+    let _p = limiter.try_acquire(&[1, 3_000]).unwrap();
+    // It refills at half the rate: 50 tokens per second.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!((level(&limiter, 1) - 100.0).abs() < 0.01, "{}", level(&limiter, 1));
+    // A cost above the share but within the whole limit waits rather than failing; at a share of
+    // zero nothing is granted until the share grows.
+    limiter.set_share(0.0);
+    let waiter = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire(&[1, 4_000], None).await })
+    };
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert!(!waiter.is_finished());
+    assert_eq!(limiter.waiting(), 1);
+    limiter.set_share(1.0);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(waiter.await.unwrap().unwrap().cost(), [1, 4_000]);
+    // Above the whole limit is an error whatever the share.
+    assert!(matches!(limiter.try_acquire(&[1, 6_001]), Err(RateLimitError::TooLarge { .. })));
+    // Remaining counts from a provider are shared too: half of the 1 000 left is ours.
+    limiter.set_share(0.5);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    limiter.observe_remaining(1, 1_000);
+    assert_eq!(level(&limiter, 1), 500.0);
+}

@@ -25,6 +25,7 @@
 pub mod duration;
 mod error;
 mod live;
+mod llm;
 mod loader;
 mod sections;
 pub mod socket_addr;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, ConfigIssue, IssueKind, Source};
 pub use live::{ConfigChange, ConfigSubscription, LiveConfig};
+pub use llm::*;
 pub use loader::{ConfigLoader, ENV_CONFIG_FILE, ENV_LOG, ENV_PREFIX};
 pub use sections::*;
 pub use validate::Validator;
@@ -61,6 +63,8 @@ pub struct FoundationConfig {
     pub error_context: ErrorContextConfig,
     /// `[cluster]`: how this node reaches and admits other nodes.
     pub cluster: ClusterConfig,
+    /// `[llm]`: language-model providers, their limits and fallback chain.
+    pub llm: LlmConfig,
 }
 
 impl FoundationConfig {
@@ -76,6 +80,7 @@ impl FoundationConfig {
         self.telemetry.validate(&mut v);
         self.error_context.validate(&mut v);
         self.cluster.validate(&mut v);
+        self.llm.validate(&mut v);
         v.into_issues()
     }
 

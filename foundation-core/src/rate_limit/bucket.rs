@@ -8,8 +8,13 @@ use super::Limit;
 
 pub(crate) struct Bucket {
     capacity: f64,
-    /// Units per nanosecond; 0 for a concurrency limit (given back by permits instead).
+    /// Units per nanosecond; 0 for a concurrency limit (given back by permits instead), or for a
+    /// rate limit whose share is zero.
     rate: f64,
+    concurrency: bool,
+    /// Capacity and rate at a share of 1 (see [`Bucket::set_share`]).
+    full_capacity: f64,
+    full_rate: f64,
     /// Units available now; negative after a settlement that cost more than estimated (a debt
     /// paid off by the refill before anything else is granted).
     level: f64,
@@ -28,15 +33,40 @@ pub(crate) enum Verdict {
 impl Bucket {
     pub(crate) fn new(limit: &Limit, now: Instant) -> Self {
         let rate = limit.period.map_or(0.0, |p| limit.amount as f64 / p.as_nanos().max(1) as f64);
-        Bucket { capacity: limit.burst as f64, rate, level: limit.burst as f64, updated: now }
+        let capacity = limit.burst as f64;
+        Bucket {
+            capacity,
+            rate,
+            concurrency: limit.period.is_none(),
+            full_capacity: capacity,
+            full_rate: rate,
+            level: capacity,
+            updated: now,
+        }
     }
 
     pub(crate) fn is_concurrency(&self) -> bool {
-        self.rate == 0.0
+        self.concurrency
     }
 
-    pub(crate) fn capacity(&self) -> f64 {
-        self.capacity
+    /// The capacity at a share of 1: a cost above it can never be paid.
+    pub(crate) fn full_capacity(&self) -> f64 {
+        self.full_capacity
+    }
+
+    /// Scales capacity and rate to `share` of the limit (concurrency: rounded down). What is
+    /// available never rises by a change of share, it only refills faster or slower from now on.
+    pub(crate) fn set_share(&mut self, share: f64, now: Instant) {
+        self.refill(now);
+        if self.concurrency {
+            let in_use = self.capacity - self.level;
+            self.capacity = (self.full_capacity * share).floor();
+            self.level = self.capacity - in_use;
+        } else {
+            self.capacity = self.full_capacity * share;
+            self.rate = self.full_rate * share;
+            self.level = self.level.min(self.capacity);
+        }
     }
 
     pub(crate) fn level(&self) -> f64 {
@@ -44,7 +74,7 @@ impl Bucket {
     }
 
     pub(crate) fn refill(&mut self, now: Instant) {
-        if self.rate > 0.0 && now > self.updated {
+        if !self.concurrency && now > self.updated {
             let elapsed = (now - self.updated).as_nanos() as f64;
             self.level = (self.level + elapsed * self.rate).min(self.capacity);
         }
@@ -55,7 +85,8 @@ impl Bucket {
         let missing = cost as f64 - self.level;
         if missing <= 0.0 {
             Verdict::Now
-        } else if self.is_concurrency() {
+        } else if self.concurrency || self.rate == 0.0 || cost as f64 > self.capacity {
+            // Given back by a permit, or by a larger share.
             Verdict::OnRelease
         } else {
             // Rounded up, so that waking at that instant finds enough.

@@ -37,6 +37,7 @@
 mod bucket;
 mod headers;
 mod limit;
+mod profile;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +49,7 @@ use tokio::time::Instant;
 use bucket::{Bucket, Verdict};
 pub use headers::{HeaderReport, parse_duration};
 pub use limit::Limit;
+pub use profile::{ProviderLimits, TokenCost};
 
 /// The "dimension" that blocks while the limiter is paused by [`RateLimiter::pause_for`].
 const PAUSED: usize = usize::MAX;
@@ -120,6 +122,7 @@ struct State {
     queue: VecDeque<u64>,
     next_ticket: u64,
     paused_until: Option<Instant>,
+    share: f64,
 }
 
 /// A cost checked against the limiter's shape.
@@ -201,6 +204,7 @@ impl RateLimiter {
                     queue: VecDeque::new(),
                     next_ticket: 0,
                     paused_until: None,
+                    share: 1.0,
                 }),
                 changed: Notify::new(),
             }),
@@ -238,11 +242,11 @@ impl RateLimiter {
 
     fn too_large(&self, state: &State, cost: &Cost) -> Result<(), RateLimitError> {
         for (i, (bucket, amount)) in state.buckets.iter().zip(cost.as_slice()).enumerate() {
-            if *amount as f64 > bucket.capacity() {
+            if *amount as f64 > bucket.full_capacity() {
                 return Err(RateLimitError::TooLarge {
                     dimension: self.inner.names[i].clone(),
                     cost: *amount,
-                    capacity: bucket.capacity() as u64,
+                    capacity: bucket.full_capacity() as u64,
                 });
             }
         }
@@ -334,12 +338,16 @@ impl RateLimiter {
     }
 
     /// A provider says only `remaining` units of `dimension` are left (an
-    /// `x-ratelimit-remaining-*` header): from now on we believe no more than that.
+    /// `x-ratelimit-remaining-*` header): from now on we believe no more than that (times our
+    /// [`share`](Self::share) when the limits are shared across a cluster).
     pub fn observe_remaining(&self, dimension: usize, remaining: u64) {
         let mut state = self.inner.lock();
         state.refill(Instant::now());
+        let share = state.share;
         if let Some(b) = state.buckets.get_mut(dimension) {
-            b.lower_to(remaining as f64);
+            // The provider counts for everyone who shares its limits: this limiter's part of
+            // what is left is its share of it.
+            b.lower_to(remaining as f64 * share);
         }
     }
 
@@ -351,6 +359,27 @@ impl RateLimiter {
         state.paused_until = Some(state.paused_until.map_or(until, |t| t.max(until)));
         drop(state);
         self.inner.changed.notify_waiters();
+    }
+
+    /// Runs on `share` (0 to 1) of every limit: capacity and refill rate scaled, concurrency
+    /// rounded down. What this limiter has available never rises by a change of share; it
+    /// refills faster or slower from now on. At a share of 0 nothing is granted (waiters wait
+    /// for a larger share). Used by a cluster-wide budget to run each node on its lease.
+    pub fn set_share(&self, share: f64) {
+        let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 0.0 };
+        let mut state = self.inner.lock();
+        let now = Instant::now();
+        for b in &mut state.buckets {
+            b.set_share(share, now);
+        }
+        state.share = share;
+        drop(state);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// The share of its limits this limiter runs on (1 unless [`set_share`](Self::set_share)).
+    pub fn share(&self) -> f64 {
+        self.inner.lock().share
     }
 
     fn permit(&self, cost: Cost) -> Permit {
