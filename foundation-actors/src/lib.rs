@@ -12,6 +12,7 @@
 pub mod channels;
 pub mod pipeline;
 pub mod pool;
+pub mod providers;
 pub mod registry;
 pub mod supervision;
 pub mod wire;

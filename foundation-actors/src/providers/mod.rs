@@ -1,0 +1,60 @@
+//! Language-model providers: clients, protections, fallback and usage.
+//!
+//! - [`LanguageModel`]: the trait every client implements; [`OpenAiClient`] for
+//!   OpenAI-compatible endpoints (OpenAI, vLLM, Ollama, llama.cpp server) and
+//!   [`SimulatedModel`], a deterministic model that needs no network and answers from the
+//!   few-shot demonstrations in its prompt.
+//! - [`Provider`]: a client behind its account's limits (a multi-dimensional
+//!   [`RateLimiter`](foundation_core::rate_limit::RateLimiter), settled with the tokens really
+//!   used and corrected by response headers), a circuit breaker and retries that honour
+//!   `retry-after`.
+//! - [`LlmRouter`]: a chain of providers with fallback, a [`ModelRegistry`] of context windows
+//!   and prices, and a [`UsageLedger`] of requests, tokens and cost per provider, model and
+//!   tenant (also exported as metrics).
+//! - [`SimulatedProvider`]: an HTTP server on loopback that behaves like a provider (limits,
+//!   429s with real headers, latency, faults), for tests and benchmarks.
+//!
+//! Calls are plain async methods on cheap handles rather than messages to an actor: a call
+//! waits for the network, and an actor in the way would serialise what the limiter already
+//! orders. State that is shared (limiter, breaker, ledger) is behind short locks.
+//!
+//! ```
+//! use foundation_actors::providers::*;
+//! use foundation_core::rate_limit::ProviderLimits;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let sim = SimulatedModel::new(SimulatedConfig { latency: std::time::Duration::ZERO, ..Default::default() });
+//! let options = ProviderOptions { limits: ProviderLimits::profile("openai-tier-1").unwrap(), ..Default::default() };
+//! let router = LlmRouter::new(ModelRegistry::with_defaults()).provider(Provider::new("sim", sim, options)?);
+//! let prompt = "---\nQuestion: What is the capital of France?\nAnswer: Paris\n---\nQuestion: Capital of France?\nAnswer:";
+//! let answer = router.complete(&ChatRequest::prompt(prompt).tenant("acme")).await?;
+//! assert_eq!(answer.content, "Answer: Paris");
+//! let acme = router.usage().totals(&UsageFilter { tenant: Some("acme".into()), ..Default::default() });
+//! assert_eq!(acme.requests, 1);
+//! assert!(acme.cost_usd > 0.0);
+//! # Ok::<(), LmError>(())
+//! # }).unwrap();
+//! ```
+
+mod catalog;
+mod message;
+mod model;
+mod openai;
+mod provider;
+mod router;
+mod sim_server;
+mod simulated;
+pub mod tokens;
+mod usage;
+
+pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
+pub use message::{ChatMessage, ChatRequest, Completion, DEFAULT_MAX_TOKENS, Role, Usage};
+pub use model::{BoxFuture, LanguageModel, LmError};
+pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, OpenAiClient};
+pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, ProviderOptions};
+pub use router::LlmRouter;
+pub use sim_server::{ServerStats, SimServerConfig, SimulatedProvider};
+pub use simulated::{
+    DEFAULT_ERROR_RATE, DEFAULT_LATENCY, DEFAULT_MIN_SIMILARITY, SimulatedConfig, SimulatedModel, similarity,
+};
+pub use usage::{NO_TENANT, UsageFilter, UsageKey, UsageLedger, UsageTotals};

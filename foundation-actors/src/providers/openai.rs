@@ -1,0 +1,191 @@
+//! A client for OpenAI-compatible chat-completions endpoints: OpenAI, vLLM, Ollama (`/v1`),
+//! llama.cpp server, and the simulated provider server.
+//!
+//! Written on reqwest rather than an SDK crate: SDKs hide the rate-limit headers that the
+//! limiter needs. Plain `http://` works out of the box; `https://` needs reqwest's TLS (a
+//! `rustls` feature of this crate's dependents' choosing), which is left out of the default
+//! build for compile time.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::message::{ChatRequest, Completion, Usage};
+use super::model::{BoxFuture, LanguageModel, LmError};
+
+/// Environment variable with the endpoint's base URL (up to `/v1`).
+pub const ENV_BASE_URL: &str = "OPENAI_BASE_URL";
+/// Environment variable with the API key.
+pub const ENV_API_KEY: &str = "OPENAI_API_KEY";
+/// Base URL when none is configured.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// Longest piece of an error body kept in an error.
+const BODY_PREVIEW: usize = 300;
+
+/// An OpenAI-compatible endpoint.
+#[derive(Debug, Clone)]
+pub struct OpenAiClient {
+    provider: String,
+    model: String,
+    base_url: String,
+    api_key: Option<String>,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl OpenAiClient {
+    /// A client for `model` at `base_url` (`None`: `OPENAI_BASE_URL`, or OpenAI's) with `api_key`
+    /// (`None`: `OPENAI_API_KEY`, or no key). `provider` names it in errors and usage.
+    pub fn new(
+        provider: impl Into<String>,
+        model: impl Into<String>,
+        base_url: Option<String>,
+        api_key: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        let base_url = base_url
+            .or_else(|| std::env::var(ENV_BASE_URL).ok())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let api_key = api_key.or_else(|| std::env::var(ENV_API_KEY).ok()).filter(|k| !k.is_empty());
+        OpenAiClient {
+            provider: provider.into(),
+            model: model.into(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            timeout,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The URL requests go to.
+    pub fn url(&self) -> String {
+        format!("{}/chat/completions", self.base_url)
+    }
+
+    async fn call(&self, request: &ChatRequest) -> Result<Completion, LmError> {
+        let provider = || self.provider.clone();
+        let body = serde_json::json!({
+            "model": self.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        });
+        let mut http = self.http.post(self.url()).json(&body).timeout(self.timeout);
+        if let Some(key) = &self.api_key {
+            http = http.bearer_auth(key);
+        }
+        let response = http.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let rate_headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| {
+                let n = name.as_str();
+                n.starts_with("x-ratelimit-") || n.starts_with("anthropic-ratelimit-") || n == "retry-after"
+            })
+            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+            .collect();
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let preview = || text.chars().take(BODY_PREVIEW).collect::<String>();
+        match status {
+            200..=299 => {}
+            429 => {
+                let retry_after = rate_headers
+                    .iter()
+                    .find(|(n, _)| n == "retry-after")
+                    .and_then(|(_, v)| foundation_core::rate_limit::parse_duration(v))
+                    .or_else(|| try_again_in(&text));
+                return Err(LmError::RateLimited { provider: provider(), retry_after, rate_headers });
+            }
+            500..=599 => return Err(LmError::Server { provider: provider(), status, body: preview() }),
+            _ => return Err(LmError::Rejected { provider: provider(), status, body: preview() }),
+        }
+        let parsed: Wire = serde_json::from_slice(&bytes).map_err(|e| LmError::Malformed {
+            provider: provider(),
+            reason: format!("{e} in {:?}", preview()),
+        })?;
+        let choice = parsed.choices.into_iter().next().ok_or_else(|| LmError::Malformed {
+            provider: provider(),
+            reason: "no choices in the response".into(),
+        })?;
+        let usage = parsed.usage.ok_or_else(|| LmError::Malformed {
+            provider: provider(),
+            reason: "no usage in the response (token counts are needed for limits and cost)".into(),
+        })?;
+        Ok(Completion {
+            content: choice.message.content.unwrap_or_default(),
+            usage: Usage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens },
+            model: parsed.model.unwrap_or_else(|| self.model.clone()),
+            provider: provider(),
+            rate_headers,
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> LmError {
+        if e.is_timeout() {
+            LmError::Timeout { provider: self.provider.clone(), after: self.timeout }
+        } else {
+            // The source chain says why (refused, reset); the top level only says "error sending".
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason.push_str(": ");
+                reason.push_str(&s.to_string());
+                source = s.source();
+            }
+            LmError::Transport { provider: self.provider.clone(), reason }
+        }
+    }
+}
+
+impl LanguageModel for OpenAiClient {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
+        Box::pin(self.call(request))
+    }
+}
+
+/// OpenAI's token 429s say "Please try again in 976ms" instead of sending `retry-after`.
+fn try_again_in(body: &str) -> Option<Duration> {
+    let at = body.find("try again in ")? + "try again in ".len();
+    let rest = &body[at..];
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.')).unwrap_or(rest.len());
+    foundation_core::rate_limit::parse_duration(rest[..end].trim_end_matches('.'))
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    model: Option<String>,
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireMessage,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn try_again_in_is_read_from_a_429_message() {
+        let body = r#"{"error":{"message":"Rate limit reached for gpt-4o on tokens per min. Please try again in 976ms. Visit..."}}"#;
+        assert_eq!(super::try_again_in(body), Some(std::time::Duration::from_millis(976)));
+        assert_eq!(super::try_again_in("nothing"), None);
+    }
+}

@@ -1,0 +1,136 @@
+//! A chain of providers: the first that can serve a request does, and usage is counted.
+
+use std::time::Instant;
+
+use foundation_core::config::LlmConfig;
+
+use super::catalog::ModelRegistry;
+use super::message::{ChatRequest, Completion};
+use super::model::{BoxFuture, LanguageModel, LmError};
+use super::provider::Provider;
+use super::tokens;
+use super::usage::UsageLedger;
+
+/// Providers tried in order: a provider whose breaker is open, whose budget would wait too long,
+/// whose context window is too small or that fails after its retries is skipped for the next.
+/// Cheap to clone. It is itself a [`LanguageModel`].
+#[derive(Debug, Clone)]
+pub struct LlmRouter {
+    chain: Vec<Provider>,
+    models: ModelRegistry,
+    usage: UsageLedger,
+}
+
+impl LlmRouter {
+    /// An empty chain pricing calls with `models`.
+    pub fn new(models: ModelRegistry) -> Self {
+        LlmRouter { chain: Vec::new(), models, usage: UsageLedger::new() }
+    }
+
+    /// Appends a provider to the chain.
+    pub fn provider(mut self, provider: Provider) -> Self {
+        self.chain.push(provider);
+        self
+    }
+
+    /// The chain `[llm]` describes (`chain`, or every provider by name), with the default
+    /// model registry; simulated providers run with `seed`.
+    pub fn from_config(config: &LlmConfig, seed: u64) -> Result<Self, LmError> {
+        let names: Vec<&String> = if config.chain.is_empty() {
+            config.providers.keys().collect()
+        } else {
+            config.chain.iter().collect()
+        };
+        let mut router = Self::new(ModelRegistry::with_defaults());
+        for name in names {
+            let p = config
+                .providers
+                .get(name)
+                .ok_or_else(|| LmError::Unknown { what: "provider", name: name.clone() })?;
+            router = router.provider(Provider::from_config(name, p, seed)?);
+        }
+        Ok(router)
+    }
+
+    /// The providers, in chain order.
+    pub fn providers(&self) -> &[Provider] {
+        &self.chain
+    }
+
+    /// The provider called `name`.
+    pub fn get(&self, name: &str) -> Option<&Provider> {
+        self.chain.iter().find(|p| p.name() == name)
+    }
+
+    /// The model registry.
+    pub fn models(&self) -> &ModelRegistry {
+        &self.models
+    }
+
+    /// Usage and cost so far.
+    pub fn usage(&self) -> &UsageLedger {
+        &self.usage
+    }
+
+    /// Serves a request from the first provider of the chain that can.
+    pub async fn complete(&self, request: &ChatRequest) -> Result<Completion, LmError> {
+        let tenant = request.tenant.as_deref();
+        let mut tried = Vec::new();
+        for provider in &self.chain {
+            let spec = self.models.get(provider.name(), provider.model());
+            if let Some(spec) = spec {
+                let prompt = tokens::prompt(&request.messages);
+                if prompt + request.max_tokens > spec.context_window {
+                    tried.push(LmError::ContextTooLong {
+                        model: spec.model.clone(),
+                        tokens: prompt,
+                        max_tokens: request.max_tokens,
+                        window: spec.context_window,
+                    });
+                    continue;
+                }
+            }
+            let started = Instant::now();
+            match provider.complete(request).await {
+                Ok(completion) => {
+                    let cost = self
+                        .models
+                        .get(provider.name(), &completion.model)
+                        .or(spec)
+                        .map_or(0.0, |s| s.cost(completion.usage));
+                    self.usage.record_success(
+                        provider.name(),
+                        &completion.model,
+                        tenant,
+                        completion.usage,
+                        cost,
+                        started.elapsed(),
+                    );
+                    return Ok(completion);
+                }
+                Err(e) => {
+                    if !matches!(e, LmError::CircuitOpen { .. } | LmError::OverBudget { .. }) {
+                        self.usage.record_failure(provider.name(), provider.model(), tenant);
+                    }
+                    tracing::debug!(provider = provider.name(), error = %e, "provider did not serve; trying the next");
+                    tried.push(e);
+                }
+            }
+        }
+        match tried.len() {
+            0 => Err(LmError::Unknown { what: "provider", name: "(the chain is empty)".into() }),
+            1 => Err(tried.remove(0)),
+            _ => Err(LmError::Exhausted { tried }),
+        }
+    }
+}
+
+impl LanguageModel for LlmRouter {
+    fn model(&self) -> &str {
+        self.chain.first().map_or("", |p| p.model())
+    }
+
+    fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
+        Box::pin(LlmRouter::complete(self, request))
+    }
+}

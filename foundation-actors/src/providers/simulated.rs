@@ -1,0 +1,351 @@
+//! A language model that needs no network: deterministic for a seed, with configurable latency
+//! and token counts, whose answers depend on the prompt.
+//!
+//! It reads prompts written as blocks of `Field: value` lines separated by `---` lines (the
+//! format of dspex's adapter, and easy to write by hand):
+//!
+//! ```text
+//! Answer questions about capitals.
+//! ---
+//! Question: What is the capital of France?
+//! Answer: Paris
+//! ---
+//! Question: What is the capital of Italy?
+//! Answer:
+//! ```
+//!
+//! Blocks whose fields all have values are **demonstrations**; the last block with empty fields
+//! is the **query**, and its empty fields are the ones to answer. The model answers like a
+//! nearest-neighbour learner: it finds the demonstration whose inputs are most similar to the
+//! query's (word and character-trigram overlap) and answers with that demonstration's outputs,
+//! so good demonstrations (close to what is asked) give good answers, and poor ones give poor
+//! answers. With no demonstration similar enough (below [`SimulatedConfig::min_similarity`]) it
+//! answers zero-shot with a weak guess taken from the question itself (its last word). A seeded
+//! fraction of answers ([`SimulatedConfig::error_rate`]) take the second-nearest demonstration
+//! instead, like a model that is sometimes wrong. It never sees a dataset: only the prompt.
+//!
+//! Prompts in any other form get a plain deterministic answer, padded to
+//! [`SimulatedConfig::completion_tokens`] when set (for load tests).
+
+use std::time::Duration;
+
+use super::message::{ChatRequest, Completion, Usage};
+use super::model::{BoxFuture, LanguageModel, LmError};
+use super::tokens;
+
+/// Default mean latency of a simulated call.
+pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
+/// Default share of answers taken from the second-nearest demonstration.
+pub const DEFAULT_ERROR_RATE: f64 = 0.05;
+/// Default similarity below which a demonstration is not used.
+pub const DEFAULT_MIN_SIMILARITY: f64 = 0.2;
+
+/// How the simulated model behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulatedConfig {
+    /// The provider name errors and usage carry. Default `simulated`.
+    pub provider: String,
+    /// The model name it reports. Default `simulated`.
+    pub model: String,
+    /// Seed: the same seed and prompt always give the same answer and latency.
+    pub seed: u64,
+    /// Mean latency of a call. Default [`DEFAULT_LATENCY`] (50 ms).
+    pub latency: Duration,
+    /// Latency varies uniformly within ± this fraction of the mean, 0–1. Default 0.2.
+    pub latency_jitter: f64,
+    /// Share of answers taken from the second-nearest demonstration, 0–1. Default
+    /// [`DEFAULT_ERROR_RATE`].
+    pub error_rate: f64,
+    /// Similarity (0–1) a demonstration needs to be used. Default [`DEFAULT_MIN_SIMILARITY`].
+    pub min_similarity: f64,
+    /// Completion tokens of a free-form answer (padded or cut to this, within `max_tokens`).
+    /// Default: none (a short answer).
+    pub completion_tokens: Option<u64>,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        SimulatedConfig {
+            provider: "simulated".into(),
+            model: "simulated".into(),
+            seed: 0,
+            latency: DEFAULT_LATENCY,
+            latency_jitter: 0.2,
+            error_rate: DEFAULT_ERROR_RATE,
+            min_similarity: DEFAULT_MIN_SIMILARITY,
+            completion_tokens: None,
+        }
+    }
+}
+
+/// The simulated model.
+#[derive(Debug, Clone, Default)]
+pub struct SimulatedModel {
+    config: SimulatedConfig,
+}
+
+impl SimulatedModel {
+    /// A simulated model with this behaviour.
+    pub fn new(config: SimulatedConfig) -> Self {
+        SimulatedModel { config }
+    }
+
+    /// Its behaviour.
+    pub fn config(&self) -> &SimulatedConfig {
+        &self.config
+    }
+
+    /// The answer and token counts for a request, without waiting (what the simulated provider
+    /// server serves, too).
+    pub fn answer(&self, request: &ChatRequest) -> (String, Usage) {
+        let text: String = request.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
+        let content = match parse(&text) {
+            Some((demos, query)) => self.structured_answer(&demos, &query),
+            None => self.free_answer(&text, request.max_tokens),
+        };
+        let content = tokens::truncate(&content, request.max_tokens).to_string();
+        let usage = Usage {
+            prompt_tokens: tokens::prompt(&request.messages),
+            completion_tokens: tokens::count(&content),
+        };
+        (content, usage)
+    }
+
+    /// The latency of this request (seeded by the prompt).
+    pub fn latency(&self, request: &ChatRequest) -> Duration {
+        let mut h = Fnv::new(self.config.seed ^ 0x006c_6174_656e_6379);
+        for m in &request.messages {
+            h.write(m.content.as_bytes());
+        }
+        let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        let factor = 1.0 + self.config.latency_jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
+        self.config.latency.mul_f64(factor.max(0.0))
+    }
+
+    fn structured_answer(&self, demos: &[Block], query: &Block) -> String {
+        let inputs: Vec<&(String, String)> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
+        let outputs: Vec<&str> =
+            query.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| k.as_str()).collect();
+        let query_text = join_inputs(&inputs, &inputs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
+        let mut ranked: Vec<(f64, usize)> = demos
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let keys: Vec<&str> = inputs.iter().map(|(k, _)| k.as_str()).collect();
+                let fields: Vec<&(String, String)> = d.iter().collect();
+                (similarity(&query_text, &join_inputs(&fields, &keys)), i)
+            })
+            .filter(|(s, _)| *s >= self.config.min_similarity)
+            .collect();
+        // Most similar first; ties go to the earlier demonstration.
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut h = Fnv::new(self.config.seed);
+        h.write(query_text.as_bytes());
+        let wrong = ((h.finish() >> 11) as f64 / (1u64 << 53) as f64) < self.config.error_rate;
+        let chosen = match (ranked.first(), ranked.get(1)) {
+            (Some(_), Some(second)) if wrong => Some(second.1),
+            (Some(first), _) => Some(first.1),
+            (None, _) => None,
+        };
+        outputs
+            .iter()
+            .map(|field| {
+                let value = match chosen.and_then(|i| demos[i].iter().find(|(k, _)| k == field)) {
+                    Some((_, v)) => v.clone(),
+                    None => guess(&query_text),
+                };
+                format!("{field}: {value}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn free_answer(&self, text: &str, max_tokens: u64) -> String {
+        let words: Vec<&str> = text.split_whitespace().take(8).collect();
+        let mut answer = format!("Simulated answer (seed {}) to: {}", self.config.seed, words.join(" "));
+        if let Some(target) = self.config.completion_tokens.map(|t| t.min(max_tokens)) {
+            answer = tokens::truncate(&answer, target).to_string();
+            // One token per filler word: exactly `target` in all.
+            for _ in tokens::count(&answer)..target {
+                answer.push_str(" more");
+            }
+        }
+        answer
+    }
+}
+
+impl LanguageModel for SimulatedModel {
+    fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.latency(request)).await;
+            let (content, usage) = self.answer(request);
+            Ok(Completion {
+                content,
+                usage,
+                model: self.config.model.clone(),
+                provider: self.config.provider.clone(),
+                rate_headers: Vec::new(),
+            })
+        })
+    }
+}
+
+/// A block's fields in order: (name, value).
+type Block = Vec<(String, String)>;
+
+/// Demonstrations and the query, if the text is in the block format.
+fn parse(text: &str) -> Option<(Vec<Block>, Block)> {
+    let blocks: Vec<Block> = text.split("\n---").map(parse_block).filter(|b| !b.is_empty()).collect();
+    let query_at = blocks.iter().rposition(|b| b.iter().any(|(_, v)| v.is_empty()))?;
+    let demos = blocks[..query_at].iter().filter(|b| b.iter().all(|(_, v)| !v.is_empty())).cloned().collect();
+    Some((demos, blocks[query_at].clone()))
+}
+
+fn parse_block(block: &str) -> Block {
+    let mut fields: Block = Vec::new();
+    for line in block.lines() {
+        let field = line.split_once(':').filter(|(name, _)| {
+            let name = name.trim();
+            name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && name.len() <= 40
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '_')
+        });
+        match field {
+            Some((name, value)) => fields.push((name.trim().to_string(), value.trim().to_string())),
+            // A continuation of the previous field's value.
+            None => {
+                if let Some((_, value)) = fields.last_mut()
+                    && !line.trim().is_empty()
+                {
+                    value.push(' ');
+                    value.push_str(line.trim());
+                }
+            }
+        }
+    }
+    fields
+}
+
+/// The values of the named fields, in that order.
+fn join_inputs(fields: &[&(String, String)], keys: &[&str]) -> String {
+    keys.iter()
+        .filter_map(|k| fields.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A weak zero-shot guess: the question's last word.
+fn guess(question: &str) -> String {
+    question
+        .split_whitespace()
+        .last()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string())
+        .unwrap_or_default()
+}
+
+/// Similarity of two texts in [0, 1]: the mean of word and character-trigram Jaccard indices.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    fn words(t: &str) -> std::collections::BTreeSet<String> {
+        t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    }
+    fn trigrams(t: &str) -> std::collections::BTreeSet<[char; 3]> {
+        let chars: Vec<char> = t.to_lowercase().chars().filter(|c| !c.is_whitespace()).collect();
+        chars.windows(3).map(|w| [w[0], w[1], w[2]]).collect()
+    }
+    fn jaccard<T: Ord>(a: &std::collections::BTreeSet<T>, b: &std::collections::BTreeSet<T>) -> f64 {
+        let union = a.union(b).count();
+        if union == 0 { 0.0 } else { a.intersection(b).count() as f64 / union as f64 }
+    }
+    (jaccard(&words(a), &words(b)) + jaccard(&trigrams(a), &trigrams(b))) / 2.0
+}
+
+/// FNV-1a: the same hash in every process and version (std's hashers are seeded per process).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new(seed: u64) -> Self {
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        h.write(&seed.to_le_bytes());
+        h
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // A final mix, so that nearby inputs spread over the whole range.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::ChatRequest;
+
+    fn ask(model: &SimulatedModel, demos: &[(&str, &str)], question: &str) -> String {
+        let mut prompt = String::from("Answer questions.\n");
+        for (q, a) in demos {
+            prompt.push_str(&format!("---\nQuestion: {q}\nAnswer: {a}\n"));
+        }
+        prompt.push_str(&format!("---\nQuestion: {question}\nAnswer:"));
+        model.answer(&ChatRequest::prompt(prompt)).0
+    }
+
+    #[test]
+    fn answers_by_the_nearest_demonstration_and_guesses_without_one() {
+        let model = SimulatedModel::new(SimulatedConfig { error_rate: 0.0, ..Default::default() });
+        let demos = [("What is the capital of France?", "Paris"), ("How many legs has a spider?", "eight")];
+        assert_eq!(ask(&model, &demos, "What is the capital city of France?"), "Answer: Paris");
+        assert_eq!(ask(&model, &demos, "How many legs does a spider have?"), "Answer: eight");
+        // Nothing similar: a guess from the question, not an answer from elsewhere.
+        assert_eq!(ask(&model, &demos, "Who wrote Hamlet?"), "Answer: Hamlet");
+        assert_eq!(ask(&model, &[], "Who wrote Hamlet?"), "Answer: Hamlet");
+    }
+
+    #[test]
+    fn deterministic_for_a_seed_and_sometimes_wrong_as_configured() {
+        let demos: Vec<(String, String)> =
+            (0..20).map(|i| (format!("What is item number {i} called?"), format!("name{i}"))).collect();
+        let demos: Vec<(&str, &str)> = demos.iter().map(|(q, a)| (q.as_str(), a.as_str())).collect();
+        let questions: Vec<String> = (0..20).map(|i| format!("What is item number {i} called?")).collect();
+        let score = |model: &SimulatedModel| {
+            questions
+                .iter()
+                .enumerate()
+                .filter(|(i, q)| ask(model, &demos, q) == format!("Answer: name{i}"))
+                .count()
+        };
+        let exact = SimulatedModel::new(SimulatedConfig { error_rate: 0.0, ..Default::default() });
+        let noisy = SimulatedModel::new(SimulatedConfig { error_rate: 0.5, seed: 7, ..Default::default() });
+        assert_eq!(score(&exact), 20);
+        let noisy_score = score(&noisy);
+        assert!((3..=17).contains(&noisy_score), "{noisy_score}");
+        assert_eq!(score(&noisy), noisy_score);
+        let request = ChatRequest::prompt("hello there");
+        assert_eq!(noisy.latency(&request), noisy.latency(&request));
+    }
+
+    #[test]
+    fn free_form_answers_have_the_configured_length_within_max_tokens() {
+        let model =
+            SimulatedModel::new(SimulatedConfig { completion_tokens: Some(40), ..Default::default() });
+        let (_, usage) = model.answer(&ChatRequest::prompt("Tell me a story"));
+        assert_eq!(usage.completion_tokens, 40);
+        let (_, usage) = model.answer(&ChatRequest::prompt("Tell me a story").max_tokens(10));
+        assert_eq!(usage.completion_tokens, 10);
+        assert_eq!(usage.prompt_tokens, tokens::prompt(&ChatRequest::prompt("Tell me a story").messages));
+    }
+}
