@@ -1,9 +1,19 @@
 //! The `foundation` command: `foundation demo` runs the main job; `foundation config check`
 //! validates a configuration; `foundation node` runs one cluster node.
 
+/// Prints a line, ignoring a closed stdout (a launcher that went away must not make the node
+/// panic on its way out).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cluster_cmd;
 mod config_cmd;
 mod demo;
+mod llm_load;
 mod node_cmd;
 
 use std::path::PathBuf;
@@ -27,7 +37,7 @@ enum Command {
     /// Run the demo: what Foundation can do today, on this machine, with no network or accounts.
     Demo(demo::DemoArgs),
     /// Run one cluster node until Ctrl-C or SIGTERM, printing membership changes.
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
     /// Run a local cluster of node processes.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -51,7 +61,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(cli.config, args),
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
-        Command::Node(args) => node_cmd::run(cli.config, args),
+        Command::Node(args) => node_cmd::run(cli.config, *args),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
     };
     match result {

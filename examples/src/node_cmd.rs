@@ -1,15 +1,6 @@
 //! `foundation node`: run one cluster node until Ctrl-C or SIGTERM, printing membership changes,
 //! and taking commands on standard input (see [`Command`]).
 
-/// Prints a line, ignoring a closed stdout (a launcher that went away must not make the node
-/// panic on its way out).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +54,9 @@ pub struct NodeArgs {
     /// `foundation cluster up`) takes its nodes with it even if it is killed.
     #[arg(long, hide = true)]
     exit_with_stdin: bool,
+    /// Send chat requests to an endpoint under a cluster-wide budget.
+    #[command(flatten)]
+    llm: crate::llm_load::LlmLoadArgs,
 }
 
 /// What a node does with a line on its standard input.
@@ -332,6 +326,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             registry.register_service(name, worker.get_cell(), caps, [("node", config.node.name.as_str())])?;
             workers.push(worker);
         }
+        crate::llm_load::start(&cluster, &args.llm)?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // Standard input: one command per line; end of input is the launcher going away.
         let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();

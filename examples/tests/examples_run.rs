@@ -57,3 +57,12 @@ fn pipeline_example_accounts_for_every_document() {
     // Two documents fail their first two enrichment attempts and are retried into success.
     assert!(out.contains("stage enrich  processed  6  retries  4  dead letters 0"), "{out}");
 }
+
+#[test]
+fn providers_example_falls_back_opens_the_circuit_and_counts_usage() {
+    let out = run_example("providers");
+    assert_eq!(out.matches("\"Answer: Tokyo\" from backup").count(), 3, "{out}");
+    assert!(out.contains("primary breaker: Some(Open"), "{out}");
+    assert!(out.contains("usage backup/simulated/acme: 2 ok, 0 failed"), "{out}");
+    assert!(out.contains("usage primary/simulated/acme: 0 ok, 1 failed"), "{out}");
+}

@@ -17,6 +17,9 @@
 //!   connected majority and restarts it on a survivor when its node is lost ([`singleton`]).
 //! - **Replicated actors**: [`Cluster::start_replicated`], one supervised replica per node,
 //!   visible cluster-wide ([`replicated`]).
+//! - **Budgets**: [`Cluster::start_budget`] holds a provider's rate limits for the cluster as a
+//!   whole: each node's limiter runs on a share leased from a keeper singleton, shares follow
+//!   demand and a lost node's share comes back when its lease expires ([`budget`]).
 //! - **Names**: [`Cluster::register_name`] / [`Cluster::whereis`], unique across the cluster,
 //!   with a documented rule for names held twice after a partition heals ([`names`]).
 //! - **Channels and services across nodes** come from foundation-actors itself: a
@@ -44,6 +47,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod budget;
 mod dial;
 mod discovery;
 pub mod health;
@@ -58,6 +62,7 @@ pub mod singleton;
 pub mod testkit;
 mod tls;
 /// The wire adapter, shared with foundation-actors (whose channels and registry cross nodes too).
+pub use budget::{BudgetConfig, BudgetHandle};
 pub use foundation_actors::wire;
 
 pub use membership::{Member, MemberStatus, MembershipEvent};

@@ -184,6 +184,7 @@ async fn response_headers_are_applied_by_name_and_bad_ones_reported() {
     ]);
     assert_eq!(report.remaining, [("requests".to_string(), 7), ("tokens".to_string(), 1_200)]);
     assert_eq!((level(&limiter, 0), level(&limiter, 1)), (7.0, 1_200.0));
+    assert_eq!(report.resets, [("tokens".to_string(), Duration::from_secs(360))]);
     // Anthropic's spelling, singular or plural; a garbled value is reported, not applied.
     let report = limiter.apply_headers([
         ("anthropic-ratelimit-tokens-remaining", "900"),

@@ -57,3 +57,4 @@ pub fn until(mut done: impl FnMut() -> bool, describe: impl Fn() -> String) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+pub mod budget_load;

@@ -2,9 +2,7 @@
 //! llama.cpp server, and the simulated provider server.
 //!
 //! Written on reqwest rather than an SDK crate: SDKs hide the rate-limit headers that the
-//! limiter needs. Plain `http://` works out of the box; `https://` needs reqwest's TLS (a
-//! `rustls` feature of this crate's dependents' choosing), which is left out of the default
-//! build for compile time.
+//! limiter needs. `http://` and `https://` (rustls on aws-lc-rs, the system's root certificates).
 
 use std::time::Duration;
 

@@ -168,7 +168,11 @@ impl Provider {
             }
             Err(RateLimitError::WouldWait { .. }) => {}
             Err(e) => {
-                return Err(LmError::Rejected { provider: self.name.clone(), status: 0, body: e.to_string() });
+                return Err(LmError::Rejected {
+                    provider: self.name.clone(),
+                    status: 0,
+                    body: e.to_string(),
+                });
             }
         }
         match limiter.acquire(&cost, Some(self.max_wait)).await {

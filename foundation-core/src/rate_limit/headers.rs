@@ -13,6 +13,10 @@ pub struct HeaderReport {
     pub remaining: Vec<(String, u64)>,
     /// The pause taken from `retry-after`, if any.
     pub retry_after: Option<Duration>,
+    /// (dimension, time until full) from `x-ratelimit-reset-<dimension>`, for dimensions the
+    /// limiter has. Read, not applied: our buckets refill continuously at the limit's own rate,
+    /// so once `remaining` has lowered a bucket, the refill already takes that long.
+    pub resets: Vec<(String, Duration)>,
     /// Headers that looked like rate-limit headers but did not parse (name, value).
     pub unreadable: Vec<(String, String)>,
 }
@@ -75,12 +79,17 @@ impl RateLimiter {
                 }
                 continue;
             }
+            if let Some(dimension) = name.strip_prefix("x-ratelimit-reset-") {
+                if let Some(index) = self.find_dimension(dimension) {
+                    match parse_duration(value) {
+                        Some(d) => report.resets.push((self.dimensions()[index].clone(), d)),
+                        None => report.unreadable.push((name, value.to_string())),
+                    }
+                }
+                continue;
+            }
             let Some(dimension) = remaining_dimension(&name) else { continue };
-            let index = self.dimension(dimension).or_else(|| {
-                let singular = dimension.strip_suffix('s').unwrap_or(dimension);
-                self.dimensions().iter().position(|d| d.strip_suffix('s').unwrap_or(d) == singular)
-            });
-            let Some(index) = index else { continue };
+            let Some(index) = self.find_dimension(dimension) else { continue };
             match value.trim().parse::<u64>() {
                 Ok(remaining) => {
                     self.observe_remaining(index, remaining);
@@ -90,5 +99,13 @@ impl RateLimiter {
             }
         }
         report
+    }
+
+    /// A dimension named like a header's: the same name, or its singular.
+    fn find_dimension(&self, dimension: &str) -> Option<usize> {
+        self.dimension(dimension).or_else(|| {
+            let singular = dimension.strip_suffix('s').unwrap_or(dimension);
+            self.dimensions().iter().position(|d| d.strip_suffix('s').unwrap_or(d) == singular)
+        })
     }
 }

@@ -123,6 +123,7 @@ struct State {
     next_ticket: u64,
     paused_until: Option<Instant>,
     share: f64,
+    granted: u64,
 }
 
 /// A cost checked against the limiter's shape.
@@ -169,6 +170,7 @@ impl State {
     }
 
     fn pay(&mut self, cost: &Cost) {
+        self.granted += 1;
         for (bucket, amount) in self.buckets.iter_mut().zip(cost.as_slice()) {
             bucket.take(*amount as f64);
         }
@@ -205,6 +207,7 @@ impl RateLimiter {
                     next_ticket: 0,
                     paused_until: None,
                     share: 1.0,
+                    granted: 0,
                 }),
                 changed: Notify::new(),
             }),
@@ -226,6 +229,11 @@ impl RateLimiter {
         let mut state = self.inner.lock();
         state.refill(Instant::now());
         self.inner.names.iter().cloned().zip(state.buckets.iter().map(Bucket::level)).collect()
+    }
+
+    /// Permits granted so far (a measure of demand, e.g. for a cluster-wide budget).
+    pub fn granted(&self) -> u64 {
+        self.inner.lock().granted
     }
 
     /// Waiters queued in `acquire`.

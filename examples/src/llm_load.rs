@@ -1,0 +1,116 @@
+//! `foundation node --provider-url URL --load N`: send N chat requests to an OpenAI-compatible
+//! endpoint from this node, under a cluster-wide budget of `--rpm` / `--tpm` shared with every
+//! node that does the same, and print what was used. The load half of
+//! `foundation bench providers`, usable on its own against a real endpoint.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use foundation_actors::providers::{
+    ChatRequest, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, UsageFilter,
+};
+use foundation_cluster::{BudgetConfig, Cluster};
+use foundation_core::rate_limit::ProviderLimits;
+use foundation_core::retry::RetryPolicy;
+
+/// Options of the LLM load.
+#[derive(Debug, Clone, Args)]
+pub struct LlmLoadArgs {
+    /// An OpenAI-compatible endpoint (up to `/v1`) to send the load to.
+    #[arg(long)]
+    provider_url: Option<String>,
+    /// Model name sent to the endpoint.
+    #[arg(long, default_value = "simulated")]
+    model: String,
+    /// Requests per minute the whole cluster may send (the budget).
+    #[arg(long)]
+    rpm: Option<u64>,
+    /// Tokens per minute the whole cluster may use (the budget).
+    #[arg(long)]
+    tpm: Option<u64>,
+    /// Requests to send from this node.
+    #[arg(long, default_value_t = 0)]
+    load: u64,
+    /// Concurrent callers on this node.
+    #[arg(long, default_value_t = 16)]
+    callers: u64,
+    /// Completion budget per request.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: u64,
+    /// Start once this many other nodes are up.
+    #[arg(long, default_value_t = 0)]
+    wait_for: usize,
+}
+
+/// Starts the load in the background, if asked for; returns at once.
+pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<()> {
+    let Some(url) = args.provider_url.clone() else { return Ok(()) };
+    let limits = ProviderLimits { rpm: args.rpm, tpm: args.tpm, ..Default::default() };
+    let client = OpenAiClient::new("provider", args.model.clone(), Some(url), None, Duration::from_secs(60));
+    let options = ProviderOptions {
+        limits,
+        retry: RetryPolicy::new(5),
+        // Never give up on the budget: this is the only provider.
+        max_wait: Duration::from_secs(3_600),
+        ..Default::default()
+    };
+    let provider = Provider::new("provider", client, options)?;
+    let budget =
+        provider.limiter().map(|l| cluster.start_budget("provider", l.clone(), BudgetConfig::default()));
+    let router = LlmRouter::new(ModelRegistry::with_defaults()).provider(provider);
+    let (cluster, args) = (cluster.clone(), args.clone());
+    tokio::spawn(async move {
+        let _budget = budget;
+        if args.wait_for > 0
+            && cluster.wait_for_members(args.wait_for, Duration::from_secs(60)).await.is_err()
+        {
+            say!("llm load: fewer than {} other nodes came up", args.wait_for);
+        }
+        let started = SystemTime::now();
+        let next = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let node = cluster.name().to_string();
+        let mut callers = Vec::new();
+        for _ in 0..args.callers.max(1) {
+            let (router, next, failed, node, args) =
+                (router.clone(), next.clone(), failed.clone(), node.clone(), args.clone());
+            callers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= args.load {
+                        return;
+                    }
+                    let prompt = format!("Request {i} from {node}: summarize today's news in a few lines.");
+                    let request =
+                        ChatRequest::prompt(prompt).max_tokens(args.max_tokens).tenant(node.clone());
+                    if let Err(e) = router.complete(&request).await {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        say!("llm load error: {e}");
+                    }
+                }
+            }));
+        }
+        for c in callers {
+            let _ = c.await;
+        }
+        let ended = SystemTime::now();
+        let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let totals = router.usage().totals(&UsageFilter::default());
+        let report = serde_json::json!({
+            "node": node,
+            "requests": totals.requests,
+            "failed": failed.load(Ordering::SeqCst),
+            "prompt_tokens": totals.prompt_tokens,
+            "completion_tokens": totals.completion_tokens,
+            "cost_usd": totals.cost_usd,
+            "started_ms": ms(started),
+            "ended_ms": ms(ended),
+        });
+        say!("llm load done {report}");
+        // Keep the budget running: this node's share goes back to those still calling.
+        std::future::pending::<()>().await;
+    });
+    Ok(())
+}
