@@ -12,7 +12,7 @@ use foundation_actors::providers::{
     ChatRequest, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, UsageFilter,
 };
 use foundation_cluster::{BudgetConfig, Cluster};
-use foundation_core::rate_limit::ProviderLimits;
+use foundation_core::rate_limit::{ProviderLimits, RateLimiter};
 use foundation_core::retry::RetryPolicy;
 
 /// Options of the LLM load.
@@ -44,9 +44,10 @@ pub struct LlmLoadArgs {
     wait_for: usize,
 }
 
-/// Starts the load in the background, if asked for; returns at once.
-pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<()> {
-    let Some(url) = args.provider_url.clone() else { return Ok(()) };
+/// Starts the budget and the load in the background, if asked for; returns at once, with the
+/// limiter that runs on this node's share of the budget.
+pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<Option<RateLimiter>> {
+    let Some(url) = args.provider_url.clone() else { return Ok(None) };
     let limits = ProviderLimits { rpm: args.rpm, tpm: args.tpm, ..Default::default() };
     let client = OpenAiClient::new("provider", args.model.clone(), Some(url), None, Duration::from_secs(60));
     let options = ProviderOptions {
@@ -59,6 +60,7 @@ pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<()> {
     let provider = Provider::new("provider", client, options)?;
     let budget =
         provider.limiter().map(|l| cluster.start_budget("provider", l.clone(), BudgetConfig::default()));
+    let limiter = provider.limiter().cloned();
     let router = LlmRouter::new(ModelRegistry::with_defaults()).provider(provider);
     let (cluster, args) = (cluster.clone(), args.clone());
     tokio::spawn(async move {
@@ -112,5 +114,5 @@ pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<()> {
         // Keep the budget running: this node's share goes back to those still calling.
         std::future::pending::<()>().await;
     });
-    Ok(())
+    Ok(limiter)
 }

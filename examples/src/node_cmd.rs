@@ -72,12 +72,14 @@ enum Command {
     Health { service: String, healthy: bool },
     /// `replicas NAME`: print the nodes that run a replica of NAME.
     Replicas { name: String },
+    /// `budget`: print this node's share of the provider budget (`--provider-url`).
+    Budget,
 }
 
 impl Command {
     fn parse(line: &str) -> Result<Command, String> {
         let mut words = line.split_whitespace();
-        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`";
+        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`";
         match (words.next(), words.next()) {
             (Some("broadcast"), Some(topic)) => {
                 let text = words.collect::<Vec<_>>().join(" ");
@@ -88,6 +90,7 @@ impl Command {
                 _ => Err(format!("`broadcast-bytes` needs a byte count; {usage}")),
             },
             (Some("services"), None) => Ok(Command::Services),
+            (Some("budget"), None) => Ok(Command::Budget),
             (Some("replicas"), Some(name)) => Ok(Command::Replicas { name: name.to_string() }),
             (Some("health"), Some(service)) => match words.next() {
                 Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
@@ -108,8 +111,13 @@ fn run_command(
     channels: &Channels,
     registry: &ServiceRegistry,
     replicated: &[foundation_cluster::ReplicatedHandle],
+    budget: Option<&foundation_core::rate_limit::RateLimiter>,
 ) {
     match command {
+        Command::Budget => match budget {
+            Some(limiter) => say!("budget share {:.3}", limiter.share()),
+            None => say!("budget: none (start the node with --provider-url)"),
+        },
         Command::Replicas { name } => match replicated.iter().find(|r| r.name() == name) {
             Some(handle) => say!("replicas {name}: {}", handle.nodes().join(",")),
             None => say!("replicas {name}: not run on this node (start it with --replicated {name})"),
@@ -326,7 +334,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             registry.register_service(name, worker.get_cell(), caps, [("node", config.node.name.as_str())])?;
             workers.push(worker);
         }
-        crate::llm_load::start(&cluster, &args.llm)?;
+        let budget = crate::llm_load::start(&cluster, &args.llm)?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // Standard input: one command per line; end of input is the launcher going away.
         let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -343,7 +351,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                 line = lines.recv(), if stdin_open => match line {
                     Some(line) if line.trim().is_empty() => {}
                     Some(line) => match Command::parse(&line) {
-                        Ok(command) => run_command(command, &channels, &registry, &replicas),
+                        Ok(command) => run_command(command, &channels, &registry, &replicas, budget.as_ref()),
                         Err(e) => say!("{e}"),
                     },
                     None if args.exit_with_stdin => break,
@@ -386,6 +394,7 @@ mod tests {
             Ok(Command::BroadcastBytes { topic: "big".into(), len: 100 })
         );
         assert_eq!(Command::parse("services"), Ok(Command::Services));
+        assert_eq!(Command::parse("budget"), Ok(Command::Budget));
         assert_eq!(Command::parse("replicas cache"), Ok(Command::Replicas { name: "cache".into() }));
         assert_eq!(
             Command::parse("health llm down"),

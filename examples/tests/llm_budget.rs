@@ -31,3 +31,34 @@ fn three_nodes_share_one_budget_without_a_single_429_and_count_what_the_server_c
     // Every node took part (the budget was shared, not held by one).
     assert!(outcome.nodes.iter().all(|n| n.requests == 50), "{outcome:?}");
 }
+
+/// This node's share of the budget, as it prints it now.
+fn share(node: &mut foundation_cluster::testkit::NodeProcess) -> f64 {
+    let before = node.output().iter().filter(|l| l.starts_with("budget share")).count();
+    node.send_line("budget").unwrap();
+    let lines =
+        node.wait_for_count("budget share", before + 1, support::WAIT).unwrap_or_else(|e| panic!("{e}"));
+    lines.last().unwrap().trim_start_matches("budget share ").trim().parse().unwrap()
+}
+
+#[test]
+fn an_idle_budget_is_split_evenly_and_a_killed_nodes_share_comes_back_after_its_lease() {
+    let base = foundation_cluster::testkit::free_port_range(3);
+    // No load: the endpoint is never called.
+    let args = ["--provider-url", "http://127.0.0.1:9/v1", "--rpm", "600", "--tpm", "40000"];
+    let mut n1 = support::start_node("n1", base, &[], &args);
+    let mut n2 = support::start_node("n2", base + 1, &[base], &args);
+    let mut n3 = support::start_node("n3", base + 2, &[base], &args);
+    for n in [&n1, &n2, &n3] {
+        n.wait_for_count("member up", 2, support::WAIT).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let third = |s: f64| (s - 1.0 / 3.0).abs() < 0.01;
+    support::until(
+        || third(share(&mut n1)) && third(share(&mut n2)) && third(share(&mut n3)),
+        || "every node at a third of the budget".to_string(),
+    );
+    n3.kill();
+    // Its lease (3 s) expires at the keeper; the survivors then split the whole budget.
+    let half = |s: f64| (s - 0.5).abs() < 0.01;
+    support::until(|| half(share(&mut n1)) && half(share(&mut n2)), || "survivors at half each".to_string());
+}

@@ -206,3 +206,28 @@ async fn a_provider_over_budget_falls_back_and_a_long_prompt_skips_a_small_model
     let short = ChatRequest::prompt("hi").max_tokens(10);
     assert_eq!(router.complete(&short).await.unwrap().provider, "tiny");
 }
+
+#[tokio::test]
+async fn a_chain_is_built_from_llm_config_with_profiles_and_endpoints() {
+    let server = server(ProviderLimits::default()).await;
+    let toml = format!(
+        "[llm]\nchain = [\"remote\", \"local\"]\n\
+         [llm.providers.remote]\nkind = \"openai-compatible\"\nbase_url = \"{}\"\n\
+         profile = \"openai-tier-1\"\nlimits = {{ tpm = 40000 }}\n\
+         [llm.providers.local]\nprofile = \"local\"\n",
+        server.base_url()
+    );
+    let config = foundation_core::config::ConfigLoader::new().toml_str(&toml).load().unwrap();
+    let router = LlmRouter::from_config(&config.llm, 7).unwrap();
+    let names: Vec<&str> = router.providers().iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["remote", "local"]);
+    assert_eq!(router.get("remote").unwrap().limits().tpm, Some(40_000));
+    assert_eq!(router.get("remote").unwrap().limits().rpm, Some(500));
+    let answer = router.complete(&ChatRequest::prompt(QA)).await.unwrap();
+    assert_eq!((answer.provider.as_str(), answer.content.as_str()), ("remote", "Answer: Paris"));
+    assert_eq!(server.stats().served, 1);
+    // With the endpoint gone, the simulated provider behind it serves.
+    drop(server);
+    let answer = router.complete(&ChatRequest::prompt(QA)).await.unwrap();
+    assert_eq!(answer.provider, "local");
+}
