@@ -1,5 +1,59 @@
-//! DSPy-style programs (signatures, predictors, examples, metrics, evaluation, optimizers) and
-//! their optimization distributed across a Foundation cluster by a coordinator and evaluation
-//! workers that survive node loss.
+//! DSPy-style programs and their optimization.
 //!
-//! Not built yet: this crate is planned in the project's issue 6 (optimizer).
+//! - [`Signature`] (`"question -> answer"`, or built in code, with instructions and field
+//!   descriptions), [`Example`] (inputs and labels), [`Prediction`].
+//! - [`Predictor`]s — [`Predictor::predict`] and [`Predictor::chain_of_thought`] (a `reasoning`
+//!   field before the outputs) — composed into a [`Program`] that runs them in order. Programs
+//!   are data (serde): a worker on another node rebuilds the same program from its spec.
+//! - The [`adapter`] renders prompts with demonstrations and parses the output fields back (a
+//!   missing field is a typed [`ParseError`](adapter::ParseError)).
+//! - [`evaluate::evaluate`]: mean score, per-example results, failures, latency,
+//!   tokens and cost, with bounded concurrency.
+//! - Optimizers in [`optimizers`]: [`LabeledFewShot`](optimizers::LabeledFewShot),
+//!   [`BootstrapFewShot`](optimizers::BootstrapFewShot) and
+//!   [`RandomSearch`](optimizers::RandomSearch) (DSPy's `BootstrapFewShotWithRandomSearch`),
+//!   deterministic for a seed.
+//! - Datasets in [`datasets`]: JSON-lines loading and a bundled question-classification set.
+//!
+//! Not built yet (issue 6, continued): the instruction optimizer, and the distributed run (a
+//! coordinator singleton and evaluation workers on every node).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dspex_optimizer::*;
+//! use foundation_actors::providers::{LanguageModel, SimulatedConfig, SimulatedModel};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let lm: Arc<dyn LanguageModel> =
+//!     Arc::new(SimulatedModel::new(SimulatedConfig { latency: std::time::Duration::ZERO, ..Default::default() }));
+//! let signature = Signature::parse("question -> label")?.with_instructions("Classify the question's answer type.");
+//! let program = Program::single("classify", Predictor::predict(signature));
+//! let data = datasets::questions();
+//! let (train, dev) = data.split_at(100);
+//! let metric = Metric::ExactMatch("label".into());
+//!
+//! let zero_shot = evaluate::evaluate(&program, dev, lm.clone(), &metric, 8).await;
+//! let optimized = optimizers::LabeledFewShot { k: 16 }.compile(&program, train, 7);
+//! let few_shot = evaluate::evaluate(&optimized, dev, lm.clone(), &metric, 8).await;
+//! assert!(few_shot.mean > zero_shot.mean);
+//! # Ok::<(), SignatureError>(())
+//! # }).unwrap();
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod adapter;
+pub mod datasets;
+pub mod evaluate;
+mod example;
+mod metric;
+pub mod optimizers;
+mod predict;
+mod program;
+pub mod rng;
+mod signature;
+
+pub use example::{Example, Prediction};
+pub use metric::Metric;
+pub use predict::{DEFAULT_MAX_TOKENS, Predictor, ProgramError, Strategy};
+pub use program::{Program, TraceStep};
+pub use signature::{Field, Signature, SignatureError};

@@ -38,7 +38,7 @@ pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
 /// Default share of answers taken from the second-nearest demonstration.
 pub const DEFAULT_ERROR_RATE: f64 = 0.05;
 /// Default similarity below which a demonstration is not used.
-pub const DEFAULT_MIN_SIMILARITY: f64 = 0.2;
+pub const DEFAULT_MIN_SIMILARITY: f64 = 0.05;
 
 /// How the simulated model behaves.
 #[derive(Debug, Clone, PartialEq)]
