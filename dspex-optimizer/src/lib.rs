@@ -43,6 +43,7 @@
 
 pub mod adapter;
 pub mod datasets;
+pub mod distributed;
 pub mod evaluate;
 mod example;
 mod metric;

@@ -15,6 +15,7 @@ mod config_cmd;
 mod demo;
 mod llm_load;
 mod node_cmd;
+mod optimize;
 
 use std::path::PathBuf;
 

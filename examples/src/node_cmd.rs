@@ -57,6 +57,9 @@ pub struct NodeArgs {
     /// Send chat requests to an endpoint under a cluster-wide budget.
     #[command(flatten)]
     llm: crate::llm_load::LlmLoadArgs,
+    /// Take part in a distributed optimization.
+    #[command(flatten)]
+    optimize: crate::optimize::OptimizeArgs,
 }
 
 /// What a node does with a line on its standard input.
@@ -335,6 +338,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             workers.push(worker);
         }
         let budget = crate::llm_load::start(&cluster, &args.llm)?;
+        let _run = crate::optimize::start(&cluster, &args.optimize);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // Standard input: one command per line; end of input is the launcher going away.
         let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();

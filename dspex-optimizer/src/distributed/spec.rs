@@ -1,0 +1,122 @@
+//! What a distributed run is, and the tasks it is cut into.
+
+use serde::{Deserialize, Serialize};
+
+use crate::example::Example;
+use crate::metric::Metric;
+use crate::optimizers::{BootstrapFewShot, RandomSearch};
+use crate::predict::Predictor;
+use crate::program::Program;
+use crate::signature::Signature;
+
+/// A random-search optimization to run across the cluster. Every node that takes part declares
+/// the same spec (it is data: the program, the datasets, the metric and the name of the
+/// language model, which every node registers under that name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Unique name of the run (its coordinator singleton and state file are named after it).
+    pub run_id: String,
+    /// The program to optimize.
+    pub student: Program,
+    /// Bootstrapping examples.
+    pub trainset: Vec<Example>,
+    /// Candidates are scored on these.
+    pub valset: Vec<Example>,
+    /// The metric.
+    pub metric: Metric,
+    /// Name of the language model every node registered.
+    pub lm: String,
+    /// Bootstrapped demonstrations per predictor, at most.
+    pub max_bootstrapped_demos: usize,
+    /// Labelled demonstrations per predictor, at most.
+    pub max_labeled_demos: usize,
+    /// Shuffled candidates on top of the three fixed ones.
+    pub num_candidate_programs: usize,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Validation examples per evaluation task.
+    pub batch_size: usize,
+}
+
+/// Training examples of the bundled question dataset in [`RunSpec::questions`].
+pub const QUESTIONS_TRAIN: usize = 60;
+/// Validation examples of the bundled question dataset in [`RunSpec::questions`].
+pub const QUESTIONS_VAL: usize = 100;
+
+impl RunSpec {
+    /// A ready-made run: a classifier of the bundled question dataset (the first
+    /// [`QUESTIONS_TRAIN`] examples to bootstrap from, the next [`QUESTIONS_VAL`] to score on),
+    /// exact match on `label`, with the language model registered as `simulated`. What
+    /// `foundation demo` optimizes.
+    pub fn questions(run_id: &str, seed: u64, num_candidate_programs: usize) -> RunSpec {
+        let data = crate::datasets::questions();
+        let signature = Signature::parse("question -> label")
+            .unwrap_or_else(|e| unreachable!("a constant signature parses: {e}"))
+            .with_instructions("Classify the type of answer the question asks for.")
+            .describe("label", "one of abbreviation, description, entity, person, location, number");
+        RunSpec {
+            run_id: run_id.to_string(),
+            student: Program::single("classify", Predictor::predict(signature)),
+            trainset: data[..QUESTIONS_TRAIN].to_vec(),
+            valset: data[QUESTIONS_TRAIN..QUESTIONS_TRAIN + QUESTIONS_VAL].to_vec(),
+            metric: Metric::ExactMatch("label".into()),
+            lm: "simulated".into(),
+            max_bootstrapped_demos: 4,
+            max_labeled_demos: 16,
+            num_candidate_programs,
+            seed,
+            batch_size: 5,
+        }
+    }
+
+    /// The single-node optimizer this run distributes.
+    pub fn search(&self) -> RandomSearch {
+        RandomSearch {
+            bootstrap: BootstrapFewShot {
+                max_bootstrapped_demos: self.max_bootstrapped_demos,
+                max_labeled_demos: self.max_labeled_demos,
+                ..Default::default()
+            },
+            num_candidate_programs: self.num_candidate_programs,
+            stop_at_score: None,
+            concurrency: 1,
+        }
+    }
+}
+
+/// Work handed to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// Build the candidate of this seed (bootstrapping calls the model on the training set).
+    Build {
+        /// DSPy's candidate seed.
+        seed: i64,
+    },
+    /// Score the candidate of this seed on these validation examples.
+    Eval {
+        /// DSPy's candidate seed.
+        seed: i64,
+        /// The candidate (built by a `Build` task).
+        program: Program,
+        /// Validation example indices.
+        examples: Vec<usize>,
+    },
+}
+
+/// A task with its id (results are recorded once per id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Unique within the run.
+    pub id: u64,
+    /// What to do.
+    pub kind: TaskKind,
+}
+
+/// What a worker sends back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The built candidate.
+    Built(Program),
+    /// (validation index, score, failed) per example.
+    Scores(Vec<(usize, f64, bool)>),
+}

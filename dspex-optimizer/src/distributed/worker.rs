@@ -1,0 +1,89 @@
+//! Evaluation workers: on every node, pull leased batches of tasks from the run's coordinator
+//! (wherever it runs), do them and report each result. Pull gives load balancing by real
+//! capacity: a slow node simply asks less often.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation_actors::providers::LanguageModel;
+use foundation_actors::wire::Wire;
+use ractor::ActorRef;
+
+use super::coordinator::{Completion, CoordMsg, LeaseReply, LeaseRequest, SCOPE};
+use super::spec::{Outcome, RunSpec, Task, TaskKind};
+use crate::evaluate::evaluate_one;
+
+/// How long a worker waits for the coordinator's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause when there is no coordinator or no task.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// The run's coordinator, if one is visible.
+pub(crate) fn coordinator(run_id: &str) -> Option<ActorRef<CoordMsg>> {
+    ractor::pg::get_scoped_members(&SCOPE.to_string(), &run_id.to_string()).into_iter().next().map(Into::into)
+}
+
+async fn lease(run_id: &str, node: &str) -> Option<LeaseReply> {
+    let coordinator = coordinator(run_id)?;
+    let request = Wire::encode(&LeaseRequest { node: node.to_string(), max: 1 }, usize::MAX).ok()?;
+    match coordinator.call(|port| CoordMsg::Lease(request, port), Some(CALL_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(reply)) => reply.into_inner().ok(),
+        _ => None,
+    }
+}
+
+/// Runs one worker until the run is finished.
+pub(crate) async fn run(spec: Arc<RunSpec>, lm: Arc<dyn LanguageModel>, node: String) {
+    loop {
+        let Some(reply) = lease(&spec.run_id, &node).await else {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        };
+        if reply.finished {
+            return;
+        }
+        if reply.tasks.is_empty() {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        for task in reply.tasks {
+            let outcome = execute(&spec, lm.as_ref(), &task).await;
+            report(&spec.run_id, &node, task, outcome).await;
+        }
+    }
+}
+
+async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome {
+    match &task.kind {
+        TaskKind::Build { seed } => {
+            let candidate =
+                spec.search().candidate(*seed, &spec.student, &spec.trainset, lm, &spec.metric, spec.seed).await;
+            Outcome::Built(candidate.program)
+        }
+        TaskKind::Eval { program, examples, .. } => {
+            let mut scores = Vec::with_capacity(examples.len());
+            for index in examples {
+                let Some(example) = spec.valset.get(*index) else { continue };
+                let result = evaluate_one(program, example, *index, lm, &spec.metric).await;
+                scores.push((*index, result.score, result.error.is_some()));
+            }
+            Outcome::Scores(scores)
+        }
+    }
+}
+
+/// Reports a result until a coordinator takes it (the one that leased it, or its successor
+/// after failover: results are recorded once per task id, so repeating is harmless).
+async fn report(run_id: &str, node: &str, task: Task, outcome: Outcome) {
+    let completion = Completion { node: node.to_string(), task, outcome };
+    loop {
+        if let Some(coordinator) = coordinator(run_id)
+            && let Ok(wire) = Wire::encode(&completion, usize::MAX)
+            && let Ok(ractor::rpc::CallResult::Success(_)) =
+                coordinator.call(|port| CoordMsg::Complete(wire, port), Some(CALL_TIMEOUT)).await
+        {
+            return;
+        }
+        tokio::time::sleep(IDLE).await;
+    }
+}

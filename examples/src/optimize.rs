@@ -1,0 +1,89 @@
+//! `foundation node --optimize RUN`: take part in a distributed optimization of a classifier of
+//! the bundled question dataset with the simulated model; the node prints progress, and the
+//! result when the run finishes. What `foundation demo` launches on each node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use dspex_optimizer::distributed::{self, RunHandle, RunSpec};
+use foundation_actors::providers::{LanguageModel, SimulatedConfig, SimulatedModel};
+use foundation_cluster::Cluster;
+
+/// Options of a distributed optimization.
+#[derive(Debug, Clone, Args)]
+pub struct OptimizeArgs {
+    /// Take part in the optimization run of this name (every node of the run gives the same
+    /// options).
+    #[arg(long = "optimize", value_name = "RUN")]
+    pub run: Option<String>,
+    /// Evaluation workers on this node.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Seed of the run (candidates and the simulated model).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Shuffled candidate programs, on top of zero-shot, labelled and bootstrapped.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: usize,
+    /// Latency of the simulated model, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub latency_ms: u64,
+    /// Directory of the runs' persisted state (shared by the nodes of one machine).
+    #[arg(long)]
+    pub run_state: Option<PathBuf>,
+}
+
+/// The simulated model every node registers for the run.
+pub fn model(seed: u64, latency: Duration) -> Arc<dyn LanguageModel> {
+    Arc::new(SimulatedModel::new(SimulatedConfig { seed, latency, ..Default::default() }))
+}
+
+/// The default directory of run state.
+pub fn default_state_dir() -> PathBuf {
+    std::env::temp_dir().join("foundation-runs")
+}
+
+/// Joins the run, if asked, and prints its progress and result.
+pub fn start(cluster: &Cluster, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
+    let run = args.run.clone()?;
+    let spec = RunSpec::questions(&run, args.seed, args.candidates);
+    let lm = model(args.seed, Duration::from_millis(args.latency_ms));
+    let dir = args.run_state.clone().unwrap_or_else(default_state_dir);
+    let handle = Arc::new(distributed::start_run(cluster, spec, lm, args.workers, dir));
+    let reporter = handle.clone();
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Ok(status) = reporter.status().await else { continue };
+            if let Some(result) = &status.result {
+                let report = serde_json::json!({
+                    "best_seed": result.best_seed,
+                    "best_score": result.best_score,
+                    "scores": result.scores,
+                    "evaluations": result.evaluations,
+                    "tasks_by_node": result.tasks_by_node,
+                    "duplicates": status.duplicates,
+                    "requeued": status.requeued,
+                    "best_program": result.best_program,
+                });
+                say!("optimization finished {report}");
+                return;
+            }
+            let line = format!(
+                "optimization progress {}/{} evaluations, best {}, {:.0} evals/s",
+                status.evaluations.1,
+                status.evaluations.0,
+                status.best.map_or("-".to_string(), |(seed, score)| format!("{score:.3} (candidate {seed})")),
+                status.evals_per_sec
+            );
+            if line != last {
+                say!("{line}");
+                last = line;
+            }
+        }
+    });
+    Some(handle)
+}
