@@ -1,240 +1,238 @@
-//! `foundation demo`: the main job. Today it shows the single-node building blocks that exist —
-//! configuration, error context and telemetry — on a simulated language-model workload, and says
-//! which parts of the full demo (a local multi-node cluster running a distributed optimization)
-//! are not built yet.
+//! `foundation demo`: the main job. Launches a local cluster of `foundation node` processes on
+//! loopback, optimizes a question classifier across them (random search over few-shot
+//! programs, DSPy's `BootstrapFewShotWithRandomSearch`) with the simulated model, shows the
+//! progress, and prints the baseline and optimized scores, the evaluations, the time and the
+//! speed-up over one worker.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::Args;
-use foundation_core::config::ConfigLoader;
-use foundation_core::{ContextError, ErrorContext, Telemetry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use dspex_optimizer::distributed::{self, QUESTIONS_TRAIN, QUESTIONS_VAL, RunResult, Status};
+use foundation_cluster::Cluster;
+use foundation_core::config::ClusterConfig;
 
 /// Options of `foundation demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Simulated model calls to make.
-    #[arg(long, default_value_t = 400)]
-    calls: u32,
-    /// Calls in flight at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Address to serve Prometheus metrics on while the demo runs (default: `telemetry.listen`
-    /// from the config, else a free loopback port).
-    #[arg(long)]
-    metrics: Option<SocketAddr>,
-    /// Seed of the simulated workload (latencies and failures).
+    /// Node processes to launch.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Evaluation workers per node.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Dataset to optimize on (bundled: `questions`, 260 questions labelled with their answer
+    /// type).
+    #[arg(long, default_value = "questions")]
+    dataset: String,
+    /// Seed of the run: the same seed gives the same programs and scores.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Keep serving metrics after the demo, until Ctrl-C or SIGTERM (to point curl or
-    /// Prometheus at it).
+    /// Shuffled candidate programs, on top of zero-shot, labelled and bootstrapped.
+    #[arg(long, default_value_t = 8)]
+    candidates: usize,
+    /// Latency of the simulated model, in milliseconds (realistic latency makes parallelism
+    /// matter).
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// An OpenAI-compatible endpoint (up to `/v1`) instead of the simulated model; the key is
+    /// read from OPENAI_API_KEY.
     #[arg(long)]
-    keep_serving: bool,
+    endpoint: Option<String>,
+    /// The model asked for at `--endpoint`.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    model: String,
+    /// Longest the optimization may take.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
-const LATENCY: &str = "demo_model_call_seconds";
-
-pub fn run(config_file: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(demo(config_file, args))
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    foundation_core::rate_limit::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 90s, 10m)"))
 }
 
-async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    println!("Foundation demo\n===============\n");
+/// The launched nodes: stopped (their standard input closed) when dropped.
+struct Nodes(Vec<Child>);
 
-    // 1. Configuration: file < FOUNDATION_* environment < code.
-    let mut loader = ConfigLoader::new();
-    if let Some(path) = &config_file {
-        loader = loader.file(path);
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            drop(child.stdin.take());
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
     }
-    let config = match loader.env().load() {
-        Ok(c) => c,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.dataset != "questions" {
+        eprintln!("unknown dataset `{}`; bundled: questions", args.dataset);
+        return Ok(ExitCode::from(2));
+    }
+    if args.nodes == 0 || args.workers == 0 {
+        eprintln!("--nodes and --workers must be at least 1");
+        return Ok(ExitCode::from(2));
+    }
+    let run_id = format!("demo-{}", std::process::id());
+    let state_dir = std::env::temp_dir().join(format!("foundation-{run_id}"));
+    let model = match &args.endpoint {
+        Some(url) => format!("{} at {url}", args.model),
+        None => format!("the simulated model ({} ms a call)", args.latency_ms),
+    };
+    println!("Foundation demo: distributed optimization\n=========================================\n");
+    println!(
+        "Optimizing a question classifier (question -> label, 6 answer types) with {model}:\n\
+         random search over {} candidate programs (zero-shot, 16 labelled demonstrations,\n\
+         bootstrapped, and {} seeded bootstraps), each scored on {QUESTIONS_VAL} validation questions; \
+         {QUESTIONS_TRAIN} training questions.\n",
+        args.candidates + 3,
+        args.candidates
+    );
+
+    let addrs: Vec<SocketAddr> = (0..args.nodes)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
+        .collect::<Result<_, _>>()?;
+    let exe = std::env::current_exe()?;
+    let mut nodes = Nodes(Vec::new());
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["node", "--name", &format!("demo-{}", i + 1), "--listen", &addr.to_string()]);
+        if i > 0 {
+            let seeds: Vec<String> = addrs[..i].iter().map(ToString::to_string).collect();
+            cmd.args(["--seeds", &seeds.join(",")]);
+        }
+        cmd.args([
+            "--optimize",
+            &run_id,
+            "--workers",
+            &args.workers.to_string(),
+            "--seed",
+            &args.seed.to_string(),
+        ])
+        .args(["--candidates", &args.candidates.to_string(), "--latency-ms", &args.latency_ms.to_string()])
+        .arg("--run-state")
+        .arg(&state_dir)
+        .arg("--exit-with-stdin");
+        if let Some(url) = &args.endpoint {
+            cmd.args(["--lm-url", url, "--lm-model", &args.model]);
+        }
+        let child = cmd
+            .env("FOUNDATION_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        nodes.0.push(child);
+    }
+    println!(
+        "Launched {} nodes on {} with {} workers each.",
+        args.nodes,
+        addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        args.workers
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let outcome = runtime.block_on(watch(&run_id, &addrs, args.timeout));
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let (status, elapsed) = match outcome {
+        Ok(done) => done,
         Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
+            eprintln!("the demo did not finish: {e}");
+            return Ok(ExitCode::FAILURE);
         }
     };
-    println!(
-        "[config] node `{}`; percentiles over {:?} with at most {}% error",
-        config.node.name,
-        config.telemetry.window,
-        config.telemetry.max_relative_error * 100.0
-    );
-
-    // 2. Telemetry: installed globally because this program owns its process.
-    let telemetry = Telemetry::new(&config.telemetry)?;
-    telemetry.install_global()?;
-    let addr = args.metrics.or(config.telemetry.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let server = telemetry.serve(addr).await?;
-    let metrics_addr = server.local_addr();
-    println!("[telemetry] Prometheus metrics on http://{metrics_addr}/metrics\n");
-    metrics::describe_histogram!(LATENCY, metrics::Unit::Seconds, "Latency of simulated model calls.");
-
-    // 3. A simulated language-model workload, each call an operation with an error context.
-    println!("[workload] {} simulated model calls, {} at a time ...", args.calls, args.concurrency);
-    let started = Instant::now();
-    let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..args.calls {
-        let permit = limit.clone().acquire_owned().await?;
-        let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i));
-        tasks.spawn(async move {
-            let result = answer_question(i, seed).await;
-            drop(permit);
-            result
-        });
-    }
-    let (mut ok, mut first_failure, mut failures) = (0, None, 0);
-    let mut exact = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined.context("a simulated call panicked")? {
-            Ok(seconds) => {
-                ok += 1;
-                exact.push(seconds);
-            }
-            Err(e) => {
-                failures += 1;
-                first_failure.get_or_insert(e);
-            }
-        }
-    }
-    println!("[workload] {ok} answered, {failures} failed, in {:.2?}\n", started.elapsed());
-
-    // 4. Percentiles read in code, next to the exact values of the same samples.
-    let reading = telemetry.percentiles(LATENCY, &[]).context("latency histogram missing")?;
-    exact.sort_by(f64::total_cmp);
-    println!("[percentiles] model call latency, {} samples in the window:", reading.count());
-    println!("    {:<7} {:>12} {:>12} {:>9}", "", "sketch", "exact", "error");
-    for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
-        let estimate = reading.quantile(q).unwrap_or(f64::NAN);
-        let truth =
-            exact.get((q * (exact.len().saturating_sub(1)) as f64) as usize).copied().unwrap_or(f64::NAN);
-        println!(
-            "    {label:<7} {:>10.3}ms {:>10.3}ms {:>8.3}%",
-            estimate * 1e3,
-            truth * 1e3,
-            (estimate - truth).abs() / truth * 100.0
-        );
-    }
-
-    // 5. The same numbers as Prometheus scrapes them.
-    let scrape = http_get(metrics_addr, "/metrics").await?;
-    println!("\n[prometheus] GET http://{metrics_addr}/metrics (excerpt):");
-    for line in scrape.lines().filter(|l| l.starts_with(LATENCY) || l.starts_with("demo_calls_total")) {
-        println!("    {line}");
-    }
-
-    // 6. What an error looks like: the failing call's steps, in order.
-    if let Some(e) = first_failure {
-        println!("\n[error context] the first failed call, as its error prints:\n");
-        for line in e.to_string().lines() {
-            println!("    {line}");
-        }
-    }
-
-    println!("\n[not built yet] the full demo runs a local 3-node cluster optimizing a program:");
-    for (part, issue) in [
-        ("LLM providers behind cluster-wide rate limits, simulated model (the rate limiter is built)", 5),
-        ("dspex-optimizer: DSPy-style programs and distributed optimization", 6),
-        ("scope-tracer: distributed traces and the live dashboard", 7),
-    ] {
-        println!("    - {part} (issue {issue})");
-    }
-    println!("    (built: supervision, channels, service registry, pools, pipelines — see");
-    println!(
-        "     `cargo run -p foundation-examples --example <supervision|channels|registry|pool|pipeline>`;"
-    );
-    println!("     and the cluster: `foundation cluster up --nodes 3`, `foundation node --cluster`)");
-    if args.keep_serving {
-        println!("\n[telemetry] still serving http://{metrics_addr}/metrics; Ctrl-C or SIGTERM stops");
-        shutdown_signal().await?;
-    }
-    server.shutdown().await;
+    let Some(result) = &status.result else { return Ok(ExitCode::FAILURE) };
+    report(&args, &status, result, elapsed);
     Ok(ExitCode::SUCCESS)
 }
 
-/// One simulated call: three steps, the third of which fails for about 3 % of questions.
-async fn answer_question(i: u32, seed: u64) -> Result<f64, ContextError<String>> {
-    // Draw the whole call's randomness up front, so a seed reproduces it exactly.
-    let mut rng = SplitMix(seed);
-    let demos = 2 + (rng.next() % 3) as usize;
-    // Log-normal latency around 4 ms with a tail, like a fast local model server.
-    let latency = Duration::from_secs_f64(0.004 * (0.6 * rng.normal()).exp());
-    let malformed = rng.next() % 100 < 3;
-    let ctx = ErrorContext::new("answer_question");
-    ctx.run(|ctx| async move {
-        ctx.record("question", &i);
-        let prompt = ctx
-            .step("build_prompt", |ctx| async move {
-                ctx.record("demonstrations", &demos);
-                Ok::<_, String>(format!("{demos} demos + question {i}"))
-            })
-            .await?;
-        let (answer, seconds) = ctx
-            .step("call_model", |ctx| async move {
-                let started = Instant::now();
-                tokio::time::sleep(latency).await;
-                let took = started.elapsed().as_secs_f64();
-                metrics::histogram!(LATENCY).record(took);
-                ctx.record("prompt_chars", &prompt.len());
-                Ok::<_, String>((if malformed { "I think so." } else { "answer: 42" }, took))
-            })
-            .await?;
-        let result = ctx
-            .step("parse_answer", |_| async move {
-                answer
-                    .strip_prefix("answer: ")
-                    .map(|_| seconds)
-                    .ok_or_else(|| format!("model reply {answer:?} has no `answer:` field"))
-            })
-            .await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        metrics::counter!("demo_calls_total", "outcome" => outcome).increment(1);
-        result
-    })
-    .await
+/// Joins the cluster as an observer (it holds nothing and counts for nothing) and follows the
+/// run until it has a result.
+async fn watch(run_id: &str, addrs: &[SocketAddr], timeout: Duration) -> anyhow::Result<(Status, Duration)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = ClusterConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        seeds: addrs.to_vec(),
+        ..Default::default()
+    };
+    let name = format!("{}demo-{}", foundation_cluster::singleton::OBSERVER_PREFIX, std::process::id());
+    let observer = Cluster::start(&name, &config, None).await?;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} evaluations  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut last_line = Instant::now();
+    let outcome = loop {
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!("no result after {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(status) = distributed::status(run_id).await else { continue };
+        let best =
+            status.best.map_or("best -".to_string(), |(seed, s)| format!("best {s:.3} (candidate {seed})"));
+        let eta = status.eta_secs.map_or(String::new(), |s| format!(", about {s:.0} s left"));
+        let message = format!("{best}, {:.0} evals/s{eta}", status.evals_per_sec);
+        if tty {
+            bar.set_length(status.evaluations.0 as u64);
+            bar.set_position(status.evaluations.1 as u64);
+            bar.set_message(message);
+        } else if last_line.elapsed() >= Duration::from_secs(2) || status.result.is_some() {
+            println!("  {}/{} evaluations, {message}", status.evaluations.1, status.evaluations.0);
+            last_line = Instant::now();
+        }
+        if status.result.is_some() {
+            break Ok((status, started.elapsed()));
+        }
+    };
+    bar.finish_and_clear();
+    observer.shutdown().await;
+    outcome
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+fn report(args: &DemoArgs, status: &Status, result: &RunResult, elapsed: Duration) {
+    let baseline = result.scores.iter().find(|(seed, _)| *seed == -3).map_or(0.0, |(_, s)| *s);
+    let demos: usize = result.best_program.predictors.iter().map(|(_, p)| p.demos.len()).sum();
+    let workers = args.nodes * args.workers;
+    let speedup = status.work_secs / elapsed.as_secs_f64().max(1e-9);
+    println!("\nCandidates (validation score):");
+    for (seed, score) in &result.scores {
+        let what = match seed {
+            -3 => "zero-shot".to_string(),
+            -2 => "16 labelled demonstrations".to_string(),
+            -1 => "bootstrapped, in order".to_string(),
+            s => format!("bootstrapped, shuffle {s}"),
+        };
+        println!("  {seed:>3}  {score:.3}  {what}");
     }
-    Ok(())
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
-}
-
-/// SplitMix64: a deterministic generator, so a seed reproduces the same workload.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u1 = ((self.next() >> 11) as f64 / (1u64 << 53) as f64).max(f64::MIN_POSITIVE);
-        let u2 = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
+    println!();
+    println!("baseline (zero-shot)       {baseline:.3}");
+    println!(
+        "optimized                  {:.3}  (candidate {}, {demos} demonstrations)",
+        result.best_score, result.best_seed
+    );
+    println!(
+        "evaluations                {} (each recorded once; {} late duplicates ignored)",
+        result.evaluations, status.duplicates
+    );
+    println!(
+        "time                       {:.1} s on {} nodes × {} workers",
+        elapsed.as_secs_f64(),
+        args.nodes,
+        args.workers
+    );
+    println!(
+        "speed-up over one worker   {speedup:.1}× ({:.1} s of worker time in {:.1} s; ideal {workers}×)",
+        status.work_secs,
+        elapsed.as_secs_f64()
+    );
+    let by_node: Vec<String> = result.tasks_by_node.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    println!("tasks per node             {}", by_node.join(", "));
 }

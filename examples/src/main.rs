@@ -1,4 +1,5 @@
-//! The `foundation` command: `foundation demo` runs the main job; `foundation config check`
+//! The `foundation` command: `foundation demo` runs the main job; `foundation tour` the
+//! single-node building blocks; `foundation config check`
 //! validates a configuration; `foundation node` runs one cluster node.
 
 /// Prints a line, ignoring a closed stdout (a launcher that went away must not make the node
@@ -16,6 +17,7 @@ mod demo;
 mod llm_load;
 mod node_cmd;
 mod optimize;
+mod tour;
 
 use std::path::PathBuf;
 
@@ -35,8 +37,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the demo: what Foundation can do today, on this machine, with no network or accounts.
+    /// Run the demo: a local cluster of node processes optimizing a language-model program, with
+    /// no network or accounts.
     Demo(demo::DemoArgs),
+    /// A tour of the single-node building blocks: configuration, telemetry, error context.
+    Tour(tour::TourArgs),
     /// Run one cluster node until Ctrl-C or SIGTERM, printing membership changes.
     Node(Box<node_cmd::NodeArgs>),
     /// Run a local cluster of node processes.
@@ -49,7 +54,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var(foundation_core::config::ENV_LOG).unwrap_or_else(|_| "warn".to_string());
+    // The demo's own output is the point: its observer node's connection chatter is not.
+    let default = if matches!(cli.command, Command::Demo(_)) { "error" } else { "warn" };
+    let filter = std::env::var(foundation_core::config::ENV_LOG).unwrap_or_else(|_| default.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
             eprintln!("ignoring {}={filter:?}: {e}", foundation_core::config::ENV_LOG);
@@ -60,7 +67,8 @@ fn main() -> std::process::ExitCode {
         .init();
 
     let result = match cli.command {
-        Command::Demo(args) => demo::run(cli.config, args),
+        Command::Demo(args) => demo::run(args),
+        Command::Tour(args) => tour::run(cli.config, args),
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
         Command::Node(args) => node_cmd::run(cli.config, *args),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),

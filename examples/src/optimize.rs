@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::Args;
 use dspex_optimizer::distributed::{self, RunHandle, RunSpec};
-use foundation_actors::providers::{LanguageModel, SimulatedConfig, SimulatedModel};
+use foundation_actors::providers::{
+    LanguageModel, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, SimulatedConfig,
+    SimulatedModel,
+};
 use foundation_cluster::Cluster;
 
 /// Options of a distributed optimization.
@@ -33,11 +36,30 @@ pub struct OptimizeArgs {
     /// Directory of the runs' persisted state (shared by the nodes of one machine).
     #[arg(long)]
     pub run_state: Option<PathBuf>,
+    /// An OpenAI-compatible endpoint (up to `/v1`) instead of the simulated model; the key is
+    /// read from OPENAI_API_KEY.
+    #[arg(long)]
+    pub lm_url: Option<String>,
+    /// The model asked for at `--lm-url`.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub lm_model: String,
 }
 
 /// The simulated model every node registers for the run.
 pub fn model(seed: u64, latency: Duration) -> Arc<dyn LanguageModel> {
     Arc::new(SimulatedModel::new(SimulatedConfig { seed, latency, ..Default::default() }))
+}
+
+/// An OpenAI-compatible endpoint behind retries and a circuit breaker.
+fn endpoint(url: &str, model: &str) -> Option<Arc<dyn LanguageModel>> {
+    let client = OpenAiClient::new("endpoint", model, Some(url.to_string()), None, Duration::from_secs(60));
+    match Provider::new("endpoint", client, ProviderOptions::default()) {
+        Ok(p) => Some(Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p))),
+        Err(e) => {
+            say!("optimization: cannot use {url}: {e}");
+            None
+        }
+    }
 }
 
 /// The default directory of run state.
@@ -49,7 +71,10 @@ pub fn default_state_dir() -> PathBuf {
 pub fn start(cluster: &Cluster, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
     let run = args.run.clone()?;
     let spec = RunSpec::questions(&run, args.seed, args.candidates);
-    let lm = model(args.seed, Duration::from_millis(args.latency_ms));
+    let lm = match &args.lm_url {
+        Some(url) => endpoint(url, &args.lm_model)?,
+        None => model(args.seed, Duration::from_millis(args.latency_ms)),
+    };
     let dir = args.run_state.clone().unwrap_or_else(default_state_dir);
     let handle = Arc::new(distributed::start_run(cluster, spec, lm, args.workers, dir));
     let reporter = handle.clone();

@@ -21,9 +21,9 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn demo_runs_and_shows_config_percentiles_metrics_and_an_error_history() {
+fn tour_runs_and_shows_config_percentiles_metrics_and_an_error_history() {
     let out =
-        foundation(&["demo", "--calls", "200", "--seed", "3"], &[("FOUNDATION_NODE__NAME", "demo-node")]);
+        foundation(&["tour", "--calls", "200", "--seed", "3"], &[("FOUNDATION_NODE__NAME", "demo-node")]);
     let text = stdout(&out);
     assert!(out.status.success(), "stdout:\n{text}\nstderr:\n{}", stderr(&out));
     assert!(text.contains("node `demo-node`"), "{text}");
@@ -40,12 +40,12 @@ fn demo_runs_and_shows_config_percentiles_metrics_and_an_error_history() {
     let call = history.find("call_model").unwrap();
     let parse = history.find("FAILED").unwrap();
     assert!(build < call && call < parse, "{history}");
-    assert!(text.contains("[not built yet]"), "{text}");
+    assert!(text.contains("`foundation demo`"), "{text}");
 }
 
 #[test]
-fn demo_refuses_bad_config_with_the_key_named() {
-    let out = foundation(&["demo"], &[("FOUNDATION_TELEMETRY__WINDOW", "forever")]);
+fn tour_refuses_bad_config_with_the_key_named() {
+    let out = foundation(&["tour"], &[("FOUNDATION_TELEMETRY__WINDOW", "forever")]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("telemetry.window"), "{err}");
@@ -77,12 +77,12 @@ fn config_check_prints_the_effective_config_or_names_what_is_wrong() {
 }
 
 #[test]
-fn demo_serves_metrics_on_the_configured_address_until_stopped() {
+fn tour_serves_metrics_on_the_configured_address_until_stopped() {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_foundation"))
-        .args(["demo", "--calls", "50", "--keep-serving"])
+        .args(["tour", "--calls", "50", "--keep-serving"])
         .env_remove("FOUNDATION_CONFIG")
         .env("FOUNDATION_TELEMETRY__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -107,7 +107,7 @@ fn demo_serves_metrics_on_the_configured_address_until_stopped() {
             break;
         }
     }
-    let addr = addr.expect("the demo announces where it keeps serving");
+    let addr = addr.expect("the tour announces where it keeps serving");
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
@@ -122,4 +122,40 @@ fn demo_serves_metrics_on_the_configured_address_until_stopped() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn demo_optimizes_across_a_local_cluster_and_reports_scores_and_speed_up() {
+    let out = foundation(
+        &[
+            "demo",
+            "--nodes",
+            "2",
+            "--workers",
+            "2",
+            "--candidates",
+            "2",
+            "--latency-ms",
+            "10",
+            "--timeout",
+            "120s",
+        ],
+        &[],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("Launched 2 nodes"), "{text}");
+    // 5 candidates × 100 validation questions, each once.
+    assert!(text.contains("evaluations                500 (each recorded once"), "{text}");
+    let score = |label: &str| -> f64 {
+        let line =
+            text.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label} in {text}"));
+        line[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(score("optimized") > score("baseline (zero-shot)"), "{text}");
+    assert!(text.contains("speed-up over one worker"), "{text}");
+    // Bad options are refused with a reason.
+    let out = foundation(&["demo", "--dataset", "imagenet"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown dataset `imagenet`; bundled: questions"), "{}", stderr(&out));
 }

@@ -18,17 +18,37 @@ const CANDIDATES: usize = 5;
 /// The same search in this process, on one node, with no coordinator.
 fn single_node() -> SearchReport {
     let spec = RunSpec::questions("local", SEED, CANDIDATES);
-    let lm: Arc<dyn LanguageModel> =
-        Arc::new(SimulatedModel::new(SimulatedConfig { seed: SEED, latency: Duration::ZERO, ..Default::default() }));
+    let lm: Arc<dyn LanguageModel> = Arc::new(SimulatedModel::new(SimulatedConfig {
+        seed: SEED,
+        latency: Duration::ZERO,
+        ..Default::default()
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(spec.search().compile(&spec.student, &spec.trainset, &spec.valset, lm, &spec.metric, SEED))
+    runtime.block_on(spec.search().compile(
+        &spec.student,
+        &spec.trainset,
+        &spec.valset,
+        lm,
+        &spec.metric,
+        SEED,
+    ))
 }
 
 fn cluster(run: &str, state: &std::path::Path) -> Vec<NodeProcess> {
     let base = free_port_range(3);
     let state = state.display().to_string();
     let args = [
-        "--optimize", run, "--seed", "7", "--candidates", "5", "--workers", "3", "--latency-ms", "40", "--run-state",
+        "--optimize",
+        run,
+        "--seed",
+        "7",
+        "--candidates",
+        "5",
+        "--workers",
+        "3",
+        "--latency-ms",
+        "40",
+        "--run-state",
         &state,
     ];
     (0..3u16)
@@ -49,7 +69,8 @@ fn evaluations_done(node: &NodeProcess) -> usize {
 }
 
 fn result(node: &NodeProcess) -> serde_json::Value {
-    let line = node.wait_for("optimization finished", Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    let line =
+        node.wait_for("optimization finished", Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
     serde_json::from_str(line.split_once("optimization finished ").unwrap().1).unwrap()
 }
 
@@ -72,7 +93,8 @@ fn three_nodes_find_the_same_best_program_as_one() {
     let result = result(&nodes[1]);
     assert_same_as_single_node(&result, &local);
     // The work was shared.
-    let by_node: std::collections::BTreeMap<String, usize> = serde_json::from_value(result["tasks_by_node"].clone()).unwrap();
+    let by_node: std::collections::BTreeMap<String, usize> =
+        serde_json::from_value(result["tasks_by_node"].clone()).unwrap();
     assert_eq!(by_node.len(), 3, "{by_node:?}");
 }
 

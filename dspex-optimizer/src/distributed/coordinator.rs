@@ -46,6 +46,8 @@ pub(crate) struct Completion {
     pub(crate) node: String,
     pub(crate) task: Task,
     pub(crate) outcome: Outcome,
+    /// How long the worker spent on it.
+    pub(crate) work: Duration,
 }
 
 /// The final result of a run.
@@ -86,6 +88,8 @@ pub struct Status {
     pub requeued: u64,
     /// Stopped before finishing.
     pub stopped: bool,
+    /// Time workers spent on the recorded tasks, summed: what one worker would have taken.
+    pub work_secs: f64,
     /// The result, once finished.
     pub result: Option<RunResult>,
 }
@@ -170,7 +174,8 @@ impl Coordinator {
             .filter_map(|seed| {
                 let scores = state.done.scores.get(&seed)?;
                 // Summed in index order: the same float in every run, whatever the order of arrival.
-                (scores.len() == n).then(|| (seed, scores.values().map(|(s, _)| s).sum::<f64>() / n.max(1) as f64))
+                (scores.len() == n)
+                    .then(|| (seed, scores.values().map(|(s, _)| s).sum::<f64>() / n.max(1) as f64))
             })
             .collect()
     }
@@ -195,7 +200,12 @@ impl Coordinator {
             RunResult {
                 best_seed,
                 best_score,
-                best_program: state.done.built.get(&best_seed).cloned().unwrap_or_else(|| self.spec.student.clone()),
+                best_program: state
+                    .done
+                    .built
+                    .get(&best_seed)
+                    .cloned()
+                    .unwrap_or_else(|| self.spec.student.clone()),
                 scores: means.clone(),
                 evaluations: evals_done,
                 tasks_by_node,
@@ -211,6 +221,7 @@ impl Coordinator {
             duplicates: state.done.duplicates,
             requeued: state.requeued,
             stopped: state.done.stopped,
+            work_secs: state.done.work_ms as f64 / 1000.0,
             result,
         }
     }
@@ -226,9 +237,9 @@ impl Actor for Coordinator {
         let mut pending = VecDeque::new();
         for (i, seed) in self.seeds().into_iter().enumerate() {
             match done.built.get(&seed) {
-                Some(program) => {
-                    pending.extend(self.eval_tasks(seed, program).into_iter().filter(|t| !done.tasks.contains_key(&t.id)))
-                }
+                Some(program) => pending.extend(
+                    self.eval_tasks(seed, program).into_iter().filter(|t| !done.tasks.contains_key(&t.id)),
+                ),
                 None => pending.push_back(Task { id: i as u64, kind: TaskKind::Build { seed } }),
             }
         }
@@ -246,7 +257,12 @@ impl Actor for Coordinator {
         Ok(state)
     }
 
-    async fn handle(&self, _: ActorRef<CoordMsg>, msg: CoordMsg, state: &mut CoordState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<CoordMsg>,
+        msg: CoordMsg,
+        state: &mut CoordState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             CoordMsg::Tick => {
                 let up: Vec<String> = self.cluster.up();
@@ -255,7 +271,9 @@ impl Actor for Coordinator {
                 let lost: Vec<u64> = state
                     .leased
                     .iter()
-                    .filter(|(_, (_, node, deadline))| (*node != me && !up.contains(node)) || *deadline <= now)
+                    .filter(|(_, (_, node, deadline))| {
+                        (*node != me && !up.contains(node)) || *deadline <= now
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in lost {
@@ -272,7 +290,10 @@ impl Actor for Coordinator {
                 let mut tasks = Vec::new();
                 while tasks.len() < request.max.max(1) && !finished {
                     let Some(task) = state.pending.pop_front() else { break };
-                    state.leased.insert(task.id, (task.clone(), request.node.clone(), Instant::now() + LEASE_TIMEOUT));
+                    state.leased.insert(
+                        task.id,
+                        (task.clone(), request.node.clone(), Instant::now() + LEASE_TIMEOUT),
+                    );
                     tasks.push(task);
                 }
                 if let Ok(wire) = Wire::encode(&LeaseReply { tasks, finished }, usize::MAX) {
@@ -288,9 +309,12 @@ impl Actor for Coordinator {
                 };
                 let new = state.done.record(&self.spec, &c.task, &c.node, c.outcome);
                 if new {
+                    state.done.work_ms += c.work.as_millis() as u64;
                     if let (Some(program), TaskKind::Build { seed }) = (built, &c.task.kind) {
                         let tasks = self.eval_tasks(*seed, &program);
-                        state.pending.extend(tasks.into_iter().filter(|t| !state.done.tasks.contains_key(&t.id)));
+                        state
+                            .pending
+                            .extend(tasks.into_iter().filter(|t| !state.done.tasks.contains_key(&t.id)));
                     }
                     self.persist(state);
                     if self.finished(state) {

@@ -83,9 +83,8 @@ pub fn start_run(
         }),
     );
     let node = cluster.name().to_string();
-    let workers = (0..workers)
-        .map(|_| tokio::spawn(worker::run(spec.clone(), lm.clone(), node.clone())))
-        .collect();
+    let workers =
+        (0..workers).map(|_| tokio::spawn(worker::run(spec.clone(), lm.clone(), node.clone()))).collect();
     RunHandle { run_id: spec.run_id.clone(), _coordinator: coordinator, workers }
 }
 
@@ -111,7 +110,8 @@ impl RunHandle {
 
     /// Stops the run: no more tasks are handed out (the state is kept).
     pub async fn stop(&self) -> Result<(), RunError> {
-        let coordinator = worker::coordinator(&self.run_id).ok_or_else(|| RunError::NoCoordinator(self.run_id.clone()))?;
+        let coordinator =
+            worker::coordinator(&self.run_id).ok_or_else(|| RunError::NoCoordinator(self.run_id.clone()))?;
         match coordinator.call(CoordMsg::Stop, Some(Duration::from_secs(5))).await {
             Ok(ractor::rpc::CallResult::Success(_)) => Ok(()),
             _ => Err(RunError::NoAnswer(self.run_id.clone())),
@@ -134,9 +134,12 @@ impl Drop for RunHandle {
 
 /// Where the run `run_id` stands.
 pub async fn status(run_id: &str) -> Result<Status, RunError> {
-    let coordinator = worker::coordinator(run_id).ok_or_else(|| RunError::NoCoordinator(run_id.to_string()))?;
+    let coordinator =
+        worker::coordinator(run_id).ok_or_else(|| RunError::NoCoordinator(run_id.to_string()))?;
     match coordinator.call(CoordMsg::Status, Some(Duration::from_secs(5))).await {
-        Ok(ractor::rpc::CallResult::Success(wire)) => wire.into_inner().map_err(|_| RunError::NoAnswer(run_id.into())),
+        Ok(ractor::rpc::CallResult::Success(wire)) => {
+            wire.into_inner().map_err(|_| RunError::NoAnswer(run_id.into()))
+        }
         _ => Err(RunError::NoAnswer(run_id.to_string())),
     }
 }

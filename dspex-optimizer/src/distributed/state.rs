@@ -24,6 +24,9 @@ pub struct Done {
     pub duplicates: u64,
     /// The run was stopped before it finished.
     pub stopped: bool,
+    /// Milliseconds workers spent on the recorded tasks.
+    #[serde(default)]
+    pub work_ms: u64,
 }
 
 impl Done {

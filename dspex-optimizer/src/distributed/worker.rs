@@ -47,8 +47,9 @@ pub(crate) async fn run(spec: Arc<RunSpec>, lm: Arc<dyn LanguageModel>, node: St
             continue;
         }
         for task in reply.tasks {
+            let started = std::time::Instant::now();
             let outcome = execute(&spec, lm.as_ref(), &task).await;
-            report(&spec.run_id, &node, task, outcome).await;
+            report(&spec.run_id, &node, task, outcome, started.elapsed()).await;
         }
     }
 }
@@ -56,8 +57,10 @@ pub(crate) async fn run(spec: Arc<RunSpec>, lm: Arc<dyn LanguageModel>, node: St
 async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome {
     match &task.kind {
         TaskKind::Build { seed } => {
-            let candidate =
-                spec.search().candidate(*seed, &spec.student, &spec.trainset, lm, &spec.metric, spec.seed).await;
+            let candidate = spec
+                .search()
+                .candidate(*seed, &spec.student, &spec.trainset, lm, &spec.metric, spec.seed)
+                .await;
             Outcome::Built(candidate.program)
         }
         TaskKind::Eval { program, examples, .. } => {
@@ -74,8 +77,8 @@ async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome
 
 /// Reports a result until a coordinator takes it (the one that leased it, or its successor
 /// after failover: results are recorded once per task id, so repeating is harmless).
-async fn report(run_id: &str, node: &str, task: Task, outcome: Outcome) {
-    let completion = Completion { node: node.to_string(), task, outcome };
+async fn report(run_id: &str, node: &str, task: Task, outcome: Outcome, work: Duration) {
+    let completion = Completion { node: node.to_string(), task, outcome, work };
     loop {
         if let Some(coordinator) = coordinator(run_id)
             && let Ok(wire) = Wire::encode(&completion, usize::MAX)

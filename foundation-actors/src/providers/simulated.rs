@@ -20,7 +20,9 @@
 //! query's (word and character-trigram overlap) and answers with that demonstration's outputs,
 //! so good demonstrations (close to what is asked) give good answers, and poor ones give poor
 //! answers. With no demonstration similar enough (below [`SimulatedConfig::min_similarity`]) it
-//! answers zero-shot with a weak guess taken from the question itself (its last word). A seeded
+//! answers zero-shot with a weak guess: when the prompt names the allowed values (`one of a, b,
+//! c`), the one most similar to the question (the first on ties), else the question's last word.
+//! A seeded
 //! fraction of answers ([`SimulatedConfig::error_rate`]) take the second-nearest demonstration
 //! instead, like a model that is sometimes wrong. It never sees a dataset: only the prompt.
 //!
@@ -100,7 +102,7 @@ impl SimulatedModel {
     pub fn answer(&self, request: &ChatRequest) -> (String, Usage) {
         let text: String = request.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
         let content = match parse(&text) {
-            Some((demos, query)) => self.structured_answer(&demos, &query),
+            Some((demos, query)) => self.structured_answer(&demos, &query, &options(&text)),
             None => self.free_answer(&text, request.max_tokens),
         };
         let content = tokens::truncate(&content, request.max_tokens).to_string();
@@ -122,7 +124,7 @@ impl SimulatedModel {
         self.config.latency.mul_f64(factor.max(0.0))
     }
 
-    fn structured_answer(&self, demos: &[Block], query: &Block) -> String {
+    fn structured_answer(&self, demos: &[Block], query: &Block, options: &[String]) -> String {
         let inputs: Vec<&(String, String)> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
         let outputs: Vec<&str> =
             query.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| k.as_str()).collect();
@@ -152,7 +154,7 @@ impl SimulatedModel {
             .map(|field| {
                 let value = match chosen.and_then(|i| demos[i].iter().find(|(k, _)| k == field)) {
                     Some((_, v)) => v.clone(),
-                    None => guess(&query_text),
+                    None => guess(&query_text, options),
                 };
                 format!("{field}: {value}")
             })
@@ -238,8 +240,26 @@ fn join_inputs(fields: &[&(String, String)], keys: &[&str]) -> String {
         .join(" ")
 }
 
-/// A weak zero-shot guess: the question's last word.
-fn guess(question: &str) -> String {
+/// The allowed values a prompt names (`one of a, b or c`), if it does.
+fn options(text: &str) -> Vec<String> {
+    let Some(at) = text.find("one of ") else { return Vec::new() };
+    let list = text[at + "one of ".len()..].lines().next().unwrap_or("");
+    list.split(',')
+        .flat_map(|part| part.split(" or "))
+        .map(|o| o.trim().trim_end_matches('.').trim().to_string())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+/// A weak zero-shot guess: the allowed value most similar to the question, else its last word.
+fn guess(question: &str, options: &[String]) -> String {
+    let best = options
+        .iter()
+        .enumerate()
+        .max_by(|(i, a), (j, b)| similarity(question, a).total_cmp(&similarity(question, b)).then(j.cmp(i)));
+    if let Some((_, option)) = best {
+        return option.clone();
+    }
     question
         .split_whitespace()
         .last()
@@ -313,6 +333,9 @@ mod tests {
         // Nothing similar: a guess from the question, not an answer from elsewhere.
         assert_eq!(ask(&model, &demos, "Who wrote Hamlet?"), "Answer: Hamlet");
         assert_eq!(ask(&model, &[], "Who wrote Hamlet?"), "Answer: Hamlet");
+        // With allowed values named, the zero-shot guess is one of them.
+        let prompt = "Answer with one of person, place or number.\n---\nQuestion: How many people?\nAnswer:";
+        assert_eq!(model.answer(&ChatRequest::prompt(prompt)).0, "Answer: person");
     }
 
     #[test]
