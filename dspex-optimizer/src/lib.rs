@@ -15,8 +15,12 @@
 //!   deterministic for a seed.
 //! - Datasets in [`datasets`]: JSON-lines loading and a bundled question-classification set.
 //!
-//! Not built yet (issue 6, continued): the instruction optimizer, and the distributed run (a
-//! coordinator singleton and evaluation workers on every node).
+//! - [`distributed`]: the same random search run across a cluster — a coordinator singleton per
+//!   run, evaluation workers on every node pulling leased tasks, results recorded once per task,
+//!   a lost node's work redone, a lost coordinator resumed from its persisted state.
+//!
+//! Not built yet (issue 6, continued): an instruction optimizer, and scaling workers with queue
+//! depth and the provider budget.
 //!
 //! ```
 //! use std::sync::Arc;

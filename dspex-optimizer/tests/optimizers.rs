@@ -123,3 +123,36 @@ async fn failures_score_zero_and_say_why() {
     );
     assert!(errors[1].contains("no `label` field"), "{errors:?}");
 }
+
+#[tokio::test]
+async fn the_instruction_search_finds_instructions_that_matter_and_improves_over_zero_shot() {
+    let (program, train, val, dev, metric) = task();
+    // Without the allowed values in its description, the zero-shot model can only guess words.
+    let mut bare = program.clone();
+    bare.predictors[0].1.signature.outputs[0].description.clear();
+    let lm = lm();
+    let proposals = optimizers::propose_instructions(&bare.predictors[0].1.signature, &train, 4, 1);
+    assert_eq!(proposals[0], "Classify the type of answer the question asks for.");
+    assert!(
+        proposals[1].contains("The `label` is one of") && proposals[1].contains("location"),
+        "{proposals:?}"
+    );
+    // An instruction that names the classes lifts zero-shot above guessing.
+    let mut listed = bare.clone();
+    listed.predictors[0].1.signature.instructions.clone_from(&proposals[1]);
+    let zero = evaluate(&bare, &dev, lm.clone(), &metric, 8).await.mean;
+    let zero_listed = evaluate(&listed, &dev, lm.clone(), &metric, 8).await.mean;
+    assert!(zero_listed > zero, "{zero_listed} vs {zero}");
+
+    let search = optimizers::InstructionSearch::default();
+    let report = search.compile(&bare, &train, &val, lm.clone(), &metric, 1).await;
+    assert_eq!(report.trials.len(), 12);
+    let again = search.compile(&bare, &train, &val, lm.clone(), &metric, 1).await;
+    assert_eq!(report.best, again.best);
+    let best = evaluate(&report.best, &dev, lm.clone(), &metric, 8).await.mean;
+    println!(
+        "instruction search: zero-shot {zero:.3}, listed {zero_listed:.3}, best {best:.3}; trials {:?}",
+        report.trials
+    );
+    assert!(best > zero + 0.2, "{best} vs {zero}");
+}
