@@ -77,12 +77,14 @@ enum Command {
     Replicas { name: String },
     /// `budget`: print this node's share of the provider budget (`--provider-url`).
     Budget,
+    /// `stop-run`: stop the optimization run (`--optimize`); starting its nodes again resumes it.
+    StopRun,
 }
 
 impl Command {
     fn parse(line: &str) -> Result<Command, String> {
         let mut words = line.split_whitespace();
-        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`";
+        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`";
         match (words.next(), words.next()) {
             (Some("broadcast"), Some(topic)) => {
                 let text = words.collect::<Vec<_>>().join(" ");
@@ -94,6 +96,7 @@ impl Command {
             },
             (Some("services"), None) => Ok(Command::Services),
             (Some("budget"), None) => Ok(Command::Budget),
+            (Some("stop-run"), None) => Ok(Command::StopRun),
             (Some("replicas"), Some(name)) => Ok(Command::Replicas { name: name.to_string() }),
             (Some("health"), Some(service)) => match words.next() {
                 Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
@@ -117,6 +120,7 @@ fn run_command(
     budget: Option<&foundation_core::rate_limit::RateLimiter>,
 ) {
     match command {
+        Command::StopRun => {}
         Command::Budget => match budget {
             Some(limiter) => say!("budget share {:.3}", limiter.share()),
             None => say!("budget: none (start the node with --provider-url)"),
@@ -338,7 +342,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             workers.push(worker);
         }
         let budget = crate::llm_load::start(&cluster, &args.llm)?;
-        let _run = crate::optimize::start(&cluster, &args.optimize);
+        let run = crate::optimize::start(&cluster, &channels, &args.optimize);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // Standard input: one command per line; end of input is the launcher going away.
         let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -355,6 +359,18 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                 line = lines.recv(), if stdin_open => match line {
                     Some(line) if line.trim().is_empty() => {}
                     Some(line) => match Command::parse(&line) {
+                        Ok(Command::StopRun) => match &run {
+                            Some(run) => {
+                                let run = run.clone();
+                                tokio::spawn(async move {
+                                    match run.stop().await {
+                                        Ok(()) => say!("run stopped"),
+                                        Err(e) => say!("run not stopped: {e}"),
+                                    }
+                                });
+                            }
+                            None => say!("stop-run: no run here (start the node with --optimize)"),
+                        },
                         Ok(command) => run_command(command, &channels, &registry, &replicas, budget.as_ref()),
                         Err(e) => say!("{e}"),
                     },

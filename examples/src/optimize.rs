@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use dspex_optimizer::distributed::{self, RunHandle, RunSpec};
+use dspex_optimizer::distributed::{self, RunHandle, RunOptions, RunSpec};
+use foundation_actors::channels::Channels;
 use foundation_actors::providers::{
     LanguageModel, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, SimulatedConfig,
     SimulatedModel,
@@ -21,7 +22,7 @@ pub struct OptimizeArgs {
     /// options).
     #[arg(long = "optimize", value_name = "RUN")]
     pub run: Option<String>,
-    /// Evaluation workers on this node.
+    /// Evaluation workers on this node, at most (fewer are active when the queue is short).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
     /// Seed of the run (candidates and the simulated model).
@@ -68,7 +69,7 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// Joins the run, if asked, and prints its progress and result.
-pub fn start(cluster: &Cluster, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
+pub fn start(cluster: &Cluster, channels: &Channels, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
     let run = args.run.clone()?;
     let spec = RunSpec::questions(&run, args.seed, args.candidates);
     let lm = match &args.lm_url {
@@ -76,8 +77,24 @@ pub fn start(cluster: &Cluster, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
         None => model(args.seed, Duration::from_millis(args.latency_ms)),
     };
     let dir = args.run_state.clone().unwrap_or_else(default_state_dir);
-    let handle = Arc::new(distributed::start_run(cluster, spec, lm, args.workers, dir));
-    let reporter = handle.clone();
+    // A node asked for no workers runs none (it may still hold the coordinator).
+    let options = RunOptions {
+        min_workers: args.workers.min(1),
+        channels: Some(channels.clone()),
+        ..RunOptions::new(args.workers, dir)
+    };
+    let handle = Arc::new(distributed::start_run(cluster, spec, lm, options));
+    // Progress as the coordinator publishes it on the telemetry channel (from whichever node).
+    if let Ok(mut telemetry) = channels.subscribe(&foundation_actors::channels::telemetry()) {
+        tokio::spawn(async move {
+            while let Ok(event) = telemetry.recv().await {
+                if event.kind == distributed::PROGRESS_EVENT {
+                    say!("telemetry {} from {}: {}", event.kind, event.source, event.data["evaluations"]);
+                }
+            }
+        });
+    }
+    let (reporter, workers) = (handle.clone(), args.workers);
     tokio::spawn(async move {
         let mut last = String::new();
         loop {
@@ -92,17 +109,21 @@ pub fn start(cluster: &Cluster, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
                     "tasks_by_node": result.tasks_by_node,
                     "duplicates": status.duplicates,
                     "requeued": status.requeued,
+                    "resumed": status.resumed,
                     "best_program": result.best_program,
                 });
                 say!("optimization finished {report}");
                 return;
             }
             let line = format!(
-                "optimization progress {}/{} evaluations, best {}, {:.0} evals/s",
+                "optimization progress {}/{} evaluations, best {}, {:.0} evals/s, {} queued, workers here {} of {}",
                 status.evaluations.1,
                 status.evaluations.0,
                 status.best.map_or("-".to_string(), |(seed, score)| format!("{score:.3} (candidate {seed})")),
-                status.evals_per_sec
+                status.evals_per_sec,
+                status.queued,
+                reporter.active_workers(),
+                workers
             );
             if line != last {
                 say!("{line}");

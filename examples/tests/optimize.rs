@@ -10,7 +10,7 @@ use dspex_optimizer::distributed::RunSpec;
 use dspex_optimizer::optimizers::SearchReport;
 use foundation_actors::providers::{LanguageModel, SimulatedConfig, SimulatedModel};
 use foundation_cluster::testkit::{NodeProcess, free_port_range};
-use support::start_node;
+use support::{WAIT, start_node};
 
 const SEED: u64 = 7;
 const CANDIDATES: usize = 5;
@@ -96,6 +96,10 @@ fn three_nodes_find_the_same_best_program_as_one() {
     let by_node: std::collections::BTreeMap<String, usize> =
         serde_json::from_value(result["tasks_by_node"].clone()).unwrap();
     assert_eq!(by_node.len(), 3, "{by_node:?}");
+    // Progress went out on the telemetry channel to every node, from the coordinator's node.
+    nodes[2]
+        .wait_for("telemetry optimization_progress from fault-free", WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -110,7 +114,9 @@ fn killing_the_coordinators_node_mid_run_loses_and_doubles_nothing() {
     // The coordinator restarts on n2 from the persisted state; n1's leases are redone.
     let result = result(&nodes[1]);
     assert_same_as_single_node(&result, &local);
-    assert!(state.path().join("coordinator-killed.json").exists());
+    // The new coordinator started from what the old one had persisted, n1's work included.
+    assert!(result["resumed"].as_u64().unwrap() > 0, "{result}");
+    assert!(result["tasks_by_node"]["n1"].as_u64().unwrap() > 0, "{result}");
 }
 
 #[test]
@@ -124,4 +130,39 @@ fn killing_a_worker_node_mid_run_returns_its_leases() {
     let result = result(&nodes[0]);
     assert_same_as_single_node(&result, &local);
     assert!(result["requeued"].as_u64().unwrap() >= 1, "n3's leases went back to the queue: {result}");
+}
+
+#[test]
+fn a_stopped_run_resumes_from_its_persisted_state_when_started_again() {
+    let local = single_node();
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().display().to_string();
+    let port = free_port_range(1);
+    let args = [
+        "--optimize",
+        "stopped",
+        "--seed",
+        "7",
+        "--candidates",
+        "5",
+        "--workers",
+        "4",
+        "--latency-ms",
+        "40",
+        "--run-state",
+        &state_arg,
+    ];
+    let mut node = start_node("solo", port, &[], &args);
+    support::until(|| evaluations_done(&node) >= 100, || format!("progress: {:?}", node.output()));
+    node.send_line("stop-run").unwrap();
+    node.wait_for("run stopped", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    // Stopped: nothing more is handed out, and no result comes.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(!node.output().iter().any(|l| l.contains("optimization finished")));
+    node.kill();
+    // Started again on the same state: it picks up where it stopped and ends with the same result.
+    let node = start_node("solo", port, &[], &args);
+    let result = result(&node);
+    assert_same_as_single_node(&result, &local);
+    assert!(result["resumed"].as_u64().unwrap() >= 20, "{result}");
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use foundation_actors::channels::{Channels, SystemEvent, telemetry};
 use foundation_actors::wire::Wire;
 use foundation_cluster::Cluster;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -25,6 +26,10 @@ pub const SCOPE: &str = "dspex.runs";
 pub const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the coordinator checks leases.
 const TICK: Duration = Duration::from_millis(200);
+/// How often progress goes out on the telemetry channel.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// The `kind` of progress events on the telemetry channel (their `data` is a [`Status`]).
+pub const PROGRESS_EVENT: &str = "optimization_progress";
 
 /// A worker's request for work.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +91,12 @@ pub struct Status {
     pub duplicates: u64,
     /// Leases given back because their node was lost or they timed out.
     pub requeued: u64,
+    /// Tasks waiting for a worker.
+    pub queued: usize,
+    /// Tasks leased to workers now.
+    pub leased: usize,
+    /// Tasks this coordinator found done in the persisted state when it started.
+    pub resumed: usize,
     /// Stopped before finishing.
     pub stopped: bool,
     /// Time workers spent on the recorded tasks, summed: what one worker would have taken.
@@ -111,6 +122,7 @@ pub(crate) struct Coordinator {
     pub(crate) spec: Arc<RunSpec>,
     pub(crate) cluster: Cluster,
     pub(crate) state_dir: PathBuf,
+    pub(crate) channels: Option<Channels>,
 }
 
 pub(crate) struct CoordState {
@@ -120,6 +132,8 @@ pub(crate) struct CoordState {
     started: Instant,
     evals_at_start: usize,
     requeued: u64,
+    resumed: usize,
+    published: Instant,
 }
 
 impl Coordinator {
@@ -220,6 +234,9 @@ impl Coordinator {
             eta_secs: eta,
             duplicates: state.done.duplicates,
             requeued: state.requeued,
+            queued: state.pending.len(),
+            leased: state.leased.len(),
+            resumed: state.resumed,
             stopped: state.done.stopped,
             work_secs: state.done.work_ms as f64 / 1000.0,
             result,
@@ -233,7 +250,12 @@ impl Actor for Coordinator {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<CoordMsg>, _: ()) -> Result<CoordState, ActorProcessingErr> {
-        let done = Done::load(&self.state_dir, &self.spec.run_id)?;
+        let mut done = Done::load(&self.state_dir, &self.spec.run_id)?;
+        if done.stopped {
+            // A coordinator started for a stopped run resumes it.
+            tracing::info!(run = %self.spec.run_id, "resuming a stopped run");
+            done.stopped = false;
+        }
         let mut pending = VecDeque::new();
         for (i, seed) in self.seeds().into_iter().enumerate() {
             match done.built.get(&seed) {
@@ -253,7 +275,10 @@ impl Actor for Coordinator {
             leased: BTreeMap::new(),
             started: Instant::now(),
             requeued: 0,
+            resumed: 0,
+            published: Instant::now(),
         };
+        let state = CoordState { resumed: state.done.tasks.len(), ..state };
         Ok(state)
     }
 
@@ -265,6 +290,24 @@ impl Actor for Coordinator {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             CoordMsg::Tick => {
+                if let Some(channels) = &self.channels
+                    && state.published.elapsed() >= PUBLISH_EVERY
+                {
+                    state.published = Instant::now();
+                    let mut status = self.status(state);
+                    // The programs are large and not progress: the result's scores are enough.
+                    if let Some(r) = status.result.as_mut() {
+                        r.best_program.predictors.clear();
+                    }
+                    let event = SystemEvent {
+                        kind: PROGRESS_EVENT.into(),
+                        source: self.spec.run_id.clone(),
+                        data: serde_json::to_value(&status).unwrap_or_default(),
+                    };
+                    if let Err(e) = channels.broadcast(&telemetry(), event) {
+                        tracing::debug!(error = %e, "progress not published");
+                    }
+                }
                 let up: Vec<String> = self.cluster.up();
                 let me = self.cluster.name().to_string();
                 let now = Instant::now();

@@ -3,6 +3,7 @@
 //! capacity: a slow node simply asks less often.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use foundation_actors::providers::LanguageModel;
@@ -33,8 +34,19 @@ async fn lease(run_id: &str, node: &str) -> Option<LeaseReply> {
 }
 
 /// Runs one worker until the run is finished.
-pub(crate) async fn run(spec: Arc<RunSpec>, lm: Arc<dyn LanguageModel>, node: String) {
+pub(crate) async fn run(
+    spec: Arc<RunSpec>,
+    lm: Arc<dyn LanguageModel>,
+    node: String,
+    index: usize,
+    active: Arc<AtomicUsize>,
+) {
     loop {
+        if index >= active.load(Ordering::SeqCst) {
+            // Parked: the node runs fewer workers now.
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
         let Some(reply) = lease(&spec.run_id, &node).await else {
             tokio::time::sleep(IDLE).await;
             continue;
