@@ -10,17 +10,16 @@
 //! - [`evaluate::evaluate`]: mean score, per-example results, failures, latency,
 //!   tokens and cost, with bounded concurrency.
 //! - Optimizers in [`optimizers`]: [`LabeledFewShot`](optimizers::LabeledFewShot),
-//!   [`BootstrapFewShot`](optimizers::BootstrapFewShot) and
-//!   [`RandomSearch`](optimizers::RandomSearch) (DSPy's `BootstrapFewShotWithRandomSearch`),
-//!   deterministic for a seed.
+//!   [`BootstrapFewShot`](optimizers::BootstrapFewShot),
+//!   [`RandomSearch`](optimizers::RandomSearch) (DSPy's `BootstrapFewShotWithRandomSearch`) and
+//!   [`InstructionSearch`](optimizers::InstructionSearch) (instruction × demonstration set, in the
+//!   manner of MIPRO), deterministic for a seed.
 //! - Datasets in [`datasets`]: JSON-lines loading and a bundled question-classification set.
 //!
 //! - [`distributed`]: the same random search run across a cluster — a coordinator singleton per
 //!   run, evaluation workers on every node pulling leased tasks, results recorded once per task,
-//!   a lost node's work redone, a lost coordinator resumed from its persisted state.
-//!
-//! Not built yet (issue 6, continued): an instruction optimizer, and scaling workers with queue
-//! depth and the provider budget.
+//!   a lost node's work redone, a lost coordinator resumed from its persisted state, workers
+//!   scaled with the queue and the provider budget, progress on the telemetry channel.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -51,6 +50,7 @@ pub mod distributed;
 pub mod evaluate;
 mod example;
 mod metric;
+mod models;
 pub mod optimizers;
 mod predict;
 mod program;
@@ -59,6 +59,7 @@ mod signature;
 
 pub use example::{Example, Prediction};
 pub use metric::Metric;
+pub use models::LanguageModels;
 pub use predict::{DEFAULT_MAX_TOKENS, Predictor, ProgramError, Strategy};
 pub use program::{Program, TraceStep};
 pub use signature::{Field, Signature, SignatureError};

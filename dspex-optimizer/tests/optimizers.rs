@@ -156,3 +156,36 @@ async fn the_instruction_search_finds_instructions_that_matter_and_improves_over
     );
     assert!(best > zero + 0.2, "{best} vs {zero}");
 }
+
+#[tokio::test]
+async fn a_program_of_two_predictors_passes_outputs_on_and_names_what_is_missing() {
+    let lm = lm();
+    let classify = Predictor::predict(Signature::parse("question -> label").unwrap());
+    let mut explain = Predictor::predict(Signature::parse("label -> advice").unwrap());
+    explain.demos = vec![
+        Example::new().input("label", "person").label("advice", "answer with a name"),
+        Example::new().input("label", "number").label("advice", "answer with a number"),
+    ];
+    let mut first = classify.clone();
+    first.demos =
+        vec![Example::new().input("question", "How many legs has a spider?").label("label", "number")];
+    let program = Program::new("two").then("classify", first).then("explain", explain.clone());
+    let inputs = [("question".to_string(), "How many moons has Mars?".to_string())].into();
+    let (prediction, trace) = program.run(lm.as_ref(), &inputs).await.unwrap();
+    assert_eq!(prediction.get("label"), Some("number"));
+    assert_eq!(prediction.get("advice"), Some("answer with a number"));
+    assert_eq!(trace.len(), 2);
+    assert_eq!(trace[1].inputs["label"], "number", "the second predictor read the first's output");
+    // A predictor whose input nothing provides is a clear error.
+    let broken = Program::new("broken").then("explain", explain);
+    let err = broken.run(lm.as_ref(), &inputs).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "predictor `explain` needs input `label`, which neither the example nor an earlier predictor gives"
+    );
+    // Models are found by name; an unknown one says what is registered.
+    let models = LanguageModels::new().register("simulated", lm.clone());
+    assert!(models.get("simulated").is_ok());
+    let unknown = models.get("gpt-9").err().unwrap().to_string();
+    assert!(unknown.contains("gpt-9") && unknown.contains("registered: simulated"), "{unknown}");
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use dspex_optimizer::LanguageModels;
 use dspex_optimizer::distributed::{self, RunHandle, RunOptions, RunSpec};
 use foundation_actors::channels::Channels;
 use foundation_actors::providers::{
@@ -83,7 +84,14 @@ pub fn start(cluster: &Cluster, channels: &Channels, args: &OptimizeArgs) -> Opt
         channels: Some(channels.clone()),
         ..RunOptions::new(args.workers, dir)
     };
-    let handle = Arc::new(distributed::start_run(cluster, spec, lm, options));
+    let models = LanguageModels::new().register(spec.lm.clone(), lm);
+    let handle = match distributed::start_run(cluster, spec, &models, options) {
+        Ok(h) => Arc::new(h),
+        Err(e) => {
+            say!("optimization: {e}");
+            return None;
+        }
+    };
     // Progress as the coordinator publishes it on the telemetry channel (from whichever node).
     if let Ok(mut telemetry) = channels.subscribe(&foundation_actors::channels::telemetry()) {
         tokio::spawn(async move {

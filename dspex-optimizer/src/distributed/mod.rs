@@ -33,7 +33,7 @@ use std::time::Duration;
 use foundation_actors::channels::Channels;
 use foundation_core::rate_limit::RateLimiter;
 
-use foundation_actors::providers::LanguageModel;
+use crate::LanguageModels;
 use foundation_actors::supervision::ChildSpec;
 use foundation_cluster::{Cluster, SingletonHandle};
 
@@ -54,6 +54,9 @@ pub struct RunHandle {
 /// Why a run could not be asked something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
+    /// The spec names a model this node has not registered.
+    #[error("{0}")]
+    Model(String),
     /// No coordinator is visible (none started yet, or failing over).
     #[error("run `{0}`: no coordinator is reachable")]
     NoCoordinator(String),
@@ -98,7 +101,8 @@ impl RunOptions {
 pub const SCALE_EVERY: Duration = Duration::from_millis(250);
 
 /// Takes part in the run `spec` on this node: declares its coordinator (a singleton, run on one
-/// node) and starts evaluation workers here, which call `lm`.
+/// node) and starts evaluation workers here, which call the model `spec.lm` names among
+/// `models` (an unknown name is an error, before anything starts).
 ///
 /// Workers scale with the run: every [`SCALE_EVERY`] the node activates
 /// `clamp(queued tasks / nodes up, min_workers, max_workers)` of them, fewer when the provider
@@ -107,9 +111,10 @@ pub const SCALE_EVERY: Duration = Duration::from_millis(250);
 pub fn start_run(
     cluster: &Cluster,
     spec: RunSpec,
-    lm: Arc<dyn LanguageModel>,
+    models: &LanguageModels,
     options: RunOptions,
-) -> RunHandle {
+) -> Result<RunHandle, RunError> {
+    let lm = models.get(&spec.lm).map_err(|e| RunError::Model(e.to_string()))?;
     let spec = Arc::new(spec);
     let name = format!("dspex:{}", spec.run_id);
     let (s, c, d, ch) = (spec.clone(), cluster.clone(), options.state_dir.clone(), options.channels.clone());
@@ -135,7 +140,7 @@ pub fn start_run(
         .map(|i| tokio::spawn(worker::run(spec.clone(), lm.clone(), node.clone(), i, active.clone())))
         .collect();
     workers.push(tokio::spawn(scale(spec.run_id.clone(), cluster.clone(), options, active.clone())));
-    RunHandle { run_id: spec.run_id.clone(), _coordinator: coordinator, workers, active }
+    Ok(RunHandle { run_id: spec.run_id.clone(), _coordinator: coordinator, workers, active })
 }
 
 /// Active workers wanted on one node: its share of the tasks queued or in flight, fewer by the
