@@ -1,5 +1,45 @@
-//! Distributed tracing across actors and nodes for Foundation: trace context on every message,
-//! per-node participants, collection into one timeline, export to Perfetto, a cluster profiler
-//! and a live web dashboard.
+//! Distributed tracing across actors and nodes for Foundation.
 //!
-//! Not built yet: this crate is planned in the project's issue 7 (tracer).
+//! Built so far (issue 7, first part):
+//!
+//! - [`context`]: W3C `traceparent` parsing and formatting, and a [`Sampler`] that decides from
+//!   the trace id (so every node decides alike).
+//! - [`recorder`]: a `tracing` layer ([`TraceLayer`]) that follows trace context through spans —
+//!   a span with a `traceparent` field continues a remote trace, one with `trace_root = true`
+//!   starts a sampled-or-not trace, nested spans join their parent's — and keeps finished spans
+//!   of sampled traces in a bounded [`TraceBuffer`] (oldest dropped and counted);
+//!   [`current_traceparent`] is what an outgoing message carries.
+//! - [`timeline`]: merging the parts of a trace from several nodes, parents before children,
+//!   with clock skew corrected so that no child starts before its parent, orphans and missing
+//!   nodes reported.
+//! - [`export`]: Chrome trace event JSON (Perfetto) and JSON lines.
+//!
+//! Not built yet: carrying the context on every Foundation message and envelope, per-node
+//! participants and cluster-wide collection, the profiler and the dashboard.
+//!
+//! ```
+//! use scope_tracer::*;
+//! use tracing_subscriber::layer::SubscriberExt;
+//!
+//! let buffer = TraceBuffer::new(1024);
+//! let subscriber = tracing_subscriber::registry().with(TraceLayer::new("n1", Sampler::always(), buffer.clone()));
+//! let traceparent = tracing::subscriber::with_default(subscriber, || {
+//!     let root = tracing::info_span!("request", trace_root = true, user = "ada");
+//!     let _in = root.enter();
+//!     let _step = tracing::info_span!("lookup").entered();
+//!     current_traceparent().unwrap()
+//! });
+//! let trace_id = TraceContext::parse(&traceparent).unwrap().trace_hex();
+//! let timeline = timeline::merge(&trace_id, buffer.trace(&trace_id), Default::default());
+//! assert_eq!(timeline.spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["request", "lookup"]);
+//! assert!(export::chrome_trace(&timeline)["traceEvents"].as_array().unwrap().len() >= 2);
+//! ```
+
+pub mod context;
+pub mod export;
+pub mod recorder;
+pub mod timeline;
+
+pub use context::{Sampler, TraceContext, TraceparentError};
+pub use recorder::{SpanRecord, TraceBuffer, TraceLayer, current_context, current_traceparent};
+pub use timeline::Timeline;
