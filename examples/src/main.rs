@@ -18,6 +18,7 @@ mod llm_load;
 mod node_cmd;
 mod optimize;
 mod tour;
+mod trace_cmd;
 
 use std::path::PathBuf;
 
@@ -57,14 +58,30 @@ fn main() -> std::process::ExitCode {
     // The demo's own output is the point: its observer node's connection chatter is not.
     let default = if matches!(cli.command, Command::Demo(_)) { "error" } else { "warn" };
     let filter = std::env::var(foundation_core::config::ENV_LOG).unwrap_or_else(|_| default.to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
-            eprintln!("ignoring {}={filter:?}: {e}", foundation_core::config::ENV_LOG);
-            tracing_subscriber::EnvFilter::new("warn")
-        }))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("ignoring {}={filter:?}: {e}", foundation_core::config::ENV_LOG);
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match &cli.command {
+        // A traced node: the log filter applies to the log only, and the recorder sees every span.
+        Command::Node(args) if args.trace_rate().is_some() => {
+            use tracing_subscriber::Layer as _;
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+            let node = args.node_name().unwrap_or("node");
+            tracing_subscriber::registry()
+                .with(log.with_filter(env_filter))
+                .with(scope_tracer::layer(node, args.trace_rate().unwrap_or(0.0)))
+                .init();
+        }
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(env_filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .init(),
+    }
 
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),

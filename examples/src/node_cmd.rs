@@ -60,6 +60,22 @@ pub struct NodeArgs {
     /// Take part in a distributed optimization.
     #[command(flatten)]
     optimize: crate::optimize::OptimizeArgs,
+    /// Record distributed traces, sampling new ones at this rate (0 to 1): a trace participant
+    /// runs, and stdin takes `trace-hop NODE,NODE,...` and `trace-collect TRACE_ID`.
+    #[arg(long, value_name = "RATE")]
+    trace_rate: Option<f64>,
+}
+
+impl NodeArgs {
+    /// The sampling rate, if tracing is on.
+    pub fn trace_rate(&self) -> Option<f64> {
+        self.trace_rate
+    }
+
+    /// The node name given on the command line.
+    pub fn node_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
 }
 
 /// What a node does with a line on its standard input.
@@ -79,12 +95,16 @@ enum Command {
     Budget,
     /// `stop-run`: stop the optimization run (`--optimize`); starting its nodes again resumes it.
     StopRun,
+    /// `trace-hop NODE,NODE,...`: start a trace here and send it along these nodes (`--trace-rate`).
+    TraceHop { path: Vec<String> },
+    /// `trace-collect TRACE_ID`: collect a trace from every node and print it.
+    TraceCollect { trace_id: String },
 }
 
 impl Command {
     fn parse(line: &str) -> Result<Command, String> {
         let mut words = line.split_whitespace();
-        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`";
+        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`, `trace-hop N1,N2`, `trace-collect ID`";
         match (words.next(), words.next()) {
             (Some("broadcast"), Some(topic)) => {
                 let text = words.collect::<Vec<_>>().join(" ");
@@ -97,6 +117,10 @@ impl Command {
             (Some("services"), None) => Ok(Command::Services),
             (Some("budget"), None) => Ok(Command::Budget),
             (Some("stop-run"), None) => Ok(Command::StopRun),
+            (Some("trace-hop"), Some(path)) => {
+                Ok(Command::TraceHop { path: path.split(',').map(str::to_string).collect() })
+            }
+            (Some("trace-collect"), Some(id)) => Ok(Command::TraceCollect { trace_id: id.to_string() }),
             (Some("replicas"), Some(name)) => Ok(Command::Replicas { name: name.to_string() }),
             (Some("health"), Some(service)) => match words.next() {
                 Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
@@ -120,7 +144,7 @@ fn run_command(
     budget: Option<&foundation_core::rate_limit::RateLimiter>,
 ) {
     match command {
-        Command::StopRun => {}
+        Command::StopRun | Command::TraceHop { .. } | Command::TraceCollect { .. } => {}
         Command::Budget => match budget {
             Some(limiter) => say!("budget share {:.3}", limiter.share()),
             None => say!("budget: none (start the node with --provider-url)"),
@@ -343,6 +367,9 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         }
         let budget = crate::llm_load::start(&cluster, &args.llm)?;
         let run = crate::optimize::start(&cluster, &channels, &args.optimize);
+        if args.trace_rate.is_some() {
+            crate::trace_cmd::start(&config.node.name).await?;
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // Standard input: one command per line; end of input is the launcher going away.
         let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -371,6 +398,11 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                             }
                             None => say!("stop-run: no run here (start the node with --optimize)"),
                         },
+                        Ok(Command::TraceHop { path }) => crate::trace_cmd::hop(&config.node.name, &path),
+                        Ok(Command::TraceCollect { trace_id }) => {
+                            let cluster = cluster.clone();
+                            tokio::spawn(async move { crate::trace_cmd::collect(&cluster, &trace_id).await });
+                        }
                         Ok(command) => run_command(command, &channels, &registry, &replicas, budget.as_ref()),
                         Err(e) => say!("{e}"),
                     },

@@ -64,8 +64,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     Ok(value)
 }
 
-/// A serde value as a ractor message argument between nodes.
-pub struct Wire<T>(State<T>);
+/// A serde value as a ractor message argument between nodes, with the sender's trace context.
+///
+/// On the wire a frame is a header and the bincode payload: `0`, or `1` followed by the 55
+/// bytes of the sender's W3C `traceparent` (taken when the value was encoded, from
+/// [`foundation_core::trace_context`]). The receiver reads it with [`Wire::traceparent`] and
+/// continues the trace with [`Wire::span`].
+pub struct Wire<T> {
+    state: State<T>,
+    traceparent: Option<String>,
+}
 
 enum State<T> {
     /// Encoded and size-checked, on its way out (or delivered locally without a network hop).
@@ -79,18 +87,36 @@ enum State<T> {
 impl<T: Serialize + DeserializeOwned> Wire<T> {
     /// Encodes a value for sending, refusing it if it exceeds `max_bytes`.
     pub fn encode(value: &T, max_bytes: usize) -> Result<Self, WireError> {
-        encode(value, max_bytes).map(|b| Wire(State::Encoded(b)))
+        encode(value, max_bytes).map(Self::from_encoded)
     }
 
     /// Bytes already encoded (and size-checked) by [`encode`], to send to several actors without
     /// encoding again.
     pub(crate) fn from_encoded(bytes: Vec<u8>) -> Self {
-        Wire(State::Encoded(bytes))
+        let traceparent = foundation_core::trace_context::current_traceparent()
+            .filter(|tp| tp.len() == foundation_core::trace_context::TRACEPARENT_LEN && tp.is_ascii());
+        Wire { state: State::Encoded(bytes), traceparent }
+    }
+
+    /// The sender's `traceparent`, if it was in a trace.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+
+    /// A span that continues the sender's trace on this side (`wire.receive`, with the
+    /// `traceparent` field the tracer follows); a disabled span when the sender was not traced.
+    pub fn span(&self) -> tracing::Span {
+        match &self.traceparent {
+            Some(tp) => {
+                tracing::info_span!("wire.receive", traceparent = %tp, message = std::any::type_name::<T>())
+            }
+            None => tracing::Span::none(),
+        }
     }
 
     /// The value, or why it could not be read.
     pub fn into_inner(self) -> Result<T, WireError> {
-        match self.0 {
+        match self.state {
             State::Value(v) => Ok(v),
             State::Encoded(bytes) => decode(&bytes),
             State::Failed(e) => Err(e),
@@ -100,24 +126,50 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable for Wire<T> {
     fn into_bytes(self) -> Vec<u8> {
-        match self.0 {
+        let payload = match self.state {
             State::Encoded(bytes) => bytes,
             // Values only exist on the receiving side; re-encoding one cannot fail for a type
             // that decoded, and an empty frame would decode as an error on the other side.
             State::Value(v) => {
                 bincode::serde::encode_to_vec(&v, bincode::config::standard()).unwrap_or_default()
             }
-            State::Failed(_) => Vec::new(),
+            State::Failed(_) => return Vec::new(),
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 56);
+        match &self.traceparent {
+            Some(tp) => {
+                frame.push(1);
+                frame.extend_from_slice(tp.as_bytes());
+            }
+            None => frame.push(0),
         }
+        frame.extend_from_slice(&payload);
+        frame
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
-        match decode(&bytes) {
-            Ok(v) => Wire(State::Value(v)),
+        let len = foundation_core::trace_context::TRACEPARENT_LEN;
+        let (traceparent, payload) = match bytes.first() {
+            Some(0) => (Ok(None), &bytes[1..]),
+            Some(1) if bytes.len() > len => match std::str::from_utf8(&bytes[1..=len]) {
+                Ok(tp) if tp.is_ascii() => (Ok(Some(tp.to_string())), &bytes[len + 1..]),
+                _ => (Err("a trace header that is not text"), &bytes[..0]),
+            },
+            _ => (Err("no valid frame header"), &bytes[..0]),
+        };
+        let decoded = traceparent
+            .map_err(|reason| WireError::Decode {
+                type_name: std::any::type_name::<T>(),
+                len: bytes.len(),
+                reason: reason.to_string(),
+            })
+            .and_then(|tp| decode(payload).map(|v| (tp, v)));
+        match decoded {
+            Ok((traceparent, v)) => Wire { state: State::Value(v), traceparent },
             Err(e) => {
                 metrics::counter!("foundation_wire_decode_errors_total", "type" => std::any::type_name::<T>()).increment(1);
                 tracing::warn!(error = %e, "a message from another node did not decode");
-                Wire(State::Failed(e))
+                Wire { state: State::Failed(e), traceparent: None }
             }
         }
     }
@@ -125,7 +177,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable 
 
 impl<T> std::fmt::Debug for Wire<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
+        match &self.state {
             State::Encoded(b) => write!(f, "Wire(encoded, {} bytes)", b.len()),
             State::Value(_) => f.write_str("Wire(value)"),
             State::Failed(e) => write!(f, "Wire(failed: {e})"),
@@ -157,6 +209,26 @@ mod tests {
         assert_eq!(Wire::<Task>::from_bytes(bytes).into_inner().unwrap(), task());
         // Delivered locally, never serialized by ractor: still readable.
         assert_eq!(Wire::encode(&task(), 1024).unwrap().into_inner().unwrap(), task());
+    }
+
+    #[test]
+    fn the_trace_header_rides_the_frame_and_a_bad_one_is_a_decode_error() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut sent = Wire::encode(&task(), 1024).unwrap();
+        assert_eq!(sent.traceparent(), None, "no tracer installed in this test");
+        sent.traceparent = Some(tp.to_string());
+        let bytes = sent.into_bytes();
+        assert_eq!((bytes[0], &bytes[1..56]), (1, tp.as_bytes()));
+        let received = Wire::<Task>::from_bytes(bytes);
+        assert_eq!(received.traceparent(), Some(tp));
+        assert_eq!(received.into_inner().unwrap(), task());
+        // Untraced: one byte of header.
+        let plain = Wire::encode(&task(), 1024).unwrap().into_bytes();
+        assert_eq!(plain[0], 0);
+        assert_eq!(plain.len(), encode(&task(), 1024).unwrap().len() + 1);
+        // A header that claims a context but is cut short is refused with a reason.
+        let err = Wire::<Task>::from_bytes(vec![1, b'0', b'0']).into_inner().unwrap_err();
+        assert!(err.to_string().contains("no valid frame header"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`rate_limit`]: a limiter over several limits at once (requests and tokens per minute,
 //!   concurrency), all-or-nothing, FIFO waiting, settled with real costs, corrected by headers.
 //! - [`circuit_breaker`]: stop calling a failing dependency for a while, then probe it.
+//! - [`trace_context`]: the hook through which messages carry the current W3C `traceparent`.
 //! - [`retry`]: a retry policy (attempts, exponential backoff with jitter).
 //! - [`telemetry`]: a `metrics` recorder whose histograms report p50/p90/p99/p99.9 with a bounded
 //!   error, readable in code and served to Prometheus.
@@ -66,6 +67,7 @@ pub mod random;
 pub mod rate_limit;
 pub mod retry;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use config::{ConfigError, ConfigLoader, FoundationConfig, LiveConfig};
 pub use error_context::{ContextError, ErrorContext};

@@ -14,8 +14,14 @@
 //!   nodes reported.
 //! - [`export`]: Chrome trace event JSON (Perfetto) and JSON lines.
 //!
-//! Not built yet: carrying the context on every Foundation message and envelope, per-node
-//! participants and cluster-wide collection, the profiler and the dashboard.
+//! - Propagation: [`layer`] installs the hook through which Foundation's wire adapter puts the
+//!   current `traceparent` on every message to another node; the receiving side continues the
+//!   trace with `Wire::span` (channel relays do).
+//! - [`participant`]: a per-node participant answering with its part of a trace, and
+//!   [`participant::collect`] merging every node's part, naming the nodes that did not answer.
+//!
+//! Not built yet: the context on messages between actors of one node through every handle, a
+//! trace coordinator singleton (start/stop), the profiler and the dashboard.
 //!
 //! ```
 //! use scope_tracer::*;
@@ -37,8 +43,27 @@
 
 pub mod context;
 pub mod export;
+pub mod participant;
 pub mod recorder;
 pub mod timeline;
+
+use std::sync::OnceLock;
+
+static BUFFER: OnceLock<TraceBuffer> = OnceLock::new();
+
+/// This process's trace buffer (created with [`recorder::DEFAULT_CAPACITY`] on first use): what
+/// [`layer`] records into and a participant answers from.
+pub fn buffer() -> &'static TraceBuffer {
+    BUFFER.get_or_init(|| TraceBuffer::new(recorder::DEFAULT_CAPACITY))
+}
+
+/// This process's recording layer for `node`, sampling new traces at `rate`, into [`buffer`];
+/// also installs trace propagation, so that every message Foundation sends to another node
+/// carries the current `traceparent` (see `foundation_core::trace_context`).
+pub fn layer(node: &str, rate: f64) -> TraceLayer {
+    foundation_core::trace_context::install(current_traceparent);
+    TraceLayer::new(node, Sampler::new(rate), buffer().clone())
+}
 
 pub use context::{Sampler, TraceContext, TraceparentError};
 pub use recorder::{SpanRecord, TraceBuffer, TraceLayer, current_context, current_traceparent};

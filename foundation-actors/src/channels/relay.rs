@@ -109,14 +109,19 @@ impl Actor for Relay {
                 let result = deliver(&registry, &topic, payload);
                 (topic.to_string(), result)
             }
-            RelayMsg::Remote(envelope) => match envelope.into_inner() {
-                // Already counted and logged by the wire adapter.
-                Err(_) => return Ok(()),
-                Ok(envelope) => {
-                    let result = registry.deliver_encoded(&envelope);
-                    (envelope.topic, result)
+            RelayMsg::Remote(envelope) => {
+                // The broadcast's trace continues here: its fan-out is a span of the trace.
+                let span = envelope.span();
+                let _in_trace = span.enter();
+                match envelope.into_inner() {
+                    // Already counted and logged by the wire adapter.
+                    Err(_) => return Ok(()),
+                    Ok(envelope) => {
+                        let result = registry.deliver_encoded(&envelope);
+                        (envelope.topic, result)
+                    }
                 }
-            },
+            }
         };
         if let Err(e) = result {
             // A mismatch between nodes is the sender's bug; refuse it here, keep running.

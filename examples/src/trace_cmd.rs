@@ -1,0 +1,96 @@
+//! Tracing on `foundation node --trace-rate R`: the node's trace participant, and a small
+//! remotable "hop" actor that forwards a request along a path of nodes, so that a trace can be
+//! started on one node, cross others and come back (`trace-hop n2,n3,n1` on stdin), then be
+//! collected from every node (`trace-collect TRACE_ID`).
+
+use std::time::Duration;
+
+use foundation_actors::wire::Wire;
+use foundation_cluster::Cluster;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorClusterMessage;
+
+/// The pg scope of hop actors (group `hop@NODE`).
+const SCOPE: &str = "scope.hops";
+
+#[derive(RactorClusterMessage)]
+pub enum HopMsg {
+    /// The rest of the path.
+    Hop(Wire<Vec<String>>),
+}
+
+struct HopActor {
+    node: String,
+}
+
+fn hop_actor(node: &str) -> Option<ActorRef<HopMsg>> {
+    ractor::pg::get_scoped_members(&SCOPE.to_string(), &format!("hop@{node}"))
+        .into_iter()
+        .next()
+        .map(Into::into)
+}
+
+/// Sends the rest of `path` to its first node, from inside the current span (whose context the
+/// message carries).
+fn forward(path: &[String]) -> Result<(), String> {
+    let (next, rest) = path.split_first().ok_or("empty path")?;
+    let actor = hop_actor(next).ok_or_else(|| format!("no hop actor on {next}"))?;
+    let wire = Wire::encode(&rest.to_vec(), usize::MAX).map_err(|e| e.to_string())?;
+    actor.cast(HopMsg::Hop(wire)).map_err(|e| e.to_string())
+}
+
+impl Actor for HopActor {
+    type Msg = HopMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<HopMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        ractor::pg::join_scoped(SCOPE.to_string(), format!("hop@{}", self.node), vec![myself.get_cell()]);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<HopMsg>, msg: HopMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        let HopMsg::Hop(wire) = msg;
+        // The sender's trace continues here (no await while inside the spans).
+        let received = wire.span();
+        let _in_trace = received.enter();
+        let Ok(path) = wire.into_inner() else { return Ok(()) };
+        let _hop = tracing::info_span!("hop", node = %self.node, remaining = path.len()).entered();
+        let trace = scope_tracer::current_context().map(|c| c.trace_hex()).unwrap_or_default();
+        if path.is_empty() {
+            say!("trace hop done {trace}");
+        } else if let Err(e) = forward(&path) {
+            say!("trace hop failed at {}: {e}", self.node);
+        }
+        Ok(())
+    }
+}
+
+/// Starts the participant and the hop actor of this node.
+pub async fn start(node: &str) -> anyhow::Result<()> {
+    scope_tracer::participant::start_participant(node, scope_tracer::buffer().clone()).await?;
+    Actor::spawn(None, HopActor { node: node.to_string() }, ()).await?;
+    Ok(())
+}
+
+/// `trace-hop PATH`: a new trace, starting here, along `path`.
+pub fn hop(node: &str, path: &[String]) {
+    let root = tracing::info_span!("request", trace_root = true, node = %node);
+    let _in = root.enter();
+    let trace = scope_tracer::current_context().map(|c| c.trace_hex()).unwrap_or_default();
+    match forward(path) {
+        Ok(()) => say!("trace started {trace}"),
+        Err(e) => say!("trace hop failed at {node}: {e}"),
+    }
+}
+
+/// `trace-collect TRACE_ID`: the trace from every node, printed as one JSON line with its
+/// timeline and its Chrome trace export.
+pub async fn collect(cluster: &Cluster, trace_id: &str) {
+    let timeline = scope_tracer::participant::collect(cluster, trace_id, Duration::from_secs(1)).await;
+    let report = serde_json::json!({
+        "timeline": timeline,
+        "chrome": scope_tracer::export::chrome_trace(&timeline),
+    });
+    say!("trace collected {report}");
+}

@@ -1,0 +1,97 @@
+//! Per-node trace participants and cluster-wide collection.
+//!
+//! Every node that records traces runs a participant: a remotable actor in pg group
+//! [`GROUP`] (scope [`SCOPE`]) that answers with its part of a trace. [`collect`] asks every
+//! participant at once, waits at most its timeout, merges the parts into one [`Timeline`] and
+//! names the nodes that did not answer instead of failing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use foundation_actors::wire::Wire;
+use foundation_cluster::Cluster;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+use ractor_cluster_derive::RactorClusterMessage;
+
+use crate::recorder::{SpanRecord, TraceBuffer};
+use crate::timeline::{Timeline, merge};
+
+/// The pg scope of participants.
+pub const SCOPE: &str = "scope.tracer";
+/// The pg group of participants.
+pub const GROUP: &str = "participants";
+
+#[derive(RactorClusterMessage)]
+pub(crate) enum ParticipantMsg {
+    /// This node's spans of a trace: (node, spans).
+    #[rpc]
+    Spans(Wire<String>, RpcReplyPort<Wire<(String, Vec<SpanRecord>)>>),
+}
+
+struct Participant {
+    node: String,
+    buffer: TraceBuffer,
+}
+
+impl Actor for Participant {
+    type Msg = ParticipantMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<ParticipantMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        ractor::pg::join_scoped(SCOPE.to_string(), GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ParticipantMsg>,
+        msg: ParticipantMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let ParticipantMsg::Spans(trace_id, reply) = msg;
+        let Ok(trace_id) = trace_id.into_inner() else { return Ok(()) };
+        let part = (self.node.clone(), self.buffer.trace(&trace_id));
+        match Wire::encode(&part, foundation_actors::wire::DECODE_LIMIT) {
+            Ok(wire) => drop(reply.send(wire)),
+            Err(e) => tracing::warn!(error = %e, "this node's part of a trace is too large to send"),
+        }
+        Ok(())
+    }
+}
+
+/// Starts this node's participant, answering from `buffer`; stop the returned actor to leave.
+pub async fn start_participant(node: &str, buffer: TraceBuffer) -> Result<ractor::ActorCell, SpawnErr> {
+    let (actor, _) = Actor::spawn(None, Participant { node: node.to_string(), buffer }, ()).await?;
+    Ok(actor.get_cell())
+}
+
+/// Collects the trace `trace_id` (32 hex digits) from every participant in the cluster, waiting
+/// at most `timeout` for each; nodes of the cluster (this one included) that did not answer are
+/// listed in [`Timeline::missing_nodes`], and what the others sent is kept.
+pub async fn collect(cluster: &Cluster, trace_id: &str, timeout: Duration) -> Timeline {
+    let expected: BTreeSet<String> =
+        cluster.up().into_iter().chain(std::iter::once(cluster.name().to_string())).collect();
+    let mut calls = tokio::task::JoinSet::new();
+    for member in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
+        let participant: ActorRef<ParticipantMsg> = member.into();
+        let trace_id = trace_id.to_string();
+        calls.spawn(async move {
+            let request = Wire::encode(&trace_id, usize::MAX).ok()?;
+            match participant.call(|port| ParticipantMsg::Spans(request, port), Some(timeout)).await {
+                Ok(ractor::rpc::CallResult::Success(part)) => part.into_inner().ok(),
+                _ => None,
+            }
+        });
+    }
+    let mut answered = BTreeSet::new();
+    let mut spans = Vec::new();
+    while let Some(result) = calls.join_next().await {
+        if let Ok(Some((node, part))) = result {
+            answered.insert(node);
+            spans.extend(part);
+        }
+    }
+    let missing = expected.difference(&answered).filter(|n| !n.starts_with("status-")).cloned().collect();
+    merge(trace_id, spans, missing)
+}
