@@ -104,13 +104,14 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
     }
 
     /// A span that continues the sender's trace on this side (`wire.receive`, with the
-    /// `traceparent` field the tracer follows); a disabled span when the sender was not traced.
+    /// `traceparent` field the tracer follows); a disabled span, costing nothing, when the
+    /// sender was not traced or its trace is not sampled (flags `00`).
     pub fn span(&self) -> tracing::Span {
         match &self.traceparent {
-            Some(tp) => {
+            Some(tp) if tp.ends_with("-01") => {
                 tracing::info_span!("wire.receive", traceparent = %tp, message = std::any::type_name::<T>())
             }
-            None => tracing::Span::none(),
+            _ => tracing::Span::none(),
         }
     }
 

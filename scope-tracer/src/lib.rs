@@ -48,8 +48,37 @@ pub mod recorder;
 pub mod timeline;
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 static BUFFER: OnceLock<TraceBuffer> = OnceLock::new();
+/// The process's sampling rate, as f64 bits (0 until [`layer`] sets it).
+static RATE: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a new trace started here now is sampled, at the rate given to [`layer`] (never
+/// before a layer is installed). What [`root_span!`] asks before creating anything.
+pub fn sample_new_trace() -> bool {
+    let rate = f64::from_bits(RATE.load(Ordering::Relaxed));
+    rate > 0.0 && foundation_core::random::unit() < rate
+}
+
+/// Starts a trace at the edge: a root span if the new trace is sampled, else a disabled span
+/// that costs nothing (so that unsampled requests create no span at all). Same arguments as
+/// `tracing::info_span!`.
+///
+/// ```
+/// let span = scope_tracer::root_span!("request", path = "/order");
+/// let _in = span.enter();
+/// ```
+#[macro_export]
+macro_rules! root_span {
+    ($name:expr $(, $($fields:tt)*)?) => {
+        if $crate::sample_new_trace() {
+            ::tracing::info_span!($name, trace_sampled = true $(, $($fields)*)?)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
 
 /// This process's trace buffer (created with [`recorder::DEFAULT_CAPACITY`] on first use): what
 /// [`layer`] records into and a participant answers from.
@@ -62,6 +91,7 @@ pub fn buffer() -> &'static TraceBuffer {
 /// carries the current `traceparent` (see `foundation_core::trace_context`).
 pub fn layer(node: &str, rate: f64) -> TraceLayer {
     foundation_core::trace_context::install(current_traceparent);
+    RATE.store(Sampler::new(rate).rate().to_bits(), Ordering::Relaxed);
     TraceLayer::new(node, Sampler::new(rate), buffer().clone())
 }
 

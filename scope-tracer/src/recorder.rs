@@ -30,8 +30,10 @@ use crate::context::{Sampler, TraceContext};
 pub const DEFAULT_CAPACITY: usize = 65_536;
 /// The field that carries a remote parent.
 pub const TRACEPARENT_FIELD: &str = "traceparent";
-/// The field that starts a new trace.
+/// The field that starts a new trace (`true`: sampled by the layer's sampler).
 pub const ROOT_FIELD: &str = "trace_root";
+/// The field that starts a new trace already decided sampled ([`root_span!`](crate::root_span)).
+pub const SAMPLED_ROOT_FIELD: &str = "trace_sampled";
 
 /// One finished span of a sampled trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +157,7 @@ impl TraceLayer {
 struct Fields {
     traceparent: Option<String>,
     root: bool,
+    sampled_root: bool,
     values: BTreeMap<String, String>,
 }
 
@@ -170,6 +173,8 @@ impl Visit for Fields {
     fn record_bool(&mut self, field: &Field, value: bool) {
         if field.name() == ROOT_FIELD {
             self.root = value;
+        } else if field.name() == SAMPLED_ROOT_FIELD {
+            self.sampled_root = value;
         } else {
             self.values.insert(field.name().to_string(), value.to_string());
         }
@@ -208,6 +213,8 @@ where
             }
         } else if let Some(data) = span.parent().and_then(|p| p.extensions().get::<TraceData>().cloned()) {
             (data.ctx.child(), Some(data.ctx.span_id))
+        } else if fields.sampled_root {
+            (TraceContext { sampled: true, ..TraceContext::new_root(&Sampler::always()) }, None)
         } else if fields.root {
             (TraceContext::new_root(&self.sampler), None)
         } else {
