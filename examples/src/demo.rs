@@ -43,6 +43,9 @@ pub struct DemoArgs {
     /// The model asked for at `--endpoint`.
     #[arg(long, default_value = "gpt-4o-mini")]
     model: String,
+    /// Address of the live dashboard while the demo runs (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    dashboard: SocketAddr,
     /// Longest the optimization may take.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     timeout: Duration,
@@ -135,7 +138,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let outcome = runtime.block_on(watch(&run_id, &addrs, args.timeout));
+    let outcome = runtime.block_on(watch(&run_id, &addrs, args.timeout, args.dashboard));
     drop(nodes);
     let _ = std::fs::remove_dir_all(&state_dir);
     let (status, elapsed) = match outcome {
@@ -152,7 +155,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 /// Joins the cluster as an observer (it holds nothing and counts for nothing) and follows the
 /// run until it has a result.
-async fn watch(run_id: &str, addrs: &[SocketAddr], timeout: Duration) -> anyhow::Result<(Status, Duration)> {
+async fn watch(
+    run_id: &str,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+    dashboard: SocketAddr,
+) -> anyhow::Result<(Status, Duration)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = ClusterConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -161,6 +169,8 @@ async fn watch(run_id: &str, addrs: &[SocketAddr], timeout: Duration) -> anyhow:
     };
     let name = format!("{}demo-{}", foundation_cluster::singleton::OBSERVER_PREFIX, std::process::id());
     let observer = Cluster::start(&name, &config, None).await?;
+    let dashboard = scope_tracer::dashboard::Dashboard::serve(dashboard, observer.clone(), None).await?;
+    println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());
     let started = Instant::now();
     let deadline = started + timeout;
     let bar = indicatif::ProgressBar::new(0);

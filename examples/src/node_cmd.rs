@@ -64,6 +64,12 @@ pub struct NodeArgs {
     /// runs, and stdin takes `trace-hop NODE,NODE,...` and `trace-collect TRACE_ID`.
     #[arg(long, value_name = "RATE")]
     trace_rate: Option<f64>,
+    /// Serve the live dashboard on this address (loopback unless a token is given).
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<SocketAddr>,
+    /// Access token the dashboard requires (needed on a non-loopback address).
+    #[arg(long)]
+    dashboard_token: Option<String>,
 }
 
 impl NodeArgs {
@@ -370,6 +376,20 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         if args.trace_rate.is_some() {
             crate::trace_cmd::start(&config.node.name).await?;
         }
+        let _dashboard = match args.dashboard {
+            Some(addr) => match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), args.dashboard_token.clone()).await {
+                Ok(d) => {
+                    say!("dashboard on http://{}/", d.addr());
+                    Some(d)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    cluster.shutdown().await;
+                    return Ok(ExitCode::from(2));
+                }
+            },
+            None => None,
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // Standard input: one command per line; end of input is the launcher going away.
         let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -243,3 +243,16 @@ fn llm_providers_take_a_profile_with_overrides_and_bad_ones_are_named() {
         assert!(text.contains(expected), "{expected} not in {text}");
     }
 }
+
+#[test]
+fn reserved_environment_variables_are_not_read_as_keys() {
+    let config = ConfigLoader::new()
+        .env_vars([
+            ("FOUNDATION_COOKIE", "secret"),
+            ("FOUNDATION_LOG", "debug"),
+            ("FOUNDATION_CONFIG", "x.toml"),
+        ])
+        .load()
+        .unwrap();
+    assert_eq!(config, foundation_core::FoundationConfig::default());
+}

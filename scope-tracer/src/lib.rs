@@ -20,8 +20,11 @@
 //! - [`participant`]: a per-node participant answering with its part of a trace, and
 //!   [`participant::collect`] merging every node's part, naming the nodes that did not answer.
 //!
+//! - [`dashboard`]: the live dashboard (nodes and health over server-sent events, trace
+//!   downloads, an access token off loopback).
+//!
 //! Not built yet: the context on messages between actors of one node through every handle, a
-//! trace coordinator singleton (start/stop), the profiler and the dashboard.
+//! trace coordinator singleton (start/stop), the profiler.
 //!
 //! ```
 //! use scope_tracer::*;
@@ -42,6 +45,7 @@
 //! ```
 
 pub mod context;
+pub mod dashboard;
 pub mod export;
 pub mod participant;
 pub mod recorder;

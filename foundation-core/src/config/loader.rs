@@ -14,6 +14,9 @@ pub const ENV_PREFIX: &str = "FOUNDATION_";
 pub const ENV_CONFIG_FILE: &str = "FOUNDATION_CONFIG";
 /// Environment variable holding a log filter (read by the `foundation` command); not a key.
 pub const ENV_LOG: &str = "FOUNDATION_LOG";
+/// The cluster cookie for `foundation node --cookie` (not a key: `cluster.cookie` is
+/// `FOUNDATION_CLUSTER__COOKIE`).
+pub const ENV_COOKIE: &str = "FOUNDATION_COOKIE";
 
 /// Which source set each leaf key.
 pub(crate) type Provenance = BTreeMap<String, Source>;
@@ -74,7 +77,7 @@ impl ConfigLoader {
             let k = k.into();
             if k.len() > ENV_PREFIX.len()
                 && k.to_ascii_uppercase().starts_with(ENV_PREFIX)
-                && !matches!(k.to_ascii_uppercase().as_str(), ENV_CONFIG_FILE | ENV_LOG)
+                && !matches!(k.to_ascii_uppercase().as_str(), ENV_CONFIG_FILE | ENV_LOG | ENV_COOKIE)
             {
                 self.env.push((k, v.into()));
             }

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{ConfigError, ConfigIssue, IssueKind, Source};
 pub use live::{ConfigChange, ConfigSubscription, LiveConfig};
 pub use llm::*;
-pub use loader::{ConfigLoader, ENV_CONFIG_FILE, ENV_LOG, ENV_PREFIX};
+pub use loader::{ConfigLoader, ENV_CONFIG_FILE, ENV_COOKIE, ENV_LOG, ENV_PREFIX};
 pub use sections::*;
 pub use validate::Validator;
 

@@ -1,0 +1,180 @@
+//! The live dashboard: an HTTP server (axum) any node can run, showing the cluster's nodes and
+//! their health, updated over server-sent events, and serving traces as Chrome trace JSON.
+//! Plain HTML, CSS and a little JavaScript served by the binary: no front-end build step.
+//!
+//! - `GET /` — the page; `GET /api/cluster` — [`ClusterHealth`] as JSON;
+//!   `GET /api/events` — server-sent events, a `cluster` event every [`PUSH_EVERY`];
+//!   `GET /api/traces/ID` — the trace collected from every node, as Chrome trace JSON
+//!   (`/api/traces/ID/timeline` for the merged timeline).
+//! - Bound to loopback by default. Any other address needs an access token, required on every
+//!   request (`?token=` or `Authorization: Bearer`); a wrong or missing one is a 401.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use foundation_cluster::Cluster;
+use foundation_cluster::health::ClusterHealth;
+
+/// How often the page is sent the cluster's state.
+pub const PUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long a health or trace request waits for the other nodes.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a dashboard did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// A non-loopback address without a token.
+    #[error(
+        "the dashboard on {0} would be reachable from other machines: give it an access token (--dashboard-token)"
+    )]
+    TokenRequired(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+struct AppState {
+    cluster: Cluster,
+    token: Option<String>,
+}
+
+/// A running dashboard; stops when dropped.
+pub struct Dashboard {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Dashboard {
+    /// Serves the dashboard of `cluster` (as this node sees it) on `addr`.
+    pub async fn serve(
+        addr: SocketAddr,
+        cluster: Cluster,
+        token: Option<String>,
+    ) -> Result<Dashboard, DashboardError> {
+        if !addr.ip().is_loopback() && token.as_deref().is_none_or(str::is_empty) {
+            return Err(DashboardError::TokenRequired(addr));
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DashboardError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| DashboardError::Bind { addr, source })?;
+        let state = AppState { cluster, token };
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(page))
+            .route("/api/cluster", axum::routing::get(cluster_json))
+            .route("/api/events", axum::routing::get(events))
+            .route("/api/traces/{id}", axum::routing::get(trace_chrome))
+            .route("/api/traces/{id}/timeline", axum::routing::get(trace_timeline))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+            .with_state(state);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "dashboard stopped");
+            }
+        });
+        Ok(Dashboard { addr, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let query = request.uri().query().unwrap_or("");
+        let given = query.split('&').find_map(|pair| pair.strip_prefix("token="));
+        let bearer = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) && bearer != Some(token.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "a valid access token is required (?token= or Authorization: Bearer)",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+async fn health(cluster: &Cluster) -> ClusterHealth {
+    cluster.cluster_health(ASK_TIMEOUT).await
+}
+
+async fn cluster_json(State(state): State<AppState>) -> axum::Json<ClusterHealth> {
+    axum::Json(health(&state.cluster).await)
+}
+
+/// Server-sent events from a channel (a `Stream` written out: no stream crate needed).
+struct EventStream(tokio::sync::mpsc::Receiver<Event>);
+
+impl futures_core::Stream for EventStream {
+    type Item = Result<Event, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|e| e.map(Ok))
+    }
+}
+
+async fn events(State(state): State<AppState>) -> impl IntoResponse {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let json = serde_json::to_string(&health(&state.cluster).await).unwrap_or_default();
+            // The page went away: stop.
+            if tx.send(Event::default().event("cluster").data(json)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(PUSH_EVERY).await;
+        }
+    });
+    Sse::new(EventStream(rx)).keep_alive(KeepAlive::default())
+}
+
+fn valid_trace_id(id: &str) -> bool {
+    id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+async fn trace_chrome(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    if !valid_trace_id(&id) {
+        return (StatusCode::BAD_REQUEST, "a trace id is 32 lowercase hex digits").into_response();
+    }
+    let timeline = crate::participant::collect(&state.cluster, &id, ASK_TIMEOUT).await;
+    let disposition = format!("attachment; filename=\"trace-{id}.json\"");
+    ([(header::CONTENT_DISPOSITION, disposition)], axum::Json(crate::export::chrome_trace(&timeline)))
+        .into_response()
+}
+
+async fn trace_timeline(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    if !valid_trace_id(&id) {
+        return (StatusCode::BAD_REQUEST, "a trace id is 32 lowercase hex digits").into_response();
+    }
+    axum::Json(crate::participant::collect(&state.cluster, &id, ASK_TIMEOUT).await).into_response()
+}
