@@ -1,0 +1,91 @@
+//! The dashboard in a real browser (headless Chromium from the distribution's packages, which
+//! `.ci/run` installs): the page loads, shows the nodes of a running 3-node cluster, and updates
+//! when a node is killed. Screenshots are written to the test's temporary directory
+//! (`target/tmp/dashboard-*.png`).
+//!
+//! Without Chromium the test says so and passes, unless `CI_BROWSER_TEST=required`
+//! (set by `.ci/run`), where a missing browser is a failure. (Not `FOUNDATION_*`: the nodes
+//! would read such a variable as a configuration key.)
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use foundation_cluster::testkit::{free_port, free_port_range};
+use support::{WAIT, start_node, until};
+
+fn chromium() -> Option<PathBuf> {
+    let candidates = [std::env::var("CHROMIUM_BIN").ok(), Some("/usr/bin/chromium".into())];
+    let found = candidates.into_iter().flatten().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() && std::env::var("CI_BROWSER_TEST").as_deref() == Ok("required") {
+        panic!("Chromium is not installed (.ci/run installs the `chromium` package)");
+    }
+    found
+}
+
+fn browser(chromium: &Path, profile: &Path) -> Command {
+    let mut cmd = Command::new(chromium);
+    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1000,500"])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// The page's DOM after it has run for a moment (its event stream has delivered).
+fn dom(chromium: &Path, profile: &Path, url: &str) -> String {
+    let out = browser(chromium, profile).args(["--timeout=2500", "--dump-dom", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn screenshot(chromium: &Path, profile: &Path, url: &str, name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_file(&path);
+    let out = browser(chromium, profile)
+        .args(["--timeout=2500", &format!("--screenshot={}", path.display()), url])
+        .output()
+        .unwrap();
+    let png = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    path
+}
+
+#[test]
+fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_dies() {
+    let Some(chromium) = chromium() else {
+        eprintln!("skipped: no Chromium (set CHROMIUM_BIN, or install the `chromium` package)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let base = free_port_range(3);
+    let web = format!("127.0.0.1:{}", free_port());
+    let n1 = start_node("n1", base, &[], &["--dashboard", &web]);
+    let _n2 = start_node("n2", base + 1, &[base], &[]);
+    let mut n3 = start_node("n3", base + 2, &[base], &[]);
+    n1.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://{web}/");
+
+    // The last DOM seen, for the failure message.
+    let page = std::cell::RefCell::new(String::new());
+    until(
+        || {
+            *page.borrow_mut() = dom(&chromium, profile.path(), &url);
+            let page = page.borrow();
+            ["n1", "n2", "n3"].iter().all(|n| page.contains(&format!("data-node=\"{n}\" data-status=\"up\"")))
+        },
+        || format!("the page never showed three nodes up: {}", page.borrow()),
+    );
+    assert!(page.borrow().contains("<title>Foundation cluster</title>"));
+    let shot = screenshot(&chromium, profile.path(), &url, "dashboard-3-up.png");
+    eprintln!("screenshot: {}", shot.display());
+
+    n3.kill();
+    until(
+        || {
+            *page.borrow_mut() = dom(&chromium, profile.path(), &url);
+            page.borrow().contains("data-node=\"n3\" data-status=\"down\"")
+        },
+        || format!("the page never showed n3 down: {}", page.borrow()),
+    );
+    screenshot(&chromium, profile.path(), &url, "dashboard-n3-down.png");
+}
