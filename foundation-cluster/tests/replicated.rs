@@ -26,8 +26,20 @@ async fn a_replica_runs_once_per_node_and_stops_on_request() {
 
     let replica = cluster.start_replicated("cache", ChildSpec::new("cache", || (Worker, ()))).await.unwrap();
     assert_eq!(replica.nodes(), ["solo"]);
-    let local = replica.local().await.unwrap();
-    assert!(local.cell.is_some_and(|c| c.get_status() == ractor::ActorStatus::Running));
+    // The replica's actor is spawned by its supervisor: it may still be starting for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let local = replica.local().await.unwrap();
+        if local.cell.as_ref().is_some_and(|c| c.get_status() == ractor::ActorStatus::Running) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never ran: {:?}",
+            local.cell.map(|c| c.get_status())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let again = cluster.start_replicated("cache", ChildSpec::new("cache", || (Worker, ()))).await;
     let err = again.unwrap_err();
