@@ -168,8 +168,11 @@ async fn watch(
         ..Default::default()
     };
     let name = format!("{}demo-{}", foundation_cluster::singleton::OBSERVER_PREFIX, std::process::id());
-    let observer = Cluster::start(&name, &config, None).await?;
-    let dashboard = scope_tracer::dashboard::Dashboard::serve(dashboard, observer.clone(), None).await?;
+    // With channels of its own, the observer hears the run's progress on the telemetry topic.
+    let channels = foundation_actors::channels::Channels::start().await?;
+    let observer = Cluster::start(&name, &config, Some(channels.clone())).await?;
+    let dashboard =
+        scope_tracer::dashboard::Dashboard::serve(dashboard, observer.clone(), Some(&channels), None).await?;
     println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());
     let started = Instant::now();
     let deadline = started + timeout;

@@ -377,7 +377,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             crate::trace_cmd::start(&config.node.name).await?;
         }
         let _dashboard = match args.dashboard {
-            Some(addr) => match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), args.dashboard_token.clone()).await {
+            Some(addr) => match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), Some(&channels), args.dashboard_token.clone()).await {
                 Ok(d) => {
                     say!("dashboard on http://{}/", d.addr());
                     Some(d)

@@ -110,3 +110,24 @@ fn off_loopback_the_dashboard_needs_a_token_and_checks_it() {
     assert_eq!(get(&web, "/api/cluster?token=wrong").0, 401);
     assert_eq!(get(&web, "/api/cluster?token=s3cret").0, 200);
 }
+
+#[test]
+fn the_dashboard_follows_an_optimization_run_from_the_telemetry_channel() {
+    let state = tempfile::tempdir().unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let state_arg = state.path().display().to_string();
+    let args = [
+        "--dashboard", &web, "--optimize", "watched", "--candidates", "1", "--latency-ms", "5", "--run-state",
+        &state_arg,
+    ];
+    let node = start_node("opt", free_port(), &[], &args);
+    node.wait_for("optimization finished", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    until(
+        || {
+            let (_, body) = get(&web, "/api/runs");
+            let runs: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            runs["watched"]["result"].is_object() && runs["watched"]["evaluations"] == serde_json::json!([400, 400])
+        },
+        || format!("{:?}", get(&web, "/api/runs")),
+    );
+}

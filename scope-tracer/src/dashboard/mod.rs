@@ -2,15 +2,18 @@
 //! their health, updated over server-sent events, and serving traces as Chrome trace JSON.
 //! Plain HTML, CSS and a little JavaScript served by the binary: no front-end build step.
 //!
-//! - `GET /` — the page; `GET /api/cluster` — [`ClusterHealth`] as JSON;
-//!   `GET /api/events` — server-sent events, a `cluster` event every [`PUSH_EVERY`];
+//! - `GET /` — the page; `GET /api/cluster` — [`ClusterHealth`] as JSON; `GET /api/runs` —
+//!   the optimization runs heard of on the `telemetry` channel (their latest progress event);
+//!   `GET /api/events` — server-sent events, `cluster` and `runs` every [`PUSH_EVERY`];
 //!   `GET /api/traces/ID` — the trace collected from every node, as Chrome trace JSON
 //!   (`/api/traces/ID/timeline` for the merged timeline).
 //! - Bound to loopback by default. Any other address needs an access token, required on every
 //!   request (`?token=` or `Authorization: Bearer`); a wrong or missing one is a 401.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
+use foundation_actors::channels::Channels;
 use foundation_cluster::Cluster;
 use foundation_cluster::health::ClusterHealth;
 
@@ -49,6 +53,20 @@ pub enum DashboardError {
 struct AppState {
     cluster: Cluster,
     token: Option<String>,
+    /// Latest progress event per optimization run, by run id.
+    runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+}
+
+/// Keeps the latest `optimization_progress` event of each run.
+fn follow_runs(channels: &Channels, runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>) {
+    let Ok(mut telemetry) = channels.subscribe(&foundation_actors::channels::telemetry()) else { return };
+    tokio::spawn(async move {
+        while let Ok(event) = telemetry.recv().await {
+            if event.kind == "optimization_progress" {
+                runs.lock().unwrap_or_else(|p| p.into_inner()).insert(event.source, event.data);
+            }
+        }
+    });
 }
 
 /// A running dashboard; stops when dropped.
@@ -58,10 +76,12 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    /// Serves the dashboard of `cluster` (as this node sees it) on `addr`.
+    /// Serves the dashboard of `cluster` (as this node sees it) on `addr`; with `channels`, it
+    /// also shows the optimization runs whose progress arrives on the telemetry channel.
     pub async fn serve(
         addr: SocketAddr,
         cluster: Cluster,
+        channels: Option<&Channels>,
         token: Option<String>,
     ) -> Result<Dashboard, DashboardError> {
         if !addr.ip().is_loopback() && token.as_deref().is_none_or(str::is_empty) {
@@ -71,10 +91,15 @@ impl Dashboard {
             .await
             .map_err(|source| DashboardError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| DashboardError::Bind { addr, source })?;
-        let state = AppState { cluster, token };
+        let runs = Arc::new(Mutex::new(BTreeMap::new()));
+        if let Some(channels) = channels {
+            follow_runs(channels, runs.clone());
+        }
+        let state = AppState { cluster, token, runs };
         let app = axum::Router::new()
             .route("/", axum::routing::get(page))
             .route("/api/cluster", axum::routing::get(cluster_json))
+            .route("/api/runs", axum::routing::get(runs_json))
             .route("/api/events", axum::routing::get(events))
             .route("/api/traces/{id}", axum::routing::get(trace_chrome))
             .route("/api/traces/{id}/timeline", axum::routing::get(trace_timeline))
@@ -132,6 +157,14 @@ async fn cluster_json(State(state): State<AppState>) -> axum::Json<ClusterHealth
     axum::Json(health(&state.cluster).await)
 }
 
+fn runs(state: &AppState) -> serde_json::Value {
+    serde_json::to_value(&*state.runs.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or_default()
+}
+
+async fn runs_json(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(runs(&state))
+}
+
 /// Server-sent events from a channel (a `Stream` written out: no stream crate needed).
 struct EventStream(tokio::sync::mpsc::Receiver<Event>);
 
@@ -148,8 +181,11 @@ async fn events(State(state): State<AppState>) -> impl IntoResponse {
     tokio::spawn(async move {
         loop {
             let json = serde_json::to_string(&health(&state.cluster).await).unwrap_or_default();
+            let runs = runs(&state).to_string();
             // The page went away: stop.
-            if tx.send(Event::default().event("cluster").data(json)).await.is_err() {
+            if tx.send(Event::default().event("cluster").data(json)).await.is_err()
+                || tx.send(Event::default().event("runs").data(runs)).await.is_err()
+            {
                 return;
             }
             tokio::time::sleep(PUSH_EVERY).await;
