@@ -117,7 +117,15 @@ fn the_dashboard_follows_an_optimization_run_from_the_telemetry_channel() {
     let web = format!("127.0.0.1:{}", free_port());
     let state_arg = state.path().display().to_string();
     let args = [
-        "--dashboard", &web, "--optimize", "watched", "--candidates", "1", "--latency-ms", "5", "--run-state",
+        "--dashboard",
+        &web,
+        "--optimize",
+        "watched",
+        "--candidates",
+        "1",
+        "--latency-ms",
+        "5",
+        "--run-state",
         &state_arg,
     ];
     let node = start_node("opt", free_port(), &[], &args);
@@ -126,7 +134,8 @@ fn the_dashboard_follows_an_optimization_run_from_the_telemetry_channel() {
         || {
             let (_, body) = get(&web, "/api/runs");
             let runs: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            runs["watched"]["result"].is_object() && runs["watched"]["evaluations"] == serde_json::json!([400, 400])
+            runs["watched"]["result"].is_object()
+                && runs["watched"]["evaluations"] == serde_json::json!([400, 400])
         },
         || format!("{:?}", get(&web, "/api/runs")),
     );
