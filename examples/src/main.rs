@@ -74,6 +74,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::registry()
                 .with(log.with_filter(env_filter))
                 .with(scope_tracer::layer(node, args.trace_rate().unwrap_or(0.0)))
+                .with(scope_tracer::profile_layer())
                 .init();
         }
         _ => tracing_subscriber::fmt()

@@ -105,12 +105,14 @@ enum Command {
     TraceHop { path: Vec<String> },
     /// `trace-collect TRACE_ID`: collect a trace from every node and print it.
     TraceCollect { trace_id: String },
+    /// `profile`: every traced node's profile, with the bottlenecks and hotspots found.
+    Profile,
 }
 
 impl Command {
     fn parse(line: &str) -> Result<Command, String> {
         let mut words = line.split_whitespace();
-        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`, `trace-hop N1,N2`, `trace-collect ID`";
+        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`, `trace-hop N1,N2`, `trace-collect ID`, `profile`";
         match (words.next(), words.next()) {
             (Some("broadcast"), Some(topic)) => {
                 let text = words.collect::<Vec<_>>().join(" ");
@@ -127,6 +129,7 @@ impl Command {
                 Ok(Command::TraceHop { path: path.split(',').map(str::to_string).collect() })
             }
             (Some("trace-collect"), Some(id)) => Ok(Command::TraceCollect { trace_id: id.to_string() }),
+            (Some("profile"), None) => Ok(Command::Profile),
             (Some("replicas"), Some(name)) => Ok(Command::Replicas { name: name.to_string() }),
             (Some("health"), Some(service)) => match words.next() {
                 Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
@@ -150,7 +153,7 @@ fn run_command(
     budget: Option<&foundation_core::rate_limit::RateLimiter>,
 ) {
     match command {
-        Command::StopRun | Command::TraceHop { .. } | Command::TraceCollect { .. } => {}
+        Command::StopRun | Command::TraceHop { .. } | Command::TraceCollect { .. } | Command::Profile => {}
         Command::Budget => match budget {
             Some(limiter) => say!("budget share {:.3}", limiter.share()),
             None => say!("budget: none (start the node with --provider-url)"),
@@ -419,6 +422,10 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                             None => say!("stop-run: no run here (start the node with --optimize)"),
                         },
                         Ok(Command::TraceHop { path }) => crate::trace_cmd::hop(&config.node.name, &path),
+                        Ok(Command::Profile) => {
+                            let cluster = cluster.clone();
+                            tokio::spawn(async move { crate::trace_cmd::profile(&cluster).await });
+                        }
                         Ok(Command::TraceCollect { trace_id }) => {
                             let cluster = cluster.clone();
                             tokio::spawn(async move { crate::trace_cmd::collect(&cluster, &trace_id).await });

@@ -94,3 +94,17 @@ pub async fn collect(cluster: &Cluster, trace_id: &str) {
     });
     say!("trace collected {report}");
 }
+
+/// `profile`: every node's profile and what `analyze` finds, as one JSON line.
+pub async fn profile(cluster: &Cluster) {
+    let health = cluster.cluster_health(Duration::from_secs(1)).await;
+    let profiles = scope_tracer::participant::profiles(Duration::from_secs(1)).await;
+    let analysis = scope_tracer::profiler::analyze(
+        &health,
+        None,
+        &profiles,
+        &scope_tracer::profiler::Thresholds::default(),
+    );
+    let nodes: Vec<&str> = profiles.iter().map(|p| p.node.as_str()).collect();
+    say!("profile {}", serde_json::json!({"nodes": nodes, "analysis": analysis}));
+}

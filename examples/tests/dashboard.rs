@@ -67,6 +67,12 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_goes_down() {
         assert!(names.contains(&n), "{names:?}");
     }
 
+    // The profile endpoint answers with what analyze found (n1 profiles itself: --trace-rate).
+    let (status, body) = get(&web, "/api/profile");
+    assert_eq!(status, 200);
+    let analysis: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(analysis["bottlenecks"].is_array() && analysis["hotspots"].is_array(), "{analysis}");
+
     // A node killed shows as down.
     n3.kill();
     until(

@@ -23,8 +23,12 @@
 //! - [`dashboard`]: the live dashboard (nodes and health over server-sent events, trace
 //!   downloads, an access token off loopback).
 //!
+//! - [`profiler`]: per node and per kind of work (span name), runs and time with a histogram;
+//!   [`participant::profiles`] collects every node's, and [`profiler::analyze`] names
+//!   bottlenecks (CPU, memory, growing queues, uneven load) and hotspots.
+//!
 //! Not built yet: the context on messages between actors of one node through every handle, a
-//! trace coordinator singleton (start/stop), the profiler.
+//! trace coordinator singleton (start/stop).
 //!
 //! ```
 //! use scope_tracer::*;
@@ -48,6 +52,7 @@ pub mod context;
 pub mod dashboard;
 pub mod export;
 pub mod participant;
+pub mod profiler;
 pub mod recorder;
 pub mod timeline;
 
@@ -55,6 +60,17 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static BUFFER: OnceLock<TraceBuffer> = OnceLock::new();
+static PROFILER: OnceLock<profiler::Profiler> = OnceLock::new();
+
+/// This process's profiler: what [`profile_layer`] records into and a participant reports.
+pub fn profiler() -> &'static profiler::Profiler {
+    PROFILER.get_or_init(profiler::Profiler::default)
+}
+
+/// This process's profiling layer (every span timed by name, into [`profiler`]).
+pub fn profile_layer() -> profiler::ProfileLayer {
+    profiler::ProfileLayer::new(profiler().clone())
+}
 /// The process's sampling rate, as f64 bits (0 until [`layer`] sets it).
 static RATE: AtomicU64 = AtomicU64::new(0);
 

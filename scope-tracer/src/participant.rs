@@ -13,6 +13,7 @@ use foundation_cluster::Cluster;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use ractor_cluster_derive::RactorClusterMessage;
 
+use crate::profiler::NodeProfile;
 use crate::recorder::{SpanRecord, TraceBuffer};
 use crate::timeline::{Timeline, merge};
 
@@ -26,6 +27,9 @@ pub(crate) enum ParticipantMsg {
     /// This node's spans of a trace: (node, spans).
     #[rpc]
     Spans(Wire<String>, RpcReplyPort<Wire<(String, Vec<SpanRecord>)>>),
+    /// This node's profile.
+    #[rpc]
+    Profile(RpcReplyPort<Wire<NodeProfile>>),
 }
 
 struct Participant {
@@ -49,7 +53,15 @@ impl Actor for Participant {
         msg: ParticipantMsg,
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
-        let ParticipantMsg::Spans(trace_id, reply) = msg;
+        let (trace_id, reply) = match msg {
+            ParticipantMsg::Spans(trace_id, reply) => (trace_id, reply),
+            ParticipantMsg::Profile(reply) => {
+                if let Ok(wire) = Wire::encode(&crate::profiler().snapshot(&self.node), usize::MAX) {
+                    let _ = reply.send(wire);
+                }
+                return Ok(());
+            }
+        };
         let Ok(trace_id) = trace_id.into_inner() else { return Ok(()) };
         let part = (self.node.clone(), self.buffer.trace(&trace_id));
         match Wire::encode(&part, foundation_actors::wire::DECODE_LIMIT) {
@@ -94,4 +106,27 @@ pub async fn collect(cluster: &Cluster, trace_id: &str, timeout: Duration) -> Ti
     }
     let missing = expected.difference(&answered).filter(|n| !n.starts_with("status-")).cloned().collect();
     merge(trace_id, spans, missing)
+}
+
+/// Every participant's profile (each asked with `timeout`; those that do not answer are left
+/// out), by node name.
+pub async fn profiles(timeout: Duration) -> Vec<NodeProfile> {
+    let mut calls = tokio::task::JoinSet::new();
+    for member in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
+        let participant: ActorRef<ParticipantMsg> = member.into();
+        calls.spawn(async move {
+            match participant.call(ParticipantMsg::Profile, Some(timeout)).await {
+                Ok(ractor::rpc::CallResult::Success(profile)) => profile.into_inner().ok(),
+                _ => None,
+            }
+        });
+    }
+    let mut found = Vec::new();
+    while let Some(result) = calls.join_next().await {
+        if let Ok(Some(p)) = result {
+            found.push(p);
+        }
+    }
+    found.sort_by(|a, b| a.node.cmp(&b.node));
+    found
 }

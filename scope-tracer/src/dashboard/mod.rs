@@ -4,7 +4,9 @@
 //!
 //! - `GET /` — the page; `GET /api/cluster` — [`ClusterHealth`] as JSON; `GET /api/runs` —
 //!   the optimization runs heard of on the `telemetry` channel (their latest progress event);
-//!   `GET /api/events` — server-sent events, `cluster` and `runs` every [`PUSH_EVERY`];
+//!   `GET /api/profile` — every node's profile analyzed (bottlenecks, hotspots);
+//!   `GET /api/events` — server-sent events, `cluster`, `runs` and `profile` every
+//!   [`PUSH_EVERY`];
 //!   `GET /api/traces/ID` — the trace collected from every node, as Chrome trace JSON
 //!   (`/api/traces/ID/timeline` for the merged timeline).
 //! - Bound to loopback by default. Any other address needs an access token, required on every
@@ -100,6 +102,7 @@ impl Dashboard {
             .route("/", axum::routing::get(page))
             .route("/api/cluster", axum::routing::get(cluster_json))
             .route("/api/runs", axum::routing::get(runs_json))
+            .route("/api/profile", axum::routing::get(profile_json))
             .route("/api/events", axum::routing::get(events))
             .route("/api/traces/{id}", axum::routing::get(trace_chrome))
             .route("/api/traces/{id}/timeline", axum::routing::get(trace_timeline))
@@ -165,6 +168,22 @@ async fn runs_json(State(state): State<AppState>) -> axum::Json<serde_json::Valu
     axum::Json(runs(&state))
 }
 
+/// Bottlenecks and hotspots now, against the cluster's health at the previous look.
+async fn profile(
+    state: &AppState,
+    previous: Option<&ClusterHealth>,
+) -> (crate::profiler::Analysis, ClusterHealth) {
+    let health = health(&state.cluster).await;
+    let profiles = crate::participant::profiles(ASK_TIMEOUT).await;
+    let analysis =
+        crate::profiler::analyze(&health, previous, &profiles, &crate::profiler::Thresholds::default());
+    (analysis, health)
+}
+
+async fn profile_json(State(state): State<AppState>) -> axum::Json<crate::profiler::Analysis> {
+    axum::Json(profile(&state, None).await.0)
+}
+
 /// Server-sent events from a channel (a `Stream` written out: no stream crate needed).
 struct EventStream(tokio::sync::mpsc::Receiver<Event>);
 
@@ -179,12 +198,17 @@ impl futures_core::Stream for EventStream {
 async fn events(State(state): State<AppState>) -> impl IntoResponse {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
+        let mut previous: Option<ClusterHealth> = None;
         loop {
-            let json = serde_json::to_string(&health(&state.cluster).await).unwrap_or_default();
+            let (analysis, health) = profile(&state, previous.as_ref()).await;
+            let json = serde_json::to_string(&health).unwrap_or_default();
+            let analysis = serde_json::to_string(&analysis).unwrap_or_default();
+            previous = Some(health);
             let runs = runs(&state).to_string();
             // The page went away: stop.
             if tx.send(Event::default().event("cluster").data(json)).await.is_err()
                 || tx.send(Event::default().event("runs").data(runs)).await.is_err()
+                || tx.send(Event::default().event("profile").data(analysis)).await.is_err()
             {
                 return;
             }
