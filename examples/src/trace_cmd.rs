@@ -106,5 +106,9 @@ pub async fn profile(cluster: &Cluster) {
         &scope_tracer::profiler::Thresholds::default(),
     );
     let nodes: Vec<&str> = profiles.iter().map(|p| p.node.as_str()).collect();
-    say!("profile {}", serde_json::json!({"nodes": nodes, "analysis": analysis}));
+    let runs: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, u64>> = profiles
+        .iter()
+        .map(|p| (p.node.as_str(), p.kinds.iter().map(|(k, s)| (k.as_str(), s.count)).collect()))
+        .collect();
+    say!("profile {}", serde_json::json!({"nodes": nodes, "runs": runs, "analysis": analysis}));
 }
