@@ -74,9 +74,40 @@ pub struct TraceBuffer {
     inner: Arc<Mutex<Buffer>>,
 }
 
+/// A finished span as recorded on the hot path: binary ids and static names, no allocation
+/// beyond its fields; turned into a [`SpanRecord`] when read.
+#[derive(Debug, Clone)]
+struct RawSpan {
+    trace_id: u128,
+    span_id: u64,
+    parent: Option<u64>,
+    name: &'static str,
+    target: &'static str,
+    node: std::sync::Arc<str>,
+    start_unix_ns: u64,
+    duration_ns: u64,
+    fields: BTreeMap<String, String>,
+}
+
+impl RawSpan {
+    fn record(&self) -> SpanRecord {
+        SpanRecord {
+            trace_id: format!("{:032x}", self.trace_id),
+            span_id: format!("{:016x}", self.span_id),
+            parent_span_id: self.parent.map(|p| format!("{p:016x}")),
+            name: self.name.to_string(),
+            target: self.target.to_string(),
+            node: self.node.to_string(),
+            start_unix_ns: self.start_unix_ns,
+            duration_ns: self.duration_ns,
+            fields: self.fields.clone(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Buffer {
-    spans: VecDeque<SpanRecord>,
+    spans: VecDeque<RawSpan>,
     capacity: usize,
     dropped: u64,
 }
@@ -97,7 +128,7 @@ impl TraceBuffer {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, span: SpanRecord) {
+    fn push(&self, span: RawSpan) {
         let mut b = self.lock();
         if b.spans.len() >= b.capacity {
             b.spans.pop_front();
@@ -109,12 +140,13 @@ impl TraceBuffer {
 
     /// The spans of one trace (32 hex digits), oldest first.
     pub fn trace(&self, trace_id: &str) -> Vec<SpanRecord> {
-        self.lock().spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect()
+        let Ok(id) = u128::from_str_radix(trace_id, 16) else { return Vec::new() };
+        self.lock().spans.iter().filter(|s| s.trace_id == id).map(RawSpan::record).collect()
     }
 
     /// Every span held, oldest first.
     pub fn all(&self) -> Vec<SpanRecord> {
-        self.lock().spans.iter().cloned().collect()
+        self.lock().spans.iter().map(RawSpan::record).collect()
     }
 
     /// Spans held.
@@ -136,7 +168,7 @@ impl TraceBuffer {
 /// The layer. Add it to a `tracing_subscriber::registry()`.
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
-    node: String,
+    node: std::sync::Arc<str>,
     sampler: Sampler,
     buffer: TraceBuffer,
 }
@@ -144,6 +176,7 @@ pub struct TraceLayer {
 impl TraceLayer {
     /// A layer for `node` that samples new traces with `sampler` into `buffer`.
     pub fn new(node: impl Into<String>, sampler: Sampler, buffer: TraceBuffer) -> Self {
+        let node: String = node.into();
         TraceLayer { node: node.into(), sampler, buffer }
     }
 
@@ -246,12 +279,12 @@ where
         let Some(data) = span.extensions_mut().remove::<TraceData>().filter(|d| d.ctx.sampled) else {
             return;
         };
-        self.buffer.push(SpanRecord {
-            trace_id: data.ctx.trace_hex(),
-            span_id: format!("{:016x}", data.ctx.span_id),
-            parent_span_id: data.parent.map(|p| format!("{p:016x}")),
-            name: span.name().to_string(),
-            target: span.metadata().target().to_string(),
+        self.buffer.push(RawSpan {
+            trace_id: data.ctx.trace_id,
+            span_id: data.ctx.span_id,
+            parent: data.parent,
+            name: span.name(),
+            target: span.metadata().target(),
             node: self.node.clone(),
             start_unix_ns: data.start_unix_ns,
             duration_ns: data.started.elapsed().as_nanos() as u64,
