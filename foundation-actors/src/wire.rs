@@ -107,8 +107,12 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
     /// `traceparent` field the tracer follows); a disabled span, costing nothing, when the
     /// sender was not traced or its trace is not sampled (flags `00`).
     pub fn span(&self) -> tracing::Span {
+        // The flags are the last two hex digits; bit 0 is `sampled` (other bits may be set).
+        let sampled = |tp: &str| {
+            tp.get(53..55).and_then(|f| u8::from_str_radix(f, 16).ok()).is_some_and(|f| f & 1 == 1)
+        };
         match &self.traceparent {
-            Some(tp) if tp.ends_with("-01") => {
+            Some(tp) if sampled(tp) => {
                 tracing::info_span!("wire.receive", traceparent = %tp, message = std::any::type_name::<T>())
             }
             _ => tracing::Span::none(),

@@ -141,29 +141,34 @@ impl Coordinator {
         self.spec.search().seeds().collect()
     }
 
-    fn batches(&self) -> Vec<Vec<usize>> {
-        let indices: Vec<usize> = (0..self.spec.valset.len()).collect();
-        indices.chunks(self.spec.batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    /// Candidates in the run (DSPy's seeds -3 up to `num_candidate_programs`).
+    fn candidates(&self) -> usize {
+        self.spec.num_candidate_programs + 3
+    }
+
+    fn batch_count(&self) -> usize {
+        self.spec.valset.len().div_ceil(self.spec.batch_size.max(1))
     }
 
     /// The evaluation tasks of one built candidate (ids fixed by candidate and batch).
     fn eval_tasks(&self, seed: i64, program: &Program) -> Vec<Task> {
-        let seeds = self.seeds();
-        let position = seeds.iter().position(|s| *s == seed).unwrap_or(0);
-        let batches = self.batches();
-        let base = seeds.len() + position * batches.len();
-        batches
-            .into_iter()
+        // Seeds start at -3: the candidate's position is its seed + 3.
+        let position = usize::try_from(seed + 3).unwrap_or(0);
+        let base = self.candidates() + position * self.batch_count();
+        let indices: Vec<usize> = (0..self.spec.valset.len()).collect();
+        indices
+            .chunks(self.spec.batch_size.max(1))
             .enumerate()
             .map(|(b, examples)| Task {
                 id: (base + b) as u64,
-                kind: TaskKind::Eval { seed, program: program.clone(), examples },
+                kind: TaskKind::Eval { seed, program: program.clone(), examples: examples.to_vec() },
             })
             .collect()
     }
 
+    /// Computed, not listed: asked on every lease.
     fn total_tasks(&self) -> usize {
-        self.seeds().len() * (1 + self.batches().len())
+        self.candidates() * (1 + self.batch_count())
     }
 
     fn persist(&self, state: &CoordState) {
@@ -200,7 +205,7 @@ impl Coordinator {
             Some((_, b)) if b >= *m => best,
             _ => Some((*seed, *m)),
         });
-        let evals_total = self.seeds().len() * self.spec.valset.len();
+        let evals_total = self.candidates() * self.spec.valset.len();
         let evals_done = Self::evals_done(state);
         let elapsed = state.started.elapsed().as_secs_f64();
         let rate = (evals_done - state.evals_at_start.min(evals_done)) as f64 / elapsed.max(1e-3);
@@ -346,15 +351,13 @@ impl Actor for Coordinator {
             CoordMsg::Complete(completion, reply) => {
                 let Ok(c) = completion.into_inner() else { return Ok(()) };
                 state.leased.remove(&c.task.id);
-                let built = match &c.outcome {
-                    Outcome::Built(p) => Some(p.clone()),
-                    Outcome::Scores(_) => None,
-                };
                 let new = state.done.record(&self.spec, &c.task, &c.node, c.outcome);
                 if new {
                     state.done.work_ms += c.work.as_millis() as u64;
-                    if let (Some(program), TaskKind::Build { seed }) = (built, &c.task.kind) {
-                        let tasks = self.eval_tasks(*seed, &program);
+                    if let TaskKind::Build { seed } = &c.task.kind
+                        && let Some(program) = state.done.built.get(seed)
+                    {
+                        let tasks = self.eval_tasks(*seed, program);
                         state
                             .pending
                             .extend(tasks.into_iter().filter(|t| !state.done.tasks.contains_key(&t.id)));
