@@ -377,7 +377,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         let budget = crate::llm_load::start(&cluster, &args.llm)?;
         let run = crate::optimize::start(&cluster, &channels, &args.optimize);
         if args.trace_rate.is_some() {
-            crate::trace_cmd::start(&config.node.name).await?;
+            crate::trace_cmd::start(&cluster).await?;
         }
         let _dashboard = match args.dashboard {
             Some(addr) => match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), Some(&channels), args.dashboard_token.clone()).await {

@@ -67,9 +67,9 @@ impl Actor for HopActor {
 }
 
 /// Starts the participant and the hop actor of this node.
-pub async fn start(node: &str) -> anyhow::Result<()> {
-    scope_tracer::participant::start_participant(node, scope_tracer::buffer().clone()).await?;
-    Actor::spawn(None, HopActor { node: node.to_string() }, ()).await?;
+pub async fn start(cluster: &foundation_cluster::Cluster) -> anyhow::Result<()> {
+    scope_tracer::participant::start_participant(cluster, scope_tracer::buffer().clone()).await?;
+    Actor::spawn(None, HopActor { node: cluster.name().to_string() }, ()).await?;
     Ok(())
 }
 

@@ -15,4 +15,5 @@ pub mod pool;
 pub mod providers;
 pub mod registry;
 pub mod supervision;
+pub mod traced;
 pub mod wire;

@@ -6,6 +6,7 @@
 //! connection). A frame that does not decode is not dropped silently: it becomes a
 //! [`Wire`] holding the error, is logged and counted in `foundation_wire_decode_errors_total`.
 
+use foundation_core::trace_context::{self, TraceParent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -72,7 +73,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 /// continues the trace with [`Wire::span`].
 pub struct Wire<T> {
     state: State<T>,
-    traceparent: Option<String>,
+    traceparent: Option<TraceParent>,
 }
 
 enum State<T> {
@@ -93,30 +94,24 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
     /// Bytes already encoded (and size-checked) by [`encode`], to send to several actors without
     /// encoding again.
     pub(crate) fn from_encoded(bytes: Vec<u8>) -> Self {
-        let traceparent = foundation_core::trace_context::current_traceparent()
-            .filter(|tp| tp.len() == foundation_core::trace_context::TRACEPARENT_LEN && tp.is_ascii());
-        Wire { state: State::Encoded(bytes), traceparent }
+        Wire { state: State::Encoded(bytes), traceparent: trace_context::current() }
     }
 
-    /// The sender's `traceparent`, if it was in a trace.
-    pub fn traceparent(&self) -> Option<&str> {
-        self.traceparent.as_deref()
+    /// The sender's trace context, if it was in a trace.
+    pub fn trace_parent(&self) -> Option<TraceParent> {
+        self.traceparent
+    }
+
+    /// The sender's W3C `traceparent`, if it was in a trace.
+    pub fn traceparent(&self) -> Option<String> {
+        self.traceparent.map(|tp| tp.to_text())
     }
 
     /// A span that continues the sender's trace on this side (`wire.receive`, with the
     /// `traceparent` field the tracer follows); a disabled span, costing nothing, when the
     /// sender was not traced or its trace is not sampled (flags `00`).
     pub fn span(&self) -> tracing::Span {
-        // The flags are the last two hex digits; bit 0 is `sampled` (other bits may be set).
-        let sampled = |tp: &str| {
-            tp.get(53..55).and_then(|f| u8::from_str_radix(f, 16).ok()).is_some_and(|f| f & 1 == 1)
-        };
-        match &self.traceparent {
-            Some(tp) if sampled(tp) => {
-                tracing::info_span!("wire.receive", traceparent = %tp, message = std::any::type_name::<T>())
-            }
-            _ => tracing::Span::none(),
-        }
+        trace_context::continue_trace!(self.traceparent, "wire.receive", message = std::any::type_name::<T>())
     }
 
     /// The value, or why it could not be read.
@@ -144,7 +139,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable 
         match &self.traceparent {
             Some(tp) => {
                 frame.push(1);
-                frame.extend_from_slice(tp.as_bytes());
+                frame.extend_from_slice(tp.to_text().as_bytes());
             }
             None => frame.push(0),
         }
@@ -153,13 +148,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable 
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
-        let len = foundation_core::trace_context::TRACEPARENT_LEN;
+        let len = trace_context::TRACEPARENT_LEN;
         let (traceparent, payload) = match bytes.first() {
             Some(0) => (Ok(None), &bytes[1..]),
-            Some(1) if bytes.len() > len => match std::str::from_utf8(&bytes[1..=len]) {
-                Ok(tp) if tp.is_ascii() => (Ok(Some(tp.to_string())), &bytes[len + 1..]),
-                _ => (Err("a trace header that is not text"), &bytes[..0]),
-            },
+            Some(1) if bytes.len() > len => {
+                match std::str::from_utf8(&bytes[1..=len]).ok().and_then(TraceParent::from_text) {
+                    Some(tp) => (Ok(Some(tp)), &bytes[len + 1..]),
+                    None => (Err("a trace header that is not a W3C traceparent"), &bytes[..0]),
+                }
+            }
             _ => (Err("no valid frame header"), &bytes[..0]),
         };
         let decoded = traceparent
@@ -221,11 +218,11 @@ mod tests {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut sent = Wire::encode(&task(), 1024).unwrap();
         assert_eq!(sent.traceparent(), None, "no tracer installed in this test");
-        sent.traceparent = Some(tp.to_string());
+        sent.traceparent = TraceParent::from_text(tp);
         let bytes = sent.into_bytes();
         assert_eq!((bytes[0], &bytes[1..56]), (1, tp.as_bytes()));
         let received = Wire::<Task>::from_bytes(bytes);
-        assert_eq!(received.traceparent(), Some(tp));
+        assert_eq!(received.traceparent().as_deref(), Some(tp));
         assert_eq!(received.into_inner().unwrap(), task());
         // Untraced: one byte of header.
         let plain = Wire::encode(&task(), 1024).unwrap().into_bytes();

@@ -86,6 +86,22 @@ impl TraceContext {
     }
 }
 
+impl From<TraceContext> for foundation_core::trace_context::TraceParent {
+    fn from(c: TraceContext) -> Self {
+        foundation_core::trace_context::TraceParent {
+            trace_id: c.trace_id,
+            span_id: c.span_id,
+            sampled: c.sampled,
+        }
+    }
+}
+
+impl From<foundation_core::trace_context::TraceParent> for TraceContext {
+    fn from(p: foundation_core::trace_context::TraceParent) -> Self {
+        TraceContext { trace_id: p.trace_id, span_id: p.span_id, sampled: p.sampled }
+    }
+}
+
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))

@@ -54,6 +54,7 @@ pub mod export;
 pub mod participant;
 pub mod profiler;
 pub mod recorder;
+pub mod session;
 pub mod timeline;
 
 use std::sync::OnceLock;
@@ -77,7 +78,7 @@ static RATE: AtomicU64 = AtomicU64::new(0);
 /// Whether a new trace started here now is sampled, at the rate given to [`layer`] (never
 /// before a layer is installed). What [`root_span!`] asks before creating anything.
 pub fn sample_new_trace() -> bool {
-    let rate = f64::from_bits(RATE.load(Ordering::Relaxed));
+    let rate = f64::from_bits(RATE.load(Ordering::Relaxed)).max(session::boost());
     rate > 0.0 && foundation_core::random::unit() < rate
 }
 
@@ -110,11 +111,16 @@ pub fn buffer() -> &'static TraceBuffer {
 /// also installs trace propagation, so that every message Foundation sends to another node
 /// carries the current `traceparent` (see `foundation_core::trace_context`).
 pub fn layer(node: &str, rate: f64) -> TraceLayer {
-    foundation_core::trace_context::install(current_traceparent);
+    foundation_core::trace_context::install(current_parent);
     RATE.store(Sampler::new(rate).rate().to_bits(), Ordering::Relaxed);
     TraceLayer::new(node, Sampler::new(rate), buffer().clone())
 }
 
 pub use context::{Sampler, TraceContext, TraceparentError};
-pub use recorder::{SpanRecord, TraceBuffer, TraceLayer, current_context, current_traceparent};
+pub use recorder::{
+    SpanRecord, TraceBuffer, TraceLayer, current_context, current_parent, current_traceparent,
+};
+pub use session::{
+    SessionReport, TraceScope, collect_cluster_trace, sessions, start_cluster_trace, stop_cluster_trace,
+};
 pub use timeline::Timeline;

@@ -12,9 +12,11 @@ use foundation_actors::wire::Wire;
 use foundation_cluster::Cluster;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use ractor_cluster_derive::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
 
 use crate::profiler::NodeProfile;
 use crate::recorder::{SpanRecord, TraceBuffer};
+use crate::session::{self, MAX_SPANS_PER_NODE, SessionSpec};
 use crate::timeline::{Timeline, merge};
 
 /// The pg scope of participants.
@@ -30,11 +32,29 @@ pub(crate) enum ParticipantMsg {
     /// This node's profile.
     #[rpc]
     Profile(RpcReplyPort<Wire<NodeProfile>>),
+    /// A cluster trace began (see [`crate::session`]).
+    Begin(Wire<SessionSpec>),
+    /// A cluster trace stopped: its id.
+    End(Wire<String>),
+    /// This node's spans of a cluster trace: its id.
+    #[rpc]
+    Session(Wire<String>, RpcReplyPort<Wire<SessionPart>>),
+}
+
+/// A node's part of a cluster trace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionPart {
+    pub(crate) node: String,
+    /// `None`: the node does not record for this trace (out of scope, or never heard of it).
+    pub(crate) spans: Option<Vec<SpanRecord>>,
+    /// Spans left out (over [`MAX_SPANS_PER_NODE`]).
+    pub(crate) truncated: usize,
 }
 
 struct Participant {
     node: String,
     buffer: TraceBuffer,
+    cluster: Option<Cluster>,
 }
 
 impl Actor for Participant {
@@ -55,6 +75,35 @@ impl Actor for Participant {
     ) -> Result<(), ActorProcessingErr> {
         let (trace_id, reply) = match msg {
             ParticipantMsg::Spans(trace_id, reply) => (trace_id, reply),
+            ParticipantMsg::Begin(spec) => {
+                if let Ok(spec) = spec.into_inner() {
+                    session::begin(spec, &self.node, self.cluster.as_ref());
+                }
+                return Ok(());
+            }
+            ParticipantMsg::End(id) => {
+                if let Ok(id) = id.into_inner() {
+                    session::end(&id);
+                }
+                return Ok(());
+            }
+            ParticipantMsg::Session(id, reply) => {
+                let Ok(id) = id.into_inner() else { return Ok(()) };
+                let mut part = SessionPart { node: self.node.clone(), spans: None, truncated: 0 };
+                if let Some((from, until)) = session::window(&id) {
+                    let mut spans = self.buffer.window(from, until);
+                    part.truncated = spans.len().saturating_sub(MAX_SPANS_PER_NODE);
+                    spans.drain(..part.truncated);
+                    part.spans = Some(spans);
+                }
+                match Wire::encode(&part, foundation_actors::wire::DECODE_LIMIT) {
+                    Ok(wire) => drop(reply.send(wire)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "this node's part of a cluster trace is too large to send")
+                    }
+                }
+                return Ok(());
+            }
             ParticipantMsg::Profile(reply) => {
                 if let Ok(wire) = Wire::encode(&crate::profiler().snapshot(&self.node), usize::MAX) {
                     let _ = reply.send(wire);
@@ -72,9 +121,15 @@ impl Actor for Participant {
     }
 }
 
-/// Starts this node's participant, answering from `buffer`; stop the returned actor to leave.
-pub async fn start_participant(node: &str, buffer: TraceBuffer) -> Result<ractor::ActorCell, SpawnErr> {
-    let (actor, _) = Actor::spawn(None, Participant { node: node.to_string(), buffer }, ()).await?;
+/// Starts this node's participant, answering from `buffer` and taking part in cluster traces
+/// ([`crate::session`]); stop the returned actor to leave.
+pub async fn start_participant(
+    cluster: &Cluster,
+    buffer: TraceBuffer,
+) -> Result<ractor::ActorCell, SpawnErr> {
+    let participant =
+        Participant { node: cluster.name().to_string(), buffer, cluster: Some(cluster.clone()) };
+    let (actor, _) = Actor::spawn(None, participant, ()).await?;
     Ok(actor.get_cell())
 }
 

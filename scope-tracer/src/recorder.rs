@@ -13,6 +13,7 @@
 //! and counted ([`TraceBuffer::dropped`]).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,8 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, Registry};
+
+use foundation_core::trace_context::{PARENT_SPAN_FIELD, TRACE_ID_FIELD, TraceParent};
 
 use crate::context::{Sampler, TraceContext};
 
@@ -71,7 +74,7 @@ struct TraceData {
 /// A bounded buffer of finished spans. Cheap to clone (clones share it).
 #[derive(Debug, Clone)]
 pub struct TraceBuffer {
-    inner: Arc<Mutex<Buffer>>,
+    inner: Arc<Buffer>,
 }
 
 /// A finished span as recorded on the hot path: binary ids and static names, no allocation
@@ -83,7 +86,7 @@ struct RawSpan {
     parent: Option<u64>,
     name: &'static str,
     target: &'static str,
-    node: std::sync::Arc<str>,
+    node: &'static str,
     start_unix_ns: u64,
     duration_ns: u64,
     fields: BTreeMap<String, String>,
@@ -105,53 +108,88 @@ impl RawSpan {
     }
 }
 
+/// Shards of the buffer: each recording thread pushes to its own (picked round-robin when the
+/// thread first records), so that threads closing spans at once do not contend on one lock.
+const SHARDS: usize = 8;
+
 #[derive(Debug)]
 struct Buffer {
-    spans: VecDeque<RawSpan>,
+    shards: Box<[Mutex<VecDeque<RawSpan>>]>,
+    /// Spans held across all shards.
+    len: AtomicUsize,
     capacity: usize,
-    dropped: u64,
+    dropped: AtomicU64,
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 impl TraceBuffer {
     /// A buffer of at most `capacity` spans.
     pub fn new(capacity: usize) -> Self {
         TraceBuffer {
-            inner: Arc::new(Mutex::new(Buffer {
-                spans: VecDeque::new(),
+            inner: Arc::new(Buffer {
+                shards: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
+                len: AtomicUsize::new(0),
                 capacity: capacity.max(1),
-                dropped: 0,
-            })),
+                dropped: AtomicU64::new(0),
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Buffer> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, i: usize) -> MutexGuard<'_, VecDeque<RawSpan>> {
+        self.inner.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn push(&self, span: RawSpan) {
-        let mut b = self.lock();
-        if b.spans.len() >= b.capacity {
-            b.spans.pop_front();
-            b.dropped += 1;
+        let b = &self.inner;
+        let mut shard = self.shard(shard_index());
+        shard.push_back(span);
+        if b.len.fetch_add(1, Ordering::Relaxed) >= b.capacity {
+            // Full: the oldest span this thread's shard holds goes (with one recording thread,
+            // exactly the oldest; with several, the oldest of the thread that closes a span).
+            shard.pop_front();
+            b.len.fetch_sub(1, Ordering::Relaxed);
+            b.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("scope_tracer_spans_dropped_total").increment(1);
         }
-        b.spans.push_back(span);
+    }
+
+    /// The spans held that pass `keep`, oldest (first closed) first.
+    fn collect(&self, keep: impl Fn(&RawSpan) -> bool) -> Vec<SpanRecord> {
+        let mut raw: Vec<RawSpan> = Vec::new();
+        for i in 0..SHARDS {
+            raw.extend(self.shard(i).iter().filter(|s| keep(s)).cloned());
+        }
+        raw.sort_by_key(|s| s.start_unix_ns + s.duration_ns);
+        raw.iter().map(RawSpan::record).collect()
     }
 
     /// The spans of one trace (32 hex digits), oldest first.
     pub fn trace(&self, trace_id: &str) -> Vec<SpanRecord> {
         let Ok(id) = u128::from_str_radix(trace_id, 16) else { return Vec::new() };
-        self.lock().spans.iter().filter(|s| s.trace_id == id).map(RawSpan::record).collect()
+        self.collect(|s| s.trace_id == id)
     }
 
     /// Every span held, oldest first.
     pub fn all(&self) -> Vec<SpanRecord> {
-        self.lock().spans.iter().map(RawSpan::record).collect()
+        self.collect(|_| true)
+    }
+
+    /// The spans that started at or after `from_unix_ns` and before `until_unix_ns` (if given),
+    /// oldest first: what a node recorded during a cluster trace session.
+    pub fn window(&self, from_unix_ns: u64, until_unix_ns: Option<u64>) -> Vec<SpanRecord> {
+        self.collect(|s| s.start_unix_ns >= from_unix_ns && until_unix_ns.is_none_or(|u| s.start_unix_ns < u))
     }
 
     /// Spans held.
     pub fn len(&self) -> usize {
-        self.lock().spans.len()
+        self.inner.len.load(Ordering::Relaxed)
     }
 
     /// Whether it holds none.
@@ -161,14 +199,17 @@ impl TraceBuffer {
 
     /// Spans dropped because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.lock().dropped
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 }
 
 /// The layer. Add it to a `tracing_subscriber::registry()`.
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
-    node: std::sync::Arc<str>,
+    /// Leaked once per layer (a layer is made once per process, or per test): every span names
+    /// its node without touching a shared reference count.
+    node: &'static str,
+    clock: Clock,
     sampler: Sampler,
     buffer: TraceBuffer,
 }
@@ -177,7 +218,7 @@ impl TraceLayer {
     /// A layer for `node` that samples new traces with `sampler` into `buffer`.
     pub fn new(node: impl Into<String>, sampler: Sampler, buffer: TraceBuffer) -> Self {
         let node: String = node.into();
-        TraceLayer { node: node.into(), sampler, buffer }
+        TraceLayer { node: Box::leak(node.into_boxed_str()), clock: Clock::now(), sampler, buffer }
     }
 
     /// Its buffer.
@@ -189,12 +230,31 @@ impl TraceLayer {
 #[derive(Default)]
 struct Fields {
     traceparent: Option<String>,
+    /// A parent carried in binary ([`continue_trace!`](foundation_core::trace_context::continue_trace)).
+    trace_id: Option<u128>,
+    parent_span_id: Option<u64>,
     root: bool,
     sampled_root: bool,
     values: BTreeMap<String, String>,
 }
 
 impl Visit for Fields {
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        if field.name() == TRACE_ID_FIELD {
+            self.trace_id = Some(value);
+        } else {
+            self.values.insert(field.name().to_string(), value.to_string());
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == PARENT_SPAN_FIELD {
+            self.parent_span_id = Some(value);
+        } else {
+            self.values.insert(field.name().to_string(), value.to_string());
+        }
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == TRACEPARENT_FIELD {
             self.traceparent = Some(value.to_string());
@@ -224,8 +284,24 @@ impl Visit for Fields {
     }
 }
 
-fn now_unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+/// Wall-clock time from the monotonic clock: one clock read per span start instead of two.
+/// Anchored when the layer is made; a wall clock stepped later is not followed (spans keep
+/// their true durations, and the timeline corrects skew between nodes anyway).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    unix_ns: u64,
+    at: Instant,
+}
+
+impl Clock {
+    fn now() -> Self {
+        let unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Clock { unix_ns, at: Instant::now() }
+    }
+
+    fn unix_ns(&self, at: Instant) -> u64 {
+        self.unix_ns + at.saturating_duration_since(self.at).as_nanos() as u64
+    }
 }
 
 impl<S> Layer<S> for TraceLayer
@@ -236,7 +312,14 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Fields::default();
         attrs.record(&mut fields);
-        let (trace, parent) = if let Some(tp) = fields.traceparent.as_deref() {
+        let (trace, parent) = if let (Some(trace_id), Some(span_id)) =
+            (fields.trace_id, fields.parent_span_id)
+            && trace_id != 0
+            && span_id != 0
+        {
+            // Only sampled contexts are continued this way (a disabled span otherwise).
+            (TraceContext { trace_id, span_id, sampled: true }.child(), Some(span_id))
+        } else if let Some(tp) = fields.traceparent.as_deref() {
             match TraceContext::parse(tp) {
                 Ok(remote) => (remote.child(), Some(remote.span_id)),
                 Err(e) => {
@@ -244,21 +327,26 @@ where
                     return;
                 }
             }
-        } else if let Some(data) = span.parent().and_then(|p| p.extensions().get::<TraceData>().cloned()) {
-            (data.ctx.child(), Some(data.ctx.span_id))
+        } else if let Some(ctx) = span.parent().and_then(|p| p.extensions().get::<TraceData>().map(|d| d.ctx))
+        {
+            (ctx.child(), Some(ctx.span_id))
         } else if fields.sampled_root {
             (TraceContext { sampled: true, ..TraceContext::new_root(&Sampler::always()) }, None)
         } else if fields.root {
-            (TraceContext::new_root(&self.sampler), None)
+            // A running cluster trace may ask for more than the layer's own rate.
+            let boost = crate::session::boost();
+            let sampler = if boost > self.sampler.rate() { Sampler::new(boost) } else { self.sampler };
+            (TraceContext::new_root(&sampler), None)
         } else {
             return;
         };
         let sampled = trace.sampled;
+        let started = Instant::now();
         let data = TraceData {
             ctx: trace,
             parent,
-            start_unix_ns: if sampled { now_unix_ns() } else { 0 },
-            started: Instant::now(),
+            start_unix_ns: if sampled { self.clock.unix_ns(started) } else { 0 },
+            started,
             fields: if sampled { fields.values } else { BTreeMap::new() },
         };
         span.extensions_mut().insert(data);
@@ -285,7 +373,7 @@ where
             parent: data.parent,
             name: span.name(),
             target: span.metadata().target(),
-            node: self.node.clone(),
+            node: self.node,
             start_unix_ns: data.start_unix_ns,
             duration_ns: data.started.elapsed().as_nanos() as u64,
             fields: data.fields,
@@ -307,4 +395,10 @@ pub fn current_context() -> Option<TraceContext> {
 /// The `traceparent` of the current span, if it belongs to a trace.
 pub fn current_traceparent() -> Option<String> {
     current_context().map(|c| c.to_traceparent())
+}
+
+/// The current span's trace context as Foundation's handles carry it (installed as the hook
+/// in `foundation_core::trace_context` by [`layer`](crate::layer)).
+pub fn current_parent() -> Option<TraceParent> {
+    current_context().map(TraceParent::from)
 }

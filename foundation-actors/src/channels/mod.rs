@@ -48,6 +48,7 @@ pub use relay::{PG_SCOPE, pg_group};
 pub use subscription::{DEFAULT_CAPACITY, Overflow, SubscribeOptions, Subscription};
 pub use topic::{Lane, Topic};
 
+use crate::traced::Traced;
 use crate::wire::{self, Wire, WireError};
 use relay::{Decode, Envelope, Relay, RelayMsg};
 use subscription::{Pushed, Queue};
@@ -534,12 +535,15 @@ impl Registry {
             };
             state.published.increment(1);
             let mut delivered = 0;
+            // The publisher's span (for a broadcast from another node, the relay's span that
+            // continues the sender's trace) is the parent of each subscriber's handling.
+            let parent = foundation_core::trace_context::current_sampled();
             let mut message = Some(message);
             for (i, queue) in queues.iter().enumerate() {
                 // The last subscriber takes the message itself: one clone fewer per publish.
                 let m = if i + 1 == queues.len() { message.take() } else { message.clone() };
                 let Some(m) = m else { break };
-                match queue.push(state.lane, m) {
+                match queue.push(state.lane, Traced { value: m, parent }) {
                     Pushed::Queued => delivered += 1,
                     Pushed::Dropped => {
                         state.dropped.increment(1);

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use super::topic::{Lane, Topic};
 use super::{ChannelError, Registry};
+use crate::traced::Traced;
 
 /// Default bound of each lane of a subscription's queue.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -51,9 +52,10 @@ pub(crate) struct Queue<T> {
     options: SubscribeOptions,
 }
 
+/// Messages wait with the trace context of the span that published them.
 struct Lanes<T> {
-    control: VecDeque<T>,
-    normal: VecDeque<T>,
+    control: VecDeque<Traced<T>>,
+    normal: VecDeque<Traced<T>>,
     disconnected: bool,
     closed: bool,
 }
@@ -82,7 +84,7 @@ impl<T> Queue<T> {
         }
     }
 
-    pub(crate) fn push(&self, lane: Lane, message: T) -> Pushed {
+    pub(crate) fn push(&self, lane: Lane, message: Traced<T>) -> Pushed {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         if lanes.disconnected || lanes.closed {
             return Pushed::Disconnected;
@@ -168,6 +170,13 @@ impl<T: Clone + Send + Sync + 'static> Subscription<T> {
     /// Waits if none is queued. `Err(Disconnected)` once the overflow policy disconnected this
     /// subscriber; `Err(Closed)` once the channels are shut down and the queue is empty.
     pub async fn recv(&mut self) -> Result<T, ChannelError> {
+        self.recv_traced().await.map(Traced::into_inner)
+    }
+
+    /// Like [`recv`](Self::recv), with the trace context of the span that published the
+    /// message: enter [`Traced::span`] (or instrument the handling future with it) to continue
+    /// the publisher's trace here, on this node or, for a broadcast, on another.
+    pub async fn recv_traced(&mut self) -> Result<Traced<T>, ChannelError> {
         loop {
             let notified = self.queue.notify.notified();
             if let Some(result) = self.try_take() {
@@ -179,10 +188,10 @@ impl<T: Clone + Send + Sync + 'static> Subscription<T> {
 
     /// The next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Result<T, ChannelError>> {
-        self.try_take()
+        self.try_take().map(|r| r.map(Traced::into_inner))
     }
 
-    fn try_take(&self) -> Option<Result<T, ChannelError>> {
+    fn try_take(&self) -> Option<Result<Traced<T>, ChannelError>> {
         let mut lanes = self.queue.lanes.lock().unwrap_or_else(|p| p.into_inner());
         if lanes.disconnected {
             return Some(Err(ChannelError::Disconnected { dropped: self.dropped() }));

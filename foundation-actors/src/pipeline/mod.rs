@@ -53,6 +53,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use foundation_core::retry::RetryPolicy;
+use foundation_core::trace_context;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::supervision::{ChildSpec, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorSpec};
@@ -394,7 +395,10 @@ impl<In: Send + 'static> PipelineInput<In> {
     /// item's id, which its output or dead letter carries.
     pub async fn submit(&self, value: In) -> Result<u64, PipelineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Item { id, value }).await.map_err(|_| PipelineError::Closed(self.name.clone()))?;
+        self.tx
+            .send(Item { id, value, trace: trace_context::current_sampled() })
+            .await
+            .map_err(|_| PipelineError::Closed(self.name.clone()))?;
         Ok(id)
     }
 
@@ -406,7 +410,7 @@ impl<In: Send + 'static> PipelineInput<In> {
             Err(mpsc::error::TrySendError::Closed(())) => return Err(TrySubmitError::Closed(value)),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        permit.send(Item { id, value });
+        permit.send(Item { id, value, trace: trace_context::current_sampled() });
         Ok(id)
     }
 }

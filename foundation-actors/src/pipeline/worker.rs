@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use foundation_core::retry::RetryPolicy;
+use foundation_core::trace_context::{self, TraceParent};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::DeadLetter;
 
@@ -19,6 +21,8 @@ use super::DeadLetter;
 pub(crate) struct Item<T> {
     pub(crate) id: u64,
     pub(crate) value: T,
+    /// The trace context of the submitter, then of the previous stage's span.
+    pub(crate) trace: Option<TraceParent>,
 }
 
 pub(crate) type StageFn<I, O, E> =
@@ -163,13 +167,22 @@ where
     let shared = &state.shared;
     let labels = [("pipeline", shared.pipeline.clone()), ("stage", shared.name.clone())];
     let started = Instant::now();
+    // Each stage is a span of the item's trace, a child of the previous stage's span.
+    let span = trace_context::continue_trace!(
+        item.trace,
+        "pipeline.stage",
+        pipeline = %shared.pipeline,
+        stage = %shared.name,
+        item = item.id
+    );
+    let trace = span.in_scope(trace_context::current_sampled).or(item.trace);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let f = shared.f.clone();
         let input = item.value.clone();
         // Its own task, so that a panic in user code fails this attempt, not the worker.
-        let outcome = tokio::spawn(async move { f(input).await }).await;
+        let outcome = tokio::spawn(async move { f(input).await }.instrument(span.clone())).await;
         let error = match outcome {
             Ok(Ok(value)) => {
                 metrics::histogram!("foundation_pipeline_stage_seconds", &labels)
@@ -177,8 +190,8 @@ where
                 metrics::counter!("foundation_pipeline_processed_total", &labels).increment(1);
                 shared.counters.processed.fetch_add(1, Ordering::Relaxed);
                 let sent = match &state.output {
-                    Some(output) => output.send(Item { id: item.id, value }).await.map_err(|e| e.0),
-                    None => Err(Item { id: item.id, value }),
+                    Some(output) => output.send(Item { id: item.id, value, trace }).await.map_err(|e| e.0),
+                    None => Err(Item { id: item.id, value, trace }),
                 };
                 if let Err(lost) = sent {
                     // Whoever reads the output is gone: keep the result as a dead letter.

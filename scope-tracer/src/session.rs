@@ -1,0 +1,482 @@
+//! Cluster traces: record everything the cluster does for a while, then collect it as one set of
+//! timelines.
+//!
+//! [`start_cluster_trace`] tells every node's participant that a trace has begun: the nodes in
+//! its [`TraceScope`] sample new traces at the scope's rate (on top of their own) until it
+//! stops, and each node declares the trace's **coordinator**, a cluster singleton
+//! (`scope.trace.ID`) that runs on one node and moves to a survivor if that node is lost.
+//! [`stop_cluster_trace`] asks the coordinator to end it; [`collect_cluster_trace`] asks it for
+//! the report so far (while running, the timelines grow). The coordinator asks every
+//! participant in scope for the spans its node recorded during the trace (each node's window
+//! measured on its own clock, from when it heard of the start to when it heard of the stop),
+//! waits at most a timeout for each, merges them per trace id (parents first, skew corrected)
+//! and names the nodes that did not answer.
+//!
+//! A trace stops by itself after [`TraceScope::max_duration_ms`], so a forgotten one does not
+//! keep a cluster sampling everything. A coordinator that fails over keeps the trace's start
+//! (every node holds the trace's spec); stopping is idempotent (a node keeps the first stop it
+//! hears of). A node keeps the last [`KEEP_SESSIONS`] traces it heard of; spans live in the
+//! nodes' bounded buffers, so a long trace at a high rate can lose its oldest spans there (the
+//! buffer's drop count says so).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foundation_actors::supervision::ChildSpec;
+use foundation_actors::wire::Wire;
+use foundation_cluster::{Cluster, SingletonHandle};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster_derive::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::participant::{self, ParticipantMsg};
+use crate::recorder::SpanRecord;
+use crate::timeline::{Timeline, merge};
+
+/// Traces a node remembers (older ones are forgotten, their coordinators released).
+pub const KEEP_SESSIONS: usize = 8;
+/// Spans a node sends for one cluster trace at most (the newest are kept).
+pub const MAX_SPANS_PER_NODE: usize = 20_000;
+/// Default for [`TraceScope::max_duration_ms`]: one minute.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60);
+
+/// What a cluster trace records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TraceScope {
+    /// The nodes that record (empty: every node).
+    pub nodes: Vec<String>,
+    /// The share of new traces those nodes sample while it runs, 0 to 1 (default 1: all).
+    pub rate: f64,
+    /// It stops by itself after this many milliseconds (default 60 000).
+    pub max_duration_ms: u64,
+}
+
+impl Default for TraceScope {
+    fn default() -> Self {
+        TraceScope { nodes: Vec::new(), rate: 1.0, max_duration_ms: DEFAULT_MAX_DURATION.as_millis() as u64 }
+    }
+}
+
+impl TraceScope {
+    /// Whether `node` records for this trace.
+    pub fn includes(&self, node: &str) -> bool {
+        self.nodes.is_empty() || self.nodes.iter().any(|n| n == node)
+    }
+
+    fn check(&self) -> Result<(), SessionError> {
+        if !(0.0..=1.0).contains(&self.rate) {
+            return Err(SessionError::Scope(format!("rate = {} (expected 0 to 1)", self.rate)));
+        }
+        if self.max_duration_ms == 0 {
+            return Err(SessionError::Scope("max_duration_ms = 0 (expected at least 1)".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A cluster trace as every node knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// Its id, 16 hex digits.
+    pub id: String,
+    /// What it records.
+    pub scope: TraceScope,
+    /// When it started, on the starting node's clock (ns since the Unix epoch).
+    pub started_unix_ns: u64,
+    /// The node it was started from.
+    pub started_by: String,
+}
+
+/// Whether a cluster trace is still recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Recording.
+    Running,
+    /// Stopped (on request or after its maximum duration).
+    Stopped,
+}
+
+/// A cluster trace's report: its spec, state and the timelines recorded so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// The trace.
+    pub spec: SessionSpec,
+    /// Running or stopped.
+    pub state: SessionState,
+    /// When it stopped, on the coordinator's clock.
+    pub stopped_unix_ns: Option<u64>,
+    /// The node whose coordinator answered.
+    pub coordinator: String,
+    /// One timeline per trace id recorded in it, the earliest first.
+    pub traces: Vec<Timeline>,
+    /// Nodes in scope that did not answer in time.
+    pub missing_nodes: BTreeSet<String>,
+    /// Spans a node had but did not send (over [`MAX_SPANS_PER_NODE`]), by node.
+    pub truncated: BTreeMap<String, usize>,
+}
+
+impl SessionReport {
+    /// Every span of every trace in it.
+    pub fn span_count(&self) -> usize {
+        self.traces.iter().map(|t| t.spans.len()).sum()
+    }
+
+    /// All its traces as one timeline (for an export that shows the whole recording).
+    pub fn combined(&self) -> Timeline {
+        Timeline {
+            trace_id: self.spec.id.clone(),
+            spans: self.traces.iter().flat_map(|t| t.spans.iter().cloned()).collect(),
+            skew_adjusted: self.traces.iter().flat_map(|t| t.skew_adjusted.clone()).collect(),
+            orphans: self.traces.iter().flat_map(|t| t.orphans.iter().cloned()).collect(),
+            missing_nodes: self.missing_nodes.clone(),
+        }
+    }
+}
+
+/// A cluster trace as this node saw it (for lists: no spans).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The trace.
+    pub spec: SessionSpec,
+    /// Running or stopped, as this node heard.
+    pub state: SessionState,
+    /// Whether this node records for it.
+    pub recording_here: bool,
+}
+
+/// Why a cluster trace could not be started, stopped or read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    /// The scope is not valid.
+    #[error("invalid trace scope: {0}")]
+    Scope(String),
+    /// No participant runs on this node (start one with `participant::start_participant`).
+    #[error("no trace participant runs on this node: start one before starting a cluster trace")]
+    NoParticipant,
+    /// The id is not one this cluster knows (or it was forgotten).
+    #[error("unknown cluster trace `{0}` (a node remembers its last 8)")]
+    Unknown(String),
+    /// Its coordinator did not answer in time.
+    #[error("the coordinator of cluster trace `{id}` did not answer within {timeout:?}")]
+    Timeout {
+        /// The trace.
+        id: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+/// What this process knows of cluster traces: the participant writes it, readers list it.
+struct Known {
+    sessions: Vec<Local>,
+}
+
+struct Local {
+    spec: SessionSpec,
+    /// This node's window, on its own clock.
+    heard_start_ns: u64,
+    heard_stop_ns: Option<u64>,
+    recording_here: bool,
+    /// Keeps the coordinator declared on this node (released when the trace is forgotten).
+    _coordinator: Option<SingletonHandle>,
+}
+
+static KNOWN: Mutex<Known> = Mutex::new(Known { sessions: Vec::new() });
+/// The highest rate of the running traces this node records for (f64 bits; 0: none).
+static BOOST: AtomicU64 = AtomicU64::new(0);
+
+fn known() -> MutexGuard<'static, Known> {
+    KNOWN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn now_unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The sampling rate running cluster traces ask of this node (0 when none does).
+pub fn boost() -> f64 {
+    f64::from_bits(BOOST.load(Ordering::Relaxed))
+}
+
+fn update_boost(known: &Known) {
+    let rate = known
+        .sessions
+        .iter()
+        .filter(|s| s.recording_here && s.heard_stop_ns.is_none())
+        .map(|s| s.spec.scope.rate)
+        .fold(0.0, f64::max);
+    BOOST.store(rate.to_bits(), Ordering::Relaxed);
+}
+
+/// The pg group of a trace's coordinator.
+fn coordinator_group(id: &str) -> String {
+    format!("session:{id}")
+}
+
+/// The participant heard of a trace: record it, raise sampling if in scope, declare its
+/// coordinator (with a cluster to declare it on).
+pub(crate) fn begin(spec: SessionSpec, node: &str, cluster: Option<&Cluster>) {
+    let mut known = known();
+    if known.sessions.iter().any(|s| s.spec.id == spec.id) {
+        return;
+    }
+    let coordinator = cluster.map(|c| {
+        let name = format!("scope.trace.{}", spec.id);
+        let (spec, cluster) = (spec.clone(), c.clone());
+        c.start_singleton(
+            &name,
+            ChildSpec::new(name.clone(), move || (Coordinator, (spec.clone(), cluster.clone()))),
+        )
+    });
+    let recording_here = spec.scope.includes(node);
+    known.sessions.push(Local {
+        spec,
+        heard_start_ns: now_unix_ns(),
+        heard_stop_ns: None,
+        recording_here,
+        _coordinator: coordinator,
+    });
+    while known.sessions.len() > KEEP_SESSIONS {
+        known.sessions.remove(0);
+    }
+    update_boost(&known);
+}
+
+/// The participant heard that a trace stopped (the first stop counts).
+pub(crate) fn end(id: &str) {
+    let mut known = known();
+    if let Some(s) = known.sessions.iter_mut().find(|s| s.spec.id == id) {
+        s.heard_stop_ns.get_or_insert_with(now_unix_ns);
+    }
+    update_boost(&known);
+}
+
+/// This node's window for a trace (on its own clock), if it records for it.
+pub(crate) fn window(id: &str) -> Option<(u64, Option<u64>)> {
+    let known = known();
+    let s = known.sessions.iter().find(|s| s.spec.id == id && s.recording_here)?;
+    Some((s.heard_start_ns, s.heard_stop_ns))
+}
+
+/// The cluster traces this node heard of, the newest first.
+pub fn sessions() -> Vec<SessionInfo> {
+    let known = known();
+    known
+        .sessions
+        .iter()
+        .rev()
+        .map(|s| SessionInfo {
+            spec: s.spec.clone(),
+            state: if s.heard_stop_ns.is_some() { SessionState::Stopped } else { SessionState::Running },
+            recording_here: s.recording_here,
+        })
+        .collect()
+}
+
+fn new_id() -> String {
+    format!("{:016x}", foundation_core::random::next_u64() | 1)
+}
+
+/// Starts a cluster trace over `scope`: every participant hears of it (those in scope start
+/// sampling at its rate) and declares its coordinator. Returns its id.
+pub async fn start_cluster_trace(cluster: &Cluster, scope: TraceScope) -> Result<String, SessionError> {
+    scope.check()?;
+    let members =
+        ractor::pg::get_scoped_members(&participant::SCOPE.to_string(), &participant::GROUP.to_string());
+    if !members.iter().any(|m| m.get_id().is_local()) {
+        return Err(SessionError::NoParticipant);
+    }
+    let spec = SessionSpec {
+        id: new_id(),
+        scope,
+        started_unix_ns: now_unix_ns(),
+        started_by: cluster.name().to_string(),
+    };
+    for member in members {
+        let participant: ActorRef<ParticipantMsg> = member.into();
+        if let Ok(wire) = Wire::encode(&spec, usize::MAX) {
+            // A participant that just stopped misses it: its node is leaving.
+            let _ = participant.cast(ParticipantMsg::Begin(wire));
+        }
+    }
+    tracing::info!(id = %spec.id, "cluster trace started");
+    Ok(spec.id)
+}
+
+/// Stops the cluster trace `id` and returns its report (waiting at most `timeout` for its
+/// coordinator, which may still be starting, and then for each node).
+pub async fn stop_cluster_trace(id: &str, timeout: Duration) -> Result<SessionReport, SessionError> {
+    ask(id, timeout, CoordinatorMsg::Stop).await
+}
+
+/// The report of the cluster trace `id` so far (running or stopped).
+pub async fn collect_cluster_trace(id: &str, timeout: Duration) -> Result<SessionReport, SessionError> {
+    ask(id, timeout, CoordinatorMsg::Report).await
+}
+
+async fn ask(
+    id: &str,
+    timeout: Duration,
+    msg: fn(RpcReplyPort<Wire<SessionReport>>) -> CoordinatorMsg,
+) -> Result<SessionReport, SessionError> {
+    if !sessions().iter().any(|s| s.spec.id == id) {
+        return Err(SessionError::Unknown(id.to_string()));
+    }
+    let timed_out = || SessionError::Timeout { id: id.to_string(), timeout };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let members = ractor::pg::get_scoped_members(&participant::SCOPE.to_string(), &coordinator_group(id));
+        if let Some(member) = members.into_iter().next() {
+            let coordinator: ActorRef<CoordinatorMsg> = member.into();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            return match coordinator.call(msg, Some(left.max(Duration::from_millis(1)))).await {
+                Ok(ractor::rpc::CallResult::Success(report)) => report.into_inner().map_err(|_| timed_out()),
+                _ => Err(timed_out()),
+            };
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(timed_out());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// How long the coordinator waits for each node's part.
+const PART_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(RactorClusterMessage)]
+enum CoordinatorMsg {
+    #[rpc]
+    Stop(RpcReplyPort<Wire<SessionReport>>),
+    #[rpc]
+    Report(RpcReplyPort<Wire<SessionReport>>),
+    /// Its maximum duration passed.
+    Expire,
+}
+
+struct Coordinator;
+
+struct CoordinatorState {
+    spec: SessionSpec,
+    cluster: Cluster,
+    stopped_unix_ns: Option<u64>,
+}
+
+impl Actor for Coordinator {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = (SessionSpec, Cluster);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        (spec, cluster): (SessionSpec, Cluster),
+    ) -> Result<CoordinatorState, ActorProcessingErr> {
+        ractor::pg::join_scoped(
+            participant::SCOPE.to_string(),
+            coordinator_group(&spec.id),
+            vec![myself.get_cell()],
+        );
+        // Counted from the start (a coordinator that took over keeps the original deadline).
+        let ends = spec.started_unix_ns + spec.scope.max_duration_ms * 1_000_000;
+        let left = Duration::from_nanos(ends.saturating_sub(now_unix_ns()));
+        myself.send_after(left, || CoordinatorMsg::Expire);
+        Ok(CoordinatorState { spec, cluster, stopped_unix_ns: None })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<CoordinatorMsg>,
+        msg: CoordinatorMsg,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CoordinatorMsg::Stop(reply) => {
+                stop(state);
+                let report = report(state).await;
+                let _ = reply.send(Wire::encode(&report, usize::MAX)?);
+            }
+            CoordinatorMsg::Report(reply) => {
+                let report = report(state).await;
+                let _ = reply.send(Wire::encode(&report, usize::MAX)?);
+            }
+            CoordinatorMsg::Expire => {
+                if state.stopped_unix_ns.is_none() {
+                    tracing::info!(id = %state.spec.id, "cluster trace reached its maximum duration");
+                    stop(state);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn participants() -> Vec<ActorRef<ParticipantMsg>> {
+    ractor::pg::get_scoped_members(&participant::SCOPE.to_string(), &participant::GROUP.to_string())
+        .into_iter()
+        .map(ActorRef::from)
+        .collect()
+}
+
+fn stop(state: &mut CoordinatorState) {
+    state.stopped_unix_ns.get_or_insert_with(now_unix_ns);
+    for participant in participants() {
+        if let Ok(wire) = Wire::encode(&state.spec.id, usize::MAX) {
+            let _ = participant.cast(ParticipantMsg::End(wire));
+        }
+    }
+}
+
+async fn report(state: &CoordinatorState) -> SessionReport {
+    let scope = &state.spec.scope;
+    let expected: BTreeSet<String> = state
+        .cluster
+        .up()
+        .into_iter()
+        .chain(std::iter::once(state.cluster.name().to_string()))
+        .filter(|n| scope.includes(n) && !n.starts_with(foundation_cluster::singleton::OBSERVER_PREFIX))
+        .collect();
+    let mut calls = tokio::task::JoinSet::new();
+    for participant in participants() {
+        let id = state.spec.id.clone();
+        calls.spawn(async move {
+            let request = Wire::encode(&id, usize::MAX).ok()?;
+            match participant.call(|port| ParticipantMsg::Session(request, port), Some(PART_TIMEOUT)).await {
+                Ok(ractor::rpc::CallResult::Success(part)) => part.into_inner().ok(),
+                _ => None,
+            }
+        });
+    }
+    let mut answered = BTreeSet::new();
+    let mut truncated = BTreeMap::new();
+    let mut by_trace: BTreeMap<String, Vec<SpanRecord>> = BTreeMap::new();
+    while let Some(result) = calls.join_next().await {
+        let Ok(Some(part)) = result else { continue };
+        let part: participant::SessionPart = part;
+        let Some(spans) = part.spans else { continue };
+        answered.insert(part.node.clone());
+        if part.truncated > 0 {
+            truncated.insert(part.node, part.truncated);
+        }
+        for span in spans {
+            by_trace.entry(span.trace_id.clone()).or_default().push(span);
+        }
+    }
+    let missing: BTreeSet<String> = expected.difference(&answered).cloned().collect();
+    let mut traces: Vec<Timeline> =
+        by_trace.into_iter().map(|(id, spans)| merge(&id, spans, missing.clone())).collect();
+    traces.sort_by_key(|t| t.spans.first().map_or(0, |s| s.start_unix_ns));
+    SessionReport {
+        spec: state.spec.clone(),
+        state: if state.stopped_unix_ns.is_some() { SessionState::Stopped } else { SessionState::Running },
+        stopped_unix_ns: state.stopped_unix_ns,
+        coordinator: state.cluster.name().to_string(),
+        traces,
+        missing_nodes: missing,
+        truncated,
+    }
+}
