@@ -118,6 +118,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .args(["--candidates", &args.candidates.to_string(), "--latency-ms", &args.latency_ms.to_string()])
         .arg("--run-state")
         .arg(&state_dir)
+        // Traced but sampling nothing on their own: the dashboard's cluster traces record, and
+        // the profiler shows where time goes.
+        .args(["--trace-rate", "0"])
         .arg("--exit-with-stdin");
         if let Some(url) = &args.endpoint {
             cmd.args(["--lm-url", url, "--lm-model", &args.model]);
@@ -171,6 +174,8 @@ async fn watch(
     // With channels of its own, the observer hears the run's progress on the telemetry topic.
     let channels = foundation_actors::channels::Channels::start().await?;
     let observer = Cluster::start(&name, &config, Some(channels.clone())).await?;
+    // So that the dashboard can start cluster traces (the observer itself records nothing).
+    scope_tracer::participant::start_participant(&observer, scope_tracer::buffer().clone()).await?;
     let dashboard =
         scope_tracer::dashboard::Dashboard::serve(dashboard, observer.clone(), Some(&channels), None).await?;
     println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());

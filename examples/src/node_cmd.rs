@@ -107,12 +107,18 @@ enum Command {
     TraceCollect { trace_id: String },
     /// `profile`: every traced node's profile, with the bottlenecks and hotspots found.
     Profile,
+    /// `trace-start [RATE] [NODE,NODE,...]`: start a cluster trace (default: every node, rate 1).
+    TraceStart { rate: f64, nodes: Vec<String> },
+    /// `trace-stop ID`: stop a cluster trace and print its report.
+    TraceStop { id: String },
+    /// `trace-report ID`: print a cluster trace's report so far.
+    TraceReport { id: String },
 }
 
 impl Command {
     fn parse(line: &str) -> Result<Command, String> {
         let mut words = line.split_whitespace();
-        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`, `trace-hop N1,N2`, `trace-collect ID`, `profile`";
+        let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`, `trace-hop N1,N2`, `trace-collect ID`, `profile`, `trace-start [RATE] [N1,N2]`, `trace-stop ID`, `trace-report ID`";
         match (words.next(), words.next()) {
             (Some("broadcast"), Some(topic)) => {
                 let text = words.collect::<Vec<_>>().join(" ");
@@ -130,6 +136,18 @@ impl Command {
             }
             (Some("trace-collect"), Some(id)) => Ok(Command::TraceCollect { trace_id: id.to_string() }),
             (Some("profile"), None) => Ok(Command::Profile),
+            (Some("trace-start"), rate) => {
+                let rate = match rate.map(str::parse::<f64>) {
+                    None => 1.0,
+                    Some(Ok(r)) => r,
+                    Some(Err(_)) => return Err(format!("`trace-start` takes a rate from 0 to 1; {usage}")),
+                };
+                let nodes =
+                    words.next().map(|n| n.split(',').map(str::to_string).collect()).unwrap_or_default();
+                Ok(Command::TraceStart { rate, nodes })
+            }
+            (Some("trace-stop"), Some(id)) => Ok(Command::TraceStop { id: id.to_string() }),
+            (Some("trace-report"), Some(id)) => Ok(Command::TraceReport { id: id.to_string() }),
             (Some("replicas"), Some(name)) => Ok(Command::Replicas { name: name.to_string() }),
             (Some("health"), Some(service)) => match words.next() {
                 Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
@@ -153,7 +171,13 @@ fn run_command(
     budget: Option<&foundation_core::rate_limit::RateLimiter>,
 ) {
     match command {
-        Command::StopRun | Command::TraceHop { .. } | Command::TraceCollect { .. } | Command::Profile => {}
+        Command::StopRun
+        | Command::TraceHop { .. }
+        | Command::TraceCollect { .. }
+        | Command::Profile
+        | Command::TraceStart { .. }
+        | Command::TraceStop { .. }
+        | Command::TraceReport { .. } => {}
         Command::Budget => match budget {
             Some(limiter) => say!("budget share {:.3}", limiter.share()),
             None => say!("budget: none (start the node with --provider-url)"),
@@ -429,6 +453,16 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                         Ok(Command::TraceCollect { trace_id }) => {
                             let cluster = cluster.clone();
                             tokio::spawn(async move { crate::trace_cmd::collect(&cluster, &trace_id).await });
+                        }
+                        Ok(Command::TraceStart { rate, nodes }) => {
+                            let cluster = cluster.clone();
+                            tokio::spawn(async move { crate::trace_cmd::start_session(&cluster, rate, nodes).await });
+                        }
+                        Ok(Command::TraceStop { id }) => {
+                            tokio::spawn(async move { crate::trace_cmd::session_report(&id, true).await });
+                        }
+                        Ok(Command::TraceReport { id }) => {
+                            tokio::spawn(async move { crate::trace_cmd::session_report(&id, false).await });
                         }
                         Ok(command) => run_command(command, &channels, &registry, &replicas, budget.as_ref()),
                         Err(e) => say!("{e}"),

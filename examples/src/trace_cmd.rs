@@ -112,3 +112,27 @@ pub async fn profile(cluster: &Cluster) {
         .collect();
     say!("profile {}", serde_json::json!({"nodes": nodes, "runs": runs, "analysis": analysis}));
 }
+
+/// `trace-start [RATE] [NODES]`: a cluster trace over `nodes` (all if empty) at `rate`.
+pub async fn start_session(cluster: &Cluster, rate: f64, nodes: Vec<String>) {
+    let scope = scope_tracer::TraceScope { rate, nodes, ..Default::default() };
+    match scope_tracer::start_cluster_trace(cluster, scope).await {
+        Ok(id) => say!("cluster trace started {id}"),
+        Err(e) => say!("cluster trace not started: {e}"),
+    }
+}
+
+/// `trace-stop ID` / `trace-report ID`: the cluster trace's report as one JSON line (each
+/// trace's spans by name, node and parent, the nodes missing, the coordinator's node).
+pub async fn session_report(id: &str, stop: bool) {
+    let timeout = Duration::from_secs(10);
+    let report = if stop {
+        scope_tracer::stop_cluster_trace(id, timeout).await
+    } else {
+        scope_tracer::collect_cluster_trace(id, timeout).await
+    };
+    match report {
+        Ok(report) => say!("cluster trace report {}", serde_json::to_string(&report).unwrap_or_default()),
+        Err(e) => say!("cluster trace report failed: {e}"),
+    }
+}

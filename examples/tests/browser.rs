@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use foundation_cluster::testkit::{free_port, free_port_range};
-use support::{WAIT, start_node, until};
+use support::{WAIT, hop_round_trip, start_node, until};
 
 fn chromium() -> Option<PathBuf> {
     let candidates = [std::env::var("CHROMIUM_BIN").ok(), Some("/usr/bin/chromium".into())];
@@ -26,7 +26,7 @@ fn chromium() -> Option<PathBuf> {
 
 fn browser(chromium: &Path, profile: &Path) -> Command {
     let mut cmd = Command::new(chromium);
-    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1000,500"])
+    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1000,1500"])
         .arg(format!("--user-data-dir={}", profile.display()));
     cmd
 }
@@ -35,6 +35,26 @@ fn browser(chromium: &Path, profile: &Path) -> Command {
 fn dom(chromium: &Path, profile: &Path, url: &str) -> String {
     let out = browser(chromium, profile).args(["--timeout=2500", "--dump-dom", url]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts a cluster trace through the dashboard's API, as the page's button does; its id.
+fn start_cluster_trace(web: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(web).unwrap();
+    let body = r#"{"rate": 1}"#;
+    write!(
+        stream,
+        "POST /api/sessions HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let json = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let id = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string));
+    id.unwrap_or_else(|| panic!("no cluster trace started: {response}"))
 }
 
 fn screenshot(chromium: &Path, profile: &Path, url: &str, name: &str) -> PathBuf {
@@ -59,8 +79,8 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
     let profile = tempfile::tempdir().unwrap();
     let base = free_port_range(3);
     let web = format!("127.0.0.1:{}", free_port());
-    let n1 = start_node("n1", base, &[], &["--dashboard", &web]);
-    let _n2 = start_node("n2", base + 1, &[base], &[]);
+    let mut n1 = start_node("n1", base, &[], &["--dashboard", &web, "--trace-rate", "0"]);
+    let _n2 = start_node("n2", base + 1, &[base], &["--trace-rate", "0"]);
     let mut n3 = start_node("n3", base + 2, &[base], &[]);
     n1.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
     let url = format!("http://{web}/");
@@ -78,6 +98,22 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
     assert!(page.borrow().contains("<title>Foundation cluster</title>"));
     let shot = screenshot(&chromium, profile.path(), &url, "dashboard-3-up.png");
     eprintln!("screenshot: {}", shot.display());
+
+    // A cluster trace started (what the page's start button posts) shows up running, with the
+    // timeline of a request that hopped to n2 and back.
+    let id = start_cluster_trace(&web);
+    hop_round_trip(&mut n1, "n2,n1");
+    until(
+        || {
+            *page.borrow_mut() = dom(&chromium, profile.path(), &url);
+            let page = page.borrow();
+            page.contains(&format!("data-session=\"{id}\" data-state=\"running\""))
+                && page.contains("data-span=\"hop@n2\"")
+                && page.contains("data-span=\"request@n1\"")
+        },
+        || format!("the page never showed the running cluster trace {id}: {}", page.borrow()),
+    );
+    screenshot(&chromium, profile.path(), &url, "dashboard-cluster-trace.png");
 
     n3.kill();
     until(

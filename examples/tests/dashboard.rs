@@ -8,13 +8,23 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use foundation_cluster::testkit::{free_port, free_port_range};
-use support::{WAIT, start_node, until};
+use support::{WAIT, hop_round_trip, start_node, until};
 
 /// A GET over HTTP/1.1 (no client crate needed): (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, "")
+}
+
+/// A request over HTTP/1.1 with a body: (status, body).
+fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -53,10 +63,16 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_goes_down() {
     write!(stream, "GET /api/events HTTP/1.1\r\nHost: {web}\r\n\r\n").unwrap();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
+    // The first `cluster` event (others, such as `sessions`, may come before it).
+    let mut event = String::new();
     let data = loop {
         line.clear();
         reader.read_line(&mut line).unwrap();
-        if let Some(data) = line.strip_prefix("data: ") {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && event == "cluster"
+        {
             break data.to_string();
         }
     };
@@ -145,4 +161,62 @@ fn the_dashboard_follows_an_optimization_run_from_the_telemetry_channel() {
         },
         || format!("{:?}", get(&web, "/api/runs")),
     );
+}
+
+#[test]
+fn cluster_traces_start_and_stop_from_the_dashboard_and_download_as_chrome_json() {
+    let base = free_port_range(2);
+    let web = format!("127.0.0.1:{}", free_port());
+    // No sampling of their own: only a cluster trace makes the nodes record.
+    let mut n1 = start_node("n1", base, &[], &["--dashboard", &web, "--trace-rate", "0"]);
+    let _n2 = start_node("n2", base + 1, &[base], &["--trace-rate", "0"]);
+    n1.wait_for_count("member up", 1, WAIT).unwrap_or_else(|e| panic!("{e}"));
+
+    // Bad input is refused with a reason, and starts nothing.
+    let (status, body) = request(&web, "POST", "/api/sessions", "{rate: 1");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not valid JSON"), "{body}");
+    let (status, body) = request(&web, "POST", "/api/sessions", r#"{"rate": 2}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("rate = 2 (expected 0 to 1)"), "{body}");
+    assert_eq!(get(&web, "/api/sessions"), (200, "[]".to_string()));
+    assert_eq!(get(&web, "/api/sessions/0123456789abcdef").0, 404);
+    assert_eq!(get(&web, "/api/sessions/not-an-id").0, 400);
+
+    let (status, body) = request(&web, "POST", "/api/sessions", r#"{"nodes": ["n1", "n2"]}"#);
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].as_str().unwrap().to_string();
+    hop_round_trip(&mut n1, "n2,n1");
+    // The spans (but the wire's) of the trace that made the round trip.
+    let hop_trace = |report: &serde_json::Value| -> Vec<String> {
+        let names = |t: &serde_json::Value| -> Vec<String> {
+            t["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| format!("{}@{}", s["name"].as_str().unwrap(), s["node"].as_str().unwrap()))
+                .filter(|s| !s.starts_with("wire.receive"))
+                .collect()
+        };
+        report["traces"].as_array().unwrap().iter().map(names).find(|n| n.len() > 1).unwrap_or_default()
+    };
+    let (status, body) = get(&web, &format!("/api/sessions/{id}"));
+    let live: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, live["state"].as_str()), (200, Some("running")), "{body}");
+    assert!(hop_trace(&live).contains(&"hop@n2".to_string()), "{body}");
+
+    // The stop button's request: stopped, every node answered, and the export downloads.
+    let (status, body) = request(&web, "POST", &format!("/api/sessions/{id}/stop"), "");
+    let stopped: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, stopped["state"].as_str()), (200, Some("stopped")), "{body}");
+    assert_eq!(stopped["missing_nodes"], serde_json::json!([]), "{body}");
+    assert_eq!(hop_trace(&stopped), ["request@n1", "hop@n2", "hop@n1"], "{body}");
+    let (status, body) = get(&web, &format!("/api/sessions/{id}/export"));
+    assert_eq!(status, 200);
+    let chrome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let complete = chrome["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").count();
+    assert!(complete >= 5, "{body}");
+    assert!(body.contains("\"hop\"") && body.contains("\"request\""), "{body}");
+    let (_, list) = get(&web, "/api/sessions");
+    assert!(list.contains(&id) && list.contains("\"stopped\""), "{list}");
 }

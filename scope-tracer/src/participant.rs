@@ -32,8 +32,10 @@ pub(crate) enum ParticipantMsg {
     /// This node's profile.
     #[rpc]
     Profile(RpcReplyPort<Wire<NodeProfile>>),
-    /// A cluster trace began (see [`crate::session`]).
-    Begin(Wire<SessionSpec>),
+    /// A cluster trace began (see [`crate::session`]); answers with this node's name once it
+    /// records.
+    #[rpc]
+    Begin(Wire<SessionSpec>, RpcReplyPort<Wire<String>>),
     /// A cluster trace stopped: its id.
     End(Wire<String>),
     /// This node's spans of a cluster trace: its id.
@@ -75,9 +77,10 @@ impl Actor for Participant {
     ) -> Result<(), ActorProcessingErr> {
         let (trace_id, reply) = match msg {
             ParticipantMsg::Spans(trace_id, reply) => (trace_id, reply),
-            ParticipantMsg::Begin(spec) => {
+            ParticipantMsg::Begin(spec, reply) => {
                 if let Ok(spec) = spec.into_inner() {
                     session::begin(spec, &self.node, self.cluster.as_ref());
+                    let _ = reply.send(Wire::encode(&self.node, usize::MAX)?);
                 }
                 return Ok(());
             }

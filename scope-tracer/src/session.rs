@@ -296,14 +296,22 @@ pub async fn start_cluster_trace(cluster: &Cluster, scope: TraceScope) -> Result
         started_unix_ns: now_unix_ns(),
         started_by: cluster.name().to_string(),
     };
+    // Every participant is told and answers once it records, so that work started after this
+    // returns is recorded everywhere (one that does not answer in time starts when the message
+    // reaches it; its node is named missing if it never answers the collection).
+    let mut calls = tokio::task::JoinSet::new();
     for member in members {
         let participant: ActorRef<ParticipantMsg> = member.into();
-        if let Ok(wire) = Wire::encode(&spec, usize::MAX) {
-            // A participant that just stopped misses it: its node is leaving.
-            let _ = participant.cast(ParticipantMsg::Begin(wire));
-        }
+        let wire = Wire::encode(&spec, usize::MAX).map_err(|e| SessionError::Scope(e.to_string()))?;
+        calls.spawn(async move {
+            participant.call(|port| ParticipantMsg::Begin(wire, port), Some(PART_TIMEOUT)).await
+        });
     }
-    tracing::info!(id = %spec.id, "cluster trace started");
+    let mut began = 0;
+    while let Some(answer) = calls.join_next().await {
+        began += usize::from(matches!(answer, Ok(Ok(ractor::rpc::CallResult::Success(_)))));
+    }
+    tracing::info!(id = %spec.id, nodes = began, "cluster trace started");
     Ok(spec.id)
 }
 
@@ -328,20 +336,24 @@ async fn ask(
     }
     let timed_out = || SessionError::Timeout { id: id.to_string(), timeout };
     let deadline = tokio::time::Instant::now() + timeout;
+    // The coordinator may be starting, or moving from a lost node (whose stand-in is still
+    // listed until the loss is detected): ask whoever holds it until one answers or time is up.
     loop {
         let members = ractor::pg::get_scoped_members(&participant::SCOPE.to_string(), &coordinator_group(id));
-        if let Some(member) = members.into_iter().next() {
+        for member in members {
             let coordinator: ActorRef<CoordinatorMsg> = member.into();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            return match coordinator.call(msg, Some(left.max(Duration::from_millis(1)))).await {
-                Ok(ractor::rpc::CallResult::Success(report)) => report.into_inner().map_err(|_| timed_out()),
-                _ => Err(timed_out()),
-            };
+            if left.is_zero() {
+                break;
+            }
+            if let Ok(ractor::rpc::CallResult::Success(report)) = coordinator.call(msg, Some(left)).await {
+                return report.into_inner().map_err(|_| timed_out());
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(timed_out());
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -433,10 +445,14 @@ fn stop(state: &mut CoordinatorState) {
 
 async fn report(state: &CoordinatorState) -> SessionReport {
     let scope = &state.spec.scope;
+    // Every member in scope that has not left on purpose: a node that went down during the
+    // trace did not answer, and is named.
     let expected: BTreeSet<String> = state
         .cluster
-        .up()
+        .members()
         .into_iter()
+        .filter(|m| m.status != foundation_cluster::MemberStatus::Left)
+        .map(|m| m.name)
         .chain(std::iter::once(state.cluster.name().to_string()))
         .filter(|n| scope.includes(n) && !n.starts_with(foundation_cluster::singleton::OBSERVER_PREFIX))
         .collect();

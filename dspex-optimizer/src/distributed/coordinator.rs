@@ -349,6 +349,10 @@ impl Actor for Coordinator {
                 }
             }
             CoordMsg::Complete(completion, reply) => {
+                // The worker's task trace continues here (no await below while it is entered).
+                let received = completion.span();
+                let _in_trace = received.enter();
+                let _record = tracing::info_span!("dspex.record").entered();
                 let Ok(c) = completion.into_inner() else { return Ok(()) };
                 state.leased.remove(&c.task.id);
                 let new = state.done.record(&self.spec, &c.task, &c.node, c.outcome);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use foundation_actors::providers::LanguageModel;
 use foundation_actors::wire::Wire;
 use ractor::ActorRef;
+use tracing::Instrument;
 
 use super::coordinator::{Completion, CoordMsg, LeaseReply, LeaseRequest, SCOPE};
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
@@ -59,9 +60,17 @@ pub(crate) async fn run(
             continue;
         }
         for task in reply.tasks {
-            let started = std::time::Instant::now();
-            let outcome = execute(&spec, lm.as_ref(), &task).await;
-            report(&spec.run_id, &node, task, outcome, started.elapsed()).await;
+            // Each task is a trace of its own, sampled at the node's rate (or a cluster
+            // trace's): its evaluations here and its recording by the coordinator.
+            let kind = if matches!(task.kind, TaskKind::Build { .. }) { "build" } else { "eval" };
+            let span = tracing::info_span!("dspex.task", trace_root = true, run = %spec.run_id, task = task.id, kind);
+            async {
+                let started = std::time::Instant::now();
+                let outcome = execute(&spec, lm.as_ref(), &task).await;
+                report(&spec.run_id, &node, task, outcome, started.elapsed()).await;
+            }
+            .instrument(span)
+            .await;
         }
     }
 }
@@ -79,7 +88,9 @@ async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome
             let mut scores = Vec::with_capacity(examples.len());
             for index in examples {
                 let Some(example) = spec.valset.get(*index) else { continue };
-                let result = evaluate_one(program, example, *index, lm, &spec.metric).await;
+                let result = evaluate_one(program, example, *index, lm, &spec.metric)
+                    .instrument(tracing::info_span!("dspex.evaluate", example = *index))
+                    .await;
                 scores.push((*index, result.score, result.error.is_some()));
             }
             Outcome::Scores(scores)

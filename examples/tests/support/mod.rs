@@ -58,3 +58,28 @@ pub fn until(mut done: impl FnMut() -> bool, describe: impl Fn() -> String) {
     }
 }
 pub mod budget_load;
+
+/// Sends `trace-hop PATH` from `node` until a round trip completes (hop actors become visible
+/// as pg syncs: a new hop only after the previous one failed); the trace id of the round trip.
+#[allow(dead_code)]
+pub fn hop_round_trip(node: &mut NodeProcess, path: &str) -> String {
+    let done = |n: &NodeProcess| n.output().iter().filter(|l| l.starts_with("trace hop done")).count();
+    let failed = |n: &NodeProcess| n.output().iter().filter(|l| l.starts_with("trace hop failed")).count();
+    let (before, failed_before) = (done(node), failed(node));
+    let mut sent = 0;
+    until(
+        || {
+            if done(node) > before {
+                return true;
+            }
+            if failed(node) - failed_before >= sent {
+                node.send_line(&format!("trace-hop {path}")).unwrap();
+                sent += 1;
+            }
+            false
+        },
+        || format!("a hop round trip along {path}"),
+    );
+    let line = node.output().into_iter().filter(|l| l.starts_with("trace hop done")).nth(before).unwrap();
+    line.trim_start_matches("trace hop done ").trim().to_string()
+}

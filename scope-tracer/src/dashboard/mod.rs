@@ -9,6 +9,9 @@
 //!   [`PUSH_EVERY`];
 //!   `GET /api/traces/ID` — the trace collected from every node, as Chrome trace JSON
 //!   (`/api/traces/ID/timeline` for the merged timeline).
+//! - Cluster traces ([`crate::session`]): `GET`/`POST /api/sessions`, `GET /api/sessions/ID`,
+//!   `POST /api/sessions/ID/stop`, `GET /api/sessions/ID/export` (see the `sessions` module);
+//!   the running and latest ones, with their timelines, on the event stream as `sessions`.
 //! - Bound to loopback by default. Any other address needs an access token, required on every
 //!   request (`?token=` or `Authorization: Bearer`); a wrong or missing one is a 401.
 
@@ -27,6 +30,8 @@ use axum::response::{Html, IntoResponse, Response};
 use foundation_actors::channels::Channels;
 use foundation_cluster::Cluster;
 use foundation_cluster::health::ClusterHealth;
+
+mod sessions;
 
 /// How often the page is sent the cluster's state.
 pub const PUSH_EVERY: Duration = Duration::from_secs(1);
@@ -106,6 +111,10 @@ impl Dashboard {
             .route("/api/events", axum::routing::get(events))
             .route("/api/traces/{id}", axum::routing::get(trace_chrome))
             .route("/api/traces/{id}/timeline", axum::routing::get(trace_timeline))
+            .route("/api/sessions", axum::routing::get(sessions::list).post(sessions::start))
+            .route("/api/sessions/{id}", axum::routing::get(sessions::get))
+            .route("/api/sessions/{id}/stop", axum::routing::post(sessions::stop))
+            .route("/api/sessions/{id}/export", axum::routing::get(sessions::export))
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
             .with_state(state);
         let task = tokio::spawn(async move {
@@ -196,20 +205,37 @@ impl futures_core::Stream for EventStream {
 }
 
 async fn events(State(state): State<AppState>) -> impl IntoResponse {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    // Each event goes out as soon as it is known (a slow profile or an unreachable node must
+    // not hold back the node list); cluster traces on a loop of their own, since asking their
+    // coordinators can take up to a timeout.
+    let sessions_tx = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            let sessions = sessions::live().await.to_string();
+            if sessions_tx.send(Event::default().event("sessions").data(sessions)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(PUSH_EVERY).await;
+        }
+    });
     tokio::spawn(async move {
         let mut previous: Option<ClusterHealth> = None;
         loop {
-            let (analysis, health) = profile(&state, previous.as_ref()).await;
+            let health = health(&state.cluster).await;
             let json = serde_json::to_string(&health).unwrap_or_default();
-            let analysis = serde_json::to_string(&analysis).unwrap_or_default();
-            previous = Some(health);
-            let runs = runs(&state).to_string();
             // The page went away: stop.
             if tx.send(Event::default().event("cluster").data(json)).await.is_err()
-                || tx.send(Event::default().event("runs").data(runs)).await.is_err()
-                || tx.send(Event::default().event("profile").data(analysis)).await.is_err()
+                || tx.send(Event::default().event("runs").data(runs(&state).to_string())).await.is_err()
             {
+                return;
+            }
+            let profiles = crate::participant::profiles(ASK_TIMEOUT).await;
+            let thresholds = crate::profiler::Thresholds::default();
+            let analysis = crate::profiler::analyze(&health, previous.as_ref(), &profiles, &thresholds);
+            previous = Some(health);
+            let analysis = serde_json::to_string(&analysis).unwrap_or_default();
+            if tx.send(Event::default().event("profile").data(analysis)).await.is_err() {
                 return;
             }
             tokio::time::sleep(PUSH_EVERY).await;

@@ -1,0 +1,90 @@
+//! Cluster traces across node processes: started from one node, every node samples while it
+//! runs (and not before), the report has every node's spans with their parents, and when the
+//! node running the trace's coordinator is killed the coordinator moves to a survivor, which
+//! stops the trace and names the lost node.
+
+mod support;
+
+use foundation_cluster::testkit::{NodeProcess, free_port_range};
+use support::{WAIT, hop_round_trip, start_node};
+
+fn report(node: &mut NodeProcess, command: &str) -> serde_json::Value {
+    let before = node.output().iter().filter(|l| l.starts_with("cluster trace report")).count();
+    node.send_line(command).unwrap();
+    let lines =
+        node.wait_for_count("cluster trace report", before + 1, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let line = lines.last().unwrap();
+    assert!(line.starts_with("cluster trace report {"), "{line}");
+    serde_json::from_str(line.trim_start_matches("cluster trace report ")).unwrap()
+}
+
+/// (name, node) of each span of the trace `id` in a report.
+fn spans_of(report: &serde_json::Value, id: &str) -> Vec<serde_json::Value> {
+    report["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trace_id"] == id)
+        .map(|t| t["spans"].as_array().unwrap().clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
+    let base = free_port_range(3);
+    // Nodes sample nothing on their own: only the cluster trace makes them record.
+    let args = ["--trace-rate", "0"];
+    let mut n1 = start_node("n1", base, &[], &args);
+    let mut n2 = start_node("n2", base + 1, &[base], &args);
+    let n3 = start_node("n3", base + 2, &[base], &args);
+    for n in [&n1, &n2, &n3] {
+        n.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let before = hop_round_trip(&mut n2, "n3,n1,n2");
+
+    n2.send_line("trace-start").unwrap();
+    let line = n2.wait_for("cluster trace started", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let id = line.trim_start_matches("cluster trace started ").trim().to_string();
+    assert_eq!(id.len(), 16, "{line}");
+    let during = hop_round_trip(&mut n2, "n3,n1,n2");
+
+    // Running: the report so far (from any node) has the hop with every parent, on every node.
+    let live = report(&mut n2, &format!("trace-report {id}"));
+    assert_eq!(live["state"], "running", "{live}");
+    assert_eq!(live["coordinator"], "n1", "the lowest-named node runs it: {live}");
+    assert!(spans_of(&live, &before).is_empty(), "sampled before the trace began: {live}");
+    let spans = spans_of(&live, &during);
+    let path: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{}@{}", s["name"].as_str().unwrap(), s["node"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        path,
+        ["request@n2", "wire.receive@n3", "hop@n3", "wire.receive@n1", "hop@n1", "wire.receive@n2", "hop@n2"],
+        "{live}"
+    );
+    for pair in spans.windows(2) {
+        assert_eq!(pair[1]["parent_span_id"], pair[0]["span_id"], "{live}");
+    }
+
+    // The coordinator's node dies: a survivor takes the coordinator over, stops the trace, and
+    // names n1 as missing while keeping what n2 and n3 recorded.
+    n1.kill();
+    let stopped = report(&mut n2, &format!("trace-stop {id}"));
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert_eq!(stopped["coordinator"], "n2", "{stopped}");
+    assert_eq!(stopped["missing_nodes"], serde_json::json!(["n1"]), "{stopped}");
+    let nodes: Vec<String> =
+        spans_of(&stopped, &during).iter().map(|s| s["node"].as_str().unwrap().to_string()).collect();
+    assert_eq!(nodes.len(), 5, "{stopped}");
+    assert!(!nodes.iter().any(|n| n == "n1"), "{stopped}");
+
+    // Stopped: the nodes sample nothing again.
+    let after = hop_round_trip(&mut n2, "n3,n2");
+    let last = report(&mut n2, &format!("trace-report {id}"));
+    assert!(spans_of(&last, &after).is_empty(), "{last}");
+    // Unknown ids are refused with a clear message.
+    n2.send_line("trace-report 0123456789abcdef").unwrap();
+    n2.wait_for("unknown cluster trace `0123456789abcdef`", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    drop(n3);
+}
