@@ -70,6 +70,10 @@ pub struct NodeArgs {
     /// Access token the dashboard requires (needed on a non-loopback address).
     #[arg(long)]
     dashboard_token: Option<String>,
+    /// Send every cluster trace stopped here (`trace-stop ID`) to this OpenTelemetry collector
+    /// over OTLP/HTTP, e.g. `http://127.0.0.1:4318`.
+    #[arg(long, value_name = "ENDPOINT")]
+    otlp: Option<String>,
 }
 
 impl NodeArgs {
@@ -459,10 +463,11 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                             tokio::spawn(async move { crate::trace_cmd::start_session(&cluster, rate, nodes).await });
                         }
                         Ok(Command::TraceStop { id }) => {
-                            tokio::spawn(async move { crate::trace_cmd::session_report(&id, true).await });
+                            let otlp = args.otlp.clone();
+                            tokio::spawn(async move { crate::trace_cmd::session_report(&id, true, otlp).await });
                         }
                         Ok(Command::TraceReport { id }) => {
-                            tokio::spawn(async move { crate::trace_cmd::session_report(&id, false).await });
+                            tokio::spawn(async move { crate::trace_cmd::session_report(&id, false, None).await });
                         }
                         Ok(command) => run_command(command, &channels, &registry, &replicas, budget.as_ref()),
                         Err(e) => say!("{e}"),

@@ -123,8 +123,9 @@ pub async fn start_session(cluster: &Cluster, rate: f64, nodes: Vec<String>) {
 }
 
 /// `trace-stop ID` / `trace-report ID`: the cluster trace's report as one JSON line (each
-/// trace's spans by name, node and parent, the nodes missing, the coordinator's node).
-pub async fn session_report(id: &str, stop: bool) {
+/// trace's spans by name, node and parent, the nodes missing, the coordinator's node); with
+/// `otlp`, the stopped trace is also sent to that collector.
+pub async fn session_report(id: &str, stop: bool, otlp: Option<String>) {
     let timeout = Duration::from_secs(10);
     let report = if stop {
         scope_tracer::stop_cluster_trace(id, timeout).await
@@ -132,7 +133,15 @@ pub async fn session_report(id: &str, stop: bool) {
         scope_tracer::collect_cluster_trace(id, timeout).await
     };
     match report {
-        Ok(report) => say!("cluster trace report {}", serde_json::to_string(&report).unwrap_or_default()),
+        Ok(report) => {
+            say!("cluster trace report {}", serde_json::to_string(&report).unwrap_or_default());
+            if let Some(endpoint) = otlp {
+                match scope_tracer::otlp::export(&endpoint, &report.traces).await {
+                    Ok(()) => say!("cluster trace exported to {endpoint}: {} spans", report.span_count()),
+                    Err(e) => say!("cluster trace not exported: {e}"),
+                }
+            }
+        }
         Err(e) => say!("cluster trace report failed: {e}"),
     }
 }

@@ -18,6 +18,38 @@ fn report(node: &mut NodeProcess, command: &str) -> serde_json::Value {
     serde_json::from_str(line.trim_start_matches("cluster trace report ")).unwrap()
 }
 
+/// Accepts one HTTP request, answers 200 and returns it (head and body).
+fn receive_one(listener: &std::net::TcpListener) -> String {
+    use std::io::{Read, Write};
+    let (mut stream, _) = listener.accept().unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut request = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .unwrap();
+                return text;
+            }
+        }
+        if n == 0 {
+            return text;
+        }
+    }
+}
+
 /// (name, node) of each span of the trace `id` in a report.
 fn spans_of(report: &serde_json::Value, id: &str) -> Vec<serde_json::Value> {
     report["traces"]
@@ -35,7 +67,10 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
     // Nodes sample nothing on their own: only the cluster trace makes them record.
     let args = ["--trace-rate", "0"];
     let mut n1 = start_node("n1", base, &[], &args);
-    let mut n2 = start_node("n2", base + 1, &[base], &args);
+    // n2 sends the traces it stops to an OTLP collector (a one-request HTTP server here).
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let otlp = format!("http://{}", collector.local_addr().unwrap());
+    let mut n2 = start_node("n2", base + 1, &[base], &["--trace-rate", "0", "--otlp", &otlp]);
     let n3 = start_node("n3", base + 2, &[base], &args);
     for n in [&n1, &n2, &n3] {
         n.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
@@ -78,6 +113,19 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
         spans_of(&stopped, &during).iter().map(|s| s["node"].as_str().unwrap().to_string()).collect();
     assert_eq!(nodes.len(), 5, "{stopped}");
     assert!(!nodes.iter().any(|n| n == "n1"), "{stopped}");
+
+    // The collector got the stopped trace as OTLP/JSON, one resource per node that answered.
+    let request = receive_one(&collector);
+    assert!(request.starts_with("POST /v1/traces "), "{request}");
+    let body: serde_json::Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let services: Vec<&str> = body["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["resource"]["attributes"][0]["value"]["stringValue"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["n2", "n3"], "{body}");
+    n2.wait_for("cluster trace exported to", WAIT).unwrap_or_else(|e| panic!("{e}"));
 
     // Stopped: the nodes sample nothing again.
     let after = hop_round_trip(&mut n2, "n3,n2");

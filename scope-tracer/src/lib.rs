@@ -51,6 +51,8 @@
 pub mod context;
 pub mod dashboard;
 pub mod export;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod participant;
 pub mod profiler;
 pub mod recorder;
