@@ -1,34 +1,32 @@
-//! Distributed tracing across actors and nodes for Foundation.
-//!
-//! Built so far (issue 7, first part):
+//! Distributed tracing across actors and nodes for Foundation: traces, cluster traces, a
+//! cluster profiler and a live dashboard.
 //!
 //! - [`context`]: W3C `traceparent` parsing and formatting, and a [`Sampler`] that decides from
 //!   the trace id (so every node decides alike).
 //! - [`recorder`]: a `tracing` layer ([`TraceLayer`]) that follows trace context through spans —
-//!   a span with a `traceparent` field continues a remote trace, one with `trace_root = true`
-//!   starts a sampled-or-not trace, nested spans join their parent's — and keeps finished spans
-//!   of sampled traces in a bounded [`TraceBuffer`] (oldest dropped and counted);
-//!   [`current_traceparent`] is what an outgoing message carries.
+//!   a span continuing a carried context (`continue_trace!`, or a `traceparent` field), one with
+//!   `trace_root = true` starting a sampled-or-not trace, nested spans joining their parent's —
+//!   and keeps finished spans of sampled traces in a bounded [`TraceBuffer`] (oldest dropped and
+//!   counted).
+//! - Propagation: [`layer`] installs the hook through which Foundation's handles carry the
+//!   current context with every message — to other nodes in the wire frame (`Wire::span`
+//!   continues it), inside a node through channels (`Subscription::recv_traced`), pipeline
+//!   stages and `foundation_actors::traced::Traced` for a user's own actor messages.
 //! - [`timeline`]: merging the parts of a trace from several nodes, parents before children,
 //!   with clock skew corrected so that no child starts before its parent, orphans and missing
-//!   nodes reported.
-//! - [`export`]: Chrome trace event JSON (Perfetto) and JSON lines.
-//!
-//! - Propagation: [`layer`] installs the hook through which Foundation's wire adapter puts the
-//!   current `traceparent` on every message to another node; the receiving side continues the
-//!   trace with `Wire::span` (channel relays do).
+//!   nodes reported. [`export`]: Chrome trace event JSON (Perfetto) and JSON lines; `otlp`
+//!   (cargo feature `otlp`): OTLP/HTTP to an OpenTelemetry collector.
 //! - [`participant`]: a per-node participant answering with its part of a trace, and
 //!   [`participant::collect`] merging every node's part, naming the nodes that did not answer.
-//!
-//! - [`dashboard`]: the live dashboard (nodes and health over server-sent events, trace
-//!   downloads, an access token off loopback).
-//!
+//! - [`session`]: cluster traces — [`start_cluster_trace`] over a [`TraceScope`] (nodes, rate),
+//!   [`stop_cluster_trace`], [`collect_cluster_trace`]; a coordinator singleton per trace that
+//!   fails over.
 //! - [`profiler`]: per node and per kind of work (span name), runs and time with a histogram;
 //!   [`participant::profiles`] collects every node's, and [`profiler::analyze`] names
 //!   bottlenecks (CPU, memory, growing queues, uneven load) and hotspots.
-//!
-//! Not built yet: the context on messages between actors of one node through every handle, a
-//! trace coordinator singleton (start/stop).
+//! - [`dashboard`]: the live dashboard (nodes and health, optimization runs, hotspots, cluster
+//!   traces with start and stop buttons and their timelines, over server-sent events; trace
+//!   downloads; an access token off loopback).
 //!
 //! ```
 //! use scope_tracer::*;
