@@ -47,13 +47,15 @@ pub enum SingletonEvent {
     Stopped(String),
 }
 
-/// A singleton declared on this node.
+/// A singleton declared on this node. Dropping it withdraws the declaration here: if this node
+/// runs the singleton, it is stopped (and another node that declared it takes over).
 #[derive(Debug)]
 pub struct SingletonHandle {
     events: broadcast::Sender<SingletonEvent>,
     /// Subscribed before the manager started, so the first subscriber misses nothing.
     first: std::sync::Mutex<Option<broadcast::Receiver<SingletonEvent>>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Tells the manager to stop the singleton here and end.
+    release: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl SingletonHandle {
@@ -67,7 +69,11 @@ impl SingletonHandle {
 
 impl Drop for SingletonHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        // The manager stops a copy running here and ends (it cannot be aborted: that would
+        // leave the copy running with no one to stop it).
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
     }
 }
 
@@ -116,7 +122,8 @@ impl Cluster {
     pub fn start_singleton(&self, name: &str, spec: ChildSpec) -> SingletonHandle {
         let (events, first) = broadcast::channel(64);
         let (cluster, name, tx) = (self.clone(), name.to_string(), events.clone());
-        let task = tokio::spawn(async move {
+        let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
             let mut membership = cluster.subscribe();
             let mut running: Option<Running> = None;
             loop {
@@ -124,10 +131,18 @@ impl Cluster {
                 tokio::select! {
                     _ = membership.recv() => {}
                     _ = tokio::time::sleep(EVALUATE_EVERY) => {}
+                    _ = &mut released => {
+                        if let Some(r) = running.take() {
+                            r.marker.stop(None);
+                            r.supervisor.stop().await;
+                            let _ = tx.send(SingletonEvent::Stopped("its handle was dropped here".into()));
+                        }
+                        return;
+                    }
                 }
             }
         });
-        SingletonHandle { events, first: std::sync::Mutex::new(Some(first)), task }
+        SingletonHandle { events, first: std::sync::Mutex::new(Some(first)), release: Some(release) }
     }
 }
 
