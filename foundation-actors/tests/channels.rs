@@ -188,3 +188,25 @@ fn system_events_cross_the_wire_with_their_details() {
     assert_eq!(json["data"]["done"], 7);
     assert!(channels::control().is_cluster_wide() && !Topic::<u8>::new("local").is_cluster_wide());
 }
+
+#[tokio::test]
+async fn queue_depths_are_told_per_topic() {
+    let channels = Channels::start().await.unwrap();
+    let (orders, audit): (Topic<u32>, Topic<u32>) = (Topic::new("depth-orders"), Topic::new("depth-audit"));
+    let mut slow = channels.subscribe(&orders).unwrap();
+    let _fast = channels.subscribe(&orders).unwrap();
+    let mut auditor = channels.subscribe(&audit).unwrap();
+    for n in 0..5 {
+        channels.publish(&orders, n).unwrap();
+    }
+    channels.publish(&audit, 1).unwrap();
+    let depths = channels.queued_by_topic();
+    assert_eq!((depths["depth-orders"].total, depths["depth-orders"].deepest), (10, 5));
+    assert_eq!(depths["depth-audit"].total, 1);
+    // Drained topics are left out.
+    auditor.recv().await.unwrap();
+    slow.recv().await.unwrap();
+    let depths = channels.queued_by_topic();
+    assert!(!depths.contains_key("depth-audit"), "{depths:?}");
+    assert_eq!(depths["depth-orders"].total, 9);
+}

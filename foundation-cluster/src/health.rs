@@ -38,6 +38,9 @@ pub struct NodeHealth {
     pub channel_queued: Option<usize>,
     /// The deepest single subscriber queue.
     pub channel_queue_max: Option<usize>,
+    /// Messages waiting per channel topic on this node (topics with any waiting): the mailbox
+    /// depth of each kind of subscriber.
+    pub channel_topics: std::collections::BTreeMap<String, usize>,
 }
 
 /// A node as one node (or the merge of several views) sees it.
@@ -155,6 +158,10 @@ pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>, channels: Opti
             runtime_queue_depth: runtime.global_queue_depth(),
             channel_queued: queued.map(|q| q.total),
             channel_queue_max: queued.map(|q| q.deepest),
+            channel_topics: channels
+                .as_ref()
+                .map(|c| c.queued_by_topic().into_iter().map(|(t, d)| (t, d.total)).collect())
+                .unwrap_or_default(),
         };
         metrics::gauge!("foundation_node_runtime_lag_seconds").set(lag.as_secs_f64());
         metrics::gauge!("foundation_node_actors").set(health.actors as f64);

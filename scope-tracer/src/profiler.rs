@@ -205,11 +205,22 @@ pub fn analyze(
                 t.memory_bytes >> 20
             ));
         }
-        let before = previous
-            .and_then(|p| p.nodes.iter().find(|x| x.name == n.name))
-            .and_then(|x| x.health.as_ref())
-            .and_then(|x| x.channel_queued);
-        if let (Some(now), Some(before)) = (h.channel_queued, before)
+        let was =
+            previous.and_then(|p| p.nodes.iter().find(|x| x.name == n.name)).and_then(|x| x.health.as_ref());
+        // Per kind of subscriber (channel topic) where the node says, else the node's total.
+        let mut growing = false;
+        for (topic, now) in &h.channel_topics {
+            let before = was.and_then(|w| w.channel_topics.get(topic)).copied().unwrap_or(0);
+            if *now > t.queued && *now > before {
+                growing = true;
+                bottlenecks.push(format!(
+                    "{}: {now} messages waiting for subscribers of `{topic}` and growing (was {before})",
+                    n.name
+                ));
+            }
+        }
+        if let (Some(now), Some(before)) = (h.channel_queued, was.and_then(|w| w.channel_queued))
+            && !growing
             && now > t.queued
             && now > before
         {

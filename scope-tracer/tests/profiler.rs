@@ -31,6 +31,16 @@ fn spans_are_counted_and_timed_by_name() {
 }
 
 fn node(name: &str, cpu: f64, memory: u64, queued: usize) -> NodeStatus {
+    node_with_topics(name, cpu, memory, queued, &[])
+}
+
+fn node_with_topics(
+    name: &str,
+    cpu: f64,
+    memory: u64,
+    queued: usize,
+    topics: &[(&str, usize)],
+) -> NodeStatus {
     NodeStatus {
         name: name.into(),
         addr: "127.0.0.1:1".into(),
@@ -39,6 +49,7 @@ fn node(name: &str, cpu: f64, memory: u64, queued: usize) -> NodeStatus {
             cpu_percent: Some(cpu),
             memory_bytes: Some(memory),
             channel_queued: Some(queued),
+            channel_topics: topics.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
             ..Default::default()
         }),
         last_heartbeat_ms: Some(0),
@@ -95,6 +106,22 @@ fn analyze_names_hot_full_and_backed_up_nodes_uneven_load_and_hotspots() {
     let hot: Vec<(&str, &str)> =
         analysis.hotspots.iter().map(|h| (h.node.as_str(), h.kind.as_str())).collect();
     assert_eq!(hot, [("n1", "handle_payment"), ("n1", "handle_order"), ("n2", "handle_order")]);
+    // Where a node tells its queues per topic, the kind of subscriber that falls behind is
+    // named (and a topic that drains is not).
+    let by_topic = |orders, audit| ClusterHealth {
+        nodes: vec![node_with_topics(
+            "n4",
+            10.0,
+            1 << 20,
+            orders + audit,
+            &[("orders", orders), ("audit", audit)],
+        )],
+        ..Default::default()
+    };
+    let said = analyze(&by_topic(4_000, 1_500), Some(&by_topic(2_500, 3_000)), &[], &Thresholds::default())
+        .bottlenecks
+        .join("\n");
+    assert_eq!(said, "n4: 4000 messages waiting for subscribers of `orders` and growing (was 2500)");
     // A balanced, cool cluster has nothing to say.
     let calm = ClusterHealth { nodes: vec![node("a", 10.0, 1 << 20, 0)], ..Default::default() };
     assert!(

@@ -328,6 +328,20 @@ impl Channels {
         QueueDepth { total, deepest }
     }
 
+    /// Messages waiting per topic (topics with any waiting): the mailbox depth of each kind
+    /// of subscriber, as far as a node can tell (ractor keeps an actor's mailbox length private).
+    pub fn queued_by_topic(&self) -> std::collections::BTreeMap<String, QueueDepth> {
+        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics
+            .iter()
+            .map(|(name, t)| {
+                let (total, deepest) = (t.depth)(t.queues.as_ref());
+                (name.to_string(), QueueDepth { total, deepest })
+            })
+            .filter(|(_, d)| d.total > 0)
+            .collect()
+    }
+
     /// Topics that have subscribers on this node, and the built-in ones.
     pub fn topics(&self) -> Vec<String> {
         let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
