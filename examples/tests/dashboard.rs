@@ -179,6 +179,13 @@ fn cluster_traces_start_and_stop_from_the_dashboard_and_download_as_chrome_json(
     let (status, body) = request(&web, "POST", "/api/sessions", r#"{"rate": 2}"#);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("rate = 2 (expected 0 to 1)"), "{body}");
+    let (status, body) = request(&web, "POST", "/api/sessions", r#"{"nodes": ["n1", "n9"]}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`n9`, not a member of this cluster (members: n1, n2)"), "{body}");
+    let (status, body) =
+        request(&web, "POST", "/api/sessions", r#"{"max_duration_ms": 18446744073709551615}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("expected 1 to 86400000"), "{body}");
     assert_eq!(get(&web, "/api/sessions"), (200, "[]".to_string()));
     assert_eq!(get(&web, "/api/sessions/0123456789abcdef").0, 404);
     assert_eq!(get(&web, "/api/sessions/not-an-id").0, 400);

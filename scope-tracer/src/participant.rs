@@ -19,6 +19,10 @@ use crate::recorder::{SpanRecord, TraceBuffer};
 use crate::session::{self, MAX_SPANS_PER_NODE, SessionSpec};
 use crate::timeline::{Timeline, merge};
 
+/// The largest answer a participant sends (under ractor_cluster's 16 MiB inbound frame cap,
+/// with room for its envelope: a larger frame would drop the connection between the nodes).
+const PART_LIMIT: usize = 8 << 20;
+
 /// The pg scope of participants.
 pub const SCOPE: &str = "scope.tracer";
 /// The pg group of participants.
@@ -99,10 +103,25 @@ impl Actor for Participant {
                     spans.drain(..part.truncated);
                     part.spans = Some(spans);
                 }
-                match Wire::encode(&part, foundation_actors::wire::DECODE_LIMIT) {
-                    Ok(wire) => drop(reply.send(wire)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "this node's part of a cluster trace is too large to send")
+                // Spans with many fields can make even 20 000 too large for a frame: halve them
+                // (keeping the newest) until the part fits.
+                loop {
+                    match Wire::encode(&part, PART_LIMIT) {
+                        Ok(wire) => {
+                            let _ = reply.send(wire);
+                            break;
+                        }
+                        Err(e) => match part.spans.as_mut().filter(|s| !s.is_empty()) {
+                            Some(spans) => {
+                                let half = spans.len().div_ceil(2);
+                                spans.drain(..half);
+                                part.truncated += half;
+                            }
+                            None => {
+                                tracing::warn!(error = %e, "this node's part of a cluster trace cannot be sent");
+                                break;
+                            }
+                        },
                     }
                 }
                 return Ok(());
@@ -116,7 +135,7 @@ impl Actor for Participant {
         };
         let Ok(trace_id) = trace_id.into_inner() else { return Ok(()) };
         let part = (self.node.clone(), self.buffer.trace(&trace_id));
-        match Wire::encode(&part, foundation_actors::wire::DECODE_LIMIT) {
+        match Wire::encode(&part, PART_LIMIT) {
             Ok(wire) => drop(reply.send(wire)),
             Err(e) => tracing::warn!(error = %e, "this node's part of a trace is too large to send"),
         }

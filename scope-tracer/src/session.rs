@@ -41,6 +41,8 @@ pub const KEEP_SESSIONS: usize = 8;
 pub const MAX_SPANS_PER_NODE: usize = 20_000;
 /// Default for [`TraceScope::max_duration_ms`]: one minute.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60);
+/// The longest a cluster trace may run: a day.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
 /// What a cluster trace records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +52,7 @@ pub struct TraceScope {
     pub nodes: Vec<String>,
     /// The share of new traces those nodes sample while it runs, 0 to 1 (default 1: all).
     pub rate: f64,
-    /// It stops by itself after this many milliseconds (default 60 000).
+    /// It stops by itself after this many milliseconds (default 60 000, at most a day).
     pub max_duration_ms: u64,
 }
 
@@ -66,12 +68,29 @@ impl TraceScope {
         self.nodes.is_empty() || self.nodes.iter().any(|n| n == node)
     }
 
-    fn check(&self) -> Result<(), SessionError> {
+    fn check(&self, cluster: &Cluster) -> Result<(), SessionError> {
         if !(0.0..=1.0).contains(&self.rate) {
             return Err(SessionError::Scope(format!("rate = {} (expected 0 to 1)", self.rate)));
         }
-        if self.max_duration_ms == 0 {
-            return Err(SessionError::Scope("max_duration_ms = 0 (expected at least 1)".into()));
+        if !(1..=MAX_DURATION.as_millis() as u64).contains(&self.max_duration_ms) {
+            return Err(SessionError::Scope(format!(
+                "max_duration_ms = {} (expected 1 to {}: a day)",
+                self.max_duration_ms,
+                MAX_DURATION.as_millis()
+            )));
+        }
+        let members: BTreeSet<String> = cluster
+            .members()
+            .into_iter()
+            .map(|m| m.name)
+            .chain(std::iter::once(cluster.name().to_string()))
+            .collect();
+        if let Some(unknown) = self.nodes.iter().find(|n| !members.contains(*n)) {
+            let known: Vec<&str> = members.iter().map(String::as_str).collect();
+            return Err(SessionError::Scope(format!(
+                "nodes contains `{unknown}`, not a member of this cluster (members: {})",
+                known.join(", ")
+            )));
         }
         Ok(())
     }
@@ -284,7 +303,7 @@ fn new_id() -> String {
 /// Starts a cluster trace over `scope`: every participant hears of it (those in scope start
 /// sampling at its rate) and declares its coordinator. Returns its id.
 pub async fn start_cluster_trace(cluster: &Cluster, scope: TraceScope) -> Result<String, SessionError> {
-    scope.check()?;
+    scope.check(cluster)?;
     let members =
         ractor::pg::get_scoped_members(&participant::SCOPE.to_string(), &participant::GROUP.to_string());
     if !members.iter().any(|m| m.get_id().is_local()) {
@@ -394,7 +413,7 @@ impl Actor for Coordinator {
             vec![myself.get_cell()],
         );
         // Counted from the start (a coordinator that took over keeps the original deadline).
-        let ends = spec.started_unix_ns + spec.scope.max_duration_ms * 1_000_000;
+        let ends = spec.started_unix_ns.saturating_add(spec.scope.max_duration_ms.saturating_mul(1_000_000));
         let left = Duration::from_nanos(ends.saturating_sub(now_unix_ns()));
         myself.send_after(left, || CoordinatorMsg::Expire);
         Ok(CoordinatorState { spec, cluster, stopped_unix_ns: None })
