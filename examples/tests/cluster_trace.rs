@@ -131,6 +131,7 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
     let after = hop_round_trip(&mut n2, "n3,n2");
     let last = report(&mut n2, &format!("trace-report {id}"));
     assert!(spans_of(&last, &after).is_empty(), "{last}");
+    assert_eq!(last["state"], "stopped", "{last}");
     // Unknown ids are refused with a clear message.
     n2.send_line("trace-report 0123456789abcdef").unwrap();
     n2.wait_for("unknown cluster trace `0123456789abcdef`", WAIT).unwrap_or_else(|e| panic!("{e}"));

@@ -152,10 +152,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable 
         let (traceparent, payload) = match bytes.first() {
             Some(0) => (Ok(None), &bytes[1..]),
             Some(1) if bytes.len() > len => {
-                match std::str::from_utf8(&bytes[1..=len]).ok().and_then(TraceParent::from_text) {
-                    Some(tp) => (Ok(Some(tp)), &bytes[len + 1..]),
-                    None => (Err("a trace header that is not a W3C traceparent"), &bytes[..0]),
-                }
+                // A context this version does not read (another traceparent version, say) is
+                // dropped, not the message: the trace just does not continue here.
+                let tp = std::str::from_utf8(&bytes[1..=len]).ok().and_then(TraceParent::from_text);
+                (Ok(tp), &bytes[len + 1..])
             }
             _ => (Err("no valid frame header"), &bytes[..0]),
         };
@@ -231,6 +231,14 @@ mod tests {
         // A header that claims a context but is cut short is refused with a reason.
         let err = Wire::<Task>::from_bytes(vec![1, b'0', b'0']).into_inner().unwrap_err();
         assert!(err.to_string().contains("no valid frame header"), "{err}");
+        // A context this version cannot read (a future traceparent version) loses the trace,
+        // not the message.
+        let mut future = vec![1];
+        future.extend_from_slice(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        future.extend(encode(&task(), 1024).unwrap());
+        let received = Wire::<Task>::from_bytes(future);
+        assert_eq!(received.traceparent(), None);
+        assert_eq!(received.into_inner().unwrap(), task());
     }
 
     #[test]

@@ -208,7 +208,9 @@ async fn evaluate(
         return;
     }
 
-    let lowest = up.iter().next().is_some_and(|first| *first == me);
+    // An observer never holds one, whatever its name (it may declare one, e.g. the trace
+    // coordinators every node that hears of a cluster trace declares).
+    let lowest = !me.starts_with(OBSERVER_PREFIX) && up.iter().next().is_some_and(|first| *first == me);
     if majority && live_holders.is_empty() && lowest {
         let supervisor_spec = SupervisorSpec::new(Strategy::OneForOne).child(spec.clone());
         let supervisor = match Supervisor::start(format!("singleton:{name}"), supervisor_spec).await {

@@ -9,8 +9,9 @@
 //! - Spans of unsampled traces carry their context (so that messages sent from them say "not
 //!   sampled") and nothing else: no fields, no timing, no buffer.
 //!
-//! The buffer keeps the newest [`DEFAULT_CAPACITY`] spans; when full, the oldest span is dropped
-//! and counted ([`TraceBuffer::dropped`]).
+//! The buffer keeps the newest [`DEFAULT_CAPACITY`] spans; when full, the oldest spans (the
+//! first closed, across every recording thread) are dropped, up to 64 at a time, and counted
+//! ([`TraceBuffer::dropped`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -148,16 +149,34 @@ impl TraceBuffer {
 
     fn push(&self, span: RawSpan) {
         let b = &self.inner;
-        let mut shard = self.shard(shard_index());
-        shard.push_back(span);
+        self.shard(shard_index()).push_back(span);
         if b.len.fetch_add(1, Ordering::Relaxed) >= b.capacity {
-            // Full: the oldest span this thread's shard holds goes (with one recording thread,
-            // exactly the oldest; with several, the oldest of the thread that closes a span).
-            shard.pop_front();
-            b.len.fetch_sub(1, Ordering::Relaxed);
-            b.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("scope_tracer_spans_dropped_total").increment(1);
+            self.evict_oldest();
         }
+    }
+
+    /// Full: drops the oldest spans across all shards (the first closed), a batch at a time so
+    /// that a full buffer does not lock every shard on every push.
+    fn evict_oldest(&self) {
+        let b = &self.inner;
+        let batch = (b.capacity / 1024).clamp(1, 64);
+        // Every shard at once, in index order (a pusher holds one shard at a time: no cycle).
+        let mut shards: Vec<MutexGuard<'_, VecDeque<RawSpan>>> = (0..SHARDS).map(|i| self.shard(i)).collect();
+        let mut evicted = 0;
+        while evicted < batch {
+            let oldest = shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.front().map(|f| (f.start_unix_ns + f.duration_ns, i)))
+                .min();
+            let Some((_, i)) = oldest else { break };
+            shards[i].pop_front();
+            evicted += 1;
+        }
+        drop(shards);
+        b.len.fetch_sub(evicted, Ordering::Relaxed);
+        b.dropped.fetch_add(evicted as u64, Ordering::Relaxed);
+        metrics::counter!("scope_tracer_spans_dropped_total").increment(evicted as u64);
     }
 
     /// The spans held that pass `keep`, oldest (first closed) first.
@@ -209,7 +228,7 @@ pub struct TraceLayer {
     /// Leaked once per layer (a layer is made once per process, or per test): every span names
     /// its node without touching a shared reference count.
     node: &'static str,
-    clock: Clock,
+
     sampler: Sampler,
     buffer: TraceBuffer,
 }
@@ -218,7 +237,7 @@ impl TraceLayer {
     /// A layer for `node` that samples new traces with `sampler` into `buffer`.
     pub fn new(node: impl Into<String>, sampler: Sampler, buffer: TraceBuffer) -> Self {
         let node: String = node.into();
-        TraceLayer { node: Box::leak(node.into_boxed_str()), clock: Clock::now(), sampler, buffer }
+        TraceLayer { node: Box::leak(node.into_boxed_str()), sampler, buffer }
     }
 
     /// Its buffer.
@@ -285,7 +304,8 @@ impl Visit for Fields {
 }
 
 /// Wall-clock time from the monotonic clock: one clock read per span start instead of two.
-/// Anchored when the layer is made; a wall clock stepped later is not followed (spans keep
+/// Anchored once per process (see [`now_unix_ns`]); a wall clock stepped later is not followed
+/// (spans keep
 /// their true durations, and the timeline corrects skew between nodes anyway).
 #[derive(Debug, Clone, Copy)]
 struct Clock {
@@ -302,6 +322,17 @@ impl Clock {
     fn unix_ns(&self, at: Instant) -> u64 {
         self.unix_ns + at.saturating_duration_since(self.at).as_nanos() as u64
     }
+}
+
+fn clock() -> &'static Clock {
+    static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(Clock::now)
+}
+
+/// Now, in nanoseconds since the Unix epoch, on the clock spans are stamped with (so that
+/// windows compared with span starts, such as a cluster trace's, use the same clock).
+pub fn now_unix_ns() -> u64 {
+    clock().unix_ns(Instant::now())
 }
 
 impl<S> Layer<S> for TraceLayer
@@ -345,7 +376,7 @@ where
         let data = TraceData {
             ctx: trace,
             parent,
-            start_unix_ns: if sampled { self.clock.unix_ns(started) } else { 0 },
+            start_unix_ns: if sampled { clock().unix_ns(started) } else { 0 },
             started,
             fields: if sampled { fields.values } else { BTreeMap::new() },
         };

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use foundation_actors::supervision::ChildSpec;
 use foundation_actors::wire::Wire;
@@ -136,6 +136,8 @@ pub struct SessionReport {
     pub missing_nodes: BTreeSet<String>,
     /// Spans a node had but did not send (over [`MAX_SPANS_PER_NODE`]), by node.
     pub truncated: BTreeMap<String, usize>,
+    /// The oldest traces left out so that the report fits in a frame (8 MiB).
+    pub omitted_traces: usize,
 }
 
 impl SessionReport {
@@ -179,6 +181,14 @@ pub enum SessionError {
     /// The id is not one this cluster knows (or it was forgotten).
     #[error("unknown cluster trace `{0}` (a node remembers its last 8)")]
     Unknown(String),
+    /// Its coordinator's answer could not be read.
+    #[error("the report of cluster trace `{id}` could not be read: {reason}")]
+    Unreadable {
+        /// The trace.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// Its coordinator did not answer in time.
     #[error("the coordinator of cluster trace `{id}` did not answer within {timeout:?}")]
     Timeout {
@@ -212,23 +222,43 @@ fn known() -> MutexGuard<'static, Known> {
     KNOWN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(crate) fn now_unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
+use crate::recorder::now_unix_ns;
 
 /// The sampling rate running cluster traces ask of this node (0 when none does).
 pub fn boost() -> f64 {
+    let rate = f64::from_bits(BOOST.load(Ordering::Relaxed));
+    if rate == 0.0 || now_unix_ns() < BOOST_UNTIL.load(Ordering::Relaxed) {
+        return rate;
+    }
+    // A trace reached its deadline without a stop heard: look again.
+    update_boost(&known());
     f64::from_bits(BOOST.load(Ordering::Relaxed))
 }
 
+/// Until when (this node's clock) the current boost holds without a second look: the earliest
+/// deadline of the traces that set it.
+static BOOST_UNTIL: AtomicU64 = AtomicU64::new(0);
+
 fn update_boost(known: &Known) {
-    let rate = known
-        .sessions
-        .iter()
-        .filter(|s| s.recording_here && s.heard_stop_ns.is_none())
-        .map(|s| s.spec.scope.rate)
-        .fold(0.0, f64::max);
+    let now = now_unix_ns();
+    let live = known.sessions.iter().filter(|s| s.recording_here && s.running(now));
+    let (rate, until) = live.fold((0.0, u64::MAX), |(rate, until), s| {
+        (f64::max(rate, s.spec.scope.rate), until.min(s.deadline_ns()))
+    });
+    BOOST_UNTIL.store(until, Ordering::Relaxed);
     BOOST.store(rate.to_bits(), Ordering::Relaxed);
+}
+
+impl Local {
+    /// When it ends on its own, on this node's clock (if its coordinator never says so: no
+    /// majority, or the stop lost).
+    fn deadline_ns(&self) -> u64 {
+        self.heard_start_ns.saturating_add(self.spec.scope.max_duration_ms.saturating_mul(1_000_000))
+    }
+
+    fn running(&self, now: u64) -> bool {
+        self.heard_stop_ns.is_none() && now < self.deadline_ns()
+    }
 }
 
 /// The pg group of a trace's coordinator.
@@ -259,8 +289,11 @@ pub(crate) fn begin(spec: SessionSpec, node: &str, cluster: Option<&Cluster>) {
         recording_here,
         _coordinator: coordinator,
     });
+    // Forget the oldest stopped one first; a running one only when all are running.
+    let now = now_unix_ns();
     while known.sessions.len() > KEEP_SESSIONS {
-        known.sessions.remove(0);
+        let oldest = known.sessions.iter().position(|s| !s.running(now)).unwrap_or(0);
+        known.sessions.remove(oldest);
     }
     update_boost(&known);
 }
@@ -278,19 +311,26 @@ pub(crate) fn end(id: &str) {
 pub(crate) fn window(id: &str) -> Option<(u64, Option<u64>)> {
     let known = known();
     let s = known.sessions.iter().find(|s| s.spec.id == id && s.recording_here)?;
-    Some((s.heard_start_ns, s.heard_stop_ns))
+    Some((s.heard_start_ns, Some(s.heard_stop_ns.map_or(s.deadline_ns(), |stop| stop.min(s.deadline_ns())))))
+}
+
+/// When this node heard that the trace `id` stopped, if it did (a coordinator taking over
+/// starts from it).
+pub(crate) fn heard_stop(id: &str) -> Option<u64> {
+    known().sessions.iter().find(|s| s.spec.id == id).and_then(|s| s.heard_stop_ns)
 }
 
 /// The cluster traces this node heard of, the newest first.
 pub fn sessions() -> Vec<SessionInfo> {
     let known = known();
+    let now = now_unix_ns();
     known
         .sessions
         .iter()
         .rev()
         .map(|s| SessionInfo {
             spec: s.spec.clone(),
-            state: if s.heard_stop_ns.is_some() { SessionState::Stopped } else { SessionState::Running },
+            state: if s.running(now) { SessionState::Running } else { SessionState::Stopped },
             recording_here: s.recording_here,
         })
         .collect()
@@ -366,7 +406,9 @@ async fn ask(
                 break;
             }
             if let Ok(ractor::rpc::CallResult::Success(report)) = coordinator.call(msg, Some(left)).await {
-                return report.into_inner().map_err(|_| timed_out());
+                return report
+                    .into_inner()
+                    .map_err(|e| SessionError::Unreadable { id: id.to_string(), reason: e.to_string() });
             }
         }
         if tokio::time::Instant::now() >= deadline {
@@ -395,6 +437,27 @@ struct CoordinatorState {
     spec: SessionSpec,
     cluster: Cluster,
     stopped_unix_ns: Option<u64>,
+    /// The latest report and when it was made.
+    last: Option<(std::time::Instant, SessionReport)>,
+}
+
+/// How long a report is reused for `collect` (a stop always collects anew).
+const REPORT_REUSE: Duration = Duration::from_secs(1);
+/// The largest report sent (under ractor_cluster's 16 MiB frame cap, with room to spare).
+const REPORT_LIMIT: usize = 8 << 20;
+
+/// The report, encoded; its oldest traces left out (and counted) until it fits a frame.
+fn fit(mut report: SessionReport) -> Result<Wire<SessionReport>, foundation_actors::wire::WireError> {
+    loop {
+        match Wire::encode(&report, REPORT_LIMIT) {
+            Err(_) if !report.traces.is_empty() => {
+                let half = report.traces.len().div_ceil(2);
+                report.traces.drain(..half);
+                report.omitted_traces += half;
+            }
+            encoded => return encoded,
+        }
+    }
 }
 
 impl Actor for Coordinator {
@@ -416,7 +479,9 @@ impl Actor for Coordinator {
         let ends = spec.started_unix_ns.saturating_add(spec.scope.max_duration_ms.saturating_mul(1_000_000));
         let left = Duration::from_nanos(ends.saturating_sub(now_unix_ns()));
         myself.send_after(left, || CoordinatorMsg::Expire);
-        Ok(CoordinatorState { spec, cluster, stopped_unix_ns: None })
+        // Taking over a trace that was already stopped: it stays stopped.
+        let stopped_unix_ns = heard_stop(&spec.id);
+        Ok(CoordinatorState { spec, cluster, stopped_unix_ns, last: None })
     }
 
     async fn handle(
@@ -429,11 +494,20 @@ impl Actor for Coordinator {
             CoordinatorMsg::Stop(reply) => {
                 stop(state);
                 let report = report(state).await;
-                let _ = reply.send(Wire::encode(&report, usize::MAX)?);
+                state.last = Some((std::time::Instant::now(), report.clone()));
+                let _ = reply.send(fit(report)?);
             }
             CoordinatorMsg::Report(reply) => {
-                let report = report(state).await;
-                let _ = reply.send(Wire::encode(&report, usize::MAX)?);
+                // Several pages asking every second share one collection a second.
+                let report = match &state.last {
+                    Some((at, report)) if at.elapsed() < REPORT_REUSE => report.clone(),
+                    _ => {
+                        let report = report(state).await;
+                        state.last = Some((std::time::Instant::now(), report.clone()));
+                        report
+                    }
+                };
+                let _ = reply.send(fit(report)?);
             }
             CoordinatorMsg::Expire => {
                 if state.stopped_unix_ns.is_none() {
@@ -513,5 +587,48 @@ async fn report(state: &CoordinatorState) -> SessionReport {
         traces,
         missing_nodes: missing,
         truncated,
+        omitted_traces: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, rate: f64, max_duration_ms: u64) -> SessionSpec {
+        SessionSpec {
+            id: id.into(),
+            scope: TraceScope { nodes: vec![], rate, max_duration_ms },
+            started_unix_ns: now_unix_ns(),
+            started_by: "n1".into(),
+        }
+    }
+
+    // One test: the list of known traces is process-wide.
+    #[test]
+    fn a_trace_ends_on_its_own_and_stopped_traces_are_forgotten_first() {
+        // A trace whose stop never arrives (no coordinator ran) ends at its deadline anyway.
+        begin(spec("00000000000000a1", 0.5, 60), "n1", None);
+        assert_eq!(boost(), 0.5);
+        assert_eq!(sessions()[0].state, SessionState::Running);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(boost(), 0.0);
+        assert_eq!(sessions()[0].state, SessionState::Stopped);
+        let (from, until) = window("00000000000000a1").unwrap();
+        assert_eq!(until, Some(from + 60_000_000));
+
+        // A long-running trace survives eight newer ones that stopped.
+        begin(spec("00000000000000b0", 1.0, 60_000), "n1", None);
+        for i in 0..KEEP_SESSIONS {
+            let id = format!("00000000000000c{i}");
+            begin(spec(&id, 0.1, 60_000), "n1", None);
+            end(&id);
+        }
+        let known: Vec<String> = sessions().into_iter().map(|s| s.spec.id).collect();
+        assert!(known.contains(&"00000000000000b0".to_string()), "{known:?}");
+        assert!(!known.contains(&"00000000000000a1".to_string()), "{known:?}");
+        assert_eq!(boost(), 1.0);
+        end("00000000000000b0");
+        assert_eq!(boost(), 0.0);
     }
 }

@@ -124,3 +124,29 @@ fn a_full_buffer_drops_the_oldest_and_counts_and_a_missing_part_leaves_orphans()
     assert_eq!(timeline.orphans.len(), 2);
     assert!(timeline.missing_nodes.contains("a-root-node"));
 }
+
+#[test]
+fn a_full_buffer_drops_the_oldest_spans_of_any_thread() {
+    let buffer = TraceBuffer::new(4);
+    let layer = TraceLayer::new("a", Sampler::always(), buffer.clone());
+    let subscriber = std::sync::Arc::new(tracing_subscriber::registry().with(layer));
+    let record = |thread: &'static str, n: usize| {
+        let subscriber = subscriber.clone();
+        std::thread::spawn(move || {
+            tracing::subscriber::with_default(subscriber, || {
+                for i in 0..n {
+                    let _s = tracing::info_span!("step", trace_root = true, thread, i).entered();
+                }
+            })
+        })
+        .join()
+        .unwrap();
+    };
+    // An early thread records two spans and goes idle; a later one records four.
+    record("early", 2);
+    record("late", 4);
+    let kept: Vec<String> =
+        buffer.all().iter().map(|s| format!("{}{}", s.fields["thread"], s.fields["i"])).collect();
+    assert_eq!(kept, ["late0", "late1", "late2", "late3"]);
+    assert_eq!(buffer.dropped(), 2);
+}

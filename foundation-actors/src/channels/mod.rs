@@ -297,6 +297,7 @@ impl Channels {
                     topic: name.clone(),
                     payload: Box::new(message.clone()),
                     deliver: deliver_erased::<T>,
+                    parent: foundation_core::trace_context::current_sampled(),
                 },
             };
             // A relay that just stopped (its node is leaving) is skipped, not an error.

@@ -43,7 +43,13 @@ pub(crate) struct Envelope {
 
 pub(crate) enum RelayMsg {
     /// A broadcast from another node's channels in this process.
-    Deliver { topic: Arc<str>, payload: Box<dyn Any + Send>, deliver: Deliver },
+    Deliver {
+        topic: Arc<str>,
+        payload: Box<dyn Any + Send>,
+        deliver: Deliver,
+        /// The broadcaster's trace context (another relay in this process).
+        parent: Option<foundation_core::trace_context::TraceParent>,
+    },
     /// A broadcast from a node in another process.
     Remote(Wire<Envelope>),
 }
@@ -105,7 +111,10 @@ impl Actor for Relay {
     ) -> Result<(), ActorProcessingErr> {
         let Some(registry) = registry.upgrade() else { return Ok(()) };
         let (topic, result) = match msg {
-            RelayMsg::Deliver { topic, payload, deliver } => {
+            RelayMsg::Deliver { topic, payload, deliver, parent } => {
+                // The broadcast's trace continues here, as for one from another process.
+                let span = foundation_core::trace_context::continue_trace!(parent, "channel.relay");
+                let _in_trace = span.enter();
                 let result = deliver(&registry, &topic, payload);
                 (topic.to_string(), result)
             }

@@ -175,7 +175,8 @@ where
         stage = %shared.name,
         item = item.id
     );
-    let trace = span.in_scope(trace_context::current_sampled).or(item.trace);
+    // (A disabled span is not entered: the worker's own surroundings are no parent of the item.)
+    let trace = if span.is_disabled() { item.trace } else { span.in_scope(trace_context::current_sampled) };
     let mut attempt = 0;
     loop {
         attempt += 1;

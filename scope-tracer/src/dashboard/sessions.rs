@@ -10,7 +10,7 @@
 //!
 //! Errors are JSON `{"error": ...}`: `400` for a malformed scope, `404` for an id no node
 //! here heard of, `409` when this node runs no trace participant, `504` when the trace's
-//! coordinator does not answer.
+//! coordinator does not answer, `502` when its answer cannot be read.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -19,6 +19,9 @@ use serde::Serialize;
 
 use super::{ASK_TIMEOUT, AppState};
 use crate::session::{self, SessionError, SessionInfo, SessionReport, TraceScope};
+
+/// How long the live view waits for a trace's coordinator.
+const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Traces per cluster trace sent to the page (the newest are dropped beyond it).
 const PAGE_TRACES: usize = 12;
@@ -33,6 +36,7 @@ fn session_error(e: SessionError) -> Response {
         SessionError::Unknown(_) => StatusCode::NOT_FOUND,
         SessionError::NoParticipant => StatusCode::CONFLICT,
         SessionError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        SessionError::Unreadable { .. } => StatusCode::BAD_GATEWAY,
     };
     error(status, e)
 }
@@ -166,7 +170,9 @@ pub(super) async fn live() -> serde_json::Value {
             error: None,
         };
         if detailed {
-            match session::collect_cluster_trace(&info.spec.id, ASK_TIMEOUT).await {
+            // Longer than the coordinator waits for a node, so that one slow node does not make
+            // every look time out.
+            match session::collect_cluster_trace(&info.spec.id, LIVE_TIMEOUT).await {
                 Ok(r) => {
                     page.state = r.state;
                     page.coordinator = Some(r.coordinator.clone());
