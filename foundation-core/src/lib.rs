@@ -62,6 +62,7 @@
 
 pub mod circuit_breaker;
 pub mod config;
+pub mod crdt;
 pub mod error_context;
 pub mod random;
 pub mod rate_limit;
