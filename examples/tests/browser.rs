@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use foundation_cluster::testkit::{free_port, free_port_range};
-use support::{WAIT, hop_round_trip, start_node, until};
+use support::{WAIT, hop_round_trip, request, start_node, until};
 
 fn chromium() -> Option<PathBuf> {
     let candidates = [std::env::var("CHROMIUM_BIN").ok(), Some("/usr/bin/chromium".into())];
@@ -39,22 +39,11 @@ fn dom(chromium: &Path, profile: &Path, url: &str) -> String {
 
 /// Starts a cluster trace through the dashboard's API, as the page's button does; its id.
 fn start_cluster_trace(web: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(web).unwrap();
-    let body = r#"{"rate": 1}"#;
-    write!(
-        stream,
-        "POST /api/sessions HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let json = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    let id = serde_json::from_str::<serde_json::Value>(json)
+    let (status, body) = request(web, "POST", "/api/sessions", r#"{"rate": 1}"#);
+    let id = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_string));
-    id.unwrap_or_else(|| panic!("no cluster trace started: {response}"))
+    id.unwrap_or_else(|| panic!("no cluster trace started ({status}): {body}"))
 }
 
 fn screenshot(chromium: &Path, profile: &Path, url: &str, name: &str) -> PathBuf {

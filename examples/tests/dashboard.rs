@@ -3,33 +3,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use foundation_cluster::testkit::{free_port, free_port_range};
-use support::{WAIT, hop_round_trip, start_node, until};
+use support::{WAIT, hop_round_trip, request, start_node, until};
 
 /// A GET over HTTP/1.1 (no client crate needed): (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
     request(addr, "GET", path, "")
-}
-
-/// A request over HTTP/1.1 with a body: (status, body).
-fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
 }
 
 fn node_status(addr: &str, node: &str) -> Option<String> {

@@ -104,7 +104,7 @@ impl From<foundation_core::trace_context::TraceParent> for TraceContext {
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+        f.write_str(&foundation_core::trace_context::TraceParent::from(*self).to_text())
     }
 }
 

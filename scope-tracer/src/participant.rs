@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use foundation_actors::wire::Wire;
 use foundation_cluster::Cluster;
+use foundation_cluster::singleton::OBSERVER_PREFIX;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use ractor_cluster_derive::RactorClusterMessage;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::profiler::NodeProfile;
@@ -155,55 +157,63 @@ pub async fn start_participant(
     Ok(actor.get_cell())
 }
 
+/// Every participant in the cluster.
+pub(crate) fn participants() -> Vec<ActorRef<ParticipantMsg>> {
+    ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string())
+        .into_iter()
+        .map(ActorRef::from)
+        .collect()
+}
+
+/// Asks every participant at once (`msg` built from `query` and the reply port) and waits at
+/// most `timeout` for each; the answers that came and decoded, in no particular order.
+pub(crate) async fn ask_all<Q, R>(
+    query: &Q,
+    timeout: Duration,
+    msg: fn(Wire<Q>, RpcReplyPort<Wire<R>>) -> ParticipantMsg,
+) -> Vec<R>
+where
+    Q: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let mut calls = tokio::task::JoinSet::new();
+    for participant in participants() {
+        let Ok(request) = Wire::encode(query, usize::MAX) else { continue };
+        calls.spawn(async move {
+            match participant.call(|port| msg(request, port), Some(timeout)).await {
+                Ok(ractor::rpc::CallResult::Success(answer)) => answer.into_inner().ok(),
+                _ => None,
+            }
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(result) = calls.join_next().await {
+        answers.extend(result.ok().flatten());
+    }
+    answers
+}
+
 /// Collects the trace `trace_id` (32 hex digits) from every participant in the cluster, waiting
 /// at most `timeout` for each; nodes of the cluster (this one included) that did not answer are
 /// listed in [`Timeline::missing_nodes`], and what the others sent is kept.
 pub async fn collect(cluster: &Cluster, trace_id: &str, timeout: Duration) -> Timeline {
     let expected: BTreeSet<String> =
         cluster.up().into_iter().chain(std::iter::once(cluster.name().to_string())).collect();
-    let mut calls = tokio::task::JoinSet::new();
-    for member in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
-        let participant: ActorRef<ParticipantMsg> = member.into();
-        let trace_id = trace_id.to_string();
-        calls.spawn(async move {
-            let request = Wire::encode(&trace_id, usize::MAX).ok()?;
-            match participant.call(|port| ParticipantMsg::Spans(request, port), Some(timeout)).await {
-                Ok(ractor::rpc::CallResult::Success(part)) => part.into_inner().ok(),
-                _ => None,
-            }
-        });
-    }
     let mut answered = BTreeSet::new();
     let mut spans = Vec::new();
-    while let Some(result) = calls.join_next().await {
-        if let Ok(Some((node, part))) = result {
-            answered.insert(node);
-            spans.extend(part);
-        }
+    for (node, part) in ask_all(&trace_id.to_string(), timeout, ParticipantMsg::Spans).await {
+        answered.insert(node);
+        spans.extend(part);
     }
-    let missing = expected.difference(&answered).filter(|n| !n.starts_with("status-")).cloned().collect();
+    let missing =
+        expected.difference(&answered).filter(|n| !n.starts_with(OBSERVER_PREFIX)).cloned().collect();
     merge(trace_id, spans, missing)
 }
 
 /// Every participant's profile (each asked with `timeout`; those that do not answer are left
 /// out), by node name.
 pub async fn profiles(timeout: Duration) -> Vec<NodeProfile> {
-    let mut calls = tokio::task::JoinSet::new();
-    for member in ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string()) {
-        let participant: ActorRef<ParticipantMsg> = member.into();
-        calls.spawn(async move {
-            match participant.call(ParticipantMsg::Profile, Some(timeout)).await {
-                Ok(ractor::rpc::CallResult::Success(profile)) => profile.into_inner().ok(),
-                _ => None,
-            }
-        });
-    }
-    let mut found = Vec::new();
-    while let Some(result) = calls.join_next().await {
-        if let Ok(Some(p)) = result {
-            found.push(p);
-        }
-    }
+    let mut found: Vec<NodeProfile> = ask_all(&(), timeout, |_, port| ParticipantMsg::Profile(port)).await;
     found.sort_by(|a, b| a.node.cmp(&b.node));
     found
 }

@@ -344,9 +344,7 @@ fn new_id() -> String {
 /// sampling at its rate) and declares its coordinator. Returns its id.
 pub async fn start_cluster_trace(cluster: &Cluster, scope: TraceScope) -> Result<String, SessionError> {
     scope.check(cluster)?;
-    let members =
-        ractor::pg::get_scoped_members(&participant::SCOPE.to_string(), &participant::GROUP.to_string());
-    if !members.iter().any(|m| m.get_id().is_local()) {
+    if !participant::participants().iter().any(|p| p.get_id().is_local()) {
         return Err(SessionError::NoParticipant);
     }
     let spec = SessionSpec {
@@ -358,18 +356,7 @@ pub async fn start_cluster_trace(cluster: &Cluster, scope: TraceScope) -> Result
     // Every participant is told and answers once it records, so that work started after this
     // returns is recorded everywhere (one that does not answer in time starts when the message
     // reaches it; its node is named missing if it never answers the collection).
-    let mut calls = tokio::task::JoinSet::new();
-    for member in members {
-        let participant: ActorRef<ParticipantMsg> = member.into();
-        let wire = Wire::encode(&spec, usize::MAX).map_err(|e| SessionError::Scope(e.to_string()))?;
-        calls.spawn(async move {
-            participant.call(|port| ParticipantMsg::Begin(wire, port), Some(PART_TIMEOUT)).await
-        });
-    }
-    let mut began = 0;
-    while let Some(answer) = calls.join_next().await {
-        began += usize::from(matches!(answer, Ok(Ok(ractor::rpc::CallResult::Success(_)))));
-    }
+    let began = participant::ask_all::<_, String>(&spec, PART_TIMEOUT, ParticipantMsg::Begin).await.len();
     tracing::info!(id = %spec.id, nodes = began, "cluster trace started");
     Ok(spec.id)
 }
@@ -520,16 +507,9 @@ impl Actor for Coordinator {
     }
 }
 
-fn participants() -> Vec<ActorRef<ParticipantMsg>> {
-    ractor::pg::get_scoped_members(&participant::SCOPE.to_string(), &participant::GROUP.to_string())
-        .into_iter()
-        .map(ActorRef::from)
-        .collect()
-}
-
 fn stop(state: &mut CoordinatorState) {
     state.stopped_unix_ns.get_or_insert_with(now_unix_ns);
-    for participant in participants() {
+    for participant in participant::participants() {
         if let Ok(wire) = Wire::encode(&state.spec.id, usize::MAX) {
             let _ = participant.cast(ParticipantMsg::End(wire));
         }
@@ -549,23 +529,12 @@ async fn report(state: &CoordinatorState) -> SessionReport {
         .chain(std::iter::once(state.cluster.name().to_string()))
         .filter(|n| scope.includes(n) && !n.starts_with(foundation_cluster::singleton::OBSERVER_PREFIX))
         .collect();
-    let mut calls = tokio::task::JoinSet::new();
-    for participant in participants() {
-        let id = state.spec.id.clone();
-        calls.spawn(async move {
-            let request = Wire::encode(&id, usize::MAX).ok()?;
-            match participant.call(|port| ParticipantMsg::Session(request, port), Some(PART_TIMEOUT)).await {
-                Ok(ractor::rpc::CallResult::Success(part)) => part.into_inner().ok(),
-                _ => None,
-            }
-        });
-    }
     let mut answered = BTreeSet::new();
     let mut truncated = BTreeMap::new();
     let mut by_trace: BTreeMap<String, Vec<SpanRecord>> = BTreeMap::new();
-    while let Some(result) = calls.join_next().await {
-        let Ok(Some(part)) = result else { continue };
-        let part: participant::SessionPart = part;
+    let parts: Vec<participant::SessionPart> =
+        participant::ask_all(&state.spec.id, PART_TIMEOUT, ParticipantMsg::Session).await;
+    for part in parts {
         let Some(spans) = part.spans else { continue };
         answered.insert(part.node.clone());
         if part.truncated > 0 {

@@ -83,3 +83,22 @@ pub fn hop_round_trip(node: &mut NodeProcess, path: &str) -> String {
     let line = node.output().into_iter().filter(|l| l.starts_with("trace hop done")).nth(before).unwrap();
     line.trim_start_matches("trace hop done ").trim().to_string()
 }
+
+/// A request over HTTP/1.1 with a body: (status, body).
+#[allow(dead_code)]
+pub fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
