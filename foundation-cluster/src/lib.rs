@@ -48,6 +48,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod budget;
+pub mod crdt_state;
 mod dial;
 mod discovery;
 pub mod health;
@@ -57,6 +58,7 @@ pub mod names;
 mod node;
 pub mod phi;
 pub mod replicated;
+pub mod shared_cache;
 pub mod singleton;
 #[cfg(feature = "testkit")]
 pub mod testkit;

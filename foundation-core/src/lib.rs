@@ -60,10 +60,12 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cache;
 pub mod circuit_breaker;
 pub mod config;
 pub mod crdt;
 pub mod error_context;
+pub mod events;
 pub mod random;
 pub mod rate_limit;
 pub mod retry;

@@ -1,0 +1,1 @@
+//! Replicated CRDT state (being written).

@@ -1,0 +1,1 @@
+//! The structured event store (being written).
