@@ -3,12 +3,14 @@
 //! discovery and health-aware balancing, elastic worker pools, pipelines, event-sourced
 //! aggregates, tenant quotas and LLM provider management.
 //!
-//! Built so far: [`supervision`], [`channels`], [`registry`], [`pool`], [`pipeline`]. The rest is planned in the project's issue 3 and later ones.
+//! Built so far: [`supervision`], [`channels`], [`registry`], [`pool`], [`pipeline`], [`providers`],
+//! [`aggregates`] (event sourcing and projections).
 //!
 //! ractor's `cluster` feature is always on here (a clustered build turns it on anyway), so every
 //! message type implements `ractor::Message` explicitly.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod aggregates;
 pub mod channels;
 pub mod pipeline;
 pub mod pool;

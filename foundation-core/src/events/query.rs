@@ -168,7 +168,7 @@ impl EventQuery {
 
     /// Whether an event passes every filter (the in-memory backend's test).
     pub(crate) fn matches(&self, event: &Event) -> bool {
-        (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == event.event_type))
+        (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
             && self.from_ms.is_none_or(|f| event.timestamp_ms >= f)
             && self.to_ms.is_none_or(|t| event.timestamp_ms < t)
             && self.correlation_id.as_ref().is_none_or(|c| event.correlation_id.as_ref() == Some(c))

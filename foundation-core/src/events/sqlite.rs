@@ -212,8 +212,11 @@ fn insert_all(
 /// A payload path as SQLite's JSON path: `a.b.0` and `/a/b/0` become `$."a"."b"[0]` (numeric
 /// segments index arrays).
 fn json_path(path: &str) -> String {
-    let parts: Vec<&str> =
-        if path.starts_with('/') { path[1..].split('/').collect() } else { path.split('.').collect() };
+    let parts: Vec<&str> = if let Some(pointer) = path.strip_prefix('/') {
+        pointer.split('/').collect()
+    } else {
+        path.split('.').collect()
+    };
     let mut out = String::from("$");
     for part in parts {
         let part = part.replace("~1", "/").replace("~0", "~");
