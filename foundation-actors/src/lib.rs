@@ -4,7 +4,7 @@
 //! aggregates, tenant quotas and LLM provider management.
 //!
 //! Built so far: [`supervision`], [`channels`], [`registry`], [`pool`], [`pipeline`], [`providers`],
-//! [`aggregates`] (event sourcing and projections).
+//! [`aggregates`] (event sourcing and projections), [`tenants`] (quotas, usage, overlays).
 //!
 //! ractor's `cluster` feature is always on here (a clustered build turns it on anyway), so every
 //! message type implements `ractor::Message` explicitly.
@@ -17,5 +17,6 @@ pub mod pool;
 pub mod providers;
 pub mod registry;
 pub mod supervision;
+pub mod tenants;
 pub mod traced;
 pub mod wire;
