@@ -66,3 +66,14 @@ fn providers_example_falls_back_opens_the_circuit_and_counts_usage() {
     assert!(out.contains("usage backup/simulated/acme: 2 ok, 0 failed"), "{out}");
     assert!(out.contains("usage primary/simulated/acme: 0 ok, 1 failed"), "{out}");
 }
+
+#[test]
+fn event_sourcing_example_refuses_resumes_and_rebuilds() {
+    let out = run_example("event_sourcing");
+    assert!(out.contains("o-3 pay refused: an empty order cannot be paid"), "{out}");
+    assert!(out.contains("o-2 pay at version 0 refused: it is at version 1"), "{out}");
+    assert!(out.contains("revenue: 1 paid orders, 2000 total"), "{out}");
+    assert!(out.contains("after restart the projection read 1 more paid order (4500 total)"), "{out}");
+    assert!(out.contains("o-1 after reopening: total 2000 at version 3"), "{out}");
+    assert!(out.contains("causal chain of the refund: order.Paid -> refund.requested"), "{out}");
+}
