@@ -50,6 +50,15 @@ pub struct NodeArgs {
     /// capabilities; its metadata says which node it is on.
     #[arg(long = "service")]
     services: Vec<String>,
+    /// Run a replicator of CRDT state (the default one, `crdt`): stdin takes `crdt-inc KEY N`,
+    /// `crdt-add KEY ELEM`, `crdt-remove KEY ELEM` and `crdt-get KEY` (each may end with
+    /// `majority`), and the test hooks `partition NODE,NODE,...` and `heal`.
+    #[arg(long)]
+    crdt: bool,
+    /// Run this node's part of the shared cache NAME (the cluster cache tier): stdin takes
+    /// `cache-put KEY VALUE`, `cache-get KEY` and `cache-owner KEY`.
+    #[arg(long = "shared-cache", value_name = "NAME")]
+    shared_cache: Option<String>,
     /// Leave when standard input closes: a launcher that holds the node's stdin (such as
     /// `foundation cluster up`) takes its nodes with it even if it is killed.
     #[arg(long, hide = true)]
@@ -117,6 +126,42 @@ enum Command {
     TraceStop { id: String },
     /// `trace-report ID`: print a cluster trace's report so far.
     TraceReport { id: String },
+    /// `cache-put KEY VALUE`: store VALUE (text) under KEY in the shared cache (`--shared-cache`).
+    CachePut { key: String, value: String },
+    /// `cache-get KEY`: read KEY from the shared cache.
+    CacheGet { key: String },
+    /// `cache-owner KEY`: the node that owns KEY, and the nodes the shared cache is spread over.
+    CacheOwner { key: String },
+    /// `crdt-inc|crdt-add|crdt-remove|crdt-get KEY [ARG] [majority]`: CRDT state (`--crdt`).
+    Crdt(CrdtCommand),
+    /// `partition NODE,NODE,...`: test hook, refuse every session with these nodes (do the same
+    /// on their side: a partition cuts both ways).
+    Partition { nodes: Vec<String> },
+    /// `heal`: test hook, end `partition`.
+    Heal,
+}
+
+/// What the `crdt-*` commands take.
+const CRDT_USAGE: &str = concat!(
+    "usage: `crdt-inc KEY N`, `crdt-add KEY ELEM`, `crdt-remove KEY ELEM`, `crdt-get KEY`, ",
+    "each optionally followed by `majority`"
+);
+
+/// A command on replicated CRDT state: counters (`crdt-inc`, a `PnCounter`) and sets of text
+/// (`crdt-add`, `crdt-remove`, an `OrSet`), with local or majority consistency.
+#[derive(Debug, PartialEq)]
+struct CrdtCommand {
+    key: String,
+    op: CrdtOp,
+    majority: bool,
+}
+
+#[derive(Debug, PartialEq)]
+enum CrdtOp {
+    Inc(i64),
+    Add(String),
+    Remove(String),
+    Get,
 }
 
 impl Command {
@@ -153,6 +198,33 @@ impl Command {
             (Some("trace-stop"), Some(id)) => Ok(Command::TraceStop { id: id.to_string() }),
             (Some("trace-report"), Some(id)) => Ok(Command::TraceReport { id: id.to_string() }),
             (Some("replicas"), Some(name)) => Ok(Command::Replicas { name: name.to_string() }),
+            (Some("cache-put"), Some(key)) => {
+                let value = words.collect::<Vec<_>>().join(" ");
+                Ok(Command::CachePut { key: key.to_string(), value })
+            }
+            (Some("cache-get"), Some(key)) => Ok(Command::CacheGet { key: key.to_string() }),
+            (Some("cache-owner"), Some(key)) => Ok(Command::CacheOwner { key: key.to_string() }),
+            (Some("partition"), Some(nodes)) => {
+                Ok(Command::Partition { nodes: nodes.split(',').map(str::to_string).collect() })
+            }
+            (Some("heal"), None) => Ok(Command::Heal),
+            (Some(op @ ("crdt-inc" | "crdt-add" | "crdt-remove" | "crdt-get")), Some(key)) => {
+                let mut rest: Vec<&str> = words.collect();
+                let majority = rest.last() == Some(&"majority");
+                if majority {
+                    rest.pop();
+                }
+                let op = match (op, rest.as_slice()) {
+                    ("crdt-inc", [n]) => CrdtOp::Inc(
+                        n.parse().map_err(|_| format!("`crdt-inc` needs a whole number, not `{n}`"))?,
+                    ),
+                    ("crdt-add", [elem]) => CrdtOp::Add(elem.to_string()),
+                    ("crdt-remove", [elem]) => CrdtOp::Remove(elem.to_string()),
+                    ("crdt-get", []) => CrdtOp::Get,
+                    _ => return Err(CRDT_USAGE.into()),
+                };
+                Ok(Command::Crdt(CrdtCommand { key: key.to_string(), op, majority }))
+            }
             (Some("health"), Some(service)) => match words.next() {
                 Some("up") => Ok(Command::Health { service: service.to_string(), healthy: true }),
                 Some("down") => Ok(Command::Health { service: service.to_string(), healthy: false }),
@@ -181,7 +253,13 @@ fn run_command(
         | Command::Profile
         | Command::TraceStart { .. }
         | Command::TraceStop { .. }
-        | Command::TraceReport { .. } => {}
+        | Command::TraceReport { .. }
+        | Command::CachePut { .. }
+        | Command::CacheGet { .. }
+        | Command::CacheOwner { .. }
+        | Command::Crdt(_)
+        | Command::Partition { .. }
+        | Command::Heal => {}
         Command::Budget => match budget {
             Some(limiter) => say!("budget share {:.3}", limiter.share()),
             None => say!("budget: none (start the node with --provider-url)"),
@@ -227,6 +305,87 @@ fn run_command(
                 if healthy { "up" } else { "down" }
             );
         }
+    }
+}
+
+/// Runs a CRDT command and prints one line: `crdt KEY = VALUE` (reads), `crdt KEY updated: VALUE`
+/// (writes), or `crdt KEY failed: ERROR`; VALUE is `counter N`, `set [A,B]` or `none`.
+async fn crdt_command(replicator: Option<foundation_cluster::crdt_state::Replicator>, command: CrdtCommand) {
+    use foundation_cluster::crdt_state::{CrdtValue, Key, ReadConsistency, WriteConsistency};
+    use foundation_core::crdt::{OrSet, PnCounter};
+    let Some(replicator) = replicator else {
+        return say!("crdt: no replicator here (start the node with --crdt)");
+    };
+    let CrdtCommand { key, op, majority } = command;
+    let (read, write) = match majority {
+        true => (ReadConsistency::majority(), WriteConsistency::majority()),
+        false => (ReadConsistency::Local, WriteConsistency::Local),
+    };
+    let show = |value: Option<CrdtValue>| match value {
+        None => "none".to_string(),
+        Some(CrdtValue::PnCounter(c)) => format!("counter {}", c.value()),
+        Some(CrdtValue::OrSet(s)) => format!("set [{}]", s.iter().cloned().collect::<Vec<_>>().join(",")),
+        Some(other) => format!("{other:?}"),
+    };
+    let (counter, set) = (Key::<PnCounter>::new(key.as_str()), Key::<OrSet<String>>::new(key.as_str()));
+    let result = match op {
+        CrdtOp::Get => {
+            let got = match replicator.value(&key).map(|v| v.kind()) {
+                Some(foundation_cluster::crdt_state::CrdtKind::OrSet) => {
+                    replicator.get(&set, read).await.map(|v| v.map(CrdtValue::OrSet))
+                }
+                _ => replicator.get(&counter, read).await.map(|v| v.map(CrdtValue::PnCounter)),
+            };
+            return match got {
+                Ok(value) => say!("crdt {key} = {}", show(value)),
+                Err(e) => say!("crdt {key} failed: {e}"),
+            };
+        }
+        CrdtOp::Inc(n) => {
+            replicator.update(&counter, write, |c, me| c.add(me, n)).await.map(CrdtValue::PnCounter)
+        }
+        CrdtOp::Add(elem) => {
+            replicator.update(&set, write, |s, me| s.add(me, elem)).await.map(CrdtValue::OrSet)
+        }
+        CrdtOp::Remove(elem) => replicator
+            .update(&set, write, |s, _| {
+                s.remove(&elem);
+            })
+            .await
+            .map(CrdtValue::OrSet),
+    };
+    match result {
+        Ok(value) => say!("crdt {key} updated: {}", show(Some(value))),
+        Err(e) => say!("crdt {key} failed: {e}"),
+    }
+}
+
+/// Runs a shared-cache command and prints one line: `cache KEY = VALUE (owner NODE)`,
+/// `cache KEY: miss (owner NODE)` or `cache KEY: miss (ERROR)` when the owner cannot be asked,
+/// `cache-put KEY: stored on NODE` or `cache-put KEY failed: ERROR`, and
+/// `cache-owner KEY: NODE (nodes A,B,C)`.
+async fn cache_command(cache: Option<foundation_cluster::shared_cache::SharedCacheHandle>, command: Command) {
+    let Some(cache) = cache else {
+        return say!("cache: no shared cache here (start the node with --shared-cache NAME)");
+    };
+    match command {
+        Command::CachePut { key, value } => {
+            match cache.put(&key, value.into_bytes(), Default::default()).await {
+                Ok(owner) => say!("cache-put {key}: stored on {owner}"),
+                Err(e) => say!("cache-put {key} failed: {e}"),
+            }
+        }
+        Command::CacheGet { key } => match cache.try_get(&key).await {
+            Ok(Some(found)) => {
+                say!("cache {key} = {} (owner {})", String::from_utf8_lossy(&found.value), found.owner)
+            }
+            Ok(None) => say!("cache {key}: miss (owner {})", cache.owner(&key)),
+            Err(e) => say!("cache {key}: miss ({e})"),
+        },
+        Command::CacheOwner { key } => {
+            say!("cache-owner {key}: {} (nodes {})", cache.owner(&key), cache.nodes().join(","))
+        }
+        _ => {}
     }
 }
 
@@ -393,6 +552,14 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             let spec = ChildSpec::new(name.clone(), || (SingletonWorker, ()));
             replicas.push(cluster.start_replicated(name, spec).await?);
         }
+        let crdt = match args.crdt {
+            true => Some(cluster.start_replicator(Default::default()).await?),
+            false => None,
+        };
+        let shared_cache = match &args.shared_cache {
+            Some(name) => Some(cluster.start_shared_cache(name, Default::default()).await?),
+            None => None,
+        };
         let registry = ServiceRegistry::start().await?;
         let mut workers = Vec::new();
         for service in &args.services {
@@ -469,6 +636,21 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                         Ok(Command::TraceReport { id }) => {
                             tokio::spawn(async move { crate::trace_cmd::session_report(&id, false, None).await });
                         }
+                        Ok(Command::Crdt(command)) => {
+                            tokio::spawn(crdt_command(crdt.clone(), command));
+                        }
+                        Ok(Command::Partition { nodes }) => {
+                            let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                            cluster.block_peers(&nodes).await;
+                            say!("partitioned from {}", nodes.join(","));
+                        }
+                        Ok(Command::Heal) => {
+                            cluster.unblock_all();
+                            say!("healed");
+                        }
+                        Ok(command @ (Command::CachePut { .. } | Command::CacheGet { .. } | Command::CacheOwner { .. })) => {
+                            tokio::spawn(cache_command(shared_cache.clone(), command));
+                        }
                         Ok(command) => run_command(command, &channels, &registry, &replicas, budget.as_ref()),
                         Err(e) => say!("{e}"),
                     },
@@ -521,5 +703,28 @@ mod tests {
         assert!(Command::parse("health llm sideways").unwrap_err().contains("`up` or `down`"));
         assert!(Command::parse("broadcast-bytes big lots").unwrap_err().contains("byte count"));
         assert!(Command::parse("launch rockets").unwrap_err().contains("unknown command `launch rockets`"));
+        assert_eq!(
+            Command::parse("crdt-inc hits -3 majority"),
+            Ok(Command::Crdt(super::CrdtCommand {
+                key: "hits".into(),
+                op: super::CrdtOp::Inc(-3),
+                majority: true
+            }))
+        );
+        assert_eq!(
+            Command::parse("crdt-remove tags red"),
+            Ok(Command::Crdt(super::CrdtCommand {
+                key: "tags".into(),
+                op: super::CrdtOp::Remove("red".into()),
+                majority: false
+            }))
+        );
+        assert!(Command::parse("crdt-inc hits lots").unwrap_err().contains("whole number"));
+        assert!(Command::parse("crdt-get hits extra").unwrap_err().contains("usage"));
+        assert_eq!(
+            Command::parse("partition n1,n2"),
+            Ok(Command::Partition { nodes: vec!["n1".into(), "n2".into()] })
+        );
+        assert_eq!(Command::parse("heal"), Ok(Command::Heal));
     }
 }

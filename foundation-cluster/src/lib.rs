@@ -27,6 +27,9 @@
 //!   subscribers, and a [`ServiceRegistry`](foundation_actors::registry::ServiceRegistry) sees
 //!   the services of every connected node; pass the node's `Channels` to [`Cluster::start`] so
 //!   its frame limit applies to broadcasts.
+//! - **Replicated CRDT state**: [`Cluster::start_replicator`], counters, sets, registers and
+//!   maps that every node reads and writes locally or with a majority, replicated at once and by
+//!   anti-entropy gossip, converging after a partition heals ([`crdt_state`]).
 //! - The [`wire`] adapter (bincode behind `BytesConvertable`, oversized messages refused before
 //!   sending, undecodable frames counted) and, behind the `testkit` feature, `testkit` for
 //!   tests that launch real node processes.

@@ -76,12 +76,33 @@ struct Inner {
     events: broadcast::Sender<MembershipEvent>,
     tasks: Vec<JoinHandle<()>>,
     resolver: std::sync::OnceLock<ActorRef<names::ResolverMsg>>,
+    max_frame_bytes: usize,
+    /// Peers this node refuses sessions with (the `testkit` partition hook; empty otherwise).
+    blocked: Blocked,
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    dialer: Dialer,
 }
+
+/// Names of peers whose sessions are closed as soon as they authenticate.
+type Blocked = Arc<RwLock<std::collections::BTreeSet<String>>>;
 
 /// Forwards node-server callbacks (which run inside the node server and must not block) to
 /// the membership task. Unbounded because events come one per connection step, never per
 /// message.
-struct Forward(mpsc::UnboundedSender<SessionEvent>);
+struct Forward(mpsc::UnboundedSender<SessionEvent>, Blocked);
+
+impl Forward {
+    /// Closes the session if its peer is blocked (test hook): `true` if it did.
+    fn refuse_blocked(&self, ses: &NodeServerSessionInformation) -> bool {
+        let Some(peer) = &ses.peer_name else { return false };
+        let name = crate::membership::node_name(&peer.name);
+        if self.1.read().unwrap_or_else(|p| p.into_inner()).contains(&name) {
+            ses.actor.stop(Some(format!("blocked: {name} is partitioned away (test hook)")));
+            return true;
+        }
+        false
+    }
+}
 
 impl NodeEventSubscription for Forward {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
@@ -91,10 +112,14 @@ impl NodeEventSubscription for Forward {
         let _ = self.0.send(SessionEvent::Disconnected(ses));
     }
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        // Passed on even when refused: an authenticated session that closes is not a refusal.
+        self.refuse_blocked(&ses);
         let _ = self.0.send(SessionEvent::Authenticated(ses));
     }
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Ready(ses));
+        if !self.refuse_blocked(&ses) {
+            let _ = self.0.send(SessionEvent::Ready(ses));
+        }
     }
 }
 
@@ -147,10 +172,11 @@ impl Cluster {
         let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_error(e.to_string()))?;
 
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let blocked = Blocked::default();
         server
             .cast(NodeServerMessage::SubscribeToEvents {
                 id: "foundation-membership".into(),
-                subscription: Box::new(Forward(tx.clone())),
+                subscription: Box::new(Forward(tx.clone(), blocked.clone())),
             })
             .map_err(|e| start_error(e.to_string()))?;
 
@@ -168,6 +194,7 @@ impl Cluster {
             peers,
             dialer: dialer.clone(),
         };
+        let own_dialer = dialer.clone();
         let (heartbeat, _) = Actor::spawn(None, heartbeat::Heartbeat, heartbeat_args)
             .await
             .map_err(|e| start_error(e.to_string()))?;
@@ -224,6 +251,9 @@ impl Cluster {
                 events,
                 tasks,
                 resolver: std::sync::OnceLock::new(),
+                max_frame_bytes: config.max_frame_bytes,
+                blocked,
+                dialer: own_dialer,
             }),
         };
         let (resolver, _) = Actor::spawn(None, names::Resolver, cluster.clone())
@@ -250,6 +280,52 @@ impl Cluster {
     /// Every node this node has seen, up or down (not itself).
     pub fn members(&self) -> Vec<Member> {
         self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).members()
+    }
+
+    /// The largest message this node sends to another (`cluster.max_frame_bytes`).
+    pub fn max_frame_bytes(&self) -> usize {
+        self.inner.max_frame_bytes
+    }
+
+    /// Whether sessions with `node` are refused (only ever after `block_peers`, a test hook).
+    pub(crate) fn is_blocked(&self, node: &str) -> bool {
+        self.inner.blocked.read().unwrap_or_else(|p| p.into_inner()).contains(node)
+    }
+
+    /// Test hook (feature `testkit`): cuts this node off from the named nodes, as a network
+    /// partition would. Their sessions are closed now, and any new session with them (dialled by
+    /// either side) is closed as soon as it authenticates, until [`unblock_all`](Self::unblock_all).
+    /// Block on both sides (each side blocks the other), as a real partition cuts both ways:
+    /// a node blocked by one side only would be seen going up and down on the other.
+    #[cfg(feature = "testkit")]
+    pub async fn block_peers(&self, nodes: &[&str]) {
+        {
+            let mut blocked = self.inner.blocked.write().unwrap_or_else(|p| p.into_inner());
+            blocked.extend(nodes.iter().map(|n| n.to_string()));
+        }
+        let Ok(sessions) = ractor::call_t!(self.inner.server, NodeServerMessage::GetSessions, 2000) else {
+            return;
+        };
+        for ses in sessions.into_values() {
+            let name = ses.peer_name.as_ref().map(|p| crate::membership::node_name(&p.name));
+            if name.is_some_and(|n| self.is_blocked(&n)) {
+                ses.actor.stop(Some("blocked: partitioned away (test hook)".into()));
+            }
+        }
+    }
+
+    /// Test hook (feature `testkit`): ends [`block_peers`](Self::block_peers) and dials the
+    /// nodes that were blocked (seeds are also redialled by their own loop), so the partition
+    /// heals once both sides have unblocked.
+    #[cfg(feature = "testkit")]
+    pub fn unblock_all(&self) {
+        let was: std::collections::BTreeSet<String> =
+            std::mem::take(&mut *self.inner.blocked.write().unwrap_or_else(|p| p.into_inner()));
+        for member in self.members().into_iter().filter(|m| was.contains(&m.name)) {
+            if let Ok(addr) = member.addr.parse::<SocketAddr>() {
+                self.inner.dialer.dial_in_background(addr, "healed after a test partition");
+            }
+        }
     }
 
     /// How many seeds (other than itself) this node was configured with.
