@@ -53,6 +53,7 @@ impl Aggregate for Account {
 
     fn apply(&mut self, event: &Ev) {
         match event {
+            Ev::Deposited(13) if self.balance == 1300 => panic!("a bug in apply"),
             Ev::Deposited(n) => {
                 self.balance += n;
                 self.deposits += 1;
@@ -304,5 +305,101 @@ async fn a_projection_resumes_from_its_position_and_never_skips_a_failed_event()
     assert_eq!(seen, unique, "no event applied twice");
     assert_eq!(seen.len(), 14);
     assert!(running.last_error().is_none());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_panic_in_apply_after_the_append_reports_the_command_done_and_rebuilds() {
+    let accounts = Aggregates::<Account>::new(EventStore::in_memory(), config(0));
+    accounts.execute("f", Cmd::Deposit(1300)).await.unwrap();
+    // Stored, then `apply` panics: the caller is told it is done (retrying would store it twice).
+    let done = accounts.execute("f", Cmd::Deposit(13)).await.unwrap();
+    assert_eq!(done.version, 2);
+    // The rebuild folds the journal again and panics again: unavailable, with the reason.
+    assert!(matches!(accounts.execute("f", Cmd::Deposit(1)).await, Err(AggregateError::Unavailable(..))));
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_more_ids_than_live_actors_all_land_once() {
+    let store = EventStore::in_memory();
+    let accounts =
+        Aggregates::<Account>::new(store.clone(), AggregateConfig { snapshot_every: 3, max_live: 1 });
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let accounts = accounts.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let id = format!("c{}", (t + i) % 4);
+                accounts.execute(&id, Cmd::Deposit(1)).await.unwrap();
+                assert!(accounts.read(&id, |a, _| a.balance >= 1).await.unwrap());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut total = 0;
+    for id in ["c0", "c1", "c2", "c3"] {
+        let (balance, version) = accounts.read(id, |a, v| (a.balance, v)).await.unwrap();
+        assert_eq!(balance as u64, version, "{id}: every stored deposit is folded in once");
+        total += balance;
+    }
+    assert_eq!(total, 200, "200 commands, each stored exactly once");
+    assert_eq!(store.stats().await.unwrap().events, 200);
+}
+
+/// Applies slowly, to stop a projection in the middle of an event.
+#[derive(Clone, Default)]
+struct Slow {
+    applied: Arc<Mutex<Vec<u64>>>,
+    started: Arc<tokio::sync::Notify>,
+}
+
+impl Projection for Slow {
+    async fn apply(&mut self, event: &Event) -> Result<(), String> {
+        self.started.notify_one();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.applied.lock().unwrap().push(event.id);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn stopping_a_projection_finishes_the_event_being_applied_and_records_it() {
+    let store = EventStore::in_memory();
+    for i in 0..5 {
+        store.append(NewEvent::new("e", json!(i))).await.unwrap();
+    }
+    let slow = Slow::default();
+    let running =
+        ProjectionHandle::start(store.clone(), ProjectionConfig::new("slow"), slow.clone()).await.unwrap();
+    slow.started.notified().await;
+    running.stop().await;
+    let applied = slow.applied.lock().unwrap().clone();
+    assert_eq!(applied, [1], "the event under way was finished, no other was started");
+    assert_eq!(store.load_checkpoint("slow").await.unwrap(), 1, "and its position recorded at the stop");
+}
+
+#[tokio::test]
+async fn a_failing_projection_can_still_be_read_and_says_why_it_is_stuck() {
+    let store = EventStore::in_memory();
+    let id = store.append(NewEvent::new("account.Deposited", json!({"Deposited": 1}))).await.unwrap().id;
+    let stuck = Totals { fail_on: Some(id), failures: Arc::new(AtomicU64::new(0)), ..Totals::default() };
+    // Fails twice, 300 ms apart: reads in between are served, not held by the retry.
+    let mut config = ProjectionConfig::new("stuck");
+    config.retry_after = Duration::from_millis(300);
+    let running = ProjectionHandle::start(store.clone(), config, stuck.clone()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running.last_error().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no error reported");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(running.last_error().unwrap().contains("database is down"));
+    let seen =
+        tokio::time::timeout(Duration::from_millis(250), running.read(|t| t.seen.lock().unwrap().len()))
+            .await
+            .expect("read while the projection waits to retry");
+    assert_eq!(seen, 0);
+    running.wait_for(id, Duration::from_secs(10)).await.unwrap();
     running.stop().await;
 }

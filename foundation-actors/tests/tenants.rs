@@ -87,6 +87,18 @@ async fn concurrency_is_per_tenant_and_given_back_when_work_ends() {
 }
 
 #[tokio::test]
+async fn work_dropped_unsettled_is_charged_its_estimate_and_cancelled_work_nothing() {
+    let tenants = Tenants::new(FoundationConfig::default());
+    let t = tenants.register("t", spec(None, Some(1_000), None)).unwrap();
+    t.admit(600, GENEROUS).await.unwrap().cancel();
+    assert_eq!(t.usage().tokens, 0);
+    drop(t.admit(600, GENEROUS).await.unwrap());
+    assert_eq!(t.usage().tokens, 600, "billed at its estimate");
+    // And the quota keeps it: 600 more do not fit in this minute.
+    assert!(matches!(t.admit(600, SHORT).await, Err(TenantError::OverQuota { .. })));
+}
+
+#[tokio::test]
 async fn a_tenant_reads_only_its_own_events() {
     let store = EventStore::in_memory();
     let tenants = Tenants::new(FoundationConfig::default()).with_events(store.clone());

@@ -11,6 +11,12 @@
 //! - [`circuit_breaker`]: stop calling a failing dependency for a while, then probe it.
 //! - [`trace_context`]: the hook through which messages carry the current W3C `traceparent`.
 //! - [`retry`]: a retry policy (attempts, exponential backoff with jitter).
+//! - [`events`]: a structured event store (memory or a SQLite file): queries by type, time,
+//!   correlation, tenant and payload fields; causal chains; streams with optimistic concurrency,
+//!   snapshots and checkpoints for event sourcing; retention by age and size.
+//! - [`cache`]: a per-process cache (TTL, size bounds, collapsed misses) and a semantic cache for
+//!   prompts with a built-in hashing embedder; hit rates and saved cost in metrics.
+//! - [`crdt`]: conflict-free replicated data types with property-tested merge laws.
 //! - [`telemetry`]: a `metrics` recorder whose histograms report p50/p90/p99/p99.9 with a bounded
 //!   error, readable in code and served to Prometheus.
 //!

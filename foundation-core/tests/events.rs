@@ -36,6 +36,8 @@ both_backends!(
     retention_removes_old_and_excess_events_but_never_stream_events,
     a_tenant_view_sees_and_writes_only_its_own_events,
     appends_are_announced,
+    payload_comparisons_are_the_same_on_both_backends,
+    retention_over_many_chunks_keeps_exactly_the_newest,
 );
 
 async fn queries_filter_order_and_limit(store: EventStore) {
@@ -300,4 +302,91 @@ async fn a_file_that_is_not_an_event_store_is_refused_with_its_path() {
     assert!(err.to_string().contains("garbage.db"), "{err}");
     // And the file is left as it was.
     assert!(std::fs::read(&path).unwrap().starts_with(b"this is not a database"));
+}
+
+async fn payload_comparisons_are_the_same_on_both_backends(store: EventStore) {
+    store
+        .append(NewEvent::new("m", json!({"ratio": 3.0, "tags": ["a", "b"], "obj": {"0": "zero"}})))
+        .await
+        .unwrap();
+    let count = |q: EventQuery| {
+        let store = store.clone();
+        async move { store.query(q).await.unwrap().len() }
+    };
+    // Numbers by value; numeric segments index arrays, never object keys.
+    assert_eq!(count(EventQuery::new().field_eq("ratio", 3)).await, 1);
+    assert_eq!(count(EventQuery::new().field_eq("ratio", 3.0)).await, 1);
+    assert_eq!(count(EventQuery::new().field_eq("tags.1", "b")).await, 1);
+    assert_eq!(count(EventQuery::new().field_eq("/tags/0", "a")).await, 1);
+    assert_eq!(count(EventQuery::new().field_eq("obj.0", "zero")).await, 0);
+    match store.query(EventQuery::new().field_eq("a\"b", 1)).await {
+        Err(EventStoreError::InvalidQuery(reason)) => assert!(reason.contains("double quote"), "{reason}"),
+        other => panic!("expected a refused query, got {other:?}"),
+    }
+}
+
+async fn retention_over_many_chunks_keeps_exactly_the_newest(store: EventStore) {
+    for chunk in 0..5 {
+        store
+            .append_batch((0..1000).map(|i| NewEvent::new("e", json!({"n": chunk * 1000 + i}))).collect())
+            .await
+            .unwrap();
+    }
+    let store = store.with_retention(Retention { max_events: Some(1_234), ..Default::default() });
+    assert_eq!(store.apply_retention().await.unwrap().evicted, 3_766);
+    let oldest = store.query(EventQuery::new().limit(1)).await.unwrap();
+    assert_eq!(oldest[0].payload["n"], 3_766);
+    assert_eq!(store.stats().await.unwrap().unstreamed_events, 1_234);
+}
+
+#[tokio::test]
+async fn two_handles_on_one_file_share_exact_counts_and_streams() {
+    // Two connections to one file, as two processes would have.
+    let dir = tempfile::tempdir().unwrap();
+    let a = sqlite(&dir).await;
+    let b = sqlite(&dir).await;
+    a.append_batch((0..10).map(|i| NewEvent::new("e", json!({"i": i}))).collect()).await.unwrap();
+    b.append_batch((10..30).map(|i| NewEvent::new("e", json!({"i": i}))).collect()).await.unwrap();
+    // a's retention sees b's appends: it keeps exactly 25, not 25 of the 10 it wrote itself.
+    let a = a.with_retention(Retention { max_events: Some(25), ..Default::default() });
+    assert_eq!(a.apply_retention().await.unwrap().evicted, 5);
+    assert_eq!(b.stats().await.unwrap().unstreamed_events, 25);
+    assert_eq!(b.query(EventQuery::new()).await.unwrap().len(), 25);
+
+    // Racing appends to one stream from both: each either lands at the next version or is told
+    // it conflicted; never a storage error, never a gap.
+    let mut tasks = Vec::new();
+    for (k, store) in [a.clone(), b.clone()].into_iter().cycle().take(8).enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut landed = 0;
+            for _ in 0..25 {
+                let version = store.stream_version("shared").await.unwrap();
+                match store
+                    .append_to_stream(
+                        "shared",
+                        ExpectedVersion::Exactly(version),
+                        vec![NewEvent::new("s", json!({"k": k}))],
+                    )
+                    .await
+                {
+                    Ok(_) => landed += 1,
+                    Err(EventStoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("writer {k}: {e}"),
+                }
+            }
+            landed
+        }));
+    }
+    let mut landed = 0;
+    for t in tasks {
+        landed += t.await.unwrap();
+    }
+    let versions: Vec<u64> = a
+        .read_stream("shared", 0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.stream.as_ref().unwrap().version)
+        .collect();
+    assert_eq!(versions, (1..=landed).collect::<Vec<u64>>());
 }

@@ -46,6 +46,8 @@ pub(crate) struct State<A> {
     version: u64,
     /// The version of the last snapshot saved or loaded.
     snapshot_version: u64,
+    /// `apply` panicked: the state is unknown, the actor stops after its reply.
+    broken: bool,
 }
 
 pub(crate) struct AggregateActor<A>(std::marker::PhantomData<fn() -> A>);
@@ -140,10 +142,19 @@ impl<A: Aggregate> State<A> {
                 Err(e) => return Err(e.into()),
             }
         };
-        for event in &events {
-            self.aggregate.apply(event);
-        }
+        // The events are stored: the command is done whatever happens next. A panic in `apply`
+        // leaves the state unknown, so the actor is stopped after replying (the next command
+        // rebuilds it from the journal).
+        let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for event in &events {
+                self.aggregate.apply(event);
+            }
+        }));
         self.version += events.len() as u64;
+        if folded.is_err() {
+            self.broken = true;
+            return Ok(Executed { version: self.version, events, first_id: stored.first().map(|e| e.id) });
+        }
         if self.args.snapshot_every > 0 && self.version - self.snapshot_version >= self.args.snapshot_every {
             self.snapshot().await;
         }
@@ -177,7 +188,8 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
 
     async fn pre_start(&self, _: ActorRef<Msg<A>>, args: Args) -> Result<State<A>, ActorProcessingErr> {
         let started = std::time::Instant::now();
-        let mut state = State { aggregate: A::default(), version: 0, snapshot_version: 0, args };
+        let mut state =
+            State { aggregate: A::default(), version: 0, snapshot_version: 0, broken: false, args };
         if let Some(snapshot) = state.args.store.load_snapshot(&state.args.stream).await? {
             match serde_json::from_value::<A>(snapshot.state) {
                 Ok(aggregate) => {
@@ -210,6 +222,10 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                 if let Some(command) = command {
                     let result = state.execute(command, expected, correlation).await;
                     let _ = reply.send(result);
+                    if state.broken {
+                        tracing::error!(stream = %state.args.stream, "`apply` panicked after the events were stored; rebuilding on the next command");
+                        myself.stop(Some("apply panicked".into()));
+                    }
                 }
             }
             Msg::Read(reader) => reader(&state.aggregate, state.version),

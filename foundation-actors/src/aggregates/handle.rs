@@ -55,7 +55,8 @@ where
     }
 }
 
-/// Why a command was not carried out. Nothing was stored in any case.
+/// Why a command was not carried out. Nothing was stored in any case (a command whose events
+/// were stored is reported as done, even if its actor fails afterwards).
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError<E> {
     /// The aggregate refused the command.
@@ -100,18 +101,39 @@ pub struct Aggregates<A: Aggregate> {
     store: EventStore,
     config: AggregateConfig,
     live: Arc<Mutex<LiveSet<A>>>,
+    /// Retires every actor when the last clone of the handle is dropped.
+    _owner: Arc<RetireOnDrop<A>>,
+}
+
+/// Owned by every clone of one [`Aggregates`]: the last one dropped retires the actors, which
+/// nothing else would ever stop.
+struct RetireOnDrop<A: Aggregate>(Arc<Mutex<LiveSet<A>>>);
+
+impl<A: Aggregate> Drop for RetireOnDrop<A> {
+    fn drop(&mut self) {
+        let drained: Vec<_> = self.0.lock().unwrap_or_else(|e| e.into_inner()).0.drain().collect();
+        for (_, live) in drained {
+            let _ = live.actor.cast(Msg::Passivate);
+        }
+    }
 }
 
 impl<A: Aggregate> Clone for Aggregates<A> {
     fn clone(&self) -> Self {
-        Aggregates { store: self.store.clone(), config: self.config.clone(), live: self.live.clone() }
+        Aggregates {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            live: self.live.clone(),
+            _owner: self._owner.clone(),
+        }
     }
 }
 
 impl<A: Aggregate> Aggregates<A> {
     /// Aggregates journaled in `store`.
     pub fn new(store: EventStore, config: AggregateConfig) -> Self {
-        Aggregates { store, config, live: Arc::new(Mutex::new((HashMap::new(), 0))) }
+        let live = Arc::new(Mutex::new((HashMap::new(), 0)));
+        Aggregates { store, config, _owner: Arc::new(RetireOnDrop(live.clone())), live }
     }
 
     /// The stream holding aggregate `id`'s events: `KIND-id`.
@@ -156,13 +178,32 @@ impl<A: Aggregate> Aggregates<A> {
         id: &str,
         reader: impl FnOnce(&A, u64) -> R + Send + 'static,
     ) -> Result<R, AggregateError<A::Error>> {
-        let actor = self.actor(id).await?;
-        let (tx, rx) = oneshot::channel();
-        let msg = Msg::Read(Box::new(move |a: &A, v| {
-            let _ = tx.send(reader(a, v));
-        }));
-        actor.cast(msg).map_err(|e| self.gone(id, &actor, e.to_string()))?;
-        rx.await.map_err(|_| self.gone(id, &actor, "stopped while reading".into()))
+        // A read is safe to repeat: if it reached a retiring actor, ask the next one.
+        let reader = Arc::new(Mutex::new(Some(reader)));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let actor = self.actor(id).await?;
+            let (tx, rx) = oneshot::channel();
+            let slot = reader.clone();
+            let msg = Msg::Read(Box::new(move |a: &A, v| {
+                if let Some(reader) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(reader(a, v));
+                }
+            }));
+            let failure = match actor.cast(msg) {
+                Ok(()) => match rx.await {
+                    Ok(value) => return Ok(value),
+                    Err(_) => "stopped while reading".to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            let error = self.gone(id, &actor, failure);
+            let unopened = reader.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            if !unopened || attempts >= 3 {
+                return Err(error);
+            }
+        }
     }
 
     /// The number of aggregates held in memory.

@@ -60,7 +60,8 @@ pub struct ProjectionHandle<P> {
     model: Arc<Mutex<P>>,
     position: watch::Receiver<EventId>,
     error: Arc<std::sync::Mutex<Option<String>>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<P: Projection> ProjectionHandle<P> {
@@ -82,8 +83,9 @@ impl<P: Projection> ProjectionHandle<P> {
         let (position_tx, position) = watch::channel(start);
         let model = Arc::new(Mutex::new(projection));
         let error = Arc::new(std::sync::Mutex::new(None));
-        let task = tokio::spawn(run(store, config, model.clone(), position_tx, error.clone()));
-        Ok(ProjectionHandle { model, position, error, task })
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(store, config, model.clone(), position_tx, error.clone(), stop_rx));
+        Ok(ProjectionHandle { model, position, error, stop, task: Some(task) })
     }
 
     /// The id of the last event applied (and recorded, or about to be).
@@ -115,15 +117,29 @@ impl<P: Projection> ProjectionHandle<P> {
         f(&*self.model.lock().await)
     }
 
-    /// Stops the projection after the event being applied, records its position and returns
-    /// the model.
-    pub async fn stop(self) -> P {
-        self.task.abort();
-        let _ = self.task.await;
-        match Arc::try_unwrap(self.model) {
+    /// Stops the projection after the event being applied (an `apply` is never cut short),
+    /// records its position and returns the model.
+    pub async fn stop(mut self) -> P {
+        let _ = self.stop.send(true);
+        let task = self.task.take();
+        let model = self.model.clone();
+        drop(self);
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "projection task ended abnormally");
+        }
+        match Arc::try_unwrap(model) {
             Ok(model) => model.into_inner(),
             Err(_) => unreachable!("the projection task held the only other reference and has ended"),
         }
+    }
+}
+
+impl<P> Drop for ProjectionHandle<P> {
+    fn drop(&mut self) {
+        // Dropped without `stop`: the task ends at its next event boundary.
+        let _ = self.stop.send(true);
     }
 }
 
@@ -133,46 +149,76 @@ async fn run<P: Projection>(
     model: Arc<Mutex<P>>,
     position_tx: watch::Sender<EventId>,
     error: Arc<std::sync::Mutex<Option<String>>>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut appended = store.watch_appends();
     let mut position = *position_tx.borrow();
+    let mut recorded = position;
     let set_error = |e: Option<String>| *error.lock().unwrap_or_else(|p| p.into_inner()) = e;
-    loop {
+    // Waits `d`, or less if a stop is asked for; true if it was.
+    async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+        if *stop.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = stop.changed() => true,
+        }
+    }
+    'reading: loop {
         let mut query = config.filter.clone().after(position).limit(config.batch);
         query.order = foundation_core::events::Order::Ascending;
         let batch = match store.query(query).await {
             Ok(batch) => batch,
             Err(e) => {
                 set_error(Some(e.to_string()));
-                tokio::time::sleep(config.retry_after).await;
+                if pause(&mut stop, config.retry_after).await {
+                    break 'reading;
+                }
                 continue;
             }
         };
         let full = batch.len() == config.batch;
-        let mut applied = position;
-        {
-            // Held across one batch: `read` sees the model between batches only, and `stop`
-            // (an abort) can only land between events, where the lock is released by the drop.
-            let mut model = model.lock().await;
-            for event in &batch {
-                while let Err(e) = model.apply(event).await {
-                    set_error(Some(format!("event {}: {e}", event.id)));
-                    tokio::time::sleep(config.retry_after).await;
+        for event in &batch {
+            // Between events only: an event being applied is finished before a stop.
+            if *stop.borrow() {
+                break 'reading;
+            }
+            loop {
+                // The lock is held for one event, so `read` waits at most that long, and never
+                // through a retry's pause.
+                let applied = model.lock().await.apply(event).await;
+                match applied {
+                    Ok(()) => break,
+                    Err(e) => {
+                        set_error(Some(format!("event {}: {e}", event.id)));
+                        if pause(&mut stop, config.retry_after).await {
+                            break 'reading;
+                        }
+                    }
                 }
-                applied = event.id;
             }
-        }
-        if applied > position {
-            position = applied;
-            set_error(None);
-            if let Err(e) = store.save_checkpoint(&config.name, position).await {
-                set_error(Some(format!("position not recorded: {e}")));
-            }
+            position = event.id;
             position_tx.send_replace(position);
         }
-        if !full {
-            // Caught up: wait for an append here, or poll for other processes' appends.
-            let _ = tokio::time::timeout(config.poll_interval, appended.changed()).await;
+        if position > recorded {
+            set_error(None);
+            match store.save_checkpoint(&config.name, position).await {
+                Ok(()) => recorded = position,
+                Err(e) => set_error(Some(format!("position not recorded: {e}"))),
+            }
         }
+        if !full {
+            // Caught up: wait for an append here, a poll for other processes' appends, or a stop.
+            tokio::select! {
+                _ = tokio::time::timeout(config.poll_interval, appended.changed()) => {}
+                _ = stop.changed() => break 'reading,
+            }
+        }
+    }
+    if position > recorded
+        && let Err(e) = store.save_checkpoint(&config.name, position).await
+    {
+        set_error(Some(format!("position not recorded at stop: {e}")));
     }
 }

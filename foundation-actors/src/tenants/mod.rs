@@ -7,7 +7,9 @@
 //!   limiter and never delays another.
 //! - [`Tenant::admit`] waits for the tenant's quota (with a deadline) and returns a
 //!   [`TenantWork`] permit; [`TenantWork::finish`] settles the real token count and records
-//!   usage and cost (also as `foundation_tenant_*` metrics labelled by tenant).
+//!   usage and cost (also as `foundation_tenant_*` metrics labelled by tenant);
+//!   [`TenantWork::cancel`] refunds work that consumed nothing; dropped unsettled, work is
+//!   charged its estimate.
 //! - Data: [`Tenant::events`] is the tenant's view of the event store (it can neither read nor
 //!   write another tenant's events); [`Tenant::namespace`] is the key prefix for caches.
 //!

@@ -226,30 +226,37 @@ impl Tenant {
         };
         self.0.usage.lock().unwrap_or_else(|e| e.into_inner()).requests += 1;
         metrics::counter!("foundation_tenant_requests_total", "tenant" => self.0.id.clone()).increment(1);
-        Ok(TenantWork { tenant: self.clone(), permit, finished: false })
+        Ok(TenantWork { tenant: self.clone(), permit, estimated_tokens, settled: false })
     }
 }
 
-/// Admitted work of one tenant: holds its concurrency slot until finished or dropped.
+/// Admitted work of one tenant: holds its concurrency slot until finished, cancelled or dropped.
 #[derive(Debug)]
 pub struct TenantWork {
     tenant: Tenant,
     permit: Option<Permit>,
-    finished: bool,
+    estimated_tokens: u64,
+    settled: bool,
 }
 
 impl TenantWork {
     /// Settles the real token count (refunding or charging the estimate) and records usage
-    /// and cost. Dropping unfinished work records no tokens and settles its estimate to 0.
+    /// and cost.
     pub fn finish(mut self, tokens: u64) {
         self.settle(tokens);
     }
 
+    /// The work consumed nothing (it failed before any model was called): the estimate is
+    /// refunded and no usage recorded.
+    pub fn cancel(mut self) {
+        self.settle(0);
+    }
+
     fn settle(&mut self, tokens: u64) {
-        if self.finished {
+        if self.settled {
             return;
         }
-        self.finished = true;
+        self.settled = true;
         let state = &self.tenant.0;
         if let (Some(permit), Some(i)) = (self.permit.as_mut(), state.dims[1]) {
             let mut actual = permit.cost().to_vec();
@@ -271,7 +278,9 @@ impl TenantWork {
 }
 
 impl Drop for TenantWork {
+    /// Dropped unsettled (an error path that forgot to say what it used): the estimate is
+    /// what is charged and billed, so that failing work cannot get its quota back for free.
     fn drop(&mut self) {
-        self.settle(0);
+        self.settle(self.estimated_tokens);
     }
 }

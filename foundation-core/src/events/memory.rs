@@ -237,17 +237,21 @@ impl EventBackend for MemoryBackend {
             report.expired = old.len() as u64;
             old.into_iter().for_each(|id| state.remove(id));
         }
-        let over = |s: &State| {
-            retention.max_events.is_some_and(|m| s.unstreamed > m)
-                || retention.max_payload_bytes.is_some_and(|m| s.unstreamed_bytes > m)
-        };
-        while over(&state) {
-            let Some(oldest) = state.events.values().find(|e| e.stream.is_none()).map(|e| e.id) else {
+        // Oldest first, in one pass over the events outside streams.
+        let (mut count, mut bytes) = (state.unstreamed, state.unstreamed_bytes);
+        let mut evict = Vec::new();
+        for event in state.events.values().filter(|e| e.stream.is_none()) {
+            let over = retention.max_events.is_some_and(|m| count > m)
+                || retention.max_payload_bytes.is_some_and(|m| bytes > m);
+            if !over {
                 break;
-            };
-            state.remove(oldest);
-            report.evicted += 1;
+            }
+            count -= 1;
+            bytes = bytes.saturating_sub(payload_bytes(event));
+            evict.push(event.id);
         }
+        report.evicted = evict.len() as u64;
+        evict.into_iter().for_each(|id| state.remove(id));
         Ok(report)
     }
 

@@ -51,7 +51,8 @@ pub struct EventQuery {
     pub stream: Option<String>,
     /// With [`stream`](Self::stream): only its events with a greater version.
     pub after_version: Option<u64>,
-    /// Payload fields (JSON pointer or dotted path) that must equal these values.
+    /// Payload fields (JSON pointer or dotted path) that must equal these values. Numbers
+    /// compare by value (`3` equals `3.0`); numeric path segments index arrays.
     pub fields: Vec<(String, Value)>,
     /// Only events with an id greater than this (for paging and resuming).
     pub after: Option<EventId>,
@@ -159,6 +160,9 @@ impl EventQuery {
             if path.is_empty() {
                 return Err("a payload field path is empty".into());
             }
+            if path.contains('"') {
+                return Err(format!("payload field path `{path}` contains a double quote"));
+            }
             if value.is_array() || value.is_object() {
                 return Err(format!("payload field `{path}` must be compared with a scalar, not {value}"));
             }
@@ -177,7 +181,37 @@ impl EventQuery {
             && self.stream.as_ref().is_none_or(|s| event.stream.as_ref().is_some_and(|p| p.stream == *s))
             && self.after_version.is_none_or(|v| event.stream.as_ref().is_some_and(|p| p.version > v))
             && self.after.is_none_or(|a| event.id > a)
-            && self.fields.iter().all(|(path, value)| event.payload.pointer(&to_pointer(path)) == Some(value))
+            && self.fields.iter().all(|(path, value)| {
+                lookup(&event.payload, path).is_some_and(|found| scalar_eq(found, value))
+            })
+    }
+}
+
+/// The value at a payload path, read as SQLite's backend reads it: a numeric segment indexes an
+/// array (never an object key), other segments are object keys.
+fn lookup<'a>(payload: &'a Value, path: &str) -> Option<&'a Value> {
+    let pointer = to_pointer(path);
+    let mut at = payload;
+    for raw in pointer.split('/').skip(1) {
+        let segment = raw.replace("~1", "/").replace("~0", "~");
+        let numeric = !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit());
+        at = match at {
+            Value::Array(items) if numeric => items.get(segment.parse::<usize>().ok()?)?,
+            Value::Object(map) if !numeric => map.get(&segment)?,
+            _ => return None,
+        };
+    }
+    Some(at)
+}
+
+/// Payload comparison: numbers by value (`3` equals `3.0`, as in SQLite), the rest exactly.
+fn scalar_eq(found: &Value, wanted: &Value) -> bool {
+    match (found, wanted) {
+        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => a.as_f64() == b.as_f64(),
+        },
+        _ => found == wanted,
     }
 }
 

@@ -8,13 +8,18 @@
 //! - [`Synchronous::Full`]: the WAL is synced at every commit; a power loss loses nothing that
 //!   was acknowledged, at the cost of one fsync per append (batch appends to amortize it).
 //!
-//! A write connection and a read connection (WAL lets reads proceed during a write).
+//! A write connection and a read connection (WAL lets reads proceed during a write). Several
+//! processes may share the file: writes take SQLite's write lock for their whole transaction
+//! (`BEGIN IMMEDIATE`, waiting up to 5 s for another writer), and the counts retention works
+//! from are kept in the file, changed in the same transactions.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
+};
 use serde_json::Value;
 
 use super::backend::{EventBackend, EventStoreError, ExpectedVersion, Snapshot, StoreStats};
@@ -74,6 +79,11 @@ CREATE INDEX IF NOT EXISTS events_type_time ON events(event_type, timestamp_ms);
 CREATE INDEX IF NOT EXISTS events_tenant_time ON events(tenant, timestamp_ms) WHERE tenant IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_time ON events(timestamp_ms);
 CREATE TABLE IF NOT EXISTS snapshots (stream TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counts (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    unstreamed INTEGER NOT NULL,
+    unstreamed_bytes INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 ";
 
@@ -87,10 +97,6 @@ pub struct SqliteBackend {
 
 struct Writer {
     conn: Connection,
-    /// Events outside streams, and their payload bytes: kept here so that size retention needs
-    /// no scan.
-    unstreamed: u64,
-    unstreamed_bytes: u64,
 }
 
 fn storage(e: impl std::fmt::Display) -> EventStoreError {
@@ -115,23 +121,22 @@ impl SqliteBackend {
         .map_err(|e| {
             EventStoreError::Storage(format!("{} is not a usable event store: {e}", options.path.display()))
         })?;
-        let (unstreamed, unstreamed_bytes): (i64, i64) = conn
-            .query_row(
-                "SELECT count(*), coalesce(sum(octet_length(payload)), 0) FROM events WHERE stream IS NULL",
+        // The counts retention bounds, kept in the file and changed in the same transactions as
+        // the events, so that every process sharing the file sees them exact. Computed once for
+        // a file written before the table existed.
+        let has_counts: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM counts)", [], |r| r.get(0)).map_err(storage)?;
+        if !has_counts {
+            conn.execute(
+                "INSERT OR IGNORE INTO counts (id, unstreamed, unstreamed_bytes)
+                 SELECT 1, count(*), coalesce(sum(octet_length(payload)), 0) FROM events WHERE stream IS NULL",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(storage)?;
+        }
         let reader = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.execute_batch("PRAGMA busy_timeout = 5000;").map_err(storage)?;
-        Ok(SqliteBackend {
-            writer: Mutex::new(Writer {
-                conn,
-                unstreamed: unstreamed as u64,
-                unstreamed_bytes: unstreamed_bytes as u64,
-            }),
-            reader: Mutex::new(reader),
-        })
+        Ok(SqliteBackend { writer: Mutex::new(Writer { conn }), reader: Mutex::new(reader) })
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -141,6 +146,13 @@ impl SqliteBackend {
     fn reader(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`): a read
+/// inside it (a stream's version) cannot be overtaken by another process's commit, and waiting
+/// for another writer honours the busy timeout instead of failing with "busy" at the first write.
+fn begin(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, EventStoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)
 }
 
 fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Event> {
@@ -302,11 +314,14 @@ impl EventBackend for SqliteBackend {
     fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, EventStoreError> {
         events.iter().try_for_each(|e| e.validate().map_err(EventStoreError::InvalidEvent))?;
         let mut writer = self.writer();
-        let tx = writer.conn.transaction().map_err(storage)?;
+        let tx = begin(&mut writer.conn)?;
         let (stored, bytes) = insert_all(&tx, events, None)?;
+        tx.execute(
+            "UPDATE counts SET unstreamed = unstreamed + ?1, unstreamed_bytes = unstreamed_bytes + ?2",
+            params![stored.len() as i64, bytes as i64],
+        )
+        .map_err(storage)?;
         tx.commit().map_err(storage)?;
-        writer.unstreamed += stored.len() as u64;
-        writer.unstreamed_bytes += bytes;
         Ok(stored)
     }
 
@@ -319,7 +334,7 @@ impl EventBackend for SqliteBackend {
         events.iter().try_for_each(|e| e.validate().map_err(EventStoreError::InvalidEvent))?;
         super::store::validate_stream(stream)?;
         let mut writer = self.writer();
-        let tx = writer.conn.transaction().map_err(storage)?;
+        let tx = begin(&mut writer.conn)?;
         let current: i64 = tx
             .query_row(
                 "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream = ?1",
@@ -446,11 +461,14 @@ impl EventBackend for SqliteBackend {
         retention: &Retention,
         now_ms: i64,
     ) -> Result<RetentionReport, EventStoreError> {
-        let mut guard = self.writer();
-        let writer = &mut *guard;
+        let mut writer = self.writer();
         let mut report = RetentionReport::default();
-        let tx = writer.conn.transaction().map_err(storage)?;
-        let (mut unstreamed, mut unstreamed_bytes) = (writer.unstreamed, writer.unstreamed_bytes);
+        let tx = begin(&mut writer.conn)?;
+        let (unstreamed, unstreamed_bytes): (i64, i64) = tx
+            .query_row("SELECT unstreamed, unstreamed_bytes FROM counts", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(storage)?;
+        let (mut unstreamed, mut unstreamed_bytes) =
+            (unstreamed.max(0) as u64, unstreamed_bytes.max(0) as u64);
         if let Some(age) = retention.max_age {
             let cutoff = now_ms.saturating_sub(age.as_millis() as i64);
             let (n, b): (i64, i64) = tx
@@ -496,28 +514,30 @@ impl EventBackend for SqliteBackend {
             }
             tx.execute("DELETE FROM events WHERE stream IS NULL AND id <= ?1", [last]).map_err(storage)?;
             report.evicted += n;
-            unstreamed -= n;
-            unstreamed_bytes -= b;
+            unstreamed = unstreamed.saturating_sub(n);
+            unstreamed_bytes = unstreamed_bytes.saturating_sub(b);
         }
+        tx.execute(
+            "UPDATE counts SET unstreamed = ?1, unstreamed_bytes = ?2",
+            params![unstreamed as i64, unstreamed_bytes as i64],
+        )
+        .map_err(storage)?;
         tx.commit().map_err(storage)?;
-        writer.unstreamed = unstreamed;
-        writer.unstreamed_bytes = unstreamed_bytes;
         Ok(report)
     }
 
     fn stats(&self) -> Result<StoreStats, EventStoreError> {
-        let (unstreamed, unstreamed_bytes) = {
-            let w = self.writer();
-            (w.unstreamed, w.unstreamed_bytes)
-        };
         let reader = self.reader();
-        let (events, last_id): (i64, i64) = reader
+        let (events, last_id, unstreamed, unstreamed_bytes): (i64, i64, i64, i64) = reader
             .query_row(
-                "SELECT (SELECT count(*) FROM events), coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+                "SELECT (SELECT count(*) FROM events),
+                        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                        (SELECT unstreamed FROM counts), (SELECT unstreamed_bytes FROM counts)",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .map_err(storage)?;
+        let (unstreamed, unstreamed_bytes) = (unstreamed.max(0) as u64, unstreamed_bytes.max(0) as u64);
         Ok(StoreStats {
             events: events as u64,
             unstreamed_events: unstreamed,
