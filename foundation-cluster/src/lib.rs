@@ -30,6 +30,9 @@
 //! - **Replicated CRDT state**: [`Cluster::start_replicator`], counters, sets, registers and
 //!   maps that every node reads and writes locally or with a majority, replicated at once and by
 //!   anti-entropy gossip, converging after a partition heals ([`crdt_state`]).
+//! - **Cluster cache**: [`Cluster::start_shared_cache`], each key kept by one owner node chosen
+//!   by consistent hashing over the nodes running the cache, with an optional near cache; a lost
+//!   owner's keys read as misses ([`shared_cache`]).
 //! - The [`wire`] adapter (bincode behind `BytesConvertable`, oversized messages refused before
 //!   sending, undecodable frames counted) and, behind the `testkit` feature, `testkit` for
 //!   tests that launch real node processes.
@@ -74,4 +77,5 @@ pub use membership::{Member, MemberStatus, MembershipEvent};
 pub use names::NameError;
 pub use node::{Cluster, ClusterError, LEAVE_TIMEOUT};
 pub use replicated::ReplicatedHandle;
+pub use shared_cache::{SharedCacheConfig, SharedCacheHandle};
 pub use singleton::{SingletonEvent, SingletonHandle};

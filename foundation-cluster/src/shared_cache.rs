@@ -22,7 +22,11 @@
 //!   survivors, so puts go to the new owner.
 //! - **Optional L1 in front** ([`SharedCacheConfig::near`]): a hit there never asks the owner,
 //!   so it may return a value up to the near cache's TTL older than the owner's (a put on another
-//!   node does not invalidate it). A node's own puts update its near cache.
+//!   node does not invalidate it). A node's own puts update its near cache once the owner has
+//!   stored the value (a put that fails leaves the near cache as it was).
+//! - **Stopped.** After [`SharedCacheHandle::stop`] this node is no longer one of the
+//!   [`nodes`](SharedCacheHandle::nodes); its gets and puts go to the other nodes, and fail
+//!   with [`SharedCacheError::Unreachable`] when there are none.
 //!
 //! Counted per tier (labels `cache`, `tier`): `l1` (the near cache), `l2` (lookups that asked the
 //! owner, counted on the asking node; an unreachable owner counts as a miss) and `l2_owner`
@@ -327,7 +331,8 @@ impl SharedCacheHandle {
         &self.inner.name
     }
 
-    /// The nodes the cache is spread over now, by name, sorted (this one included).
+    /// The nodes the cache is spread over now, by name, sorted: this one while its part runs
+    /// (not after [`stop`](Self::stop)), and every other node whose part is visible.
     pub fn nodes(&self) -> Vec<String> {
         let (scope, prefix) = (SCOPE.to_string(), format!("{}@", self.inner.name));
         let mut nodes: BTreeSet<String> = ractor::pg::which_scoped_groups(&scope)
@@ -339,11 +344,32 @@ impl SharedCacheHandle {
             })
             .filter_map(|g| g.strip_prefix(&prefix).map(str::to_string))
             .collect();
-        nodes.insert(self.inner.node.clone());
+        // Its pg entry may outlive a stop for a moment: what this handle knows decides.
+        if self.running() {
+            nodes.insert(self.inner.node.clone());
+        } else {
+            nodes.remove(&self.inner.node);
+        }
         nodes.into_iter().collect()
     }
 
-    /// The node that owns `key` now.
+    /// Whether this node's part runs (not [`stop`](Self::stop)ped).
+    fn running(&self) -> bool {
+        self.inner.replica.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// The error for a key whose owner is this node while its part is stopped (no node left).
+    fn stopped(&self, key: &str) -> SharedCacheError {
+        self.inner.unreachable.fetch_add(1, Ordering::Relaxed);
+        self.inner.unreachable_metric.increment(1);
+        SharedCacheError::Unreachable {
+            key: key.to_string(),
+            owner: self.inner.node.clone(),
+            reason: "this node's part of the cache is stopped and no other node runs it".into(),
+        }
+    }
+
+    /// The node that owns `key` now (this node if no node runs the cache).
     pub fn owner(&self, key: &str) -> String {
         let nodes = self.nodes();
         let mut ring = self.inner.ring.lock().unwrap_or_else(|p| p.into_inner());
@@ -382,6 +408,10 @@ impl SharedCacheHandle {
         }
         let owner = self.owner(key);
         let found = if owner == inner.node {
+            if !self.running() {
+                inner.counters.miss();
+                return Err(self.stopped(key));
+            }
             inner.entries.get_entry(key).await.map(|e| (e.value, e.cost))
         } else {
             let request = GetRequest { key: key.to_string() };
@@ -405,9 +435,10 @@ impl SharedCacheHandle {
         Ok(Some(Fetched { value, saved_cost: cost, owner, near: false }))
     }
 
-    /// Stores `value` under `key` on its owner (replacing any value there); the owner's name.
-    /// Refused if the value is over [`SharedCacheConfig::max_value_bytes`] or the owner cannot
-    /// be reached.
+    /// Stores `value` under `key` on its owner (replacing any value there), then in this node's
+    /// near cache if there is one; the owner's name. Refused if the value is over
+    /// [`SharedCacheConfig::max_value_bytes`] or the owner cannot be reached (the near cache is
+    /// then left as it was).
     pub async fn put(
         &self,
         key: &str,
@@ -423,16 +454,22 @@ impl SharedCacheHandle {
                 max: inner.config.max_value_bytes,
             });
         }
-        if let Some(near) = &inner.near {
-            near.insert_with(key, value.clone(), options).await;
-        }
+        // The near cache is written only once the owner has the value: a failed put must not
+        // leave this node serving it.
+        let near_copy = inner.near.as_ref().map(|_| value.clone());
         let owner = self.owner(key);
         if owner == inner.node {
+            if !self.running() {
+                return Err(self.stopped(key));
+            }
             inner.entries.insert_with(key, value, options).await;
         } else {
             let ttl_ms = options.ttl.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64);
             let request = PutRequest { key: key.to_string(), value, cost: options.cost, ttl_ms };
             let _: PutReply = self.call(&owner, key, request, StoreMsg::Put).await?;
+        }
+        if let (Some(near), Some(value)) = (&inner.near, near_copy) {
+            near.insert_with(key, value, options).await;
         }
         Ok(owner)
     }
@@ -478,13 +515,18 @@ impl SharedCacheHandle {
         self.inner.unreachable.load(Ordering::Relaxed)
     }
 
-    /// Stops this node's part (its entries are dropped); the other nodes take over its keys.
+    /// Stops this node's part (its entries and its near cache's are dropped); the other nodes
+    /// take over its keys, and this node is no longer one of the [`nodes`](Self::nodes). The
+    /// handle still reaches the other nodes' parts.
     pub async fn stop(&self) {
         let replica = self.inner.replica.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(replica) = replica {
             replica.stop().await;
         }
         self.inner.entries.invalidate_all();
+        if let Some(near) = &self.inner.near {
+            near.invalidate_all();
+        }
     }
 
     /// Asks the owner's store actor.
@@ -674,6 +716,79 @@ mod tests {
         assert_eq!((near.hits, near.saved_cost), (3, 0.5));
         assert_eq!(cache.unreachable(), 0);
         cache.stop().await;
+        // Stopped: not one of the nodes any more, and with no other node nothing is served.
+        assert!(cache.nodes().is_empty(), "{:?}", cache.nodes());
+        let err = cache.put("k", b"w".to_vec(), EntryOptions::default()).await.unwrap_err();
+        assert!(matches!(err, SharedCacheError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains("stopped"), "{err}");
+        assert!(cache.try_get("k").await.is_err(), "neither the near cache nor the stopped part answers");
+        cluster.shutdown().await;
+    }
+
+    /// A store actor that takes requests and never answers (drops the reply port).
+    struct Silent(String);
+
+    impl Actor for Silent {
+        type Msg = StoreMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, myself: ActorRef<StoreMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            ractor::pg::join_scoped(SCOPE.to_string(), self.0.clone(), vec![myself.get_cell()]);
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<StoreMsg>,
+            _: StoreMsg,
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// A put whose owner does not store the value fails, and leaves nothing in the writer's
+    /// near cache (which would otherwise serve a value no owner holds).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_put_leaves_the_near_cache_alone() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = foundation_core::config::ClusterConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            ..Default::default()
+        };
+        let cluster = Cluster::start("near-writer", &config, None).await.unwrap();
+        let near = LocalCacheConfig { max_capacity: 1 << 20, ..Default::default() };
+        let cache_config = SharedCacheConfig {
+            near: Some(near),
+            call_timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let cache = cluster.start_shared_cache("near-unit", cache_config).await.unwrap();
+        // A second node's part, in pg like a remote one, that never answers.
+        let (ghost, ghost_task) = Actor::spawn(None, Silent("near-unit@ghost".into()), ()).await.unwrap();
+        assert_eq!(cache.nodes(), ["ghost", "near-writer"]);
+        let key_of =
+            |owner: &str| (0..1000).map(|i| format!("key-{i}")).find(|k| cache.owner(k) == owner).unwrap();
+        let (remote, local) = (key_of("ghost"), key_of("near-writer"));
+
+        let err = cache.put(&remote, b"lost".to_vec(), EntryOptions::default()).await.unwrap_err();
+        assert!(matches!(err, SharedCacheError::Unreachable { ref owner, .. } if owner == "ghost"), "{err}");
+        let near = cache.inner.near.as_ref().unwrap();
+        assert!(near.get_entry(&remote).await.is_none(), "the failed put is not in the near cache");
+        assert!(cache.try_get(&remote).await.is_err(), "a get asks the owner, and fails");
+
+        // A put the owner accepted is in the near cache.
+        cache.put(&local, b"kept".to_vec(), EntryOptions::default()).await.unwrap();
+        assert!(cache.try_get(&local).await.unwrap().unwrap().near);
+
+        // Stopped here: only the ghost is left, and owns every key.
+        cache.stop().await;
+        assert_eq!(cache.nodes(), ["ghost"]);
+        assert_eq!(cache.owner(&local), "ghost");
+        assert!(cache.try_get(&local).await.is_err(), "the near cache was dropped with the part");
+        ghost.stop(None);
+        ghost_task.await.unwrap();
         cluster.shutdown().await;
     }
 

@@ -2,6 +2,11 @@
 //! what they print, kill -9 them, freeze (SIGSTOP) and thaw (SIGCONT) them. Every process is
 //! killed when its handle is dropped, so a failing test leaves nothing behind.
 //!
+//! Partitions: with this feature, [`Cluster::block_peers`](crate::Cluster::block_peers) and
+//! [`Cluster::unblock_all`](crate::Cluster::unblock_all) cut a node's sessions with named peers
+//! and restore them (`foundation node` takes them as `partition N1,N2` and `heal` on stdin); block
+//! on both sides, as a real partition cuts both ways.
+//!
 //! Enable with the `testkit` feature. Runtime-agnostic: plain threads, no tokio.
 
 use std::ffi::OsStr;

@@ -1,13 +1,14 @@
 //! Replicated CRDT state on one node in this process: local semantics of update, get and
 //! subscribe, majority consistency with one node and with a seed that is not there, and bad
-//! input (a key used with two types, an oversized value, a second replicator of one name).
+//! input (a key used with two types, an oversized value, a key too long, a second replicator of
+//! one name).
 //! Across nodes and partitions: the multi-process test `examples/tests/crdt_convergence.rs`.
 
 use std::time::Duration;
 
 use foundation_cluster::Cluster;
 use foundation_cluster::crdt_state::{
-    CrdtError, CrdtKind, Key, LwwMap, ReadConsistency, ReplicatorConfig, WriteConsistency,
+    CrdtError, CrdtKind, Key, LwwMap, MAX_KEY_BYTES, ReadConsistency, ReplicatorConfig, WriteConsistency,
 };
 use foundation_core::config::ClusterConfig;
 use foundation_core::crdt::{GCounter, LwwRegister, OrSet, PnCounter};
@@ -156,6 +157,44 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert!(err.to_string().contains("over the 1536 bytes a value may take (max_message_bytes"), "{err}");
     let read = replicator.get(&big, ReadConsistency::Local).await.unwrap().unwrap();
     assert_eq!(read.iter().cloned().collect::<Vec<_>>(), ["first"]);
+
+    // With 2 KiB messages a key may take a quarter of the 1536-byte payload: 384 bytes.
+    let longest = Key::<GCounter>::new("k".repeat(384));
+    replicator.update(&longest, WriteConsistency::Local, |c, me| c.increment(me, 1)).await.unwrap();
+    let too_long = Key::<GCounter>::new("k".repeat(385));
+    let err =
+        replicator.update(&too_long, WriteConsistency::Local, |c, me| c.increment(me, 1)).await.unwrap_err();
+    assert_eq!(err, CrdtError::KeyTooLong { prefix: "k".repeat(32), size: 385, max: 384 });
+    assert!(err.to_string().contains("385 bytes long, over the 384-byte limit for CRDT keys"), "{err}");
+
+    replicator.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_over_the_limit_are_refused_everywhere_and_change_nothing() {
+    let cluster = node("long-keys", Vec::new()).await;
+    let replicator = cluster.start_replicator(config("long")).await.unwrap();
+
+    // With the default message limit, keys of up to MAX_KEY_BYTES (1 KiB).
+    assert_eq!(MAX_KEY_BYTES, 1024);
+    let longest = Key::<PnCounter>::new("x".repeat(MAX_KEY_BYTES));
+    replicator.update(&longest, WriteConsistency::majority(), |c, me| c.add(me, 2)).await.unwrap();
+    let read = replicator.get(&longest, ReadConsistency::majority()).await.unwrap().unwrap();
+    assert_eq!(read.value(), 2);
+    replicator.subscribe(&longest).unwrap();
+
+    // One byte more (a multi-byte character cut at a char boundary in the error).
+    let name = format!("{}é{}", "x".repeat(31), "x".repeat(MAX_KEY_BYTES - 32));
+    let too_long = Key::<PnCounter>::new(name.clone());
+    let expected = CrdtError::KeyTooLong { prefix: "x".repeat(31), size: 1025, max: 1024 };
+    let err = replicator.update(&too_long, WriteConsistency::Local, |c, me| c.add(me, 1)).await.unwrap_err();
+    assert_eq!(err, expected);
+    assert!(err.to_string().starts_with(&format!("key `{}…` is 1025 bytes long", "x".repeat(31))), "{err}");
+    assert_eq!(replicator.get(&too_long, ReadConsistency::Local).await.unwrap_err(), expected);
+    assert_eq!(replicator.get(&too_long, ReadConsistency::majority()).await.unwrap_err(), expected);
+    assert_eq!(replicator.subscribe(&too_long).unwrap_err(), expected);
+    assert_eq!(replicator.keys().len(), 1, "nothing written");
 
     replicator.stop().await;
     cluster.shutdown().await;

@@ -21,7 +21,13 @@
 //!   so **after a partition heals every node converges** to the merge of both sides' writes.
 //!   Every message stays under [`max_message_bytes`](ReplicatorConfig::max_message_bytes) and
 //!   the cluster's frame limit: digests are sent a range of keys at a time, values in several
-//!   messages.
+//!   messages, and a peer's answer to a range carries at most one message's worth of values
+//!   ([`max_digests_per_round`](ReplicatorConfig::max_digests_per_round) of them at most): it
+//!   says where it stopped, and the next round with that peer starts there (so a restarted,
+//!   empty node is filled a message per round and peer, never by a whole store at once).
+//! - **Keys** are at most [`MAX_KEY_BYTES`] (1 KiB) long, and at most a quarter of a message's
+//!   payload with a small `max_message_bytes`; a longer key is refused by `update`, `get` and
+//!   `subscribe` ([`CrdtError::KeyTooLong`]).
 //! - **Restarts**: a restarted node comes back empty under the same replica id (its name).
 //!   Before its first write to a key, read the key with [`ReadConsistency::Majority`] (or wait
 //!   for gossip), so that the write builds on this node's earlier contributions instead of being
@@ -69,7 +75,7 @@ use ractor::rpc::CallResult;
 use tokio::sync::watch;
 
 pub use consistency::{DEFAULT_MAJORITY_TIMEOUT, ReadConsistency, WriteConsistency};
-pub use replicator::SCOPE;
+pub use replicator::{MAX_KEY_BYTES, SCOPE};
 pub use value::{CrdtKind, CrdtValue, Key, LwwMap, PnCounterMap, ReplicatedData};
 
 use crate::Cluster;
@@ -184,6 +190,20 @@ pub enum CrdtError {
         /// The bytes it would take.
         size: usize,
         /// The bytes a value may take.
+        max: usize,
+    },
+    /// The key's name is longer than the replicator accepts: [`MAX_KEY_BYTES`], or a quarter of
+    /// the payload a message may carry if `max_message_bytes` (capped by
+    /// `cluster.max_frame_bytes`) makes that less. Nothing was read or written.
+    #[error(
+        "key `{prefix}…` is {size} bytes long, over the {max}-byte limit for CRDT keys (MAX_KEY_BYTES, or a quarter of a message's payload with a small max_message_bytes): refused"
+    )]
+    KeyTooLong {
+        /// The key's first characters (up to 32 bytes).
+        prefix: String,
+        /// The key's length in bytes.
+        size: usize,
+        /// The longest key accepted.
         max: usize,
     },
     /// The replicator could not start (already running here, or a config value out of range).
@@ -311,8 +331,9 @@ impl Replicator {
     /// `replica_id` is this node's name, to pass to the CRDT's operations) and sends the new
     /// value to the other nodes; returns it. With [`WriteConsistency::Majority`], waits until a
     /// majority of the known nodes have it, or fails with [`CrdtError::MajorityWrite`] (the
-    /// write stays applied here). Fails without writing if the key holds another kind, or if
-    /// the value would be larger than the message limit.
+    /// write stays applied here). Fails without writing if the key holds another kind, if the
+    /// value would be larger than the message limit, or if the key's name is too long
+    /// ([`CrdtError::KeyTooLong`]).
     pub async fn update<T: ReplicatedData>(
         &self,
         key: &Key<T>,
@@ -320,6 +341,7 @@ impl Replicator {
         change: impl FnOnce(&mut T, &str),
     ) -> Result<T, CrdtError> {
         let shared = &self.shared;
+        check_key(shared, key)?;
         let me = shared.node().to_string();
         let (value, message) = {
             let mut store = shared.store();
@@ -391,6 +413,7 @@ impl Replicator {
         consistency: ReadConsistency,
     ) -> Result<Option<T>, CrdtError> {
         let shared = &self.shared;
+        check_key(shared, key)?;
         if let ReadConsistency::Majority { timeout } = consistency {
             let known = shared.known_nodes();
             let needed = consistency::majority_of(known);
@@ -443,6 +466,7 @@ impl Replicator {
     /// returns at the next change; [`current`](Subscription::current) is the value now). Fails if
     /// the key holds another kind.
     pub fn subscribe<T: ReplicatedData>(&self, key: &Key<T>) -> Result<Subscription<T>, CrdtError> {
+        check_key(&self.shared, key)?;
         let mut store = self.shared.store();
         if let Some(v) = store.get(key.name())
             && v.kind() != T::KIND
@@ -467,6 +491,15 @@ impl std::fmt::Debug for Replicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replicator").field("name", &self.name()).field("node", &self.replica_id()).finish()
     }
+}
+
+/// Refuses a key longer than the replicator accepts ([`CrdtError::KeyTooLong`]).
+fn check_key<T: ReplicatedData>(shared: &Shared, key: &Key<T>) -> Result<(), CrdtError> {
+    shared.check_key(key.name()).map_err(|(size, max)| {
+        let name = key.name();
+        let cut = (0..=32.min(name.len())).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+        CrdtError::KeyTooLong { prefix: name[..cut].to_string(), size, max }
+    })
 }
 
 fn wrong_type<T: ReplicatedData>(key: &Key<T>, found: &CrdtValue) -> CrdtError {

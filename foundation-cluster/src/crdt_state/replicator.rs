@@ -25,6 +25,15 @@ const ENVELOPE: usize = 1024;
 const ENTRY_OVERHEAD: usize = 8;
 /// Bytes a digest entry takes besides its key (digest, lengths).
 const DIGEST_ENTRY: usize = 16;
+/// Bytes a range bound (`start`, `end`, `resume`) takes besides its key (tag, length).
+const BOUND_OVERHEAD: usize = 16;
+
+/// The longest key a replicator accepts, in bytes (1 KiB), when the message limit allows it: keys
+/// are also limited to a quarter of the payload a message may carry (`max_message_bytes`, capped
+/// by `cluster.max_frame_bytes`, less the envelope), so that a gossip status always fits its
+/// range's first and last keys and one digest. A longer key is refused with
+/// [`CrdtError::KeyTooLong`](super::CrdtError::KeyTooLong).
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Values sent by a writer (its node name, then keys and whole values).
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,10 +65,9 @@ pub(crate) struct Status {
     digests: Vec<(String, u64)>,
 }
 
-impl Status {
-    fn covers(&self, key: &str) -> bool {
-        self.start.as_deref().is_none_or(|s| key >= s) && self.end.as_deref().is_none_or(|e| key < e)
-    }
+/// Whether `key` is in the range from `start` (inclusive) to `end` (exclusive).
+fn in_range(start: Option<&str>, end: Option<&str>, key: &str) -> bool {
+    start.is_none_or(|s| key >= s) && end.is_none_or(|e| key < e)
 }
 
 /// Gossip: values the receiver lacks or holds differently, and the keys the sender wants back.
@@ -68,6 +76,38 @@ pub(crate) struct Gossip {
     from: String,
     entries: Vec<(String, CrdtValue)>,
     want: Vec<String>,
+    /// In an answer to a status: the key of its range where the answer stopped (it sends at most
+    /// a message's worth of values); the receiver starts its next round with the sender there.
+    /// `None`: the whole range was answered.
+    resume: Option<String>,
+}
+
+/// Per peer, where the gossip rounds with it are in the key space.
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    /// Where the next round starts (`None`: the first key).
+    next: Option<String>,
+    /// The range of the last status sent, until its answer says where it stopped.
+    open: Option<(Option<String>, Option<String>)>,
+}
+
+impl Cursor {
+    /// A status was sent: the next round starts where its range ends.
+    fn sent(&mut self, status: &Status) {
+        self.next.clone_from(&status.end);
+        self.open = Some((status.start.clone(), status.end.clone()));
+    }
+
+    /// The answer to the last status stopped at `key`: the next round starts there, so the rest
+    /// of that range is compared next time. Ignored unless `key` is past the start of the last
+    /// status's range and before its end (a late answer to an older round).
+    fn resume(&mut self, key: String) {
+        let Some((start, end)) = &self.open else { return };
+        if start.as_deref().is_none_or(|s| key.as_str() > s) && in_range(None, end.as_deref(), &key) {
+            self.next = Some(key);
+            self.open = None;
+        }
+    }
 }
 
 /// The replicator's messages (remotable: peers send them).
@@ -230,6 +270,22 @@ impl Shared {
         self.max_bytes - ENVELOPE.min(self.max_bytes / 4)
     }
 
+    /// The longest key accepted: [`MAX_KEY_BYTES`], or a quarter of
+    /// [`payload_budget`](Self::payload_budget) if that is less (a status must fit its range's
+    /// start and end keys and one digest).
+    pub(crate) fn max_key_bytes(&self) -> usize {
+        max_key_bytes(self.payload_budget())
+    }
+
+    /// Refuses a key longer than [`max_key_bytes`](Self::max_key_bytes): (its size, the limit).
+    pub(crate) fn check_key(&self, key: &str) -> Result<(), (usize, usize)> {
+        let max = self.max_key_bytes();
+        if key.len() > max {
+            return Err((key.len(), max));
+        }
+        Ok(())
+    }
+
     /// Refuses a value that would not fit a gossip message on its own: (its size, the limit).
     pub(crate) fn check_fits(&self, key: &str, value: &CrdtValue) -> Result<(), (usize, usize)> {
         let size = key.len() + Entry::new(value.clone()).size + ENTRY_OVERHEAD;
@@ -266,23 +322,31 @@ impl Shared {
         if self.cluster.is_blocked(from) {
             return;
         }
+        let max_key = self.max_key_bytes();
         let mut store = self.store();
         for (key, value) in entries {
+            // Not stored: it could not be gossiped (a peer with another config sent it).
+            if key.len() > max_key {
+                metrics::counter!("foundation_crdt_dropped_total", "reason" => "key_too_long").increment(1);
+                tracing::warn!(%from, size = key.len(), max_key, "a CRDT key from a peer is too long; ignored");
+                continue;
+            }
             store.merge_in(key, value, from);
         }
     }
 
     /// Sends `entries` to `peer` as gossip, in as many messages as the size limit needs; the
-    /// first one carries `want`.
+    /// first one carries `want` and `resume`.
     fn send_gossip(
         &self,
         peer: &ActorRef<ReplicatorMsg>,
         entries: Vec<(String, CrdtValue)>,
         want: Vec<String>,
+        resume: Option<String>,
     ) {
         let (messages, too_large) = {
             let store = self.store();
-            batches(&store, self.node(), entries, want, self.payload_budget())
+            batches(&store, self.node(), entries, want, resume, self.payload_budget())
         };
         for key in too_large {
             metrics::counter!("foundation_crdt_dropped_total", "reason" => "too_large").increment(1);
@@ -306,8 +370,9 @@ impl Shared {
 
     /// Opens a gossip round with the next peer (round robin): sends it the digests of the next
     /// range of this node's keys (each peer has its own cursor, so every peer is offered every key
-    /// in turn).
-    fn gossip_round(&self, round: u64, cursors: &mut HashMap<String, Option<String>>) {
+    /// in turn). The cursor moves only once the status is sent, and its answer may move it back
+    /// to where the answer stopped ([`Cursor::resume`]).
+    fn gossip_round(&self, round: u64, cursors: &mut HashMap<String, Cursor>) {
         let peers = self.peers();
         cursors.retain(|node, _| peers.iter().any(|(n, _)| n == node));
         if peers.is_empty() {
@@ -317,85 +382,135 @@ impl Shared {
         let cursor = cursors.entry(node.clone()).or_default();
         let (status, bytes) = self.store().status(
             self.node(),
-            cursor.as_deref(),
+            cursor.next.as_deref(),
             self.payload_budget(),
             self.config.max_digests_per_round,
         );
-        cursor.clone_from(&status.end);
         metrics::counter!("foundation_crdt_gossip_rounds_total").increment(1);
         metrics::counter!("foundation_crdt_gossip_bytes_total", "kind" => "digests").increment(bytes as u64);
         match Wire::encode(&status, self.max_bytes) {
-            Ok(wire) => {
-                let _ = peer.cast(ReplicatorMsg::Status(wire));
+            Ok(wire) => match peer.cast(ReplicatorMsg::Status(wire)) {
+                Ok(()) => cursor.sent(&status),
+                Err(e) => tracing::debug!(%node, error = %e, "CRDT gossip status not sent"),
+            },
+            Err(e) => {
+                metrics::counter!("foundation_crdt_dropped_total", "reason" => "too_large").increment(1);
+                tracing::warn!(%node, error = %e, "CRDT gossip status not sent");
             }
-            Err(e) => tracing::warn!(error = %e, "CRDT gossip status not sent"),
         }
     }
 
-    /// A peer's status: send what it lacks or holds differently, ask for what this node lacks
-    /// or holds differently.
+    /// A peer's status: send what it lacks or holds differently (at most a message's worth,
+    /// saying where it stopped), ask for what this node lacks or holds differently.
     fn answer_status(&self, status: Status) {
         if self.cluster.is_blocked(&status.from) {
             return;
         }
         let Some(peer) = self.peer(&status.from) else { return };
-        let (send, want) = self.store().diff(&status);
-        self.send_gossip(&peer, send, want);
+        let answer = self.store().diff(&status, self.payload_budget(), self.config.max_digests_per_round);
+        self.send_gossip(&peer, answer.send, answer.want, answer.resume);
     }
 
-    fn answer_gossip(&self, gossip: Gossip) {
+    fn answer_gossip(&self, gossip: Gossip, cursors: &mut HashMap<String, Cursor>) {
         if self.cluster.is_blocked(&gossip.from) {
             return;
         }
         self.merge_entries(&gossip.from, &gossip.entries);
+        if let Some(resume) = gossip.resume
+            && let Some(cursor) = cursors.get_mut(&gossip.from)
+        {
+            cursor.resume(resume);
+        }
         if gossip.want.is_empty() {
             return;
         }
         let Some(peer) = self.peer(&gossip.from) else { return };
         let wanted = self.store().values(&gossip.want);
-        self.send_gossip(&peer, wanted, Vec::new());
+        self.send_gossip(&peer, wanted, Vec::new(), None);
     }
+}
+
+/// The longest key accepted with `budget` payload bytes a message (see [`MAX_KEY_BYTES`]).
+fn max_key_bytes(budget: usize) -> usize {
+    MAX_KEY_BYTES.min(budget / 4)
+}
+
+/// A peer's status answered: values to send, keys wanted back, and where the answer stopped.
+pub(crate) struct Answer {
+    send: Vec<(String, CrdtValue)>,
+    want: Vec<String>,
+    resume: Option<String>,
 }
 
 impl Store {
     /// A gossip round's status: the digests of the keys from `start` (`None`: the first), as
-    /// many as fit `max_digests` digests and `budget` bytes; its `end` is where the next round
-    /// starts (`None` once the last key is in). With its payload size.
+    /// many as fit `max_digests` digests and `budget` bytes (`start` and `end` included); its
+    /// `end` is where the next round starts (`None` once the last key is in). With its payload
+    /// size. Keys of at most a quarter of `budget` ([`max_key_bytes`]) always fit.
     fn status(&self, from: &str, start: Option<&str>, budget: usize, max_digests: usize) -> (Status, usize) {
         use std::ops::Bound;
         let lower = start.map_or(Bound::Unbounded, Bound::Included);
-        let (mut digests, mut bytes, mut end) = (Vec::new(), 0, None);
-        for (key, entry) in self.entries.range::<str, _>((lower, Bound::Unbounded)) {
+        let mut bytes = 2 * BOUND_OVERHEAD + start.map_or(0, str::len);
+        let (mut digests, mut end) = (Vec::new(), None);
+        let mut keys = self.entries.range::<str, _>((lower, Bound::Unbounded)).peekable();
+        while let Some((key, entry)) = keys.next() {
             let size = key.len() + DIGEST_ENTRY;
+            // Room for the next key too: it is the end if this one is the last to fit. (So when
+            // a key does not fit, it fits as the end: the previous key made room for it.)
+            let next = keys.peek().map_or(0, |(k, _)| k.len());
             // At least one digest per round, so that the cursor always moves.
-            if !digests.is_empty() && (digests.len() >= max_digests.max(1) || bytes + size > budget) {
+            if !digests.is_empty() && (digests.len() >= max_digests.max(1) || bytes + size + next > budget) {
                 end = Some(key.clone());
                 break;
             }
             bytes += size;
             digests.push((key.clone(), entry.digest));
         }
+        bytes += end.as_ref().map_or(0, String::len);
         (Status { from: from.to_string(), start: start.map(str::to_string), end, digests }, bytes)
     }
 
-    /// For a peer's status: the values in its range that it lacks or holds differently, and the
-    /// keys it has that this node lacks or holds differently.
-    fn diff(&self, status: &Status) -> (Vec<(String, CrdtValue)>, Vec<String>) {
+    /// For a peer's status: the keys it has that this node lacks or holds differently (`want`);
+    /// and the values in its range that it lacks or holds differently, in key order, at most
+    /// `max_entries` of them and as many as fit one message of `budget` bytes with `want` and
+    /// `resume` (at least one; values over `budget` are left to [`batches`] to report), with the
+    /// key where that stopped (`resume`).
+    fn diff(&self, status: &Status, budget: usize, max_entries: usize) -> Answer {
+        use std::ops::Bound;
         let theirs: HashMap<&str, u64> = status.digests.iter().map(|(k, d)| (k.as_str(), *d)).collect();
-        let send = self
-            .entries
-            .iter()
-            .filter(|(k, _)| status.covers(k))
-            .filter(|(k, e)| theirs.get(k.as_str()) != Some(&e.digest))
-            .map(|(k, e)| (k.clone(), e.value.clone()))
-            .collect();
-        let want = status
+        let (start, end) = (status.start.as_deref(), status.end.as_deref());
+        let want: Vec<String> = status
             .digests
             .iter()
             .filter(|(k, d)| self.entries.get(k).is_none_or(|e| e.digest != *d))
             .map(|(k, _)| k.clone())
             .collect();
-        (send, want)
+        // Room for `want` and for `resume` (a key of this store: at most `max_key_bytes` long).
+        let mut bytes = want.iter().map(|k| k.len() + ENTRY_OVERHEAD).sum::<usize>()
+            + max_key_bytes(budget)
+            + BOUND_OVERHEAD;
+        let (mut send, mut resume, mut count) = (Vec::new(), None, 0);
+        // An empty or inverted range (from a faulty peer) has nothing; `range` would panic.
+        if start.zip(end).is_none_or(|(s, e)| s < e) {
+            let lower = start.map_or(Bound::Unbounded, Bound::Included);
+            let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+            for (key, entry) in self.entries.range::<str, _>((lower, upper)) {
+                if theirs.get(key.as_str()) == Some(&entry.digest) {
+                    continue;
+                }
+                let size = key.len() + entry.size + ENTRY_OVERHEAD;
+                if size <= budget {
+                    if count > 0 && (count >= max_entries.max(1) || bytes + size > budget) {
+                        resume = Some(key.clone());
+                        break;
+                    }
+                    bytes += size;
+                    count += 1;
+                }
+                send.push((key.clone(), entry.value.clone()));
+            }
+        }
+        Answer { send, want, resume }
     }
 
     /// The values of `keys` this node has.
@@ -405,35 +520,41 @@ impl Store {
 }
 
 /// Splits `entries` into gossip messages of at most about `budget` payload bytes each (the first
-/// carries `want`), with their payload sizes; and the keys whose value alone is over `budget`
-/// (not sent).
+/// carries `want` and `resume`), with their payload sizes; and the keys whose value alone is over
+/// `budget` (not sent).
 fn batches(
     store: &Store,
     from: &str,
     entries: Vec<(String, CrdtValue)>,
     want: Vec<String>,
+    resume: Option<String>,
     budget: usize,
 ) -> (Vec<(Gossip, usize)>, Vec<String>) {
-    let message = |entries, want| Gossip { from: from.to_string(), entries, want };
+    let message = |entries, (want, resume)| Gossip { from: from.to_string(), entries, want, resume };
     let (mut messages, mut too_large) = (Vec::new(), Vec::new());
-    let mut bytes: usize = want.iter().map(|k| k.len() + ENTRY_OVERHEAD).sum();
-    let (mut batch, mut want) = (Vec::new(), Some(want));
+    let mut bytes: usize = want.iter().map(|k| k.len() + ENTRY_OVERHEAD).sum::<usize>()
+        + resume.as_ref().map_or(0, |k| k.len() + BOUND_OVERHEAD);
+    // What the first message carries besides values, until it is sent.
+    let mut header = Some((want, resume));
+    let header_empty = |h: &Option<(Vec<String>, Option<String>)>| {
+        h.as_ref().is_none_or(|(w, r)| w.is_empty() && r.is_none())
+    };
+    let mut batch = Vec::new();
     for (key, value) in entries {
         let size = key.len() + store.entries.get(&key).map_or(0, |e| e.size) + ENTRY_OVERHEAD;
         if size > budget {
             too_large.push(key);
             continue;
         }
-        if bytes + size > budget && !(batch.is_empty() && want.as_ref().is_none_or(Vec::is_empty)) {
-            messages.push((message(std::mem::take(&mut batch), want.take().unwrap_or_default()), bytes));
+        if bytes + size > budget && !(batch.is_empty() && header_empty(&header)) {
+            messages.push((message(std::mem::take(&mut batch), header.take().unwrap_or_default()), bytes));
             bytes = 0;
         }
         bytes += size;
         batch.push((key, value));
     }
-    let want = want.unwrap_or_default();
-    if !batch.is_empty() || !want.is_empty() {
-        messages.push((message(batch, want), bytes));
+    if !batch.is_empty() || !header_empty(&header) {
+        messages.push((message(batch, header.unwrap_or_default()), bytes));
     }
     (messages, too_large)
 }
@@ -445,8 +566,8 @@ pub(crate) struct ReplicatorActor;
 pub(crate) struct ActorState {
     shared: Arc<Shared>,
     round: u64,
-    /// Per peer, where the next gossip round with it starts in the key space.
-    cursors: HashMap<String, Option<String>>,
+    /// Per peer, where the gossip rounds with it are in the key space.
+    cursors: HashMap<String, Cursor>,
 }
 
 impl Actor for ReplicatorActor {
@@ -519,7 +640,7 @@ impl Actor for ReplicatorActor {
             }
             ReplicatorMsg::Gossip(wire) => {
                 if let Ok(gossip) = wire.into_inner() {
-                    shared.answer_gossip(gossip);
+                    shared.answer_gossip(gossip, &mut state.cursors);
                 }
             }
         }
@@ -544,29 +665,38 @@ mod tests {
         store.entries.iter().map(|(k, e)| (k.clone(), e.digest)).collect()
     }
 
+    /// What one gossip round carried: whether `a` offered only part of its keys, and the payload
+    /// bytes and number of values of `b`'s answer to the status (its messages, not counting
+    /// the replies to what `b` asked for).
+    struct Round {
+        chunked: bool,
+        answer_bytes: usize,
+        answer_values: usize,
+    }
+
     /// One gossip round opened by `a` with `b` from `a`'s cursor, as the actors run it, every
-    /// message checked against the size limit `max`. Whether `a` offered only part of its keys.
-    fn round(
-        a: &mut Store,
-        b: &mut Store,
-        cursor: &mut Option<String>,
-        max: usize,
-        max_digests: usize,
-    ) -> bool {
+    /// message checked against the size limit `max`.
+    fn round(a: &mut Store, b: &mut Store, cursor: &mut Cursor, max: usize, max_digests: usize) -> Round {
         let budget = max - ENVELOPE.min(max / 4);
-        let (status, _) = a.status("a", cursor.as_deref(), budget, max_digests);
-        cursor.clone_from(&status.end);
+        let (status, _) = a.status("a", cursor.next.as_deref(), budget, max_digests);
         assert!(status.digests.len() <= max_digests);
         encode(&status, max).unwrap();
-        let (send, want) = b.diff(&status);
-        let (messages, too_large) = batches(b, "b", send, want, budget);
+        cursor.sent(&status);
+        let answer = b.diff(&status, budget, max_digests);
+        let (messages, too_large) = batches(b, "b", answer.send, answer.want, answer.resume, budget);
         assert!(too_large.is_empty());
-        for (gossip, _) in messages {
-            encode(&gossip, max).unwrap();
+        let (mut answer_bytes, mut answer_values) = (0, 0);
+        for (gossip, bytes) in messages {
+            assert!(encode(&gossip, max).unwrap().len() <= max);
+            answer_bytes += bytes;
+            answer_values += gossip.entries.len();
             for (k, v) in &gossip.entries {
                 a.merge_in(k, v, "b");
             }
-            let (replies, too_large) = batches(a, "a", a.values(&gossip.want), Vec::new(), budget);
+            if let Some(resume) = gossip.resume {
+                cursor.resume(resume);
+            }
+            let (replies, too_large) = batches(a, "a", a.values(&gossip.want), Vec::new(), None, budget);
             assert!(too_large.is_empty());
             for (reply, _) in replies {
                 encode(&reply, max).unwrap();
@@ -576,7 +706,7 @@ mod tests {
                 }
             }
         }
-        status.end.is_some()
+        Round { chunked: status.end.is_some(), answer_bytes, answer_values }
     }
 
     #[test]
@@ -590,10 +720,10 @@ mod tests {
             b.put(&key(i), counter("b", 1));
         }
         let (max, max_digests) = (1024, 7);
-        let (mut chunked, mut a_cursor, mut b_cursor) = (false, None, None);
+        let (mut chunked, mut a_cursor, mut b_cursor) = (false, Cursor::default(), Cursor::default());
         for _ in 0..200 {
-            chunked |= round(&mut a, &mut b, &mut a_cursor, max, max_digests);
-            chunked |= round(&mut b, &mut a, &mut b_cursor, max, max_digests);
+            chunked |= round(&mut a, &mut b, &mut a_cursor, max, max_digests).chunked;
+            chunked |= round(&mut b, &mut a, &mut b_cursor, max, max_digests).chunked;
             if digests(&a) == digests(&b) {
                 break;
             }
@@ -618,10 +748,111 @@ mod tests {
         }
         store.put("big", CrdtValue::GCounter(big));
         let entries = store.values(&["small".to_string(), "big".to_string()]);
-        let (messages, too_large) = batches(&store, "a", entries, Vec::new(), 200);
+        let (messages, too_large) = batches(&store, "a", entries, Vec::new(), None, 200);
         assert_eq!(too_large, ["big"]);
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].0.entries.len(), 1);
+    }
+
+    /// A node that restarted empty opens rounds with a peer that holds many keys: its status covers
+    /// the whole key space, yet every answer carries at most one message's worth of values (and
+    /// at most `max_digests`), says where it stopped, and the next round resumes there, until the
+    /// empty node has everything.
+    #[test]
+    fn an_empty_node_gets_bounded_answers_and_still_converges() {
+        let (mut empty, mut full) = (Store::default(), Store::default());
+        for i in 0..500 {
+            full.put(&format!("key-{i:04}"), counter("full", i as u64 + 1));
+        }
+        let (max, max_digests) = (1024, 50);
+        let budget = max - ENVELOPE.min(max / 4);
+        let mut cursor = Cursor::default();
+        let mut rounds = 0;
+        while digests(&empty) != digests(&full) {
+            rounds += 1;
+            assert!(rounds <= 500, "converged: {} of 500 keys after 500 rounds", empty.entries.len());
+            let round = round(&mut empty, &mut full, &mut cursor, max, max_digests);
+            assert!(round.answer_bytes <= budget, "an answer of {} bytes, over {budget}", round.answer_bytes);
+            assert!(round.answer_values <= max_digests);
+            assert!(round.answer_values > 0, "every round makes progress");
+        }
+        assert!(rounds > 1, "the store was sent over several rounds ({rounds})");
+        // The digest cap bounds an answer too.
+        let (mut empty, mut cursor) = (Store::default(), Cursor::default());
+        let round = round(&mut empty, &mut full, &mut cursor, 1 << 20, 7);
+        assert_eq!(round.answer_values, 7);
+        assert_eq!(cursor.next.as_deref(), Some("key-0007"), "the next round starts where it stopped");
+    }
+
+    /// Keys as long as accepted, the cursor in the middle of them: every status fits the limit
+    /// (its start and end keys included) and the rounds cover every key, each once per pass.
+    #[test]
+    fn a_status_with_long_keys_fits_and_the_ranges_cover_every_key() {
+        for max in [1024, 2048, 64 * 1024] {
+            let budget = max - ENVELOPE.min(max / 4);
+            let long = max_key_bytes(budget);
+            let mut store = Store::default();
+            // Enough for several statuses, so that most have a start and an end.
+            for i in 0..4 * budget / long {
+                let key = format!("{i:04}{}", "k".repeat(long - 4));
+                store.put(&key, counter("a", 1));
+            }
+            let (mut cursor, mut seen, mut passes) = (Cursor::default(), Vec::new(), 0);
+            while passes < 1 {
+                let (status, bytes) = store.status("a-node-name", cursor.next.as_deref(), budget, 2000);
+                assert!(bytes <= budget, "{bytes} payload bytes, over {budget} (max {max})");
+                let encoded = encode(&status, max).unwrap_or_else(|e| panic!("max {max}: {e}"));
+                assert!(encoded.len() <= max);
+                assert!(!status.digests.is_empty());
+                seen.extend(status.digests.iter().map(|(k, _)| k.clone()));
+                cursor.sent(&status);
+                passes += usize::from(status.end.is_none());
+            }
+            assert_eq!(seen, store.entries.keys().cloned().collect::<Vec<_>>(), "max {max}");
+        }
+        assert_eq!(max_key_bytes(DEFAULT_BUDGET), MAX_KEY_BYTES);
+    }
+
+    const DEFAULT_BUDGET: usize = super::super::DEFAULT_MAX_MESSAGE_BYTES - ENVELOPE;
+
+    #[test]
+    fn a_cursor_resumes_only_inside_the_last_range_sent() {
+        let status = |start: Option<&str>, end: Option<&str>| Status {
+            from: "a".into(),
+            start: start.map(str::to_string),
+            end: end.map(str::to_string),
+            digests: Vec::new(),
+        };
+        let mut cursor = Cursor::default();
+        cursor.resume("x".into());
+        assert_eq!(cursor.next, None, "nothing was sent");
+        cursor.sent(&status(Some("b"), Some("m")));
+        assert_eq!(cursor.next.as_deref(), Some("m"));
+        for outside in ["a", "b", "m", "z"] {
+            cursor.resume(outside.into());
+            assert_eq!(
+                cursor.next.as_deref(),
+                Some("m"),
+                "{outside} is not past the start and before the end"
+            );
+        }
+        cursor.resume("f".into());
+        assert_eq!(cursor.next.as_deref(), Some("f"));
+        cursor.resume("g".into());
+        assert_eq!(cursor.next.as_deref(), Some("f"), "one resume per status");
+        cursor.sent(&status(Some("f"), None));
+        cursor.resume("zz".into());
+        assert_eq!(cursor.next.as_deref(), Some("zz"));
+    }
+
+    #[test]
+    fn an_inverted_range_from_a_faulty_peer_is_answered_with_nothing() {
+        let mut store = Store::default();
+        store.put("k", counter("a", 1));
+        let status =
+            Status { from: "p".into(), start: Some("z".into()), end: Some("a".into()), digests: Vec::new() };
+        let answer = store.diff(&status, 1000, 10);
+        assert!(answer.send.is_empty() && answer.want.is_empty() && answer.resume.is_none());
     }
 
     #[test]
