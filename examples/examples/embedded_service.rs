@@ -117,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
 
+    // Before joining: a SIGTERM from now on leaves the cluster cleanly.
+    let mut term = signal(SignalKind::terminate())?;
+
     // A Foundation node inside this runtime.
     let config = ClusterConfig { listen: args.listen, seeds: args.seeds.clone(), ..Default::default() };
     let cluster = Cluster::start(&args.name, &config, None).await?;
@@ -132,9 +135,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     println!("serving on http://{} as node {} (cluster {})", listener.local_addr()?, args.name, args.listen);
 
-    let mut term = signal(SignalKind::terminate())?;
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
+    let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = stopping_rx.await;
@@ -149,15 +151,22 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.drain_secs);
     let _ = stopping_tx.send(());
     // 1. The HTTP server stops accepting and waits for in-flight requests (which wait on the actor).
-    match tokio::time::timeout_at(deadline.into(), server).await {
+    match tokio::time::timeout_at(deadline.into(), &mut server).await {
         Ok(_) => println!("in-flight requests finished"),
-        Err(_) => println!("drain deadline passed with requests still in flight"),
+        Err(_) => {
+            server.abort();
+            println!("drain deadline passed: requests still in flight were dropped");
+        }
     }
     // 2. The actor finishes what is queued, then stops (messages sent after this are refused).
     let left = deadline.saturating_duration_since(Instant::now());
     match summarizer.drain_and_wait(Some(left)).await {
         Ok(()) => println!("actor drained"),
-        Err(e) => println!("actor not drained in time: {e}"),
+        Err(e) => {
+            // Past the deadline: stop now, dropping what is still queued.
+            summarizer.kill();
+            println!("actor not drained in time ({e}); stopped");
+        }
     }
     let _ = summarizer_task.await;
     // 3. Leave the cluster: peers are told, and record a leave rather than a failure.

@@ -394,8 +394,11 @@ impl Shared {
                 Err(e) => tracing::debug!(%node, error = %e, "CRDT gossip status not sent"),
             },
             Err(e) => {
+                // Move on past this range rather than rebuild the same unsendable status every
+                // round (which would never offer the keys after it to this peer again).
+                cursor.sent(&status);
                 metrics::counter!("foundation_crdt_dropped_total", "reason" => "too_large").increment(1);
-                tracing::warn!(%node, error = %e, "CRDT gossip status not sent");
+                tracing::warn!(%node, error = %e, "CRDT gossip status not sent; skipping its range this cycle");
             }
         }
     }
@@ -416,7 +419,9 @@ impl Shared {
             return;
         }
         self.merge_entries(&gossip.from, &gossip.entries);
-        if let Some(resume) = gossip.resume
+        // A resume key longer than this node accepts (a peer with a larger message limit) would
+        // start a status that cannot be sent: ignore it.
+        if let Some(resume) = gossip.resume.filter(|k| k.len() <= self.max_key_bytes())
             && let Some(cursor) = cursors.get_mut(&gossip.from)
         {
             cursor.resume(resume);

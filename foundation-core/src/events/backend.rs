@@ -111,7 +111,7 @@ pub trait EventBackend: Send + Sync + 'static {
     fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), EventStoreError>;
     /// The latest snapshot of a stream.
     fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, EventStoreError>;
-    /// Records how far a named reader (a projection) has got.
+    /// Records how far a named reader (a projection) has got; a position never goes back.
     fn save_checkpoint(&self, name: &str, position: EventId) -> Result<(), EventStoreError>;
     /// How far a named reader has got (0: from the start).
     fn load_checkpoint(&self, name: &str) -> Result<EventId, EventStoreError>;

@@ -211,7 +211,9 @@ impl EventBackend for MemoryBackend {
     }
 
     fn save_checkpoint(&self, name: &str, position: EventId) -> Result<(), EventStoreError> {
-        self.write().checkpoints.insert(name.to_string(), position);
+        let mut state = self.write();
+        let recorded = state.checkpoints.entry(name.to_string()).or_insert(0);
+        *recorded = (*recorded).max(position);
         Ok(())
     }
 

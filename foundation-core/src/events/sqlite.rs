@@ -111,6 +111,9 @@ impl SqliteBackend {
                 .map_err(|e| EventStoreError::Storage(format!("cannot open {}: {e}", options.path.display())))
         };
         let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        // Before anything takes a lock (switching to WAL does): a second process opening a fresh
+        // file while the first creates the schema waits instead of failing with "busy".
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(storage)?;
         let sync = match options.synchronous {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
@@ -440,7 +443,7 @@ impl EventBackend for SqliteBackend {
             .conn
             .execute(
                 "INSERT INTO checkpoints (name, position) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+                 ON CONFLICT(name) DO UPDATE SET position = max(position, excluded.position)",
                 params![name, position as i64],
             )
             .map_err(storage)?;
