@@ -4,12 +4,13 @@
 //! aggregates, tenant quotas and LLM provider management.
 //!
 //! Built so far: [`supervision`], [`channels`], [`registry`], [`pool`], [`pipeline`], [`providers`],
-//! [`aggregates`] (event sourcing and projections), [`tenants`] (quotas, usage, overlays).
+//! [`agents`] (typed tools and memory; the agent runtime is to come), [`aggregates`] (event sourcing and projections), [`tenants`] (quotas, usage, overlays).
 //!
 //! ractor's `cluster` feature is always on here (a clustered build turns it on anyway), so every
 //! message type implements `ractor::Message` explicitly.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod agents;
 pub mod aggregates;
 pub mod channels;
 pub mod pipeline;

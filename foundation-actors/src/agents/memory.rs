@@ -1,0 +1,74 @@
+//! An agent's conversation memory: a pinned system prompt and a bounded window of recent
+//! messages.
+
+use std::collections::VecDeque;
+
+use crate::providers::ChatMessage;
+
+/// A bounded conversation memory: the system prompt is always kept; of the other messages, the
+/// most recent `window` are.
+///
+/// ```
+/// use foundation_actors::agents::Memory;
+/// use foundation_actors::providers::ChatMessage;
+///
+/// let mut memory = Memory::new(2).unwrap().with_system("You are terse.");
+/// for text in ["a", "b", "c"] {
+///     memory.remember(ChatMessage::user(text));
+/// }
+/// let kept: Vec<_> = memory.messages().iter().map(|m| m.content.clone()).collect();
+/// assert_eq!(kept, ["You are terse.", "b", "c"]);
+/// assert_eq!(memory.forgotten(), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Memory {
+    system: Option<ChatMessage>,
+    window: usize,
+    recent: VecDeque<ChatMessage>,
+    forgotten: u64,
+}
+
+impl Memory {
+    /// A memory keeping the last `window` messages (at least 1).
+    pub fn new(window: usize) -> Result<Self, String> {
+        if window == 0 {
+            return Err("a memory window must hold at least one message".into());
+        }
+        Ok(Memory { system: None, window, recent: VecDeque::with_capacity(window.min(1024)), forgotten: 0 })
+    }
+
+    /// Pins a system prompt (kept whatever the window).
+    pub fn with_system(mut self, prompt: impl Into<String>) -> Self {
+        self.system = Some(ChatMessage::system(prompt));
+        self
+    }
+
+    /// Adds a message, forgetting the oldest one beyond the window.
+    pub fn remember(&mut self, message: ChatMessage) {
+        if self.recent.len() == self.window {
+            self.recent.pop_front();
+            self.forgotten += 1;
+        }
+        self.recent.push_back(message);
+    }
+
+    /// The system prompt, then the recent messages, oldest first: a model's conversation.
+    pub fn messages(&self) -> Vec<ChatMessage> {
+        self.system.iter().chain(self.recent.iter()).cloned().collect()
+    }
+
+    /// How many messages were forgotten.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// The number of recent messages held (the system prompt aside).
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Whether no message is held (the system prompt aside).
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+    }
+}
