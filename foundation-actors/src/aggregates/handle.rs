@@ -82,6 +82,9 @@ pub enum AggregateError<E> {
     Unavailable(String, String),
 }
 
+/// A payload an actor takes out when it starts on it (see `Aggregates::deliver`).
+type Slot<P> = Arc<Mutex<Option<P>>>;
+
 /// The actors held, and a use counter for least-recently-used retirement.
 type LiveSet<A> = (HashMap<String, Live<A>>, u64);
 
@@ -173,37 +176,19 @@ impl<A: Aggregate> Aggregates<A> {
 
     /// Reads aggregate `id`'s state and version (version 0 and the default state if it has no
     /// events yet).
-    pub async fn read<R: Send + 'static>(
-        &self,
-        id: &str,
-        reader: impl FnOnce(&A, u64) -> R + Send + 'static,
-    ) -> Result<R, AggregateError<A::Error>> {
-        // A read is safe to repeat: if it reached a retiring actor, ask the next one.
-        let reader = Arc::new(Mutex::new(Some(reader)));
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let actor = self.actor(id).await?;
-            let (tx, rx) = oneshot::channel();
-            let slot = reader.clone();
-            let msg = Msg::Read(Box::new(move |a: &A, v| {
+    pub async fn read<R, F>(&self, id: &str, reader: F) -> Result<R, AggregateError<A::Error>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&A, u64) -> R + Send + 'static,
+    {
+        let make = |slot: Slot<F>, tx: oneshot::Sender<R>| {
+            Msg::Read(Box::new(move |a: &A, v| {
                 if let Some(reader) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     let _ = tx.send(reader(a, v));
                 }
-            }));
-            let failure = match actor.cast(msg) {
-                Ok(()) => match rx.await {
-                    Ok(value) => return Ok(value),
-                    Err(_) => "stopped while reading".to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            let error = self.gone(id, &actor, failure);
-            let unopened = reader.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-            if !unopened || attempts >= 3 {
-                return Err(error);
-            }
-        }
+            }))
+        };
+        self.deliver(id, reader, make, "stopped while reading").await
     }
 
     /// The number of aggregates held in memory.
@@ -227,28 +212,10 @@ impl<A: Aggregate> Aggregates<A> {
         expected: Option<u64>,
         correlation: Option<String>,
     ) -> Result<Executed<A>, AggregateError<A::Error>> {
-        let command = Arc::new(Mutex::new(Some(command)));
-        let mut attempts = 0;
-        let outcome = loop {
-            attempts += 1;
-            let actor = self.actor(id).await?;
-            let (reply, rx) = oneshot::channel();
-            let msg =
-                Msg::Execute { command: command.clone(), expected, correlation: correlation.clone(), reply };
-            let failure = match actor.cast(msg) {
-                Ok(()) => match rx.await {
-                    Ok(outcome) => break outcome,
-                    Err(_) => "stopped while deciding a command".to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            let error = self.gone(id, &actor, failure);
-            // Still unopened: its actor was retiring (or had stopped), nothing was decided.
-            let unopened = command.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-            if !unopened || attempts >= 3 {
-                break Err(error);
-            }
-        };
+        let make =
+            |command, reply| Msg::Execute { command, expected, correlation: correlation.clone(), reply };
+        let outcome =
+            self.deliver(id, command, make, "stopped while deciding a command").await.and_then(|o| o);
         let label = match &outcome {
             Ok(_) => "accepted",
             Err(AggregateError::Rejected(_)) => "rejected",
@@ -258,6 +225,38 @@ impl<A: Aggregate> Aggregates<A> {
         metrics::counter!("foundation_aggregate_commands_total", "kind" => A::KIND, "outcome" => label)
             .increment(1);
         outcome
+    }
+
+    /// Sends `payload` to aggregate `id`'s actor in the message `make` builds, and waits for
+    /// the answer. The actor takes the payload out of its slot when it starts on it: if the
+    /// message is dropped with the payload still there (its actor was retiring), nothing was
+    /// done, and it is sent to a new actor, up to three times in all.
+    async fn deliver<P, T>(
+        &self,
+        id: &str,
+        payload: P,
+        make: impl Fn(Slot<P>, oneshot::Sender<T>) -> Msg<A>,
+        stopped: &str,
+    ) -> Result<T, AggregateError<A::Error>> {
+        let slot = Arc::new(Mutex::new(Some(payload)));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let actor = self.actor(id).await?;
+            let (tx, rx) = oneshot::channel();
+            let failure = match actor.cast(make(slot.clone(), tx)) {
+                Ok(()) => match rx.await {
+                    Ok(answer) => return Ok(answer),
+                    Err(_) => stopped.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            let error = self.gone(id, &actor, failure);
+            let unopened = slot.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            if !unopened || attempts >= 3 {
+                return Err(error);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveSet<A>> {

@@ -86,7 +86,8 @@ pub enum EventStoreError {
 /// another database and hand it to [`EventStore::with_backend`](super::EventStore::with_backend).
 ///
 /// Methods are synchronous: the handle runs them on tokio's blocking pool when
-/// [`blocking`](EventBackend::blocking) says they may wait on I/O.
+/// [`blocking`](EventBackend::blocking) says they may wait on I/O. The handle has already
+/// refused invalid events, stream names and queries before a backend sees them.
 pub trait EventBackend: Send + Sync + 'static {
     /// Whether calls may block on I/O (run on the blocking pool).
     fn blocking(&self) -> bool;

@@ -104,17 +104,12 @@ impl MemoryBackend {
     }
 }
 
-fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
-    events.iter().try_for_each(|e| e.validate().map_err(EventStoreError::InvalidEvent))
-}
-
 impl EventBackend for MemoryBackend {
     fn blocking(&self) -> bool {
         false
     }
 
     fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, EventStoreError> {
-        validate(&events)?;
         let mut state = self.write();
         Ok(events.into_iter().map(|e| state.insert(e, None)).collect())
     }
@@ -125,8 +120,6 @@ impl EventBackend for MemoryBackend {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Event>, EventStoreError> {
-        validate(&events)?;
-        super::store::validate_stream(stream)?;
         let mut state = self.write();
         let current = state.streams.get(stream).map_or(0, |s| s.len() as u64);
         if !expected.admits(current) {

@@ -158,6 +158,16 @@ fn begin(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, EventStoreE
     conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)
 }
 
+/// A stream's version (0 if it has no events), on the writer's transaction or the reader.
+fn version_of(conn: &Connection, stream: &str) -> Result<u64, EventStoreError> {
+    let v: i64 = conn
+        .query_row("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream = ?1", [stream], |r| {
+            r.get(0)
+        })
+        .map_err(storage)?;
+    Ok(v as u64)
+}
+
 fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Event> {
     let payload: String = row.get(9)?;
     let stream: Option<String> = row.get(7)?;
@@ -315,7 +325,6 @@ impl EventBackend for SqliteBackend {
     }
 
     fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, EventStoreError> {
-        events.iter().try_for_each(|e| e.validate().map_err(EventStoreError::InvalidEvent))?;
         let mut writer = self.writer();
         let tx = begin(&mut writer.conn)?;
         let (stored, bytes) = insert_all(&tx, events, None)?;
@@ -334,18 +343,9 @@ impl EventBackend for SqliteBackend {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Event>, EventStoreError> {
-        events.iter().try_for_each(|e| e.validate().map_err(EventStoreError::InvalidEvent))?;
-        super::store::validate_stream(stream)?;
         let mut writer = self.writer();
         let tx = begin(&mut writer.conn)?;
-        let current: i64 = tx
-            .query_row(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream = ?1",
-                [stream],
-                |r| r.get(0),
-            )
-            .map_err(storage)?;
-        let current = current as u64;
+        let current = version_of(&tx, stream)?;
         if !expected.admits(current) {
             return Err(EventStoreError::Conflict { stream: stream.to_string(), expected, actual: current });
         }
@@ -395,15 +395,7 @@ impl EventBackend for SqliteBackend {
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64, EventStoreError> {
-        let reader = self.reader();
-        let v: i64 = reader
-            .query_row(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream = ?1",
-                [stream],
-                |r| r.get(0),
-            )
-            .map_err(storage)?;
-        Ok(v as u64)
+        version_of(&self.reader(), stream)
     }
 
     fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), EventStoreError> {

@@ -36,7 +36,12 @@ impl std::fmt::Debug for EventStore {
     }
 }
 
-pub(crate) fn validate_stream(stream: &str) -> Result<(), EventStoreError> {
+/// What every backend would refuse, checked once here, before any I/O.
+fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
+    events.iter().try_for_each(|e| e.validate().map_err(EventStoreError::InvalidEvent))
+}
+
+fn validate_stream(stream: &str) -> Result<(), EventStoreError> {
     if stream.is_empty() || stream.len() > MAX_NAME_BYTES {
         return Err(EventStoreError::InvalidEvent(format!(
             "stream name must be 1 to {MAX_NAME_BYTES} bytes, got {}",
@@ -120,6 +125,7 @@ impl EventStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        validate(&events)?;
         let stored = self.run(move |b| b.append(events)).await?;
         self.announce(&stored);
         Ok(stored)
@@ -133,6 +139,8 @@ impl EventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Event>, EventStoreError> {
+        validate_stream(stream)?;
+        validate(&events)?;
         let stream = stream.to_string();
         let stored = self.run(move |b| b.append_to_stream(&stream, expected, events)).await?;
         self.announce(&stored);
@@ -204,7 +212,9 @@ impl EventStore {
     pub async fn consequences(&self, id: EventId) -> Result<CausalTree, EventStoreError> {
         self.run(move |b| {
             let root = b.get(id)?.ok_or(EventStoreError::NotFound(id))?;
-            let mut levels: Vec<Vec<Event>> = Vec::new();
+            // Found breadth first, kept by cause: the tree is grown from this map at the end.
+            let mut children: HashMap<EventId, Vec<Event>> = HashMap::new();
+            let mut depth = 0;
             let mut frontier = vec![id];
             let mut total = 1;
             while !frontier.is_empty() {
@@ -215,15 +225,20 @@ impl EventStore {
                         "event {id} has more than {MAX_LIMIT} consequences; query them by correlation id instead"
                     )));
                 }
-                if levels.len() >= MAX_DEPTH {
+                if depth >= MAX_DEPTH {
                     return Err(EventStoreError::InvalidQuery(format!(
                         "the consequences of event {id} are more than {MAX_DEPTH} causes deep"
                     )));
                 }
+                depth += 1;
                 frontier = next.iter().map(|e| e.id).collect();
-                levels.push(next);
+                for event in next {
+                    if let Some(cause) = event.causation_id {
+                        children.entry(cause).or_default().push(event);
+                    }
+                }
             }
-            Ok(build_tree(root, levels))
+            Ok(grow(root, &mut children))
         })
         .await
     }
@@ -293,18 +308,9 @@ impl EventStore {
     }
 }
 
-/// Puts the levels found breadth first back together as a tree under `root`.
-fn build_tree(root: Event, levels: Vec<Vec<Event>>) -> CausalTree {
-    let mut children: HashMap<EventId, Vec<Event>> = HashMap::new();
-    for event in levels.into_iter().flatten() {
-        if let Some(parent) = event.causation_id {
-            children.entry(parent).or_default().push(event);
-        }
-    }
-    fn grow(event: Event, children: &mut HashMap<EventId, Vec<Event>>) -> CausalTree {
-        let consequences =
-            children.remove(&event.id).unwrap_or_default().into_iter().map(|e| grow(e, children)).collect();
-        CausalTree { event, consequences }
-    }
-    grow(root, &mut children)
+/// The tree under `event`, taking each event's consequences out of `children`.
+fn grow(event: Event, children: &mut HashMap<EventId, Vec<Event>>) -> CausalTree {
+    let consequences =
+        children.remove(&event.id).unwrap_or_default().into_iter().map(|e| grow(e, children)).collect();
+    CausalTree { event, consequences }
 }
