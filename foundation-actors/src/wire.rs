@@ -93,7 +93,7 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
 
     /// Bytes already encoded (and size-checked) by [`encode`], to send to several actors without
     /// encoding again.
-    pub(crate) fn from_encoded(bytes: Vec<u8>) -> Self {
+    pub fn from_encoded(bytes: Vec<u8>) -> Self {
         Wire { state: State::Encoded(bytes), traceparent: trace_context::current() }
     }
 

@@ -282,6 +282,24 @@ impl Cluster {
         self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).members()
     }
 
+    /// The members a majority is counted over, and how many nodes "known" is: this node, every
+    /// member that did not leave on purpose (up or down: a partition's both sides must not both
+    /// have a majority) and seeds never reached (a node still joining has no majority of its
+    /// own). Observers never count. The one rule for singletons and majority reads and writes.
+    pub(crate) fn counted_members(&self) -> (Vec<Member>, usize) {
+        let all = self.members();
+        let unreached = self.seeds().iter().filter(|s| !all.iter().any(|m| m.addr == s.to_string())).count();
+        let members: Vec<Member> = all
+            .into_iter()
+            .filter(|m| {
+                !m.name.starts_with(crate::singleton::OBSERVER_PREFIX)
+                    && m.status != crate::MemberStatus::Left
+            })
+            .collect();
+        let known = members.len() + 1 + unreached;
+        (members, known)
+    }
+
     /// The largest message this node sends to another (`cluster.max_frame_bytes`).
     pub fn max_frame_bytes(&self) -> usize {
         self.inner.max_frame_bytes

@@ -165,24 +165,15 @@ async fn evaluate(
     events: &broadcast::Sender<SingletonEvent>,
 ) {
     let me = cluster.name().to_string();
-    // Observers never count; nor do nodes that left on purpose (the cluster shrank).
-    let all = cluster.members();
-    let members: Vec<_> = all
-        .iter()
-        .filter(|m| !m.name.starts_with(OBSERVER_PREFIX) && m.status != crate::MemberStatus::Left)
-        .cloned()
-        .collect();
+    // Observers never count; nor do nodes that left on purpose (the cluster shrank); seeds never
+    // reached do (see `Cluster::counted_members`).
+    let (members, known) = cluster.counted_members();
     let up: BTreeSet<String> = members
         .iter()
         .filter(|m| m.status == crate::MemberStatus::Up)
         .map(|m| m.name.clone())
         .chain(std::iter::once(me.clone()))
         .collect();
-    // Seeds never reached count as known: a node that is still joining has no majority of its
-    // own, so it does not start a singleton the cluster it is joining already runs. (A seed
-    // that was reached is counted as the member it is, or not at all once it left.)
-    let unreached = cluster.seeds().iter().filter(|s| !all.iter().any(|m| m.addr == s.to_string())).count();
-    let known = members.len() + 1 + unreached;
     let majority = up.len() * 2 > known;
     let live_holders: BTreeSet<String> = holders(name).into_iter().filter(|h| up.contains(h)).collect();
 

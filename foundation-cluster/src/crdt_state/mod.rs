@@ -70,7 +70,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foundation_actors::supervision::{ChildSpec, Strategy, Supervisor, SupervisorHandle, SupervisorSpec};
-use foundation_actors::wire::Wire;
+use foundation_actors::wire::{self, Wire};
 use ractor::rpc::CallResult;
 use tokio::sync::watch;
 
@@ -357,11 +357,17 @@ impl Replicator {
                 size,
                 max,
             })?;
+            store.put(key.name(), new_value.clone());
             let entries = Entries { from: me.clone(), entries: vec![(key.name().to_string(), new_value)] };
-            store.put(key.name(), value.clone().into_value());
             (value, entries)
         };
         let peers = shared.peers();
+        // Encoded once for every peer (the size was checked above, so this does not fail in
+        // practice; if it did, no peer is sent it and gossip carries the value later).
+        let (targets, bytes) = match wire::encode(&message, shared.max_bytes) {
+            Ok(bytes) => (&peers[..], bytes),
+            Err(_) => (&[][..], Vec::new()),
+        };
         let label = match consistency {
             WriteConsistency::Local => "local",
             WriteConsistency::Majority { .. } => "majority",
@@ -369,10 +375,8 @@ impl Replicator {
         metrics::counter!("foundation_crdt_writes_total", "consistency" => label).increment(1);
         let timeout = match consistency {
             WriteConsistency::Local => {
-                for (_, peer) in &peers {
-                    if let Ok(wire) = Wire::encode(&message, shared.max_bytes) {
-                        let _ = peer.cast(ReplicatorMsg::Update(wire));
-                    }
+                for (_, peer) in targets {
+                    let _ = peer.cast(ReplicatorMsg::Update(Wire::from_encoded(bytes.clone())));
                 }
                 return Ok(value);
             }
@@ -381,8 +385,8 @@ impl Replicator {
         let known = shared.known_nodes();
         let needed = consistency::majority_of(known);
         let mut calls = tokio::task::JoinSet::new();
-        for (_, peer) in &peers {
-            let Ok(wire) = Wire::encode(&message, shared.max_bytes) else { continue };
+        for (_, peer) in targets {
+            let wire = Wire::from_encoded(bytes.clone());
             let peer = peer.clone();
             calls.spawn(
                 async move { peer.call(|reply| ReplicatorMsg::Write(wire, reply), Some(timeout)).await },
@@ -420,8 +424,12 @@ impl Replicator {
             let peers = shared.peers();
             let request = ReadRequest { from: shared.node().to_string(), key: key.name().to_string() };
             let mut calls = tokio::task::JoinSet::new();
-            for (node, peer) in &peers {
-                let Ok(wire) = Wire::encode(&request, shared.max_bytes) else { continue };
+            let (targets, bytes) = match wire::encode(&request, shared.max_bytes) {
+                Ok(bytes) => (&peers[..], bytes),
+                Err(_) => (&[][..], Vec::new()),
+            };
+            for (node, peer) in targets {
+                let wire = Wire::from_encoded(bytes.clone());
                 let (node, peer) = (node.clone(), peer.clone());
                 let (shared, key) = (shared.clone(), key.name().to_string());
                 calls.spawn(async move {

@@ -304,17 +304,7 @@ impl Shared {
     /// purpose (up or down: a partition's both sides must not both have a majority), and seeds
     /// never reached (as for singletons). Observer nodes (`status-*`) do not count.
     pub(crate) fn known_nodes(&self) -> usize {
-        let all = self.cluster.members();
-        let members = all
-            .iter()
-            .filter(|m| {
-                !m.name.starts_with(crate::singleton::OBSERVER_PREFIX)
-                    && m.status != crate::MemberStatus::Left
-            })
-            .count();
-        let unreached =
-            self.cluster.seeds().iter().filter(|s| !all.iter().any(|m| m.addr == s.to_string())).count();
-        members + 1 + unreached
+        self.cluster.counted_members().1
     }
 
     /// Merges entries from a peer; ignored if the peer is blocked (test partition).
