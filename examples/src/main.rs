@@ -13,6 +13,7 @@ macro_rules! say {
 
 mod cluster_cmd;
 mod config_cmd;
+mod coord_cmd;
 mod demo;
 mod llm_load;
 mod node_cmd;

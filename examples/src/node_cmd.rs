@@ -59,6 +59,11 @@ pub struct NodeArgs {
     /// `cache-put KEY VALUE`, `cache-get KEY` and `cache-owner KEY`.
     #[arg(long = "shared-cache", value_name = "NAME")]
     shared_cache: Option<String>,
+    /// Run this node's coordinator: stdin takes `lock NAME [LEASE_MS]`, `unlock NAME`,
+    /// `elect NAME`, `resign NAME`, `barrier NAME PARTIES`, `bid CAPABILITY COST` and
+    /// `allocate CAPABILITY WORK_MS`.
+    #[arg(long)]
+    coordination: bool,
     /// Leave when standard input closes: a launcher that holds the node's stdin (such as
     /// `foundation cluster up`) takes its nodes with it even if it is killed.
     #[arg(long, hide = true)]
@@ -139,6 +144,8 @@ enum Command {
     Partition { nodes: Vec<String> },
     /// `heal`: test hook, end `partition`.
     Heal,
+    /// `lock`, `unlock`, `elect`, `resign`, `barrier`, `bid`, `allocate` (`--coordination`).
+    Coord(crate::coord_cmd::CoordCommand),
 }
 
 /// What the `crdt-*` commands take.
@@ -166,6 +173,12 @@ enum CrdtOp {
 
 impl Command {
     fn parse(line: &str) -> Result<Command, String> {
+        let all: Vec<&str> = line.split_whitespace().collect();
+        if let Some((op, args)) = all.split_first()
+            && let Some(parsed) = crate::coord_cmd::CoordCommand::parse(op, args)
+        {
+            return parsed.map(Command::Coord);
+        }
         let mut words = line.split_whitespace();
         let usage = "commands: `broadcast TOPIC TEXT`, `broadcast-bytes TOPIC N`, `services`, `health SERVICE up|down`, `replicas NAME`, `budget`, `stop-run`, `trace-hop N1,N2`, `trace-collect ID`, `profile`, `trace-start [RATE] [N1,N2]`, `trace-stop ID`, `trace-report ID`";
         match (words.next(), words.next()) {
@@ -259,7 +272,8 @@ fn run_command(
         | Command::CacheOwner { .. }
         | Command::Crdt(_)
         | Command::Partition { .. }
-        | Command::Heal => {}
+        | Command::Heal
+        | Command::Coord(_) => {}
         Command::Budget => match budget {
             Some(limiter) => say!("budget share {:.3}", limiter.share()),
             None => say!("budget: none (start the node with --provider-url)"),
@@ -560,6 +574,10 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             Some(name) => Some(cluster.start_shared_cache(name, Default::default()).await?),
             None => None,
         };
+        let coordinator = match args.coordination {
+            true => Some(crate::coord_cmd::Coordinator::start(&cluster).await?),
+            false => None,
+        };
         let registry = ServiceRegistry::start().await?;
         let mut workers = Vec::new();
         for service in &args.services {
@@ -644,6 +662,10 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                             cluster.block_peers(&nodes).await;
                             say!("partitioned from {}", nodes.join(","));
                         }
+                        Ok(Command::Coord(command)) => match &coordinator {
+                            Some(coordinator) => coordinator.run(command),
+                            None => say!("coordination: not running here (start the node with --coordination)"),
+                        },
                         Ok(Command::Heal) => {
                             cluster.unblock_all();
                             say!("healed");

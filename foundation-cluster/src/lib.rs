@@ -33,6 +33,9 @@
 //! - **Cluster cache**: [`Cluster::start_shared_cache`], each key kept by one owner node chosen
 //!   by consistent hashing over the nodes running the cache, with an optional near cache; a lost
 //!   owner's keys read as misses ([`shared_cache`]).
+//! - **Coordination**: [`Cluster::start_coordination`], a lock with a lease and a fencing
+//!   token granted by a majority, leader election, barriers, and contract-net task allocation
+//!   that re-announces a task whose winner is lost ([`coordination`]).
 //! - The [`wire`] adapter (bincode behind `BytesConvertable`, oversized messages refused before
 //!   sending, undecodable frames counted) and, behind the `testkit` feature, `testkit` for
 //!   tests that launch real node processes.
@@ -54,6 +57,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod budget;
+pub mod coordination;
 pub mod crdt_state;
 mod dial;
 mod discovery;

@@ -1,0 +1,323 @@
+//! Contract-net task allocation: a manager announces a task to the bidders of a capability,
+//! takes the bids that arrive within a window, awards the task to the cheapest bidder and waits
+//! for its result; if the winner is lost (its node goes, or it does not finish in time), the
+//! task is announced again.
+//!
+//! Bidders are remotable actors in the pg group `bidders:CAPABILITY` (scope
+//! [`SCOPE`](super::SCOPE)), so a manager on any node reaches the bidders on every node.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use foundation_actors::wire::Wire;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use super::coordinator::SCOPE;
+use super::{Coordination, CoordinationError};
+
+/// How often a manager checks that the winner of a task it waits for is still alive.
+const WATCH_WINNER: Duration = Duration::from_millis(100);
+
+static NEXT_TASK: AtomicU64 = AtomicU64::new(1);
+
+/// A task announced to bidders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// Unique per announcement series (kept across re-announcements, so a bidder can tell that a
+    /// task it may already have run comes back).
+    pub id: String,
+    /// The capability it needs.
+    pub capability: String,
+    /// What to do.
+    pub payload: serde_json::Value,
+}
+
+/// A [`Task`] on the wire: bincode cannot carry a `serde_json::Value` itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireTask {
+    id: String,
+    capability: String,
+    payload: String,
+}
+
+/// What a node that can do some kind of task does: bid, and run the task if awarded.
+pub trait Bidder: Send + Sync + 'static {
+    /// The cost of doing `task` (the cheapest bid wins), or `None` to decline.
+    fn bid(&self, task: &Task) -> Option<f64>;
+
+    /// Runs an awarded task: its result, or why it failed (the manager reports the failure and
+    /// does not retry it elsewhere).
+    fn perform(&self, task: Task) -> impl Future<Output = Result<serde_json::Value, String>> + Send;
+}
+
+/// How [`Coordination::allocate`] runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllocateOptions {
+    /// How long bids are collected in each round. Default 300 ms.
+    pub bid_window: Duration,
+    /// How long the winner may take to run the task before it counts as lost. Default 60 s.
+    pub work_timeout: Duration,
+    /// Most announcements (a round without bids or with a lost winner starts another). Default 5.
+    pub max_rounds: u32,
+}
+
+impl Default for AllocateOptions {
+    fn default() -> Self {
+        AllocateOptions {
+            bid_window: Duration::from_millis(300),
+            work_timeout: Duration::from_secs(60),
+            max_rounds: 5,
+        }
+    }
+}
+
+/// A task's result, and who ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Awarded {
+    /// The task's id.
+    pub task: String,
+    /// The node of the bidder that ran it.
+    pub node: String,
+    /// Its cost bid.
+    pub cost: f64,
+    /// What it returned.
+    pub result: serde_json::Value,
+    /// Announcements it took (1 unless bids were missing or winners lost).
+    pub rounds: u32,
+}
+
+#[derive(RactorClusterMessage)]
+pub(crate) enum BidderMsg {
+    #[rpc]
+    Announce(Wire<WireTask>, RpcReplyPort<Wire<Option<f64>>>),
+    #[rpc]
+    Award(Wire<WireTask>, RpcReplyPort<Wire<Result<String, String>>>),
+}
+
+struct BidderActor<B>(std::marker::PhantomData<B>);
+
+impl<B: Bidder> Actor for BidderActor<B> {
+    type Msg = BidderMsg;
+    type State = (Arc<B>, String, usize);
+    /// (bidder, pg group, frame limit).
+    type Arguments = (Arc<B>, String, usize);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BidderMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join_scoped(SCOPE.to_string(), args.1.clone(), vec![myself.get_cell()]);
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<BidderMsg>,
+        msg: BidderMsg,
+        (bidder, _, max_bytes): &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            BidderMsg::Announce(task, reply) => {
+                if let Some(task) = decode(task) {
+                    let bid = bidder.bid(&task).filter(|c| c.is_finite());
+                    if let Ok(answer) = Wire::encode(&bid, *max_bytes) {
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+            BidderMsg::Award(task, reply) => {
+                let Some(task) = decode(task) else { return Ok(()) };
+                // Run apart from the actor, so that it keeps bidding while it works.
+                let (bidder, max_bytes) = (bidder.clone(), *max_bytes);
+                tokio::spawn(async move {
+                    let id = task.id.clone();
+                    let result = bidder.perform(task).await.map(|v| v.to_string());
+                    match Wire::encode(&result, max_bytes) {
+                        Ok(answer) => {
+                            let _ = reply.send(answer);
+                        }
+                        Err(e) => {
+                            let failed = Err(format!("its result does not fit a message: {e}"));
+                            tracing::warn!(task = %id, error = %e, "task result too large to send");
+                            if let Ok(answer) = Wire::encode(&failed, max_bytes) {
+                                let _ = reply.send(answer);
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode(task: Wire<WireTask>) -> Option<Task> {
+    let task = task.into_inner().ok()?;
+    let payload = serde_json::from_str(&task.payload).ok()?;
+    Some(Task { id: task.id, capability: task.capability, payload })
+}
+
+/// A bidder served on this node. Dropping it (or [`stop`](Self::stop)) withdraws it.
+#[derive(Debug)]
+pub struct BidderHandle {
+    actor: ActorRef<BidderMsg>,
+}
+
+impl BidderHandle {
+    /// Withdraws the bidder.
+    pub fn stop(self) {}
+}
+
+impl Drop for BidderHandle {
+    fn drop(&mut self) {
+        self.actor.stop(None);
+    }
+}
+
+fn group(capability: &str) -> String {
+    format!("bidders:{capability}")
+}
+
+impl Coordination {
+    /// Serves `bidder` for tasks that need `capability`, from this node, to managers on every
+    /// node.
+    pub async fn serve_bids<B: Bidder>(
+        &self,
+        capability: &str,
+        bidder: B,
+    ) -> Result<BidderHandle, CoordinationError> {
+        let args = (Arc::new(bidder), group(capability), self.shared.max_bytes());
+        let (actor, _) = Actor::spawn(None, BidderActor::<B>(std::marker::PhantomData), args)
+            .await
+            .map_err(|e| CoordinationError::Stopped(format!("bidder for `{capability}`: {e}")))?;
+        Ok(BidderHandle { actor })
+    }
+
+    /// Announces a task needing `capability` to its bidders on every node, awards it to the
+    /// cheapest bid received within the window (ties go to the lower node name) and returns its
+    /// result. A winner whose node is lost, or that does not finish within the work timeout, is
+    /// given up and the task announced again (so a task may run more than once: make it
+    /// idempotent, by its [`Task::id`]).
+    pub async fn allocate(
+        &self,
+        capability: &str,
+        payload: serde_json::Value,
+        options: &AllocateOptions,
+    ) -> Result<Awarded, CoordinationError> {
+        let shared = &self.shared;
+        let id = format!("{}-{}", shared.node(), NEXT_TASK.fetch_add(1, Ordering::Relaxed));
+        let task =
+            WireTask { id: id.clone(), capability: capability.to_string(), payload: payload.to_string() };
+        let bytes = foundation_actors::wire::encode(&task, shared.max_bytes()).map_err(|e| {
+            CoordinationError::Wire { what: format!("task {id} for `{capability}`"), reason: e.to_string() }
+        })?;
+        let (mut awarded_rounds, mut last_loss) = (0, String::new());
+        for round in 1..=options.max_rounds.max(1) {
+            let bids = self.collect_bids(capability, &bytes, options.bid_window).await;
+            let Some((cost, node, winner)) = bids.into_iter().next() else {
+                tracing::debug!(task = %id, %capability, round, "no bids");
+                continue;
+            };
+            awarded_rounds += 1;
+            tracing::debug!(task = %id, %capability, %node, cost, round, "task awarded");
+            metrics::counter!("foundation_contract_net_awards_total").increment(1);
+            match self.run_award(&winner, &node, &bytes, options.work_timeout).await {
+                Ok(Ok(result)) => {
+                    let result = serde_json::from_str(&result).unwrap_or(serde_json::Value::String(result));
+                    return Ok(Awarded { task: id, node, cost, result, rounds: round });
+                }
+                Ok(Err(reason)) => return Err(CoordinationError::TaskFailed { task: id, node, reason }),
+                Err(loss) => {
+                    tracing::warn!(task = %id, %node, %loss, "task winner lost; announcing the task again");
+                    metrics::counter!("foundation_contract_net_reannounced_total").increment(1);
+                    last_loss = format!("{node}: {loss}");
+                }
+            }
+        }
+        if awarded_rounds == 0 {
+            return Err(CoordinationError::NoBids {
+                task: id,
+                capability: capability.to_string(),
+                rounds: options.max_rounds.max(1),
+                window: options.bid_window,
+            });
+        }
+        Err(CoordinationError::WinnersLost {
+            task: id,
+            capability: capability.to_string(),
+            rounds: awarded_rounds,
+            last: last_loss,
+        })
+    }
+
+    /// The bids received within `window`, cheapest first (ties: lower node name).
+    async fn collect_bids(
+        &self,
+        capability: &str,
+        task: &[u8],
+        window: Duration,
+    ) -> Vec<(f64, String, ActorRef<BidderMsg>)> {
+        let shared = &self.shared;
+        let bidders = ractor::pg::get_scoped_members(&SCOPE.to_string(), &group(capability));
+        let mut calls = tokio::task::JoinSet::new();
+        for cell in bidders {
+            let node = shared.cluster.node_of(&cell.get_id()).await;
+            if shared.cluster.is_blocked(&node) {
+                continue;
+            }
+            let (actor, wire) = (ActorRef::<BidderMsg>::from(cell), Wire::from_encoded(task.to_vec()));
+            calls.spawn(async move {
+                let answer = actor.call(|reply| BidderMsg::Announce(wire, reply), Some(window)).await;
+                match answer {
+                    Ok(CallResult::Success(bid)) => {
+                        bid.into_inner().ok().flatten().map(|cost| (cost, node, actor))
+                    }
+                    _ => None,
+                }
+            });
+        }
+        let mut bids: Vec<_> = calls.join_all().await.into_iter().flatten().collect();
+        bids.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        bids
+    }
+
+    /// Awards the task to `winner` and waits for its result; `Err` if the winner was lost.
+    async fn run_award(
+        &self,
+        winner: &ActorRef<BidderMsg>,
+        node: &str,
+        task: &[u8],
+        timeout: Duration,
+    ) -> Result<Result<String, String>, String> {
+        let wire = Wire::from_encoded(task.to_vec());
+        let call = winner.call(|reply| BidderMsg::Award(wire, reply), Some(timeout));
+        let lost = async {
+            loop {
+                tokio::time::sleep(WATCH_WINNER).await;
+                let stopped = matches!(
+                    winner.get_status(),
+                    ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
+                );
+                if stopped || (node != self.node() && !self.shared.cluster.up().iter().any(|n| n == node)) {
+                    return "its node was lost".to_string();
+                }
+            }
+        };
+        tokio::select! {
+            answer = call => match answer {
+                Ok(CallResult::Success(result)) => {
+                    result.into_inner().map_err(|e| format!("its result did not decode: {e}"))
+                }
+                Ok(CallResult::Timeout) => Err(format!("it did not finish within {timeout:?}")),
+                Ok(CallResult::SenderError) | Err(_) => Err("it stopped before answering".into()),
+            },
+            loss = lost => Err(loss),
+        }
+    }
+}

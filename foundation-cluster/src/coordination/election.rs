@@ -1,0 +1,112 @@
+//! Leader election on the lock: every candidate campaigns for the lock `election:NAME`; the
+//! holder leads, and its fencing token is its term.
+
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use super::Coordination;
+
+/// How long a candidate waits between campaigns while another leads.
+const CAMPAIGN_PAUSE: Duration = Duration::from_millis(100);
+
+/// Where a candidate stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leadership {
+    /// Another node leads, or nobody yet.
+    Follower,
+    /// This candidate leads, in this term (terms grow with every new leader).
+    Leader {
+        /// The lock's fencing token.
+        term: u64,
+    },
+}
+
+/// This node's candidacy in an election. Dropping it (or [`resign`](Self::resign)) withdraws
+/// it; if it led, the leadership is released at once and another candidate takes it.
+#[derive(Debug)]
+pub struct Election {
+    name: String,
+    state: watch::Receiver<Leadership>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Election {
+    /// The election's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where this candidate stands now.
+    pub fn leadership(&self) -> Leadership {
+        *self.state.borrow()
+    }
+
+    /// Whether this candidate leads now.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.leadership(), Leadership::Leader { .. })
+    }
+
+    /// Every change of this candidate's standing.
+    pub fn watch(&self) -> watch::Receiver<Leadership> {
+        self.state.clone()
+    }
+
+    /// Withdraws this candidacy (releasing the leadership if it holds it).
+    pub fn resign(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Election {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Coordination {
+    /// Enters this node as a candidate in the election `name`. At most one candidate in the
+    /// cluster leads at a time (within the lease's clock assumption), only with a majority, and
+    /// each new leader has a larger term; a leader that is lost is replaced within about one
+    /// [`lease`](super::CoordinationConfig::lease).
+    pub fn elect(&self, name: &str) -> Election {
+        let (tx, state) = watch::channel(Leadership::Follower);
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let (coordination, lock) = (self.clone(), format!("election:{name}"));
+        let lease = self.shared.config.lease;
+        tokio::spawn(async move {
+            loop {
+                let attempt = tokio::select! {
+                    attempt = coordination.lock_with_lease(&lock, lease, lease) => attempt,
+                    _ = &mut stopped => return,
+                };
+                match attempt {
+                    Ok(mut guard) => {
+                        let _ = tx.send(Leadership::Leader { term: guard.token() });
+                        tokio::select! {
+                            _ = guard.lost() => {
+                                let _ = tx.send(Leadership::Follower);
+                            }
+                            _ = &mut stopped => {
+                                let _ = tx.send(Leadership::Follower);
+                                guard.release().await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(CAMPAIGN_PAUSE) => {}
+                            _ = &mut stopped => return,
+                        }
+                    }
+                }
+            }
+        });
+        Election { name: name.to_string(), state, stop: Some(stop) }
+    }
+}

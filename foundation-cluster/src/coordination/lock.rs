@@ -1,0 +1,276 @@
+//! The distributed lock: leases granted by a majority, fencing tokens made larger than any
+//! recorded by a majority, renewal in the background.
+//!
+//! Acquiring is two steps. **Grant**: every reachable coordinator is asked for a lease; one
+//! grants it unless another owner's lease is running there, and answers with the largest token
+//! it has recorded for the lock. With grants from a majority of the known nodes, the token is
+//! one more than the largest of them. **Commit**: the token is recorded by a majority before the
+//! lease (as the acquirer measures it, from before it asked) runs out. Any later acquisition's
+//! grant majority overlaps this commit majority, and an overlapping node grants it only after
+//! this lease ended there, by which time it had recorded this token: so tokens only grow.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use foundation_actors::wire::{self, Wire};
+use ractor::rpc::CallResult;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::coordinator::{CommitRequest, CoordinatorMsg, GrantReply, GrantRequest, ReleaseRequest, Shared};
+use super::{Coordination, CoordinationError};
+
+/// The part of a lease the holder does not count on, for clock rates that differ between
+/// nodes and for the time its grant requests took to arrive (a tenth).
+const SAFETY_DIVISOR: u32 = 10;
+/// Longest pause between two attempts to acquire a held lock.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
+/// How a grant round went.
+struct Round {
+    /// Largest recorded token of each node that granted.
+    granted: Vec<u64>,
+    holder: Option<String>,
+    needed: usize,
+    known: usize,
+}
+
+/// Asks every reachable coordinator for the lease; stops once a majority granted it.
+async fn grant_round(shared: &Shared, lock: &str, owner: &str, lease: Duration, token: Option<u64>) -> Round {
+    let (known, needed) = shared.quorum();
+    let request = GrantRequest {
+        from: shared.node().to_string(),
+        lock: lock.to_string(),
+        owner: owner.to_string(),
+        lease_ms: lease.as_millis() as u64,
+        token,
+    };
+    let mut round = Round { granted: Vec::new(), holder: None, needed, known };
+    let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return round };
+    let timeout = shared.config.call_timeout.min(lease / 2);
+    let mut calls = tokio::task::JoinSet::new();
+    for (_, peer) in shared.coordinators() {
+        let wire = Wire::from_encoded(bytes.clone());
+        calls
+            .spawn(async move { peer.call(|reply| CoordinatorMsg::Grant(wire, reply), Some(timeout)).await });
+    }
+    while round.granted.len() < needed {
+        match calls.join_next().await {
+            Some(Ok(Ok(CallResult::Success(answer)))) => match answer.into_inner() {
+                Ok(GrantReply::Granted { last_token }) => round.granted.push(last_token),
+                Ok(GrantReply::Held { owner, .. }) => round.holder = Some(owner),
+                _ => {}
+            },
+            Some(_) => {}
+            None => break,
+        }
+    }
+    round
+}
+
+/// Asks a majority to record `token`; whether it did.
+async fn commit(shared: &Shared, lock: &str, token: u64, deadline: Instant) -> bool {
+    let (_, needed) = shared.quorum();
+    let request = CommitRequest { from: shared.node().to_string(), lock: lock.to_string(), token };
+    let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return false };
+    let timeout = shared.config.call_timeout;
+    let mut calls = tokio::task::JoinSet::new();
+    for (_, peer) in shared.coordinators() {
+        let wire = Wire::from_encoded(bytes.clone());
+        calls.spawn(
+            async move { peer.call(|reply| CoordinatorMsg::Commit(wire, reply), Some(timeout)).await },
+        );
+    }
+    let mut acked = 0;
+    while acked < needed {
+        match tokio::time::timeout_at(deadline, calls.join_next()).await {
+            Ok(Some(Ok(Ok(CallResult::Success(true))))) => acked += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Tells every reachable coordinator that `owner` gives the lock up.
+fn release_everywhere(shared: &Shared, lock: &str, owner: &str) {
+    let request =
+        ReleaseRequest { from: shared.node().to_string(), lock: lock.to_string(), owner: owner.to_string() };
+    let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return };
+    for (_, peer) in shared.coordinators() {
+        let _ = peer.cast(CoordinatorMsg::Release(Wire::from_encoded(bytes.clone())));
+    }
+}
+
+/// When a lease taken at `start` stops counting for its holder.
+fn valid_until(start: Instant, lease: Duration) -> Instant {
+    start + lease - lease / SAFETY_DIVISOR
+}
+
+impl Coordination {
+    /// Acquires the lock `name` with this node's default lease
+    /// ([`CoordinationConfig::lease`](super::CoordinationConfig::lease)), waiting up to
+    /// `timeout` for it.
+    pub async fn lock(&self, name: &str, timeout: Duration) -> Result<LockGuard, CoordinationError> {
+        self.lock_with_lease(name, self.shared.config.lease, timeout).await
+    }
+
+    /// Acquires the lock `name` with a lease of `lease` (capped by
+    /// [`max_lease`](super::CoordinationConfig::max_lease)), waiting up to `timeout`. The guard
+    /// renews the lease in the background until it is released or dropped.
+    pub async fn lock_with_lease(
+        &self,
+        name: &str,
+        lease: Duration,
+        timeout: Duration,
+    ) -> Result<LockGuard, CoordinationError> {
+        let shared = &self.shared;
+        let lease = lease.min(shared.config.max_lease).max(Duration::from_millis(10));
+        let owner = format!("{}#{}", shared.node(), NEXT_OWNER.fetch_add(1, Ordering::Relaxed));
+        let began = Instant::now();
+        let deadline = began + timeout;
+        let mut attempt = 0u32;
+        loop {
+            let start = Instant::now();
+            let round = grant_round(shared, name, &owner, lease, None).await;
+            if round.granted.len() >= round.needed {
+                let token = round.granted.iter().max().copied().unwrap_or(0) + 1;
+                let until = valid_until(start, lease);
+                if commit(shared, name, token, until).await && Instant::now() < until {
+                    metrics::counter!("foundation_lock_acquired_total").increment(1);
+                    tracing::debug!(lock = %name, %owner, token, "lock acquired");
+                    return Ok(LockGuard::start(shared.clone(), name, owner, token, lease, until));
+                }
+            }
+            // Not ours this time: give back what was granted, so that two contenders that split
+            // the grants do not wait for each other's leases.
+            release_everywhere(shared, name, &owner);
+            attempt += 1;
+            let backoff = (Duration::from_millis(20) * attempt.min(25)).min(MAX_BACKOFF);
+            let pause = backoff.mul_f64(0.5 + foundation_core::random::unit());
+            if Instant::now() + pause >= deadline {
+                return Err(CoordinationError::LockTimeout {
+                    name: name.to_string(),
+                    holder: round.holder.map(|h| h.split('#').next().unwrap_or_default().to_string()),
+                    granted: round.granted.len(),
+                    needed: round.needed,
+                    known: round.known,
+                    waited: began.elapsed(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// A held lock. It renews its lease in the background (every third of it) and gives the lock
+/// up when released or dropped. If a renewal cannot reach a majority before the lease runs
+/// out, the lock is lost: [`lost`](Self::lost) returns and [`is_held`](Self::is_held) turns
+/// false (stop using the resource, or let its fencing check refuse you).
+#[derive(Debug)]
+pub struct LockGuard {
+    name: String,
+    token: u64,
+    held: watch::Receiver<bool>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+    owner: String,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("node", &self.node()).finish()
+    }
+}
+
+impl LockGuard {
+    fn start(
+        shared: Arc<Shared>,
+        name: &str,
+        owner: String,
+        token: u64,
+        lease: Duration,
+        until: Instant,
+    ) -> Self {
+        let (tx, held) = watch::channel(true);
+        let renewer = {
+            let (shared, name, owner) = (shared.clone(), name.to_string(), owner.clone());
+            tokio::spawn(async move {
+                let mut until = until;
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    loop {
+                        let start = Instant::now();
+                        if start >= until {
+                            tracing::warn!(lock = %name, token, "lock lost: its lease could not be renewed");
+                            metrics::counter!("foundation_lock_lost_total").increment(1);
+                            release_everywhere(&shared, &name, &owner);
+                            let _ = tx.send(false);
+                            return;
+                        }
+                        let round = grant_round(&shared, &name, &owner, lease, Some(token)).await;
+                        if round.granted.len() >= round.needed {
+                            until = valid_until(start, lease);
+                            break;
+                        }
+                        let left = until.saturating_duration_since(Instant::now());
+                        tokio::time::sleep((lease / 20).min(left)).await;
+                    }
+                }
+            })
+        };
+        LockGuard { name: name.to_string(), token, held, renewer: Some(renewer), owner, shared }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token: larger than the token of every earlier holder of this lock.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Whether the lease is still held (renewed in time).
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// `true` while the lease is held; turns `false` when it is lost (and closes when the guard
+    /// is released or dropped).
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.held.clone()
+    }
+
+    /// Returns once the lock is lost (a renewal failed); never if it is kept.
+    pub async fn lost(&mut self) {
+        while *self.held.borrow_and_update() {
+            if self.held.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Gives the lock up now (every reachable node frees it at once).
+    pub async fn release(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+            release_everywhere(&self.shared, &self.name, &self.owner);
+            tracing::debug!(lock = %self.name, token = self.token, "lock released");
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

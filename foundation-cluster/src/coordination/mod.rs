@@ -1,0 +1,250 @@
+//! Cluster-wide coordination: a distributed lock with a lease and a fencing token, leader
+//! election, barriers, and contract-net task allocation.
+//!
+//! [`Cluster::start_coordination`] starts this node's coordinator (a supervised, remotable actor
+//! in the pg group `coordinator@NODE`, scope [`SCOPE`]) and returns a [`Coordination`] handle.
+//! Start it on every node, with the same [`CoordinationConfig`].
+//!
+//! - **Locks** ([`Coordination::lock`]): granted by a majority of the cluster's known nodes
+//!   (the rule singletons use: down nodes count, so two sides of a partition cannot both grant
+//!   one). Each grant is a lease; the holder keeps it alive in the background and learns
+//!   through [`LockGuard::lost`] if it could not. Every acquisition gets a **fencing token**
+//!   larger than every token granted before it for that lock: pass it to the resource you
+//!   protect and have it refuse smaller tokens, so a holder that was paused past its lease
+//!   cannot do harm.
+//! - **Leader election** ([`Coordination::elect`]): candidates campaign for a lock; the holder
+//!   leads, its fencing token is the **term**.
+//! - **Barriers** ([`Coordination::barrier`]): `wait` returns once the given number of
+//!   participants, on any nodes, have arrived.
+//! - **Contract net** ([`Coordination::serve_bids`], [`Coordination::allocate`]): a task is
+//!   announced to the bidders of a capability, bids are collected within a deadline, the
+//!   cheapest bidder is awarded it and runs it; if the winner is lost, the task is announced
+//!   again.
+//!
+//! ```no_run
+//! use foundation_cluster::Cluster;
+//! use foundation_cluster::coordination::CoordinationConfig;
+//! use foundation_core::config::ClusterConfig;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Cluster::start("n1", &ClusterConfig::default(), None).await?;
+//! let coordination = node.start_coordination(CoordinationConfig::default()).await?;
+//!
+//! let guard = coordination.lock("reindex", Duration::from_secs(10)).await?;
+//! println!("holding reindex with fencing token {}", guard.token());
+//! guard.release().await;
+//!
+//! let barrier = coordination.barrier("phase-1", 3);
+//! barrier.wait(Duration::from_secs(30)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What each primitive guarantees under node loss and partitions is in `docs/semantics.md`
+//! ("Coordination").
+
+mod barrier;
+mod contract_net;
+mod coordinator;
+mod election;
+mod lock;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation_actors::supervision::{ChildSpec, Strategy, Supervisor, SupervisorHandle, SupervisorSpec};
+
+pub use barrier::{Barrier, BarrierPassed};
+pub use contract_net::{AllocateOptions, Awarded, Bidder, BidderHandle, Task};
+pub use coordinator::SCOPE;
+pub use election::{Election, Leadership};
+pub use lock::LockGuard;
+
+use crate::Cluster;
+use coordinator::{CoordinatorActor, Shared};
+
+/// Default [`CoordinationConfig::lease`].
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// Default [`CoordinationConfig::max_lease`].
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(30);
+/// Default [`CoordinationConfig::call_timeout`].
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How this node's coordinator runs. The same on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinationConfig {
+    /// Lease of elections' locks (a lost leader is replaced within about this long). Default
+    /// [`DEFAULT_LEASE`].
+    pub lease: Duration,
+    /// Longest lease a node grants (longer requests get this). It is also how long a node that
+    /// (re)starts while some nodes it counted are unreachable waits before it grants any lock:
+    /// it may have granted leases before it restarted, and has forgotten them. Default
+    /// [`DEFAULT_MAX_LEASE`].
+    pub max_lease: Duration,
+    /// How long one request to another node's coordinator may take. Default
+    /// [`DEFAULT_CALL_TIMEOUT`].
+    pub call_timeout: Duration,
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        CoordinationConfig {
+            lease: DEFAULT_LEASE,
+            max_lease: DEFAULT_MAX_LEASE,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+}
+
+/// Why a coordination call failed. Every variant says what was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CoordinationError {
+    /// The configuration is unusable.
+    #[error("invalid coordination config: {0}")]
+    Config(String),
+    /// A lock was not acquired in time.
+    #[error(
+        "lock `{name}` not acquired within {waited:?}: {}",
+        match holder { Some(h) => format!("held by {h}"), None => format!("no majority granted it ({granted} of {needed} nodes needed, {known} known)") }
+    )]
+    LockTimeout {
+        /// The lock.
+        name: String,
+        /// Who held it at the last attempt, if a node said.
+        holder: Option<String>,
+        /// Nodes that granted it at the last attempt (this one included).
+        granted: usize,
+        /// Nodes needed.
+        needed: usize,
+        /// Nodes the majority is counted over.
+        known: usize,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// A barrier did not fill in time.
+    #[error("barrier `{name}` did not fill within {waited:?}: {arrived} of {parties} participants arrived")]
+    BarrierTimeout {
+        /// The barrier.
+        name: String,
+        /// Participants needed.
+        parties: usize,
+        /// Participants that had arrived (and were alive).
+        arrived: usize,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// Nobody bid for a task within the bid window (in every round).
+    #[error("task {task} for capability `{capability}`: no bids in {rounds} round(s) of {window:?}")]
+    NoBids {
+        /// The task's id.
+        task: String,
+        /// The capability asked for.
+        capability: String,
+        /// Rounds announced.
+        rounds: u32,
+        /// Each round's bid window.
+        window: Duration,
+    },
+    /// Every winner was lost (or timed out) and the rounds ran out.
+    #[error(
+        "task {task} for capability `{capability}`: awarded {rounds} time(s), every winner was lost ({last})"
+    )]
+    WinnersLost {
+        /// The task's id.
+        task: String,
+        /// The capability asked for.
+        capability: String,
+        /// Rounds that awarded it.
+        rounds: u32,
+        /// What happened to the last winner.
+        last: String,
+    },
+    /// The winner ran the task and it failed (not retried: the bidder said so itself).
+    #[error("task {task} failed on {node}: {reason}")]
+    TaskFailed {
+        /// The task's id.
+        task: String,
+        /// The node that ran it.
+        node: String,
+        /// The bidder's error.
+        reason: String,
+    },
+    /// A value did not go on the wire (too large for the frame limit, or not encodable).
+    #[error("{what}: {reason}")]
+    Wire {
+        /// What was being sent.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The coordinator is not running.
+    #[error("the coordinator is not running: {0}")]
+    Stopped(String),
+}
+
+/// This node's coordinator: locks, elections, barriers and task allocation. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordination {
+    shared: Arc<Shared>,
+    _supervisor: Arc<SupervisorGuard>,
+}
+
+/// Stops the coordinator when the last handle goes.
+struct SupervisorGuard(Option<SupervisorHandle>);
+
+impl Drop for SupervisorGuard {
+    fn drop(&mut self) {
+        if let Some(supervisor) = self.0.take() {
+            tokio::spawn(async move { supervisor.stop().await });
+        }
+    }
+}
+
+impl Coordination {
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        self.shared.cluster.name()
+    }
+
+    /// Whether this node grants locks yet (see [`CoordinationConfig::max_lease`]).
+    pub fn ready(&self) -> bool {
+        self.shared.is_ready()
+    }
+}
+
+impl Cluster {
+    /// Starts this node's coordinator (see [`coordination`](crate::coordination)). Start it on
+    /// every node, with the same config.
+    pub async fn start_coordination(
+        &self,
+        config: CoordinationConfig,
+    ) -> Result<Coordination, CoordinationError> {
+        let error = CoordinationError::Config;
+        if config.lease.is_zero() || config.lease > config.max_lease {
+            return Err(error(format!(
+                "lease must be positive and at most max_lease ({:?} > {:?})",
+                config.lease, config.max_lease
+            )));
+        }
+        if config.call_timeout.is_zero() {
+            return Err(error("call_timeout must be positive".into()));
+        }
+        let shared = Arc::new(Shared::new(self.clone(), config));
+        let spec = {
+            let shared = shared.clone();
+            ChildSpec::new("coordinator", move || (CoordinatorActor, shared.clone()))
+        };
+        let supervisor =
+            Supervisor::start("coordination", SupervisorSpec::new(Strategy::OneForOne).child(spec))
+                .await
+                .map_err(|e| CoordinationError::Stopped(e.to_string()))?;
+        barrier::watch_members(shared.clone());
+        Ok(Coordination { shared, _supervisor: Arc::new(SupervisorGuard(Some(supervisor))) })
+    }
+}
+
+/// The number of nodes that make a majority of `known` nodes.
+fn majority_of(known: usize) -> usize {
+    known / 2 + 1
+}
