@@ -4,7 +4,7 @@
 //! aggregates, tenant quotas and LLM provider management.
 //!
 //! Built so far: [`supervision`], [`channels`], [`registry`], [`pool`], [`pipeline`], [`providers`],
-//! [`agents`] (typed tools and memory; the agent runtime is to come), [`aggregates`] (event sourcing and projections), [`tenants`] (quotas, usage, overlays).
+//! [`agents`] (supervised agents with a model, memory and tools, found by capability and asked on any node), [`aggregates`] (event sourcing and projections), [`tenants`] (quotas, usage, overlays).
 //!
 //! ractor's `cluster` feature is always on here (a clustered build turns it on anyway), so every
 //! message type implements `ractor::Message` explicitly.

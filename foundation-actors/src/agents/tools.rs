@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::providers::BoxFuture;
 
-/// Why a tool call (or registration) failed. Every variant names the tool.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a tool call (or registration) failed. Every variant names the tool. Serializable: a
+/// tool server on another node sends it back as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum ToolError {
     /// No tool of this name.
     #[error("unknown tool `{name}`; known tools: {}", known.join(", "))]
@@ -45,6 +46,15 @@ pub enum ToolError {
         /// The tool.
         tool: String,
         /// What serde said.
+        reason: String,
+    },
+    /// The tool is served by another actor (a [`ToolServer`](super::ToolServer)) that did not
+    /// answer: it timed out, stopped while calling, or is gone.
+    #[error("tool `{tool}` unreachable: {reason}")]
+    Unreachable {
+        /// The tool.
+        tool: String,
+        /// What happened to its server.
         reason: String,
     },
     /// A registration refused: an empty, over-long or duplicate name.

@@ -1,0 +1,145 @@
+//! [`AgentContext`]: what an agent's step has at hand.
+
+use std::sync::Arc;
+
+use ractor::ActorCell;
+use serde_json::Value;
+
+use super::agent::Shared;
+use super::error::AgentError;
+use super::handle::{AgentRef, live_agents, pick, unknown_capability};
+use super::memory::Memory;
+use super::remote_tools;
+use super::tools::Tools;
+use crate::providers::{ChatMessage, ChatRequest, Completion};
+use crate::registry::ServiceRegistry;
+
+/// What a step has at hand: the agent's name, model, memory, tools (its own and those served
+/// by tool servers anywhere in the cluster) and the other agents.
+///
+/// One context per start of the agent: its memory starts as the spec's and lives until the
+/// agent stops or crashes.
+pub struct AgentContext {
+    shared: Arc<Shared>,
+    memory: Memory,
+    registry: ServiceRegistry,
+    myself: ActorCell,
+}
+
+impl std::fmt::Debug for AgentContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentContext")
+            .field("name", &self.shared.name)
+            .field("memory", &self.memory.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentContext {
+    pub(crate) fn new(shared: Arc<Shared>, registry: ServiceRegistry, myself: ActorCell) -> Self {
+        AgentContext { memory: shared.memory.clone(), shared, registry, myself }
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The capabilities it announces, sorted.
+    pub fn capabilities(&self) -> &[String] {
+        &self.shared.capabilities
+    }
+
+    /// Its conversation memory.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// Its conversation memory, to add to or replace.
+    pub fn memory_mut(&mut self) -> &mut Memory {
+        &mut self.memory
+    }
+
+    /// Its local tools.
+    pub fn tools(&self) -> &Tools {
+        &self.shared.tools
+    }
+
+    /// The registry it is registered in (to find services other than agents).
+    pub fn registry(&self) -> &ServiceRegistry {
+        &self.registry
+    }
+
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.shared.max_message_bytes
+    }
+
+    /// Sends `request` to the agent's model as it is, and remembers the exchange: the request's
+    /// last message and the answer (as an assistant message). A failed call remembers nothing.
+    pub async fn complete(&mut self, request: ChatRequest) -> Result<Completion, AgentError> {
+        let model = self
+            .shared
+            .model
+            .as_ref()
+            .ok_or_else(|| AgentError::NoModel { agent: self.shared.name.clone() })?;
+        let completion = model.complete(&request).await?;
+        if let Some(last) = request.messages.last() {
+            self.memory.remember(last.clone());
+        }
+        self.memory.remember(ChatMessage::assistant(completion.content.clone()));
+        Ok(completion)
+    }
+
+    /// Continues the conversation: sends the memory's messages and `prompt` (as a user message)
+    /// to the model, remembers both the prompt and the answer, and returns the answer's text.
+    /// A failed call remembers nothing.
+    pub async fn ask_model(&mut self, prompt: impl Into<String>) -> Result<String, AgentError> {
+        let prompt = ChatMessage::user(prompt);
+        let mut messages = self.memory.messages();
+        messages.push(prompt.clone());
+        let model = self
+            .shared
+            .model
+            .as_ref()
+            .ok_or_else(|| AgentError::NoModel { agent: self.shared.name.clone() })?;
+        let completion = model.complete(&ChatRequest::new(messages)).await?;
+        self.memory.remember(prompt);
+        self.memory.remember(ChatMessage::assistant(completion.content.clone()));
+        Ok(completion.content)
+    }
+
+    /// Calls a tool by name with JSON arguments: one of the agent's own tools if it has one of
+    /// that name, else one served by a [`ToolServer`](super::ToolServer) on any node (found
+    /// through the registry; the call waits up to the spec's tool timeout). An unknown name is
+    /// [`ToolError::Unknown`](super::ToolError::Unknown), listing the tools known here and
+    /// served anywhere.
+    pub async fn call_tool(&self, name: &str, args: Value) -> Result<Value, AgentError> {
+        if self.shared.tools.names().contains(&name) {
+            return Ok(self.shared.tools.call(name, args).await?);
+        }
+        remote_tools::call_served(
+            &self.registry,
+            name,
+            args,
+            self.shared.tool_timeout,
+            self.shared.max_message_bytes,
+            &self.shared.tools,
+        )
+        .await
+    }
+
+    /// Another live, healthy agent with `capability` (never this one; if several, each in
+    /// turn). [`AgentError::UnknownCapability`] names the capabilities there are.
+    pub fn find(&self, capability: &str) -> Result<AgentRef, AgentError> {
+        pick(self.find_all(capability)).ok_or_else(|| unknown_capability(&self.registry, capability))
+    }
+
+    /// Every other live, healthy agent with `capability`, in registration order.
+    pub fn find_all(&self, capability: &str) -> Vec<AgentRef> {
+        live_agents(&self.registry, Some(capability))
+            .into_iter()
+            .filter(|i| i.actor.get_id() != self.myself.get_id())
+            .map(|i| AgentRef::from_instance(i, self.shared.max_message_bytes))
+            .collect()
+    }
+}
