@@ -16,16 +16,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The coordination commands.
 pub const USAGE: &str = concat!(
-    "coordination commands: `lock NAME [LEASE_MS]`, `unlock NAME`, `elect NAME`, `resign NAME`, ",
+    "coordination commands: `lock NAME [LEASE_MS [WAIT_MS]]`, `unlock NAME`, `elect NAME`, `resign NAME`, ",
     "`barrier NAME PARTIES`, `bid CAPABILITY COST`, `allocate CAPABILITY WORK_MS`"
 );
 
 /// A coordination command read from standard input.
 #[derive(Debug, PartialEq)]
 pub enum CoordCommand {
-    /// `lock NAME [LEASE_MS]`: acquire and hold a lock; prints `lock NAME acquired token T`,
-    /// later `lock NAME lost token T` if its lease could not be renewed.
-    Lock { name: String, lease: Option<Duration> },
+    /// `lock NAME [LEASE_MS [WAIT_MS]]`: acquire and hold a lock (waiting up to 30 s, or
+    /// WAIT_MS); prints `lock NAME acquired token T`, later `lock NAME lost token T` if its
+    /// lease could not be renewed, or `lock NAME failed: ERROR`.
+    Lock { name: String, lease: Option<Duration>, wait: Option<Duration> },
     /// `unlock NAME`: release a lock held here.
     Unlock { name: String },
     /// `elect NAME`: stand in an election; prints `leader NAME term T` and `follower NAME`.
@@ -47,11 +48,14 @@ impl CoordCommand {
         let bad = |what: &str| Some(Err(format!("{what}; {USAGE}")));
         let name = |s: &&str| s.to_string();
         Some(Ok(match (op, args) {
-            ("lock", [lock]) => CoordCommand::Lock { name: name(lock), lease: None },
-            ("lock", [lock, ms]) => match ms.parse() {
-                Ok(ms) => CoordCommand::Lock { name: name(lock), lease: Some(Duration::from_millis(ms)) },
-                Err(_) => return bad("`lock` takes a lease in milliseconds"),
-            },
+            ("lock", [lock]) => CoordCommand::Lock { name: name(lock), lease: None, wait: None },
+            ("lock", [lock, lease, wait @ ..]) if wait.len() <= 1 => {
+                let ms = |s: &str| s.parse().map(Duration::from_millis);
+                match (ms(lease), wait.first().map(|w| ms(w)).transpose()) {
+                    (Ok(lease), Ok(wait)) => CoordCommand::Lock { name: name(lock), lease: Some(lease), wait },
+                    _ => return bad("`lock` takes a lease and a wait in milliseconds"),
+                }
+            }
             ("unlock", [lock]) => CoordCommand::Unlock { name: name(lock) },
             ("elect", [election]) => CoordCommand::Elect { name: name(election) },
             ("resign", [election]) => CoordCommand::Resign { name: name(election) },
@@ -124,9 +128,9 @@ impl Coordinator {
     async fn execute(&self, command: CoordCommand) {
         let coordination = &self.coordination;
         match command {
-            CoordCommand::Lock { name, lease } => {
+            CoordCommand::Lock { name, lease, wait } => {
                 let lease = lease.unwrap_or(foundation_cluster::coordination::DEFAULT_LEASE);
-                match coordination.lock_with_lease(&name, lease, WAIT).await {
+                match coordination.lock_with_lease(&name, lease, wait.unwrap_or(WAIT)).await {
                     Ok(guard) => {
                         let token = guard.token();
                         say!("lock {name} acquired token {token}");
@@ -202,5 +206,32 @@ impl Coordinator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Option<Result<CoordCommand, String>> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        CoordCommand::parse(words[0], &words[1..])
+    }
+
+    #[test]
+    fn commands_parse_and_bad_arguments_say_what_is_wrong() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            parse("lock a 100 200"),
+            Some(Ok(CoordCommand::Lock { name: "a".into(), lease: Some(ms(100)), wait: Some(ms(200)) }))
+        );
+        assert_eq!(parse("lock a"), Some(Ok(CoordCommand::Lock { name: "a".into(), lease: None, wait: None })));
+        assert_eq!(parse("barrier b 3"), Some(Ok(CoordCommand::Barrier { name: "b".into(), parties: 3 })));
+        assert_eq!(parse("bid c 1.5"), Some(Ok(CoordCommand::Bid { capability: "c".into(), cost: 1.5 })));
+        for bad in ["lock a x", "lock a 1 2 3", "barrier b 0", "bid c NaN", "allocate c -1", "elect"] {
+            let error = parse(bad).unwrap().unwrap_err();
+            assert!(error.contains(USAGE), "{bad}: {error}");
+        }
+        assert_eq!(parse("broadcast t x"), None);
     }
 }

@@ -78,7 +78,7 @@ fn a_lock_held_by_a_killed_node_passes_on_with_a_larger_fencing_token() {
     other.send_line("lock other-lock").unwrap();
     other.wait_for("lock other-lock acquired", WAIT).unwrap();
     other.send_line("lock x y").unwrap();
-    other.wait_for("`lock` takes a lease in milliseconds", WAIT).unwrap();
+    other.wait_for("`lock` takes a lease and a wait in milliseconds", WAIT).unwrap();
     other.send_line("unlock never-held").unwrap();
     other.wait_for("lock never-held is not held here", WAIT).unwrap();
 }
@@ -182,4 +182,36 @@ fn a_task_whose_winner_is_killed_is_announced_again() {
     n1.send_line("allocate nobody 1").unwrap();
     let failed = n1.wait_for("allocate nobody failed", WAIT).unwrap();
     assert!(failed.contains("no bids"), "{failed}");
+}
+
+#[test]
+fn only_the_majority_side_of_a_partition_can_take_a_lock() {
+    let [mut n1, mut n2, mut n3] = cluster();
+    // {n1, n2} | {n3}: each side refuses the other.
+    n1.send_line("partition n3").unwrap();
+    n2.send_line("partition n3").unwrap();
+    n3.send_line("partition n1,n2").unwrap();
+    for n in [&n1, &n2] {
+        n.wait_for("member down: n3", WAIT).unwrap();
+    }
+    n3.wait_for_count("member down: ", 2, WAIT).unwrap();
+
+    n3.send_line("lock jobs 1000 2000").unwrap();
+    let refused = n3.wait_for("lock jobs failed", WAIT).unwrap();
+    // (n3 grants itself nothing either if it was cut off before it had read the others' tables.)
+    assert!(refused.contains("no majority granted it") && refused.contains("of 2 nodes needed, 3 known"), "{refused}");
+    n1.send_line("lock jobs 1000").unwrap();
+    let first = number_after(&n1.wait_for("lock jobs acquired", WAIT).unwrap(), "token");
+
+    // Healed, n3 waits for n1's lease like everyone else; released, it gets a larger token.
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.send_line("heal").unwrap();
+    }
+    n3.wait_for_count("member up: n1", 2, WAIT).unwrap();
+    n3.send_line("lock jobs 1000").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(lines_with(&n3, "lock jobs acquired").is_empty(), "n3 took a lock n1 holds");
+    n1.send_line("unlock jobs").unwrap();
+    let second = number_after(&n3.wait_for("lock jobs acquired", WAIT).unwrap(), "token");
+    assert!(second > first, "token {second} is not above {first}");
 }

@@ -272,6 +272,10 @@ impl Shared {
             return Arrived::Before(PassedMsg { from, barrier: arrival.barrier, participants });
         }
         entry.arrivals.insert(arrival.participant, arrival.from);
+        // Only participants on nodes up now count, even if the loss of a node was not yet
+        // taken into account here (`forget_node` runs apart).
+        let up = self.cluster.up();
+        entry.arrivals.retain(|_, node| node == self.cluster.name() || up.contains(node));
         let arrived = if entry.arrivals.len() >= entry.parties {
             let participants: Vec<String> = entry.arrivals.keys().cloned().collect();
             entry.passed = Some((participants.clone(), Instant::now()));
