@@ -1,4 +1,5 @@
-//! `foundation config check`: validate configuration the way a node would load it.
+//! `foundation config check`: validate configuration the way a node would load it;
+//! `defaults` and `reference`: what every key is and does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,9 @@ pub enum ConfigCommand {
     Check,
     /// Print every configuration key with its default value.
     Defaults,
+    /// Print the configuration reference as Markdown: every key with its type, default and
+    /// meaning (docs/guide/configuration.md is this output).
+    Reference,
 }
 
 pub fn run(file: Option<PathBuf>, command: ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -36,6 +40,10 @@ pub fn run(file: Option<PathBuf>, command: ConfigCommand) -> anyhow::Result<Exit
         }
         ConfigCommand::Defaults => {
             print!("{}", toml::to_string(&foundation_core::FoundationConfig::default())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCommand::Reference => {
+            print!("{}", foundation_core::config::reference_markdown());
             Ok(ExitCode::SUCCESS)
         }
     }

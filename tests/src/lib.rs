@@ -6,8 +6,33 @@
 #[doc = include_str!("../../docs/guide/getting-started.md")]
 pub mod getting_started {}
 
+#[doc = include_str!("../../docs/guide/concepts.md")]
+pub mod concepts {}
+
 #[doc = include_str!("../../docs/guide/state.md")]
 pub mod state {}
 
 #[doc = include_str!("../../docs/guide/embedding.md")]
 pub mod embedding {}
+
+#[doc = include_str!("../../docs/guide/operating.md")]
+pub mod operating {}
+
+#[doc = include_str!("../../docs/guide/configuration.md")]
+pub mod configuration {}
+
+#[cfg(test)]
+mod tests {
+    /// The committed reference is what `foundation config reference` prints today.
+    #[test]
+    fn the_configuration_reference_is_generated_from_the_config_types() {
+        let committed = include_str!("../../docs/guide/configuration.md");
+        let generated = foundation_core::config::reference_markdown();
+        assert!(
+            committed == generated,
+            "docs/guide/configuration.md differs from the reference generated from \
+             foundation_core::config; regenerate it from the workspace root with:\n    {}",
+            foundation_core::config::reference::REGENERATE_COMMAND
+        );
+    }
+}

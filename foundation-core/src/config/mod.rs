@@ -21,12 +21,19 @@
 //! [`LiveConfig`] holds the current configuration; subscribers name the keys they watch and are
 //! told when one of them changes. A change that fails validation is rejected and the old
 //! configuration stays in force.
+//!
+//! # Reference
+//!
+//! [`reference_markdown`] lists every key with its type, default and meaning
+//! ([`mod@reference`] holds the meanings, checked against these types by tests);
+//! `foundation config reference` prints it, and `docs/guide/configuration.md` is its output.
 
 pub mod duration;
 mod error;
 mod live;
 mod llm;
 mod loader;
+pub mod reference;
 mod sections;
 pub mod socket_addr;
 mod validate;
@@ -37,6 +44,7 @@ pub use error::{ConfigError, ConfigIssue, IssueKind, Source};
 pub use live::{ConfigChange, ConfigSubscription, LiveConfig};
 pub use llm::*;
 pub use loader::{ConfigLoader, ENV_CONFIG_FILE, ENV_COOKIE, ENV_LOG, ENV_PREFIX};
+pub use reference::reference_markdown;
 pub use sections::*;
 pub use validate::Validator;
 
