@@ -59,6 +59,10 @@ pub struct NodeArgs {
     /// `cache-put KEY VALUE`, `cache-get KEY` and `cache-owner KEY`.
     #[arg(long = "shared-cache", value_name = "NAME")]
     shared_cache: Option<String>,
+    /// Serve this node's metrics for Prometheus on `http://ADDR/metrics` (default:
+    /// `telemetry.listen`, if set; otherwise none).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Run this node's coordinator: stdin takes `lock NAME [LEASE_MS]`, `unlock NAME`,
     /// `elect NAME`, `resign NAME`, `barrier NAME PARTIES`, `bid CAPABILITY COST` and
     /// `allocate CAPABILITY WORK_MS`.
@@ -572,6 +576,17 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         };
         let shared_cache = match &args.shared_cache {
             Some(name) => Some(cluster.start_shared_cache(name, Default::default()).await?),
+            None => None,
+        };
+        // This process is the node's own: it may install the global metrics recorder.
+        let _metrics = match args.metrics.or(config.telemetry.listen) {
+            Some(addr) => {
+                let telemetry = foundation_core::Telemetry::new(&config.telemetry)?;
+                telemetry.install_global()?;
+                let server = telemetry.serve(addr).await?;
+                say!("metrics on http://{}/metrics", server.local_addr());
+                Some((telemetry, server))
+            }
             None => None,
         };
         let coordinator = match args.coordination {

@@ -12,13 +12,19 @@ use support::{WAIT, start_node};
 
 /// Three connected nodes n1, n2, n3 (n2 and n3 seeded with n1).
 fn cluster() -> [NodeProcess; 3] {
+    cluster_with(&[])
+}
+
+/// [`cluster`], with extra options for n1.
+fn cluster_with(n1_options: &[&str]) -> [NodeProcess; 3] {
     let ports = [free_port(), free_port(), free_port()];
-    let node = |name: &str, port: u16, seeds: &[u16]| {
-        start_node(name, port, seeds, &["--cookie", "coord", "--coordination"])
+    let node = |name: &str, port: u16, seeds: &[u16], extra: &[&str]| {
+        let options = [&["--cookie", "coord", "--coordination"][..], extra].concat();
+        start_node(name, port, seeds, &options)
     };
-    let n1 = node("n1", ports[0], &[]);
-    let n2 = node("n2", ports[1], &[ports[0]]);
-    let n3 = node("n3", ports[2], &[ports[0]]);
+    let n1 = node("n1", ports[0], &[], n1_options);
+    let n2 = node("n2", ports[1], &[ports[0]], &[]);
+    let n3 = node("n3", ports[2], &[ports[0]], &[]);
     for (me, others) in [(&n1, ["n2", "n3"]), (&n2, ["n1", "n3"]), (&n3, ["n1", "n2"])] {
         for other in others {
             me.wait_for(&format!("member up: {other} "), WAIT).unwrap();
@@ -42,9 +48,14 @@ fn lines_with(node: &NodeProcess, pattern: &str) -> Vec<String> {
 
 #[test]
 fn a_lock_held_by_a_killed_node_passes_on_with_a_larger_fencing_token() {
-    let [mut n1, mut n2, mut n3] = cluster();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let [mut n1, mut n2, mut n3] = cluster_with(&["--metrics", &metrics]);
     n1.send_line("lock orders 1500").unwrap();
     let first = number_after(&n1.wait_for("lock orders acquired", WAIT).unwrap(), "token");
+    // The node's Prometheus endpoint counts it.
+    let (status, body) = support::request(&metrics, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("foundation_lock_acquired_total 1"), "{body}");
 
     // n2 and n3 ask while n1 holds it (and keeps renewing it): neither gets it.
     n2.send_line("lock orders 1500").unwrap();

@@ -165,7 +165,7 @@ pub const KEY_DOCS: &[KeyDoc] = &[
         KeyKind::Address,
         "none",
         "Address the Prometheus exporter serves `GET /metrics` on (`Telemetry::serve`; `foundation tour` \
-         reads it). Unset: nothing listens unless asked, so an embedded node never opens a port by surprise.",
+         and `foundation node` read it). Unset: nothing listens unless asked, so an embedded node never opens a port by surprise.",
     ),
     doc(
         "telemetry.quantiles",
