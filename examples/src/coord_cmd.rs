@@ -52,7 +52,9 @@ impl CoordCommand {
             ("lock", [lock, lease, wait @ ..]) if wait.len() <= 1 => {
                 let ms = |s: &str| s.parse().map(Duration::from_millis);
                 match (ms(lease), wait.first().map(|w| ms(w)).transpose()) {
-                    (Ok(lease), Ok(wait)) => CoordCommand::Lock { name: name(lock), lease: Some(lease), wait },
+                    (Ok(lease), Ok(wait)) => {
+                        CoordCommand::Lock { name: name(lock), lease: Some(lease), wait }
+                    }
                     _ => return bad("`lock` takes a lease and a wait in milliseconds"),
                 }
             }
@@ -111,6 +113,13 @@ impl Coordinator {
     /// Starts this node's coordinator.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Self> {
         let coordination = cluster.start_coordination(CoordinationConfig::default()).await?;
+        let watched = coordination.clone();
+        tokio::spawn(async move {
+            while !watched.ready() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            say!("coordination ready");
+        });
         Ok(Coordinator {
             coordination,
             locks: Arc::default(),
@@ -225,7 +234,10 @@ mod tests {
             parse("lock a 100 200"),
             Some(Ok(CoordCommand::Lock { name: "a".into(), lease: Some(ms(100)), wait: Some(ms(200)) }))
         );
-        assert_eq!(parse("lock a"), Some(Ok(CoordCommand::Lock { name: "a".into(), lease: None, wait: None })));
+        assert_eq!(
+            parse("lock a"),
+            Some(Ok(CoordCommand::Lock { name: "a".into(), lease: None, wait: None }))
+        );
         assert_eq!(parse("barrier b 3"), Some(Ok(CoordCommand::Barrier { name: "b".into(), parties: 3 })));
         assert_eq!(parse("bid c 1.5"), Some(Ok(CoordCommand::Bid { capability: "c".into(), cost: 1.5 })));
         for bad in ["lock a x", "lock a 1 2 3", "barrier b 0", "bid c NaN", "allocate c -1", "elect"] {

@@ -15,13 +15,18 @@ fn cluster() -> [NodeProcess; 3] {
     cluster_with(&[])
 }
 
+/// A `--coordination` node.
+fn node(name: &str, port: u16, seeds: &[u16], extra: &[&str]) -> NodeProcess {
+    let options = [&["--cookie", "coord", "--coordination"][..], extra].concat();
+    start_node(name, port, seeds, &options)
+}
+
 /// [`cluster`], with extra options for n1.
 fn cluster_with(n1_options: &[&str]) -> [NodeProcess; 3] {
-    let ports = [free_port(), free_port(), free_port()];
-    let node = |name: &str, port: u16, seeds: &[u16], extra: &[&str]| {
-        let options = [&["--cookie", "coord", "--coordination"][..], extra].concat();
-        start_node(name, port, seeds, &options)
-    };
+    cluster_on([free_port(), free_port(), free_port()], n1_options)
+}
+
+fn cluster_on(ports: [u16; 3], n1_options: &[&str]) -> [NodeProcess; 3] {
     let n1 = node("n1", ports[0], &[], n1_options);
     let n2 = node("n2", ports[1], &[ports[0]], &[]);
     let n3 = node("n3", ports[2], &[ports[0]], &[]);
@@ -29,6 +34,8 @@ fn cluster_with(n1_options: &[&str]) -> [NodeProcess; 3] {
         for other in others {
             me.wait_for(&format!("member up: {other} "), WAIT).unwrap();
         }
+        // It has read the others' tables and grants locks.
+        me.wait_for("coordination ready", WAIT).unwrap();
     }
     [n1, n2, n3]
 }
@@ -210,7 +217,10 @@ fn only_the_majority_side_of_a_partition_can_take_a_lock() {
     n3.send_line("lock jobs 1000 2000").unwrap();
     let refused = n3.wait_for("lock jobs failed", WAIT).unwrap();
     // (n3 grants itself nothing either if it was cut off before it had read the others' tables.)
-    assert!(refused.contains("no majority granted it") && refused.contains("of 2 nodes needed, 3 known"), "{refused}");
+    assert!(
+        refused.contains("no majority granted it") && refused.contains("of 2 nodes needed, 3 known"),
+        "{refused}"
+    );
     n1.send_line("lock jobs 1000").unwrap();
     let first = number_after(&n1.wait_for("lock jobs acquired", WAIT).unwrap(), "token");
 
@@ -219,10 +229,44 @@ fn only_the_majority_side_of_a_partition_can_take_a_lock() {
         n.send_line("heal").unwrap();
     }
     n3.wait_for_count("member up: n1", 2, WAIT).unwrap();
+    // Once n3 can take a lock of its own, it sees the majority again.
+    n3.send_line("lock probe 1000").unwrap();
+    n3.wait_for("lock probe acquired", WAIT).unwrap();
+    n3.send_line("unlock probe").unwrap();
     n3.send_line("lock jobs 1000").unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(lines_with(&n3, "lock jobs acquired").is_empty(), "n3 took a lock n1 holds");
     n1.send_line("unlock jobs").unwrap();
     let second = number_after(&n3.wait_for("lock jobs acquired", WAIT).unwrap(), "token");
+    assert!(second > first, "token {second} is not above {first}");
+}
+
+#[test]
+fn a_restarted_node_grants_nothing_until_it_has_read_enough_tables() {
+    let ports = [free_port(), free_port(), free_port()];
+    let [mut n1, mut n2, mut n3] = cluster_on(ports, &[]);
+    n1.send_line("lock jobs 1000").unwrap();
+    let first = number_after(&n1.wait_for("lock jobs acquired", WAIT).unwrap(), "token");
+    n1.send_line("unlock jobs").unwrap();
+    n1.wait_for("lock jobs released", WAIT).unwrap();
+
+    // n2 dies and n3 restarts with an empty table. n3 may have granted leases before (it
+    // forgot them), and only n1 can tell it what it missed, which is not enough: n3 must not
+    // make a majority with n1.
+    n2.kill();
+    n3.kill();
+    n1.wait_for("member down: n2", WAIT).unwrap();
+    let n3 = node("n3", ports[2], &[ports[0]], &[]);
+    n3.wait_for("member up: n1", WAIT).unwrap();
+    n1.send_line("lock jobs 1000 3000").unwrap();
+    let refused = n1.wait_for("lock jobs failed", WAIT).unwrap();
+    assert!(refused.contains("no majority granted it"), "{refused}");
+    assert!(lines_with(&n3, "coordination ready").is_empty(), "n3 grants with only n1's table");
+
+    // n2 back: n3 has read both tables and grants again; tokens still grow.
+    let _n2 = node("n2", ports[1], &[ports[0]], &[]);
+    n3.wait_for("coordination ready", WAIT).unwrap();
+    n1.send_line("lock jobs 1000").unwrap();
+    let second = number_after(&n1.wait_for_count("lock jobs acquired", 2, WAIT).unwrap()[1], "token");
     assert!(second > first, "token {second} is not above {first}");
 }

@@ -30,7 +30,7 @@ pub struct Barrier {
 /// A barrier filled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BarrierPassed {
-    /// The participants it counted (`NODE#N`, sorted).
+    /// The participants it counted (`NODE#PROCESS-N`, sorted).
     pub participants: Vec<String>,
 }
 
@@ -39,14 +39,16 @@ impl Coordination {
     /// the same number). Use a new name for each round (`phase-1`, `phase-2`...): a barrier
     /// that filled stays filled (for ten minutes), and a late participant passes at once.
     pub fn barrier(&self, name: &str, parties: usize) -> Barrier {
-        let participant = format!("{}#{}", self.node(), NEXT_PARTICIPANT.fetch_add(1, Ordering::Relaxed));
+        let n = NEXT_PARTICIPANT.fetch_add(1, Ordering::Relaxed);
+        let participant = format!("{}#{:08x}-{n}", self.node(), super::incarnation());
         Barrier { name: name.to_string(), parties: parties.max(1), participant, shared: self.shared.clone() }
     }
 }
 
 impl Barrier {
-    /// Arrives and waits until `parties` participants have arrived, or `timeout`. A participant
-    /// whose node is lost before the barrier fills no longer counts (it cannot go on); once the
+    /// Arrives and waits until `parties` participants are waiting together, or `timeout`. A
+    /// participant counts while it waits (its arrival is sent again every 250 ms): one that
+    /// gave up, or whose node is lost, before the barrier fills no longer counts; once the
     /// barrier filled, it stays filled.
     pub async fn wait(&self, timeout: Duration) -> Result<BarrierPassed, CoordinationError> {
         let shared = &self.shared;
@@ -62,29 +64,39 @@ impl Barrier {
             reason: e.to_string(),
         })?;
         loop {
-            let changed = shared.changed.notified();
+            // Arrive (again: an arrival counts only while it is sent again and again) here and
+            // everywhere, then wait for a change until it is time to send it again.
             if let Arrived::Filled(passed) = shared.arrive(arrival.clone()) {
                 shared.announce_passed(passed, None);
-            }
-            if let Some(participants) = self.passed() {
-                return Ok(BarrierPassed { participants });
             }
             for (node, peer) in shared.coordinators() {
                 if node != shared.node() {
                     let _ = peer.cast(CoordinatorMsg::Arrive(Wire::from_encoded(bytes.clone())));
                 }
             }
-            let now = Instant::now();
-            if now >= deadline {
-                let arrived = shared.tables().barriers.get(&self.name).map_or(0, |e| e.arrivals.len());
-                return Err(CoordinationError::BarrierTimeout {
-                    name: self.name.clone(),
-                    parties: self.parties,
-                    arrived,
-                    waited: timeout,
-                });
+            let resend = Instant::now() + RESEND;
+            loop {
+                let changed = shared.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(participants) = self.passed() {
+                    return Ok(BarrierPassed { participants });
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    let arrived = shared.tables().barriers.get(&self.name).map_or(0, |e| e.arrivals.len());
+                    return Err(CoordinationError::BarrierTimeout {
+                        name: self.name.clone(),
+                        parties: self.parties,
+                        arrived,
+                        waited: timeout,
+                    });
+                }
+                if now >= resend {
+                    break;
+                }
+                let _ = tokio::time::timeout_at(deadline.min(resend), changed).await;
             }
-            let _ = tokio::time::timeout_at(deadline.min(now + RESEND), changed).await;
         }
     }
 
@@ -101,7 +113,17 @@ pub(super) fn watch_members(shared: Arc<Shared>) {
     drop(shared);
     tokio::spawn(async move {
         loop {
-            match events.recv().await {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                // Ends once the coordinator is gone, even without membership events.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match event {
                 Ok(MembershipEvent::Down { name, .. } | MembershipEvent::Left { name }) => {
                     let Some(shared) = weak.upgrade() else { return };
                     shared.forget_node(&name);

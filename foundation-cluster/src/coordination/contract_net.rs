@@ -211,7 +211,8 @@ impl Coordination {
         options: &AllocateOptions,
     ) -> Result<Awarded, CoordinationError> {
         let shared = &self.shared;
-        let id = format!("{}-{}", shared.node(), NEXT_TASK.fetch_add(1, Ordering::Relaxed));
+        let n = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{:08x}-{n}", shared.node(), super::incarnation());
         let task =
             WireTask { id: id.clone(), capability: capability.to_string(), payload: payload.to_string() };
         let bytes = foundation_actors::wire::encode(&task, shared.max_bytes()).map_err(|e| {
@@ -264,6 +265,7 @@ impl Coordination {
         window: Duration,
     ) -> Vec<(f64, String, ActorRef<BidderMsg>)> {
         let shared = &self.shared;
+        let window_end = tokio::time::Instant::now() + window;
         let bidders = ractor::pg::get_scoped_members(&SCOPE.to_string(), &group(capability));
         let mut calls = tokio::task::JoinSet::new();
         for cell in bidders {
@@ -283,6 +285,10 @@ impl Coordination {
             });
         }
         let mut bids: Vec<_> = calls.join_all().await.into_iter().flatten().collect();
+        if bids.is_empty() {
+            // A round lasts its window even without bidders (some may be on their way).
+            tokio::time::sleep_until(window_end).await;
+        }
         bids.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         bids
     }

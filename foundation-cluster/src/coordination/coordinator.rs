@@ -22,6 +22,11 @@ pub const SCOPE: &str = "foundation.coordination";
 const TICK: Duration = Duration::from_millis(200);
 /// How long a passed barrier is remembered (a late participant passes at once).
 const KEEP_PASSED: Duration = Duration::from_secs(600);
+/// How long a barrier that has not filled is remembered after its last arrival.
+const KEEP_UNFILLED: Duration = Duration::from_secs(60);
+/// An arrival not sent again for this long no longer counts: its participant stopped waiting
+/// (it gave up, or its node is gone). Waiting participants send theirs every 250 ms.
+pub(crate) const STALE_ARRIVAL: Duration = Duration::from_secs(3);
 
 /// Asks a node to grant (or renew) a lease on a lock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,26 +35,32 @@ pub(crate) struct GrantRequest {
     pub lock: String,
     pub owner: String,
     pub lease_ms: u64,
-    /// On renewal, the holder's token: recorded as by a commit.
+    /// On renewal, the holder's token: granted only while this owner's lease is still
+    /// recorded, and recorded as by a commit.
     pub token: Option<u64>,
 }
 
 /// A node's answer to a [`GrantRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum GrantReply {
-    /// Granted; the largest token this node has recorded for the lock.
+    /// Granted; the largest token this node has recorded (for any lock: tokens grow
+    /// across all locks, which keeps one number per node instead of one per lock name).
     Granted { last_token: u64 },
     /// Held by someone else for this much longer.
     Held { owner: String, remaining_ms: u64 },
+    /// A renewal of a lease this node no longer holds for the owner (it ran out here): the
+    /// lock may have had another holder since.
+    Lapsed,
     /// This node does not grant yet (it has just started and is learning the others' tables).
     NotReady,
 }
 
-/// Records a newly acquired token.
+/// Records a newly acquired token; acknowledged only by a node that holds the owner's lease.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CommitRequest {
     pub from: String,
     pub lock: String,
+    pub owner: String,
     pub token: u64,
 }
 
@@ -61,14 +72,13 @@ pub(crate) struct ReleaseRequest {
     pub owner: String,
 }
 
-/// One lock in a [`LockSnapshot`]: its name, last token, and holder with its remaining lease
-/// in ms.
-type LockRecord = (String, u64, Option<(String, u64)>);
-
-/// A node's lock table, for a node that has just started.
+/// A node's lock table, for a node that has just started: its largest token, its running
+/// leases (lock, owner, remaining ms), and how many nodes it counts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct LockSnapshot {
-    pub locks: Vec<LockRecord>,
+    pub max_token: u64,
+    pub leases: Vec<(String, String, u64)>,
+    pub known: usize,
 }
 
 /// A participant arrived at a barrier.
@@ -112,25 +122,21 @@ pub(crate) enum CoordinatorMsg {
     Passed(Wire<PassedMsg>),
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct LockEntry {
-    /// Owner and lease end, as this node granted it.
-    pub holder: Option<(String, Instant)>,
-    pub last_token: u64,
-}
-
 #[derive(Debug)]
 pub(crate) struct BarrierEntry {
     pub parties: usize,
-    /// Participant → its node.
-    pub arrivals: BTreeMap<String, String>,
+    /// Participant → its node, and when its arrival was last heard of.
+    pub arrivals: BTreeMap<String, (String, Instant)>,
     /// Set once it filled (sticky), with when.
     pub passed: Option<(Vec<String>, Instant)>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
-    pub locks: HashMap<String, LockEntry>,
+    /// Running leases as this node granted them: lock → (owner, end).
+    pub leases: HashMap<String, (String, Instant)>,
+    /// The largest fencing token this node has recorded, for any lock.
+    pub max_token: u64,
     pub barriers: HashMap<String, BarrierEntry>,
 }
 
@@ -138,8 +144,9 @@ pub(crate) struct Tables {
 pub(crate) struct Shared {
     pub cluster: Cluster,
     pub config: CoordinationConfig,
-    started: Instant,
     ready: AtomicBool,
+    /// Whether a task is reading the other nodes' tables (one at a time).
+    learning: AtomicBool,
     tables: Mutex<Tables>,
     /// Woken when a barrier changes.
     pub changed: Notify,
@@ -150,8 +157,8 @@ impl Shared {
         Shared {
             cluster,
             config,
-            started: Instant::now(),
             ready: AtomicBool::new(false),
+            learning: AtomicBool::new(false),
             tables: Mutex::default(),
             changed: Notify::new(),
         }
@@ -207,59 +214,72 @@ impl Shared {
         let lease = Duration::from_millis(request.lease_ms).min(self.config.max_lease);
         let now = Instant::now();
         let mut tables = self.tables();
-        let entry = tables.locks.entry(request.lock).or_default();
-        if let Some(token) = request.token {
-            entry.last_token = entry.last_token.max(token);
+        let current = tables.leases.get(&request.lock).filter(|(_, until)| *until > now).cloned();
+        match (current, request.token) {
+            (Some((owner, until)), _) if owner != request.owner => {
+                GrantReply::Held { owner, remaining_ms: (until - now).as_millis() as u64 }
+            }
+            // A renewal extends a running lease only: once it ran out here, another owner may
+            // have held the lock (and released it) in between.
+            (None, Some(_)) => GrantReply::Lapsed,
+            (_, token) => {
+                tables.max_token = tables.max_token.max(token.unwrap_or(0));
+                tables.leases.insert(request.lock, (request.owner, now + lease));
+                GrantReply::Granted { last_token: tables.max_token }
+            }
         }
-        match &entry.holder {
-            Some((owner, until)) if *owner != request.owner && *until > now => {
-                GrantReply::Held { owner: owner.clone(), remaining_ms: (*until - now).as_millis() as u64 }
-            }
-            _ => {
-                entry.holder = Some((request.owner, now + lease));
-                GrantReply::Granted { last_token: entry.last_token }
-            }
+    }
+
+    /// Records a token; acknowledges it only if this node holds the owner's running lease.
+    fn commit(&self, request: CommitRequest) -> bool {
+        let now = Instant::now();
+        let mut tables = self.tables();
+        tables.max_token = tables.max_token.max(request.token);
+        tables.leases.get(&request.lock).is_some_and(|(owner, until)| *owner == request.owner && *until > now)
+    }
+
+    fn release(&self, request: ReleaseRequest) {
+        let mut tables = self.tables();
+        if tables.leases.get(&request.lock).is_some_and(|(owner, _)| *owner == request.owner) {
+            tables.leases.remove(&request.lock);
         }
     }
 
     fn snapshot(&self) -> LockSnapshot {
         let now = Instant::now();
         let tables = self.tables();
-        let locks = tables
-            .locks
+        let leases = tables
+            .leases
             .iter()
-            .map(|(name, e)| {
-                let holder = e
-                    .holder
-                    .as_ref()
-                    .filter(|(_, until)| *until > now)
-                    .map(|(owner, until)| (owner.clone(), (*until - now).as_millis() as u64));
-                (name.clone(), e.last_token, holder)
-            })
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(lock, (owner, until))| (lock.clone(), owner.clone(), (*until - now).as_millis() as u64))
             .collect();
-        LockSnapshot { locks }
+        LockSnapshot { max_token: tables.max_token, leases, known: self.quorum().0 }
     }
 
-    /// Takes in another node's table: larger tokens, and leases this node does not know of
+    /// Takes in another node's table: a larger token, and leases this node does not know of
     /// (it may have granted them before it restarted).
     fn adopt(&self, snapshot: LockSnapshot) {
         let now = Instant::now();
         let mut tables = self.tables();
-        for (name, token, holder) in snapshot.locks {
-            let entry = tables.locks.entry(name).or_default();
-            entry.last_token = entry.last_token.max(token);
-            if let Some((owner, remaining)) = holder {
-                let until = now + Duration::from_millis(remaining);
-                match &entry.holder {
-                    Some((_, mine)) if *mine >= until => {}
-                    _ => entry.holder = Some((owner, until)),
+        tables.max_token = tables.max_token.max(snapshot.max_token);
+        for (lock, owner, remaining) in snapshot.leases {
+            let until = now + Duration::from_millis(remaining);
+            match tables.leases.get(&lock) {
+                Some((_, mine)) if *mine >= until => {}
+                _ => {
+                    tables.leases.insert(lock, (owner, until));
                 }
             }
         }
     }
 
-    /// Counts an arrival; says whether the barrier filled with it, or had filled before.
+    /// Counts an arrival (or hears of it again); says whether the barrier filled with it, or
+    /// had filled before. Only arrivals heard of within [`STALE_ARRIVAL`], from this node or
+    /// nodes up now, count.
     pub(crate) fn arrive(&self, arrival: Arrival) -> Arrived {
+        let now = Instant::now();
+        let up = self.cluster.up();
         let mut tables = self.tables();
         let entry = tables.barriers.entry(arrival.barrier.clone()).or_insert_with(|| BarrierEntry {
             parties: arrival.parties,
@@ -271,20 +291,23 @@ impl Shared {
             let participants = participants.clone();
             return Arrived::Before(PassedMsg { from, barrier: arrival.barrier, participants });
         }
-        entry.arrivals.insert(arrival.participant, arrival.from);
-        // Only participants on nodes up now count, even if the loss of a node was not yet
-        // taken into account here (`forget_node` runs apart).
-        let up = self.cluster.up();
-        entry.arrivals.retain(|_, node| node == self.cluster.name() || up.contains(node));
+        let new = entry.arrivals.insert(arrival.participant, (arrival.from, now)).is_none();
+        // Not counted: participants that stopped sending (gave up, or their node is gone),
+        // even if the loss of their node was not yet taken into account here.
+        entry.arrivals.retain(|_, (node, seen)| {
+            now - *seen < STALE_ARRIVAL && (node == self.cluster.name() || up.contains(node))
+        });
         let arrived = if entry.arrivals.len() >= entry.parties {
             let participants: Vec<String> = entry.arrivals.keys().cloned().collect();
-            entry.passed = Some((participants.clone(), Instant::now()));
+            entry.passed = Some((participants.clone(), now));
             Arrived::Filled(PassedMsg { from, barrier: arrival.barrier, participants })
         } else {
             Arrived::Waiting
         };
         drop(tables);
-        self.changed.notify_waiters();
+        if new || matches!(arrived, Arrived::Filled(_)) {
+            self.changed.notify_waiters();
+        }
         arrived
     }
 
@@ -319,51 +342,56 @@ impl Shared {
     pub(crate) fn forget_node(&self, node: &str) {
         let mut tables = self.tables();
         for entry in tables.barriers.values_mut().filter(|e| e.passed.is_none()) {
-            entry.arrivals.retain(|_, n| n != node);
+            entry.arrivals.retain(|_, (n, _)| n != node);
         }
     }
 
+    /// Drops ended leases, barriers passed long ago and barriers nobody waits at any more.
     fn sweep(&self) {
         let now = Instant::now();
         let mut tables = self.tables();
-        tables.barriers.retain(|_, e| e.passed.as_ref().is_none_or(|(_, at)| now - *at < KEEP_PASSED));
-        tables.locks.values_mut().for_each(|e| {
-            if e.holder.as_ref().is_some_and(|(_, until)| *until <= now) {
-                e.holder = None;
-            }
+        tables.leases.retain(|_, (_, until)| *until > now);
+        tables.barriers.retain(|_, e| match &e.passed {
+            Some((_, at)) => now - *at < KEEP_PASSED,
+            None => e.arrivals.values().any(|(_, seen)| now - *seen < KEEP_UNFILLED),
         });
     }
 
     /// Until this node grants locks: asks every reachable coordinator for its table. It is
-    /// ready once every node it counts has answered (then it knows every lease still held), or
-    /// once `max_lease` has passed since it started and a majority has (every lease it may
-    /// have granted before a restart has expired by then).
-    async fn learn_tables(self: Arc<Self>) {
+    /// ready once enough other nodes have answered that every majority of the known nodes
+    /// (counted by it or by any node that answered) includes one of them besides itself: then
+    /// it knows the largest token committed and every lease still running, even if it
+    /// restarted and forgot what it had granted. (A node that knows of no other node is ready
+    /// at once: a new cluster.)
+    async fn learn_tables(weak: std::sync::Weak<Self>) {
         let mut answered_by = std::collections::BTreeSet::new();
+        let mut known_elsewhere = 0;
         loop {
-            for (node, peer) in self.coordinators() {
-                if node == self.node() || answered_by.contains(&node) {
+            let Some(this) = weak.upgrade() else { return };
+            for (node, peer) in this.coordinators() {
+                if node == this.node() || answered_by.contains(&node) {
                     continue;
                 }
-                let from = Wire::encode(&self.node().to_string(), self.max_bytes());
-                let Ok(from) = from else { continue };
+                let Ok(from) = Wire::encode(&this.node().to_string(), this.max_bytes()) else { continue };
                 let answer =
-                    peer.call(|reply| CoordinatorMsg::Snapshot(from, reply), Some(self.config.call_timeout));
+                    peer.call(|reply| CoordinatorMsg::Snapshot(from, reply), Some(this.config.call_timeout));
                 if let Ok(ractor::rpc::CallResult::Success(wire)) = answer.await
                     && let Ok(snapshot) = wire.into_inner()
                 {
-                    self.adopt(snapshot);
+                    known_elsewhere = known_elsewhere.max(snapshot.known);
+                    this.adopt(snapshot);
                     answered_by.insert(node);
                 }
             }
-            let (known, needed) = self.quorum();
-            let answered = answered_by.len() + 1;
-            let waited = self.started.elapsed() >= self.config.max_lease;
-            if answered >= known || (waited && answered >= needed) {
-                self.ready.store(true, Ordering::Release);
-                tracing::debug!(node = %self.node(), answered, known, "coordinator grants locks");
+            let known = this.quorum().0.max(known_elsewhere);
+            let required = (known - 1).min(known - majority_of(known) + 1);
+            if answered_by.len() >= required {
+                this.ready.store(true, Ordering::Release);
+                this.learning.store(false, Ordering::Release);
+                tracing::debug!(node = %this.node(), answered = answered_by.len(), known, "coordinator grants locks");
                 return;
             }
+            drop(this);
             tokio::time::sleep(TICK).await;
         }
     }
@@ -385,8 +413,8 @@ impl Actor for CoordinatorActor {
         let group = format!("coordinator@{}", shared.node());
         ractor::pg::join_scoped(SCOPE.to_string(), group, vec![myself.get_cell()]);
         myself.send_interval(TICK, || CoordinatorMsg::Tick);
-        if !shared.is_ready() {
-            tokio::spawn(shared.clone().learn_tables());
+        if !shared.is_ready() && !shared.learning.swap(true, Ordering::AcqRel) {
+            tokio::spawn(Shared::learn_tables(Arc::downgrade(&shared)));
         }
         Ok(shared)
     }
@@ -423,19 +451,14 @@ impl Actor for CoordinatorActor {
                 if let Ok(request) = wire.into_inner()
                     && !blocked(&request.from)
                 {
-                    let mut tables = shared.tables();
-                    let entry = tables.locks.entry(request.lock).or_default();
-                    entry.last_token = entry.last_token.max(request.token);
-                    let _ = reply.send(true);
+                    let _ = reply.send(shared.commit(request));
                 }
             }
             CoordinatorMsg::Release(wire) => {
                 if let Ok(request) = wire.into_inner()
                     && !blocked(&request.from)
-                    && let Some(entry) = shared.tables().locks.get_mut(&request.lock)
-                    && entry.holder.as_ref().is_some_and(|(owner, _)| *owner == request.owner)
                 {
-                    entry.holder = None;
+                    shared.release(request);
                 }
             }
             CoordinatorMsg::Snapshot(wire, reply) => {

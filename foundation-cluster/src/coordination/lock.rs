@@ -71,10 +71,15 @@ async fn grant_round(shared: &Shared, lock: &str, owner: &str, lease: Duration, 
     round
 }
 
-/// Asks a majority to record `token`; whether it did.
-async fn commit(shared: &Shared, lock: &str, token: u64, deadline: Instant) -> bool {
+/// Asks a majority of the nodes holding `owner`'s lease to record `token`; whether they did.
+async fn commit(shared: &Shared, lock: &str, owner: &str, token: u64, deadline: Instant) -> bool {
     let (_, needed) = shared.quorum();
-    let request = CommitRequest { from: shared.node().to_string(), lock: lock.to_string(), token };
+    let request = CommitRequest {
+        from: shared.node().to_string(),
+        lock: lock.to_string(),
+        owner: owner.to_string(),
+        token,
+    };
     let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return false };
     let timeout = shared.config.call_timeout;
     let mut calls = tokio::task::JoinSet::new();
@@ -105,6 +110,23 @@ fn release_everywhere(shared: &Shared, lock: &str, owner: &str) {
     }
 }
 
+/// Releases an acquisition's grants if it is dropped half-way (a `select!` or timeout around
+/// `lock`, an election resigning mid-campaign).
+struct Attempt<'a> {
+    shared: &'a Shared,
+    lock: &'a str,
+    owner: &'a str,
+    armed: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            release_everywhere(self.shared, self.lock, self.owner);
+        }
+    }
+}
+
 /// When a lease taken at `start` stops counting for its holder.
 fn valid_until(start: Instant, lease: Duration) -> Instant {
     start + lease - lease / SAFETY_DIVISOR
@@ -129,7 +151,10 @@ impl Coordination {
     ) -> Result<LockGuard, CoordinationError> {
         let shared = &self.shared;
         let lease = lease.min(shared.config.max_lease).max(Duration::from_millis(10));
-        let owner = format!("{}#{}", shared.node(), NEXT_OWNER.fetch_add(1, Ordering::Relaxed));
+        let n = NEXT_OWNER.fetch_add(1, Ordering::Relaxed);
+        let owner = format!("{}#{:08x}-{n}", shared.node(), super::incarnation());
+        // Whatever was granted is given back if this future is dropped before it returns.
+        let mut attempt_guard = Attempt { shared, lock: name, owner: &owner, armed: true };
         let began = Instant::now();
         let deadline = began + timeout;
         let mut attempt = 0u32;
@@ -139,10 +164,11 @@ impl Coordination {
             if round.granted.len() >= round.needed {
                 let token = round.granted.iter().max().copied().unwrap_or(0) + 1;
                 let until = valid_until(start, lease);
-                if commit(shared, name, token, until).await && Instant::now() < until {
+                if commit(shared, name, &owner, token, until).await && Instant::now() < until {
                     metrics::counter!("foundation_lock_acquired_total").increment(1);
                     tracing::debug!(lock = %name, %owner, token, "lock acquired");
-                    return Ok(LockGuard::start(shared.clone(), name, owner, token, lease, until));
+                    attempt_guard.armed = false;
+                    return Ok(LockGuard::start(shared.clone(), name, owner.clone(), token, lease, until));
                 }
             }
             // Not ours this time: give back what was granted, so that two contenders that split
@@ -202,22 +228,28 @@ impl LockGuard {
                 let mut until = until;
                 loop {
                     tokio::time::sleep(lease / 3).await;
-                    loop {
-                        let start = Instant::now();
-                        if start >= until {
+                    // Renewal rounds until one succeeds, but never past the lease: at `until`
+                    // the lock is lost, even with a round still waiting for answers.
+                    let renewed = tokio::time::timeout_at(until, async {
+                        loop {
+                            let start = Instant::now();
+                            let round = grant_round(&shared, &name, &owner, lease, Some(token)).await;
+                            if round.granted.len() >= round.needed {
+                                return start;
+                            }
+                            tokio::time::sleep(lease / 20).await;
+                        }
+                    })
+                    .await;
+                    match renewed {
+                        Ok(start) => until = valid_until(start, lease),
+                        Err(_) => {
                             tracing::warn!(lock = %name, token, "lock lost: its lease could not be renewed");
                             metrics::counter!("foundation_lock_lost_total").increment(1);
                             release_everywhere(&shared, &name, &owner);
                             let _ = tx.send(false);
                             return;
                         }
-                        let round = grant_round(&shared, &name, &owner, lease, Some(token)).await;
-                        if round.granted.len() >= round.needed {
-                            until = valid_until(start, lease);
-                            break;
-                        }
-                        let left = until.saturating_duration_since(Instant::now());
-                        tokio::time::sleep((lease / 20).min(left)).await;
                     }
                 }
             })

@@ -77,10 +77,7 @@ pub struct CoordinationConfig {
     /// Lease of elections' locks (a lost leader is replaced within about this long). Default
     /// [`DEFAULT_LEASE`].
     pub lease: Duration,
-    /// Longest lease a node grants (longer requests get this). It is also how long a node that
-    /// (re)starts while some nodes it counted are unreachable waits before it grants any lock:
-    /// it may have granted leases before it restarted, and has forgotten them. Default
-    /// [`DEFAULT_MAX_LEASE`].
+    /// Longest lease a node grants (longer requests get this). Default [`DEFAULT_MAX_LEASE`].
     pub max_lease: Duration,
     /// How long one request to another node's coordinator may take. Default
     /// [`DEFAULT_CALL_TIMEOUT`].
@@ -207,7 +204,8 @@ impl Coordination {
         self.shared.cluster.name()
     }
 
-    /// Whether this node grants locks yet (see [`CoordinationConfig::max_lease`]).
+    /// Whether this node grants locks yet: a node that starts first reads the tables of enough
+    /// other nodes to know every lease running and the largest token (see `docs/semantics.md`).
     pub fn ready(&self) -> bool {
         self.shared.is_ready()
     }
@@ -242,6 +240,13 @@ impl Cluster {
         barrier::watch_members(shared.clone());
         Ok(Coordination { shared, _supervisor: Arc::new(SupervisorGuard(Some(supervisor))) })
     }
+}
+
+/// What tells this process's owners, participants and tasks from those of an earlier process
+/// of the same node (which may still be paused somewhere): random, drawn once per process.
+fn incarnation() -> u64 {
+    static INCARNATION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *INCARNATION.get_or_init(|| foundation_core::random::next_u64() & 0xffff_ffff)
 }
 
 /// The number of nodes that make a majority of `known` nodes.
