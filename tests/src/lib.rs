@@ -21,6 +21,9 @@ pub mod operating {}
 #[doc = include_str!("../../docs/guide/configuration.md")]
 pub mod configuration {}
 
+#[doc = include_str!("../../docs/guide/agents.md")]
+pub mod agents {}
+
 #[cfg(test)]
 mod tests {
     /// The committed reference is what `foundation config reference` prints today.
