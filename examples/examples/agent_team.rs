@@ -29,7 +29,9 @@ use foundation_actors::providers::{
 };
 use foundation_actors::registry::ServiceRegistry;
 use foundation_cluster::Cluster;
-use foundation_cluster::coordination::{AllocateOptions, Bidder, Coordination, CoordinationConfig, Task};
+use foundation_cluster::coordination::{
+    AllocateOptions, Bidder, BidderHandle, Coordination, CoordinationConfig, Task,
+};
 use foundation_core::config::ClusterConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -230,6 +232,27 @@ fn node_config(listen: &str, seeds: &[&str], cookie: String) -> anyhow::Result<C
 
 /// A worker node (n2, n3): its worker agent and its bidder, until its standard input closes.
 async fn worker_node(args: &Args, name: &str, listen: &str, seed: &str) -> anyhow::Result<()> {
+    // n1 holds our standard input: it closes when n1 stops us, or dies (even while we start).
+    let mut stdin_closed =
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()));
+    tokio::select! {
+        started = serve_worker(args, name, listen, seed) => {
+            let (cluster, _coordination, _bids) = started?;
+            let _ = (&mut stdin_closed).await;
+            cluster.shutdown().await;
+        }
+        _ = &mut stdin_closed => {}
+    }
+    Ok(())
+}
+
+/// Starts a worker node: its cluster node, coordinator, worker agent and bidder.
+async fn serve_worker(
+    args: &Args,
+    name: &str,
+    listen: &str,
+    seed: &str,
+) -> anyhow::Result<(Cluster, Coordination, BidderHandle)> {
     let config = node_config(listen, &[seed], std::env::var(COOKIE_ENV).context(COOKIE_ENV)?)?;
     let cluster = Cluster::start(name, &config, None).await?;
     cluster.wait_for_members(1, WAIT).await?;
@@ -243,12 +266,9 @@ async fn worker_node(args: &Args, name: &str, listen: &str, seed: &str) -> anyho
         .start(&registry)
         .await?;
     let bidder = WorkerBidder { node: name.to_string(), worker, load: AtomicUsize::new(0) };
-    let _bids = coordination.serve_bids("solve", bidder).await?;
+    let bids = coordination.serve_bids("solve", bidder).await?;
     println!("{name}: worker ready, bidding for `solve`");
-    // n1 holds our standard input: it closes when n1 stops us, or dies.
-    tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await??;
-    cluster.shutdown().await;
-    Ok(())
+    Ok((cluster, coordination, bids))
 }
 
 /// The worker node processes; stopped when dropped (also on an error or a panic).
@@ -331,8 +351,12 @@ async fn solve(coordination: Coordination, critic: AgentRef, mut job: Job) -> Re
     loop {
         let awarded =
             coordination.allocate("solve", json!(job), &options).await.map_err(|e| e.to_string())?;
-        if awarded.rounds > 1 {
-            println!("job {}: its winner was lost; announced again, done on {}", job.id, awarded.node);
+        if !awarded.lost.is_empty() {
+            let lost = awarded.lost.join("; ");
+            println!(
+                "job {}: its winner was lost ({lost}); announced again, done on {}",
+                job.id, awarded.node
+            );
             reannounced_to.push(awarded.node.clone());
         }
         let answer: Answer = serde_json::from_value(awarded.result).map_err(|e| e.to_string())?;
@@ -386,9 +410,15 @@ async fn lead(args: &Args) -> anyhow::Result<bool> {
     let critic = AgentSpec::new("critic", || Critic).shared_model(args.model()).capabilities(["review"]);
     let critic = critic.start(&registry).await?;
 
-    // The workers, found by capability: every node's registry sees the agents of every node.
+    // The workers, found by capability (every node's registry sees the agents of every node),
+    // and their bidders.
+    let deadline = tokio::time::Instant::now() + WAIT;
     let mut workers = AgentRef::find_all(&registry, "solve");
-    while workers.len() < 2 {
+    while workers.len() < 2 || coordination.bidders("solve").await.len() < 2 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the two workers did not show up within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         workers = AgentRef::find_all(&registry, "solve");
     }

@@ -243,6 +243,7 @@ async fn an_agent_steps_with_its_model_and_a_tool_and_remembers_the_exchange() {
     assert!(found[0].capabilities.contains("math"));
     agent.stop().await;
     assert!(registry.discover(&Query::new().name(AGENT_SERVICE)).is_empty(), "gone when stopped");
+    assert_eq!(registry.len(), 0, "deregistered when stopped");
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -363,6 +364,9 @@ async fn a_panicking_step_is_an_error_for_the_asker_and_the_agent_restarts_regis
     assert_eq!(agent.ask(Command::Count, ASK).await.unwrap(), 2);
     assert_eq!(started.load(Ordering::SeqCst), 2);
     assert_eq!(registry.discover(&Query::new().name(AGENT_SERVICE)).len(), 1);
+    // The crashed instance's registration itself is gone (not only hidden from discovery).
+    eventually("the crashed registration to be removed", || async { (registry.len() == 1).then_some(()) })
+        .await;
     let children = agent.supervisor().children().await.unwrap();
     assert_eq!((children[0].id.as_str(), children[0].restarts), ("fragile", 1));
     let crashes = agent.supervisor().crashes().await.unwrap();

@@ -272,7 +272,9 @@ impl Cluster {
         &self.inner.name
     }
 
-    /// The address this node listens on.
+    /// The address this node was configured to listen on, as given (`cluster.listen`): with
+    /// port 0 the system picks a port that this does not report, so give nodes that others
+    /// dial (seeds) a fixed port.
     pub fn listen_addr(&self) -> SocketAddr {
         self.inner.listen
     }

@@ -15,16 +15,16 @@ use super::context::AgentContext;
 use super::error::AgentError;
 use super::handle::{
     AGENT_NAME_KEY, AGENT_SERVICE, AgentMsg, AgentRef, LocalAsk, LocalOutput, Refusal, RemoteAgentMsg,
-    WireReply, from_json, to_json,
+    WireReply, catch_panic, from_json, to_json,
 };
 use super::memory::Memory;
 use super::remote_tools::DEFAULT_TOOL_TIMEOUT;
 use super::tools::Tools;
-use crate::channels::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::providers::LanguageModel;
 use crate::registry::{InstanceId, ServiceRegistry};
 use crate::supervision::{ChildSpec, Strategy, Supervisor, SupervisorExit, SupervisorHandle, SupervisorSpec};
 use crate::wire::Wire;
+use foundation_core::config::DEFAULT_MAX_FRAME_BYTES;
 
 /// Messages an agent's memory keeps by default (besides its system prompt).
 pub const DEFAULT_MEMORY_WINDOW: usize = 32;
@@ -129,7 +129,7 @@ impl<A: Agent> AgentSpec<A> {
             tools: Tools::new(),
             memory: None,
             capabilities: Vec::new(),
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes: DEFAULT_MAX_FRAME_BYTES,
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
         }
     }
@@ -166,7 +166,8 @@ impl<A: Agent> AgentSpec<A> {
     }
 
     /// The largest encoded message it sends to other nodes: its answers, and the inputs and tool
-    /// calls of its own asks (default [`DEFAULT_MAX_MESSAGE_BYTES`]; set it to
+    /// calls of its own asks (default [`DEFAULT_MAX_FRAME_BYTES`], the cluster's default frame
+    /// limit; set it to
     /// `cluster.max_frame_bytes`). An answer over it reaches the asker as
     /// [`AgentError::Failed`] saying so.
     pub fn max_message_bytes(mut self, max: usize) -> Self {
@@ -307,7 +308,14 @@ impl<A: Agent> Running<A> {
     async fn step(&mut self, input: A::Input, span: tracing::Span) -> Result<A::Output, Refusal> {
         let started = Instant::now();
         let name = self.ctx.name().to_string();
-        let result = self.agent.step(&mut self.ctx, input).instrument(span).await;
+        let result = match catch_panic(self.agent.step(&mut self.ctx, input).instrument(span)).await {
+            Ok(result) => result,
+            Err(panic) => {
+                metrics::counter!("foundation_agent_steps_total", "agent" => name.clone(), "outcome" => "panic")
+                    .increment(1);
+                return Err(Refusal::Crashed(panic));
+            }
+        };
         metrics::histogram!("foundation_agent_step_seconds", "agent" => name.clone())
             .record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -386,12 +394,17 @@ impl<A: Agent> Actor for AgentActor<A> {
                         .map(|output| LocalOutput { value: Box::new(output), to_json: to_json::<A::Output> }),
                     Err(reason) => Err(running.bad_input(reason)),
                 };
+                let crashed = crash_reason(answer.as_ref().err());
                 // The asker may have given up (timed out): nobody to tell.
                 let _ = reply.send(answer);
+                if let Some(reason) = crashed {
+                    return Err(reason.into());
+                }
             }
             AgentMsg::Remote(RemoteAgentMsg::Ask(frame, reply)) => {
                 let span = frame.span();
                 let input = frame.into_inner().map_err(|e| e.to_string()).and_then(|json| from_json(&json));
+                let mut crashed = None;
                 let answer = match input {
                     Ok(input) => match running.step(input, span).await {
                         Ok(output) => match serde_json::to_string(&output) {
@@ -400,7 +413,10 @@ impl<A: Agent> Actor for AgentActor<A> {
                                 WireReply::Refused(Refusal::Failed(format!("cannot encode the output: {e}")))
                             }
                         },
-                        Err(refusal) => WireReply::Refused(refusal),
+                        Err(refusal) => {
+                            crashed = crash_reason(Some(&refusal));
+                            WireReply::Refused(refusal)
+                        }
                     },
                     Err(reason) => WireReply::Refused(running.bad_input(reason)),
                 };
@@ -411,8 +427,20 @@ impl<A: Agent> Actor for AgentActor<A> {
                 });
                 // An empty frame (never, in practice) decodes as a wire error on the asker's side.
                 let _ = reply.send(frame.unwrap_or_else(|_| Wire::from_encoded(Vec::new())));
+                if let Some(reason) = crashed {
+                    return Err(reason.into());
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// After a step panicked (its asker was answered): the actor's failure, so that its
+/// supervisor restarts it with a fresh state.
+fn crash_reason(refusal: Option<&Refusal>) -> Option<String> {
+    match refusal {
+        Some(Refusal::Crashed(panic)) => Some(format!("the step panicked: {panic}")),
+        _ => None,
     }
 }

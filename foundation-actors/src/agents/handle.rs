@@ -8,6 +8,7 @@
 //! node sends the input as JSON in a [`Wire`] frame, refused before sending if it exceeds the
 //! frame limit; the answer comes back the same way.
 
+use foundation_core::config::DEFAULT_MAX_FRAME_BYTES;
 use std::any::Any;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +72,8 @@ pub(crate) enum Refusal {
     BadInput(String),
     /// The step failed (its error, as it printed).
     Failed(String),
+    /// The step panicked (its message); the agent restarts.
+    Crashed(String),
 }
 
 impl Refusal {
@@ -79,6 +82,7 @@ impl Refusal {
         match self {
             Refusal::BadInput(reason) => AgentError::BadInput { agent, reason },
             Refusal::Failed(reason) => AgentError::Failed { agent, reason },
+            Refusal::Crashed(_) => AgentError::Crashed { agent },
         }
     }
 }
@@ -204,7 +208,7 @@ impl AgentRef {
     pub fn find_all(registry: &ServiceRegistry, capability: &str) -> Vec<AgentRef> {
         live_agents(registry, Some(capability))
             .into_iter()
-            .map(|i| Self::from_instance(i, crate::channels::DEFAULT_MAX_MESSAGE_BYTES))
+            .map(|i| Self::from_instance(i, DEFAULT_MAX_FRAME_BYTES))
             .collect()
     }
 
@@ -213,13 +217,14 @@ impl AgentRef {
         let found = live_agents(registry, None)
             .into_iter()
             .filter(|i| i.metadata.get(AGENT_NAME_KEY).is_some_and(|n| n == name))
-            .map(|i| Self::from_instance(i, crate::channels::DEFAULT_MAX_MESSAGE_BYTES))
+            .map(|i| Self::from_instance(i, DEFAULT_MAX_FRAME_BYTES))
             .collect();
         pick(found).ok_or_else(|| AgentError::UnknownAgent(name.to_string()))
     }
 
     /// Sets the largest encoded input sent to an agent on another node (default
-    /// [`DEFAULT_MAX_MESSAGE_BYTES`](crate::channels::DEFAULT_MAX_MESSAGE_BYTES); set it to
+    /// [`DEFAULT_MAX_FRAME_BYTES`](foundation_core::config::DEFAULT_MAX_FRAME_BYTES), the
+    /// cluster's default frame limit; set it to
     /// `cluster.max_frame_bytes`, which the receiving node enforces by dropping the connection).
     pub fn with_max_message_bytes(mut self, max: usize) -> Self {
         self.max_message_bytes = max;
@@ -331,6 +336,25 @@ impl AgentRef {
     }
 }
 
+/// Runs a future, turning a panic in it into `Err` with the panic's message, so that an asker
+/// on another node (whose reply port is a bridge that says nothing when dropped) still gets an
+/// answer.
+pub(crate) async fn catch_panic<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::Poll;
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+        Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(panic) => Poll::Ready(Err(panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string()))),
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -357,6 +381,7 @@ mod tests {
             if input.times == 0 {
                 return Err(AgentError::step("nothing to repeat"));
             }
+            assert_ne!(input.times, 7, "seven is unlucky");
             Ok("x".repeat(input.times))
         }
     }
@@ -380,6 +405,19 @@ mod tests {
         rx.await.unwrap().into_inner()
     }
 
+    /// The agent's new instance once its supervisor restarted it.
+    async fn eventually_restarted(handle: &crate::agents::AgentHandle<Repeater>, old: &AgentRef) -> AgentRef {
+        for _ in 0..2000 {
+            if let Ok(new) = handle.agent_ref().await
+                && new.cell().get_id() != old.cell().get_id()
+            {
+                return new;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the agent was not restarted");
+    }
+
     #[tokio::test]
     async fn asks_from_other_nodes_travel_as_json_in_wire_frames() {
         let (_registry, handle) = repeater(1 << 20).await;
@@ -397,6 +435,13 @@ mod tests {
             panic!()
         };
         assert_eq!(reason, "nothing to repeat");
+        // A panicking step still answers the other node (its reply port would say nothing).
+        let Ok(WireReply::Refused(Refusal::Crashed(panic))) = through_bytes(&agent, r#"{"times": 7}"#).await
+        else {
+            panic!()
+        };
+        assert!(panic.contains("seven is unlucky"), "{panic}");
+        let agent = eventually_restarted(&handle, &agent).await;
         // A local-only ask cannot be serialized.
         let (tx, _rx) = ractor::concurrency::oneshot();
         let local = AgentMsg::Local(LocalAsk {

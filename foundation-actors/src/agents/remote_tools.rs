@@ -22,12 +22,12 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::error::AgentError;
-use super::handle::pick;
+use super::handle::{catch_panic, pick};
 use super::tools::{ToolError, Tools};
-use crate::channels::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::registry::{InstanceId, Query, ServiceRegistry};
 use crate::supervision::{ChildSpec, Strategy, Supervisor, SupervisorExit, SupervisorHandle, SupervisorSpec};
 use crate::wire::Wire;
+use foundation_core::config::DEFAULT_MAX_FRAME_BYTES;
 
 /// The registry service tool servers are registered under.
 pub const TOOL_SERVICE: &str = "tools";
@@ -109,11 +109,11 @@ pub struct ToolServer {
 impl ToolServer {
     /// A server of these tools, with the default frame limit.
     pub fn new(tools: Tools) -> Self {
-        ToolServer { tools, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+        ToolServer { tools, max_message_bytes: DEFAULT_MAX_FRAME_BYTES }
     }
 
     /// The largest encoded result it sends to another node (default
-    /// [`DEFAULT_MAX_MESSAGE_BYTES`]; set it to `cluster.max_frame_bytes`); a larger result is
+    /// [`DEFAULT_MAX_FRAME_BYTES`], the cluster's default frame limit; set it to `cluster.max_frame_bytes`); a larger result is
     /// answered with [`ToolError::BadResult`] saying so.
     pub fn max_message_bytes(mut self, max: usize) -> Self {
         self.max_message_bytes = max;
@@ -150,7 +150,7 @@ impl ToolServer {
         args: Value,
         timeout: Duration,
     ) -> Result<Value, AgentError> {
-        call_served(registry, tool, args, timeout, DEFAULT_MAX_MESSAGE_BYTES, &Tools::new()).await
+        call_served(registry, tool, args, timeout, DEFAULT_MAX_FRAME_BYTES, &Tools::new()).await
     }
 }
 
@@ -234,6 +234,8 @@ struct ToolServerActor {
 struct Serving {
     calls: Arc<Semaphore>,
     instance: InstanceId,
+    /// Calls running; aborted when the server stops.
+    running: tokio::task::JoinSet<()>,
 }
 
 impl Actor for ToolServerActor {
@@ -249,7 +251,8 @@ impl Actor for ToolServerActor {
             names.iter().map(|n| tool_capability(n)),
             [("tools", names.join(","))],
         )?;
-        Ok(Serving { calls: Arc::new(Semaphore::new(MAX_CONCURRENT_TOOL_CALLS)), instance })
+        let running = tokio::task::JoinSet::new();
+        Ok(Serving { calls: Arc::new(Semaphore::new(MAX_CONCURRENT_TOOL_CALLS)), instance, running })
     }
 
     async fn post_stop(
@@ -258,6 +261,7 @@ impl Actor for ToolServerActor {
         serving: &mut Serving,
     ) -> Result<(), ActorProcessingErr> {
         let _ = self.registry.deregister(serving.instance);
+        serving.running.abort_all();
         Ok(())
     }
 
@@ -270,13 +274,16 @@ impl Actor for ToolServerActor {
         // Waiting here for a free slot holds further calls in the mailbox: at most
         // MAX_CONCURRENT_TOOL_CALLS tasks. The semaphore is never closed.
         let Ok(permit) = serving.calls.clone().acquire_owned().await else { return Ok(()) };
+        while serving.running.try_join_next().is_some() {}
         let tools = self.tools.clone();
         match msg {
             ToolServerMsg::Local { tool, args, reply } => {
                 let span = tracing::Span::current();
-                tokio::spawn(
+                let deadline = reply.get_timeout();
+                serving.running.spawn(
                     async move {
-                        let _ = reply.send(tools.call(&tool, args).await);
+                        let result = run_call(&tools, &tool, args, deadline).await;
+                        let _ = reply.send(result);
                         drop(permit);
                     }
                     .instrument(span),
@@ -285,9 +292,10 @@ impl Actor for ToolServerActor {
             ToolServerMsg::Remote(RemoteToolMsg::Call(frame, reply)) => {
                 let span = frame.span();
                 let max = self.max_message_bytes;
-                tokio::spawn(
+                let deadline = reply.get_timeout();
+                serving.running.spawn(
                     async move {
-                        let (tool, result) = serve_remote(&tools, frame).await;
+                        let (tool, result) = serve_remote(&tools, frame, deadline).await;
                         let encoded = Wire::encode(&result, max).or_else(|e| {
                             let too_large = ToolError::BadResult {
                                 tool,
@@ -309,7 +317,35 @@ impl Actor for ToolServerActor {
 
 /// Runs a call from another node: the tool's name (`?` if the frame did not decode) and its
 /// result as JSON text.
-async fn serve_remote(tools: &Tools, frame: Wire<ToolCall>) -> (String, WireResult) {
+/// Runs one call: its result, or an error if the tool panicked or outlived its caller's
+/// timeout (a call nobody waits for any more does not keep its slot).
+async fn run_call(
+    tools: &Tools,
+    tool: &str,
+    args: Value,
+    deadline: Option<Duration>,
+) -> Result<Value, ToolError> {
+    let call = catch_panic(tools.call(tool, args));
+    let outcome = match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, call)
+            .await
+            .map_err(|_| format!("it ran past its caller's timeout ({deadline:?})")),
+        None => Ok(call.await),
+    };
+    match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            Err(ToolError::Failed { tool: tool.to_string(), reason: format!("it panicked: {panic}") })
+        }
+        Err(reason) => Err(ToolError::Failed { tool: tool.to_string(), reason }),
+    }
+}
+
+async fn serve_remote(
+    tools: &Tools,
+    frame: Wire<ToolCall>,
+    deadline: Option<Duration>,
+) -> (String, WireResult) {
     let call = match frame.into_inner() {
         Ok(call) => call,
         Err(e) => {
@@ -318,7 +354,7 @@ async fn serve_remote(tools: &Tools, frame: Wire<ToolCall>) -> (String, WireResu
         }
     };
     let result = match serde_json::from_str::<Value>(&call.args) {
-        Ok(args) => tools.call(&call.tool, args).await.map(|v| v.to_string()),
+        Ok(args) => run_call(tools, &call.tool, args, deadline).await.map(|v| v.to_string()),
         Err(e) => Err(ToolError::BadArguments { tool: call.tool.clone(), reason: e.to_string() }),
     };
     (call.tool, result)

@@ -89,6 +89,8 @@ pub struct Awarded {
     pub result: serde_json::Value,
     /// Announcements it took (1 unless bids were missing or winners lost).
     pub rounds: u32,
+    /// The earlier winners that were lost, in order: `NODE: what happened`.
+    pub lost: Vec<String>,
 }
 
 #[derive(RactorClusterMessage)]
@@ -218,7 +220,7 @@ impl Coordination {
         let bytes = foundation_actors::wire::encode(&task, shared.max_bytes()).map_err(|e| {
             CoordinationError::Wire { what: format!("task {id} for `{capability}`"), reason: e.to_string() }
         })?;
-        let (mut awarded_rounds, mut last_loss) = (0, String::new());
+        let (mut awarded_rounds, mut lost) = (0, Vec::new());
         for round in 1..=options.max_rounds.max(1) {
             let bids = self.collect_bids(capability, &bytes, options.bid_window).await;
             let Some((cost, node, winner)) = bids.into_iter().next() else {
@@ -231,13 +233,13 @@ impl Coordination {
             match self.run_award(&winner, &node, &bytes, options.work_timeout).await {
                 Ok(Ok(result)) => {
                     let result = serde_json::from_str(&result).unwrap_or(serde_json::Value::String(result));
-                    return Ok(Awarded { task: id, node, cost, result, rounds: round });
+                    return Ok(Awarded { task: id, node, cost, result, rounds: round, lost });
                 }
                 Ok(Err(reason)) => return Err(CoordinationError::TaskFailed { task: id, node, reason }),
                 Err(loss) => {
                     tracing::warn!(task = %id, %node, %loss, "task winner lost; announcing the task again");
                     metrics::counter!("foundation_contract_net_reannounced_total").increment(1);
-                    last_loss = format!("{node}: {loss}");
+                    lost.push(format!("{node}: {loss}"));
                 }
             }
         }
@@ -253,8 +255,19 @@ impl Coordination {
             task: id,
             capability: capability.to_string(),
             rounds: awarded_rounds,
-            last: last_loss,
+            last: lost.pop().unwrap_or_default(),
         })
+    }
+
+    /// The nodes with a bidder for `capability` visible from here (sorted; a node with several
+    /// bidders appears once per bidder).
+    pub async fn bidders(&self, capability: &str) -> Vec<String> {
+        let mut nodes = Vec::new();
+        for cell in ractor::pg::get_scoped_members(&SCOPE.to_string(), &group(capability)) {
+            nodes.push(self.shared.cluster.node_of(&cell.get_id()).await);
+        }
+        nodes.sort();
+        nodes
     }
 
     /// The bids received within `window`, cheapest first (ties: lower node name).
