@@ -91,6 +91,16 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
         encode(value, max_bytes).map(Self::from_encoded)
     }
 
+    /// An answer that must reach its asker: `value` encoded, or if it does not fit `max_bytes`
+    /// (or cannot be encoded), `instead(why)` whatever its size (a short error, which fits any
+    /// real frame limit). If even that cannot be encoded, an empty frame, which the asker reads
+    /// as a decoding error.
+    pub fn encode_or(value: &T, max_bytes: usize, instead: impl FnOnce(WireError) -> T) -> Self {
+        Self::encode(value, max_bytes)
+            .or_else(|why| Self::encode(&instead(why), usize::MAX))
+            .unwrap_or_else(|_| Self::from_encoded(Vec::new()))
+    }
+
     /// Bytes already encoded (and size-checked) by [`encode`], to send to several actors without
     /// encoding again.
     pub fn from_encoded(bytes: Vec<u8>) -> Self {

@@ -198,7 +198,7 @@ impl<A: Agent> AgentSpec<A> {
             Some(memory) => memory.clone(),
             // The window is not 0: cannot fail.
             None => Memory::new(DEFAULT_MEMORY_WINDOW)
-                .map_err(|reason| AgentError::Start { agent: self.name.clone(), reason })?,
+                .map_err(|e| AgentError::Start { agent: self.name.clone(), reason: e.to_string() })?,
         };
         let mut capabilities = self.capabilities.clone();
         capabilities.sort();
@@ -420,13 +420,10 @@ impl<A: Agent> Actor for AgentActor<A> {
                     },
                     Err(reason) => WireReply::Refused(running.bad_input(reason)),
                 };
-                let frame = Wire::encode(&answer, running.ctx.max_message_bytes()).or_else(|e| {
-                    // A refusal of a line of text fits any real frame limit: sent whatever the limit.
-                    let refusal = Refusal::Failed(format!("the answer could not be sent: {e}"));
-                    Wire::encode(&WireReply::Refused(refusal), usize::MAX)
+                let frame = Wire::encode_or(&answer, running.ctx.max_message_bytes(), |e| {
+                    WireReply::Refused(Refusal::Failed(format!("the answer could not be sent: {e}")))
                 });
-                // An empty frame (never, in practice) decodes as a wire error on the asker's side.
-                let _ = reply.send(frame.unwrap_or_else(|_| Wire::from_encoded(Vec::new())));
+                let _ = reply.send(frame);
                 if let Some(reason) = crashed {
                     return Err(reason.into());
                 }

@@ -5,6 +5,11 @@ use std::collections::VecDeque;
 
 use crate::providers::ChatMessage;
 
+/// [`Memory::new`] was given a window of 0 messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a memory window must hold at least one message")]
+pub struct EmptyWindow;
+
 /// A bounded conversation memory: the system prompt is always kept; of the other messages, the
 /// most recent `window` are.
 ///
@@ -30,9 +35,9 @@ pub struct Memory {
 
 impl Memory {
     /// A memory keeping the last `window` messages (at least 1).
-    pub fn new(window: usize) -> Result<Self, String> {
+    pub fn new(window: usize) -> Result<Self, EmptyWindow> {
         if window == 0 {
-            return Err("a memory window must hold at least one message".into());
+            return Err(EmptyWindow);
         }
         Ok(Memory { system: None, window, recent: VecDeque::with_capacity(window.min(1024)), forgotten: 0 })
     }

@@ -95,7 +95,7 @@ pub use agent::{Agent, AgentHandle, AgentSpec, DEFAULT_MEMORY_WINDOW};
 pub use context::AgentContext;
 pub use error::AgentError;
 pub use handle::{AGENT_NAME_KEY, AGENT_SERVICE, AgentRef};
-pub use memory::Memory;
+pub use memory::{EmptyWindow, Memory};
 pub use remote_tools::{
     DEFAULT_TOOL_TIMEOUT, MAX_CONCURRENT_TOOL_CALLS, TOOL_SERVICE, ToolServer, ToolServerHandle,
     tool_capability,

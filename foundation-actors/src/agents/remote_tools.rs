@@ -296,15 +296,11 @@ impl Actor for ToolServerActor {
                 serving.running.spawn(
                     async move {
                         let (tool, result) = serve_remote(&tools, frame, deadline).await;
-                        let encoded = Wire::encode(&result, max).or_else(|e| {
-                            let too_large = ToolError::BadResult {
-                                tool,
-                                reason: format!("the result could not be sent: {e}"),
-                            };
-                            // A line of text fits any real frame limit: sent whatever the limit.
-                            Wire::encode(&WireResult::Err(too_large), usize::MAX)
+                        let encoded = Wire::encode_or(&result, max, |e| {
+                            let reason = format!("the result could not be sent: {e}");
+                            WireResult::Err(ToolError::BadResult { tool, reason })
                         });
-                        let _ = reply.send(encoded.unwrap_or_else(|_| Wire::from_encoded(Vec::new())));
+                        let _ = reply.send(encoded);
                         drop(permit);
                     }
                     .instrument(span),

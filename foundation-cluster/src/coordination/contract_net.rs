@@ -140,18 +140,11 @@ impl<B: Bidder> Actor for BidderActor<B> {
                 tokio::spawn(async move {
                     let id = task.id.clone();
                     let result = bidder.perform(task).await.map(|v| v.to_string());
-                    match Wire::encode(&result, max_bytes) {
-                        Ok(answer) => {
-                            let _ = reply.send(answer);
-                        }
-                        Err(e) => {
-                            let failed = Err(format!("its result does not fit a message: {e}"));
-                            tracing::warn!(task = %id, error = %e, "task result too large to send");
-                            if let Ok(answer) = Wire::encode(&failed, max_bytes) {
-                                let _ = reply.send(answer);
-                            }
-                        }
-                    }
+                    let answer = Wire::encode_or(&result, max_bytes, |e| {
+                        tracing::warn!(task = %id, error = %e, "task result too large to send");
+                        Err(format!("its result does not fit a message: {e}"))
+                    });
+                    let _ = reply.send(answer);
                 });
             }
         }
