@@ -66,6 +66,7 @@ pub mod heartbeat;
 mod membership;
 pub mod names;
 mod node;
+mod pg_nodes;
 pub mod phi;
 pub mod replicated;
 pub mod shared_cache;

@@ -74,10 +74,20 @@ impl Cluster {
     pub(crate) async fn node_of(&self, id: &ActorId) -> String {
         match id {
             ActorId::Local(_) => self.name().to_string(),
-            ActorId::Remote { node_id, .. } => {
-                self.session_names().await.remove(node_id).unwrap_or_else(|| format!("node #{node_id}"))
-            }
+            ActorId::Remote { node_id, .. } => node_name(&self.session_names().await, *node_id),
         }
+    }
+
+    /// The names of the nodes `cells` live on, in order, with one lookup of the sessions.
+    pub(crate) async fn nodes_of(&self, cells: &[ActorCell]) -> Vec<String> {
+        let sessions = self.session_names().await;
+        cells
+            .iter()
+            .map(|c| match c.get_id() {
+                ActorId::Local(_) => self.name().to_string(),
+                ActorId::Remote { node_id, .. } => node_name(&sessions, node_id),
+            })
+            .collect()
     }
 
     /// ractor_cluster's per-session node ids, mapped to our node names.
@@ -90,6 +100,11 @@ impl Cluster {
             .filter_map(|(id, s)| Some((id, crate::membership::node_name(&s.peer_name?.name))))
             .collect()
     }
+}
+
+/// A session's node name, or `node #ID` if the session is gone.
+fn node_name(sessions: &HashMap<u64, String>, node_id: u64) -> String {
+    sessions.get(&node_id).cloned().unwrap_or_else(|| format!("node #{node_id}"))
 }
 
 /// Watches the names scope and stops this node's losing holders after a partition heals.

@@ -334,16 +334,11 @@ impl SharedCacheHandle {
     /// The nodes the cache is spread over now, by name, sorted: this one while its part runs
     /// (not after [`stop`](Self::stop)), and every other node whose part is visible.
     pub fn nodes(&self) -> Vec<String> {
-        let (scope, prefix) = (SCOPE.to_string(), format!("{}@", self.inner.name));
-        let mut nodes: BTreeSet<String> = ractor::pg::which_scoped_groups(&scope)
-            .into_iter()
-            .filter(|g| {
-                ractor::pg::get_scoped_members(&scope, g).iter().any(|c| {
-                    !matches!(c.get_status(), ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped)
-                })
-            })
-            .filter_map(|g| g.strip_prefix(&prefix).map(str::to_string))
-            .collect();
+        let mut nodes: BTreeSet<String> =
+            crate::pg_nodes::live_by_node(SCOPE, &format!("{}@", self.inner.name))
+                .into_iter()
+                .map(|(node, _)| node)
+                .collect();
         // Its pg entry may outlive a stop for a moment: what this handle knows decides.
         if self.running() {
             nodes.insert(self.inner.node.clone());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use foundation_actors::wire::{self, Wire};
+use foundation_actors::wire;
 use tokio::time::Instant;
 
 use super::coordinator::{Arrival, Arrived, CoordinatorMsg, Shared};
@@ -69,11 +69,7 @@ impl Barrier {
             if let Arrived::Filled(passed) = shared.arrive(arrival.clone()) {
                 shared.announce_passed(passed, None);
             }
-            for (node, peer) in shared.coordinators() {
-                if node != shared.node() {
-                    let _ = peer.cast(CoordinatorMsg::Arrive(Wire::from_encoded(bytes.clone())));
-                }
-            }
+            shared.cast_to(|node| node != shared.node(), &bytes, CoordinatorMsg::Arrive);
             let resend = Instant::now() + RESEND;
             loop {
                 let changed = shared.changed.notified();

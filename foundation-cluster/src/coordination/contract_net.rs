@@ -255,10 +255,8 @@ impl Coordination {
     /// The nodes with a bidder for `capability` visible from here (sorted; a node with several
     /// bidders appears once per bidder).
     pub async fn bidders(&self, capability: &str) -> Vec<String> {
-        let mut nodes = Vec::new();
-        for cell in ractor::pg::get_scoped_members(&SCOPE.to_string(), &group(capability)) {
-            nodes.push(self.shared.cluster.node_of(&cell.get_id()).await);
-        }
+        let bidders = ractor::pg::get_scoped_members(&SCOPE.to_string(), &group(capability));
+        let mut nodes = self.shared.cluster.nodes_of(&bidders).await;
         nodes.sort();
         nodes
     }
@@ -273,9 +271,9 @@ impl Coordination {
         let shared = &self.shared;
         let window_end = tokio::time::Instant::now() + window;
         let bidders = ractor::pg::get_scoped_members(&SCOPE.to_string(), &group(capability));
+        let nodes = shared.cluster.nodes_of(&bidders).await;
         let mut calls = tokio::task::JoinSet::new();
-        for cell in bidders {
-            let node = shared.cluster.node_of(&cell.get_id()).await;
+        for (cell, node) in bidders.into_iter().zip(nodes) {
             if shared.cluster.is_blocked(&node) {
                 continue;
             }

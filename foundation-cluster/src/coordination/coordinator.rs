@@ -178,22 +178,25 @@ impl Shared {
 
     /// Every reachable coordinator, this node's included, by node name (sorted).
     pub(crate) fn coordinators(&self) -> Vec<(String, ActorRef<CoordinatorMsg>)> {
-        let (scope, prefix) = (SCOPE.to_string(), "coordinator@");
-        let mut found: Vec<_> = ractor::pg::which_scoped_groups(&scope)
+        crate::pg_nodes::live_by_node(SCOPE, "coordinator@")
             .into_iter()
-            .filter_map(|g| {
-                let node = g.strip_prefix(prefix)?.to_string();
-                if self.cluster.is_blocked(&node) {
-                    return None;
-                }
-                let member = ractor::pg::get_scoped_members(&scope, &g).into_iter().find(|c| {
-                    !matches!(c.get_status(), ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped)
-                })?;
-                Some((node, ActorRef::<CoordinatorMsg>::from(member)))
-            })
-            .collect();
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found
+            .filter(|(node, _)| !self.cluster.is_blocked(node))
+            .map(|(node, member)| (node, ActorRef::<CoordinatorMsg>::from(member)))
+            .collect()
+    }
+
+    /// Sends the encoded `bytes` to the coordinator of every reachable node that `to` accepts.
+    pub(crate) fn cast_to<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        to: impl Fn(&str) -> bool,
+        bytes: &[u8],
+        message: impl Fn(Wire<T>) -> CoordinatorMsg,
+    ) {
+        for (node, peer) in self.coordinators() {
+            if to(&node) {
+                let _ = peer.cast(message(Wire::from_encoded(bytes.to_vec())));
+            }
+        }
     }
 
     /// Nodes a majority is counted over (the rule singletons use) and how many make one.
@@ -330,11 +333,8 @@ impl Shared {
         let Ok(bytes) = foundation_actors::wire::encode(&passed, self.max_bytes()) else {
             return tracing::warn!(barrier = %passed.barrier, "barrier pass too large to announce");
         };
-        for (node, peer) in self.coordinators() {
-            if node != self.node() && to.is_none_or(|to| to == node) {
-                let _ = peer.cast(CoordinatorMsg::Passed(Wire::from_encoded(bytes.clone())));
-            }
-        }
+        let others = |node: &str| node != self.node() && to.is_none_or(|to| to == node);
+        self.cast_to(others, &bytes, CoordinatorMsg::Passed);
     }
 
     /// Forgets arrivals from a node that was lost, at barriers that have not filled: its

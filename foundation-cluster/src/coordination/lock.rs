@@ -15,7 +15,11 @@ use std::time::Duration;
 
 use foundation_actors::wire::{self, Wire};
 use ractor::rpc::CallResult;
+use ractor::{MessagingErr, RpcReplyPort};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::coordinator::{CommitRequest, CoordinatorMsg, GrantReply, GrantRequest, ReleaseRequest, Shared};
@@ -51,12 +55,7 @@ async fn grant_round(shared: &Shared, lock: &str, owner: &str, lease: Duration, 
     let mut round = Round { granted: Vec::new(), holder: None, needed, known };
     let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return round };
     let timeout = shared.config.call_timeout.min(lease / 2);
-    let mut calls = tokio::task::JoinSet::new();
-    for (_, peer) in shared.coordinators() {
-        let wire = Wire::from_encoded(bytes.clone());
-        calls
-            .spawn(async move { peer.call(|reply| CoordinatorMsg::Grant(wire, reply), Some(timeout)).await });
-    }
+    let mut calls = call_every(shared, &bytes, timeout, CoordinatorMsg::Grant);
     while round.granted.len() < needed {
         match calls.join_next().await {
             Some(Ok(Ok(CallResult::Success(answer)))) => match answer.into_inner() {
@@ -81,14 +80,7 @@ async fn commit(shared: &Shared, lock: &str, owner: &str, token: u64, deadline: 
         token,
     };
     let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return false };
-    let timeout = shared.config.call_timeout;
-    let mut calls = tokio::task::JoinSet::new();
-    for (_, peer) in shared.coordinators() {
-        let wire = Wire::from_encoded(bytes.clone());
-        calls.spawn(
-            async move { peer.call(|reply| CoordinatorMsg::Commit(wire, reply), Some(timeout)).await },
-        );
-    }
+    let mut calls = call_every(shared, &bytes, shared.config.call_timeout, CoordinatorMsg::Commit);
     let mut acked = 0;
     while acked < needed {
         match tokio::time::timeout_at(deadline, calls.join_next()).await {
@@ -105,9 +97,22 @@ fn release_everywhere(shared: &Shared, lock: &str, owner: &str) {
     let request =
         ReleaseRequest { from: shared.node().to_string(), lock: lock.to_string(), owner: owner.to_string() };
     let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return };
+    shared.cast_to(|_| true, &bytes, CoordinatorMsg::Release);
+}
+
+/// Calls every reachable coordinator (this node's included) with the encoded `bytes`, at once.
+fn call_every<T: Serialize + DeserializeOwned + Send + 'static, R: Send + 'static>(
+    shared: &Shared,
+    bytes: &[u8],
+    timeout: Duration,
+    message: fn(Wire<T>, RpcReplyPort<R>) -> CoordinatorMsg,
+) -> JoinSet<Result<CallResult<R>, MessagingErr<CoordinatorMsg>>> {
+    let mut calls = JoinSet::new();
     for (_, peer) in shared.coordinators() {
-        let _ = peer.cast(CoordinatorMsg::Release(Wire::from_encoded(bytes.clone())));
+        let wire = Wire::from_encoded(bytes.to_vec());
+        calls.spawn(async move { peer.call(|reply| message(wire, reply), Some(timeout)).await });
     }
+    calls
 }
 
 /// Releases an acquisition's grants if it is dropped half-way (a `select!` or timeout around

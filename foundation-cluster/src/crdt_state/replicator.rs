@@ -243,26 +243,13 @@ impl Shared {
 
     /// The replicators of the other nodes reachable now, by node name (sorted).
     pub(crate) fn peers(&self) -> Vec<(String, ActorRef<ReplicatorMsg>)> {
-        let (scope, prefix) = (SCOPE.to_string(), format!("{}@", self.config.name));
-        let mut peers: Vec<_> = ractor::pg::which_scoped_groups(&scope)
+        crate::pg_nodes::live_by_node(SCOPE, &format!("{}@", self.config.name))
             .into_iter()
-            .filter_map(|g| {
-                let node = g.strip_prefix(&prefix)?.to_string();
-                if node == self.node() || self.cluster.is_blocked(&node) {
-                    return None;
-                }
-                let member = ractor::pg::get_scoped_members(&scope, &g).into_iter().find(|c| {
-                    !c.get_id().is_local()
-                        && !matches!(
-                            c.get_status(),
-                            ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
-                        )
-                })?;
-                Some((node, ActorRef::<ReplicatorMsg>::from(member)))
+            .filter(|(node, member)| {
+                node != self.node() && !self.cluster.is_blocked(node) && !member.get_id().is_local()
             })
-            .collect();
-        peers.sort_by(|a, b| a.0.cmp(&b.0));
-        peers
+            .map(|(node, member)| (node, ActorRef::<ReplicatorMsg>::from(member)))
+            .collect()
     }
 
     /// Payload bytes a message may carry (its values or digests).

@@ -27,6 +27,14 @@ impl ExpectedVersion {
             ExpectedVersion::Exactly(v) => current == v,
         }
     }
+
+    /// [`EventStoreError::Conflict`] unless [`admits`](Self::admits)`(current)` (for backends).
+    pub fn check(self, stream: &str, current: u64) -> Result<(), EventStoreError> {
+        if self.admits(current) {
+            return Ok(());
+        }
+        Err(EventStoreError::Conflict { stream: stream.to_string(), expected: self, actual: current })
+    }
 }
 
 /// An aggregate's saved state at a version of its stream.

@@ -122,9 +122,7 @@ impl EventBackend for MemoryBackend {
     ) -> Result<Vec<Event>, EventStoreError> {
         let mut state = self.write();
         let current = state.streams.get(stream).map_or(0, |s| s.len() as u64);
-        if !expected.admits(current) {
-            return Err(EventStoreError::Conflict { stream: stream.to_string(), expected, actual: current });
-        }
+        expected.check(stream, current)?;
         Ok(events
             .into_iter()
             .enumerate()

@@ -346,9 +346,7 @@ impl EventBackend for SqliteBackend {
         let mut writer = self.writer();
         let tx = begin(&mut writer.conn)?;
         let current = version_of(&tx, stream)?;
-        if !expected.admits(current) {
-            return Err(EventStoreError::Conflict { stream: stream.to_string(), expected, actual: current });
-        }
+        expected.check(stream, current)?;
         // The unique (stream, stream_version) index is the backstop if another process raced us
         // between the read and the insert: the insert fails, the transaction rolls back.
         let (stored, _) = insert_all(&tx, events, Some((stream, current)))?;

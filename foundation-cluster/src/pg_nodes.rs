@@ -1,0 +1,23 @@
+//! Per-node pg groups: a feature that runs one actor per node names its group `NAME@NODE`
+//! (CRDT replicators, the cluster cache's parts, coordinators), so that every node sees which
+//! nodes run one and reaches them.
+
+use ractor::{ActorCell, ActorStatus};
+
+/// The first live (not stopping) member of each group `PREFIX@NODE` in `scope`, by node name,
+/// sorted by node. `prefix` ends with `@`.
+pub(crate) fn live_by_node(scope: &str, prefix: &str) -> Vec<(String, ActorCell)> {
+    let scope = scope.to_string();
+    let mut found: Vec<_> = ractor::pg::which_scoped_groups(&scope)
+        .into_iter()
+        .filter_map(|group| {
+            let node = group.strip_prefix(prefix)?.to_string();
+            let member = ractor::pg::get_scoped_members(&scope, &group)
+                .into_iter()
+                .find(|c| !matches!(c.get_status(), ActorStatus::Stopping | ActorStatus::Stopped))?;
+            Some((node, member))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
