@@ -66,8 +66,11 @@ impl CoordCommand {
                 _ => return bad("`barrier` takes a positive number of parties"),
             },
             ("bid", [capability, cost]) => match cost.parse::<f64>() {
-                Ok(cost) if cost.is_finite() => CoordCommand::Bid { capability: name(capability), cost },
-                _ => return bad("`bid` takes a cost (a number)"),
+                // What a manager accepts: a finite cost of at least 0.
+                Ok(cost) if cost.is_finite() && cost >= 0.0 => {
+                    CoordCommand::Bid { capability: name(capability), cost }
+                }
+                _ => return bad("`bid` takes a cost (a number, 0 or more)"),
             },
             ("allocate", [capability, ms]) => match ms.parse() {
                 Ok(work_ms) => CoordCommand::Allocate { capability: name(capability), work_ms },
@@ -240,7 +243,9 @@ mod tests {
         );
         assert_eq!(parse("barrier b 3"), Some(Ok(CoordCommand::Barrier { name: "b".into(), parties: 3 })));
         assert_eq!(parse("bid c 1.5"), Some(Ok(CoordCommand::Bid { capability: "c".into(), cost: 1.5 })));
-        for bad in ["lock a x", "lock a 1 2 3", "barrier b 0", "bid c NaN", "allocate c -1", "elect"] {
+        for bad in
+            ["lock a x", "lock a 1 2 3", "barrier b 0", "bid c NaN", "bid c -1", "allocate c -1", "elect"]
+        {
             let error = parse(bad).unwrap().unwrap_err();
             assert!(error.contains(USAGE), "{bad}: {error}");
         }

@@ -3,6 +3,7 @@
 //! started on one node, cross others and come back (`trace-hop n2,n3,n1` on stdin), then be
 //! collected from every node (`trace-collect TRACE_ID`).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use foundation_actors::wire::Wire;
@@ -21,6 +22,18 @@ pub enum HopMsg {
 
 struct HopActor {
     node: String,
+    /// The cluster's frame limit (`cluster.max_frame_bytes`) for the path it forwards.
+    max_bytes: usize,
+}
+
+/// This node's frame limit, set by [`start`] (one node per process).
+static MAX_FRAME_BYTES: OnceLock<usize> = OnceLock::new();
+
+/// The smallest `cluster.max_frame_bytes` a node accepts: the limit if [`start`] did not run.
+const SMALLEST_FRAME_LIMIT: usize = 1024;
+
+fn max_frame_bytes() -> usize {
+    MAX_FRAME_BYTES.get().copied().unwrap_or(SMALLEST_FRAME_LIMIT)
 }
 
 fn hop_actor(node: &str) -> Option<ActorRef<HopMsg>> {
@@ -31,11 +44,14 @@ fn hop_actor(node: &str) -> Option<ActorRef<HopMsg>> {
 }
 
 /// Sends the rest of `path` to its first node, from inside the current span (whose context the
-/// message carries).
-fn forward(path: &[String]) -> Result<(), String> {
+/// message carries); refused if it is larger than `max_bytes` (the cluster's frame limit).
+fn forward(path: &[String], max_bytes: usize) -> Result<(), String> {
     let (next, rest) = path.split_first().ok_or("empty path")?;
+    let wire = Wire::encode(&rest.to_vec(), max_bytes).map_err(|e| {
+        tracing::warn!(%next, hops = rest.len(), error = %e, "trace hop path too large to send");
+        e.to_string()
+    })?;
     let actor = hop_actor(next).ok_or_else(|| format!("no hop actor on {next}"))?;
-    let wire = Wire::encode(&rest.to_vec(), usize::MAX).map_err(|e| e.to_string())?;
     actor.cast(HopMsg::Hop(wire)).map_err(|e| e.to_string())
 }
 
@@ -59,7 +75,7 @@ impl Actor for HopActor {
         let trace = scope_tracer::current_context().map(|c| c.trace_hex()).unwrap_or_default();
         if path.is_empty() {
             say!("trace hop done {trace}");
-        } else if let Err(e) = forward(&path) {
+        } else if let Err(e) = forward(&path, self.max_bytes) {
             say!("trace hop failed at {}: {e}", self.node);
         }
         Ok(())
@@ -69,7 +85,9 @@ impl Actor for HopActor {
 /// Starts the participant and the hop actor of this node.
 pub async fn start(cluster: &foundation_cluster::Cluster) -> anyhow::Result<()> {
     scope_tracer::participant::start_participant(cluster, scope_tracer::buffer().clone()).await?;
-    Actor::spawn(None, HopActor { node: cluster.name().to_string() }, ()).await?;
+    let max_bytes = cluster.max_frame_bytes();
+    let _ = MAX_FRAME_BYTES.set(max_bytes);
+    Actor::spawn(None, HopActor { node: cluster.name().to_string(), max_bytes }, ()).await?;
     Ok(())
 }
 
@@ -78,7 +96,7 @@ pub fn hop(node: &str, path: &[String]) {
     let root = tracing::info_span!("request", trace_root = true, node = %node);
     let _in = root.enter();
     let trace = scope_tracer::current_context().map(|c| c.trace_hex()).unwrap_or_default();
-    match forward(path) {
+    match forward(path, max_frame_bytes()) {
         Ok(()) => say!("trace started {trace}"),
         Err(e) => say!("trace hop failed at {node}: {e}"),
     }
@@ -143,5 +161,19 @@ pub async fn session_report(id: &str, stop: bool, otlp: Option<String>) {
             }
         }
         Err(e) => say!("cluster trace report failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_over_the_frame_limit_is_refused_before_sending() {
+        let path = vec!["n2".to_string(), "n".repeat(2000)];
+        let err = forward(&path, 1024).unwrap_err();
+        assert!(err.contains("exceeds the 1024-byte frame limit"), "{err}");
+        // Within the limit, it goes on to look for the next node's hop actor (none here).
+        assert_eq!(forward(&path[..1], 1024).unwrap_err(), "no hop actor on n2");
     }
 }

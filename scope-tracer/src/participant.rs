@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use foundation_actors::wire::Wire;
+use foundation_actors::wire::{Wire, WireError};
 use foundation_cluster::Cluster;
 use foundation_cluster::singleton::OBSERVER_PREFIX;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
@@ -21,9 +21,9 @@ use crate::recorder::{SpanRecord, TraceBuffer};
 use crate::session::{self, MAX_SPANS_PER_NODE, SessionSpec};
 use crate::timeline::{Timeline, merge};
 
-/// The largest answer a participant sends (under ractor_cluster's 16 MiB inbound frame cap,
-/// with room for its envelope: a larger frame would drop the connection between the nodes).
-const PART_LIMIT: usize = 8 << 20;
+/// The smallest `cluster.max_frame_bytes` a cluster accepts: the limit for a question that
+/// carries nothing (`()`, no bytes), asked where no [`Cluster`] is at hand.
+const SMALLEST_FRAME_LIMIT: usize = 1024;
 
 /// The pg scope of participants.
 pub const SCOPE: &str = "scope.tracer";
@@ -63,6 +63,9 @@ struct Participant {
     node: String,
     buffer: TraceBuffer,
     cluster: Option<Cluster>,
+    /// The largest answer it sends (`cluster.max_frame_bytes`: a larger frame would be over
+    /// the asker's inbound limit and drop the connection between the nodes).
+    max_bytes: usize,
 }
 
 impl Actor for Participant {
@@ -86,7 +89,10 @@ impl Actor for Participant {
             ParticipantMsg::Begin(spec, reply) => {
                 if let Ok(spec) = spec.into_inner() {
                     session::begin(spec, &self.node, self.cluster.as_ref());
-                    let _ = reply.send(Wire::encode(&self.node, usize::MAX)?);
+                    match Wire::encode(&self.node, self.max_bytes) {
+                        Ok(wire) => drop(reply.send(wire)),
+                        Err(e) => tracing::warn!(error = %e, "this node's name is too large to send"),
+                    }
                 }
                 return Ok(());
             }
@@ -108,7 +114,7 @@ impl Actor for Participant {
                 // Spans with many fields can make even 20 000 too large for a frame: halve them
                 // (keeping the newest) until the part fits.
                 loop {
-                    match Wire::encode(&part, PART_LIMIT) {
+                    match Wire::encode(&part, self.max_bytes) {
                         Ok(wire) => {
                             let _ = reply.send(wire);
                             break;
@@ -129,15 +135,17 @@ impl Actor for Participant {
                 return Ok(());
             }
             ParticipantMsg::Profile(reply) => {
-                if let Ok(wire) = Wire::encode(&crate::profiler().snapshot(&self.node), usize::MAX) {
-                    let _ = reply.send(wire);
+                // Unanswered if too large (the asker leaves this node's profile out), but logged.
+                match Wire::encode(&crate::profiler().snapshot(&self.node), self.max_bytes) {
+                    Ok(wire) => drop(reply.send(wire)),
+                    Err(e) => tracing::warn!(error = %e, "this node's profile is too large to send"),
                 }
                 return Ok(());
             }
         };
         let Ok(trace_id) = trace_id.into_inner() else { return Ok(()) };
         let part = (self.node.clone(), self.buffer.trace(&trace_id));
-        match Wire::encode(&part, PART_LIMIT) {
+        match Wire::encode(&part, self.max_bytes) {
             Ok(wire) => drop(reply.send(wire)),
             Err(e) => tracing::warn!(error = %e, "this node's part of a trace is too large to send"),
         }
@@ -151,8 +159,12 @@ pub async fn start_participant(
     cluster: &Cluster,
     buffer: TraceBuffer,
 ) -> Result<ractor::ActorCell, SpawnErr> {
-    let participant =
-        Participant { node: cluster.name().to_string(), buffer, cluster: Some(cluster.clone()) };
+    let participant = Participant {
+        node: cluster.name().to_string(),
+        buffer,
+        cluster: Some(cluster.clone()),
+        max_bytes: cluster.max_frame_bytes(),
+    };
     let (actor, _) = Actor::spawn(None, participant, ()).await?;
     Ok(actor.get_cell())
 }
@@ -166,19 +178,28 @@ pub(crate) fn participants() -> Vec<ActorRef<ParticipantMsg>> {
 }
 
 /// Asks every participant at once (`msg` built from `query` and the reply port) and waits at
-/// most `timeout` for each; the answers that came and decoded, in no particular order.
+/// most `timeout` for each; the answers that came and decoded, in no particular order. A
+/// `query` larger than `max_bytes` (the cluster's frame limit) is sent to no one: an error
+/// (logged).
 pub(crate) async fn ask_all<Q, R>(
     query: &Q,
+    max_bytes: usize,
     timeout: Duration,
     msg: fn(Wire<Q>, RpcReplyPort<Wire<R>>) -> ParticipantMsg,
-) -> Vec<R>
+) -> Result<Vec<R>, WireError>
 where
     Q: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
 {
+    let request = foundation_actors::wire::encode(query, max_bytes).inspect_err(|e| {
+        tracing::warn!(
+            query = std::any::type_name::<Q>(), error = %e,
+            "a question to the trace participants is too large to send; not asked"
+        );
+    })?;
     let mut calls = tokio::task::JoinSet::new();
     for participant in participants() {
-        let Ok(request) = Wire::encode(query, usize::MAX) else { continue };
+        let request = Wire::from_encoded(request.clone());
         calls.spawn(async move {
             match participant.call(|port| msg(request, port), Some(timeout)).await {
                 Ok(ractor::rpc::CallResult::Success(answer)) => answer.into_inner().ok(),
@@ -190,7 +211,7 @@ where
     while let Some(result) = calls.join_next().await {
         answers.extend(result.ok().flatten());
     }
-    answers
+    Ok(answers)
 }
 
 /// Collects the trace `trace_id` (32 hex digits) from every participant in the cluster, waiting
@@ -201,7 +222,10 @@ pub async fn collect(cluster: &Cluster, trace_id: &str, timeout: Duration) -> Ti
         cluster.up().into_iter().chain(std::iter::once(cluster.name().to_string())).collect();
     let mut answered = BTreeSet::new();
     let mut spans = Vec::new();
-    for (node, part) in ask_all(&trace_id.to_string(), timeout, ParticipantMsg::Spans).await {
+    // A trace id too long to send (not 32 hex digits anyway) is asked of no one: every node missing.
+    let asked =
+        ask_all(&trace_id.to_string(), cluster.max_frame_bytes(), timeout, ParticipantMsg::Spans).await;
+    for (node, part) in asked.unwrap_or_default() {
         answered.insert(node);
         spans.extend(part);
     }
@@ -213,7 +237,57 @@ pub async fn collect(cluster: &Cluster, trace_id: &str, timeout: Duration) -> Ti
 /// Every participant's profile (each asked with `timeout`; those that do not answer are left
 /// out), by node name.
 pub async fn profiles(timeout: Duration) -> Vec<NodeProfile> {
-    let mut found: Vec<NodeProfile> = ask_all(&(), timeout, |_, port| ParticipantMsg::Profile(port)).await;
+    let mut found: Vec<NodeProfile> =
+        ask_all(&(), SMALLEST_FRAME_LIMIT, timeout, |_, port| ParticipantMsg::Profile(port))
+            .await
+            .unwrap_or_default();
     found.sort_by(|a, b| a.node.cmp(&b.node));
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::rpc::CallResult;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// A participant answers within its cluster's frame limit, or not at all (logged), rather
+    /// than send a frame the asker's node would drop the connection for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_participant_sends_no_answer_over_the_frame_limit() {
+        for (node, fits) in [("n1".to_string(), true), ("n".repeat(2000), false)] {
+            let participant =
+                Participant { node, buffer: TraceBuffer::new(16), cluster: None, max_bytes: 1024 };
+            let (actor, task) = Actor::spawn(None, participant, ()).await.unwrap();
+            let trace_id = Wire::encode(&"0af7651916cd43dd8448eb211c80319c".to_string(), 1024).unwrap();
+            let spans = actor.call(|port| ParticipantMsg::Spans(trace_id, port), Some(WAIT)).await.unwrap();
+            match spans {
+                CallResult::Success(answer) => {
+                    assert!(fits, "an answer of more than 1024 bytes was sent");
+                    let (node, spans) = answer.into_inner().unwrap();
+                    assert_eq!((node.as_str(), spans.len()), ("n1", 0));
+                }
+                CallResult::SenderError => assert!(!fits, "an answer that fits was not sent"),
+                CallResult::Timeout => panic!("the participant neither answered nor dropped the question"),
+            }
+            if !fits {
+                let profile = actor.call(ParticipantMsg::Profile, Some(WAIT)).await.unwrap();
+                assert!(matches!(profile, CallResult::SenderError), "an oversized profile was sent");
+            }
+            actor.stop(None);
+            task.await.unwrap();
+        }
+        // A question over the limit is asked of no one.
+        let err = ask_all::<String, (String, Vec<SpanRecord>)>(
+            &"x".repeat(2000),
+            1024,
+            WAIT,
+            ParticipantMsg::Spans,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, WireError::TooLarge { max: 1024, .. }), "{err}");
+    }
 }

@@ -136,7 +136,8 @@ pub struct SessionReport {
     pub missing_nodes: BTreeSet<String>,
     /// Spans a node had but did not send (over [`MAX_SPANS_PER_NODE`]), by node.
     pub truncated: BTreeMap<String, usize>,
-    /// The oldest traces left out so that the report fits in a frame (8 MiB).
+    /// The oldest traces left out so that the report fits in a frame (`cluster.max_frame_bytes`
+    /// of the coordinator's node).
     pub omitted_traces: usize,
 }
 
@@ -356,7 +357,15 @@ pub async fn start_cluster_trace(cluster: &Cluster, scope: TraceScope) -> Result
     // Every participant is told and answers once it records, so that work started after this
     // returns is recorded everywhere (one that does not answer in time starts when the message
     // reaches it; its node is named missing if it never answers the collection).
-    let began = participant::ask_all::<_, String>(&spec, PART_TIMEOUT, ParticipantMsg::Begin).await.len();
+    let began = participant::ask_all::<_, String>(
+        &spec,
+        cluster.max_frame_bytes(),
+        PART_TIMEOUT,
+        ParticipantMsg::Begin,
+    )
+    .await
+    .map_err(|e| SessionError::Scope(format!("the trace's spec cannot be sent to the nodes: {e}")))?
+    .len();
     tracing::info!(id = %spec.id, nodes = began, "cluster trace started");
     Ok(spec.id)
 }
@@ -430,19 +439,26 @@ struct CoordinatorState {
 
 /// How long a report is reused for `collect` (a stop always collects anew).
 const REPORT_REUSE: Duration = Duration::from_secs(1);
-/// The largest report sent (under ractor_cluster's 16 MiB frame cap, with room to spare).
-const REPORT_LIMIT: usize = 8 << 20;
-
-/// The report, encoded; its oldest traces left out (and counted) until it fits a frame.
-fn fit(mut report: SessionReport) -> Result<Wire<SessionReport>, foundation_actors::wire::WireError> {
+/// The report, encoded; its oldest traces left out (and counted) until it fits `max_bytes`
+/// (the cluster's frame limit). If it does not fit even without traces, an empty frame (logged
+/// with the sizes), which the asker reads as [`SessionError::Unreadable`] rather than wait for
+/// an answer that never comes.
+fn fit(mut report: SessionReport, max_bytes: usize) -> Wire<SessionReport> {
     loop {
-        match Wire::encode(&report, REPORT_LIMIT) {
+        match Wire::encode(&report, max_bytes) {
+            Ok(wire) => return wire,
             Err(_) if !report.traces.is_empty() => {
                 let half = report.traces.len().div_ceil(2);
                 report.traces.drain(..half);
                 report.omitted_traces += half;
             }
-            encoded => return encoded,
+            Err(e) => {
+                tracing::warn!(
+                    id = %report.spec.id, error = %e,
+                    "a cluster trace's report does not fit a message even without its traces"
+                );
+                return Wire::from_encoded(Vec::new());
+            }
         }
     }
 }
@@ -482,7 +498,7 @@ impl Actor for Coordinator {
                 stop(state);
                 let report = report(state).await;
                 state.last = Some((std::time::Instant::now(), report.clone()));
-                let _ = reply.send(fit(report)?);
+                let _ = reply.send(fit(report, state.cluster.max_frame_bytes()));
             }
             CoordinatorMsg::Report(reply) => {
                 // Several pages asking every second share one collection a second.
@@ -494,7 +510,7 @@ impl Actor for Coordinator {
                         report
                     }
                 };
-                let _ = reply.send(fit(report)?);
+                let _ = reply.send(fit(report, state.cluster.max_frame_bytes()));
             }
             CoordinatorMsg::Expire => {
                 if state.stopped_unix_ns.is_none() {
@@ -509,10 +525,16 @@ impl Actor for Coordinator {
 
 fn stop(state: &mut CoordinatorState) {
     state.stopped_unix_ns.get_or_insert_with(now_unix_ns);
-    for participant in participant::participants() {
-        if let Ok(wire) = Wire::encode(&state.spec.id, usize::MAX) {
-            let _ = participant.cast(ParticipantMsg::End(wire));
+    // The id is 16 hex digits: it fits any frame limit (checked all the same).
+    let id = match foundation_actors::wire::encode(&state.spec.id, state.cluster.max_frame_bytes()) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(id = %state.spec.id, error = %e, "the end of a cluster trace cannot be sent to the nodes");
+            return;
         }
+    };
+    for participant in participant::participants() {
+        let _ = participant.cast(ParticipantMsg::End(Wire::from_encoded(id.clone())));
     }
 }
 
@@ -532,8 +554,15 @@ async fn report(state: &CoordinatorState) -> SessionReport {
     let mut answered = BTreeSet::new();
     let mut truncated = BTreeMap::new();
     let mut by_trace: BTreeMap<String, Vec<SpanRecord>> = BTreeMap::new();
-    let parts: Vec<participant::SessionPart> =
-        participant::ask_all(&state.spec.id, PART_TIMEOUT, ParticipantMsg::Session).await;
+    // An id too large to send (logged by `ask_all`) is asked of no one: every node missing.
+    let parts: Vec<participant::SessionPart> = participant::ask_all(
+        &state.spec.id,
+        state.cluster.max_frame_bytes(),
+        PART_TIMEOUT,
+        ParticipantMsg::Session,
+    )
+    .await
+    .unwrap_or_default();
     for part in parts {
         let Some(spans) = part.spans else { continue };
         answered.insert(part.node.clone());
@@ -571,6 +600,35 @@ mod tests {
             started_unix_ns: now_unix_ns(),
             started_by: "n1".into(),
         }
+    }
+
+    #[test]
+    fn a_report_is_cut_to_the_frame_limit_or_refused_readably() {
+        let timeline = |i: usize| Timeline {
+            trace_id: format!("{i:032x}"),
+            spans: Vec::new(),
+            skew_adjusted: Default::default(),
+            orphans: Default::default(),
+            missing_nodes: BTreeSet::new(),
+        };
+        let report = SessionReport {
+            spec: spec("00000000000000f1", 1.0, 60_000),
+            state: SessionState::Stopped,
+            stopped_unix_ns: None,
+            coordinator: "n1".into(),
+            traces: (0..100).map(timeline).collect(),
+            missing_nodes: BTreeSet::new(),
+            truncated: BTreeMap::new(),
+            omitted_traces: 0,
+        };
+        // 100 timelines take more than 1 KiB: the oldest go until it fits.
+        let sent = fit(report.clone(), 1024).into_inner().unwrap();
+        assert!(sent.omitted_traces > 0 && sent.traces.len() + sent.omitted_traces == 100);
+        assert!(foundation_actors::wire::encode(&sent, 1024).is_ok());
+        assert_eq!(sent.traces.last(), report.traces.last(), "the newest are kept");
+        // Not even its spec fits: an unreadable answer rather than an oversized frame or none.
+        let huge = SessionReport { coordinator: "n".repeat(2000), ..report };
+        assert!(fit(huge, 1024).into_inner().is_err());
     }
 
     // One test: the list of known traces is process-wide.

@@ -2,13 +2,13 @@
 //! workers, records results once per task id, gives the leases of lost nodes back to the queue,
 //! and persists what is done after every result.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use foundation_actors::channels::{Channels, SystemEvent, telemetry};
-use foundation_actors::wire::Wire;
+use foundation_actors::wire::{Wire, WireError};
 use foundation_cluster::Cluster;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster_derive::RactorClusterMessage;
@@ -43,6 +43,10 @@ pub(crate) struct LeaseRequest {
 pub(crate) struct LeaseReply {
     pub(crate) tasks: Vec<Task>,
     pub(crate) finished: bool,
+    /// Why no task was leased although some are waiting: the task at the head of the queue
+    /// does not fit a message to the asker's node (it went to the back of the queue, for a
+    /// worker on the coordinator's node, which gets it without a network hop).
+    pub(crate) refused: Option<String>,
 }
 
 /// A finished task.
@@ -112,8 +116,9 @@ pub(crate) enum CoordMsg {
     Lease(Wire<LeaseRequest>, RpcReplyPort<Wire<LeaseReply>>),
     #[rpc]
     Complete(Wire<Completion>, RpcReplyPort<Wire<bool>>),
+    /// The status, or why it could not be sent (larger than the frame limit).
     #[rpc]
-    Status(RpcReplyPort<Wire<Status>>),
+    Status(RpcReplyPort<Wire<Result<Status, String>>>),
     #[rpc]
     Stop(RpcReplyPort<Wire<bool>>),
 }
@@ -134,6 +139,42 @@ pub(crate) struct CoordState {
     requeued: u64,
     resumed: usize,
     published: Instant,
+    /// Tasks found too large to lease to another node (warned about once each).
+    oversized: BTreeSet<u64>,
+}
+
+/// The answer to a lease of `tasks`, if it fits `max_bytes`; otherwise an answer that leases
+/// nothing and says why, with the tasks given back (for the queue) and the error.
+pub(crate) fn lease_reply(
+    tasks: Vec<Task>,
+    finished: bool,
+    max_bytes: usize,
+) -> (Wire<LeaseReply>, Option<(Vec<Task>, WireError)>) {
+    let reply = LeaseReply { tasks, finished, refused: None };
+    match Wire::encode(&reply, max_bytes) {
+        Ok(wire) => (wire, None),
+        Err(e) => {
+            let refused = LeaseReply {
+                tasks: Vec::new(),
+                finished,
+                refused: Some(format!("the task does not fit a message to this node: {e}")),
+            };
+            let answer = Wire::encode_or(&refused, max_bytes, |_| LeaseReply {
+                tasks: Vec::new(),
+                finished,
+                refused: Some("the task does not fit a message to this node".into()),
+            });
+            (answer, Some((reply.tasks, e)))
+        }
+    }
+}
+
+/// The answer to a status question: the status if it fits `max_bytes`, or why not (logged).
+pub(crate) fn status_reply(status: &Status, max_bytes: usize) -> Wire<Result<Status, String>> {
+    Wire::encode_or(&Ok(status.clone()), max_bytes, |e| {
+        tracing::warn!(run = %status.run_id, error = %e, "a run's status is too large to send");
+        Err(format!("the status does not fit a message: {e}"))
+    })
 }
 
 impl Coordinator {
@@ -282,6 +323,7 @@ impl Actor for Coordinator {
             requeued: 0,
             resumed: 0,
             published: Instant::now(),
+            oversized: BTreeSet::new(),
         };
         let state = CoordState { resumed: state.done.tasks.len(), ..state };
         Ok(state)
@@ -344,9 +386,31 @@ impl Actor for Coordinator {
                     );
                     tasks.push(task);
                 }
-                if let Ok(wire) = Wire::encode(&LeaseReply { tasks, finished }, usize::MAX) {
-                    let _ = reply.send(wire);
+                // A worker of this node gets the answer without a network hop (no frame, no
+                // limit); another node's within the cluster's frame limit.
+                let max_bytes = if request.node == self.cluster.name() {
+                    usize::MAX
+                } else {
+                    self.cluster.max_frame_bytes()
+                };
+                let (answer, unsent) = lease_reply(tasks, finished, max_bytes);
+                if let Some((tasks, error)) = unsent {
+                    // Back in the queue, at its end: the other tasks go to other nodes first,
+                    // and a worker on this node takes these.
+                    for task in tasks {
+                        state.leased.remove(&task.id);
+                        if state.oversized.insert(task.id) {
+                            tracing::warn!(
+                                run = %self.spec.run_id, task = task.id, node = %request.node, %error,
+                                "a task is too large to lease to another node; left for a worker on the coordinator's node"
+                            );
+                        } else {
+                            tracing::debug!(run = %self.spec.run_id, task = task.id, node = %request.node, %error, "task too large to lease");
+                        }
+                        state.pending.push_back(task);
+                    }
                 }
+                let _ = reply.send(answer);
             }
             CoordMsg::Complete(completion, reply) => {
                 // The worker's task trace continues here (no await below while it is entered).
@@ -371,25 +435,85 @@ impl Actor for Coordinator {
                         tracing::info!(run = %self.spec.run_id, "run finished");
                     }
                 }
-                if let Ok(wire) = Wire::encode(&new, usize::MAX) {
-                    let _ = reply.send(wire);
+                // One byte: fits any frame limit (checked all the same).
+                match Wire::encode(&new, self.cluster.max_frame_bytes()) {
+                    Ok(wire) => drop(reply.send(wire)),
+                    Err(e) => {
+                        tracing::warn!(run = %self.spec.run_id, error = %e, "completion not acknowledged")
+                    }
                 }
             }
             CoordMsg::Status(reply) => {
-                if let Ok(wire) = Wire::encode(&self.status(state), usize::MAX) {
-                    let _ = reply.send(wire);
-                }
+                let _ = reply.send(status_reply(&self.status(state), self.cluster.max_frame_bytes()));
             }
             CoordMsg::Stop(reply) => {
                 state.done.stopped = true;
                 state.pending.clear();
                 state.leased.clear();
                 self.persist(state);
-                if let Ok(wire) = Wire::encode(&true, usize::MAX) {
-                    let _ = reply.send(wire);
+                match Wire::encode(&true, self.cluster.max_frame_bytes()) {
+                    Ok(wire) => drop(reply.send(wire)),
+                    Err(e) => tracing::warn!(run = %self.spec.run_id, error = %e, "stop not acknowledged"),
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_task(id: u64, examples: usize) -> Task {
+        Task {
+            id,
+            kind: TaskKind::Eval { seed: 0, program: Program::new("p"), examples: (0..examples).collect() },
+        }
+    }
+
+    #[test]
+    fn a_lease_over_the_frame_limit_leases_nothing_says_why_and_gives_the_task_back() {
+        // Fits: leased as is.
+        let (answer, unsent) = lease_reply(vec![eval_task(1, 10)], false, 1024);
+        assert!(unsent.is_none());
+        let reply = answer.into_inner().unwrap();
+        assert_eq!((reply.tasks.len(), reply.finished, reply.refused), (1, false, None));
+
+        // 2000 example indices take more than 1 KiB: refused with the reason, task handed back.
+        let big = eval_task(2, 2000);
+        let (answer, unsent) = lease_reply(vec![big.clone()], false, 1024);
+        let (back, error) = unsent.expect("the task is handed back");
+        assert_eq!(back, [big]);
+        assert!(matches!(error, WireError::TooLarge { max: 1024, .. }), "{error}");
+        let bytes = foundation_actors::wire::encode(&answer.into_inner().unwrap(), usize::MAX).unwrap();
+        assert!(bytes.len() <= 1024, "the refusal fits the limit: {} bytes", bytes.len());
+        let reply: LeaseReply = foundation_actors::wire::decode(&bytes).unwrap();
+        assert!(reply.tasks.is_empty() && !reply.finished);
+        let why = reply.refused.expect("the refusal says why");
+        assert!(why.contains("exceeds the 1024-byte frame limit"), "{why}");
+    }
+
+    #[test]
+    fn a_status_over_the_frame_limit_is_an_error_for_the_asker() {
+        let status = Status {
+            run_id: "r".repeat(2000),
+            tasks: (10, 3),
+            evaluations: (100, 30),
+            best: None,
+            evals_per_sec: 1.0,
+            eta_secs: None,
+            duplicates: 0,
+            requeued: 0,
+            queued: 7,
+            leased: 0,
+            resumed: 0,
+            stopped: false,
+            work_secs: 0.0,
+            result: None,
+        };
+        let err = status_reply(&status, 1024).into_inner().unwrap().unwrap_err();
+        assert!(err.contains("exceeds the 1024-byte frame limit"), "{err}");
+        assert_eq!(status_reply(&status, 1 << 20).into_inner().unwrap(), Ok(status));
     }
 }

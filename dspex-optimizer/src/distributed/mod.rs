@@ -63,6 +63,14 @@ pub enum RunError {
     /// It did not answer in time.
     #[error("run `{0}`: the coordinator did not answer")]
     NoAnswer(String),
+    /// Its answer could not be sent (larger than `cluster.max_frame_bytes`).
+    #[error("run `{run}`: the coordinator's answer could not be sent: {reason}")]
+    Unsendable {
+        /// The run.
+        run: String,
+        /// Why.
+        reason: String,
+    },
     /// Not finished in time.
     #[error("run `{run}` not finished after {waited:?}")]
     Timeout {
@@ -133,11 +141,14 @@ pub fn start_run(
         }),
     );
     let node = cluster.name().to_string();
+    let max_bytes = cluster.max_frame_bytes();
     let max = options.max_workers.max(options.min_workers);
     // Every worker active at first; the scaler parks those the queue does not need.
     let active = Arc::new(AtomicUsize::new(max));
     let mut workers: Vec<tokio::task::JoinHandle<()>> = (0..max)
-        .map(|i| tokio::spawn(worker::run(spec.clone(), lm.clone(), node.clone(), i, active.clone())))
+        .map(|i| {
+            tokio::spawn(worker::run(spec.clone(), lm.clone(), node.clone(), i, active.clone(), max_bytes))
+        })
         .collect();
     workers.push(tokio::spawn(scale(spec.run_id.clone(), cluster.clone(), options, active.clone())));
     Ok(RunHandle { run_id: spec.run_id.clone(), _coordinator: coordinator, workers, active })
@@ -229,9 +240,11 @@ pub async fn status(run_id: &str) -> Result<Status, RunError> {
     let coordinator =
         worker::coordinator(run_id).ok_or_else(|| RunError::NoCoordinator(run_id.to_string()))?;
     match coordinator.call(CoordMsg::Status, Some(Duration::from_secs(5))).await {
-        Ok(ractor::rpc::CallResult::Success(wire)) => {
-            wire.into_inner().map_err(|_| RunError::NoAnswer(run_id.into()))
-        }
+        Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(reason)) => Err(RunError::Unsendable { run: run_id.to_string(), reason }),
+            Err(_) => Err(RunError::NoAnswer(run_id.to_string())),
+        },
         _ => Err(RunError::NoAnswer(run_id.to_string())),
     }
 }

@@ -25,22 +25,37 @@ pub(crate) fn coordinator(run_id: &str) -> Option<ActorRef<CoordMsg>> {
     ractor::pg::get_scoped_members(&SCOPE.to_string(), &run_id.to_string()).into_iter().next().map(Into::into)
 }
 
-async fn lease(run_id: &str, node: &str) -> Option<LeaseReply> {
+/// The largest message to send to `coordinator`: none for one on this node (delivered without
+/// a frame), the cluster's frame limit `max_bytes` otherwise.
+fn limit_for(coordinator: &ActorRef<CoordMsg>, max_bytes: usize) -> usize {
+    if coordinator.get_id().is_local() { usize::MAX } else { max_bytes }
+}
+
+async fn lease(run_id: &str, node: &str, max_bytes: usize) -> Option<LeaseReply> {
     let coordinator = coordinator(run_id)?;
-    let request = Wire::encode(&LeaseRequest { node: node.to_string(), max: 1 }, usize::MAX).ok()?;
+    let request = LeaseRequest { node: node.to_string(), max: 1 };
+    let request = match Wire::encode(&request, limit_for(&coordinator, max_bytes)) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(run = %run_id, error = %e, "lease request not sent");
+            return None;
+        }
+    };
     match coordinator.call(|port| CoordMsg::Lease(request, port), Some(CALL_TIMEOUT)).await {
         Ok(ractor::rpc::CallResult::Success(reply)) => reply.into_inner().ok(),
         _ => None,
     }
 }
 
-/// Runs one worker until the run is finished.
+/// Runs one worker until the run is finished; `max_bytes` is the cluster's frame limit
+/// (`cluster.max_frame_bytes`), for messages to a coordinator on another node.
 pub(crate) async fn run(
     spec: Arc<RunSpec>,
     lm: Arc<dyn LanguageModel>,
     node: String,
     index: usize,
     active: Arc<AtomicUsize>,
+    max_bytes: usize,
 ) {
     loop {
         if index >= active.load(Ordering::SeqCst) {
@@ -48,7 +63,7 @@ pub(crate) async fn run(
             tokio::time::sleep(IDLE).await;
             continue;
         }
-        let Some(reply) = lease(&spec.run_id, &node).await else {
+        let Some(reply) = lease(&spec.run_id, &node, max_bytes).await else {
             tokio::time::sleep(IDLE).await;
             continue;
         };
@@ -56,6 +71,9 @@ pub(crate) async fn run(
             return;
         }
         if reply.tasks.is_empty() {
+            if let Some(why) = &reply.refused {
+                tracing::debug!(run = %spec.run_id, %why, "no task leased");
+            }
             tokio::time::sleep(IDLE).await;
             continue;
         }
@@ -67,7 +85,7 @@ pub(crate) async fn run(
             async {
                 let started = std::time::Instant::now();
                 let outcome = execute(&spec, lm.as_ref(), &task).await;
-                report(&spec.run_id, &node, task, outcome, started.elapsed()).await;
+                report(&spec.run_id, &node, task, outcome, started.elapsed(), max_bytes).await;
             }
             .instrument(span)
             .await;
@@ -99,16 +117,30 @@ async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome
 }
 
 /// Reports a result until a coordinator takes it (the one that leased it, or its successor
-/// after failover: results are recorded once per task id, so repeating is harmless).
-async fn report(run_id: &str, node: &str, task: Task, outcome: Outcome, work: Duration) {
+/// after failover: results are recorded once per task id, so repeating is harmless). A result
+/// too large for a message to a coordinator on another node is not sent (logged): its lease
+/// times out and the task goes back to the queue.
+async fn report(run_id: &str, node: &str, task: Task, outcome: Outcome, work: Duration, max_bytes: usize) {
+    let id = task.id;
     let completion = Completion { node: node.to_string(), task, outcome, work };
     loop {
-        if let Some(coordinator) = coordinator(run_id)
-            && let Ok(wire) = Wire::encode(&completion, usize::MAX)
-            && let Ok(ractor::rpc::CallResult::Success(_)) =
-                coordinator.call(|port| CoordMsg::Complete(wire, port), Some(CALL_TIMEOUT)).await
-        {
-            return;
+        if let Some(coordinator) = coordinator(run_id) {
+            match Wire::encode(&completion, limit_for(&coordinator, max_bytes)) {
+                Ok(wire) => {
+                    if let Ok(ractor::rpc::CallResult::Success(_)) =
+                        coordinator.call(|port| CoordMsg::Complete(wire, port), Some(CALL_TIMEOUT)).await
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        run = %run_id, task = id, error = %e,
+                        "a task's result is too large to send to the coordinator; not reported (its lease will time out)"
+                    );
+                    return;
+                }
+            }
         }
         tokio::time::sleep(IDLE).await;
     }

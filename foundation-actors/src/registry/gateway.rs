@@ -21,6 +21,8 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
+use foundation_core::config::DEFAULT_MAX_FRAME_BYTES;
+
 use super::{Inner, PG_SCOPE};
 use crate::wire::Wire;
 
@@ -101,12 +103,11 @@ impl Actor for Gateway {
                 }
             }
             GatewayMsg::Records(since, reply) => {
-                let records = inner.upgrade().and_then(|i| i.local_records(since));
+                let inner = inner.upgrade();
+                let records = inner.as_ref().and_then(|i| i.local_records(since));
+                let max_bytes = inner.as_ref().map_or(DEFAULT_MAX_FRAME_BYTES, |i| i.max_message_bytes());
                 // Nobody waiting (the caller timed out) is not our problem.
-                let _ = reply.send(Wire::encode(&records, usize::MAX).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "cannot encode this node's registrations");
-                    Wire::from_encoded(Vec::new())
-                }));
+                let _ = reply.send(records_reply(&records, max_bytes));
             }
         }
         Ok(())
@@ -149,6 +150,18 @@ impl Actor for Gateway {
     }
 }
 
+/// This node's registrations as the answer to another node's pull (only other nodes pull),
+/// within `max_bytes` (the cluster's frame limit). If they do not fit (or cannot be encoded):
+/// an empty frame, logged here, which the puller reports as not decoding and asks again at its
+/// next sync, rather than a frame over its node's limit, which would drop the connection.
+fn records_reply(records: &Option<Records>, max_bytes: usize) -> Wire<Option<Records>> {
+    Wire::encode(records, max_bytes).unwrap_or_else(|e| {
+        let count = records.as_ref().map_or(0, |r| r.records.len());
+        tracing::warn!(registrations = count, error = %e, "cannot send this node's registrations to another node");
+        Wire::from_encoded(Vec::new())
+    })
+}
+
 fn remote_gateways() -> Vec<ActorCell> {
     ractor::pg::get_scoped_members(&PG_SCOPE.to_string(), &GATEWAYS.to_string())
         .into_iter()
@@ -181,4 +194,30 @@ fn pull(inner: Weak<Inner>, gateway: ActorCell) {
             inner.merge_remote(node, records);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_over_the_frame_limit_are_not_sent() {
+        let record = |id: u64| Record {
+            id,
+            service: format!("service-{id}"),
+            pid: id,
+            capabilities: BTreeSet::from(["summarize".to_string()]),
+            metadata: BTreeMap::from([("node".to_string(), "n1".to_string())]),
+            healthy: true,
+            load: 0.0,
+        };
+        let records = Some(Records { version: 3, records: (0..100).map(record).collect() });
+        let sent = records_reply(&records, 1 << 20).into_inner().unwrap().unwrap();
+        assert_eq!((sent.version, sent.records.len()), (3, 100));
+        // 100 registrations take more than 1 KiB: an empty frame, which the puller reads as an
+        // error, not an oversized one.
+        let refused = records_reply(&records, 1024);
+        assert!(refused.into_inner().is_err());
+        assert!(records_reply(&None, 1024).into_inner().unwrap().is_none(), "unchanged: a few bytes");
+    }
 }

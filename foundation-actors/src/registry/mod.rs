@@ -209,6 +209,8 @@ pub(crate) struct Inner {
     version: AtomicU64,
     /// The version of each other node's registrations last merged, by session node id.
     seen: Mutex<HashMap<u64, u64>>,
+    /// The largest answer the gateway sends another node (`cluster.max_frame_bytes`).
+    max_message_bytes: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -289,12 +291,22 @@ impl ServiceRegistry {
             gateway: RwLock::new(None),
             version: AtomicU64::new(1),
             seen: Mutex::new(HashMap::new()),
+            max_message_bytes: AtomicUsize::new(foundation_core::config::DEFAULT_MAX_FRAME_BYTES),
         });
         let (gateway, _) = Actor::spawn(None, Gateway, Arc::downgrade(&inner))
             .await
             .map_err(|e| RegistryError::Start(e.to_string()))?;
         *inner.gateway.write().unwrap_or_else(|p| p.into_inner()) = Some(gateway);
         Ok(ServiceRegistry { inner })
+    }
+
+    /// Sets the largest message this registry's gateway sends to another node: its
+    /// registrations, when another node pulls them (default
+    /// [`DEFAULT_MAX_FRAME_BYTES`](foundation_core::config::DEFAULT_MAX_FRAME_BYTES); set it to
+    /// the cluster's `max_frame_bytes`). Registrations over it are not sent (logged): the other
+    /// node logs that they did not decode and asks again at its next sync.
+    pub fn set_max_message_bytes(&self, max: usize) {
+        self.inner.max_message_bytes.store(max, Ordering::Relaxed);
     }
 
     /// Registers `actor` as an instance of `service`. It starts healthy with load 0.
@@ -525,6 +537,11 @@ impl Inner {
             })
             .collect();
         Some(Records { version, records })
+    }
+
+    /// The largest answer to another node ([`ServiceRegistry::set_max_message_bytes`]).
+    fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes.load(Ordering::Relaxed)
     }
 
     fn seen_version(&self, node: u64) -> u64 {

@@ -47,7 +47,11 @@ pub(crate) struct WireTask {
 
 /// What a node that can do some kind of task does: bid, and run the task if awarded.
 pub trait Bidder: Send + Sync + 'static {
-    /// The cost of doing `task` (the cheapest bid wins), or `None` to decline.
+    /// The cost of doing `task` (the cheapest bid wins), or `None` to decline. A cost is a
+    /// finite number of at least 0: anything else (NaN, an infinity, a negative number, which
+    /// would win or lose every round whatever the other bids) is refused as a decline, logged and
+    /// counted in `foundation_contract_net_bids_refused_total`, here and by a manager receiving
+    /// it from another node.
     fn bid(&self, task: &Task) -> Option<f64>;
 
     /// Runs an awarded task: its result, or why it failed (the manager reports the failure and
@@ -127,7 +131,8 @@ impl<B: Bidder> Actor for BidderActor<B> {
         match msg {
             BidderMsg::Announce(task, reply) => {
                 if let Some(task) = decode(task) {
-                    let bid = bidder.bid(&task).filter(|c| c.is_finite());
+                    let bid =
+                        bidder.bid(&task).and_then(|cost| checked_cost(cost, "this node's bidder", &task.id));
                     if let Ok(answer) = Wire::encode(&bid, *max_bytes) {
                         let _ = reply.send(answer);
                     }
@@ -150,6 +155,35 @@ impl<B: Bidder> Actor for BidderActor<B> {
         }
         Ok(())
     }
+}
+
+/// `cost` if a bid may carry it: finite and not below zero (`-0.0` taken as `0.0`, so that ties
+/// go by node name). NaN, infinities and negative costs are not: compared by `total_cmp`, they
+/// would win (or lose) every round whatever the other bids.
+fn admissible(cost: f64) -> Option<f64> {
+    (cost.is_finite() && cost >= 0.0).then_some(cost.abs())
+}
+
+/// [`admissible`], logging and counting (`foundation_contract_net_bids_refused_total`) a cost
+/// that is not, from `bidder` (a node's name, or this node's own bidder) for task `task`.
+fn checked_cost(cost: f64, bidder: &str, task: &str) -> Option<f64> {
+    let accepted = admissible(cost);
+    if accepted.is_none() {
+        metrics::counter!("foundation_contract_net_bids_refused_total").increment(1);
+        tracing::warn!(
+            %bidder, %task, cost,
+            "contract-net bid refused: a cost must be a finite number of at least 0"
+        );
+    }
+    accepted
+}
+
+/// Bids in award order: the cheapest first, ties to the lower node name. Costs that are not
+/// [`admissible`] (refused on receipt already) are left out whatever the caller.
+fn rank<T>(mut bids: Vec<(f64, String, T)>) -> Vec<(f64, String, T)> {
+    bids.retain(|(cost, _, _)| admissible(*cost).is_some());
+    bids.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    bids
 }
 
 fn decode(task: Wire<WireTask>) -> Option<Task> {
@@ -215,7 +249,7 @@ impl Coordination {
         })?;
         let (mut awarded_rounds, mut lost) = (0, Vec::new());
         for round in 1..=options.max_rounds.max(1) {
-            let bids = self.collect_bids(capability, &bytes, options.bid_window).await;
+            let bids = self.collect_bids(capability, &id, &bytes, options.bid_window).await;
             let Some((cost, node, winner)) = bids.into_iter().next() else {
                 tracing::debug!(task = %id, %capability, round, "no bids");
                 continue;
@@ -261,10 +295,12 @@ impl Coordination {
         nodes
     }
 
-    /// The bids received within `window`, cheapest first (ties: lower node name).
+    /// The bids received within `window` for the task `id` (encoded: `task`), cheapest first
+    /// (ties: lower node name); bids whose cost is not a finite number of at least 0 are refused.
     async fn collect_bids(
         &self,
         capability: &str,
+        id: &str,
         task: &[u8],
         window: Duration,
     ) -> Vec<(f64, String, ActorRef<BidderMsg>)> {
@@ -278,23 +314,26 @@ impl Coordination {
                 continue;
             }
             let (actor, wire) = (ActorRef::<BidderMsg>::from(cell), Wire::from_encoded(task.to_vec()));
+            let id = id.to_string();
             calls.spawn(async move {
                 let answer = actor.call(|reply| BidderMsg::Announce(wire, reply), Some(window)).await;
                 match answer {
-                    Ok(CallResult::Success(bid)) => {
-                        bid.into_inner().ok().flatten().map(|cost| (cost, node, actor))
-                    }
+                    Ok(CallResult::Success(bid)) => bid
+                        .into_inner()
+                        .ok()
+                        .flatten()
+                        .and_then(|cost| checked_cost(cost, &node, &id))
+                        .map(|cost| (cost, node, actor)),
                     _ => None,
                 }
             });
         }
-        let mut bids: Vec<_> = calls.join_all().await.into_iter().flatten().collect();
+        let bids: Vec<_> = calls.join_all().await.into_iter().flatten().collect();
         if bids.is_empty() {
             // A round lasts its window even without bidders (some may be on their way).
             tokio::time::sleep_until(window_end).await;
         }
-        bids.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        bids
+        rank(bids)
     }
 
     /// Awards the task to `winner` and waits for its result; `Err` if the winner was lost.
@@ -329,5 +368,41 @@ impl Coordination {
             },
             loss = lost => Err(loss),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_infinite_and_negative_bids_never_win() {
+        let bid = |cost: f64, node: &str| (cost, node.to_string(), ());
+        let bids = vec![
+            bid(f64::NAN, "a"),
+            bid(f64::NEG_INFINITY, "b"),
+            bid(-1.0, "c"),
+            bid(f64::INFINITY, "d"),
+            bid(3.0, "e"),
+            bid(2.0, "f"),
+            bid(-f64::NAN, "g"),
+        ];
+        let ranked: Vec<(f64, String)> = rank(bids).into_iter().map(|(c, n, ())| (c, n)).collect();
+        assert_eq!(ranked, [(2.0, "f".to_string()), (3.0, "e".to_string())]);
+        // Every round without a valid bid has no winner.
+        assert!(rank(vec![bid(f64::NAN, "a"), bid(f64::NEG_INFINITY, "b")]).is_empty());
+    }
+
+    #[test]
+    fn costs_are_checked_on_receipt_and_zero_ties_by_node_name() {
+        for refused in [f64::NAN, f64::NEG_INFINITY, f64::INFINITY, -0.5, f64::MIN] {
+            assert_eq!(checked_cost(refused, "n2", "t-1"), None, "{refused}");
+        }
+        assert_eq!(checked_cost(1.5, "n2", "t-1"), Some(1.5));
+        // -0.0 is 0: it does not beat another node's 0.0 (total_cmp puts -0.0 first).
+        let zero = checked_cost(-0.0, "n2", "t-1").unwrap();
+        assert!(zero.is_sign_positive());
+        let ranked = rank(vec![(0.0, "n1".to_string(), ()), (zero, "n2".to_string(), ())]);
+        assert_eq!(ranked[0].1, "n1");
     }
 }

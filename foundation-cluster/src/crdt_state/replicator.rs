@@ -115,7 +115,8 @@ impl Cursor {
 pub(crate) enum ReplicatorMsg {
     /// A peer's local-consistency write: merge, no answer.
     Update(Wire<Entries>),
-    /// A peer's majority write: merge, then answer `true`.
+    /// A peer's majority write: merge, then answer whether every entry was stored (`false`:
+    /// one was refused, e.g. a key too long here, and the writer must not count this node).
     #[rpc]
     Write(Wire<Entries>, RpcReplyPort<bool>),
     /// A peer's majority read: answer with this node's value.
@@ -138,6 +139,8 @@ struct Entry {
 
 impl Entry {
     fn new(value: CrdtValue) -> Self {
+        // Not a send: the encoding only measures the value and digests it here (no limit is
+        // due). What is sent is checked against the frame limit where it is sent.
         let bytes = foundation_actors::wire::encode(&value, usize::MAX).unwrap_or_default();
         Entry { size: bytes.len(), digest: fnv1a(&bytes), value }
     }
@@ -210,6 +213,23 @@ impl Store {
                 tx.send_replace(Some(value));
             }
         }
+    }
+
+    /// Merges entries from a peer, refusing keys longer than `max_key` (counted and logged);
+    /// whether every entry was stored.
+    fn merge_entries(&mut self, from: &str, entries: &[(String, CrdtValue)], max_key: usize) -> bool {
+        let mut all = true;
+        for (key, value) in entries {
+            // Not stored: it could not be gossiped (a peer with another config sent it).
+            if key.len() > max_key {
+                metrics::counter!("foundation_crdt_dropped_total", "reason" => "key_too_long").increment(1);
+                tracing::warn!(%from, size = key.len(), max_key, "a CRDT key from a peer is too long; ignored");
+                all = false;
+                continue;
+            }
+            self.merge_in(key, value, from);
+        }
+        all
     }
 
     /// Ends every subscription (the replicator stopped).
@@ -294,22 +314,14 @@ impl Shared {
         self.cluster.counted_members().1
     }
 
-    /// Merges entries from a peer; ignored if the peer is blocked (test partition).
-    fn merge_entries(&self, from: &str, entries: &[(String, CrdtValue)]) {
+    /// Merges entries from a peer; ignored if the peer is blocked (test partition). Whether
+    /// every entry was stored (merged, or already there): `false` if the peer is blocked or a
+    /// key was refused.
+    fn merge_entries(&self, from: &str, entries: &[(String, CrdtValue)]) -> bool {
         if self.cluster.is_blocked(from) {
-            return;
+            return false;
         }
-        let max_key = self.max_key_bytes();
-        let mut store = self.store();
-        for (key, value) in entries {
-            // Not stored: it could not be gossiped (a peer with another config sent it).
-            if key.len() > max_key {
-                metrics::counter!("foundation_crdt_dropped_total", "reason" => "key_too_long").increment(1);
-                tracing::warn!(%from, size = key.len(), max_key, "a CRDT key from a peer is too long; ignored");
-                continue;
-            }
-            store.merge_in(key, value, from);
-        }
+        self.store().merge_entries(from, entries, self.max_key_bytes())
     }
 
     /// Sends `entries` to `peer` as gossip, in as many messages as the size limit needs; the
@@ -594,14 +606,20 @@ impl Actor for ReplicatorActor {
                     shared.merge_entries(&update.from, &update.entries);
                 }
             }
-            ReplicatorMsg::Write(wire, reply) => {
-                if let Ok(update) = wire.into_inner()
-                    && !shared.cluster.is_blocked(&update.from)
-                {
-                    shared.merge_entries(&update.from, &update.entries);
-                    let _ = reply.send(true);
+            ReplicatorMsg::Write(wire, reply) => match wire.into_inner() {
+                // A blocked peer (test partition) hears nothing, as across a real one.
+                Ok(update) if shared.cluster.is_blocked(&update.from) => {}
+                // Acknowledged only if stored: a refused entry must not count towards the
+                // writer's majority.
+                Ok(update) => {
+                    let stored = shared.merge_entries(&update.from, &update.entries);
+                    let _ = reply.send(stored);
                 }
-            }
+                // Did not decode (counted and logged by the wire adapter): not stored.
+                Err(_) => {
+                    let _ = reply.send(false);
+                }
+            },
             ReplicatorMsg::Read(wire, reply) => {
                 if let Ok(request) = wire.into_inner()
                     && !shared.cluster.is_blocked(&request.from)
@@ -835,6 +853,61 @@ mod tests {
             Status { from: "p".into(), start: Some("z".into()), end: Some("a".into()), digests: Vec::new() };
         let answer = store.diff(&status, 1000, 10);
         assert!(answer.send.is_empty() && answer.want.is_empty() && answer.resume.is_none());
+    }
+
+    /// A majority write whose key is too long for this node (a peer with a larger message limit)
+    /// is not stored, and answered `false`: the writer must not count this node's ack.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_with_a_key_too_long_here_is_not_acknowledged() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = foundation_core::config::ClusterConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            ..Default::default()
+        };
+        let cluster = Cluster::start("crdt-acks", &config, None).await.unwrap();
+        // 2 KiB messages: keys of at most 384 bytes.
+        let small = ReplicatorConfig { name: "acks".into(), max_message_bytes: 2048, ..Default::default() };
+        let replicator = cluster.start_replicator(small).await.unwrap();
+        let actor: ActorRef<ReplicatorMsg> =
+            ractor::pg::get_scoped_members(&SCOPE.to_string(), &"acks@crdt-acks".to_string())
+                .into_iter()
+                .next()
+                .expect("the replicator is in its pg group")
+                .into();
+        let write = |key: String| {
+            let entries = Entries { from: "peer".into(), entries: vec![(key, counter("peer", 1))] };
+            let wire = Wire::encode(&entries, 1 << 20).unwrap();
+            let actor = actor.clone();
+            async move {
+                actor
+                    .call(|reply| ReplicatorMsg::Write(wire, reply), Some(std::time::Duration::from_secs(5)))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(write("k".repeat(384)).await, ractor::rpc::CallResult::Success(true));
+        assert_eq!(write("k".repeat(385)).await, ractor::rpc::CallResult::Success(false));
+        assert!(replicator.value(&"k".repeat(384)).is_some());
+        assert!(replicator.value(&"k".repeat(385)).is_none(), "the long key was not stored");
+        // A frame that does not decode is not stored either: `false`, not silence.
+        let garbage = <Wire<Entries> as ractor::BytesConvertable>::from_bytes(vec![0, 0xff, 0xff]);
+        let answer = actor
+            .call(|reply| ReplicatorMsg::Write(garbage, reply), Some(std::time::Duration::from_secs(5)))
+            .await;
+        assert_eq!(answer.unwrap(), ractor::rpc::CallResult::Success(false));
+        replicator.stop().await;
+        cluster.shutdown().await;
+    }
+
+    /// The store's part: a refused key makes the whole batch unacknowledged, the rest is merged.
+    #[test]
+    fn merging_a_batch_with_a_key_too_long_reports_it() {
+        let mut store = Store::default();
+        let batch = vec![("ok".to_string(), counter("p", 1)), ("k".repeat(11), counter("p", 1))];
+        assert!(!store.merge_entries("p", &batch, 10));
+        assert!(store.get("ok").is_some());
+        assert!(store.get(&"k".repeat(11)).is_none());
+        assert!(store.merge_entries("p", &batch[..1], 10));
     }
 
     #[test]
