@@ -15,6 +15,29 @@ pub enum ClusterCommand {
     /// Join a running cluster briefly as an observer and print every known node: name, address,
     /// status (up, unreachable, down), load, CPU, memory, runtime lag and last heartbeat.
     Status(StatusArgs),
+    /// Remove a node from the cluster for good: every node stops counting it towards its
+    /// majorities (singletons, locks, majority reads and writes) and forgets it in its state
+    /// directory; nodes that are down now learn it when they come back. Only for a node that is
+    /// stopped and will not return as it was (a new start of it joins again as usual): removing
+    /// a node that still runs on the other side of a partition can let both sides form a
+    /// majority.
+    Remove(RemoveArgs),
+}
+
+/// Options of `foundation cluster remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The node to remove.
+    node: String,
+    /// Nodes of the cluster to reach, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    seeds: Vec<std::net::SocketAddr>,
+    /// The cluster's cookie (also from FOUNDATION_COOKIE).
+    #[arg(long, env = "FOUNDATION_COOKIE", hide_env_values = true, default_value = "foundation-dev-cookie")]
+    cookie: String,
+    /// How long to wait for the cluster to answer and for every node reached to forget it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 /// Options of `foundation cluster status`.
@@ -60,32 +83,99 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Up(args) => up(args),
         ClusterCommand::Status(args) => status(args),
+        ClusterCommand::Remove(args) => remove(args),
     }
+}
+
+/// Starts a short-lived observer node that joins the cluster at `seeds`; `None` (after saying
+/// why) if no node answered within `timeout`.
+async fn observe(
+    seeds: &[std::net::SocketAddr],
+    cookie: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<foundation_cluster::Cluster>> {
+    // An observer node on a free loopback port, named so it can be left out of the table.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let name = format!("{OBSERVER_PREFIX}{}", std::process::id());
+    let config = foundation_core::config::ClusterConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        cookie: cookie.to_string(),
+        seeds: seeds.to_vec(),
+        ..Default::default()
+    };
+    let observer = foundation_cluster::Cluster::start(&name, &config, None).await?;
+    if observer.wait_for_members(1, timeout).await.is_err() {
+        observer.shutdown().await;
+        eprintln!(
+            "no node of the cluster answered at {seeds:?} within {timeout:?} (wrong address or cookie?)"
+        );
+        return Ok(None);
+    }
+    // Let transitive connections to the seeds' peers come up before asking.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(Some(observer))
+}
+
+fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let Some(observer) = observe(&args.seeds, &args.cookie, args.timeout).await? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        let node = args.node.as_str();
+        let views = observer.node_views(args.timeout).await;
+        let up_on: Vec<&str> = views
+            .iter()
+            .filter(|(_, view)| view.nodes.iter().any(|n| n.name == node && n.status == "up"))
+            .map(|(reporter, _)| reporter.as_str())
+            .collect();
+        if !up_on.is_empty() || views.iter().any(|(reporter, _)| reporter == node) {
+            observer.shutdown().await;
+            eprintln!("node `{node}` is up (seen by {}): stop it first, then remove it", up_on.join(", "));
+            return Ok(ExitCode::from(2));
+        }
+        if let Err(e) = observer.remove_member(node) {
+            observer.shutdown().await;
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+        // Heartbeats carry the removal to every node reached; wait until none lists it.
+        let deadline = tokio::time::Instant::now() + args.timeout;
+        let mut still: Vec<String>;
+        loop {
+            let views = observer.node_views(args.timeout).await;
+            still = views
+                .into_iter()
+                .filter(|(reporter, view)| {
+                    !reporter.starts_with(OBSERVER_PREFIX) && view.nodes.iter().any(|n| n.name == node)
+                })
+                .map(|(reporter, _)| reporter)
+                .collect();
+            if still.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        observer.shutdown().await;
+        if !still.is_empty() {
+            eprintln!(
+                "node `{node}` removed, but {} still list it after {:?}",
+                still.join(", "),
+                args.timeout
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("removed {node}: every node reached forgot it (nodes down now learn it when they return)");
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        // An observer node on a free loopback port, named so it can be left out of the table.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let name = format!("{OBSERVER_PREFIX}{}", std::process::id());
-        let config = foundation_core::config::ClusterConfig {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            cookie: args.cookie.clone(),
-            seeds: args.seeds.clone(),
-            ..Default::default()
-        };
-        let observer = foundation_cluster::Cluster::start(&name, &config, None).await?;
-        if observer.wait_for_members(1, args.timeout).await.is_err() {
-            observer.shutdown().await;
-            eprintln!(
-                "no node of the cluster answered at {:?} within {:?} (wrong address or cookie?)",
-                args.seeds, args.timeout
-            );
+        let Some(observer) = observe(&args.seeds, &args.cookie, args.timeout).await? else {
             return Ok(ExitCode::FAILURE);
-        }
-        // Let transitive connections to the seeds' peers come up before asking.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         let mut health = observer.cluster_health(args.timeout).await;
         observer.shutdown().await;
         // Observers (this one, and earlier `cluster status` runs, which peers remember as down

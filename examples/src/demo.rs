@@ -118,6 +118,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .args(["--candidates", &args.candidates.to_string(), "--latency-ms", &args.latency_ms.to_string()])
         .arg("--run-state")
         .arg(&state_dir)
+        // A new cluster every run: its members are remembered beside the run's state, and
+        // removed with it.
+        .arg("--state-dir")
+        .arg(state_dir.join("nodes").join(format!("demo-{}", i + 1)))
         // Traced but sampling nothing on their own: the dashboard's cluster traces record, and
         // the profiler shows where time goes.
         .args(["--trace-rate", "0"])

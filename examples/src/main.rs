@@ -17,7 +17,9 @@ mod coord_cmd;
 mod demo;
 mod llm_load;
 mod node_cmd;
+mod node_state;
 mod optimize;
+mod singleton_log;
 mod tour;
 mod trace_cmd;
 

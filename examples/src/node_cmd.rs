@@ -32,10 +32,27 @@ pub struct NodeArgs {
     /// `--name` (and no `node.name` set), is named `node-PORT`.
     #[arg(long)]
     cluster: bool,
+    /// Keep this node's state here: the members it has known (after a restart they count
+    /// towards every majority, so the node never acts as a cluster of its own, and they are
+    /// dialled like seeds), nodes removed for good, its incarnation and, with `--cluster`, its
+    /// name and port. Default: `cluster.state_dir`, else `$XDG_STATE_HOME/foundation/nodes/NAME-PORT`
+    /// (`~/.local/state/...`); with `--cluster` and no name, the first free
+    /// `.../foundation/cluster/slot-K`, so that several such nodes on one host keep their own.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_state")]
+    state_dir: Option<PathBuf>,
+    /// Keep no state: every start is a new node (a restart with no seeds then acts as a new
+    /// cluster until another node connects to it).
+    #[arg(long)]
+    no_state: bool,
     /// Declare a cluster singleton with this name (repeatable); it runs on one node only, and
     /// this node prints when it starts or stops here.
     #[arg(long = "singleton")]
     singletons: Vec<String>,
+    /// Test aid: each singleton copy running here appends to this file, every 20 ms while its
+    /// lease is valid, `active NODE COPY UNIX_MS` (and `start`/`stop` lines), so that a checker
+    /// can tell whether two copies were ever active at once.
+    #[arg(long, value_name = "FILE")]
+    singleton_log: Option<PathBuf>,
     /// Hold this cluster-wide name (repeatable): register a worker under it, or wait and retry
     /// while another node holds it; print when it is gained, taken elsewhere, or lost.
     #[arg(long = "register")]
@@ -148,6 +165,9 @@ enum Command {
     Partition { nodes: Vec<String> },
     /// `heal`: test hook, end `partition`.
     Heal,
+    /// `forge-leaving NODE`: test hook, send every peer a leave notice in NODE's name (a lying
+    /// peer: the others must not believe it).
+    ForgeLeaving { node: String },
     /// `lock`, `unlock`, `elect`, `resign`, `barrier`, `bid`, `allocate` (`--coordination`).
     Coord(crate::coord_cmd::CoordCommand),
 }
@@ -225,6 +245,7 @@ impl Command {
                 Ok(Command::Partition { nodes: nodes.split(',').map(str::to_string).collect() })
             }
             (Some("heal"), None) => Ok(Command::Heal),
+            (Some("forge-leaving"), Some(node)) => Ok(Command::ForgeLeaving { node: node.to_string() }),
             (Some(op @ ("crdt-inc" | "crdt-add" | "crdt-remove" | "crdt-get")), Some(key)) => {
                 let mut rest: Vec<&str> = words.collect();
                 let majority = rest.last() == Some(&"majority");
@@ -277,6 +298,7 @@ fn run_command(
         | Command::Crdt(_)
         | Command::Partition { .. }
         | Command::Heal
+        | Command::ForgeLeaving { .. }
         | Command::Coord(_) => {}
         Command::Budget => match budget {
             Some(limiter) => say!("budget share {:.3}", limiter.share()),
@@ -522,25 +544,68 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(2));
         }
     };
+    if args.no_state {
+        config.cluster.state_dir = None;
+    } else if let Some(dir) = &args.state_dir {
+        config.cluster.state_dir = Some(dir.clone());
+    }
+    let defaults = foundation_core::config::FoundationConfig::default();
+    // Zero-config nodes keep their name and port in a slot of their own (a lock file tells the
+    // slots of running nodes apart), so a restart is the same member, not a new one.
+    let mut slot = None;
+    if args.cluster
+        && config.node.name == defaults.node.name
+        && !args.no_state
+        && config.cluster.state_dir.is_none()
+    {
+        let found = crate::node_state::claim_cluster_slot(config.cluster.listen.ip())?;
+        config.cluster.state_dir = Some(found.dir.clone());
+        slot = Some(found);
+    }
     if args.cluster {
-        let defaults = foundation_core::config::FoundationConfig::default();
         if config.cluster.listen == defaults.cluster.listen {
-            let free = std::net::TcpListener::bind((config.cluster.listen.ip(), 0))?.local_addr()?;
+            let port = slot.as_ref().and_then(|s| s.port).unwrap_or(0);
+            let free = std::net::TcpListener::bind((config.cluster.listen.ip(), port))
+                .or_else(|_| std::net::TcpListener::bind((config.cluster.listen.ip(), 0)))?
+                .local_addr()?;
             config.cluster.listen = free;
         }
         if config.node.name == defaults.node.name {
-            config.node.name = format!("node-{}", config.cluster.listen.port());
+            config.node.name = match &slot {
+                Some(slot) => slot.name.clone(),
+                None => format!("node-{}", config.cluster.listen.port()),
+            };
         }
+    }
+    if let Some(slot) = slot {
+        slot.remember_port(config.cluster.listen.port());
+    }
+    if config.cluster.state_dir.is_none() && !args.no_state {
+        config.cluster.state_dir =
+            Some(crate::node_state::default_node_dir(&config.node.name, config.cluster.listen.port()));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let channels = Channels::start().await?;
         let cluster = Cluster::start(&config.node.name, &config.cluster, Some(channels.clone())).await?;
         let mut events = cluster.subscribe();
+        if let Some(dir) = &config.cluster.state_dir {
+            let remembered: Vec<String> = cluster.members().into_iter().map(|m| m.name).collect();
+            match remembered.is_empty() {
+                true => say!("state in {}", dir.display()),
+                false => say!("state in {} (remembers {})", dir.display(), remembered.join(", ")),
+            }
+        }
         say!("node {} listening on {}", config.node.name, cluster.listen_addr());
         let mut singletons = Vec::new();
         for name in &args.singletons {
-            let handle = cluster.start_singleton(name, ChildSpec::new(name.clone(), || (SingletonWorker, ())));
+            let handle = match &args.singleton_log {
+                None => cluster.start_singleton(name, ChildSpec::new(name.clone(), || (SingletonWorker, ()))),
+                Some(log) => {
+                    let copy = crate::singleton_log::Copy::new(name, &config.node.name, log);
+                    cluster.start_singleton(name, ChildSpec::new(name.clone(), move || copy.actor()))
+                }
+            };
             let mut events = handle.subscribe();
             let name = name.clone();
             tokio::spawn(async move {
@@ -594,6 +659,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             false => None,
         };
         let registry = ServiceRegistry::start().await?;
+        registry.set_max_message_bytes(cluster.max_frame_bytes());
         let mut workers = Vec::new();
         for service in &args.services {
             let (name, caps) = service.split_once(':').unwrap_or((service.as_str(), ""));
@@ -685,6 +751,10 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                             cluster.unblock_all();
                             say!("healed");
                         }
+                        Ok(Command::ForgeLeaving { node }) => {
+                            let told = cluster.forge_leaving(&node).await;
+                            say!("forged a leave notice for {node} to {told} node(s)");
+                        }
                         Ok(command @ (Command::CachePut { .. } | Command::CacheGet { .. } | Command::CacheOwner { .. })) => {
                             tokio::spawn(cache_command(shared_cache.clone(), command));
                         }
@@ -699,6 +769,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                     Ok(MembershipEvent::Down { name, reason }) => say!("member down: {name} ({reason})"),
                     Ok(MembershipEvent::Unreachable { name, phi }) => say!("member unreachable: {name} (phi {phi:.1})"),
                     Ok(MembershipEvent::Left { name }) => say!("member left: {name}"),
+                    Ok(MembershipEvent::Removed { name }) => say!("member removed: {name}"),
                     Ok(MembershipEvent::Refused { peer_addr, peer_name }) => {
                         let who = peer_name.map_or(String::new(), |n| format!("node {n}, "));
                         say!("refused: {peer_addr} ({who}did not authenticate)");

@@ -8,7 +8,7 @@ use foundation_cluster::testkit::{NodeProcess, free_port};
 
 mod support;
 
-use support::{WAIT, start_node};
+use support::{WAIT, number_after, start_node};
 
 /// Three connected nodes n1, n2, n3 (n2 and n3 seeded with n1).
 fn cluster() -> [NodeProcess; 3] {
@@ -38,15 +38,6 @@ fn cluster_on(ports: [u16; 3], n1_options: &[&str]) -> [NodeProcess; 3] {
         me.wait_for("coordination ready", WAIT).unwrap();
     }
     [n1, n2, n3]
-}
-
-/// The number after `word` in `line` (`... token 7`).
-fn number_after(line: &str, word: &str) -> u64 {
-    let rest = &line[line.find(word).unwrap_or_else(|| panic!("no `{word}` in `{line}`")) + word.len()..];
-    rest.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number in `{line}`"))
 }
 
 fn lines_with(node: &NodeProcess, pattern: &str) -> Vec<String> {

@@ -97,6 +97,8 @@ enum KeeperMsg {
 struct Keeper {
     name: String,
     config: BudgetConfig,
+    /// The cluster's frame limit.
+    max_bytes: usize,
 }
 
 struct Lease {
@@ -136,8 +138,15 @@ impl Actor for Keeper {
                 return Ok(());
             }
         };
+        // A keeper whose singleton lease ran out (its process was paused past it, or it lost
+        // the majority) grants nothing: a new keeper may be dividing the budget already. The
+        // node asks again, and its own lease lapses if nobody answers.
+        if !crate::singleton::lease_valid(&self.name) {
+            tracing::warn!(budget = %self.name, node = %request.node, "keeper without a valid lease: no share granted");
+            return Ok(());
+        }
         let share = grant(&self.config, state, &request, Instant::now());
-        match Wire::encode(&LeaseGrant { share }, usize::MAX) {
+        match Wire::encode(&LeaseGrant { share }, self.max_bytes) {
             // Nobody waiting (the node timed out) is not our problem: it asks again.
             Ok(grant) => drop(reply.send(grant)),
             Err(e) => tracing::error!(budget = %self.name, error = %e, "a lease grant did not encode"),
@@ -222,54 +231,82 @@ impl Cluster {
     pub fn start_budget(&self, name: &str, limiter: RateLimiter, config: BudgetConfig) -> BudgetHandle {
         limiter.set_share(0.0);
         let keeper_name = format!("budget:{name}");
-        let (group, cfg) = (keeper_name.clone(), config);
+        let (group, cfg, max_bytes) = (keeper_name.clone(), config, self.max_frame_bytes());
         let keeper = self.start_singleton(
             &keeper_name,
-            ChildSpec::new(keeper_name.clone(), move || (Keeper { name: group.clone(), config: cfg }, ())),
+            ChildSpec::new(keeper_name.clone(), move || {
+                (Keeper { name: group.clone(), config: cfg, max_bytes }, ())
+            }),
         );
         let (node, local) = (self.name().to_string(), limiter.clone());
-        let task = tokio::spawn(async move {
-            let mut valid_until: Option<Instant> = None;
-            let mut demand = 0.0;
-            let mut last_granted = local.granted();
-            let mut tick = tokio::time::interval(config.renew_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let granted = local.granted();
-                let reading = local.waiting() as f64 + (granted - last_granted) as f64;
-                last_granted = granted;
-                demand = DEMAND_SMOOTHING * reading + (1.0 - DEMAND_SMOOTHING) * demand;
-                let asked = Instant::now();
-                let request = LeaseRequest { node: node.clone(), held: local.share(), demand };
-                match renew(&keeper_name, &request).await {
-                    Some(share) => {
-                        if (share - local.share()).abs() > 1e-9 {
-                            tracing::debug!(budget = %keeper_name, share, "budget share changed");
-                        }
-                        local.set_share(share);
-                        valid_until = Some(asked + config.lease);
-                    }
-                    None if valid_until.is_some_and(|t| Instant::now() >= t) => {
-                        tracing::warn!(budget = %keeper_name, "budget lease lapsed (keeper unreachable): running on nothing");
-                        local.set_share(0.0);
-                        valid_until = None;
-                    }
-                    None => {}
-                }
-                metrics::gauge!("foundation_budget_share", "budget" => keeper_name.clone())
-                    .set(local.share());
-            }
-        });
+        let ask = move |request: LeaseRequest| {
+            let group = keeper_name.clone();
+            async move { renew(&group, &request, max_bytes).await }
+        };
+        let task = tokio::spawn(hold_share(local, config, format!("budget:{name}"), node, ask));
         BudgetHandle { limiter, task, _keeper: keeper }
     }
 }
 
+/// Runs `local` on the share the keeper grants through `ask`, renewing every
+/// `config.renew_every`; gives the share up at the lease's end, to the instant: not at the
+/// next tick, nor after a renewal that is still waiting for the keeper (which would let the
+/// keeper hand it to another node while this one still uses it).
+async fn hold_share<F, Fut>(local: RateLimiter, config: BudgetConfig, budget: String, node: String, ask: F)
+where
+    F: Fn(LeaseRequest) -> Fut,
+    Fut: std::future::Future<Output = Option<f64>>,
+{
+    let mut valid_until: Option<Instant> = None;
+    let mut demand = 0.0;
+    let mut last_granted = local.granted();
+    let mut tick = tokio::time::interval(config.renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lapse = |valid_until: &mut Option<Instant>| {
+        tracing::warn!(%budget, "budget lease lapsed (keeper unreachable): running on nothing");
+        local.set_share(0.0);
+        *valid_until = None;
+    };
+    loop {
+        let end = valid_until.unwrap_or_else(|| Instant::now() + config.lease);
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(end), if valid_until.is_some() => {
+                lapse(&mut valid_until);
+                continue;
+            }
+        }
+        let granted = local.granted();
+        let reading = local.waiting() as f64 + (granted - last_granted) as f64;
+        last_granted = granted;
+        demand = DEMAND_SMOOTHING * reading + (1.0 - DEMAND_SMOOTHING) * demand;
+        let asked = Instant::now();
+        let request = LeaseRequest { node: node.clone(), held: local.share(), demand };
+        let answer = tokio::select! {
+            answer = ask(request) => answer,
+            _ = tokio::time::sleep_until(end), if valid_until.is_some() => {
+                lapse(&mut valid_until);
+                continue;
+            }
+        };
+        if let Some(share) = answer {
+            if (share - local.share()).abs() > 1e-9 {
+                tracing::debug!(%budget, share, "budget share changed");
+            }
+            local.set_share(share);
+            valid_until = Some(asked + config.lease);
+        }
+        metrics::gauge!("foundation_budget_share", "budget" => budget.clone()).set(local.share());
+    }
+}
+
 /// Asks the keeper (wherever it runs) for a share.
-async fn renew(group: &str, request: &LeaseRequest) -> Option<f64> {
+async fn renew(group: &str, request: &LeaseRequest, max_bytes: usize) -> Option<f64> {
     let keeper = ractor::pg::get_scoped_members(&SCOPE.to_string(), &group.to_string()).into_iter().next()?;
     let keeper: ActorRef<KeeperMsg> = keeper.into();
-    let wire = Wire::encode(request, usize::MAX).ok()?;
+    let wire = Wire::encode(request, max_bytes)
+        .map_err(|e| tracing::error!(budget = %group, error = %e, "a lease request does not fit a frame"))
+        .ok()?;
     match keeper.call(|port| KeeperMsg::Renew(wire, port), Some(RENEW_TIMEOUT)).await {
         Ok(ractor::rpc::CallResult::Success(grant)) => {
             grant.into_inner().ok().map(|g| g.share.clamp(0.0, 1.0))
@@ -285,6 +322,38 @@ mod tests {
     fn ask(state: &mut KeeperState, node: &str, held: f64, demand: f64, now: Instant) -> f64 {
         let config = BudgetConfig::default();
         grant(&config, state, &LeaseRequest { node: node.into(), held, demand }, now)
+    }
+
+    /// The share is given up at the lease's end even while a renewal hangs (before, only once
+    /// the renewal timed out: shares could sum above 1 for up to that timeout).
+    #[tokio::test(start_paused = true)]
+    async fn a_share_is_given_up_at_its_leases_end_while_a_renewal_hangs() {
+        let limiter = RateLimiter::new(vec![foundation_core::rate_limit::Limit::per_minute("rpm", 600)])
+            .expect("a valid limit");
+        let config = BudgetConfig::default();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ask = {
+            let calls = calls.clone();
+            move |_: LeaseRequest| {
+                let first = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                async move {
+                    match first {
+                        true => Some(1.0),
+                        // The keeper went silent: this renewal never answers.
+                        false => std::future::pending().await,
+                    }
+                }
+            }
+        };
+        let started = Instant::now();
+        let task = tokio::spawn(hold_share(limiter.clone(), config, "b".into(), "n1".into(), ask));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(limiter.share(), 1.0, "the first renewal granted the whole budget");
+        tokio::time::sleep_until(started + config.lease - Duration::from_millis(5)).await;
+        assert_eq!(limiter.share(), 1.0, "still within the lease");
+        tokio::time::sleep_until(started + config.lease + Duration::from_millis(1)).await;
+        assert_eq!(limiter.share(), 0.0, "given up at the lease's end, with a renewal still waiting");
+        task.abort();
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub mod phi;
 pub mod replicated;
 pub mod shared_cache;
 pub mod singleton;
+mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tls;

@@ -6,10 +6,13 @@
 //! not a node at all).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ractor::ActorId;
 use ractor_cluster::node::NodeServerSessionInformation;
+
+use crate::state::{NodeState, Remembered, Removal};
 
 /// A node as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,9 @@ pub struct Member {
     pub status: MemberStatus,
     /// When it entered this status.
     pub since: SystemTime,
+    /// Its process's incarnation, once heard (grows with every start of the node; 0 until a
+    /// heartbeat told it, e.g. for a member remembered from before this node restarted).
+    pub incarnation: u64,
 }
 
 /// A member's status.
@@ -69,6 +75,13 @@ pub enum MembershipEvent {
         /// Its name.
         name: String,
     },
+    /// A node was removed from the cluster for good ([`Cluster::remove_member`](crate::Cluster::remove_member),
+    /// here or on another node): it no longer counts among the known nodes, and it is refused
+    /// until it restarts.
+    Removed {
+        /// Its name.
+        name: String,
+    },
     /// A connection was refused: wrong cookie, or not a node.
     Refused {
         /// Where it came from.
@@ -97,6 +110,17 @@ pub(crate) enum SessionEvent {
         name: String,
         phi: f64,
     },
+    /// A node answered a heartbeat over its own session: its incarnation, and the removals it
+    /// knows of.
+    Heard {
+        name: String,
+        incarnation: u64,
+        removed: Vec<(String, Removal)>,
+    },
+    /// This node's operator removes a node for good.
+    Remove {
+        name: String,
+    },
 }
 
 struct Session {
@@ -106,6 +130,10 @@ struct Session {
 
 #[derive(Default)]
 pub(crate) struct Membership {
+    /// What outlives this process (members known, removals), written to the state directory
+    /// when it changes (if there is one).
+    remembered: Remembered,
+    state: Option<Arc<NodeState>>,
     sessions: HashMap<ActorId, Session>,
     members: BTreeMap<String, Member>,
     ready_sessions: HashMap<String, usize>,
@@ -121,8 +149,130 @@ pub(crate) fn node_name(full: &str) -> String {
 }
 
 impl Membership {
-    pub(crate) fn apply(&mut self, event: SessionEvent) -> Option<MembershipEvent> {
+    /// Membership as remembered by `state` (if any): its members count as known, down until
+    /// they connect.
+    pub(crate) fn new(me: &str, state: Option<Arc<NodeState>>) -> Self {
+        let mut membership = Membership::default();
+        if let Some(state) = &state {
+            membership.remembered = state.remembered.clone();
+            membership.remembered.members.remove(me);
+            for (name, addr) in &membership.remembered.members {
+                let member = Member {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                    status: MemberStatus::Down,
+                    since: SystemTime::now(),
+                    incarnation: 0,
+                };
+                membership.members.insert(name.clone(), member);
+            }
+        }
+        membership.state = state;
+        membership
+    }
+
+    /// Applies `event`; writes the state directory if what it remembers changed.
+    pub(crate) fn apply(&mut self, event: SessionEvent) -> Vec<MembershipEvent> {
+        let before = self.remembered.clone();
+        let mut changes = self.apply_event(event);
+        changes.extend(self.drop_removed());
+        self.remember(&changes);
+        if self.remembered != before
+            && let Some(state) = &self.state
+        {
+            state.save(&self.remembered);
+        }
+        changes
+    }
+
+    /// Keeps the remembered members in step with a change.
+    fn remember(&mut self, changes: &[MembershipEvent]) {
+        for change in changes {
+            match change {
+                MembershipEvent::Up { name, addr }
+                    if !name.starts_with(crate::singleton::OBSERVER_PREFIX) =>
+                {
+                    self.remembered.members.insert(name.clone(), addr.clone());
+                }
+                MembershipEvent::Left { name } | MembershipEvent::Removed { name } => {
+                    self.remembered.members.remove(name);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Nodes removed for good, as heartbeats gossip them.
+    pub(crate) fn removals(&self) -> Vec<(String, Removal)> {
+        self.remembered.removed.iter().map(|(n, r)| (n.clone(), *r)).collect()
+    }
+
+    /// Whether `incarnation` of `name` was removed for good.
+    pub(crate) fn is_removed(&self, name: &str, incarnation: u64) -> bool {
+        self.remembered.is_removed(name, incarnation)
+    }
+
+    /// A removal as this node applies it: it covers the incarnation this node last heard of
+    /// the node, if that node is not up here (the remover may never have heard of it; every
+    /// node raises the removal to what it knows, and gossip keeps the largest). A node up here
+    /// is not removed by it: its current incarnation stays above.
+    fn resolve_removal(&self, name: &str, removal: Removal) -> Removal {
+        match self.members.get(name) {
+            Some(m) if m.status != MemberStatus::Up => {
+                Removal { incarnation: removal.incarnation.max(m.incarnation), ..removal }
+            }
+            _ => removal,
+        }
+    }
+
+    /// Forgets members whose removal covers the incarnation known of them.
+    fn drop_removed(&mut self) -> Vec<MembershipEvent> {
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.status != MemberStatus::Up && self.remembered.is_removed(&m.name, m.incarnation))
+            .map(|m| m.name.clone())
+            .collect();
+        gone.into_iter()
+            .map(|name| {
+                self.members.remove(&name);
+                MembershipEvent::Removed { name }
+            })
+            .collect()
+    }
+
+    fn apply_event(&mut self, event: SessionEvent) -> Vec<MembershipEvent> {
         match event {
+            SessionEvent::Heard { name, incarnation, removed } => {
+                if let Some(member) = self.members.get_mut(&name) {
+                    member.incarnation = member.incarnation.max(incarnation);
+                }
+                let removed = removed.into_iter().map(|(n, r)| {
+                    let r = self.resolve_removal(&n, r);
+                    (n, r)
+                });
+                let removed: Vec<_> = removed.collect();
+                self.remembered.merge_removed(removed);
+                self.drop_removed()
+            }
+            SessionEvent::Remove { name } => {
+                let removal =
+                    self.resolve_removal(&name, Removal { incarnation: 0, at_ms: crate::state::unix_ms() });
+                self.remembered.merge_removed([(name.clone(), removal)]);
+                // Listed as removed even if this node never knew it (its peers may have).
+                let mut changes = self.drop_removed();
+                if !changes.iter().any(|c| matches!(c, MembershipEvent::Removed { name: n } if *n == name)) {
+                    changes.push(MembershipEvent::Removed { name });
+                }
+                changes
+            }
+            other => self.apply_session(other).into_iter().collect(),
+        }
+    }
+
+    fn apply_session(&mut self, event: SessionEvent) -> Option<MembershipEvent> {
+        match event {
+            SessionEvent::Heard { .. } | SessionEvent::Remove { .. } => None,
             SessionEvent::Unreachable { name, phi } => {
                 self.evicting.insert(name.clone(), format!("unreachable: phi {phi:.1} over the threshold"));
                 if let Some(member) = self.members.get_mut(&name) {
@@ -168,11 +318,13 @@ impl Membership {
                 if was_up {
                     return None;
                 }
+                let incarnation = self.members.get(&name).map_or(0, |m| m.incarnation);
                 let member = Member {
                     name: name.clone(),
                     addr: addr.clone(),
                     status: MemberStatus::Up,
                     since: SystemTime::now(),
+                    incarnation,
                 };
                 self.members.insert(name.clone(), member);
                 Some(MembershipEvent::Up { name, addr })
@@ -227,6 +379,16 @@ impl Membership {
 
     pub(crate) fn up_addrs(&self) -> Vec<String> {
         self.members.values().filter(|m| m.status == MemberStatus::Up).map(|m| m.addr.clone()).collect()
+    }
+
+    /// Addresses of members remembered from an earlier run (or seen since) that are not up.
+    pub(crate) fn remembered_down(&self) -> Vec<std::net::SocketAddr> {
+        self.remembered
+            .members
+            .iter()
+            .filter(|(name, _)| self.members.get(*name).is_none_or(|m| m.status != MemberStatus::Up))
+            .filter_map(|(_, addr)| addr.parse().ok())
+            .collect()
     }
 
     pub(crate) fn is_up_at(&self, addr: &str) -> bool {

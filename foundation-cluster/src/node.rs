@@ -48,6 +48,14 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// A member could not be removed.
+    #[error("cannot remove node `{name}`: {reason}")]
+    Remove {
+        /// The node.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// Waited too long for members.
     #[error("{wanted} members were not up within {waited:?} (up: {up:?})")]
     Timeout {
@@ -81,6 +89,17 @@ struct Inner {
     blocked: Blocked,
     #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
     dialer: Dialer,
+    /// This node's coordinator (locks, singleton leases), set once started; taken on shutdown.
+    coordinator: std::sync::Mutex<Option<crate::coordination::NodeCoordinator>>,
+    /// Singleton managers declared here: told to stop their copies and give their leases back
+    /// when the node leaves.
+    singletons: crate::singleton::Managers,
+    /// Set when this node starts leaving (its heartbeats say so, which confirms its notice).
+    leaving: Arc<std::sync::atomic::AtomicBool>,
+    /// Into the membership task (for removals asked here).
+    events_in: mpsc::UnboundedSender<SessionEvent>,
+    /// This process's incarnation.
+    incarnation: u64,
 }
 
 /// Names of peers whose sessions are closed as soon as they authenticate.
@@ -147,6 +166,19 @@ impl Cluster {
                 ))
             })?),
         };
+        // What this node remembers from its earlier runs (and the lock that keeps a second
+        // process off its directory). Observers keep nothing.
+        let state = match &config.state_dir {
+            Some(dir) if !name.starts_with(crate::singleton::OBSERVER_PREFIX) => Some(Arc::new(
+                crate::state::NodeState::open(dir, &config.cookie).map_err(|e| start_error(e.to_string()))?,
+            )),
+            _ => None,
+        };
+        let incarnation = state.as_ref().map_or_else(crate::state::unix_ms, |s| s.incarnation);
+        if let Some(state) = &state {
+            let known: Vec<&String> = state.remembered.members.keys().filter(|n| *n != name).collect();
+            tracing::info!(node = %name, dir = %state.dir().display(), incarnation, remembered = ?known, "state directory opened");
+        }
         let transport = match &config.tls {
             Some(tls) => Transport::Tls(Box::new(crate::tls::load(tls).map_err(start_error)?)),
             None => Transport::Plain,
@@ -180,7 +212,8 @@ impl Cluster {
             })
             .map_err(|e| start_error(e.to_string()))?;
 
-        let membership = Arc::new(RwLock::new(Membership::default()));
+        let membership = Arc::new(RwLock::new(Membership::new(name, state.clone())));
+        let leaving = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let dialer = Dialer::new(transport, server.clone(), membership.clone(), config.reconnect_interval);
         let own_health = Arc::new(RwLock::new(NodeHealth::default()));
         let peers = Arc::new(RwLock::new(HashMap::new()));
@@ -193,6 +226,8 @@ impl Cluster {
             own_health: own_health.clone(),
             peers,
             dialer: dialer.clone(),
+            incarnation,
+            leaving: leaving.clone(),
         };
         let own_dialer = dialer.clone();
         let (heartbeat, _) = Actor::spawn(None, heartbeat::Heartbeat, heartbeat_args)
@@ -204,8 +239,8 @@ impl Cluster {
             let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {
                 while let Some(event) = rx.recv().await {
-                    let change = membership.write().unwrap_or_else(|p| p.into_inner()).apply(event);
-                    if let Some(change) = change {
+                    let changes = membership.write().unwrap_or_else(|p| p.into_inner()).apply(event);
+                    for change in changes {
                         announce(&node, &change, channels.as_ref());
                         let _ = events.send(change);
                     }
@@ -234,6 +269,22 @@ impl Cluster {
                 }
             }));
         }
+        {
+            // Members remembered from earlier runs are dialled like seeds, until they are up,
+            // leave or are removed (a restarted node with no seeds finds its cluster again).
+            let (interval, dialer, membership) =
+                (config.reconnect_interval, dialer.clone(), membership.clone());
+            let seeds: Vec<String> = config.seeds.iter().map(|s| s.to_string()).collect();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let remembered = membership.read().unwrap_or_else(|p| p.into_inner()).remembered_down();
+                    for addr in remembered.iter().filter(|a| !seeds.contains(&a.to_string())) {
+                        dialer.dial_in_background(*addr, "a member remembered from an earlier run");
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            }));
+        }
         if let Some(socket) = gossip {
             let discovery =
                 crate::discovery::run(socket, config.clone(), name.to_string(), membership.clone(), dialer);
@@ -254,17 +305,40 @@ impl Cluster {
                 max_frame_bytes: config.max_frame_bytes,
                 blocked,
                 dialer: own_dialer,
+                coordinator: std::sync::Mutex::new(None),
+                singletons: crate::singleton::Managers::default(),
+                leaving,
+                events_in: tx,
+                incarnation,
             }),
         };
         let (resolver, _) = Actor::spawn(None, names::Resolver, cluster.clone())
             .await
             .map_err(|e| start_error(e.to_string()))?;
         let _ = cluster.inner.resolver.set(resolver);
+        // Every member grants locks and singleton leases, whether or not it uses them: a
+        // majority is counted over all of them. Observers count for nothing and run none.
+        if !name.starts_with(crate::singleton::OBSERVER_PREFIX) {
+            let coordinator = crate::coordination::NodeCoordinator::start(&cluster)
+                .await
+                .map_err(|e| start_error(format!("coordinator: {e}")))?;
+            *cluster.node_coordinator() = Some(coordinator);
+        }
         Ok(cluster)
     }
 
     pub(crate) fn server(&self) -> &ActorRef<NodeServerMessage> {
         &self.inner.server
+    }
+
+    pub(crate) fn node_coordinator(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<crate::coordination::NodeCoordinator>> {
+        self.inner.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn singleton_managers(&self) -> &crate::singleton::Managers {
+        &self.inner.singletons
     }
 
     /// This node's name.
@@ -334,6 +408,24 @@ impl Cluster {
         }
     }
 
+    /// Test hook (feature `testkit`): plays a lying peer, sending every other node a leave
+    /// notice in `node`'s name. They must not believe it (they check with `node` itself over its
+    /// own session). Returns how many nodes were told.
+    #[cfg(feature = "testkit")]
+    pub async fn forge_leaving(&self, node: &str) -> usize {
+        let peers =
+            ractor::pg::get_scoped_members(&heartbeat::SCOPE.to_string(), &heartbeat::GROUP.to_string());
+        let mut told = 0;
+        for cell in peers.into_iter().filter(|c| !c.get_id().is_local()) {
+            let peer: ActorRef<HeartbeatMsg> = cell.into();
+            let name = node.to_string();
+            if peer.call(|reply| HeartbeatMsg::Leaving(name, reply), Some(LEAVE_TIMEOUT)).await.is_ok() {
+                told += 1;
+            }
+        }
+        told
+    }
+
     /// Test hook (feature `testkit`): ends [`block_peers`](Self::block_peers) and dials the
     /// nodes that were blocked (seeds are also redialled by their own loop), so the partition
     /// heals once both sides have unblocked.
@@ -346,6 +438,36 @@ impl Cluster {
                 self.inner.dialer.dial_in_background(addr, "healed after a test partition");
             }
         }
+    }
+
+    /// This process's incarnation: the Unix time in milliseconds when it started (with a state
+    /// directory, always above the previous run's). Peers learn it from heartbeats.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// Removes the node `name` from the cluster for good: it no longer counts among the known
+    /// nodes of any majority (singletons, locks, majority reads and writes), here and, by
+    /// heartbeat gossip, on every node, including nodes that are down now once they return;
+    /// state directories forget it. The process removed (the incarnation last heard of) is
+    /// refused if it comes back; a new start of that node joins as usual. Refused for a node
+    /// that is up here (stop it first: removing a live node would let two majorities form).
+    pub fn remove_member(&self, name: &str) -> Result<(), ClusterError> {
+        let refuse = |reason: String| ClusterError::Remove { name: name.to_string(), reason };
+        if name == self.name() {
+            return Err(refuse(
+                "a node cannot remove itself (stop it, then remove it from another node)".into(),
+            ));
+        }
+        if self.up().iter().any(|n| n == name) {
+            return Err(refuse(
+                "it is up: stop it first (removing a live node would let two majorities form)".into(),
+            ));
+        }
+        self.inner
+            .events_in
+            .send(SessionEvent::Remove { name: name.to_string() })
+            .map_err(|_| refuse("this node is shutting down".into()))
     }
 
     /// How many seeds (other than itself) this node was configured with.
@@ -375,6 +497,12 @@ impl Cluster {
     /// Every reachable node's view, merged (see [`ClusterHealth::merge`]): nodes that answer
     /// within `timeout` are up; others carry the worst status their peers report.
     pub async fn cluster_health(&self, timeout: Duration) -> ClusterHealth {
+        ClusterHealth::merge(self.node_views(timeout).await)
+    }
+
+    /// Each reachable node's own view (this node's included), by the name it reports, as
+    /// answered within `timeout`.
+    pub async fn node_views(&self, timeout: Duration) -> Vec<(String, ClusterHealth)> {
         let mut calls = tokio::task::JoinSet::new();
         let ms = timeout.as_millis().min(u128::from(u64::MAX)) as u64;
         for member in
@@ -391,7 +519,7 @@ impl Cluster {
                 views.push(view);
             }
         }
-        ClusterHealth::merge(views)
+        views
     }
 
     /// Membership changes from now on.
@@ -422,8 +550,12 @@ impl Cluster {
     /// Leaves the cluster: tells every reachable node that this one is leaving (they mark it
     /// `left`, not `down`, and stop counting it among the known nodes), then stops the node
     /// server and the background tasks. A peer that does not answer within
-    /// [`LEAVE_TIMEOUT`] sees an ordinary disconnection.
+    /// [`LEAVE_TIMEOUT`] sees an ordinary disconnection. Singletons running here are stopped
+    /// first and their leases given back, so a survivor starts them without waiting a lease.
     pub async fn shutdown(&self) {
+        self.inner.singletons.stop_all(LEAVE_TIMEOUT).await;
+        // Before the notices: a peer believes one only once this node's heartbeat confirms it.
+        self.inner.leaving.store(true, std::sync::atomic::Ordering::Release);
         let peers =
             ractor::pg::get_scoped_members(&heartbeat::SCOPE.to_string(), &heartbeat::GROUP.to_string());
         let mut told = tokio::task::JoinSet::new();
@@ -440,6 +572,10 @@ impl Cluster {
         let _ = self.inner.heartbeat.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
         if let Some(resolver) = self.inner.resolver.get() {
             resolver.stop(None);
+        }
+        let coordinator = self.node_coordinator().take();
+        if let Some(coordinator) = coordinator {
+            coordinator.supervisor.stop().await;
         }
         let _ = self.inner.server.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
     }
@@ -462,6 +598,10 @@ fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>) {
         MembershipEvent::Left { name } => {
             tracing::info!(%node, peer = %name, "node left");
             ("node_left", serde_json::json!({ "node": name }))
+        }
+        MembershipEvent::Removed { name } => {
+            tracing::warn!(%node, peer = %name, "node removed from the cluster for good");
+            ("node_removed", serde_json::json!({ "node": name }))
         }
         MembershipEvent::Refused { peer_addr, peer_name } => {
             tracing::warn!(%node, %peer_addr, ?peer_name, "refused a connection that did not authenticate");

@@ -1,42 +1,60 @@
-//! Cluster singletons: one instance in the cluster, restarted on a survivor when its node is
-//! lost, and stopped on the minority side of a partition.
+//! Cluster singletons: one copy in the cluster, run under a lease granted by a majority,
+//! restarted on a survivor when its node is lost, never two at once.
 //!
-//! Every node that declares a singleton runs a small manager that decides from what the node
-//! itself sees, with no extra protocol:
+//! Every node that declares a singleton (its **candidates**) runs a small manager:
 //!
-//! - the node holding the singleton runs it under a local supervisor and keeps a marker actor in
-//!   the pg group `NAME@node` (scope [`SCOPE`]), so every node sees who holds it; when the
-//!   holder's node is lost its marker's stand-ins die and the group empties everywhere;
-//! - a node starts the singleton only if no live holder is visible, it is the lowest-named node
-//!   among those up (itself included), and it sees a majority of the nodes it has ever known
-//!   (its seeds count as known before it reaches them, so a joining node waits until it has
-//!   joined);
-//! - a holder stops it when it loses that majority, or when a lower-named node also holds it
-//!   (two holders after a partition heals: the lower name keeps it).
+//! - it announces the candidacy in the pg group `NAME@NODE` of scope [`CANDIDATES_SCOPE`]
+//!   (observers never do); nodes that did not declare the singleton are never placed;
+//! - when no live holder is visible, the lowest-named candidate that is up (in its view)
+//!   campaigns for the [coordination](crate::coordination) lock `singleton:NAME` with a lease of
+//!   [`LEASE`], granted by a majority of the cluster's known nodes (every node grants, candidate
+//!   or not). If no holder has been seen for two leases (the lowest candidate cannot get a
+//!   majority), every candidate campaigns;
+//! - the winner starts the copy under a local supervisor, keeps a marker in the pg group
+//!   `NAME@NODE` of scope [`SCOPE`] (so every node sees who holds it) and renews the lease
+//!   every third of it. A copy runs only while its lease is valid: when a renewal cannot reach
+//!   a majority before the holder's end of the lease (nine tenths of it, counted from before
+//!   the request), the copy is **killed** at that moment, and the other nodes grant the lock
+//!   again only once the whole lease has run out as *they* measure it, from when they granted.
 //!
-//! Guarantee: at most one copy runs within any connected majority, and none on a minority side.
-//! Not guaranteed: during the failure-detection delay a frozen holder still runs its copy while
-//! the majority starts another (the frozen one does no work, and stops when it resumes and finds
-//! itself alone); and the majority is counted over every node ever seen (except nodes that
-//! left on purpose), so a node lost for good still counts until this process restarts.
+//! Guarantee: at most one copy runs at any time (with clocks that run at rates within a tenth
+//! of each other; no clock is compared between nodes), and only on a candidate of a connected
+//! majority. A holder that was frozen (SIGSTOP) past its lease wakes with its lease over: its
+//! copy must not act first — [`lease_valid`] says whether it may, and the copy is killed as
+//! soon as its node's manager runs. Cost: a lost holder (killed, frozen, cut off) is replaced
+//! about one [`LEASE`] (3 s) after its last renewal, not at once, because a killed node and
+//! one cut off by a partition look alike; a holder that leaves on purpose (its handle dropped,
+//! [`Cluster::shutdown`]) gives its lease back and is replaced at once. A minority side runs no
+//! copy. The lease check is each copy's own business: a copy that ignores [`lease_valid`]
+//! could act for the moment between its lease's end and its kill.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foundation_actors::supervision::{ChildSpec, Strategy, Supervisor, SupervisorHandle, SupervisorSpec};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorClusterMessage;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::Cluster;
+use crate::coordination::{Coordination, CoordinationConfig, LockGuard};
 
-/// The pg scope of singleton markers.
+/// The pg scope of holder markers (`NAME@NODE`: the node runs the singleton).
 pub const SCOPE: &str = "foundation.singletons";
+/// The pg scope of candidate markers (`NAME@NODE`: the node declared the singleton).
+pub const CANDIDATES_SCOPE: &str = "foundation.singleton_candidates";
+/// A singleton's lease: a lost holder is replaced about this long after its last renewal.
+pub const LEASE: Duration = Duration::from_secs(3);
 /// How often a manager re-evaluates even without membership events.
 pub const EVALUATE_EVERY: Duration = Duration::from_millis(250);
 /// Names of nodes that are observers (`foundation cluster status`), not members: they never
 /// hold singletons and do not count towards the majority.
 pub const OBSERVER_PREFIX: &str = "status-";
+/// How long a request to another node's coordinator may take during a campaign or renewal.
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What happened to a singleton on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,14 +66,15 @@ pub enum SingletonEvent {
 }
 
 /// A singleton declared on this node. Dropping it withdraws the declaration here: if this node
-/// runs the singleton, it is stopped (and another node that declared it takes over).
+/// runs the singleton, it is stopped and its lease given back (and another node that declared
+/// it takes over).
 #[derive(Debug)]
 pub struct SingletonHandle {
     events: broadcast::Sender<SingletonEvent>,
     /// Subscribed before the manager started, so the first subscriber misses nothing.
     first: std::sync::Mutex<Option<broadcast::Receiver<SingletonEvent>>>,
     /// Tells the manager to stop the singleton here and end.
-    release: Option<tokio::sync::oneshot::Sender<()>>,
+    release: Option<oneshot::Sender<()>>,
 }
 
 impl SingletonHandle {
@@ -77,8 +96,90 @@ impl Drop for SingletonHandle {
     }
 }
 
-/// The marker a holder (or a replica's node) keeps in pg: remotable (so peers see it), and
-/// otherwise idle.
+/// Whether the copy of singleton `name` running in this process may act now: its lease is
+/// valid (renewed in time, and not past its end by this process's clock). Call it before each
+/// action with effects outside the copy (a reply that grants something, a write): a copy that
+/// wakes from a pause (SIGSTOP) past its lease reads `false` before its manager has had time
+/// to kill it. `false` when no copy of `name` runs in this process.
+pub fn lease_valid(name: &str) -> bool {
+    Leases::lock().as_ref().and_then(|map| map.get(name)).is_some_and(Validity::valid)
+}
+
+/// A running copy's lease, as [`lease_valid`] reads it.
+#[derive(Clone)]
+struct Validity {
+    held: watch::Receiver<bool>,
+    until: Arc<Mutex<Instant>>,
+}
+
+impl Validity {
+    fn valid(&self) -> bool {
+        *self.held.borrow() && Instant::now() < *self.until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Leases of the copies running in this process, by singleton name.
+static LEASES: Mutex<Option<HashMap<String, Validity>>> = Mutex::new(None);
+
+/// [`LEASES`] with its map made.
+struct Leases;
+
+impl Leases {
+    fn lock() -> std::sync::MutexGuard<'static, Option<HashMap<String, Validity>>> {
+        LEASES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(name: &str, validity: Validity) {
+        Self::lock().get_or_insert_with(HashMap::new).insert(name.to_string(), validity);
+    }
+
+    /// Removes `name`'s entry if it is still the one given (another in-process node may have
+    /// taken the singleton since).
+    fn remove(name: &str, validity: &Validity) {
+        let mut leases = Self::lock();
+        if let Some(map) = leases.as_mut()
+            && map.get(name).is_some_and(|v| Arc::ptr_eq(&v.until, &validity.until))
+        {
+            map.remove(name);
+        }
+    }
+}
+
+/// The singleton managers of one node, so that leaving stops their copies first.
+#[derive(Default)]
+pub(crate) struct Managers {
+    leaving: std::sync::OnceLock<watch::Sender<bool>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Managers {
+    fn leaving(&self) -> &watch::Sender<bool> {
+        self.leaving.get_or_init(|| watch::channel(false).0)
+    }
+
+    fn add(&self, task: JoinHandle<()>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Tells every manager that the node leaves (each stops its copy and gives its lease back)
+    /// and waits for them, at most `timeout`.
+    pub(crate) async fn stop_all(&self, timeout: Duration) {
+        self.leaving().send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::time::timeout(timeout, join_each(tasks)).await;
+    }
+}
+
+async fn join_each(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// The marker a holder, a candidate (or a replica's node) keeps in pg: remotable (so peers see
+/// it), and otherwise idle.
 pub(crate) struct Marker;
 
 #[derive(RactorClusterMessage)]
@@ -111,116 +212,210 @@ impl Actor for Marker {
     }
 }
 
-struct Running {
-    supervisor: SupervisorHandle,
-    marker: ActorRef<MarkerMsg>,
-}
-
 impl Cluster {
-    /// Declares a singleton called `name`, run from `spec` on exactly one node of the cluster
-    /// (see the module docs for what is guaranteed). Declare it on every node that may run it.
+    /// Declares a singleton called `name`, run from `spec` on exactly one of the nodes that
+    /// declare it (see the module docs for what is guaranteed). Declare it on every node that
+    /// may run it; the copy should check [`lease_valid`] before acting.
     pub fn start_singleton(&self, name: &str, spec: ChildSpec) -> SingletonHandle {
         let (events, first) = broadcast::channel(64);
-        let (cluster, name, tx) = (self.clone(), name.to_string(), events.clone());
-        let (release, mut released) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let mut membership = cluster.subscribe();
-            let mut running: Option<Running> = None;
-            loop {
-                evaluate(&cluster, &name, &spec, &mut running, &tx).await;
-                tokio::select! {
-                    _ = membership.recv() => {}
-                    _ = tokio::time::sleep(EVALUATE_EVERY) => {}
-                    _ = &mut released => {
-                        if let Some(r) = running.take() {
-                            r.marker.stop(None);
-                            r.supervisor.stop().await;
-                            let _ = tx.send(SingletonEvent::Stopped("its handle was dropped here".into()));
-                        }
-                        return;
-                    }
-                }
-            }
-        });
+        let (release, released) = oneshot::channel::<()>();
+        let leaving = self.singleton_managers().leaving().subscribe();
+        let manager = Manager { cluster: self.clone(), name: name.to_string(), spec, events: events.clone() };
+        let task = tokio::spawn(manager.run(released, leaving));
+        self.singleton_managers().add(task);
         SingletonHandle { events, first: std::sync::Mutex::new(Some(first)), release: Some(release) }
     }
 }
 
-/// Nodes (not observers) currently holding the singleton `name`, by name.
-fn holders(name: &str) -> BTreeSet<String> {
-    let prefix = format!("{name}@");
-    ractor::pg::which_scoped_groups(&SCOPE.to_string())
-        .into_iter()
-        .filter_map(|g| g.strip_prefix(&prefix).map(str::to_string).map(|node| (g, node)))
-        .filter(|(g, _)| !ractor::pg::get_scoped_members(&SCOPE.to_string(), g).is_empty())
-        .map(|(_, node)| node)
-        .collect()
+/// Nodes whose marker in `scope` says they hold (or are candidates for) `name`, by name.
+fn nodes_in(scope: &str, name: &str) -> BTreeSet<String> {
+    crate::pg_nodes::live_by_node(scope, &format!("{name}@")).into_iter().map(|(node, _)| node).collect()
 }
 
-async fn evaluate(
-    cluster: &Cluster,
-    name: &str,
-    spec: &ChildSpec,
-    running: &mut Option<Running>,
-    events: &broadcast::Sender<SingletonEvent>,
-) {
-    let me = cluster.name().to_string();
-    // Observers never count; nor do nodes that left on purpose (the cluster shrank); seeds never
-    // reached do (see `Cluster::counted_members`).
-    let (members, known) = cluster.counted_members();
-    let up: BTreeSet<String> = members
-        .iter()
-        .filter(|m| m.status == crate::MemberStatus::Up)
-        .map(|m| m.name.clone())
-        .chain(std::iter::once(me.clone()))
-        .collect();
-    let majority = up.len() * 2 > known;
-    let live_holders: BTreeSet<String> = holders(name).into_iter().filter(|h| up.contains(h)).collect();
+struct Manager {
+    cluster: Cluster,
+    name: String,
+    spec: ChildSpec,
+    events: broadcast::Sender<SingletonEvent>,
+}
 
-    if let Some(current) = running.as_ref() {
-        let stop_reason = if !majority {
-            Some(format!("lost the majority ({} of {known} nodes reachable)", up.len()))
-        } else {
-            live_holders.iter().find(|h| **h < me).map(|h| format!("{h} also holds it and keeps it"))
+/// The copy running here.
+struct Running {
+    supervisor: SupervisorHandle,
+    marker: ActorRef<MarkerMsg>,
+    guard: LockGuard,
+    validity: Validity,
+}
+
+impl Manager {
+    async fn run(self, mut released: oneshot::Receiver<()>, mut leaving: watch::Receiver<bool>) {
+        let me = self.cluster.name().to_string();
+        let observer = me.starts_with(OBSERVER_PREFIX);
+        // An observer may declare a singleton (the trace coordinators every node that hears of
+        // a cluster trace declares) but never holds one.
+        let candidacy = match observer {
+            true => None,
+            false => Actor::spawn(
+                None,
+                Marker,
+                (CANDIDATES_SCOPE.to_string(), format!("{}@{me}", self.name)),
+            )
+            .await
+            .map(|(marker, _)| marker)
+            .map_err(|e| tracing::error!(singleton = %self.name, error = %e, "cannot announce the candidacy"))
+            .ok(),
         };
-        if let Some(reason) = stop_reason {
-            current.marker.stop(None);
-            if let Some(r) = running.take() {
-                r.supervisor.stop().await;
+        let config = CoordinationConfig { lease: LEASE, max_lease: LEASE, call_timeout: CALL_TIMEOUT };
+        let lock = format!("singleton:{}", self.name);
+        let mut membership = self.cluster.subscribe();
+        let mut holder_seen = Instant::now();
+        loop {
+            if *leaving.borrow() {
+                break;
             }
-            tracing::warn!(singleton = %name, node = %me, %reason, "singleton stopped here");
-            let _ = events.send(SingletonEvent::Stopped(reason));
-        } else if current.supervisor.children().await.is_err() {
-            // Its supervisor gave up (restart intensity exceeded): let the decision run again.
-            current.marker.stop(None);
-            running.take();
-            let _ = events.send(SingletonEvent::Stopped("its supervisor stopped".into()));
+            let coordination =
+                self.cluster.coordinator().map(|shared| Coordination::with(shared, config.clone()));
+            let campaign = match (&candidacy, coordination) {
+                (Some(_), Some(coordination)) if self.should_campaign(&me, &mut holder_seen) => {
+                    Some(coordination)
+                }
+                _ => None,
+            };
+            let Some(coordination) = campaign else {
+                tokio::select! {
+                    _ = membership.recv() => {}
+                    _ = tokio::time::sleep(EVALUATE_EVERY) => {}
+                    _ = &mut released => break,
+                    _ = leaving.changed() => break,
+                }
+                continue;
+            };
+            // A campaign is given up (and what it was granted given back) as soon as this node
+            // should no longer campaign: a holder appeared, or a lower candidate came up.
+            let campaign = coordination.lock_with_lease(&lock, LEASE, LEASE);
+            tokio::pin!(campaign);
+            let attempt = loop {
+                tokio::select! {
+                    attempt = &mut campaign => break Some(attempt),
+                    _ = tokio::time::sleep(EVALUATE_EVERY) => {
+                        if !self.should_campaign(&me, &mut holder_seen) {
+                            break None;
+                        }
+                    }
+                    _ = &mut released => return self.end(candidacy),
+                    _ = leaving.changed() => return self.end(candidacy),
+                }
+            };
+            let Some(Ok(guard)) = attempt else { continue };
+            let Some(mut running) = self.start_copy(&me, guard).await else {
+                tokio::time::sleep(EVALUATE_EVERY).await;
+                continue;
+            };
+            // Ok: a stop asked for here (the lease is still held); Err: the lease is gone.
+            let stopped: Result<&str, String> = loop {
+                tokio::select! {
+                    _ = running.guard.lost() => {
+                        break Err(format!("lost its lease (no majority renewed it within {LEASE:?})"));
+                    }
+                    _ = &mut released => break Ok("its handle was dropped here"),
+                    _ = leaving.changed() => break Ok("this node is leaving"),
+                    _ = tokio::time::sleep(EVALUATE_EVERY) => {
+                        if !running.validity.valid() {
+                            break Err("its lease ran out (this process was paused past it)".into());
+                        }
+                        if running.supervisor.children().await.is_err() {
+                            break Err("its supervisor stopped".into());
+                        }
+                    }
+                }
+            };
+            holder_seen = Instant::now();
+            match stopped {
+                Ok(reason) => {
+                    self.stop_copy(&me, running, reason, true).await;
+                    break;
+                }
+                Err(reason) => self.stop_copy(&me, running, &reason, false).await,
+            }
         }
-        return;
+        self.end(candidacy);
     }
 
-    // An observer never holds one, whatever its name (it may declare one, e.g. the trace
-    // coordinators every node that hears of a cluster trace declares).
-    let lowest = !me.starts_with(OBSERVER_PREFIX) && up.iter().next().is_some_and(|first| *first == me);
-    if majority && live_holders.is_empty() && lowest {
-        let supervisor_spec = SupervisorSpec::new(Strategy::OneForOne).child(spec.clone());
-        let supervisor = match Supervisor::start(format!("singleton:{name}"), supervisor_spec).await {
+    /// Withdraws this node's candidacy.
+    fn end(&self, candidacy: Option<ActorRef<MarkerMsg>>) {
+        if let Some(candidacy) = candidacy {
+            candidacy.stop(None);
+        }
+    }
+
+    /// Whether this node should campaign now: no live holder is visible and this node is the
+    /// lowest-named candidate up, or no holder has been seen for two leases.
+    fn should_campaign(&self, me: &str, holder_seen: &mut Instant) -> bool {
+        let up: BTreeSet<String> =
+            self.cluster.up().into_iter().chain(std::iter::once(me.to_string())).collect();
+        let holders = nodes_in(SCOPE, &self.name);
+        if holders.iter().any(|h| up.contains(h)) {
+            *holder_seen = Instant::now();
+            return false;
+        }
+        let candidates = nodes_in(CANDIDATES_SCOPE, &self.name);
+        let lowest = candidates.iter().find(|c| up.contains(*c) && !c.starts_with(OBSERVER_PREFIX));
+        let campaign = lowest.is_some_and(|l| l == me) || holder_seen.elapsed() > LEASE * 2;
+        if campaign {
+            tracing::debug!(singleton = %self.name, node = %me, ?candidates, ?up, "campaigning");
+        }
+        campaign
+    }
+
+    /// Starts the copy under a local supervisor, once the lease is held.
+    async fn start_copy(&self, me: &str, guard: LockGuard) -> Option<Running> {
+        let (held, until) = guard.validity();
+        let validity = Validity { held, until };
+        let spec = SupervisorSpec::new(Strategy::OneForOne).child(self.spec.clone());
+        // Registered first: the copy may check its lease from its `pre_start`.
+        Leases::insert(&self.name, validity.clone());
+        let supervisor = match Supervisor::start(format!("singleton:{}", self.name), spec).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(singleton = %name, error = %e, "singleton failed to start");
-                return;
+                tracing::error!(singleton = %self.name, error = %e, "singleton failed to start");
+                Leases::remove(&self.name, &validity);
+                guard.release().await;
+                return None;
             }
         };
-        match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{name}@{me}"))).await {
+        match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{}@{me}", self.name))).await {
             Ok((marker, _)) => {
-                tracing::info!(singleton = %name, node = %me, "singleton started here");
-                *running = Some(Running { supervisor, marker });
-                let _ = events.send(SingletonEvent::Started);
+                tracing::info!(singleton = %self.name, node = %me, token = guard.token(), "singleton started here");
+                let _ = self.events.send(SingletonEvent::Started);
+                Some(Running { supervisor, marker, guard, validity })
             }
             Err(e) => {
-                tracing::error!(singleton = %name, error = %e, "cannot announce the singleton");
-                supervisor.stop().await;
+                tracing::error!(singleton = %self.name, error = %e, "cannot announce the singleton");
+                supervisor.cell().kill();
+                let _ = supervisor.wait().await;
+                Leases::remove(&self.name, &validity);
+                guard.release().await;
+                None
             }
         }
+    }
+
+    /// Stops the copy, then gives the lease back (a no-op if it was lost). `graceful`: a stop
+    /// asked for while the lease is held (children stop within their shutdown timeouts);
+    /// otherwise the lease is over and the copy is killed at once.
+    async fn stop_copy(&self, me: &str, running: Running, reason: &str, graceful: bool) {
+        let Running { supervisor, marker, guard, validity } = running;
+        marker.stop(None);
+        if graceful {
+            let _ = supervisor.stop().await;
+        } else {
+            Leases::remove(&self.name, &validity);
+            supervisor.cell().kill();
+            let _ = supervisor.wait().await;
+        }
+        Leases::remove(&self.name, &validity);
+        guard.release().await;
+        tracing::warn!(singleton = %self.name, node = %me, %reason, "singleton stopped here");
+        let _ = self.events.send(SingletonEvent::Stopped(reason.to_string()));
     }
 }

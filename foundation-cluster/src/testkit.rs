@@ -58,6 +58,30 @@ fn below_ephemeral() -> (u16, u16) {
     }
 }
 
+/// The `XDG_STATE_HOME` that processes started by this test process get (unless a test sets
+/// its own): a directory of this process's own under the temporary directory, so that the
+/// default state directories of `foundation node` are never shared between test runs. Those of
+/// earlier test processes that have exited are removed the first time it is asked for.
+pub fn state_home() -> std::path::PathBuf {
+    static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        let base = std::env::temp_dir().join("foundation-testkit");
+        if let Ok(entries) = std::fs::read_dir(&base) {
+            for entry in entries.flatten() {
+                let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+                let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                if !alive {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let home = base.join(std::process::id().to_string());
+        let _ = std::fs::create_dir_all(&home);
+        home
+    })
+    .clone()
+}
+
 /// Errors of the test kit.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
@@ -126,7 +150,12 @@ impl NodeProcess {
         V: AsRef<OsStr>,
     {
         let program = program.as_ref();
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        // Isolated state: node processes keep their state directories under this test
+        // process's own `XDG_STATE_HOME` (unless the test sets one), so that no run sees
+        // another's remembered members, and a node restarted by the same test finds its own.
+        command.env("XDG_STATE_HOME", state_home());
+        let mut child = command
             .args(args)
             .envs(env)
             .stdin(Stdio::piped())

@@ -39,13 +39,28 @@ pub fn start_node_with_env(
         name,
         env!("CARGO_BIN_EXE_foundation"),
         &args,
-        [("FOUNDATION_LOG", "error")].iter().chain(env).copied(),
+        [("FOUNDATION_LOG", log_level().as_str())].into_iter().chain(env.iter().copied()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     process
         .wait_for(&format!("node {name} listening on 127.0.0.1:{port}"), WAIT)
         .unwrap_or_else(|e| panic!("{e}"));
     process
+}
+
+/// The number after `word` in `line` (`... token 7`).
+pub fn number_after(line: &str, word: &str) -> u64 {
+    let rest = &line[line.find(word).unwrap_or_else(|| panic!("no `{word}` in `{line}`")) + word.len()..];
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number in `{line}`"))
+}
+
+/// The node processes' log filter: errors only (tests read the lines on stdout), unless
+/// `TEST_NODE_LOG` says otherwise (to see what a failing test's nodes did, on stderr).
+pub fn log_level() -> String {
+    std::env::var("TEST_NODE_LOG").unwrap_or_else(|_| "error".into())
 }
 
 /// Polls `done` until it holds, for at most [`WAIT`]; then fails with `describe()` (the state

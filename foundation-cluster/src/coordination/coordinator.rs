@@ -45,7 +45,12 @@ pub(crate) struct GrantRequest {
 pub(crate) enum GrantReply {
     /// Granted; the largest token this node has recorded (for any lock: tokens grow
     /// across all locks, which keeps one number per node instead of one per lock name).
-    Granted { last_token: u64 },
+    Granted {
+        last_token: u64,
+        /// The lease granted (at most this node's `max_lease`): the holder counts on the
+        /// shortest of its grants.
+        lease_ms: u64,
+    },
     /// Held by someone else for this much longer.
     Held { owner: String, remaining_ms: u64 },
     /// A renewal of a lease this node no longer holds for the owner (it ran out here): the
@@ -176,11 +181,15 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Every reachable coordinator, this node's included, by node name (sorted).
+    /// Every reachable coordinator, this node's included, by node name (sorted). Observers run
+    /// none, and one that did would not count: a grant majority is drawn from the nodes a
+    /// majority is counted over.
     pub(crate) fn coordinators(&self) -> Vec<(String, ActorRef<CoordinatorMsg>)> {
         crate::pg_nodes::live_by_node(SCOPE, "coordinator@")
             .into_iter()
-            .filter(|(node, _)| !self.cluster.is_blocked(node))
+            .filter(|(node, _)| {
+                !self.cluster.is_blocked(node) && !node.starts_with(crate::singleton::OBSERVER_PREFIX)
+            })
             .map(|(node, member)| (node, ActorRef::<CoordinatorMsg>::from(member)))
             .collect()
     }
@@ -228,7 +237,7 @@ impl Shared {
             (_, token) => {
                 tables.max_token = tables.max_token.max(token.unwrap_or(0));
                 tables.leases.insert(request.lock, (request.owner, now + lease));
-                GrantReply::Granted { last_token: tables.max_token }
+                GrantReply::Granted { last_token: tables.max_token, lease_ms: lease.as_millis() as u64 }
             }
         }
     }
@@ -361,13 +370,28 @@ impl Shared {
     /// ready once enough other nodes have answered that every majority of the known nodes
     /// (counted by it or by any node that answered) includes one of them besides itself: then
     /// it knows the largest token committed and every lease still running, even if it
-    /// restarted and forgot what it had granted. (A node that knows of no other node is ready
-    /// at once: a new cluster.)
+    /// restarted and forgot what it had granted. Or, failing that, once `max_lease` has passed
+    /// since it started: every lease it granted before it restarted has ended, and leases the
+    /// nodes it could not read granted are still refused by them (they remember), so a grant
+    /// majority that includes this node is safe again; tokens stay above earlier ones by the
+    /// clock floor (see `lock`). (A node that knows of no other node is ready at once: a new
+    /// cluster. Known nodes include members remembered in the state directory, so a restarted
+    /// node with one is never such a node.)
     async fn learn_tables(weak: std::sync::Weak<Self>) {
         let mut answered_by = std::collections::BTreeSet::new();
         let mut known_elsewhere = 0;
+        let started = Instant::now();
         loop {
             let Some(this) = weak.upgrade() else { return };
+            if started.elapsed() >= this.config.max_lease {
+                this.ready.store(true, Ordering::Release);
+                this.learning.store(false, Ordering::Release);
+                tracing::info!(
+                    node = %this.node(), answered = answered_by.len(),
+                    "coordinator grants locks: every lease it may have granted before it started has ended"
+                );
+                return;
+            }
             for (node, peer) in this.coordinators() {
                 if node == this.node() || answered_by.contains(&node) {
                     continue;

@@ -37,13 +37,22 @@ static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 struct Round {
     /// Largest recorded token of each node that granted.
     granted: Vec<u64>,
+    /// The shortest lease a granting node gave (a node grants at most its `max_lease`).
+    lease: Duration,
     holder: Option<String>,
     needed: usize,
     known: usize,
 }
 
 /// Asks every reachable coordinator for the lease; stops once a majority granted it.
-async fn grant_round(shared: &Shared, lock: &str, owner: &str, lease: Duration, token: Option<u64>) -> Round {
+async fn grant_round(
+    shared: &Shared,
+    call_timeout: Duration,
+    lock: &str,
+    owner: &str,
+    lease: Duration,
+    token: Option<u64>,
+) -> Round {
     let (known, needed) = shared.quorum();
     let request = GrantRequest {
         from: shared.node().to_string(),
@@ -52,14 +61,17 @@ async fn grant_round(shared: &Shared, lock: &str, owner: &str, lease: Duration, 
         lease_ms: lease.as_millis() as u64,
         token,
     };
-    let mut round = Round { granted: Vec::new(), holder: None, needed, known };
+    let mut round = Round { granted: Vec::new(), lease, holder: None, needed, known };
     let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return round };
-    let timeout = shared.config.call_timeout.min(lease / 2);
+    let timeout = call_timeout.min(lease / 2);
     let mut calls = call_every(shared, &bytes, timeout, CoordinatorMsg::Grant);
     while round.granted.len() < needed {
         match calls.join_next().await {
             Some(Ok(Ok(CallResult::Success(answer)))) => match answer.into_inner() {
-                Ok(GrantReply::Granted { last_token }) => round.granted.push(last_token),
+                Ok(GrantReply::Granted { last_token, lease_ms }) => {
+                    round.granted.push(last_token);
+                    round.lease = round.lease.min(Duration::from_millis(lease_ms));
+                }
                 Ok(GrantReply::Held { owner, .. }) => round.holder = Some(owner),
                 _ => {}
             },
@@ -71,7 +83,14 @@ async fn grant_round(shared: &Shared, lock: &str, owner: &str, lease: Duration, 
 }
 
 /// Asks a majority of the nodes holding `owner`'s lease to record `token`; whether they did.
-async fn commit(shared: &Shared, lock: &str, owner: &str, token: u64, deadline: Instant) -> bool {
+async fn commit(
+    shared: &Shared,
+    call_timeout: Duration,
+    lock: &str,
+    owner: &str,
+    token: u64,
+    deadline: Instant,
+) -> bool {
     let (_, needed) = shared.quorum();
     let request = CommitRequest {
         from: shared.node().to_string(),
@@ -80,7 +99,7 @@ async fn commit(shared: &Shared, lock: &str, owner: &str, token: u64, deadline: 
         token,
     };
     let Ok(bytes) = wire::encode(&request, shared.max_bytes()) else { return false };
-    let mut calls = call_every(shared, &bytes, shared.config.call_timeout, CoordinatorMsg::Commit);
+    let mut calls = call_every(shared, &bytes, call_timeout, CoordinatorMsg::Commit);
     let mut acked = 0;
     while acked < needed {
         match tokio::time::timeout_at(deadline, calls.join_next()).await {
@@ -142,7 +161,7 @@ impl Coordination {
     /// ([`CoordinationConfig::lease`](super::CoordinationConfig::lease)), waiting up to
     /// `timeout` for it.
     pub async fn lock(&self, name: &str, timeout: Duration) -> Result<LockGuard, CoordinationError> {
-        self.lock_with_lease(name, self.shared.config.lease, timeout).await
+        self.lock_with_lease(name, self.config.lease, timeout).await
     }
 
     /// Acquires the lock `name` with a lease of `lease` (capped by
@@ -155,7 +174,8 @@ impl Coordination {
         timeout: Duration,
     ) -> Result<LockGuard, CoordinationError> {
         let shared = &self.shared;
-        let lease = lease.min(shared.config.max_lease).max(Duration::from_millis(10));
+        let call_timeout = self.config.call_timeout;
+        let lease = lease.min(self.config.max_lease).max(Duration::from_millis(10));
         let n = NEXT_OWNER.fetch_add(1, Ordering::Relaxed);
         let owner = format!("{}#{:08x}-{n}", shared.node(), super::incarnation());
         // Whatever was granted is given back if this future is dropped before it returns.
@@ -165,15 +185,22 @@ impl Coordination {
         let mut attempt = 0u32;
         loop {
             let start = Instant::now();
-            let round = grant_round(shared, name, &owner, lease, None).await;
+            let round = grant_round(shared, call_timeout, name, &owner, lease, None).await;
             if round.granted.len() >= round.needed {
-                let token = round.granted.iter().max().copied().unwrap_or(0) + 1;
-                let until = valid_until(start, lease);
-                if commit(shared, name, &owner, token, until).await && Instant::now() < until {
+                // One more than any token a grant majority recorded, and never below the wall
+                // clock in milliseconds: tokens keep growing across a restart of every node
+                // (which forgets every table), with clocks that do not step back across it.
+                let recorded = round.granted.iter().max().copied().unwrap_or(0);
+                let token = (recorded + 1).max(crate::state::unix_ms());
+                // Counted from before the request, on the shortest lease granted.
+                let until = valid_until(start, round.lease);
+                if commit(shared, call_timeout, name, &owner, token, until).await && Instant::now() < until {
                     metrics::counter!("foundation_lock_acquired_total").increment(1);
                     tracing::debug!(lock = %name, %owner, token, "lock acquired");
                     attempt_guard.armed = false;
-                    return Ok(LockGuard::start(shared.clone(), name, owner.clone(), token, lease, until));
+                    let held =
+                        Held { shared: shared.clone(), call_timeout, owner: owner.clone(), token, lease };
+                    return Ok(LockGuard::start(held, name, until));
                 }
             }
             // Not ours this time: give back what was granted, so that two contenders that split
@@ -197,15 +224,32 @@ impl Coordination {
     }
 }
 
+/// What a guard's renewals need.
+struct Held {
+    shared: Arc<Shared>,
+    call_timeout: Duration,
+    owner: String,
+    token: u64,
+    /// The lease asked for at each renewal.
+    lease: Duration,
+}
+
 /// A held lock. It renews its lease in the background (every third of it) and gives the lock
 /// up when released or dropped. If a renewal cannot reach a majority before the lease runs
 /// out, the lock is lost: [`lost`](Self::lost) returns and [`is_held`](Self::is_held) turns
 /// false (stop using the resource, or let its fencing check refuse you).
+///
+/// [`is_held`](Self::is_held) also reads the clock: a holder that was paused (SIGSTOP, a long
+/// GC-like stall) past its lease sees `false` at once when it wakes, before the background
+/// renewal has run. Check it before each action on the resource.
 #[derive(Debug)]
 pub struct LockGuard {
     name: String,
     token: u64,
     held: watch::Receiver<bool>,
+    /// Until when this holder may act (nine tenths of the lease, counted from before the
+    /// request that granted or last renewed it); moved on by every renewal.
+    until: Arc<std::sync::Mutex<Instant>>,
     renewer: Option<tokio::task::JoinHandle<()>>,
     owner: String,
     shared: Arc<Shared>,
@@ -218,18 +262,14 @@ impl std::fmt::Debug for Shared {
 }
 
 impl LockGuard {
-    fn start(
-        shared: Arc<Shared>,
-        name: &str,
-        owner: String,
-        token: u64,
-        lease: Duration,
-        until: Instant,
-    ) -> Self {
-        let (tx, held) = watch::channel(true);
+    fn start(held: Held, name: &str, until: Instant) -> Self {
+        let (tx, watch) = watch::channel(true);
+        let valid = Arc::new(std::sync::Mutex::new(until));
+        let (shared, owner, token) = (held.shared.clone(), held.owner.clone(), held.token);
         let renewer = {
-            let (shared, name, owner) = (shared.clone(), name.to_string(), owner.clone());
+            let (name, valid) = (name.to_string(), valid.clone());
             tokio::spawn(async move {
+                let Held { shared, call_timeout, owner, token, lease } = held;
                 let mut until = until;
                 loop {
                     tokio::time::sleep(lease / 3).await;
@@ -238,17 +278,23 @@ impl LockGuard {
                     let renewed = tokio::time::timeout_at(until, async {
                         loop {
                             let start = Instant::now();
-                            let round = grant_round(&shared, &name, &owner, lease, Some(token)).await;
+                            let round =
+                                grant_round(&shared, call_timeout, &name, &owner, lease, Some(token)).await;
                             if round.granted.len() >= round.needed {
-                                return start;
+                                return (start, round.lease);
                             }
                             tokio::time::sleep(lease / 20).await;
                         }
                     })
                     .await;
                     match renewed {
-                        Ok(start) => until = valid_until(start, lease),
-                        Err(_) => {
+                        // Checked again: a round that finished after `until` (the task was
+                        // paused) must not bring a lapsed lease back.
+                        Ok((start, granted)) if Instant::now() < until => {
+                            until = valid_until(start, granted);
+                            *valid.lock().unwrap_or_else(|p| p.into_inner()) = until;
+                        }
+                        _ => {
                             tracing::warn!(lock = %name, token, "lock lost: its lease could not be renewed");
                             metrics::counter!("foundation_lock_lost_total").increment(1);
                             release_everywhere(&shared, &name, &owner);
@@ -259,7 +305,29 @@ impl LockGuard {
                 }
             })
         };
-        LockGuard { name: name.to_string(), token, held, renewer: Some(renewer), owner, shared }
+        LockGuard {
+            name: name.to_string(),
+            token,
+            held: watch,
+            until: valid,
+            renewer: Some(renewer),
+            owner,
+            shared,
+        }
+    }
+
+    /// Until when this holder may act on the lock's resource, if it still holds it: nine
+    /// tenths of the lease, counted from before the request that granted or last renewed it
+    /// (the granting nodes count the whole lease from when they granted it).
+    pub fn valid_until(&self) -> Option<Instant> {
+        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+        (*self.held.borrow() && Instant::now() < until).then_some(until)
+    }
+
+    /// A cheap clone of what [`valid_until`](Self::valid_until) reads, for code that checks
+    /// the lease without the guard (a singleton's actor).
+    pub(crate) fn validity(&self) -> (watch::Receiver<bool>, Arc<std::sync::Mutex<Instant>>) {
+        (self.held.clone(), self.until.clone())
     }
 
     /// The lock's name.
@@ -272,9 +340,10 @@ impl LockGuard {
         self.token
     }
 
-    /// Whether the lease is still held (renewed in time).
+    /// Whether the lease is still held: renewed in time, and not past its end now (a holder
+    /// that wakes from a pause past its lease sees `false` before the renewal task runs).
     pub fn is_held(&self) -> bool {
-        *self.held.borrow()
+        self.valid_until().is_some()
     }
 
     /// `true` while the lease is held; turns `false` when it is lost (and closes when the guard

@@ -1,9 +1,10 @@
 //! Cluster-wide coordination: a distributed lock with a lease and a fencing token, leader
 //! election, barriers, and contract-net task allocation.
 //!
-//! [`Cluster::start_coordination`] starts this node's coordinator (a supervised, remotable actor
-//! in the pg group `coordinator@NODE`, scope [`SCOPE`]) and returns a [`Coordination`] handle.
-//! Start it on every node, with the same [`CoordinationConfig`].
+//! Every node runs a coordinator from [`Cluster::start`] (a supervised, remotable actor in the pg
+//! group `coordinator@NODE`, scope [`SCOPE`]; observers excepted): it grants the other nodes'
+//! locks and the leases of [singletons](crate::singleton). [`Cluster::start_coordination`]
+//! returns a [`Coordination`] handle on it, whose locks use the given [`CoordinationConfig`].
 //!
 //! - **Locks** ([`Coordination::lock`]): granted by a majority of the cluster's known nodes
 //!   (the rule singletons use: down nodes count, so two sides of a partition cannot both grant
@@ -66,18 +67,22 @@ use coordinator::{CoordinatorActor, Shared};
 
 /// Default [`CoordinationConfig::lease`].
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
-/// Default [`CoordinationConfig::max_lease`].
-pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(30);
+/// Default [`CoordinationConfig::max_lease`], and the longest lease any node's coordinator
+/// grants: a restarted node that cannot read enough other nodes' tables grants again this long
+/// after it started (every lease it granted before it restarted has ended by then).
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(10);
 /// Default [`CoordinationConfig::call_timeout`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How this node's coordinator runs. The same on every node.
+/// What a [`Coordination`] handle's locks ask for. The grant side (every node's coordinator)
+/// grants leases of at most [`DEFAULT_MAX_LEASE`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinationConfig {
     /// Lease of elections' locks (a lost leader is replaced within about this long). Default
     /// [`DEFAULT_LEASE`].
     pub lease: Duration,
-    /// Longest lease a node grants (longer requests get this). Default [`DEFAULT_MAX_LEASE`].
+    /// Longest lease this handle asks for (longer requests get this). Default and upper
+    /// bound [`DEFAULT_MAX_LEASE`]: no node grants longer.
     pub max_lease: Duration,
     /// How long one request to another node's coordinator may take. Default
     /// [`DEFAULT_CALL_TIMEOUT`].
@@ -184,17 +189,32 @@ pub enum CoordinationError {
 #[derive(Clone)]
 pub struct Coordination {
     shared: Arc<Shared>,
-    _supervisor: Arc<SupervisorGuard>,
+    /// What this handle's locks ask for (leases, call timeouts).
+    config: CoordinationConfig,
 }
 
-/// Stops the coordinator when the last handle goes.
-struct SupervisorGuard(Option<SupervisorHandle>);
+/// The coordinator every node runs from [`Cluster::start`] (it grants other nodes' locks and
+/// singleton leases whether or not this node uses coordination itself), and its supervisor.
+pub(crate) struct NodeCoordinator {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) supervisor: SupervisorHandle,
+}
 
-impl Drop for SupervisorGuard {
-    fn drop(&mut self) {
-        if let Some(supervisor) = self.0.take() {
-            tokio::spawn(async move { supervisor.stop().await });
-        }
+impl NodeCoordinator {
+    /// Starts this node's coordinator with the node's grant rules ([`CoordinationConfig::default`]:
+    /// leases of at most [`DEFAULT_MAX_LEASE`]).
+    pub(crate) async fn start(cluster: &Cluster) -> Result<Self, CoordinationError> {
+        let shared = Arc::new(Shared::new(cluster.clone(), CoordinationConfig::default()));
+        let spec = {
+            let shared = shared.clone();
+            ChildSpec::new("coordinator", move || (CoordinatorActor, shared.clone()))
+        };
+        let supervisor =
+            Supervisor::start("coordination", SupervisorSpec::new(Strategy::OneForOne).child(spec))
+                .await
+                .map_err(|e| CoordinationError::Stopped(e.to_string()))?;
+        barrier::watch_members(shared.clone());
+        Ok(NodeCoordinator { shared, supervisor })
     }
 }
 
@@ -209,11 +229,24 @@ impl Coordination {
     pub fn ready(&self) -> bool {
         self.shared.is_ready()
     }
+
+    /// A handle on this node's coordinator whose locks use `config`.
+    pub(crate) fn with(shared: Arc<Shared>, config: CoordinationConfig) -> Self {
+        Coordination { shared, config }
+    }
 }
 
 impl Cluster {
-    /// Starts this node's coordinator (see [`coordination`](crate::coordination)). Start it on
-    /// every node, with the same config.
+    /// This node's coordinator, unless it is an observer or shut down.
+    pub(crate) fn coordinator(&self) -> Option<Arc<Shared>> {
+        self.node_coordinator().as_ref().map(|c| c.shared.clone())
+    }
+
+    /// A handle on this node's coordinator (see [`coordination`](crate::coordination)), whose
+    /// locks and elections use `config`'s lease and call timeout. Every node runs its
+    /// coordinator from [`Cluster::start`] (it grants the other nodes' locks and singleton
+    /// leases), so this starts nothing; a lease longer than a granting node's
+    /// [`DEFAULT_MAX_LEASE`] is cut to it, and the holder counts on what was granted.
     pub async fn start_coordination(
         &self,
         config: CoordinationConfig,
@@ -228,17 +261,13 @@ impl Cluster {
         if config.call_timeout.is_zero() {
             return Err(error("call_timeout must be positive".into()));
         }
-        let shared = Arc::new(Shared::new(self.clone(), config));
-        let spec = {
-            let shared = shared.clone();
-            ChildSpec::new("coordinator", move || (CoordinatorActor, shared.clone()))
-        };
-        let supervisor =
-            Supervisor::start("coordination", SupervisorSpec::new(Strategy::OneForOne).child(spec))
-                .await
-                .map_err(|e| CoordinationError::Stopped(e.to_string()))?;
-        barrier::watch_members(shared.clone());
-        Ok(Coordination { shared, _supervisor: Arc::new(SupervisorGuard(Some(supervisor))) })
+        let shared = self.coordinator().ok_or_else(|| {
+            CoordinationError::Stopped(format!(
+                "node `{}` runs no coordinator (an observer, or shut down)",
+                self.name()
+            ))
+        })?;
+        Ok(Coordination::with(shared, config))
     }
 }
 

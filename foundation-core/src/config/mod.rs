@@ -97,6 +97,7 @@ impl FoundationConfig {
         let mut full = FoundationConfig::default();
         // Optional keys are absent from a serialized default; set them so they are listed.
         full.telemetry.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        full.cluster.state_dir = Some(std::path::PathBuf::new());
         loader::flatten(&loader::to_table(&full)).into_keys().collect()
     }
 }

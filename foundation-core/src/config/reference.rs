@@ -308,6 +308,15 @@ pub const KEY_DOCS: &[KeyDoc] = &[
          long.",
     ),
     unset(
+        "cluster.state_dir",
+        KeyKind::Path,
+        "none",
+        "Directory where this node keeps the members it has known (they count towards every majority \
+         after a restart, so a restarted node never forms one alone, and are dialled like seeds), nodes \
+         removed for good, and its incarnation. One per node; a second process on it is refused. Unset, \
+         a restart cannot be told from a new node. `foundation node` sets one (`--state-dir`).",
+    ),
+    unset(
         "cluster.tls.cert",
         KeyKind::Path,
         "required",
@@ -418,6 +427,7 @@ fn every_key_set() -> FoundationConfig {
     let mut config = FoundationConfig::default();
     config.telemetry.listen = Some(SocketAddr::from(([127, 0, 0, 1], 9464)));
     config.cluster.seeds = vec![SocketAddr::from(([127, 0, 0, 1], 4101))];
+    config.cluster.state_dir = Some("state/n1".into());
     config.cluster.tls = Some(TlsConfig {
         cert: "node.pem".into(),
         key: "node-key.pem".into(),

@@ -303,6 +303,13 @@ pub struct ClusterConfig {
     /// Mutual TLS between nodes. Default: none (plaintext, authenticated by the cookie only).
     /// A node with TLS only talks to nodes with TLS.
     pub tls: Option<TlsConfig>,
+    /// Directory where this node keeps what must outlive its process: the members it has
+    /// known (they count towards every majority after a restart and are dialled like seeds),
+    /// nodes removed for good, and its incarnation. One directory per node, never shared
+    /// (a lock file refuses a second process). Default: none, so a restart cannot be told
+    /// from a new node: a restarted node with no seeds then starts as a cluster of its own
+    /// until another node connects. `foundation node` sets one unless told not to.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -322,6 +329,7 @@ impl Default for ClusterConfig {
             gossip_group: DEFAULT_GOSSIP_GROUP,
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             tls: None,
+            state_dir: None,
         }
     }
 }

@@ -1,0 +1,363 @@
+//! The cluster's safety under restarts and partitions, on real `foundation node` processes:
+//! a restarted node is never granted a lock another node holds (with or without seeds);
+//! singletons run only on the nodes that declared them and two copies are never active at
+//! once (checked on the copies' own history, written while each believes its lease valid);
+//! members can be forgotten (stable zero-config names, `cluster remove`); a leave notice in
+//! another node's name is not believed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use foundation_cluster::testkit::{NodeProcess, free_port};
+
+mod support;
+
+use support::{WAIT, number_after, start_node, until};
+
+fn printed(node: &NodeProcess, pattern: &str) -> bool {
+    node.output().iter().any(|l| l.contains(pattern))
+}
+
+/// A fresh file for singleton histories, in this test's own directory.
+fn history_file(test: &str) -> PathBuf {
+    let dir = foundation_cluster::testkit::state_home().join("histories");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{test}.log"));
+    let _ = std::fs::remove_file(&file);
+    file
+}
+
+/// Each copy's active interval (first and last `active` time), by copy, with its node.
+fn active_intervals(file: &Path) -> BTreeMap<String, (String, u128, u128)> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut copies: BTreeMap<String, (String, u128, u128)> = BTreeMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [what, node, copy, ms] = words[..] else { panic!("malformed history line `{line}`") };
+        if what != "active" {
+            continue;
+        }
+        let ms: u128 = ms.parse().unwrap();
+        let entry = copies.entry(copy.to_string()).or_insert((node.to_string(), ms, ms));
+        entry.1 = entry.1.min(ms);
+        entry.2 = entry.2.max(ms);
+    }
+    copies
+}
+
+/// Fails if two copies were active at overlapping times: the checker over the history.
+fn assert_no_overlap(file: &Path) {
+    let copies = active_intervals(file);
+    let mut intervals: Vec<_> = copies.iter().collect();
+    intervals.sort_by_key(|(_, (_, first, _))| *first);
+    for pair in intervals.windows(2) {
+        let (a, (a_node, _, a_last)) = pair[0];
+        let (b, (b_node, b_first, _)) = pair[1];
+        assert!(
+            a_last < b_first,
+            "copies {a} on {a_node} (active until {a_last}) and {b} on {b_node} (active from {b_first}) overlap; \
+             history: {copies:#?}"
+        );
+    }
+}
+
+/// The nodes whose copies were ever active.
+fn active_nodes(file: &Path) -> Vec<String> {
+    let mut nodes: Vec<String> = active_intervals(file).into_values().map(|(n, _, _)| n).collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+/// Restarted with the same command line and no seeds (the README's first node), n1 remembers
+/// the members it knew in its state directory: it is not granted the lock n2 holds, and the
+/// next holder's token is larger. Before, it was a new cluster of one and granted the lock at
+/// once with the same token.
+#[test]
+fn a_restarted_seedless_node_is_never_granted_a_held_lock() {
+    let ports = [free_port(), free_port(), free_port()];
+    let coord = ["--coordination", "--cookie", "restart"];
+    let mut n1 = start_node("n1", ports[0], &[], &coord);
+    let mut n2 = start_node("n2", ports[1], &[ports[0]], &coord);
+    let n3 = start_node("n3", ports[2], &[ports[0]], &coord);
+    for n in [&n1, &n2, &n3] {
+        n.wait_for("coordination ready", WAIT).unwrap();
+    }
+    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    n2.send_line("lock L 30000").unwrap();
+    let held = number_after(&n2.wait_for("lock L acquired", WAIT).unwrap(), "token");
+    n2.send_line("elect E").unwrap();
+    let term = number_after(&n2.wait_for("leader E term", WAIT).unwrap(), "term");
+
+    n1.kill();
+    n2.wait_for("member down: n1", WAIT).unwrap();
+    let mut n1 = start_node("n1", ports[0], &[], &coord);
+    let state = n1.wait_for("state in ", WAIT).unwrap();
+    assert!(state.contains("remembers n2, n3"), "{state}");
+    // At once, as the user did: it must not be granted the lock n2 holds.
+    n1.send_line("lock L 30000 3000").unwrap();
+    let refused = n1.wait_for("lock L failed", WAIT).unwrap();
+    assert!(!printed(&n1, "lock L acquired"), "{:?}", n1.output());
+    assert!(refused.contains("held by n2") || refused.contains("no majority"), "{refused}");
+    n1.send_line("elect E").unwrap();
+
+    // Released by n2, it goes to n1 with a larger token; the election's next term is larger.
+    n1.send_line("lock L 30000").unwrap();
+    n2.send_line("unlock L").unwrap();
+    let next = number_after(&n1.wait_for("lock L acquired", WAIT).unwrap(), "token");
+    assert!(next > held, "token {next} after a restart is not above {held}");
+    n2.send_line("resign E").unwrap();
+    let next_term = number_after(&n1.wait_for("leader E term", WAIT).unwrap(), "term");
+    assert!(next_term > term, "term {next_term} is not above {term}");
+    assert!(!printed(&n3, "leader E"), "n3 never stood");
+}
+
+/// A node that did not declare the singleton is never placed, however low its name: `a` has
+/// the lowest name, `b` and `c` declare `boss`, and `boss` runs on `b`. A candidate that joins
+/// later does not take it over; with the only declaring node left, it runs there.
+#[test]
+fn a_singleton_runs_only_on_the_nodes_that_declared_it() {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let single = ["--singleton", "boss", "--cookie", "placing"];
+    let a = start_node("a", ports[0], &[], &["--cookie", "placing"]);
+    let b = start_node("b", ports[1], &[ports[0]], &single);
+    b.wait_for("singleton boss started here", WAIT).unwrap();
+    let c = start_node("c", ports[2], &[ports[0]], &single);
+    c.wait_for("member up: b ", WAIT).unwrap();
+    // A lower-named candidate joining later: the running copy stays where it is.
+    let a0 = start_node("a0", ports[3], &[ports[0]], &single);
+    a0.wait_for("member up: c ", WAIT).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2)); // a window for a wrong start to show
+    for n in [&a, &c, &a0] {
+        assert!(!printed(n, "singleton boss started here"), "{}: {:?}", n.name(), n.output());
+    }
+    assert!(!printed(&a, "singleton"), "a never declared it: {:?}", a.output());
+
+    // b goes (SIGTERM: a planned departure, its lease given back): the lowest candidate up, a0.
+    let mut b = b;
+    assert!(b.terminate(WAIT));
+    a0.wait_for("singleton boss started here", WAIT).unwrap();
+    assert!(!printed(&c, "singleton boss started here"));
+}
+
+/// With one declaring node among three, the singleton runs there (and nowhere else), even
+/// though the two others have lower names.
+#[test]
+fn one_declaring_node_of_three_runs_the_singleton() {
+    let ports = [free_port(), free_port(), free_port()];
+    let a = start_node("a", ports[0], &[], &["--cookie", "one"]);
+    let b = start_node("b", ports[1], &[ports[0]], &["--cookie", "one"]);
+    let c = start_node("c", ports[2], &[ports[0]], &["--singleton", "boss", "--cookie", "one"]);
+    c.wait_for("singleton boss started here", WAIT).unwrap();
+    for n in [&a, &b] {
+        assert!(!printed(n, "singleton"), "{}: {:?}", n.name(), n.output());
+    }
+}
+
+/// The holder is frozen (SIGSTOP): another candidate starts the singleton only after the
+/// frozen holder's lease ran out, and the frozen copy, when thawed, never acts again. The
+/// checker reads every copy's history: no two copies active at once.
+#[test]
+fn a_frozen_holder_and_its_successor_are_never_active_at_once() {
+    let ports = [free_port(), free_port(), free_port()];
+    let log = history_file("frozen");
+    let log_arg = log.to_string_lossy().to_string();
+    let args = ["--singleton", "boss", "--singleton-log", log_arg.as_str(), "--cookie", "frozen"];
+    let n1 = start_node("n1", ports[0], &[], &args);
+    let n2 = start_node("n2", ports[1], &[ports[0]], &args);
+    let n3 = start_node("n3", ports[2], &[ports[0]], &args);
+    n1.wait_for("singleton boss started here", WAIT).unwrap();
+    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    until(|| active_nodes(&log) == ["n1"], || format!("n1's copy never acted: {:?}", active_nodes(&log)));
+
+    n1.freeze();
+    until(
+        || printed(&n2, "singleton boss started here") || printed(&n3, "singleton boss started here"),
+        || "no survivor took the singleton over".into(),
+    );
+    let successor = if printed(&n2, "singleton boss started here") { &n2 } else { &n3 };
+    until(
+        || active_nodes(&log).contains(&successor.name().to_string()),
+        || format!("{}'s copy never acted", successor.name()),
+    );
+    // Thawed: its lease is long over; it must stop without acting once more.
+    n1.thaw();
+    n1.wait_for("singleton boss stopped here", WAIT).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500)); // let a wrong `active` line show
+    assert_no_overlap(&log);
+}
+
+/// The holder is cut off from the two others (the in-process partition hook, both sides): it
+/// loses its lease and stops, and the other side starts the singleton only after that.
+#[test]
+fn a_holder_cut_off_stops_before_the_majority_starts_another_copy() {
+    let ports = [free_port(), free_port(), free_port()];
+    let log = history_file("cut-off");
+    let log_arg = log.to_string_lossy().to_string();
+    let args = ["--singleton", "boss", "--singleton-log", log_arg.as_str(), "--cookie", "cut"];
+    let mut n1 = start_node("n1", ports[0], &[], &args);
+    let mut n2 = start_node("n2", ports[1], &[ports[0]], &args);
+    let mut n3 = start_node("n3", ports[2], &[ports[0]], &args);
+    n1.wait_for("singleton boss started here", WAIT).unwrap();
+    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    n3.wait_for("member up: n2 ", WAIT).unwrap();
+    until(|| active_nodes(&log) == ["n1"], || "n1's copy never acted".into());
+
+    n1.send_line("partition n2,n3").unwrap();
+    n2.send_line("partition n1").unwrap();
+    n3.send_line("partition n1").unwrap();
+    let stopped = n1.wait_for("singleton boss stopped here", WAIT).unwrap();
+    assert!(stopped.contains("lease"), "{stopped}");
+    until(
+        || printed(&n2, "singleton boss started here") || printed(&n3, "singleton boss started here"),
+        || "the majority side never started the singleton".into(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_no_overlap(&log);
+
+    // Healed: still one copy.
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.send_line("heal").unwrap();
+    }
+    n1.wait_for_count("member up: n2 ", 2, WAIT).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_no_overlap(&log);
+}
+
+/// Starts `foundation node --cluster` (no name, no address) on discovery port `gossip`.
+fn zero_config(gossip: u16, extra: &[&str]) -> NodeProcess {
+    let mut args = vec!["node", "--cluster", "--cookie", "zero"];
+    args.extend_from_slice(extra);
+    let process = NodeProcess::spawn_with_env(
+        "zero-config",
+        env!("CARGO_BIN_EXE_foundation"),
+        &args,
+        [
+            ("FOUNDATION_LOG", support::log_level()),
+            ("FOUNDATION_CLUSTER__GOSSIP_PORT", gossip.to_string()),
+            ("FOUNDATION_CLUSTER__GOSSIP_INTERVAL", "200ms".to_string()),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    process.wait_for(" listening on 127.0.0.1:", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    process
+}
+
+/// `node NAME listening on ADDR` → NAME.
+fn name_of(node: &NodeProcess) -> String {
+    let line = node.wait_for(" listening on ", WAIT).unwrap();
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Three zero-config nodes, each killed and restarted in turn (three crash-restarts): each
+/// comes back under its own name and address, so the cluster still knows three members and
+/// still has a majority (the singleton keeps running). Before, each restart added a
+/// `node-PORT` member, and after three the cluster knew six with three up: no majority.
+#[test]
+fn zero_config_nodes_keep_their_names_across_crash_restarts() {
+    let gossip = free_port();
+    let single = ["--singleton", "boss"];
+    let mut nodes: Vec<NodeProcess> = (0..3).map(|_| zero_config(gossip, &single)).collect();
+    let names: Vec<String> = nodes.iter().map(name_of).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "three nodes, three names: {names:?}");
+    for n in &nodes {
+        for other in names.iter().filter(|o| **o != name_of(n)) {
+            n.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+        }
+    }
+    for round in 0..3 {
+        nodes[round].kill();
+        let restarted = zero_config(gossip, &single);
+        assert_eq!(name_of(&restarted), names[round], "restart {round} took another name");
+        nodes[round] = restarted;
+        for other in names.iter().filter(|o| **o != names[round]) {
+            nodes[round].wait_for(&format!("member up: {other} "), WAIT).unwrap();
+        }
+    }
+    // Three members, all up: a majority, so exactly one node runs the singleton.
+    let holds = |n: &NodeProcess| {
+        n.output()
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("singleton boss "))
+            .is_some_and(|l| l.ends_with("started here"))
+    };
+    until(
+        || nodes.iter().filter(|n| holds(n)).count() == 1,
+        || format!("holders: {:?}", nodes.iter().filter(|n| holds(n)).map(name_of).collect::<Vec<_>>()),
+    );
+}
+
+/// Two of three nodes are stopped for good: the last one has no majority (1 of 3 known), so
+/// its singleton stops. `foundation cluster remove` of both makes it a cluster of one again and
+/// the singleton runs; a new start of a removed node joins again as usual.
+#[test]
+fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
+    let ports = [free_port(), free_port(), free_port()];
+    let args = ["--singleton", "boss", "--cookie", "removal"];
+    let n1 = start_node("n1", ports[0], &[], &args);
+    let mut n2 = start_node("n2", ports[1], &[ports[0]], &args);
+    let mut n3 = start_node("n3", ports[2], &[ports[0]], &args);
+    n1.wait_for("singleton boss started here", WAIT).unwrap();
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    n2.kill();
+    n3.kill();
+    let stopped = n1.wait_for("singleton boss stopped here", WAIT).unwrap();
+    assert!(stopped.contains("lease"), "{stopped}");
+
+    // A node that is up cannot be removed.
+    let remove = |node: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+            .args(["cluster", "remove", node, "--seeds", &format!("127.0.0.1:{}", ports[0])])
+            .args(["--cookie", "removal"])
+            .env("FOUNDATION_LOG", "error")
+            .env("XDG_STATE_HOME", foundation_cluster::testkit::state_home())
+            .output()
+            .unwrap()
+    };
+    let refused = remove("n1");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is up"), "{refused:?}");
+
+    for node in ["n2", "n3"] {
+        let out = remove(node);
+        assert!(out.status.success(), "{out:?}");
+        n1.wait_for(&format!("member removed: {node}"), WAIT).unwrap();
+    }
+    n1.wait_for_count("singleton boss started here", 2, WAIT).unwrap();
+    // n1's state directory forgot them too.
+    let state = n1.output().into_iter().find(|l| l.starts_with("state in ")).unwrap();
+    let dir = state.trim_start_matches("state in ").to_string();
+    let members = std::fs::read_to_string(Path::new(&dir).join("members.json")).unwrap();
+    assert!(!members.contains("\"127.0.0.1"), "removed members still remembered: {members}");
+
+    // A new start of n3 joins as usual (its incarnation is above the one removed).
+    let n3 = start_node("n3", ports[2], &[ports[0]], &args);
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    n3.wait_for("member up: n1 ", WAIT).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // a window for a refusal to show
+    let last = n1.output().into_iter().rev().find(|l| l.contains(": n3"));
+    assert!(last.as_deref().is_some_and(|l| l.starts_with("member up: n3 ")), "{:?}", n1.output());
+}
+
+/// A peer that sends a leave notice in another node's name is not believed: when that node is
+/// later killed, it is down, not "left" (a left node no longer counts towards majorities).
+#[test]
+fn a_leave_notice_in_another_nodes_name_is_not_believed() {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = start_node("n1", ports[0], &[], &["--cookie", "liar"]);
+    let mut n2 = start_node("n2", ports[1], &[ports[0]], &["--cookie", "liar"]);
+    let mut n3 = start_node("n3", ports[2], &[ports[0]], &["--cookie", "liar"]);
+    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    n2.send_line("forge-leaving n3").unwrap();
+    let told = n2.wait_for("forged a leave notice for n3", WAIT).unwrap();
+    assert!(!told.contains("to 0 node"), "{told}");
+    n3.kill();
+    until(|| printed(&n1, "member down: n3") || printed(&n1, "member left: n3"), || "n3 never went".into());
+    assert!(printed(&n1, "member down: n3"), "{:?}", n1.output());
+    assert!(!printed(&n1, "member left: n3"), "a forged notice was believed: {:?}", n1.output());
+}
