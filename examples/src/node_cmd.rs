@@ -550,19 +550,19 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         config.cluster.state_dir = Some(dir.clone());
     }
     let defaults = foundation_core::config::FoundationConfig::default();
-    // Zero-config nodes keep their name and port in a slot of their own (a lock file tells the
-    // slots of running nodes apart), so a restart is the same member, not a new one.
-    let mut slot = None;
-    if args.cluster
-        && config.node.name == defaults.node.name
-        && !args.no_state
-        && config.cluster.state_dir.is_none()
-    {
-        let found = crate::node_state::claim_cluster_slot(config.cluster.listen.ip())?;
-        config.cluster.state_dir = Some(found.dir.clone());
-        slot = Some(found);
-    }
+    // Zero-config nodes keep their name and port in their state directory (a slot of their own
+    // when they have no name: a lock file tells the slots of running nodes apart), so a restart
+    // is the same member at the same address, not a new one.
     if args.cluster {
+        let named = config.node.name != defaults.node.name;
+        let slot = match (&config.cluster.state_dir, named, args.no_state) {
+            (_, _, true) => None,
+            (Some(dir), _, false) => Some(crate::node_state::ClusterSlot::open(dir.clone())?),
+            (None, true, false) => Some(crate::node_state::ClusterSlot::open(
+                crate::node_state::named_cluster_dir(config.cluster.listen.ip(), &config.node.name),
+            )?),
+            (None, false, false) => Some(crate::node_state::claim_cluster_slot(config.cluster.listen.ip())?),
+        };
         if config.cluster.listen == defaults.cluster.listen {
             let port = slot.as_ref().and_then(|s| s.port).unwrap_or(0);
             let free = std::net::TcpListener::bind((config.cluster.listen.ip(), port))
@@ -570,15 +570,16 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
                 .local_addr()?;
             config.cluster.listen = free;
         }
-        if config.node.name == defaults.node.name {
+        if !named {
             config.node.name = match &slot {
-                Some(slot) => slot.name.clone(),
+                Some(slot) => slot.name()?,
                 None => format!("node-{}", config.cluster.listen.port()),
             };
         }
-    }
-    if let Some(slot) = slot {
-        slot.remember_port(config.cluster.listen.port());
+        if let Some(slot) = slot {
+            slot.remember_port(config.cluster.listen.port());
+            config.cluster.state_dir = Some(slot.dir);
+        }
     }
     if config.cluster.state_dir.is_none() && !args.no_state {
         config.cluster.state_dir =

@@ -2,10 +2,11 @@
 //!
 //! - A named node: `STATE_ROOT/nodes/NAME-PORT` (the port keeps two clusters on one host that
 //!   reuse names apart).
-//! - A zero-config node (`--cluster`, no name): the first `STATE_ROOT/cluster/slot-K` whose lock
-//!   file no running process holds. The slot keeps the node's name (`node-` and a random id,
-//!   drawn once) and its last port, so a restarted node is the same member at the same address;
-//!   several such nodes on one host each take their own slot.
+//! - A zero-config node (`--cluster`) keeps its name and last port in its state directory, so a
+//!   restarted node is the same member at the same address: with no name, the first
+//!   `STATE_ROOT/cluster/IP/slot-K` whose lock file no running process holds (the name, `node-`
+//!   and a random id, is drawn once), so several such nodes on one host each take their own;
+//!   with a name, `STATE_ROOT/cluster/IP/named-NAME`; with `--state-dir`, that directory.
 //!
 //! `STATE_ROOT` is `$XDG_STATE_HOME/foundation`, else `$HOME/.local/state/foundation`, else
 //! `foundation-state` in the temporary directory.
@@ -27,22 +28,38 @@ pub fn state_root() -> PathBuf {
 
 /// The default state directory of the node `name` listening on `port`.
 pub fn default_node_dir(name: &str, port: u16) -> PathBuf {
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    state_root().join("nodes").join(format!("{safe}-{port}"))
+    state_root().join("nodes").join(format!("{}-{port}", safe(name)))
 }
 
-/// A zero-config node's slot.
+/// Where a zero-config node keeps its name and port: a slot, a named directory, or the state
+/// directory it was given.
 pub struct ClusterSlot {
-    /// The slot's directory (the node's state directory).
+    /// The directory (the node's state directory).
     pub dir: PathBuf,
-    /// The node's name, kept in the slot.
-    pub name: String,
     /// The port it listened on last time, if any.
     pub port: Option<u16>,
 }
 
 impl ClusterSlot {
+    /// The slot in `dir` (created if needed), with the port kept there.
+    pub fn open(dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let port = std::fs::read_to_string(dir.join("port")).ok().and_then(|p| p.trim().parse().ok());
+        Ok(ClusterSlot { dir, port })
+    }
+
+    /// The name kept in the slot, drawn (`node-` and six hex digits) and kept the first time.
+    pub fn name(&self) -> anyhow::Result<String> {
+        match std::fs::read_to_string(self.dir.join("name")) {
+            Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_string()),
+            _ => {
+                let name = format!("node-{:06x}", foundation_core::random::next_u64() & 0xff_ffff);
+                std::fs::write(self.dir.join("name"), &name)?;
+                Ok(name)
+            }
+        }
+    }
+
     /// Keeps the port the node listens on now, for its next start.
     pub fn remember_port(&self, port: u16) {
         if let Err(e) = std::fs::write(self.dir.join("port"), port.to_string()) {
@@ -51,10 +68,23 @@ impl ClusterSlot {
     }
 }
 
-/// The first slot no running node holds, with its name (drawn the first time) and last port.
-/// `ip` is part of the slot's path: nodes on different addresses of one host do not share.
+/// The directory of a zero-config node called `name` on `ip` (its port is kept there).
+pub fn named_cluster_dir(ip: IpAddr, name: &str) -> PathBuf {
+    cluster_root(ip).join(format!("named-{}", safe(name)))
+}
+
+fn cluster_root(ip: IpAddr) -> PathBuf {
+    state_root().join("cluster").join(ip.to_string().replace(':', "_"))
+}
+
+fn safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+/// The first slot no running node holds. `ip` is part of the slot's path: nodes on different
+/// addresses of one host do not share.
 pub fn claim_cluster_slot(ip: IpAddr) -> anyhow::Result<ClusterSlot> {
-    let root = state_root().join("cluster").join(ip.to_string().replace(':', "_"));
+    let root = cluster_root(ip);
     for k in 0..MAX_SLOTS {
         let dir = root.join(format!("slot-{k}"));
         std::fs::create_dir_all(&dir)?;
@@ -65,16 +95,7 @@ pub fn claim_cluster_slot(ip: IpAddr) -> anyhow::Result<ClusterSlot> {
             continue;
         }
         drop(lock);
-        let name = match std::fs::read_to_string(dir.join("name")) {
-            Ok(name) if !name.trim().is_empty() => name.trim().to_string(),
-            _ => {
-                let name = format!("node-{:06x}", foundation_core::random::next_u64() & 0xff_ffff);
-                std::fs::write(dir.join("name"), &name)?;
-                name
-            }
-        };
-        let port = std::fs::read_to_string(dir.join("port")).ok().and_then(|p| p.trim().parse().ok());
-        return Ok(ClusterSlot { dir, name, port });
+        return ClusterSlot::open(dir);
     }
     anyhow::bail!("all {MAX_SLOTS} zero-config node slots under {} are in use", root.display())
 }

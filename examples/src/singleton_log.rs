@@ -47,8 +47,9 @@ pub struct Running {
 }
 
 impl Running {
-    fn write(&self, what: &str) {
-        let line = format!("{what} {} {} {}\n", self.copy.node, self.id, unix_ms());
+    /// Appends `what` stamped `at` (Unix ms).
+    fn write(&self, what: &str, at: u128) {
+        let line = format!("{what} {} {} {at}\n", self.copy.node, self.id);
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -71,21 +72,24 @@ impl Actor for LoggedCopy {
     async fn pre_start(&self, myself: ActorRef<()>, copy: Copy) -> Result<Running, ActorProcessingErr> {
         let id = format!("{}-{}-{}", copy.node, std::process::id(), unix_ms());
         let running = Running { copy, id };
-        running.write("start");
+        running.write("start", unix_ms());
         myself.send_interval(ACT_EVERY, || ());
         Ok(running)
     }
 
     async fn handle(&self, _: ActorRef<()>, _: (), running: &mut Running) -> Result<(), ActorProcessingErr> {
         // Act only under a valid lease: a copy that wakes from a pause past its lease must not.
+        // The time is read before the check, so the line says a moment at which the lease was
+        // valid even if writing it takes long on a loaded machine.
+        let at = unix_ms();
         if foundation_cluster::singleton::lease_valid(&running.copy.singleton) {
-            running.write("active");
+            running.write("active", at);
         }
         Ok(())
     }
 
     async fn post_stop(&self, _: ActorRef<()>, running: &mut Running) -> Result<(), ActorProcessingErr> {
-        running.write("stop");
+        running.write("stop", unix_ms());
         Ok(())
     }
 }

@@ -334,13 +334,71 @@ fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
     let members = std::fs::read_to_string(Path::new(&dir).join("members.json")).unwrap();
     assert!(!members.contains("\"127.0.0.1"), "removed members still remembered: {members}");
 
-    // A new start of n3 joins as usual (its incarnation is above the one removed).
+    // A new start of n3 joins as usual (it started after the removal).
     let n3 = start_node("n3", ports[2], &[ports[0]], &args);
     n1.wait_for("member up: n3 ", WAIT).unwrap();
     n3.wait_for("member up: n1 ", WAIT).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500)); // a window for a refusal to show
     let last = n1.output().into_iter().rev().find(|l| l.contains(": n3"));
     assert!(last.as_deref().is_some_and(|l| l.starts_with("member up: n3 ")), "{:?}", n1.output());
+
+    // A break after the rejoin (n3 frozen until n1 marks it down) does not remove it again:
+    // the removal covers only processes started before it.
+    n3.freeze();
+    n1.wait_for("member down: n3", WAIT).unwrap();
+    n3.thaw();
+    n1.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
+
+    // n1 restarted remembers n3 (and not n2), so it is not a cluster of one.
+    let mut n1 = n1;
+    n1.kill();
+    let n1 = start_node("n1", ports[0], &[], &args);
+    let state = n1.wait_for("state in ", WAIT).unwrap();
+    assert!(state.ends_with("(remembers n3)"), "{state}");
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    drop(n3);
+}
+
+/// A removed process that was only frozen, thawed, is refused without ever counting as up
+/// again; a new start of it joins.
+#[test]
+fn a_removed_process_that_comes_back_is_refused_until_it_restarts() {
+    let ports = [free_port(), free_port(), free_port()];
+    let args = ["--cookie", "thawed"];
+    let n1 = start_node("n1", ports[0], &[], &args);
+    let _n2 = start_node("n2", ports[1], &[ports[0]], &args);
+    let mut n3 = start_node("n3", ports[2], &[ports[0]], &args);
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    n3.freeze();
+    n1.wait_for("member down: n3", WAIT).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args([
+            "cluster",
+            "remove",
+            "n3",
+            "--seeds",
+            &format!("127.0.0.1:{}", ports[0]),
+            "--cookie",
+            "thawed",
+        ])
+        .env("FOUNDATION_LOG", "error")
+        .env("XDG_STATE_HOME", foundation_cluster::testkit::state_home())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    n1.wait_for("member removed: n3", WAIT).unwrap();
+    n3.thaw();
+    // It redials; give it a few rounds in which a wrong admission would show.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after: Vec<String> =
+        n1.output().into_iter().skip_while(|l| !l.starts_with("member removed: n3")).collect();
+    assert!(
+        !after.iter().any(|l| l.starts_with("member up: n3")),
+        "the removed process counted again: {after:?}"
+    );
+    n3.kill();
+    let _n3 = start_node("n3", ports[2], &[ports[0]], &args);
+    n1.wait_for("member up: n3 ", WAIT).unwrap();
 }
 
 /// A peer that sends a leave notice in another node's name is not believed: when that node is

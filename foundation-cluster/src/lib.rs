@@ -13,8 +13,12 @@
 //! - **Health**: every node samples load, CPU, memory, actors, tasks, queue depths and runtime
 //!   lag and sends them with its heartbeats; [`Cluster::health`] is one node's view,
 //!   [`Cluster::cluster_health`] merges every reachable node's view.
-//! - **Singletons**: [`Cluster::start_singleton`] runs an actor on exactly one node of a
-//!   connected majority and restarts it on a survivor when its node is lost ([`singleton`]).
+//! - **Singletons**: [`Cluster::start_singleton`] runs an actor on exactly one of the nodes
+//!   that declared it, under a lease granted by a majority (never two copies at once), and
+//!   restarts it on another when its node is lost ([`singleton`]).
+//! - **Restarts and removal**: with a state directory (`cluster.state_dir`) a node remembers
+//!   the members it has known, so a restarted node never forms a majority alone;
+//!   [`Cluster::remove_member`] forgets a node stopped for good, on every node.
 //! - **Replicated actors**: [`Cluster::start_replicated`], one supervised replica per node,
 //!   visible cluster-wide ([`replicated`]).
 //! - **Budgets**: [`Cluster::start_budget`] holds a provider's rate limits for the cluster as a
@@ -81,7 +85,7 @@ pub use foundation_actors::wire;
 
 pub use membership::{Member, MemberStatus, MembershipEvent};
 pub use names::NameError;
-pub use node::{Cluster, ClusterError, LEAVE_TIMEOUT};
+pub use node::{Cluster, ClusterError, DEPARTED_STILL_COUNT, LEAVE_TIMEOUT};
 pub use replicated::ReplicatedHandle;
 pub use shared_cache::{SharedCacheConfig, SharedCacheHandle};
 pub use singleton::{SingletonEvent, SingletonHandle};

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use ractor::ActorId;
 use ractor_cluster::node::NodeServerSessionInformation;
 
-use crate::state::{NodeState, Remembered, Removal};
+use crate::state::{NodeState, Remembered, RememberedMember, Removal};
 
 /// A node as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +130,8 @@ struct Session {
 
 #[derive(Default)]
 pub(crate) struct Membership {
-    /// What outlives this process (members known, removals), written to the state directory
-    /// when it changes (if there is one).
+    /// What outlives this process (members known, removals, the largest token), written to the
+    /// state directory when it changes (if there is one).
     remembered: Remembered,
     state: Option<Arc<NodeState>>,
     sessions: HashMap<ActorId, Session>,
@@ -141,6 +141,14 @@ pub(crate) struct Membership {
     evicting: HashMap<String, String>,
     /// Nodes that announced they are leaving, until their connection closes.
     leaving: std::collections::HashSet<String>,
+    /// Ready sessions of nodes with a removal on record, held back (not up, not counted) until
+    /// a heartbeat shows a process started after the removal: name → address.
+    pending: HashMap<String, String>,
+    /// Nodes removed, and when (they still count towards majorities for a while: see
+    /// `recently_removed`).
+    removed_at: HashMap<String, std::time::Instant>,
+    /// ractor_cluster's per-session node ids → the name the session authenticated.
+    session_nodes: HashMap<u64, String>,
 }
 
 /// Splits ractor_cluster's `name@host` into our node name.
@@ -156,13 +164,13 @@ impl Membership {
         if let Some(state) = &state {
             membership.remembered = state.remembered.clone();
             membership.remembered.members.remove(me);
-            for (name, addr) in &membership.remembered.members {
+            for (name, remembered) in &membership.remembered.members {
                 let member = Member {
                     name: name.clone(),
-                    addr: addr.clone(),
+                    addr: remembered.addr.clone(),
                     status: MemberStatus::Down,
                     since: SystemTime::now(),
-                    incarnation: 0,
+                    incarnation: remembered.incarnation,
                 };
                 membership.members.insert(name.clone(), member);
             }
@@ -177,12 +185,16 @@ impl Membership {
         let mut changes = self.apply_event(event);
         changes.extend(self.drop_removed());
         self.remember(&changes);
-        if self.remembered != before
-            && let Some(state) = &self.state
-        {
-            state.save(&self.remembered);
+        if self.remembered != before {
+            self.save();
         }
         changes
+    }
+
+    fn save(&self) {
+        if let Some(state) = &self.state {
+            state.save(&self.remembered);
+        }
     }
 
     /// Keeps the remembered members in step with a change.
@@ -192,7 +204,9 @@ impl Membership {
                 MembershipEvent::Up { name, addr }
                     if !name.starts_with(crate::singleton::OBSERVER_PREFIX) =>
                 {
-                    self.remembered.members.insert(name.clone(), addr.clone());
+                    let incarnation = self.members.get(name).map_or(0, |m| m.incarnation);
+                    let member = RememberedMember { addr: addr.clone(), incarnation };
+                    self.remembered.members.insert(name.clone(), member);
                 }
                 MembershipEvent::Left { name } | MembershipEvent::Removed { name } => {
                     self.remembered.members.remove(name);
@@ -207,25 +221,38 @@ impl Membership {
         self.remembered.removed.iter().map(|(n, r)| (n.clone(), *r)).collect()
     }
 
-    /// Whether `incarnation` of `name` was removed for good.
+    /// Whether the process of `name` with `incarnation` was removed for good.
     pub(crate) fn is_removed(&self, name: &str, incarnation: u64) -> bool {
         self.remembered.is_removed(name, incarnation)
     }
 
-    /// A removal as this node applies it: it covers the incarnation this node last heard of
-    /// the node, if that node is not up here (the remover may never have heard of it; every
-    /// node raises the removal to what it knows, and gossip keeps the largest). A node up here
-    /// is not removed by it: its current incarnation stays above.
-    fn resolve_removal(&self, name: &str, removal: Removal) -> Removal {
-        match self.members.get(name) {
-            Some(m) if m.status != MemberStatus::Up => {
-                Removal { incarnation: removal.incarnation.max(m.incarnation), ..removal }
-            }
-            _ => removal,
+    /// Nodes removed within `window`: they still count towards majorities for that long, so
+    /// that a lease recorded only by them has ended before a smaller majority can grant.
+    pub(crate) fn recently_removed(&mut self, window: std::time::Duration) -> usize {
+        self.removed_at.retain(|_, at| at.elapsed() < window);
+        self.removed_at.keys().filter(|n| !self.members.contains_key(*n)).count()
+    }
+
+    /// The name the session with ractor_cluster's node id `node_id` authenticated.
+    pub(crate) fn node_of_session(&self, node_id: u64) -> Option<&str> {
+        self.session_nodes.get(&node_id).map(String::as_str)
+    }
+
+    /// Records a fencing token in the state directory (synchronously) if it is the largest
+    /// yet: tokens then keep growing across a restart of every node.
+    pub(crate) fn record_max_token(&mut self, token: u64) {
+        if token > self.remembered.max_token && self.state.is_some() {
+            self.remembered.max_token = token;
+            self.save();
         }
     }
 
-    /// Forgets members whose removal covers the incarnation known of them.
+    /// The largest token recorded in the state directory.
+    pub(crate) fn remembered_max_token(&self) -> u64 {
+        self.remembered.max_token
+    }
+
+    /// Forgets members (not up) whose process a removal covers.
     fn drop_removed(&mut self) -> Vec<MembershipEvent> {
         let gone: Vec<String> = self
             .members
@@ -236,6 +263,7 @@ impl Membership {
         gone.into_iter()
             .map(|name| {
                 self.members.remove(&name);
+                self.removed_at.insert(name.clone(), std::time::Instant::now());
                 MembershipEvent::Removed { name }
             })
             .collect()
@@ -244,20 +272,34 @@ impl Membership {
     fn apply_event(&mut self, event: SessionEvent) -> Vec<MembershipEvent> {
         match event {
             SessionEvent::Heard { name, incarnation, removed } => {
+                self.remembered.merge_removed(removed);
                 if let Some(member) = self.members.get_mut(&name) {
                     member.incarnation = member.incarnation.max(incarnation);
                 }
-                let removed = removed.into_iter().map(|(n, r)| {
-                    let r = self.resolve_removal(&n, r);
-                    (n, r)
-                });
-                let removed: Vec<_> = removed.collect();
-                self.remembered.merge_removed(removed);
-                self.drop_removed()
+                if let Some(remembered) = self.remembered.members.get_mut(&name) {
+                    remembered.incarnation = remembered.incarnation.max(incarnation);
+                }
+                // A node held back for its removal: a process started after it joins now.
+                match self.pending.get(&name) {
+                    Some(addr) if !self.remembered.is_removed(&name, incarnation) => {
+                        let addr = addr.clone();
+                        self.pending.remove(&name);
+                        self.leaving.remove(&name);
+                        let member = Member {
+                            name: name.clone(),
+                            addr: addr.clone(),
+                            status: MemberStatus::Up,
+                            since: SystemTime::now(),
+                            incarnation,
+                        };
+                        self.members.insert(name.clone(), member);
+                        vec![MembershipEvent::Up { name, addr }]
+                    }
+                    _ => Vec::new(),
+                }
             }
             SessionEvent::Remove { name } => {
-                let removal =
-                    self.resolve_removal(&name, Removal { incarnation: 0, at_ms: crate::state::unix_ms() });
+                let removal = Removal { at_ms: crate::state::unix_ms() };
                 self.remembered.merge_removed([(name.clone(), removal)]);
                 // Listed as removed even if this node never knew it (its peers may have).
                 let mut changes = self.drop_removed();
@@ -310,14 +352,21 @@ impl Membership {
                     return None;
                 }
                 session.peer = Some(name.clone());
+                self.session_nodes.insert(s.node_id, name.clone());
                 let count = self.ready_sessions.entry(name.clone()).or_default();
                 *count += 1;
-                // A node that rejoins after leaving is a new arrival, not still leaving.
-                self.leaving.remove(&name);
                 let was_up = self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up);
                 if was_up {
                     return None;
                 }
+                // A node with a removal on record is held back until a heartbeat shows which
+                // process it is (a removed one is refused without ever counting as up).
+                if self.remembered.removed.contains_key(&name) {
+                    self.pending.insert(name, addr);
+                    return None;
+                }
+                // A node that rejoins after leaving is a new arrival, not still leaving.
+                self.leaving.remove(&name);
                 let incarnation = self.members.get(&name).map_or(0, |m| m.incarnation);
                 let member = Member {
                     name: name.clone(),
@@ -347,10 +396,15 @@ impl Membership {
                     }
                     None => None,
                     Some(name) => {
+                        self.session_nodes.remove(&s.node_id);
                         let count = self.ready_sessions.entry(name.clone()).or_default();
                         *count = count.saturating_sub(1);
                         if *count > 0 {
                             return None; // another session to the same node is still up
+                        }
+                        if self.pending.remove(&name).is_some() {
+                            self.evicting.remove(&name);
+                            return None; // never counted as up
                         }
                         let member = self.members.get_mut(&name)?;
                         member.since = SystemTime::now();
@@ -387,7 +441,7 @@ impl Membership {
             .members
             .iter()
             .filter(|(name, _)| self.members.get(*name).is_none_or(|m| m.status != MemberStatus::Up))
-            .filter_map(|(_, addr)| addr.parse().ok())
+            .filter_map(|(_, member)| member.addr.parse().ok())
             .collect()
     }
 

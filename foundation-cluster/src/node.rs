@@ -22,6 +22,9 @@ use crate::names;
 /// Frame bytes ractor_cluster adds around a message (envelope, names, ids), on top of
 /// `cluster.max_frame_bytes`, so that every message we allow fits the receiver's inbound limit.
 const FRAME_OVERHEAD: u64 = 64 << 10;
+/// How long a node that left or was removed still counts towards majorities: the longest lease
+/// any node grants, so that a lease recorded only by departed nodes has ended first.
+pub const DEPARTED_STILL_COUNT: Duration = crate::coordination::DEFAULT_MAX_LEASE;
 /// How long [`Cluster::shutdown`] waits for each peer to acknowledge that this node leaves.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Membership events kept for slow subscribers before they start missing some.
@@ -361,19 +364,66 @@ impl Cluster {
     /// The members a majority is counted over, and how many nodes "known" is: this node, every
     /// member that did not leave on purpose (up or down: a partition's both sides must not both
     /// have a majority) and seeds never reached (a node still joining has no majority of its
-    /// own). Observers never count. The one rule for singletons and majority reads and writes.
+    /// own), members remembered in the state directory; and, for [`DEPARTED_STILL_COUNT`] after
+    /// they went, nodes that left or were removed (a lease only they recorded has ended before
+    /// a smaller majority can grant). Observers never count. The one rule for singletons,
+    /// locks and majority reads and writes.
     pub(crate) fn counted_members(&self) -> (Vec<Member>, usize) {
         let all = self.members();
         let unreached = self.seeds().iter().filter(|s| !all.iter().any(|m| m.addr == s.to_string())).count();
+        let recently_removed = self
+            .inner
+            .membership
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .recently_removed(DEPARTED_STILL_COUNT);
+        let departed_recently = |m: &Member| {
+            m.status == crate::MemberStatus::Left
+                && m.since.elapsed().map_or(true, |e| e < DEPARTED_STILL_COUNT)
+        };
         let members: Vec<Member> = all
             .into_iter()
             .filter(|m| {
                 !m.name.starts_with(crate::singleton::OBSERVER_PREFIX)
-                    && m.status != crate::MemberStatus::Left
+                    && (m.status != crate::MemberStatus::Left || departed_recently(m))
             })
             .collect();
-        let known = members.len() + 1 + unreached;
+        let known = members.len() + 1 + unreached + recently_removed;
         (members, known)
+    }
+
+    /// Whether `node` is this node or a member that is up and counts towards majorities: a
+    /// grant majority is drawn only from these.
+    pub(crate) fn counts_up(&self, node: &str) -> bool {
+        node == self.name()
+            || (!node.starts_with(crate::singleton::OBSERVER_PREFIX)
+                && self.members().iter().any(|m| m.name == node && m.status == MemberStatus::Up))
+    }
+
+    /// The node `cell` runs on, by the name its session authenticated (never a name the peer
+    /// chose for a group): this node's name for a local actor, `None` if its session is gone.
+    pub(crate) fn session_node_of(&self, cell: &ractor::ActorCell) -> Option<String> {
+        match cell.get_id() {
+            ractor::ActorId::Local(_) => Some(self.name().to_string()),
+            ractor::ActorId::Remote { node_id, .. } => self
+                .inner
+                .membership
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .node_of_session(node_id)
+                .map(str::to_string),
+        }
+    }
+
+    /// Records a fencing token in the state directory, synchronously, if it is the largest
+    /// this node has seen (no-op without a state directory).
+    pub(crate) fn record_max_token(&self, token: u64) {
+        self.inner.membership.write().unwrap_or_else(|p| p.into_inner()).record_max_token(token);
+    }
+
+    /// The largest fencing token the state directory recorded.
+    pub(crate) fn remembered_max_token(&self) -> u64 {
+        self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).remembered_max_token()
     }
 
     /// The largest message this node sends to another (`cluster.max_frame_bytes`).

@@ -5,16 +5,20 @@
 use ractor::{ActorCell, ActorStatus};
 
 /// The first live (not stopping) member of each group `PREFIX@NODE` in `scope`, by node name,
-/// sorted by node. `prefix` ends with `@`.
-pub(crate) fn live_by_node(scope: &str, prefix: &str) -> Vec<(String, ActorCell)> {
+/// sorted by node. `prefix` ends with `@`. A remote member counts for `NODE` only if it runs on
+/// the node whose session authenticated as `NODE`: the group name is the joining peer's choice,
+/// so a peer cannot stand in for another node by joining its group. (Local members are this
+/// process's own code's, trusted as named: several nodes in one process, as in tests, share pg.)
+pub(crate) fn live_by_node(cluster: &crate::Cluster, scope: &str, prefix: &str) -> Vec<(String, ActorCell)> {
     let scope = scope.to_string();
     let mut found: Vec<_> = ractor::pg::which_scoped_groups(&scope)
         .into_iter()
         .filter_map(|group| {
             let node = group.strip_prefix(prefix)?.to_string();
-            let member = ractor::pg::get_scoped_members(&scope, &group)
-                .into_iter()
-                .find(|c| !matches!(c.get_status(), ActorStatus::Stopping | ActorStatus::Stopped))?;
+            let member = ractor::pg::get_scoped_members(&scope, &group).into_iter().find(|c| {
+                !matches!(c.get_status(), ActorStatus::Stopping | ActorStatus::Stopped)
+                    && (c.get_id().is_local() || cluster.session_node_of(c).as_deref() == Some(node.as_str()))
+            })?;
             Some((node, member))
         })
         .collect();

@@ -315,6 +315,8 @@ pub struct SharedCacheHandle {
 struct Inner {
     name: String,
     node: String,
+    /// This node (to tell which node a part's actor runs on by its session).
+    cluster: Cluster,
     config: SharedCacheConfig,
     entries: LocalCache<Vec<u8>>,
     near: Option<LocalCache<Vec<u8>>>,
@@ -335,7 +337,7 @@ impl SharedCacheHandle {
     /// (not after [`stop`](Self::stop)), and every other node whose part is visible.
     pub fn nodes(&self) -> Vec<String> {
         let mut nodes: BTreeSet<String> =
-            crate::pg_nodes::live_by_node(SCOPE, &format!("{}@", self.inner.name))
+            crate::pg_nodes::live_by_node(&self.inner.cluster, SCOPE, &format!("{}@", self.inner.name))
                 .into_iter()
                 .map(|(node, _)| node)
                 .collect();
@@ -621,6 +623,7 @@ impl Cluster {
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 node: self.name().to_string(),
+                cluster: self.clone(),
                 counters: CacheCounters::new(name, "l2"),
                 unreachable_metric: metrics::counter!("foundation_cache_unreachable_total", "cache" => name.to_string()),
                 unreachable: AtomicU64::new(0),

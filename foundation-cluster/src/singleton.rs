@@ -53,6 +53,10 @@ pub const EVALUATE_EVERY: Duration = Duration::from_millis(250);
 /// Names of nodes that are observers (`foundation cluster status`), not members: they never
 /// hold singletons and do not count towards the majority.
 pub const OBSERVER_PREFIX: &str = "status-";
+/// With no holder seen for this long, every candidate campaigns, not only the lowest (which may
+/// be unable to reach a majority). Longer than a restarted coordinator's wait
+/// (`DEFAULT_MAX_LEASE`) and a lease, so that it does not compete with the usual path.
+const NO_HOLDER_FALLBACK: Duration = Duration::from_secs(20);
 /// How long a request to another node's coordinator may take during a campaign or renewal.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -101,6 +105,11 @@ impl Drop for SingletonHandle {
 /// action with effects outside the copy (a reply that grants something, a write): a copy that
 /// wakes from a pause (SIGSTOP) past its lease reads `false` before its manager has had time
 /// to kill it. `false` when no copy of `name` runs in this process.
+///
+/// Per process: with several nodes in one process (tests), it reads the lease of whichever of
+/// them runs the copy. The clock is the monotonic one, which on Linux does not advance while
+/// the machine is suspended: a host suspended past a lease is not covered (a paused process
+/// is).
 pub fn lease_valid(name: &str) -> bool {
     Leases::lock().as_ref().and_then(|map| map.get(name)).is_some_and(Validity::valid)
 }
@@ -228,8 +237,11 @@ impl Cluster {
 }
 
 /// Nodes whose marker in `scope` says they hold (or are candidates for) `name`, by name.
-fn nodes_in(scope: &str, name: &str) -> BTreeSet<String> {
-    crate::pg_nodes::live_by_node(scope, &format!("{name}@")).into_iter().map(|(node, _)| node).collect()
+fn nodes_in(cluster: &Cluster, scope: &str, name: &str) -> BTreeSet<String> {
+    crate::pg_nodes::live_by_node(cluster, scope, &format!("{name}@"))
+        .into_iter()
+        .map(|(node, _)| node)
+        .collect()
 }
 
 struct Manager {
@@ -349,20 +361,21 @@ impl Manager {
     }
 
     /// Whether this node should campaign now: no live holder is visible and this node is the
-    /// lowest-named candidate up, or no holder has been seen for two leases.
+    /// lowest-named candidate up, or no holder has been seen for [`NO_HOLDER_FALLBACK`] (the
+    /// lowest candidate cannot get a majority: every candidate tries).
     fn should_campaign(&self, me: &str, holder_seen: &mut Instant) -> bool {
         let up: BTreeSet<String> =
             self.cluster.up().into_iter().chain(std::iter::once(me.to_string())).collect();
-        let holders = nodes_in(SCOPE, &self.name);
+        let holders = nodes_in(&self.cluster, SCOPE, &self.name);
         if holders.iter().any(|h| up.contains(h)) {
             *holder_seen = Instant::now();
             return false;
         }
-        let candidates = nodes_in(CANDIDATES_SCOPE, &self.name);
+        let candidates = nodes_in(&self.cluster, CANDIDATES_SCOPE, &self.name);
         let lowest = candidates.iter().find(|c| up.contains(*c) && !c.starts_with(OBSERVER_PREFIX));
-        let campaign = lowest.is_some_and(|l| l == me) || holder_seen.elapsed() > LEASE * 2;
+        let campaign = lowest.is_some_and(|l| l == me) || holder_seen.elapsed() > NO_HOLDER_FALLBACK;
         if campaign {
-            tracing::debug!(singleton = %self.name, node = %me, ?candidates, ?up, "campaigning");
+            tracing::trace!(singleton = %self.name, node = %me, ?candidates, ?up, "campaigning");
         }
         campaign
     }
@@ -404,10 +417,23 @@ impl Manager {
     /// asked for while the lease is held (children stop within their shutdown timeouts);
     /// otherwise the lease is over and the copy is killed at once.
     async fn stop_copy(&self, me: &str, running: Running, reason: &str, graceful: bool) {
-        let Running { supervisor, marker, guard, validity } = running;
+        let Running { supervisor, marker, mut guard, validity } = running;
         marker.stop(None);
         if graceful {
-            let _ = supervisor.stop().await;
+            // Its children stop within their shutdown timeouts, but never past the lease: if the
+            // lease is lost meanwhile (the node is leaving and its renewals stop), the copy is
+            // killed at that moment.
+            let cell = supervisor.cell();
+            let stop = supervisor.stop();
+            tokio::pin!(stop);
+            tokio::select! {
+                _ = &mut stop => {}
+                _ = guard.lost() => {
+                    Leases::remove(&self.name, &validity);
+                    cell.kill();
+                    let _ = stop.await;
+                }
+            }
         } else {
             Leases::remove(&self.name, &validity);
             supervisor.cell().kill();

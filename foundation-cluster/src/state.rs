@@ -5,16 +5,17 @@
 //!   it from heartbeats; a node removed for good is refused until an incarnation above the one
 //!   it was removed at connects.
 //! - `members.json`: every member this node has known that did not leave on purpose and was
-//!   not removed (name and address), the nodes removed for good, and a hash of the cookie (a
-//!   file written under another cookie belongs to another cluster and is ignored). Remembered
-//!   members count towards every majority after a restart (a restarted node never forms one
-//!   alone) and are dialled like seeds.
+//!   not removed (name, address, last incarnation heard), the nodes removed for good (and
+//!   when), the largest fencing token recorded, and a hash of the cookie (a file written under
+//!   another cookie belongs to another cluster and is ignored). Remembered members count
+//!   towards every majority after a restart (a restarted node never forms one alone) and are
+//!   dialled like seeds.
 //! - `lock`: held while the process runs (an advisory file lock), so that two processes never
 //!   share a directory.
 //!
 //! Files are replaced whole (written beside, then renamed), so a crash leaves the old or the
-//! new version, never half of one. A file that does not parse is reported and set aside
-//! (renamed `*.corrupt`), not silently trusted.
+//! new version, never half of one. A `members.json` that does not parse stops the start with an
+//! error naming it (a node that forgot its members could act as a cluster of its own).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -40,6 +41,17 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// `members.json` does not parse.
+    #[error(
+        "{file} does not parse ({reason}): the node will not start without knowing its members; fix it, or \
+         delete it if this node should start as a new one (it then knows only its seeds)"
+    )]
+    Corrupt {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Another process holds the directory.
     #[error(
         "state directory {dir} is in use by another process (its lock file is held): give each node its own"
@@ -50,13 +62,23 @@ pub enum StateError {
     },
 }
 
-/// A node removed for good: refused until an incarnation above `incarnation` connects.
+/// A node removed for good at `at_ms` (Unix ms, the remover's clock): every process of it
+/// started before then (an incarnation below `at_ms`, or one never heard: 0) is removed; a
+/// process started later is a new member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Removal {
-    /// The largest incarnation of the node known when it was removed (0: none known).
-    pub incarnation: u64,
-    /// When it was removed (Unix ms), to forget the oldest first.
+    /// When it was removed.
     pub at_ms: u64,
+}
+
+/// A member as `members.json` remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RememberedMember {
+    /// Its advertised address.
+    pub addr: String,
+    /// The incarnation last heard of it (0: none yet).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// What `members.json` holds.
@@ -64,24 +86,29 @@ pub(crate) struct Removal {
 pub(crate) struct Remembered {
     /// A hash of the cookie the file was written under.
     pub cookie: String,
-    /// Members by name: their advertised address.
-    pub members: BTreeMap<String, String>,
+    /// Members by name.
+    pub members: BTreeMap<String, RememberedMember>,
     /// Nodes removed for good.
     pub removed: BTreeMap<String, Removal>,
+    /// The largest fencing token this node has recorded (so that tokens keep growing across a
+    /// restart of every node, whatever the clocks say).
+    #[serde(default)]
+    pub max_token: u64,
 }
 
 impl Remembered {
-    /// Adds removals (keeping the larger incarnation of each), then forgets the oldest beyond
-    /// [`MAX_REMOVED`]. Whether anything changed.
+    /// Adds removals (keeping the later one of each), forgets remembered members they cover,
+    /// then forgets the oldest removals beyond [`MAX_REMOVED`]. Whether anything changed.
     pub(crate) fn merge_removed(&mut self, removed: impl IntoIterator<Item = (String, Removal)>) -> bool {
         let mut changed = false;
         for (name, removal) in removed {
-            let entry = self.removed.entry(name.clone()).or_insert(Removal { incarnation: 0, at_ms: 0 });
-            if removal.incarnation > entry.incarnation || (entry.at_ms == 0 && removal.at_ms > 0) {
-                *entry = Removal { incarnation: entry.incarnation.max(removal.incarnation), ..removal };
+            let entry = self.removed.entry(name.clone()).or_insert(Removal { at_ms: 0 });
+            if removal.at_ms > entry.at_ms {
+                *entry = removal;
                 changed = true;
             }
-            if self.members.remove(&name).is_some() {
+            if self.members.get(&name).is_some_and(|m| m.incarnation < entry.at_ms) {
+                self.members.remove(&name);
                 changed = true;
             }
         }
@@ -95,9 +122,9 @@ impl Remembered {
         changed
     }
 
-    /// Whether `incarnation` of `name` was removed for good.
+    /// Whether the process of `name` with `incarnation` (0: unknown) was removed for good.
     pub(crate) fn is_removed(&self, name: &str, incarnation: u64) -> bool {
-        self.removed.get(name).is_some_and(|r| incarnation <= r.incarnation)
+        self.removed.get(name).is_some_and(|r| incarnation < r.at_ms)
     }
 }
 
@@ -166,10 +193,10 @@ impl NodeState {
                     tracing::warn!(dir = %dir.display(), "members.json was written under another cookie: another cluster's, not used");
                     Remembered::default()
                 }
+                // Starting with no memory would let a restarted node act as a cluster of its
+                // own: refuse, and say what to do.
                 Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "members.json does not parse: set aside as members.json.corrupt");
-                    let _ = std::fs::rename(dir.join("members.json"), dir.join("members.json.corrupt"));
-                    Remembered::default()
+                    return Err(StateError::Corrupt { file: dir.join("members.json"), reason: e.to_string() });
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Remembered::default(),
@@ -217,20 +244,23 @@ mod tests {
     }
 
     #[test]
-    fn incarnations_grow_members_survive_and_another_cookie_or_process_is_refused() {
+    fn incarnations_grow_members_survive_and_another_cookie_process_or_garbage_is_refused() {
         let dir = temp_dir("basic");
         let first = NodeState::open(&dir, "c").unwrap();
         // A second process (here: a second open) is refused while the first holds it.
         assert!(matches!(NodeState::open(&dir, "c"), Err(StateError::InUse { .. })));
         let mut remembered = first.remembered.clone();
-        remembered.members.insert("n2".into(), "127.0.0.1:4102".into());
+        let n2 = RememberedMember { addr: "127.0.0.1:4102".into(), incarnation: 7 };
+        remembered.members.insert("n2".into(), n2.clone());
+        remembered.max_token = 41;
         first.save(&remembered);
         let incarnation = first.incarnation;
         drop(first);
 
         let again = NodeState::open(&dir, "c").unwrap();
         assert!(again.incarnation > incarnation);
-        assert_eq!(again.remembered.members.get("n2").map(String::as_str), Some("127.0.0.1:4102"));
+        assert_eq!(again.remembered.members.get("n2"), Some(&n2));
+        assert_eq!(again.remembered.max_token, 41);
         drop(again);
 
         // Another cookie: another cluster's file, not used.
@@ -238,26 +268,29 @@ mod tests {
         assert!(other.remembered.members.is_empty());
         drop(other);
 
-        // Garbage is set aside, not trusted.
+        // Garbage stops the start, naming the file; nothing is lost.
         std::fs::write(dir.join("members.json"), b"{ not json").unwrap();
-        let garbage = NodeState::open(&dir, "c").unwrap();
-        assert!(garbage.remembered.members.is_empty());
-        assert!(dir.join("members.json.corrupt").exists());
-        drop(garbage);
+        let refused = NodeState::open(&dir, "c").unwrap_err();
+        assert!(refused.to_string().contains("members.json does not parse"), "{refused}");
+        assert_eq!(std::fs::read(dir.join("members.json")).unwrap(), b"{ not json");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn removals_drop_members_keep_the_largest_incarnation_and_stay_bounded() {
+    fn a_removal_covers_processes_started_before_it_only_and_stays_bounded() {
         let mut r = Remembered::default();
-        r.members.insert("n3".into(), "a".into());
-        assert!(r.merge_removed([("n3".to_string(), Removal { incarnation: 5, at_ms: 10 })]));
-        assert!(r.members.is_empty());
-        assert!(r.is_removed("n3", 5) && r.is_removed("n3", 0) && !r.is_removed("n3", 6));
-        // An older removal changes nothing.
-        assert!(!r.merge_removed([("n3".to_string(), Removal { incarnation: 4, at_ms: 20 })]));
+        r.members.insert("n3".into(), RememberedMember { addr: "a".into(), incarnation: 5 });
+        r.members.insert("n4".into(), RememberedMember { addr: "b".into(), incarnation: 50 });
+        assert!(r.merge_removed([("n3".to_string(), Removal { at_ms: 10 })]));
+        // n4 was started after its removal: a new member, still remembered.
+        assert!(r.merge_removed([("n4".to_string(), Removal { at_ms: 20 })]));
+        assert!(!r.members.contains_key("n3") && r.members.contains_key("n4"));
+        assert!(r.is_removed("n3", 5) && r.is_removed("n3", 0) && !r.is_removed("n3", 10));
+        // An older removal changes nothing; gossip keeps the later one.
+        assert!(!r.merge_removed([("n3".to_string(), Removal { at_ms: 4 })]));
+        assert_eq!(r.removed["n3"].at_ms, 10);
         for i in 0..(MAX_REMOVED as u64 + 10) {
-            r.merge_removed([(format!("x{i}"), Removal { incarnation: 1, at_ms: 100 + i })]);
+            r.merge_removed([(format!("x{i}"), Removal { at_ms: 100 + i })]);
         }
         assert_eq!(r.removed.len(), MAX_REMOVED);
         assert!(!r.removed.contains_key("n3"), "the oldest removal is forgotten first");

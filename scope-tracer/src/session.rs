@@ -493,6 +493,12 @@ impl Actor for Coordinator {
         msg: CoordinatorMsg,
         state: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
+        // A copy whose singleton lease ran out (paused past it, or cut off) acts no more: a new
+        // coordinator may run elsewhere, and its manager kills this one at once.
+        if !foundation_cluster::singleton::lease_valid(&format!("scope.trace.{}", state.spec.id)) {
+            tracing::warn!(trace = %state.spec.id, "trace coordinator without a valid lease: message ignored");
+            return Ok(());
+        }
         match msg {
             CoordinatorMsg::Stop(reply) => {
                 stop(state);

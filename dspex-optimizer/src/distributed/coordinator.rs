@@ -335,6 +335,13 @@ impl Actor for Coordinator {
         msg: CoordMsg,
         state: &mut CoordState,
     ) -> Result<(), ActorProcessingErr> {
+        // A copy whose singleton lease ran out (its process was paused past it, or it was cut
+        // off) acts no more, and answers nothing: a new coordinator may run elsewhere. Its
+        // manager kills it at once.
+        if !foundation_cluster::singleton::lease_valid(&format!("dspex:{}", self.spec.run_id)) {
+            tracing::warn!(run = %self.spec.run_id, "coordinator without a valid lease: message ignored");
+            return Ok(());
+        }
         match msg {
             CoordMsg::Tick => {
                 if let Some(channels) = &self.channels

@@ -159,12 +159,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(cluster: Cluster, config: CoordinationConfig) -> Self {
+        // The largest token this node recorded before it restarted, if its state directory
+        // kept it.
+        let tables = Tables { max_token: cluster.remembered_max_token(), ..Tables::default() };
         Shared {
             cluster,
             config,
             ready: AtomicBool::new(false),
             learning: AtomicBool::new(false),
-            tables: Mutex::default(),
+            tables: Mutex::new(tables),
             changed: Notify::new(),
         }
     }
@@ -181,15 +184,14 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Every reachable coordinator, this node's included, by node name (sorted). Observers run
-    /// none, and one that did would not count: a grant majority is drawn from the nodes a
+    /// Every reachable coordinator, this node's included, by node name (sorted): only those of
+    /// members that are up and count towards majorities (never an observer's, nor one seen in
+    /// pg before its node is up here), so that a grant majority is drawn from the nodes a
     /// majority is counted over.
     pub(crate) fn coordinators(&self) -> Vec<(String, ActorRef<CoordinatorMsg>)> {
-        crate::pg_nodes::live_by_node(SCOPE, "coordinator@")
+        crate::pg_nodes::live_by_node(&self.cluster, SCOPE, "coordinator@")
             .into_iter()
-            .filter(|(node, _)| {
-                !self.cluster.is_blocked(node) && !node.starts_with(crate::singleton::OBSERVER_PREFIX)
-            })
+            .filter(|(node, _)| !self.cluster.is_blocked(node) && self.cluster.counts_up(node))
             .map(|(node, member)| (node, ActorRef::<CoordinatorMsg>::from(member)))
             .collect()
     }
@@ -242,12 +244,20 @@ impl Shared {
         }
     }
 
-    /// Records a token; acknowledges it only if this node holds the owner's running lease.
+    /// Records a token (in the state directory too, before answering, if there is one);
+    /// acknowledges it only if this node holds the owner's running lease.
     fn commit(&self, request: CommitRequest) -> bool {
         let now = Instant::now();
         let mut tables = self.tables();
         tables.max_token = tables.max_token.max(request.token);
-        tables.leases.get(&request.lock).is_some_and(|(owner, until)| *owner == request.owner && *until > now)
+        let max = tables.max_token;
+        let held = tables
+            .leases
+            .get(&request.lock)
+            .is_some_and(|(owner, until)| *owner == request.owner && *until > now);
+        drop(tables);
+        self.cluster.record_max_token(max);
+        held
     }
 
     fn release(&self, request: ReleaseRequest) {
@@ -485,9 +495,12 @@ impl Actor for CoordinatorActor {
                     shared.release(request);
                 }
             }
+            // A coordinator that has not learned yet answers nothing: its table may be empty
+            // only because it restarted, and a node learning from it would learn nothing.
             CoordinatorMsg::Snapshot(wire, reply) => {
                 if let Ok(from) = wire.into_inner()
                     && !blocked(&from)
+                    && shared.is_ready()
                     && let Ok(answer) = Wire::encode(&shared.snapshot(), shared.max_bytes())
                 {
                     let _ = reply.send(answer);

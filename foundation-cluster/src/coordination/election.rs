@@ -28,8 +28,14 @@ pub enum Leadership {
 pub struct Election {
     name: String,
     state: watch::Receiver<Leadership>,
+    /// The leading guard's lease (see [`LockGuard::valid_until`](super::LockGuard::valid_until)),
+    /// while this candidate leads.
+    lease: std::sync::Arc<std::sync::Mutex<Option<Validity>>>,
     stop: Option<oneshot::Sender<()>>,
 }
+
+/// A leader's lease, read without its guard.
+type Validity = (watch::Receiver<bool>, std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
 
 impl Election {
     /// The election's name.
@@ -37,9 +43,19 @@ impl Election {
         &self.name
     }
 
-    /// Where this candidate stands now.
+    /// Where this candidate stands now. It reads the clock: a leader paused past its lease
+    /// (SIGSTOP) is a `Follower` from the instant it wakes, before its renewal task has run.
     pub fn leadership(&self) -> Leadership {
-        *self.state.borrow()
+        let leadership = *self.state.borrow();
+        let valid =
+            self.lease.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|(held, until)| {
+                *held.borrow()
+                    && tokio::time::Instant::now() < *until.lock().unwrap_or_else(|p| p.into_inner())
+            });
+        match leadership {
+            Leadership::Leader { .. } if !valid => Leadership::Follower,
+            other => other,
+        }
     }
 
     /// Whether this candidate leads now.
@@ -76,8 +92,10 @@ impl Coordination {
     pub fn elect(&self, name: &str) -> Election {
         let (tx, state) = watch::channel(Leadership::Follower);
         let (stop, mut stopped) = oneshot::channel::<()>();
+        let validity = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let current = validity.clone();
         let (coordination, lock) = (self.clone(), format!("election:{name}"));
-        let lease = self.shared.config.lease;
+        let lease = self.config.lease;
         tokio::spawn(async move {
             loop {
                 let attempt = tokio::select! {
@@ -86,6 +104,7 @@ impl Coordination {
                 };
                 match attempt {
                     Ok(mut guard) => {
+                        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard.validity());
                         let _ = tx.send(Leadership::Leader { term: guard.token() });
                         tokio::select! {
                             _ = guard.lost() => {
@@ -107,6 +126,6 @@ impl Coordination {
                 }
             }
         });
-        Election { name: name.to_string(), state, stop: Some(stop) }
+        Election { name: name.to_string(), state, lease: validity, stop: Some(stop) }
     }
 }

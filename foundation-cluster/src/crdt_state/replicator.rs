@@ -263,7 +263,7 @@ impl Shared {
 
     /// The replicators of the other nodes reachable now, by node name (sorted).
     pub(crate) fn peers(&self) -> Vec<(String, ActorRef<ReplicatorMsg>)> {
-        crate::pg_nodes::live_by_node(SCOPE, &format!("{}@", self.config.name))
+        crate::pg_nodes::live_by_node(&self.cluster, SCOPE, &format!("{}@", self.config.name))
             .into_iter()
             .filter(|(node, member)| {
                 node != self.node() && !self.cluster.is_blocked(node) && !member.get_id().is_local()
