@@ -36,8 +36,9 @@ pub struct NodeArgs {
     /// towards every majority, so the node never acts as a cluster of its own, and they are
     /// dialled like seeds), nodes removed for good, its incarnation and, with `--cluster`, its
     /// name and port. Default: `cluster.state_dir`, else `$XDG_STATE_HOME/foundation/nodes/NAME-PORT`
-    /// (`~/.local/state/...`); with `--cluster` and no name, the first free
-    /// `.../foundation/cluster/slot-K`, so that several such nodes on one host keep their own.
+    /// (`~/.local/state/...`); with `--cluster`, `.../foundation/cluster/IP/named-NAME`, or with
+    /// no name the first free `.../foundation/cluster/IP/slot-K`, so that several such nodes on
+    /// one host keep their own. A `members.json` there that does not parse stops the start.
     #[arg(long, value_name = "DIR", conflicts_with = "no_state")]
     state_dir: Option<PathBuf>,
     /// Keep no state: every start is a new node (a restart with no seeds then acts as a new

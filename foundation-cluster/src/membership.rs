@@ -252,6 +252,21 @@ impl Membership {
         self.remembered.max_token
     }
 
+    /// `name` is up (again) at `addr`. A node that rejoins after leaving is a new arrival, not
+    /// still leaving.
+    fn come_up(&mut self, name: String, addr: String, incarnation: u64) -> MembershipEvent {
+        self.leaving.remove(&name);
+        let member = Member {
+            name: name.clone(),
+            addr: addr.clone(),
+            status: MemberStatus::Up,
+            since: SystemTime::now(),
+            incarnation,
+        };
+        self.members.insert(name.clone(), member);
+        MembershipEvent::Up { name, addr }
+    }
+
     /// Forgets members (not up) whose process a removal covers.
     fn drop_removed(&mut self) -> Vec<MembershipEvent> {
         let gone: Vec<String> = self
@@ -284,16 +299,7 @@ impl Membership {
                     Some(addr) if !self.remembered.is_removed(&name, incarnation) => {
                         let addr = addr.clone();
                         self.pending.remove(&name);
-                        self.leaving.remove(&name);
-                        let member = Member {
-                            name: name.clone(),
-                            addr: addr.clone(),
-                            status: MemberStatus::Up,
-                            since: SystemTime::now(),
-                            incarnation,
-                        };
-                        self.members.insert(name.clone(), member);
-                        vec![MembershipEvent::Up { name, addr }]
+                        vec![self.come_up(name, addr, incarnation)]
                     }
                     _ => Vec::new(),
                 }
@@ -365,18 +371,8 @@ impl Membership {
                     self.pending.insert(name, addr);
                     return None;
                 }
-                // A node that rejoins after leaving is a new arrival, not still leaving.
-                self.leaving.remove(&name);
                 let incarnation = self.members.get(&name).map_or(0, |m| m.incarnation);
-                let member = Member {
-                    name: name.clone(),
-                    addr: addr.clone(),
-                    status: MemberStatus::Up,
-                    since: SystemTime::now(),
-                    incarnation,
-                };
-                self.members.insert(name.clone(), member);
-                Some(MembershipEvent::Up { name, addr })
+                Some(self.come_up(name, addr, incarnation))
             }
             SessionEvent::Disconnected(s) => {
                 let session = self.sessions.remove(&s.actor.get_id())?;

@@ -196,7 +196,10 @@ impl NodeState {
                 // Starting with no memory would let a restarted node act as a cluster of its
                 // own: refuse, and say what to do.
                 Err(e) => {
-                    return Err(StateError::Corrupt { file: dir.join("members.json"), reason: e.to_string() });
+                    return Err(StateError::Corrupt {
+                        file: dir.join("members.json"),
+                        reason: e.to_string(),
+                    });
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Remembered::default(),
