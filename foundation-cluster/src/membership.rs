@@ -149,6 +149,9 @@ pub(crate) struct Membership {
     removed_at: HashMap<String, std::time::Instant>,
     /// ractor_cluster's per-session node ids → the name the session authenticated.
     session_nodes: HashMap<u64, String>,
+    /// Whether this process can have had no earlier life that granted anything: no state
+    /// directory (a restart cannot be told), or one that remembered no member and no token.
+    fresh: bool,
 }
 
 /// Splits ractor_cluster's `name@host` into our node name.
@@ -160,8 +163,10 @@ impl Membership {
     /// Membership as remembered by `state` (if any): its members count as known, down until
     /// they connect.
     pub(crate) fn new(me: &str, state: Option<Arc<NodeState>>) -> Self {
-        let mut membership = Membership::default();
+        let mut membership = Membership { fresh: true, ..Membership::default() };
         if let Some(state) = &state {
+            membership.fresh =
+                state.remembered.members.keys().all(|n| n == me) && state.remembered.max_token == 0;
             membership.remembered = state.remembered.clone();
             membership.remembered.members.remove(me);
             for (name, remembered) in &membership.remembered.members {
@@ -245,6 +250,11 @@ impl Membership {
             self.remembered.max_token = token;
             self.save();
         }
+    }
+
+    /// Whether this process had no earlier life that could have granted leases (see `fresh`).
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// The largest token recorded in the state directory.

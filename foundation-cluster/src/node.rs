@@ -421,6 +421,13 @@ impl Cluster {
         self.inner.membership.write().unwrap_or_else(|p| p.into_inner()).record_max_token(token);
     }
 
+    /// Whether this process had no earlier life that could have granted leases: no state
+    /// directory (a restart cannot be told), or one that remembered no member and no token (a
+    /// first start). Its empty lock table is then the truth, even before it has learned.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).is_fresh()
+    }
+
     /// The largest fencing token the state directory recorded.
     pub(crate) fn remembered_max_token(&self) -> u64 {
         self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).remembered_max_token()

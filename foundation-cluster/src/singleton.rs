@@ -5,7 +5,8 @@
 //!
 //! - it announces the candidacy in the pg group `NAME@NODE` of scope [`CANDIDATES_SCOPE`]
 //!   (observers never do); nodes that did not declare the singleton are never placed;
-//! - when no live holder is visible, the lowest-named candidate that is up (in its view)
+//! - when no live holder is visible, the lowest-named candidate that is up (in its view; a new
+//!   candidate first waits half a second, so that candidates declared together see each other)
 //!   campaigns for the [coordination](crate::coordination) lock `singleton:NAME` with a lease of
 //!   [`LEASE`], granted by a majority of the cluster's known nodes (every node grants, candidate
 //!   or not). If no holder has been seen for two leases (the lowest candidate cannot get a
@@ -57,6 +58,8 @@ pub const OBSERVER_PREFIX: &str = "status-";
 /// be unable to reach a majority). Longer than a restarted coordinator's wait
 /// (`DEFAULT_MAX_LEASE`) and a lease, so that it does not compete with the usual path.
 const NO_HOLDER_FALLBACK: Duration = Duration::from_secs(20);
+/// How long a new candidate waits before its first campaign (see `Manager::run`).
+const SETTLE: Duration = Duration::from_millis(500);
 /// How long a request to another node's coordinator may take during a campaign or renewal.
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -281,6 +284,14 @@ impl Manager {
         let lock = format!("singleton:{}", self.name);
         let mut membership = self.cluster.subscribe();
         let mut holder_seen = Instant::now();
+        // Candidates declared together (every node that hears of a cluster trace, nodes
+        // started together) see each other's candidacy before the first campaign, so that the
+        // lowest-named of them takes it rather than the first to declare.
+        tokio::select! {
+            _ = tokio::time::sleep(SETTLE) => {}
+            _ = &mut released => return self.end(candidacy),
+            _ = leaving.changed() => return self.end(candidacy),
+        }
         loop {
             if *leaving.borrow() {
                 break;

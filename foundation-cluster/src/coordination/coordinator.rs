@@ -150,6 +150,9 @@ pub(crate) struct Shared {
     pub cluster: Cluster,
     pub config: CoordinationConfig,
     ready: AtomicBool,
+    /// A first start of this node (see `Cluster::is_fresh`): its table is complete even before
+    /// it has learned the others'.
+    fresh: bool,
     /// Whether a task is reading the other nodes' tables (one at a time).
     learning: AtomicBool,
     tables: Mutex<Tables>,
@@ -163,6 +166,7 @@ impl Shared {
         // kept it.
         let tables = Tables { max_token: cluster.remembered_max_token(), ..Tables::default() };
         Shared {
+            fresh: cluster.is_fresh(),
             cluster,
             config,
             ready: AtomicBool::new(false),
@@ -495,12 +499,13 @@ impl Actor for CoordinatorActor {
                     shared.release(request);
                 }
             }
-            // A coordinator that has not learned yet answers nothing: its table may be empty
-            // only because it restarted, and a node learning from it would learn nothing.
+            // A coordinator that has not learned yet answers only if it is a first start (its
+            // empty table is the truth); a restarted one answers nothing: its table may be
+            // empty only because it forgot, and a node learning from it would learn nothing.
             CoordinatorMsg::Snapshot(wire, reply) => {
                 if let Ok(from) = wire.into_inner()
                     && !blocked(&from)
-                    && shared.is_ready()
+                    && (shared.is_ready() || shared.fresh)
                     && let Ok(answer) = Wire::encode(&shared.snapshot(), shared.max_bytes())
                 {
                     let _ = reply.send(answer);
