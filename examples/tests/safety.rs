@@ -344,10 +344,13 @@ fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
 
     // A break after the rejoin (n3 frozen until n1 marks it down) does not remove it again:
     // the removal covers only processes started before it.
+    let count = |pattern: &str| n1.output().iter().filter(|l| l.contains(pattern)).count();
+    let (downs, ups) = (count("member down: n3"), count("member up: n3 "));
     n3.freeze();
-    n1.wait_for("member down: n3", WAIT).unwrap();
+    n1.wait_for_count("member down: n3", downs + 1, WAIT).unwrap();
     n3.thaw();
-    n1.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
+    n1.wait_for_count("member up: n3 ", ups + 1, WAIT).unwrap();
+    assert_eq!(count("member removed: n3"), 1, "removed again after the break: {:?}", n1.output());
 
     // n1 restarted remembers n3 (and not n2), so it is not a cluster of one.
     let mut n1 = n1;

@@ -40,7 +40,8 @@ pub enum MemberStatus {
     /// Its connection closed.
     Down,
     /// It said it was leaving, then closed its connection: a planned departure. It no longer
-    /// counts among the known nodes (for singleton majorities) until it joins again.
+    /// counts among the known nodes (for majorities) from `DEPARTED_STILL_COUNT` after it left
+    /// until it joins again.
     Left,
 }
 
@@ -149,9 +150,12 @@ pub(crate) struct Membership {
     removed_at: HashMap<String, std::time::Instant>,
     /// ractor_cluster's per-session node ids → the name the session authenticated.
     session_nodes: HashMap<u64, String>,
-    /// Whether this process can have had no earlier life that granted anything: no state
-    /// directory (a restart cannot be told), or one that remembered no member and no token.
+    /// Whether this process is the first to use its state directory: it can have had no earlier
+    /// life that granted anything. (Without a state directory, never.)
     fresh: bool,
+    /// Nodes that left on purpose, and when (monotonic: they count for a while, see
+    /// `Cluster::counted_members`).
+    left_at: HashMap<String, std::time::Instant>,
 }
 
 /// Splits ractor_cluster's `name@host` into our node name.
@@ -163,10 +167,10 @@ impl Membership {
     /// Membership as remembered by `state` (if any): its members count as known, down until
     /// they connect.
     pub(crate) fn new(me: &str, state: Option<Arc<NodeState>>) -> Self {
-        let mut membership = Membership { fresh: true, ..Membership::default() };
+        // Without a state directory a restart cannot be told from a first start: never fresh.
+        let fresh = state.as_ref().is_some_and(|s| s.first_start);
+        let mut membership = Membership { fresh, ..Membership::default() };
         if let Some(state) = &state {
-            membership.fresh =
-                state.remembered.members.keys().all(|n| n == me) && state.remembered.max_token == 0;
             membership.remembered = state.remembered.clone();
             membership.remembered.members.remove(me);
             for (name, remembered) in &membership.remembered.members {
@@ -189,6 +193,9 @@ impl Membership {
         let before = self.remembered.clone();
         let mut changes = self.apply_event(event);
         changes.extend(self.drop_removed());
+        // Removals older than any lease no longer count (see `recently_removed`).
+        let window = crate::node::DEPARTED_STILL_COUNT;
+        self.removed_at.retain(|_, at| at.elapsed() < window);
         self.remember(&changes);
         if self.remembered != before {
             self.save();
@@ -223,7 +230,23 @@ impl Membership {
 
     /// Nodes removed for good, as heartbeats gossip them.
     pub(crate) fn removals(&self) -> Vec<(String, Removal)> {
-        self.remembered.removed.iter().map(|(n, r)| (n.clone(), *r)).collect()
+        self.remembered.removed.iter().map(|(n, r)| (n.clone(), Removal { at_ms: r.at_ms })).collect()
+    }
+
+    /// Addresses of removed nodes not up under the same name now: a seed at one of them is not
+    /// a node still joining.
+    pub(crate) fn removed_addrs(&self) -> Vec<String> {
+        self.remembered
+            .removed
+            .iter()
+            .filter(|(name, _)| self.members.get(*name).is_none_or(|m| m.status != MemberStatus::Up))
+            .filter_map(|(_, r)| r.addr.clone())
+            .collect()
+    }
+
+    /// Whether `name` left on purpose within `window`.
+    pub(crate) fn left_within(&self, name: &str, window: std::time::Duration) -> bool {
+        self.left_at.get(name).is_some_and(|at| at.elapsed() < window)
     }
 
     /// Whether the process of `name` with `incarnation` was removed for good.
@@ -233,9 +256,11 @@ impl Membership {
 
     /// Nodes removed within `window`: they still count towards majorities for that long, so
     /// that a lease recorded only by them has ended before a smaller majority can grant.
-    pub(crate) fn recently_removed(&mut self, window: std::time::Duration) -> usize {
-        self.removed_at.retain(|_, at| at.elapsed() < window);
-        self.removed_at.keys().filter(|n| !self.members.contains_key(*n)).count()
+    pub(crate) fn recently_removed(&self, window: std::time::Duration) -> usize {
+        self.removed_at
+            .iter()
+            .filter(|(n, at)| at.elapsed() < window && !self.members.contains_key(*n))
+            .count()
     }
 
     /// The name the session with ractor_cluster's node id `node_id` authenticated.
@@ -243,23 +268,9 @@ impl Membership {
         self.session_nodes.get(&node_id).map(String::as_str)
     }
 
-    /// Records a fencing token in the state directory (synchronously) if it is the largest
-    /// yet: tokens then keep growing across a restart of every node.
-    pub(crate) fn record_max_token(&mut self, token: u64) {
-        if token > self.remembered.max_token && self.state.is_some() {
-            self.remembered.max_token = token;
-            self.save();
-        }
-    }
-
     /// Whether this process had no earlier life that could have granted leases (see `fresh`).
     pub(crate) fn is_fresh(&self) -> bool {
         self.fresh
-    }
-
-    /// The largest token recorded in the state directory.
-    pub(crate) fn remembered_max_token(&self) -> u64 {
-        self.remembered.max_token
     }
 
     /// `name` is up (again) at `addr`. A node that rejoins after leaving is a new arrival, not
@@ -297,13 +308,15 @@ impl Membership {
     fn apply_event(&mut self, event: SessionEvent) -> Vec<MembershipEvent> {
         match event {
             SessionEvent::Heard { name, incarnation, removed } => {
-                self.remembered.merge_removed(removed);
+                // The incarnation first: a removal gossiped in the same beat must not take a
+                // member up here for the removed process.
                 if let Some(member) = self.members.get_mut(&name) {
                     member.incarnation = member.incarnation.max(incarnation);
                 }
                 if let Some(remembered) = self.remembered.members.get_mut(&name) {
                     remembered.incarnation = remembered.incarnation.max(incarnation);
                 }
+                self.remembered.merge_removed(removed);
                 // A node held back for its removal: a process started after it joins now.
                 match self.pending.get(&name) {
                     Some(addr) if !self.remembered.is_removed(&name, incarnation) => {
@@ -315,8 +328,21 @@ impl Membership {
                 }
             }
             SessionEvent::Remove { name } => {
-                let removal = Removal { at_ms: crate::state::unix_ms() };
-                self.remembered.merge_removed([(name.clone(), removal)]);
+                let at_ms = crate::state::unix_ms();
+                if let Some(m) = self.members.get(&name)
+                    && m.incarnation >= at_ms
+                {
+                    // Its last process started "after" the removal by its own clock: its host's
+                    // clock runs ahead of this one's, and the removal would not cover it.
+                    tracing::warn!(peer = %name, incarnation = m.incarnation, at_ms, "not removed: its host's clock runs ahead of this node's");
+                    return Vec::new();
+                }
+                self.remembered.merge_removed([(name.clone(), Removal { at_ms })]);
+                if let Some(addr) = self.members.get(&name).map(|m| m.addr.clone())
+                    && let Some(record) = self.remembered.removed.get_mut(&name)
+                {
+                    record.addr = Some(addr);
+                }
                 // Listed as removed even if this node never knew it (its peers may have).
                 let mut changes = self.drop_removed();
                 if !changes.iter().any(|c| matches!(c, MembershipEvent::Removed { name: n } if *n == name)) {
@@ -415,6 +441,7 @@ impl Membership {
                         let member = self.members.get_mut(&name)?;
                         member.since = SystemTime::now();
                         if self.leaving.remove(&name) {
+                            self.left_at.insert(name.clone(), std::time::Instant::now());
                             member.status = MemberStatus::Left;
                             self.evicting.remove(&name);
                             return Some(MembershipEvent::Left { name });

@@ -103,6 +103,8 @@ struct Inner {
     events_in: mpsc::UnboundedSender<SessionEvent>,
     /// This process's incarnation.
     incarnation: u64,
+    /// The state directory, if any.
+    state: Option<Arc<crate::state::NodeState>>,
 }
 
 /// Names of peers whose sessions are closed as soon as they authenticate.
@@ -313,6 +315,7 @@ impl Cluster {
                 leaving,
                 events_in: tx,
                 incarnation,
+                state,
             }),
         };
         let (resolver, _) = Actor::spawn(None, names::Resolver, cluster.clone())
@@ -370,16 +373,17 @@ impl Cluster {
     /// locks and majority reads and writes.
     pub(crate) fn counted_members(&self) -> (Vec<Member>, usize) {
         let all = self.members();
-        let unreached = self.seeds().iter().filter(|s| !all.iter().any(|m| m.addr == s.to_string())).count();
-        let recently_removed = self
-            .inner
-            .membership
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .recently_removed(DEPARTED_STILL_COUNT);
+        let membership = self.inner.membership.read().unwrap_or_else(|p| p.into_inner());
+        let removed_addrs = membership.removed_addrs();
+        let unreached = self
+            .seeds()
+            .iter()
+            .map(ToString::to_string)
+            .filter(|s| !all.iter().any(|m| m.addr == *s) && !removed_addrs.contains(s))
+            .count();
+        let recently_removed = membership.recently_removed(DEPARTED_STILL_COUNT);
         let departed_recently = |m: &Member| {
-            m.status == crate::MemberStatus::Left
-                && m.since.elapsed().map_or(true, |e| e < DEPARTED_STILL_COUNT)
+            m.status == crate::MemberStatus::Left && membership.left_within(&m.name, DEPARTED_STILL_COUNT)
         };
         let members: Vec<Member> = all
             .into_iter()
@@ -389,6 +393,7 @@ impl Cluster {
             })
             .collect();
         let known = members.len() + 1 + unreached + recently_removed;
+        drop(membership);
         (members, known)
     }
 
@@ -415,10 +420,11 @@ impl Cluster {
         }
     }
 
-    /// Records a fencing token in the state directory, synchronously, if it is the largest
-    /// this node has seen (no-op without a state directory).
-    pub(crate) fn record_max_token(&self, token: u64) {
-        self.inner.membership.write().unwrap_or_else(|p| p.into_inner()).record_max_token(token);
+    /// Makes sure the state directory covers the fencing token `token` before a commit is
+    /// acknowledged (written about once a minute; `true` without a state directory). `false` if
+    /// it could not be written: then the commit is not acknowledged.
+    pub(crate) fn cover_token(&self, token: u64) -> bool {
+        self.inner.state.as_ref().is_none_or(|state| state.cover_token(token))
     }
 
     /// Whether this process had no earlier life that could have granted leases: no state
@@ -428,9 +434,10 @@ impl Cluster {
         self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).is_fresh()
     }
 
-    /// The largest fencing token the state directory recorded.
+    /// A fencing token above every one this node recorded before it restarted (0 without a
+    /// state directory).
     pub(crate) fn remembered_max_token(&self) -> u64 {
-        self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).remembered_max_token()
+        self.inner.state.as_ref().map_or(0, |state| state.reserved_token())
     }
 
     /// The largest message this node sends to another (`cluster.max_frame_bytes`).

@@ -9,7 +9,7 @@
 //!   candidate first waits half a second, so that candidates declared together see each other)
 //!   campaigns for the [coordination](crate::coordination) lock `singleton:NAME` with a lease of
 //!   [`LEASE`], granted by a majority of the cluster's known nodes (every node grants, candidate
-//!   or not). If no holder has been seen for two leases (the lowest candidate cannot get a
+//!   or not). If no holder has been seen for 20 s (the lowest candidate cannot get a
 //!   majority), every candidate campaigns;
 //! - the winner starts the copy under a local supervisor, keeps a marker in the pg group
 //!   `NAME@NODE` of scope [`SCOPE`] (so every node sees who holds it) and renews the lease

@@ -6,10 +6,13 @@
 //!   it was removed at connects.
 //! - `members.json`: every member this node has known that did not leave on purpose and was
 //!   not removed (name, address, last incarnation heard), the nodes removed for good (and
-//!   when), the largest fencing token recorded, and a hash of the cookie (a file written under
+//!   when, and at which address), and a hash of the cookie (a file written under
 //!   another cookie belongs to another cluster and is ignored). Remembered members count
 //!   towards every majority after a restart (a restarted node never forms one alone) and are
 //!   dialled like seeds.
+//! - `token`: a fencing token above every token this node has recorded (it reserves a minute's
+//!   worth ahead, so it is written about once a minute), written before a commit is
+//!   acknowledged; a restarted node starts from it.
 //! - `lock`: held while the process runs (an advisory file lock), so that two processes never
 //!   share a directory.
 //!
@@ -71,6 +74,17 @@ pub(crate) struct Removal {
     pub at_ms: u64,
 }
 
+/// A removal as `members.json` keeps it: when, and the address the node had (so that a seed
+/// at that address no longer counts as a node still joining).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RemovalRecord {
+    /// When it was removed (Unix ms, the remover's clock).
+    pub at_ms: u64,
+    /// Its address, if this node knew it.
+    #[serde(default)]
+    pub addr: Option<String>,
+}
+
 /// A member as `members.json` remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RememberedMember {
@@ -89,26 +103,19 @@ pub(crate) struct Remembered {
     /// Members by name.
     pub members: BTreeMap<String, RememberedMember>,
     /// Nodes removed for good.
-    pub removed: BTreeMap<String, Removal>,
-    /// The largest fencing token this node has recorded (so that tokens keep growing across a
-    /// restart of every node, whatever the clocks say).
-    #[serde(default)]
-    pub max_token: u64,
+    pub removed: BTreeMap<String, RemovalRecord>,
 }
 
 impl Remembered {
-    /// Adds removals (keeping the later one of each), forgets remembered members they cover,
-    /// then forgets the oldest removals beyond [`MAX_REMOVED`]. Whether anything changed.
+    /// Adds removals (keeping the later one of each), then forgets the oldest beyond
+    /// [`MAX_REMOVED`]. Whether anything changed. Members are forgotten by membership, which
+    /// knows which of them are up.
     pub(crate) fn merge_removed(&mut self, removed: impl IntoIterator<Item = (String, Removal)>) -> bool {
         let mut changed = false;
         for (name, removal) in removed {
-            let entry = self.removed.entry(name.clone()).or_insert(Removal { at_ms: 0 });
+            let entry = self.removed.entry(name).or_insert(RemovalRecord { at_ms: 0, addr: None });
             if removal.at_ms > entry.at_ms {
-                *entry = removal;
-                changed = true;
-            }
-            if self.members.get(&name).is_some_and(|m| m.incarnation < entry.at_ms) {
-                self.members.remove(&name);
+                entry.at_ms = removal.at_ms;
                 changed = true;
             }
         }
@@ -138,7 +145,15 @@ pub(crate) struct NodeState {
     pub incarnation: u64,
     /// What the directory remembered at start (under this cookie).
     pub remembered: Remembered,
+    /// No earlier process used this directory (no incarnation file): a first start.
+    pub first_start: bool,
+    /// Tokens up to this are covered by the `token` file: a restarted node starts from it.
+    reserved_token: std::sync::Mutex<u64>,
 }
+
+/// How far past the largest token recorded the `token` file reserves, so that it is written
+/// about once a minute (tokens follow the clock in milliseconds), not at every commit.
+pub const TOKEN_RESERVE: u64 = 60_000;
 
 /// The Unix time in milliseconds.
 pub(crate) fn unix_ms() -> u64 {
@@ -182,7 +197,16 @@ impl NodeState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(io("read the incarnation")(e)),
         };
+        let first_start = last == 0;
         let incarnation = unix_ms().max(last + 1);
+        let reserved_token = match std::fs::read_to_string(dir.join("token")) {
+            Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!(dir = %dir.display(), "unreadable token file: tokens rest on the clock");
+                0
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io("read the token file")(e)),
+        };
         write_atomically(dir, "incarnation", incarnation.to_string().as_bytes())
             .map_err(io("write the incarnation"))?;
         let hash = cookie_hash(cookie);
@@ -206,12 +230,45 @@ impl NodeState {
             Err(e) => return Err(io("read members.json")(e)),
         };
         let remembered = Remembered { cookie: hash, ..remembered };
-        Ok(NodeState { dir: dir.to_path_buf(), _lock: lock, incarnation, remembered })
+        Ok(NodeState {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            incarnation,
+            remembered,
+            first_start,
+            reserved_token: std::sync::Mutex::new(reserved_token),
+        })
     }
 
     /// The directory.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The largest token a restart of this node starts from (what the `token` file reserved).
+    pub(crate) fn reserved_token(&self) -> u64 {
+        *self.reserved_token.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure `token` is covered by the `token` file: when it is not, reserves
+    /// [`TOKEN_RESERVE`] past it (written whole and synced). `false` if it could not be written
+    /// (the token must then not be acknowledged: a restart would not know it).
+    pub(crate) fn cover_token(&self, token: u64) -> bool {
+        let mut reserved = self.reserved_token.lock().unwrap_or_else(|p| p.into_inner());
+        if token <= *reserved {
+            return true;
+        }
+        let next = token.saturating_add(TOKEN_RESERVE);
+        match write_atomically(&self.dir, "token", next.to_string().as_bytes()) {
+            Ok(()) => {
+                *reserved = next;
+                true
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot write the token file");
+                false
+            }
+        }
     }
 
     /// Writes what is remembered now. Errors are logged: the node keeps running on what it
@@ -233,7 +290,9 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_data()?;
-    std::fs::rename(&tmp, dir.join(name))
+    std::fs::rename(&tmp, dir.join(name))?;
+    // The rename itself survives a machine crash only once the directory is synced.
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -255,15 +314,17 @@ mod tests {
         let mut remembered = first.remembered.clone();
         let n2 = RememberedMember { addr: "127.0.0.1:4102".into(), incarnation: 7 };
         remembered.members.insert("n2".into(), n2.clone());
-        remembered.max_token = 41;
         first.save(&remembered);
+        assert!(first.first_start);
+        assert!(first.cover_token(41));
+        assert_eq!(first.reserved_token(), 41 + TOKEN_RESERVE);
         let incarnation = first.incarnation;
         drop(first);
 
         let again = NodeState::open(&dir, "c").unwrap();
-        assert!(again.incarnation > incarnation);
+        assert!(again.incarnation > incarnation && !again.first_start);
         assert_eq!(again.remembered.members.get("n2"), Some(&n2));
-        assert_eq!(again.remembered.max_token, 41);
+        assert_eq!(again.reserved_token(), 41 + TOKEN_RESERVE, "a restart starts above every token recorded");
         drop(again);
 
         // Another cookie: another cluster's file, not used.
@@ -282,12 +343,7 @@ mod tests {
     #[test]
     fn a_removal_covers_processes_started_before_it_only_and_stays_bounded() {
         let mut r = Remembered::default();
-        r.members.insert("n3".into(), RememberedMember { addr: "a".into(), incarnation: 5 });
-        r.members.insert("n4".into(), RememberedMember { addr: "b".into(), incarnation: 50 });
         assert!(r.merge_removed([("n3".to_string(), Removal { at_ms: 10 })]));
-        // n4 was started after its removal: a new member, still remembered.
-        assert!(r.merge_removed([("n4".to_string(), Removal { at_ms: 20 })]));
-        assert!(!r.members.contains_key("n3") && r.members.contains_key("n4"));
         assert!(r.is_removed("n3", 5) && r.is_removed("n3", 0) && !r.is_removed("n3", 10));
         // An older removal changes nothing; gossip keeps the later one.
         assert!(!r.merge_removed([("n3".to_string(), Removal { at_ms: 4 })]));

@@ -260,8 +260,8 @@ impl Shared {
             .get(&request.lock)
             .is_some_and(|(owner, until)| *owner == request.owner && *until > now);
         drop(tables);
-        self.cluster.record_max_token(max);
-        held
+        // Acknowledged only once a restart of this node would still know the token.
+        held && self.cluster.cover_token(max)
     }
 
     fn release(&self, request: ReleaseRequest) {
@@ -477,9 +477,12 @@ impl Actor for CoordinatorActor {
         // Messages that do not decode were counted and logged by the wire adapter: skipped.
         match msg {
             CoordinatorMsg::Tick => shared.sweep(),
+            // Grants and commits only for nodes that count as up here (a process held back
+            // for its removal, or an observer, gets nothing).
             CoordinatorMsg::Grant(wire, reply) => {
                 if let Ok(request) = wire.into_inner()
                     && !blocked(&request.from)
+                    && shared.cluster.counts_up(&request.from)
                     && let Ok(answer) = Wire::encode(&shared.grant(request), shared.max_bytes())
                 {
                     let _ = reply.send(answer);
@@ -488,6 +491,7 @@ impl Actor for CoordinatorActor {
             CoordinatorMsg::Commit(wire, reply) => {
                 if let Ok(request) = wire.into_inner()
                     && !blocked(&request.from)
+                    && shared.cluster.counts_up(&request.from)
                 {
                     let _ = reply.send(shared.commit(request));
                 }
