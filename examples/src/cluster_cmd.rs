@@ -134,7 +134,7 @@ fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
             eprintln!("node `{node}` is up (seen by {}): stop it first, then remove it", up_on.join(", "));
             return Ok(ExitCode::from(2));
         }
-        if let Err(e) = observer.remove_member(node) {
+        if let Err(e) = observer.remove_member(node).await {
             observer.shutdown().await;
             eprintln!("{e}");
             return Ok(ExitCode::from(2));

@@ -298,7 +298,9 @@ fn zero_config_nodes_keep_their_names_across_crash_restarts() {
 fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
     let ports = [free_port(), free_port(), free_port()];
     let args = ["--singleton", "boss", "--cookie", "removal"];
-    let n1 = start_node("n1", ports[0], &[], &args);
+    // n1 has the two others as seeds: once removed, a seed must not count as a node still
+    // joining (before, it did forever, and n1 never had a majority again).
+    let n1 = start_node("n1", ports[0], &[ports[1], ports[2]], &args);
     let mut n2 = start_node("n2", ports[1], &[ports[0]], &args);
     let mut n3 = start_node("n3", ports[2], &[ports[0]], &args);
     n1.wait_for("singleton boss started here", WAIT).unwrap();
@@ -332,7 +334,12 @@ fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
     let state = n1.output().into_iter().find(|l| l.starts_with("state in ")).unwrap();
     let dir = state.trim_start_matches("state in ").to_string();
     let members = std::fs::read_to_string(Path::new(&dir).join("members.json")).unwrap();
-    assert!(!members.contains("\"127.0.0.1"), "removed members still remembered: {members}");
+    let members: serde_json::Value = serde_json::from_str(&members).unwrap();
+    assert_eq!(members["members"], serde_json::json!({}), "removed members still remembered: {members}");
+    let removed: Vec<&String> = members["removed"].as_object().unwrap().keys().collect();
+    assert_eq!(removed, ["n2", "n3"], "{members}");
+    // With their addresses, so that a seed there would no longer count as a node still joining.
+    assert!(members["removed"]["n3"]["addr"].is_string(), "{members}");
 
     // A new start of n3 joins as usual (it started after the removal).
     let n3 = start_node("n3", ports[2], &[ports[0]], &args);
@@ -355,7 +362,7 @@ fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
     // n1 restarted remembers n3 (and not n2), so it is not a cluster of one.
     let mut n1 = n1;
     n1.kill();
-    let n1 = start_node("n1", ports[0], &[], &args);
+    let n1 = start_node("n1", ports[0], &[ports[1], ports[2]], &args);
     let state = n1.wait_for("state in ", WAIT).unwrap();
     assert!(state.ends_with("(remembers n3)"), "{state}");
     n1.wait_for("member up: n3 ", WAIT).unwrap();

@@ -118,9 +118,10 @@ pub(crate) enum SessionEvent {
         incarnation: u64,
         removed: Vec<(String, Removal)>,
     },
-    /// This node's operator removes a node for good.
+    /// This node's operator removes a node for good; told whether it was.
     Remove {
         name: String,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -230,18 +231,17 @@ impl Membership {
 
     /// Nodes removed for good, as heartbeats gossip them.
     pub(crate) fn removals(&self) -> Vec<(String, Removal)> {
-        self.remembered.removed.iter().map(|(n, r)| (n.clone(), Removal { at_ms: r.at_ms })).collect()
-    }
-
-    /// Addresses of removed nodes not up under the same name now: a seed at one of them is not
-    /// a node still joining.
-    pub(crate) fn removed_addrs(&self) -> Vec<String> {
         self.remembered
             .removed
             .iter()
-            .filter(|(name, _)| self.members.get(*name).is_none_or(|m| m.status != MemberStatus::Up))
-            .filter_map(|(_, r)| r.addr.clone())
+            .map(|(n, r)| (n.clone(), Removal { at_ms: r.at_ms, addr: r.addr.clone() }))
             .collect()
+    }
+
+    /// Addresses removed nodes had: a seed at one of them is not a node still joining (a node
+    /// back at that address is a member, and counts as one).
+    pub(crate) fn removed_addrs(&self) -> Vec<String> {
+        self.remembered.removed.values().filter_map(|r| r.addr.clone()).collect()
     }
 
     /// Whether `name` left on purpose within `window`.
@@ -298,7 +298,14 @@ impl Membership {
             .collect();
         gone.into_iter()
             .map(|name| {
-                self.members.remove(&name);
+                // Its address goes with the removal (and with its gossip), so that a seed there
+                // stops counting as a node still joining, on every node.
+                if let Some(member) = self.members.remove(&name)
+                    && let Some(record) = self.remembered.removed.get_mut(&name)
+                    && record.addr.is_none()
+                {
+                    record.addr = Some(member.addr);
+                }
                 self.removed_at.insert(name.clone(), std::time::Instant::now());
                 MembershipEvent::Removed { name }
             })
@@ -327,22 +334,28 @@ impl Membership {
                     _ => Vec::new(),
                 }
             }
-            SessionEvent::Remove { name } => {
+            SessionEvent::Remove { name, done } => {
                 let at_ms = crate::state::unix_ms();
+                let up = self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up);
+                if up || self.pending.contains_key(&name) {
+                    let _ = done.send(Err(crate::node::UP.to_string()));
+                    return Vec::new();
+                }
                 if let Some(m) = self.members.get(&name)
                     && m.incarnation >= at_ms
                 {
                     // Its last process started "after" the removal by its own clock: its host's
                     // clock runs ahead of this one's, and the removal would not cover it.
-                    tracing::warn!(peer = %name, incarnation = m.incarnation, at_ms, "not removed: its host's clock runs ahead of this node's");
+                    let _ = done.send(Err(format!(
+                        "its last process started at {} ms, after now ({at_ms} ms) by this node's clock: \
+                         its host's clock runs ahead; remove it from a node whose clock does not run behind",
+                        m.incarnation
+                    )));
                     return Vec::new();
                 }
-                self.remembered.merge_removed([(name.clone(), Removal { at_ms })]);
-                if let Some(addr) = self.members.get(&name).map(|m| m.addr.clone())
-                    && let Some(record) = self.remembered.removed.get_mut(&name)
-                {
-                    record.addr = Some(addr);
-                }
+                let addr = self.members.get(&name).map(|m| m.addr.clone());
+                self.remembered.merge_removed([(name.clone(), Removal { at_ms, addr })]);
+                let _ = done.send(Ok(()));
                 // Listed as removed even if this node never knew it (its peers may have).
                 let mut changes = self.drop_removed();
                 if !changes.iter().any(|c| matches!(c, MembershipEvent::Removed { name: n } if *n == name)) {

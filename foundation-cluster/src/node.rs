@@ -25,6 +25,8 @@ const FRAME_OVERHEAD: u64 = 64 << 10;
 /// How long a node that left or was removed still counts towards majorities: the longest lease
 /// any node grants, so that a lease recorded only by departed nodes has ended first.
 pub const DEPARTED_STILL_COUNT: Duration = crate::coordination::DEFAULT_MAX_LEASE;
+/// Why a node that is up is not removed.
+pub(crate) const UP: &str = "it is up: stop it first (removing a live node would let two majorities form)";
 /// How long [`Cluster::shutdown`] waits for each peer to acknowledge that this node leaves.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Membership events kept for slow subscribers before they start missing some.
@@ -427,11 +429,16 @@ impl Cluster {
         self.inner.state.as_ref().is_none_or(|state| state.cover_token(token))
     }
 
-    /// Whether this process had no earlier life that could have granted leases: no state
-    /// directory (a restart cannot be told), or one that remembered no member and no token (a
-    /// first start). Its empty lock table is then the truth, even before it has learned.
+    /// Whether this process is the first on its state directory (never without one): its empty
+    /// lock table is then the truth, even before it has learned (peers that knew an earlier
+    /// process of this node do not take it all the same).
     pub(crate) fn is_fresh(&self) -> bool {
         self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).is_fresh()
+    }
+
+    /// The incarnation this node last heard (or remembered) of `node`, if it knows the node.
+    pub(crate) fn known_incarnation(&self, node: &str) -> Option<u64> {
+        self.members().into_iter().find(|m| m.name == node).map(|m| m.incarnation)
     }
 
     /// A fencing token above every one this node recorded before it restarted (0 without a
@@ -516,7 +523,7 @@ impl Cluster {
     /// state directories forget it. The process removed (the incarnation last heard of) is
     /// refused if it comes back; a new start of that node joins as usual. Refused for a node
     /// that is up here (stop it first: removing a live node would let two majorities form).
-    pub fn remove_member(&self, name: &str) -> Result<(), ClusterError> {
+    pub async fn remove_member(&self, name: &str) -> Result<(), ClusterError> {
         let refuse = |reason: String| ClusterError::Remove { name: name.to_string(), reason };
         if name == self.name() {
             return Err(refuse(
@@ -524,14 +531,20 @@ impl Cluster {
             ));
         }
         if self.up().iter().any(|n| n == name) {
-            return Err(refuse(
-                "it is up: stop it first (removing a live node would let two majorities form)".into(),
-            ));
+            return Err(refuse(UP.into()));
         }
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .events_in
-            .send(SessionEvent::Remove { name: name.to_string() })
-            .map_err(|_| refuse("this node is shutting down".into()))
+            .send(SessionEvent::Remove { name: name.to_string(), done: tx })
+            .map_err(|_| refuse("this node is shutting down".into()))?;
+        // Decided by the membership task, where "up" is checked again (it may have connected
+        // meanwhile) and a node whose clock runs ahead is refused.
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(refuse(reason)),
+            Err(_) => Err(refuse("this node is shutting down".into())),
+        }
     }
 
     /// How many seeds (other than itself) this node was configured with.

@@ -68,10 +68,12 @@ pub enum StateError {
 /// A node removed for good at `at_ms` (Unix ms, the remover's clock): every process of it
 /// started before then (an incarnation below `at_ms`, or one never heard: 0) is removed; a
 /// process started later is a new member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Removal {
     /// When it was removed.
     pub at_ms: u64,
+    /// Its address, if the node that tells of the removal knows it.
+    pub addr: Option<String>,
 }
 
 /// A removal as `members.json` keeps it: when, and the address the node had (so that a seed
@@ -116,6 +118,10 @@ impl Remembered {
             let entry = self.removed.entry(name).or_insert(RemovalRecord { at_ms: 0, addr: None });
             if removal.at_ms > entry.at_ms {
                 entry.at_ms = removal.at_ms;
+                changed = true;
+            }
+            if entry.addr.is_none() && removal.addr.is_some() {
+                entry.addr = removal.addr;
                 changed = true;
             }
         }
@@ -189,15 +195,17 @@ impl NodeState {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock it")(e)),
         }
-        let last: u64 = match std::fs::read_to_string(dir.join("incarnation")) {
-            Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+        // Unreadable: an earlier process was here all the same (not a first start).
+        let last: Option<u64> = match std::fs::read_to_string(dir.join("incarnation")) {
+            Ok(text) => Some(text.trim().parse().unwrap_or_else(|_| {
                 tracing::warn!(dir = %dir.display(), "unreadable incarnation file: starting from the clock");
                 0
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io("read the incarnation")(e)),
         };
-        let first_start = last == 0;
+        let first_start = last.is_none();
+        let last = last.unwrap_or(0);
         let incarnation = unix_ms().max(last + 1);
         let reserved_token = match std::fs::read_to_string(dir.join("token")) {
             Ok(text) => text.trim().parse().unwrap_or_else(|_| {
@@ -343,13 +351,13 @@ mod tests {
     #[test]
     fn a_removal_covers_processes_started_before_it_only_and_stays_bounded() {
         let mut r = Remembered::default();
-        assert!(r.merge_removed([("n3".to_string(), Removal { at_ms: 10 })]));
+        assert!(r.merge_removed([("n3".to_string(), Removal { at_ms: 10, addr: None })]));
         assert!(r.is_removed("n3", 5) && r.is_removed("n3", 0) && !r.is_removed("n3", 10));
         // An older removal changes nothing; gossip keeps the later one.
-        assert!(!r.merge_removed([("n3".to_string(), Removal { at_ms: 4 })]));
+        assert!(!r.merge_removed([("n3".to_string(), Removal { at_ms: 4, addr: None })]));
         assert_eq!(r.removed["n3"].at_ms, 10);
         for i in 0..(MAX_REMOVED as u64 + 10) {
-            r.merge_removed([(format!("x{i}"), Removal { at_ms: 100 + i })]);
+            r.merge_removed([(format!("x{i}"), Removal { at_ms: 100 + i, addr: None })]);
         }
         assert_eq!(r.removed.len(), MAX_REMOVED);
         assert!(!r.removed.contains_key("n3"), "the oldest removal is forgotten first");

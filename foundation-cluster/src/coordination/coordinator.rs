@@ -84,6 +84,11 @@ pub(crate) struct LockSnapshot {
     pub max_token: u64,
     pub leases: Vec<(String, String, u64)>,
     pub known: usize,
+    /// Whether the answering coordinator has learned (if not, it answers as a first start).
+    pub ready: bool,
+    /// The answering process's incarnation: a learner that knew an earlier one of that node
+    /// does not take an unlearned table from it (it is a restart, whatever its directory says).
+    pub incarnation: u64,
 }
 
 /// A participant arrived at a barrier.
@@ -248,20 +253,18 @@ impl Shared {
         }
     }
 
-    /// Records a token (in the state directory too, before answering, if there is one);
-    /// acknowledges it only if this node holds the owner's running lease.
-    fn commit(&self, request: CommitRequest) -> bool {
+    /// Records a token; whether this node holds the owner's running lease (the only case in
+    /// which it acknowledges, once a restart would still know the token: see `cover_token`),
+    /// and the largest token now recorded.
+    fn commit(&self, request: CommitRequest) -> (bool, u64) {
         let now = Instant::now();
         let mut tables = self.tables();
         tables.max_token = tables.max_token.max(request.token);
-        let max = tables.max_token;
         let held = tables
             .leases
             .get(&request.lock)
             .is_some_and(|(owner, until)| *owner == request.owner && *until > now);
-        drop(tables);
-        // Acknowledged only once a restart of this node would still know the token.
-        held && self.cluster.cover_token(max)
+        (held, tables.max_token)
     }
 
     fn release(&self, request: ReleaseRequest) {
@@ -280,7 +283,13 @@ impl Shared {
             .filter(|(_, (_, until))| *until > now)
             .map(|(lock, (owner, until))| (lock.clone(), owner.clone(), (*until - now).as_millis() as u64))
             .collect();
-        LockSnapshot { max_token: tables.max_token, leases, known: self.quorum().0 }
+        LockSnapshot {
+            max_token: tables.max_token,
+            leases,
+            known: self.quorum().0,
+            ready: self.is_ready(),
+            incarnation: self.cluster.incarnation(),
+        }
     }
 
     /// Takes in another node's table: a larger token, and leases this node does not know of
@@ -416,6 +425,12 @@ impl Shared {
                 if let Ok(ractor::rpc::CallResult::Success(wire)) = answer.await
                     && let Ok(snapshot) = wire.into_inner()
                 {
+                    // An unlearned table from a node this one knew in an earlier process is a
+                    // restart's forgotten table, not a first start's: not counted.
+                    let known_before = this.cluster.known_incarnation(&node);
+                    if !snapshot.ready && known_before.is_some_and(|k| k > 0 && k < snapshot.incarnation) {
+                        continue;
+                    }
                     known_elsewhere = known_elsewhere.max(snapshot.known);
                     this.adopt(snapshot);
                     answered_by.insert(node);
@@ -478,22 +493,37 @@ impl Actor for CoordinatorActor {
         match msg {
             CoordinatorMsg::Tick => shared.sweep(),
             // Grants and commits only for nodes that count as up here (a process held back
-            // for its removal, or an observer, gets nothing).
+            // for its removal, or an observer, gets nothing), and said so at once rather than
+            // left to time out. (`from` is the requester's own claim: it narrows, it does not
+            // prove; the grant itself travels back over the session of the node asked.)
             CoordinatorMsg::Grant(wire, reply) => {
                 if let Ok(request) = wire.into_inner()
                     && !blocked(&request.from)
-                    && shared.cluster.counts_up(&request.from)
-                    && let Ok(answer) = Wire::encode(&shared.grant(request), shared.max_bytes())
                 {
-                    let _ = reply.send(answer);
+                    let answer = match shared.cluster.counts_up(&request.from) {
+                        true => shared.grant(request),
+                        false => GrantReply::NotReady,
+                    };
+                    if let Ok(answer) = Wire::encode(&answer, shared.max_bytes()) {
+                        let _ = reply.send(answer);
+                    }
                 }
             }
             CoordinatorMsg::Commit(wire, reply) => {
                 if let Ok(request) = wire.into_inner()
                     && !blocked(&request.from)
-                    && shared.cluster.counts_up(&request.from)
                 {
-                    let _ = reply.send(shared.commit(request));
+                    if !shared.cluster.counts_up(&request.from) {
+                        let _ = reply.send(false);
+                    } else {
+                        // The token is made durable off this actor (a synced write): grants
+                        // and renewals are not held up behind the disk.
+                        let (held, max) = shared.commit(request);
+                        let cluster = shared.cluster.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = reply.send(held && cluster.cover_token(max));
+                        });
+                    }
                 }
             }
             CoordinatorMsg::Release(wire) => {
