@@ -1,23 +1,39 @@
-//! Single-node actor building blocks for Foundation, on `ractor`: supervision, channels
-//! (pub/sub with a priority lane for control traffic), a service registry with capability
-//! discovery and health-aware balancing, elastic worker pools, pipelines, event-sourced
-//! aggregates, tenant quotas and LLM provider management.
+//! Foundation's actors, on `ractor`, in two layers.
 //!
-//! Built so far: [`supervision`], [`channels`], [`registry`], [`pool`], [`pipeline`], [`providers`],
-//! [`agents`] (supervised agents with a model, memory and tools, found by capability and asked on any node), [`aggregates`] (event sourcing and projections), [`tenants`] (quotas, usage, overlays).
+//! **Actor building blocks** (always built; they work the same in a cluster of one):
+//! [`supervision`] (OTP-style restarts), [`channels`] (pub/sub with a priority lane for control
+//! traffic), [`registry`] (services by capability, health-aware balancing), [`pool`] (elastic
+//! worker pools), [`pipeline`], [`wire`] (the one cross-node encoding) and [`traced`] messages.
+//!
+//! **Application services** (cargo features, on by default; `default-features = false` leaves
+//! them and their dependencies out, and then no HTTP stack is compiled):
+//! - `llm`: `providers` — the `LanguageModel` trait, the simulated model, an OpenAI-compatible
+//!   client (reqwest), limits, breaker, retries, the fallback router, usage; with `sim-server`,
+//!   the simulated provider server (axum);
+//! - `agents`: `agents` — supervised agents with a model, memory and tools, found by capability
+//!   and asked on any node (needs `llm`);
+//! - `state`: `aggregates` (event sourcing and projections) and `tenants` (quotas, usage,
+//!   overlays).
 //!
 //! ractor's `cluster` feature is always on here (a clustered build turns it on anyway), so every
 //! message type implements `ractor::Message` explicitly.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod agents;
-pub mod aggregates;
+// The actor building blocks: always built.
 pub mod channels;
 pub mod pipeline;
 pub mod pool;
-pub mod providers;
 pub mod registry;
 pub mod supervision;
-pub mod tenants;
 pub mod traced;
 pub mod wire;
+
+// The application services: cargo features, on by default.
+#[cfg(feature = "agents")]
+pub mod agents;
+#[cfg(feature = "state")]
+pub mod aggregates;
+#[cfg(feature = "llm")]
+pub mod providers;
+#[cfg(feature = "state")]
+pub mod tenants;

@@ -42,6 +42,7 @@ mod model;
 mod openai;
 mod provider;
 mod router;
+#[cfg(feature = "sim-server")]
 mod sim_server;
 mod simulated;
 pub mod tokens;
@@ -53,6 +54,7 @@ pub use model::{BoxFuture, LanguageModel, LmError};
 pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, OpenAiClient};
 pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, ProviderOptions};
 pub use router::LlmRouter;
+#[cfg(feature = "sim-server")]
 pub use sim_server::{ServerStats, SimServerConfig, SimulatedProvider};
 pub use simulated::{
     DEFAULT_ERROR_RATE, DEFAULT_LATENCY, DEFAULT_MIN_SIMILARITY, SimulatedConfig, SimulatedModel, similarity,

@@ -37,6 +37,7 @@
 //! and Prometheus always agree. Because the exporter's recorder never holds histograms, it needs
 //! no periodic upkeep.
 
+#[cfg(feature = "metrics-server")]
 mod exporter;
 mod sketch;
 
@@ -52,6 +53,7 @@ use metrics_exporter_prometheus::formatting::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::registry::{Registry, Storage};
 
+#[cfg(feature = "metrics-server")]
 pub use exporter::MetricsServer;
 pub use sketch::Percentiles;
 
@@ -185,7 +187,8 @@ impl Telemetry {
 
     /// Serves `GET /metrics` (Prometheus text) on `addr` from the current tokio runtime until
     /// the returned server is shut down or dropped. Port 0 picks a free port; see
-    /// [`MetricsServer::local_addr`].
+    /// [`MetricsServer::local_addr`]. (Feature `metrics-server`, on by default.)
+    #[cfg(feature = "metrics-server")]
     pub async fn serve(&self, addr: std::net::SocketAddr) -> Result<MetricsServer, TelemetryError> {
         exporter::serve(self.clone(), addr).await
     }
