@@ -28,12 +28,13 @@ pub mod supervision;
 pub mod traced;
 pub mod wire;
 
-// The application services: cargo features, on by default.
+// The application services (`services/`): cargo features, on by default, used from the root.
+pub mod services;
 #[cfg(feature = "agents")]
-pub mod agents;
+pub use services::agents;
 #[cfg(feature = "state")]
-pub mod aggregates;
+pub use services::aggregates;
 #[cfg(feature = "llm")]
-pub mod providers;
+pub use services::providers;
 #[cfg(feature = "state")]
-pub mod tenants;
+pub use services::tenants;
