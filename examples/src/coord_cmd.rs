@@ -105,14 +105,14 @@ impl Bidder for SleepBidder {
 
 /// This node's coordinator and what the commands hold.
 #[derive(Clone)]
-pub struct Coordinator {
+pub struct CoordCommands {
     coordination: Coordination,
     locks: Arc<Mutex<HashMap<String, LockGuard>>>,
     elections: Arc<Mutex<HashMap<String, Election>>>,
     bidders: Arc<Mutex<Vec<BidderHandle>>>,
 }
 
-impl Coordinator {
+impl CoordCommands {
     /// Starts this node's coordinator.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Self> {
         let coordination = cluster.start_coordination(CoordinationConfig::default()).await?;
@@ -123,7 +123,7 @@ impl Coordinator {
             }
             say!("coordination ready");
         });
-        Ok(Coordinator {
+        Ok(CoordCommands {
             coordination,
             locks: Arc::default(),
             elections: Arc::default(),

@@ -657,7 +657,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
             None => None,
         };
         let coordinator = match args.coordination {
-            true => Some(crate::coord_cmd::Coordinator::start(&cluster).await?),
+            true => Some(crate::coord_cmd::CoordCommands::start(&cluster).await?),
             false => None,
         };
         let registry = ServiceRegistry::start().await?;

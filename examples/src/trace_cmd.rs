@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorClusterMessage;
 
 /// The pg scope of hop actors (group `hop@NODE`).
-const SCOPE: &str = "scope.hops";
+const SCOPE: &str = foundation_actors::pg_scopes::HOPS;
 
 #[derive(RactorClusterMessage)]
 pub enum HopMsg {

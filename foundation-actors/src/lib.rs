@@ -21,6 +21,7 @@
 
 // The actor building blocks: always built.
 pub mod channels;
+pub mod pg_scopes;
 pub mod pipeline;
 pub mod pool;
 pub mod registry;

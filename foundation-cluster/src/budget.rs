@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use crate::{Cluster, SingletonHandle};
 
 /// The pg scope of budget keepers.
-pub const SCOPE: &str = "foundation.budgets";
+pub const SCOPE: &str = foundation_actors::pg_scopes::BUDGETS;
 /// Default lease of a share.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// How long a node waits for the keeper's answer.

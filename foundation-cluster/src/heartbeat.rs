@@ -33,7 +33,7 @@ use crate::state::Removal;
 use crate::wire::Wire;
 
 /// The pg scope of cluster-internal groups.
-pub const SCOPE: &str = "foundation.cluster";
+pub const SCOPE: &str = foundation_actors::pg_scopes::CLUSTER;
 /// The pg group of heartbeat actors (one per node).
 pub const GROUP: &str = "heartbeat";
 /// Longest wait for a ping's answer (a later answer is not counted).

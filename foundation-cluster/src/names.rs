@@ -20,7 +20,7 @@ use ractor_cluster::NodeServerMessage;
 use crate::Cluster;
 
 /// The pg scope of registered names.
-pub const SCOPE: &str = "foundation.names";
+pub const SCOPE: &str = foundation_actors::pg_scopes::NAMES;
 
 /// Errors of the name registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -24,7 +24,7 @@ use crate::singleton::{Marker, MarkerMsg};
 use crate::{Cluster, ClusterError};
 
 /// The pg scope of replica markers.
-pub const SCOPE: &str = "foundation.replicated";
+pub const SCOPE: &str = foundation_actors::pg_scopes::REPLICATED;
 
 /// This node's replica of a replicated actor. Dropping the handle leaves the replica running;
 /// [`stop`](Self::stop) stops it.

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Cluster, ReplicatedHandle};
 
 /// The pg scope of the shared caches' store actors (groups `NAME@NODE`).
-pub const SCOPE: &str = "foundation.shared_cache";
+pub const SCOPE: &str = foundation_actors::pg_scopes::SHARED_CACHE;
 /// Default [`SharedCacheConfig::call_timeout`]: 500 ms.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default [`SharedCacheConfig::max_value_bytes`]: 1 MiB.

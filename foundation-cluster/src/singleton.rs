@@ -44,9 +44,9 @@ use crate::Cluster;
 use crate::coordination::{Coordination, CoordinationConfig, LockGuard};
 
 /// The pg scope of holder markers (`NAME@NODE`: the node runs the singleton).
-pub const SCOPE: &str = "foundation.singletons";
+pub const SCOPE: &str = foundation_actors::pg_scopes::SINGLETONS;
 /// The pg scope of candidate markers (`NAME@NODE`: the node declared the singleton).
-pub const CANDIDATES_SCOPE: &str = "foundation.singleton_candidates";
+pub const CANDIDATES_SCOPE: &str = foundation_actors::pg_scopes::SINGLETON_CANDIDATES;
 /// A singleton's lease: a lost holder is replaced about this long after its last renewal.
 pub const LEASE: Duration = Duration::from_secs(3);
 /// How often a manager re-evaluates even without membership events.

@@ -26,7 +26,7 @@ use crate::timeline::{Timeline, merge};
 const SMALLEST_FRAME_LIMIT: usize = 1024;
 
 /// The pg scope of participants.
-pub const SCOPE: &str = "scope.tracer";
+pub const SCOPE: &str = foundation_actors::pg_scopes::TRACER;
 /// The pg group of participants.
 pub const GROUP: &str = "participants";
 

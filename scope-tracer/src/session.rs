@@ -279,7 +279,7 @@ pub(crate) fn begin(spec: SessionSpec, node: &str, cluster: Option<&Cluster>) {
         let (spec, cluster) = (spec.clone(), c.clone());
         c.start_singleton(
             &name,
-            ChildSpec::new(name.clone(), move || (Coordinator, (spec.clone(), cluster.clone()))),
+            ChildSpec::new(name.clone(), move || (TraceCoordinator, (spec.clone(), cluster.clone()))),
         )
     });
     let recording_here = spec.scope.includes(node);
@@ -427,7 +427,7 @@ enum CoordinatorMsg {
     Expire,
 }
 
-struct Coordinator;
+struct TraceCoordinator;
 
 struct CoordinatorState {
     spec: SessionSpec,
@@ -463,7 +463,7 @@ fn fit(mut report: SessionReport, max_bytes: usize) -> Wire<SessionReport> {
     }
 }
 
-impl Actor for Coordinator {
+impl Actor for TraceCoordinator {
     type Msg = CoordinatorMsg;
     type State = CoordinatorState;
     type Arguments = (SessionSpec, Cluster);

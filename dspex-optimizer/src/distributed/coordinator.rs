@@ -20,7 +20,7 @@ use super::state::Done;
 use crate::program::Program;
 
 /// The pg scope of run coordinators.
-pub const SCOPE: &str = "dspex.runs";
+pub const SCOPE: &str = foundation_actors::pg_scopes::RUNS;
 /// A leased task not reported within this long goes back to the queue (a worker that hangs; a
 /// lost node's leases go back as soon as the node is seen down).
 pub const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,7 +123,7 @@ pub(crate) enum CoordMsg {
     Stop(RpcReplyPort<Wire<bool>>),
 }
 
-pub(crate) struct Coordinator {
+pub(crate) struct RunCoordinator {
     pub(crate) spec: Arc<RunSpec>,
     pub(crate) cluster: Cluster,
     pub(crate) state_dir: PathBuf,
@@ -177,7 +177,7 @@ pub(crate) fn status_reply(status: &Status, max_bytes: usize) -> Wire<Result<Sta
     })
 }
 
-impl Coordinator {
+impl RunCoordinator {
     fn seeds(&self) -> Vec<i64> {
         self.spec.search().seeds().collect()
     }
@@ -290,7 +290,7 @@ impl Coordinator {
     }
 }
 
-impl Actor for Coordinator {
+impl Actor for RunCoordinator {
     type Msg = CoordMsg;
     type State = CoordState;
     type Arguments = ();

@@ -41,7 +41,7 @@ pub use coordinator::{LEASE_TIMEOUT, PROGRESS_EVENT, PUBLISH_EVERY, RunResult, S
 pub use spec::{Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind};
 pub use state::Done;
 
-use coordinator::{CoordMsg, Coordinator};
+use coordinator::{CoordMsg, RunCoordinator};
 
 /// A run on this node: its workers and its share in the coordinator singleton.
 pub struct RunHandle {
@@ -130,7 +130,7 @@ pub fn start_run(
         &name,
         ChildSpec::new(name.clone(), move || {
             (
-                Coordinator {
+                RunCoordinator {
                     spec: s.clone(),
                     cluster: c.clone(),
                     state_dir: d.clone(),

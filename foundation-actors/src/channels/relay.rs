@@ -18,7 +18,7 @@ use super::{ChannelError, Registry};
 use crate::wire::Wire;
 
 /// The pg scope that channel groups live in.
-pub const PG_SCOPE: &str = "foundation.channels";
+pub const PG_SCOPE: &str = crate::pg_scopes::CHANNELS;
 
 /// The pg group of a topic: relays of the nodes that have subscribers for it.
 pub fn pg_group(topic: &str) -> String {

@@ -61,7 +61,7 @@ use gateway::{Gateway, GatewayMsg, Record, Records};
 use select::{Candidates, choose};
 
 /// The pg scope services live in.
-pub const PG_SCOPE: &str = "foundation.services";
+pub const PG_SCOPE: &str = crate::pg_scopes::SERVICES;
 
 /// The pg group of a service's instances.
 pub fn pg_group(service: &str) -> String {

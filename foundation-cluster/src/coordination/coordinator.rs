@@ -16,7 +16,7 @@ use super::{CoordinationConfig, majority_of};
 use crate::Cluster;
 
 /// The pg scope of coordinators (`coordinator@NODE`) and bidders (`bidders:CAPABILITY`).
-pub const SCOPE: &str = "foundation.coordination";
+pub const SCOPE: &str = foundation_actors::pg_scopes::COORDINATION;
 /// How often the coordinator sweeps finished barriers and a starting node asks for the
 /// others' tables.
 const TICK: Duration = Duration::from_millis(200);

@@ -16,7 +16,7 @@ use super::{CrdtValue, ReplicatorConfig};
 use crate::Cluster;
 
 /// The pg scope of replicators: each joins the group `NAME@NODE` there.
-pub const SCOPE: &str = "foundation.crdt";
+pub const SCOPE: &str = foundation_actors::pg_scopes::CRDT;
 
 /// Bytes kept free in a message for its envelope (sender, counts): this, or a quarter of the
 /// limit if that is less.
