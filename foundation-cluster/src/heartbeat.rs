@@ -128,14 +128,14 @@ impl Actor for Heartbeat {
 
     async fn handle(
         &self,
-        myself: ActorRef<HeartbeatMsg>,
+        _: ActorRef<HeartbeatMsg>,
         msg: HeartbeatMsg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         let args = &state.shared.args;
         match msg {
             HeartbeatMsg::Tick => {
-                ping_peers(&myself, &state.shared).await;
+                ping_peers(&state.shared);
                 check_peers(&state.shared).await;
             }
             HeartbeatMsg::Ping(_, reply) => {
@@ -187,24 +187,15 @@ fn own_beat(args: &Args, seq: u64) -> Beat {
     }
 }
 
-/// ractor_cluster's per-session node ids, mapped to the names those sessions authenticated.
-async fn session_names(server: &ActorRef<NodeServerMessage>) -> HashMap<u64, String> {
-    match ractor::call_t!(server, NodeServerMessage::GetSessions, 2000) {
-        Ok(sessions) => {
-            sessions.into_iter().filter_map(|(id, s)| Some((id, node_name(&s.peer_name?.name)))).collect()
-        }
-        Err(_) => HashMap::new(),
-    }
-}
-
-/// Every other node's heartbeat actor, named by the session it is reached over.
-async fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>)> {
-    let sessions = session_names(&shared.args.server).await;
+/// Every other node's heartbeat actor, named by the session it is reached over (membership
+/// keeps each ready session's authenticated name: no call to the node server per tick).
+fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>)> {
+    let membership = shared.args.membership.read().unwrap_or_else(|p| p.into_inner());
     ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string())
         .into_iter()
         .filter_map(|member| match member.get_id() {
             ActorId::Remote { node_id, .. } => {
-                let name = sessions.get(&node_id)?.clone();
+                let name = membership.node_of_session(node_id)?.to_string();
                 Some((name, ActorRef::<HeartbeatMsg>::from(member)))
             }
             ActorId::Local(_) => None,
@@ -213,9 +204,8 @@ async fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>
 }
 
 /// Pings every peer that has no ping waiting; an answer is credited to the session's node.
-async fn ping_peers(myself: &ActorRef<HeartbeatMsg>, shared: &Arc<Shared>) {
-    let _ = myself;
-    for (name, peer) in peer_heartbeats(shared).await {
+fn ping_peers(shared: &Arc<Shared>) {
+    for (name, peer) in peer_heartbeats(shared) {
         if !shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone()) {
             continue;
         }
@@ -289,7 +279,7 @@ async fn heard(shared: &Shared, name: &str, beat: Beat) {
 
 /// Whether `name`, pinged over its own session, says it is leaving.
 async fn confirm_leaving(shared: &Shared, name: &str) -> bool {
-    for (peer_name, peer) in peer_heartbeats(shared).await {
+    for (peer_name, peer) in peer_heartbeats(shared) {
         if peer_name == name
             && let Some(beat) = ping(&peer, shared.args.config.max_frame_bytes).await
             && beat.leaving
