@@ -11,7 +11,7 @@ use foundation_cluster::testkit::{NodeProcess, free_port};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{WAIT, start_node};
+use support::{json, start_node, wait};
 
 const TRIALS: usize = 5;
 
@@ -23,7 +23,7 @@ fn trial(freeze: bool) -> Duration {
     let (p1, p2) = (free_port(), free_port());
     let watcher = start("watcher", p1, None);
     let mut victim = start("victim", p2, Some(p1));
-    watcher.wait_for("member up: victim", WAIT).expect("victim joined");
+    wait(&watcher, json!({"event": "member_up", "name": "victim"}));
     // Let a few heartbeats flow so the detector has a history, as in a running cluster.
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
@@ -32,7 +32,7 @@ fn trial(freeze: bool) -> Duration {
     } else {
         victim.kill();
     }
-    watcher.wait_for("member down: victim", WAIT).expect("victim detected down");
+    wait(&watcher, json!({"event": "member_down", "name": "victim"}));
     started.elapsed()
 }
 
@@ -45,8 +45,8 @@ fn failover(freeze: bool) -> Duration {
     let mut holder = node("a", p1, None);
     let b = node("b", p2, Some(p1));
     let _c = node("c", p3, Some(p1));
-    holder.wait_for("singleton boss started here", WAIT).expect("singleton on a");
-    b.wait_for("member up: c", WAIT).expect("cluster formed");
+    wait(&holder, json!({"event": "singleton_started", "name": "boss"}));
+    wait(&b, json!({"event": "member_up", "name": "c"}));
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     if freeze {
@@ -54,7 +54,7 @@ fn failover(freeze: bool) -> Duration {
     } else {
         holder.kill();
     }
-    b.wait_for("singleton boss started here", WAIT).expect("singleton failed over to b");
+    wait(&b, json!({"event": "singleton_started", "name": "boss"}));
     started.elapsed()
 }
 

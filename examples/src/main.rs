@@ -2,26 +2,11 @@
 //! single-node building blocks; `foundation config check`
 //! validates a configuration; `foundation node` runs one cluster node.
 
-/// Prints a line, ignoring a closed stdout (a launcher that went away must not make the node
-/// panic on its way out).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 mod cluster_cmd;
 mod config_cmd;
-mod coord_cmd;
 mod demo;
-mod llm_load;
-mod node_cmd;
-mod node_state;
-mod optimize;
-mod singleton_log;
+mod node;
 mod tour;
-mod trace_cmd;
 
 use std::path::PathBuf;
 
@@ -47,7 +32,7 @@ enum Command {
     /// A tour of the single-node building blocks: configuration, telemetry, error context.
     Tour(tour::TourArgs),
     /// Run one cluster node until Ctrl-C or SIGTERM, printing membership changes.
-    Node(Box<node_cmd::NodeArgs>),
+    Node(Box<node::NodeArgs>),
     /// Run a local cluster of node processes.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -91,7 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Tour(args) => tour::run(cli.config, args),
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
-        Command::Node(args) => node_cmd::run(cli.config, *args),
+        Command::Node(args) => node::run(cli.config, *args),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
     };
     match result {

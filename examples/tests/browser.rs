@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use foundation_cluster::testkit::{free_port, free_port_range};
-use support::{WAIT, hop_round_trip, request, start_node, until};
+use support::{hop_round_trip, json, request, start_node, until, wait_n};
 
 fn chromium() -> Option<PathBuf> {
     let candidates = [std::env::var("CHROMIUM_BIN").ok(), Some("/usr/bin/chromium".into())];
@@ -71,7 +71,7 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
     let mut n1 = start_node("n1", base, &[], &["--dashboard", &web, "--trace-rate", "0"]);
     let _n2 = start_node("n2", base + 1, &[base], &["--trace-rate", "0"]);
     let mut n3 = start_node("n3", base + 2, &[base], &[]);
-    n1.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    wait_n(&n1, json!({"event": "member_up"}), 2);
     let url = format!("http://{web}/");
 
     // The last DOM seen, for the failure message.

@@ -159,3 +159,64 @@ fn demo_optimizes_across_a_local_cluster_and_reports_scores_and_speed_up() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown dataset `imagenet`; bundled: questions"), "{}", stderr(&out));
 }
+
+/// `foundation node` for a user: text replies, `help` lists every command it takes, and the
+/// test hooks are neither listed nor taken (nor offered by `--help`).
+#[test]
+fn a_node_lists_its_commands_and_refuses_test_hooks_unless_started_for_tests() {
+    use foundation_cluster::testkit::{NodeProcess, free_port};
+    use std::time::Duration;
+    let wait = Duration::from_secs(30);
+    let usage = stdout(&foundation(&["node", "--help"], &[]));
+    assert!(usage.contains("--json") && !usage.contains("test-hooks"), "{usage}");
+
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["node", "--name", "solo", "--listen", &listen, "--no-state"];
+    let mut node = NodeProcess::spawn("solo", env!("CARGO_BIN_EXE_foundation"), args).unwrap();
+    node.wait_for(&format!("node solo listening on {listen}"), wait).unwrap();
+    node.send_line("help").unwrap();
+    for command in [
+        "allocate CAPABILITY WORK_MS",
+        "broadcast TOPIC TEXT",
+        "crdt-get KEY [majority]",
+        "trace-stop ID",
+        "stop-run",
+    ] {
+        node.wait_for(command, wait).unwrap();
+    }
+    node.send_line("partition n2").unwrap();
+    node.wait_for("partition n2: unknown command `partition n2`; `help` lists the commands", wait).unwrap();
+    node.send_line("lock jobs").unwrap();
+    node.wait_for("coordination: not running here (start the node with --coordination)", wait).unwrap();
+    assert!(!node.output().iter().any(|l| l.contains("partition") && !l.contains("unknown command")));
+
+    // The same node for programs: one JSON object per line, the same replies.
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["node", "--json", "--name", "solo2", "--listen", &listen, "--no-state"];
+    let mut node = NodeProcess::spawn("solo2", env!("CARGO_BIN_EXE_foundation"), args).unwrap();
+    let pattern = serde_json::json!({"event": "listening", "node": "solo2", "addr": listen});
+    node.wait_for_event(&pattern, wait).unwrap();
+    node.send_line("help").unwrap();
+    let help = node.wait_for_event(&serde_json::json!({"event": "help"}), wait).unwrap();
+    let commands: Vec<&str> =
+        help["commands"].as_array().unwrap().iter().map(|c| c["command"].as_str().unwrap()).collect();
+    for command in ["lock", "crdt-inc", "cache-put", "trace-hop", "services", "budget", "replicas", "help"] {
+        assert!(commands.contains(&command), "{command} not in {commands:?}");
+    }
+    assert!(!commands.contains(&"partition") && !commands.contains(&"heal"), "{commands:?}");
+    node.send_line("heal").unwrap();
+    let refused =
+        node.wait_for_event(&serde_json::json!({"event": "error", "command": "heal"}), wait).unwrap();
+    assert!(refused["error"].as_str().unwrap().starts_with("unknown command"), "{refused}");
+    node.send_line("barrier b 0").unwrap();
+    let refused =
+        node.wait_for_event(&serde_json::json!({"event": "error", "command": "barrier b 0"}), wait).unwrap();
+    assert!(refused["error"].as_str().unwrap().ends_with("usage: `barrier NAME PARTIES`"), "{refused}");
+    // Every line it printed is a JSON object naming its event.
+    for line in node.output() {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(event["event"].is_string(), "{line}");
+    }
+}

@@ -6,7 +6,7 @@ use foundation_cluster::testkit::{NodeProcess, free_port, free_port_range};
 
 mod support;
 
-use support::{WAIT, start_node, until};
+use support::{Value, WAIT, json, seen, start_node, text, until, wait, wait_n};
 
 fn node(name: &str, port: u16, seeds: &[u16], cookie: &str) -> NodeProcess {
     start_node(name, port, seeds, &["--cookie", cookie])
@@ -22,20 +22,20 @@ fn three_nodes_form_a_cluster_see_a_kill_and_a_rejoin() {
     // Every node sees the two others (n2 and n3 learn of each other through n1).
     for (me, others) in [(&n1, ["n2", "n3"]), (&n2, ["n1", "n3"]), (&n3, ["n1", "n2"])] {
         for other in others {
-            me.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+            wait(me, json!({"event": "member_up", "name": other}));
         }
     }
 
     // kill -9: the survivors mark it down.
     n3.kill();
-    n1.wait_for("member down: n3", WAIT).unwrap();
-    n2.wait_for("member down: n3", WAIT).unwrap();
+    wait(&n1, json!({"event": "member_down", "name": "n3"}));
+    wait(&n2, json!({"event": "member_down", "name": "n3"}));
 
     // Restarted on its address, it rejoins by itself and the others see it up again.
     let n3 = node("n3", ports[2], &[ports[0]], "secret");
-    n1.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
-    n3.wait_for("member up: n1 ", WAIT).unwrap();
-    n3.wait_for("member up: n2 ", WAIT).unwrap();
+    wait_n(&n1, json!({"event": "member_up", "name": "n3"}), 2);
+    wait(&n3, json!({"event": "member_up", "name": "n1"}));
+    wait(&n3, json!({"event": "member_up", "name": "n2"}));
 }
 
 #[test]
@@ -43,30 +43,31 @@ fn wrong_cookie_and_garbage_are_refused_and_the_cluster_keeps_serving() {
     let ports = [free_port(), free_port(), free_port(), free_port()];
     let mut n1 = node("n1", ports[0], &[], "right");
     let n2 = node("n2", ports[1], &[ports[0]], "right");
-    n1.wait_for("member up: n2 ", WAIT).unwrap();
+    wait(&n1, json!({"event": "member_up", "name": "n2"}));
 
     // A node with the wrong cookie is refused on both sides and never becomes a member.
     let intruder = node("intruder", ports[2], &[ports[0]], "wrong");
-    n1.wait_for("refused: ", WAIT).unwrap();
-    intruder.wait_for("refused: 127.0.0.1:", WAIT).unwrap();
+    wait(&n1, json!({"event": "refused"}));
+    let refused = wait(&intruder, json!({"event": "refused"}));
+    assert!(text(&refused, "peer_addr").starts_with("127.0.0.1:"), "{refused}");
 
     // Garbage on the cluster port: refused, nothing else happens.
-    let refused_before = n1.output().iter().filter(|l| l.starts_with("refused:")).count();
+    let refused_before = seen(&n1, json!({"event": "refused"})).len();
     for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 4096][..], &[0, 0, 0, 5, 1, 2][..]] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
         let _ = s.write_all(junk);
     }
-    n1.wait_for_count("refused: ", refused_before + 1, WAIT).unwrap();
+    wait_n(&n1, json!({"event": "refused"}), refused_before + 1);
     assert!(n1.is_running(), "garbage must not take the node down");
 
     // The cluster still serves: a proper node joins after all that.
     let n3 = node("n3", ports[3], &[ports[0]], "right");
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
-    n3.wait_for("member up: n2 ", WAIT).unwrap();
+    wait(&n1, json!({"event": "member_up", "name": "n3"}));
+    wait(&n3, json!({"event": "member_up", "name": "n2"}));
     for n in [&n1, &n2, &n3] {
-        assert!(!n.output().iter().any(|l| l.contains("member up: intruder")), "{:?}", n.output());
+        assert!(seen(n, json!({"event": "member_up", "name": "intruder"})).is_empty(), "{:?}", n.output());
     }
-    assert!(!intruder.output().iter().any(|l| l.starts_with("member up")), "{:?}", intruder.output());
+    assert!(seen(&intruder, json!({"event": "member_up"})).is_empty(), "{:?}", intruder.output());
 }
 
 #[test]
@@ -74,16 +75,16 @@ fn a_node_leaves_on_sigterm_its_peers_see_it_leave_and_its_singleton_moves() {
     let ports = [free_port(), free_port()];
     let mut n1 = start_node("n1", ports[0], &[], &["--cookie", "c", "--singleton", "boss"]);
     let n2 = start_node("n2", ports[1], &[ports[0]], &["--cookie", "c", "--singleton", "boss"]);
-    n2.wait_for("member up: n1 ", WAIT).unwrap();
-    n1.wait_for("singleton boss started here", WAIT).unwrap();
+    wait(&n2, json!({"event": "member_up", "name": "n1"}));
+    wait(&n1, json!({"event": "singleton_started", "name": "boss"}));
     assert!(n1.terminate(WAIT), "exits with success on SIGTERM");
-    assert!(n1.output().iter().any(|l| l == "node n1 leaving"));
+    assert!(!seen(&n1, json!({"event": "leaving", "node": "n1"})).is_empty(), "{:#?}", n1.output());
     // Announced, so a planned departure and not a failure...
-    n2.wait_for("member left: n1", WAIT).unwrap();
-    assert!(!n2.output().iter().any(|l| l.contains("member down")), "{:#?}", n2.output());
+    wait(&n2, json!({"event": "member_left", "name": "n1"}));
+    assert!(seen(&n2, json!({"event": "member_down"})).is_empty(), "{:#?}", n2.output());
     // ...and the cluster shrank to one node, which is a majority of itself: the singleton
     // moves. (Had n1 crashed, n2 alone would be one of two known nodes, and wait.)
-    n2.wait_for("singleton boss started here", WAIT).unwrap();
+    wait(&n2, json!({"event": "singleton_started", "name": "boss"}));
 }
 
 #[test]
@@ -105,23 +106,23 @@ fn a_frozen_node_is_detected_by_heartbeats_and_rejoins_when_thawed() {
     let n2 = node("n2", ports[1], &[ports[0]], "frost");
     let n3 = node("n3", ports[2], &[ports[0]], "frost");
     for other in ["n2", "n3"] {
-        n1.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+        wait(&n1, json!({"event": "member_up", "name": other}));
     }
-    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n2, json!({"event": "member_up", "name": "n3"}));
 
     // SIGSTOP: its TCP connections stay open, so only the failure detector can tell.
     n3.freeze();
     for survivor in [&n1, &n2] {
-        survivor.wait_for("member unreachable: n3", WAIT).unwrap();
-        let down = survivor.wait_for("member down: n3", WAIT).unwrap();
-        assert!(down.contains("unreachable"), "{down}");
+        wait(survivor, json!({"event": "member_unreachable", "name": "n3"}));
+        let down = wait(survivor, json!({"event": "member_down", "name": "n3"}));
+        assert!(text(&down, "reason").contains("unreachable"), "{down}");
     }
-    assert!(!n1.output().iter().any(|l| l.contains("member down: n2")), "the healthy node stays up");
+    assert!(seen(&n1, json!({"event": "member_down", "name": "n2"})).is_empty(), "the healthy node stays up");
 
     // SIGCONT: it finds its connections closed, reconnects to its seed, and is up again.
     n3.thaw();
-    n1.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
-    n2.wait_for_count("member up: n3 ", 2, WAIT).unwrap();
+    wait_n(&n1, json!({"event": "member_up", "name": "n3"}), 2);
+    wait_n(&n2, json!({"event": "member_up", "name": "n3"}), 2);
 }
 
 #[test]
@@ -167,8 +168,8 @@ fn cluster_status_reports_every_node_with_health_and_the_dead_one_as_down() {
     let n1 = node("n1", ports[0], &[], "stat");
     let n2 = node("n2", ports[1], &[ports[0]], "stat");
     let mut n3 = node("n3", ports[2], &[ports[0]], "stat");
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
-    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n1, json!({"event": "member_up", "name": "n3"}));
+    wait(&n2, json!({"event": "member_up", "name": "n3"}));
     let status = |seed: u16| -> serde_json::Value {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
             .args([
@@ -199,8 +200,8 @@ fn cluster_status_reports_every_node_with_health_and_the_dead_one_as_down() {
     );
 
     n3.kill();
-    n1.wait_for("member down: n3", WAIT).unwrap();
-    n2.wait_for("member down: n3", WAIT).unwrap();
+    wait(&n1, json!({"event": "member_down", "name": "n3"}));
+    wait(&n2, json!({"event": "member_down", "name": "n3"}));
     let health = status(ports[1]);
     let rows = health["nodes"].as_array().unwrap();
     let row = |name: &str| {
@@ -232,13 +233,17 @@ fn cluster_status_reports_every_node_with_health_and_the_dead_one_as_down() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node of the cluster answered"), "{out:?}");
 }
 
-/// Whether the singleton runs on this node now, from its last printed singleton line.
+/// The events of these kinds about `name` (its `name` field) the node has printed so far, oldest
+/// first.
+fn events_about(node: &NodeProcess, name: &str, kinds: &[&str]) -> Vec<Value> {
+    seen(node, json!({"name": name})).into_iter().filter(|e| kinds.iter().any(|k| e["event"] == *k)).collect()
+}
+
+/// Whether the singleton runs on this node now, from its last printed singleton event.
 fn holds(node: &NodeProcess, name: &str) -> bool {
-    node.output()
-        .iter()
-        .rev()
-        .find(|l| l.starts_with(&format!("singleton {name} ")))
-        .is_some_and(|l| l.ends_with("started here"))
+    events_about(node, name, &["singleton_started", "singleton_stopped"])
+        .last()
+        .is_some_and(|e| e["event"] == "singleton_started")
 }
 
 #[test]
@@ -250,20 +255,21 @@ fn a_singleton_runs_once_fails_over_and_a_thawed_duplicate_is_resolved() {
     let n1 = spawn("n1", ports[0], None);
     let n2 = spawn("n2", ports[1], Some(ports[0]));
     let n3 = spawn("n3", ports[2], Some(ports[0]));
-    n1.wait_for("singleton boss started here", WAIT).unwrap();
+    wait(&n1, json!({"event": "singleton_started", "name": "boss"}));
     for n in [&n2, &n3] {
         for other in ["n1", if n.name() == "n2" { "n3" } else { "n2" }] {
-            n.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+            wait(n, json!({"event": "member_up", "name": other}));
         }
     }
     // Joining nodes never start it while the cluster already runs it.
     for n in [&n2, &n3] {
-        assert!(!n.output().iter().any(|l| l.starts_with("singleton boss")), "{:?}", n.output());
+        let singleton = events_about(n, "boss", &["singleton_started", "singleton_stopped"]);
+        assert!(singleton.is_empty(), "{:?}", n.output());
     }
 
     // Freeze the holder: the majority side (n2, n3) restarts it on n2, the lowest survivor.
     n1.freeze();
-    n2.wait_for("singleton boss started here", WAIT).unwrap();
+    wait(&n2, json!({"event": "singleton_started", "name": "boss"}));
     assert!(!holds(&n3, "boss"));
 
     // Thaw it. Depending on whether every peer had already evicted it, it either finds itself
@@ -276,35 +282,29 @@ fn a_singleton_runs_once_fails_over_and_a_thawed_duplicate_is_resolved() {
     };
     until(|| holders(&nodes).len() == 1, || format!("still {:?} holders after the thaw", holders(&nodes)));
     // The thawed node is back in the cluster.
-    nodes[0].wait_for_count("member up: n", 3, WAIT).unwrap();
+    wait_n(&nodes[0], json!({"event": "member_up"}), 3);
 
     // kill -9 the holder: a survivor restarts it, and only one.
     let holder = holders(&nodes)[0].clone();
     let index = nodes.iter().position(|n| n.name() == holder).unwrap();
-    let started_before: Vec<usize> = nodes
-        .iter()
-        .map(|n| n.output().iter().filter(|l| *l == "singleton boss started here").count())
-        .collect();
+    let started = |n: &NodeProcess| seen(n, json!({"event": "singleton_started", "name": "boss"})).len();
+    let started_before: Vec<usize> = nodes.iter().map(started).collect();
     nodes[index].kill();
     until(
         || {
             let survivors = nodes.iter().enumerate().filter(|(i, _)| *i != index);
-            let restarted = survivors.clone().any(|(i, n)| {
-                n.output().iter().filter(|l| *l == "singleton boss started here").count() > started_before[i]
-            });
+            let restarted = survivors.clone().any(|(i, n)| started(n) > started_before[i]);
             restarted && survivors.filter(|(_, n)| holds(n, "boss")).count() == 1
         },
         || format!("no single survivor took over after {holder} was killed"),
     );
 }
 
-/// Whether this node holds `name` now, from its last printed line about it.
+/// Whether this node holds `name` now, from its last printed event about it.
 fn holds_name(node: &NodeProcess, name: &str) -> bool {
-    node.output()
-        .iter()
-        .rev()
-        .find(|l| l.contains(&format!(" {name}")) && !l.starts_with("member"))
-        .is_some_and(|l| *l == format!("registered {name}"))
+    events_about(node, name, &["name_registered", "name_lost", "name_refused"])
+        .last()
+        .is_some_and(|e| e["event"] == "name_registered")
 }
 
 #[test]
@@ -314,12 +314,13 @@ fn a_name_is_unique_vanishes_with_its_node_and_a_duplicate_after_a_heal_is_resol
         start_node(name, port, seed.as_slice(), &["--register", "leader", "--cookie", "names"])
     };
     let n1 = spawn("n1", ports[0], None);
-    n1.wait_for("registered leader", WAIT).unwrap();
+    wait(&n1, json!({"event": "name_registered", "name": "leader"}));
     let n2 = spawn("n2", ports[1], Some(ports[0]));
     let n3 = spawn("n3", ports[2], Some(ports[0]));
     // Unique: the others are told who holds it, and never get it while n1 lives.
-    n2.wait_for("name `leader` is already held on node `n1`", WAIT).unwrap();
-    n3.wait_for("name `leader` is already held on node `n1`", WAIT).unwrap();
+    let held = "name `leader` is already held on node `n1`";
+    wait(&n2, json!({"event": "name_refused", "name": "leader", "error": held}));
+    wait(&n3, json!({"event": "name_refused", "name": "leader", "error": held}));
     let mut nodes = [n1, n2, n3];
     let holders = |nodes: &[NodeProcess]| {
         nodes.iter().filter(|n| holds_name(n, "leader")).map(|n| n.name().to_string()).collect::<Vec<_>>()
@@ -336,7 +337,8 @@ fn a_name_is_unique_vanishes_with_its_node_and_a_duplicate_after_a_heal_is_resol
     // Thaw: two holders meet; the one on the lowest-named node (n1) keeps it, the other loses it.
     nodes[0].thaw();
     until(|| holders(&nodes) == ["n1"], || format!("holders after the heal: {:?}", holders(&nodes)));
-    assert!(nodes[1..].iter().any(|n| n.output().iter().any(|l| l == "lost name leader (now held on n1)")));
+    let lost = json!({"event": "name_lost", "name": "leader", "now_on": "n1"});
+    assert!(nodes[1..].iter().any(|n| !seen(n, lost.clone()).is_empty()));
 
     // kill -9 the holder: a survivor takes the name, and only one.
     nodes[0].kill();

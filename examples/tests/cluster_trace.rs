@@ -6,16 +6,15 @@
 mod support;
 
 use foundation_cluster::testkit::{NodeProcess, free_port_range};
-use support::{WAIT, hop_round_trip, start_node};
+use support::{hop_round_trip, json, seen, start_node, text, wait, wait_n};
 
 fn report(node: &mut NodeProcess, command: &str) -> serde_json::Value {
-    let before = node.output().iter().filter(|l| l.starts_with("cluster trace report")).count();
+    let pattern = json!({"event": "cluster_trace_report"});
+    let before = seen(node, pattern.clone()).len();
     node.send_line(command).unwrap();
-    let lines =
-        node.wait_for_count("cluster trace report", before + 1, WAIT).unwrap_or_else(|e| panic!("{e}"));
-    let line = lines.last().unwrap();
-    assert!(line.starts_with("cluster trace report {"), "{line}");
-    serde_json::from_str(line.trim_start_matches("cluster trace report ")).unwrap()
+    let event = wait_n(node, pattern, before + 1).pop().unwrap();
+    assert!(event["report"].is_object(), "{event}");
+    event["report"].clone()
 }
 
 /// Accepts one HTTP request, answers 200 and returns it (head and body).
@@ -73,14 +72,14 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
     let mut n2 = start_node("n2", base + 1, &[base], &["--trace-rate", "0", "--otlp", &otlp]);
     let n3 = start_node("n3", base + 2, &[base], &args);
     for n in [&n1, &n2, &n3] {
-        n.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
+        wait_n(n, json!({"event": "member_up"}), 2);
     }
     let before = hop_round_trip(&mut n2, "n3,n1,n2");
 
     n2.send_line("trace-start").unwrap();
-    let line = n2.wait_for("cluster trace started", WAIT).unwrap_or_else(|e| panic!("{e}"));
-    let id = line.trim_start_matches("cluster trace started ").trim().to_string();
-    assert_eq!(id.len(), 16, "{line}");
+    let started = wait(&n2, json!({"event": "cluster_trace_started"}));
+    let id = text(&started, "id").to_string();
+    assert_eq!(id.len(), 16, "{started}");
     let during = hop_round_trip(&mut n2, "n3,n1,n2");
 
     // Running: the report so far (from any node) has the hop with every parent, on every node.
@@ -108,7 +107,7 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
     let stopped = report(&mut n2, &format!("trace-stop {id}"));
     assert_eq!(stopped["state"], "stopped", "{stopped}");
     assert_eq!(stopped["coordinator"], "n2", "{stopped}");
-    assert_eq!(stopped["missing_nodes"], serde_json::json!(["n1"]), "{stopped}");
+    assert_eq!(stopped["missing_nodes"], json!(["n1"]), "{stopped}");
     let nodes: Vec<String> =
         spans_of(&stopped, &during).iter().map(|s| s["node"].as_str().unwrap().to_string()).collect();
     assert_eq!(nodes.len(), 5, "{stopped}");
@@ -125,7 +124,7 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
         .map(|r| r["resource"]["attributes"][0]["value"]["stringValue"].as_str().unwrap())
         .collect();
     assert_eq!(services, ["n2", "n3"], "{body}");
-    n2.wait_for("cluster trace exported to", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    wait(&n2, json!({"event": "cluster_trace_exported"}));
 
     // Stopped: the nodes sample nothing again.
     let after = hop_round_trip(&mut n2, "n3,n2");
@@ -134,6 +133,7 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
     assert_eq!(last["state"], "stopped", "{last}");
     // Unknown ids are refused with a clear message.
     n2.send_line("trace-report 0123456789abcdef").unwrap();
-    n2.wait_for("unknown cluster trace `0123456789abcdef`", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let failed = wait(&n2, json!({"event": "cluster_trace_report_failed", "id": "0123456789abcdef"}));
+    assert!(text(&failed, "error").contains("unknown cluster trace `0123456789abcdef`"), "{failed}");
     drop(n3);
 }

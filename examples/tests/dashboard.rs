@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use foundation_cluster::testkit::{free_port, free_port_range};
-use support::{WAIT, hop_round_trip, request, start_node, until};
+use support::{hop_round_trip, json, request, start_node, text, until, wait, wait_n};
 
 /// A GET over HTTP/1.1 (no client crate needed): (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -30,10 +30,10 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_goes_down() {
     let base = free_port_range(3);
     let web = format!("127.0.0.1:{}", free_port());
     let n1 = start_node("n1", base, &[], &["--dashboard", &web, "--trace-rate", "1.0"]);
-    n1.wait_for(&format!("dashboard on http://{web}/"), WAIT).unwrap_or_else(|e| panic!("{e}"));
+    wait(&n1, json!({"event": "dashboard_serving", "url": format!("http://{web}/")}));
     let _n2 = start_node("n2", base + 1, &[base], &[]);
     let mut n3 = start_node("n3", base + 2, &[base], &[]);
-    n1.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    wait_n(&n1, json!({"event": "member_up"}), 2);
 
     let (status, page) = get(&web, "/");
     assert_eq!(status, 200);
@@ -109,7 +109,8 @@ fn off_loopback_the_dashboard_needs_a_token_and_checks_it() {
         &[],
         &["--dashboard", &format!("0.0.0.0:{web_port}"), "--dashboard-token", "s3cret"],
     );
-    node.wait_for("dashboard on http://", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let serving = wait(&node, json!({"event": "dashboard_serving"}));
+    assert!(text(&serving, "url").starts_with("http://"), "{serving}");
     let web = format!("127.0.0.1:{web_port}");
     assert_eq!(get(&web, "/api/cluster").0, 401);
     assert_eq!(get(&web, "/api/cluster?token=wrong").0, 401);
@@ -134,7 +135,7 @@ fn the_dashboard_follows_an_optimization_run_from_the_telemetry_channel() {
         &state_arg,
     ];
     let node = start_node("opt", free_port(), &[], &args);
-    node.wait_for("optimization finished", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    wait(&node, json!({"event": "optimization_finished"}));
     until(
         || {
             let (_, body) = get(&web, "/api/runs");
@@ -153,7 +154,7 @@ fn cluster_traces_start_and_stop_from_the_dashboard_and_download_as_chrome_json(
     // No sampling of their own: only a cluster trace makes the nodes record.
     let mut n1 = start_node("n1", base, &[], &["--dashboard", &web, "--trace-rate", "0"]);
     let _n2 = start_node("n2", base + 1, &[base], &["--trace-rate", "0"]);
-    n1.wait_for_count("member up", 1, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    wait(&n1, json!({"event": "member_up"}));
 
     // Bad input is refused with a reason, and starts nothing.
     let (status, body) = request(&web, "POST", "/api/sessions", "{rate: 1");

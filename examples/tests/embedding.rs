@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use foundation_cluster::testkit::{NodeProcess, free_port};
-use support::{WAIT, request, start_node, until};
+use support::{WAIT, json, request, seen, start_node, until, wait};
 
 fn example_binary(name: &str) -> std::path::PathBuf {
     // Test binaries live in target/<profile>/deps; examples in target/<profile>/examples.
@@ -37,7 +37,7 @@ fn an_embedded_node_serves_then_drains_and_leaves_gracefully_on_sigterm() {
     let mut svc = NodeProcess::spawn("svc", example_binary("embedded_service"), &args)
         .unwrap_or_else(|e| panic!("{e} (build it: cargo build -p foundation-examples --examples)"));
     svc.wait_for("serving on", WAIT).unwrap();
-    peer.wait_for("member up: svc", WAIT).unwrap();
+    wait(&peer, json!({"event": "member_up", "name": "svc"}));
 
     let (status, body) = request(&http, "POST", "/summarize", "one two three four five six seven");
     assert_eq!(status, 200, "{body}");
@@ -73,7 +73,10 @@ fn an_embedded_node_serves_then_drains_and_leaves_gracefully_on_sigterm() {
     {
         assert!(out.contains(step), "missing `{step}`:\n{out}");
     }
-    peer.wait_for("member left: svc", WAIT).unwrap();
+    wait(&peer, json!({"event": "member_left", "name": "svc"}));
     let peer_out = peer.output().join("\n");
-    assert!(!peer_out.contains("member down: svc"), "the peer saw a failure, not a leave:\n{peer_out}");
+    assert!(
+        seen(&peer, json!({"event": "member_down", "name": "svc"})).is_empty(),
+        "the peer saw a failure, not a leave:\n{peer_out}"
+    );
 }

@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::budget_load::{Load, run};
+use support::{json, seen, wait_n};
 
 #[test]
 fn three_nodes_share_one_budget_without_a_single_429_and_count_what_the_server_counts() {
@@ -34,11 +35,11 @@ fn three_nodes_share_one_budget_without_a_single_429_and_count_what_the_server_c
 
 /// This node's share of the budget, as it prints it now.
 fn share(node: &mut foundation_cluster::testkit::NodeProcess) -> f64 {
-    let before = node.output().iter().filter(|l| l.starts_with("budget share")).count();
+    let before = seen(node, json!({"event": "budget"})).len();
     node.send_line("budget").unwrap();
-    let lines =
-        node.wait_for_count("budget share", before + 1, support::WAIT).unwrap_or_else(|e| panic!("{e}"));
-    lines.last().unwrap().trim_start_matches("budget share ").trim().parse().unwrap()
+    let shares = wait_n(node, json!({"event": "budget"}), before + 1);
+    let last = shares.last().unwrap();
+    last["share"].as_f64().unwrap_or_else(|| panic!("no share in {last}"))
 }
 
 #[test]
@@ -50,7 +51,7 @@ fn an_idle_budget_is_split_evenly_and_a_killed_nodes_share_comes_back_after_its_
     let mut n2 = support::start_node("n2", base + 1, &[base], &args);
     let mut n3 = support::start_node("n3", base + 2, &[base], &args);
     for n in [&n1, &n2, &n3] {
-        n.wait_for_count("member up", 2, support::WAIT).unwrap_or_else(|e| panic!("{e}"));
+        wait_n(n, json!({"event": "member_up"}), 2);
     }
     let third = |s: f64| (s - 1.0 / 3.0).abs() < 0.01;
     support::until(

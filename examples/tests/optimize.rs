@@ -10,7 +10,7 @@ use dspex_optimizer::distributed::RunSpec;
 use dspex_optimizer::optimizers::SearchReport;
 use foundation_actors::providers::{LanguageModel, SimulatedConfig, SimulatedModel};
 use foundation_cluster::testkit::{NodeProcess, free_port_range};
-use support::{WAIT, start_node};
+use support::{json, number, seen, start_node, wait};
 
 const SEED: u64 = 7;
 const CANDIDATES: usize = 5;
@@ -59,19 +59,17 @@ fn cluster(run: &str, state: &std::path::Path) -> Vec<NodeProcess> {
         .collect()
 }
 
-fn evaluations_done(node: &NodeProcess) -> usize {
-    node.output()
-        .iter()
-        .filter_map(|l| l.strip_prefix("optimization progress "))
-        .filter_map(|l| l.split('/').next()?.parse().ok())
-        .max()
-        .unwrap_or(0)
+fn evaluations_done(node: &NodeProcess) -> u64 {
+    seen(node, json!({"event": "optimization_progress"})).iter().map(|e| number(e, "done")).max().unwrap_or(0)
+}
+
+fn finished(node: &NodeProcess) -> bool {
+    !seen(node, json!({"event": "optimization_finished"})).is_empty()
 }
 
 fn result(node: &NodeProcess) -> serde_json::Value {
-    let line =
-        node.wait_for("optimization finished", Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_str(line.split_once("optimization finished ").unwrap().1).unwrap()
+    node.wait_for_event(&json!({"event": "optimization_finished"}), Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn assert_same_as_single_node(result: &serde_json::Value, local: &SearchReport) {
@@ -97,9 +95,7 @@ fn three_nodes_find_the_same_best_program_as_one() {
         serde_json::from_value(result["tasks_by_node"].clone()).unwrap();
     assert_eq!(by_node.len(), 3, "{by_node:?}");
     // Progress went out on the telemetry channel to every node, from the coordinator's node.
-    nodes[2]
-        .wait_for("telemetry optimization_progress from fault-free", WAIT)
-        .unwrap_or_else(|e| panic!("{e}"));
+    wait(&nodes[2], json!({"event": "telemetry", "kind": "optimization_progress", "source": "fault-free"}));
 }
 
 #[test]
@@ -109,7 +105,7 @@ fn killing_the_coordinators_node_mid_run_loses_and_doubles_nothing() {
     let mut nodes = cluster("coordinator-killed", state.path());
     // n1 (the lowest name) holds the coordinator: kill it once a fifth of the work is done.
     support::until(|| evaluations_done(&nodes[1]) >= 160, || format!("progress: {:?}", nodes[1].output()));
-    assert!(!nodes[1].output().iter().any(|l| l.contains("optimization finished")), "killed mid-run");
+    assert!(!finished(&nodes[1]), "killed mid-run");
     nodes[0].kill();
     // The coordinator restarts on n2 from the persisted state; n1's leases are redone.
     let result = result(&nodes[1]);
@@ -125,7 +121,7 @@ fn killing_a_worker_node_mid_run_returns_its_leases() {
     let state = tempfile::tempdir().unwrap();
     let mut nodes = cluster("worker-killed", state.path());
     support::until(|| evaluations_done(&nodes[0]) >= 160, || format!("progress: {:?}", nodes[0].output()));
-    assert!(!nodes[0].output().iter().any(|l| l.contains("optimization finished")), "killed mid-run");
+    assert!(!finished(&nodes[0]), "killed mid-run");
     nodes[2].kill();
     let result = result(&nodes[0]);
     assert_same_as_single_node(&result, &local);
@@ -155,10 +151,10 @@ fn a_stopped_run_resumes_from_its_persisted_state_when_started_again() {
     let mut node = start_node("solo", port, &[], &args);
     support::until(|| evaluations_done(&node) >= 100, || format!("progress: {:?}", node.output()));
     node.send_line("stop-run").unwrap();
-    node.wait_for("run stopped", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    wait(&node, json!({"event": "run_stopped"}));
     // Stopped: nothing more is handed out, and no result comes.
     std::thread::sleep(Duration::from_millis(1_500));
-    assert!(!node.output().iter().any(|l| l.contains("optimization finished")));
+    assert!(!finished(&node));
     node.kill();
     // Started again on the same state: it picks up where it stopped and ends with the same result.
     let node = start_node("solo", port, &[], &args);

@@ -12,10 +12,37 @@ use foundation_cluster::testkit::{NodeProcess, free_port};
 
 mod support;
 
-use support::{WAIT, number_after, start_node, until};
+use support::{Value, WAIT, json, number, seen, start_node, text, until, wait, wait_n};
 
-fn printed(node: &NodeProcess, pattern: &str) -> bool {
-    node.output().iter().any(|l| l.contains(pattern))
+/// Whether the node printed an event holding every field of `pattern`.
+fn printed(node: &NodeProcess, pattern: Value) -> bool {
+    !seen(node, pattern).is_empty()
+}
+
+/// `singleton_started` of `boss`, the singleton these tests declare.
+fn boss_started() -> Value {
+    json!({"event": "singleton_started", "name": "boss"})
+}
+
+/// `singleton_stopped` of `boss`.
+fn boss_stopped() -> Value {
+    json!({"event": "singleton_stopped", "name": "boss"})
+}
+
+/// Whether the node printed anything about a singleton (started or stopped).
+fn printed_singleton(node: &NodeProcess) -> bool {
+    let singleton = |e: &Value| e["event"].as_str().is_some_and(|k| k.starts_with("singleton_"));
+    seen(node, json!({})).iter().any(singleton)
+}
+
+/// `member_up` of `name`.
+fn up(name: &str) -> Value {
+    json!({"event": "member_up", "name": name})
+}
+
+/// `member_down` of `name`.
+fn down(name: &str) -> Value {
+    json!({"event": "member_down", "name": name})
 }
 
 /// A fresh file for singleton histories, in this test's own directory.
@@ -81,35 +108,38 @@ fn a_restarted_seedless_node_is_never_granted_a_held_lock() {
     let mut n2 = start_node("n2", ports[1], &[ports[0]], &coord);
     let n3 = start_node("n3", ports[2], &[ports[0]], &coord);
     for n in [&n1, &n2, &n3] {
-        n.wait_for("coordination ready", WAIT).unwrap();
+        wait(n, json!({"event": "coordination_ready"}));
     }
-    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n2, up("n3"));
+    let lock_acquired = json!({"event": "lock_acquired", "name": "L"});
+    let leader = json!({"event": "leader", "election": "E"});
     n2.send_line("lock L 30000").unwrap();
-    let held = number_after(&n2.wait_for("lock L acquired", WAIT).unwrap(), "token");
+    let held = number(&wait(&n2, lock_acquired.clone()), "token");
     n2.send_line("elect E").unwrap();
-    let term = number_after(&n2.wait_for("leader E term", WAIT).unwrap(), "term");
+    let term = number(&wait(&n2, leader.clone()), "term");
 
     n1.kill();
-    n2.wait_for("member down: n1", WAIT).unwrap();
+    wait(&n2, down("n1"));
     let mut n1 = start_node("n1", ports[0], &[], &coord);
-    let state = n1.wait_for("state in ", WAIT).unwrap();
-    assert!(state.contains("remembers n2, n3"), "{state}");
+    let state = wait(&n1, json!({"event": "state"}));
+    assert_eq!(state["remembers"], json!(["n2", "n3"]), "{state}");
     // At once, as the user did: it must not be granted the lock n2 holds.
     n1.send_line("lock L 30000 3000").unwrap();
-    let refused = n1.wait_for("lock L failed", WAIT).unwrap();
-    assert!(!printed(&n1, "lock L acquired"), "{:?}", n1.output());
-    assert!(refused.contains("held by n2") || refused.contains("no majority"), "{refused}");
+    let refused = wait(&n1, json!({"event": "lock_failed", "name": "L"}));
+    assert!(!printed(&n1, lock_acquired.clone()), "{:?}", n1.output());
+    let error = text(&refused, "error");
+    assert!(error.contains("held by n2") || error.contains("no majority"), "{refused}");
     n1.send_line("elect E").unwrap();
 
     // Released by n2, it goes to n1 with a larger token; the election's next term is larger.
     n1.send_line("lock L 30000").unwrap();
     n2.send_line("unlock L").unwrap();
-    let next = number_after(&n1.wait_for("lock L acquired", WAIT).unwrap(), "token");
+    let next = number(&wait(&n1, lock_acquired), "token");
     assert!(next > held, "token {next} after a restart is not above {held}");
     n2.send_line("resign E").unwrap();
-    let next_term = number_after(&n1.wait_for("leader E term", WAIT).unwrap(), "term");
+    let next_term = number(&wait(&n1, leader.clone()), "term");
     assert!(next_term > term, "term {next_term} is not above {term}");
-    assert!(!printed(&n3, "leader E"), "n3 never stood");
+    assert!(!printed(&n3, leader), "n3 never stood");
 }
 
 /// A node that did not declare the singleton is never placed, however low its name: `a` has
@@ -121,23 +151,23 @@ fn a_singleton_runs_only_on_the_nodes_that_declared_it() {
     let single = ["--singleton", "boss", "--cookie", "placing"];
     let a = start_node("a", ports[0], &[], &["--cookie", "placing"]);
     let b = start_node("b", ports[1], &[ports[0]], &single);
-    b.wait_for("singleton boss started here", WAIT).unwrap();
+    wait(&b, boss_started());
     let c = start_node("c", ports[2], &[ports[0]], &single);
-    c.wait_for("member up: b ", WAIT).unwrap();
+    wait(&c, up("b"));
     // A lower-named candidate joining later: the running copy stays where it is.
     let a0 = start_node("a0", ports[3], &[ports[0]], &single);
-    a0.wait_for("member up: c ", WAIT).unwrap();
+    wait(&a0, up("c"));
     std::thread::sleep(std::time::Duration::from_secs(2)); // a window for a wrong start to show
     for n in [&a, &c, &a0] {
-        assert!(!printed(n, "singleton boss started here"), "{}: {:?}", n.name(), n.output());
+        assert!(!printed(n, boss_started()), "{}: {:?}", n.name(), n.output());
     }
-    assert!(!printed(&a, "singleton"), "a never declared it: {:?}", a.output());
+    assert!(!printed_singleton(&a), "a never declared it: {:?}", a.output());
 
     // b goes (SIGTERM: a planned departure, its lease given back): the lowest candidate up, a0.
     let mut b = b;
     assert!(b.terminate(WAIT));
-    a0.wait_for("singleton boss started here", WAIT).unwrap();
-    assert!(!printed(&c, "singleton boss started here"));
+    wait(&a0, boss_started());
+    assert!(!printed(&c, boss_started()));
 }
 
 /// With one declaring node among three, the singleton runs there (and nowhere else), even
@@ -148,9 +178,9 @@ fn one_declaring_node_of_three_runs_the_singleton() {
     let a = start_node("a", ports[0], &[], &["--cookie", "one"]);
     let b = start_node("b", ports[1], &[ports[0]], &["--cookie", "one"]);
     let c = start_node("c", ports[2], &[ports[0]], &["--singleton", "boss", "--cookie", "one"]);
-    c.wait_for("singleton boss started here", WAIT).unwrap();
+    wait(&c, boss_started());
     for n in [&a, &b] {
-        assert!(!printed(n, "singleton"), "{}: {:?}", n.name(), n.output());
+        assert!(!printed_singleton(n), "{}: {:?}", n.name(), n.output());
     }
 }
 
@@ -166,23 +196,23 @@ fn a_frozen_holder_and_its_successor_are_never_active_at_once() {
     let n1 = start_node("n1", ports[0], &[], &args);
     let n2 = start_node("n2", ports[1], &[ports[0]], &args);
     let n3 = start_node("n3", ports[2], &[ports[0]], &args);
-    n1.wait_for("singleton boss started here", WAIT).unwrap();
-    n2.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n1, boss_started());
+    wait(&n2, up("n3"));
     until(|| active_nodes(&log) == ["n1"], || format!("n1's copy never acted: {:?}", active_nodes(&log)));
 
     n1.freeze();
     until(
-        || printed(&n2, "singleton boss started here") || printed(&n3, "singleton boss started here"),
+        || printed(&n2, boss_started()) || printed(&n3, boss_started()),
         || "no survivor took the singleton over".into(),
     );
-    let successor = if printed(&n2, "singleton boss started here") { &n2 } else { &n3 };
+    let successor = if printed(&n2, boss_started()) { &n2 } else { &n3 };
     until(
         || active_nodes(&log).contains(&successor.name().to_string()),
         || format!("{}'s copy never acted", successor.name()),
     );
     // Thawed: its lease is long over; it must stop without acting once more.
     n1.thaw();
-    n1.wait_for("singleton boss stopped here", WAIT).unwrap();
+    wait(&n1, boss_stopped());
     std::thread::sleep(std::time::Duration::from_millis(500)); // let a wrong `active` line show
     assert_no_overlap(&log);
 }
@@ -198,18 +228,18 @@ fn a_holder_cut_off_stops_before_the_majority_starts_another_copy() {
     let mut n1 = start_node("n1", ports[0], &[], &args);
     let mut n2 = start_node("n2", ports[1], &[ports[0]], &args);
     let mut n3 = start_node("n3", ports[2], &[ports[0]], &args);
-    n1.wait_for("singleton boss started here", WAIT).unwrap();
-    n2.wait_for("member up: n3 ", WAIT).unwrap();
-    n3.wait_for("member up: n2 ", WAIT).unwrap();
+    wait(&n1, boss_started());
+    wait(&n2, up("n3"));
+    wait(&n3, up("n2"));
     until(|| active_nodes(&log) == ["n1"], || "n1's copy never acted".into());
 
     n1.send_line("partition n2,n3").unwrap();
     n2.send_line("partition n1").unwrap();
     n3.send_line("partition n1").unwrap();
-    let stopped = n1.wait_for("singleton boss stopped here", WAIT).unwrap();
-    assert!(stopped.contains("lease"), "{stopped}");
+    let stopped = wait(&n1, boss_stopped());
+    assert!(text(&stopped, "reason").contains("lease"), "{stopped}");
     until(
-        || printed(&n2, "singleton boss started here") || printed(&n3, "singleton boss started here"),
+        || printed(&n2, boss_started()) || printed(&n3, boss_started()),
         || "the majority side never started the singleton".into(),
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -219,14 +249,14 @@ fn a_holder_cut_off_stops_before_the_majority_starts_another_copy() {
     for n in [&mut n1, &mut n2, &mut n3] {
         n.send_line("heal").unwrap();
     }
-    n1.wait_for_count("member up: n2 ", 2, WAIT).unwrap();
+    wait_n(&n1, up("n2"), 2);
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_no_overlap(&log);
 }
 
-/// Starts `foundation node --cluster` (no name, no address) on discovery port `gossip`.
+/// Starts `foundation node --json --cluster` (no name, no address) on discovery port `gossip`.
 fn zero_config(gossip: u16, extra: &[&str]) -> NodeProcess {
-    let mut args = vec!["node", "--cluster", "--cookie", "zero"];
+    let mut args = vec!["node", "--json", "--cluster", "--cookie", "zero"];
     args.extend_from_slice(extra);
     let process = NodeProcess::spawn_with_env(
         "zero-config",
@@ -239,14 +269,14 @@ fn zero_config(gossip: u16, extra: &[&str]) -> NodeProcess {
         ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    process.wait_for(" listening on 127.0.0.1:", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let listening = wait(&process, json!({"event": "listening"}));
+    assert!(text(&listening, "addr").starts_with("127.0.0.1:"), "{listening}");
     process
 }
 
-/// `node NAME listening on ADDR` → NAME.
+/// The name in the node's `listening` event.
 fn name_of(node: &NodeProcess) -> String {
-    let line = node.wait_for(" listening on ", WAIT).unwrap();
-    line.split_whitespace().nth(1).unwrap().to_string()
+    text(&wait(node, json!({"event": "listening"})), "node").to_string()
 }
 
 /// Three zero-config nodes, each killed and restarted in turn (three crash-restarts): each
@@ -265,7 +295,7 @@ fn zero_config_nodes_keep_their_names_across_crash_restarts() {
     assert_eq!(sorted.len(), 3, "three nodes, three names: {names:?}");
     for n in &nodes {
         for other in names.iter().filter(|o| **o != name_of(n)) {
-            n.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+            wait(n, up(other));
         }
     }
     for round in 0..3 {
@@ -274,16 +304,15 @@ fn zero_config_nodes_keep_their_names_across_crash_restarts() {
         assert_eq!(name_of(&restarted), names[round], "restart {round} took another name");
         nodes[round] = restarted;
         for other in names.iter().filter(|o| **o != names[round]) {
-            nodes[round].wait_for(&format!("member up: {other} "), WAIT).unwrap();
+            wait(&nodes[round], up(other));
         }
     }
     // Three members, all up: a majority, so exactly one node runs the singleton.
     let holds = |n: &NodeProcess| {
-        n.output()
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("singleton boss "))
-            .is_some_and(|l| l.ends_with("started here"))
+        let last = seen(n, json!({})).into_iter().rev().find(|e| {
+            e["name"] == "boss" && (e["event"] == "singleton_started" || e["event"] == "singleton_stopped")
+        });
+        last.is_some_and(|e| e["event"] == "singleton_started")
     };
     until(
         || nodes.iter().filter(|n| holds(n)).count() == 1,
@@ -303,12 +332,12 @@ fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
     let n1 = start_node("n1", ports[0], &[ports[1], ports[2]], &args);
     let mut n2 = start_node("n2", ports[1], &[ports[0]], &args);
     let mut n3 = start_node("n3", ports[2], &[ports[0]], &args);
-    n1.wait_for("singleton boss started here", WAIT).unwrap();
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n1, boss_started());
+    wait(&n1, up("n3"));
     n2.kill();
     n3.kill();
-    let stopped = n1.wait_for("singleton boss stopped here", WAIT).unwrap();
-    assert!(stopped.contains("lease"), "{stopped}");
+    let stopped = wait(&n1, boss_stopped());
+    assert!(text(&stopped, "reason").contains("lease"), "{stopped}");
 
     // A node that is up cannot be removed.
     let remove = |node: &str| {
@@ -327,15 +356,14 @@ fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
     for node in ["n2", "n3"] {
         let out = remove(node);
         assert!(out.status.success(), "{out:?}");
-        n1.wait_for(&format!("member removed: {node}"), WAIT).unwrap();
+        wait(&n1, json!({"event": "member_removed", "name": node}));
     }
-    n1.wait_for_count("singleton boss started here", 2, WAIT).unwrap();
+    wait_n(&n1, boss_started(), 2);
     // n1's state directory forgot them too.
-    let state = n1.output().into_iter().find(|l| l.starts_with("state in ")).unwrap();
-    let dir = state.trim_start_matches("state in ").to_string();
-    let members = std::fs::read_to_string(Path::new(&dir).join("members.json")).unwrap();
-    let members: serde_json::Value = serde_json::from_str(&members).unwrap();
-    assert_eq!(members["members"], serde_json::json!({}), "removed members still remembered: {members}");
+    let state = wait(&n1, json!({"event": "state"}));
+    let members = std::fs::read_to_string(Path::new(text(&state, "dir")).join("members.json")).unwrap();
+    let members: Value = serde_json::from_str(&members).unwrap();
+    assert_eq!(members["members"], json!({}), "removed members still remembered: {members}");
     let removed: Vec<&String> = members["removed"].as_object().unwrap().keys().collect();
     assert_eq!(removed, ["n2", "n3"], "{members}");
     // With their addresses, so that a seed there would no longer count as a node still joining.
@@ -343,29 +371,31 @@ fn removed_nodes_no_longer_count_and_a_new_start_joins_again() {
 
     // A new start of n3 joins as usual (it started after the removal).
     let n3 = start_node("n3", ports[2], &[ports[0]], &args);
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
-    n3.wait_for("member up: n1 ", WAIT).unwrap();
+    wait(&n1, up("n3"));
+    wait(&n3, up("n1"));
     std::thread::sleep(std::time::Duration::from_millis(1500)); // a window for a refusal to show
-    let last = n1.output().into_iter().rev().find(|l| l.contains(": n3"));
-    assert!(last.as_deref().is_some_and(|l| l.starts_with("member up: n3 ")), "{:?}", n1.output());
+    // The last membership event about n3 (up, unreachable, down, left, removed).
+    let last = seen(&n1, json!({"name": "n3"})).pop();
+    assert!(last.is_some_and(|e| e["event"] == "member_up"), "{:?}", n1.output());
 
     // A break after the rejoin (n3 frozen until n1 marks it down) does not remove it again:
     // the removal covers only processes started before it.
-    let count = |pattern: &str| n1.output().iter().filter(|l| l.contains(pattern)).count();
-    let (downs, ups) = (count("member down: n3"), count("member up: n3 "));
+    let count = |pattern: Value| seen(&n1, pattern).len();
+    let (downs, ups) = (count(down("n3")), count(up("n3")));
     n3.freeze();
-    n1.wait_for_count("member down: n3", downs + 1, WAIT).unwrap();
+    wait_n(&n1, down("n3"), downs + 1);
     n3.thaw();
-    n1.wait_for_count("member up: n3 ", ups + 1, WAIT).unwrap();
-    assert_eq!(count("member removed: n3"), 1, "removed again after the break: {:?}", n1.output());
+    wait_n(&n1, up("n3"), ups + 1);
+    let removed = json!({"event": "member_removed", "name": "n3"});
+    assert_eq!(count(removed), 1, "removed again after the break: {:?}", n1.output());
 
     // n1 restarted remembers n3 (and not n2), so it is not a cluster of one.
     let mut n1 = n1;
     n1.kill();
     let n1 = start_node("n1", ports[0], &[ports[1], ports[2]], &args);
-    let state = n1.wait_for("state in ", WAIT).unwrap();
-    assert!(state.ends_with("(remembers n3)"), "{state}");
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    let state = wait(&n1, json!({"event": "state"}));
+    assert_eq!(state["remembers"], json!(["n3"]), "{state}");
+    wait(&n1, up("n3"));
     drop(n3);
 }
 
@@ -378,9 +408,9 @@ fn a_removed_process_that_comes_back_is_refused_until_it_restarts() {
     let n1 = start_node("n1", ports[0], &[], &args);
     let _n2 = start_node("n2", ports[1], &[ports[0]], &args);
     let mut n3 = start_node("n3", ports[2], &[ports[0]], &args);
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n1, up("n3"));
     n3.freeze();
-    n1.wait_for("member down: n3", WAIT).unwrap();
+    wait(&n1, down("n3"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
         .args([
             "cluster",
@@ -396,19 +426,21 @@ fn a_removed_process_that_comes_back_is_refused_until_it_restarts() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    n1.wait_for("member removed: n3", WAIT).unwrap();
+    wait(&n1, json!({"event": "member_removed", "name": "n3"}));
     n3.thaw();
     // It redials; give it a few rounds in which a wrong admission would show.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let after: Vec<String> =
-        n1.output().into_iter().skip_while(|l| !l.starts_with("member removed: n3")).collect();
+    let after: Vec<Value> = seen(&n1, json!({}))
+        .into_iter()
+        .skip_while(|e| !(e["event"] == "member_removed" && e["name"] == "n3"))
+        .collect();
     assert!(
-        !after.iter().any(|l| l.starts_with("member up: n3")),
+        !after.iter().any(|e| e["event"] == "member_up" && e["name"] == "n3"),
         "the removed process counted again: {after:?}"
     );
     n3.kill();
     let _n3 = start_node("n3", ports[2], &[ports[0]], &args);
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n1, up("n3"));
 }
 
 /// A peer that sends a leave notice in another node's name is not believed: when that node is
@@ -419,13 +451,14 @@ fn a_leave_notice_in_another_nodes_name_is_not_believed() {
     let n1 = start_node("n1", ports[0], &[], &["--cookie", "liar"]);
     let mut n2 = start_node("n2", ports[1], &[ports[0]], &["--cookie", "liar"]);
     let mut n3 = start_node("n3", ports[2], &[ports[0]], &["--cookie", "liar"]);
-    n2.wait_for("member up: n3 ", WAIT).unwrap();
-    n1.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n2, up("n3"));
+    wait(&n1, up("n3"));
     n2.send_line("forge-leaving n3").unwrap();
-    let told = n2.wait_for("forged a leave notice for n3", WAIT).unwrap();
-    assert!(!told.contains("to 0 node"), "{told}");
+    let forged = wait(&n2, json!({"event": "forged_leaving", "node": "n3"}));
+    assert!(number(&forged, "told") > 0, "{forged}");
     n3.kill();
-    until(|| printed(&n1, "member down: n3") || printed(&n1, "member left: n3"), || "n3 never went".into());
-    assert!(printed(&n1, "member down: n3"), "{:?}", n1.output());
-    assert!(!printed(&n1, "member left: n3"), "a forged notice was believed: {:?}", n1.output());
+    let left = json!({"event": "member_left", "name": "n3"});
+    until(|| printed(&n1, down("n3")) || printed(&n1, left.clone()), || "n3 never went".into());
+    assert!(printed(&n1, down("n3")), "{:?}", n1.output());
+    assert!(!printed(&n1, left), "a forged notice was believed: {:?}", n1.output());
 }

@@ -7,55 +7,54 @@ use foundation_cluster::testkit::{NodeProcess, free_port};
 
 mod support;
 
-use support::{WAIT, start_node, until};
+use support::{Value, WAIT, json, seen, start_node, text, until};
 
 fn node(name: &str, port: u16, seeds: &[u16]) -> NodeProcess {
     start_node(name, port, seeds, &["--cookie", "cache", "--shared-cache", "answers"])
 }
 
-/// Sends `command` and returns the next line that `matches` (the node answers each command
-/// with one line).
-fn ask(node: &mut NodeProcess, command: &str, matches: impl Fn(&str) -> bool) -> String {
-    let count = |n: &NodeProcess| n.output().iter().filter(|l| matches(l)).count();
-    let before = count(node);
+/// Sends `command` and returns the next event about `key` of one of these `kinds` (the node
+/// answers each command with one event).
+fn ask(node: &mut NodeProcess, command: &str, key: &str, kinds: &[&str]) -> Value {
+    let answers = |n: &NodeProcess| -> Vec<Value> {
+        seen(n, json!({"key": key})).into_iter().filter(|e| kinds.iter().any(|k| e["event"] == *k)).collect()
+    };
+    let before = answers(node).len();
     node.send_line(command).unwrap();
     until(
-        || count(node) > before,
+        || answers(node).len() > before,
         || format!("{} never answered `{command}`: {:#?}", node.name(), node.output()),
     );
-    node.output().into_iter().filter(|l| matches(l)).nth(before).unwrap()
+    answers(node).swap_remove(before)
 }
 
-fn get(node: &mut NodeProcess, key: &str) -> String {
-    let (hit, other) = (format!("cache {key} ="), format!("cache {key}:"));
-    ask(node, &format!("cache-get {key}"), |l| l.starts_with(&hit) || l.starts_with(&other))
+fn get(node: &mut NodeProcess, key: &str) -> Value {
+    ask(node, &format!("cache-get {key}"), key, &["cache_hit", "cache_miss"])
 }
 
-fn put(node: &mut NodeProcess, key: &str, value: &str) -> String {
-    let (ok, failed) = (format!("cache-put {key}:"), format!("cache-put {key} failed"));
-    ask(node, &format!("cache-put {key} {value}"), |l| l.starts_with(&ok) || l.starts_with(&failed))
+fn put(node: &mut NodeProcess, key: &str, value: &str) -> Value {
+    ask(node, &format!("cache-put {key} {value}"), key, &["cache_stored", "cache_put_failed"])
 }
 
 /// (owner of `key`, nodes the cache is spread over) as `node` sees them.
-fn owner(node: &mut NodeProcess, key: &str) -> (String, String) {
-    let prefix = format!("cache-owner {key}: ");
-    let line = ask(node, &format!("cache-owner {key}"), |l| l.starts_with(&prefix));
-    let rest = line.strip_prefix(&prefix).unwrap();
-    let (owner, nodes) = rest.split_once(" (nodes ").unwrap();
-    (owner.to_string(), nodes.trim_end_matches(')').to_string())
+fn owner(node: &mut NodeProcess, key: &str) -> (String, Vec<String>) {
+    let answer = ask(node, &format!("cache-owner {key}"), key, &["cache_owner"]);
+    let nodes = answer["nodes"].as_array().unwrap_or_else(|| panic!("no nodes in {answer}"));
+    let nodes = nodes.iter().map(|n| n.as_str().unwrap_or_else(|| panic!("{answer}")).to_string()).collect();
+    (text(&answer, "owner").to_string(), nodes)
 }
 
 /// Waits until `node` sees the cache spread over exactly `nodes`.
-fn until_spread_over(node: &mut NodeProcess, nodes: &str) {
+fn until_spread_over(node: &mut NodeProcess, nodes: &[&str]) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let (_, seen) = owner(node, "probe");
-        if seen == nodes {
+        let (_, spread) = owner(node, "probe");
+        if spread == nodes {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{} sees the cache on {seen}, not {nodes}",
+            "{} sees the cache on {spread:?}, not {nodes:?}",
             node.name()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -69,7 +68,7 @@ fn keys_have_one_owner_everywhere_values_cross_nodes_and_a_lost_owner_is_a_miss(
     let mut n2 = node("n2", ports[1], &[ports[0]]);
     let mut n3 = node("n3", ports[2], &[ports[0]]);
     for n in [&mut n1, &mut n2, &mut n3] {
-        until_spread_over(n, "n1,n2,n3");
+        until_spread_over(n, &["n1", "n2", "n3"]);
     }
 
     // Every node names the same owner for every key, and the keys spread over the nodes.
@@ -88,29 +87,38 @@ fn keys_have_one_owner_everywhere_values_cross_nodes_and_a_lost_owner_is_a_miss(
     for (key, owner) in keys.iter().zip(&owners) {
         assert_eq!(
             put(&mut n1, key, &format!("value of {key}")),
-            format!("cache-put {key}: stored on {owner}")
+            json!({"event": "cache_stored", "key": key, "owner": owner})
         );
     }
     for (key, owner) in keys.iter().zip(&owners) {
-        assert_eq!(get(&mut n3, key), format!("cache {key} = value of {key} (owner {owner})"));
+        assert_eq!(
+            get(&mut n3, key),
+            json!({"event": "cache_hit", "key": key, "value": format!("value of {key}"), "owner": owner})
+        );
     }
+    let (first, its_owner) = (&keys[0], &owners[0]);
     assert_eq!(
-        get(&mut n2, &keys[0]),
-        format!("cache {} = value of {} (owner {})", keys[0], keys[0], owners[0])
+        get(&mut n2, first),
+        json!({"event": "cache_hit", "key": first, "value": format!("value of {first}"), "owner": its_owner})
     );
     assert_eq!(
         get(&mut n3, "never-stored"),
-        format!("cache never-stored: miss (owner {})", owner(&mut n3, "never-stored").0)
+        json!({
+            "event": "cache_miss",
+            "key": "never-stored",
+            "owner": owner(&mut n3, "never-stored").0,
+            "error": null
+        })
     );
 
     // Kill n2, the owner of some keys: a get of one of them is a miss (its entries died with
     // it, and while it is not yet known to be gone the call times out), never a hang or a crash.
     let lost = keys.iter().zip(&owners).find(|(_, o)| *o == "n2").map(|(k, _)| k.clone()).unwrap();
     n2.kill();
-    let line = get(&mut n1, &lost);
-    assert!(line.starts_with(&format!("cache {lost}: miss")), "{line}");
+    let answer = get(&mut n1, &lost);
+    assert_eq!(answer["event"], "cache_miss", "{answer}");
     for n in [&mut n1, &mut n3] {
-        until_spread_over(n, "n1,n3");
+        until_spread_over(n, &["n1", "n3"]);
     }
     assert!(n1.is_running() && n3.is_running());
 
@@ -118,9 +126,18 @@ fn keys_have_one_owner_everywhere_values_cross_nodes_and_a_lost_owner_is_a_miss(
     let (new_owner, _) = owner(&mut n1, &lost);
     assert_ne!(new_owner, "n2");
     assert_eq!(owner(&mut n3, &lost).0, new_owner);
-    assert_eq!(put(&mut n1, &lost, "again"), format!("cache-put {lost}: stored on {new_owner}"));
-    assert_eq!(get(&mut n3, &lost), format!("cache {lost} = again (owner {new_owner})"));
+    assert_eq!(
+        put(&mut n1, &lost, "again"),
+        json!({"event": "cache_stored", "key": lost, "owner": new_owner})
+    );
+    assert_eq!(
+        get(&mut n3, &lost),
+        json!({"event": "cache_hit", "key": lost, "value": "again", "owner": new_owner})
+    );
     // Keys of the survivors did not move and kept their values.
     let (kept, kept_owner) = keys.iter().zip(&owners).find(|(_, o)| *o != "n2").unwrap();
-    assert_eq!(get(&mut n3, kept), format!("cache {kept} = value of {kept} (owner {kept_owner})"));
+    assert_eq!(
+        get(&mut n3, kept),
+        json!({"event": "cache_hit", "key": kept, "value": format!("value of {kept}"), "owner": kept_owner})
+    );
 }

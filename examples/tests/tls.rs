@@ -7,7 +7,7 @@ use foundation_cluster::testkit::{NodeProcess, free_port};
 
 mod support;
 
-use support::{WAIT, start_node_with_env};
+use support::{json, seen, start_node_with_env, wait};
 
 fn cert(file: &str) -> String {
     format!("{}/tests/certs/{file}", env!("CARGO_MANIFEST_DIR"))
@@ -34,29 +34,31 @@ fn tls_nodes_form_a_cluster_and_outsiders_are_refused() {
     // n2 and n3 only know n1: they meet through the member lists on heartbeats, over TLS.
     for (me, others) in [(&n1, ["n2", "n3"]), (&n2, ["n1", "n3"]), (&n3, ["n1", "n2"])] {
         for other in others {
-            me.wait_for(&format!("member up: {other} "), WAIT).unwrap();
+            wait(me, json!({"event": "member_up", "name": other}));
         }
     }
 
     // A plaintext node: its connection is closed before it could authenticate.
     let plain = start_node_with_env("plain", ports[3], &[ports[0]], &[], &[]);
-    plain.wait_for(&format!("refused: 127.0.0.1:{}", ports[0]), WAIT).unwrap();
+    let seed = format!("127.0.0.1:{}", ports[0]);
+    wait(&plain, json!({"event": "refused", "peer_addr": seed}));
     // A node whose certificate another CA signed: the handshake fails.
     let rogue = tls_node("rogue", ports[4], &[ports[0]], "rogue-node");
-    rogue.wait_for(&format!("refused: 127.0.0.1:{}", ports[0]), WAIT).unwrap();
+    wait(&rogue, json!({"event": "refused", "peer_addr": seed}));
 
     // The cluster still admits its own, and never admitted the outsiders.
     let n4 = tls_node("n4", ports[5], &[ports[0]], "node");
     for me in [&n1, &n2, &n3] {
-        me.wait_for("member up: n4 ", WAIT).unwrap();
+        wait(me, json!({"event": "member_up", "name": "n4"}));
     }
-    n4.wait_for("member up: n3 ", WAIT).unwrap();
+    wait(&n4, json!({"event": "member_up", "name": "n3"}));
+    // Nothing they printed (any event, any field) names an outsider.
     for me in [&n1, &n2, &n3, &n4] {
         let lines = me.output();
         assert!(!lines.iter().any(|l| l.contains("plain") || l.contains("rogue")), "{:#?}", lines);
     }
     for outsider in [&plain, &rogue] {
-        assert!(!outsider.output().iter().any(|l| l.starts_with("member up")), "{:#?}", outsider.output());
+        assert!(seen(outsider, json!({"event": "member_up"})).is_empty(), "{:#?}", outsider.output());
     }
 }
 

@@ -5,13 +5,13 @@
 mod support;
 
 use foundation_cluster::testkit::{NodeProcess, free_port_range};
-use support::{WAIT, start_node, until};
+use support::{hop_round_trip, json, seen, start_node, wait, wait_n};
 
 fn collect(node: &mut NodeProcess, trace_id: &str) -> serde_json::Value {
-    let before = node.output().iter().filter(|l| l.starts_with("trace collected")).count();
+    let pattern = json!({"event": "trace_collected"});
+    let before = seen(node, pattern.clone()).len();
     node.send_line(&format!("trace-collect {trace_id}")).unwrap();
-    let lines = node.wait_for_count("trace collected", before + 1, WAIT).unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_str(lines.last().unwrap().trim_start_matches("trace collected ")).unwrap()
+    wait_n(node, pattern, before + 1).pop().unwrap()
 }
 
 #[test]
@@ -22,26 +22,11 @@ fn a_trace_crosses_three_nodes_and_is_collected_with_every_parent() {
     let n2 = start_node("n2", base + 1, &[base], &args);
     let n3 = start_node("n3", base + 2, &[base], &args);
     for n in [&n1, &n2, &n3] {
-        n.wait_for_count("member up", 2, WAIT).unwrap_or_else(|e| panic!("{e}"));
+        wait_n(n, json!({"event": "member_up"}), 2);
     }
-    // Hop actors become visible to every node as pg syncs: retry until a round trip completes.
-    let mut sent = 0;
-    until(
-        || {
-            if n1.output().iter().any(|l| l.starts_with("trace hop done")) {
-                return true;
-            }
-            let tries = n1.output().iter().filter(|l| l.starts_with("trace hop failed")).count();
-            if tries >= sent {
-                n1.send_line("trace-hop n2,n3,n1").unwrap();
-                sent += 1;
-            }
-            false
-        },
-        || "a hop round trip n1 → n2 → n3 → n1".to_string(),
-    );
-    let done = n1.output().into_iter().find(|l| l.starts_with("trace hop done")).unwrap();
-    let trace_id = done.trim_start_matches("trace hop done ").trim().to_string();
+    // Hop actors become visible to every node as pg syncs: retry until a round trip
+    // n1 → n2 → n3 → n1 completes.
+    let trace_id = hop_round_trip(&mut n1, "n2,n3,n1");
     assert_eq!(trace_id.len(), 32);
 
     let report = collect(&mut n1, &trace_id);
@@ -79,9 +64,8 @@ fn a_trace_crosses_three_nodes_and_is_collected_with_every_parent() {
 
     // The profiler saw the hops on every node (among everything else that runs in spans).
     n1.send_line("profile").unwrap();
-    let line = n1.wait_for("profile {", WAIT).unwrap_or_else(|e| panic!("{e}"));
-    let profile: serde_json::Value = serde_json::from_str(line.trim_start_matches("profile ")).unwrap();
-    assert_eq!(profile["nodes"], serde_json::json!(["n1", "n2", "n3"]), "{profile}");
+    let profile = wait(&n1, json!({"event": "profile"}));
+    assert_eq!(profile["nodes"], json!(["n1", "n2", "n3"]), "{profile}");
     for node in ["n1", "n2", "n3"] {
         assert!(profile["runs"][node]["hop"].as_u64() >= Some(1), "{profile}");
     }
@@ -91,7 +75,7 @@ fn a_trace_crosses_three_nodes_and_is_collected_with_every_parent() {
     n3.freeze();
     let report = collect(&mut n1, &trace_id);
     n3.thaw();
-    assert_eq!(report["timeline"]["missing_nodes"], serde_json::json!(["n3"]), "{report}");
+    assert_eq!(report["timeline"]["missing_nodes"], json!(["n3"]), "{report}");
     let nodes: Vec<&str> =
         report["timeline"]["spans"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
     assert_eq!(nodes.len(), 5, "{report}");

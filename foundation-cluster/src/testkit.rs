@@ -96,7 +96,7 @@ pub enum TestkitError {
     },
     /// The expected output did not appear.
     #[error(
-        "node `{node}` did not print {wanted} line(s) containing {pattern:?} within {waited:?}; it printed:\n{output}"
+        "node `{node}` did not print {wanted} line(s) matching {pattern:?} within {waited:?}; it printed:\n{output}"
     )]
     Timeout {
         /// The node.
@@ -214,10 +214,54 @@ impl NodeProcess {
         count: usize,
         timeout: Duration,
     ) -> Result<Vec<String>, TestkitError> {
+        self.wait_for_lines(|line| line.contains(pattern), pattern, count, timeout)
+    }
+
+    /// Waits until a printed line is a JSON object holding every field of `pattern` with the
+    /// same value (`foundation node --json` prints one such object per line, its kind under
+    /// `"event"`); returns that object. Numbers compare as JSON does: `2` does not match `2.0`.
+    pub fn wait_for_event(
+        &self,
+        pattern: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, TestkitError> {
+        self.wait_for_events(pattern, 1, timeout).map(|mut events| events.remove(0))
+    }
+
+    /// Waits until `count` printed lines match `pattern` (see
+    /// [`wait_for_event`](Self::wait_for_event)); returns them, oldest first.
+    pub fn wait_for_events(
+        &self,
+        pattern: &serde_json::Value,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<serde_json::Value>, TestkitError> {
+        let lines = self.wait_for_lines(
+            |line| event_matching(line, pattern).is_some(),
+            &pattern.to_string(),
+            count,
+            timeout,
+        )?;
+        Ok(lines.iter().filter_map(|line| event_matching(line, pattern)).collect())
+    }
+
+    /// The printed lines so far that match `pattern` (see [`wait_for_event`](Self::wait_for_event)),
+    /// as JSON; `json!({})` gives every JSON line.
+    pub fn events(&self, pattern: &serde_json::Value) -> Vec<serde_json::Value> {
+        self.output().iter().filter_map(|line| event_matching(line, pattern)).collect()
+    }
+
+    fn wait_for_lines(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        pattern: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<String>, TestkitError> {
         let deadline = Instant::now() + timeout;
         let mut lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let found: Vec<String> = lines.iter().filter(|l| l.contains(pattern)).cloned().collect();
+            let found: Vec<String> = lines.iter().filter(|l| matches(l)).cloned().collect();
             if found.len() >= count {
                 return Ok(found);
             }
@@ -279,6 +323,15 @@ impl NodeProcess {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// `line` as JSON, if it is an object holding every field of `pattern` (an object) with the
+/// same value.
+fn event_matching(line: &str, pattern: &serde_json::Value) -> Option<serde_json::Value> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    let wanted = pattern.as_object()?;
+    let fields = event.as_object()?;
+    wanted.iter().all(|(key, value)| fields.get(key) == Some(value)).then_some(event)
 }
 
 impl Drop for NodeProcess {

@@ -119,14 +119,15 @@ pub fn run(load: &Load) -> Outcome {
     }
     let mut reports = Vec::new();
     for node in &nodes {
-        let line = node.wait_for("llm load done", load.timeout.max(WAIT)).unwrap_or_else(|e| panic!("{e}"));
-        let json = line.split_once("llm load done ").unwrap().1;
-        reports.push(serde_json::from_str::<NodeReport>(json).unwrap());
+        let done = node
+            .wait_for_event(&super::json!({"event": "llm_load_done"}), load.timeout.max(WAIT))
+            .unwrap_or_else(|e| panic!("{e}"));
+        reports.push(serde_json::from_value::<NodeReport>(done).unwrap());
     }
     let first = reports.iter().map(|r| r.started_ms).min().unwrap();
     let last = reports.iter().map(|r| r.ended_ms).max().unwrap();
-    let errors: Vec<String> =
-        nodes.iter().flat_map(|n| n.output()).filter(|l| l.contains("llm load error")).collect();
+    let errors: Vec<super::Value> =
+        nodes.iter().flat_map(|n| n.events(&super::json!({"event": "llm_load_error"}))).collect();
     assert!(errors.is_empty(), "errors: {errors:?}");
     let after = server.stats();
     let during = ServerStats {

@@ -5,12 +5,14 @@
 use std::time::Duration;
 
 use foundation_cluster::testkit::NodeProcess;
+pub use serde_json::{Value, json};
 
 /// How long any one step of a multi-node test may take on a loaded machine.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Starts `foundation node --name NAME --listen 127.0.0.1:PORT [--seeds ...] EXTRA...` with logs
-/// reduced to errors (tests read the membership lines on stdout), and waits until it listens.
+/// Starts `foundation node --json --test-hooks --name NAME --listen 127.0.0.1:PORT [--seeds ...]
+/// EXTRA...` with logs reduced to errors (tests read the JSON events on stdout: see [`wait`]),
+/// and waits until it listens.
 pub fn start_node(name: &str, port: u16, seeds: &[u16], extra: &[&str]) -> NodeProcess {
     start_node_with_env(name, port, seeds, extra, &[])
 }
@@ -25,6 +27,8 @@ pub fn start_node_with_env(
 ) -> NodeProcess {
     let mut args = vec![
         "node".to_string(),
+        "--json".into(),
+        "--test-hooks".into(),
         "--name".into(),
         name.into(),
         "--listen".into(),
@@ -42,19 +46,35 @@ pub fn start_node_with_env(
         [("FOUNDATION_LOG", log_level().as_str())].into_iter().chain(env.iter().copied()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    process
-        .wait_for(&format!("node {name} listening on 127.0.0.1:{port}"), WAIT)
-        .unwrap_or_else(|e| panic!("{e}"));
+    wait(&process, json!({"event": "listening", "node": name, "addr": format!("127.0.0.1:{port}")}));
     process
 }
 
-/// The number after `word` in `line` (`... token 7`).
-pub fn number_after(line: &str, word: &str) -> u64 {
-    let rest = &line[line.find(word).unwrap_or_else(|| panic!("no `{word}` in `{line}`")) + word.len()..];
-    rest.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number in `{line}`"))
+/// Waits up to [`WAIT`] for the node to print a JSON event holding every field of `pattern`
+/// (`json!({"event": "member_up", "name": "n3"})`); returns the event. Fails the test with
+/// everything the node printed if none comes.
+pub fn wait(node: &NodeProcess, pattern: Value) -> Value {
+    node.wait_for_event(&pattern, WAIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`wait`] for `count` such events; returns them, oldest first.
+pub fn wait_n(node: &NodeProcess, pattern: Value, count: usize) -> Vec<Value> {
+    node.wait_for_events(&pattern, count, WAIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The events matching `pattern` the node has printed so far (no waiting).
+pub fn seen(node: &NodeProcess, pattern: Value) -> Vec<Value> {
+    node.events(&pattern)
+}
+
+/// The whole number in `event[field]` (`token` of a `lock_acquired`, `term` of a `leader`).
+pub fn number(event: &Value, field: &str) -> u64 {
+    event[field].as_u64().unwrap_or_else(|| panic!("no whole number `{field}` in {event}"))
+}
+
+/// The text in `event[field]`.
+pub fn text<'a>(event: &'a Value, field: &str) -> &'a str {
+    event[field].as_str().unwrap_or_else(|| panic!("no text `{field}` in {event}"))
 }
 
 /// The node processes' log filter: errors only (tests read the lines on stdout), unless
@@ -78,8 +98,8 @@ pub mod budget_load;
 /// as pg syncs: a new hop only after the previous one failed); the trace id of the round trip.
 #[allow(dead_code)]
 pub fn hop_round_trip(node: &mut NodeProcess, path: &str) -> String {
-    let done = |n: &NodeProcess| n.output().iter().filter(|l| l.starts_with("trace hop done")).count();
-    let failed = |n: &NodeProcess| n.output().iter().filter(|l| l.starts_with("trace hop failed")).count();
+    let done = |n: &NodeProcess| seen(n, json!({"event": "trace_hop_done"})).len();
+    let failed = |n: &NodeProcess| seen(n, json!({"event": "trace_hop_failed"})).len();
     let (before, failed_before) = (done(node), failed(node));
     let mut sent = 0;
     until(
@@ -95,8 +115,8 @@ pub fn hop_round_trip(node: &mut NodeProcess, path: &str) -> String {
         },
         || format!("a hop round trip along {path}"),
     );
-    let line = node.output().into_iter().filter(|l| l.starts_with("trace hop done")).nth(before).unwrap();
-    line.trim_start_matches("trace hop done ").trim().to_string()
+    let done = seen(node, json!({"event": "trace_hop_done"}));
+    text(&done[before], "trace").to_string()
 }
 
 /// A request over HTTP/1.1 with a body: (status, body).

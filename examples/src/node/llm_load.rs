@@ -3,6 +3,7 @@
 //! node that does the same, and print what was used. The load half of
 //! `foundation bench providers`, usable on its own against a real endpoint.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,76 @@ use foundation_actors::providers::{
 use foundation_cluster::{BudgetConfig, Cluster};
 use foundation_core::rate_limit::{ProviderLimits, RateLimiter};
 use foundation_core::retry::RetryPolicy;
+use serde::Serialize;
+
+use super::reply::{Usage, emit, refuse};
+
+/// The commands of this module.
+pub const COMMANDS: &[Usage] = &[Usage {
+    command: "budget",
+    usage: "budget",
+    what: "this node's share of the cluster-wide provider budget",
+    needs: Some("--provider-url"),
+}];
+
+/// `budget`.
+#[derive(Debug, PartialEq)]
+pub struct Command;
+
+impl Command {
+    /// Parses `op` and the words after it; `None` if `op` is not a command of this module.
+    pub fn parse(op: &str, args: &[&str]) -> Option<Result<Command, String>> {
+        match (op, args) {
+            ("budget", []) => Some(Ok(Command)),
+            ("budget", _) => Some(Err(Usage::error(COMMANDS, op, "`budget` takes no arguments"))),
+            _ => None,
+        }
+    }
+}
+
+/// What the load and the budget printed.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Reply {
+    /// This node's share of the budget (0 to 1).
+    Budget { share: f64 },
+    /// Fewer than `wanted` other nodes came up in time; the load starts anyway.
+    LlmLoadShort { wanted: usize },
+    /// A request failed.
+    LlmLoadError { error: String },
+    /// The load is done: what this node sent and used, and when (Unix ms).
+    LlmLoadDone {
+        node: String,
+        requests: u64,
+        failed: u64,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cost_usd: f64,
+        started_ms: u64,
+        ended_ms: u64,
+    },
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Budget { share } => write!(f, "budget share {share:.3}"),
+            Reply::LlmLoadShort { wanted } => write!(f, "llm load: fewer than {wanted} other nodes came up"),
+            Reply::LlmLoadError { error } => write!(f, "llm load error: {error}"),
+            done @ Reply::LlmLoadDone { .. } => {
+                write!(f, "llm load done {}", super::reply::fields_json(done))
+            }
+        }
+    }
+}
+
+/// Runs `budget`.
+pub fn run(budget: Option<&RateLimiter>, _: Command) {
+    match budget {
+        Some(limiter) => emit(&Reply::Budget { share: limiter.share() }),
+        None => refuse("budget", "no budget here (start the node with --provider-url)"),
+    }
+}
 
 /// Options of the LLM load.
 #[derive(Debug, Clone, Args)]
@@ -68,7 +139,7 @@ pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<Option<Rat
         if args.wait_for > 0
             && cluster.wait_for_members(args.wait_for, Duration::from_secs(60)).await.is_err()
         {
-            say!("llm load: fewer than {} other nodes came up", args.wait_for);
+            emit(&Reply::LlmLoadShort { wanted: args.wait_for });
         }
         let started = SystemTime::now();
         let next = Arc::new(AtomicU64::new(0));
@@ -89,7 +160,7 @@ pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<Option<Rat
                         ChatRequest::prompt(prompt).max_tokens(args.max_tokens).tenant(node.clone());
                     if let Err(e) = router.complete(&request).await {
                         failed.fetch_add(1, Ordering::SeqCst);
-                        say!("llm load error: {e}");
+                        emit(&Reply::LlmLoadError { error: e.to_string() });
                     }
                 }
             }));
@@ -100,17 +171,16 @@ pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<Option<Rat
         let ended = SystemTime::now();
         let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let totals = router.usage().totals(&UsageFilter::default());
-        let report = serde_json::json!({
-            "node": node,
-            "requests": totals.requests,
-            "failed": failed.load(Ordering::SeqCst),
-            "prompt_tokens": totals.prompt_tokens,
-            "completion_tokens": totals.completion_tokens,
-            "cost_usd": totals.cost_usd,
-            "started_ms": ms(started),
-            "ended_ms": ms(ended),
+        emit(&Reply::LlmLoadDone {
+            node,
+            requests: totals.requests,
+            failed: failed.load(Ordering::SeqCst),
+            prompt_tokens: totals.prompt_tokens,
+            completion_tokens: totals.completion_tokens,
+            cost_usd: totals.cost_usd,
+            started_ms: ms(started),
+            ended_ms: ms(ended),
         });
-        say!("llm load done {report}");
         // Keep the budget running: this node's share goes back to those still calling.
         std::future::pending::<()>().await;
     });

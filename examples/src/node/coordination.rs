@@ -1,7 +1,8 @@
-//! `foundation node --coordination`: the coordination primitives from standard input, one line
-//! of output per outcome (what the multi-process tests read).
+//! `foundation node --coordination`: the coordination primitives from standard input, one reply
+//! per outcome (what the multi-process tests read).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,15 +11,50 @@ use foundation_cluster::coordination::{
     AllocateOptions, Bidder, BidderHandle, Coordination, CoordinationConfig, Election, Leadership, LockGuard,
     Task,
 };
+use serde::Serialize;
+
+use super::reply::{Usage, emit};
 
 /// How long `lock`, `barrier` and `allocate` may wait.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The coordination commands.
-pub const USAGE: &str = concat!(
-    "coordination commands: `lock NAME [LEASE_MS [WAIT_MS]]`, `unlock NAME`, `elect NAME`, `resign NAME`, ",
-    "`barrier NAME PARTIES`, `bid CAPABILITY COST`, `allocate CAPABILITY WORK_MS`"
-);
+const NEEDS: Option<&str> = Some("--coordination");
+
+/// The commands of this module.
+pub const COMMANDS: &[Usage] = &[
+    Usage {
+        command: "lock",
+        usage: "lock NAME [LEASE_MS [WAIT_MS]]",
+        what: "acquire and hold a lock (waiting up to 30 s, or WAIT_MS); its fencing token, or why not",
+        needs: NEEDS,
+    },
+    Usage { command: "unlock", usage: "unlock NAME", what: "release a lock held here", needs: NEEDS },
+    Usage {
+        command: "elect",
+        usage: "elect NAME",
+        what: "stand in an election; every change of leadership here",
+        needs: NEEDS,
+    },
+    Usage { command: "resign", usage: "resign NAME", what: "withdraw from an election", needs: NEEDS },
+    Usage {
+        command: "barrier",
+        usage: "barrier NAME PARTIES",
+        what: "wait at a barrier until PARTIES nodes arrive; who they were",
+        needs: NEEDS,
+    },
+    Usage {
+        command: "bid",
+        usage: "bid CAPABILITY COST",
+        what: "bid COST for tasks of CAPABILITY; an awarded task sleeps its work and says where it ran",
+        needs: NEEDS,
+    },
+    Usage {
+        command: "allocate",
+        usage: "allocate CAPABILITY WORK_MS",
+        what: "announce a task to the bidders; where it ran and its result",
+        needs: NEEDS,
+    },
+];
 
 /// A coordination command read from standard input.
 #[derive(Debug, PartialEq)]
@@ -45,7 +81,7 @@ pub enum CoordCommand {
 impl CoordCommand {
     /// Parses `op` and the words after it; `None` if `op` is not a coordination command.
     pub fn parse(op: &str, args: &[&str]) -> Option<Result<CoordCommand, String>> {
-        let bad = |what: &str| Some(Err(format!("{what}; {USAGE}")));
+        let bad = |wrong: &str| Some(Err(Usage::error(COMMANDS, op, wrong)));
         let name = |s: &&str| s.to_string();
         Some(Ok(match (op, args) {
             ("lock", [lock]) => CoordCommand::Lock { name: name(lock), lease: None, wait: None },
@@ -84,6 +120,77 @@ impl CoordCommand {
     }
 }
 
+/// What a coordination command printed.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Reply {
+    /// The coordinator has read enough lock tables to grant safely.
+    CoordinationReady {},
+    /// The lock is held here under this fencing token.
+    LockAcquired { name: String, token: u64 },
+    /// The lock's lease could not be renewed: it is no longer held here.
+    LockLost { name: String, token: u64 },
+    /// The lock was not acquired.
+    LockFailed { name: String, error: String },
+    /// The lock was released.
+    LockReleased { name: String },
+    /// `unlock` of a lock this node does not hold.
+    LockNotHeld { name: String },
+    /// This node stands in the election.
+    Standing { election: String },
+    /// This node leads the election, in this term.
+    Leader { election: String, term: u64 },
+    /// This node follows in the election.
+    Follower { election: String },
+    /// This node withdrew from the election.
+    Resigned { election: String },
+    /// `resign` from an election this node does not stand in.
+    NotStanding { election: String },
+    /// The barrier was passed by these nodes.
+    BarrierPassed { name: String, participants: Vec<String> },
+    /// The barrier was not passed.
+    BarrierFailed { name: String, error: String },
+    /// This node bids for tasks of the capability.
+    Bidding { capability: String, cost: f64 },
+    /// This node could not serve bids.
+    BidFailed { capability: String, error: String },
+    /// A task awarded to this node runs here.
+    Performing { task: String },
+    /// The task ran on `node`, which bid `cost`, after `rounds` rounds of bidding.
+    Allocated { task: String, node: String, cost: f64, rounds: u32, result: serde_json::Value },
+    /// The task could not be allocated.
+    AllocateFailed { capability: String, error: String },
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::CoordinationReady {} => write!(f, "coordination ready"),
+            Reply::LockAcquired { name, token } => write!(f, "lock {name} acquired token {token}"),
+            Reply::LockLost { name, token } => write!(f, "lock {name} lost token {token}"),
+            Reply::LockFailed { name, error } => write!(f, "lock {name} failed: {error}"),
+            Reply::LockReleased { name } => write!(f, "lock {name} released"),
+            Reply::LockNotHeld { name } => write!(f, "lock {name} is not held here"),
+            Reply::Standing { election } => write!(f, "standing in election {election}"),
+            Reply::Leader { election, term } => write!(f, "leader {election} term {term}"),
+            Reply::Follower { election } => write!(f, "follower {election}"),
+            Reply::Resigned { election } => write!(f, "resigned from election {election}"),
+            Reply::NotStanding { election } => write!(f, "not standing in election {election}"),
+            Reply::BarrierPassed { name, participants } => {
+                write!(f, "barrier {name} passed: {}", participants.join(","))
+            }
+            Reply::BarrierFailed { name, error } => write!(f, "barrier {name} failed: {error}"),
+            Reply::Bidding { capability, cost } => write!(f, "bidding for {capability} at {cost}"),
+            Reply::BidFailed { capability, error } => write!(f, "bid {capability} failed: {error}"),
+            Reply::Performing { task } => write!(f, "performing {task} here"),
+            Reply::Allocated { task, node, cost, rounds, result } => {
+                write!(f, "allocated {task} to {node} at {cost} in {rounds} round(s): {result}")
+            }
+            Reply::AllocateFailed { capability, error } => write!(f, "allocate {capability} failed: {error}"),
+        }
+    }
+}
+
 /// A bidder that always bids its cost and runs a task by sleeping its `ms`.
 struct SleepBidder {
     node: String,
@@ -97,7 +204,7 @@ impl Bidder for SleepBidder {
 
     async fn perform(&self, task: Task) -> Result<serde_json::Value, String> {
         let ms = task.payload["ms"].as_u64().unwrap_or(0);
-        say!("performing {} here", task.id);
+        emit(&Reply::Performing { task: task.id.to_string() });
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(serde_json::json!({ "done_by": self.node, "ms": ms }))
     }
@@ -121,7 +228,7 @@ impl CoordCommands {
             while !watched.ready() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            say!("coordination ready");
+            emit(&Reply::CoordinationReady {});
         });
         Ok(CoordCommands {
             coordination,
@@ -139,86 +246,92 @@ impl CoordCommands {
 
     async fn execute(&self, command: CoordCommand) {
         let coordination = &self.coordination;
-        match command {
+        let reply = match command {
             CoordCommand::Lock { name, lease, wait } => {
                 let lease = lease.unwrap_or(foundation_cluster::coordination::DEFAULT_LEASE);
                 match coordination.lock_with_lease(&name, lease, wait.unwrap_or(WAIT)).await {
                     Ok(guard) => {
                         let token = guard.token();
-                        say!("lock {name} acquired token {token}");
+                        emit(&Reply::LockAcquired { name: name.clone(), token });
                         let mut held = guard.watch();
-                        self.locks.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), guard);
-                        if held.wait_for(|h| !*h).await.is_ok() {
-                            say!("lock {name} lost token {token}");
+                        lock(&self.locks).insert(name.clone(), guard);
+                        match held.wait_for(|h| !*h).await {
+                            Ok(_) => Reply::LockLost { name, token },
+                            Err(_) => return,
                         }
                     }
-                    Err(e) => say!("lock {name} failed: {e}"),
+                    Err(e) => Reply::LockFailed { name, error: e.to_string() },
                 }
             }
             CoordCommand::Unlock { name } => {
-                let guard = self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                let guard = lock(&self.locks).remove(&name);
                 match guard {
                     Some(guard) => {
                         guard.release().await;
-                        say!("lock {name} released");
+                        Reply::LockReleased { name }
                     }
-                    None => say!("lock {name} is not held here"),
+                    None => Reply::LockNotHeld { name },
                 }
             }
             CoordCommand::Elect { name } => {
                 let election = coordination.elect(&name);
                 let mut changes = election.watch();
-                self.elections.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), election);
-                say!("standing in election {name}");
+                lock(&self.elections).insert(name.clone(), election);
+                emit(&Reply::Standing { election: name.clone() });
                 while changes.changed().await.is_ok() {
-                    match *changes.borrow_and_update() {
-                        Leadership::Leader { term } => say!("leader {name} term {term}"),
-                        Leadership::Follower => say!("follower {name}"),
-                    }
+                    let election = name.clone();
+                    emit(&match *changes.borrow_and_update() {
+                        Leadership::Leader { term } => Reply::Leader { election, term },
+                        Leadership::Follower => Reply::Follower { election },
+                    });
                 }
+                return;
             }
-            CoordCommand::Resign { name } => {
-                match self.elections.lock().unwrap_or_else(|p| p.into_inner()).remove(&name) {
-                    Some(election) => {
-                        election.resign();
-                        say!("resigned from election {name}");
-                    }
-                    None => say!("not standing in election {name}"),
+            CoordCommand::Resign { name } => match lock(&self.elections).remove(&name) {
+                Some(election) => {
+                    election.resign();
+                    Reply::Resigned { election: name }
                 }
-            }
+                None => Reply::NotStanding { election: name },
+            },
             CoordCommand::Barrier { name, parties } => {
                 match coordination.barrier(&name, parties).wait(WAIT).await {
-                    Ok(passed) => say!("barrier {name} passed: {}", passed.participants.join(",")),
-                    Err(e) => say!("barrier {name} failed: {e}"),
+                    Ok(passed) => Reply::BarrierPassed { name, participants: passed.participants },
+                    Err(e) => Reply::BarrierFailed { name, error: e.to_string() },
                 }
             }
             CoordCommand::Bid { capability, cost } => {
                 let bidder = SleepBidder { node: coordination.node().to_string(), cost };
                 match coordination.serve_bids(&capability, bidder).await {
                     Ok(handle) => {
-                        self.bidders.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
-                        say!("bidding for {capability} at {cost}");
+                        lock(&self.bidders).push(handle);
+                        Reply::Bidding { capability, cost }
                     }
-                    Err(e) => say!("bid {capability} failed: {e}"),
+                    Err(e) => Reply::BidFailed { capability, error: e.to_string() },
                 }
             }
             CoordCommand::Allocate { capability, work_ms } => {
                 let options = AllocateOptions { work_timeout: WAIT, ..AllocateOptions::default() };
                 let payload = serde_json::json!({ "ms": work_ms });
                 match coordination.allocate(&capability, payload, &options).await {
-                    Ok(done) => say!(
-                        "allocated {} to {} at {} in {} round(s): {}",
-                        done.task,
-                        done.node,
-                        done.cost,
-                        done.rounds,
-                        done.result
-                    ),
-                    Err(e) => say!("allocate {capability} failed: {e}"),
+                    Ok(done) => Reply::Allocated {
+                        task: done.task.to_string(),
+                        node: done.node,
+                        cost: done.cost,
+                        rounds: done.rounds,
+                        result: done.result,
+                    },
+                    Err(e) => Reply::AllocateFailed { capability, error: e.to_string() },
                 }
             }
-        }
+        };
+        emit(&reply);
     }
+}
+
+/// The map behind `mutex`, even if a holder panicked (its entries stay usable).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -247,7 +360,7 @@ mod tests {
             ["lock a x", "lock a 1 2 3", "barrier b 0", "bid c NaN", "bid c -1", "allocate c -1", "elect"]
         {
             let error = parse(bad).unwrap().unwrap_err();
-            assert!(error.contains(USAGE), "{bad}: {error}");
+            assert!(error.contains("; usage: `"), "{bad}: {error}");
         }
         assert_eq!(parse("broadcast t x"), None);
     }

@@ -1,0 +1,214 @@
+//! The commands a node takes on standard input, one per line: each feature module parses and
+//! runs its own; this module tries them in turn, lists them all for `help`, and runs a command
+//! against the features this node runs (a command for a feature that does not run here is
+//! answered with an `error` reply naming the option that starts it).
+
+use std::sync::Arc;
+
+use dspex_optimizer::distributed::RunHandle;
+use foundation_actors::channels::Channels;
+use foundation_actors::registry::ServiceRegistry;
+use foundation_cluster::crdt_state::Replicator;
+use foundation_cluster::shared_cache::SharedCacheHandle;
+use foundation_cluster::{Cluster, ReplicatedHandle};
+use foundation_core::rate_limit::RateLimiter;
+
+use super::reply::{Help, Usage, emit, refuse};
+use super::{cache, coordination, crdt, llm_load, optimize, replicas, services, test_hooks, topics, trace};
+
+/// A command read from standard input.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// `help`: every command this node takes.
+    Help,
+    /// `broadcast`, `broadcast-bytes`.
+    Topics(topics::Command),
+    /// `services`, `health`.
+    Services(services::Command),
+    /// `replicas`.
+    Replicas(replicas::Command),
+    /// `budget`.
+    Budget(llm_load::Command),
+    /// `stop-run`.
+    StopRun(optimize::Command),
+    /// `crdt-*`.
+    Crdt(crdt::Command),
+    /// `cache-*`.
+    Cache(cache::Command),
+    /// `lock`, `unlock`, `elect`, `resign`, `barrier`, `bid`, `allocate`.
+    Coordination(coordination::CoordCommand),
+    /// `trace-*`, `profile`.
+    Trace(trace::Command),
+    /// `partition`, `heal`, `forge-leaving` (only with `--test-hooks`).
+    TestHook(test_hooks::Command),
+}
+
+/// Every command a node takes, in `help` order (the test hooks only with `test_hooks`).
+pub fn usages(test_hooks: bool) -> Vec<Usage> {
+    let mut all = vec![Usage { command: "help", usage: "help", what: "this list", needs: None }];
+    for table in [
+        topics::COMMANDS,
+        services::COMMANDS,
+        replicas::COMMANDS,
+        crdt::COMMANDS,
+        cache::COMMANDS,
+        coordination::COMMANDS,
+        trace::COMMANDS,
+        llm_load::COMMANDS,
+        optimize::COMMANDS,
+    ] {
+        all.extend_from_slice(table);
+    }
+    if test_hooks {
+        all.extend_from_slice(test_hooks::COMMANDS);
+    }
+    all
+}
+
+impl Command {
+    /// Parses a line; the error says what is wrong and how to write it. The test hooks are
+    /// unknown commands unless `test_hooks`.
+    pub fn parse(line: &str, test_hooks: bool) -> Result<Command, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some((&op, args)) = words.split_first() else {
+            return Err("empty command; `help` lists the commands".into());
+        };
+        let parsed = match (op, args) {
+            ("help", []) => Some(Ok(Command::Help)),
+            _ => None,
+        }
+        .or_else(|| map(topics::Command::parse(op, args), Command::Topics))
+        .or_else(|| map(services::Command::parse(op, args), Command::Services))
+        .or_else(|| map(replicas::Command::parse(op, args), Command::Replicas))
+        .or_else(|| map(llm_load::Command::parse(op, args), Command::Budget))
+        .or_else(|| map(optimize::Command::parse(op, args), Command::StopRun))
+        .or_else(|| map(crdt::Command::parse(op, args), Command::Crdt))
+        .or_else(|| map(cache::Command::parse(op, args), Command::Cache))
+        .or_else(|| map(coordination::CoordCommand::parse(op, args), Command::Coordination))
+        .or_else(|| map(trace::Command::parse(op, args), Command::Trace))
+        .or_else(|| match test_hooks {
+            true => map(test_hooks::Command::parse(op, args), Command::TestHook),
+            false => None,
+        });
+        parsed.unwrap_or_else(|| Err(format!("unknown command `{}`; `help` lists the commands", line.trim())))
+    }
+}
+
+fn map<T>(
+    parsed: Option<Result<T, String>>,
+    into: impl FnOnce(T) -> Command,
+) -> Option<Result<Command, String>> {
+    parsed.map(|r| r.map(into))
+}
+
+/// The features this node runs, which the commands act on.
+pub struct Features {
+    /// The cluster this node is part of.
+    pub cluster: Cluster,
+    /// Its channels (`broadcast`).
+    pub channels: Channels,
+    /// Its service registry (`services`, `health`).
+    pub registry: ServiceRegistry,
+    /// Replicated actors run here (`--replicated`).
+    pub replicas: Vec<ReplicatedHandle>,
+    /// The CRDT replicator (`--crdt`).
+    pub crdt: Option<Replicator>,
+    /// This node's part of a shared cache (`--shared-cache`).
+    pub cache: Option<SharedCacheHandle>,
+    /// The coordinator (`--coordination`).
+    pub coordination: Option<coordination::CoordCommands>,
+    /// The optimization run (`--optimize`).
+    pub run: Option<Arc<RunHandle>>,
+    /// This node's share of the provider budget (`--provider-url`).
+    pub budget: Option<RateLimiter>,
+    /// Where stopped cluster traces go (`--otlp`).
+    pub otlp: Option<String>,
+    /// Whether the test hooks are taken (`--test-hooks`).
+    pub test_hooks: bool,
+}
+
+impl Features {
+    /// Parses and runs one line; a command that waits for other nodes runs in the background
+    /// and prints its outcome when it has one. Test hooks are run before the next line is read,
+    /// so that a partition is in place before the commands that follow it.
+    pub async fn run_line(&self, line: &str) {
+        let command = match Command::parse(line, self.test_hooks) {
+            Ok(command) => command,
+            Err(error) => return refuse(line.trim(), error),
+        };
+        match command {
+            Command::Help => emit(&Help { commands: usages(self.test_hooks) }),
+            Command::Topics(command) => topics::run(&self.channels, command),
+            Command::Services(command) => services::run(&self.registry, command),
+            Command::Replicas(command) => replicas::run(&self.replicas, command),
+            Command::Budget(command) => llm_load::run(self.budget.as_ref(), command),
+            Command::StopRun(command) => optimize::run(self.run.as_ref(), command),
+            Command::Crdt(command) => crdt::run(self.crdt.as_ref(), command),
+            Command::Cache(command) => cache::run(self.cache.as_ref(), command),
+            Command::Coordination(command) => match &self.coordination {
+                Some(coordination) => coordination.run(command),
+                None => refuse("coordination", "not running here (start the node with --coordination)"),
+            },
+            Command::Trace(command) => trace::run(&self.cluster, self.otlp.as_deref(), command),
+            Command::TestHook(command) => test_hooks::run(&self.cluster, command).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_parses_and_bad_ones_say_what_is_wrong() {
+        assert_eq!(Command::parse("help", false), Ok(Command::Help));
+        assert!(matches!(Command::parse("broadcast news hello  world", false), Ok(Command::Topics(_))));
+        assert!(matches!(Command::parse("services", false), Ok(Command::Services(_))));
+        assert!(matches!(Command::parse("lock a 100 200", false), Ok(Command::Coordination(_))));
+        assert!(matches!(Command::parse("crdt-get k majority", false), Ok(Command::Crdt(_))));
+        assert!(matches!(Command::parse("trace-start 0.5 n1,n2", false), Ok(Command::Trace(_))));
+        let unknown = Command::parse("launch rockets", false).unwrap_err();
+        assert!(unknown.contains("unknown command `launch rockets`"), "{unknown}");
+        let health = Command::parse("health llm sideways", false).unwrap_err();
+        assert!(health.contains("`up` or `down`") && health.contains("usage: `health SERVICE up|down`"));
+        assert!(Command::parse("broadcast-bytes big lots", false).unwrap_err().contains("byte count"));
+    }
+
+    #[test]
+    fn test_hooks_are_unknown_commands_unless_asked_for() {
+        for hook in ["partition n1,n2", "heal", "forge-leaving n3"] {
+            let refused = Command::parse(hook, false).unwrap_err();
+            assert!(refused.starts_with("unknown command"), "{hook}: {refused}");
+            assert!(matches!(Command::parse(hook, true), Ok(Command::TestHook(_))), "{hook}");
+        }
+        assert!(!usages(false).iter().any(|u| u.command == "partition"));
+        assert!(usages(true).iter().any(|u| u.command == "partition"));
+    }
+
+    #[test]
+    fn help_lists_every_command_that_parses_once() {
+        let all = usages(true);
+        let mut names: Vec<&str> = all.iter().map(|u| u.command).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a command is listed twice");
+        for usage in &all {
+            // The usage's own example (optional parts left out, placeholders filled in) parses.
+            let example: Vec<&str> = usage
+                .usage
+                .split_whitespace()
+                .filter(|w| !w.starts_with('['))
+                .map(|w| match w {
+                    "N" | "PARTIES" | "LEASE_MS" | "WAIT_MS" | "WORK_MS" => "2",
+                    "COST" => "1.5",
+                    "up|down" => "up",
+                    w if w.chars().all(|c| c.is_ascii_uppercase() || "_,.".contains(c)) => "x",
+                    w => w,
+                })
+                .collect();
+            let line = example.join(" ");
+            assert!(Command::parse(&line, true).is_ok(), "`{line}` (from `{}`) does not parse", usage.usage);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! What a node says about itself and the cluster: where it listens and keeps its state, the
+//! membership changes it sees, what it serves, and that it leaves. It takes no commands.
+
+use std::fmt;
+
+use foundation_cluster::MembershipEvent;
+use serde::Serialize;
+
+/// The node's own lifecycle and the membership changes it sees.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Reply {
+    /// The node keeps its state in `dir` and remembers these members from earlier runs.
+    State { dir: String, remembers: Vec<String> },
+    /// The node listens for other nodes on `addr`.
+    Listening { node: String, addr: String },
+    /// Prometheus metrics are served at `url`.
+    MetricsServing { url: String },
+    /// The dashboard is served at `url`.
+    DashboardServing { url: String },
+    /// The node is leaving the cluster (Ctrl-C, SIGTERM, or its launcher went away).
+    Leaving { node: String },
+    /// A member is up (joined, or came back).
+    MemberUp { name: String, addr: String },
+    /// A member is down, and why.
+    MemberDown { name: String, reason: String },
+    /// A member stopped answering heartbeats (phi accrual suspicion).
+    MemberUnreachable { name: String, phi: f64 },
+    /// A member left on purpose.
+    MemberLeft { name: String },
+    /// A member was removed for good (`foundation cluster remove`).
+    MemberRemoved { name: String },
+    /// A peer did not authenticate (wrong cookie or certificate) and was refused.
+    Refused { peer_addr: String, peer_name: Option<String> },
+    /// This node fell behind the membership events and missed `count` of them.
+    MissedEvents { count: u64 },
+}
+
+impl Reply {
+    /// The reply for a membership event.
+    pub fn of(event: MembershipEvent) -> Reply {
+        match event {
+            MembershipEvent::Up { name, addr } => Reply::MemberUp { name, addr },
+            MembershipEvent::Down { name, reason } => Reply::MemberDown { name, reason },
+            MembershipEvent::Unreachable { name, phi } => Reply::MemberUnreachable { name, phi },
+            MembershipEvent::Left { name } => Reply::MemberLeft { name },
+            MembershipEvent::Removed { name } => Reply::MemberRemoved { name },
+            MembershipEvent::Refused { peer_addr, peer_name } => Reply::Refused { peer_addr, peer_name },
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::State { dir, remembers } if remembers.is_empty() => write!(f, "state in {dir}"),
+            Reply::State { dir, remembers } => {
+                write!(f, "state in {dir} (remembers {})", remembers.join(", "))
+            }
+            Reply::Listening { node, addr } => write!(f, "node {node} listening on {addr}"),
+            Reply::MetricsServing { url } => write!(f, "metrics on {url}"),
+            Reply::DashboardServing { url } => write!(f, "dashboard on {url}"),
+            Reply::Leaving { node } => write!(f, "node {node} leaving"),
+            Reply::MemberUp { name, addr } => write!(f, "member up: {name} {addr}"),
+            Reply::MemberDown { name, reason } => write!(f, "member down: {name} ({reason})"),
+            Reply::MemberUnreachable { name, phi } => write!(f, "member unreachable: {name} (phi {phi:.1})"),
+            Reply::MemberLeft { name } => write!(f, "member left: {name}"),
+            Reply::MemberRemoved { name } => write!(f, "member removed: {name}"),
+            Reply::Refused { peer_addr, peer_name } => {
+                let who = peer_name.as_ref().map_or(String::new(), |n| format!("node {n}, "));
+                write!(f, "refused: {peer_addr} ({who}did not authenticate)")
+            }
+            Reply::MissedEvents { count } => write!(f, "missed {count} membership events"),
+        }
+    }
+}

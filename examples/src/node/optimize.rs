@@ -1,0 +1,262 @@
+//! `foundation node --optimize RUN`: take part in a distributed optimization of a classifier of
+//! the bundled question dataset with the simulated model; the node prints progress, and the
+//! result when the run finishes (`stop-run` stops it). What `foundation demo` launches on each
+//! node.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use dspex_optimizer::LanguageModels;
+use dspex_optimizer::distributed::{self, RunHandle, RunOptions, RunSpec};
+use foundation_actors::channels::Channels;
+use foundation_actors::providers::{
+    LanguageModel, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, SimulatedConfig,
+    SimulatedModel,
+};
+use foundation_cluster::Cluster;
+use serde::Serialize;
+
+use super::reply::{Usage, emit, refuse};
+
+/// The commands of this module.
+pub const COMMANDS: &[Usage] = &[Usage {
+    command: "stop-run",
+    usage: "stop-run",
+    what: "stop the optimization run; starting its nodes again resumes it",
+    needs: Some("--optimize RUN"),
+}];
+
+/// `stop-run`.
+#[derive(Debug, PartialEq)]
+pub struct Command;
+
+impl Command {
+    /// Parses `op` and the words after it; `None` if `op` is not a command of this module.
+    pub fn parse(op: &str, args: &[&str]) -> Option<Result<Command, String>> {
+        match (op, args) {
+            ("stop-run", []) => Some(Ok(Command)),
+            ("stop-run", _) => Some(Err(Usage::error(COMMANDS, op, "`stop-run` takes no arguments"))),
+            _ => None,
+        }
+    }
+}
+
+/// What the run printed.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Reply {
+    /// Where the run stands (printed when it changes, at most every 500 ms).
+    OptimizationProgress {
+        done: usize,
+        total: usize,
+        best_score: Option<f64>,
+        best_candidate: Option<i64>,
+        evals_per_sec: f64,
+        queued: usize,
+        workers_active: usize,
+        workers: usize,
+    },
+    /// The run finished: its result, and how it went.
+    OptimizationFinished {
+        best_seed: i64,
+        best_score: f64,
+        scores: Vec<(i64, f64)>,
+        evaluations: usize,
+        tasks_by_node: std::collections::BTreeMap<String, usize>,
+        duplicates: u64,
+        requeued: u64,
+        resumed: usize,
+        best_program: serde_json::Value,
+    },
+    /// The run could not be joined.
+    OptimizationFailed { error: String },
+    /// The run's coordinator published progress on the telemetry channel.
+    Telemetry { kind: String, source: String, evaluations: serde_json::Value },
+    /// `stop-run` stopped the run.
+    RunStopped {},
+    /// `stop-run` could not stop the run.
+    RunStopFailed { error: String },
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::OptimizationProgress {
+                done,
+                total,
+                best_score,
+                best_candidate,
+                evals_per_sec,
+                queued,
+                workers_active,
+                workers,
+            } => {
+                let best = match (best_score, best_candidate) {
+                    (Some(score), Some(seed)) => format!("{score:.3} (candidate {seed})"),
+                    _ => "-".to_string(),
+                };
+                write!(
+                    f,
+                    "optimization progress {done}/{total} evaluations, best {best}, {evals_per_sec:.0} evals/s, \
+                     {queued} queued, workers here {workers_active} of {workers}"
+                )
+            }
+            finished @ Reply::OptimizationFinished { .. } => {
+                write!(f, "optimization finished {}", super::reply::fields_json(finished))
+            }
+            Reply::OptimizationFailed { error } => write!(f, "optimization: {error}"),
+            Reply::Telemetry { kind, source, evaluations } => {
+                write!(f, "telemetry {kind} from {source}: {evaluations}")
+            }
+            Reply::RunStopped {} => write!(f, "run stopped"),
+            Reply::RunStopFailed { error } => write!(f, "run not stopped: {error}"),
+        }
+    }
+}
+
+/// Runs `stop-run`.
+pub fn run(handle: Option<&Arc<RunHandle>>, _: Command) {
+    let Some(handle) = handle.cloned() else {
+        return refuse("stop-run", "no run here (start the node with --optimize)");
+    };
+    tokio::spawn(async move {
+        emit(&match handle.stop().await {
+            Ok(()) => Reply::RunStopped {},
+            Err(e) => Reply::RunStopFailed { error: e.to_string() },
+        })
+    });
+}
+
+/// Options of a distributed optimization.
+#[derive(Debug, Clone, Args)]
+pub struct OptimizeArgs {
+    /// Take part in the optimization run of this name (every node of the run gives the same
+    /// options).
+    #[arg(long = "optimize", value_name = "RUN")]
+    pub run: Option<String>,
+    /// Evaluation workers on this node, at most (fewer are active when the queue is short).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Seed of the run (candidates and the simulated model).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Shuffled candidate programs, on top of zero-shot, labelled and bootstrapped.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: usize,
+    /// Latency of the simulated model, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub latency_ms: u64,
+    /// Directory of the runs' persisted state (shared by the nodes of one machine).
+    #[arg(long)]
+    pub run_state: Option<PathBuf>,
+    /// An OpenAI-compatible endpoint (up to `/v1`) instead of the simulated model; the key is
+    /// read from OPENAI_API_KEY.
+    #[arg(long)]
+    pub lm_url: Option<String>,
+    /// The model asked for at `--lm-url`.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub lm_model: String,
+}
+
+/// The simulated model every node registers for the run.
+pub fn model(seed: u64, latency: Duration) -> Arc<dyn LanguageModel> {
+    Arc::new(SimulatedModel::new(SimulatedConfig { seed, latency, ..Default::default() }))
+}
+
+/// An OpenAI-compatible endpoint behind retries and a circuit breaker.
+fn endpoint(url: &str, model: &str) -> Option<Arc<dyn LanguageModel>> {
+    let client = OpenAiClient::new("endpoint", model, Some(url.to_string()), None, Duration::from_secs(60));
+    match Provider::new("endpoint", client, ProviderOptions::default()) {
+        Ok(p) => Some(Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p))),
+        Err(e) => {
+            emit(&Reply::OptimizationFailed { error: format!("cannot use {url}: {e}") });
+            None
+        }
+    }
+}
+
+/// The default directory of run state.
+pub fn default_state_dir() -> PathBuf {
+    std::env::temp_dir().join("foundation-runs")
+}
+
+/// Joins the run, if asked, and prints its progress and result.
+pub fn start(cluster: &Cluster, channels: &Channels, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
+    let run = args.run.clone()?;
+    let spec = RunSpec::questions(&run, args.seed, args.candidates);
+    let lm = match &args.lm_url {
+        Some(url) => endpoint(url, &args.lm_model)?,
+        None => model(args.seed, Duration::from_millis(args.latency_ms)),
+    };
+    let dir = args.run_state.clone().unwrap_or_else(default_state_dir);
+    // A node asked for no workers runs none (it may still hold the coordinator).
+    let options = RunOptions {
+        min_workers: args.workers.min(1),
+        channels: Some(channels.clone()),
+        ..RunOptions::new(args.workers, dir)
+    };
+    let models = LanguageModels::new().register(spec.lm.clone(), lm);
+    let handle = match distributed::start_run(cluster, spec, &models, options) {
+        Ok(h) => Arc::new(h),
+        Err(e) => {
+            emit(&Reply::OptimizationFailed { error: e.to_string() });
+            return None;
+        }
+    };
+    // Progress as the coordinator publishes it on the telemetry channel (from whichever node).
+    if let Ok(mut telemetry) = channels.subscribe(&foundation_actors::channels::telemetry()) {
+        tokio::spawn(async move {
+            while let Ok(event) = telemetry.recv().await {
+                if event.kind == distributed::PROGRESS_EVENT {
+                    emit(&Reply::Telemetry {
+                        kind: event.kind.to_string(),
+                        source: event.source.to_string(),
+                        evaluations: event.data["evaluations"].clone(),
+                    });
+                }
+            }
+        });
+    }
+    let (reporter, workers) = (handle.clone(), args.workers);
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Ok(status) = reporter.status().await else { continue };
+            if let Some(result) = status.result {
+                emit(&Reply::OptimizationFinished {
+                    best_seed: result.best_seed,
+                    best_score: result.best_score,
+                    scores: result.scores,
+                    evaluations: result.evaluations,
+                    tasks_by_node: result.tasks_by_node,
+                    duplicates: status.duplicates,
+                    requeued: status.requeued,
+                    resumed: status.resumed,
+                    best_program: serde_json::json!(result.best_program),
+                });
+                return;
+            }
+            let progress = Reply::OptimizationProgress {
+                done: status.evaluations.1,
+                total: status.evaluations.0,
+                best_score: status.best.map(|(_, score)| score),
+                best_candidate: status.best.map(|(seed, _)| seed),
+                evals_per_sec: status.evals_per_sec,
+                queued: status.queued,
+                workers_active: reporter.active_workers(),
+                workers,
+            };
+            // Printed when it changes (its text is what a person would see change).
+            let line = progress.to_string();
+            if line != last {
+                emit(&progress);
+                last = line;
+            }
+        }
+    });
+    Some(handle)
+}
