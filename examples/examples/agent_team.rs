@@ -257,7 +257,7 @@ async fn serve_worker(
     let cluster = Cluster::start(name, &config, None).await?;
     cluster.wait_for_members(1, WAIT).await?;
     let registry = ServiceRegistry::start().await?;
-    let coordination = cluster.start_coordination(CoordinationConfig::default()).await?;
+    let coordination = Coordination::start(&cluster, CoordinationConfig::default()).await?;
     let worker = AgentSpec::new(format!("worker-{name}"), || Worker)
         .shared_model(args.model())
         .tools(tools()?)
@@ -380,7 +380,7 @@ async fn lead(args: &Args) -> anyhow::Result<bool> {
     let listen = format!("127.0.0.1:{}", free_port()?);
     let cluster = Cluster::start("n1", &node_config(&listen, &[], cookie.clone())?, None).await?;
     let registry = ServiceRegistry::start().await?;
-    let coordination = cluster.start_coordination(CoordinationConfig::default()).await?;
+    let coordination = Coordination::start(&cluster, CoordinationConfig::default()).await?;
     let (nodes, (lines, mut output)) =
         (Arc::new(Nodes(Mutex::default())), tokio::sync::mpsc::unbounded_channel());
     for name in ["n2", "n3"] {

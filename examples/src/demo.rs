@@ -179,7 +179,7 @@ async fn watch(
     let channels = foundation_actors::channels::Channels::start().await?;
     let observer = Cluster::start(&name, &config, Some(channels.clone())).await?;
     // So that the dashboard can start cluster traces (the observer itself records nothing).
-    scope_tracer::participant::start_participant(&observer, scope_tracer::buffer().clone()).await?;
+    scope_tracer::participant::start(&observer, scope_tracer::buffer().clone()).await?;
     let dashboard =
         scope_tracer::dashboard::Dashboard::serve(dashboard, observer.clone(), Some(&channels), None).await?;
     println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());

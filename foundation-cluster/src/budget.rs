@@ -201,7 +201,7 @@ pub struct BudgetHandle {
 }
 
 impl BudgetHandle {
-    /// The limiter (the one given to [`Cluster::start_budget`]).
+    /// The limiter (the one given to [`BudgetHandle::start`]).
     pub fn limiter(&self) -> &RateLimiter {
         &self.limiter
     }
@@ -224,21 +224,22 @@ impl std::fmt::Debug for BudgetHandle {
     }
 }
 
-impl Cluster {
+impl BudgetHandle {
     /// Holds `limiter`'s limits for the whole cluster: declare the budget `name` with the same
     /// limits and config on every node that uses it (see the module docs). The limiter runs on
     /// a share of 0 until the keeper grants one.
-    pub fn start_budget(&self, name: &str, limiter: RateLimiter, config: BudgetConfig) -> BudgetHandle {
+    pub fn start(cluster: &Cluster, name: &str, limiter: RateLimiter, config: BudgetConfig) -> BudgetHandle {
         limiter.set_share(0.0);
         let keeper_name = format!("budget:{name}");
-        let (group, cfg, max_bytes) = (keeper_name.clone(), config, self.max_frame_bytes());
-        let keeper = self.start_singleton(
+        let (group, cfg, max_bytes) = (keeper_name.clone(), config, cluster.max_frame_bytes());
+        let keeper = SingletonHandle::start(
+            cluster,
             &keeper_name,
             ChildSpec::new(keeper_name.clone(), move || {
                 (Keeper { name: group.clone(), config: cfg, max_bytes }, ())
             }),
         );
-        let (node, local) = (self.name().to_string(), limiter.clone());
+        let (node, local) = (cluster.name().to_string(), limiter.clone());
         let ask = move |request: LeaseRequest| {
             let group = keeper_name.clone();
             async move { renew(&group, &request, max_bytes).await }

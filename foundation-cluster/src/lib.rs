@@ -13,15 +13,15 @@
 //! - **Health**: every node samples load, CPU, memory, actors, tasks, queue depths and runtime
 //!   lag and sends them with its heartbeats; [`Cluster::health`] is one node's view,
 //!   [`Cluster::cluster_health`] merges every reachable node's view.
-//! - **Singletons**: [`Cluster::start_singleton`] runs an actor on exactly one of the nodes
+//! - **Singletons**: [`SingletonHandle::start`] runs an actor on exactly one of the nodes
 //!   that declared it, under a lease granted by a majority (never two copies at once), and
 //!   restarts it on another when its node is lost ([`singleton`]).
 //! - **Restarts and removal**: with a state directory (`cluster.state_dir`) a node remembers
 //!   the members it has known, so a restarted node never forms a majority alone;
 //!   [`Cluster::remove_member`] forgets a node stopped for good, on every node.
-//! - **Replicated actors**: [`Cluster::start_replicated`], one supervised replica per node,
-//!   visible cluster-wide ([`replicated`]).
-//! - **Budgets**: [`Cluster::start_budget`] holds a provider's rate limits for the cluster as a
+//! - **Per-node actors**: [`PerNodeHandle::start`], one supervised replica on every node that asks,
+//!   visible cluster-wide ([`per_node`]).
+//! - **Budgets**: [`BudgetHandle::start`] holds a provider's rate limits for the cluster as a
 //!   whole: each node's limiter runs on a share leased from a keeper singleton, shares follow
 //!   demand and a lost node's share comes back when its lease expires ([`budget`]).
 //! - **Names**: [`Cluster::register_name`] / [`Cluster::whereis`], unique across the cluster,
@@ -31,13 +31,13 @@
 //!   subscribers, and a [`ServiceRegistry`](foundation_actors::registry::ServiceRegistry) sees
 //!   the services of every connected node; pass the node's `Channels` to [`Cluster::start`] so
 //!   its frame limit applies to broadcasts.
-//! - **Replicated CRDT state**: [`Cluster::start_replicator`], counters, sets, registers and
+//! - **Replicated CRDT state**: [`Replicator::start`], counters, sets, registers and
 //!   maps that every node reads and writes locally or with a majority, replicated at once and by
 //!   anti-entropy gossip, converging after a partition heals ([`crdt_state`]).
-//! - **Cluster cache**: [`Cluster::start_shared_cache`], each key kept by one owner node chosen
+//! - **Cluster cache**: [`SharedCacheHandle::start`], each key kept by one owner node chosen
 //!   by consistent hashing over the nodes running the cache, with an optional near cache; a lost
 //!   owner's keys read as misses ([`shared_cache`]).
-//! - **Coordination**: [`Cluster::start_coordination`], a lock with a lease and a fencing
+//! - **Coordination**: [`Coordination::start`], a lock with a lease and a fencing
 //!   token granted by a majority, leader election, barriers, and contract-net task allocation
 //!   that re-announces a task whose winner is lost ([`coordination`]).
 //! - The [`wire`] adapter (bincode behind `BytesConvertable`, oversized messages refused before
@@ -70,9 +70,9 @@ pub mod heartbeat;
 mod membership;
 pub mod names;
 mod node;
+pub mod per_node;
 mod pg_nodes;
 pub mod phi;
-pub mod replicated;
 pub mod shared_cache;
 pub mod singleton;
 mod state;
@@ -86,6 +86,6 @@ pub use foundation_actors::wire;
 pub use membership::{Member, MemberStatus, MembershipEvent};
 pub use names::NameError;
 pub use node::{Cluster, ClusterError, DEPARTED_STILL_COUNT, LEAVE_TIMEOUT};
-pub use replicated::ReplicatedHandle;
+pub use per_node::PerNodeHandle;
 pub use shared_cache::{SharedCacheConfig, SharedCacheHandle};
 pub use singleton::{SingletonEvent, SingletonHandle};

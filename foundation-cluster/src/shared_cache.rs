@@ -1,8 +1,8 @@
 //! The cluster cache tier (L2): one cache shared by the nodes, each key held by one owner node
 //! chosen by consistent hashing.
 //!
-//! [`Cluster::start_shared_cache`] starts this node's part of the cache `NAME`: a supervised,
-//! remotable store actor (a [replicated actor](crate::replicated) named `cache:NAME`) that joins
+//! [`SharedCacheHandle::start`] starts this node's part of the cache `NAME`: a supervised,
+//! remotable store actor (a [replicated actor](crate::per_node) named `cache:NAME`) that joins
 //! the pg group `NAME@NODE` in scope [`SCOPE`]. Start it with the same name and config on every
 //! node that shares the cache.
 //!
@@ -33,12 +33,12 @@
 //! (lookups served by this node's part, counted on the owner).
 //!
 //! ```no_run
+//! use foundation_cluster::shared_cache::{SharedCacheConfig, SharedCacheHandle};
 //! use foundation_cluster::Cluster;
-//! use foundation_cluster::shared_cache::SharedCacheConfig;
 //! use foundation_core::cache::EntryOptions;
 //!
 //! # async fn run(cluster: Cluster) -> Result<(), foundation_cluster::shared_cache::SharedCacheError> {
-//! let cache = cluster.start_shared_cache("answers", SharedCacheConfig::default()).await?;
+//! let cache = SharedCacheHandle::start(&cluster, "answers", SharedCacheConfig::default()).await?;
 //! let owner = cache.put("q:42", b"Paris".to_vec(), EntryOptions::cost(0.01)).await?;
 //! println!("stored on {owner}");
 //! assert_eq!(cache.get("q:42").await.as_deref(), Some(&b"Paris"[..]));
@@ -61,7 +61,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Cluster, ReplicatedHandle};
+use crate::{Cluster, PerNodeHandle};
 
 /// The pg scope of the shared caches' store actors (groups `NAME@NODE`).
 pub const SCOPE: &str = foundation_actors::pg_scopes::SHARED_CACHE;
@@ -324,7 +324,7 @@ struct Inner {
     unreachable: AtomicU64,
     unreachable_metric: metrics::Counter,
     ring: Mutex<Ring>,
-    replica: Mutex<Option<ReplicatedHandle>>,
+    replica: Mutex<Option<PerNodeHandle>>,
 }
 
 impl SharedCacheHandle {
@@ -586,12 +586,12 @@ impl std::fmt::Debug for SharedCacheHandle {
     }
 }
 
-impl Cluster {
+impl SharedCacheHandle {
     /// Starts this node's part of the shared cache `name` (see the
     /// [module docs](crate::shared_cache)): call it with the same name and config on every node
     /// that shares the cache. Fails if this node already runs it or the name contains `@`.
-    pub async fn start_shared_cache(
-        &self,
+    pub async fn start(
+        cluster: &Cluster,
         name: &str,
         config: SharedCacheConfig,
     ) -> Result<SharedCacheHandle, SharedCacheError> {
@@ -611,23 +611,24 @@ impl Cluster {
             .clone()
             .map(|near| LocalCache::weighted(name, near, |k: &str, v: &Vec<u8>| weigh(k, v)));
         let store = Store {
-            group: format!("{name}@{}", self.name()),
+            group: format!("{name}@{}", cluster.name()),
             entries: entries.clone(),
             max_message: config.max_value_bytes + ENVELOPE_BYTES,
         };
         let spec = ChildSpec::new(format!("cache:{name}"), move || (store.clone(), ()));
-        let replica =
-            self.start_replicated(&format!("cache:{name}"), spec).await.map_err(|e| error(e.to_string()))?;
-        tracing::info!(cache = %name, node = %self.name(), "shared cache part started here");
+        let replica = PerNodeHandle::start(cluster, &format!("cache:{name}"), spec)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        tracing::info!(cache = %name, node = %cluster.name(), "shared cache part started here");
         Ok(SharedCacheHandle {
             inner: Arc::new(Inner {
                 name: name.to_string(),
-                node: self.name().to_string(),
-                cluster: self.clone(),
+                node: cluster.name().to_string(),
+                cluster: cluster.clone(),
                 counters: CacheCounters::new(name, "l2"),
                 unreachable_metric: metrics::counter!("foundation_cache_unreachable_total", "cache" => name.to_string()),
                 unreachable: AtomicU64::new(0),
-                ring: Mutex::new(Ring::new(vec![self.name().to_string()])),
+                ring: Mutex::new(Ring::new(vec![cluster.name().to_string()])),
                 replica: Mutex::new(Some(replica)),
                 config,
                 entries,
@@ -684,10 +685,10 @@ mod tests {
         let near = LocalCacheConfig { max_capacity: 1 << 20, ..Default::default() };
         let cache_config =
             SharedCacheConfig { max_value_bytes: 1000, near: Some(near), ..Default::default() };
-        let cache = cluster.start_shared_cache("unit", cache_config.clone()).await.unwrap();
-        let again = cluster.start_shared_cache("unit", cache_config).await.unwrap_err();
+        let cache = SharedCacheHandle::start(&cluster, "unit", cache_config.clone()).await.unwrap();
+        let again = SharedCacheHandle::start(&cluster, "unit", cache_config).await.unwrap_err();
         assert!(matches!(again, SharedCacheError::Start { .. }), "{again}");
-        let bad = cluster.start_shared_cache("a@b", SharedCacheConfig::default()).await.unwrap_err();
+        let bad = SharedCacheHandle::start(&cluster, "a@b", SharedCacheConfig::default()).await.unwrap_err();
         assert!(bad.to_string().contains("without `@`"), "{bad}");
 
         assert_eq!(cache.nodes(), ["solo-cache"]);
@@ -762,7 +763,7 @@ mod tests {
             call_timeout: Duration::from_millis(200),
             ..Default::default()
         };
-        let cache = cluster.start_shared_cache("near-unit", cache_config).await.unwrap();
+        let cache = SharedCacheHandle::start(&cluster, "near-unit", cache_config).await.unwrap();
         // A second node's part, in pg like a remote one, that never answers.
         let (ghost, ghost_task) = Actor::spawn(None, Silent("near-unit@ghost".into()), ()).await.unwrap();
         assert_eq!(cache.nodes(), ["ghost", "near-writer"]);

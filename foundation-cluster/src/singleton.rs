@@ -224,17 +224,18 @@ impl Actor for Marker {
     }
 }
 
-impl Cluster {
+impl SingletonHandle {
     /// Declares a singleton called `name`, run from `spec` on exactly one of the nodes that
     /// declare it (see the module docs for what is guaranteed). Declare it on every node that
     /// may run it; the copy should check [`lease_valid`] before acting.
-    pub fn start_singleton(&self, name: &str, spec: ChildSpec) -> SingletonHandle {
+    pub fn start(cluster: &Cluster, name: &str, spec: ChildSpec) -> SingletonHandle {
         let (events, first) = broadcast::channel(64);
         let (release, released) = oneshot::channel::<()>();
-        let leaving = self.singleton_managers().leaving().subscribe();
-        let manager = Manager { cluster: self.clone(), name: name.to_string(), spec, events: events.clone() };
+        let leaving = cluster.singleton_managers().leaving().subscribe();
+        let manager =
+            Manager { cluster: cluster.clone(), name: name.to_string(), spec, events: events.clone() };
         let task = tokio::spawn(manager.run(released, leaving));
-        self.singleton_managers().add(task);
+        cluster.singleton_managers().add(task);
         SingletonHandle { events, first: std::sync::Mutex::new(Some(first)), release: Some(release) }
     }
 }

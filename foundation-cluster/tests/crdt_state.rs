@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use foundation_cluster::Cluster;
 use foundation_cluster::crdt_state::{
-    CrdtError, CrdtKind, Key, LwwMap, MAX_KEY_BYTES, ReadConsistency, ReplicatorConfig, WriteConsistency,
+    CrdtError, CrdtKind, Key, LwwMap, MAX_KEY_BYTES, ReadConsistency, Replicator, ReplicatorConfig,
+    WriteConsistency,
 };
 use foundation_core::config::ClusterConfig;
 use foundation_core::crdt::{GCounter, LwwRegister, OrSet, PnCounter};
@@ -26,7 +27,7 @@ fn config(name: &str) -> ReplicatorConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_reads_and_subscriptions_on_one_node() {
     let cluster = node("solo", Vec::new()).await;
-    let replicator = cluster.start_replicator(config("local")).await.unwrap();
+    let replicator = Replicator::start(&cluster, config("local")).await.unwrap();
     assert_eq!(replicator.replica_id(), "solo");
     assert_eq!(replicator.known_nodes(), 1);
 
@@ -108,15 +109,15 @@ async fn updates_reads_and_subscriptions_on_one_node() {
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let cluster = node("picky", Vec::new()).await;
     let small = ReplicatorConfig { max_message_bytes: 2048, ..config("bad") };
-    let replicator = cluster.start_replicator(small).await.unwrap();
+    let replicator = Replicator::start(&cluster, small).await.unwrap();
 
     // A second replicator of the same name on the same node is refused.
-    let err = cluster.start_replicator(config("bad")).await.unwrap_err();
+    let err = Replicator::start(&cluster, config("bad")).await.unwrap_err();
     assert!(matches!(err, CrdtError::Start { .. }), "{err}");
     assert!(err.to_string().contains("already runs a replicator"), "{err}");
     // A config out of range is refused with the value and the bound.
     let bad = ReplicatorConfig { gossip_interval: Duration::ZERO, ..config("zero") };
-    let err = cluster.start_replicator(bad).await.unwrap_err();
+    let err = Replicator::start(&cluster, bad).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "replicator `zero` cannot start: gossip_interval 0ns is below the minimum 10ms"
@@ -174,7 +175,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_over_the_limit_are_refused_everywhere_and_change_nothing() {
     let cluster = node("long-keys", Vec::new()).await;
-    let replicator = cluster.start_replicator(config("long")).await.unwrap();
+    let replicator = Replicator::start(&cluster, config("long")).await.unwrap();
 
     // With the default message limit, keys of up to MAX_KEY_BYTES (1 KiB).
     assert_eq!(MAX_KEY_BYTES, 1024);
@@ -205,7 +206,7 @@ async fn majority_fails_when_half_the_known_cluster_is_missing_and_the_local_wri
     // A seed nobody listens on: this node knows of two nodes and reaches one, itself.
     let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let cluster = node("alone", vec![nowhere]).await;
-    let replicator = cluster.start_replicator(config("minority")).await.unwrap();
+    let replicator = Replicator::start(&cluster, config("minority")).await.unwrap();
     assert_eq!(replicator.known_nodes(), 2);
 
     let key = Key::<GCounter>::new("votes");

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use foundation_actors::supervision::ChildSpec;
-use foundation_cluster::{Cluster, SingletonEvent};
+use foundation_cluster::{Cluster, SingletonEvent, SingletonHandle};
 use foundation_core::config::ClusterConfig;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -44,7 +44,7 @@ async fn dropping_the_handle_stops_the_copy_running_here() {
     let alive = Arc::new(AtomicUsize::new(0));
     let spec = |alive: Arc<AtomicUsize>| ChildSpec::new("keeper", move || (Counted(alive.clone()), ()));
 
-    let handle = cluster.start_singleton("keeper", spec(alive.clone()));
+    let handle = SingletonHandle::start(&cluster, "keeper", spec(alive.clone()));
     let mut events = handle.subscribe();
     assert_eq!(events.recv().await.unwrap(), SingletonEvent::Started);
     until("the singleton runs", || alive.load(Ordering::SeqCst) == 1).await;
@@ -57,7 +57,7 @@ async fn dropping_the_handle_stops_the_copy_running_here() {
     }
 
     // Declared again, it runs again (once).
-    let _again = cluster.start_singleton("keeper", spec(alive.clone()));
+    let _again = SingletonHandle::start(&cluster, "keeper", spec(alive.clone()));
     until("the singleton runs again", || alive.load(Ordering::SeqCst) == 1).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(alive.load(Ordering::SeqCst), 1);

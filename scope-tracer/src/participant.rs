@@ -155,10 +155,7 @@ impl Actor for Participant {
 
 /// Starts this node's participant, answering from `buffer` and taking part in cluster traces
 /// ([`crate::session`]); stop the returned actor to leave.
-pub async fn start_participant(
-    cluster: &Cluster,
-    buffer: TraceBuffer,
-) -> Result<ractor::ActorCell, SpawnErr> {
+pub async fn start(cluster: &Cluster, buffer: TraceBuffer) -> Result<ractor::ActorCell, SpawnErr> {
     let participant = Participant {
         node: cluster.name().to_string(),
         buffer,

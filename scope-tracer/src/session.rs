@@ -176,7 +176,7 @@ pub enum SessionError {
     /// The scope is not valid.
     #[error("invalid trace scope: {0}")]
     Scope(String),
-    /// No participant runs on this node (start one with `participant::start_participant`).
+    /// No participant runs on this node (start one with `participant::start`).
     #[error("no trace participant runs on this node: start one before starting a cluster trace")]
     NoParticipant,
     /// The id is not one this cluster knows (or it was forgotten).
@@ -277,7 +277,8 @@ pub(crate) fn begin(spec: SessionSpec, node: &str, cluster: Option<&Cluster>) {
     let coordinator = cluster.map(|c| {
         let name = format!("scope.trace.{}", spec.id);
         let (spec, cluster) = (spec.clone(), c.clone());
-        c.start_singleton(
+        SingletonHandle::start(
+            c,
             &name,
             ChildSpec::new(name.clone(), move || (TraceCoordinator, (spec.clone(), cluster.clone()))),
         )

@@ -1,6 +1,6 @@
 //! Optimization distributed across a cluster.
 //!
-//! [`start_run`] on every node that takes part (with the same [`RunSpec`]) declares the run's
+//! [`RunHandle::start`] on every node that takes part (with the same [`RunSpec`]) declares the run's
 //! coordinator as a cluster singleton and starts evaluation workers on the node:
 //!
 //! - the **coordinator** cuts the run into tasks: one `Build` task per candidate program
@@ -10,7 +10,7 @@
 //!   id** (a late or repeated one is counted as a duplicate and ignored);
 //! - a **lost node's leases** go back to the queue as soon as the coordinator sees the node
 //!   down (its failure detection), a hung worker's after [`LEASE_TIMEOUT`];
-//! - workers **scale** with the queue and the provider budget ([`start_run`]); the coordinator
+//! - workers **scale** with the queue and the provider budget ([`RunHandle::start`]); the coordinator
 //!   publishes **progress** on the `telemetry` channel;
 //! - what is done is **persisted** after every result (`STATE_DIR/RUN.json`, written
 //!   atomically), so a coordinator restarted on another node after its node was lost resumes
@@ -108,52 +108,6 @@ impl RunOptions {
 /// How often a node re-sizes its active workers.
 pub const SCALE_EVERY: Duration = Duration::from_millis(250);
 
-/// Takes part in the run `spec` on this node: declares its coordinator (a singleton, run on one
-/// node) and starts evaluation workers here, which call the model `spec.lm` names among
-/// `models` (an unknown name is an error, before anything starts).
-///
-/// Workers scale with the run: every [`SCALE_EVERY`] the node activates
-/// `clamp(queued tasks / nodes up, min_workers, max_workers)` of them, fewer when the provider
-/// budget has callers waiting (more workers would only wait on it too). A parked worker holds no
-/// lease.
-pub fn start_run(
-    cluster: &Cluster,
-    spec: RunSpec,
-    models: &LanguageModels,
-    options: RunOptions,
-) -> Result<RunHandle, RunError> {
-    let lm = models.get(&spec.lm).map_err(|e| RunError::Model(e.to_string()))?;
-    let spec = Arc::new(spec);
-    let name = format!("dspex:{}", spec.run_id);
-    let (s, c, d, ch) = (spec.clone(), cluster.clone(), options.state_dir.clone(), options.channels.clone());
-    let coordinator = cluster.start_singleton(
-        &name,
-        ChildSpec::new(name.clone(), move || {
-            (
-                RunCoordinator {
-                    spec: s.clone(),
-                    cluster: c.clone(),
-                    state_dir: d.clone(),
-                    channels: ch.clone(),
-                },
-                (),
-            )
-        }),
-    );
-    let node = cluster.name().to_string();
-    let max_bytes = cluster.max_frame_bytes();
-    let max = options.max_workers.max(options.min_workers);
-    // Every worker active at first; the scaler parks those the queue does not need.
-    let active = Arc::new(AtomicUsize::new(max));
-    let mut workers: Vec<tokio::task::JoinHandle<()>> = (0..max)
-        .map(|i| {
-            tokio::spawn(worker::run(spec.clone(), lm.clone(), node.clone(), i, active.clone(), max_bytes))
-        })
-        .collect();
-    workers.push(tokio::spawn(scale(spec.run_id.clone(), cluster.clone(), options, active.clone())));
-    Ok(RunHandle { run_id: spec.run_id.clone(), _coordinator: coordinator, workers, active })
-}
-
 /// Active workers wanted on one node: its share of the tasks queued or in flight, fewer by the
 /// callers already waiting on the provider budget (more workers would only wait too), within
 /// `min_workers..=max_workers`.
@@ -191,6 +145,61 @@ async fn scale(run_id: String, cluster: Cluster, options: RunOptions, active: Ar
 }
 
 impl RunHandle {
+    /// Takes part in the run `spec` on this node: declares its coordinator (a singleton, run on one
+    /// node) and starts evaluation workers here, which call the model `spec.lm` names among
+    /// `models` (an unknown name is an error, before anything starts).
+    ///
+    /// Workers scale with the run: every [`SCALE_EVERY`] the node activates
+    /// `clamp(queued tasks / nodes up, min_workers, max_workers)` of them, fewer when the provider
+    /// budget has callers waiting (more workers would only wait on it too). A parked worker holds no
+    /// lease.
+    pub fn start(
+        cluster: &Cluster,
+        spec: RunSpec,
+        models: &LanguageModels,
+        options: RunOptions,
+    ) -> Result<RunHandle, RunError> {
+        let lm = models.get(&spec.lm).map_err(|e| RunError::Model(e.to_string()))?;
+        let spec = Arc::new(spec);
+        let name = format!("dspex:{}", spec.run_id);
+        let (s, c, d, ch) =
+            (spec.clone(), cluster.clone(), options.state_dir.clone(), options.channels.clone());
+        let coordinator = SingletonHandle::start(
+            cluster,
+            &name,
+            ChildSpec::new(name.clone(), move || {
+                (
+                    RunCoordinator {
+                        spec: s.clone(),
+                        cluster: c.clone(),
+                        state_dir: d.clone(),
+                        channels: ch.clone(),
+                    },
+                    (),
+                )
+            }),
+        );
+        let node = cluster.name().to_string();
+        let max_bytes = cluster.max_frame_bytes();
+        let max = options.max_workers.max(options.min_workers);
+        // Every worker active at first; the scaler parks those the queue does not need.
+        let active = Arc::new(AtomicUsize::new(max));
+        let mut workers: Vec<tokio::task::JoinHandle<()>> = (0..max)
+            .map(|i| {
+                tokio::spawn(worker::run(
+                    spec.clone(),
+                    lm.clone(),
+                    node.clone(),
+                    i,
+                    active.clone(),
+                    max_bytes,
+                ))
+            })
+            .collect();
+        workers.push(tokio::spawn(scale(spec.run_id.clone(), cluster.clone(), options, active.clone())));
+        Ok(RunHandle { run_id: spec.run_id.clone(), _coordinator: coordinator, workers, active })
+    }
+
     /// Where the run stands (asked of its coordinator, wherever it runs).
     pub async fn status(&self) -> Result<Status, RunError> {
         status(&self.run_id).await

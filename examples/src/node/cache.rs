@@ -89,7 +89,7 @@ impl fmt::Display for Reply {
 /// Starts this node's part of the shared cache `name`, if asked.
 pub async fn start(cluster: &Cluster, name: Option<&str>) -> anyhow::Result<Option<SharedCacheHandle>> {
     match name {
-        Some(name) => Ok(Some(cluster.start_shared_cache(name, Default::default()).await?)),
+        Some(name) => Ok(Some(SharedCacheHandle::start(cluster, name, Default::default()).await?)),
         None => Ok(None),
     }
 }

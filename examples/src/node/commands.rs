@@ -10,7 +10,7 @@ use foundation_actors::channels::Channels;
 use foundation_actors::registry::ServiceRegistry;
 use foundation_cluster::crdt_state::Replicator;
 use foundation_cluster::shared_cache::SharedCacheHandle;
-use foundation_cluster::{Cluster, ReplicatedHandle};
+use foundation_cluster::{Cluster, PerNodeHandle};
 use foundation_core::rate_limit::RateLimiter;
 
 use super::reply::{Help, Usage, emit, refuse};
@@ -110,7 +110,7 @@ pub struct Features {
     /// Its service registry (`services`, `health`).
     pub registry: ServiceRegistry,
     /// Replicated actors run here (`--replicated`).
-    pub replicas: Vec<ReplicatedHandle>,
+    pub replicas: Vec<PerNodeHandle>,
     /// The CRDT replicator (`--crdt`).
     pub crdt: Option<Replicator>,
     /// This node's part of a shared cache (`--shared-cache`).

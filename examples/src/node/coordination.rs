@@ -222,7 +222,7 @@ pub struct CoordCommands {
 impl CoordCommands {
     /// Starts this node's coordinator.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Self> {
-        let coordination = cluster.start_coordination(CoordinationConfig::default()).await?;
+        let coordination = Coordination::start(cluster, CoordinationConfig::default()).await?;
         let watched = coordination.clone();
         tokio::spawn(async move {
             while !watched.ready() {

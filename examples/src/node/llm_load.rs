@@ -12,7 +12,7 @@ use clap::Args;
 use foundation_actors::providers::{
     ChatRequest, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, UsageFilter,
 };
-use foundation_cluster::{BudgetConfig, Cluster};
+use foundation_cluster::{BudgetConfig, BudgetHandle, Cluster};
 use foundation_core::rate_limit::{ProviderLimits, RateLimiter};
 use foundation_core::retry::RetryPolicy;
 use serde::Serialize;
@@ -129,8 +129,9 @@ pub fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<Option<Rat
         ..Default::default()
     };
     let provider = Provider::new("provider", client, options)?;
-    let budget =
-        provider.limiter().map(|l| cluster.start_budget("provider", l.clone(), BudgetConfig::default()));
+    let budget = provider
+        .limiter()
+        .map(|l| BudgetHandle::start(cluster, "provider", l.clone(), BudgetConfig::default()));
     let limiter = provider.limiter().cloned();
     let router = LlmRouter::new(ModelRegistry::with_defaults()).provider(provider);
     let (cluster, args) = (cluster.clone(), args.clone());

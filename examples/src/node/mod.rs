@@ -270,7 +270,7 @@ async fn serve(config: FoundationConfig, args: NodeArgs) -> anyhow::Result<ExitC
     topics::subscribe(&channels, &args.topics)?;
     let replicas = replicas::start(&cluster, &args.replicated).await?;
     let crdt = match args.crdt {
-        true => Some(cluster.start_replicator(Default::default()).await?),
+        true => Some(foundation_cluster::crdt_state::Replicator::start(&cluster, Default::default()).await?),
         false => None,
     };
     let cache = cache::start(&cluster, args.shared_cache.as_deref()).await?;

@@ -199,7 +199,7 @@ pub fn start(cluster: &Cluster, channels: &Channels, args: &OptimizeArgs) -> Opt
         ..RunOptions::new(args.workers, dir)
     };
     let models = LanguageModels::new().register(spec.lm.clone(), lm);
-    let handle = match distributed::start_run(cluster, spec, &models, options) {
+    let handle = match RunHandle::start(cluster, spec, &models, options) {
         Ok(h) => Arc::new(h),
         Err(e) => {
             emit(&Reply::OptimizationFailed { error: e.to_string() });

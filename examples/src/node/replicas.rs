@@ -4,7 +4,7 @@
 use std::fmt;
 
 use foundation_actors::supervision::ChildSpec;
-use foundation_cluster::{Cluster, ReplicatedHandle};
+use foundation_cluster::{Cluster, PerNodeHandle};
 use serde::Serialize;
 
 use super::reply::{Usage, emit, refuse};
@@ -50,17 +50,17 @@ impl fmt::Display for Reply {
 }
 
 /// Runs a replica of each of `names` here.
-pub async fn start(cluster: &Cluster, names: &[String]) -> anyhow::Result<Vec<ReplicatedHandle>> {
+pub async fn start(cluster: &Cluster, names: &[String]) -> anyhow::Result<Vec<PerNodeHandle>> {
     let mut replicas = Vec::new();
     for name in names {
         let spec = ChildSpec::new(name.clone(), || (Idle, ()));
-        replicas.push(cluster.start_replicated(name, spec).await?);
+        replicas.push(PerNodeHandle::start(cluster, name, spec).await?);
     }
     Ok(replicas)
 }
 
 /// Runs `replicas NAME`.
-pub fn run(replicas: &[ReplicatedHandle], Command { name }: Command) {
+pub fn run(replicas: &[PerNodeHandle], Command { name }: Command) {
     match replicas.iter().find(|r| r.name() == name) {
         Some(handle) => emit(&Reply { name, nodes: handle.nodes() }),
         None => refuse(

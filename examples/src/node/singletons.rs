@@ -36,10 +36,10 @@ pub fn start(cluster: &Cluster, names: &[String], log: Option<&Path>) -> Vec<Sin
     let mut handles = Vec::new();
     for name in names {
         let handle = match log {
-            None => cluster.start_singleton(name, ChildSpec::new(name.clone(), || (Idle, ()))),
+            None => SingletonHandle::start(cluster, name, ChildSpec::new(name.clone(), || (Idle, ()))),
             Some(log) => {
                 let copy = singleton_log::Copy::new(name, cluster.name(), log);
-                cluster.start_singleton(name, ChildSpec::new(name.clone(), move || copy.actor()))
+                SingletonHandle::start(cluster, name, ChildSpec::new(name.clone(), move || copy.actor()))
             }
         };
         let mut events = handle.subscribe();

@@ -238,7 +238,7 @@ impl Actor for HopActor {
 
 /// Starts the participant and the hop actor of this node.
 pub async fn start(cluster: &foundation_cluster::Cluster) -> anyhow::Result<()> {
-    scope_tracer::participant::start_participant(cluster, scope_tracer::buffer().clone()).await?;
+    scope_tracer::participant::start(cluster, scope_tracer::buffer().clone()).await?;
     let max_bytes = cluster.max_frame_bytes();
     let _ = MAX_FRAME_BYTES.set(max_bytes);
     Actor::spawn(None, HopActor { node: cluster.name().to_string(), max_bytes }, ()).await?;

@@ -3,7 +3,7 @@
 //!
 //! Every node runs a coordinator from [`Cluster::start`] (a supervised, remotable actor in the pg
 //! group `coordinator@NODE`, scope [`SCOPE`]; observers excepted): it grants the other nodes'
-//! locks and the leases of [singletons](crate::singleton). [`Cluster::start_coordination`]
+//! locks and the leases of [singletons](crate::singleton). [`Coordination::start`]
 //! returns a [`Coordination`] handle on it, whose locks use the given [`CoordinationConfig`].
 //!
 //! - **Locks** ([`Coordination::lock`]): granted by a majority of the cluster's known nodes
@@ -24,13 +24,13 @@
 //!
 //! ```no_run
 //! use foundation_cluster::Cluster;
-//! use foundation_cluster::coordination::CoordinationConfig;
+//! use foundation_cluster::coordination::{Coordination, CoordinationConfig};
 //! use foundation_core::config::ClusterConfig;
 //! use std::time::Duration;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let node = Cluster::start("n1", &ClusterConfig::default(), None).await?;
-//! let coordination = node.start_coordination(CoordinationConfig::default()).await?;
+//! let coordination = Coordination::start(&node, CoordinationConfig::default()).await?;
 //!
 //! let guard = coordination.lock("reindex", Duration::from_secs(10)).await?;
 //! println!("holding reindex with fencing token {}", guard.token());
@@ -241,14 +241,16 @@ impl Cluster {
     pub(crate) fn coordinator(&self) -> Option<Arc<Shared>> {
         self.node_coordinator().as_ref().map(|c| c.shared.clone())
     }
+}
 
+impl Coordination {
     /// A handle on this node's coordinator (see [`coordination`](crate::coordination)), whose
     /// locks and elections use `config`'s lease and call timeout. Every node runs its
     /// coordinator from [`Cluster::start`] (it grants the other nodes' locks and singleton
     /// leases), so this starts nothing; a lease longer than a granting node's
     /// [`DEFAULT_MAX_LEASE`] is cut to it, and the holder counts on what was granted.
-    pub async fn start_coordination(
-        &self,
+    pub async fn start(
+        cluster: &Cluster,
         config: CoordinationConfig,
     ) -> Result<Coordination, CoordinationError> {
         let error = CoordinationError::Config;
@@ -261,10 +263,10 @@ impl Cluster {
         if config.call_timeout.is_zero() {
             return Err(error("call_timeout must be positive".into()));
         }
-        let shared = self.coordinator().ok_or_else(|| {
+        let shared = cluster.coordinator().ok_or_else(|| {
             CoordinationError::Stopped(format!(
                 "node `{}` runs no coordinator (an observer, or shut down)",
-                self.name()
+                cluster.name()
             ))
         })?;
         Ok(Coordination::with(shared, config))

@@ -1,7 +1,7 @@
 //! Replicated CRDT state: counters, sets, registers, maps and vector clocks that every node can
 //! read and write at any time, and that converge on every node once they can talk.
 //!
-//! [`Cluster::start_replicator`] starts this node's replicator: a supervised actor in the pg
+//! [`Replicator::start`] starts this node's replicator: a supervised actor in the pg
 //! group `NAME@NODE` (scope [`SCOPE`]) and a [`Replicator`] handle. Start one on every node
 //! (same [`ReplicatorConfig::name`]). Values are [`foundation_core::crdt`] types (the kinds of
 //! [`CrdtValue`]) under string keys; a [`Key`] names a key and its type.
@@ -37,13 +37,13 @@
 //!
 //! ```no_run
 //! use foundation_cluster::Cluster;
-//! use foundation_cluster::crdt_state::{Key, ReadConsistency, ReplicatorConfig, WriteConsistency};
+//! use foundation_cluster::crdt_state::{Key, ReadConsistency, Replicator, ReplicatorConfig, WriteConsistency};
 //! use foundation_core::config::ClusterConfig;
 //! use foundation_core::crdt::{OrSet, PnCounter};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let node = Cluster::start("n1", &ClusterConfig::default(), None).await?;
-//! let replicator = node.start_replicator(ReplicatorConfig::default()).await?;
+//! let replicator = Replicator::start(&node, ReplicatorConfig::default()).await?;
 //!
 //! let visits = Key::<PnCounter>::new("visits");
 //! replicator.update(&visits, WriteConsistency::Local, |c, me| c.add(me, 1)).await?;
@@ -255,11 +255,11 @@ impl<T> std::fmt::Debug for Subscription<T> {
     }
 }
 
-impl Cluster {
+impl Replicator {
     /// Starts this node's replicator for `config.name` (see the [module docs](crate::crdt_state)).
     /// Call it on every node, with the same config. Fails if this node already runs one with
     /// that name.
-    pub async fn start_replicator(&self, config: ReplicatorConfig) -> Result<Replicator, CrdtError> {
+    pub async fn start(cluster: &Cluster, config: ReplicatorConfig) -> Result<Replicator, CrdtError> {
         let name = config.name.clone();
         let error = |reason: String| CrdtError::Start { name: name.clone(), reason };
         if config.gossip_interval < MIN_GOSSIP_INTERVAL {
@@ -275,8 +275,8 @@ impl Cluster {
             )));
         }
         let shared = Arc::new(Shared {
-            cluster: self.clone(),
-            max_bytes: config.max_message_bytes.min(self.max_frame_bytes()),
+            cluster: cluster.clone(),
+            max_bytes: config.max_message_bytes.min(cluster.max_frame_bytes()),
             config,
             store: Mutex::new(Store::default()),
         });
@@ -290,7 +290,7 @@ impl Cluster {
             Supervisor::start(format!("crdt:{name}"), SupervisorSpec::new(Strategy::OneForOne).child(child))
                 .await
                 .map_err(|e| error(e.to_string()))?;
-        tracing::info!(replicator = %name, node = %self.name(), "CRDT replicator started");
+        tracing::info!(replicator = %name, node = %cluster.name(), "CRDT replicator started");
         Ok(Replicator { shared, supervisor: Arc::new(Mutex::new(Some(supervisor))) })
     }
 }

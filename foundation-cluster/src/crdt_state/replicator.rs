@@ -867,7 +867,7 @@ mod tests {
         let cluster = Cluster::start("crdt-acks", &config, None).await.unwrap();
         // 2 KiB messages: keys of at most 384 bytes.
         let small = ReplicatorConfig { name: "acks".into(), max_message_bytes: 2048, ..Default::default() };
-        let replicator = cluster.start_replicator(small).await.unwrap();
+        let replicator = crate::crdt_state::Replicator::start(&cluster, small).await.unwrap();
         let actor: ActorRef<ReplicatorMsg> =
             ractor::pg::get_scoped_members(&SCOPE.to_string(), &"acks@crdt-acks".to_string())
                 .into_iter()

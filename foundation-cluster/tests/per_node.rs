@@ -3,7 +3,7 @@
 //! test `examples/tests/cross_node.rs`.)
 
 use foundation_actors::supervision::ChildSpec;
-use foundation_cluster::{Cluster, ClusterError};
+use foundation_cluster::{Cluster, ClusterError, PerNodeHandle};
 use foundation_core::config::ClusterConfig;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -24,7 +24,8 @@ async fn a_replica_runs_once_per_node_and_stops_on_request() {
     let config = ClusterConfig { listen: ([127, 0, 0, 1], port).into(), ..Default::default() };
     let cluster = Cluster::start("solo", &config, None).await.unwrap();
 
-    let replica = cluster.start_replicated("cache", ChildSpec::new("cache", || (Worker, ()))).await.unwrap();
+    let replica =
+        PerNodeHandle::start(&cluster, "cache", ChildSpec::new("cache", || (Worker, ()))).await.unwrap();
     assert_eq!(replica.nodes(), ["solo"]);
     // The replica's actor is spawned by its supervisor: it may still be starting for a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -41,7 +42,7 @@ async fn a_replica_runs_once_per_node_and_stops_on_request() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
-    let again = cluster.start_replicated("cache", ChildSpec::new("cache", || (Worker, ()))).await;
+    let again = PerNodeHandle::start(&cluster, "cache", ChildSpec::new("cache", || (Worker, ()))).await;
     let err = again.unwrap_err();
     assert!(matches!(err, ClusterError::Replicated { .. }), "{err}");
     assert!(err.to_string().contains("already runs a replica"), "{err}");
@@ -50,7 +51,7 @@ async fn a_replica_runs_once_per_node_and_stops_on_request() {
     replica.stop().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let restarted = loop {
-        match cluster.start_replicated("cache", ChildSpec::new("cache", || (Worker, ()))).await {
+        match PerNodeHandle::start(&cluster, "cache", ChildSpec::new("cache", || (Worker, ()))).await {
             Ok(handle) => break handle,
             Err(e) => assert!(std::time::Instant::now() < deadline, "still announced after stop: {e}"),
         }

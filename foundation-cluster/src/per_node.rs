@@ -1,11 +1,11 @@
 //! Replicated actors: one instance per node, each under its node's supervision, visible
 //! cluster-wide.
 //!
-//! [`Cluster::start_replicated`] runs one instance of a spec on this node, under a local
+//! [`PerNodeHandle::start`] runs one instance of a spec on this node, under a local
 //! supervisor, and keeps a marker in the pg group `NAME@node` (scope [`SCOPE`]) so that every
-//! node sees which nodes run a replica ([`ReplicatedHandle::nodes`]). Closures do not cross
+//! node sees which nodes run a replica ([`PerNodeHandle::nodes`]). Closures do not cross
 //! nodes, so each node starts its own replica from its own spec: the application calls
-//! `start_replicated` at start-up on every node, and a node that joins later does the same when
+//! `PerNodeHandle::start` at start-up on every node, and a node that joins later does the same when
 //! it starts, so it gets its replica and is seen by the others as soon as it connects. When a
 //! node goes, its marker's stand-ins die and it drops out of every node's list.
 //!
@@ -29,13 +29,13 @@ pub const SCOPE: &str = foundation_actors::pg_scopes::REPLICATED;
 /// This node's replica of a replicated actor. Dropping the handle leaves the replica running;
 /// [`stop`](Self::stop) stops it.
 #[derive(Debug)]
-pub struct ReplicatedHandle {
+pub struct PerNodeHandle {
     name: String,
     supervisor: SupervisorHandle,
     marker: ActorRef<MarkerMsg>,
 }
 
-impl ReplicatedHandle {
+impl PerNodeHandle {
     /// The replicated actor's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -72,17 +72,17 @@ fn replica_nodes(name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-impl Cluster {
+impl PerNodeHandle {
     /// Starts this node's replica of `name` from `spec`, under a local supervisor (one-for-one,
     /// default intensity), and announces it to the cluster. Call it on every node that should
-    /// run one, including nodes that join later (see the [module docs](crate::replicated)).
-    pub async fn start_replicated(
-        &self,
+    /// run one, including nodes that join later (see the [module docs](crate::per_node)).
+    pub async fn start(
+        cluster: &Cluster,
         name: &str,
         spec: ChildSpec,
-    ) -> Result<ReplicatedHandle, ClusterError> {
+    ) -> Result<PerNodeHandle, ClusterError> {
         let error = |reason: String| ClusterError::Replicated { name: name.to_string(), reason };
-        if replica_nodes(name).contains(self.name()) {
+        if replica_nodes(name).contains(cluster.name()) {
             return Err(error("this node already runs a replica of it".into()));
         }
         let supervisor_spec = SupervisorSpec::new(Strategy::OneForOne).child(spec);
@@ -90,14 +90,15 @@ impl Cluster {
             .await
             .map_err(|e| error(e.to_string()))?;
         let marker =
-            match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{name}@{}", self.name()))).await {
+            match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{name}@{}", cluster.name()))).await
+            {
                 Ok((marker, _)) => marker,
                 Err(e) => {
                     supervisor.stop().await;
                     return Err(error(format!("cannot announce it: {e}")));
                 }
             };
-        tracing::info!(replicated = %name, node = %self.name(), "replica started here");
-        Ok(ReplicatedHandle { name: name.to_string(), supervisor, marker })
+        tracing::info!(replicated = %name, node = %cluster.name(), "replica started here");
+        Ok(PerNodeHandle { name: name.to_string(), supervisor, marker })
     }
 }
