@@ -188,7 +188,10 @@ fn a_node_lists_its_commands_and_refuses_test_hooks_unless_started_for_tests() {
     node.send_line("partition n2").unwrap();
     node.wait_for("partition n2: unknown command `partition n2`; `help` lists the commands", wait).unwrap();
     node.send_line("lock jobs").unwrap();
-    node.wait_for("coordination: not running here (start the node with --coordination)", wait).unwrap();
+    node.wait_for("lock jobs: coordination is not running here (start the node with --coordination)", wait)
+        .unwrap();
+    node.send_line("trace-hop solo").unwrap();
+    node.wait_for("trace-hop solo: no tracing here (start the node with --trace-rate RATE)", wait).unwrap();
     assert!(!node.output().iter().any(|l| l.contains("partition") && !l.contains("unknown command")));
 
     // The same node for programs: one JSON object per line, the same replies.

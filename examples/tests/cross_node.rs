@@ -81,7 +81,7 @@ fn broadcasts_reach_every_node_and_services_vanish_with_their_node() {
 
     // A broadcast from n3 (which has no subscriber itself) reaches the subscribers on n1 and n2.
     broadcast_until_received(&mut n3, &[&n1, &n2], "news", "hello from n3");
-    wait(&n3, json!({"event": "broadcast_sent", "topic": "news", "local_subscribers": 0}));
+    wait(&n3, json!({"event": "broadcast_sent", "topic": "news", "local_subscribers": 0, "bytes": null}));
 
     // Every node sees every service, with its capabilities, and knows which are its own.
     // (Exactly three: while two nodes that dialled each other at once settle on one connection,
@@ -173,6 +173,9 @@ fn replicated_actors_run_once_per_node_including_later_joiners_and_leave_with_th
     n3.kill();
     replicas_become(&mut n1, "cache", &["n1", "n2"]);
     n1.send_line("replicas nope").unwrap();
-    let refused = wait(&n1, json!({"event": "error", "command": "replicas"}));
-    assert!(text(&refused, "error").contains("`nope` is not run on this node"), "{refused}");
+    let refused = wait(&n1, json!({"event": "error", "command": "replicas nope"}));
+    assert!(
+        text(&refused, "error").contains("not run on this node (start it with --replicated nope)"),
+        "{refused}"
+    );
 }

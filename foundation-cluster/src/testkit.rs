@@ -114,8 +114,15 @@ pub enum TestkitError {
 
 #[derive(Default)]
 struct Output {
-    lines: Mutex<Vec<String>>,
+    lines: Mutex<Vec<Line>>,
     changed: Condvar,
+}
+
+/// A printed line, and its JSON object if it is one (parsed once, as it arrives).
+#[derive(Clone)]
+struct Line {
+    text: String,
+    event: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A node process started by a test.
@@ -170,8 +177,9 @@ impl NodeProcess {
         if let Some(stdout) = child.stdout.take() {
             let output = output.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    output.lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let event = serde_json::from_str(&text).ok();
+                    output.lines.lock().unwrap_or_else(|p| p.into_inner()).push(Line { text, event });
                     output.changed.notify_all();
                 }
             });
@@ -199,7 +207,8 @@ impl NodeProcess {
 
     /// Everything printed so far.
     pub fn output(&self) -> Vec<String> {
-        self.output.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().map(|line| line.text.clone()).collect()
     }
 
     /// Waits until a printed line contains `pattern`; returns the first such line.
@@ -214,7 +223,8 @@ impl NodeProcess {
         count: usize,
         timeout: Duration,
     ) -> Result<Vec<String>, TestkitError> {
-        self.wait_for_lines(|line| line.contains(pattern), pattern, count, timeout)
+        let lines = self.wait_for_lines(|line| line.text.contains(pattern), pattern, count, timeout)?;
+        Ok(lines.into_iter().map(|line| line.text).collect())
     }
 
     /// Waits until a printed line is a JSON object holding every field of `pattern` with the
@@ -236,34 +246,31 @@ impl NodeProcess {
         count: usize,
         timeout: Duration,
     ) -> Result<Vec<serde_json::Value>, TestkitError> {
-        let lines = self.wait_for_lines(
-            |line| event_matching(line, pattern).is_some(),
-            &pattern.to_string(),
-            count,
-            timeout,
-        )?;
-        Ok(lines.iter().filter_map(|line| event_matching(line, pattern)).collect())
+        let lines =
+            self.wait_for_lines(|line| line.matches(pattern), &pattern.to_string(), count, timeout)?;
+        Ok(lines.into_iter().filter_map(Line::into_event).collect())
     }
 
     /// The printed lines so far that match `pattern` (see [`wait_for_event`](Self::wait_for_event)),
     /// as JSON; `json!({})` gives every JSON line.
     pub fn events(&self, pattern: &serde_json::Value) -> Vec<serde_json::Value> {
-        self.output().iter().filter_map(|line| event_matching(line, pattern)).collect()
+        let lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().filter(|line| line.matches(pattern)).cloned().filter_map(Line::into_event).collect()
     }
 
+    /// Waits until `count` lines match; returns (copies of) the matching lines.
     fn wait_for_lines(
         &self,
-        matches: impl Fn(&str) -> bool,
+        matches: impl Fn(&Line) -> bool,
         pattern: &str,
         count: usize,
         timeout: Duration,
-    ) -> Result<Vec<String>, TestkitError> {
+    ) -> Result<Vec<Line>, TestkitError> {
         let deadline = Instant::now() + timeout;
         let mut lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let found: Vec<String> = lines.iter().filter(|l| matches(l)).cloned().collect();
-            if found.len() >= count {
-                return Ok(found);
+            if lines.iter().filter(|line| matches(line)).count() >= count {
+                return Ok(lines.iter().filter(|line| matches(line)).cloned().collect());
             }
             let now = Instant::now();
             if now >= deadline {
@@ -272,7 +279,7 @@ impl NodeProcess {
                     pattern: pattern.to_string(),
                     wanted: count,
                     waited: timeout,
-                    output: lines.join("\n"),
+                    output: lines.iter().map(|line| line.text.as_str()).collect::<Vec<_>>().join("\n"),
                 });
             }
             lines =
@@ -325,13 +332,19 @@ impl NodeProcess {
     }
 }
 
-/// `line` as JSON, if it is an object holding every field of `pattern` (an object) with the
-/// same value.
-fn event_matching(line: &str, pattern: &serde_json::Value) -> Option<serde_json::Value> {
-    let event: serde_json::Value = serde_json::from_str(line).ok()?;
-    let wanted = pattern.as_object()?;
-    let fields = event.as_object()?;
-    wanted.iter().all(|(key, value)| fields.get(key) == Some(value)).then_some(event)
+impl Line {
+    /// Whether this line is a JSON object holding every field of `pattern` (an object) with the
+    /// same value.
+    fn matches(&self, pattern: &serde_json::Value) -> bool {
+        match (&self.event, pattern.as_object()) {
+            (Some(fields), Some(wanted)) => wanted.iter().all(|(key, value)| fields.get(key) == Some(value)),
+            _ => false,
+        }
+    }
+
+    fn into_event(self) -> Option<serde_json::Value> {
+        self.event.map(serde_json::Value::Object)
+    }
 }
 
 impl Drop for NodeProcess {

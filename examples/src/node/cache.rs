@@ -7,7 +7,7 @@ use foundation_cluster::Cluster;
 use foundation_cluster::shared_cache::SharedCacheHandle;
 use serde::Serialize;
 
-use super::reply::{Usage, emit, refuse};
+use super::reply::{Usage, emit};
 
 const NEEDS: Option<&str> = Some("--shared-cache NAME");
 
@@ -95,10 +95,8 @@ pub async fn start(cluster: &Cluster, name: Option<&str>) -> anyhow::Result<Opti
 }
 
 /// Runs a shared-cache command in the background and prints its outcome.
-pub fn run(cache: Option<&SharedCacheHandle>, command: Command) {
-    let Some(cache) = cache.cloned() else {
-        return refuse("cache", "no shared cache here (start the node with --shared-cache NAME)");
-    };
+pub fn run(cache: &SharedCacheHandle, command: Command) {
+    let cache = cache.clone();
     tokio::spawn(async move {
         emit(&match command {
             Command::Put { key, value } => {

@@ -1,7 +1,8 @@
 //! The commands a node takes on standard input, one per line: each feature module parses and
 //! runs its own; this module tries them in turn, lists them all for `help`, and runs a command
-//! against the features this node runs (a command for a feature that does not run here is
-//! answered with an `error` reply naming the option that starts it).
+//! against the features this node runs. A line that does not parse, and a command whose
+//! feature does not run here, is answered with an `error` reply whose `command` is the line
+//! (the latter naming the option that starts the feature); nothing else happens.
 
 use std::sync::Arc;
 
@@ -121,6 +122,8 @@ pub struct Features {
     pub run: Option<Arc<RunHandle>>,
     /// This node's share of the provider budget (`--provider-url`).
     pub budget: Option<RateLimiter>,
+    /// Whether traces are recorded here (`--trace-rate`).
+    pub tracing: bool,
     /// Where stopped cluster traces go (`--otlp`).
     pub otlp: Option<String>,
     /// Whether the test hooks are taken (`--test-hooks`).
@@ -132,24 +135,42 @@ impl Features {
     /// and prints its outcome when it has one. Test hooks are run before the next line is read,
     /// so that a partition is in place before the commands that follow it.
     pub async fn run_line(&self, line: &str) {
+        let line = line.trim();
         let command = match Command::parse(line, self.test_hooks) {
             Ok(command) => command,
-            Err(error) => return refuse(line.trim(), error),
+            Err(error) => return refuse(line, error),
         };
+        let absent =
+            |what: &str, option: &str| refuse(line, format!("{what} (start the node with {option})"));
         match command {
             Command::Help => emit(&Help { commands: usages(self.test_hooks) }),
             Command::Topics(command) => topics::run(&self.channels, command),
             Command::Services(command) => services::run(&self.registry, command),
-            Command::Replicas(command) => replicas::run(&self.replicas, command),
-            Command::Budget(command) => llm_load::run(self.budget.as_ref(), command),
-            Command::StopRun(command) => optimize::run(self.run.as_ref(), command),
-            Command::Crdt(command) => crdt::run(self.crdt.as_ref(), command),
-            Command::Cache(command) => cache::run(self.cache.as_ref(), command),
+            Command::Replicas(command) => replicas::run(&self.replicas, line, command),
+            Command::Budget(command) => match &self.budget {
+                Some(budget) => llm_load::run(budget, command),
+                None => absent("no provider budget here", "--provider-url"),
+            },
+            Command::StopRun(command) => match &self.run {
+                Some(run) => optimize::run(run, command),
+                None => absent("no run here", "--optimize RUN"),
+            },
+            Command::Crdt(command) => match &self.crdt {
+                Some(replicator) => crdt::run(replicator, command),
+                None => absent("no replicator here", "--crdt"),
+            },
+            Command::Cache(command) => match &self.cache {
+                Some(cache) => cache::run(cache, command),
+                None => absent("no shared cache here", "--shared-cache NAME"),
+            },
             Command::Coordination(command) => match &self.coordination {
                 Some(coordination) => coordination.run(command),
-                None => refuse("coordination", "not running here (start the node with --coordination)"),
+                None => absent("coordination is not running here", "--coordination"),
             },
-            Command::Trace(command) => trace::run(&self.cluster, self.otlp.as_deref(), command),
+            Command::Trace(command) => match self.tracing {
+                true => trace::run(&self.cluster, self.otlp.as_deref(), command),
+                false => absent("no tracing here", "--trace-rate RATE"),
+            },
             Command::TestHook(command) => test_hooks::run(&self.cluster, command).await,
         }
     }
@@ -172,6 +193,51 @@ mod tests {
         let health = Command::parse("health llm sideways", false).unwrap_err();
         assert!(health.contains("`up` or `down`") && health.contains("usage: `health SERVICE up|down`"));
         assert!(Command::parse("broadcast-bytes big lots", false).unwrap_err().contains("byte count"));
+        // The exact commands, arguments and all.
+        assert_eq!(
+            Command::parse("broadcast news hello  world", false),
+            Ok(Command::Topics(topics::Command::Broadcast {
+                topic: "news".into(),
+                text: "hello world".into()
+            }))
+        );
+        assert_eq!(
+            Command::parse("broadcast-bytes big 100", false),
+            Ok(Command::Topics(topics::Command::BroadcastBytes { topic: "big".into(), len: 100 }))
+        );
+        assert_eq!(
+            Command::parse("health llm down", false),
+            Ok(Command::Services(services::Command::Health { service: "llm".into(), healthy: false }))
+        );
+        assert_eq!(Command::parse("services", false), Ok(Command::Services(services::Command::Services)));
+        assert_eq!(Command::parse("budget", false), Ok(Command::Budget(llm_load::Command)));
+        assert_eq!(Command::parse("stop-run", false), Ok(Command::StopRun(optimize::Command)));
+        assert_eq!(
+            Command::parse("cache-put k a  b", false),
+            Ok(Command::Cache(cache::Command::Put { key: "k".into(), value: "a b".into() }))
+        );
+        assert_eq!(
+            Command::parse("trace-start 0.5 n1,n2", false),
+            Ok(Command::Trace(trace::Command::Start { rate: 0.5, nodes: vec!["n1".into(), "n2".into()] }))
+        );
+        assert_eq!(
+            Command::parse("trace-start", false),
+            Ok(Command::Trace(trace::Command::Start { rate: 1.0, nodes: vec![] }))
+        );
+        assert!(Command::parse("trace-start fast", false).unwrap_err().contains("rate from 0 to 1"));
+        assert_eq!(
+            Command::parse("partition n1,n2", true),
+            Ok(Command::TestHook(test_hooks::Command::Partition { nodes: vec!["n1".into(), "n2".into()] }))
+        );
+        assert_eq!(Command::parse("heal", true), Ok(Command::TestHook(test_hooks::Command::Heal)));
+        assert_eq!(
+            Command::parse("forge-leaving n3", true),
+            Ok(Command::TestHook(test_hooks::Command::ForgeLeaving { node: "n3".into() }))
+        );
+        // Extra words are refused, not ignored.
+        for extra in ["replicas a b", "services x", "trace-stop a b", "heal now"] {
+            assert!(Command::parse(extra, true).unwrap_err().contains("usage: `"), "{extra}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use foundation_cluster::crdt_state::{
 use foundation_core::crdt::{OrSet, PnCounter};
 use serde::Serialize;
 
-use super::reply::{Usage, emit, refuse};
+use super::reply::{Usage, emit};
 
 const NEEDS: Option<&str> = Some("--crdt");
 
@@ -65,18 +65,22 @@ impl Command {
             return None;
         }
         let bad = |wrong: &str| Some(Err(Usage::error(COMMANDS, op, wrong)));
-        let (majority, args) = match args {
-            [rest @ .., "majority"] => (true, rest),
-            _ => (false, args),
+        // The key first (a key may be called `majority`), then an optional `majority` last.
+        let Some((key, rest)) = args.split_first() else {
+            return bad(&format!("`{op}` needs a key"));
         };
-        let (key, op) = match (op, args) {
-            ("crdt-inc", [key, n]) => match n.parse() {
-                Ok(n) => (key, Op::Inc(n)),
+        let (majority, rest) = match rest {
+            [rest @ .., "majority"] => (true, rest),
+            _ => (false, rest),
+        };
+        let op = match (op, rest) {
+            ("crdt-inc", [n]) => match n.parse() {
+                Ok(n) => Op::Inc(n),
                 Err(_) => return bad(&format!("`crdt-inc` needs a whole number, not `{n}`")),
             },
-            ("crdt-add", [key, elem]) => (key, Op::Add(elem.to_string())),
-            ("crdt-remove", [key, elem]) => (key, Op::Remove(elem.to_string())),
-            ("crdt-get", [key]) => (key, Op::Get),
+            ("crdt-add", [elem]) => Op::Add(elem.to_string()),
+            ("crdt-remove", [elem]) => Op::Remove(elem.to_string()),
+            ("crdt-get", []) => Op::Get,
             _ => return bad(&format!("wrong arguments for `{op}`")),
         };
         Some(Ok(Command { key: key.to_string(), op, majority }))
@@ -140,10 +144,8 @@ impl fmt::Display for Reply {
 }
 
 /// Runs a CRDT command in the background and prints its outcome.
-pub fn run(replicator: Option<&Replicator>, command: Command) {
-    let Some(replicator) = replicator.cloned() else {
-        return refuse("crdt", "no replicator here (start the node with --crdt)");
-    };
+pub fn run(replicator: &Replicator, command: Command) {
+    let replicator = replicator.clone();
     tokio::spawn(async move { emit(&execute(&replicator, command).await) });
 }
 
@@ -206,6 +208,15 @@ mod tests {
             "{error}"
         );
         assert!(parse("crdt-get hits extra").unwrap().unwrap_err().contains("usage"));
+        assert_eq!(
+            parse("crdt-get majority"),
+            Some(Ok(Command { key: "majority".into(), op: Op::Get, majority: false }))
+        );
+        assert_eq!(
+            parse("crdt-get majority majority"),
+            Some(Ok(Command { key: "majority".into(), op: Op::Get, majority: true }))
+        );
+        assert!(parse("crdt-add").unwrap().unwrap_err().contains("needs a key"));
         assert_eq!(parse("broadcast t x"), None);
     }
 }

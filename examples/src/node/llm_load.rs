@@ -17,7 +17,7 @@ use foundation_core::rate_limit::{ProviderLimits, RateLimiter};
 use foundation_core::retry::RetryPolicy;
 use serde::Serialize;
 
-use super::reply::{Usage, emit, refuse};
+use super::reply::{Usage, emit};
 
 /// The commands of this module.
 pub const COMMANDS: &[Usage] = &[Usage {
@@ -79,11 +79,8 @@ impl fmt::Display for Reply {
 }
 
 /// Runs `budget`.
-pub fn run(budget: Option<&RateLimiter>, _: Command) {
-    match budget {
-        Some(limiter) => emit(&Reply::Budget { share: limiter.share() }),
-        None => refuse("budget", "no budget here (start the node with --provider-url)"),
-    }
+pub fn run(budget: &RateLimiter, _: Command) {
+    emit(&Reply::Budget { share: budget.share() });
 }
 
 /// Options of the LLM load.

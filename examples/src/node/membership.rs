@@ -24,7 +24,8 @@ pub enum Reply {
     MemberUp { name: String, addr: String },
     /// A member is down, and why.
     MemberDown { name: String, reason: String },
-    /// A member stopped answering heartbeats (phi accrual suspicion).
+    /// A member stopped answering heartbeats (phi accrual suspicion; after a long silence phi
+    /// is infinite, which JSON shows as `null`).
     MemberUnreachable { name: String, phi: f64 },
     /// A member left on purpose.
     MemberLeft { name: String },

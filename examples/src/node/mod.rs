@@ -326,6 +326,7 @@ async fn serve(config: FoundationConfig, args: NodeArgs) -> anyhow::Result<ExitC
         coordination,
         run,
         budget,
+        tracing: args.trace_rate.is_some(),
         otlp: args.otlp.clone(),
         test_hooks: args.test_hooks,
     };

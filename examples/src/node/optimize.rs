@@ -19,7 +19,7 @@ use foundation_actors::providers::{
 use foundation_cluster::Cluster;
 use serde::Serialize;
 
-use super::reply::{Usage, emit, refuse};
+use super::reply::{Usage, emit};
 
 /// The commands of this module.
 pub const COMMANDS: &[Usage] = &[Usage {
@@ -118,10 +118,8 @@ impl fmt::Display for Reply {
 }
 
 /// Runs `stop-run`.
-pub fn run(handle: Option<&Arc<RunHandle>>, _: Command) {
-    let Some(handle) = handle.cloned() else {
-        return refuse("stop-run", "no run here (start the node with --optimize)");
-    };
+pub fn run(handle: &Arc<RunHandle>, _: Command) {
+    let handle = handle.clone();
     tokio::spawn(async move {
         emit(&match handle.stop().await {
             Ok(()) => Reply::RunStopped {},

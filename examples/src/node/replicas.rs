@@ -59,13 +59,22 @@ pub async fn start(cluster: &Cluster, names: &[String]) -> anyhow::Result<Vec<Pe
     Ok(replicas)
 }
 
-/// Runs `replicas NAME`.
-pub fn run(replicas: &[PerNodeHandle], Command { name }: Command) {
+/// Runs `replicas NAME` (`line`, for a refusal).
+pub fn run(replicas: &[PerNodeHandle], line: &str, Command { name }: Command) {
     match replicas.iter().find(|r| r.name() == name) {
         Some(handle) => emit(&Reply { name, nodes: handle.nodes() }),
-        None => refuse(
-            "replicas",
-            format!("`{name}` is not run on this node (start it with --replicated {name})"),
-        ),
+        None => refuse(line, format!("not run on this node (start it with --replicated {name})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_takes_one_name() {
+        assert_eq!(Command::parse("replicas", &["cache"]), Some(Ok(Command { name: "cache".into() })));
+        assert!(Command::parse("replicas", &[]).unwrap().unwrap_err().contains("usage: `replicas NAME`"));
+        assert_eq!(Command::parse("services", &[]), None);
     }
 }

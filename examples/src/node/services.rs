@@ -20,8 +20,8 @@ pub const COMMANDS: &[Usage] = &[
     Usage {
         command: "health",
         usage: "health SERVICE up|down",
-        what: "report this node's instances of SERVICE healthy or not",
-        needs: Some("--service"),
+        what: "report this node's instances of SERVICE (`--service`) healthy or not",
+        needs: None,
     },
 ];
 

@@ -4,8 +4,10 @@
 //!
 //! A flag rather than a separate build: the multi-process tests drive the very binary users run
 //! (`CARGO_BIN_EXE_foundation`), and a second build of it for tests would cost a full link of
-//! every crate on a 2-core machine. The hooks reach only this node (its standard input), never
-//! a peer, so the flag is the whole gate.
+//! every crate on a 2-core machine. The hooks are invoked only through this node's own standard
+//! input (no peer can trigger one), so the flag is the whole gate. (`forge-leaving` then sends
+//! forged notices to the peers: that is the fault it injects.) The flag is hidden from
+//! `--help`; clap may still suggest it for a mistyped `--test-hook`, which offers nothing.
 
 use std::fmt;
 

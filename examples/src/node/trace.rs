@@ -116,7 +116,7 @@ pub enum Reply {
     /// A hop could not go on from `node`.
     TraceHopFailed { node: String, error: String },
     /// A trace collected from every node.
-    TraceCollected { timeline: serde_json::Value, chrome: serde_json::Value },
+    TraceCollected { trace: String, timeline: serde_json::Value, chrome: serde_json::Value },
     /// Every traced node's profile and what the analysis found.
     Profile { nodes: Vec<String>, runs: serde_json::Value, analysis: serde_json::Value },
     /// A cluster trace started.
@@ -124,13 +124,13 @@ pub enum Reply {
     /// A cluster trace did not start.
     ClusterTraceFailed { error: String },
     /// A cluster trace's report.
-    ClusterTraceReport { report: serde_json::Value },
+    ClusterTraceReport { id: String, report: serde_json::Value },
     /// A cluster trace's report could not be made.
     ClusterTraceReportFailed { id: String, error: String },
     /// A stopped cluster trace was sent to the OTLP collector.
-    ClusterTraceExported { endpoint: String, spans: usize },
+    ClusterTraceExported { id: String, endpoint: String, spans: usize },
     /// A stopped cluster trace could not be sent to the OTLP collector.
-    ClusterTraceExportFailed { endpoint: String, error: String },
+    ClusterTraceExportFailed { id: String, endpoint: String, error: String },
 }
 
 impl fmt::Display for Reply {
@@ -139,7 +139,7 @@ impl fmt::Display for Reply {
             Reply::TraceStarted { trace } => write!(f, "trace started {trace}"),
             Reply::TraceHopDone { trace } => write!(f, "trace hop done {trace}"),
             Reply::TraceHopFailed { node, error } => write!(f, "trace hop failed at {node}: {error}"),
-            Reply::TraceCollected { timeline, chrome } => {
+            Reply::TraceCollected { timeline, chrome, .. } => {
                 write!(f, "trace collected {}", serde_json::json!({"timeline": timeline, "chrome": chrome}))
             }
             Reply::Profile { nodes, runs, analysis } => {
@@ -151,16 +151,14 @@ impl fmt::Display for Reply {
             }
             Reply::ClusterTraceStarted { id } => write!(f, "cluster trace started {id}"),
             Reply::ClusterTraceFailed { error } => write!(f, "cluster trace not started: {error}"),
-            Reply::ClusterTraceReport { report } => write!(f, "cluster trace report {report}"),
-            Reply::ClusterTraceReportFailed { id, error } => {
-                write!(f, "cluster trace {id} report failed: {error}")
+            Reply::ClusterTraceReport { report, .. } => write!(f, "cluster trace report {report}"),
+            Reply::ClusterTraceReportFailed { error, .. } => {
+                write!(f, "cluster trace report failed: {error}")
             }
-            Reply::ClusterTraceExported { endpoint, spans } => {
+            Reply::ClusterTraceExported { endpoint, spans, .. } => {
                 write!(f, "cluster trace exported to {endpoint}: {spans} spans")
             }
-            Reply::ClusterTraceExportFailed { endpoint, error } => {
-                write!(f, "cluster trace not exported to {endpoint}: {error}")
-            }
+            Reply::ClusterTraceExportFailed { error, .. } => write!(f, "cluster trace not exported: {error}"),
         }
     }
 }
@@ -285,7 +283,11 @@ fn hop(node: &str, path: &[String]) {
 async fn collect(cluster: &Cluster, trace_id: &str) -> Reply {
     let timeline = scope_tracer::participant::collect(cluster, trace_id, Duration::from_secs(1)).await;
     let chrome = scope_tracer::export::chrome_trace(&timeline);
-    Reply::TraceCollected { timeline: serde_json::json!(timeline), chrome: serde_json::json!(chrome) }
+    Reply::TraceCollected {
+        trace: trace_id.to_string(),
+        timeline: serde_json::json!(timeline),
+        chrome: serde_json::json!(chrome),
+    }
 }
 
 /// `profile`: every node's profile and what `analyze` finds.
@@ -327,11 +329,11 @@ async fn session_report(id: String, stop: bool, otlp: Option<String>) {
     };
     match report {
         Ok(report) => {
-            emit(&Reply::ClusterTraceReport { report: serde_json::json!(report) });
+            emit(&Reply::ClusterTraceReport { id: id.clone(), report: serde_json::json!(report) });
             if let Some(endpoint) = otlp {
                 emit(&match scope_tracer::otlp::export(&endpoint, &report.traces).await {
-                    Ok(()) => Reply::ClusterTraceExported { endpoint, spans: report.span_count() },
-                    Err(e) => Reply::ClusterTraceExportFailed { endpoint, error: e.to_string() },
+                    Ok(()) => Reply::ClusterTraceExported { id, endpoint, spans: report.span_count() },
+                    Err(e) => Reply::ClusterTraceExportFailed { id, endpoint, error: e.to_string() },
                 });
             }
         }
