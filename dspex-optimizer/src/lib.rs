@@ -42,7 +42,6 @@
 //! # Ok::<(), SignatureError>(())
 //! # }).unwrap();
 //! ```
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod adapter;
 pub mod datasets;

@@ -1,5 +1,10 @@
 //! Optimizers on the bundled question-classification task with the simulated model: each
 //! improves over zero-shot, deterministically for a seed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

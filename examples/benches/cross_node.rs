@@ -13,6 +13,11 @@
 //!
 //! Run: `cargo bench -p foundation-examples --bench cross_node` (figures in docs/BENCHMARKS.md).
 //! The benchmark starts copies of itself as the two nodes (`FOUNDATION_BENCH_ROLE`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

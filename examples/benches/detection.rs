@@ -3,6 +3,11 @@
 //! a benchmark and never a test assertion.
 //!
 //! Run: `cargo bench -p foundation-examples --bench detection` (figures in docs/BENCHMARKS.md).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::{Duration, Instant};
 

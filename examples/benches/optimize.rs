@@ -10,6 +10,11 @@
 //!
 //! Run: `cargo bench -p foundation-examples --bench optimize` (about 4 minutes; figures in
 //! docs/BENCHMARKS.md).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -8,6 +8,11 @@
 //!
 //! Run: `cargo bench -p foundation-examples --bench providers` (about 7 minutes; figures in
 //! docs/BENCHMARKS.md). `PROVIDERS_BENCH_REQUESTS` sets a smaller load for a quick look.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -15,6 +15,7 @@
 //! OpenAI-compatible endpoint instead (key from `OPENAI_API_KEY`); `-- --kill-after 0` spares
 //! n3. The exit status is 0 only if every job completed.
 
+use foundation_core::sync::MutexRecover;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -285,7 +286,7 @@ impl Nodes {
         command.env(COOKIE_ENV, cookie).stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = command.spawn()?;
         let (stdout, lines, name) = (child.stdout.take().context("stdout")?, lines.clone(), name.to_string());
-        self.0.lock().unwrap().push((name.clone(), child));
+        self.0.lock_or_recover().push((name.clone(), child));
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = lines.send((name.clone(), line));
@@ -295,14 +296,14 @@ impl Nodes {
     }
 
     fn kill(&self, name: &str) {
-        for (_, child) in self.0.lock().unwrap().iter_mut().filter(|(n, _)| n == name) {
+        for (_, child) in self.0.lock_or_recover().iter_mut().filter(|(n, _)| n == name) {
             let _ = child.kill(); // SIGKILL
         }
     }
 
     /// Closes their input: each leaves the cluster and exits, or is killed after 5 s.
     fn stop(&self) {
-        for (_, mut child) in self.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for (_, mut child) in self.0.lock_or_recover().drain(..) {
             drop(child.stdin.take());
             for _ in 0..50 {
                 if !matches!(child.try_wait(), Ok(None)) {

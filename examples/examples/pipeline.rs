@@ -3,6 +3,7 @@
 //!
 //! Run: `cargo run -p foundation-examples --example pipeline`
 
+use foundation_core::sync::MutexRecover;
 use std::time::Duration;
 
 use foundation_actors::pipeline::{Pipeline, Stage};
@@ -71,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
 /// a real service fails when it likes).
 fn attempt(id: &str) -> u32 {
     static ATTEMPTS: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
-    let mut attempts = ATTEMPTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut attempts = ATTEMPTS.lock_or_recover();
     match attempts.iter_mut().find(|(d, _)| d == id) {
         Some((_, n)) => {
             *n += 1;

@@ -2,6 +2,11 @@
 //! SIGKILLed partway through the batch, and every job still completed. (`cargo test --test
 //! agent_team` alone does not rebuild the example: build it with
 //! `cargo build -p foundation-examples --example agent_team`.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::io::Read;
 use std::process::{Command, Stdio};

@@ -6,6 +6,11 @@
 //! Without Chromium the test says so and passes, unless `CI_BROWSER_TEST=required`
 //! (set by `.ci/run`), where a missing browser is a failure. (Not `FOUNDATION_*`: the nodes
 //! would read such a variable as a configuration key.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 mod support;
 

@@ -1,4 +1,9 @@
 //! The `foundation` binary, run as a user would run it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::io::Write;
 use std::process::{Command, Output};

@@ -1,4 +1,9 @@
 //! Real clusters: `foundation node` processes on loopback, talking real TCP, killed for real.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::io::Write;
 

@@ -2,6 +2,11 @@
 //! runs (and not before), the report has every node's spans with their parents, and when the
 //! node running the trace's coordinator is killed the coordinator moves to a survivor, which
 //! stops the trace and names the lost node.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 mod support;
 

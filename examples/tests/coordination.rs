@@ -3,6 +3,11 @@
 //! a larger fencing token; a killed leader is replaced by a leader with a larger term; a barrier
 //! stops counting a killed node's participant; a task whose winning bidder is killed is
 //! announced again and run by another bidder.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use foundation_cluster::testkit::{NodeProcess, free_port};
 

@@ -4,6 +4,11 @@
 //! accepted on the majority side, and after the partition heals every node converges to the
 //! merge of both sides' writes (counters add up, a concurrent add wins over a remove); a node
 //! killed and restarted gets the state back.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use foundation_cluster::testkit::{NodeProcess, free_port};
 

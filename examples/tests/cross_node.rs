@@ -2,6 +2,11 @@
 //! every node's subscribers, services are discovered everywhere and vanish with their node,
 //! replicas run one per node (later joiners included), and a message too large for the frame
 //! limit is refused before it is sent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::cell::RefCell;
 

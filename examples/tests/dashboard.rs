@@ -1,5 +1,10 @@
 //! The live dashboard over real HTTP: the page, the cluster's nodes as JSON and as server-sent
 //! events, a killed node shown down, traces downloadable, and the access token.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 mod support;
 

@@ -2,6 +2,11 @@
 //! by UDP multicast on loopback, with no seeds and no addresses given; a node of another
 //! cluster (another cookie) on the same discovery port is left alone; a restarted node is found
 //! again.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::Duration;
 

@@ -3,6 +3,11 @@
 //! finishes the request in flight, drains the actor and leaves: the peer records a leave, not a
 //! failure. (`cargo test --test embedding` alone does not rebuild the example: build it with
 //! `cargo build -p foundation-examples --examples`.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 mod support;
 

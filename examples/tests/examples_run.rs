@@ -1,6 +1,11 @@
 //! Runs every example program and checks it does what it says. The examples are built by
 //! `cargo test` for the package or workspace; `cargo test --test examples_run` alone does not
 //! rebuild them (build them with `cargo build -p foundation-examples --examples`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::path::PathBuf;
 use std::process::Command;

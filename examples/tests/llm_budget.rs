@@ -1,5 +1,10 @@
 //! A provider's limits held by the cluster as a whole: three node processes share one budget
 //! against the simulated provider server, which refuses anything over its limits with a 429.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 mod support;
 

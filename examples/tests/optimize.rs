@@ -1,5 +1,10 @@
 //! Distributed optimization on real node processes: the same result as one process with the
 //! same seed, with and without a node killed in the middle of the run.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 mod support;
 

@@ -4,6 +4,11 @@
 //! once (checked on the copies' own history, written while each believes its lease valid);
 //! members can be forgotten (stable zero-config names, `cluster remove`); a leave notice in
 //! another node's name is not believed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,11 @@
 //! processes on loopback; every node agrees on each key's owner, a value put on one node is read
 //! on another, and when the owner is killed a get is a miss (not a hang, not a crash) and puts
 //! go to the new owner.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use foundation_cluster::testkit::{NodeProcess, free_port};
 

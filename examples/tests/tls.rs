@@ -2,6 +2,11 @@
 //! cluster (peers of peers included, which ractor_cluster alone would dial in plaintext); a
 //! plaintext node and a node with another CA's certificate are refused, and the cluster keeps
 //! serving and admitting its own nodes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use foundation_cluster::testkit::{NodeProcess, free_port};
 

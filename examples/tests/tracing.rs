@@ -1,6 +1,11 @@
 //! Distributed tracing across node processes: a request enters on n1, hops through actors on n2
 //! and n3 and back; the collected trace has every span with its parent, exports as Chrome trace
 //! JSON, and a node that does not answer the collection is named while the rest is kept.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 mod support;
 

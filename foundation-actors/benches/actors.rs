@@ -1,6 +1,11 @@
 //! Channel fan-out throughput against a bare `tokio::sync::broadcast`, and registry selection
 //! latency. Run with `cargo bench -p foundation-actors --bench actors`; figures are kept in
 //! docs/BENCHMARKS.md.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::hint::black_box;
 

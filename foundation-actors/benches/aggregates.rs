@@ -1,6 +1,11 @@
 //! Rebuilding an aggregate with 10 000 events in a SQLite journal: from its latest snapshot (50
 //! events after it) against the baseline of folding the whole journal.
 //! Run with `cargo bench -p foundation-actors --bench aggregates`; figures in docs/BENCHMARKS.md.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::hint::black_box;
 

@@ -17,7 +17,6 @@
 //!
 //! ractor's `cluster` feature is always on here (a clustered build turns it on anyway), so every
 //! message type implements `ractor::Message` explicitly.
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 // The actor building blocks: always built.
 pub mod channels;

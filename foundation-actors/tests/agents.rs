@@ -1,5 +1,10 @@
 //! Agent building blocks: typed tools by name (JSON in and out, errors that name the tool and
 //! the field) and the bounded conversation memory.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use foundation_actors::agents::{Memory, ToolError, Tools};
 use foundation_actors::providers::{ChatMessage, Role};

@@ -1,6 +1,11 @@
 //! Event-sourced aggregates and projections on the event store: decisions, rejections,
 //! optimistic concurrency between two writers, snapshots (and that a rebuild starts from one),
 //! retirement of idle aggregates, a panicking aggregate, projections that resume.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,9 @@
 //! Channels: lanes, overflow policies, subscriber removal, pg membership, broadcast vs publish.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::Duration;
 

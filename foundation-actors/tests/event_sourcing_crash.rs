@@ -2,6 +2,11 @@
 //! commands on aggregates in a SQLite store and prints each acknowledgement; the parent kills
 //! it mid-stream, then checks the file: every acknowledged event is there, no stream has a gap
 //! or a half-written command, every payload reads back, snapshots agree with the journal.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

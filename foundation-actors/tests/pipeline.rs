@@ -1,5 +1,10 @@
 //! Pipelines: every accepted item ends as output or dead letter, backpressure reaches the
 //! source, retries and their predicate, panics, and draining on close.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,6 +1,11 @@
 //! Elastic pools: growth on queue depth and wait time, idle shrink, health checks, priorities,
 //! shedding, timeouts, cancellation, and scale up/down under a synthetic load. Tokio time is
 //! paused, so the timings are exact and the tests fast.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -1,4 +1,9 @@
 //! Service registry: discovery, health-aware selection, death and health leaving at once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::{Duration, Instant};
 

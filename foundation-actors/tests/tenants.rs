@@ -1,5 +1,10 @@
 //! Tenant isolation: one tenant exhausting its quota (requests, tokens, concurrency) never
 //! delays another, cannot read another's events, and gets its own configuration overlay.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::Duration;
 

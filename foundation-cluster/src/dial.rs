@@ -3,6 +3,7 @@
 //! address that is already up, and at most once per `cluster.reconnect_interval` per address
 //! whoever asks, so that the three sources do not race each other into duplicate connections.
 
+use foundation_core::sync::{MutexRecover, RwLockRecover};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -67,11 +68,11 @@ impl Dialer {
     /// Dials `addr` unless it is up or was dialled less than an interval ago (then `None`).
     /// Returns when the connection is open; the handshake continues in the node server.
     pub(crate) async fn dial(&self, addr: SocketAddr) -> Option<Result<(), DialError>> {
-        if self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(&addr.to_string()) {
+        if self.inner.membership.read_or_recover().is_up_at(&addr.to_string()) {
             return None;
         }
         {
-            let mut last = self.inner.last.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self.inner.last.lock_or_recover();
             let now = Instant::now();
             if last.get(&addr).is_some_and(|t| now.duration_since(*t) < self.inner.interval) {
                 return None;

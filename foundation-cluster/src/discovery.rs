@@ -14,6 +14,7 @@
 //! announcements, then either dials. Announcements repeat every `gossip_interval`, so a node
 //! that restarts is found again by itself.
 
+use foundation_core::sync::RwLockRecover;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, RwLock};
@@ -126,7 +127,7 @@ pub(crate) async fn run(
                     continue; // another cluster, or our own announcement
                 }
                 let addr = heard_from.addr;
-                if membership.read().unwrap_or_else(|p| p.into_inner()).is_up_at(&addr.to_string()) {
+                if membership.read_or_recover().is_up_at(&addr.to_string()) {
                     heard.remove(&addr);
                     continue;
                 }

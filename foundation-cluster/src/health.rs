@@ -4,6 +4,7 @@
 //! heard from it. [`Cluster::health`](crate::Cluster::health) is this node's view;
 //! [`Cluster::cluster_health`](crate::Cluster::cluster_health) merges every reachable node's view.
 
+use foundation_core::sync::RwLockRecover;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -172,7 +173,7 @@ pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>, channels: Opti
         if let Some(m) = health.memory_bytes {
             metrics::gauge!("foundation_node_memory_bytes").set(m as f64);
         }
-        *into.write().unwrap_or_else(|p| p.into_inner()) = health;
+        *into.write_or_recover() = health;
 
         let asked = Instant::now();
         tokio::time::sleep(SAMPLE_INTERVAL).await;

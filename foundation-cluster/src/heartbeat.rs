@@ -14,6 +14,7 @@
 //! looking alive by sending beats in its name. A leave notice names a node, but it is only
 //! believed once that node, pinged over its own session, confirms it is leaving.
 
+use foundation_core::sync::{MutexRecover, RwLockRecover};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -170,8 +171,8 @@ impl Actor for Heartbeat {
 
 /// This node's beat.
 fn own_beat(args: &Args, seq: u64) -> Beat {
-    let health = args.own_health.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let membership = args.membership.read().unwrap_or_else(|p| p.into_inner());
+    let health = args.own_health.read_or_recover().clone();
+    let membership = args.membership.read_or_recover();
     // Only TLS nodes use the member list (ractor_cluster meets peers' peers for plain ones).
     let members = match args.dialer.is_tls() {
         true => membership.up_addrs(),
@@ -190,7 +191,7 @@ fn own_beat(args: &Args, seq: u64) -> Beat {
 /// Every other node's heartbeat actor, named by the session it is reached over (membership
 /// keeps each ready session's authenticated name: no call to the node server per tick).
 fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>)> {
-    let membership = shared.args.membership.read().unwrap_or_else(|p| p.into_inner());
+    let membership = shared.args.membership.read_or_recover();
     ractor::pg::get_scoped_members(&SCOPE.to_string(), &GROUP.to_string())
         .into_iter()
         .filter_map(|member| match member.get_id() {
@@ -206,13 +207,13 @@ fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>)> {
 /// Pings every peer that has no ping waiting; an answer is credited to the session's node.
 fn ping_peers(shared: &Arc<Shared>) {
     for (name, peer) in peer_heartbeats(shared) {
-        if !shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone()) {
+        if !shared.in_flight.lock_or_recover().insert(name.clone()) {
             continue;
         }
         let shared = shared.clone();
         tokio::spawn(async move {
             let answer = ping(&peer, shared.args.config.max_frame_bytes).await;
-            shared.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            shared.in_flight.lock_or_recover().remove(&name);
             if let Some(beat) = answer {
                 heard(&shared, &name, beat).await;
             }
@@ -239,7 +240,7 @@ async fn ping(peer: &ActorRef<HeartbeatMsg>, max_bytes: usize) -> Option<Beat> {
 async fn heard(shared: &Shared, name: &str, beat: Beat) {
     let args = &shared.args;
     let removed = {
-        let membership = args.membership.read().unwrap_or_else(|p| p.into_inner());
+        let membership = args.membership.read_or_recover();
         membership.is_removed(name, beat.incarnation)
     };
     if removed {
@@ -260,17 +261,13 @@ async fn heard(shared: &Shared, name: &str, beat: Beat) {
         let _ = args.events.send(SessionEvent::Leaving { name: name.to_string() });
     }
     let now = Instant::now();
-    args.peers
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name.to_string(), PeerInfo { health: beat.health, last: now });
-    let up = args.membership.read().unwrap_or_else(|p| p.into_inner()).up_names();
+    args.peers.write_or_recover().insert(name.to_string(), PeerInfo { health: beat.health, last: now });
+    let up = args.membership.read_or_recover().up_names();
     // Only for a peer that is up: an answer that arrives after it was evicted starts nothing.
     if up.iter().any(|n| n == name) {
         shared
             .detectors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .entry(name.to_string())
             .or_insert_with(|| detector(&args.config))
             .heartbeat(now);
@@ -304,9 +301,9 @@ fn meet_members(args: &Args, members: &[String]) {
 async fn check_peers(shared: &Shared) {
     let args = &shared.args;
     let now = Instant::now();
-    let up: Vec<String> = args.membership.read().unwrap_or_else(|p| p.into_inner()).up_names();
+    let up: Vec<String> = args.membership.read_or_recover().up_names();
     let suspects: Vec<(String, f64)> = {
-        let mut detectors = shared.detectors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut detectors = shared.detectors.lock_or_recover();
         // Forget peers that are not up: they start afresh when they come back.
         detectors.retain(|name, _| up.contains(name));
         // A peer seen up counts as heard from now, so one that freezes before its first
@@ -369,7 +366,7 @@ pub fn expected_detection(config: &ClusterConfig) -> Duration {
 
 /// This node's view: itself, then every member it has seen, with their latest health.
 pub(crate) fn local_view(args: &Args) -> ClusterHealth {
-    let own = args.own_health.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let own = args.own_health.read_or_recover().clone();
     let mut rows = vec![NodeStatus {
         name: args.node.clone(),
         addr: args.config.listen.to_string(),
@@ -377,8 +374,8 @@ pub(crate) fn local_view(args: &Args) -> ClusterHealth {
         health: Some(own),
         last_heartbeat_ms: Some(0),
     }];
-    let peers = args.peers.read().unwrap_or_else(|p| p.into_inner());
-    for m in args.membership.read().unwrap_or_else(|p| p.into_inner()).members() {
+    let peers = args.peers.read_or_recover();
+    for m in args.membership.read_or_recover().members() {
         let heard = peers.get(&m.name);
         rows.push(NodeStatus {
             status: match m.status {

@@ -58,7 +58,6 @@
 //! # Ok(())
 //! # }
 //! ```
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod budget;
 pub mod coordination;

@@ -1,5 +1,6 @@
 //! Starting a node: the ractor_cluster node server, seeds, membership, control events.
 
+use foundation_core::sync::{MutexRecover, RwLockRecover};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -122,7 +123,7 @@ impl Forward {
     fn refuse_blocked(&self, ses: &NodeServerSessionInformation) -> bool {
         let Some(peer) = &ses.peer_name else { return false };
         let name = crate::membership::node_name(&peer.name);
-        if self.1.read().unwrap_or_else(|p| p.into_inner()).contains(&name) {
+        if self.1.read_or_recover().contains(&name) {
             ses.actor.stop(Some(format!("blocked: {name} is partitioned away (test hook)")));
             return true;
         }
@@ -246,7 +247,7 @@ impl Cluster {
             let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {
                 while let Some(event) = rx.recv().await {
-                    let changes = membership.write().unwrap_or_else(|p| p.into_inner()).apply(event);
+                    let changes = membership.write_or_recover().apply(event);
                     for change in changes {
                         announce(&node, &change, channels.as_ref());
                         let _ = events.send(change);
@@ -284,7 +285,7 @@ impl Cluster {
             let seeds: Vec<String> = config.seeds.iter().map(|s| s.to_string()).collect();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let remembered = membership.read().unwrap_or_else(|p| p.into_inner()).remembered_down();
+                    let remembered = membership.read_or_recover().remembered_down();
                     for addr in remembered.iter().filter(|a| !seeds.contains(&a.to_string())) {
                         dialer.dial_in_background(*addr, "a member remembered from an earlier run");
                     }
@@ -342,7 +343,7 @@ impl Cluster {
     pub(crate) fn node_coordinator(
         &self,
     ) -> std::sync::MutexGuard<'_, Option<crate::coordination::NodeCoordinator>> {
-        self.inner.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.coordinator.lock_or_recover()
     }
 
     pub(crate) fn singleton_managers(&self) -> &crate::singleton::Managers {
@@ -363,7 +364,7 @@ impl Cluster {
 
     /// Every node this node has seen, up or down (not itself).
     pub fn members(&self) -> Vec<Member> {
-        self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).members()
+        self.inner.membership.read_or_recover().members()
     }
 
     /// The members a majority is counted over, and how many nodes "known" is: this node, every
@@ -375,7 +376,7 @@ impl Cluster {
     /// locks and majority reads and writes.
     pub(crate) fn counted_members(&self) -> (Vec<Member>, usize) {
         let all = self.members();
-        let membership = self.inner.membership.read().unwrap_or_else(|p| p.into_inner());
+        let membership = self.inner.membership.read_or_recover();
         let removed_addrs = membership.removed_addrs();
         let unreached = self
             .seeds()
@@ -412,13 +413,9 @@ impl Cluster {
     pub(crate) fn session_node_of(&self, cell: &ractor::ActorCell) -> Option<String> {
         match cell.get_id() {
             ractor::ActorId::Local(_) => Some(self.name().to_string()),
-            ractor::ActorId::Remote { node_id, .. } => self
-                .inner
-                .membership
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .node_of_session(node_id)
-                .map(str::to_string),
+            ractor::ActorId::Remote { node_id, .. } => {
+                self.inner.membership.read_or_recover().node_of_session(node_id).map(str::to_string)
+            }
         }
     }
 
@@ -433,7 +430,7 @@ impl Cluster {
     /// lock table is then the truth, even before it has learned (peers that knew an earlier
     /// process of this node do not take it all the same).
     pub(crate) fn is_fresh(&self) -> bool {
-        self.inner.membership.read().unwrap_or_else(|p| p.into_inner()).is_fresh()
+        self.inner.membership.read_or_recover().is_fresh()
     }
 
     /// The incarnation this node last heard (or remembered) of `node`, if it knows the node.
@@ -454,7 +451,7 @@ impl Cluster {
 
     /// Whether sessions with `node` are refused (only ever after `block_peers`, a test hook).
     pub(crate) fn is_blocked(&self, node: &str) -> bool {
-        self.inner.blocked.read().unwrap_or_else(|p| p.into_inner()).contains(node)
+        self.inner.blocked.read_or_recover().contains(node)
     }
 
     /// Test hook (feature `testkit`): cuts this node off from the named nodes, as a network
@@ -465,7 +462,7 @@ impl Cluster {
     #[cfg(feature = "testkit")]
     pub async fn block_peers(&self, nodes: &[&str]) {
         {
-            let mut blocked = self.inner.blocked.write().unwrap_or_else(|p| p.into_inner());
+            let mut blocked = self.inner.blocked.write_or_recover();
             blocked.extend(nodes.iter().map(|n| n.to_string()));
         }
         let Ok(sessions) = ractor::call_t!(self.inner.server, NodeServerMessage::GetSessions, 2000) else {
@@ -503,7 +500,7 @@ impl Cluster {
     #[cfg(feature = "testkit")]
     pub fn unblock_all(&self) {
         let was: std::collections::BTreeSet<String> =
-            std::mem::take(&mut *self.inner.blocked.write().unwrap_or_else(|p| p.into_inner()));
+            std::mem::take(&mut *self.inner.blocked.write_or_recover());
         for member in self.members().into_iter().filter(|m| was.contains(&m.name)) {
             if let Ok(addr) = member.addr.parse::<SocketAddr>() {
                 self.inner.dialer.dial_in_background(addr, "healed after a test partition");

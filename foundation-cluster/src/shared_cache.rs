@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+use foundation_core::sync::MutexRecover;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,7 +353,7 @@ impl SharedCacheHandle {
 
     /// Whether this node's part runs (not [`stop`](Self::stop)ped).
     fn running(&self) -> bool {
-        self.inner.replica.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.inner.replica.lock_or_recover().is_some()
     }
 
     /// The error for a key whose owner is this node while its part is stopped (no node left).
@@ -369,7 +370,7 @@ impl SharedCacheHandle {
     /// The node that owns `key` now (this node if no node runs the cache).
     pub fn owner(&self, key: &str) -> String {
         let nodes = self.nodes();
-        let mut ring = self.inner.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ring = self.inner.ring.lock_or_recover();
         if ring.nodes != nodes {
             *ring = Ring::new(nodes);
         }
@@ -516,7 +517,7 @@ impl SharedCacheHandle {
     /// take over its keys, and this node is no longer one of the [`nodes`](Self::nodes). The
     /// handle still reaches the other nodes' parts.
     pub async fn stop(&self) {
-        let replica = self.inner.replica.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let replica = self.inner.replica.lock_or_recover().take();
         if let Some(replica) = replica {
             replica.stop().await;
         }

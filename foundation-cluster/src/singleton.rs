@@ -29,6 +29,7 @@
 //! copy. The lease check is each copy's own business: a copy that ignores [`lease_valid`]
 //! could act for the moment between its lease's end and its kill.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,7 +89,7 @@ impl SingletonHandle {
     /// Where the singleton starts and stops on this node. The first call sees every event since
     /// the singleton was declared; later calls see events from then on.
     pub fn subscribe(&self) -> broadcast::Receiver<SingletonEvent> {
-        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let first = self.first.lock_or_recover().take();
         first.unwrap_or_else(|| self.events.subscribe())
     }
 }
@@ -126,7 +127,7 @@ struct Validity {
 
 impl Validity {
     fn valid(&self) -> bool {
-        *self.held.borrow() && Instant::now() < *self.until.lock().unwrap_or_else(|p| p.into_inner())
+        *self.held.borrow() && Instant::now() < *self.until.lock_or_recover()
     }
 }
 
@@ -138,7 +139,7 @@ struct Leases;
 
 impl Leases {
     fn lock() -> std::sync::MutexGuard<'static, Option<HashMap<String, Validity>>> {
-        LEASES.lock().unwrap_or_else(|p| p.into_inner())
+        LEASES.lock_or_recover()
     }
 
     fn insert(name: &str, validity: Validity) {
@@ -170,7 +171,7 @@ impl Managers {
     }
 
     fn add(&self, task: JoinHandle<()>) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self.tasks.lock_or_recover();
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
     }
@@ -179,7 +180,7 @@ impl Managers {
     /// and waits for them, at most `timeout`.
     pub(crate) async fn stop_all(&self, timeout: Duration) {
         self.leaving().send_replace(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks = std::mem::take(&mut *self.tasks.lock_or_recover());
         let _ = tokio::time::timeout(timeout, join_each(tasks)).await;
     }
 }

@@ -20,6 +20,7 @@
 //! new version, never half of one. A `members.json` that does not parse stops the start with an
 //! error naming it (a node that forgot its members could act as a cluster of its own).
 
+use foundation_core::sync::MutexRecover;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -255,14 +256,14 @@ impl NodeState {
 
     /// The largest token a restart of this node starts from (what the `token` file reserved).
     pub(crate) fn reserved_token(&self) -> u64 {
-        *self.reserved_token.lock().unwrap_or_else(|p| p.into_inner())
+        *self.reserved_token.lock_or_recover()
     }
 
     /// Makes sure `token` is covered by the `token` file: when it is not, reserves
     /// [`TOKEN_RESERVE`] past it (written whole and synced). `false` if it could not be written
     /// (the token must then not be acknowledged: a restart would not know it).
     pub(crate) fn cover_token(&self, token: u64) -> bool {
-        let mut reserved = self.reserved_token.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reserved = self.reserved_token.lock_or_recover();
         if token <= *reserved {
             return true;
         }

@@ -9,6 +9,7 @@
 //!
 //! Enable with the `testkit` feature. Runtime-agnostic: plain threads, no tokio.
 
+use foundation_core::sync::MutexRecover;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -179,7 +180,7 @@ impl NodeProcess {
             std::thread::spawn(move || {
                 for text in BufReader::new(stdout).lines().map_while(Result::ok) {
                     let event = serde_json::from_str(&text).ok();
-                    output.lines.lock().unwrap_or_else(|p| p.into_inner()).push(Line { text, event });
+                    output.lines.lock_or_recover().push(Line { text, event });
                     output.changed.notify_all();
                 }
             });
@@ -207,7 +208,7 @@ impl NodeProcess {
 
     /// Everything printed so far.
     pub fn output(&self) -> Vec<String> {
-        let lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = self.output.lines.lock_or_recover();
         lines.iter().map(|line| line.text.clone()).collect()
     }
 
@@ -254,7 +255,7 @@ impl NodeProcess {
     /// The printed lines so far that match `pattern` (see [`wait_for_event`](Self::wait_for_event)),
     /// as JSON; `json!({})` gives every JSON line.
     pub fn events(&self, pattern: &serde_json::Value) -> Vec<serde_json::Value> {
-        let lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = self.output.lines.lock_or_recover();
         lines.iter().filter(|line| line.matches(pattern)).cloned().filter_map(Line::into_event).collect()
     }
 
@@ -267,7 +268,7 @@ impl NodeProcess {
         timeout: Duration,
     ) -> Result<Vec<Line>, TestkitError> {
         let deadline = Instant::now() + timeout;
-        let mut lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = self.output.lines.lock_or_recover();
         loop {
             if lines.iter().filter(|line| matches(line)).count() >= count {
                 return Ok(lines.iter().filter(|line| matches(line)).cloned().collect());

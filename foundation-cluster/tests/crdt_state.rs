@@ -3,6 +3,11 @@
 //! input (a key used with two types, an oversized value, a key too long, a second replicator of
 //! one name).
 //! Across nodes and partitions: the multi-process test `examples/tests/crdt_convergence.rs`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::Duration;
 

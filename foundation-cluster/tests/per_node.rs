@@ -1,6 +1,11 @@
 //! One node in this process: a replica starts under supervision, is announced, is refused a
 //! second time on the same node, and is gone once stopped. (Across nodes: the multi-process
 //! test `examples/tests/cross_node.rs`.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use foundation_actors::supervision::ChildSpec;
 use foundation_cluster::{Cluster, ClusterError, PerNodeHandle};

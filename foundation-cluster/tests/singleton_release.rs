@@ -1,6 +1,11 @@
 //! One node in this process: a singleton declared here runs here, and dropping its handle
 //! stops it (the copy does not outlive its declaration), after which it can be declared again.
 //! (Failover across nodes: the multi-process tests in `examples/tests/cluster.rs`.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

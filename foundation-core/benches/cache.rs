@@ -1,6 +1,11 @@
 //! Cache costs: a semantic lookup over 100 000 stored prompts (a hit and a miss), embedding one
 //! prompt with the built-in hashing embedder, and an L1 hit. Run with
 //! `cargo bench -p foundation-core --bench cache`; figures are kept in docs/BENCHMARKS.md.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::hint::black_box;
 

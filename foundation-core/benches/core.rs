@@ -1,6 +1,11 @@
 //! Hot-path costs of foundation-core: recording a histogram value, adding a step to an error
 //! context, and an uncontended rate-limiter grant. Run with `cargo bench -p foundation-core --bench core`; figures are kept in
 //! docs/BENCHMARKS.md.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

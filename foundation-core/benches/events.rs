@@ -2,6 +2,11 @@
 //! policies), a query by correlation id over 1 000 000 events (SQLite file and memory).
 //! Run with `cargo bench -p foundation-core --bench events`; figures in docs/BENCHMARKS.md.
 //! The 1M-event file is built once per run (about half a minute) in a temporary directory.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::hint::black_box;
 use std::time::Duration;

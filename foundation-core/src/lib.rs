@@ -11,6 +11,7 @@
 //! - [`circuit_breaker`]: stop calling a failing dependency for a while, then probe it.
 //! - [`trace_context`]: the hook through which messages carry the current W3C `traceparent`.
 //! - [`retry`]: a retry policy (attempts, exponential backoff with jitter).
+//! - [`sync`]: locks that recover from poisoning (`lock_or_recover`), said once.
 //! - [`events`]: a structured event store (memory or a SQLite file): queries by type, time,
 //!   correlation, tenant and payload fields; causal chains; streams with optimistic concurrency,
 //!   snapshots and checkpoints for event sourcing; retention by age and size.
@@ -64,7 +65,6 @@
 //! assert_eq!(steps, ["fetch", "tokenize", "summarize"]);
 //! # });
 //! ```
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cache;
 pub mod circuit_breaker;
@@ -75,6 +75,7 @@ pub mod events;
 pub mod random;
 pub mod rate_limit;
 pub mod retry;
+pub mod sync;
 pub mod telemetry;
 pub mod trace_context;
 

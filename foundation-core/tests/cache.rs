@@ -1,6 +1,11 @@
 //! Caches: the L1 tier (TTL, bounds, collapsed loads, counts), the hashing embedder and the
 //! semantic tier (threshold, namespaces, eviction). No test depends on how long anything takes:
 //! expiry is awaited by polling with a generous deadline.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,9 @@
 //! Config loading, precedence, bad input and run-time reconfiguration.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::io::Write;
 use std::time::Duration;

@@ -1,4 +1,9 @@
 //! Error context: step histories, nesting across awaits, cancellation, panics, bounds, spans.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::io;
 use std::time::Duration;

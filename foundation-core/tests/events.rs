@@ -1,5 +1,10 @@
 //! The event store, the same behaviour checked on both backends (memory and a real SQLite
 //! file), plus what only a file can show (reopening, a file that is not a store).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::Duration;
 

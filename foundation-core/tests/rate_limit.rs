@@ -1,5 +1,10 @@
 //! The multi-dimensional rate limiter, on tokio's paused clock (time moves only when every task
 //! waits, so these tests are exact and never sleep for real).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::Duration;
 

@@ -1,6 +1,11 @@
 //! Steps are `tracing` spans. In a test binary of its own: tracing caches callsite interest
 //! process-wide, and tests running beside it with no subscriber could cache the `step` span as
 //! disabled while this test's subscriber is installed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::io;
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,9 @@
 //! Telemetry: percentile accuracy against exact quantiles, Prometheus text, the HTTP exporter.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

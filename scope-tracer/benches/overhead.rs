@@ -7,6 +7,11 @@
 //! With no tracer the spans are disabled and no context is taken.
 //!
 //! Run: `cargo bench -p scope-tracer --bench overhead` (figures in docs/BENCHMARKS.md).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,7 @@
 //! into per-name counters and a log-scale histogram (buckets of ×2, from 1 µs). Each node's
 //! participant answers with its [`NodeProfile`]; [`profile`] collects them.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -92,7 +93,7 @@ impl Default for Profiler {
 
 impl Profiler {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<&'static str, KindStats>> {
-        self.kinds.lock().unwrap_or_else(|p| p.into_inner())
+        self.kinds.lock_or_recover()
     }
 
     /// This process's profile, as `node`.

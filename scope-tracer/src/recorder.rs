@@ -13,6 +13,7 @@
 //! first closed, across every recording thread) are dropped, up to 64 at a time, and counted
 //! ([`TraceBuffer::dropped`]).
 
+use foundation_core::sync::MutexRecover;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -144,7 +145,7 @@ impl TraceBuffer {
     }
 
     fn shard(&self, i: usize) -> MutexGuard<'_, VecDeque<RawSpan>> {
-        self.inner.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.shards[i].lock_or_recover()
     }
 
     fn push(&self, span: RawSpan) {

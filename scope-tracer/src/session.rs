@@ -19,6 +19,7 @@
 //! nodes' bounded buffers, so a long trace at a high rate can lose its oldest spans there (the
 //! buffer's drop count says so).
 
+use foundation_core::sync::MutexRecover;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -220,7 +221,7 @@ static KNOWN: Mutex<Known> = Mutex::new(Known { sessions: Vec::new() });
 static BOOST: AtomicU64 = AtomicU64::new(0);
 
 fn known() -> MutexGuard<'static, Known> {
-    KNOWN.lock().unwrap_or_else(|p| p.into_inner())
+    KNOWN.lock_or_recover()
 }
 
 use crate::recorder::now_unix_ns;

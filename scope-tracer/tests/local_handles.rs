@@ -1,6 +1,11 @@
 //! Trace context through Foundation's handles inside one node: a user's actor message wrapped in
 //! `Traced`, a channel publish, and a pipeline's stages each continue the sender's trace as a
 //! child span, and a message sent outside any trace carries nothing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::BTreeMap;
 

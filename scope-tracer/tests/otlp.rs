@@ -1,6 +1,11 @@
 //! OTLP export over real HTTP on loopback: the request a collector receives, a refusal and an
 //! unreachable collector reported with what went wrong.
 #![cfg(feature = "otlp")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,9 @@
 //! Trace context through spans, across (simulated) nodes, merged and exported.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::BTreeSet;
 

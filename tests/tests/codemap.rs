@@ -5,6 +5,11 @@
 //! `src/...`) appears in backticks, or `dir/*.rs` for all of a directory's files, or its directory
 //! (`dir/`) and its file name (`name.rs`) both appear in backticks on one line. The codemap points at nothing outside the repository, and carries no
 //! notes about issue numbers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! `foundation node --coordination`: the coordination primitives from standard input, one reply
 //! per outcome (what the multi-process tests read).
 
+use foundation_core::sync::MutexRecover;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -254,7 +255,7 @@ impl CoordCommands {
                         let token = guard.token();
                         emit(&Reply::LockAcquired { name: name.clone(), token });
                         let mut held = guard.watch();
-                        lock(&self.locks).insert(name.clone(), guard);
+                        self.locks.lock_or_recover().insert(name.clone(), guard);
                         match held.wait_for(|h| !*h).await {
                             Ok(_) => Reply::LockLost { name, token },
                             Err(_) => return,
@@ -264,7 +265,7 @@ impl CoordCommands {
                 }
             }
             CoordCommand::Unlock { name } => {
-                let guard = lock(&self.locks).remove(&name);
+                let guard = self.locks.lock_or_recover().remove(&name);
                 match guard {
                     Some(guard) => {
                         guard.release().await;
@@ -276,7 +277,7 @@ impl CoordCommands {
             CoordCommand::Elect { name } => {
                 let election = coordination.elect(&name);
                 let mut changes = election.watch();
-                lock(&self.elections).insert(name.clone(), election);
+                self.elections.lock_or_recover().insert(name.clone(), election);
                 emit(&Reply::Standing { election: name.clone() });
                 while changes.changed().await.is_ok() {
                     let election = name.clone();
@@ -287,7 +288,7 @@ impl CoordCommands {
                 }
                 return;
             }
-            CoordCommand::Resign { name } => match lock(&self.elections).remove(&name) {
+            CoordCommand::Resign { name } => match self.elections.lock_or_recover().remove(&name) {
                 Some(election) => {
                     election.resign();
                     Reply::Resigned { election: name }
@@ -304,7 +305,7 @@ impl CoordCommands {
                 let bidder = SleepBidder { node: coordination.node().to_string(), cost };
                 match coordination.serve_bids(&capability, bidder).await {
                     Ok(handle) => {
-                        lock(&self.bidders).push(handle);
+                        self.bidders.lock_or_recover().push(handle);
                         Reply::Bidding { capability, cost }
                     }
                     Err(e) => Reply::BidFailed { capability, error: e.to_string() },
@@ -327,11 +328,6 @@ impl CoordCommands {
         };
         emit(&reply);
     }
-}
-
-/// The map behind `mutex`, even if a holder panicked (its entries stay usable).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod relay;
 mod subscription;
 mod topic;
 
+use foundation_core::sync::RwLockRecover;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -209,7 +210,7 @@ impl Channels {
                 .map_err(|e| ChannelError::Start(e.to_string()))?;
             relays.push((lane, relay));
         }
-        *registry.relays.write().unwrap_or_else(|p| p.into_inner()) = relays;
+        *registry.relays.write_or_recover() = relays;
         for topic in [control(), events(), telemetry()] {
             registry.declare(&topic, true)?;
         }
@@ -314,14 +315,14 @@ impl Channels {
 
     /// Subscribers of `topic` on this node.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.registry.topics.read_or_recover();
         topics.get(topic).map_or(0, |t| t.len)
     }
 
     /// Messages waiting in this node's subscriber queues (our bounded mailboxes): the total and
     /// the deepest single queue. A growing figure means subscribers fall behind.
     pub fn queued(&self) -> QueueDepth {
-        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.registry.topics.read_or_recover();
         let (total, deepest) = topics
             .values()
             .map(|t| (t.depth)(t.queues.as_ref()))
@@ -332,7 +333,7 @@ impl Channels {
     /// Messages waiting per topic (topics with any waiting): the mailbox depth of each kind
     /// of subscriber, as far as a node can tell (ractor keeps an actor's mailbox length private).
     pub fn queued_by_topic(&self) -> std::collections::BTreeMap<String, QueueDepth> {
-        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.registry.topics.read_or_recover();
         topics
             .iter()
             .map(|(name, t)| {
@@ -345,7 +346,7 @@ impl Channels {
 
     /// Topics that have subscribers on this node, and the built-in ones.
     pub fn topics(&self) -> Vec<String> {
-        let topics = self.registry.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.registry.topics.read_or_recover();
         let mut names: Vec<String> = topics.keys().map(|k| k.to_string()).collect();
         names.sort();
         names
@@ -479,13 +480,13 @@ impl Registry {
         topic: &Topic<T>,
         builtin: bool,
     ) -> Result<(), ChannelError> {
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let mut topics = self.topics.write_or_recover();
         let state = topics.entry(topic.shared_name()).or_insert_with(|| TopicState::new::<T>(topic, builtin));
         state.check::<T>(topic.name(), topic.lane())
     }
 
     fn check<T: 'static>(&self, topic: &Topic<T>) -> Result<(), ChannelError> {
-        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.topics.read_or_recover();
         match topics.get(topic.name()) {
             Some(state) => state.check::<T>(topic.name(), topic.lane()),
             None => Ok(()),
@@ -497,7 +498,7 @@ impl Registry {
         topic: &Topic<T>,
         queue: Arc<Queue<T>>,
     ) -> Result<(), ChannelError> {
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let mut topics = self.topics.write_or_recover();
         let state = topics.entry(topic.shared_name()).or_insert_with(|| TopicState::new::<T>(topic, false));
         state.check::<T>(topic.name(), topic.lane())?;
         if state.decode.is_none() {
@@ -516,7 +517,7 @@ impl Registry {
     }
 
     pub(crate) fn remove(&self, topic: &str, id: u64) {
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let mut topics = self.topics.write_or_recover();
         let Some(state) = topics.get_mut(topic) else { return };
         let before = state.len;
         state.len = (state.remove)(state.queues.as_mut(), id);
@@ -539,7 +540,7 @@ impl Registry {
     ) -> Result<usize, ChannelError> {
         let mut disconnected = Vec::new();
         let delivered = {
-            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            let topics = self.topics.read_or_recover();
             let Some(state) = topics.get(topic) else { return Ok(0) };
             let Some(queues) = state.queues.downcast_ref::<Vec<Arc<Queue<T>>>>() else {
                 return Err(ChannelError::TypeMismatch {
@@ -583,7 +584,7 @@ impl Registry {
     /// cluster-wide and with the same type, then decodes it.
     fn deliver_encoded(&self, envelope: &Envelope) -> Result<usize, ChannelError> {
         let (name, decode) = {
-            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            let topics = self.topics.read_or_recover();
             // No subscribers here any more (the last one just left): nothing to do.
             let Some((name, state)) = topics.get_key_value(envelope.topic.as_str()) else { return Ok(0) };
             if state.type_name != envelope.type_name {
@@ -602,17 +603,17 @@ impl Registry {
     }
 
     fn relay(&self, lane: Lane) -> Option<ActorCell> {
-        let relays = self.relays.read().unwrap_or_else(|p| p.into_inner());
+        let relays = self.relays.read_or_recover();
         relays.iter().find(|(l, _)| *l == lane).map(|(_, r)| r.get_cell())
     }
 
     fn relay_cells(&self) -> Vec<ActorCell> {
-        let relays = self.relays.read().unwrap_or_else(|p| p.into_inner());
+        let relays = self.relays.read_or_recover();
         relays.iter().map(|(_, r)| r.get_cell()).collect()
     }
 
     fn close(&self) {
-        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.topics.read_or_recover();
         for state in topics.values() {
             (state.close)(state.queues.as_ref());
         }

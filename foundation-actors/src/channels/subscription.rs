@@ -1,5 +1,6 @@
 //! A subscriber's bounded, two-lane queue and the handle that reads it.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -85,7 +86,7 @@ impl<T> Queue<T> {
     }
 
     pub(crate) fn push(&self, lane: Lane, message: Traced<T>) -> Pushed {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lanes = self.lanes.lock_or_recover();
         if lanes.disconnected || lanes.closed {
             return Pushed::Disconnected;
         }
@@ -120,7 +121,7 @@ impl<T> Queue<T> {
 
     /// Messages waiting, both lanes.
     pub(crate) fn len(&self) -> usize {
-        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lanes = self.lanes.lock_or_recover();
         lanes.control.len() + lanes.normal.len()
     }
 
@@ -130,7 +131,7 @@ impl<T> Queue<T> {
     }
 
     fn close(&self) {
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.lanes.lock_or_recover().closed = true;
         self.notify.notify_one();
     }
 }
@@ -192,7 +193,7 @@ impl<T: Clone + Send + Sync + 'static> Subscription<T> {
     }
 
     fn try_take(&self) -> Option<Result<Traced<T>, ChannelError>> {
-        let mut lanes = self.queue.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lanes = self.queue.lanes.lock_or_recover();
         if lanes.disconnected {
             return Some(Err(ChannelError::Disconnected { dropped: self.dropped() }));
         }

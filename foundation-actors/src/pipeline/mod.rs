@@ -46,6 +46,7 @@
 // Here each stage reads from a bounded tokio channel and hands over with a waiting send.
 mod worker;
 
+use foundation_core::sync::MutexRecover;
 use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -300,7 +301,7 @@ impl<In: Send + 'static, Cur: Clone + Send + Sync + 'static> PipelineBuilder<In,
         });
         let workers = stage.workers.max(1);
         let attach = Box::new(move |output: mpsc::Sender<Item<Next>>, children: &mut Vec<ChildSpec>| {
-            *shared.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(output);
+            *shared.output.lock_or_recover() = Some(output);
             for i in 0..workers {
                 let shared = shared.clone();
                 let spec = ChildSpec::new(format!("{}-{i}", shared.name), move || {

@@ -1,6 +1,7 @@
 //! A stage worker: an actor that pulls one item at a time from its stage's bounded input,
 //! runs the stage function with retries, and passes the result on (or to the dead letters).
 
+use foundation_core::sync::MutexRecover;
 use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -106,8 +107,8 @@ where
     ) -> Result<WorkerState<I, O, E>, ActorProcessingErr> {
         shared.stage_live.fetch_add(1, Ordering::SeqCst);
         shared.pipeline_shared.live.fetch_add(1, Ordering::SeqCst);
-        let output = shared.output.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let dead = shared.pipeline_shared.dead.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let output = shared.output.lock_or_recover().clone();
+        let dead = shared.pipeline_shared.dead.lock_or_recover().clone();
         myself.send_message(WorkerMsg::Pull)?;
         Ok(WorkerState { shared, output, dead, drained: false })
     }
@@ -120,13 +121,13 @@ where
         let shared = &state.shared;
         if shared.stage_live.fetch_sub(1, Ordering::SeqCst) == 1 && state.drained {
             // This stage has drained: let the next stage's input close once our clones are gone.
-            shared.output.lock().unwrap_or_else(|p| p.into_inner()).take();
+            shared.output.lock_or_recover().take();
         }
         state.output = None;
         state.dead = None;
         let pipeline = &shared.pipeline_shared;
         if pipeline.live.fetch_sub(1, Ordering::SeqCst) == 1 && state.drained {
-            pipeline.dead.lock().unwrap_or_else(|p| p.into_inner()).take();
+            pipeline.dead.lock_or_recover().take();
             if let Some(supervisor) = pipeline.supervisor.get() {
                 // The pipeline has drained: nothing is left for its supervisor to do.
                 supervisor.stop(None);

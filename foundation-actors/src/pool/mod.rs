@@ -41,6 +41,7 @@
 // idle workers, and workers that are not actors at all (connections, sessions).
 mod config;
 
+use foundation_core::sync::MutexRecover;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -436,7 +437,7 @@ impl<F: WorkerFactory> Inner<F> {
     fn lock(&self) -> MutexGuard<'_, State<F::Worker>> {
         // No user code runs under this lock; a poisoned lock means a bug here, and the counts
         // are still the best information there is.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     fn closed(&self) -> PoolError {

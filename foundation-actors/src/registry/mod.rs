@@ -47,6 +47,7 @@
 pub mod gateway;
 mod select;
 
+use foundation_core::sync::{MutexRecover, RwLockRecover};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -296,7 +297,7 @@ impl ServiceRegistry {
         let (gateway, _) = Actor::spawn(None, Gateway, Arc::downgrade(&inner))
             .await
             .map_err(|e| RegistryError::Start(e.to_string()))?;
-        *inner.gateway.write().unwrap_or_else(|p| p.into_inner()) = Some(gateway);
+        *inner.gateway.write_or_recover() = Some(gateway);
         Ok(ServiceRegistry { inner })
     }
 
@@ -345,7 +346,7 @@ impl ServiceRegistry {
         }
         let id = instance.id;
         {
-            let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.inner.state.write_or_recover();
             let already = state
                 .services
                 .get(service)
@@ -377,7 +378,7 @@ impl ServiceRegistry {
 
     /// Live instances matching the query, in registration order.
     pub fn discover(&self, query: &Query) -> Vec<ServiceInstance> {
-        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.inner.state.read_or_recover();
         let mut found: Vec<ServiceInstance> = state
             .instances
             .values()
@@ -411,7 +412,7 @@ impl ServiceRegistry {
 
     /// Picks a healthy, live instance of `service` by `strategy`.
     pub fn select(&self, service: &str, strategy: Strategy) -> Result<Selected, RegistryError> {
-        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.inner.state.read_or_recover();
         let entry =
             state.services.get(service).ok_or_else(|| RegistryError::UnknownService(service.to_string()))?;
         let turn = entry.turn.fetch_add(1, Ordering::Relaxed);
@@ -437,7 +438,7 @@ impl ServiceRegistry {
     /// For a local instance, every node sees the report at its next sync. For another node's
     /// instance, the report holds on this node only, until that node's next report reaches it.
     pub fn report_health(&self, id: InstanceId, healthy: bool, load: f64) -> Result<(), RegistryError> {
-        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.inner.state.read_or_recover();
         let i = state.instances.get(&id).ok_or(RegistryError::UnknownInstance(id))?;
         i.healthy.store(healthy, Ordering::Relaxed);
         i.load_bits
@@ -450,7 +451,7 @@ impl ServiceRegistry {
 
     /// Records one call's latency against an instance (for [`Strategy::LowestLatency`]).
     pub fn record_latency(&self, id: InstanceId, latency: Duration) -> Result<(), RegistryError> {
-        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.inner.state.read_or_recover();
         let i = state.instances.get(&id).ok_or(RegistryError::UnknownInstance(id))?;
         let sample = (latency.as_nanos().min(u128::from(u64::MAX / 2)) as u64).max(1);
         let _ = i.latency_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
@@ -465,7 +466,7 @@ impl ServiceRegistry {
 
     /// Registered instances of every service, live or not yet removed.
     pub fn len(&self) -> usize {
-        self.inner.state.read().unwrap_or_else(|p| p.into_inner()).instances.len()
+        self.inner.state.read_or_recover().instances.len()
     }
 
     /// Whether nothing is registered.
@@ -476,7 +477,7 @@ impl ServiceRegistry {
 
 impl Inner {
     fn remove(&self, id: InstanceId) -> Option<Arc<Instance>> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.write_or_recover();
         let instance = state.instances.remove(&id)?;
         if instance.origin.is_none() {
             self.version.fetch_add(1, Ordering::Relaxed);
@@ -496,7 +497,7 @@ impl Inner {
     pub(crate) fn forget_actors(&self, group: &str, cells: &[ActorCell]) {
         let Some(service) = group.strip_prefix("service:") else { return };
         let ids: Vec<InstanceId> = {
-            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let state = self.state.read_or_recover();
             let Some(entry) = state.services.get(service) else { return };
             entry
                 .instances
@@ -516,7 +517,7 @@ impl Inner {
 impl Inner {
     /// This node's own registrations, unless other nodes already have this version.
     fn local_records(&self, since: u64) -> Option<Records> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.read_or_recover();
         // Read under the lock: a change made after this read bumps the version again.
         let version = self.version.load(Ordering::Relaxed);
         if version == since {
@@ -545,7 +546,7 @@ impl Inner {
     }
 
     fn seen_version(&self, node: u64) -> u64 {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied().unwrap_or(0)
+        self.seen.lock_or_recover().get(&node).copied().unwrap_or(0)
     }
 
     /// Makes this node's view of `node`'s registrations equal to `records`.
@@ -553,7 +554,7 @@ impl Inner {
         let mut unresolved = 0;
         let mut added = false;
         {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.write_or_recover();
             let known: HashMap<u64, InstanceId> = state
                 .instances
                 .values()
@@ -608,7 +609,7 @@ impl Inner {
             }
         }
         if unresolved == 0 {
-            self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(node, records.version);
+            self.seen.lock_or_recover().insert(node, records.version);
         }
         if added {
             self.registered.notify_waiters();
@@ -618,9 +619,9 @@ impl Inner {
     /// Forgets nodes whose registry left (their node went): their instances go with their actors.
     fn forget_nodes(&self, nodes: impl Iterator<Item = u64>) {
         let nodes: Vec<u64> = nodes.collect();
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).retain(|n, _| !nodes.contains(n));
+        self.seen.lock_or_recover().retain(|n, _| !nodes.contains(n));
         let ids: Vec<InstanceId> = {
-            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let state = self.state.read_or_recover();
             state
                 .instances
                 .values()
@@ -636,7 +637,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(gateway) = self.gateway.write().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(gateway) = self.gateway.write_or_recover().take() {
             gateway.stop(None);
         }
     }

@@ -1,6 +1,7 @@
 //! The coordinator actor every node runs, and the tables it keeps: per lock, the current lease
 //! and the largest fencing token recorded; per barrier, who has arrived.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -186,7 +187,7 @@ impl Shared {
     }
 
     pub(crate) fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
-        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+        self.tables.lock_or_recover()
     }
 
     pub(crate) fn is_ready(&self) -> bool {

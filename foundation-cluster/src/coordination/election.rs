@@ -1,6 +1,7 @@
 //! Leader election on the lock: every candidate campaigns for the lock `election:NAME`; the
 //! holder leads, and its fencing token is its term.
 
+use foundation_core::sync::MutexRecover;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -47,11 +48,9 @@ impl Election {
     /// (SIGSTOP) is a `Follower` from the instant it wakes, before its renewal task has run.
     pub fn leadership(&self) -> Leadership {
         let leadership = *self.state.borrow();
-        let valid =
-            self.lease.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|(held, until)| {
-                *held.borrow()
-                    && tokio::time::Instant::now() < *until.lock().unwrap_or_else(|p| p.into_inner())
-            });
+        let valid = self.lease.lock_or_recover().as_ref().is_some_and(|(held, until)| {
+            *held.borrow() && tokio::time::Instant::now() < *until.lock_or_recover()
+        });
         match leadership {
             Leadership::Leader { .. } if !valid => Leadership::Follower,
             other => other,
@@ -104,7 +103,7 @@ impl Coordination {
                 };
                 match attempt {
                     Ok(mut guard) => {
-                        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard.validity());
+                        *current.lock_or_recover() = Some(guard.validity());
                         let _ = tx.send(Leadership::Leader { term: guard.token() });
                         tokio::select! {
                             _ = guard.lost() => {

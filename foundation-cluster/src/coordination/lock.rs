@@ -9,6 +9,7 @@
 //! grant majority overlaps this commit majority, and an overlapping node grants it only after
 //! this lease ended there, by which time it had recorded this token: so tokens only grow.
 
+use foundation_core::sync::MutexRecover;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -292,7 +293,7 @@ impl LockGuard {
                         // paused) must not bring a lapsed lease back.
                         Ok((start, granted)) if Instant::now() < until => {
                             until = valid_until(start, granted);
-                            *valid.lock().unwrap_or_else(|p| p.into_inner()) = until;
+                            *valid.lock_or_recover() = until;
                         }
                         _ => {
                             tracing::warn!(lock = %name, token, "lock lost: its lease could not be renewed");
@@ -320,7 +321,7 @@ impl LockGuard {
     /// tenths of the lease, counted from before the request that granted or last renewed it
     /// (the granting nodes count the whole lease from when they granted it).
     pub fn valid_until(&self) -> Option<Instant> {
-        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *self.until.lock_or_recover();
         (*self.held.borrow() && Instant::now() < until).then_some(until)
     }
 

@@ -66,6 +66,7 @@ mod consistency;
 mod replicator;
 mod value;
 
+use foundation_core::sync::MutexRecover;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -487,7 +488,7 @@ impl Replicator {
     /// Stops this node's replicator (every clone of the handle); subscriptions end. The other
     /// nodes keep their replicas.
     pub async fn stop(&self) {
-        let supervisor = self.supervisor.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let supervisor = self.supervisor.lock_or_recover().take();
         if let Some(supervisor) = supervisor {
             supervisor.stop().await;
         }

@@ -2,6 +2,7 @@
 //! runs anti-entropy gossip. The values themselves live in a [`Store`] shared with this node's
 //! [`Replicator`](super::Replicator) handles, so a restart of the actor loses nothing.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -253,7 +254,7 @@ impl Shared {
     }
 
     pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        self.store.lock_or_recover()
     }
 
     /// This node's pg group.

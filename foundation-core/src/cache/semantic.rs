@@ -1,5 +1,6 @@
 //! The semantic tier: answers reused for prompts that are similar enough, per namespace.
 
+use crate::sync::RwLockRecover;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -262,7 +263,7 @@ impl<A: Clone> SemanticCache<A> {
     /// similarity is at least the threshold; counts a hit (with its saved cost) or a miss.
     pub fn lookup(&self, namespace: &str, prompt: &str) -> Option<SemanticHit<A>> {
         let query = self.embed(prompt);
-        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let store = self.store.read_or_recover();
         let found = store.spaces.get(namespace).and_then(|space| {
             let (best, similarity) = space.best_at_least(&query, self.config.threshold, self.dims)?;
             let entry = &space.entries[best];
@@ -289,7 +290,7 @@ impl<A: Clone> SemanticCache<A> {
         let vector = self.embed(prompt);
         let cost = if cost.is_finite() { cost.max(0.0) } else { 0.0 };
         let now = self.tick();
-        let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store.write_or_recover();
         if let Some(space) = store.spaces.get_mut(namespace)
             && let Some(&i) = space.by_prompt.get(prompt)
         {
@@ -309,7 +310,7 @@ impl<A: Clone> SemanticCache<A> {
 
     /// Removes every entry of `namespace` (e.g. a tenant that leaves); how many there were.
     pub fn clear_namespace(&self, namespace: &str) -> usize {
-        let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store.write_or_recover();
         let removed = store.spaces.remove(namespace).map_or(0, |s| s.entries.len());
         store.len -= removed;
         removed
@@ -317,7 +318,7 @@ impl<A: Clone> SemanticCache<A> {
 
     /// Entries held, all namespaces together.
     pub fn len(&self) -> usize {
-        self.store.read().unwrap_or_else(|p| p.into_inner()).len
+        self.store.read_or_recover().len
     }
 
     /// Whether the cache holds nothing.
@@ -327,7 +328,7 @@ impl<A: Clone> SemanticCache<A> {
 
     /// Entries held in `namespace`.
     pub fn namespace_len(&self, namespace: &str) -> usize {
-        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let store = self.store.read_or_recover();
         store.spaces.get(namespace).map_or(0, |s| s.entries.len())
     }
 

@@ -1,6 +1,7 @@
 //! Run-time reconfiguration: the current configuration, validated updates and subscriptions to
 //! the keys a component cares about.
 
+use crate::sync::MutexRecover;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -73,7 +74,7 @@ impl LiveConfig {
 
     /// Changes the configuration in code; returns the leaf keys that changed.
     pub fn update(&self, change: impl FnOnce(&mut FoundationConfig)) -> Result<Vec<String>, ConfigError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.write.lock_or_recover();
         let mut next = (*self.current()).clone();
         change(&mut next);
         next.validate().map_err(|e| with_source(e, Source::Code))?;
@@ -82,7 +83,7 @@ impl LiveConfig {
 
     /// Sets one dotted key (`"telemetry.window"`, `"30s"`); returns the keys that changed.
     pub fn set(&self, key: &str, value: impl Into<Value>) -> Result<Vec<String>, ConfigError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.write.lock_or_recover();
         let mut table = to_table(&self.current());
         set_path(&mut table, key, value.into());
         let provenance: Provenance = [(key.to_string(), Source::Code)].into();
@@ -93,7 +94,7 @@ impl LiveConfig {
     /// Replaces the whole configuration (for example after re-running a
     /// [`ConfigLoader`](super::ConfigLoader) on a changed file); returns the keys that changed.
     pub fn replace(&self, next: FoundationConfig) -> Result<Vec<String>, ConfigError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.write.lock_or_recover();
         next.validate()?;
         Ok(self.install(next))
     }

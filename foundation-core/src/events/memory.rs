@@ -1,6 +1,7 @@
 //! The in-memory backend: everything in maps, gone with the process. For tests, caches of
 //! derived events and single-process tools.
 
+use crate::sync::RwLockRecover;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
@@ -96,11 +97,11 @@ impl MemoryBackend {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read_or_recover()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        self.state.write_or_recover()
     }
 }
 

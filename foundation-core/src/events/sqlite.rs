@@ -13,6 +13,7 @@
 //! (`BEGIN IMMEDIATE`, waiting up to 5 s for another writer), and the counts retention works
 //! from are kept in the file, changed in the same transactions.
 
+use crate::sync::MutexRecover;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -143,11 +144,11 @@ impl SqliteBackend {
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        self.writer.lock_or_recover()
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
-        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+        self.reader.lock_or_recover()
     }
 }
 

@@ -41,6 +41,7 @@
 mod exporter;
 mod sketch;
 
+use crate::sync::RwLockRecover;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
@@ -162,7 +163,7 @@ impl Telemetry {
                 .collect();
             by_name.entry(key.name().to_string()).or_default().push((labels.join(","), reading));
         }
-        let help = self.inner.histogram_help.read().unwrap_or_else(|p| p.into_inner());
+        let help = self.inner.histogram_help.read_or_recover();
         for (name, mut series) in by_name {
             series.sort_by(|a, b| a.0.cmp(&b.0));
             let metric = sanitize_metric_name(&name);
@@ -209,7 +210,7 @@ impl Recorder for Telemetry {
     }
 
     fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        let mut help = self.inner.histogram_help.write().unwrap_or_else(|p| p.into_inner());
+        let mut help = self.inner.histogram_help.write_or_recover();
         help.entry(key.as_str().to_string()).or_insert((unit, description));
     }
 

@@ -7,6 +7,7 @@
 //! be merged into cluster-wide ones later. Written on `sketches-ddsketch` rather than the
 //! exporter's own summaries because those cannot be read back in code.
 
+use crate::sync::MutexRecover;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,7 @@ impl WindowedHistogram {
 
     pub(crate) fn record_at(&self, value: f64, now: Instant) {
         let epoch = self.spec.epoch(now);
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock_or_recover();
         if !value.is_finite() {
             // NaN or infinity would poison sums and sketches; count them instead.
             s.rejected += 1;
@@ -87,7 +88,7 @@ impl WindowedHistogram {
 
     pub(crate) fn snapshot_at(&self, now: Instant) -> Percentiles {
         let epoch = self.spec.epoch(now);
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock_or_recover();
         s.advance(epoch, &self.spec);
         let mut merged = self.spec.sketch();
         for sketch in &s.sketches {

@@ -15,6 +15,7 @@
 //! - Bound to loopback by default. Any other address needs an access token, required on every
 //!   request (`?token=` or `Authorization: Bearer`); a wrong or missing one is a 401.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -70,7 +71,7 @@ fn follow_runs(channels: &Channels, runs: Arc<Mutex<BTreeMap<String, serde_json:
     tokio::spawn(async move {
         while let Ok(event) = telemetry.recv().await {
             if event.kind == "optimization_progress" {
-                runs.lock().unwrap_or_else(|p| p.into_inner()).insert(event.source, event.data);
+                runs.lock_or_recover().insert(event.source, event.data);
             }
         }
     });
@@ -170,7 +171,7 @@ async fn cluster_json(State(state): State<AppState>) -> axum::Json<ClusterHealth
 }
 
 fn runs(state: &AppState) -> serde_json::Value {
-    serde_json::to_value(&*state.runs.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or_default()
+    serde_json::to_value(&*state.runs.lock_or_recover()).unwrap_or_default()
 }
 
 async fn runs_json(State(state): State<AppState>) -> axum::Json<serde_json::Value> {

@@ -2,6 +2,7 @@
 //! commands one at a time.
 
 use foundation_core::events::{EventStore, EventStoreError, ExpectedVersion, MAX_LIMIT, NewEvent, Snapshot};
+use foundation_core::sync::MutexRecover;
 use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -218,7 +219,7 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             Msg::Execute { command, expected, correlation, reply } => {
-                let command = command.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let command = command.lock_or_recover().take();
                 if let Some(command) = command {
                     let result = state.execute(command, expected, correlation).await;
                     let _ = reply.send(result);

@@ -1,5 +1,6 @@
 //! [`Aggregates`]: the handle that routes commands to one actor per aggregate id.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -114,7 +115,7 @@ struct RetireOnDrop<A: Aggregate>(Arc<Mutex<LiveSet<A>>>);
 
 impl<A: Aggregate> Drop for RetireOnDrop<A> {
     fn drop(&mut self) {
-        let drained: Vec<_> = self.0.lock().unwrap_or_else(|e| e.into_inner()).0.drain().collect();
+        let drained: Vec<_> = self.0.lock_or_recover().0.drain().collect();
         for (_, live) in drained {
             let _ = live.actor.cast(Msg::Passivate);
         }
@@ -183,7 +184,7 @@ impl<A: Aggregate> Aggregates<A> {
     {
         let make = |slot: Slot<F>, tx: oneshot::Sender<R>| {
             Msg::Read(Box::new(move |a: &A, v| {
-                if let Some(reader) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                if let Some(reader) = slot.lock_or_recover().take() {
                     let _ = tx.send(reader(a, v));
                 }
             }))
@@ -252,7 +253,7 @@ impl<A: Aggregate> Aggregates<A> {
                 Err(e) => e.to_string(),
             };
             let error = self.gone(id, &actor, failure);
-            let unopened = slot.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            let unopened = slot.lock_or_recover().is_some();
             if !unopened || attempts >= 3 {
                 return Err(error);
             }
@@ -260,7 +261,7 @@ impl<A: Aggregate> Aggregates<A> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveSet<A>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        self.live.lock_or_recover()
     }
 
     /// Forgets a dead actor so that the next call starts a new one.

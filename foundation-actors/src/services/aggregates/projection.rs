@@ -1,6 +1,7 @@
 //! Projections: read models built from the store's events, resuming after a restart from the
 //! position they had recorded.
 
+use foundation_core::sync::MutexRecover;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,7 +110,7 @@ impl<P: Projection> ProjectionHandle<P> {
 
     /// The last error `apply` or the store returned, if the projection is stuck on one.
     pub fn last_error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.error.lock_or_recover().clone()
     }
 
     /// Reads the model (between two events, never during one).
@@ -154,7 +155,7 @@ async fn run<P: Projection>(
     let mut appended = store.watch_appends();
     let mut position = *position_tx.borrow();
     let mut recorded = position;
-    let set_error = |e: Option<String>| *error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    let set_error = |e: Option<String>| *error.lock_or_recover() = e;
     // Waits `d`, or less if a stop is asked for; true if it was.
     async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
         if *stop.borrow() {

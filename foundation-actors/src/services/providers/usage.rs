@@ -1,5 +1,6 @@
 //! Usage and cost per provider, model and tenant: counted in metrics and kept for queries.
 
+use foundation_core::sync::MutexRecover;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,7 +93,7 @@ impl UsageLedger {
     }
 
     fn update(&self, key: UsageKey, delta: UsageTotals) {
-        let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows = self.rows.lock_or_recover();
         rows.entry(key).or_default().add(&delta);
     }
 
@@ -145,7 +146,7 @@ impl UsageLedger {
 
     /// The rows that match, in key order.
     pub fn summary(&self, filter: &UsageFilter) -> Vec<(UsageKey, UsageTotals)> {
-        let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = self.rows.lock_or_recover();
         rows.iter().filter(|(k, _)| filter.matches(k)).map(|(k, t)| (k.clone(), *t)).collect()
     }
 

@@ -1,5 +1,6 @@
 //! [`Tenants`], [`Tenant`] and the permit a tenant's work holds.
 
+use foundation_core::sync::{MutexRecover, RwLockRecover};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -135,7 +136,7 @@ impl Tenants {
             usage: Mutex::new(Usage::default()),
             events: self.events.clone(),
         }));
-        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        let mut tenants = self.tenants.write_or_recover();
         if tenants.contains_key(id) {
             return Err(TenantError::Duplicate(id.to_string()));
         }
@@ -145,13 +146,13 @@ impl Tenants {
 
     /// A registered tenant.
     pub fn get(&self, id: &str) -> Result<Tenant, TenantError> {
-        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let tenants = self.tenants.read_or_recover();
         tenants.get(id).cloned().ok_or_else(|| TenantError::Unknown(id.to_string()))
     }
 
     /// Every tenant's usage, by id.
     pub fn usage(&self) -> Vec<(String, Usage)> {
-        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let tenants = self.tenants.read_or_recover();
         let mut all: Vec<_> = tenants.values().map(|t| (t.id().to_string(), t.usage())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -196,7 +197,7 @@ impl Tenant {
 
     /// What it has used so far.
     pub fn usage(&self) -> Usage {
-        *self.0.usage.lock().unwrap_or_else(|e| e.into_inner())
+        *self.0.usage.lock_or_recover()
     }
 
     /// Waits (up to `timeout`) until its quota admits one request estimated at
@@ -216,7 +217,7 @@ impl Tenant {
                 match limiter.acquire(&cost, Some(timeout)).await {
                     Ok(p) => Some(p),
                     Err(source) => {
-                        self.0.usage.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
+                        self.0.usage.lock_or_recover().refused += 1;
                         metrics::counter!("foundation_tenant_refused_total", "tenant" => self.0.id.clone())
                             .increment(1);
                         return Err(TenantError::OverQuota { tenant: self.0.id.clone(), source });
@@ -224,7 +225,7 @@ impl Tenant {
                 }
             }
         };
-        self.0.usage.lock().unwrap_or_else(|e| e.into_inner()).requests += 1;
+        self.0.usage.lock_or_recover().requests += 1;
         metrics::counter!("foundation_tenant_requests_total", "tenant" => self.0.id.clone()).increment(1);
         Ok(TenantWork { tenant: self.clone(), permit, estimated_tokens, settled: false })
     }
@@ -265,7 +266,7 @@ impl TenantWork {
         }
         let cost = tokens as f64 / 1000.0 * state.spec.price_per_1k_tokens;
         {
-            let mut usage = state.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let mut usage = state.usage.lock_or_recover();
             usage.tokens += tokens;
             usage.cost += cost;
         }
