@@ -236,3 +236,116 @@ async fn a_chain_is_built_from_llm_config_with_profiles_and_endpoints() {
     let answer = router.complete(&ChatRequest::prompt(QA)).await.unwrap();
     assert_eq!(answer.provider, "local");
 }
+
+/// A model that counts the calls in flight at once (and the most so far) around the simulated one.
+struct Counting {
+    inner: SimulatedModel,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LanguageModel for Counting {
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            let answer = self.inner.complete(request).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+            self.done.fetch_add(1, SeqCst);
+            answer
+        })
+    }
+}
+
+/// Waits (up to 30 s, polling) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..3_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_lowers_a_limit_under_load_takes_effect_at_once() {
+    use foundation_core::config::{FoundationConfig, LiveConfig, ProviderConfig};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+    let mut config = FoundationConfig::default();
+    let limits = ProviderLimits { concurrent: Some(8), ..Default::default() };
+    config.llm.providers.insert("sim".into(), ProviderConfig { limits, ..Default::default() });
+    let live = LiveConfig::new(config).unwrap();
+    let (in_flight, most, done) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sim = SimulatedConfig { latency: Duration::from_millis(5), ..Default::default() };
+    let model = Counting {
+        inner: SimulatedModel::new(sim),
+        in_flight: in_flight.clone(),
+        most: most.clone(),
+        done: done.clone(),
+    };
+    let options = ProviderOptions {
+        limits: live.current().llm.providers["sim"].effective_limits(),
+        max_wait: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let router = LlmRouter::new(ModelRegistry::with_defaults())
+        .provider(Provider::new("sim", model, options).unwrap());
+    let follower = router.follow(&live).unwrap();
+
+    // 32 callers, as fast as the limits let them.
+    let (stop, failures) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..32)
+        .map(|i| {
+            let (router, stop, failures) = (router.clone(), stop.clone(), failures.clone());
+            tokio::spawn(async move {
+                while !stop.load(SeqCst) {
+                    let request = ChatRequest::prompt(format!("question {i}")).max_tokens(8);
+                    if router.complete(&request).await.is_err() {
+                        failures.fetch_add(1, SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("8 calls in flight at once", || most.load(SeqCst) >= 8).await;
+    assert_eq!(most.load(SeqCst), 8, "the limit of 8 at once held before the reload");
+
+    // The reload lowers the limit to 2 while 32 callers wait on it.
+    let changed =
+        live.update(|c| c.llm.providers.get_mut("sim").unwrap().limits.concurrent = Some(2)).unwrap();
+    assert_eq!(changed, ["llm.providers.sim.limits.concurrent"]);
+    eventually("the reload applied", || follower.changes_applied() >= 1).await;
+    assert_eq!(router.get("sim").unwrap().limits().concurrent, Some(2));
+    // The calls admitted before it finish; from then on, never more than 2 at once.
+    eventually("the calls admitted before the reload drained", || in_flight.load(SeqCst) <= 2).await;
+    most.store(in_flight.load(SeqCst), SeqCst);
+    let before = done.load(SeqCst);
+    eventually("100 more calls", || done.load(SeqCst) >= before + 100).await;
+    assert!(most.load(SeqCst) <= 2, "{} calls at once after lowering the limit to 2", most.load(SeqCst));
+
+    // A reload that adds a kind of limit is refused for this provider, which keeps serving.
+    live.update(|c| c.llm.providers.get_mut("sim").unwrap().limits.rpm = Some(6_000)).unwrap();
+    eventually("the second reload handled", || follower.changes_applied() >= 2).await;
+    assert_eq!(
+        router.get("sim").unwrap().limits(),
+        ProviderLimits { concurrent: Some(2), ..Default::default() }
+    );
+    let before = done.load(SeqCst);
+    eventually("10 more calls", || done.load(SeqCst) >= before + 10).await;
+
+    stop.store(true, SeqCst);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert_eq!(failures.load(SeqCst), 0);
+}

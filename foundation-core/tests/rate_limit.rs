@@ -270,3 +270,46 @@ async fn a_share_scales_capacity_and_rate_and_zero_holds_waiters() {
     limiter.observe_remaining(1, 1_000);
     assert_eq!(level(&limiter, 1), 500.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn new_limits_take_effect_at_once_without_granting_more_and_keep_held_permits() {
+    let limiter =
+        RateLimiter::new([Limit::per_minute("requests", 60), Limit::concurrent("concurrent", 4)]).unwrap();
+    let held: Vec<_> = (0..3).map(|_| limiter.try_acquire(&[1, 1]).unwrap()).collect();
+    assert_eq!(level(&limiter, 0), 57.0);
+    // Lower: 6 per minute and 2 at once. Available requests drop to the new capacity, and the
+    // three permits held count against the new concurrency (one over it).
+    limiter.set_limits([Limit::per_minute("requests", 6), Limit::concurrent("concurrent", 2)]).unwrap();
+    assert_eq!(level(&limiter, 0), 6.0);
+    assert_eq!(level(&limiter, 1), -1.0);
+    assert!(matches!(limiter.try_acquire(&[1, 1]), Err(RateLimitError::WouldWait { retry_in: None, .. })));
+    drop(held);
+    let _a = limiter.try_acquire(&[1, 1]).unwrap();
+    let _b = limiter.try_acquire(&[1, 1]).unwrap();
+    assert!(limiter.try_acquire(&[1, 1]).is_err(), "a third at once over a concurrency of 2");
+    // The new rate: one request per 10 s.
+    drop((_a, _b));
+    for _ in 0..2 {
+        let _ = limiter.try_acquire(&[1, 1]).unwrap();
+    }
+    assert_eq!(level(&limiter, 0), 2.0);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!((level(&limiter, 0) - 3.0).abs() < 1e-6, "{}", level(&limiter, 0));
+    // Raise: it refills towards the higher limit, it is not handed out at once.
+    limiter.set_limits([Limit::per_minute("requests", 600), Limit::concurrent("concurrent", 8)]).unwrap();
+    assert!((level(&limiter, 0) - 3.0).abs() < 1e-6);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!((level(&limiter, 0) - 13.0).abs() < 1e-6, "{}", level(&limiter, 0));
+    // A change of dimensions or of kind is refused, and nothing changes.
+    let err = limiter.set_limits([Limit::per_minute("requests", 6)]).unwrap_err();
+    assert!(err.to_string().contains("other dimensions"), "{err}");
+    let err = limiter
+        .set_limits([Limit::per_minute("requests", 6), Limit::per_minute("concurrent", 2)])
+        .unwrap_err();
+    assert!(err.to_string().contains("between a rate and a concurrency limit"), "{err}");
+    let err = limiter
+        .set_limits([Limit::per_minute("requests", 0), Limit::concurrent("concurrent", 2)])
+        .unwrap_err();
+    assert!(err.to_string().contains("positive amount"), "{err}");
+    assert!((level(&limiter, 0) - 13.0).abs() < 1e-6);
+}

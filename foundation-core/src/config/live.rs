@@ -100,7 +100,8 @@ impl LiveConfig {
     }
 
     /// Subscribes to changes of `keys`. A key names a leaf (`telemetry.window`) or a whole section
-    /// (`telemetry`); an unknown key is an error, so a misspelt subscription does not stay silent.
+    /// (`telemetry`, `llm.providers`, `llm.providers.openai`, even before that provider is
+    /// configured); an unknown key is an error, so a misspelt subscription does not stay silent.
     pub fn subscribe<I, S>(&self, keys: I) -> Result<ConfigSubscription, ConfigError>
     where
         I: IntoIterator<Item = S>,
@@ -110,7 +111,7 @@ impl LiveConfig {
         let watched: Vec<String> = keys.into_iter().map(Into::into).collect();
         let unknown: Vec<ConfigIssue> = watched
             .iter()
-            .filter(|w| !known.iter().any(|k| matches(w, k)))
+            .filter(|w| !known.iter().any(|k| matches(w, k)) && !in_named_table(w))
             .map(|w| ConfigIssue {
                 kind: IssueKind::UnknownKey,
                 key: w.clone(),
@@ -159,6 +160,12 @@ impl ConfigSubscription {
     pub fn current(&self) -> Arc<FoundationConfig> {
         self.rx.borrow().clone()
     }
+}
+
+/// Whether `key` names `llm.providers` or something in it: a table whose entries are named by
+/// the user, so its keys are known only once a provider is configured (and may come later).
+fn in_named_table(key: &str) -> bool {
+    matches(key, "llm.providers") || matches("llm.providers", key)
 }
 
 fn matches(watched: &str, key: &str) -> bool {

@@ -56,6 +56,17 @@ impl Bucket {
 
     /// Scales capacity and rate to `share` of the limit (concurrency: rounded down). What is
     /// available never rises by a change of share, it only refills faster or slower from now on.
+    /// New full limits from `limit` (of the same kind), at `share`: what is available never
+    /// rises by the change (a lower limit takes effect at once, a higher one refills to it), and
+    /// concurrency already in use stays counted against the new capacity.
+    pub(crate) fn reconfigure(&mut self, limit: &Limit, share: f64, now: Instant) {
+        let fresh = Bucket::new(limit, now);
+        self.refill(now);
+        self.full_capacity = fresh.full_capacity;
+        self.full_rate = fresh.full_rate;
+        self.set_share(share, now);
+    }
+
     pub(crate) fn set_share(&mut self, share: f64, now: Instant) {
         self.refill(now);
         if self.concurrency {

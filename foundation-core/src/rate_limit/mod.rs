@@ -386,6 +386,48 @@ impl RateLimiter {
         self.inner.changed.notify_waiters();
     }
 
+    /// Replaces the limits with `limits`, which must name the same dimensions in the same order,
+    /// each of the same kind (per period or at once): a configuration reload that changes an
+    /// amount, a period or a burst. What is available never rises by the change (a lower limit
+    /// takes effect at once, a higher one refills to it); permits held stay counted (after a
+    /// lower concurrency, new permits wait until enough are given back). The share is kept.
+    /// A change of dimensions is refused (costs are shaped by them): build a new limiter.
+    pub fn set_limits(&self, limits: impl IntoIterator<Item = Limit>) -> Result<(), RateLimitError> {
+        let limits: Vec<Limit> = limits.into_iter().collect();
+        let names: Vec<&str> = limits.iter().map(Limit::name).collect();
+        if names != self.inner.names.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(RateLimitError::Invalid(format!(
+                "the limits name other dimensions ({}) than this limiter's ({}); that needs a new limiter",
+                names.join(", "),
+                self.inner.names.join(", ")
+            )));
+        }
+        for l in &limits {
+            if l.amount == 0 || l.burst == 0 || l.period.is_some_and(|p| p.is_zero()) {
+                return Err(RateLimitError::Invalid(format!(
+                    "`{}` must allow a positive amount per non-zero period, with a positive burst",
+                    l.name
+                )));
+            }
+        }
+        let mut state = self.inner.lock();
+        if let Some(l) =
+            limits.iter().zip(&state.buckets).find(|(l, b)| l.period.is_none() != b.is_concurrency())
+        {
+            return Err(RateLimitError::Invalid(format!(
+                "`{}` changes between a rate and a concurrency limit; that needs a new limiter",
+                l.0.name
+            )));
+        }
+        let (now, share) = (Instant::now(), state.share);
+        for (bucket, limit) in state.buckets.iter_mut().zip(&limits) {
+            bucket.reconfigure(limit, share, now);
+        }
+        drop(state);
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
     /// The share of its limits this limiter runs on (1 unless [`set_share`](Self::set_share)).
     pub fn share(&self) -> f64 {
         self.inner.lock().share

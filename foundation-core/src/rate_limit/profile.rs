@@ -99,9 +99,15 @@ impl ProviderLimits {
         .into_iter()
     }
 
+    /// Every limit set, in the order of [`limiter`](Self::limiter)'s dimensions (for
+    /// [`RateLimiter::set_limits`] after a reload).
+    pub fn to_limits(&self) -> Vec<Limit> {
+        self.dimensions().filter_map(|(n, make)| n.map(make)).collect()
+    }
+
     /// One limiter over every limit set (`None` when there is none: nothing to wait for).
     pub fn limiter(&self) -> Result<Option<RateLimiter>, RateLimitError> {
-        let limits: Vec<Limit> = self.dimensions().filter_map(|(n, make)| n.map(make)).collect();
+        let limits = self.to_limits();
         if limits.is_empty() { Ok(None) } else { RateLimiter::new(limits).map(Some) }
     }
 

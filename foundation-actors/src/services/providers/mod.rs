@@ -53,7 +53,7 @@ pub use message::{ChatMessage, ChatRequest, Completion, DEFAULT_MAX_TOKENS, Role
 pub use model::{BoxFuture, LanguageModel, LmError};
 pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, OpenAiClient};
 pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, ProviderOptions};
-pub use router::LlmRouter;
+pub use router::{ConfigFollower, LlmRouter};
 #[cfg(feature = "sim-server")]
 pub use sim_server::{ServerStats, SimServerConfig, SimulatedProvider};
 pub use simulated::{

@@ -8,6 +8,7 @@ use foundation_core::circuit_breaker::{BreakerConfig, CircuitBreaker};
 use foundation_core::config::{ProviderConfig, ProviderKind};
 use foundation_core::rate_limit::{Permit, ProviderLimits, RateLimitError, RateLimiter, TokenCost};
 use foundation_core::retry::RetryPolicy;
+use foundation_core::sync::RwLockRecover;
 
 use super::message::{ChatRequest, Completion};
 use super::model::{LanguageModel, LmError};
@@ -53,7 +54,8 @@ impl Default for ProviderOptions {
 pub struct Provider {
     name: String,
     model: Arc<dyn LanguageModel>,
-    limits: ProviderLimits,
+    /// Shared by clones, so that a reload ([`Provider::set_limits`]) reaches every one.
+    limits: Arc<std::sync::RwLock<ProviderLimits>>,
     limiter: Option<RateLimiter>,
     breaker: CircuitBreaker,
     retry: RetryPolicy,
@@ -83,7 +85,7 @@ impl Provider {
         Ok(Provider {
             name,
             model: Arc::new(model),
-            limits: options.limits,
+            limits: Arc::new(std::sync::RwLock::new(options.limits)),
             limiter,
             breaker: CircuitBreaker::new(options.breaker),
             retry: options.retry,
@@ -133,9 +135,31 @@ impl Provider {
         self.model.model()
     }
 
-    /// Its limits.
+    /// Its limits (as last set).
     pub fn limits(&self) -> ProviderLimits {
-        self.limits
+        *self.limits.read_or_recover()
+    }
+
+    /// Applies new limits at once (a configuration reload; see
+    /// [`RateLimiter::set_limits`](foundation_core::rate_limit::RateLimiter::set_limits) for
+    /// what happens to capacity already used). The same limits must be set, with new values:
+    /// adding or removing one (`rpm` where there was none) is refused and changes nothing, as
+    /// the provider's limiter has a fixed shape; that change needs a restart.
+    pub fn set_limits(&self, limits: ProviderLimits) -> Result<(), LmError> {
+        let refused = |reason: String| LmError::Rejected {
+            provider: self.name.clone(),
+            status: 0,
+            body: format!("limits not changed: {reason}"),
+        };
+        match &self.limiter {
+            Some(limiter) => limiter.set_limits(limits.to_limits()).map_err(|e| refused(e.to_string()))?,
+            None if limits == ProviderLimits::default() => {}
+            None => {
+                return Err(refused("the provider was started without limits; that needs a restart".into()));
+            }
+        }
+        *self.limits.write_or_recover() = limits;
+        Ok(())
     }
 
     /// Its limiter (`None` without limits): a cluster-wide budget sets its share.
@@ -155,7 +179,7 @@ impl Provider {
 
     async fn acquire(&self, request: &ChatRequest) -> Result<Option<Permit>, LmError> {
         let Some(limiter) = &self.limiter else { return Ok(None) };
-        let cost = self.limits.cost(Self::estimate(request));
+        let cost = self.limits().cost(Self::estimate(request));
         let over = |dimension: String, wait: Duration| LmError::OverBudget {
             provider: self.name.clone(),
             dimension,
@@ -207,7 +231,7 @@ impl Provider {
                             output: completion.usage.completion_tokens,
                         };
                         // The shape is the limiter's own: settling cannot fail.
-                        let _ = permit.settle(&self.limits.cost(used));
+                        let _ = permit.settle(&self.limits().cost(used));
                         limiter.apply_headers(
                             completion.rate_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
                         );

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use foundation_core::config::LlmConfig;
+use foundation_core::config::{LiveConfig, LlmConfig};
 
 use super::catalog::ModelRegistry;
 use super::message::{ChatRequest, Completion};
@@ -10,6 +10,26 @@ use super::model::{BoxFuture, LanguageModel, LmError};
 use super::provider::Provider;
 use super::tokens;
 use super::usage::UsageLedger;
+
+/// A router following a [`LiveConfig`] ([`LlmRouter::follow`]); dropping it stops following.
+#[derive(Debug)]
+pub struct ConfigFollower {
+    task: tokio::task::JoinHandle<()>,
+    applied: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ConfigFollower {
+    /// Configuration changes handled so far (each applied to every provider it names).
+    pub fn changes_applied(&self) -> u64 {
+        self.applied.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for ConfigFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// Providers tried in order: a provider whose breaker is open, whose budget would wait too long,
 /// whose context window is too small or that fails after its retries is skipped for the next.
@@ -50,6 +70,41 @@ impl LlmRouter {
             router = router.provider(Provider::from_config(name, p, seed)?);
         }
         Ok(router)
+    }
+
+    /// Follows `live`: whenever `[llm.providers]` changes (a reload: [`LiveConfig::update`],
+    /// `replace` or `set`), each provider of this router that the new configuration names gets
+    /// that entry's limits (its `profile` with its `limits`) at once, through
+    /// [`Provider::set_limits`]. Limits are the live keys of `[llm]`; other provider keys
+    /// (`kind`, `model`, `base_url`, `timeout`, `attempts`) need a restart, as does adding or
+    /// removing a kind of limit, which is logged and leaves that provider's limits as they were.
+    /// Stops when the returned handle is dropped (or the `LiveConfig` is). Needs a tokio runtime.
+    pub fn follow(&self, live: &LiveConfig) -> Result<ConfigFollower, foundation_core::config::ConfigError> {
+        let mut changes = live.subscribe(["llm.providers"])?;
+        let providers = self.chain.clone();
+        let applied = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = applied.clone();
+        let task = tokio::spawn(async move {
+            while let Some(change) = changes.changed().await {
+                for provider in &providers {
+                    let Some(config) = change.config.llm.providers.get(provider.name()) else { continue };
+                    let limits = config.effective_limits();
+                    if limits == provider.limits() {
+                        continue;
+                    }
+                    match provider.set_limits(limits) {
+                        Ok(()) => {
+                            tracing::info!(provider = %provider.name(), ?limits, "provider limits reloaded")
+                        }
+                        Err(e) => {
+                            tracing::warn!(provider = %provider.name(), error = %e, "provider limits not reloaded")
+                        }
+                    }
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Ok(ConfigFollower { task, applied })
     }
 
     /// The providers, in chain order.
