@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::{Section, config_section};
+use super::reference::KeyKind;
 use super::validate::Validator;
 use crate::rate_limit::ProviderLimits;
 
@@ -29,48 +31,45 @@ pub enum ProviderKind {
     OpenaiCompatible,
 }
 
-/// `[llm.providers.NAME]`: one provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// What it is. Default `simulated`.
-    pub kind: ProviderKind,
-    /// The model asked for. Default [`DEFAULT_MODEL`].
-    pub model: String,
-    /// Base URL of an OpenAI-compatible endpoint (up to `/v1`). Default: `OPENAI_BASE_URL`, or
-    /// `https://api.openai.com/v1`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base_url: Option<String>,
-    /// API key. Default: `OPENAI_API_KEY`, or none (local servers need none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
-    /// Named limits of the account's tier (see
-    /// [`ProviderLimits::profile`](crate::rate_limit::ProviderLimits::profile)). Default
-    /// [`DEFAULT_PROVIDER_PROFILE`]: no rate limits, 64 requests at once.
-    pub profile: String,
-    /// Limits that replace the profile's, e.g. `limits = { rpm = 600, tpm = 40000 }`.
-    pub limits: ProviderLimits,
-    /// Per-request timeout. Default [`DEFAULT_PROVIDER_TIMEOUT`] (60 s).
-    #[serde(with = "super::duration")]
-    pub timeout: Duration,
-    /// Attempts per request, the first included, 1–10. Default [`DEFAULT_PROVIDER_ATTEMPTS`]:
-    /// a 5xx or a timeout is retried twice (with backoff, or after `retry-after`) before the
-    /// next provider of the chain is tried.
-    pub attempts: u32,
-}
-
-impl Default for ProviderConfig {
-    fn default() -> Self {
-        ProviderConfig {
-            kind: ProviderKind::Simulated,
-            model: DEFAULT_MODEL.to_string(),
-            base_url: None,
-            api_key: None,
-            profile: DEFAULT_PROVIDER_PROFILE.to_string(),
-            limits: ProviderLimits::default(),
-            timeout: DEFAULT_PROVIDER_TIMEOUT,
-            attempts: DEFAULT_PROVIDER_ATTEMPTS,
-        }
+config_section! {
+    /// `[llm.providers.NAME]`: one provider.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct ProviderConfig in "llm.providers.NAME" {
+        kind: ProviderKind = ProviderKind::Simulated => KeyKind::OneOf(&["simulated", "openai-compatible"]),
+            doc "`simulated`: the built-in model, no network. `openai-compatible`: a chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp server).";
+        model: String = DEFAULT_MODEL.to_string() => KeyKind::String,
+            doc "The model asked for.";
+        base_url: Option<String> = None => KeyKind::String,
+            unset "`OPENAI_BASE_URL`, else `https://api.openai.com/v1`",
+            check(
+                |c: &Self| c.base_url.as_ref().is_none_or(|u| u.starts_with("http://") || u.starts_with("https://")),
+                "an http:// or https:// URL"
+            ),
+            serde(skip_serializing_if = "Option::is_none"),
+            doc "The endpoint, up to `/v1`; an `http://` or `https://` URL.";
+        api_key: Option<String> = None => KeyKind::String,
+            unset "`OPENAI_API_KEY`, else none",
+            serde(skip_serializing_if = "Option::is_none"),
+            doc "Sent as a bearer token; local servers need none.";
+        profile: String = DEFAULT_PROVIDER_PROFILE.to_string() => KeyKind::String,
+            live true,
+            check(
+                |c: &Self| ProviderLimits::profile(&c.profile).is_some(),
+                format!("one of {}", ProviderLimits::profile_names().collect::<Vec<_>>().join(", "))
+            ),
+            doc "Named limits of the account's tier (the figures providers published for their entry tiers, checked 2026-11; set your account's in `limits`), one of:";
+        timeout: Duration = DEFAULT_PROVIDER_TIMEOUT => KeyKind::Duration,
+            check(|c: &Self| !c.timeout.is_zero(), "a positive duration"),
+            serde(with = "super::duration"),
+            doc "Longest one request may take; positive.";
+        attempts: u32 = DEFAULT_PROVIDER_ATTEMPTS => KeyKind::Integer,
+            check(|c: &Self| (1..=10).contains(&c.attempts), "an integer from 1 to 10"),
+            doc "Attempts per request, the first included (1 to 10): by default a 5xx or a timeout is retried twice, with backoff or after `retry-after`, before the next provider of the chain is tried.";
+    }
+    tables {
+        limits: ProviderLimits = ProviderLimits::default(),
+            doc "`[llm.providers.NAME.limits]`: limits that replace the profile's, e.g. `limits = { rpm = 600, tpm = 40000 }`.";
     }
 }
 
@@ -82,49 +81,32 @@ impl ProviderConfig {
     }
 }
 
-/// `[llm]`: providers by name and the chain they are tried in.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LlmConfig {
-    /// Provider names in the order they are tried: the next one serves when one is
-    /// open-circuited, over budget or failing. Default: none (every provider, by name).
-    pub chain: Vec<String>,
-    /// The providers. Default: none (the simulated model is built in without configuration).
-    pub providers: BTreeMap<String, ProviderConfig>,
+config_section! {
+    /// `[llm]`: providers by name and the chain they are tried in.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct LlmConfig in "llm" {
+        chain: Vec<String> = Vec::new() => KeyKind::Strings,
+            check(
+                |c: &Self| c.chain.iter().all(|name| c.providers.contains_key(name)),
+                "names of providers defined under [llm.providers]"
+            ),
+            doc "Provider names, each defined under `[llm.providers]`, in the order they are tried: the next one serves when one is open-circuited, over budget, too small for the prompt or failing. Empty: every provider, in name order.";
+    }
+    tables {
+        providers: BTreeMap<String, ProviderConfig> = BTreeMap::new(),
+            doc "`[llm.providers.NAME]`: the providers. Default: none (the simulated model is built in without configuration).";
+    }
 }
 
 impl LlmConfig {
+    /// Checks every key of `[llm]`, each provider's and its limits'.
     pub(crate) fn validate(&self, v: &mut Validator) {
-        for name in &self.chain {
-            v.check(
-                "llm.chain",
-                name,
-                self.providers.contains_key(name),
-                "names of providers defined under [llm.providers]",
-            );
-        }
-        for (name, p) in &self.providers {
-            let key = |field: &str| format!("llm.providers.{name}.{field}");
-            let profiles: Vec<&str> = ProviderLimits::profile_names().collect();
-            v.check(
-                &key("profile"),
-                &p.profile,
-                ProviderLimits::profile(&p.profile).is_some(),
-                &format!("one of {}", profiles.join(", ")),
-            );
-            v.check(&key("attempts"), p.attempts, (1..=10).contains(&p.attempts), "an integer from 1 to 10");
-            v.check(&key("timeout"), format!("{:?}", p.timeout), !p.timeout.is_zero(), "a positive duration");
-            if let Some(url) = &p.base_url {
-                v.check(
-                    &key("base_url"),
-                    url,
-                    url.starts_with("http://") || url.starts_with("https://"),
-                    "an http:// or https:// URL",
-                );
-            }
-            let l = &p.limits;
-            let zero = [l.rpm, l.tpm, l.input_tpm, l.output_tpm, l.rpd, l.concurrent].contains(&Some(0));
-            v.check(&key("limits"), format!("{l:?}"), !zero, "positive limits (leave a limit out for none)");
+        self.check_keys("llm", v);
+        for (name, provider) in &self.providers {
+            let prefix = format!("llm.providers.{name}");
+            provider.check_keys(&prefix, v);
+            provider.limits.check_keys(&format!("{prefix}.limits"), v);
         }
     }
 }

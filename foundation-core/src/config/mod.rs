@@ -30,6 +30,7 @@
 
 pub mod duration;
 mod error;
+pub mod keys;
 mod live;
 mod llm;
 mod loader;
@@ -39,6 +40,8 @@ pub mod socket_addr;
 mod validate;
 
 use serde::{Deserialize, Serialize};
+
+use keys::Section;
 
 pub use error::{ConfigError, ConfigIssue, IssueKind, Source};
 pub use live::{ConfigChange, ConfigSubscription, LiveConfig};
@@ -84,10 +87,13 @@ impl FoundationConfig {
 
     fn issues(&self) -> Vec<ConfigIssue> {
         let mut v = Validator::default();
-        self.node.validate(&mut v);
-        self.telemetry.validate(&mut v);
-        self.error_context.validate(&mut v);
-        self.cluster.validate(&mut v);
+        self.node.check_keys("node", &mut v);
+        self.telemetry.check_keys("telemetry", &mut v);
+        self.error_context.check_keys("error_context", &mut v);
+        self.cluster.check_keys("cluster", &mut v);
+        if let Some(tls) = &self.cluster.tls {
+            tls.check_keys("cluster.tls", &mut v);
+        }
         self.llm.validate(&mut v);
         v.into_issues()
     }

@@ -2,7 +2,8 @@
 //! what it means, as Markdown.
 //!
 //! Defaults come from the config types themselves ([`FoundationConfig::default`], serialized and
-//! flattened); each key's type and meaning come from [`KEY_DOCS`], which the tests hold to the
+//! flattened); each key's type, meaning and reload behaviour come from where the key is declared
+//! ([`config_section!`](super::keys), gathered by [`key_docs`]), which the tests hold to the
 //! types: a key the types have (every optional key set) without an entry, an entry for a key
 //! they do not have, or a type that does not match the serialized value fails them.
 //! `foundation config reference` prints [`reference_markdown`]; `docs/guide/configuration.md`
@@ -100,7 +101,8 @@ impl KeyKind {
     }
 }
 
-/// What one key means: the part of the reference the types cannot say.
+/// What one key means: the part of the reference the types cannot say, declared with the key
+/// ([`config_section!`](super::keys)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyDoc {
     /// The dotted key; keys of a provider use [`PROVIDER_PLACEHOLDER`] for its name.
@@ -111,14 +113,9 @@ pub struct KeyDoc {
     pub unset: Option<&'static str>,
     /// What it does, its range, and what its default implies. One line, no `|`.
     pub description: &'static str,
-}
-
-const fn doc(key: &'static str, kind: KeyKind, description: &'static str) -> KeyDoc {
-    KeyDoc { key, kind, unset: None, description }
-}
-
-const fn unset(key: &'static str, kind: KeyKind, unset: &'static str, description: &'static str) -> KeyDoc {
-    KeyDoc { key, kind, unset: Some(unset), description }
+    /// Whether a reload applies it ([`LiveConfig`](super::LiveConfig) and a component that
+    /// follows it); otherwise the node must restart for it to take effect.
+    pub live: bool,
 }
 
 /// The sections of the configuration, in the order the reference lists them: the table's prefix
@@ -152,259 +149,44 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// What every key means. A key added to a config type without an entry here fails the tests.
-pub const KEY_DOCS: &[KeyDoc] = &[
-    doc(
-        "node.name",
-        KeyKind::String,
-        "The node's name, unique within a cluster: 1 to 64 letters, digits, `-`, `_` or `.`. The default \
-         is fine for one node; every node of a cluster needs its own.",
-    ),
-    unset(
-        "telemetry.listen",
-        KeyKind::Address,
-        "none",
-        "Address the Prometheus exporter serves `GET /metrics` on (`Telemetry::serve`; `foundation tour` \
-         and `foundation node` read it). Unset: nothing listens unless asked, so an embedded node never opens a port by surprise.",
-    ),
-    doc(
-        "telemetry.quantiles",
-        KeyKind::Numbers,
-        "Percentiles exported for every histogram, a non-empty list of numbers strictly between 0 and 1. \
-         Any other quantile can still be read in code.",
-    ),
-    doc(
-        "telemetry.window",
-        KeyKind::Duration,
-        "Percentiles describe this much recent time (1s to 24h): with the default a latency spike leaves \
-         them within a minute.",
-    ),
-    doc(
-        "telemetry.window_buckets",
-        KeyKind::Integer,
-        "The window slides in `window / window_buckets` steps (1 to 60): by default 10 s steps, so a \
-         reading covers between 50 and 60 s of samples.",
-    ),
-    doc(
-        "telemetry.max_relative_error",
-        KeyKind::Number,
-        "Bound on every reported percentile's relative error (0.001 to 0.1): at 1 % a reported p99 of \
-         200 ms means the exact p99 is within 198 to 202 ms. Memory per histogram and sub-window is about \
-         `ln(largest / smallest sample) / (2 × error)` buckets of 8 bytes: about 4 KiB for samples from \
-         1 ms to 10 s at 1 %.",
-    ),
-    doc(
-        "error_context.max_steps",
-        KeyKind::Integer,
-        "Steps one operation records (8 to 1 000 000); further steps still run and are counted, not \
-         recorded.",
-    ),
-    doc(
-        "error_context.keep_first_children",
-        KeyKind::Integer,
-        "A step's first children that are always kept (at most `max_steps`).",
-    ),
-    doc(
-        "error_context.keep_last_children",
-        KeyKind::Integer,
-        "A step's most recent children kept after the first ones (1 to `max_steps`); those in between are \
-         elided and counted. With the defaults a loop of 10 000 steps shows its first 16 and last 32 \
-         iterations, including the one that failed.",
-    ),
-    doc(
-        "error_context.max_depth",
-        KeyKind::Integer,
-        "Deepest nesting recorded (1 to 1024); deeper steps are counted only.",
-    ),
-    doc(
-        "error_context.max_data_bytes",
-        KeyKind::Integer,
-        "Largest captured value or error message, as JSON bytes (16 to 1 048 576); a longer one keeps a \
-         prefix and its full size. At most 8 captures per step.",
-    ),
-    doc(
-        "cluster.listen",
-        KeyKind::Address,
-        "Where this node listens for other nodes. Loopback by default: nothing outside the machine can \
-         connect.",
-    ),
-    doc(
-        "cluster.cookie",
-        KeyKind::String,
-        "Shared secret every node of the cluster presents, checked by challenge and response (never sent \
-         in clear); not empty. The default is refused unless `listen` is a loopback address, so a node \
-         reachable from the network has a cookie of its own. `foundation node --cookie` and \
-         `FOUNDATION_COOKIE` also set it.",
-    ),
-    doc(
-        "cluster.seeds",
-        KeyKind::Addresses,
-        "Nodes to connect to at start. A seed that is not up is dialled again every `reconnect_interval`, \
-         so a node that restarts rejoins by itself; peers of peers are connected automatically. Give seeds \
-         as the `listen` addresses of the nodes: singleton majorities match them by that address.",
-    ),
-    doc(
-        "cluster.max_frame_bytes",
-        KeyKind::Integer,
-        "Largest message this node sends to another, in bytes (1024 to 16 777 216; default 8 MiB). A larger \
-         one is refused with an error before it is sent; an inbound frame over this limit plus 64 KiB of \
-         envelope closes the connection without being allocated.",
-    ),
-    doc(
-        "cluster.reconnect_interval",
-        KeyKind::Duration,
-        "Wait between attempts to reach a seed (at least 10ms): by default a seed that restarts is rejoined \
-         within about half a second of listening again.",
-    ),
-    doc(
-        "cluster.heartbeat_interval",
-        KeyKind::Duration,
-        "Interval between heartbeats to every other node (20ms to 10s). Heartbeats also carry each node's \
-         health.",
-    ),
-    doc(
-        "cluster.phi_threshold",
-        KeyKind::Number,
-        "Suspicion (phi) at which a silent node is declared unreachable and its connection closed (1 to 32). \
-         With the defaults a frozen node (its connection still open) is marked down about 1.8 s after its \
-         last heartbeat; a killed one as soon as its connection closes.",
-    ),
-    doc(
-        "cluster.acceptable_pause",
-        KeyKind::Duration,
-        "Silence tolerated beyond the usual heartbeat interval before suspicion rises (GC pauses, a loaded \
-         machine). Lower it for faster detection, at the price of false alarms on a busy machine.",
-    ),
-    doc(
-        "cluster.min_std_deviation",
-        KeyKind::Duration,
-        "Smallest heartbeat jitter the failure detector assumes, so that very regular heartbeats do not make \
-         the first late one look fatal.",
-    ),
-    doc(
-        "cluster.gossip",
-        KeyKind::Boolean,
-        "Zero-config discovery: announce this node by UDP multicast and connect to every node heard with \
-         the same cookie (announcements carry the name, the address and a hash of the cookie, never the \
-         cookie). Off: seeds only. `cluster = true` at the top of a file, `FOUNDATION_CLUSTER=true` and \
-         `foundation node --cluster` turn it on.",
-    ),
-    doc(
-        "cluster.gossip_port",
-        KeyKind::Integer,
-        "UDP port of the discovery announcements (1 to 65535); nodes that should find each other share it. \
-         Several nodes on one machine can use the same port.",
-    ),
-    doc(
-        "cluster.gossip_group",
-        KeyKind::Ipv4,
-        "IPv4 multicast group of the announcements, sent on the interface of `listen` with TTL 1: a loopback \
-         `listen` stays on this machine, a LAN address reaches the local network and no further.",
-    ),
-    doc(
-        "cluster.gossip_interval",
-        KeyKind::Duration,
-        "Interval between announcements (50ms to 60s): a new or restarted node is found within about this \
-         long.",
-    ),
-    unset(
-        "cluster.state_dir",
-        KeyKind::Path,
-        "none",
-        "Directory where this node keeps the members it has known (they count towards every majority \
-         after a restart, so a restarted node never forms one alone, and are dialled like seeds), nodes \
-         removed for good, and its incarnation. One per node; a second process on it is refused. Unset, \
-         a restart cannot be told from a new node. `foundation node` sets one (`--state-dir`).",
-    ),
-    unset(
-        "cluster.tls.cert",
-        KeyKind::Path,
-        "required",
-        "PEM file with this node's certificate (and its chain).",
-    ),
-    unset(
-        "cluster.tls.key",
-        KeyKind::Path,
-        "required",
-        "PEM file with this node's private key (PKCS#8, PKCS#1 or SEC1).",
-    ),
-    unset(
-        "cluster.tls.ca",
-        KeyKind::Path,
-        "required",
-        "PEM file with the certificate authorities that sign the cluster's nodes.",
-    ),
-    doc(
-        "cluster.tls.server_name",
-        KeyKind::String,
-        "The DNS name every node certificate carries, checked in both directions; not empty.",
-    ),
-    doc(
-        "llm.chain",
-        KeyKind::Strings,
-        "Provider names, each defined under `[llm.providers]`, in the order they are tried: the next one \
-         serves when one is open-circuited, over budget, too small for the prompt or failing. Empty: every \
-         provider, in name order.",
-    ),
-    doc(
-        "llm.providers.NAME.kind",
-        KeyKind::OneOf(&["simulated", "openai-compatible"]),
-        "`simulated`: the built-in model, no network. `openai-compatible`: a chat-completions endpoint \
-         (OpenAI, vLLM, Ollama, llama.cpp server).",
-    ),
-    doc("llm.providers.NAME.model", KeyKind::String, "The model asked for."),
-    unset(
-        "llm.providers.NAME.base_url",
-        KeyKind::String,
-        "`OPENAI_BASE_URL`, else `https://api.openai.com/v1`",
-        "The endpoint, up to `/v1`; an `http://` or `https://` URL.",
-    ),
-    unset(
-        "llm.providers.NAME.api_key",
-        KeyKind::String,
-        "`OPENAI_API_KEY`, else none",
-        "Sent as a bearer token; local servers need none.",
-    ),
-    doc(
-        PROFILE_KEY,
-        KeyKind::String,
-        "Named limits of the account's tier (the figures providers published for their entry tiers, \
-         checked 2026-11; set your account's in `limits`), one of:",
-    ),
-    doc("llm.providers.NAME.timeout", KeyKind::Duration, "Longest one request may take; positive."),
-    doc(
-        "llm.providers.NAME.attempts",
-        KeyKind::Integer,
-        "Attempts per request, the first included (1 to 10): by default a 5xx or a timeout is retried \
-         twice, with backoff or after `retry-after`, before the next provider of the chain is tried.",
-    ),
-    unset("llm.providers.NAME.limits.rpm", KeyKind::Integer, "the profile's", "Requests per minute."),
-    unset(
-        "llm.providers.NAME.limits.tpm",
-        KeyKind::Integer,
-        "the profile's",
-        "Tokens per minute, input and output together.",
-    ),
-    unset(
-        "llm.providers.NAME.limits.input_tpm",
-        KeyKind::Integer,
-        "the profile's",
-        "Input tokens per minute (Anthropic counts them apart).",
-    ),
-    unset(
-        "llm.providers.NAME.limits.output_tpm",
-        KeyKind::Integer,
-        "the profile's",
-        "Output tokens per minute (Anthropic counts them apart).",
-    ),
-    unset("llm.providers.NAME.limits.rpd", KeyKind::Integer, "the profile's", "Requests per day."),
-    unset(
-        "llm.providers.NAME.limits.concurrent",
-        KeyKind::Integer,
-        "the profile's",
-        "Requests in flight at once.",
-    ),
-];
+/// Every key of every section, as declared with it ([`config_section!`](super::keys)).
+pub fn key_docs() -> Vec<KeyDoc> {
+    use super::keys::Section;
+    use super::{ClusterConfig, ErrorContextConfig, LlmConfig, NodeConfig, TelemetryConfig};
+    [
+        NodeConfig::KEYS,
+        TelemetryConfig::KEYS,
+        ErrorContextConfig::KEYS,
+        ClusterConfig::KEYS,
+        TlsConfig::KEYS,
+        LlmConfig::KEYS,
+        ProviderConfig::KEYS,
+        ProviderLimits::KEYS,
+    ]
+    .concat()
+}
+
+/// The keys of `changed` (dotted, as [`LiveConfig`](super::LiveConfig) reports them) that take
+/// effect only after a restart: what a reload should tell its operator.
+pub fn restart_needed(changed: &[String]) -> Vec<String> {
+    let docs = key_docs();
+    changed
+        .iter()
+        .filter(|key| {
+            let generic = generic_key(key);
+            !docs.iter().any(|d| d.key == generic && d.live)
+        })
+        .cloned()
+        .collect()
+}
+
+/// `key` with a provider's name replaced by [`PROVIDER_PLACEHOLDER`].
+fn generic_key(key: &str) -> String {
+    match key.strip_prefix("llm.providers.").and_then(|rest| rest.split_once('.')) {
+        Some((_, rest)) => format!("llm.providers.{PROVIDER_PLACEHOLDER}.{rest}"),
+        None => key.to_string(),
+    }
+}
 
 /// One key of the reference.
 #[derive(Debug, Clone, PartialEq)]
@@ -417,6 +199,8 @@ pub struct KeyReference {
     pub default: String,
     /// What it means.
     pub description: String,
+    /// Whether a reload applies it.
+    pub live: bool,
 }
 
 /// A configuration with every optional key set (and one provider, [`PROVIDER_PLACEHOLDER`]), so
@@ -475,10 +259,10 @@ fn defaults() -> BTreeMap<String, Value> {
     out
 }
 
-/// Every key in [`KEY_DOCS`] order, with its type, default and meaning.
+/// Every key in [`key_docs`] order, with its type, default and meaning.
 pub fn reference() -> Vec<KeyReference> {
     let defaults = defaults();
-    KEY_DOCS
+    key_docs()
         .iter()
         .map(|d| KeyReference {
             key: d.key.to_string(),
@@ -491,6 +275,7 @@ pub fn reference() -> Vec<KeyReference> {
                 PROFILE_KEY => format!("{} {}.", d.description, profiles()),
                 _ => d.description.to_string(),
             },
+            live: d.live,
         })
         .collect()
 }
@@ -540,7 +325,9 @@ pub fn reference_markdown() -> String {
         w,
         "Every key of a node's configuration, generated from the config types \
          (`foundation_core::config`). Every key is optional, except `cert`, `key` and `ca` in an \
-         optional `[cluster.tls]`; a key that does not exist is an error. \
+         optional `[cluster.tls]`; a key that does not exist is an error. A key marked *live* \
+         takes effect on a reload (`LiveConfig::update` or `replace`, applied by the components \
+         that follow it: `LlmRouter::follow` for provider limits); the others need a restart. \
          Sources, lowest to highest precedence: defaults, TOML files, `{ENV_PREFIX}<SECTION>__<KEY>` \
          environment variables (double underscore between levels: \
          `{ENV_PREFIX}CLUSTER__HEARTBEAT_INTERVAL=500ms`), code (`ConfigLoader::set`); see \
@@ -564,11 +351,18 @@ pub fn reference_markdown() -> String {
             continue;
         }
         let _ = writeln!(w);
-        let _ = writeln!(w, "| key | type | default | meaning |");
-        let _ = writeln!(w, "|---|---|---|---|");
+        let _ = writeln!(w, "| key | type | default | reload | meaning |");
+        let _ = writeln!(w, "|---|---|---|---|---|");
         for k in rows {
             let name = k.key.rsplit_once('.').map_or(k.key.as_str(), |(_, n)| n);
-            let _ = writeln!(w, "| `{name}` | {} | {} | {} |", k.kind.describe(), k.default, k.description);
+            let reload = if k.live { "live" } else { "restart" };
+            let _ = writeln!(
+                w,
+                "| `{name}` | {} | {} | {reload} | {} |",
+                k.kind.describe(),
+                k.default,
+                k.description
+            );
         }
     }
     let _ = writeln!(w);
@@ -599,7 +393,7 @@ mod tests {
     use super::*;
 
     fn documented() -> BTreeSet<&'static str> {
-        KEY_DOCS.iter().map(|d| d.key).collect()
+        key_docs().iter().map(|d| d.key).collect()
     }
 
     #[test]
@@ -607,26 +401,27 @@ mod tests {
         let documented = documented();
         let missing: Vec<String> =
             FoundationConfig::known_keys().into_iter().filter(|k| !documented.contains(k.as_str())).collect();
-        assert!(missing.is_empty(), "keys without an entry in config::reference::KEY_DOCS: {missing:?}");
+        assert!(missing.is_empty(), "keys without an entry in config_section! declaration: {missing:?}");
         let missing: Vec<String> =
             every_key().into_keys().filter(|k| !documented.contains(k.as_str())).collect();
-        assert!(missing.is_empty(), "keys without an entry in config::reference::KEY_DOCS: {missing:?}");
+        assert!(missing.is_empty(), "keys without an entry in config_section! declaration: {missing:?}");
     }
 
     #[test]
     fn every_documented_key_exists_once_with_its_type() {
         let keys = every_key();
-        for d in KEY_DOCS {
-            let value =
-                keys.get(d.key).unwrap_or_else(|| panic!("KEY_DOCS names `{}`, which is no key", d.key));
+        for d in key_docs() {
+            let value = keys
+                .get(d.key)
+                .unwrap_or_else(|| panic!("the declarations name `{}`, which is no key", d.key));
             assert!(d.kind.matches(value), "`{}` is documented as {:?} but is {value}", d.key, d.kind);
         }
-        assert_eq!(documented().len(), KEY_DOCS.len(), "a key is documented twice");
+        assert_eq!(documented().len(), key_docs().len(), "a key is documented twice");
     }
 
     #[test]
     fn every_key_has_a_section_and_a_one_line_description() {
-        for d in KEY_DOCS {
+        for d in key_docs() {
             assert!(section_of(d.key).is_some(), "`{}` belongs to no section of SECTIONS", d.key);
             for text in [d.description, d.unset.unwrap_or("")] {
                 assert!(!text.contains('|') && !text.contains('\n'), "`{}`: `|` or a line break", d.key);
@@ -638,7 +433,7 @@ mod tests {
     #[test]
     fn a_key_either_has_a_default_or_says_what_applies_unset() {
         let defaults = defaults();
-        for d in KEY_DOCS {
+        for d in key_docs() {
             assert!(
                 !(defaults.contains_key(d.key) && d.unset.is_some()),
                 "`{}`: documents what applies unset although it has a default",
@@ -654,7 +449,7 @@ mod tests {
 
     #[test]
     fn every_listed_value_of_a_key_is_accepted() {
-        for d in KEY_DOCS {
+        for d in key_docs() {
             if let KeyKind::OneOf(values) = d.kind {
                 for value in values {
                     let mut table = to_table(&every_key_set());
@@ -678,10 +473,36 @@ mod tests {
     #[test]
     fn the_markdown_has_every_key_and_its_default() {
         let md = reference_markdown();
-        assert!(md.contains("| `heartbeat_interval` | duration | `\"200ms\"` |"), "{md}");
-        assert!(md.contains("| `rpm` | integer | the profile's |"), "{md}");
+        assert!(md.contains("| `heartbeat_interval` | duration | `\"200ms\"` | restart |"), "{md}");
+        assert!(md.contains("| `rpm` | integer | the profile's | live |"), "{md}");
         assert!(md.contains("## `[llm.providers.NAME.limits]`"), "{md}");
         let rows = md.lines().filter(|l| l.starts_with("| `") && !l.starts_with("| `FOUNDATION")).count();
-        assert_eq!(rows, KEY_DOCS.len());
+        assert_eq!(rows, key_docs().len());
+    }
+
+    #[test]
+    fn provider_limits_are_live_and_the_rest_needs_a_restart() {
+        let changed: Vec<String> = [
+            "llm.providers.openai.limits.rpm",
+            "llm.providers.openai.profile",
+            "llm.providers.openai.timeout",
+            "cluster.heartbeat_interval",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(restart_needed(&changed), ["llm.providers.openai.timeout", "cluster.heartbeat_interval"]);
+    }
+
+    #[test]
+    fn a_key_documents_what_its_range_check_enforces() {
+        // One declaration: the doc says 1024 to 16 777 216 and the check refuses 1023.
+        let mut config = FoundationConfig::default();
+        config.cluster.max_frame_bytes = 1023;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.max_frame_bytes") && err.contains("1024 to 16777216"), "{err}");
+        let doc = key_docs().into_iter().find(|d| d.key == "cluster.max_frame_bytes").unwrap();
+        assert!(doc.description.contains("1024 to 16 777 216"), "{}", doc.description);
+        config.cluster.max_frame_bytes = 16 << 20;
+        assert!(config.validate().is_ok());
     }
 }

@@ -4,26 +4,46 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Limit, RateLimitError, RateLimiter};
+use crate::config::reference::KeyKind;
 
-/// An account's limits; `None` is "no such limit". Dimension names match the providers' header
-/// names, so [`RateLimiter::apply_headers`] corrects them: `requests`, `tokens`,
-/// `input-tokens`, `output-tokens` (per minute), `requests-per-day`, `concurrent`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProviderLimits {
-    /// Requests per minute.
-    pub rpm: Option<u64>,
-    /// Tokens (input and output) per minute.
-    pub tpm: Option<u64>,
-    /// Input tokens per minute (Anthropic counts them apart).
-    pub input_tpm: Option<u64>,
-    /// Output tokens per minute (Anthropic counts them apart).
-    pub output_tpm: Option<u64>,
-    /// Requests per day.
-    pub rpd: Option<u64>,
-    /// Requests in flight at once.
-    pub concurrent: Option<u64>,
+crate::config::keys::config_section! {
+    /// An account's limits; `None` is "no such limit". Dimension names match the providers'
+    /// header names, so [`RateLimiter::apply_headers`] corrects them: `requests`, `tokens`,
+    /// `input-tokens`, `output-tokens` (per minute), `requests-per-day`, `concurrent`. As
+    /// `[llm.providers.NAME.limits]` they are live: a reload applies them at once
+    /// (`LlmRouter::follow` in foundation-actors).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct ProviderLimits in "llm.providers.NAME.limits" {
+        rpm: Option<u64> = None => KeyKind::Integer,
+            unset "the profile's", live true,
+            check(|c: &Self| c.rpm != Some(0), POSITIVE),
+            doc "Requests per minute.";
+        tpm: Option<u64> = None => KeyKind::Integer,
+            unset "the profile's", live true,
+            check(|c: &Self| c.tpm != Some(0), POSITIVE),
+            doc "Tokens per minute, input and output together.";
+        input_tpm: Option<u64> = None => KeyKind::Integer,
+            unset "the profile's", live true,
+            check(|c: &Self| c.input_tpm != Some(0), POSITIVE),
+            doc "Input tokens per minute (Anthropic counts them apart).";
+        output_tpm: Option<u64> = None => KeyKind::Integer,
+            unset "the profile's", live true,
+            check(|c: &Self| c.output_tpm != Some(0), POSITIVE),
+            doc "Output tokens per minute (Anthropic counts them apart).";
+        rpd: Option<u64> = None => KeyKind::Integer,
+            unset "the profile's", live true,
+            check(|c: &Self| c.rpd != Some(0), POSITIVE),
+            doc "Requests per day.";
+        concurrent: Option<u64> = None => KeyKind::Integer,
+            unset "the profile's", live true,
+            check(|c: &Self| c.concurrent != Some(0), POSITIVE),
+            doc "Requests in flight at once.";
+    }
 }
+
+/// What a limit accepts.
+const POSITIVE: &str = "a positive integer (leave the limit out for none)";
 
 /// What one call is expected (or turned out) to use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
