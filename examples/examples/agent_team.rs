@@ -154,10 +154,10 @@ fn tools() -> anyhow::Result<Tools> {
     }
     let mut tools = Tools::new();
     tools.register("sum", "adds integers", |n: Numbers| async move {
-        n.numbers.iter().try_fold(0i64, |a, b| a.checked_add(*b)).ok_or_else(|| "overflow".to_string())
+        n.numbers.iter().try_fold(0i64, |a, b| a.checked_add(*b)).ok_or_else(|| "overflow".into())
     })?;
     tools.register("word_count", "counts the words of a text", |t: Text| async move {
-        Ok::<_, String>(t.text.split_whitespace().count())
+        Ok::<_, foundation_core::BoxError>(t.text.split_whitespace().count())
     })?;
     Ok(tools)
 }
@@ -216,13 +216,13 @@ impl Bidder for WorkerBidder {
         Some(self.load.load(Ordering::SeqCst) as f64)
     }
 
-    async fn perform(&self, task: Task) -> Result<Value, String> {
-        let job: Job = serde_json::from_value(task.payload).map_err(|e| e.to_string())?;
+    async fn perform(&self, task: Task) -> Result<Value, foundation_core::BoxError> {
+        let job: Job = serde_json::from_value(task.payload)?;
         println!("{}: solving job {} (task {})", self.node, job.id, task.id);
         self.load.fetch_add(1, Ordering::SeqCst);
         let answer = self.worker.ask(job, WAIT).await;
         self.load.fetch_sub(1, Ordering::SeqCst);
-        serde_json::to_value(answer.map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+        Ok(serde_json::to_value(answer?)?)
     }
 }
 

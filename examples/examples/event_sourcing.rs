@@ -64,7 +64,7 @@ struct Revenue {
 }
 
 impl Projection for Revenue {
-    async fn apply(&mut self, event: &Event) -> Result<(), String> {
+    async fn apply(&mut self, event: &Event) -> Result<(), foundation_core::BoxError> {
         let total = event.payload["Paid"]["total"].as_u64().ok_or("a Paid event without a total")?;
         self.paid_orders += 1;
         self.total += total;

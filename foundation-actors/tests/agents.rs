@@ -28,7 +28,7 @@ fn tools() -> Tools {
     tools
         .register("search", "finds documents by keyword", |s: Search| async move {
             if s.query.is_empty() {
-                return Err("an empty query finds nothing".to_string());
+                return Err("an empty query finds nothing".into());
             }
             Ok((0..s.limit)
                 .map(|i| Hit { title: format!("{} #{i}", s.query), score: 1.0 / (i + 1) as f64 })
@@ -36,7 +36,7 @@ fn tools() -> Tools {
         })
         .unwrap()
         .register("clock.now", "the time, as a fixed string in tests", |_: ()| async {
-            Ok::<_, String>("12:00")
+            Ok::<_, foundation_core::BoxError>("12:00")
         })
         .unwrap();
     tools
@@ -80,7 +80,8 @@ async fn bad_calls_get_errors_that_name_the_tool_and_the_field() {
 
     let mut more = tools.clone();
     for name in ["", "has space", &"x".repeat(65), "search"] {
-        let refused = more.register(name, "", |_: ()| async { Ok::<_, String>(()) }).unwrap_err();
+        let refused =
+            more.register(name, "", |_: ()| async { Ok::<_, foundation_core::BoxError>(()) }).unwrap_err();
         assert!(matches!(refused, ToolError::Registration { .. }), "{name:?}: {refused:?}");
     }
 }
@@ -194,7 +195,7 @@ fn adder() -> Tools {
     let mut tools = Tools::new();
     tools
         .register("add", "adds two integers", |s: Sum| async move {
-            s.a.checked_add(s.b).ok_or_else(|| "overflow".to_string())
+            s.a.checked_add(s.b).ok_or_else(|| "overflow".into())
         })
         .unwrap();
     tools

@@ -259,7 +259,7 @@ struct Totals {
 }
 
 impl Projection for Totals {
-    async fn apply(&mut self, event: &Event) -> Result<(), String> {
+    async fn apply(&mut self, event: &Event) -> Result<(), foundation_core::BoxError> {
         if self.fail_on == Some(event.id) && self.failures.fetch_add(1, Ordering::SeqCst) < 2 {
             return Err("the read model's database is down".into());
         }
@@ -361,7 +361,7 @@ struct Slow {
 }
 
 impl Projection for Slow {
-    async fn apply(&mut self, event: &Event) -> Result<(), String> {
+    async fn apply(&mut self, event: &Event) -> Result<(), foundation_core::BoxError> {
         self.started.notify_one();
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.applied.lock().unwrap().push(event.id);

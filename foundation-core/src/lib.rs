@@ -12,6 +12,7 @@
 //! - [`trace_context`]: the hook through which messages carry the current W3C `traceparent`.
 //! - [`retry`]: a retry policy (attempts, exponential backoff with jitter).
 //! - [`sync`]: locks that recover from poisoning (`lock_or_recover`), said once.
+//! - [`hash`]: the one stable hash (xxh3) for whatever is compared across processes.
 //! - [`events`]: a structured event store (memory or a SQLite file): queries by type, time,
 //!   correlation, tenant and payload fields; causal chains; streams with optimistic concurrency,
 //!   snapshots and checkpoints for event sourcing; retention by age and size.
@@ -72,6 +73,13 @@ pub mod config;
 pub mod crdt;
 pub mod error_context;
 pub mod events;
+
+/// The error of a function a user writes for Foundation to call (a projection, a tool, a
+/// bidder's task): any error, kept as it is (`?` works on every error type, and `"text".into()`
+/// makes one from a message). Foundation reports it by its message and keeps its `source()`
+/// chain where it stays in the process.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub mod hash;
 pub mod random;
 pub mod rate_limit;
 pub mod retry;

@@ -11,6 +11,8 @@ thread_local! {
 
 fn seed() -> u64 {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    // Only mixes the thread into this process's seed: never compared elsewhere, so `std`'s
+    // hasher is fine here (what is compared across processes uses `crate::hash`).
     let mut h = DefaultHasher::new();
     std::thread::current().id().hash(&mut h);
     (nanos ^ h.finish()) | 1

@@ -203,7 +203,7 @@ impl Bidder for SleepBidder {
         Some(self.cost)
     }
 
-    async fn perform(&self, task: Task) -> Result<serde_json::Value, String> {
+    async fn perform(&self, task: Task) -> Result<serde_json::Value, foundation_core::BoxError> {
         let ms = task.payload["ms"].as_u64().unwrap_or(0);
         emit(&Reply::Performing { task: task.id.to_string() });
         tokio::time::sleep(Duration::from_millis(ms)).await;

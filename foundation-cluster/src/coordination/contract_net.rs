@@ -56,7 +56,10 @@ pub trait Bidder: Send + Sync + 'static {
 
     /// Runs an awarded task: its result, or why it failed (the manager reports the failure and
     /// does not retry it elsewhere).
-    fn perform(&self, task: Task) -> impl Future<Output = Result<serde_json::Value, String>> + Send;
+    fn perform(
+        &self,
+        task: Task,
+    ) -> impl Future<Output = Result<serde_json::Value, foundation_core::BoxError>> + Send;
 }
 
 /// How [`Coordination::allocate`] runs.
@@ -144,7 +147,8 @@ impl<B: Bidder> Actor for BidderActor<B> {
                 let (bidder, max_bytes) = (bidder.clone(), *max_bytes);
                 tokio::spawn(async move {
                     let id = task.id.clone();
-                    let result = bidder.perform(task).await.map(|v| v.to_string());
+                    // The error crosses to the allocating node as its message.
+                    let result = bidder.perform(task).await.map(|v| v.to_string()).map_err(|e| e.to_string());
                     let answer = Wire::encode_or(&result, max_bytes, |e| {
                         tracing::warn!(task = %id, error = %e, "task result too large to send");
                         Err(format!("its result does not fit a message: {e}"))

@@ -143,14 +143,8 @@ impl Entry {
         // Not a send: the encoding only measures the value and digests it here (no limit is
         // due). What is sent is checked against the frame limit where it is sent.
         let bytes = foundation_actors::wire::encode(&value, usize::MAX).unwrap_or_default();
-        Entry { size: bytes.len(), digest: fnv1a(&bytes), value }
+        Entry { size: bytes.len(), digest: foundation_core::hash::stable_hash(&bytes), value }
     }
-}
-
-/// FNV-1a, 64 bits: the same in every process and version (digests are compared across nodes,
-/// so `std`'s hasher, which may change between Rust versions, is not used).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// This node's values, shared by its replicator actor and its handles.
@@ -912,9 +906,10 @@ mod tests {
     }
 
     #[test]
-    fn digests_are_stable() {
-        // FNV-1a test vectors: the digest must never change between versions.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    fn digests_are_the_stable_hash_of_the_encoded_value() {
+        // The workspace's stable hash (its vectors are checked in foundation_core::hash).
+        let value = CrdtValue::PnCounter(Default::default());
+        let bytes = foundation_actors::wire::encode(&value, usize::MAX).unwrap();
+        assert_eq!(Entry::new(value).digest, foundation_core::hash::stable_hash(&bytes));
     }
 }

@@ -1,7 +1,5 @@
 //! Turning texts into vectors for the semantic cache.
 
-use xxhash_rust::xxh3::xxh3_64_with_seed;
-
 /// Default dimensions of [`HashingEmbedder`]: 256 (1 KiB per stored vector).
 pub const DEFAULT_DIMS: usize = 256;
 
@@ -28,7 +26,7 @@ pub trait Embedder: Send + Sync {
 
 /// The built-in embedder: no network, no model. The text is lower-cased and cut into words
 /// (letters and digits); its features are its character 3-grams (words padded with spaces),
-/// its words and its pairs of adjacent words, each hashed with xxh3 into one of `dims` buckets
+/// its words and its pairs of adjacent words, each hashed with the stable hash ([`crate::hash`], xxh3) into one of `dims` buckets
 /// with a sign from the hash (so collisions cancel out on average instead of adding up); the
 /// vector is then L2-normalized.
 ///
@@ -54,7 +52,7 @@ impl HashingEmbedder {
     }
 
     fn add(&self, vector: &mut [f32], feature: &[u8], seed: u64, weight: f32) {
-        let h = xxh3_64_with_seed(feature, seed);
+        let h = crate::hash::stable_hash_with_seed(feature, seed);
         let bucket = (h % self.dims as u64) as usize;
         let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
         vector[bucket] += sign * weight;

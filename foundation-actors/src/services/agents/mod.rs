@@ -56,7 +56,7 @@
 //! let registry = ServiceRegistry::start().await.unwrap();
 //! let mut tools = Tools::new();
 //! tools.register("capital_of", "the capital of a country", |country: String| async move {
-//!     if country == "France" { Ok("Paris".to_string()) } else { Err(format!("no idea about {country}")) }
+//!     if country == "France" { Ok("Paris".to_string()) } else { Err(format!("no idea about {country}").into()) }
 //! }).unwrap();
 //! let model = SimulatedModel::new(SimulatedConfig { latency: Duration::ZERO, ..Default::default() });
 //!

@@ -93,7 +93,7 @@ impl ractor::Message for ToolServerMsg {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let registry = ServiceRegistry::start().await.unwrap();
 /// let mut tools = Tools::new();
-/// tools.register("upper", "upper-cases a text", |s: String| async move { Ok::<_, String>(s.to_uppercase()) }).unwrap();
+/// tools.register("upper", "upper-cases a text", |s: String| async move { Ok::<_, foundation_core::BoxError>(s.to_uppercase()) }).unwrap();
 /// let server = ToolServer::new(tools).start(&registry).await.unwrap();
 /// let shout = ToolServer::call(&registry, "upper", "hi".into(), Duration::from_secs(5)).await.unwrap();
 /// assert_eq!(shout, "HI");
@@ -385,7 +385,9 @@ mod tests {
     async fn calls_from_other_nodes_travel_as_json_text_and_errors_come_back_whole() {
         let registry = ServiceRegistry::start().await.unwrap();
         let mut tools = Tools::new();
-        tools.register("add", "adds", |x: Add| async move { Ok::<_, String>(x.a + x.b) }).unwrap();
+        tools
+            .register("add", "adds", |x: Add| async move { Ok::<_, foundation_core::BoxError>(x.a + x.b) })
+            .unwrap();
         let server = ToolServer::new(tools).start(&registry).await.unwrap();
         let found = registry.discover(&Query::new().name(TOOL_SERVICE).capability(tool_capability("add")));
         let actor: ActorRef<ToolServerMsg> = found[0].actor.clone().into();

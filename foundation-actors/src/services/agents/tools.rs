@@ -88,7 +88,7 @@ pub const MAX_TOOL_NAME: usize = 64;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let mut tools = Tools::new();
-/// tools.register("add", "adds two integers", |x: Add| async move { Ok::<_, String>(x.a + x.b) }).unwrap();
+/// tools.register("add", "adds two integers", |x: Add| async move { Ok::<_, foundation_core::BoxError>(x.a + x.b) }).unwrap();
 /// let sum = tools.call("add", serde_json::json!({"a": 2, "b": 3})).await.unwrap();
 /// assert_eq!(sum, 5);
 /// # });
@@ -111,7 +111,7 @@ impl Tools {
     }
 
     /// Registers a tool: `run` takes the decoded arguments and returns a serializable result or
-    /// an error message. Names are 1 to [`MAX_TOOL_NAME`] characters of `[A-Za-z0-9_.-]`,
+    /// any error ([`BoxError`](foundation_core::BoxError); its message is what the caller sees). Names are 1 to [`MAX_TOOL_NAME`] characters of `[A-Za-z0-9_.-]`,
     /// unique in the set.
     pub fn register<A, R, F, Fut>(
         &mut self,
@@ -123,7 +123,7 @@ impl Tools {
         A: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
         F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, String>> + Send + 'static,
+        Fut: Future<Output = Result<R, foundation_core::BoxError>> + Send + 'static,
     {
         let refuse =
             |reason: &str| ToolError::Registration { name: name.to_string(), reason: reason.to_string() };
@@ -145,8 +145,9 @@ impl Tools {
             Box::pin(async move {
                 let args = decoded
                     .map_err(|e| ToolError::BadArguments { tool: tool.clone(), reason: e.to_string() })?;
-                let result =
-                    run(args).await.map_err(|reason| ToolError::Failed { tool: tool.clone(), reason })?;
+                let result = run(args)
+                    .await
+                    .map_err(|e| ToolError::Failed { tool: tool.clone(), reason: e.to_string() })?;
                 serde_json::to_value(result).map_err(|e| ToolError::BadResult { tool, reason: e.to_string() })
             })
         };

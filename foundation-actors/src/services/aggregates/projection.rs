@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, watch};
 pub trait Projection: Send + 'static {
     /// Folds one event into the read model. An error stops the projection at that event (it is
     /// retried after `retry_after`, never skipped).
-    fn apply(&mut self, event: &Event) -> impl Future<Output = Result<(), String>> + Send;
+    fn apply(&mut self, event: &Event) -> impl Future<Output = Result<(), foundation_core::BoxError>> + Send;
 }
 
 /// How a projection runs.

@@ -284,6 +284,10 @@ pub fn similarity(a: &str, b: &str) -> f64 {
 }
 
 /// FNV-1a: the same hash in every process and version (std's hashers are seeded per process).
+/// Not the workspace's stable hash ([`foundation_core::hash`]) on purpose: it decides the
+/// simulated model's answers, latencies and errors, and the recorded demo scores and benchmark
+/// figures (docs/BENCHMARKS.md) were measured with it; nothing it hashes is compared between
+/// nodes of different versions.
 struct Fnv(u64);
 
 impl Fnv {
