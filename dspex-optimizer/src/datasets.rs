@@ -1,15 +1,18 @@
 //! Datasets bundled with the crate, and loading your own from JSON lines.
 
+use foundation_core::Cause;
+
 use crate::example::Example;
 
 /// Why a dataset did not load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
+#[error("line {line}: {source}")]
 pub struct DatasetError {
     /// 1-based line number.
     pub line: usize,
-    /// What was wrong.
-    pub reason: String,
+    /// What was wrong (the JSON error, or an explanation).
+    #[source]
+    pub source: Cause,
 }
 
 /// Loads examples from JSON lines: one object per line whose string fields named in `inputs` are
@@ -17,13 +20,15 @@ pub struct DatasetError {
 pub fn from_jsonl(text: &str, inputs: &[&str]) -> Result<Vec<Example>, DatasetError> {
     let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let error = |reason: String| DatasetError { line: i + 1, reason };
+        let error = |source: Cause| DatasetError { line: i + 1, source };
         let object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
+            serde_json::from_str(line).map_err(|e| error(Cause::new(e)))?;
         let mut example = Example::new();
         for (key, value) in object {
-            let value =
-                value.as_str().ok_or_else(|| error(format!("field `{key}` is not a string")))?.to_string();
+            let value = value
+                .as_str()
+                .ok_or_else(|| error(format!("field `{key}` is not a string").into()))?
+                .to_string();
             if inputs.contains(&key.as_str()) {
                 example.inputs.insert(key, value);
             } else {
@@ -32,7 +37,7 @@ pub fn from_jsonl(text: &str, inputs: &[&str]) -> Result<Vec<Example>, DatasetEr
         }
         for input in inputs {
             if !example.inputs.contains_key(*input) {
-                return Err(error(format!("no `{input}` field")));
+                return Err(error(format!("no `{input}` field").into()));
             }
         }
         examples.push(example);

@@ -82,8 +82,39 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, each cause once: Foundation's errors print their cause
+/// in their own message and also return it as `source()`, so a cause already in the text is
+/// not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use foundation_core::events::EventStoreError;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        // `Storage` prints its cause and returns it from `source()`.
+        let stored = EventStoreError::Storage("disk full".into());
+        assert_eq!(super::report(&anyhow::Error::new(stored)), "event storage failed: disk full");
+        let with_context = anyhow::Error::new(std::io::Error::other("no such file")).context("reading state");
+        assert_eq!(super::report(&with_context), "reading state: no such file");
     }
 }

@@ -27,23 +27,24 @@ pub enum WireError {
     },
     /// The value could not be encoded.
     #[error("cannot encode message: {0}")]
-    Encode(String),
+    Encode(#[source] foundation_core::Cause),
     /// The bytes are not a valid encoding of the expected type.
-    #[error("cannot decode a {type_name} from {len} bytes: {reason}")]
+    #[error("cannot decode a {type_name} from {len} bytes: {source}")]
     Decode {
         /// The expected type.
         type_name: &'static str,
         /// Bytes received.
         len: usize,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error).
+        #[source]
+        source: foundation_core::Cause,
     },
 }
 
 /// Encodes `value`, refusing it if it is larger than `max_bytes`.
 pub fn encode<T: Serialize>(value: &T, max_bytes: usize) -> Result<Vec<u8>, WireError> {
     let bytes = bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| WireError::Encode(e.to_string()))?;
+        .map_err(|e| WireError::Encode(foundation_core::Cause::new(e)))?;
     if bytes.len() > max_bytes {
         return Err(WireError::TooLarge { size: bytes.len(), max: max_bytes });
     }
@@ -52,15 +53,16 @@ pub fn encode<T: Serialize>(value: &T, max_bytes: usize) -> Result<Vec<u8>, Wire
 
 /// Decodes a `T`, refusing trailing garbage and anything over [`DECODE_LIMIT`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let error = |reason: String| WireError::Decode {
+    let error = |source: foundation_core::Cause| WireError::Decode {
         type_name: std::any::type_name::<T>(),
         len: bytes.len(),
-        reason,
+        source,
     };
     let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| error(e.to_string()))?;
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
+        .map_err(|e| error(foundation_core::Cause::new(e)))?;
     if read != bytes.len() {
-        return Err(error(format!("{} trailing bytes", bytes.len() - read)));
+        return Err(error(format!("{} trailing bytes", bytes.len() - read).into()));
     }
     Ok(value)
 }
@@ -173,7 +175,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable 
             .map_err(|reason| WireError::Decode {
                 type_name: std::any::type_name::<T>(),
                 len: bytes.len(),
-                reason: reason.to_string(),
+                source: reason.into(),
             })
             .and_then(|tp| decode(payload).map(|v| (tp, v)));
         match decoded {

@@ -434,8 +434,9 @@ async fn unknown_capabilities_and_bad_inputs_get_clear_errors() {
 
     // An input that does not fit: the field is named, and the agent carries on.
     let bad = slow.ask::<_, i64>(WrongSum { a: "one".into(), b: 2 }, ASK).await.unwrap_err();
-    let AgentError::BadInput { agent: name, reason } = &bad else { panic!("{bad:?}") };
+    let AgentError::BadInput { agent: name, source } = &bad else { panic!("{bad:?}") };
     assert_eq!(name, "slow");
+    let reason = source.to_string();
     assert!(reason.contains('a') && reason.contains("invalid type"), "{bad}");
     // An output read as the wrong type.
     let bad = slow.ask::<_, String>(Sum { a: 1, b: 2 }, ASK).await.unwrap_err();

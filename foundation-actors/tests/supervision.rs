@@ -301,8 +301,9 @@ async fn a_child_that_cannot_start_fails_the_supervisor_start_cleanly() {
             (Probe { id: "db", log: broken_log.clone(), fail_start: true }, ())
         }));
     let err = Supervisor::start("app", spec).await.unwrap_err();
-    let SupervisionError::StartFailed { name, reason } = &err else { panic!("{err}") };
+    let SupervisionError::StartFailed { name, source } = &err else { panic!("{err}") };
     assert_eq!(name, "app");
+    let reason = source.to_string();
     assert!(
         reason.contains("child `db` failed to start") && reason.contains("cannot open its database"),
         "{err}"

@@ -141,7 +141,7 @@ fn overlays_change_one_tenant_and_bad_specs_are_refused_with_the_reason() {
     assert_eq!(plain.config(), &base);
 
     let refused = |id: &str, spec: TenantSpec| match tenants.register(id, spec) {
-        Err(TenantError::Invalid { reason, .. }) => reason,
+        Err(TenantError::Invalid { source, .. }) => source.to_string(),
         other => panic!("expected a refusal, got {other:?}"),
     };
     let overlay = |text: &str| TenantSpec { overlay: Some(text.into()), ..spec(None, None, None) };

@@ -37,22 +37,24 @@ const EVENT_BUFFER: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The node server could not start (the port is taken, the name is invalid...).
-    #[error("node `{name}` cannot start on {listen}: {reason}")]
+    #[error("node `{name}` cannot start on {listen}: {source}")]
     Start {
         /// The node.
         name: String,
         /// Its listen address.
         listen: SocketAddr,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error).
+        #[source]
+        source: foundation_core::BoxError,
     },
     /// A replicated actor could not start here.
-    #[error("replicated actor `{name}` cannot start here: {reason}")]
+    #[error("replicated actor `{name}` cannot start here: {source}")]
     Replicated {
         /// Its name.
         name: String,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error).
+        #[source]
+        source: foundation_core::BoxError,
     },
     /// A member could not be removed.
     #[error("cannot remove node `{name}`: {reason}")]
@@ -159,8 +161,11 @@ impl Cluster {
         config: &ClusterConfig,
         channels: Option<Channels>,
     ) -> Result<Self, ClusterError> {
-        let start_error =
-            |reason: String| ClusterError::Start { name: name.to_string(), listen: config.listen, reason };
+        let start_error = |source: foundation_core::BoxError| ClusterError::Start {
+            name: name.to_string(),
+            listen: config.listen,
+            source,
+        };
         if let Some(channels) = &channels {
             channels.set_max_message_bytes(config.max_frame_bytes);
         }
@@ -168,17 +173,20 @@ impl Cluster {
         let gossip = match config.gossip {
             false => None,
             true => Some(crate::discovery::open(config).map_err(|e| {
-                start_error(format!(
-                    "discovery (cluster.gossip) cannot use UDP port {} and group {}: {e}",
-                    config.gossip_port, config.gossip_group
-                ))
+                start_error(
+                    format!(
+                        "discovery (cluster.gossip) cannot use UDP port {} and group {}: {e}",
+                        config.gossip_port, config.gossip_group
+                    )
+                    .into(),
+                )
             })?),
         };
         // What this node remembers from its earlier runs (and the lock that keeps a second
         // process off its directory). Observers keep nothing.
         let state = match &config.state_dir {
             Some(dir) if !name.starts_with(crate::singleton::OBSERVER_PREFIX) => Some(Arc::new(
-                crate::state::NodeState::open(dir, &config.cookie).map_err(|e| start_error(e.to_string()))?,
+                crate::state::NodeState::open(dir, &config.cookie).map_err(|e| start_error(e.into()))?,
             )),
             _ => None,
         };
@@ -188,7 +196,7 @@ impl Cluster {
             tracing::info!(node = %name, dir = %state.dir().display(), incarnation, remembered = ?known, "state directory opened");
         }
         let transport = match &config.tls {
-            Some(tls) => Transport::Tls(Box::new(crate::tls::load(tls).map_err(start_error)?)),
+            Some(tls) => Transport::Tls(Box::new(crate::tls::load(tls).map_err(|e| start_error(e.into()))?)),
             None => Transport::Plain,
         };
         // ractor_cluster dials its peers' peers in plaintext: with TLS we do it ourselves.
@@ -209,7 +217,7 @@ impl Cluster {
         )
         .with_listen_addr(config.listen.ip())
         .with_max_inbound_frame_size(config.max_frame_bytes as u64 + FRAME_OVERHEAD);
-        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_error(e.to_string()))?;
+        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_error(e.into()))?;
 
         let (tx, mut rx) = mpsc::unbounded_channel();
         let blocked = Blocked::default();
@@ -218,7 +226,7 @@ impl Cluster {
                 id: "foundation-membership".into(),
                 subscription: Box::new(Forward(tx.clone(), blocked.clone())),
             })
-            .map_err(|e| start_error(e.to_string()))?;
+            .map_err(|e| start_error(e.into()))?;
 
         let membership = Arc::new(RwLock::new(Membership::new(name, state.clone())));
         let leaving = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -240,7 +248,7 @@ impl Cluster {
         let own_dialer = dialer.clone();
         let (heartbeat, _) = Actor::spawn(None, heartbeat::Heartbeat, heartbeat_args)
             .await
-            .map_err(|e| start_error(e.to_string()))?;
+            .map_err(|e| start_error(e.into()))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut tasks = vec![tokio::spawn(health::sample_forever(own_health, channels.clone()))];
         {
@@ -321,16 +329,15 @@ impl Cluster {
                 state,
             }),
         };
-        let (resolver, _) = Actor::spawn(None, names::Resolver, cluster.clone())
-            .await
-            .map_err(|e| start_error(e.to_string()))?;
+        let (resolver, _) =
+            Actor::spawn(None, names::Resolver, cluster.clone()).await.map_err(|e| start_error(e.into()))?;
         let _ = cluster.inner.resolver.set(resolver);
         // Every member grants locks and singleton leases, whether or not it uses them: a
         // majority is counted over all of them. Observers count for nothing and run none.
         if !name.starts_with(crate::singleton::OBSERVER_PREFIX) {
             let coordinator = crate::coordination::NodeCoordinator::start(&cluster)
                 .await
-                .map_err(|e| start_error(format!("coordinator: {e}")))?;
+                .map_err(|e| start_error(format!("coordinator: {e}").into()))?;
             *cluster.node_coordinator() = Some(coordinator);
         }
         Ok(cluster)

@@ -81,21 +81,22 @@ impl PerNodeHandle {
         name: &str,
         spec: ChildSpec,
     ) -> Result<PerNodeHandle, ClusterError> {
-        let error = |reason: String| ClusterError::Replicated { name: name.to_string(), reason };
+        let error =
+            |source: foundation_core::BoxError| ClusterError::Replicated { name: name.to_string(), source };
         if replica_nodes(name).contains(cluster.name()) {
             return Err(error("this node already runs a replica of it".into()));
         }
         let supervisor_spec = SupervisorSpec::new(Strategy::OneForOne).child(spec);
         let supervisor = Supervisor::start(format!("replicated:{name}"), supervisor_spec)
             .await
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| error(e.into()))?;
         let marker =
             match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{name}@{}", cluster.name()))).await
             {
                 Ok((marker, _)) => marker,
                 Err(e) => {
                     supervisor.stop().await;
-                    return Err(error(format!("cannot announce it: {e}")));
+                    return Err(error(format!("cannot announce it: {e}").into()));
                 }
             };
         tracing::info!(replicated = %name, node = %cluster.name(), "replica started here");

@@ -55,6 +55,7 @@ use std::time::Duration;
 
 use foundation_actors::supervision::ChildSpec;
 use foundation_actors::wire::Wire;
+use foundation_core::Cause;
 use foundation_core::cache::{CacheCounters, CacheStats, EntryOptions, LocalCache, LocalCacheConfig};
 use hashring::HashRing;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -121,12 +122,13 @@ impl Default for SharedCacheConfig {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SharedCacheError {
     /// This node's part could not start.
-    #[error("shared cache `{cache}` cannot start on this node: {reason}")]
+    #[error("shared cache `{cache}` cannot start on this node: {source}")]
     Start {
         /// The cache.
         cache: String,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error, or an explanation).
+        #[source]
+        source: Cause,
     },
     /// The value is larger than [`SharedCacheConfig::max_value_bytes`].
     #[error("value for `{key}` is {size} bytes, over the shared cache's {max}-byte limit (max_value_bytes)")]
@@ -147,22 +149,24 @@ pub enum SharedCacheError {
         max: usize,
     },
     /// The owner of the key did not answer (lost, frozen, or its part is not running).
-    #[error("owner `{owner}` of `{key}` is unreachable: {reason}")]
+    #[error("owner `{owner}` of `{key}` is unreachable: {source}")]
     Unreachable {
         /// The key.
         key: String,
         /// The owner node.
         owner: String,
-        /// What happened.
-        reason: String,
+        /// What happened (the underlying error, or an explanation).
+        #[source]
+        source: Cause,
     },
     /// A value could not be encoded or decoded.
-    #[error("shared cache value for `{key}`: {reason}")]
+    #[error("shared cache value for `{key}`: {source}")]
     Codec {
         /// The key.
         key: String,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong (the underlying error).
+        #[source]
+        source: Cause,
     },
 }
 
@@ -365,7 +369,7 @@ impl SharedCacheHandle {
         SharedCacheError::Unreachable {
             key: key.to_string(),
             owner: self.inner.node.clone(),
-            reason: "this node's part of the cache is stopped and no other node runs it".into(),
+            source: "this node's part of the cache is stopped and no other node runs it".into(),
         }
     }
 
@@ -479,7 +483,7 @@ impl SharedCacheHandle {
         let Some(found) = self.try_get(key).await? else { return Ok(None) };
         serde_json::from_slice(&found.value)
             .map(Some)
-            .map_err(|e| SharedCacheError::Codec { key: key.to_string(), reason: e.to_string() })
+            .map_err(|e| SharedCacheError::Codec { key: key.to_string(), source: Cause::new(e) })
     }
 
     /// [`put`](Self::put) of a serde value, as JSON.
@@ -490,7 +494,7 @@ impl SharedCacheHandle {
         options: EntryOptions,
     ) -> Result<String, SharedCacheError> {
         let bytes = serde_json::to_vec(value)
-            .map_err(|e| SharedCacheError::Codec { key: key.to_string(), reason: e.to_string() })?;
+            .map_err(|e| SharedCacheError::Codec { key: key.to_string(), source: Cause::new(e) })?;
         self.put(key, bytes, options).await
     }
 
@@ -542,10 +546,10 @@ impl SharedCacheHandle {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let inner = &self.inner;
-        let unreachable = |reason: String| {
+        let unreachable = |source: Cause| {
             inner.unreachable.fetch_add(1, Ordering::Relaxed);
             inner.unreachable_metric.increment(1);
-            SharedCacheError::Unreachable { key: key.to_string(), owner: owner.to_string(), reason }
+            SharedCacheError::Unreachable { key: key.to_string(), owner: owner.to_string(), source }
         };
         let group = format!("{}@{owner}", inner.name);
         let Some(store) = ractor::pg::get_scoped_members(&SCOPE.to_string(), &group).into_iter().next()
@@ -554,16 +558,17 @@ impl SharedCacheHandle {
         };
         let store: ActorRef<StoreMsg> = store.into();
         let wire = Wire::encode(&request, inner.config.max_value_bytes + ENVELOPE_BYTES)
-            .map_err(|e| SharedCacheError::Codec { key: key.to_string(), reason: e.to_string() })?;
+            .map_err(|e| SharedCacheError::Codec { key: key.to_string(), source: Cause::new(e) })?;
         match store.call(|port| message(wire, port), Some(inner.config.call_timeout)).await {
             Ok(ractor::rpc::CallResult::Success(reply)) => reply
                 .into_inner()
-                .map_err(|e| SharedCacheError::Codec { key: key.to_string(), reason: e.to_string() }),
+                .map_err(|e| SharedCacheError::Codec { key: key.to_string(), source: Cause::new(e) }),
             Ok(ractor::rpc::CallResult::Timeout) => {
-                Err(unreachable(format!("no answer within {:?}", inner.config.call_timeout)))
+                Err(unreachable(format!("no answer within {:?}", inner.config.call_timeout).into()))
             }
             Ok(ractor::rpc::CallResult::SenderError) => Err(unreachable("it dropped the request".into())),
-            Err(e) => Err(unreachable(e.to_string())),
+            // Without the request it failed to carry (the error would hold it as long as it lives).
+            Err(e) => Err(unreachable(Cause::new(e.map(drop)))),
         }
     }
 }
@@ -598,7 +603,7 @@ impl SharedCacheHandle {
         name: &str,
         config: SharedCacheConfig,
     ) -> Result<SharedCacheHandle, SharedCacheError> {
-        let error = |reason: String| SharedCacheError::Start { cache: name.to_string(), reason };
+        let error = |source: Cause| SharedCacheError::Start { cache: name.to_string(), source };
         if name.is_empty() || name.contains('@') {
             return Err(error("a cache name must be non-empty and without `@`".into()));
         }
@@ -621,7 +626,7 @@ impl SharedCacheHandle {
         let spec = ChildSpec::new(format!("cache:{name}"), move || (store.clone(), ()));
         let replica = PerNodeHandle::start(cluster, &format!("cache:{name}"), spec)
             .await
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| error(Cause::new(e)))?;
         tracing::info!(cache = %name, node = %cluster.name(), "shared cache part started here");
         Ok(SharedCacheHandle {
             inner: Arc::new(Inner {

@@ -47,14 +47,15 @@ pub enum StateError {
     },
     /// `members.json` does not parse.
     #[error(
-        "{file} does not parse ({reason}): the node will not start without knowing its members; fix it, or \
+        "{file} does not parse ({source}): the node will not start without knowing its members; fix it, or \
          delete it if this node should start as a new one (it then knows only its seeds)"
     )]
     Corrupt {
         /// The file.
         file: PathBuf,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong with it (the parse error).
+        #[source]
+        source: serde_json::Error,
     },
     /// Another process holds the directory.
     #[error(
@@ -229,10 +230,7 @@ impl NodeState {
                 // Starting with no memory would let a restarted node act as a cluster of its
                 // own: refuse, and say what to do.
                 Err(e) => {
-                    return Err(StateError::Corrupt {
-                        file: dir.join("members.json"),
-                        reason: e.to_string(),
-                    });
+                    return Err(StateError::Corrupt { file: dir.join("members.json"), source: e });
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Remembered::default(),

@@ -68,17 +68,12 @@
 //! ```
 
 pub mod cache;
+pub mod cause;
 pub mod circuit_breaker;
 pub mod config;
 pub mod crdt;
 pub mod error_context;
 pub mod events;
-
-/// The error of a function a user writes for Foundation to call (a projection, a tool, a
-/// bidder's task): any error, kept as it is (`?` works on every error type, and `"text".into()`
-/// makes one from a message). Foundation reports it by its message and keeps its `source()`
-/// chain where it stays in the process.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub mod hash;
 pub mod random;
 pub mod rate_limit;
@@ -86,6 +81,8 @@ pub mod retry;
 pub mod sync;
 pub mod telemetry;
 pub mod trace_context;
+
+pub use cause::{BoxError, Cause};
 
 pub use config::{ConfigError, ConfigLoader, FoundationConfig, LiveConfig};
 pub use error_context::{ContextError, ErrorContext};

@@ -31,12 +31,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
     /// The collector could not be reached.
-    #[error("cannot reach the OTLP collector at {endpoint}: {reason}")]
+    #[error("cannot reach the OTLP collector at {endpoint}: {source}")]
     Unreachable {
         /// Where we sent it.
         endpoint: String,
-        /// Why.
-        reason: String,
+        /// Why (the HTTP client's error).
+        #[source]
+        source: reqwest::Error,
     },
     /// The collector refused the export.
     #[error("the OTLP collector at {endpoint} answered {status}: {body}")]
@@ -97,8 +98,7 @@ pub async fn export(endpoint: &str, timelines: &[Timeline]) -> Result<(), OtlpEr
     let trimmed = endpoint.trim_end_matches('/');
     let url =
         if trimmed.ends_with("/v1/traces") { trimmed.to_string() } else { format!("{trimmed}/v1/traces") };
-    let unreachable =
-        |e: reqwest::Error| OtlpError::Unreachable { endpoint: url.clone(), reason: e.to_string() };
+    let unreachable = |source: reqwest::Error| OtlpError::Unreachable { endpoint: url.clone(), source };
     let response = reqwest::Client::new()
         .post(&url)
         .timeout(TIMEOUT)

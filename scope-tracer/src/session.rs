@@ -28,6 +28,7 @@ use std::time::Duration;
 use foundation_actors::supervision::ChildSpec;
 use foundation_actors::wire::Wire;
 use foundation_cluster::{Cluster, SingletonHandle};
+use foundation_core::Cause;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
@@ -71,14 +72,15 @@ impl TraceScope {
 
     fn check(&self, cluster: &Cluster) -> Result<(), SessionError> {
         if !(0.0..=1.0).contains(&self.rate) {
-            return Err(SessionError::Scope(format!("rate = {} (expected 0 to 1)", self.rate)));
+            return Err(SessionError::Scope(format!("rate = {} (expected 0 to 1)", self.rate).into()));
         }
         if !(1..=MAX_DURATION.as_millis() as u64).contains(&self.max_duration_ms) {
-            return Err(SessionError::Scope(format!(
+            let reason = format!(
                 "max_duration_ms = {} (expected 1 to {}: a day)",
                 self.max_duration_ms,
                 MAX_DURATION.as_millis()
-            )));
+            );
+            return Err(SessionError::Scope(reason.into()));
         }
         let members: BTreeSet<String> = cluster
             .members()
@@ -88,10 +90,11 @@ impl TraceScope {
             .collect();
         if let Some(unknown) = self.nodes.iter().find(|n| !members.contains(*n)) {
             let known: Vec<&str> = members.iter().map(String::as_str).collect();
-            return Err(SessionError::Scope(format!(
+            let reason = format!(
                 "nodes contains `{unknown}`, not a member of this cluster (members: {})",
                 known.join(", ")
-            )));
+            );
+            return Err(SessionError::Scope(reason.into()));
         }
         Ok(())
     }
@@ -174,9 +177,9 @@ pub struct SessionInfo {
 /// Why a cluster trace could not be started, stopped or read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SessionError {
-    /// The scope is not valid.
+    /// The scope is not valid (why, or the error that kept it from reaching the nodes).
     #[error("invalid trace scope: {0}")]
-    Scope(String),
+    Scope(#[source] Cause),
     /// No participant runs on this node (start one with `participant::start`).
     #[error("no trace participant runs on this node: start one before starting a cluster trace")]
     NoParticipant,
@@ -184,12 +187,13 @@ pub enum SessionError {
     #[error("unknown cluster trace `{0}` (a node remembers its last 8)")]
     Unknown(String),
     /// Its coordinator's answer could not be read.
-    #[error("the report of cluster trace `{id}` could not be read: {reason}")]
+    #[error("the report of cluster trace `{id}` could not be read: {source}")]
     Unreadable {
         /// The trace.
         id: String,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error).
+        #[source]
+        source: Cause,
     },
     /// Its coordinator did not answer in time.
     #[error("the coordinator of cluster trace `{id}` did not answer within {timeout:?}")]
@@ -366,7 +370,7 @@ pub async fn start_cluster_trace(cluster: &Cluster, scope: TraceScope) -> Result
         ParticipantMsg::Begin,
     )
     .await
-    .map_err(|e| SessionError::Scope(format!("the trace's spec cannot be sent to the nodes: {e}")))?
+    .map_err(|e| SessionError::Scope(format!("the trace's spec cannot be sent to the nodes: {e}").into()))?
     .len();
     tracing::info!(id = %spec.id, nodes = began, "cluster trace started");
     Ok(spec.id)
@@ -406,7 +410,7 @@ async fn ask(
             if let Ok(ractor::rpc::CallResult::Success(report)) = coordinator.call(msg, Some(left)).await {
                 return report
                     .into_inner()
-                    .map_err(|e| SessionError::Unreadable { id: id.to_string(), reason: e.to_string() });
+                    .map_err(|e| SessionError::Unreadable { id: id.to_string(), source: Cause::new(e) });
             }
         }
         if tokio::time::Instant::now() >= deadline {

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use foundation_actors::channels::Channels;
+use foundation_core::Cause;
 use foundation_core::rate_limit::RateLimiter;
 
 use crate::LanguageModels;
@@ -54,9 +55,9 @@ pub struct RunHandle {
 /// Why a run could not be asked something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
-    /// The spec names a model this node has not registered.
+    /// The spec names a model this node has not registered (the models' error).
     #[error("{0}")]
-    Model(String),
+    Model(#[source] Cause),
     /// No coordinator is visible (none started yet, or failing over).
     #[error("run `{0}`: no coordinator is reachable")]
     NoCoordinator(String),
@@ -64,12 +65,13 @@ pub enum RunError {
     #[error("run `{0}`: the coordinator did not answer")]
     NoAnswer(String),
     /// Its answer could not be sent (larger than `cluster.max_frame_bytes`).
-    #[error("run `{run}`: the coordinator's answer could not be sent: {reason}")]
+    #[error("run `{run}`: the coordinator's answer could not be sent: {source}")]
     Unsendable {
         /// The run.
         run: String,
-        /// Why.
-        reason: String,
+        /// Why (the coordinator's error, as its message: it crossed from the coordinator's node).
+        #[source]
+        source: Cause,
     },
     /// Not finished in time.
     #[error("run `{run}` not finished after {waited:?}")]
@@ -159,7 +161,7 @@ impl RunHandle {
         models: &LanguageModels,
         options: RunOptions,
     ) -> Result<RunHandle, RunError> {
-        let lm = models.get(&spec.lm).map_err(|e| RunError::Model(e.to_string()))?;
+        let lm = models.get(&spec.lm).map_err(|e| RunError::Model(Cause::new(e)))?;
         let spec = Arc::new(spec);
         let name = format!("dspex:{}", spec.run_id);
         let (s, c, d, ch) =
@@ -251,7 +253,7 @@ pub async fn status(run_id: &str) -> Result<Status, RunError> {
     match coordinator.call(CoordMsg::Status, Some(Duration::from_secs(5))).await {
         Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(reason)) => Err(RunError::Unsendable { run: run_id.to_string(), reason }),
+            Ok(Err(e)) => Err(RunError::Unsendable { run: run_id.to_string(), source: e.into() }),
             Err(_) => Err(RunError::NoAnswer(run_id.to_string())),
         },
         _ => Err(RunError::NoAnswer(run_id.to_string())),

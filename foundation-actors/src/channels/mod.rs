@@ -177,6 +177,7 @@ pub enum ChannelError {
         /// The topic.
         topic: String,
         /// Why.
+        #[source]
         error: WireError,
     },
     /// The channels were shut down.
@@ -184,7 +185,7 @@ pub enum ChannelError {
     Closed,
     /// The relay actors could not start.
     #[error("cannot start channel relays: {0}")]
-    Start(String),
+    Start(#[source] foundation_core::Cause),
 }
 
 /// A node's channels. Cheap to clone; the relays stop when the last clone is dropped or on
@@ -207,7 +208,7 @@ impl Channels {
         for lane in [Lane::Control, Lane::Normal] {
             let (relay, _) = Actor::spawn(None, Relay, (Arc::downgrade(&registry), lane))
                 .await
-                .map_err(|e| ChannelError::Start(e.to_string()))?;
+                .map_err(|e| ChannelError::Start(foundation_core::Cause::new(e)))?;
             relays.push((lane, relay));
         }
         *registry.relays.write_or_recover() = relays;

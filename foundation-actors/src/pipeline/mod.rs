@@ -81,9 +81,9 @@ pub enum PipelineError {
         /// What is wrong.
         reason: String,
     },
-    /// The workers could not start.
+    /// The workers could not start: the pipeline, and why (its supervisor's error).
     #[error("pipeline `{0}` could not start: {1}")]
-    Start(String, String),
+    Start(String, #[source] crate::supervision::SupervisionError),
 }
 
 /// Why [`PipelineInput::try_submit`] did not accept an item; the item comes back.
@@ -336,10 +336,9 @@ impl<In: Send + 'static, Cur: Clone + Send + Sync + 'static> PipelineBuilder<In,
         for child in self.children {
             spec = spec.child(child);
         }
-        let supervisor: SupervisorHandle =
-            Supervisor::start(format!("pipeline:{}", self.name), spec)
-                .await
-                .map_err(|e| PipelineError::Start(self.name.clone(), e.to_string()))?;
+        let supervisor: SupervisorHandle = Supervisor::start(format!("pipeline:{}", self.name), spec)
+            .await
+            .map_err(|e| PipelineError::Start(self.name.clone(), e))?;
         let _ = self.shared.supervisor.set(supervisor.cell());
         let source = self.source.get().cloned().ok_or_else(|| PipelineError::Config {
             pipeline: self.name.clone(),

@@ -139,12 +139,13 @@ pub enum PoolError {
         reason: String,
     },
     /// The minimum number of workers could not be created at start.
-    #[error("pool `{pool}` could not create a worker: {error}")]
+    #[error("pool `{pool}` could not create a worker: {source}")]
     Create {
         /// The pool.
         pool: String,
         /// The factory's error.
-        error: String,
+        #[source]
+        source: foundation_core::Cause,
     },
 }
 
@@ -218,10 +219,10 @@ impl<F: WorkerFactory> Pool<F> {
         config.validate().map_err(|reason| PoolError::Config { pool: config.name.clone(), reason })?;
         let mut idle = Vec::with_capacity(config.max_size);
         for _ in 0..config.min_size {
-            let worker = factory
-                .create()
-                .await
-                .map_err(|e| PoolError::Create { pool: config.name.clone(), error: e.to_string() })?;
+            let worker = factory.create().await.map_err(|e| PoolError::Create {
+                pool: config.name.clone(),
+                source: foundation_core::Cause::new(e),
+            })?;
             idle.push((worker, Instant::now()));
         }
         let state = State {

@@ -120,7 +120,7 @@ pub enum RegistryError {
     },
     /// The registry's gateway could not start.
     #[error("cannot start the service registry: {0}")]
-    Start(String),
+    Start(#[source] foundation_core::Cause),
 }
 
 /// What discovery returns about one live instance.
@@ -296,7 +296,7 @@ impl ServiceRegistry {
         });
         let (gateway, _) = Actor::spawn(None, Gateway, Arc::downgrade(&inner))
             .await
-            .map_err(|e| RegistryError::Start(e.to_string()))?;
+            .map_err(|e| RegistryError::Start(foundation_core::Cause::new(e)))?;
         *inner.gateway.write_or_recover() = Some(gateway);
         Ok(ServiceRegistry { inner })
     }

@@ -57,12 +57,13 @@ use actor::SupervisorMsg;
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisionError {
     /// The supervisor could not start: an invalid spec, or a child failed to start.
-    #[error("supervisor `{name}` failed to start: {reason}")]
+    #[error("supervisor `{name}` failed to start: {source}")]
     StartFailed {
         /// The supervisor's name.
         name: String,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error).
+        #[source]
+        source: foundation_core::BoxError,
     },
     /// The supervisor is no longer running.
     #[error("supervisor `{0}` is not running")]
@@ -133,11 +134,11 @@ impl Supervisor {
         let exit = Arc::new(OnceLock::new());
         let (actor, join) =
             actor::spawn_with_exit(name.clone(), spec, parent, exit.clone()).await.map_err(|e| {
-                let reason = match e {
-                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                    other => other.to_string(),
+                let source = match e {
+                    ractor::SpawnErr::StartupFailed(inner) => inner,
+                    other => other.into(),
                 };
-                SupervisionError::StartFailed { name: name.clone(), reason }
+                SupervisionError::StartFailed { name: name.clone(), source }
             })?;
         Ok(SupervisorHandle { name, actor, join, exit })
     }

@@ -61,7 +61,7 @@ impl Barrier {
         };
         let bytes = wire::encode(&arrival, shared.max_bytes()).map_err(|e| CoordinationError::Wire {
             what: format!("arrival at barrier `{}`", self.name),
-            reason: e.to_string(),
+            source: foundation_core::Cause::new(e),
         })?;
         loop {
             // Arrive (again: an arrival counts only while it is sent again and again) here and

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use foundation_actors::wire::Wire;
+use foundation_core::Cause;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -228,7 +229,7 @@ impl Coordination {
         let args = (Arc::new(bidder), group(capability), self.shared.max_bytes());
         let (actor, _) = Actor::spawn(None, BidderActor::<B>(std::marker::PhantomData), args)
             .await
-            .map_err(|e| CoordinationError::Stopped(format!("bidder for `{capability}`: {e}")))?;
+            .map_err(|e| CoordinationError::Stopped(format!("bidder for `{capability}`: {e}").into()))?;
         Ok(BidderHandle { actor })
     }
 
@@ -249,7 +250,7 @@ impl Coordination {
         let task =
             WireTask { id: id.clone(), capability: capability.to_string(), payload: payload.to_string() };
         let bytes = foundation_actors::wire::encode(&task, shared.max_bytes()).map_err(|e| {
-            CoordinationError::Wire { what: format!("task {id} for `{capability}`"), reason: e.to_string() }
+            CoordinationError::Wire { what: format!("task {id} for `{capability}`"), source: Cause::new(e) }
         })?;
         let (mut awarded_rounds, mut lost) = (0, Vec::new());
         for round in 1..=options.max_rounds.max(1) {
@@ -266,7 +267,7 @@ impl Coordination {
                     let result = serde_json::from_str(&result).unwrap_or(serde_json::Value::String(result));
                     return Ok(Awarded { task: id, node, cost, result, rounds: round, lost });
                 }
-                Ok(Err(reason)) => return Err(CoordinationError::TaskFailed { task: id, node, reason }),
+                Ok(Err(e)) => return Err(CoordinationError::TaskFailed { task: id, node, source: e.into() }),
                 Err(loss) => {
                     tracing::warn!(task = %id, %node, %loss, "task winner lost; announcing the task again");
                     metrics::counter!("foundation_contract_net_reannounced_total").increment(1);

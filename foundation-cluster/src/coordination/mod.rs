@@ -163,26 +163,28 @@ pub enum CoordinationError {
         last: String,
     },
     /// The winner ran the task and it failed (not retried: the bidder said so itself).
-    #[error("task {task} failed on {node}: {reason}")]
+    #[error("task {task} failed on {node}: {source}")]
     TaskFailed {
         /// The task's id.
         task: String,
         /// The node that ran it.
         node: String,
-        /// The bidder's error.
-        reason: String,
+        /// The bidder's error (as its message: it crossed from the node that ran the task).
+        #[source]
+        source: foundation_core::Cause,
     },
     /// A value did not go on the wire (too large for the frame limit, or not encodable).
-    #[error("{what}: {reason}")]
+    #[error("{what}: {source}")]
     Wire {
         /// What was being sent.
         what: String,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error).
+        #[source]
+        source: foundation_core::Cause,
     },
-    /// The coordinator is not running.
+    /// The coordinator is not running (the underlying error, or why not).
     #[error("the coordinator is not running: {0}")]
-    Stopped(String),
+    Stopped(#[source] foundation_core::Cause),
 }
 
 /// This node's coordinator: locks, elections, barriers and task allocation. Cheap to clone.
@@ -212,7 +214,7 @@ impl NodeCoordinator {
         let supervisor =
             Supervisor::start("coordination", SupervisorSpec::new(Strategy::OneForOne).child(spec))
                 .await
-                .map_err(|e| CoordinationError::Stopped(e.to_string()))?;
+                .map_err(|e| CoordinationError::Stopped(foundation_core::Cause::new(e)))?;
         barrier::watch_members(shared.clone());
         Ok(NodeCoordinator { shared, supervisor })
     }
@@ -264,10 +266,8 @@ impl Coordination {
             return Err(error("call_timeout must be positive".into()));
         }
         let shared = cluster.coordinator().ok_or_else(|| {
-            CoordinationError::Stopped(format!(
-                "node `{}` runs no coordinator (an observer, or shut down)",
-                cluster.name()
-            ))
+            let reason = format!("node `{}` runs no coordinator (an observer, or shut down)", cluster.name());
+            CoordinationError::Stopped(reason.into())
         })?;
         Ok(Coordination::with(shared, config))
     }

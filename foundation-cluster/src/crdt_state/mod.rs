@@ -208,12 +208,13 @@ pub enum CrdtError {
         max: usize,
     },
     /// The replicator could not start (already running here, or a config value out of range).
-    #[error("replicator `{name}` cannot start: {reason}")]
+    #[error("replicator `{name}` cannot start: {source}")]
     Start {
         /// Its name.
         name: String,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error, or an explanation).
+        #[source]
+        source: foundation_core::Cause,
     },
 }
 
@@ -262,18 +263,20 @@ impl Replicator {
     /// that name.
     pub async fn start(cluster: &Cluster, config: ReplicatorConfig) -> Result<Replicator, CrdtError> {
         let name = config.name.clone();
-        let error = |reason: String| CrdtError::Start { name: name.clone(), reason };
+        let error = |source: foundation_core::Cause| CrdtError::Start { name: name.clone(), source };
         if config.gossip_interval < MIN_GOSSIP_INTERVAL {
-            return Err(error(format!(
+            let reason = format!(
                 "gossip_interval {:?} is below the minimum {MIN_GOSSIP_INTERVAL:?}",
                 config.gossip_interval
-            )));
+            );
+            return Err(error(reason.into()));
         }
         if config.max_message_bytes < MIN_MESSAGE_BYTES {
-            return Err(error(format!(
+            let reason = format!(
                 "max_message_bytes {} is below the minimum {MIN_MESSAGE_BYTES}",
                 config.max_message_bytes
-            )));
+            );
+            return Err(error(reason.into()));
         }
         let shared = Arc::new(Shared {
             cluster: cluster.clone(),
@@ -290,7 +293,7 @@ impl Replicator {
         let supervisor =
             Supervisor::start(format!("crdt:{name}"), SupervisorSpec::new(Strategy::OneForOne).child(child))
                 .await
-                .map_err(|e| error(e.to_string()))?;
+                .map_err(|e| error(foundation_core::Cause::new(e)))?;
         tracing::info!(replicator = %name, node = %cluster.name(), "CRDT replicator started");
         Ok(Replicator { shared, supervisor: Arc::new(Mutex::new(Some(supervisor))) })
     }

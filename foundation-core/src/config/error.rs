@@ -82,12 +82,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A config file (or an inline TOML text) is not valid TOML.
-    #[error("malformed TOML in {origin}: {message}")]
+    #[error("malformed TOML in {origin}: {}", .source.to_string().trim_end())]
     Malformed {
         /// Where the text came from.
         origin: Source,
-        /// The parser's message, with line, column and the offending line.
-        message: String,
+        /// Why (the parser's error: its message has the line, column and the offending line).
+        #[source]
+        source: toml::de::Error,
     },
     /// The configuration parsed but one or more keys are wrong.
     #[error("invalid configuration:{}", list(.0))]

@@ -104,10 +104,9 @@ impl ConfigLoader {
                     Err(source) => return Err(ConfigError::Io { path: path.clone(), source }),
                 },
             };
-            let mut parsed: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Malformed {
-                origin: source.clone(),
-                message: e.to_string().trim_end().to_string(),
-            })?;
+            let mut parsed: Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Malformed { origin: source.clone(), source: e })?;
             if let Some(Value::Boolean(on)) = parsed.get(CLUSTER_SHORTHAND.0) {
                 let on = *on;
                 parsed.insert(

@@ -76,18 +76,19 @@ pub enum EventStoreError {
         /// The stream's version.
         actual: u64,
     },
-    /// An event the store refuses to keep (the reason names the field).
+    /// An event the store refuses to keep (the reason names the field; or the underlying error,
+    /// e.g. of serializing its payload).
     #[error("event refused: {0}")]
-    InvalidEvent(String),
+    InvalidEvent(#[source] crate::BoxError),
     /// A query the store refuses to run.
     #[error("query refused: {0}")]
     InvalidQuery(String),
     /// No event has this id.
     #[error("no event has id {0}")]
     NotFound(EventId),
-    /// The storage failed (the SQLite error, or a task that could not run).
+    /// The storage failed (the underlying error: SQLite's, or a task that could not run).
     #[error("event storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] crate::BoxError),
 }
 
 /// A place events are kept. Implemented by the in-memory and SQLite backends; implement it for

@@ -100,16 +100,17 @@ struct Writer {
     conn: Connection,
 }
 
-fn storage(e: impl std::fmt::Display) -> EventStoreError {
-    EventStoreError::Storage(e.to_string())
+fn storage(e: impl Into<crate::BoxError>) -> EventStoreError {
+    EventStoreError::Storage(e.into())
 }
 
 impl SqliteBackend {
     /// Opens (or creates) the store.
     pub fn open(options: &SqliteOptions) -> Result<Self, EventStoreError> {
         let open = |flags| {
-            Connection::open_with_flags(&options.path, flags)
-                .map_err(|e| EventStoreError::Storage(format!("cannot open {}: {e}", options.path.display())))
+            Connection::open_with_flags(&options.path, flags).map_err(|e| {
+                EventStoreError::Storage(format!("cannot open {}: {e}", options.path.display()).into())
+            })
         };
         let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         // Before anything takes a lock (switching to WAL does): a second process opening a fresh
@@ -123,7 +124,9 @@ impl SqliteBackend {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; {SCHEMA}"
         ))
         .map_err(|e| {
-            EventStoreError::Storage(format!("{} is not a usable event store: {e}", options.path.display()))
+            EventStoreError::Storage(
+                format!("{} is not a usable event store: {e}", options.path.display()).into(),
+            )
         })?;
         // The counts retention bounds, kept in the file and changed in the same transactions as
         // the events, so that every process sharing the file sees them exact. Computed once for

@@ -38,15 +38,13 @@ impl std::fmt::Debug for EventStore {
 
 /// What every backend would refuse, checked once here, before any I/O.
 fn validate(events: &[NewEvent]) -> Result<(), EventStoreError> {
-    events.iter().try_for_each(|e| e.validate().map_err(EventStoreError::InvalidEvent))
+    events.iter().try_for_each(|e| e.validate().map_err(|r| EventStoreError::InvalidEvent(r.into())))
 }
 
 fn validate_stream(stream: &str) -> Result<(), EventStoreError> {
     if stream.is_empty() || stream.len() > MAX_NAME_BYTES {
-        return Err(EventStoreError::InvalidEvent(format!(
-            "stream name must be 1 to {MAX_NAME_BYTES} bytes, got {}",
-            stream.len()
-        )));
+        let reason = format!("stream name must be 1 to {MAX_NAME_BYTES} bytes, got {}", stream.len());
+        return Err(EventStoreError::InvalidEvent(reason.into()));
     }
     Ok(())
 }
@@ -61,7 +59,7 @@ impl EventStore {
     pub async fn open_sqlite(options: SqliteOptions) -> Result<Self, EventStoreError> {
         let backend = tokio::task::spawn_blocking(move || SqliteBackend::open(&options))
             .await
-            .map_err(|e| EventStoreError::Storage(format!("the open task failed: {e}")))??;
+            .map_err(|e| EventStoreError::Storage(format!("the open task failed: {e}").into()))??;
         let store = Self::with_backend(Arc::new(backend));
         let last = store.stats().await?.last_id;
         store.appended.send_replace(last);
@@ -96,7 +94,7 @@ impl EventStore {
             let backend = self.backend.clone();
             tokio::task::spawn_blocking(move || f(&*backend))
                 .await
-                .map_err(|e| EventStoreError::Storage(format!("the storage task failed: {e}")))?
+                .map_err(|e| EventStoreError::Storage(format!("the storage task failed: {e}").into()))?
         } else {
             f(&*self.backend)
         }

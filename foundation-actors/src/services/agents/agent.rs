@@ -24,6 +24,7 @@ use crate::providers::LanguageModel;
 use crate::registry::{InstanceId, ServiceRegistry};
 use crate::supervision::{ChildSpec, Strategy, Supervisor, SupervisorExit, SupervisorHandle, SupervisorSpec};
 use crate::wire::Wire;
+use foundation_core::Cause;
 use foundation_core::config::DEFAULT_MAX_FRAME_BYTES;
 
 /// Messages an agent's memory keeps by default (besides its system prompt).
@@ -191,14 +192,14 @@ impl<A: Agent> AgentSpec<A> {
         if self.name.is_empty() {
             return Err(AgentError::Start {
                 agent: String::new(),
-                reason: "an agent's name is empty".into(),
+                source: "an agent's name is empty".into(),
             });
         }
         let memory = match &self.memory {
             Some(memory) => memory.clone(),
             // The window is not 0: cannot fail.
             None => Memory::new(DEFAULT_MEMORY_WINDOW)
-                .map_err(|e| AgentError::Start { agent: self.name.clone(), reason: e.to_string() })?,
+                .map_err(|e| AgentError::Start { agent: self.name.clone(), source: Cause::new(e) })?,
         };
         let mut capabilities = self.capabilities.clone();
         capabilities.sort();
@@ -234,7 +235,7 @@ impl<A: Agent> AgentSpec<A> {
         let spec = SupervisorSpec::new(Strategy::OneForOne).child(self.child_spec(registry));
         let supervisor = Supervisor::start(format!("agent:{}", self.name), spec)
             .await
-            .map_err(|e| AgentError::Start { agent: self.name.clone(), reason: e.to_string() })?;
+            .map_err(|e| AgentError::Start { agent: self.name.clone(), source: Cause::new(e) })?;
         Ok(AgentHandle { shared, supervisor, _agent: PhantomData })
     }
 }
@@ -353,7 +354,7 @@ impl<A: Agent> Actor for AgentActor<A> {
                 shared.capabilities.iter().cloned(),
                 [(AGENT_NAME_KEY, shared.name.clone())],
             )
-            .map_err(|e| AgentError::Start { agent: shared.name.clone(), reason: e.to_string() })?;
+            .map_err(|e| AgentError::Start { agent: shared.name.clone(), source: Cause::new(e) })?;
         tracing::debug!(agent = %shared.name, %instance, "agent started and registered");
         let ctx = AgentContext::new(shared, self.registry.clone(), myself.get_cell());
         Ok(Running { agent, ctx, instance })

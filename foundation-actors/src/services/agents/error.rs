@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use foundation_core::Cause;
+
 use super::tools::ToolError;
 use crate::providers::LmError;
 use crate::wire::WireError;
@@ -50,13 +52,14 @@ pub enum AgentError {
         /// The agent.
         agent: String,
     },
-    /// The input does not fit the agent's input type (the reason names the field).
-    #[error("agent `{agent}`: bad input: {reason}")]
+    /// The input does not fit the agent's input type (the source names the field).
+    #[error("agent `{agent}`: bad input: {source}")]
     BadInput {
         /// The agent.
         agent: String,
-        /// What serde said, with the path of the field.
-        reason: String,
+        /// What serde said, with the path of the field (the underlying error).
+        #[source]
+        source: Cause,
     },
     /// The agent's output does not fit the type the caller asked for.
     #[error("agent `{agent}`: cannot read its output: {reason}")]
@@ -73,6 +76,7 @@ pub enum AgentError {
         /// The agent.
         agent: String,
         /// What the wire adapter said.
+        #[source]
         error: WireError,
     },
     /// A call to the agent's language model failed.
@@ -91,12 +95,13 @@ pub enum AgentError {
     #[error("{0}")]
     Step(String),
     /// The agent (or tool server) could not be started.
-    #[error("cannot start agent `{agent}`: {reason}")]
+    #[error("cannot start agent `{agent}`: {source}")]
     Start {
         /// The agent, or `tools` for a tool server.
         agent: String,
-        /// Why.
-        reason: String,
+        /// Why (the underlying error).
+        #[source]
+        source: Cause,
     },
 }
 

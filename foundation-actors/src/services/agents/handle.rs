@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use foundation_core::Cause;
 use foundation_core::trace_context::{self, TraceParent};
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::rpc::CallResult;
@@ -80,7 +81,7 @@ impl Refusal {
     fn into_error(self, agent: &str) -> AgentError {
         let agent = agent.to_string();
         match self {
-            Refusal::BadInput(reason) => AgentError::BadInput { agent, reason },
+            Refusal::BadInput(reason) => AgentError::BadInput { agent, source: reason.into() },
             Refusal::Failed(reason) => AgentError::Failed { agent, reason },
             Refusal::Crashed(_) => AgentError::Crashed { agent },
         }
@@ -309,7 +310,7 @@ impl AgentRef {
     {
         let agent = || self.name.clone();
         let json = serde_json::to_string(input)
-            .map_err(|e| AgentError::BadInput { agent: agent(), reason: e.to_string() })?;
+            .map_err(|e| AgentError::BadInput { agent: agent(), source: Cause::new(e) })?;
         let frame = Wire::encode(&json, self.max_message_bytes)
             .map_err(|error| AgentError::Wire { agent: agent(), error })?;
         let reply = self.call(|port| AgentMsg::Remote(RemoteAgentMsg::Ask(frame, port)), timeout).await?;
@@ -455,7 +456,8 @@ mod tests {
         // The remote path end to end (its actor happens to be local here).
         assert_eq!(agent.ask_remote::<_, String>(&Repeat { times: 2 }, WAIT).await.unwrap(), "xx");
         let bad = agent.ask_remote::<_, String>(&json!({"times": -1}), WAIT).await.unwrap_err();
-        assert!(matches!(&bad, AgentError::BadInput { reason, .. } if reason.contains("times")), "{bad}");
+        let AgentError::BadInput { source, .. } = &bad else { panic!("{bad}") };
+        assert!(source.to_string().contains("times"), "{bad}");
         handle.stop().await;
     }
 

@@ -27,6 +27,7 @@ use super::tools::{ToolError, Tools};
 use crate::registry::{InstanceId, Query, ServiceRegistry};
 use crate::supervision::{ChildSpec, Strategy, Supervisor, SupervisorExit, SupervisorHandle, SupervisorSpec};
 use crate::wire::Wire;
+use foundation_core::Cause;
 use foundation_core::config::DEFAULT_MAX_FRAME_BYTES;
 
 /// The registry service tool servers are registered under.
@@ -136,7 +137,7 @@ impl ToolServer {
         let spec = SupervisorSpec::new(Strategy::OneForOne).child(self.child_spec("tools", registry));
         let supervisor = Supervisor::start(TOOL_SERVICE, spec)
             .await
-            .map_err(|e| AgentError::Start { agent: TOOL_SERVICE.to_string(), reason: e.to_string() })?;
+            .map_err(|e| AgentError::Start { agent: TOOL_SERVICE.to_string(), source: Cause::new(e) })?;
         Ok(ToolServerHandle { supervisor })
     }
 
@@ -204,13 +205,13 @@ pub(crate) async fn call_served(
         return Ok(reply(actor.call(call, Some(timeout)).await, tool, timeout)??);
     }
     let frame = Wire::encode(&ToolCall { tool: name, args: args.to_string() }, max_message_bytes)
-        .map_err(|e| ToolError::BadArguments { tool: tool.to_string(), reason: e.to_string() })?;
+        .map_err(|e| ToolError::BadArguments { tool: tool.to_string(), source: Cause::new(e) })?;
     let call = |reply| ToolServerMsg::Remote(RemoteToolMsg::Call(frame, reply));
     let answer = reply(actor.call(call, Some(timeout)).await, tool, timeout)?
         .into_inner()
-        .map_err(|e| ToolError::BadResult { tool: tool.to_string(), reason: e.to_string() })??;
+        .map_err(|e| ToolError::BadResult { tool: tool.to_string(), source: Cause::new(e) })??;
     serde_json::from_str(&answer)
-        .map_err(|e| ToolError::BadResult { tool: tool.to_string(), reason: e.to_string() }.into())
+        .map_err(|e| ToolError::BadResult { tool: tool.to_string(), source: Cause::new(e) }.into())
 }
 
 /// A call's outcome as a tool error if there was no answer.
@@ -297,8 +298,8 @@ impl Actor for ToolServerActor {
                     async move {
                         let (tool, result) = serve_remote(&tools, frame, deadline).await;
                         let encoded = Wire::encode_or(&result, max, |e| {
-                            let reason = format!("the result could not be sent: {e}");
-                            WireResult::Err(ToolError::BadResult { tool, reason })
+                            let source = Cause::from(format!("the result could not be sent: {e}"));
+                            WireResult::Err(ToolError::BadResult { tool, source })
                         });
                         let _ = reply.send(encoded);
                         drop(permit);
@@ -331,9 +332,9 @@ async fn run_call(
     match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => {
-            Err(ToolError::Failed { tool: tool.to_string(), reason: format!("it panicked: {panic}") })
+            Err(ToolError::Failed { tool: tool.to_string(), source: format!("it panicked: {panic}").into() })
         }
-        Err(reason) => Err(ToolError::Failed { tool: tool.to_string(), reason }),
+        Err(reason) => Err(ToolError::Failed { tool: tool.to_string(), source: reason.into() }),
     }
 }
 
@@ -346,12 +347,12 @@ async fn serve_remote(
         Ok(call) => call,
         Err(e) => {
             let tool = "?".to_string();
-            return (tool.clone(), Err(ToolError::BadArguments { tool, reason: e.to_string() }));
+            return (tool.clone(), Err(ToolError::BadArguments { tool, source: Cause::new(e) }));
         }
     };
     let result = match serde_json::from_str::<Value>(&call.args) {
         Ok(args) => run_call(tools, &call.tool, args, deadline).await.map(|v| v.to_string()),
-        Err(e) => Err(ToolError::BadArguments { tool: call.tool.clone(), reason: e.to_string() }),
+        Err(e) => Err(ToolError::BadArguments { tool: call.tool.clone(), source: Cause::new(e) }),
     };
     (call.tool, result)
 }
@@ -394,9 +395,8 @@ mod tests {
 
         assert_eq!(through_bytes(&actor, "add", r#"{"a": 2, "b": 3}"#).await, Ok("5".to_string()));
         let err = through_bytes(&actor, "add", r#"{"a": 2}"#).await.unwrap_err();
-        assert!(
-            matches!(&err, ToolError::BadArguments { tool, reason } if tool == "add" && reason.contains('b'))
-        );
+        let ToolError::BadArguments { tool, source } = &err else { panic!("{err:?}") };
+        assert!(tool == "add" && source.to_string().contains('b'), "{err:?}");
         let err = through_bytes(&actor, "add", "not json").await.unwrap_err();
         assert!(matches!(&err, ToolError::BadArguments { tool, .. } if tool == "add"), "{err:?}");
         let err = through_bytes(&actor, "sub", "{}").await.unwrap_err();

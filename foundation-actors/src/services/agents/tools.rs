@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use foundation_core::Cause;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,29 +25,32 @@ pub enum ToolError {
         /// The tools there are.
         known: Vec<String>,
     },
-    /// The arguments do not fit the tool's argument type (the reason names the field).
-    #[error("tool `{tool}`: bad arguments: {reason}")]
+    /// The arguments do not fit the tool's argument type (the source names the field).
+    #[error("tool `{tool}`: bad arguments: {source}")]
     BadArguments {
         /// The tool.
         tool: String,
-        /// What serde said, with the path of the field.
-        reason: String,
+        /// What serde said, with the path of the field (the underlying error).
+        #[source]
+        source: Cause,
     },
     /// The tool ran and failed.
-    #[error("tool `{tool}` failed: {reason}")]
+    #[error("tool `{tool}` failed: {source}")]
     Failed {
         /// The tool.
         tool: String,
-        /// Its error.
-        reason: String,
+        /// Its error (the underlying error).
+        #[source]
+        source: Cause,
     },
     /// The result could not be converted (to JSON, or to the caller's type).
-    #[error("tool `{tool}`: bad result: {reason}")]
+    #[error("tool `{tool}`: bad result: {source}")]
     BadResult {
         /// The tool.
         tool: String,
-        /// What serde said.
-        reason: String,
+        /// What serde said (the underlying error).
+        #[source]
+        source: Cause,
     },
     /// The tool is served by another actor (a [`ToolServer`](super::ToolServer)) that did not
     /// answer: it timed out, stopped while calling, or is gone.
@@ -144,11 +148,11 @@ impl Tools {
             let run = run.clone();
             Box::pin(async move {
                 let args = decoded
-                    .map_err(|e| ToolError::BadArguments { tool: tool.clone(), reason: e.to_string() })?;
+                    .map_err(|e| ToolError::BadArguments { tool: tool.clone(), source: Cause::new(e) })?;
                 let result = run(args)
                     .await
-                    .map_err(|e| ToolError::Failed { tool: tool.clone(), reason: e.to_string() })?;
-                serde_json::to_value(result).map_err(|e| ToolError::BadResult { tool, reason: e.to_string() })
+                    .map_err(|e| ToolError::Failed { tool: tool.clone(), source: Cause::new(e) })?;
+                serde_json::to_value(result).map_err(|e| ToolError::BadResult { tool, source: Cause::new(e) })
             })
         };
         self.tools.insert(
@@ -185,9 +189,9 @@ impl Tools {
         args: &A,
     ) -> Result<R, ToolError> {
         let args = serde_json::to_value(args)
-            .map_err(|e| ToolError::BadArguments { tool: name.to_string(), reason: e.to_string() })?;
+            .map_err(|e| ToolError::BadArguments { tool: name.to_string(), source: Cause::new(e) })?;
         let result = self.call(name, args).await?;
         serde_json::from_value(result)
-            .map_err(|e| ToolError::BadResult { tool: name.to_string(), reason: e.to_string() })
+            .map_err(|e| ToolError::BadResult { tool: name.to_string(), source: Cause::new(e) })
     }
 }

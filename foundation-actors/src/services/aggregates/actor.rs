@@ -61,13 +61,14 @@ impl<A> AggregateActor<A> {
 
 fn decode<A: Aggregate>(event: &foundation_core::events::Event) -> Result<A::Event, EventStoreError> {
     serde_json::from_value(event.payload.clone()).map_err(|e| {
-        EventStoreError::Storage(format!(
+        let reason = format!(
             "event {} ({}, version {} of its stream) cannot be read as a {} event: {e}",
             event.id,
             event.event_type,
             event.stream.as_ref().map_or(0, |p| p.version),
             A::KIND
-        ))
+        );
+        EventStoreError::Storage(reason.into())
     })
 }
 
@@ -115,10 +116,8 @@ impl<A: Aggregate> State<A> {
                 .iter()
                 .map(|e| {
                     let payload = serde_json::to_value(e).map_err(|err| {
-                        AggregateError::Store(EventStoreError::InvalidEvent(format!(
-                            "{} event: {err}",
-                            A::KIND
-                        )))
+                        let reason = format!("{} event: {err}", A::KIND);
+                        AggregateError::Store(EventStoreError::InvalidEvent(reason.into()))
                     })?;
                     let mut event =
                         NewEvent::new(event_type::<A>(&payload), payload).schema_version(A::schema_version());

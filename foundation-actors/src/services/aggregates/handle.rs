@@ -78,9 +78,10 @@ pub enum AggregateError<E> {
     /// The journal failed (or holds an event this aggregate cannot read).
     #[error(transparent)]
     Store(#[from] EventStoreError),
-    /// The aggregate's actor stopped (its code panicked, or it could not rebuild).
+    /// The aggregate's actor stopped (its code panicked, or it could not rebuild): its stream,
+    /// and why (the underlying error).
     #[error("aggregate `{0}` is unavailable: {1}")]
-    Unavailable(String, String),
+    Unavailable(String, #[source] foundation_core::BoxError),
 }
 
 /// A payload an actor takes out when it starts on it (see `Aggregates::deliver`).
@@ -245,12 +246,13 @@ impl<A: Aggregate> Aggregates<A> {
             attempts += 1;
             let actor = self.actor(id).await?;
             let (tx, rx) = oneshot::channel();
-            let failure = match actor.cast(make(slot.clone(), tx)) {
+            let failure: foundation_core::BoxError = match actor.cast(make(slot.clone(), tx)) {
                 Ok(()) => match rx.await {
                     Ok(answer) => return Ok(answer),
-                    Err(_) => stopped.to_string(),
+                    Err(_) => stopped.into(),
                 },
-                Err(e) => e.to_string(),
+                // Without the message it carries back (the payload stays in its slot).
+                Err(e) => e.map(drop).into(),
             };
             let error = self.gone(id, &actor, failure);
             let unopened = slot.lock_or_recover().is_some();
@@ -265,7 +267,12 @@ impl<A: Aggregate> Aggregates<A> {
     }
 
     /// Forgets a dead actor so that the next call starts a new one.
-    fn gone(&self, id: &str, actor: &ActorRef<Msg<A>>, why: String) -> AggregateError<A::Error> {
+    fn gone(
+        &self,
+        id: &str,
+        actor: &ActorRef<Msg<A>>,
+        why: foundation_core::BoxError,
+    ) -> AggregateError<A::Error> {
         let mut live = self.lock();
         if live.0.get(id).is_some_and(|l| l.actor.get_id() == actor.get_id()) {
             live.0.remove(id);
@@ -296,9 +303,9 @@ impl<A: Aggregate> Aggregates<A> {
             stream: Self::stream(id),
             snapshot_every: self.config.snapshot_every,
         };
-        let (actor, _) = Actor::spawn(None, AggregateActor::<A>::new(), args)
-            .await
-            .map_err(|e| AggregateError::Unavailable(Self::stream(id), format!("could not rebuild: {e}")))?;
+        let (actor, _) = Actor::spawn(None, AggregateActor::<A>::new(), args).await.map_err(|e| {
+            AggregateError::Unavailable(Self::stream(id), format!("could not rebuild: {e}").into())
+        })?;
         let mut guard = self.lock();
         let (live, clock) = &mut *guard;
         // Another caller may have started one meanwhile: keep theirs, retire ours.

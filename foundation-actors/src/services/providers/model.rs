@@ -4,6 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use foundation_core::Cause;
+
 use super::message::{ChatRequest, Completion};
 
 /// A boxed future, so that models can be held as `Arc<dyn LanguageModel>` and chosen by name.
@@ -52,12 +54,13 @@ pub enum LmError {
         body: String,
     },
     /// The provider could not be reached, or the connection broke.
-    #[error("provider `{provider}` unreachable: {reason}")]
+    #[error("provider `{provider}` unreachable: {source}")]
     Transport {
         /// The provider.
         provider: String,
-        /// What the client said.
-        reason: String,
+        /// What the client said (the underlying error).
+        #[source]
+        source: Cause,
     },
     /// No answer within the timeout.
     #[error("provider `{provider}` did not answer within {after:?}")]
@@ -68,12 +71,13 @@ pub enum LmError {
         after: Duration,
     },
     /// An answer that is not a chat completion.
-    #[error("provider `{provider}` sent a malformed response: {reason}")]
+    #[error("provider `{provider}` sent a malformed response: {source}")]
     Malformed {
         /// The provider.
         provider: String,
-        /// What was wrong with it.
-        reason: String,
+        /// What was wrong with it (the underlying error).
+        #[source]
+        source: Cause,
     },
     /// The prompt does not fit the model's context window.
     #[error(

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use foundation_core::Cause;
 use serde::Deserialize;
 
 use super::message::{ChatRequest, Completion, Usage};
@@ -101,15 +102,15 @@ impl OpenAiClient {
         }
         let parsed: Wire = serde_json::from_slice(&bytes).map_err(|e| LmError::Malformed {
             provider: provider(),
-            reason: format!("{e} in {:?}", preview()),
+            source: Cause::from(format!("{e} in {:?}", preview())),
         })?;
         let choice = parsed.choices.into_iter().next().ok_or_else(|| LmError::Malformed {
             provider: provider(),
-            reason: "no choices in the response".into(),
+            source: "no choices in the response".into(),
         })?;
         let usage = parsed.usage.ok_or_else(|| LmError::Malformed {
             provider: provider(),
-            reason: "no usage in the response (token counts are needed for limits and cost)".into(),
+            source: "no usage in the response (token counts are needed for limits and cost)".into(),
         })?;
         Ok(Completion {
             content: choice.message.content.unwrap_or_default(),
@@ -132,7 +133,7 @@ impl OpenAiClient {
                 reason.push_str(&s.to_string());
                 source = s.source();
             }
-            LmError::Transport { provider: self.provider.clone(), reason }
+            LmError::Transport { provider: self.provider.clone(), source: Cause::from(reason) }
         }
     }
 }

@@ -22,12 +22,13 @@ pub enum TenantError {
     #[error("tenant `{0}` is already registered")]
     Duplicate(String),
     /// The name or spec is unusable (the reason names the field).
-    #[error("tenant `{tenant}`: {reason}")]
+    #[error("tenant `{tenant}`: {source}")]
     Invalid {
         /// The tenant.
         tenant: String,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong (an explanation, or the underlying error).
+        #[source]
+        source: foundation_core::BoxError,
     },
     /// The tenant's quota did not admit the work in time (or never can).
     #[error("tenant `{tenant}` over quota: {source}")]
@@ -88,7 +89,8 @@ impl Tenants {
 
     /// Registers a tenant: validates its name, quota and overlay, and builds its limiter.
     pub fn register(&self, id: &str, spec: TenantSpec) -> Result<Tenant, TenantError> {
-        let invalid = |reason: String| TenantError::Invalid { tenant: id.to_string(), reason };
+        let invalid =
+            |source: foundation_core::BoxError| TenantError::Invalid { tenant: id.to_string(), source };
         if id.is_empty()
             || id.len() > foundation_core::events::MAX_NAME_BYTES
             || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -96,21 +98,20 @@ impl Tenants {
             return Err(invalid("a tenant id is 1 to 256 characters of [A-Za-z0-9._-]".into()));
         }
         if !(spec.price_per_1k_tokens.is_finite() && spec.price_per_1k_tokens >= 0.0) {
-            return Err(invalid(format!(
-                "price_per_1k_tokens must be ≥ 0, got {}",
-                spec.price_per_1k_tokens
-            )));
+            let reason = format!("price_per_1k_tokens must be ≥ 0, got {}", spec.price_per_1k_tokens);
+            return Err(invalid(reason.into()));
         }
         let config = match &spec.overlay {
             None => (*self.base).clone(),
             Some(overlay) => {
-                let base = toml::to_string(&*self.base)
-                    .map_err(|e| invalid(format!("the base configuration cannot be written out: {e}")))?;
+                let base = toml::to_string(&*self.base).map_err(|e| {
+                    invalid(format!("the base configuration cannot be written out: {e}").into())
+                })?;
                 ConfigLoader::new()
                     .toml_str(base)
                     .toml_str(overlay.clone())
                     .load()
-                    .map_err(|e| invalid(format!("configuration overlay: {e}")))?
+                    .map_err(|e| invalid(format!("configuration overlay: {e}").into()))?
             }
         };
         let q = &spec.quota;
@@ -123,7 +124,7 @@ impl Tenants {
         let limiter = if limits.is_empty() {
             None
         } else {
-            Some(RateLimiter::new(limits).map_err(|e| invalid(format!("quota: {e}")))?)
+            Some(RateLimiter::new(limits).map_err(|e| invalid(format!("quota: {e}").into()))?)
         };
         let dims =
             ["requests", "tokens", "concurrent"].map(|d| limiter.as_ref().and_then(|l| l.dimension(d)));
