@@ -95,11 +95,12 @@ fn report(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let message = cause.to_string();
-        if !text.contains(&message) {
+        let message = message.trim_end();
+        if !text.contains(message) {
             if !text.is_empty() {
                 text.push_str(": ");
             }
-            text.push_str(&message);
+            text.push_str(message);
         }
     }
     text

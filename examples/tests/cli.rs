@@ -228,3 +228,39 @@ fn a_node_lists_its_commands_and_refuses_test_hooks_unless_started_for_tests() {
         assert!(event["event"].is_string(), "{line}");
     }
 }
+
+/// SIGHUP reloads the configuration: the changed keys are reported with those that need a
+/// restart; a bad file is refused and the node runs on (SIGHUP used to kill it).
+#[test]
+fn sighup_reloads_the_configuration_and_a_bad_one_is_refused() {
+    use foundation_cluster::testkit::{NodeProcess, free_port};
+    use serde_json::json;
+    use std::time::Duration;
+    let wait = Duration::from_secs(30);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, "[telemetry]\nwindow = \"60s\"\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = file.display().to_string();
+    let args = ["--config", &config, "node", "--json", "--name", "hup", "--listen", &listen, "--no-state"];
+    let node = NodeProcess::spawn("hup", env!("CARGO_BIN_EXE_foundation"), args).unwrap();
+    node.wait_for_event(&json!({"event": "listening", "node": "hup"}), wait).unwrap();
+    let hangup = || {
+        let pid = node.pid().to_string();
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    std::fs::write(&file, "[telemetry]\nwindow = \"30s\"\n").unwrap();
+    hangup();
+    let reloaded = node.wait_for_event(&json!({"event": "config_reloaded"}), wait).unwrap();
+    assert_eq!(reloaded["changed"], json!(["telemetry.window"]), "{reloaded}");
+    assert_eq!(reloaded["restart_needed"], json!(["telemetry.window"]), "{reloaded}");
+    std::fs::write(&file, "[telemetry]\nwindow = \"0s\"\n").unwrap();
+    hangup();
+    let refused = node.wait_for_event(&json!({"event": "config_reload_failed"}), wait).unwrap();
+    assert!(refused["error"].as_str().unwrap().contains("telemetry.window"), "{refused}");
+    // Still running, on the configuration in force.
+    let mut node = node;
+    node.send_line("services").unwrap();
+    node.wait_for_event(&json!({"event": "services"}), wait).unwrap();
+    assert!(node.is_running());
+}

@@ -324,7 +324,7 @@ async fn a_reload_that_lowers_a_limit_under_load_takes_effect_at_once() {
     let changed =
         live.update(|c| c.llm.providers.get_mut("sim").unwrap().limits.concurrent = Some(2)).unwrap();
     assert_eq!(changed, ["llm.providers.sim.limits.concurrent"]);
-    eventually("the reload applied", || follower.changes_applied() >= 1).await;
+    eventually("the reload applied", || follower.changes_applied() >= 2).await;
     assert_eq!(router.get("sim").unwrap().limits().concurrent, Some(2));
     // The calls admitted before it finish; from then on, never more than 2 at once.
     eventually("the calls admitted before the reload drained", || in_flight.load(SeqCst) <= 2).await;

@@ -6,8 +6,9 @@
 //! the pg group `NAME@NODE` in scope [`SCOPE`]. Start it with the same name and config on every
 //! node that shares the cache.
 //!
-//! - **Owner.** A key's owner is found on a consistent-hash ring (`hashring`, SipHash with fixed
-//!   keys: the same on every node and in every process, never a per-process random seed) of the
+//! - **Owner.** A key's owner is found on a consistent-hash ring (`hashring` with the workspace's
+//!   stable hash, `foundation_core::hash`: the same on every node and in every process, never a
+//!   per-process random seed) of the
 //!   nodes whose part of the cache is visible now (this node and every connected node running
 //!   it), each placed [`VIRTUAL_NODES`] times. Every node that sees the same nodes picks the
 //!   same owner; when a node joins or goes, only the keys on its arcs move (about 1/N of them).

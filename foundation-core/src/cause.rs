@@ -25,6 +25,16 @@ impl Cause {
     pub fn new(error: impl Into<BoxError>) -> Self {
         Cause(Arc::from(error.into()))
     }
+
+    /// The error kept (a message-only cause is a `String`'s error type).
+    pub fn get(&self) -> &(dyn Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The error kept, if it is a `T`.
+    pub fn downcast_ref<T: Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
 }
 
 impl From<String> for Cause {
@@ -98,6 +108,7 @@ mod tests {
             #[source]
             source: Cause,
         }
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
         let load = Load { source: cause };
         assert_eq!(Error::source(&load).map(ToString::to_string).as_deref(), Some("no such file"));
     }

@@ -1,13 +1,17 @@
 //! The one stable hash of the workspace: xxh3 (64 bits), for everything whose hash is compared
 //! between processes, machines or versions: the shared cache's ring (every node must place a
 //! key on the same owner), the CRDT digests nodes compare in anti-entropy, and the semantic
-//! cache's hashing embedder (stored vectors stay comparable across versions). `std`'s hasher is
-//! not used for these: its algorithm may change between Rust versions, and nodes built by
-//! different compilers would then disagree.
+//! cache's hashing embedder (stored vectors stay comparable across versions). Before, the ring
+//! used SipHash (through `hashring`) and the digests FNV-1a: both stable, two algorithms for one
+//! need; `std`'s hasher is never used for these (its algorithm may change between Rust versions).
+//! Changing the hash changes placement and digests: a cluster upgraded across that change sees
+//! cache misses and, until every node runs it, CRDT anti-entropy resending values whose digests
+//! differ only by algorithm (bounded per round, as any difference is).
 //!
 //! xxh3 is not a cryptographic hash: none of these uses needs one (a peer that lies about a
 //! digest only gets a needless resend; the ring and the embedder place data, they do not
-//! authenticate it).
+//! authenticate it). What hashes the cluster cookie (discovery announcements, the state
+//! directory's cookie check) uses SHA-256 instead: that hash guards a secret.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

@@ -261,3 +261,15 @@ fn reserved_environment_variables_are_not_read_as_keys() {
         .unwrap();
     assert_eq!(config, foundation_core::FoundationConfig::default());
 }
+
+#[test]
+fn a_malformed_file_error_never_carries_the_rest_of_the_file() {
+    // A parse error far from the secret: neither its message nor its debug form holds the cookie.
+    let text = "[cluster]\ncookie = \"s3cret-cookie-value\"\n\n[node]\nname = = \"broken\"\n";
+    let err = ConfigLoader::new().toml_str(text).load().unwrap_err();
+    assert!(matches!(err, ConfigError::Malformed { .. }), "{err}");
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(!shown.contains("s3cret-cookie-value"), "{shown}");
+    }
+    assert!(err.to_string().contains("line 5"), "{err}");
+}

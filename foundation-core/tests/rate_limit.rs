@@ -272,34 +272,32 @@ async fn a_share_scales_capacity_and_rate_and_zero_holds_waiters() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn new_limits_take_effect_at_once_without_granting_more_and_keep_held_permits() {
+async fn new_limits_keep_what_was_used_and_held_permits() {
     let limiter =
         RateLimiter::new([Limit::per_minute("requests", 60), Limit::concurrent("concurrent", 4)]).unwrap();
     let held: Vec<_> = (0..3).map(|_| limiter.try_acquire(&[1, 1]).unwrap()).collect();
     assert_eq!(level(&limiter, 0), 57.0);
-    // Lower: 6 per minute and 2 at once. Available requests drop to the new capacity, and the
-    // three permits held count against the new concurrency (one over it).
+    // Lower to 6 per minute and 2 at once: the 3 requests of this minute still count (3 left,
+    // not 6: the provider counts them too), and the 3 permits held count against the new
+    // concurrency (one over it).
     limiter.set_limits([Limit::per_minute("requests", 6), Limit::concurrent("concurrent", 2)]).unwrap();
-    assert_eq!(level(&limiter, 0), 6.0);
+    assert_eq!(level(&limiter, 0), 3.0);
     assert_eq!(level(&limiter, 1), -1.0);
     assert!(matches!(limiter.try_acquire(&[1, 1]), Err(RateLimitError::WouldWait { retry_in: None, .. })));
     drop(held);
-    let _a = limiter.try_acquire(&[1, 1]).unwrap();
-    let _b = limiter.try_acquire(&[1, 1]).unwrap();
+    let a = limiter.try_acquire(&[1, 1]).unwrap();
+    let b = limiter.try_acquire(&[1, 1]).unwrap();
     assert!(limiter.try_acquire(&[1, 1]).is_err(), "a third at once over a concurrency of 2");
-    // The new rate: one request per 10 s.
-    drop((_a, _b));
-    for _ in 0..2 {
-        let _ = limiter.try_acquire(&[1, 1]).unwrap();
-    }
-    assert_eq!(level(&limiter, 0), 2.0);
+    drop((a, b));
+    let _c = limiter.try_acquire(&[1, 1]).unwrap();
+    // 6 requests in this window: the 7th waits for the new rate, one per 10 s.
+    assert_eq!(level(&limiter, 0), 0.0);
+    assert!(limiter.try_acquire(&[1, 1]).is_err());
     tokio::time::advance(Duration::from_secs(10)).await;
-    assert!((level(&limiter, 0) - 3.0).abs() < 1e-6, "{}", level(&limiter, 0));
-    // Raise: it refills towards the higher limit, it is not handed out at once.
+    assert!((level(&limiter, 0) - 1.0).abs() < 1e-6, "{}", level(&limiter, 0));
+    // Raise: the difference is available at once, what was used still counts.
     limiter.set_limits([Limit::per_minute("requests", 600), Limit::concurrent("concurrent", 8)]).unwrap();
-    assert!((level(&limiter, 0) - 3.0).abs() < 1e-6);
-    tokio::time::advance(Duration::from_secs(1)).await;
-    assert!((level(&limiter, 0) - 13.0).abs() < 1e-6, "{}", level(&limiter, 0));
+    assert!((level(&limiter, 0) - 595.0).abs() < 1e-6, "{}", level(&limiter, 0));
     // A change of dimensions or of kind is refused, and nothing changes.
     let err = limiter.set_limits([Limit::per_minute("requests", 6)]).unwrap_err();
     assert!(err.to_string().contains("other dimensions"), "{err}");
@@ -311,5 +309,27 @@ async fn new_limits_take_effect_at_once_without_granting_more_and_keep_held_perm
         .set_limits([Limit::per_minute("requests", 0), Limit::concurrent("concurrent", 2)])
         .unwrap_err();
     assert!(err.to_string().contains("positive amount"), "{err}");
-    assert!((level(&limiter, 0) - 13.0).abs() < 1e-6);
+    assert!((level(&limiter, 0) - 595.0).abs() < 1e-6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_no_longer_fits_after_a_reload_is_refused_and_blocks_no_one() {
+    let limiter = RateLimiter::new([Limit::per_minute("tokens", 100)]).unwrap();
+    let _spent = limiter.try_acquire(&[100]).unwrap();
+    let big = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire(&[80], None).await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    let small = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire(&[10], Some(Duration::from_secs(120))).await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    // Lowered to 50 per minute: 80 can never be paid; it is refused, and 10 is served once the
+    // 100 spent refill at the new rate (72 s).
+    limiter.set_limits([Limit::per_minute("tokens", 50)]).unwrap();
+    let big = tokio::time::timeout(Duration::from_secs(300), big).await.expect("refused, not left waiting");
+    assert!(matches!(big.unwrap(), Err(RateLimitError::TooLarge { cost: 80, capacity: 50, .. })));
+    assert!(small.await.unwrap().is_ok());
 }

@@ -35,6 +35,11 @@ pub enum Reply {
     Refused { peer_addr: String, peer_name: Option<String> },
     /// This node fell behind the membership events and missed `count` of them.
     MissedEvents { count: u64 },
+    /// SIGHUP: the configuration was loaded again and is in force; `restart_needed` are the
+    /// changed keys that take effect only after a restart.
+    ConfigReloaded { changed: Vec<String>, restart_needed: Vec<String> },
+    /// SIGHUP: the new configuration was refused; the old one stays in force.
+    ConfigReloadFailed { error: String },
 }
 
 impl Reply {
@@ -72,6 +77,20 @@ impl fmt::Display for Reply {
                 write!(f, "refused: {peer_addr} ({who}did not authenticate)")
             }
             Reply::MissedEvents { count } => write!(f, "missed {count} membership events"),
+            Reply::ConfigReloaded { changed, restart_needed } if changed.is_empty() => {
+                debug_assert!(restart_needed.is_empty());
+                write!(f, "configuration reloaded: nothing changed")
+            }
+            Reply::ConfigReloaded { changed, restart_needed } => write!(
+                f,
+                "configuration reloaded: {} changed{}",
+                changed.join(", "),
+                match restart_needed.is_empty() {
+                    true => String::new(),
+                    false => format!("; needs a restart: {}", restart_needed.join(", ")),
+                }
+            ),
+            Reply::ConfigReloadFailed { error } => write!(f, "configuration not reloaded: {error}"),
         }
     }
 }

@@ -39,7 +39,7 @@ use clap::Args;
 use foundation_actors::channels::Channels;
 use foundation_actors::registry::ServiceRegistry;
 use foundation_cluster::Cluster;
-use foundation_core::config::{ConfigLoader, FoundationConfig};
+use foundation_core::config::{ConfigLoader, FoundationConfig, LiveConfig};
 
 use membership::Reply as Lifecycle;
 use reply::emit;
@@ -168,7 +168,7 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
     if args.json {
         reply::print_json();
     }
-    let config = match configure(config_file, &args)? {
+    let config = match configure(config_file.clone(), &args)? {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -176,17 +176,14 @@ pub fn run(config_file: Option<PathBuf>, args: NodeArgs) -> anyhow::Result<ExitC
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(serve(config, args))
+    runtime.block_on(serve(config, config_file, args))
 }
 
-/// The node's configuration: the config file, FOUNDATION_* variables and the options, with the
-/// state directory chosen (the error is the configuration's, for the user).
-fn configure(
-    config_file: Option<PathBuf>,
-    args: &NodeArgs,
-) -> anyhow::Result<Result<FoundationConfig, String>> {
+/// The sources of the configuration, in precedence order: the file, FOUNDATION_* variables,
+/// then the options.
+fn loader(config_file: Option<&PathBuf>, args: &NodeArgs) -> ConfigLoader {
     let mut loader = ConfigLoader::new();
-    if let Some(path) = &config_file {
+    if let Some(path) = config_file {
         loader = loader.file(path);
     }
     loader = loader.env();
@@ -206,7 +203,39 @@ fn configure(
     if args.cluster {
         loader = loader.set("cluster.gossip", true);
     }
-    let mut config = match loader.load() {
+    loader
+}
+
+/// SIGHUP: loads the configuration again from the same sources and puts it in force; this
+/// node's identity (name, address, state directory), chosen at start, stays. Replies with the
+/// keys that changed and those of them that need a restart (everything but the live keys; the
+/// node's own providers come from its options, so nothing here follows `[llm]` yet), or with
+/// why the new configuration was refused (the old one stays in force).
+fn reload(live: &LiveConfig, config_file: Option<&PathBuf>, args: &NodeArgs) {
+    let mut next = match loader(config_file, args).load() {
+        Ok(next) => next,
+        Err(e) => return emit(&Lifecycle::ConfigReloadFailed { error: e.to_string() }),
+    };
+    let current = live.current();
+    next.node.name = current.node.name.clone();
+    next.cluster.listen = current.cluster.listen;
+    next.cluster.state_dir = current.cluster.state_dir.clone();
+    match live.replace(next) {
+        Ok(changed) => {
+            let restart_needed = foundation_core::config::reference::restart_needed(&changed);
+            emit(&Lifecycle::ConfigReloaded { changed, restart_needed });
+        }
+        Err(e) => emit(&Lifecycle::ConfigReloadFailed { error: e.to_string() }),
+    }
+}
+
+/// The node's configuration: the config file, FOUNDATION_* variables and the options, with the
+/// state directory chosen (the error is the configuration's, for the user).
+fn configure(
+    config_file: Option<PathBuf>,
+    args: &NodeArgs,
+) -> anyhow::Result<Result<FoundationConfig, String>> {
+    let mut config = match loader(config_file.as_ref(), args).load() {
         Ok(c) => c,
         Err(e) => return Ok(Err(e.to_string())),
     };
@@ -255,7 +284,12 @@ fn configure(
     Ok(Ok(config))
 }
 
-async fn serve(config: FoundationConfig, args: NodeArgs) -> anyhow::Result<ExitCode> {
+async fn serve(
+    config: FoundationConfig,
+    config_file: Option<PathBuf>,
+    args: NodeArgs,
+) -> anyhow::Result<ExitCode> {
+    let live = LiveConfig::new(config.clone())?;
     let node = config.node.name.clone();
     let channels = Channels::start().await?;
     let cluster = Cluster::start(&node, &config.cluster, Some(channels.clone())).await?;
@@ -331,6 +365,7 @@ async fn serve(config: FoundationConfig, args: NodeArgs) -> anyhow::Result<ExitC
         test_hooks: args.test_hooks,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     // Standard input: one command per line; end of input is the launcher going away.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -358,6 +393,7 @@ async fn serve(config: FoundationConfig, args: NodeArgs) -> anyhow::Result<ExitC
             },
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            _ = hangup.recv() => reload(&live, config_file.as_ref(), &args),
         }
     }
     emit(&Lifecycle::Leaving { node: node.clone() });

@@ -82,13 +82,15 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A config file (or an inline TOML text) is not valid TOML.
-    #[error("malformed TOML in {origin}: {}", .source.to_string().trim_end())]
+    #[error("malformed TOML in {origin}: {source}")]
     Malformed {
         /// Where the text came from.
         origin: Source,
-        /// Why (the parser's error: its message has the line, column and the offending line).
+        /// Why: the parser's message (line, column and the offending line). Kept as its message
+        /// only: the parser's error holds the whole file, secrets included, and would print it
+        /// with `{:?}`.
         #[source]
-        source: toml::de::Error,
+        source: crate::Cause,
     },
     /// The configuration parsed but one or more keys are wrong.
     #[error("invalid configuration:{}", list(.0))]

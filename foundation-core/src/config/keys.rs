@@ -115,7 +115,7 @@ macro_rules! config_section {
             $(
                 #[doc = $doc]
                 #[doc = ""]
-                #[doc = concat!("Default: `", stringify!($default), "`.")]
+                #[doc = $crate::config::keys::config_section!(@default $default; $($unset)?)]
                 $(#[serde($($serde)*)])?
                 pub $field: $ty,
             )*
@@ -158,6 +158,8 @@ macro_rules! config_section {
             }
         }
     };
+    (@default $default:expr;) => { concat!("Default: `", stringify!($default), "`.") };
+    (@default $default:expr; $unset:literal) => { concat!("Unset: ", $unset, ".") };
     (@unset) => { None };
     (@unset $unset:literal) => { Some($unset) };
     (@live) => { false };

@@ -87,10 +87,6 @@ config_section! {
     #[serde(default, deny_unknown_fields)]
     pub struct LlmConfig in "llm" {
         chain: Vec<String> = Vec::new() => KeyKind::Strings,
-            check(
-                |c: &Self| c.chain.iter().all(|name| c.providers.contains_key(name)),
-                "names of providers defined under [llm.providers]"
-            ),
             doc "Provider names, each defined under `[llm.providers]`, in the order they are tried: the next one serves when one is open-circuited, over budget, too small for the prompt or failing. Empty: every provider, in name order.";
     }
     tables {
@@ -103,6 +99,11 @@ impl LlmConfig {
     /// Checks every key of `[llm]`, each provider's and its limits'.
     pub(crate) fn validate(&self, v: &mut Validator) {
         self.check_keys("llm", v);
+        // Between keys, one issue per name (the declaration's checks see one key at a time).
+        for name in &self.chain {
+            let known = self.providers.contains_key(name);
+            v.check("llm.chain", name, known, "names of providers defined under [llm.providers]");
+        }
         for (name, provider) in &self.providers {
             let prefix = format!("llm.providers.{name}");
             provider.check_keys(&prefix, v);

@@ -104,9 +104,10 @@ impl ConfigLoader {
                     Err(source) => return Err(ConfigError::Io { path: path.clone(), source }),
                 },
             };
-            let mut parsed: Table = text
-                .parse()
-                .map_err(|e: toml::de::Error| ConfigError::Malformed { origin: source.clone(), source: e })?;
+            let mut parsed: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Malformed {
+                origin: source.clone(),
+                source: crate::Cause::from(e.to_string().trim_end()),
+            })?;
             if let Some(Value::Boolean(on)) = parsed.get(CLUSTER_SHORTHAND.0) {
                 let on = *on;
                 parsed.insert(

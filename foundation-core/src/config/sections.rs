@@ -116,7 +116,8 @@ config_section! {
 }
 
 /// Default address a node listens on for other nodes.
-pub const DEFAULT_CLUSTER_LISTEN: &str = "127.0.0.1:4100";
+pub const DEFAULT_CLUSTER_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 4100);
 /// Default cookie: fine for a cluster on one machine, refused on any other address.
 pub const DEFAULT_COOKIE: &str = "foundation-dev-cookie";
 /// Default cap on one message sent to another node.
@@ -179,7 +180,7 @@ config_section! {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(default, deny_unknown_fields)]
     pub struct ClusterConfig in "cluster" {
-        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 4100)) => KeyKind::Address,
+        listen: SocketAddr = DEFAULT_CLUSTER_LISTEN => KeyKind::Address,
             serde(with = "super::socket_addr::required"),
             doc "Where this node listens for other nodes. Loopback by default: nothing outside the machine can connect.";
         cookie: String = DEFAULT_COOKIE.to_string() => KeyKind::String,
@@ -212,8 +213,12 @@ config_section! {
             serde(with = "super::duration"),
             doc "Silence tolerated beyond the usual heartbeat interval before suspicion rises (GC pauses, a loaded machine). Lower it for faster detection, at the price of false alarms on a busy machine.";
         min_std_deviation: Duration = DEFAULT_MIN_STD_DEVIATION => KeyKind::Duration,
+            check(
+                |c: &Self| c.min_std_deviation >= Duration::from_millis(1),
+                "a duration of at least 1ms (the detector divides by it)"
+            ),
             serde(with = "super::duration"),
-            doc "Smallest heartbeat jitter the failure detector assumes, so that very regular heartbeats do not make the first late one look fatal.";
+            doc "Smallest heartbeat jitter the failure detector assumes (at least 1ms), so that very regular heartbeats do not make the first late one look fatal.";
         gossip: bool = false => KeyKind::Boolean,
             doc "Zero-config discovery: announce this node by UDP multicast and connect to every node heard with the same cookie (announcements carry the name, the address and a hash of the cookie, never the cookie). Off: seeds only. `cluster = true` at the top of a file, `FOUNDATION_CLUSTER=true` and `foundation node --cluster` turn it on.";
         gossip_port: u16 = DEFAULT_GOSSIP_PORT => KeyKind::Integer,

@@ -54,19 +54,23 @@ impl Bucket {
         self.full_capacity
     }
 
-    /// Scales capacity and rate to `share` of the limit (concurrency: rounded down). What is
-    /// available never rises by a change of share, it only refills faster or slower from now on.
-    /// New full limits from `limit` (of the same kind), at `share`: what is available never
-    /// rises by the change (a lower limit takes effect at once, a higher one refills to it), and
-    /// concurrency already in use stays counted against the new capacity.
+    /// New full limits from `limit` (of the same kind), at `share`. What was used stays used:
+    /// the level becomes the new capacity minus what the old one had spent (tokens not yet
+    /// refilled, or permits held), so a lower limit leaves less available at once (possibly
+    /// nothing, until the spending refills) and a higher one more; the window's use is never
+    /// forgiven, so the provider's own count (which did not change) is never exceeded.
     pub(crate) fn reconfigure(&mut self, limit: &Limit, share: f64, now: Instant) {
         let fresh = Bucket::new(limit, now);
         self.refill(now);
+        let used = (self.capacity - self.level).max(0.0);
         self.full_capacity = fresh.full_capacity;
         self.full_rate = fresh.full_rate;
         self.set_share(share, now);
+        self.level = self.capacity - used;
     }
 
+    /// Scales capacity and rate to `share` of the limit (concurrency: rounded down). What is
+    /// available never rises by a change of share, it only refills faster or slower from now on.
     pub(crate) fn set_share(&mut self, share: f64, now: Instant) {
         self.refill(now);
         if self.concurrency {

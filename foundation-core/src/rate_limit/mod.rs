@@ -312,6 +312,9 @@ impl RateLimiter {
                 let now = Instant::now();
                 state.refill(now);
                 if state.queue.front() == Some(&ticket) {
+                    // Limits lowered since it queued may make it unpayable: say so rather than
+                    // block everyone behind it (dropping `queued` wakes the next).
+                    self.too_large(&state, &cost)?;
                     match state.verdict(&cost, now) {
                         None => {
                             state.pay(&cost);
@@ -388,10 +391,13 @@ impl RateLimiter {
 
     /// Replaces the limits with `limits`, which must name the same dimensions in the same order,
     /// each of the same kind (per period or at once): a configuration reload that changes an
-    /// amount, a period or a burst. What is available never rises by the change (a lower limit
-    /// takes effect at once, a higher one refills to it); permits held stay counted (after a
-    /// lower concurrency, new permits wait until enough are given back). The share is kept.
-    /// A change of dimensions is refused (costs are shaped by them): build a new limiter.
+    /// amount, a period or a burst. What was used stays used: each dimension's available amount
+    /// becomes its new capacity minus what was spent and not yet refilled (or the permits held),
+    /// so a lower limit binds at once (possibly with nothing available until the spending
+    /// refills) and a higher one gives its difference at once. A waiter whose cost no longer
+    /// fits is answered `TooLarge` when it reaches the head of the queue, so it blocks no one.
+    /// The share is kept. A change of dimensions is refused (costs are shaped by them): build a
+    /// new limiter.
     pub fn set_limits(&self, limits: impl IntoIterator<Item = Limit>) -> Result<(), RateLimitError> {
         let limits: Vec<Limit> = limits.into_iter().collect();
         let names: Vec<&str> = limits.iter().map(Limit::name).collect();

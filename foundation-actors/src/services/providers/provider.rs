@@ -151,6 +151,12 @@ impl Provider {
             status: 0,
             body: format!("limits not changed: {reason}"),
         };
+        // Held across the limiter's change, so that two reloads at once leave the limiter and
+        // `limits()` agreeing.
+        let mut current = self.limits.write_or_recover();
+        if *current == limits {
+            return Ok(());
+        }
         match &self.limiter {
             Some(limiter) => limiter.set_limits(limits.to_limits()).map_err(|e| refused(e.to_string()))?,
             None if limits == ProviderLimits::default() => {}
@@ -158,7 +164,7 @@ impl Provider {
                 return Err(refused("the provider was started without limits; that needs a restart".into()));
             }
         }
-        *self.limits.write_or_recover() = limits;
+        *current = limits;
         Ok(())
     }
 

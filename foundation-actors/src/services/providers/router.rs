@@ -13,15 +13,25 @@ use super::usage::UsageLedger;
 
 /// A router following a [`LiveConfig`] ([`LlmRouter::follow`]); dropping it stops following.
 #[derive(Debug)]
+#[must_use = "dropping the follower stops applying reloads"]
 pub struct ConfigFollower {
     task: tokio::task::JoinHandle<()>,
     applied: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    refused: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl ConfigFollower {
-    /// Configuration changes handled so far (each applied to every provider it names).
+    /// Configurations handled so far (the one in force when following started counts).
     pub fn changes_applied(&self) -> u64 {
         self.applied.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Providers whose limits the configuration in force could not apply, with why (a kind of
+    /// limit added or removed, which needs a restart; a provider no longer configured). Empty
+    /// when every provider runs on its configured limits.
+    pub fn refused(&self) -> Vec<(String, String)> {
+        use foundation_core::sync::MutexRecover;
+        self.refused.lock_or_recover().iter().map(|(p, why)| (p.clone(), why.clone())).collect()
     }
 }
 
@@ -76,35 +86,51 @@ impl LlmRouter {
     /// `replace` or `set`), each provider of this router that the new configuration names gets
     /// that entry's limits (its `profile` with its `limits`) at once, through
     /// [`Provider::set_limits`]. Limits are the live keys of `[llm]`; other provider keys
-    /// (`kind`, `model`, `base_url`, `timeout`, `attempts`) need a restart, as does adding or
-    /// removing a kind of limit, which is logged and leaves that provider's limits as they were.
-    /// Stops when the returned handle is dropped (or the `LiveConfig` is). Needs a tokio runtime.
+    /// (`kind`, `model`, `base_url`, `timeout`, `attempts`) need a restart. So does adding or
+    /// removing a kind of limit (an `rpm` where there was none, or a `profile` with other kinds
+    /// of limits): that is refused for the provider, which keeps its limits, and
+    /// [`ConfigFollower::refused`], a warning and the counter
+    /// `foundation_config_reload_refused_total` say so. The configuration in force when it
+    /// starts is applied first. Stops when the returned handle is dropped (or the `LiveConfig`
+    /// is). Needs a tokio runtime.
     pub fn follow(&self, live: &LiveConfig) -> Result<ConfigFollower, foundation_core::config::ConfigError> {
+        use foundation_core::sync::MutexRecover;
         let mut changes = live.subscribe(["llm.providers"])?;
         let providers = self.chain.clone();
         let applied = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = applied.clone();
-        let task = tokio::spawn(async move {
-            while let Some(change) = changes.changed().await {
-                for provider in &providers {
-                    let Some(config) = change.config.llm.providers.get(provider.name()) else { continue };
-                    let limits = config.effective_limits();
-                    if limits == provider.limits() {
-                        continue;
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let (counter, refusals) = (applied.clone(), refused.clone());
+        let apply = move |config: &foundation_core::config::FoundationConfig| {
+            let mut refusals = refusals.lock_or_recover();
+            for provider in &providers {
+                let name = provider.name().to_string();
+                let Some(entry) = config.llm.providers.get(&name) else {
+                    tracing::warn!(provider = %name, "provider no longer configured; its limits stay");
+                    refusals.insert(name, "no longer configured: its limits stay as they were".into());
+                    continue;
+                };
+                let limits = entry.effective_limits();
+                match provider.set_limits(limits) {
+                    Ok(()) => {
+                        refusals.remove(&name);
                     }
-                    match provider.set_limits(limits) {
-                        Ok(()) => {
-                            tracing::info!(provider = %provider.name(), ?limits, "provider limits reloaded")
-                        }
-                        Err(e) => {
-                            tracing::warn!(provider = %provider.name(), error = %e, "provider limits not reloaded")
-                        }
+                    Err(e) => {
+                        tracing::warn!(provider = %name, error = %e, "provider limits not reloaded");
+                        metrics::counter!("foundation_config_reload_refused_total", "provider" => name.clone())
+                            .increment(1);
+                        refusals.insert(name, e.to_string());
                     }
                 }
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        };
+        let task = tokio::spawn(async move {
+            apply(&changes.current());
+            while let Some(change) = changes.changed().await {
+                apply(&change.config);
             }
         });
-        Ok(ConfigFollower { task, applied })
+        Ok(ConfigFollower { task, applied, refused })
     }
 
     /// The providers, in chain order.
