@@ -7,7 +7,12 @@
 //! and restore them (`foundation node` takes them as `partition N1,N2` and `heal` on stdin); block
 //! on both sides, as a real partition cuts both ways.
 //!
+//! Real hosts and packet-dropping partitions: [`netns::TestNet`] (network namespaces on a
+//! bridge, faults by `iptables`).
+//!
 //! Enable with the `testkit` feature. Runtime-agnostic: plain threads, no tokio.
+
+pub mod netns;
 
 use foundation_core::sync::MutexRecover;
 use std::ffi::OsStr;
@@ -94,6 +99,13 @@ pub enum TestkitError {
         /// Why it failed.
         #[source]
         source: std::io::Error,
+    },
+    /// Test hosts could not be made or changed (no right to create namespaces, `ip` or
+    /// `iptables` missing): the command and what it said.
+    #[error("test network: {reason}")]
+    Network {
+        /// What failed.
+        reason: String,
     },
     /// The expected output did not appear.
     #[error(

@@ -1,0 +1,74 @@
+//! Real hosts and a real partition: node processes in network namespaces on a bridge, their
+//! packets dropped by `iptables` (the sockets stay open, so a peer learns of the partition only
+//! by silence). Skips, saying why, where namespaces cannot be made, unless
+//! `CI_NETNS_TEST=required` (as under `.ci/run`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
+
+mod support;
+
+use foundation_cluster::testkit::NodeProcess;
+use foundation_cluster::testkit::netns::{TestNet, required};
+use support::{json, log_level, seen, wait, wait_n};
+
+/// `hosts` test hosts, or `None` (with the reason printed) where this machine cannot make them.
+fn test_net(hosts: usize) -> Option<TestNet> {
+    match TestNet::new(hosts) {
+        Ok(net) => Some(net),
+        Err(e) if !required() => {
+            eprintln!("skipped: {e} (set CI_NETNS_TEST=required to make this a failure)");
+            None
+        }
+        Err(e) => panic!("{e} (CI_NETNS_TEST=required)"),
+    }
+}
+
+/// `foundation node` named `name` on host `k`, listening on the host's address, seeded with the
+/// hosts in `seeds`.
+fn start(net: &TestNet, k: usize, name: &str, seeds: &[usize]) -> NodeProcess {
+    let listen = format!("{}:4100", net.host(k).address());
+    let mut args: Vec<String> =
+        ["node", "--json", "--name", name, "--listen", &listen, "--no-state"].map(String::from).to_vec();
+    // Off loopback a cookie of one's own is required.
+    args.extend(["--cookie".into(), "netns-test-cookie".into()]);
+    if !seeds.is_empty() {
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("{}:4100", net.host(*s).address())).collect();
+        args.extend(["--seeds".into(), seeds.join(",")]);
+    }
+    let env = [("FOUNDATION_LOG", log_level())];
+    let node = net.spawn(k, name, env!("CARGO_BIN_EXE_foundation"), &args, env).unwrap();
+    wait(&node, json!({"event": "listening", "node": name, "addr": listen}));
+    node
+}
+
+#[test]
+fn a_node_whose_packets_are_dropped_is_found_down_by_silence_and_rejoins_after_the_heal() {
+    let Some(net) = test_net(3) else { return };
+    let n1 = start(&net, 0, "n1", &[]);
+    let n2 = start(&net, 1, "n2", &[0]);
+    let mut n3 = start(&net, 2, "n3", &[0]);
+    for (node, others) in [(&n1, ["n2", "n3"]), (&n2, ["n1", "n3"]), (&n3, ["n1", "n2"])] {
+        for other in others {
+            wait(node, json!({"event": "member_up", "name": other}));
+        }
+    }
+
+    // Every packet of n3 dropped, both ways: no connection is closed, no process stops.
+    net.isolate(2).unwrap();
+    for node in [&n1, &n2] {
+        let down = wait(node, json!({"event": "member_down", "name": "n3"}));
+        assert!(down["reason"].as_str().unwrap().contains("unreachable"), "{down}");
+    }
+    wait(&n3, json!({"event": "member_down", "name": "n1"}));
+    assert!(n3.is_running(), "a dropped packet is not a dead process");
+    assert!(seen(&n1, json!({"event": "member_down", "name": "n2"})).is_empty(), "n2 was never cut off");
+
+    // The heal: n3 dials its seed again and is up everywhere.
+    net.heal().unwrap();
+    for node in [&n1, &n2] {
+        wait_n(node, json!({"event": "member_up", "name": "n3"}), 2);
+    }
+}
