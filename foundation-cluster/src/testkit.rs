@@ -8,10 +8,12 @@
 //! on both sides, as a real partition cuts both ways.
 //!
 //! Real hosts and packet-dropping partitions: [`netns::TestNet`] (network namespaces on a
-//! bridge, faults by `iptables`).
+//! bridge, faults by `iptables`). Histories of what clients saw and their checker:
+//! [`history::check`].
 //!
 //! Enable with the `testkit` feature. Runtime-agnostic: plain threads, no tokio.
 
+pub mod history;
 pub mod netns;
 
 use foundation_core::sync::MutexRecover;
