@@ -34,11 +34,7 @@ pub struct Command;
 impl Command {
     /// Parses `op` and the words after it; `None` if `op` is not a command of this module.
     pub fn parse(op: &str, args: &[&str]) -> Option<Result<Command, String>> {
-        match (op, args) {
-            ("budget", []) => Some(Ok(Command)),
-            ("budget", _) => Some(Err(Usage::error(COMMANDS, op, "`budget` takes no arguments"))),
-            _ => None,
-        }
+        Usage::bare(COMMANDS, op, args).map(|parsed| parsed.map(|()| Command))
     }
 }
 

@@ -36,11 +36,7 @@ pub struct Command;
 impl Command {
     /// Parses `op` and the words after it; `None` if `op` is not a command of this module.
     pub fn parse(op: &str, args: &[&str]) -> Option<Result<Command, String>> {
-        match (op, args) {
-            ("stop-run", []) => Some(Ok(Command)),
-            ("stop-run", _) => Some(Err(Usage::error(COMMANDS, op, "`stop-run` takes no arguments"))),
-            _ => None,
-        }
+        Usage::bare(COMMANDS, op, args).map(|parsed| parsed.map(|()| Command))
     }
 }
 

@@ -68,6 +68,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Parses a command of `table` that takes no arguments: `None` if `op` is not one of them,
+    /// a usage error if it was given words.
+    pub fn bare(table: &[Usage], op: &str, args: &[&str]) -> Option<Result<(), String>> {
+        let usage = table.iter().find(|u| u.command == op && u.usage == op)?;
+        Some(match args {
+            [] => Ok(()),
+            _ => Err(Usage::error(table, op, &format!("`{}` takes no arguments", usage.command))),
+        })
+    }
+
     /// A usage error for `command` (one of `table`): what is wrong, then how to write it.
     pub fn error(table: &[Usage], command: &str, wrong: &str) -> String {
         match table.iter().find(|u| u.command == command) {
