@@ -5,6 +5,7 @@
 mod cluster_cmd;
 mod config_cmd;
 mod demo;
+mod nemesis_cmd;
 mod node;
 mod tour;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Run node processes on test hosts (network namespaces; needs root) under a seeded random
+    /// schedule of faults while clients record a history, then check it for anomalies.
+    Nemesis(nemesis_cmd::NemesisArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
         Command::Node(args) => node::run(cli.config, *args),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
+        Command::Nemesis(args) => nemesis_cmd::run(cli.config, args),
     };
     match result {
         Ok(code) => code,

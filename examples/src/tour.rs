@@ -149,11 +149,11 @@ async fn tour(config_file: Option<PathBuf>, args: TourArgs) -> anyhow::Result<Ex
 /// One simulated call: three steps, the third of which fails for about 3 % of questions.
 async fn answer_question(i: u32, seed: u64) -> Result<f64, ContextError<String>> {
     // Draw the whole call's randomness up front, so a seed reproduces it exactly.
-    let mut rng = SplitMix(seed);
-    let demos = 2 + (rng.next() % 3) as usize;
+    let mut rng = foundation_core::random::SplitMix64::new(seed);
+    let demos = 2 + (rng.next_u64() % 3) as usize;
     // Log-normal latency around 4 ms with a tail, like a fast local model server.
     let latency = Duration::from_secs_f64(0.004 * (0.6 * rng.normal()).exp());
-    let malformed = rng.next() % 100 < 3;
+    let malformed = rng.next_u64() % 100 < 3;
     let ctx = ErrorContext::new("answer_question");
     ctx.run(|ctx| async move {
         ctx.record("question", &i);
@@ -205,23 +205,4 @@ async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     Ok(response)
-}
-
-/// SplitMix64: a deterministic generator, so a seed reproduces the same workload.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u1 = ((self.next() >> 11) as f64 / (1u64 << 53) as f64).max(f64::MIN_POSITIVE);
-        let u2 = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
 }

@@ -72,3 +72,49 @@ fn a_node_whose_packets_are_dropped_is_found_down_by_silence_and_rejoins_after_t
         wait_n(node, json!({"event": "member_up", "name": "n3"}), 2);
     }
 }
+
+#[test]
+fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
+    let Some(net) = test_net(3) else { return };
+    // No seeds and no state: only the announcements on the bridge can bring them together.
+    let nodes: Vec<NodeProcess> = (0..3)
+        .map(|k| {
+            let name = format!("z{}", k + 1);
+            let listen = format!("{}:4100", net.host(k).address());
+            let args = ["node", "--json", "--cluster", "--name", &name, "--listen", &listen, "--no-state"];
+            let env =
+                [("FOUNDATION_LOG", log_level()), ("FOUNDATION_COOKIE", "netns-discovery-cookie".into())];
+            let node = net.spawn(k, &name, env!("CARGO_BIN_EXE_foundation"), args, env).unwrap();
+            wait(&node, json!({"event": "listening", "node": name}));
+            node
+        })
+        .collect();
+    for (k, node) in nodes.iter().enumerate() {
+        for other in (0..3).filter(|j| *j != k) {
+            let up = wait(node, json!({"event": "member_up", "name": format!("z{}", other + 1)}));
+            assert_eq!(up["addr"], json!(format!("{}:4100", net.host(other).address())), "{up}");
+        }
+    }
+}
+
+#[test]
+fn delay_and_loss_slow_a_link_where_the_kernel_has_netem() {
+    let Some(net) = test_net(2) else { return };
+    if let Err(e) = net.degrade(1, std::time::Duration::from_millis(300), 0.0) {
+        // Not every kernel has sch_netem (this skip is not made a failure by CI_NETNS_TEST).
+        eprintln!("skipped: {e}");
+        return;
+    }
+    // A TCP connect from host 1 to a node on host 0 takes at least the delay (its SYN leaves
+    // late): a lower bound only, which a slow machine cannot break.
+    let _n1 = start(&net, 0, "n1", &[]);
+    let probe = format!(
+        "start=$(date +%s%N); exec 3<>/dev/tcp/{}/4100; echo $(( ($(date +%s%N) - start) / 1000000 ))",
+        net.host(0).address()
+    );
+    let out = net.spawn(1, "probe", "bash", ["-c", &probe], [("LC_ALL", "C")]).unwrap();
+    let line = out.wait_for("", std::time::Duration::from_secs(10)).unwrap();
+    let ms: u64 = line.trim().parse().unwrap();
+    assert!(ms >= 250, "a connection through a 300 ms netem delay took {ms} ms");
+    net.heal().unwrap();
+}

@@ -93,6 +93,8 @@ struct Inner {
     tasks: Vec<JoinHandle<()>>,
     resolver: std::sync::OnceLock<ActorRef<names::ResolverMsg>>,
     max_frame_bytes: usize,
+    /// `cluster.expected_nodes`: majorities are counted over at least this many nodes.
+    expected_nodes: usize,
     /// Peers this node refuses sessions with (the `testkit` partition hook; empty otherwise).
     blocked: Blocked,
     #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
@@ -319,6 +321,7 @@ impl Cluster {
                 tasks,
                 resolver: std::sync::OnceLock::new(),
                 max_frame_bytes: config.max_frame_bytes,
+                expected_nodes: config.expected_nodes,
                 blocked,
                 dialer: own_dialer,
                 coordinator: std::sync::Mutex::new(None),
@@ -379,8 +382,8 @@ impl Cluster {
     /// have a majority) and seeds never reached (a node still joining has no majority of its
     /// own), members remembered in the state directory; and, for [`DEPARTED_STILL_COUNT`] after
     /// they went, nodes that left or were removed (a lease only they recorded has ended before
-    /// a smaller majority can grant). Observers never count. The one rule for singletons,
-    /// locks and majority reads and writes.
+    /// a smaller majority can grant); and never fewer than `cluster.expected_nodes`. Observers
+    /// never count. The one rule for singletons, locks and majority reads and writes.
     pub(crate) fn counted_members(&self) -> (Vec<Member>, usize) {
         let all = self.members();
         let membership = self.inner.membership.read_or_recover();
@@ -402,7 +405,9 @@ impl Cluster {
                     && (m.status != crate::MemberStatus::Left || departed_recently(m))
             })
             .collect();
-        let known = members.len() + 1 + unreached + recently_removed;
+        // Never fewer than the cluster is meant to have: a node that knows few others yet
+        // (a first start found by discovery) must not make a majority of its own.
+        let known = (members.len() + 1 + unreached + recently_removed).max(self.inner.expected_nodes);
         drop(membership);
         (members, known)
     }

@@ -115,7 +115,15 @@ impl Drop for SingletonHandle {
 /// the machine is suspended: a host suspended past a lease is not covered (a paused process
 /// is).
 pub fn lease_valid(name: &str) -> bool {
-    Leases::lock().as_ref().and_then(|map| map.get(name)).is_some_and(Validity::valid)
+    lease_valid_until(name).is_some()
+}
+
+/// Until when the copy of singleton `name` running in this process may act, if it may act now
+/// (see [`lease_valid`]): the end of its lease as this process counts it, moved on by every
+/// renewal. A copy that records what it does can stamp each act with it, so that a checker can
+/// tell that no two copies acted under valid leases at once.
+pub fn lease_valid_until(name: &str) -> Option<std::time::Instant> {
+    Leases::lock().as_ref().and_then(|map| map.get(name)).and_then(Validity::until)
 }
 
 /// A running copy's lease, as [`lease_valid`] reads it.
@@ -126,8 +134,9 @@ struct Validity {
 }
 
 impl Validity {
-    fn valid(&self) -> bool {
-        *self.held.borrow() && Instant::now() < *self.until.lock_or_recover()
+    fn until(&self) -> Option<std::time::Instant> {
+        let until = *self.until.lock_or_recover();
+        (*self.held.borrow() && Instant::now() < until).then(|| until.into_std())
     }
 }
 
@@ -345,7 +354,7 @@ impl Manager {
                     _ = &mut released => break Ok("its handle was dropped here"),
                     _ = leaving.changed() => break Ok("this node is leaving"),
                     _ = tokio::time::sleep(EVALUATE_EVERY) => {
-                        if !running.validity.valid() {
+                        if running.validity.until().is_none() {
                             break Err("its lease ran out (this process was paused past it)".into());
                         }
                         if running.supervisor.children().await.is_err() {

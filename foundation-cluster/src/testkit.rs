@@ -9,11 +9,13 @@
 //!
 //! Real hosts and packet-dropping partitions: [`netns::TestNet`] (network namespaces on a
 //! bridge, faults by `iptables`). Histories of what clients saw and their checker:
-//! [`history::check`].
+//! [`history::check`]. The nemesis that runs node processes under a seeded schedule of faults
+//! and checks their history: [`nemesis::run`].
 //!
 //! Enable with the `testkit` feature. Runtime-agnostic: plain threads, no tokio.
 
 pub mod history;
+pub mod nemesis;
 pub mod netns;
 
 use foundation_core::sync::MutexRecover;
@@ -106,6 +108,12 @@ pub enum TestkitError {
     /// `iptables` missing): the command and what it said.
     #[error("test network: {reason}")]
     Network {
+        /// What failed.
+        reason: String,
+    },
+    /// A nemesis run could not be made or read (its anomalies are in its report, not here).
+    #[error("nemesis: {reason}")]
+    Nemesis {
         /// What failed.
         reason: String,
     },

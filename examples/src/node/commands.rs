@@ -15,7 +15,10 @@ use foundation_cluster::{Cluster, PerNodeHandle};
 use foundation_core::rate_limit::RateLimiter;
 
 use super::reply::{Help, Usage, emit, refuse};
-use super::{cache, coordination, crdt, llm_load, optimize, replicas, services, test_hooks, topics, trace};
+use super::{
+    cache, coordination, crdt, llm_load, membership, optimize, replicas, services, test_hooks, topics, trace,
+    workload,
+};
 
 /// A command read from standard input.
 #[derive(Debug, PartialEq)]
@@ -40,6 +43,10 @@ pub enum Command {
     Coordination(coordination::CoordCommand),
     /// `trace-*`, `profile`.
     Trace(trace::Command),
+    /// `remove-member`.
+    Membership(membership::Command),
+    /// `workload-*`.
+    Workload(workload::Command),
     /// `partition`, `heal`, `forge-leaving` (only with `--test-hooks`).
     TestHook(test_hooks::Command),
 }
@@ -57,6 +64,8 @@ pub fn usages(test_hooks: bool) -> Vec<Usage> {
         trace::COMMANDS,
         llm_load::COMMANDS,
         optimize::COMMANDS,
+        membership::COMMANDS,
+        workload::COMMANDS,
     ] {
         all.extend_from_slice(table);
     }
@@ -87,6 +96,8 @@ impl Command {
         .or_else(|| map(cache::Command::parse(op, args), Command::Cache))
         .or_else(|| map(coordination::CoordCommand::parse(op, args), Command::Coordination))
         .or_else(|| map(trace::Command::parse(op, args), Command::Trace))
+        .or_else(|| map(membership::Command::parse(op, args), Command::Membership))
+        .or_else(|| map(workload::Command::parse(op, args), Command::Workload))
         .or_else(|| match test_hooks {
             true => map(test_hooks::Command::parse(op, args), Command::TestHook),
             false => None,
@@ -128,6 +139,8 @@ pub struct Features {
     pub otlp: Option<String>,
     /// Whether the test hooks are taken (`--test-hooks`).
     pub test_hooks: bool,
+    /// The nemesis workload (`--history`).
+    pub workload: Option<workload::Workload>,
 }
 
 impl Features {
@@ -170,6 +183,11 @@ impl Features {
             Command::Trace(command) => match self.tracing {
                 true => trace::run(&self.cluster, self.otlp.as_deref(), command),
                 false => absent("no tracing here", "--trace-rate RATE"),
+            },
+            Command::Membership(command) => membership::run(&self.cluster, command),
+            Command::Workload(command) => match &self.workload {
+                Some(workload) => workload.run(command),
+                None => absent("no nemesis workload here", "--history FILE"),
             },
             Command::TestHook(command) => test_hooks::run(&self.cluster, command).await,
         }
@@ -230,6 +248,10 @@ mod tests {
             Ok(Command::TestHook(test_hooks::Command::Partition { nodes: vec!["n1".into(), "n2".into()] }))
         );
         assert_eq!(Command::parse("heal", true), Ok(Command::TestHook(test_hooks::Command::Heal)));
+        assert_eq!(Command::parse("workload-read", false), Ok(Command::Workload(workload::Command::Read)));
+        assert!(Command::parse("workload-stop now", false).unwrap_err().contains("takes no arguments"));
+        assert!(matches!(Command::parse("remove-member n3", false), Ok(Command::Membership(_))));
+        assert!(Command::parse("remove-member", false).unwrap_err().contains("one node name"));
         assert_eq!(
             Command::parse("forge-leaving n3", true),
             Ok(Command::TestHook(test_hooks::Command::ForgeLeaving { node: "n3".into() }))

@@ -239,6 +239,11 @@ impl CoordCommands {
         })
     }
 
+    /// This node's coordinator.
+    pub fn coordination(&self) -> &Coordination {
+        &self.coordination
+    }
+
     /// Runs a command in the background, printing its outcome.
     pub fn run(&self, command: CoordCommand) {
         let this = self.clone();

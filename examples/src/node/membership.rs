@@ -1,10 +1,51 @@
 //! What a node says about itself and the cluster: where it listens and keeps its state, the
-//! membership changes it sees, what it serves, and that it leaves. It takes no commands.
+//! membership changes it sees, what it serves, and that it leaves; and `remove-member`, the
+//! operator's command that forgets a node stopped for good.
 
 use std::fmt;
 
-use foundation_cluster::MembershipEvent;
+use foundation_cluster::{Cluster, MembershipEvent};
 use serde::Serialize;
+
+use super::reply::{Usage, emit};
+
+/// The commands of this module.
+pub const COMMANDS: &[Usage] = &[Usage {
+    command: "remove-member",
+    usage: "remove-member NODE",
+    what: "forget NODE, stopped for good, in every majority (refused while it is up here)",
+    needs: None,
+}];
+
+/// `remove-member NODE`.
+#[derive(Debug, PartialEq)]
+pub struct Command {
+    node: String,
+}
+
+impl Command {
+    /// Parses `op` and the words after it; `None` if `op` is not `remove-member`.
+    pub fn parse(op: &str, args: &[&str]) -> Option<Result<Command, String>> {
+        match (op, args) {
+            ("remove-member", [node]) => Some(Ok(Command { node: node.to_string() })),
+            ("remove-member", _) => {
+                Some(Err(Usage::error(COMMANDS, op, "`remove-member` takes one node name")))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Removes the node in the background ([`Cluster::remove_member`]); prints `member_removed`
+/// (from the membership events) or `remove_refused`.
+pub fn run(cluster: &Cluster, Command { node }: Command) {
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        if let Err(e) = cluster.remove_member(&node).await {
+            emit(&Reply::RemoveRefused { name: node, error: e.to_string() });
+        }
+    });
+}
 
 /// The node's own lifecycle and the membership changes it sees.
 #[derive(Debug, Serialize)]
@@ -29,8 +70,10 @@ pub enum Reply {
     MemberUnreachable { name: String, phi: f64 },
     /// A member left on purpose.
     MemberLeft { name: String },
-    /// A member was removed for good (`foundation cluster remove`).
+    /// A member was removed for good (`foundation cluster remove`, `remove-member`).
     MemberRemoved { name: String },
+    /// `remove-member` was refused (the node is up here, or is this node).
+    RemoveRefused { name: String, error: String },
     /// A peer did not authenticate (wrong cookie or certificate) and was refused.
     Refused { peer_addr: String, peer_name: Option<String> },
     /// This node fell behind the membership events and missed `count` of them.
@@ -72,6 +115,7 @@ impl fmt::Display for Reply {
             Reply::MemberUnreachable { name, phi } => write!(f, "member unreachable: {name} (phi {phi:.1})"),
             Reply::MemberLeft { name } => write!(f, "member left: {name}"),
             Reply::MemberRemoved { name } => write!(f, "member removed: {name}"),
+            Reply::RemoveRefused { name, error } => write!(f, "not removed: {name}: {error}"),
             Reply::Refused { peer_addr, peer_name } => {
                 let who = peer_name.as_ref().map_or(String::new(), |n| format!("node {n}, "));
                 write!(f, "refused: {peer_addr} ({who}did not authenticate)")

@@ -30,6 +30,7 @@ pub mod state_dir;
 mod test_hooks;
 mod topics;
 pub mod trace;
+mod workload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -124,6 +125,13 @@ pub struct NodeArgs {
     /// the default is text for people).
     #[arg(long)]
     json: bool,
+    /// Run the nemesis workload here (`foundation nemesis` gives every node this): clients take
+    /// a lock and write its fencing token to a fenced register next to FILE, stand in an
+    /// election, run a singleton and increment CRDT counters, appending what they saw to FILE
+    /// as JSON lines (a history the nemesis checks). Runs the coordinator and the replicator
+    /// as `--coordination` and `--crdt` do; stdin takes `workload-stop` and `workload-read`.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
     /// Test aid: take the fault-injection commands `partition`, `heal` and `forge-leaving` on
     /// standard input (refused as unknown commands otherwise).
     #[arg(long, hide = true)]
@@ -303,7 +311,7 @@ async fn serve(
     names::start(&cluster, &args.names);
     topics::subscribe(&channels, &args.topics)?;
     let replicas = replicas::start(&cluster, &args.replicated).await?;
-    let crdt = match args.crdt {
+    let crdt = match args.crdt || args.history.is_some() {
         true => Some(foundation_cluster::crdt_state::Replicator::start(&cluster, Default::default()).await?),
         false => None,
     };
@@ -319,9 +327,18 @@ async fn serve(
         }
         None => None,
     };
-    let coordination = match args.coordination {
+    let coordination = match args.coordination || args.history.is_some() {
         true => Some(coordination::CoordCommands::start(&cluster).await?),
         false => None,
+    };
+    let workload = match (&args.history, &coordination, &crdt) {
+        (Some(history), Some(coordination), Some(crdt)) => Some(workload::Workload::start(
+            &cluster,
+            coordination.coordination().clone(),
+            crdt.clone(),
+            history,
+        )?),
+        _ => None,
     };
     let registry = ServiceRegistry::start().await?;
     registry.set_max_message_bytes(cluster.max_frame_bytes());
@@ -363,6 +380,7 @@ async fn serve(
         tracing: args.trace_rate.is_some(),
         otlp: args.otlp.clone(),
         test_hooks: args.test_hooks,
+        workload,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

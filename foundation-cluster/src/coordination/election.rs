@@ -47,14 +47,23 @@ impl Election {
     /// Where this candidate stands now. It reads the clock: a leader paused past its lease
     /// (SIGSTOP) is a `Follower` from the instant it wakes, before its renewal task has run.
     pub fn leadership(&self) -> Leadership {
-        let leadership = *self.state.borrow();
-        let valid = self.lease.lock_or_recover().as_ref().is_some_and(|(held, until)| {
-            *held.borrow() && tokio::time::Instant::now() < *until.lock_or_recover()
-        });
-        match leadership {
-            Leadership::Leader { .. } if !valid => Leadership::Follower,
+        match *self.state.borrow() {
+            Leadership::Leader { .. } if self.valid_until().is_none() => Leadership::Follower,
             other => other,
         }
+    }
+
+    /// Until when this candidate may act as leader, if it leads now: its lease's end as this
+    /// node counts it (see [`LockGuard::valid_until`](super::LockGuard::valid_until)), moved on
+    /// by every renewal.
+    pub fn valid_until(&self) -> Option<tokio::time::Instant> {
+        if !matches!(*self.state.borrow(), Leadership::Leader { .. }) {
+            return None;
+        }
+        let lease = self.lease.lock_or_recover();
+        let (held, until) = lease.as_ref()?;
+        let until = *until.lock_or_recover();
+        (*held.borrow() && tokio::time::Instant::now() < until).then_some(until)
     }
 
     /// Whether this candidate leads now.

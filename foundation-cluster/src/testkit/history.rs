@@ -4,17 +4,21 @@
 //!
 //! A history is JSON lines, one [`Event`] each. [`check`] reports every [`Anomaly`]:
 //! - **two lock holders acting at once**: acts under a lock by different holders (token) whose
-//!   `[at, lease_until]` windows overlap;
+//!   `[at, lease_until]` windows overlap (a holder's window ends early where it released the
+//!   lock; a singleton copy's where it stopped; a leader's where it resigned);
 //! - **a token that does not increase**: an acquisition later than another of the same lock
 //!   with a token no larger;
 //! - **a stale fenced write accepted**: a register accepted a token below one it had accepted;
 //! - **a term that does not increase**: a leader of an election later than another with a term
 //!   no larger;
+//! - **two leaders at once**: leaders of one election in different terms whose `[at,
+//!   lease_until]` windows overlap;
 //! - **two singleton copies acting at once**: acts of different copies whose windows overlap
 //!   (on either side of a partition: the clock is one);
 //! - **an acknowledged majority CRDT write lost**: a final read below the sum of the acknowledged
 //!   majority increments (counters only grow here; a local write may die with its node), or
-//!   above what was ever attempted;
+//!   above what was ever attempted (invoked: a node killed between its write and its record
+//!   leaves only the `crdt_invoke` written before the write);
 //! - **counters that do not converge**: final reads of one key that differ.
 //!
 //! Its [`Report`] prints the operations by kind and outcome and ends with `anomalies: N`.
@@ -33,12 +37,22 @@ pub enum Event {
     LockAcquired { at: u64, node: String, lock: String, token: u64, lease_until: u64 },
     /// `node` acted under `lock` with `token`, its lease valid until `lease_until`.
     LockAct { at: u64, node: String, lock: String, token: u64, lease_until: u64 },
+    /// `node` gave `lock` (held with `token`) back: it acts under it no more from `at`.
+    LockReleased { at: u64, node: String, lock: String, token: u64 },
     /// A fenced register took (`accepted`) or refused a write with `token`.
     FencedWrite { at: u64, node: String, register: String, token: u64, accepted: bool },
-    /// `node` became leader of `election` in `term`.
-    Leader { at: u64, node: String, election: String, term: u64 },
+    /// `node` led `election` in `term` (first seen here at `at`), its lease valid until
+    /// `lease_until`.
+    Leader { at: u64, node: String, election: String, term: u64, lease_until: u64 },
+    /// `node` withdrew from `election`, which it led in `term`: it leads no more from `at`.
+    Resigned { at: u64, node: String, election: String, term: u64 },
     /// A copy of `singleton` acted, its lease valid until `lease_until`.
     SingletonAct { at: u64, node: String, singleton: String, copy: String, lease_until: u64 },
+    /// A copy of `singleton` stopped: it acts no more from `at`.
+    SingletonStop { at: u64, node: String, singleton: String, copy: String },
+    /// `node` is about to increment counter `key` by `amount` (written before the write, so that
+    /// a write whose node is killed before it records the outcome still bounds the total).
+    CrdtInvoke { at: u64, node: String, key: String, amount: u64 },
     /// An increment of counter `key` by `amount`, acknowledged (`acked`) or not, with
     /// `majority` or local consistency.
     CrdtIncrement { at: u64, node: String, key: String, amount: u64, majority: bool, acked: bool },
@@ -53,10 +67,14 @@ impl Event {
         match self {
             Event::LockAcquired { .. } => "lock_acquired",
             Event::LockAct { .. } => "lock_act",
+            Event::LockReleased { .. } => "lock_released",
+            Event::Resigned { .. } => "resigned",
+            Event::SingletonStop { .. } => "singleton_stop",
             Event::FencedWrite { accepted: true, .. } => "fenced_write accepted",
             Event::FencedWrite { accepted: false, .. } => "fenced_write refused",
             Event::Leader { .. } => "leader",
             Event::SingletonAct { .. } => "singleton_act",
+            Event::CrdtInvoke { .. } => "crdt_invoke",
             Event::CrdtIncrement { acked: true, .. } => "crdt_increment acked",
             Event::CrdtIncrement { acked: false, .. } => "crdt_increment unacked",
             Event::CrdtFinal { .. } => "crdt_final",
@@ -77,6 +95,8 @@ pub enum Anomaly {
     StaleWriteAccepted { register: String, newest: u64, token: u64, at: u64 },
     /// A leader of `election` at `at` had `term`, no larger than `earlier`.
     TermNotIncreasing { election: String, earlier: u64, term: u64, at: u64 },
+    /// Two leaders of `election` (node, term) led under valid leases at once.
+    TwoLeaders { election: String, first: (String, u64), second: (String, u64), at: u64 },
     /// Two copies of `singleton` acted at once.
     TwoSingletons { singleton: String, first: String, second: String, at: u64 },
     /// Counter `key` read `value` after the heal, outside what was acknowledged and attempted.
@@ -102,6 +122,11 @@ impl fmt::Display for Anomaly {
             Anomaly::TermNotIncreasing { election, earlier, term, at } => {
                 write!(f, "election {election}: term {term} at {at} is not above the earlier {earlier}")
             }
+            Anomaly::TwoLeaders { election, first, second, at } => write!(
+                f,
+                "election {election}: {} (term {}) and {} (term {}) both led under valid leases at {at}",
+                first.0, first.1, second.0, second.1
+            ),
             Anomaly::TwoSingletons { singleton, first, second, at } => {
                 write!(f, "singleton {singleton}: copies {first} and {second} both acted at {at}")
             }
@@ -120,6 +145,8 @@ impl fmt::Display for Anomaly {
 /// What [`check`] found: the anomalies and the operations by kind and outcome.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// The seed of the schedule that made the history, if one did (printed first).
+    pub seed: Option<u64>,
     /// Every anomaly, in the order found.
     pub anomalies: Vec<Anomaly>,
     /// Events by kind (and outcome).
@@ -130,6 +157,9 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(seed) = self.seed {
+            writeln!(f, "seed: {seed}")?;
+        }
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
         writeln!(f, "faults: {}", if faults.is_empty() { "none".to_string() } else { faults.join(", ") })?;
         let ops: Vec<String> = self.counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -173,9 +203,13 @@ fn at(event: &Event) -> u64 {
     match event {
         Event::LockAcquired { at, .. }
         | Event::LockAct { at, .. }
+        | Event::LockReleased { at, .. }
+        | Event::Resigned { at, .. }
+        | Event::SingletonStop { at, .. }
         | Event::FencedWrite { at, .. }
         | Event::Leader { at, .. }
         | Event::SingletonAct { at, .. }
+        | Event::CrdtInvoke { at, .. }
         | Event::CrdtIncrement { at, .. }
         | Event::CrdtFinal { at, .. }
         | Event::Fault { at, .. } => *at,
@@ -183,12 +217,17 @@ fn at(event: &Event) -> u64 {
 }
 
 /// Acts that overlap in time by different holders: `acts` are (holder, at, until), sorted by
-/// `at`; returns the first pair found for each later act.
-fn overlapping<'a>(acts: &[(&'a str, u64, u64)]) -> Vec<(&'a str, &'a str, u64)> {
+/// `at`; a holder's windows end at its entry in `ends` (a release, a stop), if earlier. Returns
+/// the first pair found for each later act.
+fn overlapping<'a>(
+    acts: &[(&'a str, u64, u64)],
+    ends: &BTreeMap<String, u64>,
+) -> Vec<(&'a str, &'a str, u64)> {
     let mut found = Vec::new();
     // The latest window of each holder seen so far.
     let mut open: BTreeMap<&str, u64> = BTreeMap::new();
     for (holder, at, until) in acts {
+        let until = &ends.get(*holder).map_or(*until, |end| (*end).min(*until));
         if let Some((other, _)) =
             open.iter().find(|(other, other_until)| *other != holder && **other_until >= *at)
         {
@@ -203,6 +242,7 @@ fn overlapping<'a>(acts: &[(&'a str, u64, u64)]) -> Vec<(&'a str, &'a str, u64)>
 fn check_locks(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
     let mut tokens: BTreeMap<&str, u64> = BTreeMap::new();
     let mut acts: BTreeMap<&str, Vec<(String, u64, u64)>> = BTreeMap::new();
+    let mut ends: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
     for event in events {
         match event {
             Event::LockAcquired { at, lock, token, .. } => {
@@ -222,16 +262,15 @@ fn check_locks(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
             Event::LockAct { at, node, lock, token, lease_until } => {
                 acts.entry(lock).or_default().push((format!("{node}#{token}"), *at, *lease_until));
             }
+            Event::LockReleased { at, node, lock, token } => {
+                ends.entry(lock).or_default().insert(format!("{node}#{token}"), *at);
+            }
             _ => {}
         }
     }
     for (lock, acts) in acts {
         let acts: Vec<(&str, u64, u64)> = acts.iter().map(|(h, a, u)| (h.as_str(), *a, *u)).collect();
-        for (first, second, at) in overlapping(&acts) {
-            let holder = |h: &str| {
-                let (node, token) = h.rsplit_once('#').unwrap_or((h, "0"));
-                (node.to_string(), token.parse().unwrap_or(0))
-            };
+        for (first, second, at) in overlapping(&acts, ends.get(lock).unwrap_or(&BTreeMap::new())) {
             anomalies.push(Anomaly::TwoLockHolders {
                 lock: lock.to_string(),
                 first: holder(first),
@@ -264,8 +303,14 @@ fn check_registers(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
 
 fn check_elections(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
     let mut terms: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut windows: BTreeMap<&str, Vec<(String, u64, u64)>> = BTreeMap::new();
+    let mut ends: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
     for event in events {
-        if let Event::Leader { at, election, term, .. } = event {
+        if let Event::Resigned { at, node, election, term } = event {
+            ends.entry(election).or_default().insert(format!("{node}#{term}"), *at);
+        }
+        if let Event::Leader { at, node, election, term, lease_until } = event {
+            windows.entry(election).or_default().push((format!("{node}#{term}"), *at, *lease_until));
             if let Some(earlier) = terms.get(election.as_str())
                 && term <= earlier
             {
@@ -280,17 +325,41 @@ fn check_elections(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
             *entry = (*entry).max(*term);
         }
     }
+    for (election, windows) in windows {
+        let windows: Vec<(&str, u64, u64)> = windows.iter().map(|(h, a, u)| (h.as_str(), *a, *u)).collect();
+        for (first, second, at) in overlapping(&windows, ends.get(election).unwrap_or(&BTreeMap::new())) {
+            anomalies.push(Anomaly::TwoLeaders {
+                election: election.to_string(),
+                first: holder(first),
+                second: holder(second),
+                at,
+            });
+        }
+    }
+}
+
+/// `node#token` back into its parts.
+fn holder(h: &str) -> (String, u64) {
+    let (node, token) = h.rsplit_once('#').unwrap_or((h, "0"));
+    (node.to_string(), token.parse().unwrap_or(0))
 }
 
 fn check_singletons(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
     let mut acts: BTreeMap<&str, Vec<(&str, u64, u64)>> = BTreeMap::new();
+    let mut ends: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
     for event in events {
-        if let Event::SingletonAct { at, singleton, copy, lease_until, .. } = event {
-            acts.entry(singleton).or_default().push((copy, *at, *lease_until));
+        match event {
+            Event::SingletonAct { at, singleton, copy, lease_until, .. } => {
+                acts.entry(singleton).or_default().push((copy, *at, *lease_until));
+            }
+            Event::SingletonStop { at, singleton, copy, .. } => {
+                ends.entry(singleton).or_default().insert(copy.clone(), *at);
+            }
+            _ => {}
         }
     }
     for (singleton, acts) in acts {
-        for (first, second, at) in overlapping(&acts) {
+        for (first, second, at) in overlapping(&acts, ends.get(singleton).unwrap_or(&BTreeMap::new())) {
             anomalies.push(Anomaly::TwoSingletons {
                 singleton: singleton.to_string(),
                 first: first.to_string(),
@@ -303,18 +372,22 @@ fn check_singletons(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
 
 fn check_counters(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
     let mut acked: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut attempted: BTreeMap<&str, u64> = BTreeMap::new();
+    // Per (key, node): what its outcomes recorded, and what it invoked (a node killed between
+    // its write and its record leaves only the invocation written before the write).
+    let mut recorded: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut invoked: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut finals: BTreeMap<&str, Vec<(String, i64)>> = BTreeMap::new();
     for event in events {
         match event {
-            Event::CrdtIncrement { key, amount, acked: was_acked, majority, .. } => {
-                *attempted.entry(key).or_default() += amount;
+            Event::CrdtIncrement { node, key, amount, acked: was_acked, majority, .. } => {
+                *recorded.entry((key, node)).or_default() += amount;
                 // Only a majority write acknowledged must survive: a local one may go down with
                 // its node (kill -9 before gossip), which is its documented cost.
                 if *was_acked && *majority {
                     *acked.entry(key).or_default() += amount;
                 }
             }
+            Event::CrdtInvoke { node, key, amount, .. } => *invoked.entry((key, node)).or_default() += amount,
             Event::CrdtFinal { node, key, value, .. } => {
                 finals.entry(key).or_default().push((node.clone(), *value));
             }
@@ -322,7 +395,18 @@ fn check_counters(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
         }
     }
     for (key, values) in finals {
-        let (low, high) = (acked.get(key).copied().unwrap_or(0), attempted.get(key).copied().unwrap_or(0));
+        // Every write that may have been applied.
+        let high: u64 = recorded
+            .keys()
+            .chain(invoked.keys())
+            .filter(|(k, _)| *k == key)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|writer| {
+                recorded.get(writer).copied().unwrap_or(0).max(invoked.get(writer).copied().unwrap_or(0))
+            })
+            .sum();
+        let low = acked.get(key).copied().unwrap_or(0);
         for (node, value) in &values {
             if *value < low as i64 || *value > high as i64 {
                 anomalies.push(Anomaly::LostWrite {
@@ -358,29 +442,43 @@ mod tests {
             "\n",
             r#"{"event":"lock_act","at":20,"node":"n1","lock":"L","token":100,"lease_until":1000}"#,
             "\n",
-            r#"{"event":"lock_acquired","at":1500,"node":"n2","lock":"L","token":101,"lease_until":2500}"#,
+            r#"{"event":"lock_released","at":30,"node":"n1","lock":"L","token":100}"#,
             "\n",
-            r#"{"event":"lock_act","at":1600,"node":"n2","lock":"L","token":101,"lease_until":2500}"#,
+            r#"{"event":"lock_acquired","at":40,"node":"n3","lock":"L","token":101,"lease_until":1000}"#,
+            "\n",
+            r#"{"event":"lock_act","at":50,"node":"n3","lock":"L","token":101,"lease_until":1000}"#,
+            "\n",
+            r#"{"event":"lock_acquired","at":1500,"node":"n2","lock":"L","token":102,"lease_until":2500}"#,
+            "\n",
+            r#"{"event":"lock_act","at":1600,"node":"n2","lock":"L","token":102,"lease_until":2500}"#,
             "\n",
             r#"{"event":"fenced_write","at":30,"node":"n1","register":"R","token":100,"accepted":true}"#,
             "\n",
             r#"{"event":"fenced_write","at":1700,"node":"n1","register":"R","token":100,"accepted":false}"#,
             "\n",
-            r#"{"event":"leader","at":10,"node":"n1","election":"E","term":7}"#,
+            r#"{"event":"leader","at":10,"node":"n1","election":"E","term":7,"lease_until":900}"#,
             "\n",
-            r#"{"event":"leader","at":3000,"node":"n2","election":"E","term":8}"#,
+            r#"{"event":"leader","at":3000,"node":"n2","election":"E","term":8,"lease_until":3900}"#,
             "\n",
             r#"{"event":"singleton_act","at":10,"node":"n1","singleton":"S","copy":"a","lease_until":500}"#,
             "\n",
             r#"{"event":"singleton_act","at":600,"node":"n2","singleton":"S","copy":"b","lease_until":900}"#,
             "\n",
+            // A copy that stopped hands over before its lease ends.
+            r#"{"event":"singleton_stop","at":650,"node":"n2","singleton":"S","copy":"b"}"#,
+            "\n",
+            r#"{"event":"singleton_act","at":700,"node":"n4","singleton":"S","copy":"c","lease_until":1900}"#,
+            "\n",
             r#"{"event":"crdt_increment","at":10,"node":"n1","key":"k","amount":2,"majority":true,"acked":true}"#,
             "\n",
             r#"{"event":"crdt_increment","at":11,"node":"n2","key":"k","amount":3,"majority":true,"acked":false}"#,
             "\n",
-            r#"{"event":"crdt_final","at":5000,"node":"n1","key":"k","value":5}"#,
+            // n3 was killed after its write of 1 and before recording it: only the invocation.
+            r#"{"event":"crdt_invoke","at":12,"node":"n3","key":"k","amount":1}"#,
             "\n",
-            r#"{"event":"crdt_final","at":5000,"node":"n2","key":"k","value":5}"#,
+            r#"{"event":"crdt_final","at":5000,"node":"n1","key":"k","value":6}"#,
+            "\n",
+            r#"{"event":"crdt_final","at":5000,"node":"n2","key":"k","value":6}"#,
         ));
         let report = check(&history);
         assert!(report.anomalies.is_empty(), "{report}");
@@ -406,10 +504,10 @@ mod tests {
             "\n",
             r#"{"event":"fenced_write","at":60,"node":"n2","register":"R","token":99,"accepted":true}"#,
             "\n",
-            // A term that did not increase.
-            r#"{"event":"leader","at":10,"node":"n1","election":"E","term":7}"#,
+            // A term that did not increase, and two leaders at once.
+            r#"{"event":"leader","at":10,"node":"n1","election":"E","term":7,"lease_until":900}"#,
             "\n",
-            r#"{"event":"leader","at":20,"node":"n2","election":"E","term":7}"#,
+            r#"{"event":"leader","at":20,"node":"n2","election":"E","term":7,"lease_until":920}"#,
             "\n",
             // Two singleton copies at once (on either side of a partition).
             r#"{"event":"singleton_act","at":10,"node":"n1","singleton":"S","copy":"a","lease_until":500}"#,
@@ -432,6 +530,7 @@ mod tests {
                 Anomaly::TokenNotIncreasing { .. } => "token",
                 Anomaly::StaleWriteAccepted { .. } => "stale write",
                 Anomaly::TermNotIncreasing { .. } => "term",
+                Anomaly::TwoLeaders { .. } => "two leaders",
                 Anomaly::TwoSingletons { .. } => "two singletons",
                 Anomaly::LostWrite { .. } => "lost write",
                 Anomaly::NotConverged { .. } => "not converged",
@@ -442,6 +541,7 @@ mod tests {
             "token",
             "stale write",
             "term",
+            "two leaders",
             "two singletons",
             "lost write",
             "not converged",
@@ -457,9 +557,8 @@ mod tests {
 
     #[test]
     fn a_line_that_does_not_parse_is_named() {
-        let err =
-            parse("{\"event\":\"leader\",\"at\":1,\"node\":\"n1\",\"election\":\"E\",\"term\":1}\nnot json")
-                .unwrap_err();
+        let err = parse("{\"event\":\"fault\",\"at\":1,\"kind\":\"kill\",\"detail\":\"n1\"}\nnot json")
+            .unwrap_err();
         assert!(err.starts_with("history line 2:"), "{err}");
     }
 }

@@ -6,7 +6,8 @@
 //! program inside a host; the faults drop packets with `iptables` inside the hosts, so sockets
 //! stay open and a peer learns of the partition only by its silence, as on a real network:
 //! [`isolate`](TestNet::isolate) a host, [`drop_between`](TestNet::drop_between) one way only,
-//! [`partition`](TestNet::partition) into groups, and [`heal`](TestNet::heal).
+//! [`partition`](TestNet::partition) into groups, [`degrade`](TestNet::degrade) a host's link
+//! with delay and loss (`tc netem`, where the kernel has it), and [`heal`](TestNet::heal).
 //!
 //! Everything is removed when the `TestNet` is dropped (also when a test panics), and
 //! namespaces left by test processes that died are removed by the next `TestNet::new`.
@@ -181,10 +182,16 @@ impl TestNet {
         })
     }
 
-    /// Drops what host `from` sends to host `to` (one way only: `to` still reaches `from`).
+    /// Drops what host `from` sends to host `to` (one way only: `to` still reaches `from`),
+    /// multicast included: dropped as it leaves `from` for `to`'s address and as it arrives at
+    /// `to` from `from`'s.
     pub fn drop_between(&self, from: usize, to: usize) -> Result<(), TestkitError> {
-        let (ns, dst) = (&self.hosts[from].namespace, self.hosts[to].address.to_string());
-        self.fault(|| in_ns(ns, &["iptables", "-A", "OUTPUT", "-d", &dst, "-j", "DROP"]))
+        let (out_ns, dst) = (&self.hosts[from].namespace, self.hosts[to].address.to_string());
+        let (in_ns_, src) = (&self.hosts[to].namespace, self.hosts[from].address.to_string());
+        self.fault(|| {
+            in_ns(out_ns, &["iptables", "-A", "OUTPUT", "-d", &dst, "-j", "DROP"])?;
+            in_ns(in_ns_, &["iptables", "-A", "INPUT", "-s", &src, "-j", "DROP"])
+        })
     }
 
     /// Splits the hosts into `groups` (indices): packets between groups are dropped both ways;
@@ -201,10 +208,32 @@ impl TestNet {
         Ok(())
     }
 
-    /// Ends every fault: every host reaches every other again.
+    /// Delays every packet host `k` sends by `delay` and drops `loss_percent` of them, with
+    /// `tc netem`. Fails, saying why, where the kernel has no `sch_netem` (or `tc` is missing):
+    /// a test then skips with that reason. [`heal`](Self::heal) ends it.
+    pub fn degrade(
+        &self,
+        k: usize,
+        delay: std::time::Duration,
+        loss_percent: f64,
+    ) -> Result<(), TestkitError> {
+        let ns = &self.hosts[k].namespace;
+        let (delay, loss) = (format!("{}ms", delay.as_millis()), format!("{loss_percent}%"));
+        self.fault(|| {
+            in_ns(
+                ns,
+                &["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &delay, "loss", &loss],
+            )
+            .map_err(|e| format!("{e} (delay and loss need the kernel's sch_netem and iproute2's tc)"))
+        })
+    }
+
+    /// Ends every fault: every host reaches every other again, without delay or loss.
     pub fn heal(&self) -> Result<(), TestkitError> {
         for host in &self.hosts {
             self.fault(|| in_ns(&host.namespace, &["iptables", "-F"]))?;
+            // Only where `degrade` put a netem qdisc; absent, there is nothing to end.
+            let _ = in_ns(&host.namespace, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
         }
         Ok(())
     }

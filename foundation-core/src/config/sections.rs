@@ -192,6 +192,9 @@ config_section! {
             doc "Shared secret every node of the cluster presents, checked by challenge and response (never sent in clear); not empty. The default is refused unless `listen` is a loopback address, so a node reachable from the network has a cookie of its own. `foundation node --cookie` and `FOUNDATION_COOKIE` also set it.";
         seeds: Vec<SocketAddr> = Vec::new() => KeyKind::Addresses,
             doc "Nodes to connect to at start. A seed that is not up is dialled again every `reconnect_interval`, so a node that restarts rejoins by itself; peers of peers are connected automatically. Give seeds as the `listen` addresses of the nodes: singleton majorities match them by that address.";
+        expected_nodes: usize = 0 => KeyKind::Integer,
+            check(|c: &Self| c.expected_nodes <= 1000, "an integer from 0 to 1000"),
+            doc "How many nodes the cluster is meant to have (0 to 1000; 0: no floor). Majorities (locks, elections, singletons, majority reads and writes) are counted over at least this many nodes, so that a node that knows few others yet (a first start without seeds, a node under a new name found by discovery, a partitioned newcomer) cannot make a majority of its own. Set it to the cluster's size on every node; with fewer than a majority of it up, nothing that needs a majority runs.";
         max_frame_bytes: usize = DEFAULT_MAX_FRAME_BYTES => KeyKind::Integer,
             check(|c: &Self| (1024..=16 << 20).contains(&c.max_frame_bytes), "an integer from 1024 to 16777216"),
             doc "Largest message this node sends to another, in bytes (1024 to 16 777 216; default 8 MiB). A larger one is refused with an error before it is sent; an inbound frame over this limit plus 64 KiB of envelope closes the connection without being allocated.";
