@@ -22,6 +22,8 @@ use foundation_cluster::testkit::netns::required;
 fn forty_seconds_of_faults_leave_no_anomaly_in_the_history() {
     let mut config = NemesisConfig::new(env!("CARGO_BIN_EXE_foundation"), 5, 38, Duration::from_secs(40));
     config.verbose = true;
+    let dir = tempfile::tempdir().unwrap();
+    config.dir = Some(dir.path().join("run"));
     let report = match nemesis::run(&config) {
         Ok(report) => report,
         Err(e @ TestkitError::Network { .. }) if !required() => {

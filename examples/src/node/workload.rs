@@ -17,7 +17,8 @@
 //!   no smaller than the largest it accepted, and is stamped under the flock (`fenced_write`).
 //!   The write is made even when the act found the lease gone: the register's fencing, not the
 //!   client's own check, is what must stop a stale holder.
-//! - **election** `nemesis-election`: `leader` when this node first sees itself lead a term.
+//! - **election** `nemesis-election`: `leader` when this node first sees itself lead a term,
+//!   then `leader_act` every 50 ms while it leads (with the lease's end).
 //! - **singleton** `nemesis-singleton`: its copy records `singleton_act` every 50 ms while its
 //!   lease is valid ([`foundation_cluster::singleton::lease_valid_until`]).
 //! - **counters**: `nemesis-majority` takes only majority writes and `nemesis-local` only
@@ -182,11 +183,21 @@ impl Workload {
         replicator: Replicator,
         history: &Path,
     ) -> anyhow::Result<Workload> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(history)
-            .map_err(|e| anyhow::anyhow!("cannot open the history file {}: {e}", history.display()))?;
+        let cannot =
+            |e: std::io::Error| anyhow::anyhow!("cannot open the history file {}: {e}", history.display());
+        let mut file =
+            OpenOptions::new().create(true).read(true).append(true).open(history).map_err(cannot)?;
+        // An earlier process of this node killed in the middle of a line: end that line, so
+        // that this process's first event starts a line of its own (the cut one is dropped).
+        let len = file.metadata().map_err(cannot)?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            file.seek(std::io::SeekFrom::Start(len - 1)).map_err(cannot)?;
+            file.read_exact(&mut last).map_err(cannot)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(cannot)?;
+            }
+        }
         let recorder =
             Recorder { file: Arc::new(std::sync::Mutex::new(file)), node: cluster.name().to_string() };
         let register = history.parent().unwrap_or(Path::new(".")).join(REGISTER_FILE);
@@ -268,7 +279,13 @@ async fn lock_client(
                     lease_until,
                 });
             }
-            match fenced_write(&register, token) {
+            // On a blocking thread: the flock may be held by a frozen node for seconds, and the
+            // runtime's workers must keep the node's heartbeats going meanwhile.
+            let path = register.clone();
+            let written = tokio::task::spawn_blocking(move || fenced_write(&path, token))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match written {
                 Ok((at, accepted)) => recorder.record(&Event::FencedWrite {
                     at,
                     node: node.clone(),
@@ -289,18 +306,25 @@ async fn lock_client(
 /// Writes `token` to the register file if no larger token was accepted before; returns the
 /// stamp (taken under the flock, so stamps order the writes as the register saw them) and
 /// whether it was accepted.
+///
+/// The token is written in place, 20 digits at offset 0, never truncated first: a process killed
+/// during a write cannot leave the register empty (which would accept any token).
 fn fenced_write(register: &Path, token: u64) -> std::io::Result<(u64, bool)> {
     let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(register)?;
     file.lock()?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
-    let newest: u64 = text.trim().parse().unwrap_or(0);
+    let newest: u64 = match text.trim() {
+        "" => 0,
+        digits => {
+            digits.parse().map_err(|e| std::io::Error::other(format!("register holds {digits:?}: {e}")))?
+        }
+    };
     let at = unix_ms();
     let accepted = token >= newest;
     if accepted {
-        file.set_len(0)?;
         file.rewind()?;
-        file.write_all(token.to_string().as_bytes())?;
+        file.write_all(format!("{token:020}").as_bytes())?;
         file.sync_data()?;
     }
     file.unlock()?;
@@ -312,17 +336,14 @@ async fn election_client(coordination: Coordination, recorder: Recorder, mut sto
     let mut recorded = None;
     while pause(&mut stopped, LEADER_CHECK_EVERY).await {
         let at = unix_ms();
-        if let (Leadership::Leader { term }, Some(until)) = (election.leadership(), election.valid_until())
-            && recorded != Some(term)
-        {
-            recorded = Some(term);
-            recorder.record(&Event::Leader {
-                at,
-                node: recorder.node.clone(),
-                election: ELECTION.into(),
-                term,
-                lease_until: unix_of(until.into_std()),
+        if let (Leadership::Leader { term }, Some(until)) = (election.leadership(), election.valid_until()) {
+            let (node, election, lease_until) =
+                (recorder.node.clone(), ELECTION.into(), unix_of(until.into_std()));
+            recorder.record(&match recorded == Some(term) {
+                false => Event::Leader { at, node, election, term, lease_until },
+                true => Event::LeaderAct { at, node, election, term, lease_until },
             });
+            recorded = Some(term);
         }
     }
     if let Leadership::Leader { term } = election.leadership() {

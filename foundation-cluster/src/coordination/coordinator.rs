@@ -398,7 +398,8 @@ impl Shared {
     /// since it started: every lease it granted before it restarted has ended, and leases the
     /// nodes it could not read granted are still refused by them (they remember), so a grant
     /// majority that includes this node is safe again; tokens stay above earlier ones by the
-    /// clock floor (see `lock`). (A node that knows of no other node is ready at once: a new
+    /// clock floor (see `lock`). (A node that knows of no other node, and whose
+    /// `cluster.expected_nodes` does not say there are more, is ready at once: a new
     /// cluster. Known nodes include members remembered in the state directory, so a restarted
     /// node with one is never such a node.)
     async fn learn_tables(weak: std::sync::Weak<Self>) {

@@ -12,14 +12,17 @@
 //! - **a term that does not increase**: a leader of an election later than another with a term
 //!   no larger;
 //! - **two leaders at once**: leaders of one election in different terms whose `[at,
-//!   lease_until]` windows overlap;
+//!   lease_until]` windows overlap (`leader` when a term is first seen, `leader_act` while it
+//!   lasts);
 //! - **two singleton copies acting at once**: acts of different copies whose windows overlap
 //!   (on either side of a partition: the clock is one);
 //! - **an acknowledged majority CRDT write lost**: a final read below the sum of the acknowledged
 //!   majority increments (counters only grow here; a local write may die with its node), or
 //!   above what was ever attempted (invoked: a node killed between its write and its record
 //!   leaves only the `crdt_invoke` written before the write);
-//! - **counters that do not converge**: final reads of one key that differ.
+//! - **counters that do not converge**: final reads of one key that differ;
+//! - **a node that failed by itself**: it exited without being killed, did not start, did not
+//!   answer at the end, or could not write its history.
 //!
 //! Its [`Report`] prints the operations by kind and outcome and ends with `anomalies: N`.
 
@@ -44,6 +47,9 @@ pub enum Event {
     /// `node` led `election` in `term` (first seen here at `at`), its lease valid until
     /// `lease_until`.
     Leader { at: u64, node: String, election: String, term: u64, lease_until: u64 },
+    /// `node` still led `election` in `term` at `at`, its lease valid until `lease_until`
+    /// (recorded every few tens of milliseconds while it leads).
+    LeaderAct { at: u64, node: String, election: String, term: u64, lease_until: u64 },
     /// `node` withdrew from `election`, which it led in `term`: it leads no more from `at`.
     Resigned { at: u64, node: String, election: String, term: u64 },
     /// A copy of `singleton` acted, its lease valid until `lease_until`.
@@ -60,6 +66,9 @@ pub enum Event {
     CrdtFinal { at: u64, node: String, key: String, value: i64 },
     /// A fault the nemesis injected (`kind`: kill, stop, partition, heal, ...).
     Fault { at: u64, kind: String, detail: String },
+    /// `node` failed by itself: it exited without being killed, did not start again, did not
+    /// answer at the end, or could not write its history (`detail` says which).
+    NodeFailed { at: u64, node: String, detail: String },
 }
 
 impl Event {
@@ -69,6 +78,8 @@ impl Event {
             Event::LockAct { .. } => "lock_act",
             Event::LockReleased { .. } => "lock_released",
             Event::Resigned { .. } => "resigned",
+            Event::LeaderAct { .. } => "leader_act",
+            Event::NodeFailed { .. } => "node_failed",
             Event::SingletonStop { .. } => "singleton_stop",
             Event::FencedWrite { accepted: true, .. } => "fenced_write accepted",
             Event::FencedWrite { accepted: false, .. } => "fenced_write refused",
@@ -103,6 +114,8 @@ pub enum Anomaly {
     LostWrite { key: String, value: i64, acked: u64, attempted: u64, node: String },
     /// Final reads of counter `key` differ.
     NotConverged { key: String, values: Vec<(String, i64)> },
+    /// A node failed by itself (see [`Event::NodeFailed`]).
+    NodeFailed { node: String, at: u64, detail: String },
 }
 
 impl fmt::Display for Anomaly {
@@ -134,6 +147,7 @@ impl fmt::Display for Anomaly {
                 f,
                 "counter {key}: {node} read {value} after the heal; acknowledged {acked}, attempted {attempted}"
             ),
+            Anomaly::NodeFailed { node, at, detail } => write!(f, "node {node} failed at {at}: {detail}"),
             Anomaly::NotConverged { key, values } => {
                 let values: Vec<String> = values.iter().map(|(n, v)| format!("{n}={v}")).collect();
                 write!(f, "counter {key}: final reads differ: {}", values.join(", "))
@@ -196,6 +210,15 @@ pub fn check(history: &[Event]) -> Report {
     check_elections(&events, &mut report.anomalies);
     check_singletons(&events, &mut report.anomalies);
     check_counters(&events, &mut report.anomalies);
+    for event in &events {
+        if let Event::NodeFailed { at, node, detail } = event {
+            report.anomalies.push(Anomaly::NodeFailed {
+                node: node.clone(),
+                at: *at,
+                detail: detail.clone(),
+            });
+        }
+    }
     report
 }
 
@@ -205,6 +228,8 @@ fn at(event: &Event) -> u64 {
         | Event::LockAct { at, .. }
         | Event::LockReleased { at, .. }
         | Event::Resigned { at, .. }
+        | Event::LeaderAct { at, .. }
+        | Event::NodeFailed { at, .. }
         | Event::SingletonStop { at, .. }
         | Event::FencedWrite { at, .. }
         | Event::Leader { at, .. }
@@ -227,7 +252,9 @@ fn overlapping<'a>(
     // The latest window of each holder seen so far.
     let mut open: BTreeMap<&str, u64> = BTreeMap::new();
     for (holder, at, until) in acts {
-        let until = &ends.get(*holder).map_or(*until, |end| (*end).min(*until));
+        // An end (a release, a stop) is stamped before the next holder can begin, but both in
+        // whole milliseconds: an act in the same millisecond as an end is not an overlap.
+        let until = &ends.get(*holder).map_or(*until, |end| end.saturating_sub(1).min(*until));
         if let Some((other, _)) =
             open.iter().find(|(other, other_until)| *other != holder && **other_until >= *at)
         {
@@ -283,7 +310,14 @@ fn check_locks(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
 
 fn check_registers(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
     let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
-    for event in events {
+    // Writes stamped in the same millisecond are taken in token order (the order a correct
+    // register accepts them in): a tie is not a stale write.
+    let mut writes: Vec<&&Event> = events.iter().filter(|e| matches!(e, Event::FencedWrite { .. })).collect();
+    writes.sort_by_key(|e| match e {
+        Event::FencedWrite { at, token, .. } => (*at, *token),
+        _ => (0, 0),
+    });
+    for event in writes {
         if let Event::FencedWrite { at, register, token, accepted: true, .. } = event {
             if let Some(seen) = newest.get(register.as_str())
                 && token < seen
@@ -309,8 +343,12 @@ fn check_elections(events: &[&Event], anomalies: &mut Vec<Anomaly>) {
         if let Event::Resigned { at, node, election, term } = event {
             ends.entry(election).or_default().insert(format!("{node}#{term}"), *at);
         }
-        if let Event::Leader { at, node, election, term, lease_until } = event {
+        if let Event::Leader { at, node, election, term, lease_until }
+        | Event::LeaderAct { at, node, election, term, lease_until } = event
+        {
             windows.entry(election).or_default().push((format!("{node}#{term}"), *at, *lease_until));
+        }
+        if let Event::Leader { at, election, term, .. } = event {
             if let Some(earlier) = terms.get(election.as_str())
                 && term <= earlier
             {
@@ -444,9 +482,10 @@ mod tests {
             "\n",
             r#"{"event":"lock_released","at":30,"node":"n1","lock":"L","token":100}"#,
             "\n",
-            r#"{"event":"lock_acquired","at":40,"node":"n3","lock":"L","token":101,"lease_until":1000}"#,
+            // The next holder acts in the very millisecond of the release: a handover, not two.
+            r#"{"event":"lock_acquired","at":30,"node":"n3","lock":"L","token":101,"lease_until":1000}"#,
             "\n",
-            r#"{"event":"lock_act","at":50,"node":"n3","lock":"L","token":101,"lease_until":1000}"#,
+            r#"{"event":"lock_act","at":30,"node":"n3","lock":"L","token":101,"lease_until":1000}"#,
             "\n",
             r#"{"event":"lock_acquired","at":1500,"node":"n2","lock":"L","token":102,"lease_until":2500}"#,
             "\n",
@@ -459,6 +498,8 @@ mod tests {
             r#"{"event":"leader","at":10,"node":"n1","election":"E","term":7,"lease_until":900}"#,
             "\n",
             r#"{"event":"leader","at":3000,"node":"n2","election":"E","term":8,"lease_until":3900}"#,
+            "\n",
+            r#"{"event":"leader_act","at":3500,"node":"n2","election":"E","term":8,"lease_until":4400}"#,
             "\n",
             r#"{"event":"singleton_act","at":10,"node":"n1","singleton":"S","copy":"a","lease_until":500}"#,
             "\n",
@@ -509,6 +550,9 @@ mod tests {
             "\n",
             r#"{"event":"leader","at":20,"node":"n2","election":"E","term":7,"lease_until":920}"#,
             "\n",
+            // A node that exited by itself.
+            r#"{"event":"node_failed","at":30,"node":"n4","detail":"exited by itself: signal 6"}"#,
+            "\n",
             // Two singleton copies at once (on either side of a partition).
             r#"{"event":"singleton_act","at":10,"node":"n1","singleton":"S","copy":"a","lease_until":500}"#,
             "\n",
@@ -534,6 +578,7 @@ mod tests {
                 Anomaly::TwoSingletons { .. } => "two singletons",
                 Anomaly::LostWrite { .. } => "lost write",
                 Anomaly::NotConverged { .. } => "not converged",
+                Anomaly::NodeFailed { .. } => "node failed",
             })
             .collect();
         for kind in [
@@ -545,6 +590,7 @@ mod tests {
             "two singletons",
             "lost write",
             "not converged",
+            "node failed",
         ] {
             assert!(kinds.contains(&kind), "{kind} not found in {report}");
         }
@@ -553,6 +599,20 @@ mod tests {
             report.anomalies.iter().find(|a| matches!(a, Anomaly::LostWrite { .. })).unwrap().to_string(),
             "counter k: n2 read 0 after the heal; acknowledged 2, attempted 2"
         );
+    }
+
+    #[test]
+    fn a_leader_still_acting_long_into_its_term_is_seen_beside_a_new_one() {
+        // n1 was first seen leading long ago; its later acts still overlap n2's new term.
+        let history = lines(concat!(
+            r#"{"event":"leader","at":0,"node":"n1","election":"E","term":7,"lease_until":900}"#,
+            "\n",
+            r#"{"event":"leader_act","at":30000,"node":"n1","election":"E","term":7,"lease_until":30900}"#,
+            "\n",
+            r#"{"event":"leader","at":30100,"node":"n2","election":"E","term":8,"lease_until":31000}"#,
+        ));
+        let report = check(&history);
+        assert!(matches!(report.anomalies[..], [Anomaly::TwoLeaders { .. }]), "{report}");
     }
 
     #[test]

@@ -267,9 +267,10 @@ struct Slot {
 struct Run<'a> {
     config: &'a NemesisConfig,
     dir: PathBuf,
+    /// Before `net`: fields drop in order, so the processes end before their namespaces go.
+    slots: Vec<Slot>,
     net: TestNet,
     cookie: String,
-    slots: Vec<Slot>,
     history: std::fs::File,
     /// Old names of renamed nodes not yet seen removed.
     removals: Vec<String>,
@@ -302,7 +303,7 @@ pub fn run(config: &NemesisConfig) -> Result<Report, TestkitError> {
     let slots = (0..config.nodes)
         .map(|k| Slot { name: format!("n{}", k + 1), generation: 0, process: None })
         .collect();
-    let mut run = Run { config, dir, net, cookie, slots, history, removals: Vec::new() };
+    let mut run = Run { config, dir, slots, net, cookie, history, removals: Vec::new() };
     if config.verbose {
         eprintln!(
             "nemesis: seed {}, {} nodes, histories in {}",
@@ -313,12 +314,14 @@ pub fn run(config: &NemesisConfig) -> Result<Report, TestkitError> {
     }
     run.start_all()?;
     let steps = plan(config.nodes, config.seed, config.duration);
-    let start = Instant::now();
+    // Each step waits its gap after the one before was applied: a slow restart shifts what
+    // follows, but never shortens a freeze or a partition.
+    let mut previous = (Instant::now(), Duration::ZERO);
     for step in &steps {
-        if let Some(wait) = (start + step.at).checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+        std::thread::sleep(step.at.saturating_sub(previous.1).saturating_sub(previous.0.elapsed()));
+        previous = (Instant::now(), step.at);
         run.apply(&step.action)?;
+        run.check_alive();
         run.try_removals();
     }
     run.finish()?;
@@ -329,7 +332,9 @@ pub fn run(config: &NemesisConfig) -> Result<Report, TestkitError> {
     Ok(report)
 }
 
-/// Every history in `dir` (`*.jsonl`); a last line cut short by a kill -9 is dropped.
+/// Every history in `dir` (`*.jsonl`). A line cut short by a kill -9 (it does not end with
+/// `}`; the node's next process starts a new line) is dropped; any other line that does not
+/// parse is an error.
 pub fn read_histories(dir: &Path) -> Result<Vec<Event>, TestkitError> {
     let mut events = Vec::new();
     let entries =
@@ -339,16 +344,11 @@ pub fn read_histories(dir: &Path) -> Result<Vec<Event>, TestkitError> {
         if path.extension().is_none_or(|e| e != "jsonl") {
             continue;
         }
-        let mut text = std::fs::read_to_string(&path)
+        let text = std::fs::read_to_string(&path)
             .map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
-        if !text.ends_with('\n')
-            && let Some(cut) = text.rfind('\n')
-        {
-            text.truncate(cut + 1);
-        } else if !text.ends_with('\n') {
-            text.clear();
-        }
-        let parsed = history::parse(&text).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        let whole: Vec<&str> = text.lines().filter(|line| line.trim_end().ends_with('}')).collect();
+        let parsed =
+            history::parse(&whole.join("\n")).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         events.extend(parsed);
     }
     Ok(events)
@@ -373,7 +373,53 @@ impl Run<'_> {
         self.record(&Event::Fault { at: unix_ms(), kind: kind.to_string(), detail });
     }
 
-    /// Starts node `k` under its slot's current name, with `seeds`; waits until it listens.
+    /// Records that node `k` failed by itself.
+    fn node_failed(&mut self, k: usize, detail: String) {
+        let node = self.slots[k].name.clone();
+        if self.config.verbose {
+            eprintln!("nemesis: node {node} failed: {detail}");
+        }
+        self.record(&Event::NodeFailed { at: unix_ms(), node, detail });
+    }
+
+    /// A node that exited without being killed has crashed: recorded, and its slot is dead
+    /// (restarted at the end).
+    fn check_alive(&mut self) {
+        for k in 0..self.slots.len() {
+            let Some(process) = self.slots[k].process.as_mut() else { continue };
+            if !process.is_running() {
+                self.retire(k);
+                self.node_failed(k, "exited by itself".into());
+            }
+        }
+    }
+
+    /// Takes node `k`'s process out of its slot (killing it if it still runs), recording any
+    /// history write it reported failing.
+    fn retire(&mut self, k: usize) {
+        let Some(mut process) = self.slots[k].process.take() else { return };
+        process.kill();
+        let failures = process.events(&serde_json::json!({"event": "history_failed"}));
+        for failure in failures {
+            let error = failure["error"].as_str().unwrap_or_default().to_string();
+            self.node_failed(k, format!("could not write its history: {error}"));
+        }
+    }
+
+    /// Starts node `k` (see `spawn`); a node that does not start is recorded as failed and its
+    /// slot stays dead.
+    fn start_node(&mut self, k: usize, seeds: &[String]) -> bool {
+        match self.spawn(k, seeds) {
+            Ok(()) => true,
+            Err(e) => {
+                self.node_failed(k, format!("did not start: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Starts node `k` under its slot's current name, with `seeds` (replacing any in the
+    /// configuration file); waits until it listens.
     fn spawn(&mut self, k: usize, seeds: &[String]) -> Result<(), TestkitError> {
         let name = self.slots[k].name.clone();
         let mut args: Vec<String> = Vec::new();
@@ -397,14 +443,13 @@ impl Run<'_> {
             ]
             .map(String::from),
         );
-        if !seeds.is_empty() {
-            args.extend(["--seeds".into(), seeds.join(",")]);
-        }
         let log = std::env::var(foundation_core::config::ENV_LOG).unwrap_or_else(|_| "error".into());
         let env = [
             (foundation_core::config::ENV_COOKIE.to_string(), self.cookie.clone()),
             (foundation_core::config::ENV_LOG.to_string(), log),
             ("FOUNDATION_CLUSTER__EXPECTED_NODES".to_string(), self.slots.len().to_string()),
+            // Over the configuration file's seeds (a seedless restart must have none).
+            ("FOUNDATION_CLUSTER__SEEDS".to_string(), format!("{seeds:?}")),
         ];
         let process = self.net.spawn(k, &name, &self.config.program, &args, env)?;
         process.wait_for_event(&serde_json::json!({"event": "listening"}), START_TIMEOUT)?;
@@ -440,10 +485,7 @@ impl Run<'_> {
         let name = |run: &Self, k: usize| run.slots[k].name.clone();
         let detail = match action {
             Action::Kill(k) => {
-                if let Some(process) = self.process(*k) {
-                    process.kill();
-                }
-                self.slots[*k].process = None;
+                self.retire(*k);
                 name(self, *k)
             }
             Action::Restart(k, how) => {
@@ -459,7 +501,7 @@ impl Run<'_> {
                         Vec::new()
                     }
                 };
-                self.spawn(*k, &seeds)?;
+                self.start_node(*k, &seeds);
                 match how {
                     Restart::Renamed => format!("{old} as {}", name(self, *k)),
                     _ => old,
@@ -535,9 +577,9 @@ impl Run<'_> {
                 Some(process) => process.thaw(),
                 None => {
                     let seeds = self.others(k);
-                    self.spawn(k, &seeds)?;
                     let name = self.slots[k].name.clone();
                     self.fault("restart-seeds", format!("{name} (final)"));
+                    self.start_node(k, &seeds);
                 }
             }
         }
@@ -545,6 +587,7 @@ impl Run<'_> {
         let settle = Instant::now() + Duration::from_secs(10);
         while Instant::now() < settle {
             self.try_removals();
+            self.check_alive();
             std::thread::sleep(Duration::from_secs(1));
         }
         for slot in &mut self.slots {
@@ -557,7 +600,8 @@ impl Run<'_> {
         let deadline = Instant::now() + CONVERGE_TIMEOUT;
         let reads = loop {
             let reads = self.read_counters();
-            let agree = reads.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2));
+            let agree =
+                reads.iter().all(|(_, read)| read.is_some()) && reads.windows(2).all(|w| w[0].1 == w[1].1);
             if agree || Instant::now() >= deadline {
                 break reads;
             }
@@ -565,25 +609,33 @@ impl Run<'_> {
             std::thread::sleep(Duration::from_secs(1));
         };
         let at = unix_ms();
-        for (node, majority, local) in reads {
-            for (key, value) in [("nemesis-majority", majority), ("nemesis-local", local)] {
-                self.record(&Event::CrdtFinal { at, node: node.clone(), key: key.into(), value });
+        for (k, read) in reads {
+            let node = self.slots[k].name.clone();
+            match read {
+                Some((majority, local)) => {
+                    for (key, value) in [("nemesis-majority", majority), ("nemesis-local", local)] {
+                        self.record(&Event::CrdtFinal { at, node: node.clone(), key: key.into(), value });
+                    }
+                }
+                None => self.node_failed(k, "did not answer `workload-read` within 5 s at the end".into()),
             }
         }
-        for slot in &mut self.slots {
-            if let Some(mut process) = slot.process.take() {
+        self.check_alive();
+        for k in 0..self.slots.len() {
+            if let Some(process) = self.slots[k].process.as_mut() {
                 process.terminate(Duration::from_secs(5));
             }
+            self.retire(k);
         }
         Ok(())
     }
 
-    /// Each running node's counters: (node, majority, local); a node that does not answer
-    /// within 5 s reads -1 (never a counter's value here: it shows as a disagreement).
-    fn read_counters(&mut self) -> Vec<(String, i64, i64)> {
+    /// Each running node's counters, by slot: `(majority, local)` (a counter never written or
+    /// merged there reads 0), or `None` if it did not answer within 5 s.
+    fn read_counters(&mut self) -> Vec<(usize, Option<(i64, i64)>)> {
         let pattern = serde_json::json!({"event": "workload_counters"});
         let mut reads = Vec::new();
-        for slot in &mut self.slots {
+        for (k, slot) in self.slots.iter_mut().enumerate() {
             let Some(process) = slot.process.as_mut() else { continue };
             let before = process.events(&pattern).len();
             let _ = process.send_line("workload-read");
@@ -591,10 +643,8 @@ impl Run<'_> {
                 .wait_for_events(&pattern, before + 1, Duration::from_secs(5))
                 .ok()
                 .and_then(|events| events.last().cloned())
-                .map_or((-1, -1), |e| {
-                    (e["majority"].as_i64().unwrap_or(0), e["local"].as_i64().unwrap_or(0))
-                });
-            reads.push((slot.name.clone(), read.0, read.1));
+                .map(|e| (e["majority"].as_i64().unwrap_or(0), e["local"].as_i64().unwrap_or(0)));
+            reads.push((k, read));
         }
         reads
     }
