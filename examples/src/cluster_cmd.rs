@@ -235,16 +235,9 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let name = format!("n{k}");
         let listen = format!("127.0.0.1:{}", args.base_port + k - 1);
         let mut cmd = Command::new(&exe);
-        cmd.args([
-            "node",
-            "--name",
-            &name,
-            "--listen",
-            &listen,
-            "--cookie",
-            &args.cookie,
-            "--exit-with-stdin",
-        ]);
+        cmd.args(["node", "--name", &name, "--listen", &listen, "--exit-with-stdin"]);
+        // By environment, never on the command line (which every local user can read in `ps`).
+        cmd.env(foundation_core::config::ENV_COOKIE, &args.cookie);
         if k > 1 {
             cmd.args(["--seeds", &seed]);
         }

@@ -155,6 +155,13 @@ fn cluster_up_launches_a_local_cluster_and_stops_it_on_sigterm() {
         .filter_map(|l| l.split("(pid ").nth(1).and_then(|r| r.split(')').next()).map(str::to_string))
         .collect();
     assert_eq!(pids.len(), 3);
+    // The cookie reaches the nodes by environment: no command line (readable by every local
+    // user in `ps`) carries it.
+    for pid in &pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(!cmdline.contains("--cookie") && !cmdline.contains("foundation-dev-cookie"), "{cmdline}");
+    }
     assert!(up.terminate(WAIT), "cluster up exits with success on SIGTERM");
     assert!(up.output().iter().any(|l| l == "cluster stopped"));
     for pid in pids {

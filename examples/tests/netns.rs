@@ -38,7 +38,8 @@ fn start(net: &TestNet, k: usize, name: &str, seeds: &[usize]) -> NodeProcess {
         let seeds: Vec<String> = seeds.iter().map(|s| format!("{}:4100", net.host(*s).address())).collect();
         args.extend(["--seeds".into(), seeds.join(",")]);
     }
-    let env = [("FOUNDATION_LOG", log_level())];
+    // Plaintext off loopback is an explicit opt-in (the test hosts reach nothing else).
+    let env = [("FOUNDATION_LOG", log_level()), ("FOUNDATION_CLUSTER__ALLOW_PLAINTEXT", "true".into())];
     let node = net.spawn(k, name, env!("CARGO_BIN_EXE_foundation"), &args, env).unwrap();
     wait(&node, json!({"event": "listening", "node": name, "addr": listen}));
     node
@@ -82,8 +83,11 @@ fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
             let name = format!("z{}", k + 1);
             let listen = format!("{}:4100", net.host(k).address());
             let args = ["node", "--json", "--cluster", "--name", &name, "--listen", &listen, "--no-state"];
-            let env =
-                [("FOUNDATION_LOG", log_level()), ("FOUNDATION_COOKIE", "netns-discovery-cookie".into())];
+            let env = [
+                ("FOUNDATION_LOG", log_level()),
+                ("FOUNDATION_COOKIE", "netns-discovery-cookie".into()),
+                ("FOUNDATION_CLUSTER__ALLOW_PLAINTEXT", "true".into()),
+            ];
             let node = net.spawn(k, &name, env!("CARGO_BIN_EXE_foundation"), args, env).unwrap();
             wait(&node, json!({"event": "listening", "node": name}));
             node

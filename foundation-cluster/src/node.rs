@@ -33,6 +33,38 @@ pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Membership events kept for slow subscribers before they start missing some.
 const EVENT_BUFFER: usize = 1024;
 
+/// Why a node must not listen where `config` says, if it must not: off loopback, the default
+/// cookie or one under [`MIN_COOKIE_BYTES`](foundation_core::config::MIN_COOKIE_BYTES), or no
+/// TLS without `cluster.allow_plaintext`.
+fn exposure_refusal(config: &ClusterConfig) -> Option<String> {
+    use foundation_core::config::{DEFAULT_COOKIE, MIN_COOKIE_BYTES};
+    let ip = config.listen.ip();
+    if ip.is_loopback() {
+        return None;
+    }
+    if config.cookie == DEFAULT_COOKIE || config.cookie.len() < MIN_COOKIE_BYTES {
+        return Some(format!(
+            "{ip} is not a loopback address, and the cookie is {}: give the cluster a cookie of your \
+             own of at least {MIN_COOKIE_BYTES} bytes (`cluster.cookie`, `FOUNDATION_COOKIE`; e.g. \
+             `openssl rand -hex 16`)",
+            if config.cookie == DEFAULT_COOKIE {
+                "the default one".to_string()
+            } else {
+                format!("{} bytes long", config.cookie.len())
+            }
+        ));
+    }
+    if config.tls.is_none() && !config.allow_plaintext {
+        return Some(format!(
+            "{ip} is not a loopback address and `[cluster.tls]` is not set: every message would \
+             cross the network in clear. Set `[cluster.tls]` (`cert`, `key`, `ca`: mutual TLS), or \
+             `cluster.allow_plaintext = true` (`FOUNDATION_CLUSTER__ALLOW_PLAINTEXT=true`) on a \
+             network you trust"
+        ));
+    }
+    None
+}
+
 /// Errors of cluster operations.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -168,6 +200,11 @@ impl Cluster {
             listen: config.listen,
             source,
         };
+        // Checked here as well as by the configuration loader: a config built in code must not
+        // put a node on the network with a guessable cookie or in clear by accident.
+        if let Some(refusal) = exposure_refusal(config) {
+            return Err(start_error(refusal.into()));
+        }
         if let Some(channels) = &channels {
             channels.set_max_message_bytes(config.max_frame_bytes);
         }

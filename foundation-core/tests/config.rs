@@ -273,3 +273,16 @@ fn a_malformed_file_error_never_carries_the_rest_of_the_file() {
     }
     assert!(err.to_string().contains("line 5"), "{err}");
 }
+
+#[test]
+fn off_loopback_a_short_cookie_is_refused_by_the_loader_too() {
+    let load = |cookie: &str| {
+        ConfigLoader::new().set("cluster.listen", "10.0.0.1:4100").set("cluster.cookie", cookie).load()
+    };
+    let issue = single_issue(load("fifteen-bytes!!").unwrap_err());
+    assert_eq!(issue.key, "cluster.cookie");
+    assert!(issue.expected.contains("at least 16 bytes"), "{}", issue.expected);
+    assert!(load("sixteen-bytes!!!").is_ok());
+    // On loopback any cookie will do.
+    assert!(ConfigLoader::new().set("cluster.cookie", "abc").load().is_ok());
+}

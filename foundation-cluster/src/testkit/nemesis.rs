@@ -448,6 +448,9 @@ impl Run<'_> {
             (foundation_core::config::ENV_COOKIE.to_string(), self.cookie.clone()),
             (foundation_core::config::ENV_LOG.to_string(), log),
             ("FOUNDATION_CLUSTER__EXPECTED_NODES".to_string(), self.slots.len().to_string()),
+            // The test hosts' bridge reaches nothing else: plaintext is an explicit opt-in here
+            // (a configuration with `[cluster.tls]` uses TLS all the same).
+            ("FOUNDATION_CLUSTER__ALLOW_PLAINTEXT".to_string(), "true".to_string()),
             // Over the configuration file's seeds (a seedless restart must have none).
             ("FOUNDATION_CLUSTER__SEEDS".to_string(), format!("{seeds:?}")),
         ];

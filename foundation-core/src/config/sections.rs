@@ -120,6 +120,8 @@ pub const DEFAULT_CLUSTER_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 4100);
 /// Default cookie: fine for a cluster on one machine, refused on any other address.
 pub const DEFAULT_COOKIE: &str = "foundation-dev-cookie";
+/// The shortest cookie a node accepts when it listens on an address other than loopback.
+pub const MIN_COOKIE_BYTES: usize = 16;
 /// Default cap on one message sent to another node.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
 /// Default wait between attempts to reach a seed that is not connected.
@@ -189,7 +191,13 @@ config_section! {
                 |c: &Self| c.listen.ip().is_loopback() || c.cookie != DEFAULT_COOKIE,
                 "a cookie of your own when `cluster.listen` is not a loopback address"
             ),
-            doc "Shared secret every node of the cluster presents, checked by challenge and response (never sent in clear); not empty. The default is refused unless `listen` is a loopback address, so a node reachable from the network has a cookie of its own. `foundation node --cookie` and `FOUNDATION_COOKIE` also set it.";
+            check(
+                |c: &Self| c.listen.ip().is_loopback() || c.cookie.len() >= MIN_COOKIE_BYTES,
+                "a cookie of at least 16 bytes when `cluster.listen` is not a loopback address"
+            ),
+            doc "Shared secret every node of the cluster presents, checked by challenge and response (never sent in clear); not empty. The default, and any cookie shorter than 16 bytes, is refused unless `listen` is a loopback address, so a node reachable from the network has a cookie of its own that is not guessed quickly (`openssl rand -hex 16`). `foundation node --cookie` and `FOUNDATION_COOKIE` also set it.";
+        allow_plaintext: bool = false => KeyKind::Boolean,
+            doc "Let a node listen on an address other than loopback without `[cluster.tls]`. Off by default: such a node refuses to start, since its traffic (every message between actors) would cross the network in clear and its cookie handshake is all that admits a peer. Turn it on only on a network you trust (a private test network, a VPN that encrypts).";
         seeds: Vec<SocketAddr> = Vec::new() => KeyKind::Addresses,
             doc "Nodes to connect to at start. A seed that is not up is dialled again every `reconnect_interval`, so a node that restarts rejoins by itself; peers of peers are connected automatically. Give seeds as the `listen` addresses of the nodes: singleton majorities match them by that address.";
         expected_nodes: usize = 0 => KeyKind::Integer,
