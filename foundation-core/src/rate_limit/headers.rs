@@ -11,7 +11,7 @@ use super::RateLimiter;
 pub struct HeaderReport {
     /// (dimension, remaining) pairs that matched one of the limiter's dimensions.
     pub remaining: Vec<(String, u64)>,
-    /// The pause taken from `retry-after`, if any.
+    /// The pause taken from `retry-after`, if any (at most [`MAX_PAUSE`](super::MAX_PAUSE)).
     pub retry_after: Option<Duration>,
     /// (dimension, time until full) from `x-ratelimit-reset-<dimension>`, for dimensions the
     /// limiter has. Read, not applied: our buckets refill continuously at the limit's own rate,
@@ -22,11 +22,13 @@ pub struct HeaderReport {
 }
 
 /// Parses a duration as providers write them: `"1.5"` or `"20"` (seconds), `"20ms"`, `"6m0s"`,
-/// `"1h2m3.5s"`.
+/// `"1h2m3.5s"`. Untrusted input: negative, NaN, infinite and unparseable values are `None`, a
+/// value too large for a `Duration` (`"1e20"`) is `Duration::MAX` (never a panic); whoever
+/// waits on it caps it (a pause at [`MAX_PAUSE`](super::MAX_PAUSE)).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return (seconds.is_finite() && seconds >= 0.0).then(|| saturating_secs(seconds));
     }
     let mut total = 0.0;
     let mut rest = text;
@@ -48,7 +50,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             };
         rest = after;
     }
-    (total.is_finite() && !text.is_empty()).then(|| Duration::from_secs_f64(total))
+    (total.is_finite() && !text.is_empty()).then(|| saturating_secs(total))
+}
+
+/// `seconds` (finite, not negative) as a duration, `Duration::MAX` if it does not fit.
+fn saturating_secs(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
 }
 
 /// The dimension a header speaks of, if it is a remaining-count header.
@@ -71,6 +78,7 @@ impl RateLimiter {
             if name == "retry-after" {
                 match parse_duration(value) {
                     Some(d) => {
+                        let d = d.min(super::MAX_PAUSE);
                         self.pause_for(d);
                         report.retry_after = Some(d);
                     }

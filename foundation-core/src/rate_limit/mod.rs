@@ -52,6 +52,11 @@ pub use headers::{HeaderReport, parse_duration};
 pub use limit::Limit;
 pub use profile::{ProviderLimits, TokenCost};
 
+/// The longest a provider can pause a limiter ([`RateLimiter::pause_for`], `retry-after`):
+/// five minutes. A longer `retry-after` is cut to this; the limiter then tries again, and a
+/// provider that still refuses pauses it again.
+pub const MAX_PAUSE: Duration = Duration::from_secs(300);
+
 /// The "dimension" that blocks while the limiter is paused by [`RateLimiter::pause_for`].
 const PAUSED: usize = usize::MAX;
 /// What a waiter behind others in the queue is waiting for.
@@ -364,9 +369,10 @@ impl RateLimiter {
     }
 
     /// A provider says to come back later (`retry-after`, or a 429): nothing is granted for
-    /// `duration`.
+    /// `duration`, at most [`MAX_PAUSE`] (what a provider says is untrusted input: a pause of
+    /// `1e20` seconds would stop the limiter for good).
     pub fn pause_for(&self, duration: Duration) {
-        let until = Instant::now() + duration;
+        let until = Instant::now() + duration.min(MAX_PAUSE);
         let mut state = self.inner.lock();
         state.paused_until = Some(state.paused_until.map_or(until, |t| t.max(until)));
         drop(state);

@@ -51,7 +51,7 @@ mod usage;
 pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
 pub use message::{ChatMessage, ChatRequest, Completion, DEFAULT_MAX_TOKENS, Role, Usage};
 pub use model::{BoxFuture, LanguageModel, LmError};
-pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, OpenAiClient};
+pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, MAX_RESPONSE_BYTES, OpenAiClient};
 pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, ProviderOptions};
 pub use router::{ConfigFollower, LlmRouter};
 #[cfg(feature = "sim-server")]

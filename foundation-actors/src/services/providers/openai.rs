@@ -20,6 +20,9 @@ pub const ENV_API_KEY: &str = "OPENAI_API_KEY";
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// Longest piece of an error body kept in an error.
 const BODY_PREVIEW: usize = 300;
+/// The largest response body read from an endpoint (8 MiB): a longer one is not read further
+/// and the call fails as malformed. A chat completion is a few kilobytes.
+pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 /// An OpenAI-compatible endpoint.
 #[derive(Debug, Clone)]
@@ -84,7 +87,7 @@ impl OpenAiClient {
             })
             .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
             .collect();
-        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        let bytes = self.read_body(response).await?;
         let text = String::from_utf8_lossy(&bytes);
         let preview = || text.chars().take(BODY_PREVIEW).collect::<String>();
         match status {
@@ -94,7 +97,8 @@ impl OpenAiClient {
                     .iter()
                     .find(|(n, _)| n == "retry-after")
                     .and_then(|(_, v)| foundation_core::rate_limit::parse_duration(v))
-                    .or_else(|| try_again_in(&text));
+                    .or_else(|| try_again_in(&text))
+                    .map(|d| d.min(foundation_core::rate_limit::MAX_PAUSE));
                 return Err(LmError::RateLimited { provider: provider(), retry_after, rate_headers });
             }
             500..=599 => return Err(LmError::Server { provider: provider(), status, body: preview() }),
@@ -119,6 +123,26 @@ impl OpenAiClient {
             provider: provider(),
             rate_headers,
         })
+    }
+
+    /// The response's body, read up to [`MAX_RESPONSE_BYTES`] (an endpoint's answer is
+    /// untrusted: a body without end must not fill the memory).
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, LmError> {
+        let too_large = || LmError::Malformed {
+            provider: self.provider.clone(),
+            source: Cause::from(format!("the response body is larger than {MAX_RESPONSE_BYTES} bytes")),
+        };
+        if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn transport(&self, e: reqwest::Error) -> LmError {

@@ -260,7 +260,9 @@ impl Provider {
                         return Err(LmError::RateLimited { provider, retry_after, rate_headers });
                     }
                     if self.limiter.is_none() {
-                        tokio::time::sleep(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)).await;
+                        // Any model's word, capped as the limiter caps it.
+                        let pause = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
+                        tokio::time::sleep(pause.min(foundation_core::rate_limit::MAX_PAUSE)).await;
                     }
                 }
                 Err(e) if e.is_provider_failure() => {
