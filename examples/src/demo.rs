@@ -80,7 +80,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let run_id = format!("demo-{}", std::process::id());
-    let state_dir = std::env::temp_dir().join(format!("foundation-{run_id}"));
+    // The user's own (private) state root and a name no one can guess: another local user can
+    // neither read the run nor plant a file where it will write.
+    let state_dir = foundation_core::files::state_root()
+        .join("demo")
+        .join(foundation_core::files::unguessable_name(&format!("{run_id}-")));
+    foundation_core::files::create_private_dir(&state_dir)?;
     let model = match &args.endpoint {
         Some(url) => format!("{} at {url}", args.model),
         None => format!("the simulated model ({} ms a call)", args.latency_ms),

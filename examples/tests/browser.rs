@@ -40,8 +40,9 @@ fn browser(chromium: &Path, profile: &Path) -> Command {
 fn dom(chromium: &Path, profile: &Path, url: &str) -> String {
     // Long enough for the first cluster event after a node is lost: asking the lost node's
     // heartbeat actor for its view may take the dashboard's whole 1 s timeout, and Chromium
-    // starting on a loaded machine takes its share (2.5 s was once too short in CI).
-    let out = browser(chromium, profile).args(["--timeout=5000", "--dump-dom", url]).output().unwrap();
+    // starting on a loaded machine takes its share (2.5 s was once too short in CI, and 5 s
+    // once showed a page whose event stream had delivered nothing yet).
+    let out = browser(chromium, profile).args(["--timeout=10000", "--dump-dom", url]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

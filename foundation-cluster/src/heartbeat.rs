@@ -320,7 +320,7 @@ async fn check_peers(shared: &Shared) {
             .iter()
             .map(|(name, d)| (name.clone(), d.phi(now)))
             .inspect(|(name, phi)| {
-                metrics::gauge!("foundation_cluster_phi", "peer" => name.clone()).set(*phi)
+                metrics::gauge!("foundation_cluster_phi", "peer" => foundation_core::telemetry::bounded_label("peer", name)).set(*phi)
             })
             .filter(|(_, phi)| *phi > threshold)
             .collect();

@@ -183,7 +183,8 @@ impl NodeState {
             let what = what.to_string();
             move |source| StateError::Io { dir: dir.to_path_buf(), what, source }
         };
-        std::fs::create_dir_all(dir).map_err(io("create it"))?;
+        // Private: it holds the members, their addresses and the largest fencing token.
+        foundation_core::files::create_private_dir(dir).map_err(io("create it"))?;
         let lock = File::options()
             .create(true)
             .truncate(false)

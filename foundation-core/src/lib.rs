@@ -74,6 +74,7 @@ pub mod config;
 pub mod crdt;
 pub mod error_context;
 pub mod events;
+pub mod files;
 pub mod hash;
 pub mod random;
 pub mod rate_limit;

@@ -63,7 +63,7 @@ impl Done {
     /// Writes it atomically (a temporary file renamed over the old one): a crash leaves the
     /// previous state or the new one, never half of one.
     pub fn save(&self, dir: &Path, run: &str) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        foundation_core::files::create_private_dir(dir)?;
         let tmp = dir.join(format!("{run}.json.tmp"));
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, bytes)?;

@@ -172,9 +172,10 @@ fn endpoint(url: &str, model: &str) -> Option<Arc<dyn LanguageModel>> {
     }
 }
 
-/// The default directory of run state.
+/// The default directory of run state: `runs` under the user's own state root (private), not
+/// a fixed name in the world-writable temporary directory.
 pub fn default_state_dir() -> PathBuf {
-    std::env::temp_dir().join("foundation-runs")
+    foundation_core::files::state_root().join("runs")
 }
 
 /// Joins the run, if asked, and prints its progress and result.

@@ -8,8 +8,9 @@
 //!   and a random id, is drawn once), so several such nodes on one host each take their own;
 //!   with a name, `STATE_ROOT/cluster/IP/named-NAME`; with `--state-dir`, that directory.
 //!
-//! `STATE_ROOT` is `$XDG_STATE_HOME/foundation`, else `$HOME/.local/state/foundation`, else
-//! `foundation-state` in the temporary directory.
+//! `STATE_ROOT` is [`foundation_core::files::state_root`]: `$XDG_STATE_HOME/foundation`, else
+//! `$HOME/.local/state/foundation`, else a directory of this user's own in the temporary
+//! directory. Directories made here are private (mode 0700).
 
 use std::fs::File;
 use std::net::IpAddr;
@@ -20,10 +21,7 @@ const MAX_SLOTS: usize = 64;
 
 /// Where node state directories live by default.
 pub fn state_root() -> PathBuf {
-    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
-    from("XDG_STATE_HOME")
-        .or_else(|| from("HOME").map(|home| home.join(".local").join("state")))
-        .map_or_else(|| std::env::temp_dir().join("foundation-state"), |base| base.join("foundation"))
+    foundation_core::files::state_root()
 }
 
 /// The default state directory of the node `name` listening on `port`.
@@ -43,7 +41,7 @@ pub struct ClusterSlot {
 impl ClusterSlot {
     /// The slot in `dir` (created if needed), with the port kept there.
     pub fn open(dir: PathBuf) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        foundation_core::files::create_private_dir(&dir)?;
         let port = std::fs::read_to_string(dir.join("port")).ok().and_then(|p| p.trim().parse().ok());
         Ok(ClusterSlot { dir, port })
     }
@@ -87,7 +85,7 @@ pub fn claim_cluster_slot(ip: IpAddr) -> anyhow::Result<ClusterSlot> {
     let root = cluster_root(ip);
     for k in 0..MAX_SLOTS {
         let dir = root.join(format!("slot-{k}"));
-        std::fs::create_dir_all(&dir)?;
+        foundation_core::files::create_private_dir(&dir)?;
         let lock = File::options().create(true).truncate(false).write(true).open(dir.join("lock"))?;
         // Free now; the node locks it again when it opens its state (a node that starts at the
         // same moment and takes it first makes this start fail with "in use": run it again).

@@ -451,8 +451,8 @@ impl TopicState {
                 }
             },
             builtin,
-            published: metrics::counter!("foundation_channel_published_total", "topic" => name.to_string()),
-            dropped: metrics::counter!("foundation_channel_dropped_total", "topic" => name.to_string()),
+            published: metrics::counter!("foundation_channel_published_total", "topic" => foundation_core::telemetry::bounded_label("topic", name)),
+            dropped: metrics::counter!("foundation_channel_dropped_total", "topic" => foundation_core::telemetry::bounded_label("topic", name)),
         }
     }
 

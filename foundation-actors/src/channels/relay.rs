@@ -134,7 +134,7 @@ impl Actor for Relay {
         };
         if let Err(e) = result {
             // A mismatch between nodes is the sender's bug; refuse it here, keep running.
-            metrics::counter!("foundation_channel_refused_total", "topic" => topic.clone()).increment(1);
+            metrics::counter!("foundation_channel_refused_total", "topic" => foundation_core::telemetry::bounded_label("topic", &topic)).increment(1);
             tracing::warn!(%topic, error = %e, "refused a broadcast from another node");
         }
         Ok(())

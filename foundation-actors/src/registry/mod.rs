@@ -359,7 +359,7 @@ impl ServiceRegistry {
             entry.instances.push(instance.clone());
             let count = entry.instances.len();
             state.instances.insert(id, instance);
-            metrics::gauge!("foundation_registry_instances", "service" => service.to_string())
+            metrics::gauge!("foundation_registry_instances", "service" => foundation_core::telemetry::bounded_label("service", service))
                 .set(count as f64);
         }
         ractor::pg::join_scoped(PG_SCOPE.to_string(), pg_group(service), vec![actor]);
@@ -484,7 +484,7 @@ impl Inner {
         }
         if let Some(service) = state.services.get_mut(&instance.name) {
             service.instances.retain(|x| x.id != id);
-            metrics::gauge!("foundation_registry_instances", "service" => instance.name.clone())
+            metrics::gauge!("foundation_registry_instances", "service" => foundation_core::telemetry::bounded_label("service", &instance.name))
                 .set(service.instances.len() as f64);
             if service.instances.is_empty() {
                 state.services.remove(&instance.name);
@@ -595,7 +595,7 @@ impl Inner {
                 });
                 let entry = state.services.entry(record.service.clone()).or_default();
                 entry.instances.push(instance.clone());
-                metrics::gauge!("foundation_registry_instances", "service" => record.service.clone())
+                metrics::gauge!("foundation_registry_instances", "service" => foundation_core::telemetry::bounded_label("service", &record.service))
                     .set(entry.instances.len() as f64);
                 state.instances.insert(id, instance);
                 kept.insert(id);

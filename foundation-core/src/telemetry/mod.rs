@@ -39,6 +39,7 @@
 
 #[cfg(feature = "metrics-server")]
 mod exporter;
+mod labels;
 mod sketch;
 
 use crate::sync::RwLockRecover;
@@ -56,6 +57,7 @@ use metrics_util::registry::{Registry, Storage};
 
 #[cfg(feature = "metrics-server")]
 pub use exporter::MetricsServer;
+pub use labels::{MAX_LABEL_BYTES, MAX_LABEL_VALUES, OTHER_LABEL, bounded_label};
 pub use sketch::Percentiles;
 
 use crate::config::{ConfigError, TelemetryConfig, Validator};
