@@ -258,9 +258,11 @@ impl CoordCommands {
                 match coordination.lock_with_lease(&name, lease, wait.unwrap_or(WAIT)).await {
                     Ok(guard) => {
                         let token = guard.token();
-                        emit(&Reply::LockAcquired { name: name.clone(), token });
                         let mut held = guard.watch();
+                        // Kept before it is announced: an `unlock` sent on seeing the reply
+                        // must find it (it once raced this and answered `lock_not_held`).
                         self.locks.lock_or_recover().insert(name.clone(), guard);
+                        emit(&Reply::LockAcquired { name: name.clone(), token });
                         match held.wait_for(|h| !*h).await {
                             Ok(_) => Reply::LockLost { name, token },
                             Err(_) => return,
