@@ -185,8 +185,13 @@ async fn watch(
     let observer = Cluster::start(&name, &config, Some(channels.clone())).await?;
     // So that the dashboard can start cluster traces (the observer itself records nothing).
     scope_tracer::participant::start(&observer, scope_tracer::buffer().clone()).await?;
-    let dashboard =
-        scope_tracer::dashboard::Dashboard::serve(dashboard, observer.clone(), Some(&channels), None).await?;
+    let dashboard = scope_tracer::dashboard::Dashboard::serve(
+        dashboard,
+        observer.clone(),
+        Some(&channels),
+        Default::default(),
+    )
+    .await?;
     println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());
     let started = Instant::now();
     let deadline = started + timeout;

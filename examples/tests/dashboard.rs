@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use foundation_cluster::testkit::{free_port, free_port_range};
-use support::{hop_round_trip, json, request, start_node, text, until, wait, wait_n};
+use support::{hop_round_trip, json, request, request_with, start_node, text, until, wait, wait_n};
 
 /// A GET over HTTP/1.1 (no client crate needed): (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -118,8 +118,98 @@ fn off_loopback_the_dashboard_needs_a_token_and_checks_it() {
     assert!(text(&serving, "url").starts_with("http://"), "{serving}");
     let web = format!("127.0.0.1:{web_port}");
     assert_eq!(get(&web, "/api/cluster").0, 401);
-    assert_eq!(get(&web, "/api/cluster?token=wrong").0, 401);
-    assert_eq!(get(&web, "/api/cluster?token=s3cret").0, 200);
+    let bearer = |token: &str| format!("Bearer {token}");
+    assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Authorization", &bearer("wrong"))], "").0, 401);
+    assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Authorization", &bearer("s3cret"))], "").0, 200);
+    // Never in a query string (it would sit in logs, history and Referer headers).
+    assert_eq!(get(&web, "/api/cluster?token=s3cret").0, 401);
+    // A browser is sent to the login form; the right token there sets an HttpOnly cookie.
+    let (status, _) = get(&web, "/");
+    assert_eq!(status, 303);
+    assert_eq!(get(&web, "/login").0, 200);
+    assert_eq!(request(&web, "POST", "/login", r#"{"token":"wrong"}"#).0, 401);
+    let cookie = login_cookie(&web, "s3cret");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let value = cookie.split(';').next().unwrap().to_string();
+    assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Cookie", &value)], "").0, 200);
+    assert_eq!(
+        request_with(&web, "GET", "/api/cluster", &[("Cookie", "foundation_dashboard=wrong")], "").0,
+        401
+    );
+}
+
+/// Logs in at `web` with `token`; the `Set-Cookie` header it answered with.
+fn login_cookie(web: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(web).unwrap();
+    let body = format!(r#"{{"token":"{token}"}}"#);
+    write!(
+        stream,
+        "POST /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 204"), "{response}");
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .unwrap_or_else(|| panic!("no cookie: {response}"))
+        .to_string()
+}
+
+#[test]
+fn the_dashboard_refuses_foreign_hosts_cross_site_posts_and_a_flood_of_event_streams() {
+    let web = format!("127.0.0.1:{}", free_port());
+    let n1 = start_node("n1", free_port(), &[], &["--dashboard", &web, "--trace-rate", "1.0"]);
+    wait(&n1, json!({"event": "dashboard_serving"}));
+    let body = r#"{"rate": 1}"#;
+    // A page on another site whose name now points here (DNS rebinding) sends its own Host.
+    let port = web.rsplit_once(':').unwrap().1;
+    let foreign = format!("evil.example:{port}");
+    assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Host", &foreign)], "").0, 403);
+    assert_eq!(
+        request_with(&web, "GET", "/api/cluster", &[("Host", &format!("localhost:{port}"))], "").0,
+        200
+    );
+    // A cross-site form or text/plain POST cannot start a trace; nor can a JSON one from
+    // another origin.
+    let plain = [("Content-Type", "text/plain")];
+    assert_eq!(request_with(&web, "POST", "/api/sessions", &plain, body).0, 415);
+    let cross = [("Content-Type", "application/json"), ("Origin", "http://evil.example")];
+    assert_eq!(request_with(&web, "POST", "/api/sessions", &cross, body).0, 403);
+    let same = format!("http://{web}");
+    let own = [("Content-Type", "application/json"), ("Origin", same.as_str())];
+    assert_eq!(request_with(&web, "POST", "/api/sessions", &own, body).0, 201);
+    // A body over the limit is refused without being read whole.
+    let big = format!(r#"{{"rate": 1, "pad": "{}"}}"#, "x".repeat(100 << 10));
+    assert_eq!(request(&web, "POST", "/api/sessions", &big).0, 413);
+
+    // A flood of event streams: beyond the cap each is refused at once, and the dashboard
+    // keeps answering; closed streams free their places.
+    let open = |n: usize| -> Vec<(std::net::TcpStream, String)> {
+        use std::io::{Read, Write};
+        (0..n)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(&web).unwrap();
+                write!(s, "GET /api/events HTTP/1.1\r\nHost: {web}\r\n\r\n").unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head).unwrap();
+                (s, String::from_utf8_lossy(&head).to_string())
+            })
+            .collect()
+    };
+    let streams = open(40);
+    let refused = streams.iter().filter(|(_, head)| head.ends_with("503")).count();
+    assert_eq!(refused, 8, "32 streams at most: {:?}", streams.iter().map(|(_, h)| h).collect::<Vec<_>>());
+    assert_eq!(get(&web, "/api/cluster").0, 200);
+    drop(streams);
+    until(
+        || open(1).iter().all(|(_, head)| head.ends_with("200")),
+        || "closed streams never freed their places".to_string(),
+    );
 }
 
 #[test]

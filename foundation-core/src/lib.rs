@@ -76,6 +76,8 @@ pub mod error_context;
 pub mod events;
 pub mod files;
 pub mod hash;
+#[cfg(feature = "http-server")]
+pub mod http;
 pub mod random;
 pub mod rate_limit;
 pub mod retry;

@@ -149,9 +149,23 @@ pub struct NodeArgs {
     /// Serve the live dashboard on this address (loopback unless a token is given).
     #[arg(long, value_name = "ADDR")]
     dashboard: Option<SocketAddr>,
-    /// Access token the dashboard requires (needed on a non-loopback address).
-    #[arg(long)]
+    /// Access token the dashboard requires (needed on a non-loopback address); better from the
+    /// environment (FOUNDATION_DASHBOARD_TOKEN) or a file (`--dashboard-token-file`) than on the
+    /// command line, which every local user can read.
+    #[arg(
+        long,
+        env = "FOUNDATION_DASHBOARD_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "dashboard_token_file"
+    )]
     dashboard_token: Option<String>,
+    /// Read the dashboard's access token from this file (its first line).
+    #[arg(long, value_name = "FILE")]
+    dashboard_token_file: Option<PathBuf>,
+    /// A host name the dashboard answers to besides IP addresses and `localhost` (repeatable):
+    /// the name users reach it by, or a proxy's.
+    #[arg(long = "dashboard-host", value_name = "NAME")]
+    dashboard_hosts: Vec<String>,
     /// Send every cluster trace stopped here (`trace-stop ID`) to this OpenTelemetry collector
     /// over OTLP/HTTP, e.g. `http://127.0.0.1:4318`.
     #[arg(long, value_name = "ENDPOINT")]
@@ -350,8 +364,23 @@ async fn serve(
     }
     let _dashboard = match args.dashboard {
         Some(addr) => {
-            let token = args.dashboard_token.clone();
-            match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), Some(&channels), token)
+            let token = match &args.dashboard_token_file {
+                Some(file) => match std::fs::read_to_string(file) {
+                    Ok(text) => Some(text.lines().next().unwrap_or_default().trim().to_string()),
+                    Err(e) => {
+                        eprintln!("cannot read the dashboard token from {}: {e}", file.display());
+                        cluster.shutdown().await;
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None => args.dashboard_token.clone(),
+            };
+            let options = scope_tracer::dashboard::DashboardOptions {
+                token,
+                allowed_hosts: args.dashboard_hosts.clone(),
+                ..Default::default()
+            };
+            match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), Some(&channels), options)
                 .await
             {
                 Ok(dashboard) => {

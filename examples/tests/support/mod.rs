@@ -122,15 +122,32 @@ pub fn hop_round_trip(node: &mut NodeProcess, path: &str) -> String {
 /// A request over HTTP/1.1 with a body: (status, body).
 #[allow(dead_code)]
 pub fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    // What a same-origin page sends: JSON for anything that changes state.
+    let json: &[(&str, &str)] = if method == "GET" { &[] } else { &[("Content-Type", "application/json")] };
+    request_with(addr, method, path, json, body)
+}
+
+/// [`request`] with these headers (and `Host: ADDR` unless one of them is a `Host`).
+#[allow(dead_code)]
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    write!(stream, "{head}\r\n{body}").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();

@@ -18,7 +18,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct MetricsServer {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
@@ -58,13 +58,9 @@ pub(super) async fn serve(telemetry: Telemetry, addr: SocketAddr) -> Result<Metr
         }),
     );
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(crate::http::serve(listener, app, crate::http::HttpLimits::default(), async {
+        let _ = rx.await;
+    }));
     tracing::info!(addr = %local, "serving Prometheus metrics on /metrics");
     Ok(MetricsServer { addr: local, shutdown: Some(tx), task: Some(task) })
 }

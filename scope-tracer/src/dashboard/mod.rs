@@ -13,7 +13,11 @@
 //!   `POST /api/sessions/ID/stop`, `GET /api/sessions/ID/export` (see the `sessions` module);
 //!   the running and latest ones, with their timelines, on the event stream as `sessions`.
 //! - Bound to loopback by default. Any other address needs an access token, required on every
-//!   request (`?token=` or `Authorization: Bearer`); a wrong or missing one is a 401.
+//!   request (`Authorization: Bearer`, or the cookie `GET /login`'s form sets); what else a
+//!   request must show (its `Host`, and for a state-changing one its content type and origin)
+//!   is in the `guard` module. At most
+//!   [`max_event_streams`](DashboardOptions::max_event_streams) event streams are open at once
+//!   (503 beyond); request bodies are limited to 64 KiB.
 
 use foundation_core::sync::MutexRecover;
 use std::collections::BTreeMap;
@@ -23,15 +27,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use foundation_actors::channels::Channels;
 use foundation_cluster::Cluster;
 use foundation_cluster::health::ClusterHealth;
 
+mod guard;
 mod sessions;
 
 /// How often the page is sent the cluster's state.
@@ -57,10 +61,37 @@ pub enum DashboardError {
     },
 }
 
+/// How a dashboard admits requests.
+#[derive(Debug, Clone)]
+pub struct DashboardOptions {
+    /// The access token every request must carry (required off loopback).
+    pub token: Option<String>,
+    /// Host names (besides IP addresses and `localhost`) the dashboard answers to, e.g. the
+    /// name of a proxy in front of it.
+    pub allowed_hosts: Vec<String>,
+    /// Event streams (`/api/events`) open at once; more are refused with 503. Default 32.
+    pub max_event_streams: usize,
+}
+
+impl Default for DashboardOptions {
+    fn default() -> Self {
+        DashboardOptions { token: None, allowed_hosts: Vec::new(), max_event_streams: 32 }
+    }
+}
+
+/// The largest request body the dashboard reads.
+const MAX_BODY_BYTES: usize = 64 << 10;
+
 #[derive(Clone)]
 struct AppState {
     cluster: Cluster,
     token: Option<String>,
+    allowed_hosts: Arc<Vec<String>>,
+    /// The port it listens on (a `Host` with another port is refused).
+    port: u16,
+    /// Event streams open now, and how many may be.
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+    max_streams: usize,
     /// Latest progress event per optimization run, by run id.
     runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
 }
@@ -90,9 +121,10 @@ impl Dashboard {
         addr: SocketAddr,
         cluster: Cluster,
         channels: Option<&Channels>,
-        token: Option<String>,
+        options: DashboardOptions,
     ) -> Result<Dashboard, DashboardError> {
-        if !addr.ip().is_loopback() && token.as_deref().is_none_or(str::is_empty) {
+        let token = options.token.filter(|t| !t.is_empty());
+        if !addr.ip().is_loopback() && token.is_none() {
             return Err(DashboardError::TokenRequired(addr));
         }
         let listener = tokio::net::TcpListener::bind(addr)
@@ -103,9 +135,18 @@ impl Dashboard {
         if let Some(channels) = channels {
             follow_runs(channels, runs.clone());
         }
-        let state = AppState { cluster, token, runs };
+        let state = AppState {
+            cluster,
+            token,
+            allowed_hosts: Arc::new(options.allowed_hosts),
+            port: addr.port(),
+            streams: Arc::default(),
+            max_streams: options.max_event_streams,
+            runs,
+        };
         let app = axum::Router::new()
             .route("/", axum::routing::get(page))
+            .route("/login", axum::routing::get(guard::login_page).post(guard::login))
             .route("/api/cluster", axum::routing::get(cluster_json))
             .route("/api/runs", axum::routing::get(runs_json))
             .route("/api/profile", axum::routing::get(profile_json))
@@ -116,13 +157,12 @@ impl Dashboard {
             .route("/api/sessions/{id}", axum::routing::get(sessions::get))
             .route("/api/sessions/{id}/stop", axum::routing::post(sessions::stop))
             .route("/api/sessions/{id}/export", axum::routing::get(sessions::export))
-            .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
             .with_state(state);
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "dashboard stopped");
-            }
-        });
+        // Header-read and request timeouts, a connection cap (the event streams have their own).
+        let limits =
+            foundation_core::http::HttpLimits { max_body_bytes: MAX_BODY_BYTES, ..Default::default() };
+        let task = tokio::spawn(foundation_core::http::serve(listener, app, limits, std::future::pending()));
         Ok(Dashboard { addr, task })
     }
 
@@ -136,26 +176,6 @@ impl Drop for Dashboard {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let query = request.uri().query().unwrap_or("");
-        let given = query.split('&').find_map(|pair| pair.strip_prefix("token="));
-        let bearer = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) && bearer != Some(token.as_str()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "a valid access token is required (?token= or Authorization: Bearer)",
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
 }
 
 async fn page() -> Html<&'static str> {
@@ -194,8 +214,9 @@ async fn profile_json(State(state): State<AppState>) -> axum::Json<crate::profil
     axum::Json(profile(&state, None).await.0)
 }
 
-/// Server-sent events from a channel (a `Stream` written out: no stream crate needed).
-struct EventStream(tokio::sync::mpsc::Receiver<Event>);
+/// Server-sent events from a channel (a `Stream` written out: no stream crate needed); counted
+/// among the open streams until dropped.
+struct EventStream(tokio::sync::mpsc::Receiver<Event>, Arc<std::sync::atomic::AtomicUsize>);
 
 impl futures_core::Stream for EventStream {
     type Item = Result<Event, std::convert::Infallible>;
@@ -205,7 +226,21 @@ impl futures_core::Stream for EventStream {
     }
 }
 
-async fn events(State(state): State<AppState>) -> impl IntoResponse {
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+async fn events(State(state): State<AppState>) -> Response {
+    use std::sync::atomic::Ordering;
+    let open = state.streams.fetch_add(1, Ordering::AcqRel);
+    if open >= state.max_streams {
+        state.streams.fetch_sub(1, Ordering::AcqRel);
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many event streams open; try again later")
+            .into_response();
+    }
+    let streams = state.streams.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     // Each event goes out as soon as it is known (a slow profile or an unreachable node must
     // not hold back the node list); cluster traces on a loop of their own, since asking their
@@ -242,7 +277,7 @@ async fn events(State(state): State<AppState>) -> impl IntoResponse {
             tokio::time::sleep(PUSH_EVERY).await;
         }
     });
-    Sse::new(EventStream(rx)).keep_alive(KeepAlive::default())
+    Sse::new(EventStream(rx, streams)).keep_alive(KeepAlive::default()).into_response()
 }
 
 fn valid_trace_id(id: &str) -> bool {

@@ -100,11 +100,8 @@ impl SimulatedProvider {
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "simulated provider stopped");
-            }
-        });
+        let limits = foundation_core::http::HttpLimits::default();
+        let task = tokio::spawn(foundation_core::http::serve(listener, app, limits, std::future::pending()));
         Ok(SimulatedProvider { addr, shared, task })
     }
 
