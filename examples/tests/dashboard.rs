@@ -105,6 +105,15 @@ fn off_loopback_the_dashboard_needs_a_token_and_checks_it() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("give it an access token"), "{stderr}");
+    // A token that guards nothing is refused too.
+    let weak = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .args(["node", "--name", "weak", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--dashboard", &format!("0.0.0.0:{}", free_port()), "--dashboard-token", "s3cret"])
+        .env("FOUNDATION_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(weak.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 16"), "{weak:?}");
 
     // With one, every request must carry it.
     let web_port = free_port();
@@ -112,7 +121,7 @@ fn off_loopback_the_dashboard_needs_a_token_and_checks_it() {
         "guarded",
         free_port(),
         &[],
-        &["--dashboard", &format!("0.0.0.0:{web_port}"), "--dashboard-token", "s3cret"],
+        &["--dashboard", &format!("0.0.0.0:{web_port}"), "--dashboard-token", "s3cret-s3cret-s3cret"],
     );
     let serving = wait(&node, json!({"event": "dashboard_serving"}));
     assert!(text(&serving, "url").starts_with("http://"), "{serving}");
@@ -120,15 +129,19 @@ fn off_loopback_the_dashboard_needs_a_token_and_checks_it() {
     assert_eq!(get(&web, "/api/cluster").0, 401);
     let bearer = |token: &str| format!("Bearer {token}");
     assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Authorization", &bearer("wrong"))], "").0, 401);
-    assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Authorization", &bearer("s3cret"))], "").0, 200);
+    assert_eq!(
+        request_with(&web, "GET", "/api/cluster", &[("Authorization", &bearer("s3cret-s3cret-s3cret"))], "")
+            .0,
+        200
+    );
     // Never in a query string (it would sit in logs, history and Referer headers).
-    assert_eq!(get(&web, "/api/cluster?token=s3cret").0, 401);
+    assert_eq!(get(&web, "/api/cluster?token=s3cret-s3cret-s3cret").0, 401);
     // A browser is sent to the login form; the right token there sets an HttpOnly cookie.
     let (status, _) = get(&web, "/");
     assert_eq!(status, 303);
     assert_eq!(get(&web, "/login").0, 200);
     assert_eq!(request(&web, "POST", "/login", r#"{"token":"wrong"}"#).0, 401);
-    let cookie = login_cookie(&web, "s3cret");
+    let cookie = login_cookie(&web, "s3cret-s3cret-s3cret");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let value = cookie.split(';').next().unwrap().to_string();
     assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Cookie", &value)], "").0, 200);

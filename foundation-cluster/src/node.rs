@@ -33,18 +33,18 @@ pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Membership events kept for slow subscribers before they start missing some.
 const EVENT_BUFFER: usize = 1024;
 
-/// Why a node must not listen where `config` says, if it must not: off loopback, the default
-/// cookie or one under [`MIN_COOKIE_BYTES`](foundation_core::config::MIN_COOKIE_BYTES), or no
-/// TLS without `cluster.allow_plaintext`.
+/// Why a node must not start as `config` says, if it must not: listening off loopback, or
+/// dialling a seed off loopback, with the default cookie or one under
+/// [`MIN_COOKIE_BYTES`](foundation_core::config::MIN_COOKIE_BYTES), or without TLS and without
+/// `cluster.allow_plaintext`.
 fn exposure_refusal(config: &ClusterConfig) -> Option<String> {
     use foundation_core::config::{DEFAULT_COOKIE, MIN_COOKIE_BYTES};
-    let ip = config.listen.ip();
-    if ip.is_loopback() {
-        return None;
-    }
+    let exposed =
+        std::iter::once(config.listen).chain(config.seeds.iter().copied()).find(|a| !a.ip().is_loopback());
+    let exposed = exposed?;
     if config.cookie == DEFAULT_COOKIE || config.cookie.len() < MIN_COOKIE_BYTES {
         return Some(format!(
-            "{ip} is not a loopback address, and the cookie is {}: give the cluster a cookie of your \
+            "{exposed} (listened on or dialled) is not a loopback address, and the cookie is {}: give the cluster a cookie of your \
              own of at least {MIN_COOKIE_BYTES} bytes (`cluster.cookie`, `FOUNDATION_COOKIE`; e.g. \
              `openssl rand -hex 16`)",
             if config.cookie == DEFAULT_COOKIE {
@@ -56,7 +56,7 @@ fn exposure_refusal(config: &ClusterConfig) -> Option<String> {
     }
     if config.tls.is_none() && !config.allow_plaintext {
         return Some(format!(
-            "{ip} is not a loopback address and `[cluster.tls]` is not set: every message would \
+            "{exposed} (listened on or dialled) is not a loopback address and `[cluster.tls]` is not set: every message would \
              cross the network in clear. Set `[cluster.tls]` (`cert`, `key`, `ca`: mutual TLS), or \
              `cluster.allow_plaintext = true` (`FOUNDATION_CLUSTER__ALLOW_PLAINTEXT=true`) on a \
              network you trust"

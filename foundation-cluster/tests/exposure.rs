@@ -46,6 +46,14 @@ async fn off_loopback_a_node_needs_a_long_cookie_and_tls_or_an_explicit_plaintex
     // Opted in, with a cookie of its own: it starts.
     let node = Cluster::start("n1", &opted_in, None).await.unwrap();
     node.shutdown().await;
+    // Dialling a seed on another machine exposes the node as much as listening there does.
+    let dialling = ClusterConfig {
+        listen: ([127, 0, 0, 1], free_port()).into(),
+        seeds: vec![([10, 0, 0, 5], 4100).into()],
+        ..Default::default()
+    };
+    let seeded = refusal(&dialling).await;
+    assert!(seeded.contains("10.0.0.5:4100") && seeded.contains("the default one"), "{seeded}");
     // On loopback nothing is required: the quick start's single node.
     let local = ClusterConfig { listen: ([127, 0, 0, 1], free_port()).into(), ..Default::default() };
     Cluster::start("n1", &local, None).await.unwrap().shutdown().await;

@@ -8,36 +8,75 @@ use std::path::{Path, PathBuf};
 
 /// Where Foundation keeps state by default: `$XDG_STATE_HOME/foundation`, else
 /// `$HOME/.local/state/foundation`; with neither set, `foundation-state-UID` in the temporary
-/// directory (created private like the others by [`create_private_dir`]).
+/// directory (created private like the others by [`create_private_dir`], which refuses it if
+/// another user made it first).
 pub fn state_root() -> PathBuf {
     let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
     from("XDG_STATE_HOME").or_else(|| from("HOME").map(|home| home.join(".local").join("state"))).map_or_else(
-        || std::env::temp_dir().join(format!("foundation-state-{}", uid())),
+        || {
+            let user = uid().map_or_else(|| "unknown".to_string(), |u| u.to_string());
+            std::env::temp_dir().join(format!("foundation-state-{user}"))
+        },
         |base| base.join("foundation"),
     )
 }
 
-/// This process's user id (from `/proc/self`), or 0 where it cannot be read.
-fn uid() -> u32 {
+/// This process's user id (the owner of `/proc/self`), where it can be read.
+fn uid() -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
     }
     #[cfg(not(unix))]
     {
-        0
+        None
     }
 }
 
 /// Creates `dir` and its missing parents, each new one readable by this user only (mode 0700
-/// on Unix). An existing directory is left as it is.
+/// on Unix), and checks the path it will use (Unix, where `/proc/self` says who this process
+/// is): every component that exists must be owned by this user or by root (a directory or a
+/// symbolic link another user made, such as a `/tmp/foundation-state-0` created in advance to
+/// catch root's state, is refused with an error), and `dir` itself, if it was there already
+/// with group or other permissions, is made 0700.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir)?;
+    #[cfg(unix)]
+    check_owned(dir)?;
+    Ok(())
+}
+
+/// Every component of `dir` owned by this user or root; `dir` itself private.
+#[cfg(unix)]
+fn check_owned(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Some(me) = uid() else { return Ok(()) };
+    let mut path = PathBuf::new();
+    for component in dir.components() {
+        path.push(component);
+        for metadata in [std::fs::symlink_metadata(&path)?, std::fs::metadata(&path)?] {
+            if metadata.uid() != me && metadata.uid() != 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} belongs to another user (uid {}): refusing to keep state under it",
+                        path.display(),
+                        metadata.uid()
+                    ),
+                ));
+            }
+        }
+    }
+    let metadata = std::fs::metadata(dir)?;
+    if metadata.uid() == me && metadata.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// `prefix` followed by 32 hexadecimal digits from the kernel's random source: a name for a
@@ -78,6 +117,14 @@ mod tests {
             }
         }
         create_private_dir(&dir).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            // One made open by an earlier version is made private.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            create_private_dir(&dir).unwrap();
+            assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        }
         std::fs::remove_dir_all(&base).unwrap();
         let (a, b) = (unguessable_name("x-"), unguessable_name("x-"));
         assert!(a != b && a.len() == 34 && a.starts_with("x-"), "{a} {b}");

@@ -41,10 +41,12 @@ async fn slow_clients_floods_slow_handlers_and_large_bodies_are_bounded() {
     let router = axum::Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
-        .route("/echo", post(|body: String| async move { body.len().to_string() }));
+        .route("/echo", post(|body: String| async move { body.len().to_string() }))
+        .route("/big", get(|| async { "x".repeat(4 << 20) }));
     let limits = HttpLimits {
         header_read_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_millis(300),
         max_connections: 3,
         max_body_bytes: 1024,
     };
@@ -68,6 +70,20 @@ async fn slow_clients_floods_slow_handlers_and_large_bodies_are_bounded() {
         // Their places come back once they are gone (closed by us, or by the header timeout).
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(get_status(addr, "/"), "HTTP/1.1 200 OK");
+        // Clients that ask for large answers and never read them cannot keep their slots: once a
+        // write has waited the write timeout, the server lets go.
+        let readers_that_never_read: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                for _ in 0..4 {
+                    write!(s, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                }
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(get_status(addr, "/"), "HTTP/1.1 200 OK", "slots held by clients that stopped reading");
+        drop(readers_that_never_read);
         // A handler slower than the request timeout is answered 503; a body over the limit 413.
         let slow_handler = get_status(addr, "/slow");
         let mut stream = TcpStream::connect(addr).unwrap();

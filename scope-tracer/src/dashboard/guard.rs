@@ -10,8 +10,11 @@
 //!   (403 otherwise).
 //! - **The token**, when one is set: `Authorization: Bearer TOKEN`, or the HttpOnly, SameSite
 //!   cookie the login form sets — never a query string (it would sit in logs, history and
-//!   `Referer` headers). Compared in constant time. Missing or wrong: 401 (the page itself
-//!   redirects a browser to `/login`).
+//!   `Referer` headers). The cookie holds a session id (128 random bits, valid 12 hours, the
+//!   latest 64 kept), not the token: cookies are not kept apart by port, so another service on
+//!   the same host may see it. Compared in constant time. Missing or wrong: 401 after a pause
+//!   (guessing is slow; the token is at least 16 bytes), and the page itself redirects a
+//!   browser to `/login`.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -23,9 +26,43 @@ use super::AppState;
 /// The cookie the login form sets.
 pub(super) const COOKIE: &str = "foundation_dashboard";
 
+/// Session ids kept at once (the oldest is forgotten first).
+const MAX_SESSIONS: usize = 64;
+/// How long a session cookie is valid.
+const SESSION_SECONDS: u64 = 12 * 3600;
+/// The pause before a refusal for a wrong token or session.
+const REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Equal in constant time for strings of one length (the length itself is not secret).
 pub(super) fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let difference = a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && std::hint::black_box(difference) == 0
+}
+
+/// The sessions the login form opened: (id, when it ends).
+#[derive(Default)]
+pub(super) struct Sessions(std::sync::Mutex<std::collections::VecDeque<(String, std::time::Instant)>>);
+
+impl Sessions {
+    fn open(&self) -> String {
+        use foundation_core::sync::MutexRecover as _;
+        let id = foundation_core::files::unguessable_name("");
+        let mut sessions = self.0.lock_or_recover();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.pop_front();
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(SESSION_SECONDS);
+        sessions.push_back((id.clone(), until));
+        id
+    }
+
+    fn valid(&self, given: &str) -> bool {
+        use foundation_core::sync::MutexRecover as _;
+        let now = std::time::Instant::now();
+        let mut sessions = self.0.lock_or_recover();
+        sessions.retain(|(_, until)| *until > now);
+        sessions.iter().fold(false, |found, (id, _)| found | same_secret(id, given))
+    }
 }
 
 /// The request's `Host`, if it names this dashboard.
@@ -47,17 +84,23 @@ fn host_allowed(headers: &HeaderMap, port: u16, allowed: &[String]) -> Option<St
     (literal || name == "localhost" || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))).then_some(host)
 }
 
-/// The token the request carries, from `Authorization: Bearer` or the login cookie.
-fn presented(headers: &HeaderMap) -> Option<&str> {
+/// Whether the request carries the token (`Authorization: Bearer`) or an open session's cookie
+/// (any of the cookies by that name: another port's may shadow ours).
+fn authorized(headers: &HeaderMap, token: &str, sessions: &Sessions) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    bearer.or_else(|| {
-        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
-            cookies.split(';').find_map(|c| c.trim().strip_prefix(COOKIE).and_then(|v| v.strip_prefix('=')))
-        })
-    })
+    if bearer.is_some_and(|given| same_secret(given, token)) {
+        return true;
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE).and_then(|v| v.strip_prefix('=')))
+        .any(|id| sessions.valid(id))
 }
 
 /// The middleware: Host, then method rules, then the token.
@@ -84,11 +127,12 @@ pub(super) async fn guard(State(state): State<AppState>, request: Request, next:
     let path = request.uri().path();
     if let Some(token) = &state.token
         && path != "/login"
-        && !presented(headers).is_some_and(|given| same_secret(given, token))
+        && !authorized(headers, token, &state.sessions)
     {
         if path == "/" {
             return Redirect::to("/login").into_response();
         }
+        tokio::time::sleep(REFUSAL_PAUSE).await;
         return (
             StatusCode::UNAUTHORIZED,
             "a valid access token is required (Authorization: Bearer, or log in at /login)",
@@ -121,15 +165,20 @@ pub(super) struct Login {
     token: String,
 }
 
-/// `POST /login`: the right token gets the HttpOnly, SameSite=Strict cookie; a wrong one 401.
+/// `POST /login`: the right token opens a session, whose id goes back in an HttpOnly,
+/// SameSite=Strict cookie; a wrong one gets 401 after a pause.
 pub(super) async fn login(State(state): State<AppState>, axum::Json(login): axum::Json<Login>) -> Response {
     match &state.token {
-        Some(token) if same_secret(&login.token, token) => (
-            StatusCode::NO_CONTENT,
-            [(header::SET_COOKIE, format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"))],
-        )
-            .into_response(),
-        Some(_) => (StatusCode::UNAUTHORIZED, "wrong token").into_response(),
+        Some(token) if same_secret(&login.token, token) => {
+            let id = state.sessions.open();
+            let cookie =
+                format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}");
+            (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
+        }
+        Some(_) => {
+            tokio::time::sleep(REFUSAL_PAUSE).await;
+            (StatusCode::UNAUTHORIZED, "wrong token").into_response()
+        }
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }

@@ -46,6 +46,12 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Why a dashboard did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
+    /// A token too weak to guard anything: shorter than 16 bytes, or not printable ASCII
+    /// without spaces (it travels in a header).
+    #[error(
+        "the dashboard's access token must be at least 16 printable ASCII characters without spaces (e.g. `openssl rand -hex 16`)"
+    )]
+    WeakToken,
     /// A non-loopback address without a token.
     #[error(
         "the dashboard on {0} would be reachable from other machines: give it an access token (--dashboard-token)"
@@ -92,6 +98,8 @@ struct AppState {
     /// Event streams open now, and how many may be.
     streams: Arc<std::sync::atomic::AtomicUsize>,
     max_streams: usize,
+    /// Sessions the login form opened.
+    sessions: Arc<guard::Sessions>,
     /// Latest progress event per optimization run, by run id.
     runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
 }
@@ -123,7 +131,10 @@ impl Dashboard {
         channels: Option<&Channels>,
         options: DashboardOptions,
     ) -> Result<Dashboard, DashboardError> {
-        let token = options.token.filter(|t| !t.is_empty());
+        let token = options.token;
+        if token.as_deref().is_some_and(|t| t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err(DashboardError::WeakToken);
+        }
         if !addr.ip().is_loopback() && token.is_none() {
             return Err(DashboardError::TokenRequired(addr));
         }
@@ -142,6 +153,7 @@ impl Dashboard {
             port: addr.port(),
             streams: Arc::default(),
             max_streams: options.max_event_streams,
+            sessions: Arc::default(),
             runs,
         };
         let app = axum::Router::new()
@@ -245,28 +257,41 @@ async fn events(State(state): State<AppState>) -> Response {
     // Each event goes out as soon as it is known (a slow profile or an unreachable node must
     // not hold back the node list); cluster traces on a loop of their own, since asking their
     // coordinators can take up to a timeout.
+    // Both loops stop as soon as the page goes away (`closed`), not at their next send: a
+    // client opening and closing streams cannot leave work running behind it.
     let sessions_tx = tx.clone();
     tokio::spawn(async move {
         loop {
-            let sessions = sessions::live().await.to_string();
+            let sessions = tokio::select! {
+                sessions = sessions::live() => sessions.to_string(),
+                () = sessions_tx.closed() => return,
+            };
             if sessions_tx.send(Event::default().event("sessions").data(sessions)).await.is_err() {
                 return;
             }
-            tokio::time::sleep(PUSH_EVERY).await;
+            tokio::select! {
+                () = tokio::time::sleep(PUSH_EVERY) => {}
+                () = sessions_tx.closed() => return,
+            }
         }
     });
     tokio::spawn(async move {
         let mut previous: Option<ClusterHealth> = None;
         loop {
-            let health = health(&state.cluster).await;
+            let health = tokio::select! {
+                health = health(&state.cluster) => health,
+                () = tx.closed() => return,
+            };
             let json = serde_json::to_string(&health).unwrap_or_default();
-            // The page went away: stop.
             if tx.send(Event::default().event("cluster").data(json)).await.is_err()
                 || tx.send(Event::default().event("runs").data(runs(&state).to_string())).await.is_err()
             {
                 return;
             }
-            let profiles = crate::participant::profiles(ASK_TIMEOUT).await;
+            let profiles = tokio::select! {
+                profiles = crate::participant::profiles(ASK_TIMEOUT) => profiles,
+                () = tx.closed() => return,
+            };
             let thresholds = crate::profiler::Thresholds::default();
             let analysis = crate::profiler::analyze(&health, previous.as_ref(), &profiles, &thresholds);
             previous = Some(health);
@@ -274,7 +299,10 @@ async fn events(State(state): State<AppState>) -> Response {
             if tx.send(Event::default().event("profile").data(analysis)).await.is_err() {
                 return;
             }
-            tokio::time::sleep(PUSH_EVERY).await;
+            tokio::select! {
+                () = tokio::time::sleep(PUSH_EVERY) => {}
+                () = tx.closed() => return,
+            }
         }
     });
     Sse::new(EventStream(rx, streams)).keep_alive(KeepAlive::default()).into_response()
