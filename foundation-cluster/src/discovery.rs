@@ -144,6 +144,24 @@ pub(crate) async fn run(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        // Announcements are datagrams anyone on the network can send. For a long run:
+        // PROPTEST_CASES=1000000 cargo test -p foundation-cluster --lib discovery
+        #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_datagram_is_an_announcement_or_nothing(datagram in prop_oneof![
+            any::<Vec<u8>>(),
+            "foundation-gossip/1 [0-9a-f]{0,16} [ -~]{0,20} [0-9.:\\[\\]]{0,30}".prop_map(String::into_bytes),
+        ]) {
+            if let Some(announcement) = super::parse(&datagram) {
+                prop_assert!(!announcement.name.is_empty() && datagram.len() <= super::MAX_DATAGRAM);
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -186,6 +186,30 @@ pub(super) async fn login(State(state): State<AppState>, axum::Json(login): axum
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // The headers of a request are anyone's to write. For a long run:
+        // PROPTEST_CASES=1000000 cargo test -p scope-tracer --lib guard
+        #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_host_cookie_or_authorization_is_judged_without_panicking(
+            host in prop_oneof![any::<Vec<u8>>(), "[a-z0-9.:\\[\\]%-]{0,40}".prop_map(String::into_bytes)],
+            cookie in prop_oneof![any::<Vec<u8>>(), "(foundation_dashboard=[ -~]{0,40}; ?){0,4}".prop_map(String::into_bytes)],
+            bearer in prop_oneof![any::<Vec<u8>>(), "Bearer [ -~]{0,40}".prop_map(String::into_bytes)],
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [(header::HOST, host), (header::COOKIE, cookie), (header::AUTHORIZATION, bearer)] {
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(&value) {
+                    headers.insert(name, value);
+                }
+            }
+            let _ = host_allowed(&headers, 8080, &["dash.internal".to_string()]);
+            prop_assert!(!authorized(&headers, "a-token-of-sixteen-bytes", &Sessions::default())
+                || headers.get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == b"Bearer a-token-of-sixteen-bytes"));
+        }
+    }
 
     fn host(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -65,7 +65,6 @@ impl OpenAiClient {
     }
 
     async fn call(&self, request: &ChatRequest) -> Result<Completion, LmError> {
-        let provider = || self.provider.clone();
         let body = serde_json::json!({
             "model": self.model,
             "messages": request.messages,
@@ -88,7 +87,20 @@ impl OpenAiClient {
             .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
             .collect();
         let bytes = self.read_body(response).await?;
-        let text = String::from_utf8_lossy(&bytes);
+        self.interpret(status, rate_headers, &bytes)
+    }
+
+    /// What an answer says: a completion, or the error its status and body amount to. Pure (no
+    /// I/O), so that it can be tried with any bytes: whatever the endpoint sends, this returns
+    /// and never panics (property-tested below).
+    fn interpret(
+        &self,
+        status: u16,
+        rate_headers: Vec<(String, String)>,
+        bytes: &[u8],
+    ) -> Result<Completion, LmError> {
+        let provider = || self.provider.clone();
+        let text = String::from_utf8_lossy(bytes);
         let preview = || text.chars().take(BODY_PREVIEW).collect::<String>();
         match status {
             200..=299 => {}
@@ -104,7 +116,7 @@ impl OpenAiClient {
             500..=599 => return Err(LmError::Server { provider: provider(), status, body: preview() }),
             _ => return Err(LmError::Rejected { provider: provider(), status, body: preview() }),
         }
-        let parsed: Wire = serde_json::from_slice(&bytes).map_err(|e| LmError::Malformed {
+        let parsed: Wire = serde_json::from_slice(bytes).map_err(|e| LmError::Malformed {
             provider: provider(),
             source: Cause::from(format!("{e} in {:?}", preview())),
         })?;
@@ -205,6 +217,43 @@ struct WireUsage {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        // Seconds in the suite; longer: PROPTEST_CASES=200000 cargo test -p foundation-actors --lib openai
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever an endpoint answers (status, headers, bytes — JSON-looking or not), the
+        /// client returns a completion or a typed error naming the provider, and never panics.
+        #[test]
+        fn any_answer_is_a_completion_or_a_typed_error(
+            status in prop_oneof![Just(200u16), Just(429u16), Just(500u16), Just(404u16), any::<u16>()],
+            retry_after in prop_oneof![Just(String::new()), "[0-9eE.+-]{0,24}", "[a-z0-9 .:]{0,16}", Just("1e20".to_string())],
+            body in prop_oneof![
+                any::<Vec<u8>>(),
+                "\\{\"choices\":\\[\\{\"message\":\\{\"content\":\"[a-z]{0,8}\"\\}\\}\\],\"usage\":\\{\"prompt_tokens\":[0-9]{1,3},\"completion_tokens\":[0-9]{1,3}\\}\\}".prop_map(String::into_bytes),
+                "[\\{\\}\\[\\]\":,a-z0-9 -]{0,64}".prop_map(String::into_bytes),
+                "Please try again in [0-9a-z.]{0,12}".prop_map(String::into_bytes),
+            ],
+        ) {
+            // One client for every case: building one loads the system's root certificates.
+            static CLIENT: std::sync::OnceLock<super::OpenAiClient> = std::sync::OnceLock::new();
+            let client = CLIENT.get_or_init(|| {
+                super::OpenAiClient::new("fuzzed", "m", Some("http://127.0.0.1:9".into()), None, std::time::Duration::from_secs(1))
+            });
+            let headers = vec![("retry-after".to_string(), retry_after)];
+            match client.interpret(status, headers, body.as_ref()) {
+                Ok(completion) => prop_assert!((200..300).contains(&status) && completion.provider == "fuzzed"),
+                Err(super::LmError::RateLimited { provider, retry_after, .. }) => {
+                    prop_assert_eq!(status, 429);
+                    prop_assert_eq!(provider, "fuzzed");
+                    prop_assert!(retry_after.is_none_or(|d| d <= foundation_core::rate_limit::MAX_PAUSE));
+                }
+                Err(e) => prop_assert!(e.to_string().contains("fuzzed"), "{}", e),
+            }
+        }
+    }
+
     #[test]
     fn try_again_in_is_read_from_a_429_message() {
         let body = r#"{"error":{"message":"Rate limit reached for gpt-4o on tokens per min. Please try again in 976ms. Visit..."}}"#;
