@@ -223,9 +223,7 @@ pub fn plan(nodes: usize, seed: u64, duration: Duration) -> Vec<Step> {
             }
             2 => {
                 let mut order: Vec<usize> = (0..nodes).collect();
-                for i in (1..order.len()).rev() {
-                    order.swap(i, rng.below(i + 1));
-                }
+                rng.0.shuffle(&mut order);
                 let size = 1 + rng.below(max_dead);
                 let mut minority = order[..size].to_vec();
                 minority.sort_unstable();
