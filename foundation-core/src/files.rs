@@ -45,6 +45,10 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    // Checked before anything is made (nothing is created inside a planted directory) and
+    // after (the path may have changed meanwhile).
+    #[cfg(unix)]
+    check_owned(dir)?;
     builder.create(dir)?;
     #[cfg(unix)]
     check_owned(dir)?;
@@ -59,7 +63,9 @@ fn check_owned(dir: &Path) -> std::io::Result<()> {
     let mut path = PathBuf::new();
     for component in dir.components() {
         path.push(component);
-        for metadata in [std::fs::symlink_metadata(&path)?, std::fs::metadata(&path)?] {
+        // Components not made yet end the walk (they will be made, and be this user's).
+        let Ok(link) = std::fs::symlink_metadata(&path) else { break };
+        for metadata in [link, std::fs::metadata(&path)?] {
             if metadata.uid() != me && metadata.uid() != 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
@@ -72,7 +78,7 @@ fn check_owned(dir: &Path) -> std::io::Result<()> {
             }
         }
     }
-    let metadata = std::fs::metadata(dir)?;
+    let Ok(metadata) = std::fs::metadata(dir) else { return Ok(()) };
     if metadata.uid() == me && metadata.permissions().mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
@@ -128,5 +134,32 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
         let (a, b) = (unguessable_name("x-"), unguessable_name("x-"));
         assert!(a != b && a.len() == 34 && a.starts_with("x-"), "{a} {b}");
+    }
+
+    /// A directory another user made where state would go (say `/tmp/foundation-state-0`,
+    /// made in advance to catch root's state) is refused. Needs the right to give a directory
+    /// away (root, as under `.ci/run`); elsewhere it says so and checks nothing.
+    #[cfg(unix)]
+    #[test]
+    fn a_path_through_another_users_directory_is_refused() {
+        let planted = std::env::temp_dir().join(unguessable_name("foundation-planted-"));
+        std::fs::create_dir(&planted).unwrap();
+        if let Err(e) = std::os::unix::fs::chown(&planted, Some(54_321), None) {
+            eprintln!("skipped: cannot give a directory to another user here ({e})");
+            std::fs::remove_dir(&planted).unwrap();
+            return;
+        }
+        let refused = create_private_dir(&planted.join("nodes").join("n1")).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied, "{refused}");
+        assert!(refused.to_string().contains("belongs to another user (uid 54321)"), "{refused}");
+        // A link another user planted is refused the same way, wherever it points.
+        let link = std::env::temp_dir().join(unguessable_name("foundation-link-"));
+        std::os::unix::fs::symlink(std::env::temp_dir(), &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(54_321), None).unwrap();
+        assert!(create_private_dir(&link.join("state")).is_err(), "a planted link was followed");
+        std::fs::remove_file(&link).unwrap();
+        // Nothing was made inside the planted directory before it was refused.
+        assert!(!planted.join("nodes").exists());
+        std::fs::remove_dir_all(&planted).unwrap();
     }
 }

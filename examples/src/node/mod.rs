@@ -311,6 +311,10 @@ async fn serve(
     config_file: Option<PathBuf>,
     args: NodeArgs,
 ) -> anyhow::Result<ExitCode> {
+    // First of all: a SIGHUP or SIGTERM that arrives while the node starts must find its
+    // handler (SIGHUP's default action would kill the node; it once did, right after `listening`).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let live = LiveConfig::new(config.clone())?;
     let node = config.node.name.clone();
     let channels = Channels::start().await?;
@@ -411,8 +415,6 @@ async fn serve(
         test_hooks: args.test_hooks,
         workload,
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     // Standard input: one command per line; end of input is the launcher going away.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
