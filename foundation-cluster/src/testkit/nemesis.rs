@@ -283,12 +283,15 @@ pub fn run(config: &NemesisConfig) -> Result<Report, TestkitError> {
     }
     let dir = match &config.dir {
         Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("foundation-nemesis-{}-{}", config.seed, unix_ms())),
+        // A name no one can guess: the run (as root, usually) writes there.
+        None => std::env::temp_dir()
+            .join(foundation_core::files::unguessable_name(&format!("foundation-nemesis-{}-", config.seed))),
     };
     if std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(failed(format!("{} is not empty: give the run a directory of its own", dir.display())));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+    foundation_core::files::create_private_dir(&dir)
+        .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
     let history = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
