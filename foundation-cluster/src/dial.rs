@@ -16,6 +16,10 @@ use ractor_cluster::node::client::ClientConnectErr;
 use crate::membership::Membership;
 use crate::tls::Tls;
 
+/// Most addresses the dialler remembers when it last dialled. Past it, the ones dialled more
+/// than an interval ago (which no longer hold a dial back) are forgotten.
+const MAX_REMEMBERED: usize = 4096;
+
 /// How connections are opened.
 pub(crate) enum Transport {
     Plain,
@@ -48,6 +52,7 @@ struct Inner {
     server: ActorRef<NodeServerMessage>,
     membership: Arc<RwLock<Membership>>,
     interval: Duration,
+    handshake_timeout: Duration,
     last: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
@@ -57,16 +62,27 @@ impl Dialer {
         server: ActorRef<NodeServerMessage>,
         membership: Arc<RwLock<Membership>>,
         interval: Duration,
+        handshake_timeout: Duration,
     ) -> Self {
-        Dialer { inner: Arc::new(Inner { transport, server, membership, interval, last: Mutex::default() }) }
+        Dialer {
+            inner: Arc::new(Inner {
+                transport,
+                server,
+                membership,
+                interval,
+                handshake_timeout,
+                last: Mutex::default(),
+            }),
+        }
     }
 
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self.inner.transport, Transport::Tls(_))
     }
 
-    /// Dials `addr` unless it is up or was dialled less than an interval ago (then `None`).
-    /// Returns when the connection is open; the handshake continues in the node server.
+    /// Dials `addr` unless it is up or was dialled less than an interval ago, or more than
+    /// [`MAX_REMEMBERED`] other addresses were (then `None`). Returns when the connection is
+    /// open; the handshake continues in the node server.
     pub(crate) async fn dial(&self, addr: SocketAddr) -> Option<Result<(), DialError>> {
         if self.inner.membership.read_or_recover().is_up_at(&addr.to_string()) {
             return None;
@@ -74,20 +90,37 @@ impl Dialer {
         {
             let mut last = self.inner.last.lock_or_recover();
             let now = Instant::now();
-            if last.get(&addr).is_some_and(|t| now.duration_since(*t) < self.inner.interval) {
+            let interval = self.inner.interval;
+            if last.get(&addr).is_some_and(|t| now.duration_since(*t) < interval) {
                 return None;
+            }
+            if last.len() >= MAX_REMEMBERED && !last.contains_key(&addr) {
+                last.retain(|_, t| now.duration_since(*t) < interval);
+                // Still full: that many addresses dialled within one interval is no cluster but
+                // a flood (a holder of the cookie announcing many ports, or peers listing many
+                // members). Forgetting one would let it be dialled again at once, so this dial
+                // is skipped instead; whoever asked asks again, and gets through once entries
+                // are an interval old.
+                if last.len() >= MAX_REMEMBERED {
+                    return None;
+                }
             }
             last.insert(addr, now);
         }
         let server = &self.inner.server;
         let result = match &self.inner.transport {
-            Transport::Plain => ractor_cluster::client_connect(server, addr).await,
+            // A peer that drops packets (a partition) or accepts and says nothing would hold a
+            // dial for minutes: the connect and the TLS handshake each get `handshake_timeout`.
+            Transport::Plain => {
+                ractor_cluster::client_connect_with_timeout(server, addr, self.inner.handshake_timeout).await
+            }
             Transport::Tls(tls) => {
-                ractor_cluster::client_connect_enc(
+                ractor_cluster::client_connect_enc_with_timeout(
                     server,
                     addr,
                     tls.connector.clone(),
                     tls.server_name.clone(),
+                    self.inner.handshake_timeout,
                 )
                 .await
             }

@@ -4,7 +4,7 @@ use foundation_core::sync::{MutexRecover, RwLockRecover};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use foundation_actors::channels::{self, Channels, SystemEvent};
 use foundation_core::config::ClusterConfig;
@@ -184,6 +184,12 @@ impl NodeEventSubscription for Forward {
             let _ = self.0.send(SessionEvent::Ready(ses));
         }
     }
+    fn node_session_refused(&self, _peer_addr: &str, reason: &'static str) {
+        // Every refusal is counted here, by reason (a fixed set); the node server logs them at
+        // a bounded rate, and the membership task publishes at a bounded rate the ones that
+        // became sessions.
+        metrics::counter!("foundation_cluster_refused_total", "reason" => reason).increment(1);
+    }
 }
 
 impl Cluster {
@@ -255,7 +261,9 @@ impl Cluster {
             Some(mode),
         )
         .with_listen_addr(config.listen.ip())
-        .with_max_inbound_frame_size(config.max_frame_bytes as u64 + FRAME_OVERHEAD);
+        .with_max_inbound_frame_size(config.max_frame_bytes as u64 + FRAME_OVERHEAD)
+        .with_handshake_timeout(config.handshake_timeout)
+        .with_max_pending_connections(config.max_pending_connections);
         let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_error(e.into()))?;
 
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -269,7 +277,13 @@ impl Cluster {
 
         let membership = Arc::new(RwLock::new(Membership::new(name, state.clone())));
         let leaving = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let dialer = Dialer::new(transport, server.clone(), membership.clone(), config.reconnect_interval);
+        let dialer = Dialer::new(
+            transport,
+            server.clone(),
+            membership.clone(),
+            config.reconnect_interval,
+            config.handshake_timeout,
+        );
         let own_health = Arc::new(RwLock::new(NodeHealth::default()));
         let peers = Arc::new(RwLock::new(HashMap::new()));
         let heartbeat_args = heartbeat::Args {
@@ -293,10 +307,18 @@ impl Cluster {
         {
             let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {
+                let mut refusals = RefusalGate::default();
                 while let Some(event) = rx.recv().await {
                     let changes = membership.write_or_recover().apply(event);
                     for change in changes {
-                        announce(&node, &change, channels.as_ref());
+                        let suppressed = match &change {
+                            MembershipEvent::Refused { .. } => match refusals.admit(Instant::now()) {
+                                Some(suppressed) => suppressed,
+                                None => continue,
+                            },
+                            _ => 0,
+                        };
+                        announce(&node, &change, channels.as_ref(), suppressed);
                         let _ = events.send(change);
                     }
                 }
@@ -704,7 +726,38 @@ impl Cluster {
     }
 }
 
-fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>) {
+/// Lets refusals through at a bounded rate: anyone who can reach the port can cause one per
+/// connection, and each costs a log line, a control-channel event and an event to every
+/// subscriber. Beyond [`RefusalGate::PER_WINDOW`] in a [`RefusalGate::WINDOW`] they are only
+/// counted (`foundation_cluster_refused_total`, by the node server), and the next one let
+/// through says how many were held back.
+#[derive(Default)]
+struct RefusalGate {
+    window_start: Option<Instant>,
+    passed: u32,
+    suppressed: u64,
+}
+
+impl RefusalGate {
+    const WINDOW: Duration = Duration::from_secs(10);
+    const PER_WINDOW: u32 = 10;
+
+    /// `Some(held back since the last one let through)`, or `None` to hold this one back.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.window_start.is_none_or(|start| now.duration_since(start) >= Self::WINDOW) {
+            self.window_start = Some(now);
+            self.passed = 0;
+        }
+        if self.passed >= Self::PER_WINDOW {
+            self.suppressed += 1;
+            return None;
+        }
+        self.passed += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>, suppressed: u64) {
     let (kind, data) = match change {
         MembershipEvent::Up { name, addr } => {
             tracing::info!(%node, peer = %name, %addr, "node up");
@@ -727,8 +780,11 @@ fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>) {
             ("node_removed", serde_json::json!({ "node": name }))
         }
         MembershipEvent::Refused { peer_addr, peer_name } => {
-            tracing::warn!(%node, %peer_addr, ?peer_name, "refused a connection that did not authenticate");
-            ("node_refused", serde_json::json!({ "peer_addr": peer_addr, "peer_name": peer_name }))
+            tracing::warn!(%node, %peer_addr, ?peer_name, suppressed, "refused a connection that did not authenticate");
+            (
+                "node_refused",
+                serde_json::json!({ "peer_addr": peer_addr, "peer_name": peer_name, "suppressed_before": suppressed }),
+            )
         }
     };
     metrics::counter!("foundation_cluster_membership_events_total", "kind" => kind).increment(1);

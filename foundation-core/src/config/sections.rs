@@ -206,6 +206,16 @@ config_section! {
         max_frame_bytes: usize = DEFAULT_MAX_FRAME_BYTES => KeyKind::Integer,
             check(|c: &Self| (1024..=16 << 20).contains(&c.max_frame_bytes), "an integer from 1024 to 16777216"),
             doc "Largest message this node sends to another, in bytes (1024 to 16 777 216; default 8 MiB). A larger one is refused with an error before it is sent; an inbound frame over this limit plus 64 KiB of envelope closes the connection without being allocated.";
+        handshake_timeout: Duration = Duration::from_secs(5) => KeyKind::Duration,
+            check(
+                |c: &Self| (Duration::from_millis(100)..=Duration::from_secs(300)).contains(&c.handshake_timeout),
+                "a duration from 100ms to 300s"
+            ),
+            serde(with = "super::duration"),
+            doc "Time a connection, incoming or outgoing, has to authenticate (TCP connect, TLS handshake and cookie handshake; 100ms to 300s). A connection that has not is closed and counted as refused (`handshake_timeout`), so a peer that connects and says nothing holds a slot for this long at most.";
+        max_pending_connections: usize = 256 => KeyKind::Integer,
+            check(|c: &Self| (1..=65536).contains(&c.max_pending_connections), "an integer from 1 to 65536"),
+            doc "How many connections may be in their handshake at once (1 to 65 536). Further connections are closed as soon as they are accepted (`too_many_pending`) until some finish or time out; frames before authentication are limited to 64 KiB. With `handshake_timeout`, this bounds what peers that prove nothing can hold: sockets, actors and memory.";
         reconnect_interval: Duration = DEFAULT_RECONNECT_INTERVAL => KeyKind::Duration,
             check(|c: &Self| c.reconnect_interval >= Duration::from_millis(10), "a duration of at least 10ms"),
             serde(with = "super::duration"),
@@ -231,7 +241,7 @@ config_section! {
             serde(with = "super::duration"),
             doc "Smallest heartbeat jitter the failure detector assumes (at least 1ms), so that very regular heartbeats do not make the first late one look fatal.";
         gossip: bool = false => KeyKind::Boolean,
-            doc "Zero-config discovery: announce this node by UDP multicast and connect to every node heard with the same cookie (announcements carry the name, the address and a hash of the cookie, never the cookie). Off: seeds only. `cluster = true` at the top of a file, `FOUNDATION_CLUSTER=true` and `foundation node --cluster` turn it on.";
+            doc "Zero-config discovery: announce this node by UDP multicast and connect to every node heard with the same cookie (announcements carry the name, the address and the time, signed with a key derived from the cookie, never the cookie; the hosts' clocks must agree within 30 s). Off: seeds only. `cluster = true` at the top of a file, `FOUNDATION_CLUSTER=true` and `foundation node --cluster` turn it on.";
         gossip_port: u16 = DEFAULT_GOSSIP_PORT => KeyKind::Integer,
             check(|c: &Self| c.gossip_port != 0, "a UDP port from 1 to 65535"),
             doc "UDP port of the discovery announcements (1 to 65535); nodes that should find each other share it. Several nodes on one machine can use the same port.";

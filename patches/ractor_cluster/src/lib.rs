@@ -73,20 +73,24 @@ pub type NodeId = u64;
 #[cfg(feature = "async-trait")]
 use async_trait as _;
 // ============== Re-exports ============== //
-#[cfg(test)]
-use criterion as _;
 pub use net::{BoxRead, BoxWrite};
 pub use net::{ClusterBidiStream, IncomingEncryptionMode, NetworkStream};
 pub use node::client::connect as client_connect;
 pub use node::client::connect_enc as client_connect_enc;
+pub use node::client::connect_enc_with_timeout as client_connect_enc_with_timeout;
 pub use node::client::connect_external as client_connect_external;
+pub use node::client::connect_with_timeout as client_connect_with_timeout;
 pub use node::client::ClientConnectErr;
 pub use node::NodeEventSubscription;
 pub use node::NodeServer;
 pub use node::NodeServerMessage;
 pub use node::NodeSession;
 pub use node::NodeSessionMessage;
+pub use node::PeerIdentityCheck;
+pub use node::DEFAULT_HANDSHAKE_TIMEOUT;
 pub use node::DEFAULT_MAX_INBOUND_FRAME_SIZE;
+pub use node::DEFAULT_MAX_PENDING_CONNECTIONS;
+pub use node::PRE_AUTH_MAX_FRAME_SIZE;
 pub use ractor::serialization::*;
 // Re-export the procedural macros so people don't need to reference them directly
 pub use ractor_cluster_derive::RactorClusterMessage;

@@ -14,6 +14,7 @@ mod session;
 
 pub(crate) use listener::Listener;
 pub(crate) use listener::ListenerMessage;
+pub(crate) use session::FrameLimit;
 pub(crate) use session::Session;
 pub(crate) use session::SessionMessage;
 
@@ -89,6 +90,19 @@ impl NetworkStream {
             // External transports may not have a real socket address; return unspecified
             Self::External { .. } => SocketAddr::from(([0, 0, 0, 0], 0)),
         }
+    }
+
+    /// The certificate chain the peer presented in the TLS handshake, end-entity first;
+    /// empty on a connection without TLS.
+    pub(crate) fn peer_certificates(
+        &self,
+    ) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+        let certificates = match self {
+            Self::TlsServer { stream, .. } => stream.get_ref().1.peer_certificates(),
+            Self::TlsClient { stream, .. } => stream.get_ref().1.peer_certificates(),
+            Self::Raw { .. } | Self::External { .. } => None,
+        };
+        certificates.map(<[_]>::to_vec).unwrap_or_default()
     }
 }
 

@@ -65,7 +65,126 @@ use crate::protocol::auth as auth_protocol;
 use crate::NodeId;
 use crate::RactorMessage;
 
-const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: nonces and transcript-bound proofs in the handshake (`src/hash.rs`). Version 1
+/// peers are refused.
+const PROTOCOL_VERSION: u32 = 2;
+
+/// Default time a connection has to authenticate, TLS handshake included, before it is
+/// closed. See [`NodeServer::with_handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Default number of connections that may be in their handshake (TLS or cookie) at once;
+/// connections beyond it are closed as soon as they are accepted. See
+/// [`NodeServer::with_max_pending_connections`].
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 256;
+
+/// Largest frame accepted before a session has authenticated: handshake messages are a few
+/// hundred bytes, so a peer that has not proved anything cannot make the node buffer more.
+pub const PRE_AUTH_MAX_FRAME_SIZE: u64 = 64 * 1024;
+
+/// Decides whether a peer may speak for the node name it claims, from the certificates it
+/// presented in the TLS handshake (none on a plaintext connection).
+///
+/// Consulted as soon as the peer's name is known, before the session is registered or any
+/// proof is exchanged, on both sides: a listener checks the dialling node's client
+/// certificate, a dialling node checks the listener's server certificate. Returning `false`
+/// closes the connection (`peer_identity` refusal). See [`NodeServer::with_peer_identity_check`].
+#[derive(Clone)]
+pub struct PeerIdentityCheck(
+    std::sync::Arc<
+        dyn Fn(&str, &[tokio_rustls::rustls::pki_types::CertificateDer<'static>]) -> bool
+            + Send
+            + Sync,
+    >,
+);
+
+impl PeerIdentityCheck {
+    /// A check calling `admits(claimed_name, peer_certificates)`; `claimed_name` is the full
+    /// `name@host` the peer sent, `peer_certificates` its chain, end-entity first.
+    pub fn new<F>(admits: F) -> Self
+    where
+        F: Fn(&str, &[tokio_rustls::rustls::pki_types::CertificateDer<'static>]) -> bool
+            + Send
+            + Sync
+            + 'static,
+    {
+        Self(std::sync::Arc::new(admits))
+    }
+
+    pub(crate) fn admits(
+        &self,
+        claimed_name: &str,
+        certificates: &[tokio_rustls::rustls::pki_types::CertificateDer<'static>],
+    ) -> bool {
+        (self.0)(claimed_name, certificates)
+    }
+}
+
+impl std::fmt::Debug for PeerIdentityCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerIdentityCheck")
+    }
+}
+
+/// Why a connection was refused before it authenticated, as reported to
+/// [`NodeEventSubscription::node_session_refused`].
+pub mod refusal {
+    /// The peer did not prove it holds the cookie (or answered another connection's
+    /// challenge, or speaks protocol version 1).
+    pub const AUTH_FAILED: &str = "auth_failed";
+    /// The connection did not authenticate within the handshake timeout.
+    pub const TIMEOUT: &str = "handshake_timeout";
+    /// The peer's certificate does not name the node it claims to be.
+    pub const PEER_IDENTITY: &str = "peer_identity";
+    /// The TLS handshake failed (no certificate from the CA, or garbage).
+    pub const TLS: &str = "tls_handshake";
+    /// Too many connections were in their handshake already.
+    pub const TOO_MANY_PENDING: &str = "too_many_pending";
+}
+
+/// Logs refusals at a bounded rate: a flood of bad connections costs a few lines per window
+/// and a count, not a line each.
+#[derive(Debug)]
+struct RefusalLog {
+    window_start: std::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+    const LINES_PER_WINDOW: u32 = 5;
+
+    fn new() -> Self {
+        Self {
+            window_start: std::time::Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    fn refused(&mut self, peer_addr: &str, reason: &str) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.window_start) >= Self::WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    "{} more connections were refused in the last {:?}",
+                    self.suppressed,
+                    Self::WINDOW
+                );
+            }
+            self.window_start = now;
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < Self::LINES_PER_WINDOW {
+            self.logged += 1;
+            tracing::warn!("Refused a cluster connection from {peer_addr}: {reason}");
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
 
 /// Default maximum size, in bytes, of a single inbound cluster frame.
 ///
@@ -165,6 +284,15 @@ pub enum NodeServerMessage {
     /// Unsubscribe to node events for the given subscription id
     UnsubscribeToEvents(String),
 
+    /// A connection was refused before authenticating (see [refusal] for the reasons). Sent by
+    /// the listener and the sessions; logged at a bounded rate and passed to subscribers.
+    ConnectionRefused {
+        /// The peer's network address
+        peer_addr: String,
+        /// One of the [refusal] constants
+        reason: &'static str,
+    },
+
     /// Change the port used in the connection String for the `ractor_cluster::net::listener`.
     /// This is used if the port specified in [ NodeServer ] is 0 and the OS chooses an arbitrary
     /// free port.
@@ -222,6 +350,10 @@ pub struct NodeServer {
     connection_mode: NodeConnectionMode,
     listen_addr: Option<IpAddr>,
     max_inbound_frame_size: u64,
+    handshake_timeout: std::time::Duration,
+    max_pending_connections: usize,
+    peer_identity: Option<PeerIdentityCheck>,
+    nonces: crate::hash::NonceRegistry,
 }
 
 impl NodeServer {
@@ -250,7 +382,68 @@ impl NodeServer {
             connection_mode: connection_mode.unwrap_or(NodeConnectionMode::Isolated),
             listen_addr: None,
             max_inbound_frame_size: DEFAULT_MAX_INBOUND_FRAME_SIZE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
+            peer_identity: None,
+            nonces: crate::hash::NonceRegistry::default(),
         }
+    }
+
+    /// Set how long a connection, incoming or outgoing, has to authenticate (TLS handshake
+    /// and cookie handshake together) before it is closed. Default:
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn with_handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Set how many connections may be in their handshake at once; further connections are
+    /// closed when accepted and reported as [`refusal::TOO_MANY_PENDING`]. Default:
+    /// [`DEFAULT_MAX_PENDING_CONNECTIONS`]. Together with the handshake timeout this bounds
+    /// what unauthenticated peers can hold: sockets, actors and (with
+    /// [`PRE_AUTH_MAX_FRAME_SIZE`]) buffered bytes.
+    pub fn with_max_pending_connections(mut self, max: usize) -> Self {
+        self.max_pending_connections = max.max(1);
+        self
+    }
+
+    /// Check every peer's certificate against the node name it claims (see
+    /// [`PeerIdentityCheck`]). Without a check, any certificate the TLS configuration
+    /// accepts may claim any name.
+    pub fn with_peer_identity_check(mut self, check: PeerIdentityCheck) -> Self {
+        self.peer_identity = Some(check);
+        self
+    }
+
+    fn listener(&self, myself: &ActorRef<NodeServerMessage>) -> crate::net::Listener {
+        crate::net::Listener::new(
+            self.port,
+            myself.clone(),
+            self.encryption_mode.clone(),
+            self.listen_addr,
+            self.handshake_timeout,
+            self.max_pending_connections,
+        )
+    }
+
+    fn session(
+        &self,
+        myself: &ActorRef<NodeServerMessage>,
+        state: &NodeServerState,
+        is_server: bool,
+    ) -> NodeSession {
+        NodeSession::new(
+            state.node_id_counter,
+            is_server,
+            self.cookie.clone(),
+            myself.clone(),
+            state.this_node_name.clone(),
+            self.connection_mode,
+        )
+        .with_max_inbound_frame_size(self.max_inbound_frame_size)
+        .with_handshake_timeout(self.handshake_timeout)
+        .with_peer_identity_check(self.peer_identity.clone())
+        .with_nonce_registry(self.nonces.clone())
     }
 
     /// Set a custom listen address for the TCP listener.
@@ -344,6 +537,13 @@ pub trait NodeEventSubscription: Send + 'static {
     ///   of the node session
     #[allow(unused_variables)]
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {}
+
+    /// A connection was refused before it authenticated
+    ///
+    /// * `peer_addr`: the peer's network address
+    /// * `reason`: one of the [refusal] constants
+    #[allow(unused_variables)]
+    fn node_session_refused(&self, peer_addr: &str, reason: &'static str) {}
 }
 
 /// The state of the node server
@@ -356,6 +556,24 @@ pub struct NodeServerState {
     subscriptions: HashMap<String, Box<dyn NodeEventSubscription>>,
     connection_ids: HashMap<ActorId, Option<NonZeroU64>>,
     authenticated_sessions: HashSet<ActorId>,
+    refusals: RefusalLog,
+}
+
+impl NodeServerState {
+    /// Sessions that have not authenticated yet.
+    fn pending_sessions(&self) -> usize {
+        self.node_sessions
+            .keys()
+            .filter(|id| !self.authenticated_sessions.contains(id))
+            .count()
+    }
+
+    fn refused(&mut self, peer_addr: &str, reason: &'static str) {
+        self.refusals.refused(peer_addr, reason);
+        for sub in self.subscriptions.values() {
+            sub.node_session_refused(peer_addr, reason);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -595,12 +813,7 @@ impl Actor for NodeServer {
         myself: ActorRef<Self::Msg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        let listener = crate::net::Listener::new(
-            self.port,
-            myself.clone(),
-            self.encryption_mode.clone(),
-            self.listen_addr,
-        );
+        let listener = self.listener(&myself);
 
         let (actor_ref, _) =
             Actor::spawn_linked(None, listener, myself.clone(), myself.get_cell()).await?;
@@ -616,10 +829,12 @@ impl Actor for NodeServer {
                 name: format!("{}@{}", self.node_name, self.hostname),
                 connection_string: format!("{}:{}", self.hostname, self.port),
                 connection_id: 0,
+                nonce: Vec::new(),
             },
             subscriptions: HashMap::new(),
             connection_ids: HashMap::new(),
             authenticated_sessions: HashSet::new(),
+            refusals: RefusalLog::new(),
         })
     }
 
@@ -633,17 +848,15 @@ impl Actor for NodeServer {
             Self::Msg::ConnectionOpened { stream, is_server } => {
                 let node_id = state.node_id_counter;
                 let peer_addr = stream.peer_addr().to_string();
+                if state.pending_sessions() >= self.max_pending_connections {
+                    // dropping the stream closes the socket
+                    drop(stream);
+                    state.refused(&peer_addr, refusal::TOO_MANY_PENDING);
+                    return Ok(());
+                }
                 if let Ok((actor, _)) = Actor::spawn_linked(
                     None,
-                    NodeSession::new(
-                        node_id,
-                        is_server,
-                        self.cookie.clone(),
-                        myself.clone(),
-                        state.this_node_name.clone(),
-                        self.connection_mode,
-                    )
-                    .with_max_inbound_frame_size(self.max_inbound_frame_size),
+                    self.session(&myself, state, is_server),
                     *stream,
                     myself.get_cell(),
                 )
@@ -682,18 +895,15 @@ impl Actor for NodeServer {
                 let node_id = state.node_id_counter;
                 // Prefer label if present for diagnostics, else fall back to placeholder address
                 let peer_addr = peer_label.unwrap_or_else(|| "external".to_string());
+                if state.pending_sessions() >= self.max_pending_connections {
+                    drop(external_stream);
+                    state.refused(&peer_addr, refusal::TOO_MANY_PENDING);
+                    return Ok(());
+                }
 
                 if let Ok((actor, _)) = Actor::spawn_linked(
                     None,
-                    NodeSession::new(
-                        node_id,
-                        is_server,
-                        self.cookie.clone(),
-                        myself.clone(),
-                        state.this_node_name.clone(),
-                        self.connection_mode,
-                    )
-                    .with_max_inbound_frame_size(self.max_inbound_frame_size),
+                    self.session(&myself, state, is_server),
                     *external_stream,
                     myself.get_cell(),
                 )
@@ -759,6 +969,9 @@ impl Actor for NodeServer {
             Self::Msg::UnsubscribeToEvents(id) => {
                 let _ = state.subscriptions.remove(&id);
             }
+            Self::Msg::ConnectionRefused { peer_addr, reason } => {
+                state.refused(&peer_addr, reason);
+            }
             Self::Msg::PortChanged { port } => {
                 state.this_node_name.connection_string = format!("{}:{}", self.hostname, port);
             }
@@ -781,12 +994,7 @@ impl Actor for NodeServer {
 
                     // try to re-create the listener. If it's a port-bind issue, we will have already panicked on
                     // trying to start the NodeServer
-                    let listener = crate::net::Listener::new(
-                        self.port,
-                        myself.clone(),
-                        self.encryption_mode.clone(),
-                        self.listen_addr,
-                    );
+                    let listener = self.listener(&myself);
 
                     let (actor_ref, _) =
                         Actor::spawn_linked(None, listener, myself.clone(), myself.get_cell())
@@ -823,12 +1031,7 @@ impl Actor for NodeServer {
 
                     // try to re-create the listener. If it's a port-bind issue, we will have already panicked on
                     // trying to start the NodeServer
-                    let listener = crate::net::Listener::new(
-                        self.port,
-                        myself.clone(),
-                        self.encryption_mode.clone(),
-                        self.listen_addr,
-                    );
+                    let listener = self.listener(&myself);
 
                     let (actor_ref, _) =
                         Actor::spawn_linked(None, listener, myself.clone(), myself.get_cell())
@@ -837,14 +1040,34 @@ impl Actor for NodeServer {
                 } else {
                     match state.node_sessions.entry(actor.get_id()) {
                         Entry::Occupied(o) => {
-                            tracing::warn!(
-                                "Node session {:?} exited with '{:?}'",
-                                o.get().peer_name,
-                                maybe_reason
-                            );
                             let ses = o.remove();
                             state.connection_ids.remove(&actor.get_id());
-                            state.authenticated_sessions.remove(&actor.get_id());
+                            let was_authenticated =
+                                state.authenticated_sessions.remove(&actor.get_id());
+                            let refused = match maybe_reason.as_deref() {
+                                Some(node_session::STOP_AUTH_FAILED) => Some(refusal::AUTH_FAILED),
+                                Some(node_session::STOP_AUTH_TIMEOUT) => Some(refusal::TIMEOUT),
+                                Some(node_session::STOP_PEER_IDENTITY) => {
+                                    Some(refusal::PEER_IDENTITY)
+                                }
+                                _ => None,
+                            };
+                            match refused {
+                                // rate-limited: unauthenticated peers can open many of these
+                                Some(reason) if !was_authenticated => {
+                                    state.refused(&ses.peer_addr, reason)
+                                }
+                                _ if !was_authenticated => tracing::debug!(
+                                    "Unauthenticated node session from {} exited with '{:?}'",
+                                    ses.peer_addr,
+                                    maybe_reason
+                                ),
+                                _ => tracing::warn!(
+                                    "Node session {:?} exited with '{:?}'",
+                                    ses.peer_name,
+                                    maybe_reason
+                                ),
+                            }
                             for sub in state.subscriptions.values() {
                                 sub.node_session_disconnected(ses.clone());
                             }
@@ -1189,14 +1412,8 @@ mod tests {
                     if a_sessions.len() != 1 || b_sessions.len() != 1 {
                         continue;
                     }
-                    let a_session = a_sessions
-                        .into_values()
-                        .next()
-                        .expect("node A should have one session");
-                    let b_session = b_sessions
-                        .into_values()
-                        .next()
-                        .expect("node B should have one session");
+                    let a_session = a_sessions.into_values().next().expect("node A should have one session");
+                    let b_session = b_sessions.into_values().next().expect("node B should have one session");
                     if ready.contains(&(TestNode::A, a_session.actor.get_id()))
                         && ready.contains(&(TestNode::B, b_session.actor.get_id()))
                     {

@@ -21,11 +21,17 @@ use crate::node::NodeServerMessage;
 ///
 /// The [Listener] supervises all of the TCP [super::session::Session] actors and is responsible for logging
 /// connects and disconnects as well as tracking the current open [super::session::Session] actors.
+///
+/// TLS handshakes run in a task per connection, each bounded by the handshake timeout and
+/// all of them together by the pending-connection cap, so a peer that opens a connection and
+/// says nothing delays no one else's admission (the accept loop never waits on a handshake).
 pub(crate) struct Listener {
     port: super::NetworkPort,
     session_manager: ActorRef<crate::node::NodeServerMessage>,
     encryption: IncomingEncryptionMode,
     listen_addr: Option<IpAddr>,
+    handshake_timeout: std::time::Duration,
+    tls_handshakes: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Listener {
@@ -35,12 +41,18 @@ impl Listener {
         session_manager: ActorRef<crate::node::NodeServerMessage>,
         encryption: IncomingEncryptionMode,
         listen_addr: Option<IpAddr>,
+        handshake_timeout: std::time::Duration,
+        max_pending_connections: usize,
     ) -> Self {
         Self {
             port,
             session_manager,
             encryption,
             listen_addr,
+            handshake_timeout,
+            tls_handshakes: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                max_pending_connections.max(1),
+            )),
         }
     }
 }
@@ -122,47 +134,105 @@ impl Actor for Listener {
         if let Some(listener) = &mut state.listener {
             match listener.accept().await {
                 Ok((stream, addr)) => {
-                    stream.set_nodelay(true)?;
-                    let local = stream.local_addr()?;
-
-                    let session = match &self.encryption {
-                        IncomingEncryptionMode::Raw => Some(super::NetworkStream::Raw {
-                            peer_addr: addr,
-                            local_addr: local,
-                            stream,
-                        }),
-                        IncomingEncryptionMode::Tls(acceptor) => {
-                            match acceptor.accept(stream).await {
-                                Ok(enc_stream) => Some(super::NetworkStream::TlsServer {
-                                    peer_addr: addr,
-                                    local_addr: local,
-                                    stream: enc_stream,
-                                }),
-                                Err(some_err) => {
-                                    tracing::warn!("Error establishing secure socket: {some_err}");
-                                    None
-                                }
-                            }
-                        }
+                    // A peer that resets the connection right after connecting must not take
+                    // the listener down: skip the connection, not the accept loop.
+                    let _ = stream.set_nodelay(true);
+                    let Ok(local) = stream.local_addr() else {
+                        return Self::continue_accepting(&myself);
                     };
 
-                    if let Some(stream) = session {
-                        let _ = cast!(
-                            self.session_manager,
-                            NodeServerMessage::ConnectionOpened {
-                                stream: Box::new(stream),
-                                is_server: true
-                            }
-                        );
-                        tracing::info!("TCP Session opened for {addr}");
+                    match &self.encryption {
+                        IncomingEncryptionMode::Raw => {
+                            let stream = super::NetworkStream::Raw {
+                                peer_addr: addr,
+                                local_addr: local,
+                                stream,
+                            };
+                            let _ = cast!(
+                                self.session_manager,
+                                NodeServerMessage::ConnectionOpened {
+                                    stream: Box::new(stream),
+                                    is_server: true
+                                }
+                            );
+                            tracing::debug!("TCP Session opened for {addr}");
+                        }
+                        IncomingEncryptionMode::Tls(acceptor) => {
+                            let Ok(permit) = self.tls_handshakes.clone().try_acquire_owned() else {
+                                // dropping the stream closes the socket
+                                drop(stream);
+                                let _ = cast!(
+                                    self.session_manager,
+                                    NodeServerMessage::ConnectionRefused {
+                                        peer_addr: addr.to_string(),
+                                        reason: crate::node::refusal::TOO_MANY_PENDING,
+                                    }
+                                );
+                                return Self::continue_accepting(&myself);
+                            };
+                            let acceptor = acceptor.clone();
+                            let session_manager = self.session_manager.clone();
+                            let timeout = self.handshake_timeout;
+                            tokio::spawn(async move {
+                                let accepted =
+                                    tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+                                drop(permit);
+                                match accepted {
+                                    Ok(Ok(enc_stream)) => {
+                                        let _ = cast!(
+                                            session_manager,
+                                            NodeServerMessage::ConnectionOpened {
+                                                stream: Box::new(super::NetworkStream::TlsServer {
+                                                    peer_addr: addr,
+                                                    local_addr: local,
+                                                    stream: enc_stream,
+                                                }),
+                                                is_server: true
+                                            }
+                                        );
+                                        tracing::debug!("TLS Session opened for {addr}");
+                                    }
+                                    Ok(Err(some_err)) => {
+                                        tracing::debug!(
+                                            "Error establishing secure socket with {addr}: {some_err}"
+                                        );
+                                        let _ = cast!(
+                                            session_manager,
+                                            NodeServerMessage::ConnectionRefused {
+                                                peer_addr: addr.to_string(),
+                                                reason: crate::node::refusal::TLS,
+                                            }
+                                        );
+                                    }
+                                    Err(_elapsed) => {
+                                        let _ = cast!(
+                                            session_manager,
+                                            NodeServerMessage::ConnectionRefused {
+                                                peer_addr: addr.to_string(),
+                                                reason: crate::node::refusal::TIMEOUT,
+                                            }
+                                        );
+                                    }
+                                }
+                            });
+                        }
                     }
                 }
                 Err(socket_accept_error) => {
+                    // Typically out of file descriptors: pause instead of spinning on the
+                    // error (and logging it) while the condition lasts.
                     tracing::warn!("Error accepting socket {socket_accept_error} on Node server");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }
         }
 
+        Self::continue_accepting(&myself)
+    }
+}
+
+impl Listener {
+    fn continue_accepting(myself: &ActorRef<ListenerMessage>) -> Result<(), ActorProcessingErr> {
         // continue accepting new sockets
         let _ = myself.cast(ListenerMessage);
         Ok(())

@@ -74,8 +74,13 @@ pub(crate) struct Session {
     pub(crate) handler: ActorRef<crate::node::NodeSessionMessage>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) local_addr: SocketAddr,
-    max_inbound_frame_size: u64,
+    max_inbound_frame_size: FrameLimit,
 }
+
+/// The largest inbound frame a session accepts right now: small until the session has
+/// authenticated (see [crate::node::PRE_AUTH_MAX_FRAME_SIZE]), then the configured limit.
+/// Shared between the node session, which raises it, and the reader, which applies it.
+pub(crate) type FrameLimit = std::sync::Arc<std::sync::atomic::AtomicU64>;
 
 impl Session {
     pub(crate) async fn spawn_linked(
@@ -83,7 +88,7 @@ impl Session {
         stream: super::NetworkStream,
         peer_addr: SocketAddr,
         local_addr: SocketAddr,
-        max_inbound_frame_size: u64,
+        max_inbound_frame_size: FrameLimit,
         supervisor: ActorCell,
     ) -> Result<ActorRef<SessionMessage>, SpawnErr> {
         match Actor::spawn_linked(
@@ -174,7 +179,7 @@ impl Actor for Session {
             None,
             SessionReader {
                 session: myself.clone(),
-                max_inbound_frame_size: self.max_inbound_frame_size,
+                max_inbound_frame_size: self.max_inbound_frame_size.clone(),
             },
             read,
             myself.get_cell(),
@@ -239,7 +244,10 @@ impl Actor for Session {
                 if actor.get_id() == state.reader.get_id() {
                     tracing::error!("TCP Session's reader panicked with '{panic_msg}'");
                 } else {
-                    tracing::error!("TCP Session received a child panic from an unknown child actor ({}) - '{panic_msg}'", actor.get_id());
+                    tracing::error!(
+                        "TCP Session received a child panic from an unknown child actor ({}) - '{panic_msg}'",
+                        actor.get_id()
+                    );
                 }
                 myself.stop(Some("child_panic".to_string()));
             }
@@ -365,7 +373,7 @@ async fn run_write_task(
 
 struct SessionReader {
     session: ActorRef<SessionMessage>,
-    max_inbound_frame_size: u64,
+    max_inbound_frame_size: FrameLimit,
 }
 
 /// The node connection messages
@@ -460,7 +468,14 @@ impl Actor for SessionReader {
         match message {
             Self::Msg::WaitForObject => {
                 let read_result = match state.reader.as_mut() {
-                    Some(stream) => read_network_message(stream, self.max_inbound_frame_size).await,
+                    Some(stream) => {
+                        read_network_message(
+                            stream,
+                            self.max_inbound_frame_size
+                                .load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                        .await
+                    }
                     None => {
                         myself.stop(Some("channel_closed".to_string()));
                         return Ok(());
@@ -713,7 +728,7 @@ mod tests {
             None,
             SessionReader {
                 session: sink.clone(),
-                max_inbound_frame_size,
+                max_inbound_frame_size: std::sync::Arc::new(max_inbound_frame_size.into()),
             },
             reader,
         )

@@ -5,37 +5,45 @@
 
 //! Define's a node's authentication process between peers. Definition
 //! can be found in [Erlang's handshake](https://www.erlang.org/doc/apps/erts/erl_dist_protocol.html)
-
-use rand::Rng;
+//!
+//! Protocol version 2 (this fork) differs from Erlang's and from version 1 in what is proved:
+//! the client sends a 256-bit nonce with its name, the server answers with its own, and each
+//! side proves it holds the cookie with an HMAC over the direction, both nonces and both names
+//! (`crate::hash`). The server proves nothing until the client has, and a peer presenting a
+//! nonce this process issued is refused. Version 1 peers (no nonce) are refused.
 
 use crate::hash::Digest;
+use crate::hash::Direction;
+use crate::hash::Nonce;
+use crate::hash::NonceRegistry;
+use crate::hash::Transcript;
 use crate::protocol::auth as proto;
 
 /// Server authentication FSM
 #[derive(Debug)]
 pub(crate) enum ServerAuthenticationProcess {
-    /// (1) Client initiates handshake by sending their peer name
+    /// (1) Client initiates handshake by sending their peer name and nonce
     WaitingOnPeerName,
 
-    /// (2) We have the peer name, and have replied with our own [proto::ServerStatus]
-    /// reply
+    /// (2) We have the peer name (with a well-formed nonce that is not one of ours), and have
+    /// replied with our own [proto::ServerStatus] reply
     HavePeerName(proto::NameMessage),
 
-    /// (2B) Waiting on the client's status (true/false), if [proto::ClientStatus] was `alive`
-    WaitingOnClientStatus,
-
-    /// (3) Waiting on the client's reply to the [proto::Challenge] from the server.
-    /// State is the name message from the client, the challenge, and the expected digest reply
-    /// from the client
+    /// (2B) Waiting on the client's status (true/false), if [proto::ClientStatus] was `alive`.
     ///
-    /// Arguments are the challenge to send to the client and the expected digest we should get back
-    WaitingOnClientChallengeReply(u32, Digest),
+    /// Argument is the transcript the proofs will cover
+    WaitingOnClientStatus(Transcript),
 
-    /// (4) We processed the client challenge value, and replied and we're ok with the channel.
-    /// The client has the final decision after they check our challenge computation which we send
+    /// (3) Waiting on the client's proof in reply to the [proto::Challenge] from the server.
+    ///
+    /// Argument is the transcript the proofs cover
+    WaitingOnClientChallengeReply(Transcript),
+
+    /// (4) The client's proof checked out and we're ok with the channel.
+    /// The client has the final decision after they check our proof which we send
     /// with [proto::ChallengeAck]
     ///
-    /// Argument is the digest to send to the client
+    /// Argument is the proof to send to the client
     Ok(Digest),
 
     /// Close
@@ -48,43 +56,71 @@ impl ServerAuthenticationProcess {
         Self::WaitingOnPeerName
     }
 
-    pub(crate) fn start_challenge(&self, cookie: &'_ str) -> Self {
-        if matches!(self, Self::WaitingOnClientStatus | Self::HavePeerName(_)) {
-            let challenge = rand::rng().next_u32();
-            let digest = crate::hash::challenge_digest(cookie, challenge);
-            Self::WaitingOnClientChallengeReply(challenge, digest)
+    /// The nonce the client sent with its name, if it was a well-formed version 2 nonce that
+    /// this process did not issue.
+    pub(crate) fn client_nonce(name: &proto::NameMessage, ours: &NonceRegistry) -> Option<Nonce> {
+        let nonce = crate::hash::nonce_from_wire(&name.nonce)?;
+        (!ours.is_ours(&nonce)).then_some(nonce)
+    }
+
+    /// Wait for the client's status before challenging it (it was told the peer is `Alive`).
+    pub(crate) fn wait_for_client_status(&self, transcript: Transcript) -> Self {
+        if matches!(self, Self::HavePeerName(_)) {
+            Self::WaitingOnClientStatus(transcript)
         } else {
             Self::Close
         }
     }
 
-    /// Implement the FSM state transitions
-    pub(crate) fn next(&self, auth_message: proto::AuthenticationMessage, cookie: &'_ str) -> Self {
+    /// Challenge the client: the proofs will cover `transcript`.
+    pub(crate) fn start_challenge(&self, transcript: Transcript) -> Self {
+        if matches!(self, Self::WaitingOnClientStatus(_) | Self::HavePeerName(_)) {
+            Self::WaitingOnClientChallengeReply(transcript)
+        } else {
+            Self::Close
+        }
+    }
+
+    /// Implement the FSM state transitions; `ours` holds the nonces this node issued.
+    pub(crate) fn next(
+        &self,
+        auth_message: proto::AuthenticationMessage,
+        cookie: &'_ str,
+        ours: &NonceRegistry,
+    ) -> Self {
         if let Some(msg) = auth_message.msg {
             match msg {
                 proto::authentication_message::Msg::Name(name) => {
                     if let Self::WaitingOnPeerName = &self {
+                        // A version 1 peer (no nonce), a malformed nonce, or our own nonce
+                        // reflected back: refused before anything is registered.
+                        if Self::client_nonce(&name, ours).is_none() {
+                            return Self::Close;
+                        }
                         return Self::HavePeerName(name);
                     }
                 }
                 proto::authentication_message::Msg::ClientStatus(status) => {
-                    if let Self::WaitingOnClientStatus = &self {
+                    if let Self::WaitingOnClientStatus(transcript) = &self {
                         // client says to not continue the session
                         if !status.status {
                             return Self::Close;
                         } else {
-                            return self.start_challenge(cookie);
+                            return self.start_challenge(transcript.clone());
                         }
                     }
                 }
                 proto::authentication_message::Msg::ClientChallenge(challenge_reply) => {
-                    if let Self::WaitingOnClientChallengeReply(_, digest) = &self {
-                        if digest.to_vec() == challenge_reply.digest {
-                            let reply_digest =
-                                crate::hash::challenge_digest(cookie, challenge_reply.challenge);
-                            return Self::Ok(reply_digest);
+                    if let Self::WaitingOnClientChallengeReply(transcript) = &self {
+                        if transcript.verify(
+                            cookie,
+                            Direction::ClientToServer,
+                            &challenge_reply.digest,
+                        ) {
+                            return Self::Ok(transcript.proof(cookie, Direction::ServerToClient));
                         } else {
-                            // digest's don't match!
+                            // the client does not hold the cookie, or answered another
+                            // connection's challenge
                             return Self::Close;
                         }
                     }
@@ -100,7 +136,7 @@ impl ServerAuthenticationProcess {
 /// Client authentication FSM
 #[derive(Debug)]
 pub(crate) enum ClientAuthenticationProcess {
-    /// (1) After the client has sent their peer name
+    /// (1) After the client has sent their peer name and nonce
     /// they wait for the [proto::ServerStatus] from the server
     WaitingForServerStatus,
 
@@ -108,14 +144,15 @@ pub(crate) enum ClientAuthenticationProcess {
     /// we're waiting for the [proto::Challenge] from the server
     WaitingForServerChallenge(proto::ServerStatus),
 
-    /// (3) We've sent our challenge to the server, and we're waiting
-    /// on the server's calculation to determine if we should open the
-    /// channel. State is our challenge value and the expected digest
+    /// (3) We've sent our proof to the server, and we're waiting
+    /// on the server's proof to determine if we should open the
+    /// channel.
     ///
-    /// Arguments are servers_challenge, server_digest_reply, client_challenge_value, expected_digest
-    WaitingForServerChallengeAck(proto::Challenge, Digest, u32, Digest),
+    /// Arguments are the server's challenge, our proof to send and the transcript both proofs
+    /// cover
+    WaitingForServerChallengeAck(proto::Challenge, Digest, Transcript),
 
-    /// (4) We've validated the server's challenge digest and agree
+    /// (4) We've validated the server's proof and agree
     /// that the channel is now open for node inter-communication
     Ok,
 
@@ -129,8 +166,16 @@ impl ClientAuthenticationProcess {
         Self::WaitingForServerStatus
     }
 
-    /// Implement the client FSM transitions
-    pub(crate) fn next(&self, auth_message: proto::AuthenticationMessage, cookie: &'_ str) -> Self {
+    /// Implement the client FSM transitions. `our_nonce` and `our_name` are what this client
+    /// sent in its [proto::NameMessage]; `ours` holds the nonces this node issued.
+    pub(crate) fn next(
+        &self,
+        auth_message: proto::AuthenticationMessage,
+        cookie: &'_ str,
+        our_nonce: Nonce,
+        our_name: &str,
+        ours: &NonceRegistry,
+    ) -> Self {
         if let Some(msg) = auth_message.msg {
             match msg {
                 proto::authentication_message::Msg::ServerStatus(status) => {
@@ -140,21 +185,35 @@ impl ClientAuthenticationProcess {
                 }
                 proto::authentication_message::Msg::ServerChallenge(challenge_msg) => {
                     if let Self::WaitingForServerChallenge(_) = &self {
-                        let server_digest =
-                            crate::hash::challenge_digest(cookie, challenge_msg.challenge);
-                        let challenge = rand::rng().next_u32();
-                        let expected_digest = crate::hash::challenge_digest(cookie, challenge);
+                        let Some(server_nonce) = crate::hash::nonce_from_wire(&challenge_msg.nonce)
+                        else {
+                            return Self::Close;
+                        };
+                        if ours.is_ours(&server_nonce) {
+                            // our own challenge reflected back at us
+                            return Self::Close;
+                        }
+                        let transcript = Transcript {
+                            client_nonce: our_nonce,
+                            server_nonce,
+                            client_name: our_name.to_string(),
+                            server_name: challenge_msg.name.clone(),
+                        };
+                        let proof = transcript.proof(cookie, Direction::ClientToServer);
                         return Self::WaitingForServerChallengeAck(
                             challenge_msg,
-                            server_digest,
-                            challenge,
-                            expected_digest,
+                            proof,
+                            transcript,
                         );
                     }
                 }
                 proto::authentication_message::Msg::ServerAck(challenge_ack) => {
-                    if let Self::WaitingForServerChallengeAck(_, _, _, expected_digest) = &self {
-                        if expected_digest.to_vec() == challenge_ack.digest {
+                    if let Self::WaitingForServerChallengeAck(_, _, transcript) = &self {
+                        if transcript.verify(
+                            cookie,
+                            Direction::ServerToClient,
+                            &challenge_ack.digest,
+                        ) {
                             return Self::Ok;
                         } else {
                             return Self::Close;
@@ -172,206 +231,275 @@ impl ClientAuthenticationProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::IssuedNonce;
     use crate::protocol::auth::NodeFlags;
+    use proto::authentication_message::Msg;
 
-    #[test]
-    fn server_auth_state() {
-        let cookie = "cookie";
+    fn message(msg: Msg) -> proto::AuthenticationMessage {
+        proto::AuthenticationMessage { msg: Some(msg) }
+    }
 
-        let other_message = proto::AuthenticationMessage {
-            msg: Some(proto::authentication_message::Msg::ServerStatus(
-                proto::ServerStatus {
-                    status: proto::server_status::Status::Ok as i32,
-                },
-            )),
+    fn name(name: &str, nonce: &[u8]) -> proto::AuthenticationMessage {
+        message(Msg::Name(proto::NameMessage {
+            name: name.to_string(),
+            flags: Some(NodeFlags { version: 2 }),
+            connection_string: "localhost:123".to_string(),
+            connection_id: 1,
+            nonce: nonce.to_vec(),
+        }))
+    }
+
+    fn challenge(server_name: &str, nonce: &[u8]) -> proto::AuthenticationMessage {
+        message(Msg::ServerChallenge(proto::Challenge {
+            name: server_name.to_string(),
+            flags: Some(NodeFlags { version: 2 }),
+            challenge: 0,
+            connection_string: "localhost:123".to_string(),
+            nonce: nonce.to_vec(),
+        }))
+    }
+
+    fn status_ok() -> proto::AuthenticationMessage {
+        message(Msg::ServerStatus(proto::ServerStatus {
+            status: proto::server_status::Status::Ok as i32,
+        }))
+    }
+
+    fn reply(digest: &[u8]) -> proto::AuthenticationMessage {
+        message(Msg::ClientChallenge(proto::ChallengeReply {
+            challenge: 0,
+            digest: digest.to_vec(),
+        }))
+    }
+
+    fn ack(digest: &[u8]) -> proto::AuthenticationMessage {
+        message(Msg::ServerAck(proto::ChallengeAck {
+            digest: digest.to_vec(),
+        }))
+    }
+
+    /// A listener's side of a handshake as `NodeSession` drives it: name in, challenge out.
+    fn server_challenges(
+        server: &NonceRegistry,
+        server_name: &str,
+        cookie: &str,
+        client: proto::AuthenticationMessage,
+    ) -> (ServerAuthenticationProcess, IssuedNonce) {
+        let state = ServerAuthenticationProcess::init().next(client, cookie, server);
+        let ServerAuthenticationProcess::HavePeerName(peer) = &state else {
+            panic!("expected the peer's name, got {state:?}");
         };
-
-        let init = ServerAuthenticationProcess::init();
-        assert!(matches!(
-            init,
-            ServerAuthenticationProcess::WaitingOnPeerName
-        ));
-
-        // out-of-order message should close at any point
-        assert!(matches!(
-            init.next(
-                proto::AuthenticationMessage {
-                    msg: Some(proto::authentication_message::Msg::ClientStatus(
-                        proto::ClientStatus { status: false }
-                    ))
-                },
-                cookie
-            ),
-            ServerAuthenticationProcess::Close
-        ));
-        let next = init.next(
-            proto::AuthenticationMessage {
-                msg: Some(proto::authentication_message::Msg::Name(
-                    proto::NameMessage {
-                        name: "howdy".to_string(),
-                        flags: Some(NodeFlags { version: 1 }),
-                        connection_string: "localhost:123".to_string(),
-                        connection_id: 0,
-                    },
-                )),
-            },
-            cookie,
-        );
-        assert!(matches!(next, ServerAuthenticationProcess::HavePeerName(_)));
-
-        // out-of-order message should close at any point
-        assert!(matches!(
-            next.next(other_message.clone(), cookie),
-            ServerAuthenticationProcess::Close
-        ));
-
-        // we retrieved the peer name, stored it, and now are waiting on the client status
-        // bad message should close at any point
-        let next = ServerAuthenticationProcess::WaitingOnClientStatus;
-
-        // out-of-order message should close at any point
-        assert!(matches!(
-            next.next(other_message.clone(), cookie),
-            ServerAuthenticationProcess::Close
-        ));
-
-        let next = next.next(
-            proto::AuthenticationMessage {
-                msg: Some(proto::authentication_message::Msg::ClientStatus(
-                    proto::ClientStatus { status: true },
-                )),
-            },
-            cookie,
-        );
-        assert!(matches!(
-            next,
-            ServerAuthenticationProcess::WaitingOnClientChallengeReply(_, _)
-        ));
-        let digest = if let ServerAuthenticationProcess::WaitingOnClientChallengeReply(_, d) = &next
-        {
-            *d
-        } else {
-            panic!("C'est impossible!");
+        let server_nonce = server.issue();
+        let transcript = Transcript {
+            client_nonce: ServerAuthenticationProcess::client_nonce(peer, server).unwrap(),
+            server_nonce: server_nonce.value(),
+            client_name: peer.name.clone(),
+            server_name: server_name.to_string(),
         };
-
-        // out-of-order message should close at any point
-        assert!(matches!(
-            next.next(other_message, cookie),
-            ServerAuthenticationProcess::Close
-        ));
-
-        // client sends their challenge reply, we need to check the challenge against our provided cookie hash
-        let next = next.next(
-            proto::AuthenticationMessage {
-                msg: Some(proto::authentication_message::Msg::ClientChallenge(
-                    proto::ChallengeReply {
-                        challenge: 1u32,
-                        digest: digest.to_vec(),
-                    },
-                )),
-            },
-            cookie,
-        );
-        assert!(matches!(next, ServerAuthenticationProcess::Ok(_)));
+        (state.start_challenge(transcript), server_nonce)
     }
 
     #[test]
-    fn client_auth_state() {
-        let cookie = "cookie";
-
-        let other_message = proto::AuthenticationMessage {
-            msg: Some(proto::authentication_message::Msg::ClientStatus(
-                proto::ClientStatus { status: false },
-            )),
+    fn honest_peers_with_one_cookie_authenticate_each_other() {
+        let (a, b) = (NonceRegistry::default(), NonceRegistry::default());
+        let client_nonce = a.issue();
+        let (server, server_nonce) =
+            server_challenges(&b, "b@h", "cookie", name("a@h", &client_nonce.value()));
+        let client = ClientAuthenticationProcess::init()
+            .next(status_ok(), "cookie", client_nonce.value(), "a@h", &a)
+            .next(
+                challenge("b@h", &server_nonce.value()),
+                "cookie",
+                client_nonce.value(),
+                "a@h",
+                &a,
+            );
+        let ClientAuthenticationProcess::WaitingForServerChallengeAck(_, proof, _) = &client else {
+            panic!("{client:?}");
         };
-
-        let init = ClientAuthenticationProcess::init();
-        assert!(matches!(
-            init,
-            ClientAuthenticationProcess::WaitingForServerStatus
-        ));
-
-        // out-of-order message should close at any point
-        assert!(matches!(
-            init.next(other_message.clone(), cookie),
-            ClientAuthenticationProcess::Close
-        ));
-
-        let next = init.next(
-            proto::AuthenticationMessage {
-                msg: Some(proto::authentication_message::Msg::ServerStatus(
-                    proto::ServerStatus {
-                        status: proto::server_status::Status::Ok as i32,
-                    },
-                )),
-            },
-            cookie,
-        );
-        assert!(matches!(
-            next,
-            ClientAuthenticationProcess::WaitingForServerChallenge(_)
-        ));
-
-        // out-of-order message should close at any point
-        assert!(matches!(
-            next.next(other_message.clone(), cookie),
-            ClientAuthenticationProcess::Close
-        ));
-
-        let next = next.next(
-            proto::AuthenticationMessage {
-                msg: Some(proto::authentication_message::Msg::ServerChallenge(
-                    proto::Challenge {
-                        name: "challenger".to_string(),
-                        flags: Some(NodeFlags { version: 1 }),
-                        challenge: 123,
-                        connection_string: "localhost:123".to_string(),
-                    },
-                )),
-            },
-            cookie,
-        );
-        assert!(matches!(
-            next,
-            ClientAuthenticationProcess::WaitingForServerChallengeAck(_, _, _, _)
-        ));
-        let (
-            _server_challenge_msg,
-            _server_challenge_digest,
-            _client_challenge,
-            client_challenge_digest,
-        ) = if let ClientAuthenticationProcess::WaitingForServerChallengeAck(
-            server_challenge_msg,
-            server_challenge_digest,
-            client_challenge,
-            client_challenge_digest,
-        ) = &next
-        {
-            (
-                server_challenge_msg.clone(),
-                *server_challenge_digest,
-                *client_challenge,
-                *client_challenge_digest,
-            )
-        } else {
-            panic!("C'est impossible!");
+        let ServerAuthenticationProcess::Ok(server_proof) = server.next(reply(proof), "cookie", &b)
+        else {
+            panic!("the server refused an honest client");
         };
+        let client = client.next(
+            ack(&server_proof),
+            "cookie",
+            client_nonce.value(),
+            "a@h",
+            &a,
+        );
+        assert!(matches!(client, ClientAuthenticationProcess::Ok));
+    }
 
+    #[test]
+    fn another_cookie_is_refused_and_the_server_proves_nothing_first() {
+        let (a, b) = (NonceRegistry::default(), NonceRegistry::default());
+        let client_nonce = a.issue();
+        let (server, server_nonce) =
+            server_challenges(&b, "b@h", "cookie", name("a@h", &client_nonce.value()));
         assert!(matches!(
-            next.next(other_message, cookie),
+            server,
+            ServerAuthenticationProcess::WaitingOnClientChallengeReply(_)
+        ));
+        let client = ClientAuthenticationProcess::init()
+            .next(status_ok(), "guess", client_nonce.value(), "a@h", &a)
+            .next(
+                challenge("b@h", &server_nonce.value()),
+                "guess",
+                client_nonce.value(),
+                "a@h",
+                &a,
+            );
+        let ClientAuthenticationProcess::WaitingForServerChallengeAck(_, proof, _) = &client else {
+            panic!("{client:?}");
+        };
+        assert!(matches!(
+            server.next(reply(proof), "cookie", &b),
+            ServerAuthenticationProcess::Close
+        ));
+    }
+
+    #[test]
+    fn version_1_peers_malformed_and_reflected_nonces_are_refused() {
+        // One node (one registry) in both roles, as a node is.
+        let (a, b) = (NonceRegistry::default(), NonceRegistry::default());
+        let server = ServerAuthenticationProcess::init();
+        assert!(matches!(
+            server.next(name("a@h", &[]), "cookie", &b),
+            ServerAuthenticationProcess::Close
+        ));
+        assert!(matches!(
+            server.next(name("a@h", &[7; 16]), "cookie", &b),
+            ServerAuthenticationProcess::Close
+        ));
+        // A client presenting a nonce this node issued (its own dial's, relayed back).
+        let ours = b.issue();
+        assert!(matches!(
+            server.next(name("a@h", &ours.value()), "cookie", &b),
+            ServerAuthenticationProcess::Close
+        ));
+        // A server presenting a nonce this node issued (its listener's, relayed back).
+        let client =
+            ClientAuthenticationProcess::init().next(status_ok(), "cookie", [1; 32], "b@h", &b);
+        assert!(matches!(
+            client.next(
+                challenge("c@h", &ours.value()),
+                "cookie",
+                [1; 32],
+                "b@h",
+                &b
+            ),
             ClientAuthenticationProcess::Close
         ));
+        assert!(matches!(
+            ClientAuthenticationProcess::init()
+                .next(status_ok(), "cookie", [1; 32], "a@h", &a)
+                .next(challenge("b@h", &[]), "cookie", [1; 32], "a@h", &a),
+            ClientAuthenticationProcess::Close
+        ));
+    }
 
-        let next = next.next(
-            proto::AuthenticationMessage {
-                msg: Some(proto::authentication_message::Msg::ServerAck(
-                    proto::ChallengeAck {
-                        digest: client_challenge_digest.to_vec(),
-                    },
-                )),
-            },
+    /// The attack the old handshake allowed: an attacker without the cookie makes node V dial
+    /// it, opens a connection of its own to V's listener under a name of its choosing, and
+    /// relays V's answers between the two. Every relay fails.
+    #[test]
+    fn relaying_a_nodes_own_proofs_back_to_it_is_refused() {
+        let cookie = "the-cluster-cookie";
+        // V dials the attacker: V's client sends its name and nonce.
+        let v = NonceRegistry::default();
+        let v_dial_nonce = v.issue();
+        let v_client = ClientAuthenticationProcess::init().next(
+            status_ok(),
             cookie,
+            v_dial_nonce.value(),
+            "v@h",
+            &v,
         );
-        assert!(matches!(next, ClientAuthenticationProcess::Ok));
+
+        // (a) The attacker presents V's own dial nonce to V's listener: refused at once.
+        assert!(matches!(
+            ServerAuthenticationProcess::init().next(
+                name("mallory@h", &v_dial_nonce.value()),
+                cookie,
+                &v
+            ),
+            ServerAuthenticationProcess::Close
+        ));
+
+        // (b) A fresh nonce of the attacker's: V's listener challenges it...
+        let (v_server, v_listen_nonce) =
+            server_challenges(&v, "v@h", cookie, name("mallory@h", &[9; 32]));
+        // ...the attacker passes V's listener challenge to V's dialling side under any server
+        // name, and V refuses its own listener's nonce.
+        for claimed in ["v@h", "mallory@h"] {
+            assert!(matches!(
+                v_client.next(
+                    challenge(claimed, &v_listen_nonce.value()),
+                    cookie,
+                    v_dial_nonce.value(),
+                    "v@h",
+                    &v
+                ),
+                ClientAuthenticationProcess::Close
+            ));
+        }
+        // (c) Even if V answered some other challenge of the attacker's, the proof covers V's
+        // dial nonce and names, not the listener's transcript: the listener refuses it.
+        let answered = v_client.next(
+            challenge("mallory@h", &[5; 32]),
+            cookie,
+            v_dial_nonce.value(),
+            "v@h",
+            &v,
+        );
+        let ClientAuthenticationProcess::WaitingForServerChallengeAck(_, proof, _) = &answered
+        else {
+            panic!("{answered:?}");
+        };
+        assert!(matches!(
+            v_server.next(reply(proof), cookie, &v),
+            ServerAuthenticationProcess::Close
+        ));
+    }
+
+    #[test]
+    fn out_of_order_messages_close_the_handshake() {
+        let (a, b) = (NonceRegistry::default(), NonceRegistry::default());
+        let client_nonce = a.issue();
+        assert!(matches!(
+            ServerAuthenticationProcess::init().next(
+                message(Msg::ClientStatus(proto::ClientStatus { status: true })),
+                "cookie",
+                &b
+            ),
+            ServerAuthenticationProcess::Close
+        ));
+        let (server, _server_nonce) =
+            server_challenges(&b, "b@h", "cookie", name("a@h", &client_nonce.value()));
+        assert!(matches!(
+            server.next(status_ok(), "cookie", &b),
+            ServerAuthenticationProcess::Close
+        ));
+        assert!(matches!(
+            ClientAuthenticationProcess::init().next(reply(&[0; 32]), "cookie", [1; 32], "a@h", &a),
+            ClientAuthenticationProcess::Close
+        ));
+        // The client's "continue" after an Alive status leads to the challenge.
+        let waiting = ServerAuthenticationProcess::init()
+            .next(name("a@h", &client_nonce.value()), "cookie", &b)
+            .wait_for_client_status(Transcript {
+                client_nonce: client_nonce.value(),
+                server_nonce: [3; 32],
+                client_name: "a@h".into(),
+                server_name: "b@h".into(),
+            });
+        assert!(matches!(
+            waiting.next(
+                message(Msg::ClientStatus(proto::ClientStatus { status: true })),
+                "cookie",
+                &b
+            ),
+            ServerAuthenticationProcess::WaitingOnClientChallengeReply(_)
+        ));
     }
 }

@@ -59,6 +59,9 @@ impl From<MessagingErr<super::NodeServerMessage>> for ClientConnectErr {
 /// * `node_server` - The [super::NodeServer] which will own this new connection session
 /// * `address` - The network address to send the connection to. Must implement [ToSocketAddrs]
 ///
+/// The connect attempt is bounded by [super::DEFAULT_HANDSHAKE_TIMEOUT]; see
+/// [connect_with_timeout].
+///
 /// Returns: [Ok(())] if the connection was successful and the [super::NodeSession] was started. Handshake will continue
 /// automatically. Results in a [Err(ClientConnectError)] if any part of the process failed to initiate
 pub async fn connect<T>(
@@ -68,8 +71,23 @@ pub async fn connect<T>(
 where
     T: ToSocketAddrs,
 {
+    connect_with_timeout(node_server, address, super::DEFAULT_HANDSHAKE_TIMEOUT).await
+}
+
+/// [connect], giving up with [ClientConnectErr::Socket] of kind
+/// [std::io::ErrorKind::TimedOut] when the TCP connection is not established within `timeout`
+/// (a peer that drops packets would otherwise hold the caller for minutes). The cookie
+/// handshake that follows is bounded by the node server's handshake timeout.
+pub async fn connect_with_timeout<T>(
+    node_server: &ActorRef<super::NodeServerMessage>,
+    address: T,
+    timeout: std::time::Duration,
+) -> Result<(), ClientConnectErr>
+where
+    T: ToSocketAddrs,
+{
     // connect to the socket
-    let stream = TcpStream::connect(address).await?;
+    let stream = within(timeout, "TCP connect", TcpStream::connect(address)).await??;
     stream.set_nodelay(true)?;
 
     // Notify the NodeServer that a new connection is opened
@@ -89,12 +107,30 @@ where
     Ok(())
 }
 
+/// Runs `future` for at most `timeout`; on expiry an [std::io::ErrorKind::TimedOut] error
+/// naming `what`.
+async fn within<F: std::future::Future>(
+    timeout: std::time::Duration,
+    what: &str,
+    future: F,
+) -> Result<F::Output, ClientConnectErr> {
+    tokio::time::timeout(timeout, future).await.map_err(|_| {
+        ClientConnectErr::Socket(tokio::io::Error::new(
+            tokio::io::ErrorKind::TimedOut,
+            format!("{what} did not complete within {timeout:?}"),
+        ))
+    })
+}
+
 /// Connect to another [super::NodeServer] instance with network encryption
 ///
 /// * `node_server` - The [super::NodeServer] which will own this new connection session
 /// * `address` - The network address to send the connection to. Must implement [ToSocketAddrs]
 /// * `encryption_settings` - The [tokio_rustls::TlsConnector] which is configured to encrypt the socket
 /// * `domain` - The server name we're connecting to ([ServerName])
+///
+/// The connect attempt and the TLS handshake are each bounded by
+/// [super::DEFAULT_HANDSHAKE_TIMEOUT]; see [connect_enc_with_timeout].
 ///
 /// Returns: [Ok(())] if the connection was successful and the [super::NodeSession] was started. Handshake will continue
 /// automatically. Results in a [Err(ClientConnectError)] if any part of the process failed to initiate
@@ -107,18 +143,45 @@ pub async fn connect_enc<T>(
 where
     T: ToSocketAddrs,
 {
+    connect_enc_with_timeout(
+        node_server,
+        address,
+        encryption_settings,
+        domain,
+        super::DEFAULT_HANDSHAKE_TIMEOUT,
+    )
+    .await
+}
+
+/// [connect_enc], giving up with [ClientConnectErr::Socket] of kind
+/// [std::io::ErrorKind::TimedOut] when the TCP connection or the TLS handshake does not
+/// complete within `timeout` (each). A TLS handshake the peer refuses is still
+/// [ClientConnectErr::Encryption].
+pub async fn connect_enc_with_timeout<T>(
+    node_server: &ActorRef<super::NodeServerMessage>,
+    address: T,
+    encryption_settings: tokio_rustls::TlsConnector,
+    domain: ServerName<'static>,
+    timeout: std::time::Duration,
+) -> Result<(), ClientConnectErr>
+where
+    T: ToSocketAddrs,
+{
     // connect to the socket
-    let stream = TcpStream::connect(address).await?;
+    let stream = within(timeout, "TCP connect", TcpStream::connect(address)).await??;
     stream.set_nodelay(true)?;
 
     let addr = stream.peer_addr()?;
     let local = stream.local_addr()?;
 
     // encrypt the socket
-    let enc_stream = encryption_settings
-        .connect(domain, stream)
-        .await
-        .map_err(ClientConnectErr::Encryption)?;
+    let enc_stream = within(
+        timeout,
+        "TLS handshake",
+        encryption_settings.connect(domain, stream),
+    )
+    .await?
+    .map_err(ClientConnectErr::Encryption)?;
 
     node_server.cast(super::NodeServerMessage::ConnectionOpened {
         stream: Box::new(crate::net::NetworkStream::TlsClient {

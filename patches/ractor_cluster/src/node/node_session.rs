@@ -48,6 +48,13 @@ const NANOSECONDS_PER_SECOND: i32 = 1_000_000_000;
 #[cfg(test)]
 mod tests;
 
+/// Stop reason of a session whose peer failed the cookie handshake.
+pub(crate) const STOP_AUTH_FAILED: &str = "auth_fail";
+/// Stop reason of a session that did not authenticate within the handshake timeout.
+pub(crate) const STOP_AUTH_TIMEOUT: &str = "auth_timeout";
+/// Stop reason of a session whose peer's certificate does not name the node it claims.
+pub(crate) const STOP_PEER_IDENTITY: &str = "peer_identity";
+
 #[derive(Debug)]
 enum AuthenticationState {
     AsClient(auth::ClientAuthenticationProcess),
@@ -115,6 +122,9 @@ pub struct NodeSession {
     connection_mode: super::NodeConnectionMode,
     max_inbound_frame_size: u64,
     connection_id: u64,
+    handshake_timeout: Duration,
+    peer_identity: Option<super::PeerIdentityCheck>,
+    nonces: crate::hash::NonceRegistry,
 }
 
 impl NodeSession {
@@ -148,6 +158,64 @@ impl NodeSession {
             } else {
                 Self::new_connection_id()
             },
+            handshake_timeout: super::DEFAULT_HANDSHAKE_TIMEOUT,
+            peer_identity: None,
+            nonces: crate::hash::NonceRegistry::default(),
+        }
+    }
+
+    /// Share the node's registry of issued nonces (so that a peer reflecting one of this
+    /// node's nonces, from any of its sessions, is refused).
+    pub(crate) fn with_nonce_registry(mut self, nonces: crate::hash::NonceRegistry) -> Self {
+        self.nonces = nonces;
+        self
+    }
+
+    /// Set how long the session has to authenticate before it is closed (default
+    /// [`super::DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Check the peer's certificate against the name it claims (see
+    /// [`super::PeerIdentityCheck`]); `None` admits any name.
+    pub fn with_peer_identity_check(mut self, check: Option<super::PeerIdentityCheck>) -> Self {
+        self.peer_identity = check;
+        self
+    }
+
+    /// Whether the peer's certificates may speak for `claimed_name`; logs a refusal.
+    fn identity_admitted(&self, state: &NodeSessionState, claimed_name: &str) -> bool {
+        match &self.peer_identity {
+            None => true,
+            Some(check) if check.admits(claimed_name, &state.peer_certificates) => true,
+            Some(_) => {
+                tracing::debug!(
+                    "Node Session {}: the peer at {} claims to be {claimed_name}, which its certificate does not name",
+                    self.node_id,
+                    state.peer_addr
+                );
+                false
+            }
+        }
+    }
+
+    /// The Challenge message carrying our nonce.
+    fn challenge_message(
+        &self,
+        server_nonce: crate::hash::Nonce,
+    ) -> auth_protocol::AuthenticationMessage {
+        auth_protocol::AuthenticationMessage {
+            msg: Some(auth_protocol::authentication_message::Msg::ServerChallenge(
+                auth_protocol::Challenge {
+                    name: self.this_node_name.name.clone(),
+                    flags: self.this_node_name.flags,
+                    challenge: 0,
+                    connection_string: self.this_node_name.connection_string.clone(),
+                    nonce: server_nonce.to_vec(),
+                },
+            )),
         }
     }
 
@@ -188,15 +256,27 @@ impl NodeSession {
                 self.node_id
             );
             // we need to shutdown, the session needs to be terminated
-            myself.stop(Some("auth_fail".to_string()));
+            myself.stop(Some(STOP_AUTH_FAILED.to_string()));
             if let Some(tcp) = &state.tcp {
-                tcp.stop(Some("auth_fail".to_string()));
+                tcp.stop(Some(STOP_AUTH_FAILED.to_string()));
             }
+            return;
         }
 
+        let mut stop_reason = STOP_AUTH_FAILED;
         match &state.auth {
             AuthenticationState::AsClient(client_auth) => {
-                let mut next = client_auth.next(message, &self.cookie);
+                let Some(our_nonce) = state.issued_nonce.as_ref().map(|n| n.value()) else {
+                    myself.stop(Some(STOP_AUTH_FAILED.to_string()));
+                    return;
+                };
+                let mut next = client_auth.next(
+                    message,
+                    &self.cookie,
+                    our_nonce,
+                    &self.this_node_name.name,
+                    &self.nonces,
+                );
                 match &next {
                     auth::ClientAuthenticationProcess::WaitingForServerChallenge(server_status) => {
                         match server_status.status() {
@@ -235,37 +315,44 @@ impl NodeSession {
                     }
                     auth::ClientAuthenticationProcess::WaitingForServerChallengeAck(
                         server_challenge_value,
-                        reply_to_server,
-                        our_challenge,
-                        _expected_digest,
+                        our_proof,
+                        _transcript,
                     ) => {
-                        // record the name
-                        let name_message = auth_protocol::NameMessage {
-                            name: server_challenge_value.name.clone(),
-                            flags: server_challenge_value.flags,
-                            connection_string: server_challenge_value.connection_string.clone(),
-                            connection_id: 0,
-                        };
-                        state.name = Some(name_message.clone());
-                        let mut registered_name = name_message;
-                        registered_name.connection_id = self.connection_id;
-                        // tell the node server that we now know this peer's name information
-                        let _ = self
-                            .node_server
-                            .cast(super::NodeServerMessage::UpdateSession {
-                                actor_id: myself.get_id(),
-                                name: registered_name,
-                            });
-                        // send the client challenge to the server
-                        let reply = auth_protocol::AuthenticationMessage {
-                            msg: Some(auth_protocol::authentication_message::Msg::ClientChallenge(
-                                auth_protocol::ChallengeReply {
-                                    digest: reply_to_server.to_vec(),
-                                    challenge: *our_challenge,
-                                },
-                            )),
-                        };
-                        state.tcp_send_auth(reply);
+                        if self.identity_admitted(state, &server_challenge_value.name) {
+                            // record the name
+                            let name_message = auth_protocol::NameMessage {
+                                name: server_challenge_value.name.clone(),
+                                flags: server_challenge_value.flags,
+                                connection_string: server_challenge_value.connection_string.clone(),
+                                connection_id: 0,
+                                nonce: Vec::new(),
+                            };
+                            state.name = Some(name_message.clone());
+                            let mut registered_name = name_message;
+                            registered_name.connection_id = self.connection_id;
+                            // tell the node server that we now know this peer's name information
+                            let _ =
+                                self.node_server
+                                    .cast(super::NodeServerMessage::UpdateSession {
+                                        actor_id: myself.get_id(),
+                                        name: registered_name,
+                                    });
+                            // send our proof to the server
+                            let reply = auth_protocol::AuthenticationMessage {
+                                msg: Some(
+                                    auth_protocol::authentication_message::Msg::ClientChallenge(
+                                        auth_protocol::ChallengeReply {
+                                            digest: our_proof.to_vec(),
+                                            challenge: 0,
+                                        },
+                                    ),
+                                ),
+                            };
+                            state.tcp_send_auth(reply);
+                        } else {
+                            stop_reason = STOP_PEER_IDENTITY;
+                            next = auth::ClientAuthenticationProcess::Close;
+                        }
                     }
                     _ => {
                         // no message to send
@@ -273,11 +360,11 @@ impl NodeSession {
                 }
 
                 if let auth::ClientAuthenticationProcess::Close = &next {
-                    tracing::info!(
+                    tracing::debug!(
                         "Node Session {} is shutting down due to authentication failure",
                         self.node_id
                     );
-                    myself.stop(Some("auth_fail".to_string()));
+                    myself.stop(Some(stop_reason.to_string()));
                 }
                 if let auth::ClientAuthenticationProcess::Ok = &next {
                     tracing::info!("Node Session {} is authenticated", self.node_id);
@@ -286,13 +373,37 @@ impl NodeSession {
                 state.auth = AuthenticationState::AsClient(next);
             }
             AuthenticationState::AsServer(server_auth) => {
-                let mut next = server_auth.next(message, &self.cookie);
+                let was_waiting_for_status = matches!(
+                    server_auth,
+                    auth::ServerAuthenticationProcess::WaitingOnClientStatus(_)
+                );
+                let mut next = server_auth.next(message, &self.cookie, &self.nonces);
 
                 match &next {
+                    auth::ServerAuthenticationProcess::HavePeerName(peer_name)
+                        if !self.identity_admitted(state, &peer_name.name) =>
+                    {
+                        state.tcp_send_auth(auth_protocol::AuthenticationMessage {
+                            msg: Some(auth_protocol::authentication_message::Msg::ServerStatus(
+                                auth_protocol::ServerStatus {
+                                    status: auth_protocol::server_status::Status::NotAllowed.into(),
+                                },
+                            )),
+                        });
+                        stop_reason = STOP_PEER_IDENTITY;
+                        next = auth::ServerAuthenticationProcess::Close;
+                    }
                     auth::ServerAuthenticationProcess::HavePeerName(peer_name) => {
                         let connection_id = peer_name.connection_id;
+                        // `next` accepted the name only with a well-formed nonce of the peer's
+                        let client_nonce = auth::ServerAuthenticationProcess::client_nonce(
+                            peer_name,
+                            &self.nonces,
+                        )
+                        .unwrap_or_default();
                         let mut peer_name = peer_name.clone();
                         peer_name.connection_id = 0;
+                        peer_name.nonce = Vec::new();
                         let mut registered_name = peer_name.clone();
                         registered_name.connection_id = connection_id;
                         // store the peer node's name in the session state
@@ -336,30 +447,22 @@ impl NodeSession {
                                 };
                                 state.tcp_send_auth(status_msg);
 
+                                let server_nonce = self.nonces.issue();
+                                let transcript = crate::hash::Transcript {
+                                    client_nonce,
+                                    server_nonce: server_nonce.value(),
+                                    client_name: peer_name.name.clone(),
+                                    server_name: self.this_node_name.name.clone(),
+                                };
+                                state.issued_nonce = Some(server_nonce);
                                 match server_status {
                                     auth_protocol::server_status::Status::Ok
                                     | auth_protocol::server_status::Status::OkSimultaneous => {
                                         // Good to proceed, start a challenge
-                                        next = next.start_challenge(&self.cookie);
-                                        if let auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(
-                                            challenge,
-                                            _digest,
-                                        ) = &next
-                                        {
-                                            let challenge_msg = auth_protocol::AuthenticationMessage {
-                                                msg: Some(
-                                                    auth_protocol::authentication_message::Msg::ServerChallenge(
-                                                        auth_protocol::Challenge {
-                                                            name: self.this_node_name.name.clone(),
-                                                            flags: self.this_node_name.flags,
-                                                            challenge: *challenge,
-                                                            connection_string: self.this_node_name.connection_string.clone(),
-                                                        },
-                                                    ),
-                                                ),
-                                            };
-                                            state.tcp_send_auth(challenge_msg);
-                                        }
+                                        next = next.start_challenge(transcript.clone());
+                                        state.tcp_send_auth(
+                                            self.challenge_message(transcript.server_nonce),
+                                        );
                                     }
                                     auth_protocol::server_status::Status::NotOk
                                     | auth_protocol::server_status::Status::NotAllowed => {
@@ -368,11 +471,17 @@ impl NodeSession {
                                     auth_protocol::server_status::Status::Alive => {
                                         // we sent the `Alive` status, so we're waiting on the client to confirm their status
                                         // before continuing
-                                        next = auth::ServerAuthenticationProcess::WaitingOnClientStatus;
+                                        next = next.wait_for_client_status(transcript);
                                     }
                                 }
                             }
                         }
+                    }
+                    auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(
+                        transcript,
+                    ) if was_waiting_for_status => {
+                        // the client confirmed after our `Alive` status: challenge it now
+                        state.tcp_send_auth(self.challenge_message(transcript.server_nonce));
                     }
                     auth::ServerAuthenticationProcess::Ok(digest) => {
                         let client_challenge_reply = auth_protocol::AuthenticationMessage {
@@ -390,11 +499,11 @@ impl NodeSession {
                 }
 
                 if let auth::ServerAuthenticationProcess::Close = &next {
-                    tracing::info!(
+                    tracing::debug!(
                         "Node Session {} is shutting down due to authentication failure",
                         self.node_id
                     );
-                    myself.stop(Some("auth_fail".to_string()));
+                    myself.stop(Some(stop_reason.to_string()));
                 }
                 if let auth::ServerAuthenticationProcess::Ok(_) = &next {
                     tracing::info!("Node Session {} is authenticated", self.node_id);
@@ -870,6 +979,14 @@ pub struct NodeSessionState {
     ready: ReadyState,
     remote_actors: HashMap<u64, ActorRef<RemoteActorMessage>>,
     advertised_local_pids: HashSet<u64>,
+    /// The nonce this side issued for the handshake, remembered as ours until it is over.
+    issued_nonce: Option<crate::hash::IssuedNonce>,
+    /// The certificates the peer presented in the TLS handshake (empty without TLS).
+    peer_certificates: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+    /// The reader's frame limit: [`super::PRE_AUTH_MAX_FRAME_SIZE`] until authenticated.
+    frame_limit: crate::net::FrameLimit,
+    /// Closes the session if it has not authenticated by the handshake timeout.
+    auth_deadline: Option<AbortOnDropTask>,
 }
 
 impl NodeSessionState {
@@ -1038,16 +1155,32 @@ impl Actor for NodeSession {
     ) -> Result<Self::State, ActorProcessingErr> {
         let peer_addr = stream.peer_addr();
         let local_addr = stream.local_addr();
+        let peer_certificates = stream.peer_certificates();
+        let frame_limit: crate::net::FrameLimit = std::sync::Arc::new(
+            self.max_inbound_frame_size
+                .min(super::PRE_AUTH_MAX_FRAME_SIZE)
+                .into(),
+        );
         // startup the TCP socket handler for message write + reading
         let actor = crate::net::Session::spawn_linked(
             myself.clone(),
             stream,
             peer_addr,
             local_addr,
-            self.max_inbound_frame_size,
+            frame_limit.clone(),
             myself.get_cell(),
         )
         .await?;
+
+        // A peer gets `handshake_timeout` to authenticate, then the session closes.
+        let deadline = {
+            let session = myself.clone();
+            let timeout = self.handshake_timeout;
+            AbortOnDropTask::new(ractor::concurrency::spawn(async move {
+                ractor::concurrency::sleep(timeout).await;
+                session.stop(Some(STOP_AUTH_TIMEOUT.to_string()));
+            }))
+        };
 
         let state = Self::State {
             tcp: Some(actor),
@@ -1066,12 +1199,20 @@ impl Actor for NodeSession {
             local_addr,
             epoch: Instant::now(),
             pong_warnings: PongWarnings::default(),
+            issued_nonce: None,
+            peer_certificates,
+            frame_limit,
+            auth_deadline: Some(deadline),
         };
 
         // If a client-connection, startup the handshake
+        let mut state = state;
         if !self.is_server {
+            let nonce = self.nonces.issue();
             let mut name = self.this_node_name.clone();
             name.connection_id = self.connection_id;
+            name.nonce = nonce.value().to_vec();
+            state.issued_nonce = Some(nonce);
             state.tcp_send_auth(auth_protocol::AuthenticationMessage {
                 msg: Some(auth_protocol::authentication_message::Msg::Name(name)),
             });
@@ -1128,6 +1269,16 @@ impl Actor for NodeSession {
                             self.handle_auth(state, auth_message, myself.clone()).await;
                             // If we were not originally authenticated, but now we are, startup the node sync'ing logic
                             if !p_state && state.auth.is_ok() {
+                                // the handshake is over: full-size frames, no deadline, and
+                                // our nonce is no longer outstanding
+                                state.frame_limit.store(
+                                    self.max_inbound_frame_size,
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                                if let Some(mut deadline) = state.auth_deadline.take() {
+                                    deadline.abort();
+                                }
+                                state.issued_nonce = None;
                                 self.node_server.cast(
                                     NodeServerMessage::ConnectionAuthenticated(myself.get_id()),
                                 )?;
@@ -1137,12 +1288,9 @@ impl Actor for NodeSession {
                                     matches!(
                                         self.node_server
                                             .call(
-                                            |reply| NodeServerMessage::CheckSession {
-                                                peer_name,
-                                                reply,
-                                            },
-                                            Some(Duration::from_millis(500)),
-                                        )
+                                                |reply| NodeServerMessage::CheckSession { peer_name, reply },
+                                                Some(Duration::from_millis(500)),
+                                            )
                                             .await,
                                         Ok(CallResult::Success(
                                             crate::node::SessionCheckReply::NoOtherConnection

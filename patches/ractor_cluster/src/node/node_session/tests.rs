@@ -147,6 +147,10 @@ fn authenticated_state(tcp: Option<ActorRef<SessionMessage>>) -> NodeSessionStat
         ping_task: None,
         epoch: Instant::now(),
         pong_warnings: PongWarnings::default(),
+        issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
+        peer_certificates: Vec::new(),
+        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        auth_deadline: None,
     }
 }
 
@@ -290,14 +294,18 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            flags: Some(auth_protocol::NodeFlags { version: 2 }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
+            nonce: Vec::new(),
         },
         node_server: server.get_cell().into(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         connection_id: 0,
+        handshake_timeout: super::super::DEFAULT_HANDSHAKE_TIMEOUT,
+        peer_identity: None,
+        nonces: crate::hash::NonceRegistry::default(),
     };
     let mut state = authenticated_state(None);
     let pid = target.get_id().pid();
@@ -386,14 +394,18 @@ async fn node_sesison_client_auth_success() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            flags: Some(auth_protocol::NodeFlags { version: 2 }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
+            nonce: Vec::new(),
         },
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         connection_id: 0,
+        handshake_timeout: super::super::DEFAULT_HANDSHAKE_TIMEOUT,
+        peer_identity: None,
+        nonces: crate::hash::NonceRegistry::default(),
     };
 
     let mut state = NodeSessionState {
@@ -409,6 +421,10 @@ async fn node_sesison_client_auth_success() {
         ping_task: None,
         epoch: Instant::now(),
         pong_warnings: PongWarnings::default(),
+        issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
+        peer_certificates: Vec::new(),
+        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        auth_deadline: None,
     };
 
     // Client sends their name, Server responds with Ok
@@ -471,9 +487,10 @@ async fn node_sesison_client_auth_success() {
         msg: Some(auth_protocol::authentication_message::Msg::ServerChallenge(
             auth_protocol::Challenge {
                 name: "Something".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 1 }),
+                flags: Some(auth_protocol::NodeFlags { version: 2 }),
                 connection_string: "localhost:123".to_string(),
-                challenge: 123,
+                challenge: 0,
+                nonce: vec![7; 32],
             },
         )),
     };
@@ -483,13 +500,14 @@ async fn node_sesison_client_auth_success() {
     let digest = if let AuthenticationState::AsClient(
         auth::ClientAuthenticationProcess::WaitingForServerChallengeAck(
             _challenge_msg,
-            _server_digest,
-            _challenge,
-            expected_digest,
+            _our_proof,
+            transcript,
         ),
     ) = &state.auth
     {
-        *expected_digest
+        assert_eq!(transcript.client_name, "myself");
+        assert_eq!(transcript.server_name, "Something");
+        transcript.proof("cookie", crate::hash::Direction::ServerToClient)
     } else {
         panic!("C'est impossible!");
     };
@@ -539,14 +557,18 @@ async fn node_session_client_auth_session_state_failures() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            flags: Some(auth_protocol::NodeFlags { version: 2 }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
+            nonce: Vec::new(),
         },
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         connection_id: 0,
+        handshake_timeout: super::super::DEFAULT_HANDSHAKE_TIMEOUT,
+        peer_identity: None,
+        nonces: crate::hash::NonceRegistry::default(),
     };
 
     let mut state = NodeSessionState {
@@ -562,6 +584,10 @@ async fn node_session_client_auth_session_state_failures() {
         ping_task: None,
         epoch: Instant::now(),
         pong_warnings: PongWarnings::default(),
+        issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
+        peer_certificates: Vec::new(),
+        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        auth_deadline: None,
     };
 
     // Client sends their name, Server responds with Ok
@@ -624,13 +650,18 @@ async fn node_session_client_auth_session_state_failures() {
         auth::ClientAuthenticationProcess::WaitingForServerChallengeAck(
             auth_protocol::Challenge {
                 name: "something".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 1 }),
+                flags: Some(auth_protocol::NodeFlags { version: 2 }),
                 connection_string: "localhost:123".to_string(),
-                challenge: 123,
+                challenge: 0,
+                nonce: vec![7; 32],
             },
             [0u8; 32],
-            123,
-            [0u8; 32],
+            crate::hash::Transcript {
+                client_nonce: [1; 32],
+                server_nonce: [7; 32],
+                client_name: "myself".into(),
+                server_name: "something".into(),
+            },
         ),
     );
     // invalid out-of-order msg
@@ -676,14 +707,18 @@ async fn node_session_server_auth_success() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            flags: Some(auth_protocol::NodeFlags { version: 2 }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
+            nonce: Vec::new(),
         },
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         connection_id: 0,
+        handshake_timeout: super::super::DEFAULT_HANDSHAKE_TIMEOUT,
+        peer_identity: None,
+        nonces: crate::hash::NonceRegistry::default(),
     };
 
     // let addr = SocketAddr::
@@ -700,6 +735,10 @@ async fn node_session_server_auth_success() {
         ping_task: None,
         epoch: Instant::now(),
         pong_warnings: PongWarnings::default(),
+        issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
+        peer_certificates: Vec::new(),
+        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        auth_deadline: None,
     };
 
     // Client sends their name
@@ -707,9 +746,10 @@ async fn node_session_server_auth_success() {
         msg: Some(auth_protocol::authentication_message::Msg::Name(
             auth_protocol::NameMessage {
                 name: "peer".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 1 }),
+                flags: Some(auth_protocol::NodeFlags { version: 2 }),
                 connection_string: "localhost:123".to_string(),
                 connection_id: 11,
+                nonce: vec![11; 32],
             },
         )),
     };
@@ -721,15 +761,18 @@ async fn node_session_server_auth_success() {
     assert!(matches!(
         state.auth,
         AuthenticationState::AsServer(
-            auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(_, _)
+            auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(_)
         )
     ));
 
     let digest = if let AuthenticationState::AsServer(
-        auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(_, d),
+        auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(transcript),
     ) = &state.auth
     {
-        *d
+        assert_eq!(transcript.client_name, "peer");
+        assert_eq!(transcript.server_name, "myself");
+        assert_eq!(transcript.client_nonce, [11; 32]);
+        transcript.proof("cookie", crate::hash::Direction::ClientToServer)
     } else {
         panic!("C'est impossible!");
     };
@@ -738,7 +781,7 @@ async fn node_session_server_auth_success() {
     let message = super::auth_protocol::AuthenticationMessage {
         msg: Some(auth_protocol::authentication_message::Msg::ClientChallenge(
             auth_protocol::ChallengeReply {
-                challenge: 123,
+                challenge: 0,
                 digest: digest.to_vec(),
             },
         )),
@@ -780,14 +823,18 @@ async fn node_session_server_auth_session_state_failures() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            flags: Some(auth_protocol::NodeFlags { version: 2 }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
+            nonce: Vec::new(),
         },
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         connection_id: 0,
+        handshake_timeout: super::super::DEFAULT_HANDSHAKE_TIMEOUT,
+        peer_identity: None,
+        nonces: crate::hash::NonceRegistry::default(),
     };
 
     let mut state = NodeSessionState {
@@ -803,6 +850,10 @@ async fn node_session_server_auth_session_state_failures() {
         ping_task: None,
         epoch: Instant::now(),
         pong_warnings: PongWarnings::default(),
+        issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
+        peer_certificates: Vec::new(),
+        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        auth_deadline: None,
     };
 
     // Other session continues, this one dies
@@ -810,9 +861,10 @@ async fn node_session_server_auth_session_state_failures() {
         msg: Some(auth_protocol::authentication_message::Msg::Name(
             auth_protocol::NameMessage {
                 name: "other_continues".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 1 }),
+                flags: Some(auth_protocol::NodeFlags { version: 2 }),
                 connection_string: "localhost:123".to_string(),
                 connection_id: 12,
+                nonce: vec![12; 32],
             },
         )),
     };
@@ -830,9 +882,10 @@ async fn node_session_server_auth_session_state_failures() {
         msg: Some(auth_protocol::authentication_message::Msg::Name(
             auth_protocol::NameMessage {
                 name: "this_continues".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 1 }),
+                flags: Some(auth_protocol::NodeFlags { version: 2 }),
                 connection_string: "localhost:123".to_string(),
                 connection_id: 13,
+                nonce: vec![13; 32],
             },
         )),
     };
@@ -842,7 +895,7 @@ async fn node_session_server_auth_session_state_failures() {
     assert!(matches!(
         state.auth,
         AuthenticationState::AsServer(
-            auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(_, _)
+            auth::ServerAuthenticationProcess::WaitingOnClientChallengeReply(_)
         )
     ));
 
@@ -939,14 +992,18 @@ async fn node_session_handle_node_msg() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            flags: Some(auth_protocol::NodeFlags { version: 2 }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
+            nonce: Vec::new(),
         },
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         connection_id: 0,
+        handshake_timeout: super::super::DEFAULT_HANDSHAKE_TIMEOUT,
+        peer_identity: None,
+        nonces: crate::hash::NonceRegistry::default(),
     };
 
     let mut state = NodeSessionState {
@@ -962,6 +1019,10 @@ async fn node_session_handle_node_msg() {
         ping_task: None,
         epoch: Instant::now(),
         pong_warnings: PongWarnings::default(),
+        issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
+        peer_certificates: Vec::new(),
+        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        auth_deadline: None,
     };
     // add the "remote" actor
     state
@@ -1044,14 +1105,18 @@ async fn node_session_handle_control() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            flags: Some(auth_protocol::NodeFlags { version: 2 }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
+            nonce: Vec::new(),
         },
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         connection_id: 0,
+        handshake_timeout: super::super::DEFAULT_HANDSHAKE_TIMEOUT,
+        peer_identity: None,
+        nonces: crate::hash::NonceRegistry::default(),
     };
 
     let mut state = NodeSessionState {
@@ -1067,6 +1132,10 @@ async fn node_session_handle_control() {
         ping_task: None,
         epoch: Instant::now(),
         pong_warnings: PongWarnings::default(),
+        issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
+        peer_certificates: Vec::new(),
+        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        auth_deadline: None,
     };
 
     // check spawn creates a remote actor
