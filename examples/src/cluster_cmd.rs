@@ -1,10 +1,14 @@
-//! `foundation cluster up`: launch a local cluster of node processes on loopback.
+//! `foundation cluster up`: launch a local cluster of node processes on loopback;
+//! `cluster status` and `cluster remove`: a short-lived observer node (with the tools
+//! certificate when the configuration has `[cluster.tls]`).
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use foundation_core::config::{ConfigLoader, TlsConfig};
 
 /// Cluster subcommands.
 #[derive(Debug, Subcommand)]
@@ -13,14 +17,16 @@ pub enum ClusterCommand {
     /// addresses and their membership changes, and stop them all on Ctrl-C or SIGTERM.
     Up(UpArgs),
     /// Join a running cluster briefly as an observer and print every known node: name, address,
-    /// status (up, unreachable, down), load, CPU, memory, runtime lag and last heartbeat.
+    /// status (up, unreachable, down), load, CPU, memory, runtime lag and last heartbeat. With
+    /// `[cluster.tls]` in the configuration (`--config FILE`, `FOUNDATION_CLUSTER__TLS__*`), the
+    /// observer uses TLS: give it the tools certificate that `foundation certs` makes.
     Status(StatusArgs),
     /// Remove a node from the cluster for good: every node stops counting it towards its
     /// majorities (singletons, locks, majority reads and writes) and forgets it in its state
     /// directory; nodes that are down now learn it when they come back. Only for a node that is
     /// stopped and will not return as it was (a new start of it joins again as usual): removing
     /// a node that still runs on the other side of a partition can let both sides form a
-    /// majority.
+    /// majority. TLS as for `status`.
     Remove(RemoveArgs),
 }
 
@@ -79,19 +85,33 @@ pub struct UpArgs {
     cookie: String,
 }
 
-pub fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
+/// Runs a cluster subcommand; `config_file` (the global `--config`) gives `status` and `remove`
+/// their `[cluster.tls]`.
+pub fn run(config_file: Option<PathBuf>, command: ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Up(args) => up(args),
-        ClusterCommand::Status(args) => status(args),
-        ClusterCommand::Remove(args) => remove(args),
+        ClusterCommand::Status(args) => status(config_file.as_deref(), args),
+        ClusterCommand::Remove(args) => remove(config_file.as_deref(), args),
     }
 }
 
-/// Starts a short-lived observer node that joins the cluster at `seeds`; `None` (after saying
-/// why) if no node answered within `timeout`.
+/// The observer's `[cluster.tls]`, from the configuration a node would load (the file, then
+/// `FOUNDATION_*` variables); nothing else of it is used (seeds and cookie are options). An
+/// invalid configuration is an error for the user, as in `foundation config check`.
+fn observer_tls(config_file: Option<&Path>) -> Result<Option<TlsConfig>, String> {
+    let mut loader = ConfigLoader::new();
+    if let Some(path) = config_file {
+        loader = loader.file(path);
+    }
+    loader.env().load().map(|config| config.cluster.tls).map_err(|e| e.to_string())
+}
+
+/// Starts a short-lived observer node that joins the cluster at `seeds` (over TLS with `tls`);
+/// `None` (after saying why) if no node answered within `timeout`.
 async fn observe(
     seeds: &[std::net::SocketAddr],
     cookie: &str,
+    tls: Option<TlsConfig>,
     timeout: Duration,
 ) -> anyhow::Result<Option<foundation_cluster::Cluster>> {
     // An observer node on a free loopback port, named so it can be left out of the table.
@@ -101,13 +121,15 @@ async fn observe(
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         cookie: cookie.to_string(),
         seeds: seeds.to_vec(),
+        tls,
         ..Default::default()
     };
     let observer = foundation_cluster::Cluster::start(&name, &config, None).await?;
     if observer.wait_for_members(1, timeout).await.is_err() {
         observer.shutdown().await;
         eprintln!(
-            "no node of the cluster answered at {seeds:?} within {timeout:?} (wrong address or cookie?)"
+            "no node of the cluster answered at {seeds:?} within {timeout:?} (wrong address, cookie or \
+             certificate?)"
         );
         return Ok(None);
     }
@@ -116,10 +138,17 @@ async fn observe(
     Ok(Some(observer))
 }
 
-fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
+fn remove(config_file: Option<&Path>, args: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let tls = match observer_tls(config_file) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        let Some(observer) = observe(&args.seeds, &args.cookie, args.timeout).await? else {
+        let Some(observer) = observe(&args.seeds, &args.cookie, tls, args.timeout).await? else {
             return Ok(ExitCode::FAILURE);
         };
         let node = args.node.as_str();
@@ -170,10 +199,17 @@ fn remove(args: RemoveArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+fn status(config_file: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let tls = match observer_tls(config_file) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        let Some(observer) = observe(&args.seeds, &args.cookie, args.timeout).await? else {
+        let Some(observer) = observe(&args.seeds, &args.cookie, tls, args.timeout).await? else {
             return Ok(ExitCode::FAILURE);
         };
         let mut health = observer.cluster_health(args.timeout).await;

@@ -1,7 +1,9 @@
 //! The `foundation` command: `foundation demo` runs the main job; `foundation tour` the
 //! single-node building blocks; `foundation config check`
-//! validates a configuration; `foundation node` runs one cluster node.
+//! validates a configuration; `foundation node` runs one cluster node; `foundation certs` makes
+//! a TLS cluster's certificates.
 
+mod certs_cmd;
 mod cluster_cmd;
 mod config_cmd;
 mod demo;
@@ -40,6 +42,10 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Make the certificates of a TLS cluster: a new CA, one certificate per node (for
+    /// NODE.SERVER_NAME: a node can only join under its own name) and one for the command-line
+    /// tools, in a private directory; prints the configuration that uses them.
+    Certs(certs_cmd::CertsArgs),
     /// Run node processes on test hosts (network namespaces; needs root) under a seeded random
     /// schedule of faults while clients record a history, then check it for anomalies.
     Nemesis(nemesis_cmd::NemesisArgs),
@@ -81,8 +87,9 @@ fn main() -> std::process::ExitCode {
         Command::Tour(args) => tour::run(cli.config, args),
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
         Command::Node(args) => node::run(cli.config, *args),
-        Command::Cluster(cmd) => cluster_cmd::run(cmd),
+        Command::Cluster(cmd) => cluster_cmd::run(cli.config, cmd),
         Command::Nemesis(args) => nemesis_cmd::run(cli.config, args),
+        Command::Certs(args) => certs_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -264,3 +264,61 @@ fn sighup_reloads_the_configuration_and_a_bad_one_is_refused() {
     node.wait_for_event(&json!({"event": "services"}), wait).unwrap();
     assert!(node.is_running());
 }
+
+#[test]
+fn certs_writes_a_private_directory_and_never_overwrites_without_force() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("certs");
+    let out_arg = dir.to_str().unwrap();
+    let out = foundation(&["certs", "--out", out_arg, "--nodes", "n1,n2", "--days", "30"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let names = ["ca", "n1", "n2", "tools"];
+    for name in names {
+        let cert = std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{name}: {cert}");
+        let key_file = dir.join(format!("{name}-key.pem"));
+        assert!(std::fs::read_to_string(&key_file).unwrap().contains("PRIVATE KEY"), "{name}");
+        assert_eq!(mode(&key_file), 0o600, "{}", key_file.display());
+    }
+    // The configuration to use, with absolute paths.
+    let text = stdout(&out);
+    let abs = std::fs::canonicalize(&dir).unwrap();
+    assert!(text.contains("# n2\n[cluster.tls]\n"), "{text}");
+    assert!(text.contains(&format!("cert = \"{}\"", abs.join("n1.pem").display())), "{text}");
+    assert!(text.contains(&format!("key = \"{}\"", abs.join("n2-key.pem").display())), "{text}");
+    assert!(text.contains("server_name = \"foundation-node\""), "{text}");
+    assert!(
+        text.contains(&format!("FOUNDATION_CLUSTER__TLS__CERT='{}'", abs.join("tools.pem").display())),
+        "{text}"
+    );
+
+    // Again without --force: refused, every file named, nothing changed.
+    let read_all = || -> Vec<(String, Vec<u8>)> {
+        names
+            .iter()
+            .flat_map(|n| [format!("{n}.pem"), format!("{n}-key.pem")])
+            .map(|f| (f.clone(), std::fs::read(dir.join(&f)).unwrap()))
+            .collect()
+    };
+    let before = read_all();
+    let again = foundation(&["certs", "--out", out_arg, "--nodes", "n1,n2"], &[]);
+    assert_eq!(again.status.code(), Some(2), "{}", stdout(&again));
+    let err = stderr(&again);
+    assert!(err.contains("n1-key.pem") && err.contains("ca-key.pem") && err.contains("--force"), "{err}");
+    assert_eq!(read_all(), before);
+    // With --force: new files (a new CA).
+    let forced = foundation(&["certs", "--out", out_arg, "--nodes", "n1,n2", "--force"], &[]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_ne!(read_all(), before);
+    assert_eq!(mode(&dir.join("ca-key.pem")), 0o600);
+
+    // A name no certificate can carry: refused, named, nothing written.
+    let other = base.path().join("other");
+    let bad = foundation(&["certs", "--out", other.to_str().unwrap(), "--nodes", "n1,a.b"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("`a.b`"), "{}", stderr(&bad));
+    assert!(!other.exists());
+}

@@ -1,7 +1,8 @@
 //! Turning Foundation nodes into a cluster, on `ractor_cluster`.
 //!
 //! - **Nodes**: [`Cluster::start`] (listen address, cookie authentication, optional mutual TLS
-//!   from `[cluster.tls]`, a frame limit), seeds reconnected whenever they are not up, and
+//!   from `[cluster.tls]` with certificates that name their node ([`node_certificate_name`]), a
+//!   frame limit), seeds reconnected whenever they are not up, and
 //!   zero-config discovery by UDP multicast (`cluster.gossip`, `foundation node --cluster`).
 //!   Membership comes from connection events; `node_up`, `node_down`, `node_unreachable`,
 //!   `node_left` and `node_refused` go on the control channel. [`Cluster::shutdown`] leaves
@@ -88,3 +89,5 @@ pub use node::{Cluster, ClusterError, DEPARTED_STILL_COUNT, LEAVE_TIMEOUT};
 pub use per_node::PerNodeHandle;
 pub use shared_cache::{SharedCacheConfig, SharedCacheHandle};
 pub use singleton::{SingletonEvent, SingletonHandle};
+/// The names certificates must carry under `[cluster.tls]` (a node's own, the tools' wildcard).
+pub use tls::{node_certificate_name, tools_certificate_name};

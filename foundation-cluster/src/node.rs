@@ -264,6 +264,13 @@ impl Cluster {
         .with_max_inbound_frame_size(config.max_frame_bytes as u64 + FRAME_OVERHEAD)
         .with_handshake_timeout(config.handshake_timeout)
         .with_max_pending_connections(config.max_pending_connections);
+        // With TLS, a peer's certificate must name the node it claims to be (`tls.rs`).
+        let server = match &config.tls {
+            Some(tls_config) => {
+                server.with_peer_identity_check(crate::tls::identity_check(&tls_config.server_name))
+            }
+            None => server,
+        };
         let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_error(e.into()))?;
 
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -129,8 +129,9 @@ pub const SECTIONS: &[(&str, &str)] = &[
         "cluster.tls",
         "Mutual TLS between nodes (rustls). Absent by default: plaintext, authenticated by the cookie \
          only. When present, `cert`, `key` and `ca` are required and must name existing files when \
-         the configuration is loaded; a node with TLS talks only to nodes with TLS and the same CA, \
-         and the cookie is still checked inside the encrypted connection.",
+         the configuration is loaded; a node with TLS talks only to nodes with TLS and the same CA \
+         whose certificate names the node they say they are (`foundation certs` makes them), and the \
+         cookie is still checked inside the encrypted connection.",
     ),
     (
         "llm",

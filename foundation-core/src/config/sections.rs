@@ -148,8 +148,9 @@ pub const DEFAULT_TLS_SERVER_NAME: &str = "foundation-node";
 
 config_section! {
     /// `[cluster.tls]`: encrypt and authenticate node-to-node traffic with mutual TLS (rustls).
-    /// Every node presents `cert` and accepts only peers whose certificate is signed by `ca` and
-    /// names `server_name`; the cookie is still checked inside the encrypted connection.
+    /// Every node presents `cert` and accepts only peers whose certificate is signed by `ca`,
+    /// names `server_name` and names the peer (`NODE.<server_name>`); the cookie is still checked
+    /// inside the encrypted connection.
     /// `cert`, `key` and `ca` are required in the table (their `Default` is empty, for code).
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -157,7 +158,7 @@ config_section! {
         cert: std::path::PathBuf = std::path::PathBuf::new() => KeyKind::Path,
             unset "required",
             check(|c: &Self| c.cert.is_file(), "the path of a readable PEM file"),
-            doc "PEM file with this node's certificate (and its chain).";
+            doc "PEM file with this node's certificate (and its chain), valid for `NODE.SERVER_NAME` (the node's name under `server_name`); `foundation certs` makes one per node.";
         key: std::path::PathBuf = std::path::PathBuf::new() => KeyKind::Path,
             unset "required",
             check(|c: &Self| c.key.is_file(), "the path of a readable PEM file"),
@@ -169,7 +170,7 @@ config_section! {
         server_name: String = DEFAULT_TLS_SERVER_NAME.to_string() => KeyKind::String,
             check(|c: &Self| !c.server_name.is_empty(), "a DNS name carried by every node certificate"),
             serde(default = "default_tls_server_name"),
-            doc "The DNS name every node certificate carries, checked in both directions; not empty.";
+            doc "The DNS name every certificate carries, checked in both directions; not empty. A node's certificate must also be valid for `NODE.SERVER_NAME` (`n1.foundation-node`), an observer's (`cluster status`) for `NAME.tools.SERVER_NAME`: a peer whose certificate does not name it is refused.";
     }
 }
 
