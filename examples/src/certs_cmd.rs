@@ -23,7 +23,7 @@ pub struct CertsArgs {
     /// Directory to write the files into (created if missing, private: mode 0700).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// The nodes' names, comma-separated; each name is one DNS label (letters, digits, `-`).
+    /// The nodes' names, comma-separated; each name is one DNS label (lowercase letters, digits, `-`).
     #[arg(long, value_delimiter = ',', required = true)]
     nodes: Vec<String>,
     /// The cluster's `cluster.tls.server_name`: node certificates are for NODE.SERVER_NAME.
@@ -215,6 +215,33 @@ fn toml_path(path: &Path) -> String {
     toml::Value::String(path.display().to_string()).to_string()
 }
 
+/// Why `out` cannot receive the files, if it cannot: an existing `out` must be a directory
+/// only its owner can enter (the CA's private key goes there), and every target already there
+/// must be a file (so that `--force` never stops halfway on a directory of that name).
+fn unusable_out(out: &Path, targets: &[Target]) -> Option<String> {
+    let metadata = std::fs::metadata(out).ok()?;
+    if !metadata.is_dir() {
+        return Some(format!("{} exists and is not a directory", out.display()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "{} exists and other users may enter it (mode {mode:o}); the CA's private key goes there: \
+                 choose a new directory (it is made private) or `chmod 700` this one",
+                out.display()
+            ));
+        }
+    }
+    targets.iter().map(|t| out.join(&t.name)).find_map(|path| {
+        let kind = path.symlink_metadata().ok()?.file_type();
+        (!kind.is_file() && !kind.is_symlink())
+            .then(|| format!("{} exists and is not a file", path.display()))
+    })
+}
+
 /// Runs `foundation certs`: exit 2 (nothing written) for options that cannot be used or files
 /// that exist without `--force`.
 pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
@@ -238,9 +265,17 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    if let Some(refusal) = unusable_out(&args.out, &targets) {
+        eprintln!("error: {refusal}: nothing written");
+        return Ok(ExitCode::from(2));
+    }
     let files = generate(&args).context("making the certificates")?;
-    foundation_core::files::create_private_dir(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    // An existing directory is used as it is (checked private above), never chmodded: `--out .`
+    // must not change the mode of someone's project or home directory.
+    if args.out.symlink_metadata().is_err() {
+        foundation_core::files::create_private_dir(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+    }
     let dir = std::fs::canonicalize(&args.out).with_context(|| format!("reading {}", args.out.display()))?;
     for target in &targets {
         let path = dir.join(&target.name);

@@ -321,4 +321,14 @@ fn certs_writes_a_private_directory_and_never_overwrites_without_force() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("`a.b`"), "{}", stderr(&bad));
     assert!(!other.exists());
+
+    // An existing directory others may enter (a project's, a home): refused, its mode untouched.
+    let shared = base.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = foundation(&["certs", "--out", shared.to_str().unwrap(), "--nodes", "n1"], &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("other users may enter it"), "{}", stderr(&refused));
+    assert_eq!(mode(&shared), 0o755);
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
 }

@@ -253,12 +253,14 @@ fn replayed_and_forged_discovery_announcements_are_dropped() {
     let trap = TcpListener::bind("127.0.0.1:0").unwrap();
     trap.set_nonblocking(true).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-    let forged = format!(
-        "foundation-gossip/2 g9 {} {now} 0123456789abcdef {}",
-        trap.local_addr().unwrap(),
-        "0".repeat(64)
-    );
-    for _ in 0..20 {
+    // Distinct nonces: were the MAC not checked, each would be a fresh announcement, and a few
+    // of them make any node dial.
+    for nonce in 0..20u64 {
+        let forged = format!(
+            "foundation-gossip/2 g9 {} {now} {nonce:016x} {}",
+            trap.local_addr().unwrap(),
+            "0".repeat(64)
+        );
         sender.send_to(forged.as_bytes(), group).unwrap();
     }
     until(|| ignored(m2, "bad_mac") >= 10, || format!("forgeries counted: {}", ignored(m2, "bad_mac")));
@@ -293,22 +295,36 @@ fn multicast_sender() -> UdpSocket {
     socket.into()
 }
 
-/// Raises this process's soft limit on open files to `want` (within the hard limit).
+/// This process's soft limit on open files.
+fn open_files_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's soft limit on open files to at least `want` (never lowers it).
 fn raise_open_files(want: u64) {
+    if open_files_limit() >= want {
+        return;
+    }
     let pid = std::process::id().to_string();
     let status = std::process::Command::new("prlimit")
         .args(["--pid", &pid, &format!("--nofile={want}:")])
         .status()
         .expect("prlimit (util-linux) runs");
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let soft: u64 = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(soft >= want, "cannot raise the open-file limit to {want} (prlimit: {status}): {limits}");
+    let soft = open_files_limit();
+    assert!(
+        soft >= want,
+        "cannot raise the open-file limit to {want} (prlimit: {status}; soft limit {soft})"
+    );
 }
+
+/// The floods run one at a time: each holds about 2 000 sockets in this process.
+static FLOOD: Mutex<()> = Mutex::new(());
 
 fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -351,8 +367,22 @@ fn garbage(addr: SocketAddr) -> Vec<TcpStream> {
     kept
 }
 
-/// What a flood leaves behind, and how long an honest join took under it.
-fn flood_then_join(n1: &NodeProcess, n1_port: u16, join: impl FnOnce() -> NodeProcess) -> Duration {
+/// `foundation_cluster_refused_total{reason="REASON"}` on a node's metrics endpoint.
+fn refused_total(metrics: u16, reason: &str) -> u64 {
+    let (_, body) = request(&format!("127.0.0.1:{metrics}"), "GET", "/metrics", "");
+    let prefix = format!("foundation_cluster_refused_total{{reason=\"{reason}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// What a flood leaves behind, and how long an honest join took under it. `n1` serves its
+/// metrics on port `metrics`.
+fn flood_then_join(
+    n1: &NodeProcess,
+    n1_port: u16,
+    metrics: u16,
+    join: impl FnOnce() -> NodeProcess,
+) -> Duration {
+    let _one_flood_at_a_time = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
     let addr: SocketAddr = format!("127.0.0.1:{n1_port}").parse().unwrap();
     let pid = n1.pid();
     let (base_fds, base_rss) = (open_descriptors(pid), memory_kib(pid, "VmRSS"));
@@ -361,6 +391,11 @@ fn flood_then_join(n1: &NodeProcess, n1_port: u16, join: impl FnOnce() -> NodePr
     let junk = garbage(addr);
     eprintln!("{} silent connections and 1 MiB of garbage sent in {:?}", silent.len(), flooding.elapsed());
     let started = Instant::now();
+    // Most of the flood was closed as soon as accepted: the pending cap held.
+    until(
+        || refused_total(metrics, "too_many_pending") > 0,
+        || format!("too_many_pending: {}", refused_total(metrics, "too_many_pending")),
+    );
     let n2 = join();
     wait(&n2, json!({"event": "member_up", "name": "n1"}));
     wait(n1, json!({"event": "member_up", "name": "n2"}));
@@ -389,10 +424,10 @@ fn flood_then_join(n1: &NodeProcess, n1_port: u16, join: impl FnOnce() -> NodePr
 /// join time this prints.
 #[test]
 fn silent_connections_and_garbage_do_not_exhaust_a_node() {
-    raise_open_files(4096);
-    let (p1, p2) = (free_port(), free_port());
-    let n1 = start_node("n1", p1, &[], &[]);
-    let took = flood_then_join(&n1, p1, || start_node("n2", p2, &[p1], &[]));
+    raise_open_files(8192);
+    let (p1, p2, metrics) = (free_port(), free_port(), free_port());
+    let n1 = start_node("n1", p1, &[], &["--metrics", &format!("127.0.0.1:{metrics}")]);
+    let took = flood_then_join(&n1, p1, metrics, || start_node("n2", p2, &[p1], &[]));
     eprintln!(
         "plaintext: an honest node joined in {took:?} under 2000 silent connections and 1 MiB of garbage"
     );
@@ -410,19 +445,19 @@ fn tls_env(name: &str) -> [(String, String); 3] {
     ]
 }
 
-fn tls_node(name: &str, port: u16, seeds: &[u16]) -> NodeProcess {
+fn tls_node(name: &str, port: u16, seeds: &[u16], extra: &[&str]) -> NodeProcess {
     let env = tls_env(name);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    start_node_with_env(name, port, seeds, &[], &env)
+    start_node_with_env(name, port, seeds, extra, &env)
 }
 
 /// The same flood on a TLS port, where the handshake used to run inside the accept loop with
 /// no timeout: one silent client stalled every later admission.
 #[test]
 fn silent_clients_on_a_tls_port_do_not_stall_admission() {
-    raise_open_files(4096);
-    let (p1, p2) = (free_port(), free_port());
-    let n1 = tls_node("n1", p1, &[]);
-    let took = flood_then_join(&n1, p1, || tls_node("n2", p2, &[p1]));
+    raise_open_files(8192);
+    let (p1, p2, metrics) = (free_port(), free_port(), free_port());
+    let n1 = tls_node("n1", p1, &[], &["--metrics", &format!("127.0.0.1:{metrics}")]);
+    let took = flood_then_join(&n1, p1, metrics, || tls_node("n2", p2, &[p1], &[]));
     eprintln!("TLS: an honest node joined in {took:?} under 2000 silent connections and 1 MiB of garbage");
 }

@@ -22,14 +22,15 @@
 //! - its time is within [`MAX_SKEW`] of this node's clock, either way (else `stale`),
 //! - its address is the one it was sent from: the announced IP equals the datagram's source IP,
 //!   IPv4-mapped IPv6 addresses compared as IPv4 (else `address_mismatch`). An unspecified IP
-//!   (`0.0.0.0`, `::`, announced by a node listening on every interface) means "the address you
-//!   heard me from": the source IP is dialled, with the announced port,
+//!   (`0.0.0.0`, `::`) is refused too: the MAC would not cover the address dialled, so anyone
+//!   replaying it from their own address would be dialled. A node listening on every interface
+//!   announces the address of the interface its multicast leaves by instead,
 //! - its MAC was not accepted before (else `replayed`),
 //! - and the replay cache has room for it (else `flood`).
 //!
 //! Everything refused is ignored, counted (`foundation_gossip_ignored_total`, labelled by
 //! `reason`) and logged at debug level. This node's own announcements (its name, or its address)
-//! are skipped silently.
+//! are skipped silently; a node already up (by name or by address) is not dialled again.
 //!
 //! # What an accepted announcement proves, and what it does not
 //!
@@ -54,8 +55,9 @@
 //!   announcement's time is more than [`MAX_SKEW`] from now (so at most 2 × [`MAX_SKEW`] after
 //!   it was heard). When it is full of live entries, new announcements are refused as `flood`.
 //!   Only announcements with a valid MAC reach it, so only a holder of the cookie can fill it —
-//!   or a cluster announcing more than about 136 times a second (4096 per 30 s; more than 136
-//!   nodes at the default `gossip_interval` of 1 s), whose discovery then slows down.
+//!   or a cluster announcing more than about 68 times a second (4096 entries living up to 60 s
+//!   when a sender's clock runs ahead; more than about 68 nodes at the default
+//!   `gossip_interval` of 1 s), whose discovery then slows down.
 //! - The nodes heard but not up are counted per address, for at most [`HEARD_CAP`] (1024)
 //!   addresses; past that the counts are cleared.
 //! - Discovery starts at most [`DIALS_PER_SECOND`] (8) dials a second; a node skipped is dialled
@@ -66,7 +68,10 @@
 //!
 //! Hosts' clocks must agree within [`MAX_SKEW`] (30 s) for discovery to work. A node whose clock
 //! is further off is not discovered (its announcements are stale to the others, and theirs to
-//! it), but can still join through `cluster.seeds`.
+//! it), but can still join through `cluster.seeds`. Discovery is IPv4 only (a node announcing
+//! an IPv6 address is refused as `address_mismatch`). Anyone on the network can flood the
+//! discovery port with datagrams: they are refused, but real announcements may be lost with
+//! them, and discovery stops while it lasts (connections made, and seeds, are unaffected).
 //!
 //! # Who dials
 //!
@@ -195,15 +200,25 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The address to dial for an announcement of `announced` received from `from`: `announced` if
-/// its IP is the sender's, the sender's IP with the announced port if the announced IP is
-/// unspecified, and `None` otherwise.
+/// its IP is the sender's, else `None`. An unspecified announced IP is refused: the MAC would
+/// not cover the address dialled (the sender's), so a replay from any host would be dialled.
 fn dialled(announced: SocketAddr, from: SocketAddr) -> Option<SocketAddr> {
     let sender = canonical(from.ip());
     let ip = canonical(announced.ip());
-    if ip.is_unspecified() {
-        return Some(SocketAddr::new(sender, announced.port()));
+    (!ip.is_unspecified() && ip == sender).then_some(announced)
+}
+
+/// The address this node announces: its listen address, or, listening on every interface, the
+/// address of the interface its announcements leave by (with the listen port). `None` if that
+/// cannot be told (no route to the group).
+fn announced_address(config: &ClusterConfig) -> Option<SocketAddr> {
+    if !config.listen.ip().is_unspecified() {
+        return Some(config.listen);
     }
-    (ip == sender).then_some(announced)
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    probe.connect((config.gossip_group, config.gossip_port)).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then(|| SocketAddr::new(ip, config.listen.port()))
 }
 
 /// A node heard by discovery.
@@ -211,8 +226,7 @@ fn dialled(announced: SocketAddr, from: SocketAddr) -> Option<SocketAddr> {
 pub(crate) struct Heard {
     /// Its name, as announced.
     pub(crate) name: String,
-    /// The address to dial: the announced one, or the sender's IP with the announced port if the
-    /// announced IP is unspecified.
+    /// The address to dial: the announced one (its IP checked against the sender's).
     pub(crate) addr: SocketAddr,
     /// Its listen address as announced (the address its peers know it by).
     pub(crate) announced: SocketAddr,
@@ -424,6 +438,13 @@ pub(crate) async fn run(
     // the seed (start time and process id) tells this process's stream apart from a previous
     // run's.
     let mut nonces = SplitMix64::new(nonce_seed());
+    let ours = announced_address(&config);
+    if ours.is_none() {
+        tracing::warn!(
+            listen = %config.listen,
+            "discovery cannot tell which address to announce (no route to the group): this node announces nothing; set cluster.listen to this host's address"
+        );
+    }
     let group = SocketAddrV4::new(config.gossip_group, config.gossip_port);
     let mut ticks = tokio::time::interval(config.gossip_interval);
     // Per address heard: how often since we last were connected to it.
@@ -433,8 +454,8 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             _ = ticks.tick() => {
-                let announcement =
-                    verifier.announcement(&name, config.listen, unix_millis(), nonces.next_u64());
+                let Some(ours) = ours else { continue };
+                let announcement = verifier.announcement(&name, ours, unix_millis(), nonces.next_u64());
                 if let Err(e) = socket.send_to(announcement.as_bytes(), group).await {
                     tracing::debug!(error = %e, "cannot send a discovery announcement");
                 }
@@ -450,15 +471,15 @@ pub(crate) async fn run(
                         continue;
                     }
                 };
-                if heard_from.name == name || heard_from.announced == config.listen {
+                if heard_from.name == name || Some(heard_from.announced) == ours {
                     continue; // our own announcement
                 }
                 let addr = heard_from.addr;
                 let up = {
                     let membership = membership.read_or_recover();
-                    // Peers know a node by the address it announces (also when unspecified).
-                    membership.is_up_at(&addr.to_string())
-                        || membership.is_up_at(&heard_from.announced.to_string())
+                    // By name too: a node listening on every interface is known to its peers by
+                    // its listen address (`0.0.0.0:port`), not the one it announces.
+                    membership.is_up_at(&addr.to_string()) || membership.is_up_named(&heard_from.name)
                 };
                 if up {
                     heard.remove(&addr);
@@ -474,7 +495,8 @@ pub(crate) async fn run(
                 let times = heard.entry(addr).or_insert(0);
                 *times = times.saturating_add(1);
                 // Both nodes of a pair compare the same two announced addresses.
-                if config.listen.to_string() < heard_from.announced.to_string() || *times > PATIENCE {
+                let lower = ours.is_some_and(|ours| ours.to_string() < heard_from.announced.to_string());
+                if lower || *times > PATIENCE {
                     if !dials.take(Instant::now()) {
                         tracing::debug!(%addr, "discovery's dials for this second are used up");
                         continue;
@@ -625,15 +647,26 @@ mod tests {
         assert_eq!(heard.addr, "10.0.0.5:4101".parse::<SocketAddr>().unwrap());
     }
 
+    /// An unspecified address would be dialled at whoever sent it, which the MAC does not cover:
+    /// a recorded announcement replayed from the attacker's host would make it dialled.
     #[test]
-    fn an_unspecified_address_is_dialled_at_the_senders() {
+    fn an_unspecified_address_is_refused() {
         let mut verifier = Verifier::new("secret").unwrap();
         for (nonce, announced) in ["0.0.0.0:4101", "[::]:4101"].into_iter().enumerate() {
             let line = announce("secret", "n1", announced, NOW, nonce as u64);
-            let heard = verifier.accept(line.as_bytes(), from("10.0.0.7"), NOW).unwrap();
-            assert_eq!(heard.addr, "10.0.0.7:4101".parse::<SocketAddr>().unwrap(), "{announced}");
-            assert_eq!(heard.announced, announced.parse::<SocketAddr>().unwrap());
+            let refused = verifier.accept(line.as_bytes(), from("10.0.0.7"), NOW);
+            assert_eq!(refused, Err(Refusal::AddressMismatch), "{announced}");
         }
+    }
+
+    #[test]
+    fn a_node_on_every_interface_announces_a_concrete_address() {
+        let mut config = ClusterConfig { listen: "0.0.0.0:4101".parse().unwrap(), ..Default::default() };
+        if let Some(addr) = announced_address(&config) {
+            assert!(!addr.ip().is_unspecified() && addr.port() == 4101, "{addr}");
+        }
+        config.listen = "127.0.0.1:4101".parse().unwrap();
+        assert_eq!(announced_address(&config), Some(config.listen));
     }
 
     #[test]

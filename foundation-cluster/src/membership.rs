@@ -491,6 +491,10 @@ impl Membership {
             .collect()
     }
 
+    pub(crate) fn is_up_named(&self, name: &str) -> bool {
+        self.members.get(name).is_some_and(|m| m.status == MemberStatus::Up)
+    }
+
     pub(crate) fn is_up_at(&self, addr: &str) -> bool {
         self.members.values().any(|m| m.status == MemberStatus::Up && m.addr == addr)
     }

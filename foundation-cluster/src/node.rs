@@ -240,6 +240,19 @@ impl Cluster {
             let known: Vec<&String> = state.remembered.members.keys().filter(|n| *n != name).collect();
             tracing::info!(node = %name, dir = %state.dir().display(), incarnation, remembered = ?known, "state directory opened");
         }
+        if let Some(tls) = &config.tls
+            && crate::tls::expected_dns_name(name, &tls.server_name).is_none()
+        {
+            // Every peer would refuse it (its certificate cannot name it): say so now.
+            return Err(start_error(
+                format!(
+                    "with [cluster.tls], a node name must be one lowercase DNS label (a-z, 0-9 and `-`, at most \
+                     63, no dot) so that its certificate can name it as `{name}.{}`: `{name}` is not",
+                    tls.server_name
+                )
+                .into(),
+            ));
+        }
         let transport = match &config.tls {
             Some(tls) => Transport::Tls(Box::new(crate::tls::load(tls).map_err(|e| start_error(e.into()))?)),
             None => Transport::Plain,

@@ -96,7 +96,10 @@ const TOOLS_LABEL: &str = "tools";
 /// starting or ending with `-`. No dot, so no name can reach into another name's subdomain.
 fn is_dns_label(name: &str) -> bool {
     (1..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        // Lowercase only: certificates match names without regard to case, but membership
+        // and majorities compare names exactly, so `N1` and `n1` would be two members on one
+        // certificate.
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -112,7 +115,9 @@ fn is_dns_label(name: &str) -> bool {
 /// - `N` must be a single DNS label (see [`is_dns_label`]), so a name with dots cannot make
 ///   itself a suffix or prefix of another name's certificate.
 ///
-/// DNS names compare without regard to case: `N1` and `n1` are the same identity here.
+/// Names are lowercase: certificates match names without regard to case while membership
+/// compares them exactly, so an uppercase name is refused rather than let one certificate speak
+/// for `n1`, `N1`, `nN`… as many members.
 pub(crate) fn expected_dns_name(node: &str, server_name: &str) -> Option<String> {
     if !is_dns_label(node) {
         return None;
@@ -242,7 +247,7 @@ mod tests {
     fn a_certificate_speaks_only_for_the_name_it_carries() {
         let n1 = [certificate(&["foundation-node", "n1.foundation-node"])];
         assert!(admits("n1@10.0.0.1", SERVER, &n1).is_ok());
-        assert!(admits("N1@10.0.0.1", SERVER, &n1).is_ok(), "DNS names ignore case");
+        assert!(admits("N1@10.0.0.1", SERVER, &n1).is_err(), "one certificate, one member");
         for other in ["n2@10.0.0.1", "n1.foundation-node@h", "n10@h", "status-1@h", "foundation-node@h", "@h"]
         {
             let e = admits(other, SERVER, &n1).unwrap_err();

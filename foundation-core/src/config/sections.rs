@@ -213,10 +213,10 @@ config_section! {
                 "a duration from 100ms to 300s"
             ),
             serde(with = "super::duration"),
-            doc "Time a connection, incoming or outgoing, has to authenticate (TCP connect, TLS handshake and cookie handshake; 100ms to 300s). A connection that has not is closed and counted as refused (`handshake_timeout`), so a peer that connects and says nothing holds a slot for this long at most.";
+            doc "Time a connection has for each step of its handshake (100ms to 300s): a dial's TCP connect and TLS handshake, an incoming connection's TLS handshake, then the cookie handshake. A connection that has not completed one in time is closed and counted as refused (`handshake_timeout`), so a peer that connects and says nothing holds a slot for this long (twice, with TLS) at most.";
         max_pending_connections: usize = 256 => KeyKind::Integer,
             check(|c: &Self| (1..=65536).contains(&c.max_pending_connections), "an integer from 1 to 65536"),
-            doc "How many connections may be in their handshake at once (1 to 65 536). Further connections are closed as soon as they are accepted (`too_many_pending`) until some finish or time out; frames before authentication are limited to 64 KiB. With `handshake_timeout`, this bounds what peers that prove nothing can hold: sockets, actors and memory.";
+            doc "How many incoming connections may be in their TLS handshake, and how many in their cookie handshake, at once (1 to 65 536), a quarter of each at most from one IP address. Further connections are closed as soon as they are accepted (`too_many_pending`) until some finish or time out; this node's own dials never count. Frames before authentication are limited to 64 KiB. With `handshake_timeout`, this bounds what peers that prove nothing can hold: sockets, actors and memory.";
         reconnect_interval: Duration = DEFAULT_RECONNECT_INTERVAL => KeyKind::Duration,
             check(|c: &Self| c.reconnect_interval >= Duration::from_millis(10), "a duration of at least 10ms"),
             serde(with = "super::duration"),

@@ -8,7 +8,7 @@
 //! Each side of a connection issues a random 256-bit nonce; the client's travels in its first
 //! message, before anyone proves anything. Each side then proves it holds the cookie with an
 //! HMAC-SHA256, keyed by the cookie, over the whole transcript: which direction the proof
-//! travels, both nonces and both node names. A proof is therefore good for one connection, one
+//! travels, both nonces, both node names and both connection strings. A proof is therefore good for one connection, one
 //! direction and one pair of names only, so relaying a node's answer to that same node (or to
 //! anyone else) under another name fails, and a listener no longer signs challenges of the
 //! client's choosing.
@@ -50,6 +50,9 @@ pub(crate) struct Transcript {
     pub(crate) server_nonce: Nonce,
     pub(crate) client_name: String,
     pub(crate) server_name: String,
+    /// The connection strings each side announced (what peers remember to dial it again).
+    pub(crate) client_connection: String,
+    pub(crate) server_connection: String,
 }
 
 impl Transcript {
@@ -68,6 +71,8 @@ impl Transcript {
             &self.server_nonce[..],
             self.client_name.as_bytes(),
             self.server_name.as_bytes(),
+            self.client_connection.as_bytes(),
+            self.server_connection.as_bytes(),
         ] {
             Mac::update(&mut mac, &(field.len() as u64).to_be_bytes());
             Mac::update(&mut mac, field);
@@ -153,6 +158,8 @@ mod tests {
             server_nonce: [2; NONCE_BYTES],
             client_name: "a@host".to_string(),
             server_name: "b@host".to_string(),
+            client_connection: "a:1".to_string(),
+            server_connection: "b:1".to_string(),
         }
     }
 
@@ -180,6 +187,14 @@ mod tests {
             },
             Transcript {
                 server_name: "c@host".into(),
+                ..t.clone()
+            },
+            Transcript {
+                client_connection: "c:1".into(),
+                ..t.clone()
+            },
+            Transcript {
+                server_connection: "c:1".into(),
                 ..t.clone()
             },
             // Moving bytes from one name to the other changes the encoding too.

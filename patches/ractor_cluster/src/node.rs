@@ -317,6 +317,9 @@ pub enum NodeSessionMessage {
 
     /// Retrieve whether the session has finished initial state exchange after authentication
     GetReadyState(RpcReplyPort<bool>),
+
+    /// The handshake timeout elapsed: the session closes unless it has authenticated
+    HandshakeDeadline,
 }
 
 /// Node connection mode from the [Erlang](https://www.erlang.org/doc/reference_manual/distributed.html#node-connections)
@@ -560,12 +563,35 @@ pub struct NodeServerState {
 }
 
 impl NodeServerState {
-    /// Sessions that have not authenticated yet.
-    fn pending_sessions(&self) -> usize {
-        self.node_sessions
-            .keys()
-            .filter(|id| !self.authenticated_sessions.contains(id))
-            .count()
+    /// Incoming sessions that have not authenticated yet: all of them, and those from
+    /// `peer_ip`. (This node's own dials are bounded by whoever dials; they never count.)
+    fn pending_sessions(&self, peer_ip: Option<IpAddr>) -> (usize, usize) {
+        let pending = self
+            .node_sessions
+            .iter()
+            .filter(|(id, ses)| ses.is_server && !self.authenticated_sessions.contains(id));
+        pending.fold((0, 0), |(all, same), (_, ses)| {
+            let from_peer = peer_ip.is_some()
+                && ses
+                    .peer_addr
+                    .parse::<std::net::SocketAddr>()
+                    .ok()
+                    .map(|a| a.ip())
+                    == peer_ip;
+            (all + 1, same + usize::from(from_peer))
+        })
+    }
+
+    /// Whether an incoming connection from `peer_addr` must be closed: the pending cap is
+    /// reached, or a quarter of it is held by the same address (so that one host cannot take
+    /// every slot).
+    fn over_pending_cap(&self, peer_addr: &str, max_pending: usize) -> bool {
+        let peer_ip = peer_addr
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip());
+        let (all, same) = self.pending_sessions(peer_ip);
+        all >= max_pending || same >= (max_pending / 4).max(1)
     }
 
     fn refused(&mut self, peer_addr: &str, reason: &'static str) {
@@ -848,7 +874,7 @@ impl Actor for NodeServer {
             Self::Msg::ConnectionOpened { stream, is_server } => {
                 let node_id = state.node_id_counter;
                 let peer_addr = stream.peer_addr().to_string();
-                if state.pending_sessions() >= self.max_pending_connections {
+                if is_server && state.over_pending_cap(&peer_addr, self.max_pending_connections) {
                     // dropping the stream closes the socket
                     drop(stream);
                     state.refused(&peer_addr, refusal::TOO_MANY_PENDING);
@@ -895,7 +921,7 @@ impl Actor for NodeServer {
                 let node_id = state.node_id_counter;
                 // Prefer label if present for diagnostics, else fall back to placeholder address
                 let peer_addr = peer_label.unwrap_or_else(|| "external".to_string());
-                if state.pending_sessions() >= self.max_pending_connections {
+                if is_server && state.over_pending_cap(&peer_addr, self.max_pending_connections) {
                     drop(external_stream);
                     state.refused(&peer_addr, refusal::TOO_MANY_PENDING);
                     return Ok(());

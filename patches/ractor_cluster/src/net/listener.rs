@@ -32,6 +32,30 @@ pub(crate) struct Listener {
     listen_addr: Option<IpAddr>,
     handshake_timeout: std::time::Duration,
     tls_handshakes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// TLS handshakes in flight per peer address (addresses with none are removed), each at
+    /// most a quarter of the cap, so that one host cannot hold every slot.
+    tls_handshakes_by_ip:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    max_per_ip: usize,
+}
+
+/// One TLS handshake in flight from an address: counted until dropped.
+struct HandshakeSlot {
+    ip: IpAddr,
+    by_ip: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = by_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Listener {
@@ -53,7 +77,28 @@ impl Listener {
             tls_handshakes: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 max_pending_connections.max(1),
             )),
+            tls_handshakes_by_ip: Default::default(),
+            max_per_ip: (max_pending_connections / 4).max(1),
         }
+    }
+
+    /// A slot for a TLS handshake from `ip`, if the cap and `ip`'s share allow one.
+    fn handshake_slot(&self, ip: IpAddr) -> Option<HandshakeSlot> {
+        let permit = self.tls_handshakes.clone().try_acquire_owned().ok()?;
+        let mut by_ip = self
+            .tls_handshakes_by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let count = by_ip.get(&ip).copied().unwrap_or(0);
+        if count >= self.max_per_ip {
+            return None;
+        }
+        by_ip.insert(ip, count + 1);
+        Some(HandshakeSlot {
+            ip,
+            by_ip: self.tls_handshakes_by_ip.clone(),
+            _permit: permit,
+        })
     }
 }
 
@@ -158,7 +203,7 @@ impl Actor for Listener {
                             tracing::debug!("TCP Session opened for {addr}");
                         }
                         IncomingEncryptionMode::Tls(acceptor) => {
-                            let Ok(permit) = self.tls_handshakes.clone().try_acquire_owned() else {
+                            let Some(slot) = self.handshake_slot(addr.ip()) else {
                                 // dropping the stream closes the socket
                                 drop(stream);
                                 let _ = cast!(
@@ -176,7 +221,7 @@ impl Actor for Listener {
                             tokio::spawn(async move {
                                 let accepted =
                                     tokio::time::timeout(timeout, acceptor.accept(stream)).await;
-                                drop(permit);
+                                drop(slot);
                                 match accepted {
                                     Ok(Ok(enc_stream)) => {
                                         let _ = cast!(

@@ -77,10 +77,59 @@ pub(crate) struct Session {
     max_inbound_frame_size: FrameLimit,
 }
 
-/// The largest inbound frame a session accepts right now: small until the session has
-/// authenticated (see [crate::node::PRE_AUTH_MAX_FRAME_SIZE]), then the configured limit.
-/// Shared between the node session, which raises it, and the reader, which applies it.
-pub(crate) type FrameLimit = std::sync::Arc<std::sync::atomic::AtomicU64>;
+/// The largest inbound frame a session accepts: small until the session has authenticated (see
+/// [crate::node::PRE_AUTH_MAX_FRAME_SIZE]), then the configured limit. Shared between the node
+/// session, which raises it, and the reader, which applies it.
+///
+/// A frame over the small limit but within the configured one waits (at most `wait`, the
+/// handshake timeout) for the raise before it is refused: the peer's first frames after the
+/// handshake (its actors and groups, which may be large) can reach the reader before the node
+/// session has seen the handshake complete.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameLimit(std::sync::Arc<FrameLimitInner>);
+
+#[derive(Debug)]
+struct FrameLimitInner {
+    current: tokio::sync::watch::Sender<u64>,
+    max: u64,
+    wait: std::time::Duration,
+}
+
+impl FrameLimit {
+    /// `pre_auth` until [raised](Self::raise), then `max`.
+    pub(crate) fn new(pre_auth: u64, max: u64, wait: std::time::Duration) -> Self {
+        let (current, _) = tokio::sync::watch::channel(pre_auth.min(max));
+        Self(std::sync::Arc::new(FrameLimitInner { current, max, wait }))
+    }
+
+    /// `max` from the start.
+    #[cfg(test)]
+    pub(crate) fn fixed(max: u64) -> Self {
+        Self::new(max, max, std::time::Duration::ZERO)
+    }
+
+    /// The session authenticated: frames up to the configured limit from now on.
+    pub(crate) fn raise(&self) {
+        self.0.current.send_replace(self.0.max);
+    }
+
+    /// Whether the session has authenticated (the limit was raised).
+    pub(crate) fn is_raised(&self) -> bool {
+        *self.0.current.borrow() >= self.0.max
+    }
+
+    /// The limit a frame of `length` bytes is checked against: the current one, after waiting
+    /// for the raise if the frame needs it and the configured limit allows it.
+    async fn for_frame(&self, length: u64) -> u64 {
+        let mut current = self.0.current.subscribe();
+        if length > *current.borrow() && length <= self.0.max {
+            let _ =
+                tokio::time::timeout(self.0.wait, current.wait_for(|limit| *limit >= length)).await;
+        }
+        let limit = *current.borrow();
+        limit
+    }
+}
 
 impl Session {
     pub(crate) async fn spawn_linked(
@@ -408,13 +457,22 @@ fn checked_frame_length(length: u64, max_frame_size: u64) -> tokio::io::Result<u
     })
 }
 
+#[cfg(test)]
 async fn read_network_message(
     stream: &mut ActorReadHalf,
     max_frame_size: u64,
 ) -> tokio::io::Result<crate::protocol::NetworkMessage> {
+    read_limited_network_message(stream, &FrameLimit::fixed(max_frame_size)).await
+}
+
+async fn read_limited_network_message(
+    stream: &mut ActorReadHalf,
+    limit: &FrameLimit,
+) -> tokio::io::Result<crate::protocol::NetworkMessage> {
     let wire_length = stream.read_u64().await?;
     tracing::trace!("Payload length message ({wire_length}) received");
 
+    let max_frame_size = limit.for_frame(wire_length).await;
     let frame_length = checked_frame_length(wire_length, max_frame_size)?;
     let bytes = Bytes::from(read_n_bytes(stream, frame_length).await?);
     tracing::trace!("Payload of length({}) received", bytes.len());
@@ -469,12 +527,7 @@ impl Actor for SessionReader {
             Self::Msg::WaitForObject => {
                 let read_result = match state.reader.as_mut() {
                     Some(stream) => {
-                        read_network_message(
-                            stream,
-                            self.max_inbound_frame_size
-                                .load(std::sync::atomic::Ordering::Relaxed),
-                        )
-                        .await
+                        read_limited_network_message(stream, &self.max_inbound_frame_size).await
                     }
                     None => {
                         myself.stop(Some("channel_closed".to_string()));
@@ -491,9 +544,15 @@ impl Actor for SessionReader {
                         let stop_reason = if read_err.kind() == ErrorKind::UnexpectedEof {
                             tracing::trace!("Cluster stream closed while reading a frame");
                             "channel_closed"
-                        } else {
+                        } else if self.max_inbound_frame_size.is_raised() {
                             tracing::warn!(
                                 "Closing cluster stream after framing error: {read_err}"
+                            );
+                            "frame_read_error"
+                        } else {
+                            // before authentication anyone can send garbage: no log line each
+                            tracing::debug!(
+                                "Closing unauthenticated cluster stream after framing error: {read_err}"
                             );
                             "frame_read_error"
                         };
@@ -686,6 +745,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_frame_before_the_raise_waits_for_it_and_is_refused_without_it() {
+        let message = test_network_message();
+        let payload_len = message.encoded_len() as u64;
+        let frame = encode_frame(&message);
+
+        // Never raised: refused once the wait is over, without reading the payload.
+        let limit = FrameLimit::new(1, 1 << 20, std::time::Duration::from_millis(50));
+        let mut reader = ActorReadHalf::External(Box::new(Cursor::new(frame.clone())));
+        let error = read_limited_network_message(&mut reader, &limit)
+            .await
+            .expect_err("a frame over the pre-authentication limit must wait for the raise");
+        assert_eq!(error.kind(), ErrorKind::InvalidData);
+        assert!(!limit.is_raised());
+
+        // Raised while the frame waits (the handshake completed meanwhile): read.
+        let limit = FrameLimit::new(1, 1 << 20, std::time::Duration::from_secs(10));
+        let raiser = limit.clone();
+        let mut reader = ActorReadHalf::External(Box::new(Cursor::new(frame)));
+        let raise = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            raiser.raise();
+        });
+        let read = read_limited_network_message(&mut reader, &limit)
+            .await
+            .expect("the frame is read once the limit is raised");
+        raise.await.unwrap();
+        assert_eq!(read, message);
+        assert!(limit.is_raised() && payload_len > 1);
+
+        // Over the configured limit: refused at once, raised or not.
+        let limit = FrameLimit::new(1, 2, std::time::Duration::from_secs(10));
+        limit.raise();
+        let mut reader =
+            ActorReadHalf::External(Box::new(Cursor::new(encode_frame(&test_network_message()))));
+        let started = std::time::Instant::now();
+        assert!(read_limited_network_message(&mut reader, &limit)
+            .await
+            .is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[tokio::test]
     async fn truncated_frame_is_rejected() {
         let message = test_network_message();
         let payload_len = message.encoded_len();
@@ -728,7 +829,7 @@ mod tests {
             None,
             SessionReader {
                 session: sink.clone(),
-                max_inbound_frame_size: std::sync::Arc::new(max_inbound_frame_size.into()),
+                max_inbound_frame_size: FrameLimit::fixed(max_inbound_frame_size),
             },
             reader,
         )

@@ -166,14 +166,15 @@ impl ClientAuthenticationProcess {
         Self::WaitingForServerStatus
     }
 
-    /// Implement the client FSM transitions. `our_nonce` and `our_name` are what this client
-    /// sent in its [proto::NameMessage]; `ours` holds the nonces this node issued.
+    /// Implement the client FSM transitions. `our_nonce` and `(our_name, our_connection)` are
+    /// what this client sent in its [proto::NameMessage]; `ours` holds the nonces this node
+    /// issued.
     pub(crate) fn next(
         &self,
         auth_message: proto::AuthenticationMessage,
         cookie: &'_ str,
         our_nonce: Nonce,
-        our_name: &str,
+        (our_name, our_connection): (&str, &str),
         ours: &NonceRegistry,
     ) -> Self {
         if let Some(msg) = auth_message.msg {
@@ -198,6 +199,8 @@ impl ClientAuthenticationProcess {
                             server_nonce,
                             client_name: our_name.to_string(),
                             server_name: challenge_msg.name.clone(),
+                            client_connection: our_connection.to_string(),
+                            server_connection: challenge_msg.connection_string.clone(),
                         };
                         let proof = transcript.proof(cookie, Direction::ClientToServer);
                         return Self::WaitingForServerChallengeAck(
@@ -295,6 +298,8 @@ mod tests {
             server_nonce: server_nonce.value(),
             client_name: peer.name.clone(),
             server_name: server_name.to_string(),
+            client_connection: peer.connection_string.clone(),
+            server_connection: "localhost:123".to_string(),
         };
         (state.start_challenge(transcript), server_nonce)
     }
@@ -306,12 +311,18 @@ mod tests {
         let (server, server_nonce) =
             server_challenges(&b, "b@h", "cookie", name("a@h", &client_nonce.value()));
         let client = ClientAuthenticationProcess::init()
-            .next(status_ok(), "cookie", client_nonce.value(), "a@h", &a)
+            .next(
+                status_ok(),
+                "cookie",
+                client_nonce.value(),
+                ("a@h", "localhost:123"),
+                &a,
+            )
             .next(
                 challenge("b@h", &server_nonce.value()),
                 "cookie",
                 client_nonce.value(),
-                "a@h",
+                ("a@h", "localhost:123"),
                 &a,
             );
         let ClientAuthenticationProcess::WaitingForServerChallengeAck(_, proof, _) = &client else {
@@ -325,7 +336,7 @@ mod tests {
             ack(&server_proof),
             "cookie",
             client_nonce.value(),
-            "a@h",
+            ("a@h", "localhost:123"),
             &a,
         );
         assert!(matches!(client, ClientAuthenticationProcess::Ok));
@@ -337,17 +348,21 @@ mod tests {
         let client_nonce = a.issue();
         let (server, server_nonce) =
             server_challenges(&b, "b@h", "cookie", name("a@h", &client_nonce.value()));
-        assert!(matches!(
-            server,
-            ServerAuthenticationProcess::WaitingOnClientChallengeReply(_)
-        ));
+        // All the server has sent is its challenge: it holds no proof to send yet.
+        assert!(!matches!(server, ServerAuthenticationProcess::Ok(_)));
         let client = ClientAuthenticationProcess::init()
-            .next(status_ok(), "guess", client_nonce.value(), "a@h", &a)
+            .next(
+                status_ok(),
+                "guess",
+                client_nonce.value(),
+                ("a@h", "localhost:123"),
+                &a,
+            )
             .next(
                 challenge("b@h", &server_nonce.value()),
                 "guess",
                 client_nonce.value(),
-                "a@h",
+                ("a@h", "localhost:123"),
                 &a,
             );
         let ClientAuthenticationProcess::WaitingForServerChallengeAck(_, proof, _) = &client else {
@@ -379,22 +394,33 @@ mod tests {
             ServerAuthenticationProcess::Close
         ));
         // A server presenting a nonce this node issued (its listener's, relayed back).
-        let client =
-            ClientAuthenticationProcess::init().next(status_ok(), "cookie", [1; 32], "b@h", &b);
+        let client = ClientAuthenticationProcess::init().next(
+            status_ok(),
+            "cookie",
+            [1; 32],
+            ("b@h", "localhost:123"),
+            &b,
+        );
         assert!(matches!(
             client.next(
                 challenge("c@h", &ours.value()),
                 "cookie",
                 [1; 32],
-                "b@h",
+                ("b@h", "localhost:123"),
                 &b
             ),
             ClientAuthenticationProcess::Close
         ));
         assert!(matches!(
             ClientAuthenticationProcess::init()
-                .next(status_ok(), "cookie", [1; 32], "a@h", &a)
-                .next(challenge("b@h", &[]), "cookie", [1; 32], "a@h", &a),
+                .next(status_ok(), "cookie", [1; 32], ("a@h", "localhost:123"), &a)
+                .next(
+                    challenge("b@h", &[]),
+                    "cookie",
+                    [1; 32],
+                    ("a@h", "localhost:123"),
+                    &a
+                ),
             ClientAuthenticationProcess::Close
         ));
     }
@@ -412,7 +438,7 @@ mod tests {
             status_ok(),
             cookie,
             v_dial_nonce.value(),
-            "v@h",
+            ("v@h", "localhost:123"),
             &v,
         );
 
@@ -437,7 +463,7 @@ mod tests {
                     challenge(claimed, &v_listen_nonce.value()),
                     cookie,
                     v_dial_nonce.value(),
-                    "v@h",
+                    ("v@h", "localhost:123"),
                     &v
                 ),
                 ClientAuthenticationProcess::Close
@@ -449,7 +475,7 @@ mod tests {
             challenge("mallory@h", &[5; 32]),
             cookie,
             v_dial_nonce.value(),
-            "v@h",
+            ("v@h", "localhost:123"),
             &v,
         );
         let ClientAuthenticationProcess::WaitingForServerChallengeAck(_, proof, _) = &answered
@@ -481,7 +507,13 @@ mod tests {
             ServerAuthenticationProcess::Close
         ));
         assert!(matches!(
-            ClientAuthenticationProcess::init().next(reply(&[0; 32]), "cookie", [1; 32], "a@h", &a),
+            ClientAuthenticationProcess::init().next(
+                reply(&[0; 32]),
+                "cookie",
+                [1; 32],
+                ("a@h", "localhost:123"),
+                &a
+            ),
             ClientAuthenticationProcess::Close
         ));
         // The client's "continue" after an Alive status leads to the challenge.
@@ -492,6 +524,8 @@ mod tests {
                 server_nonce: [3; 32],
                 client_name: "a@h".into(),
                 server_name: "b@h".into(),
+                client_connection: "localhost:123".into(),
+                server_connection: "localhost:123".into(),
             });
         assert!(matches!(
             waiting.next(

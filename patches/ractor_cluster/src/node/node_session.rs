@@ -54,6 +54,13 @@ pub(crate) const STOP_AUTH_FAILED: &str = "auth_fail";
 pub(crate) const STOP_AUTH_TIMEOUT: &str = "auth_timeout";
 /// Stop reason of a session whose peer's certificate does not name the node it claims.
 pub(crate) const STOP_PEER_IDENTITY: &str = "peer_identity";
+/// Stop reason of a session that lost to another connection with the same peer (simultaneous
+/// connects, reconnects), or whose check with the node server failed: not a refusal.
+pub(crate) const STOP_DUPLICATE: &str = "duplicate_connection";
+/// Stop reason of a dialling session the listener turned away (`NotAllowed`).
+pub(crate) const STOP_PEER_REFUSED: &str = "peer_refused";
+/// Stop reason of a session with this node itself (a seed list naming it, say).
+pub(crate) const STOP_SELF: &str = "self_connection";
 
 #[derive(Debug)]
 enum AuthenticationState {
@@ -274,7 +281,10 @@ impl NodeSession {
                     message,
                     &self.cookie,
                     our_nonce,
-                    &self.this_node_name.name,
+                    (
+                        &self.this_node_name.name,
+                        &self.this_node_name.connection_string,
+                    ),
                     &self.nonces,
                 );
                 match &next {
@@ -292,10 +302,12 @@ impl NodeSession {
                                 // The handshake will not continue, as there's already another client handshake underway
                                 // which itself initiated (Simultaneous connect where the other connection's name is > this node
                                 // name)
+                                stop_reason = STOP_DUPLICATE;
                                 next = auth::ClientAuthenticationProcess::Close;
                             }
                             auth_protocol::server_status::Status::NotAllowed => {
                                 // unspecified auth reason
+                                stop_reason = STOP_PEER_REFUSED;
                                 next = auth::ClientAuthenticationProcess::Close;
                             }
                             auth_protocol::server_status::Status::Alive => {
@@ -377,6 +389,15 @@ impl NodeSession {
                     server_auth,
                     auth::ServerAuthenticationProcess::WaitingOnClientStatus(_)
                 );
+                if let Some(auth_protocol::authentication_message::Msg::Name(name)) = &message.msg {
+                    if name.name == self.this_node_name.name {
+                        // this node dialled itself (its own nonce, too): not an attack
+                        myself.stop(Some(STOP_SELF.to_string()));
+                        state.auth =
+                            AuthenticationState::AsServer(auth::ServerAuthenticationProcess::Close);
+                        return;
+                    }
+                }
                 let mut next = server_auth.next(message, &self.cookie, &self.nonces);
 
                 match &next {
@@ -430,6 +451,7 @@ impl NodeSession {
                             .await;
                         match server_status_result {
                             Err(_) | Ok(CallResult::Timeout) | Ok(CallResult::SenderError) => {
+                                stop_reason = STOP_DUPLICATE;
                                 next = auth::ServerAuthenticationProcess::Close;
                             }
                             Ok(CallResult::Success(reply)) => {
@@ -453,6 +475,11 @@ impl NodeSession {
                                     server_nonce: server_nonce.value(),
                                     client_name: peer_name.name.clone(),
                                     server_name: self.this_node_name.name.clone(),
+                                    client_connection: peer_name.connection_string.clone(),
+                                    server_connection: self
+                                        .this_node_name
+                                        .connection_string
+                                        .clone(),
                                 };
                                 state.issued_nonce = Some(server_nonce);
                                 match server_status {
@@ -466,6 +493,7 @@ impl NodeSession {
                                     }
                                     auth_protocol::server_status::Status::NotOk
                                     | auth_protocol::server_status::Status::NotAllowed => {
+                                        stop_reason = STOP_DUPLICATE;
                                         next = auth::ServerAuthenticationProcess::Close;
                                     }
                                     auth_protocol::server_status::Status::Alive => {
@@ -521,7 +549,9 @@ impl NodeSession {
         myself: ActorRef<super::NodeSessionMessage>,
     ) {
         if !state.auth.is_ok() {
-            tracing::warn!("Inter-node message received on unauthenticated NodeSession");
+            // a protocol violation by a peer that proved nothing: close, without a log line each
+            tracing::debug!("Inter-node message received on unauthenticated NodeSession");
+            myself.stop(Some(STOP_AUTH_FAILED.to_string()));
             return;
         }
 
@@ -619,7 +649,9 @@ impl NodeSession {
         myself: ActorRef<super::NodeSessionMessage>,
     ) -> Result<(), ActorProcessingErr> {
         if !state.auth.is_ok() {
-            tracing::warn!("Control message received on unauthenticated NodeSession");
+            // a protocol violation by a peer that proved nothing: close, without a log line each
+            tracing::debug!("Control message received on unauthenticated NodeSession");
+            myself.stop(Some(STOP_AUTH_FAILED.to_string()));
             return Ok(());
         }
 
@@ -1156,10 +1188,10 @@ impl Actor for NodeSession {
         let peer_addr = stream.peer_addr();
         let local_addr = stream.local_addr();
         let peer_certificates = stream.peer_certificates();
-        let frame_limit: crate::net::FrameLimit = std::sync::Arc::new(
-            self.max_inbound_frame_size
-                .min(super::PRE_AUTH_MAX_FRAME_SIZE)
-                .into(),
+        let frame_limit = crate::net::FrameLimit::new(
+            super::PRE_AUTH_MAX_FRAME_SIZE,
+            self.max_inbound_frame_size,
+            self.handshake_timeout,
         );
         // startup the TCP socket handler for message write + reading
         let actor = crate::net::Session::spawn_linked(
@@ -1178,7 +1210,9 @@ impl Actor for NodeSession {
             let timeout = self.handshake_timeout;
             AbortOnDropTask::new(ractor::concurrency::spawn(async move {
                 ractor::concurrency::sleep(timeout).await;
-                session.stop(Some(STOP_AUTH_TIMEOUT.to_string()));
+                // checked by the session itself, in order with the handshake's messages, so a
+                // handshake completing at the deadline is never cut off after the fact
+                let _ = session.cast(super::NodeSessionMessage::HandshakeDeadline);
             }))
         };
 
@@ -1254,8 +1288,8 @@ impl Actor for NodeSession {
                 || self.this_node_name.name == peer.name
             {
                 // self-connection detected, exit session
-                tracing::warn!("Cannot establish a connection to self. Exiting");
-                myself.stop(Some("self_connection".to_string()));
+                tracing::debug!("Cannot establish a connection to self. Exiting");
+                myself.stop(Some(STOP_SELF.to_string()));
                 return Ok(());
             }
         }
@@ -1271,10 +1305,7 @@ impl Actor for NodeSession {
                             if !p_state && state.auth.is_ok() {
                                 // the handshake is over: full-size frames, no deadline, and
                                 // our nonce is no longer outstanding
-                                state.frame_limit.store(
-                                    self.max_inbound_frame_size,
-                                    std::sync::atomic::Ordering::Relaxed,
-                                );
+                                state.frame_limit.raise();
                                 if let Some(mut deadline) = state.auth_deadline.take() {
                                     deadline.abort();
                                 }
@@ -1328,6 +1359,11 @@ impl Actor for NodeSession {
             }
             Self::Msg::GetAuthenticationState(reply) => {
                 let _ = reply.send(state.auth.is_ok());
+            }
+            Self::Msg::HandshakeDeadline => {
+                if !state.auth.is_ok() {
+                    myself.stop(Some(STOP_AUTH_TIMEOUT.to_string()));
+                }
             }
             Self::Msg::GetReadyState(reply) => {
                 let _ = reply.send(state.ready.is_ok());

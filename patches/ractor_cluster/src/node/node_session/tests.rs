@@ -149,7 +149,7 @@ fn authenticated_state(tcp: Option<ActorRef<SessionMessage>>) -> NodeSessionStat
         pong_warnings: PongWarnings::default(),
         issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
         peer_certificates: Vec::new(),
-        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        frame_limit: crate::net::FrameLimit::fixed(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE),
         auth_deadline: None,
     }
 }
@@ -423,7 +423,7 @@ async fn node_sesison_client_auth_success() {
         pong_warnings: PongWarnings::default(),
         issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
         peer_certificates: Vec::new(),
-        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        frame_limit: crate::net::FrameLimit::fixed(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE),
         auth_deadline: None,
     };
 
@@ -586,7 +586,7 @@ async fn node_session_client_auth_session_state_failures() {
         pong_warnings: PongWarnings::default(),
         issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
         peer_certificates: Vec::new(),
-        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        frame_limit: crate::net::FrameLimit::fixed(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE),
         auth_deadline: None,
     };
 
@@ -661,6 +661,8 @@ async fn node_session_client_auth_session_state_failures() {
                 server_nonce: [7; 32],
                 client_name: "myself".into(),
                 server_name: "something".into(),
+                client_connection: "localhost:123".into(),
+                server_connection: "localhost:123".into(),
             },
         ),
     );
@@ -737,7 +739,7 @@ async fn node_session_server_auth_success() {
         pong_warnings: PongWarnings::default(),
         issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
         peer_certificates: Vec::new(),
-        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        frame_limit: crate::net::FrameLimit::fixed(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE),
         auth_deadline: None,
     };
 
@@ -852,7 +854,7 @@ async fn node_session_server_auth_session_state_failures() {
         pong_warnings: PongWarnings::default(),
         issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
         peer_certificates: Vec::new(),
-        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        frame_limit: crate::net::FrameLimit::fixed(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE),
         auth_deadline: None,
     };
 
@@ -1021,7 +1023,7 @@ async fn node_session_handle_node_msg() {
         pong_warnings: PongWarnings::default(),
         issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
         peer_certificates: Vec::new(),
-        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        frame_limit: crate::net::FrameLimit::fixed(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE),
         auth_deadline: None,
     };
     // add the "remote" actor
@@ -1134,7 +1136,7 @@ async fn node_session_handle_control() {
         pong_warnings: PongWarnings::default(),
         issued_nonce: Some(crate::hash::NonceRegistry::default().issue()),
         peer_certificates: Vec::new(),
-        frame_limit: Arc::new(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE.into()),
+        frame_limit: crate::net::FrameLimit::fixed(super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE),
         auth_deadline: None,
     };
 
