@@ -101,6 +101,36 @@ fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
     }
 }
 
+/// Two hosts listening on every interface at the same port (`0.0.0.0:4100`) and one on its
+/// address: each announces the address its multicast leaves by (an unspecified one would be
+/// refused: its MAC would not cover the address dialled), and the two on `0.0.0.0` do not take
+/// each other for themselves.
+#[test]
+fn nodes_listening_on_every_interface_are_discovered_and_connect() {
+    let Some(net) = test_net(3) else { return };
+    let nodes: Vec<NodeProcess> = (0..3)
+        .map(|k| {
+            let name = format!("w{}", k + 1);
+            let listen =
+                if k == 0 { format!("{}:4100", net.host(k).address()) } else { "0.0.0.0:4100".to_string() };
+            let args = ["node", "--json", "--cluster", "--name", &name, "--listen", &listen, "--no-state"];
+            let env = [
+                ("FOUNDATION_LOG", log_level()),
+                ("FOUNDATION_COOKIE", "netns-discovery-cookie".into()),
+                ("FOUNDATION_CLUSTER__ALLOW_PLAINTEXT", "true".into()),
+            ];
+            let node = net.spawn(k, &name, env!("CARGO_BIN_EXE_foundation"), args, env).unwrap();
+            wait(&node, json!({"event": "listening", "node": name}));
+            node
+        })
+        .collect();
+    for (k, node) in nodes.iter().enumerate() {
+        for other in (0..3).filter(|j| *j != k) {
+            wait(node, json!({"event": "member_up", "name": format!("w{}", other + 1)}));
+        }
+    }
+}
+
 #[test]
 fn delay_and_loss_slow_a_link_where_the_kernel_has_netem() {
     let Some(net) = test_net(2) else { return };

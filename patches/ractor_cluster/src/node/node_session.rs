@@ -1284,7 +1284,15 @@ impl Actor for NodeSession {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(peer) = &state.name {
-            if self.this_node_name.connection_string == peer.connection_string
+            // Two hosts listening on every interface at the same port announce the same
+            // connection string (`0.0.0.0:port`): only a concrete one tells self apart.
+            let concrete = |connection: &str| {
+                connection
+                    .parse::<std::net::SocketAddr>()
+                    .map_or(true, |addr| !addr.ip().is_unspecified())
+            };
+            if (self.this_node_name.connection_string == peer.connection_string
+                && concrete(&peer.connection_string))
                 || self.this_node_name.name == peer.name
             {
                 // self-connection detected, exit session
