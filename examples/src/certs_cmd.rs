@@ -360,7 +360,7 @@ mod tests {
             (&[""][..], "no node name"),
             (&["n1", "a.b"][..], "`a.b`"),
             (&["n1", "n1"][..], "`n1` is listed twice"),
-            (&["n1", "N1"][..], "`n1` and `N1`"),
+            (&["n1", "N1"][..], "`N1` cannot be named"),
             (&["status-1"][..], "observers"),
             (&["ca"][..], "ca.pem"),
             (&["tools"][..], "tools.pem"),

@@ -103,8 +103,8 @@ fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
 
 /// Two hosts listening on every interface at the same port (`0.0.0.0:4100`) and one on its
 /// address: each announces the address its multicast leaves by (an unspecified one would be
-/// refused: its MAC would not cover the address dialled), and the two on `0.0.0.0` do not take
-/// each other for themselves.
+/// refused: its MAC would not cover the address dialled) and is known to its peers by it, and
+/// the two on `0.0.0.0` do not take each other for themselves.
 #[test]
 fn nodes_listening_on_every_interface_are_discovered_and_connect() {
     let Some(net) = test_net(3) else { return };
@@ -126,7 +126,9 @@ fn nodes_listening_on_every_interface_are_discovered_and_connect() {
         .collect();
     for (k, node) in nodes.iter().enumerate() {
         for other in (0..3).filter(|j| *j != k) {
-            wait(node, json!({"event": "member_up", "name": format!("w{}", other + 1)}));
+            let up = wait(node, json!({"event": "member_up", "name": format!("w{}", other + 1)}));
+            // Known by the address of its host, not `0.0.0.0` (which would be every such node's).
+            assert_eq!(up["addr"], json!(format!("{}:4100", net.host(other).address())), "{up}");
         }
     }
 }

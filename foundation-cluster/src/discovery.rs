@@ -211,7 +211,7 @@ fn dialled(announced: SocketAddr, from: SocketAddr) -> Option<SocketAddr> {
 /// The address this node announces: its listen address, or, listening on every interface, the
 /// address of the interface its announcements leave by (with the listen port). `None` if that
 /// cannot be told (no route to the group).
-fn announced_address(config: &ClusterConfig) -> Option<SocketAddr> {
+pub(crate) fn announced_address(config: &ClusterConfig) -> Option<SocketAddr> {
     if !config.listen.ip().is_unspecified() {
         return Some(config.listen);
     }

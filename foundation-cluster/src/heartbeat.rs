@@ -291,8 +291,9 @@ async fn confirm_leaving(shared: &Shared, name: &str) -> bool {
 /// transitive mode would do in plaintext.
 fn meet_members(args: &Args, members: &[String]) {
     let own = args.config.listen;
+    let advertised = crate::discovery::announced_address(&args.config);
     for addr in members.iter().filter_map(|a| a.parse::<std::net::SocketAddr>().ok()) {
-        if addr != own {
+        if addr != own && Some(addr) != advertised {
             args.dialer.dial_in_background(addr, "a peer's member");
         }
     }

@@ -265,11 +265,20 @@ impl Cluster {
             ),
             Transport::Plain => (None, ractor_cluster::node::NodeConnectionMode::Transitive),
         };
+        // The address peers know this node by (its connection string, what they remember and
+        // dial again): the listen address, or, listening on every interface, the address of the
+        // interface toward the discovery group (the default route) — `0.0.0.0` would be every
+        // such node's address, and this one's on every host.
+        let advertised = crate::discovery::announced_address(config).unwrap_or(config.listen);
+        let hostname = match advertised.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),
             name.to_string(),
-            config.listen.ip().to_string(),
+            hostname,
             encryption,
             Some(mode),
         )
@@ -344,7 +353,7 @@ impl Cluster {
                 }
             }));
         }
-        for seed in config.seeds.iter().copied().filter(|s| *s != config.listen) {
+        for seed in config.seeds.iter().copied().filter(|s| *s != config.listen && *s != advertised) {
             let (interval, dialer, events) = (config.reconnect_interval, dialer.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
                 let mut refused = false;

@@ -130,7 +130,7 @@ pub(crate) fn expected_dns_name(node: &str, server_name: &str) -> Option<String>
 
 /// The DNS name the certificate of the node (a member, not an observer) called `node` must
 /// carry in a cluster whose `cluster.tls.server_name` is `server_name`: `node.server_name`.
-/// An error, saying why, if `node` cannot have one: not a single DNS label (1 to 63 letters,
+/// An error, saying why, if `node` cannot have one: not a single DNS label (1 to 63 lowercase letters,
 /// digits and `-`, no dot, not starting or ending with `-`), an observer's name (those share
 /// the tools certificate, [`tools_certificate_name`]), or a `server_name` that does not make a
 /// valid DNS name with it. `foundation certs` checks node names with it.
@@ -144,7 +144,7 @@ pub fn node_certificate_name(node: &str, server_name: &str) -> Result<String, St
     }
     let name = expected_dns_name(node, server_name).ok_or_else(|| {
         format!(
-            "`{node}` cannot be named by a certificate: a node name must be one DNS label (1 to 63 letters, \
+            "`{node}` cannot be named by a certificate: a node name must be one DNS label (1 to 63 lowercase letters, \
              digits and `-`, no dot, not starting or ending with `-`)"
         )
     })?;

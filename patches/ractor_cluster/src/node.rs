@@ -562,6 +562,21 @@ pub struct NodeServerState {
     refusals: RefusalLog,
 }
 
+/// The part of a peer's `ip:port` that shares a pending-connection quota: the IPv4 address
+/// (also when IPv4-mapped), or the /64 of an IPv6 address (one host usually holds a whole /64).
+pub(crate) fn share_key(peer_addr: &str) -> Option<IpAddr> {
+    let ip = peer_addr.parse::<std::net::SocketAddr>().ok()?.ip();
+    Some(match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    })
+}
+
 impl NodeServerState {
     /// Incoming sessions that have not authenticated yet: all of them, and those from
     /// `peer_ip`. (This node's own dials are bounded by whoever dials; they never count.)
@@ -571,25 +586,16 @@ impl NodeServerState {
             .iter()
             .filter(|(id, ses)| ses.is_server && !self.authenticated_sessions.contains(id));
         pending.fold((0, 0), |(all, same), (_, ses)| {
-            let from_peer = peer_ip.is_some()
-                && ses
-                    .peer_addr
-                    .parse::<std::net::SocketAddr>()
-                    .ok()
-                    .map(|a| a.ip())
-                    == peer_ip;
+            let from_peer = peer_ip.is_some() && share_key(&ses.peer_addr) == peer_ip;
             (all + 1, same + usize::from(from_peer))
         })
     }
 
     /// Whether an incoming connection from `peer_addr` must be closed: the pending cap is
     /// reached, or a quarter of it is held by the same address (so that one host cannot take
-    /// every slot).
+    /// every slot; an IPv6 host is its /64).
     fn over_pending_cap(&self, peer_addr: &str, max_pending: usize) -> bool {
-        let peer_ip = peer_addr
-            .parse::<std::net::SocketAddr>()
-            .ok()
-            .map(|a| a.ip());
+        let peer_ip = share_key(peer_addr);
         let (all, same) = self.pending_sessions(peer_ip);
         all >= max_pending || same >= (max_pending / 4).max(1)
     }
@@ -1131,6 +1137,17 @@ mod tests {
             is_server,
             connection_id: NonZeroU64::new(connection_id),
         }
+    }
+
+    #[test]
+    fn a_pending_quota_is_shared_by_an_ipv4_address_or_an_ipv6_64() {
+        let key = |addr: &str| share_key(addr).unwrap();
+        assert_eq!(key("10.0.0.1:1"), key("10.0.0.1:2"));
+        assert_ne!(key("10.0.0.1:1"), key("10.0.0.2:1"));
+        assert_eq!(key("[::ffff:10.0.0.1]:1"), key("10.0.0.1:9"));
+        assert_eq!(key("[2001:db8:0:1::1]:1"), key("[2001:db8:0:1:ffff::2]:1"));
+        assert_ne!(key("[2001:db8:0:1::1]:1"), key("[2001:db8:0:2::1]:1"));
+        assert_eq!(share_key("external"), None);
     }
 
     #[test]

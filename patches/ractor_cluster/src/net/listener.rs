@@ -203,7 +203,9 @@ impl Actor for Listener {
                             tracing::debug!("TCP Session opened for {addr}");
                         }
                         IncomingEncryptionMode::Tls(acceptor) => {
-                            let Some(slot) = self.handshake_slot(addr.ip()) else {
+                            let share =
+                                crate::node::share_key(&addr.to_string()).unwrap_or(addr.ip());
+                            let Some(slot) = self.handshake_slot(share) else {
                                 // dropping the stream closes the socket
                                 drop(stream);
                                 let _ = cast!(

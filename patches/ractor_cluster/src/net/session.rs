@@ -93,29 +93,40 @@ struct FrameLimitInner {
     current: tokio::sync::watch::Sender<u64>,
     max: u64,
     wait: std::time::Duration,
+    raised: std::sync::atomic::AtomicBool,
 }
 
 impl FrameLimit {
     /// `pre_auth` until [raised](Self::raise), then `max`.
     pub(crate) fn new(pre_auth: u64, max: u64, wait: std::time::Duration) -> Self {
         let (current, _) = tokio::sync::watch::channel(pre_auth.min(max));
-        Self(std::sync::Arc::new(FrameLimitInner { current, max, wait }))
+        Self(std::sync::Arc::new(FrameLimitInner {
+            current,
+            max,
+            wait,
+            raised: false.into(),
+        }))
     }
 
     /// `max` from the start.
     #[cfg(test)]
     pub(crate) fn fixed(max: u64) -> Self {
-        Self::new(max, max, std::time::Duration::ZERO)
+        let limit = Self::new(max, max, std::time::Duration::ZERO);
+        limit.raise();
+        limit
     }
 
     /// The session authenticated: frames up to the configured limit from now on.
     pub(crate) fn raise(&self) {
+        self.0
+            .raised
+            .store(true, std::sync::atomic::Ordering::Release);
         self.0.current.send_replace(self.0.max);
     }
 
     /// Whether the session has authenticated (the limit was raised).
     pub(crate) fn is_raised(&self) -> bool {
-        *self.0.current.borrow() >= self.0.max
+        self.0.raised.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The limit a frame of `length` bytes is checked against: the current one, after waiting

@@ -390,8 +390,11 @@ impl NodeSession {
                     auth::ServerAuthenticationProcess::WaitingOnClientStatus(_)
                 );
                 if let Some(auth_protocol::authentication_message::Msg::Name(name)) = &message.msg {
-                    if name.name == self.this_node_name.name {
-                        // this node dialled itself (its own nonce, too): not an attack
+                    let our_nonce = crate::hash::nonce_from_wire(&name.nonce)
+                        .is_some_and(|nonce| self.nonces.is_ours(&nonce));
+                    if name.name == self.this_node_name.name && our_nonce {
+                        // this node dialled itself (our name and our own nonce): not an attack.
+                        // Anyone else claiming our name is refused like any failed handshake.
                         myself.stop(Some(STOP_SELF.to_string()));
                         state.auth =
                             AuthenticationState::AsServer(auth::ServerAuthenticationProcess::Close);
@@ -1283,6 +1286,14 @@ impl Actor for NodeSession {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Self::Msg::HandshakeDeadline = message {
+            // Before the self-connection check: a peer that proved nothing is counted as timed
+            // out, whatever name or connection string it claims.
+            if !state.auth.is_ok() {
+                myself.stop(Some(STOP_AUTH_TIMEOUT.to_string()));
+            }
+            return Ok(());
+        }
         if let Some(peer) = &state.name {
             // Two hosts listening on every interface at the same port announce the same
             // connection string (`0.0.0.0:port`): only a concrete one tells self apart.
@@ -1295,14 +1306,27 @@ impl Actor for NodeSession {
                 && concrete(&peer.connection_string))
                 || self.this_node_name.name == peer.name
             {
-                // self-connection detected, exit session
+                // self-connection detected, exit session. Before authentication this is only
+                // the peer's claim: refused like any failed handshake (a real self-dial is
+                // recognised by its nonce in `handle_auth`).
                 tracing::debug!("Cannot establish a connection to self. Exiting");
-                myself.stop(Some(STOP_SELF.to_string()));
+                let reason = if state.auth.is_ok() {
+                    STOP_SELF
+                } else {
+                    STOP_AUTH_FAILED
+                };
+                myself.stop(Some(reason.to_string()));
                 return Ok(());
             }
         }
 
         match message {
+            Self::Msg::MessageReceived(crate::protocol::NetworkMessage { message: None })
+                if !state.auth.is_ok() =>
+            {
+                // an empty frame from a peer that proved nothing: a protocol violation
+                myself.stop(Some(STOP_AUTH_FAILED.to_string()));
+            }
             Self::Msg::MessageReceived(maybe_network_message) if state.tcp.is_some() => {
                 if let Some(network_message) = maybe_network_message.message {
                     match network_message {
@@ -1367,11 +1391,6 @@ impl Actor for NodeSession {
             }
             Self::Msg::GetAuthenticationState(reply) => {
                 let _ = reply.send(state.auth.is_ok());
-            }
-            Self::Msg::HandshakeDeadline => {
-                if !state.auth.is_ok() {
-                    myself.stop(Some(STOP_AUTH_TIMEOUT.to_string()));
-                }
             }
             Self::Msg::GetReadyState(reply) => {
                 let _ = reply.send(state.ready.is_ok());
