@@ -114,12 +114,21 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
     screenshot(&chromium, profile.path(), &url, "dashboard-cluster-trace.png");
 
     n3.kill();
-    until(
-        || {
-            *page.borrow_mut() = dom(&chromium, profile.path(), &url);
-            page.borrow().contains("data-node=\"n3\" data-status=\"down\"")
-        },
-        || format!("the page never showed n3 down: {}", page.borrow()),
-    );
+    let killed = std::time::Instant::now();
+    // Each dump may take Chromium's whole 10 s on a loaded machine (measured here: the page
+    // showed n3 down 2 to 16 s after the kill; once in CI not within 30 s, three dumps): this
+    // step gets 90 s. A liveness bound, not a timing assertion.
+    loop {
+        *page.borrow_mut() = dom(&chromium, profile.path(), &url);
+        if page.borrow().contains("data-node=\"n3\" data-status=\"down\"") {
+            break;
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(90),
+            "the page never showed n3 down: {}",
+            page.borrow()
+        );
+    }
+    eprintln!("the page showed n3 down {:?} after the kill", killed.elapsed());
     screenshot(&chromium, profile.path(), &url, "dashboard-n3-down.png");
 }
