@@ -74,14 +74,15 @@ fn a_node_whose_packets_are_dropped_is_found_down_by_silence_and_rejoins_after_t
     }
 }
 
-#[test]
-fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
+/// Three `foundation node --cluster` processes named `PREFIX1..3`, no seeds and no state (only
+/// the announcements on the bridge can bring them together), host `k` listening on
+/// `listen(k)`; each must see the other two up at their hosts' addresses.
+fn discovered_on_the_bridge(prefix: &str, listen: impl Fn(&TestNet, usize) -> String) {
     let Some(net) = test_net(3) else { return };
-    // No seeds and no state: only the announcements on the bridge can bring them together.
     let nodes: Vec<NodeProcess> = (0..3)
         .map(|k| {
-            let name = format!("z{}", k + 1);
-            let listen = format!("{}:4100", net.host(k).address());
+            let name = format!("{prefix}{}", k + 1);
+            let listen = listen(&net, k);
             let args = ["node", "--json", "--cluster", "--name", &name, "--listen", &listen, "--no-state"];
             let env = [
                 ("FOUNDATION_LOG", log_level()),
@@ -95,10 +96,16 @@ fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
         .collect();
     for (k, node) in nodes.iter().enumerate() {
         for other in (0..3).filter(|j| *j != k) {
-            let up = wait(node, json!({"event": "member_up", "name": format!("z{}", other + 1)}));
+            let up = wait(node, json!({"event": "member_up", "name": format!("{prefix}{}", other + 1)}));
+            // Known by the address of its host (never `0.0.0.0`, which would be every such node's).
             assert_eq!(up["addr"], json!(format!("{}:4100", net.host(other).address())), "{up}");
         }
     }
+}
+
+#[test]
+fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
+    discovered_on_the_bridge("z", |net, k| format!("{}:4100", net.host(k).address()));
 }
 
 /// Two hosts listening on every interface at the same port (`0.0.0.0:4100`) and one on its
@@ -107,30 +114,10 @@ fn zero_config_nodes_find_each_other_on_the_bridge_by_multicast() {
 /// the two on `0.0.0.0` do not take each other for themselves.
 #[test]
 fn nodes_listening_on_every_interface_are_discovered_and_connect() {
-    let Some(net) = test_net(3) else { return };
-    let nodes: Vec<NodeProcess> = (0..3)
-        .map(|k| {
-            let name = format!("w{}", k + 1);
-            let listen =
-                if k == 0 { format!("{}:4100", net.host(k).address()) } else { "0.0.0.0:4100".to_string() };
-            let args = ["node", "--json", "--cluster", "--name", &name, "--listen", &listen, "--no-state"];
-            let env = [
-                ("FOUNDATION_LOG", log_level()),
-                ("FOUNDATION_COOKIE", "netns-discovery-cookie".into()),
-                ("FOUNDATION_CLUSTER__ALLOW_PLAINTEXT", "true".into()),
-            ];
-            let node = net.spawn(k, &name, env!("CARGO_BIN_EXE_foundation"), args, env).unwrap();
-            wait(&node, json!({"event": "listening", "node": name}));
-            node
-        })
-        .collect();
-    for (k, node) in nodes.iter().enumerate() {
-        for other in (0..3).filter(|j| *j != k) {
-            let up = wait(node, json!({"event": "member_up", "name": format!("w{}", other + 1)}));
-            // Known by the address of its host, not `0.0.0.0` (which would be every such node's).
-            assert_eq!(up["addr"], json!(format!("{}:4100", net.host(other).address())), "{up}");
-        }
-    }
+    discovered_on_the_bridge("w", |net, k| match k {
+        0 => format!("{}:4100", net.host(k).address()),
+        _ => "0.0.0.0:4100".to_string(),
+    });
 }
 
 #[test]
