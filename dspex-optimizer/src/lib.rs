@@ -60,5 +60,5 @@ pub use example::{Example, Prediction};
 pub use metric::Metric;
 pub use models::LanguageModels;
 pub use predict::{DEFAULT_MAX_TOKENS, Predictor, ProgramError, Strategy};
-pub use program::{Program, TraceStep};
+pub use program::{MAX_PROGRAM_BYTES, PROGRAM_FORMAT, Program, ProgramFileError, TraceStep};
 pub use signature::{Field, Signature, SignatureError};

@@ -9,6 +9,7 @@ mod config_cmd;
 mod demo;
 mod nemesis_cmd;
 mod node;
+mod predict_cmd;
 mod tour;
 
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ enum Command {
     /// Run node processes on test hosts (network namespaces; needs root) under a seeded random
     /// schedule of faults while clients record a history, then check it for anomalies.
     Nemesis(nemesis_cmd::NemesisArgs),
+    /// Run a saved program once (`--program best.json --input question="…"`) and print its
+    /// outputs, with the simulated model or an OpenAI-compatible endpoint.
+    Predict(predict_cmd::PredictArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(cmd) => cluster_cmd::run(cli.config, cmd),
         Command::Nemesis(args) => nemesis_cmd::run(cli.config, args),
         Command::Certs(args) => certs_cmd::run(args),
+        Command::Predict(args) => predict_cmd::run(args),
     };
     match result {
         Ok(code) => code,

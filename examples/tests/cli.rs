@@ -332,3 +332,38 @@ fn certs_writes_a_private_directory_and_never_overwrites_without_force() {
     assert_eq!(mode(&shared), 0o755);
     assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
 }
+
+#[test]
+fn predict_runs_a_saved_program_once_and_refuses_bad_input_naming_it() {
+    use dspex_optimizer::{Predictor, Program, Signature, datasets, optimizers};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("best.json");
+    let program =
+        Program::single("classify", Predictor::predict(Signature::parse("question -> label").unwrap()));
+    optimizers::LabeledFewShot { k: 4 }
+        .compile(&program, &datasets::questions()[..20], 7)
+        .save(&path)
+        .unwrap();
+    let file = path.to_str().unwrap();
+
+    let out =
+        foundation(&["predict", "--program", file, "--input", "question=Who wrote Hamlet?", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(line["fields"]["label"].is_string(), "{line}");
+    assert_eq!(line["program"], "classify");
+    assert_eq!(line["trace"].as_array().unwrap().len(), 1);
+
+    for (args, expected) in [
+        (vec!["predict", "--program", file], "missing --input for question"),
+        (vec!["predict", "--program", file, "--input", "q=x"], "reads no such field"),
+        (
+            vec!["predict", "--program", "/nonexistent/best.json", "--input", "question=x"],
+            "/nonexistent/best.json",
+        ),
+    ] {
+        let out = foundation(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -160,15 +160,13 @@ pub fn model(seed: u64, latency: Duration) -> Arc<dyn LanguageModel> {
     Arc::new(SimulatedModel::new(SimulatedConfig { seed, latency, ..Default::default() }))
 }
 
-/// An OpenAI-compatible endpoint behind retries and a circuit breaker.
-fn endpoint(url: &str, model: &str) -> Option<Arc<dyn LanguageModel>> {
+/// An OpenAI-compatible endpoint behind retries and a circuit breaker; an error says why it
+/// cannot be used.
+pub fn endpoint(url: &str, model: &str) -> Result<Arc<dyn LanguageModel>, String> {
     let client = OpenAiClient::new("endpoint", model, Some(url.to_string()), None, Duration::from_secs(60));
     match Provider::new("endpoint", client, ProviderOptions::default()) {
-        Ok(p) => Some(Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p))),
-        Err(e) => {
-            emit(&Reply::OptimizationFailed { error: format!("cannot use {url}: {e}") });
-            None
-        }
+        Ok(p) => Ok(Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p))),
+        Err(e) => Err(format!("cannot use {url}: {e}")),
     }
 }
 
@@ -183,7 +181,13 @@ pub fn start(cluster: &Cluster, channels: &Channels, args: &OptimizeArgs) -> Opt
     let run = args.run.clone()?;
     let spec = RunSpec::questions(&run, args.seed, args.candidates);
     let lm = match &args.lm_url {
-        Some(url) => endpoint(url, &args.lm_model)?,
+        Some(url) => match endpoint(url, &args.lm_model) {
+            Ok(lm) => lm,
+            Err(error) => {
+                emit(&Reply::OptimizationFailed { error });
+                return None;
+            }
+        },
         None => model(args.seed, Duration::from_millis(args.latency_ms)),
     };
     let dir = args.run_state.clone().unwrap_or_else(default_state_dir);
