@@ -9,6 +9,7 @@ mod config_cmd;
 mod demo;
 mod nemesis_cmd;
 mod node;
+mod optimize_cmd;
 mod predict_cmd;
 mod tour;
 
@@ -53,6 +54,10 @@ enum Command {
     /// Run a saved program once (`--program best.json --input question="…"`) and print its
     /// outputs, with the simulated model or an OpenAI-compatible endpoint.
     Predict(predict_cmd::PredictArgs),
+    /// Optimization runs described in a spec file (`optimize run --spec run.toml --out
+    /// best.json`: in this process; the best program saved for `foundation predict`).
+    #[command(subcommand)]
+    Optimize(optimize_cmd::OptimizeCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,6 +100,7 @@ fn main() -> std::process::ExitCode {
         Command::Nemesis(args) => nemesis_cmd::run(cli.config, args),
         Command::Certs(args) => certs_cmd::run(args),
         Command::Predict(args) => predict_cmd::run(args),
+        Command::Optimize(cmd) => optimize_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

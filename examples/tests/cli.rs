@@ -367,3 +367,55 @@ fn predict_runs_a_saved_program_once_and_refuses_bad_input_naming_it() {
         assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn optimize_run_reads_a_spec_saves_the_best_program_and_predict_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dspex_optimizer::datasets::questions();
+    let line = |e: &dspex_optimizer::Example| {
+        serde_json::json!({"question": e.inputs["question"], "label": e.labels["label"]}).to_string() + "\n"
+    };
+    std::fs::write(dir.path().join("train.jsonl"), data[..20].iter().map(line).collect::<String>()).unwrap();
+    std::fs::write(dir.path().join("val.jsonl"), data[20..40].iter().map(line).collect::<String>()).unwrap();
+    let spec = dir.path().join("run.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "cli-run"
+model = "simulated"
+seed = 7
+metric = "exact_match:label"
+[program]
+signature = "question -> label"
+instructions = "Classify the type of answer the question asks for."
+[data]
+train = "train.jsonl"
+validation = "val.jsonl"
+[optimizer]
+candidates = 1
+"#,
+    )
+    .unwrap();
+    let best = dir.path().join("best.json");
+    let (spec_arg, best_arg) = (spec.to_str().unwrap(), best.to_str().unwrap());
+
+    let out = foundation(&["optimize", "run", "--spec", spec_arg, "--out", best_arg], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("4 candidates") && text.contains("best: candidate"), "{text}");
+    assert!(dspex_optimizer::Program::load(&best).is_ok());
+    let out =
+        foundation(&["predict", "--program", best_arg, "--input", "question=How far is the moon?"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("label: "));
+
+    // A spec naming a model the command cannot reach without an endpoint; a bad spec.
+    std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("simulated", "gpt-4o")).unwrap();
+    let out = foundation(&["optimize", "run", "--spec", spec_arg, "--out", best_arg], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--lm-url"), "{}", stderr(&out));
+    std::fs::write(&spec, "name = 1").unwrap();
+    let out = foundation(&["optimize", "run", "--spec", spec_arg, "--out", best_arg], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(spec_arg), "{}", stderr(&out));
+}

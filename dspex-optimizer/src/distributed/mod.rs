@@ -22,6 +22,7 @@
 
 mod coordinator;
 mod spec;
+pub mod spec_file;
 mod state;
 mod worker;
 
@@ -40,6 +41,7 @@ use foundation_cluster::{Cluster, SingletonHandle};
 
 pub use coordinator::{LEASE_TIMEOUT, PROGRESS_EVENT, PUBLISH_EVERY, RunResult, SCOPE, Status};
 pub use spec::{Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind};
+pub use spec_file::SpecFileError;
 pub use state::Done;
 
 use coordinator::{CoordMsg, RunCoordinator};
