@@ -296,7 +296,9 @@ impl Actor for RunCoordinator {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<CoordMsg>, _: ()) -> Result<CoordState, ActorProcessingErr> {
-        let mut done = Done::load(&self.state_dir, &self.spec.run_id)?;
+        // A corrupt state is reported and started over, never a coordinator that fails to start
+        // on every node that tries.
+        let mut done = Done::load_or_recover(&self.state_dir, &self.spec.run_id)?;
         if done.stopped {
             // A coordinator started for a stopped run resumes it.
             tracing::info!(run = %self.spec.run_id, "resuming a stopped run");
