@@ -103,6 +103,11 @@ impl Done {
     }
 }
 
+/// Where a run's state lives.
+pub fn path(dir: &Path, run: &str) -> PathBuf {
+    dir.join(format!("{run}.json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,9 +134,4 @@ mod tests {
         assert_eq!(Done::load_or_recover(&dir, "r").unwrap(), Done::default());
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// Where a run's state lives.
-pub fn path(dir: &Path, run: &str) -> PathBuf {
-    dir.join(format!("{run}.json"))
 }
