@@ -215,8 +215,13 @@ fn gossiping_node(name: &str, gossip: u16, metrics: u16) -> NodeProcess {
 
 /// `foundation_gossip_ignored_total{reason="REASON"}` on the node's metrics endpoint.
 fn ignored(metrics: u16, reason: &str) -> u64 {
+    counter(metrics, "foundation_gossip_ignored_total", reason)
+}
+
+/// The counter `NAME{reason="REASON"}` on the metrics endpoint at port `metrics` (0 if absent).
+fn counter(metrics: u16, name: &str, reason: &str) -> u64 {
     let (_, body) = request(&format!("127.0.0.1:{metrics}"), "GET", "/metrics", "");
-    let prefix = format!("foundation_gossip_ignored_total{{reason=\"{reason}\"}} ");
+    let prefix = format!("{name}{{reason=\"{reason}\"}} ");
     body.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
 }
 
@@ -369,9 +374,7 @@ fn garbage(addr: SocketAddr) -> Vec<TcpStream> {
 
 /// `foundation_cluster_refused_total{reason="REASON"}` on a node's metrics endpoint.
 fn refused_total(metrics: u16, reason: &str) -> u64 {
-    let (_, body) = request(&format!("127.0.0.1:{metrics}"), "GET", "/metrics", "");
-    let prefix = format!("foundation_cluster_refused_total{{reason=\"{reason}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
+    counter(metrics, "foundation_cluster_refused_total", reason)
 }
 
 /// What a flood leaves behind, and how long an honest join took under it. `n1` serves its

@@ -417,13 +417,15 @@ pub(crate) fn open(config: &ClusterConfig) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Announces this node and dials the nodes it hears, forever.
+/// Announces this node at `ours` (see [`announced_address`]; `None`: announces nothing) and
+/// dials the nodes it hears, forever.
 pub(crate) async fn run(
     socket: UdpSocket,
     config: ClusterConfig,
     name: String,
     membership: Arc<RwLock<Membership>>,
     dialer: Dialer,
+    ours: Option<SocketAddr>,
 ) {
     let Some(mut verifier) = Verifier::new(&config.cookie) else {
         tracing::error!("discovery cannot key its announcements with the cookie; it is off");
@@ -438,7 +440,6 @@ pub(crate) async fn run(
     // the seed (start time and process id) tells this process's stream apart from a previous
     // run's.
     let mut nonces = SplitMix64::new(nonce_seed());
-    let ours = announced_address(&config);
     if ours.is_none() {
         tracing::warn!(
             listen = %config.listen,

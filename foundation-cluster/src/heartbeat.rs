@@ -96,6 +96,9 @@ pub(crate) struct Args {
     pub(crate) incarnation: u64,
     /// Set when this node starts leaving: its beats say so.
     pub(crate) leaving: Arc<AtomicBool>,
+    /// The address peers know this node by (its listen address, or for `0.0.0.0` the one it
+    /// announces): never dialled as a peer's member.
+    pub(crate) advertised: std::net::SocketAddr,
 }
 
 /// What ping tasks and the actor share.
@@ -290,10 +293,8 @@ async fn confirm_leaving(shared: &Shared, name: &str) -> bool {
 /// Dials (with TLS) the nodes a peer is connected to and this node is not: what ractor_cluster's
 /// transitive mode would do in plaintext.
 fn meet_members(args: &Args, members: &[String]) {
-    let own = args.config.listen;
-    let advertised = crate::discovery::announced_address(&args.config);
     for addr in members.iter().filter_map(|a| a.parse::<std::net::SocketAddr>().ok()) {
-        if addr != own && Some(addr) != advertised {
+        if addr != args.config.listen && addr != args.advertised {
             args.dialer.dial_in_background(addr, "a peer's member");
         }
     }

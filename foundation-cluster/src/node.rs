@@ -269,7 +269,9 @@ impl Cluster {
         // dial again): the listen address, or, listening on every interface, the address of the
         // interface toward the discovery group (the default route) — `0.0.0.0` would be every
         // such node's address, and this one's on every host.
-        let advertised = crate::discovery::announced_address(config).unwrap_or(config.listen);
+        // Computed once: discovery announces it, heartbeats skip it among a peer's members.
+        let announced = crate::discovery::announced_address(config);
+        let advertised = announced.unwrap_or(config.listen);
         let hostname = match advertised.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
@@ -326,6 +328,7 @@ impl Cluster {
             dialer: dialer.clone(),
             incarnation,
             leaving: leaving.clone(),
+            advertised,
         };
         let own_dialer = dialer.clone();
         let (heartbeat, _) = Actor::spawn(None, heartbeat::Heartbeat, heartbeat_args)
@@ -392,8 +395,14 @@ impl Cluster {
             }));
         }
         if let Some(socket) = gossip {
-            let discovery =
-                crate::discovery::run(socket, config.clone(), name.to_string(), membership.clone(), dialer);
+            let discovery = crate::discovery::run(
+                socket,
+                config.clone(),
+                name.to_string(),
+                membership.clone(),
+                dialer,
+                announced,
+            );
             tasks.push(tokio::spawn(discovery));
         }
         tracing::info!(node = %name, listen = %config.listen, gossip = config.gossip, "node started");
