@@ -29,6 +29,8 @@ pub const SHARED_CACHE: &str = "foundation.shared_cache";
 pub const COORDINATION: &str = "foundation.coordination";
 /// Trace participants, one per node (`scope_tracer::participant`).
 pub const TRACER: &str = "scope.tracer";
+/// Replicated logs' replicas (`foundation_cluster::replicated_log`).
+pub const LOGS: &str = "foundation.logs";
 /// Distributed optimization runs' coordinators (`dspex_optimizer::distributed`).
 pub const RUNS: &str = "dspex.runs";
 /// The `foundation` command's trace hop actors (`foundation node --trace-rate`).
@@ -47,6 +49,7 @@ pub const ALL: &[&str] = &[
     CRDT,
     SHARED_CACHE,
     COORDINATION,
+    LOGS,
     TRACER,
     RUNS,
     HOPS,

@@ -73,6 +73,7 @@ mod node;
 pub mod per_node;
 mod pg_nodes;
 pub mod phi;
+pub mod replicated_log;
 pub mod shared_cache;
 pub mod singleton;
 mod state;

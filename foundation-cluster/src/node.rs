@@ -457,6 +457,12 @@ impl Cluster {
         &self.inner.singletons
     }
 
+    /// This node's state directory (`cluster.state_dir`), if it has one (observers do not).
+    /// Features that keep files of their own (replicated logs) keep them under it.
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.inner.state.as_ref().map(|state| state.dir())
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -126,11 +126,20 @@ pub fn lease_valid_until(name: &str) -> Option<std::time::Instant> {
     Leases::lock().as_ref().and_then(|map| map.get(name)).and_then(Validity::until)
 }
 
+/// The fencing token of the lease under which the copy of singleton `name` in this process
+/// runs, if it may act now (see [`lease_valid`]): larger than every earlier holder's, on any
+/// node. A copy that writes somewhere shared passes it along, so that a copy that outlived its
+/// lease is refused (a [replicated log](crate::replicated_log)'s `lead` takes it).
+pub fn lease_token(name: &str) -> Option<u64> {
+    Leases::lock().as_ref().and_then(|map| map.get(name)).and_then(|v| v.until().map(|_| v.token))
+}
+
 /// A running copy's lease, as [`lease_valid`] reads it.
 #[derive(Clone)]
 struct Validity {
     held: watch::Receiver<bool>,
     until: Arc<Mutex<Instant>>,
+    token: u64,
 }
 
 impl Validity {
@@ -405,7 +414,7 @@ impl Manager {
     /// Starts the copy under a local supervisor, once the lease is held.
     async fn start_copy(&self, me: &str, guard: LockGuard) -> Option<Running> {
         let (held, until) = guard.validity();
-        let validity = Validity { held, until };
+        let validity = Validity { held, until, token: guard.token() };
         let spec = SupervisorSpec::new(Strategy::OneForOne).child(self.spec.clone());
         // Registered first: the copy may check its lease from its `pre_start`.
         Leases::insert(&self.name, validity.clone());
