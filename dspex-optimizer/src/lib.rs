@@ -16,10 +16,13 @@
 //!   manner of MIPRO), deterministic for a seed.
 //! - Datasets in [`datasets`]: JSON-lines loading and a bundled question-classification set.
 //!
-//! - [`distributed`]: the same random search run across a cluster — a coordinator singleton per
-//!   run, evaluation workers on every node pulling leased tasks, results recorded once per task,
-//!   a lost node's work redone, a lost coordinator resumed from its persisted state, workers
-//!   scaled with the queue and the provider budget, progress on the telemetry channel.
+//! - [`distributed`]: the same random search as a service of a cluster
+//!   ([`Optimizations`](distributed::Optimizations)) — runs submitted from any node, one
+//!   scheduler singleton sharing the workers of every serving node among them by priority,
+//!   results recorded once per task in a replicated log (no shared disk), a lost node's work
+//!   redone, a lost scheduler replaced and the log replayed, workers scaled with the queue and
+//!   the provider budget, progress on the telemetry channel. Custom metrics by name:
+//!   [`register_metric`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -57,7 +60,7 @@ pub mod rng;
 mod signature;
 
 pub use example::{Example, Prediction};
-pub use metric::Metric;
+pub use metric::{Metric, MetricFn, register_metric};
 pub use models::LanguageModels;
 pub use predict::{DEFAULT_MAX_TOKENS, Predictor, ProgramError, Strategy};
 pub use program::{MAX_PROGRAM_BYTES, PROGRAM_FORMAT, Program, ProgramFileError, TraceStep};

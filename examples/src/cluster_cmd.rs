@@ -98,7 +98,7 @@ pub fn run(config_file: Option<PathBuf>, command: ClusterCommand) -> anyhow::Res
 /// The observer's `[cluster.tls]`, from the configuration a node would load (the file, then
 /// `FOUNDATION_*` variables); nothing else of it is used (seeds and cookie are options). An
 /// invalid configuration is an error for the user, as in `foundation config check`.
-fn observer_tls(config_file: Option<&Path>) -> Result<Option<TlsConfig>, String> {
+pub(crate) fn observer_tls(config_file: Option<&Path>) -> Result<Option<TlsConfig>, String> {
     let mut loader = ConfigLoader::new();
     if let Some(path) = config_file {
         loader = loader.file(path);
@@ -108,7 +108,7 @@ fn observer_tls(config_file: Option<&Path>) -> Result<Option<TlsConfig>, String>
 
 /// Starts a short-lived observer node that joins the cluster at `seeds` (over TLS with `tls`);
 /// `None` (after saying why) if no node answered within `timeout`.
-async fn observe(
+pub(crate) async fn observe(
     seeds: &[std::net::SocketAddr],
     cookie: &str,
     tls: Option<TlsConfig>,

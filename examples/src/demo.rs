@@ -9,7 +9,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use dspex_optimizer::distributed::{self, QUESTIONS_TRAIN, QUESTIONS_VAL, RunResult, Status};
+use dspex_optimizer::distributed::{
+    Optimizations, QUESTIONS_TRAIN, QUESTIONS_VAL, RunResult, RunSpec, Status,
+};
 use foundation_cluster::Cluster;
 use foundation_core::config::ClusterConfig;
 
@@ -112,25 +114,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             let seeds: Vec<String> = addrs[..i].iter().map(ToString::to_string).collect();
             cmd.args(["--seeds", &seeds.join(",")]);
         }
-        cmd.args([
-            "--optimize",
-            &run_id,
-            "--workers",
-            &args.workers.to_string(),
-            "--seed",
-            &args.seed.to_string(),
-        ])
-        .args(["--candidates", &args.candidates.to_string(), "--latency-ms", &args.latency_ms.to_string()])
-        .arg("--run-state")
-        .arg(&state_dir)
-        // A new cluster every run: its members are remembered beside the run's state, and
-        // removed with it.
-        .arg("--state-dir")
-        .arg(state_dir.join("nodes").join(format!("demo-{}", i + 1)))
-        // Traced but sampling nothing on their own: the dashboard's cluster traces record, and
-        // the profiler shows where time goes.
-        .args(["--trace-rate", "0"])
-        .arg("--exit-with-stdin");
+        // Workers of the cluster's optimization service; the run is submitted to it below.
+        cmd.args(["--workers", &args.workers.to_string(), "--seed", &args.seed.to_string()])
+            .args(["--latency-ms", &args.latency_ms.to_string()])
+            // A new cluster every run: its members and its replica of the optimization log are
+            // kept here, and removed with it.
+            .arg("--state-dir")
+            .arg(state_dir.join("nodes").join(format!("demo-{}", i + 1)))
+            // Traced but sampling nothing on their own: the dashboard's cluster traces record, and
+            // the profiler shows where time goes.
+            .args(["--trace-rate", "0"])
+            .arg("--exit-with-stdin");
         if let Some(url) = &args.endpoint {
             cmd.args(["--lm-url", url, "--lm-model", &args.model]);
         }
@@ -150,7 +144,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let outcome = runtime.block_on(watch(&run_id, &addrs, args.timeout, args.dashboard));
+    let mut spec = RunSpec::questions(&run_id, args.seed, args.candidates);
+    if args.endpoint.is_some() {
+        spec.lm = args.model.clone();
+    }
+    let outcome = runtime.block_on(watch(spec, &addrs, args.timeout, args.dashboard));
     drop(nodes);
     let _ = std::fs::remove_dir_all(&state_dir);
     let (status, elapsed) = match outcome {
@@ -165,10 +163,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Joins the cluster as an observer (it holds nothing and counts for nothing) and follows the
-/// run until it has a result.
+/// Joins the cluster as an observer (it holds nothing and counts for nothing), submits the run
+/// to the cluster's optimization service and follows it until it has a result.
 async fn watch(
-    run_id: &str,
+    spec: RunSpec,
     addrs: &[SocketAddr],
     timeout: Duration,
     dashboard: SocketAddr,
@@ -195,6 +193,7 @@ async fn watch(
     println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());
     let started = Instant::now();
     let deadline = started + timeout;
+    let run = Optimizations::submit_within(&observer, spec, timeout).await?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} evaluations  {msg}")
@@ -207,7 +206,7 @@ async fn watch(
             break Err(anyhow::anyhow!("no result after {timeout:?}"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(status) = distributed::status(run_id).await else { continue };
+        let Ok(status) = run.status().await else { continue };
         let best =
             status.best.map_or("best -".to_string(), |(seed, s)| format!("best {s:.3} (candidate {seed})"));
         let eta = status.eta_secs.map_or(String::new(), |s| format!(", about {s:.0} s left"));

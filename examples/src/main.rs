@@ -9,6 +9,7 @@ mod config_cmd;
 mod demo;
 mod nemesis_cmd;
 mod node;
+mod optimize_client;
 mod optimize_cmd;
 mod predict_cmd;
 mod tour;
@@ -100,7 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Nemesis(args) => nemesis_cmd::run(cli.config, args),
         Command::Certs(args) => certs_cmd::run(args),
         Command::Predict(args) => predict_cmd::run(args),
-        Command::Optimize(cmd) => optimize_cmd::run(cmd),
+        Command::Optimize(cmd) => optimize_cmd::run(cli.config.as_deref(), cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,17 +1,20 @@
 //! `foundation optimize`: optimization runs described in a spec file
-//! (`dspex_optimizer::distributed::spec_file`).
+//! (`dspex_optimizer::distributed::spec_file`), here or on a cluster (`submit`, `list`,
+//! `status`, `watch`, `stop`, `resume`, `result`: `optimize_client`).
 //!
 //! `optimize run --spec run.toml --out best.json` runs the spec's random search in this process
 //! (candidate after candidate, each scored on the validation set) and saves the best program,
 //! which `foundation predict --program best.json` runs. The same spec is what a cluster run is
 //! described by.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+
+use crate::optimize_client::ClientArgs;
 use dspex_optimizer::distributed::RunSpec;
 use foundation_actors::providers::LanguageModel;
 
@@ -20,6 +23,57 @@ use foundation_actors::providers::LanguageModel;
 pub enum OptimizeCommand {
     /// Run a spec's optimization in this process and save the best program.
     Run(RunArgs),
+    /// Submit a spec's run to a cluster (nodes serving with `--workers`); prints the run's id.
+    Submit {
+        /// The run's spec (TOML; its data files are read here, relative to it, and sent).
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every run the cluster holds.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Where a run stands.
+    Status {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow a run until it ends: evaluations, best score, evals/s and ETA.
+    Watch {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a run (what is recorded is kept; `resume` goes on from there).
+    Stop {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a stopped run.
+    Resume {
+        /// The run's id.
+        run: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Save a finished run's best program (for `foundation predict --program`).
+    Result {
+        /// The run's id.
+        run: String,
+        /// Where to save it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Options of `foundation optimize run`.
@@ -43,10 +97,19 @@ pub struct RunArgs {
     pub latency_ms: u64,
 }
 
-/// Runs `foundation optimize`.
-pub fn run(command: OptimizeCommand) -> anyhow::Result<ExitCode> {
+/// Runs `foundation optimize` (`config_file`: the global `--config`, for the clients'
+/// `[cluster.tls]`).
+pub fn run(config_file: Option<&Path>, command: OptimizeCommand) -> anyhow::Result<ExitCode> {
+    use crate::optimize_client::{Ask, run as ask};
     match command {
         OptimizeCommand::Run(args) => run_here(args),
+        OptimizeCommand::Submit { spec, client } => ask(config_file, client, Ask::Submit(spec)),
+        OptimizeCommand::List { client } => ask(config_file, client, Ask::List),
+        OptimizeCommand::Status { run, client } => ask(config_file, client, Ask::Status(run)),
+        OptimizeCommand::Watch { run, client } => ask(config_file, client, Ask::Watch(run)),
+        OptimizeCommand::Stop { run, client } => ask(config_file, client, Ask::Stop(run)),
+        OptimizeCommand::Resume { run, client } => ask(config_file, client, Ask::Resume(run)),
+        OptimizeCommand::Result { run, out, client } => ask(config_file, client, Ask::Result(run, out)),
     }
 }
 

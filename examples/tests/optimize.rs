@@ -1,5 +1,7 @@
-//! Distributed optimization on real node processes: the same result as one process with the
-//! same seed, with and without a node killed in the middle of the run.
+//! Distributed optimization on real node processes, each with a state directory of its own (as
+//! on separate hosts; the run's state is in the replicated log): the same result as one process
+//! with the same seed, with a worker node killed, the scheduler's node killed and then the next
+//! scheduler's, every node killed and restarted, and a run stopped, restarted and resumed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -39,29 +41,24 @@ fn single_node() -> SearchReport {
     ))
 }
 
-fn cluster(run: &str, state: &std::path::Path) -> Vec<NodeProcess> {
+fn args(run: &str) -> [&str; 10] {
+    ["--optimize", run, "--seed", "7", "--candidates", "5", "--workers", "3", "--latency-ms", "40"]
+}
+
+/// Node `i` (0-based) of a three-node cluster at ports `base..base + 3`: n1 seeds none, the
+/// others the nodes before them (a restarted n1 seeds the others, which are up).
+fn node(run: &str, base: u16, i: u16, restarted: bool) -> NodeProcess {
+    let seeds: Vec<u16> = if restarted {
+        (0..3).filter(|j| *j != i).map(|j| base + j).collect()
+    } else {
+        (0..i).map(|j| base + j).collect()
+    };
+    start_node(&format!("n{}", i + 1), base + i, &seeds, &args(run))
+}
+
+fn cluster(run: &str) -> (u16, Vec<NodeProcess>) {
     let base = free_port_range(3);
-    let state = state.display().to_string();
-    let args = [
-        "--optimize",
-        run,
-        "--seed",
-        "7",
-        "--candidates",
-        "5",
-        "--workers",
-        "3",
-        "--latency-ms",
-        "40",
-        "--run-state",
-        &state,
-    ];
-    (0..3u16)
-        .map(|i| {
-            let seeds: Vec<u16> = (0..i).map(|j| base + j).collect();
-            start_node(&format!("n{}", i + 1), base + i, &seeds, &args)
-        })
-        .collect()
+    (base, (0..3u16).map(|i| node(run, base, i, false)).collect())
 }
 
 fn evaluations_done(node: &NodeProcess) -> u64 {
@@ -91,40 +88,71 @@ fn assert_same_as_single_node(result: &serde_json::Value, local: &SearchReport) 
 #[test]
 fn three_nodes_find_the_same_best_program_as_one() {
     let local = single_node();
-    let state = tempfile::tempdir().unwrap();
-    let nodes = cluster("fault-free", state.path());
+    let (_, nodes) = cluster("fault-free");
     let result = result(&nodes[1]);
     assert_same_as_single_node(&result, &local);
     // The work was shared.
     let by_node: std::collections::BTreeMap<String, usize> =
         serde_json::from_value(result["tasks_by_node"].clone()).unwrap();
     assert_eq!(by_node.len(), 3, "{by_node:?}");
-    // Progress went out on the telemetry channel to every node, from the coordinator's node.
+    // Progress went out on the telemetry channel to every node, from the scheduler's node.
     wait(&nodes[2], json!({"event": "telemetry", "kind": "optimization_progress", "source": "fault-free"}));
 }
 
+/// Every task recorded exactly once: the tasks per node add up to the run's tasks.
+fn assert_each_task_once(result: &serde_json::Value) {
+    let by_node: std::collections::BTreeMap<String, usize> =
+        serde_json::from_value(result["tasks_by_node"].clone()).unwrap();
+    let tasks = (CANDIDATES + 3) * (1 + dspex_optimizer::distributed::QUESTIONS_VAL.div_ceil(5));
+    assert_eq!(by_node.values().sum::<usize>(), tasks, "{result}");
+}
+
 #[test]
-fn killing_the_coordinators_node_mid_run_loses_and_doubles_nothing() {
+fn killing_the_schedulers_node_and_then_the_next_ones_loses_and_doubles_nothing() {
     let local = single_node();
-    let state = tempfile::tempdir().unwrap();
-    let mut nodes = cluster("coordinator-killed", state.path());
-    // n1 (the lowest name) holds the coordinator: kill it once a fifth of the work is done.
+    let (base, mut nodes) = cluster("scheduler-killed");
+    // n1 (the lowest name) holds the scheduler: kill it once a fifth of the work is done.
     support::until(|| evaluations_done(&nodes[1]) >= 160, || format!("progress: {:?}", nodes[1].output()));
     assert!(!finished(&nodes[1]), "killed mid-run");
     nodes[0].kill();
-    // The coordinator restarts on n2 from the persisted state; n1's leases are redone.
-    let result = result(&nodes[1]);
+    // The scheduler starts again on n2 from the log (on n2's and n3's disks, not n1's), and goes on.
+    support::until(|| evaluations_done(&nodes[1]) >= 400, || format!("progress: {:?}", nodes[1].output()));
+    assert!(!finished(&nodes[1]), "killed mid-run");
+    // n1 comes back (on its own directory: its replica catches up); then n2, the scheduler's
+    // node now, is killed.
+    nodes[0] = node("scheduler-killed", base, 0, true);
+    wait(&nodes[0], json!({"event": "member_up", "name": "n3"}));
+    nodes[1].kill();
+    let result = result(&nodes[2]);
     assert_same_as_single_node(&result, &local);
-    // The new coordinator started from what the old one had persisted, n1's work included.
+    assert_each_task_once(&result);
+    // The last scheduler started from the log, with n1's and n2's work in it.
     assert!(result["resumed"].as_u64().unwrap() > 0, "{result}");
     assert!(result["tasks_by_node"]["n1"].as_u64().unwrap() > 0, "{result}");
+    assert!(result["tasks_by_node"]["n2"].as_u64().unwrap() > 0, "{result}");
+}
+
+#[test]
+fn every_node_killed_and_restarted_resumes_the_run_from_their_replicas() {
+    let local = single_node();
+    let (base, mut nodes) = cluster("all-restarted");
+    support::until(|| evaluations_done(&nodes[0]) >= 240, || format!("progress: {:?}", nodes[0].output()));
+    assert!(!finished(&nodes[0]), "killed mid-run");
+    for node in &mut nodes {
+        node.kill();
+    }
+    drop(nodes);
+    let nodes: Vec<NodeProcess> = (0..3u16).map(|i| node("all-restarted", base, i, false)).collect();
+    let result = result(&nodes[0]);
+    assert_same_as_single_node(&result, &local);
+    assert_each_task_once(&result);
+    assert!(result["resumed"].as_u64().unwrap() >= 20, "what was committed before came back: {result}");
 }
 
 #[test]
 fn killing_a_worker_node_mid_run_returns_its_leases() {
     let local = single_node();
-    let state = tempfile::tempdir().unwrap();
-    let mut nodes = cluster("worker-killed", state.path());
+    let (_, mut nodes) = cluster("worker-killed");
     support::until(|| evaluations_done(&nodes[0]) >= 160, || format!("progress: {:?}", nodes[0].output()));
     assert!(!finished(&nodes[0]), "killed mid-run");
     nodes[2].kill();
@@ -134,25 +162,11 @@ fn killing_a_worker_node_mid_run_returns_its_leases() {
 }
 
 #[test]
-fn a_stopped_run_resumes_from_its_persisted_state_when_started_again() {
+fn a_stopped_run_stays_stopped_across_a_restart_and_resumes_when_asked() {
     let local = single_node();
-    let state = tempfile::tempdir().unwrap();
-    let state_arg = state.path().display().to_string();
     let port = free_port_range(1);
-    let args = [
-        "--optimize",
-        "stopped",
-        "--seed",
-        "7",
-        "--candidates",
-        "5",
-        "--workers",
-        "4",
-        "--latency-ms",
-        "40",
-        "--run-state",
-        &state_arg,
-    ];
+    let args =
+        ["--optimize", "stopped", "--seed", "7", "--candidates", "5", "--workers", "4", "--latency-ms", "40"];
     let mut node = start_node("solo", port, &[], &args);
     support::until(|| evaluations_done(&node) >= 100, || format!("progress: {:?}", node.output()));
     node.send_line("stop-run").unwrap();
@@ -161,9 +175,28 @@ fn a_stopped_run_resumes_from_its_persisted_state_when_started_again() {
     std::thread::sleep(Duration::from_millis(1_500));
     assert!(!finished(&node));
     node.kill();
-    // Started again on the same state: it picks up where it stopped and ends with the same result.
+    // Started again on its directory: the stop is in the log, and submitting the same run
+    // again does not resume it.
     let node = start_node("solo", port, &[], &args);
+    std::thread::sleep(Duration::from_millis(3_000));
+    assert!(!finished(&node));
+    let seeds = format!("127.0.0.1:{port}");
+    let status = client(&["status", "stopped", "--seeds", &seeds, "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(answer["status"]["stopped"], true, "{answer}");
+    assert!(client(&["resume", "stopped", "--seeds", &seeds]).status.success());
     let result = result(&node);
     assert_same_as_single_node(&result, &local);
     assert!(result["resumed"].as_u64().unwrap() >= 20, "{result}");
+}
+
+/// `foundation optimize ARGS...`.
+fn client(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .arg("optimize")
+        .args(args)
+        .env("XDG_STATE_HOME", foundation_cluster::testkit::state_home())
+        .output()
+        .unwrap()
 }

@@ -1,26 +1,32 @@
-//! Optimization distributed across a cluster.
+//! Optimization as a service of the cluster: runs submitted from any node, done by the workers
+//! of every serving node, their state in a replicated log (no shared disk).
 //!
-//! [`RunHandle::start`] on every node that takes part (with the same [`RunSpec`]) declares the run's
-//! coordinator as a cluster singleton and starts evaluation workers on the node:
-//!
-//! - the **coordinator** cuts the run into tasks: one `Build` task per candidate program
-//!   (bootstrapping), then, as each candidate is built, `Eval` tasks of `batch_size` validation
-//!   examples. Task ids are fixed by the spec, so every coordinator of a run numbers them alike;
-//! - **workers** pull leased tasks, do them and report; a result is recorded **once per task
-//!   id** (a late or repeated one is counted as a duplicate and ignored);
-//! - a **lost node's leases** go back to the queue as soon as the coordinator sees the node
-//!   down (its failure detection), a hung worker's after [`LEASE_TIMEOUT`];
-//! - workers **scale** with the queue and the provider budget ([`RunHandle::start`]); the coordinator
-//!   publishes **progress** on the `telemetry` channel;
-//! - what is done is **persisted** after every result (`STATE_DIR/RUN.json`, written
-//!   atomically), so a coordinator restarted on another node after its node was lost resumes
-//!   where the last one stopped (on one machine the nodes share the directory; across hosts it
-//!   must be shared storage);
+//! - **Serving** ([`Optimizations::start`], `foundation node --workers N`): a node keeps a
+//!   replica of the service's log (`STATE_DIR/logs/dspex.optimizations.log`), declares the
+//!   [scheduler](self::scheduler) singleton and runs up to `max_workers` workers, which take
+//!   tasks of **any** run: no node needs to know a run in advance. Workers call the model the
+//!   run names among the node's [`LanguageModels`], under the node's provider budget if it has
+//!   one (so runs share it).
+//! - **Submitting and following** ([`Optimizations::submit`], from any node of the cluster,
+//!   serving or not, e.g. an observer): the spec (program, data, metric, model, seed, priority)
+//!   travels whole and is recorded in the log; [`Run`] has `status`, `watch`, `stop`,
+//!   `resume`, `result`. A spec (with its data) must fit one entry of the log: the cluster's
+//!   frame limit (`cluster.max_frame_bytes`, 8 MiB by default) less 4 KiB.
+//! - **Tasks**: one `Build` per candidate program (bootstrapping), then, as each candidate is
+//!   built, `Eval` tasks of `batch_size` validation examples. Task ids are fixed by the spec.
+//!   A result is recorded **once per task id** and **counts once it is committed** (on a
+//!   majority of the known nodes' disks); a late or repeated one is ignored and counted.
+//! - **Sharing**: runs with work get leases in proportion to their priorities (stride
+//!   scheduling, [`scheduler`]).
+//! - **Failures**: a lost node's leases go back to the queue as soon as the scheduler sees the
+//!   node down, a hung worker's after [`LEASE_TIMEOUT`]; a lost scheduler is replaced on another
+//!   serving node (the singleton's lease, about 3 s) and replays the log; a whole cluster
+//!   restarted replays it too. A run survives the loss of any minority of the nodes.
 //! - the result is the same as [`RandomSearch::compile`](crate::optimizers::RandomSearch::compile)
 //!   without `stop_at_score` on one node with the same seed: candidates are deterministic per
 //!   seed and scores are summed in example order.
 
-mod coordinator;
+pub mod scheduler;
 mod spec;
 pub mod spec_file;
 mod state;
@@ -32,49 +38,51 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use foundation_actors::channels::Channels;
+use foundation_actors::wire::Wire;
+use foundation_cluster::replicated_log::{LogConfig, LogError, ReplicatedLog};
 use foundation_core::Cause;
 use foundation_core::rate_limit::RateLimiter;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::LanguageModels;
 use foundation_actors::supervision::ChildSpec;
 use foundation_cluster::{Cluster, SingletonHandle};
 
-pub use coordinator::{LEASE_TIMEOUT, PROGRESS_EVENT, PUBLISH_EVERY, RunResult, SCOPE, Status};
-pub use spec::{Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind};
+pub use scheduler::{LEASE_TIMEOUT, LOG, PROGRESS_EVENT, PUBLISH_EVERY, RunResult, SCHEDULER, SCOPE, Status};
+pub use spec::{MAX_PRIORITY, Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind};
 pub use spec_file::SpecFileError;
-pub use state::Done;
+pub use state::{Done, Recorded, TaskSet};
+pub use worker::SPECS_KEPT;
 
-use coordinator::{CoordMsg, RunCoordinator};
+use scheduler::{Control, SchedMsg, Scheduler};
 
-/// A run on this node: its workers and its share in the coordinator singleton.
-pub struct RunHandle {
-    run_id: String,
-    _coordinator: SingletonHandle,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    active: Arc<AtomicUsize>,
-}
+/// How long a client waits for the scheduler's answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a run could not be asked something.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why the service could not start or answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
     /// The spec names a model this node has not registered (the models' error).
     #[error("{0}")]
     Model(#[source] Cause),
-    /// No coordinator is visible (none started yet, or failing over).
-    #[error("run `{0}`: no coordinator is reachable")]
-    NoCoordinator(String),
+    /// The service's log could not start on this node.
+    #[error("{0}")]
+    Log(#[source] LogError),
+    /// No scheduler is visible (no serving node reached yet, or failing over).
+    #[error(
+        "no optimization scheduler is reachable (is a node serving with --workers, and is it reachable?)"
+    )]
+    NoScheduler,
     /// It did not answer in time.
-    #[error("run `{0}`: the coordinator did not answer")]
-    NoAnswer(String),
-    /// Its answer could not be sent (larger than `cluster.max_frame_bytes`).
-    #[error("run `{run}`: the coordinator's answer could not be sent: {source}")]
-    Unsendable {
-        /// The run.
-        run: String,
-        /// Why (the coordinator's error, as its message: it crossed from the coordinator's node).
-        #[source]
-        source: Cause,
-    },
+    #[error("the optimization scheduler did not answer within {0:?}")]
+    NoAnswer(Duration),
+    /// It answered no, and why (no such run, a run of that name with another spec, ...).
+    #[error("{0}")]
+    Refused(String),
+    /// The question or answer could not be sent (larger than `cluster.max_frame_bytes`).
+    #[error("cannot send to the scheduler: {0}")]
+    Unsendable(#[source] Cause),
     /// Not finished in time.
     #[error("run `{run}` not finished after {waited:?}")]
     Timeout {
@@ -85,27 +93,32 @@ pub enum RunError {
     },
 }
 
-/// How a node takes part in a run.
+/// How a node serves.
 #[derive(Clone)]
 pub struct RunOptions {
     /// Fewest evaluation workers kept active on this node. Default 1.
     pub min_workers: usize,
-    /// Most evaluation workers on this node. Default 4.
+    /// Most evaluation workers on this node (0: none; the node still keeps a replica of the
+    /// log and may hold the scheduler). Default 4.
     pub max_workers: usize,
-    /// Where the run's state is persisted (shared by the nodes of one machine).
-    pub state_dir: PathBuf,
+    /// Where this node's replica of the service's log lives. Default: `logs` in the node's
+    /// state directory (`cluster.state_dir`). Never shared by two nodes (a lock refuses it).
+    pub state_dir: Option<PathBuf>,
+    /// `fsync` the log before a result counts (default). Off: a result survives the death of
+    /// every process, not of every machine.
+    pub fsync: bool,
     /// Channels to publish progress on (the built-in `telemetry` topic, event
-    /// `optimization_progress`, about once a second), from the node that holds the coordinator.
+    /// `optimization_progress`, about once a second per running run), from the scheduler's node.
     pub channels: Option<Channels>,
-    /// The provider budget the model's calls wait on, if any: workers beyond what it lets
+    /// The provider budget the models' calls wait on, if any: workers beyond what it lets
     /// through are parked rather than queued on it.
     pub budget: Option<RateLimiter>,
 }
 
 impl RunOptions {
-    /// Up to `max_workers` workers, state in `state_dir`, no channels, no budget.
-    pub fn new(max_workers: usize, state_dir: impl Into<PathBuf>) -> Self {
-        RunOptions { min_workers: 1, max_workers, state_dir: state_dir.into(), channels: None, budget: None }
+    /// Up to `max_workers` workers, the log in the node's state directory, no channels, no budget.
+    pub fn new(max_workers: usize) -> Self {
+        RunOptions { min_workers: 1, max_workers, state_dir: None, fsync: true, channels: None, budget: None }
     }
 }
 
@@ -131,85 +144,197 @@ pub fn workers_wanted(
 }
 
 /// Keeps the number of active workers in line with the queue and the budget.
-async fn scale(run_id: String, cluster: Cluster, options: RunOptions, active: Arc<AtomicUsize>) {
+async fn scale(cluster: Cluster, options: RunOptions, active: Arc<AtomicUsize>) {
     loop {
         tokio::time::sleep(SCALE_EVERY).await;
-        let Ok(status) = status(&run_id).await else { continue };
-        if status.result.is_some() || status.stopped {
-            return;
-        }
+        let Ok((queued, leased)) = ask::<(usize, usize)>(SchedMsg::Load).await else { continue };
         let waiting = options.budget.as_ref().map_or(0, RateLimiter::waiting);
         let current = active.load(Ordering::SeqCst);
-        let target =
-            workers_wanted(status.queued + status.leased, cluster.up().len() + 1, waiting, current, &options);
+        let target = workers_wanted(queued + leased, cluster.up().len() + 1, waiting, current, &options);
         if active.swap(target, Ordering::SeqCst) != target {
-            tracing::debug!(run = %run_id, workers = target, "evaluation workers re-sized");
+            tracing::debug!(workers = target, "evaluation workers re-sized");
         }
     }
 }
 
-impl RunHandle {
-    /// Takes part in the run `spec` on this node: declares its coordinator (a singleton, run on one
-    /// node) and starts evaluation workers here, which call the model `spec.lm` names among
-    /// `models` (an unknown name is an error, before anything starts).
+/// Asks the scheduler (its answers are bounded by the frame limit on its side).
+async fn ask<T: Serialize + DeserializeOwned + Send + 'static>(
+    message: impl FnOnce(ractor::RpcReplyPort<Wire<T>>) -> SchedMsg,
+) -> Result<T, RunError> {
+    let scheduler = worker::scheduler().ok_or(RunError::NoScheduler)?;
+    match scheduler.call(message, Some(CLIENT_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(wire)) => {
+            wire.into_inner().map_err(|e| RunError::Unsendable(Cause::new(e)))
+        }
+        _ => Err(RunError::NoAnswer(CLIENT_TIMEOUT)),
+    }
+}
+
+/// Encodes a question for the scheduler within the frame limit.
+fn question<T: Serialize + DeserializeOwned>(value: &T, max_bytes: usize) -> Result<Wire<T>, RunError> {
+    let scheduler = worker::scheduler().ok_or(RunError::NoScheduler)?;
+    Wire::encode(value, worker::limit_for(&scheduler, max_bytes))
+        .map_err(|e| RunError::Unsendable(Cause::new(e)))
+}
+
+/// The optimization service on this node: its replica of the log, its part in the scheduler
+/// singleton, its workers. Dropping it stops serving here.
+pub struct Optimizations {
+    _scheduler: SingletonHandle,
+    _log: ReplicatedLog,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Drop for Optimizations {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.abort();
+        }
+    }
+}
+
+impl Optimizations {
+    /// Serves on this node: opens its replica of the service's log, declares the scheduler
+    /// (a singleton on one serving node) and starts up to `options.max_workers` workers, which
+    /// call models among `models` by the names runs give.
     ///
-    /// Workers scale with the run: every [`SCALE_EVERY`] the node activates
-    /// `clamp(queued tasks / nodes up, min_workers, max_workers)` of them, fewer when the provider
-    /// budget has callers waiting (more workers would only wait on it too). A parked worker holds no
-    /// lease.
-    pub fn start(
+    /// Workers scale with the queue: every [`SCALE_EVERY`] the node activates
+    /// `clamp(tasks queued or leased / nodes up, min_workers, max_workers)` of them, fewer when
+    /// the provider budget has callers waiting (more workers would only wait on it too). A parked
+    /// worker holds no lease.
+    pub async fn start(
         cluster: &Cluster,
-        spec: RunSpec,
         models: &LanguageModels,
         options: RunOptions,
-    ) -> Result<RunHandle, RunError> {
-        let lm = models.get(&spec.lm).map_err(|e| RunError::Model(Cause::new(e)))?;
-        let spec = Arc::new(spec);
-        let name = format!("dspex:{}", spec.run_id);
-        let (s, c, d, ch) =
-            (spec.clone(), cluster.clone(), options.state_dir.clone(), options.channels.clone());
-        let coordinator = SingletonHandle::start(
+    ) -> Result<Optimizations, RunError> {
+        let mut config = LogConfig { fsync: options.fsync, ..LogConfig::new(LOG) };
+        config.dir = options.state_dir.clone();
+        let log = ReplicatedLog::start(cluster, config).await.map_err(RunError::Log)?;
+        let (c, l, ch) = (cluster.clone(), log.clone(), options.channels.clone());
+        let scheduler = SingletonHandle::start(
             cluster,
-            &name,
-            ChildSpec::new(name.clone(), move || {
-                (
-                    RunCoordinator {
-                        spec: s.clone(),
-                        cluster: c.clone(),
-                        state_dir: d.clone(),
-                        channels: ch.clone(),
-                    },
-                    (),
-                )
+            SCHEDULER,
+            ChildSpec::new(SCHEDULER, move || {
+                (Scheduler { cluster: c.clone(), log: l.clone(), channels: ch.clone() }, ())
             }),
         );
-        let node = cluster.name().to_string();
-        let max_bytes = cluster.max_frame_bytes();
-        let max = options.max_workers.max(options.min_workers);
+        let max = if options.max_workers == 0 { 0 } else { options.max_workers.max(options.min_workers) };
         // Every worker active at first; the scaler parks those the queue does not need.
         let active = Arc::new(AtomicUsize::new(max));
-        let mut workers: Vec<tokio::task::JoinHandle<()>> = (0..max)
-            .map(|i| {
-                tokio::spawn(worker::run(
-                    spec.clone(),
-                    lm.clone(),
-                    node.clone(),
-                    i,
-                    active.clone(),
-                    max_bytes,
-                ))
-            })
-            .collect();
-        workers.push(tokio::spawn(scale(spec.run_id.clone(), cluster.clone(), options, active.clone())));
-        Ok(RunHandle { run_id: spec.run_id.clone(), _coordinator: coordinator, workers, active })
+        let shared = Arc::new(worker::Workers::new(
+            cluster.name().to_string(),
+            models.clone(),
+            active.clone(),
+            cluster.max_frame_bytes(),
+        ));
+        let mut workers: Vec<tokio::task::JoinHandle<()>> =
+            (0..max).map(|i| tokio::spawn(worker::run(shared.clone(), i))).collect();
+        if max > 0 {
+            workers.push(tokio::spawn(scale(cluster.clone(), options, active.clone())));
+        }
+        Ok(Optimizations { _scheduler: scheduler, _log: log, workers, active })
     }
 
-    /// Where the run stands (asked of its coordinator, wherever it runs).
+    /// Submits `spec` to the cluster's scheduler (from any node of the cluster); the [`Run`] to
+    /// follow it. Submitting the same spec again is the same run; another spec under a name
+    /// already used is refused. Errors: [`RunError::Refused`] (an invalid spec, a name taken, a
+    /// spec too large for the log), [`RunError::NoScheduler`], [`RunError::NoAnswer`].
+    pub async fn submit(cluster: &Cluster, spec: RunSpec) -> Result<Run, RunError> {
+        spec.check().map_err(RunError::Refused)?;
+        let max = cluster.max_frame_bytes();
+        let wire = question(&spec, max)?;
+        let id = ask(|port| SchedMsg::Submit(wire, port)).await?.map_err(RunError::Refused)?;
+        Ok(Run { run_id: id, max_bytes: max })
+    }
+
+    /// [`submit`](Self::submit), trying again while no scheduler is reachable or it does not
+    /// answer (a cluster that is starting, a scheduler failing over), until `timeout`.
+    pub async fn submit_within(cluster: &Cluster, spec: RunSpec, timeout: Duration) -> Result<Run, RunError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match Self::submit(cluster, spec.clone()).await {
+                Err(RunError::NoScheduler | RunError::NoAnswer(_))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Every run the scheduler holds (results without their programs: ask the run for those).
+    pub async fn list(cluster: &Cluster) -> Result<Vec<Status>, RunError> {
+        let wire = question(&None::<String>, cluster.max_frame_bytes())?;
+        ask(|port| SchedMsg::Status(wire, port)).await?.map_err(RunError::Refused)
+    }
+
+    /// The run `run_id` (whether it exists is known when it is asked something).
+    pub fn run(cluster: &Cluster, run_id: &str) -> Run {
+        Run { run_id: run_id.to_string(), max_bytes: cluster.max_frame_bytes() }
+    }
+
+    /// Workers active on this node now (the others are parked).
+    pub fn active_workers(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
+/// A submitted run, from a client's side: questions go to the scheduler, wherever it runs.
+#[derive(Debug, Clone)]
+pub struct Run {
+    run_id: String,
+    max_bytes: usize,
+}
+
+impl Run {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Where it stands (with the best program once finished).
     pub async fn status(&self) -> Result<Status, RunError> {
         status(&self.run_id).await
     }
 
-    /// Waits until the run has a result.
+    /// Its status every `every` until it is finished or stopped (the last item is that status).
+    pub fn watch(&self, every: Duration) -> RunWatch {
+        RunWatch { run: self.clone(), every, over: false, first: true }
+    }
+
+    /// Stops it: no more tasks are handed out; what is recorded is kept (committed before this
+    /// returns). Refused for a finished run.
+    pub async fn stop(&self) -> Result<(), RunError> {
+        self.control(Control::Stop).await
+    }
+
+    /// Resumes a stopped run where it stopped.
+    pub async fn resume(&self) -> Result<(), RunError> {
+        self.control(Control::Resume).await
+    }
+
+    async fn control(&self, control: Control) -> Result<(), RunError> {
+        let wire = question(&(self.run_id.clone(), control), self.max_bytes)?;
+        ask(|port| SchedMsg::Control(wire, port)).await?.map_err(RunError::Refused)
+    }
+
+    /// Its result: the best program and the scores, once finished (an error saying so before).
+    pub async fn result(&self) -> Result<RunResult, RunError> {
+        let status = self.status().await?;
+        status.result.ok_or_else(|| {
+            RunError::Refused(format!(
+                "run `{}` is not finished ({} of {} evaluations{})",
+                self.run_id,
+                status.evaluations.1,
+                status.evaluations.0,
+                if status.stopped { ", stopped" } else { "" }
+            ))
+        })
+    }
+
+    /// Waits until it has a result (scheduler failovers included), at most `timeout`.
     pub async fn wait(&self, timeout: Duration) -> Result<RunResult, RunError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -222,44 +347,114 @@ impl RunHandle {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
 
-    /// Stops the run: no more tasks are handed out (the state is kept; the next coordinator
-    /// started for the run, e.g. when the nodes are started again, resumes it).
-    pub async fn stop(&self) -> Result<(), RunError> {
-        let coordinator =
-            worker::coordinator(&self.run_id).ok_or_else(|| RunError::NoCoordinator(self.run_id.clone()))?;
-        match coordinator.call(CoordMsg::Stop, Some(Duration::from_secs(5))).await {
-            Ok(ractor::rpc::CallResult::Success(_)) => Ok(()),
-            _ => Err(RunError::NoAnswer(self.run_id.clone())),
+/// A run's status as it goes ([`Run::watch`]).
+#[derive(Debug)]
+pub struct RunWatch {
+    run: Run,
+    every: Duration,
+    over: bool,
+    first: bool,
+}
+
+impl RunWatch {
+    /// The next status (after `every`; the first at once), `None` after the one that showed the
+    /// run finished or stopped. A status that could not be had is an `Err` item (the scheduler
+    /// failing over, say); the watch goes on.
+    pub async fn next(&mut self) -> Option<Result<Status, RunError>> {
+        if self.over {
+            return None;
         }
+        if !self.first {
+            tokio::time::sleep(self.every).await;
+        }
+        self.first = false;
+        let status = self.run.status().await;
+        if let Ok(s) = &status {
+            self.over = s.finished() || s.stopped;
+        }
+        Some(status)
     }
+}
 
-    /// Workers active on this node now (the others are parked, or the run is over).
-    pub fn active_workers(&self) -> usize {
-        if self.workers.iter().all(|w| w.is_finished()) { 0 } else { self.active.load(Ordering::SeqCst) }
-    }
+/// A run of the cluster on this node: the service ([`Optimizations::start`]) and the run
+/// `spec`, submitted in the background until a scheduler takes it. What `foundation node
+/// --optimize RUN` does.
+pub struct RunHandle {
+    service: Optimizations,
+    run: Run,
+    submitter: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RunHandle {
     fn drop(&mut self) {
-        for w in &self.workers {
-            w.abort();
-        }
+        self.submitter.abort();
     }
 }
 
-/// Where the run `run_id` stands.
-pub async fn status(run_id: &str) -> Result<Status, RunError> {
-    let coordinator =
-        worker::coordinator(run_id).ok_or_else(|| RunError::NoCoordinator(run_id.to_string()))?;
-    match coordinator.call(CoordMsg::Status, Some(Duration::from_secs(5))).await {
-        Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
-            Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(RunError::Unsendable { run: run_id.to_string(), source: e.into() }),
-            Err(_) => Err(RunError::NoAnswer(run_id.to_string())),
-        },
-        _ => Err(RunError::NoAnswer(run_id.to_string())),
+impl RunHandle {
+    /// Serves on this node and submits `spec` (the same spec from every node is one run). The
+    /// spec's model must be among `models` (an error before anything starts).
+    pub async fn start(
+        cluster: &Cluster,
+        spec: RunSpec,
+        models: &LanguageModels,
+        options: RunOptions,
+    ) -> Result<RunHandle, RunError> {
+        models.get(&spec.lm).map_err(|e| RunError::Model(Cause::new(e)))?;
+        spec.check().map_err(RunError::Refused)?;
+        let service = Optimizations::start(cluster, models, options).await?;
+        let run = Optimizations::run(cluster, &spec.run_id);
+        let c = cluster.clone();
+        let submitter = tokio::spawn(async move {
+            loop {
+                match Optimizations::submit_within(&c, spec.clone(), Duration::from_secs(3600)).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(run = %spec.run_id, error = %e, "the run could not be submitted");
+                        if matches!(e, RunError::Refused(_)) {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(RunHandle { service, run, submitter })
     }
+
+    /// The run.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// Where the run stands.
+    pub async fn status(&self) -> Result<Status, RunError> {
+        self.run.status().await
+    }
+
+    /// Waits until the run has a result.
+    pub async fn wait(&self, timeout: Duration) -> Result<RunResult, RunError> {
+        self.run.wait(timeout).await
+    }
+
+    /// Stops the run (see [`Run::stop`]).
+    pub async fn stop(&self) -> Result<(), RunError> {
+        self.run.stop().await
+    }
+
+    /// Workers active on this node now.
+    pub fn active_workers(&self) -> usize {
+        self.service.active_workers()
+    }
+}
+
+/// Where the run `run_id` stands (asked of the scheduler, wherever it runs; with the best
+/// program once finished).
+pub async fn status(run_id: &str) -> Result<Status, RunError> {
+    let wire = question(&Some(run_id.to_string()), usize::MAX)?;
+    let mut list = ask(|port| SchedMsg::Status(wire, port)).await?.map_err(RunError::Refused)?;
+    list.pop().ok_or_else(|| RunError::Refused(format!("no run `{run_id}`")))
 }
 
 #[cfg(test)]
@@ -268,7 +463,7 @@ mod tests {
 
     #[test]
     fn workers_follow_the_queue_and_give_way_to_the_budget() {
-        let options = RunOptions { min_workers: 1, ..RunOptions::new(8, "/tmp") };
+        let options = RunOptions { min_workers: 1, ..RunOptions::new(8) };
         // Plenty of work on 3 nodes: all 8; a little: its share; none: the minimum.
         assert_eq!(workers_wanted(100, 3, 0, 8, &options), 8);
         assert_eq!(workers_wanted(10, 3, 0, 8, &options), 4);
@@ -277,9 +472,9 @@ mod tests {
         assert_eq!(workers_wanted(100, 3, 5, 8, &options), 3);
         assert_eq!(workers_wanted(100, 3, 20, 8, &options), 1);
         // The minimum holds, and never above the maximum.
-        let at_least_two = RunOptions { min_workers: 2, ..RunOptions::new(8, "/tmp") };
+        let at_least_two = RunOptions { min_workers: 2, ..RunOptions::new(8) };
         assert_eq!(workers_wanted(0, 1, 0, 8, &at_least_two), 2);
-        let odd = RunOptions { min_workers: 5, ..RunOptions::new(3, "/tmp") };
+        let odd = RunOptions { min_workers: 5, ..RunOptions::new(3) };
         assert_eq!(workers_wanted(100, 1, 0, 3, &odd), 5);
     }
 }

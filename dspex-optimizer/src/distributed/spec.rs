@@ -14,7 +14,7 @@ use crate::signature::Signature;
 /// language model, which every node registers under that name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
-    /// Unique name of the run (its coordinator singleton and state file are named after it).
+    /// Unique name of the run in the cluster: 1 to 64 letters, digits, `-` and `_`.
     pub run_id: String,
     /// The program to optimize.
     pub student: Program,
@@ -36,6 +36,18 @@ pub struct RunSpec {
     pub seed: u64,
     /// Validation examples per evaluation task.
     pub batch_size: usize,
+    /// Its share of the workers against the other runs with work (1 to [`MAX_PRIORITY`]): a
+    /// run of priority 2 gets twice the evaluations of a run of priority 1 while both have
+    /// work. Default 1.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+/// The highest [`RunSpec::priority`].
+pub const MAX_PRIORITY: u32 = 1000;
+
+fn default_priority() -> u32 {
+    1
 }
 
 /// Training examples of the bundled question dataset in [`RunSpec::questions`].
@@ -66,7 +78,70 @@ impl RunSpec {
             num_candidate_programs,
             seed,
             batch_size: 5,
+            priority: 1,
         }
+    }
+
+    /// Checks what a run must be to be submitted: a valid id, a priority in range, at least one
+    /// validation example, batches of at least one.
+    pub fn check(&self) -> Result<(), String> {
+        let id = &self.run_id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("run id {id:?}: 1 to 64 letters, digits, `-` and `_`"));
+        }
+        if !(1..=MAX_PRIORITY).contains(&self.priority) {
+            return Err(format!("run `{id}`: priority {} is not from 1 to {MAX_PRIORITY}", self.priority));
+        }
+        if self.valset.is_empty() {
+            return Err(format!("run `{id}`: no validation example"));
+        }
+        if self.batch_size == 0 {
+            return Err(format!("run `{id}`: batch_size must be at least 1"));
+        }
+        if self.lm.is_empty() {
+            return Err(format!("run `{id}`: no model name"));
+        }
+        Ok(())
+    }
+
+    /// Candidates in the run (DSPy's seeds -3 up to `num_candidate_programs`).
+    pub fn candidates(&self) -> usize {
+        self.num_candidate_programs + 3
+    }
+
+    /// Evaluation tasks per candidate.
+    pub fn batch_count(&self) -> usize {
+        self.valset.len().div_ceil(self.batch_size.max(1))
+    }
+
+    /// Tasks in the run: a build and its evaluation batches per candidate.
+    pub fn total_tasks(&self) -> usize {
+        self.candidates() * (1 + self.batch_count())
+    }
+
+    /// Evaluations in the run: candidates × validation examples.
+    pub fn total_evaluations(&self) -> usize {
+        self.candidates() * self.valset.len()
+    }
+
+    /// The evaluation tasks of the built candidate `seed` (ids fixed by candidate and batch, the
+    /// same in every scheduler).
+    pub fn eval_tasks(&self, seed: i64, program: &Program) -> Vec<Task> {
+        // Seeds start at -3: the candidate's position is its seed + 3.
+        let position = usize::try_from(seed + 3).unwrap_or(0);
+        let base = self.candidates() + position * self.batch_count();
+        let indices: Vec<usize> = (0..self.valset.len()).collect();
+        indices
+            .chunks(self.batch_size.max(1))
+            .enumerate()
+            .map(|(b, examples)| Task {
+                id: (base + b) as u64,
+                kind: TaskKind::Eval { seed, program: program.clone(), examples: examples.to_vec() },
+            })
+            .collect()
     }
 
     /// The single-node optimizer this run distributes.
@@ -119,4 +194,7 @@ pub enum Outcome {
     Built(Program),
     /// (validation index, score, failed) per example.
     Scores(Vec<(usize, f64, bool)>),
+    /// This node cannot do the run's tasks (the run's model or custom metric is not registered
+    /// here): the task goes to another node, and this node gets none of the run's tasks again.
+    Refused(String),
 }

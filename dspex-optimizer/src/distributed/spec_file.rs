@@ -7,7 +7,9 @@
 //! name = "question-types"            # the run's id: letters, digits, `-`, `_` (1 to 64)
 //! model = "simulated"                # the language model the workers registered under this name
 //! seed = 7
-//! metric = "exact_match:label"       # or "f1:FIELD"; FIELD is an output of the signature
+//! metric = "exact_match:label"       # or "f1:FIELD" (FIELD an output of the signature), or
+//!                                    # the name of a metric the program registered
+//! priority = 1                       # its share of the workers against other runs (1 to 1000)
 //!
 //! [program]
 //! signature = "question -> label"
@@ -108,10 +110,16 @@ struct SpecToml {
     #[serde(default)]
     seed: u64,
     metric: String,
+    #[serde(default = "default_priority")]
+    priority: u32,
     program: ProgramToml,
     data: DataToml,
     #[serde(default)]
     optimizer: OptimizerToml,
+}
+
+fn default_priority() -> u32 {
+    1
 }
 
 #[derive(Deserialize)]
@@ -270,6 +278,9 @@ impl RunSpec {
                 spec.name
             )));
         }
+        if !(1..=super::spec::MAX_PRIORITY).contains(&spec.priority) {
+            return Err(invalid(format!("priority {}: 1 to {}", spec.priority, super::spec::MAX_PRIORITY)));
+        }
         if spec.model.is_empty() {
             return Err(invalid("model: empty (the name the workers registered their model under)".into()));
         }
@@ -285,12 +296,15 @@ impl RunSpec {
             signature = signature.describe(&field, description);
         }
         let metric = Metric::by_name(&spec.metric).ok_or_else(|| {
-            invalid(format!("metric {:?}: expected exact_match:FIELD or f1:FIELD", spec.metric))
+            invalid(format!(
+                "metric {:?}: expected exact_match:FIELD, f1:FIELD or a metric this program registered",
+                spec.metric
+            ))
         })?;
-        let scored = match &metric {
-            Metric::ExactMatch(field) | Metric::TokenF1(field) => field.clone(),
-        };
-        if !signature.outputs.iter().any(|f| f.name == scored) {
+        let scored = metric.field().map(str::to_string);
+        if let Some(scored) = &scored
+            && !signature.outputs.iter().any(|f| f.name == *scored)
+        {
             return Err(invalid(format!(
                 "metric {:?}: `{scored}` is not an output of the signature",
                 spec.metric
@@ -303,12 +317,13 @@ impl RunSpec {
         let inputs: Vec<String> = signature.inputs.iter().map(|f| f.name.clone()).collect();
         let base = path.parent().unwrap_or(Path::new("."));
         let trainset = load_examples(&base.join(&spec.data.train), &inputs, None)?;
-        let valset = load_examples(&base.join(&spec.data.validation), &inputs, Some(&scored))?;
+        let valset = load_examples(&base.join(&spec.data.validation), &inputs, scored.as_deref())?;
         let predictor = match spec.program.strategy {
             Strategy::Predict => Predictor::predict(signature),
             Strategy::ChainOfThought => Predictor::chain_of_thought(signature),
         };
         Ok(RunSpec {
+            priority: spec.priority,
             student: Program::single(spec.name.clone(), predictor),
             run_id: spec.name,
             trainset,

@@ -1,111 +1,209 @@
-//! The coordinator's state: what is done, persisted after every change so that a coordinator
-//! that is restarted (on this node or, after failover, on another with the same state
-//! directory) resumes where the last one stopped.
+//! What a run has recorded, in memory, compact: the scheduler rebuilds it from the run's
+//! entries in the replicated log and adds to it as results are committed.
+//!
+//! Memory per recorded evaluation: 9 bytes (its score and a flag, in an array per candidate
+//! sized by the validation set when the candidate is built); task ids done are kept as ranges
+//! (a few bytes per gap, not per task); tasks per node as one count per node. Built candidates
+//! are kept whole (one program per candidate).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
 use crate::program::Program;
 
-/// What is done, by task id. Tasks are numbered the same way by every coordinator of a run:
-/// `Build` tasks `0..candidates`, then each candidate's `Eval` batches in order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Done {
-    /// Built candidates by seed.
-    pub built: BTreeMap<i64, Program>,
-    /// Scores by seed, then validation index: (score, failed).
-    pub scores: BTreeMap<i64, BTreeMap<usize, (f64, bool)>>,
-    /// Task ids completed (each recorded once).
-    pub tasks: BTreeMap<u64, String>,
-    /// Results that arrived for tasks already done (late or repeated), ignored.
-    pub duplicates: u64,
-    /// The run was stopped before it finished.
-    pub stopped: bool,
-    /// Milliseconds workers spent on the recorded tasks.
-    #[serde(default)]
-    pub work_ms: u64,
+/// Task ids as ranges `start..end` (by start), merged as they fill up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSet {
+    ranges: BTreeMap<u64, u64>,
+    len: usize,
 }
 
-impl Done {
-    /// Records a result once; returns whether it was new.
-    pub fn record(&mut self, spec: &RunSpec, task: &Task, node: &str, outcome: Outcome) -> bool {
-        if self.tasks.contains_key(&task.id) {
-            self.duplicates += 1;
+impl TaskSet {
+    /// Whether `id` is in.
+    pub fn contains(&self, id: u64) -> bool {
+        self.ranges.range(..=id).next_back().is_some_and(|(_, end)| id < *end)
+    }
+
+    /// Adds `id`; false if it was in.
+    pub fn insert(&mut self, id: u64) -> bool {
+        if self.contains(id) {
             return false;
         }
-        match (&task.kind, outcome) {
-            (TaskKind::Build { seed }, Outcome::Built(program)) => {
-                self.built.insert(*seed, program);
+        let before = self.ranges.range(..id).next_back().map(|(s, e)| (*s, *e)).filter(|(_, e)| *e == id);
+        let after = self.ranges.get(&(id + 1)).copied();
+        match (before, after) {
+            (Some((start, _)), Some(end)) => {
+                self.ranges.remove(&(id + 1));
+                self.ranges.insert(start, end);
             }
-            (TaskKind::Eval { seed, .. }, Outcome::Scores(scores)) => {
-                for (index, score, failed) in scores.into_iter().filter(|(i, _, _)| *i < spec.valset.len()) {
-                    self.scores.entry(*seed).or_default().insert(index, (score, failed));
-                }
+            (Some((start, _)), None) => {
+                self.ranges.insert(start, id + 1);
             }
-            _ => return false,
+            (None, Some(end)) => {
+                self.ranges.remove(&(id + 1));
+                self.ranges.insert(id, end);
+            }
+            (None, None) => {
+                self.ranges.insert(id, id + 1);
+            }
         }
-        self.tasks.insert(task.id, node.to_string());
+        self.len += 1;
         true
     }
 
-    /// Loads the state of `run` from `dir` (none yet: empty). A file that is not a run's state
-    /// (corrupt, truncated by a full disk, written by another version) is an error of kind
-    /// `InvalidData` naming the file.
-    pub fn load(dir: &Path, run: &str) -> std::io::Result<Done> {
-        let file = path(dir, run);
-        match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("state of run `{run}` ({}) is not readable: {e}", file.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Done::default()),
-            Err(e) => Err(e),
-        }
+    /// Ids in.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
-    /// [`load`](Self::load), except that a corrupt state is reported (logged as an error with
-    /// the run's name and file), moved aside to `RUN.json.corrupt` for inspection, and replaced
-    /// by an empty one: the run's tasks are done again (their results are deterministic), and
-    /// a coordinator never fails to start, again and again, on a file it cannot read. Other
-    /// errors (the directory cannot be read) are returned.
-    pub fn load_or_recover(dir: &Path, run: &str) -> std::io::Result<Done> {
-        match Done::load(dir, run) {
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                let file = path(dir, run);
-                let aside = dir.join(format!("{run}.json.corrupt"));
-                let moved = std::fs::rename(&file, &aside);
-                tracing::error!(
-                    run,
-                    error = %e,
-                    moved_to = %aside.display(),
-                    moved = moved.is_ok(),
-                    "a run's state is corrupt: starting the run over from nothing"
-                );
-                Ok(Done::default())
-            }
-            other => other,
-        }
+    /// None in.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
-    /// Writes it atomically (a temporary file renamed over the old one): a crash leaves the
-    /// previous state or the new one, never half of one.
-    pub fn save(&self, dir: &Path, run: &str) -> std::io::Result<()> {
-        foundation_core::files::create_private_dir(dir)?;
-        let tmp = dir.join(format!("{run}.json.tmp"));
-        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path(dir, run))
+    /// Ranges kept (what it costs in memory).
+    pub fn ranges(&self) -> usize {
+        self.ranges.len()
     }
 }
 
-/// Where a run's state lives.
-pub fn path(dir: &Path, run: &str) -> PathBuf {
-    dir.join(format!("{run}.json"))
+const ABSENT: u8 = 0;
+const SCORED: u8 = 1;
+const FAILED: u8 = 2;
+
+/// One candidate's scores by validation index.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Scores {
+    values: Vec<f64>,
+    flags: Vec<u8>,
+    count: usize,
+}
+
+/// What a run has recorded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Done {
+    built: BTreeMap<i64, Program>,
+    scores: BTreeMap<i64, Scores>,
+    tasks: TaskSet,
+    by_node: BTreeMap<String, usize>,
+    evaluations: usize,
+    /// Results that arrived for tasks already done (late or repeated), ignored.
+    pub duplicates: u64,
+    /// Milliseconds workers spent on the recorded tasks.
+    pub work_ms: u64,
+}
+
+/// A result as the run's log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// The task (its id and kind; an `Eval` task's program is not kept, only its seed).
+    pub task: u64,
+    /// The candidate's seed.
+    pub seed: i64,
+    /// The node whose worker did it.
+    pub node: String,
+    /// What came back.
+    pub outcome: Outcome,
+    /// How long the worker spent on it.
+    pub work_ms: u64,
+}
+
+impl Recorded {
+    /// The record of `outcome` for `task`.
+    pub fn new(task: &Task, node: &str, outcome: Outcome, work_ms: u64) -> Recorded {
+        let seed = match &task.kind {
+            TaskKind::Build { seed } | TaskKind::Eval { seed, .. } => *seed,
+        };
+        Recorded { task: task.id, seed, node: node.to_string(), outcome, work_ms }
+    }
+}
+
+impl Done {
+    /// Whether task `id` is recorded.
+    pub fn has(&self, id: u64) -> bool {
+        self.tasks.contains(id)
+    }
+
+    /// Tasks recorded.
+    pub fn tasks_done(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The task-id ranges kept.
+    pub fn task_ranges(&self) -> usize {
+        self.tasks.ranges()
+    }
+
+    /// Evaluations recorded.
+    pub fn evaluations(&self) -> usize {
+        self.evaluations
+    }
+
+    /// The built candidate of `seed`.
+    pub fn built(&self, seed: i64) -> Option<&Program> {
+        self.built.get(&seed)
+    }
+
+    /// Tasks recorded per node.
+    pub fn by_node(&self) -> &BTreeMap<String, usize> {
+        &self.by_node
+    }
+
+    /// Whether a result for `record.task` would be new and fits the run (a `Built` for a build
+    /// task, scores for an evaluation): what the scheduler checks before logging it.
+    pub fn accepts(&self, spec: &RunSpec, record: &Recorded) -> bool {
+        !self.has(record.task)
+            && match &record.outcome {
+                Outcome::Built(_) => !self.built.contains_key(&record.seed),
+                Outcome::Scores(scores) => {
+                    self.built.contains_key(&record.seed)
+                        && scores.iter().all(|(i, _, _)| *i < spec.valset.len())
+                }
+                Outcome::Refused(_) => false,
+            }
+    }
+
+    /// Applies a result (from the log, or about to be logged); returns whether it was new.
+    pub fn apply(&mut self, spec: &RunSpec, record: Recorded) -> bool {
+        if !self.accepts(spec, &record) {
+            self.duplicates += 1;
+            return false;
+        }
+        match record.outcome {
+            Outcome::Built(program) => {
+                self.built.insert(record.seed, program);
+                let n = spec.valset.len();
+                self.scores
+                    .insert(record.seed, Scores { values: vec![0.0; n], flags: vec![ABSENT; n], count: 0 });
+            }
+            Outcome::Scores(scores) => {
+                let Some(candidate) = self.scores.get_mut(&record.seed) else { return false };
+                for (index, score, failed) in scores {
+                    if candidate.flags[index] == ABSENT {
+                        candidate.count += 1;
+                        self.evaluations += 1;
+                    }
+                    candidate.values[index] = score;
+                    candidate.flags[index] = if failed { FAILED } else { SCORED };
+                }
+            }
+            Outcome::Refused(_) => return false,
+        }
+        self.tasks.insert(record.task);
+        *self.by_node.entry(record.node).or_insert(0) += 1;
+        self.work_ms += record.work_ms;
+        true
+    }
+
+    /// The mean score of `seed` once every validation example is scored, summed in index order
+    /// (the same float in every run, whatever the order results arrived in).
+    pub fn mean(&self, seed: i64) -> Option<f64> {
+        let scores = self.scores.get(&seed)?;
+        let n = scores.values.len();
+        (scores.count == n).then(|| scores.values.iter().sum::<f64>() / n.max(1) as f64)
+    }
 }
 
 #[cfg(test)]
@@ -113,25 +211,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_corrupt_state_is_moved_aside_and_the_run_starts_over() {
-        let dir = std::env::temp_dir().join(foundation_core::files::unguessable_name("done-test-"));
-        foundation_core::files::create_private_dir(&dir).unwrap();
-        let done = Done { duplicates: 3, work_ms: 9, ..Done::default() };
-        done.save(&dir, "r").unwrap();
-        assert_eq!(Done::load_or_recover(&dir, "r").unwrap(), done);
+    fn task_ids_are_kept_as_ranges() {
+        let mut set = TaskSet::default();
+        for id in [5, 3, 4, 10, 0, 1, 2, 11, 9] {
+            assert!(set.insert(id));
+        }
+        assert!(!set.insert(4));
+        assert_eq!((set.len(), set.ranges()), (9, 2));
+        assert!(set.contains(0) && set.contains(5) && set.contains(9) && set.contains(11));
+        assert!(!set.contains(6) && !set.contains(8) && !set.contains(12));
+        // A million in order: one range.
+        let mut big = TaskSet::default();
+        for id in 0..1_000_000 {
+            big.insert(id);
+        }
+        assert_eq!((big.len(), big.ranges()), (1_000_000, 1));
+    }
 
-        // Truncated (a full disk, a torn copy): an error for `load`, a fresh start for the
-        // coordinator, and the file kept beside for inspection.
-        let bytes = std::fs::read(path(&dir, "r")).unwrap();
-        std::fs::write(path(&dir, "r"), &bytes[..bytes.len() / 2]).unwrap();
-        let error = Done::load(&dir, "r").unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
-        assert!(error.to_string().contains("run `r`"), "{error}");
-        assert_eq!(Done::load_or_recover(&dir, "r").unwrap(), Done::default());
-        assert!(dir.join("r.json.corrupt").exists());
-        assert!(!path(&dir, "r").exists());
-        // Starting over again finds nothing to recover.
-        assert_eq!(Done::load_or_recover(&dir, "r").unwrap(), Done::default());
-        std::fs::remove_dir_all(&dir).unwrap();
+    #[test]
+    fn results_are_applied_once_and_means_summed_in_index_order() {
+        let spec = RunSpec::questions("r", 1, 0);
+        let task = |id, kind| Task { id, kind };
+        let mut done = Done::default();
+        let build = Recorded::new(
+            &task(0, TaskKind::Build { seed: -3 }),
+            "n1",
+            Outcome::Built(spec.student.clone()),
+            5,
+        );
+        assert!(done.apply(&spec, build.clone()));
+        assert!(!done.apply(&spec, build));
+        let n = spec.valset.len();
+        let eval = |id, range: std::ops::Range<usize>| {
+            let t = task(
+                id,
+                TaskKind::Eval { seed: -3, program: spec.student.clone(), examples: range.clone().collect() },
+            );
+            Recorded::new(
+                &t,
+                "n2",
+                Outcome::Scores(range.map(|i| (i, (i % 3) as f64 / 2.0, false)).collect()),
+                1,
+            )
+        };
+        assert!(done.apply(&spec, eval(10, 50..n)));
+        assert_eq!(done.mean(-3), None);
+        // An index beyond the validation set is refused whole.
+        assert!(!done.apply(&spec, eval(11, 0..n + 1)));
+        assert!(done.apply(&spec, eval(11, 0..50)));
+        let expected = (0..n).map(|i| (i % 3) as f64 / 2.0).sum::<f64>() / n as f64;
+        assert_eq!(done.mean(-3), Some(expected));
+        assert_eq!((done.evaluations(), done.tasks_done(), done.duplicates), (n, 3, 2));
+        assert_eq!(done.by_node().get("n2"), Some(&2));
     }
 }

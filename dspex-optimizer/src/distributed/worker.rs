@@ -1,91 +1,135 @@
-//! Evaluation workers: on every node, pull leased batches of tasks from the run's coordinator
-//! (wherever it runs), do them and report each result. Pull gives load balancing by real
-//! capacity: a slow node simply asks less often.
+//! Evaluation workers: on every serving node, pull leased tasks of any run from the scheduler
+//! (wherever it runs), do them with the model the run names (among this node's models) and
+//! report each result until the scheduler takes it. Pull gives load balancing by real capacity:
+//! a slow node simply asks less often. A run's spec is fetched once per node and kept (the
+//! [`SPECS_KEPT`] most recent).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foundation_actors::providers::LanguageModel;
 use foundation_actors::wire::Wire;
+use foundation_core::sync::MutexRecover;
 use ractor::ActorRef;
 use tracing::Instrument;
 
-use super::coordinator::{Completion, CoordMsg, LeaseReply, LeaseRequest, SCOPE};
+use super::scheduler::{Completion, LeaseReply, LeaseRequest, SCHEDULER, SCOPE, SchedMsg};
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
+use crate::LanguageModels;
 use crate::evaluate::evaluate_one;
 
-/// How long a worker waits for the coordinator's answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause when there is no coordinator or no task.
+/// How long a worker waits for the scheduler's answer.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause when there is no scheduler or no task.
 const IDLE: Duration = Duration::from_millis(100);
+/// Specs of runs a node keeps (fetched again when needed after that).
+pub const SPECS_KEPT: usize = 16;
 
-/// The run's coordinator, if one is visible.
-pub(crate) fn coordinator(run_id: &str) -> Option<ActorRef<CoordMsg>> {
-    ractor::pg::get_scoped_members(&SCOPE.to_string(), &run_id.to_string()).into_iter().next().map(Into::into)
+/// The scheduler, if one is visible.
+pub(crate) fn scheduler() -> Option<ActorRef<SchedMsg>> {
+    ractor::pg::get_scoped_members(&SCOPE.to_string(), &SCHEDULER.to_string())
+        .into_iter()
+        .next()
+        .map(Into::into)
 }
 
-/// The largest message to send to `coordinator`: none for one on this node (delivered without
-/// a frame), the cluster's frame limit `max_bytes` otherwise.
-fn limit_for(coordinator: &ActorRef<CoordMsg>, max_bytes: usize) -> usize {
-    if coordinator.get_id().is_local() { usize::MAX } else { max_bytes }
+/// The largest message to send to `scheduler`: none for one on this node (delivered without a
+/// frame), the cluster's frame limit `max_bytes` otherwise.
+pub(crate) fn limit_for(scheduler: &ActorRef<SchedMsg>, max_bytes: usize) -> usize {
+    if scheduler.get_id().is_local() { usize::MAX } else { max_bytes }
 }
 
-async fn lease(run_id: &str, node: &str, max_bytes: usize) -> Option<LeaseReply> {
-    let coordinator = coordinator(run_id)?;
-    let request = LeaseRequest { node: node.to_string(), max: 1 };
-    let request = match Wire::encode(&request, limit_for(&coordinator, max_bytes)) {
-        Ok(request) => request,
-        Err(e) => {
-            tracing::warn!(run = %run_id, error = %e, "lease request not sent");
-            return None;
+/// What the workers of one node share.
+pub(crate) struct Workers {
+    pub(crate) node: String,
+    pub(crate) models: LanguageModels,
+    pub(crate) active: Arc<AtomicUsize>,
+    pub(crate) max_bytes: usize,
+    specs: Mutex<VecDeque<Arc<RunSpec>>>,
+}
+
+impl Workers {
+    pub(crate) fn new(
+        node: String,
+        models: LanguageModels,
+        active: Arc<AtomicUsize>,
+        max_bytes: usize,
+    ) -> Self {
+        Workers { node, models, active, max_bytes, specs: Mutex::new(VecDeque::new()) }
+    }
+
+    async fn lease(&self) -> Option<LeaseReply> {
+        let scheduler = scheduler()?;
+        let request = LeaseRequest { node: self.node.clone(), max: 1 };
+        let request = Wire::encode(&request, limit_for(&scheduler, self.max_bytes)).ok()?;
+        match scheduler.call(|port| SchedMsg::Lease(request, port), Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(reply)) => reply.into_inner().ok(),
+            _ => None,
         }
-    };
-    match coordinator.call(|port| CoordMsg::Lease(request, port), Some(CALL_TIMEOUT)).await {
-        Ok(ractor::rpc::CallResult::Success(reply)) => reply.into_inner().ok(),
-        _ => None,
+    }
+
+    /// The spec of `run`: kept, or fetched from the scheduler.
+    async fn spec(&self, run: &str) -> Option<Arc<RunSpec>> {
+        if let Some(spec) = self.specs.lock_or_recover().iter().find(|s| s.run_id == run) {
+            return Some(spec.clone());
+        }
+        let scheduler = scheduler()?;
+        let request = Wire::encode(&run.to_string(), limit_for(&scheduler, self.max_bytes)).ok()?;
+        let spec = match scheduler.call(|port| SchedMsg::Spec(request, port), Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(reply)) => match reply.into_inner() {
+                Ok(Ok(spec)) => Arc::new(spec),
+                Ok(Err(why)) => {
+                    tracing::warn!(%run, %why, "the run's spec could not be had");
+                    return None;
+                }
+                Err(_) => return None,
+            },
+            _ => return None,
+        };
+        let mut specs = self.specs.lock_or_recover();
+        if !specs.iter().any(|s| s.run_id == run) {
+            if specs.len() >= SPECS_KEPT {
+                specs.pop_front();
+            }
+            specs.push_back(spec.clone());
+        }
+        Some(spec)
     }
 }
 
-/// Runs one worker until the run is finished; `max_bytes` is the cluster's frame limit
-/// (`cluster.max_frame_bytes`), for messages to a coordinator on another node.
-pub(crate) async fn run(
-    spec: Arc<RunSpec>,
-    lm: Arc<dyn LanguageModel>,
-    node: String,
-    index: usize,
-    active: Arc<AtomicUsize>,
-    max_bytes: usize,
-) {
+/// Runs worker `index` of this node for as long as the node serves.
+pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
     loop {
-        if index >= active.load(Ordering::SeqCst) {
+        if index >= workers.active.load(Ordering::SeqCst) {
             // Parked: the node runs fewer workers now.
             tokio::time::sleep(IDLE).await;
             continue;
         }
-        let Some(reply) = lease(&spec.run_id, &node, max_bytes).await else {
+        let Some(reply) = workers.lease().await else {
             tokio::time::sleep(IDLE).await;
             continue;
         };
-        if reply.finished {
-            return;
-        }
         if reply.tasks.is_empty() {
             if let Some(why) = &reply.refused {
-                tracing::debug!(run = %spec.run_id, %why, "no task leased");
+                tracing::debug!(%why, "no task leased");
             }
             tokio::time::sleep(IDLE).await;
             continue;
         }
-        for task in reply.tasks {
+        for (run, task) in reply.tasks {
             // Each task is a trace of its own, sampled at the node's rate (or a cluster
-            // trace's): its evaluations here and its recording by the coordinator.
+            // trace's): its evaluations here and its recording by the scheduler.
             let kind = if matches!(task.kind, TaskKind::Build { .. }) { "build" } else { "eval" };
-            let span = tracing::info_span!("dspex.task", trace_root = true, run = %spec.run_id, task = task.id, kind);
+            let span = tracing::info_span!("dspex.task", trace_root = true, run = %run, task = task.id, kind);
             async {
                 let started = std::time::Instant::now();
-                let outcome = execute(&spec, lm.as_ref(), &task).await;
-                report(&spec.run_id, &node, task, outcome, started.elapsed(), max_bytes).await;
+                let outcome = match workers.spec(&run).await {
+                    Some(spec) => execute(&spec, &workers.models, &task).await,
+                    // No spec (no scheduler now): the lease times out or is given back.
+                    None => return,
+                };
+                report(&workers, &run, task, outcome, started.elapsed()).await;
             }
             .instrument(span)
             .await;
@@ -93,12 +137,22 @@ pub(crate) async fn run(
     }
 }
 
-async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome {
+async fn execute(spec: &RunSpec, models: &LanguageModels, task: &Task) -> Outcome {
+    let lm = match models.get(&spec.lm) {
+        Ok(lm) => lm,
+        Err(e) => return Outcome::Refused(e.to_string()),
+    };
+    if !spec.metric.available() {
+        return Outcome::Refused(format!(
+            "the metric `{}` is not registered on this node",
+            spec.metric.name()
+        ));
+    }
     match &task.kind {
         TaskKind::Build { seed } => {
             let candidate = spec
                 .search()
-                .candidate(*seed, &spec.student, &spec.trainset, lm, &spec.metric, spec.seed)
+                .candidate(*seed, &spec.student, &spec.trainset, lm.as_ref(), &spec.metric, spec.seed)
                 .await;
             Outcome::Built(candidate.program)
         }
@@ -106,7 +160,7 @@ async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome
             let mut scores = Vec::with_capacity(examples.len());
             for index in examples {
                 let Some(example) = spec.valset.get(*index) else { continue };
-                let result = evaluate_one(program, example, *index, lm, &spec.metric)
+                let result = evaluate_one(program, example, *index, lm.as_ref(), &spec.metric)
                     .instrument(tracing::info_span!("dspex.evaluate", example = *index))
                     .await;
                 scores.push((*index, result.score, result.error.is_some()));
@@ -116,27 +170,27 @@ async fn execute(spec: &RunSpec, lm: &dyn LanguageModel, task: &Task) -> Outcome
     }
 }
 
-/// Reports a result until a coordinator takes it (the one that leased it, or its successor
-/// after failover: results are recorded once per task id, so repeating is harmless). A result
-/// too large for a message to a coordinator on another node is not sent (logged): its lease
-/// times out and the task goes back to the queue.
-async fn report(run_id: &str, node: &str, task: Task, outcome: Outcome, work: Duration, max_bytes: usize) {
+/// Reports a result until a scheduler takes it (the one that leased it, or its successor after
+/// failover: results are recorded once per task id, so repeating is harmless). A result too
+/// large for a message to a scheduler on another node is not sent (logged): its lease times out
+/// and the task goes back to the queue.
+async fn report(workers: &Workers, run: &str, task: Task, outcome: Outcome, work: Duration) {
     let id = task.id;
-    let completion = Completion { node: node.to_string(), task, outcome, work };
+    let completion = Completion { run: run.to_string(), node: workers.node.clone(), task, outcome, work };
     loop {
-        if let Some(coordinator) = coordinator(run_id) {
-            match Wire::encode(&completion, limit_for(&coordinator, max_bytes)) {
+        if let Some(scheduler) = scheduler() {
+            match Wire::encode(&completion, limit_for(&scheduler, workers.max_bytes)) {
                 Ok(wire) => {
                     if let Ok(ractor::rpc::CallResult::Success(_)) =
-                        coordinator.call(|port| CoordMsg::Complete(wire, port), Some(CALL_TIMEOUT)).await
+                        scheduler.call(|port| SchedMsg::Complete(wire, port), Some(CALL_TIMEOUT)).await
                     {
                         return;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(
-                        run = %run_id, task = id, error = %e,
-                        "a task's result is too large to send to the coordinator; not reported (its lease will time out)"
+                        %run, task = id, error = %e,
+                        "a task's result is too large to send to the scheduler; not reported (its lease will time out)"
                     );
                     return;
                 }

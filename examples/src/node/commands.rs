@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use dspex_optimizer::distributed::RunHandle;
 use foundation_actors::channels::Channels;
 use foundation_actors::registry::ServiceRegistry;
 use foundation_cluster::crdt_state::Replicator;
@@ -130,7 +129,7 @@ pub struct Features {
     /// The coordinator (`--coordination`).
     pub coordination: Option<coordination::CoordCommands>,
     /// The optimization run (`--optimize`).
-    pub run: Option<Arc<RunHandle>>,
+    pub run: Option<Arc<super::optimize::Serving>>,
     /// This node's share of the provider budget (`--provider-url`).
     pub budget: Option<RateLimiter>,
     /// Whether traces are recorded here (`--trace-rate`).

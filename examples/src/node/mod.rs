@@ -362,7 +362,7 @@ async fn serve(
     registry.set_max_message_bytes(cluster.max_frame_bytes());
     let _workers = services::register(&registry, &node, &args.services).await?;
     let budget = llm_load::start(&cluster, &args.llm)?;
-    let run = optimize::start(&cluster, &channels, &args.optimize);
+    let run = optimize::start(&cluster, &channels, &args.optimize, &config.llm).await;
     if args.trace_rate.is_some() {
         trace::start(&cluster).await?;
     }

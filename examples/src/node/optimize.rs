@@ -1,7 +1,11 @@
-//! `foundation node --optimize RUN`: take part in a distributed optimization of a classifier of
-//! the bundled question dataset with the simulated model; the node prints progress, and the
-//! result when the run finishes (`stop-run` stops it). What `foundation demo` launches on each
-//! node.
+//! `foundation node --workers N`: serve the cluster's optimization service (a replica of its
+//! log, a candidate for its scheduler, up to N workers for any run submitted with `foundation
+//! optimize submit`), with the simulated model (`simulated`), an endpoint (`--lm-url`, under
+//! the `--lm-model` name) and the `[llm]` providers (`llm`, and each provider's name).
+//!
+//! `--optimize RUN` also submits a classifier of the bundled question dataset under that name
+//! (every node may: the same spec is one run); the node prints progress, and the result when the
+//! run finishes (`stop-run` stops it).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,7 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 use dspex_optimizer::LanguageModels;
-use dspex_optimizer::distributed::{self, RunHandle, RunOptions, RunSpec};
+use dspex_optimizer::distributed::{self, Optimizations, RunHandle, RunOptions, RunSpec};
 use foundation_actors::channels::Channels;
 use foundation_actors::providers::{
     LanguageModel, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, SimulatedConfig,
@@ -114,10 +118,14 @@ impl fmt::Display for Reply {
 }
 
 /// Runs `stop-run`.
-pub fn run(handle: &Arc<RunHandle>, _: Command) {
-    let handle = handle.clone();
+pub fn run(serving: &Arc<Serving>, _: Command) {
+    let Serving::Run(handle) = &**serving else {
+        emit(&Reply::RunStopFailed { error: "this node submitted no run (--optimize RUN)".into() });
+        return;
+    };
+    let run = handle.run().clone();
     tokio::spawn(async move {
-        emit(&match handle.stop().await {
+        emit(&match run.stop().await {
             Ok(()) => Reply::RunStopped {},
             Err(e) => Reply::RunStopFailed { error: e.to_string() },
         })
@@ -127,13 +135,15 @@ pub fn run(handle: &Arc<RunHandle>, _: Command) {
 /// Options of a distributed optimization.
 #[derive(Debug, Clone, Args)]
 pub struct OptimizeArgs {
-    /// Take part in the optimization run of this name (every node of the run gives the same
-    /// options).
+    /// Serve, and submit the bundled question run under this name (nodes that give the same
+    /// options submit the same run).
     #[arg(long = "optimize", value_name = "RUN")]
     pub run: Option<String>,
-    /// Evaluation workers on this node, at most (fewer are active when the queue is short).
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
+    /// Serve the optimization service with at most this many evaluation workers (fewer are
+    /// active when the queue is short; 0: a replica of its log and a scheduler candidate only).
+    /// Default with `--optimize`: 4.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Seed of the run (candidates and the simulated model).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -143,7 +153,8 @@ pub struct OptimizeArgs {
     /// Latency of the simulated model, in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub latency_ms: u64,
-    /// Directory of the runs' persisted state (shared by the nodes of one machine).
+    /// Directory of this node's replica of the optimization log (default: `logs` in the node's
+    /// state directory). Never shared by two nodes.
     #[arg(long)]
     pub run_state: Option<PathBuf>,
     /// An OpenAI-compatible endpoint (up to `/v1`) instead of the simulated model; the key is
@@ -170,36 +181,89 @@ pub fn endpoint(url: &str, model: &str) -> Result<Arc<dyn LanguageModel>, String
     }
 }
 
-/// The default directory of run state: `runs` under the user's own state root (private), not
-/// a fixed name in the world-writable temporary directory.
-pub fn default_state_dir() -> PathBuf {
-    foundation_core::files::state_root().join("runs")
+/// This node's part in the optimization service, and the run it submitted (`--optimize`).
+pub enum Serving {
+    /// Serving (`--workers`).
+    Service(Optimizations),
+    /// Serving and following its own run (`--optimize`).
+    Run(RunHandle),
 }
 
-/// Joins the run, if asked, and prints its progress and result.
-pub fn start(cluster: &Cluster, channels: &Channels, args: &OptimizeArgs) -> Option<Arc<RunHandle>> {
-    let run = args.run.clone()?;
-    let spec = RunSpec::questions(&run, args.seed, args.candidates);
-    let lm = match &args.lm_url {
-        Some(url) => match endpoint(url, &args.lm_model) {
-            Ok(lm) => lm,
-            Err(error) => {
-                emit(&Reply::OptimizationFailed { error });
-                return None;
-            }
-        },
-        None => model(args.seed, Duration::from_millis(args.latency_ms)),
+impl Serving {
+    /// Workers active here.
+    pub fn active_workers(&self) -> usize {
+        match self {
+            Serving::Service(s) => s.active_workers(),
+            Serving::Run(r) => r.active_workers(),
+        }
+    }
+}
+
+/// The models a serving node offers runs, by name: `simulated`; the `--lm-url` endpoint under
+/// `--lm-model`; the `[llm]` providers as a whole (`llm`) and one by one (their names).
+pub fn models(
+    args: &OptimizeArgs,
+    llm: &foundation_core::config::LlmConfig,
+) -> Result<LanguageModels, String> {
+    let mut models =
+        LanguageModels::new().register("simulated", model(args.seed, Duration::from_millis(args.latency_ms)));
+    if let Some(url) = &args.lm_url {
+        models = models.register(args.lm_model.clone(), endpoint(url, &args.lm_model)?);
+    }
+    if !llm.providers.is_empty() {
+        let router = LlmRouter::from_config(llm, args.seed).map_err(|e| format!("[llm]: {e}"))?;
+        models = models.register("llm", Arc::new(router));
+        for (name, provider) in &llm.providers {
+            let p = Provider::from_config(name, provider, args.seed)
+                .map_err(|e| format!("[llm.providers.{name}]: {e}"))?;
+            models = models
+                .register(name.clone(), Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p)));
+        }
+    }
+    Ok(models)
+}
+
+/// Serves, if asked (`--workers` or `--optimize`), submits the run of `--optimize` and prints its
+/// progress and result.
+pub async fn start(
+    cluster: &Cluster,
+    channels: &Channels,
+    args: &OptimizeArgs,
+    llm: &foundation_core::config::LlmConfig,
+) -> Option<Arc<Serving>> {
+    if args.run.is_none() && args.workers.is_none() {
+        return None;
+    }
+    let workers = args.workers.unwrap_or(4);
+    let models = match models(args, llm) {
+        Ok(models) => models,
+        Err(error) => {
+            emit(&Reply::OptimizationFailed { error });
+            return None;
+        }
     };
-    let dir = args.run_state.clone().unwrap_or_else(default_state_dir);
-    // A node asked for no workers runs none (it may still hold the coordinator).
+    // A node asked for no workers runs none (it still keeps a replica and may hold the scheduler).
     let options = RunOptions {
-        min_workers: args.workers.min(1),
+        min_workers: workers.min(1),
         channels: Some(channels.clone()),
-        ..RunOptions::new(args.workers, dir)
+        state_dir: args.run_state.clone(),
+        ..RunOptions::new(workers)
     };
-    let models = LanguageModels::new().register(spec.lm.clone(), lm);
-    let handle = match RunHandle::start(cluster, spec, &models, options) {
-        Ok(h) => Arc::new(h),
+    let Some(run) = args.run.clone() else {
+        return match Optimizations::start(cluster, &models, options).await {
+            Ok(service) => Some(Arc::new(Serving::Service(service))),
+            Err(e) => {
+                emit(&Reply::OptimizationFailed { error: e.to_string() });
+                None
+            }
+        };
+    };
+    let mut spec = RunSpec::questions(&run, args.seed, args.candidates);
+    if args.lm_url.is_some() {
+        spec.lm = args.lm_model.clone();
+    }
+    let handle = match RunHandle::start(cluster, spec, &models, options).await {
+        Ok(h) => Arc::new(Serving::Run(h)),
         Err(e) => {
             emit(&Reply::OptimizationFailed { error: e.to_string() });
             return None;
@@ -219,12 +283,13 @@ pub fn start(cluster: &Cluster, channels: &Channels, args: &OptimizeArgs) -> Opt
             }
         });
     }
-    let (reporter, workers) = (handle.clone(), args.workers);
+    let reporter = handle.clone();
     tokio::spawn(async move {
         let mut last = String::new();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let Ok(status) = reporter.status().await else { continue };
+            let Serving::Run(run) = &*reporter else { return };
+            let Ok(status) = run.status().await else { continue };
             if let Some(result) = status.result {
                 emit(&Reply::OptimizationFinished {
                     best_seed: result.best_seed,

@@ -23,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -190,7 +190,8 @@ impl Store {
             Err(e) => return Err(e),
         };
         let new = !path.exists();
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
         // One replica per file: a second node (or process) given the same directory is refused,
         // never two writers interleaving records.
         file.try_lock().map_err(|e| {
@@ -266,7 +267,7 @@ impl Store {
     fn write_meta(&self) -> std::io::Result<()> {
         let tmp = self.meta_path.with_extension("meta.tmp");
         let bytes = serde_json::to_vec(&self.meta).map_err(std::io::Error::other)?;
-        let mut file = File::create(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         file.write_all(&bytes)?;
         if self.fsync {
             file.sync_all()?;

@@ -1,0 +1,793 @@
+//! The optimization service's scheduler: a cluster singleton (`dspex:scheduler`, run on one of
+//! the nodes that serve) that holds every run, leases their tasks to the workers of every node
+//! by priority, records each result once in the replicated log before it counts, and answers
+//! clients (submit, status, list, stop, resume, result).
+//!
+//! **State.** Everything is in the log `dspex.optimizations` (see
+//! [`replicated_log`](foundation_cluster::replicated_log)): submissions (the whole spec),
+//! results, stops and resumes. A scheduler that starts (first, or after failover to another node)
+//! leads the log under its singleton lease's fencing token, replays it and goes on: tasks are
+//! numbered by the spec, so it knows which are left. A worker's result is acknowledged only once
+//! its entry is committed (on a majority of the known nodes' disks); a result not acknowledged is
+//! reported again, to this scheduler or the next.
+//!
+//! **Sharing** (stride scheduling): each run has a *pass*; a lease goes to the run with work
+//! whose pass is lowest (ties: the older run), whose pass then grows by the task's evaluations
+//! (1 for a build) divided by its priority. Runs with work thus get evaluations in proportion
+//! to their priorities, whatever their sizes; a run that gets work again (submitted, resumed,
+//! or its builds done) starts at the lowest pass of the others, so it catches up on nothing.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation_actors::channels::{Channels, SystemEvent, telemetry};
+use foundation_actors::wire::{Wire, WireError};
+use foundation_cluster::Cluster;
+use foundation_cluster::replicated_log::{ReplicatedLog, Writer};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster_derive::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::spec::{Outcome, RunSpec, Task, TaskKind};
+use super::state::{Done, Recorded};
+use crate::program::Program;
+
+/// The pg scope of the scheduler (group [`SCHEDULER`]).
+pub const SCOPE: &str = foundation_actors::pg_scopes::RUNS;
+/// The scheduler singleton's name (and its pg group).
+pub const SCHEDULER: &str = "dspex:scheduler";
+/// The replicated log of the optimization service.
+pub const LOG: &str = "dspex.optimizations";
+/// A leased task not reported within this long goes back to the queue (a worker that hangs; a
+/// lost node's leases go back as soon as the node is seen down).
+pub const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the scheduler checks leases.
+const TICK: Duration = Duration::from_millis(200);
+/// How often progress goes out on the telemetry channel.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// The `kind` of progress events on the telemetry channel (their `data` is a [`Status`]).
+pub const PROGRESS_EVENT: &str = "optimization_progress";
+
+/// A worker's request for work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LeaseRequest {
+    pub(crate) node: String,
+    pub(crate) max: usize,
+}
+
+/// Work (each task with its run), or none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LeaseReply {
+    pub(crate) tasks: Vec<(String, Task)>,
+    /// Why no task was leased although some are waiting (the task does not fit a message to
+    /// the asker's node: it is left for a worker on the scheduler's node).
+    pub(crate) refused: Option<String>,
+}
+
+/// A finished task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Completion {
+    pub(crate) run: String,
+    pub(crate) node: String,
+    pub(crate) task: Task,
+    pub(crate) outcome: Outcome,
+    /// How long the worker spent on it.
+    pub(crate) work: Duration,
+}
+
+/// What a client asks of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Control {
+    Stop,
+    Resume,
+}
+
+/// The final result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The best candidate's seed (the first of equals, in DSPy's candidate order).
+    pub best_seed: i64,
+    /// Its mean score on the validation set.
+    pub best_score: f64,
+    /// The best program.
+    pub best_program: Program,
+    /// Every candidate's mean score, in candidate order.
+    pub scores: Vec<(i64, f64)>,
+    /// Evaluations recorded (candidates × validation examples, each once).
+    pub evaluations: usize,
+    /// Tasks completed per node.
+    pub tasks_by_node: BTreeMap<String, usize>,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The run.
+    pub run_id: String,
+    /// Its priority.
+    pub priority: u32,
+    /// Tasks in all, and done.
+    pub tasks: (usize, usize),
+    /// Evaluations in all (candidates × validation examples), and done.
+    pub evaluations: (usize, usize),
+    /// Best fully evaluated candidate so far: (seed, mean score).
+    pub best: Option<(i64, f64)>,
+    /// Evaluations per second since this scheduler started (or the run was resumed).
+    pub evals_per_sec: f64,
+    /// Estimated seconds left at that rate.
+    pub eta_secs: Option<f64>,
+    /// Results that arrived for tasks already recorded (ignored).
+    pub duplicates: u64,
+    /// Leases given back because their node was lost or they timed out.
+    pub requeued: u64,
+    /// Tasks waiting for a worker.
+    pub queued: usize,
+    /// Tasks leased to workers now.
+    pub leased: usize,
+    /// Tasks this scheduler found recorded in the log when it started.
+    pub resumed: usize,
+    /// Stopped before finishing.
+    pub stopped: bool,
+    /// Time workers spent on the recorded tasks, summed: what one worker would have taken.
+    pub work_secs: f64,
+    /// Nodes that cannot do this run's tasks (its model or metric is not registered there).
+    pub refused_by: Vec<String>,
+    /// The result, once finished.
+    pub result: Option<RunResult>,
+}
+
+impl Status {
+    /// Finished (every task recorded).
+    pub fn finished(&self) -> bool {
+        self.result.is_some()
+    }
+}
+
+/// What the log holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Entry {
+    Submitted { spec: RunSpec },
+    Result { run: String, record: Recorded },
+    Stopped { run: String },
+    Resumed { run: String },
+}
+
+/// The first byte of every entry: the format (a scheduler skips, and reports, an entry of
+/// another).
+const FORMAT: u8 = 1;
+
+fn encode(entry: &Entry) -> Result<Vec<u8>, WireError> {
+    let mut bytes = vec![FORMAT];
+    bytes.extend(foundation_actors::wire::encode(entry, usize::MAX)?);
+    Ok(bytes)
+}
+
+fn decode(bytes: &[u8]) -> Result<Entry, String> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => foundation_actors::wire::decode(rest).map_err(|e| e.to_string()),
+        Some((other, _)) => Err(format!("format {other}, this version reads {FORMAT}")),
+        None => Err("an empty entry".into()),
+    }
+}
+
+#[derive(RactorClusterMessage)]
+pub(crate) enum SchedMsg {
+    Tick,
+    /// A commit failed: the scheduler stops (the next one replays the log).
+    Failed(String),
+    #[rpc]
+    Lease(Wire<LeaseRequest>, RpcReplyPort<Wire<LeaseReply>>),
+    #[rpc]
+    Complete(Wire<Completion>, RpcReplyPort<Wire<bool>>),
+    /// A run's spec, for workers.
+    #[rpc]
+    Spec(Wire<String>, RpcReplyPort<Wire<Result<RunSpec, String>>>),
+    /// A new run: its id, or why not.
+    #[rpc]
+    Submit(Wire<RunSpec>, RpcReplyPort<Wire<Result<String, String>>>),
+    #[rpc]
+    Control(Wire<(String, Control)>, RpcReplyPort<Wire<Result<(), String>>>),
+    /// One run's status, or every run's (with `None`; results without programs).
+    #[rpc]
+    Status(Wire<Option<String>>, RpcReplyPort<Wire<Result<Vec<Status>, String>>>),
+    /// Tasks queued and leased, over every run (what nodes size their workers by).
+    #[rpc]
+    Load(RpcReplyPort<Wire<(usize, usize)>>),
+}
+
+pub(crate) struct Scheduler {
+    pub(crate) cluster: Cluster,
+    pub(crate) log: ReplicatedLog,
+    pub(crate) channels: Option<Channels>,
+}
+
+struct Run {
+    spec: Arc<RunSpec>,
+    done: Done,
+    pending: VecDeque<Task>,
+    leased: BTreeMap<u64, (Task, String, Instant)>,
+    stopped: bool,
+    pass: f64,
+    /// When this scheduler started following it, and its evaluations then (for the rate).
+    since: Instant,
+    evals_since: usize,
+    requeued: u64,
+    resumed: usize,
+    refused_by: BTreeSet<String>,
+    oversized: BTreeSet<u64>,
+}
+
+impl Run {
+    fn new(spec: RunSpec) -> Run {
+        Run {
+            spec: Arc::new(spec),
+            done: Done::default(),
+            pending: VecDeque::new(),
+            leased: BTreeMap::new(),
+            stopped: false,
+            pass: 0.0,
+            since: Instant::now(),
+            evals_since: 0,
+            requeued: 0,
+            resumed: 0,
+            refused_by: BTreeSet::new(),
+            oversized: BTreeSet::new(),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.done.tasks_done() == self.spec.total_tasks()
+    }
+
+    fn has_work(&self) -> bool {
+        !self.stopped && !self.pending.is_empty()
+    }
+
+    /// The queue from what is recorded: builds not done, and the evaluations of built candidates.
+    fn requeue_all(&mut self) {
+        self.pending.clear();
+        self.leased.clear();
+        for (i, seed) in self.spec.search().seeds().enumerate() {
+            match self.done.built(seed) {
+                Some(program) => {
+                    let tasks = self.spec.eval_tasks(seed, program);
+                    self.pending.extend(tasks.into_iter().filter(|t| !self.done.has(t.id)));
+                }
+                None if !self.done.has(i as u64) => {
+                    self.pending.push_back(Task { id: i as u64, kind: TaskKind::Build { seed } })
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn means(&self) -> Vec<(i64, f64)> {
+        self.spec.search().seeds().filter_map(|seed| self.done.mean(seed).map(|m| (seed, m))).collect()
+    }
+
+    fn status(&self, with_program: bool) -> Status {
+        let means = self.means();
+        let best = means.iter().fold(None, |best: Option<(i64, f64)>, (seed, m)| match best {
+            Some((_, b)) if b >= *m => best,
+            _ => Some((*seed, *m)),
+        });
+        let evals_total = self.spec.total_evaluations();
+        let evals_done = self.done.evaluations();
+        let elapsed = self.since.elapsed().as_secs_f64();
+        let rate = if self.stopped {
+            0.0
+        } else {
+            (evals_done - self.evals_since.min(evals_done)) as f64 / elapsed.max(1e-3)
+        };
+        let eta = (rate > 0.0).then(|| (evals_total - evals_done) as f64 / rate);
+        let result = self.finished().then(|| {
+            let (best_seed, best_score) = best.unwrap_or((-3, 0.0));
+            let mut best_program =
+                self.done.built(best_seed).cloned().unwrap_or_else(|| self.spec.student.clone());
+            if !with_program {
+                best_program.predictors.clear();
+            }
+            RunResult {
+                best_seed,
+                best_score,
+                best_program,
+                scores: means.clone(),
+                evaluations: evals_done,
+                tasks_by_node: self.done.by_node().clone(),
+            }
+        });
+        Status {
+            run_id: self.spec.run_id.clone(),
+            priority: self.spec.priority,
+            tasks: (self.spec.total_tasks(), self.done.tasks_done()),
+            evaluations: (evals_total, evals_done),
+            best,
+            evals_per_sec: rate,
+            eta_secs: eta,
+            duplicates: self.done.duplicates,
+            requeued: self.requeued,
+            queued: self.pending.len(),
+            leased: self.leased.len(),
+            resumed: self.resumed,
+            stopped: self.stopped,
+            work_secs: self.done.work_ms as f64 / 1000.0,
+            refused_by: self.refused_by.iter().cloned().collect(),
+            result,
+        }
+    }
+}
+
+pub(crate) struct SchedState {
+    writer: Writer,
+    runs: BTreeMap<String, Run>,
+    published: Instant,
+}
+
+impl SchedState {
+    /// The lowest pass among runs with work (where a run that gets work again starts).
+    fn floor(&self, except: &str) -> f64 {
+        self.runs
+            .iter()
+            .filter(|(id, r)| id.as_str() != except && r.has_work())
+            .map(|(_, r)| r.pass)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// A run that gets work again starts at the floor (never below its own pass).
+    fn rejoin(&mut self, run: &str) {
+        let floor = self.floor(run);
+        if let Some(r) = self.runs.get_mut(run)
+            && floor.is_finite()
+        {
+            r.pass = r.pass.max(floor);
+        }
+    }
+
+    /// The run whose task goes next to `node`.
+    fn next_run(&self, node: &str) -> Option<String> {
+        self.runs
+            .iter()
+            .filter(|(_, r)| r.has_work() && !r.refused_by.contains(node))
+            .min_by(|a, b| a.1.pass.total_cmp(&b.1.pass))
+            .map(|(id, _)| id.clone())
+    }
+}
+
+/// Tasks with their runs.
+type RunTasks = Vec<(String, Task)>;
+
+/// The answer to a lease of `tasks`, if it fits `max_bytes`; otherwise an answer that leases
+/// nothing and says why, with the tasks given back (for the queue) and the error.
+pub(crate) fn lease_reply(
+    tasks: RunTasks,
+    max_bytes: usize,
+) -> (Wire<LeaseReply>, Option<(RunTasks, WireError)>) {
+    let reply = LeaseReply { tasks, refused: None };
+    match Wire::encode(&reply, max_bytes) {
+        Ok(wire) => (wire, None),
+        Err(e) => {
+            let refused = LeaseReply {
+                tasks: Vec::new(),
+                refused: Some(format!("the task does not fit a message to this node: {e}")),
+            };
+            let answer = Wire::encode_or(&refused, max_bytes, |_| LeaseReply {
+                tasks: Vec::new(),
+                refused: Some("the task does not fit a message to this node".into()),
+            });
+            (answer, Some((reply.tasks, e)))
+        }
+    }
+}
+
+/// An answer within `max_bytes`, or the error (as text) if it does not fit.
+fn fitted<T: Serialize + serde::de::DeserializeOwned + Clone>(
+    value: Result<T, String>,
+    max_bytes: usize,
+    what: &str,
+) -> Wire<Result<T, String>> {
+    Wire::encode_or(&value, max_bytes, |e| {
+        tracing::warn!(error = %e, "{what} too large to send");
+        Err(format!("the {what} does not fit a message: {e}"))
+    })
+}
+
+/// How much a task counts against its run's share: its evaluations (a build: 1).
+fn cost(task: &Task) -> f64 {
+    match &task.kind {
+        TaskKind::Build { .. } => 1.0,
+        TaskKind::Eval { examples, .. } => examples.len().max(1) as f64,
+    }
+}
+
+impl Scheduler {
+    fn apply(state: &mut SchedState, entry: Entry) {
+        match entry {
+            Entry::Submitted { spec } => {
+                let id = spec.run_id.clone();
+                state.runs.entry(id).or_insert_with(|| Run::new(spec));
+            }
+            Entry::Result { run, record } => {
+                if let Some(r) = state.runs.get_mut(&run) {
+                    let spec = r.spec.clone();
+                    r.done.apply(&spec, record);
+                }
+            }
+            Entry::Stopped { run } => {
+                if let Some(r) = state.runs.get_mut(&run) {
+                    r.stopped = true;
+                }
+            }
+            Entry::Resumed { run } => {
+                if let Some(r) = state.runs.get_mut(&run) {
+                    r.stopped = false;
+                }
+            }
+        }
+    }
+
+    /// Appends `entry` and answers `reply` with `answer` once it is committed; a failed append or
+    /// commit stops the scheduler (its state is ahead of the log: the next one replays it).
+    fn log_then<T: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        myself: &ActorRef<SchedMsg>,
+        state: &SchedState,
+        entry: &Entry,
+        reply: RpcReplyPort<Wire<T>>,
+        answer: T,
+    ) -> Result<(), String> {
+        let bytes = encode(entry).map_err(|e| e.to_string())?;
+        let commit = state.writer.append(bytes).map_err(|e| e.to_string())?;
+        let myself = myself.clone();
+        let max = self.cluster.max_frame_bytes();
+        tokio::spawn(async move {
+            match commit.committed().await {
+                Ok(_) => {
+                    if let Ok(wire) = Wire::encode(&answer, max) {
+                        let _ = reply.send(wire);
+                    }
+                }
+                Err(e) => {
+                    let _ = myself.send_message(SchedMsg::Failed(e.to_string()));
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Actor for Scheduler {
+    type Msg = SchedMsg;
+    type State = SchedState;
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<SchedMsg>, _: ()) -> Result<SchedState, ActorProcessingErr> {
+        let token = foundation_cluster::singleton::lease_token(SCHEDULER)
+            .ok_or("the scheduler's lease is not valid: not starting")?;
+        let (writer, entries) = self.log.lead(token).await?;
+        let mut state = SchedState { writer, runs: BTreeMap::new(), published: Instant::now() };
+        let mut unreadable = 0usize;
+        for entry in &entries {
+            match decode(&entry.data) {
+                Ok(e) => Self::apply(&mut state, e),
+                Err(why) => {
+                    unreadable += 1;
+                    tracing::error!(log = LOG, index = entry.index, %why, "an entry of the optimization log is not readable: skipped");
+                }
+            }
+        }
+        for run in state.runs.values_mut() {
+            run.requeue_all();
+            run.resumed = run.done.tasks_done();
+            run.evals_since = run.done.evaluations();
+            run.since = Instant::now();
+        }
+        tracing::info!(
+            entries = entries.len(),
+            unreadable,
+            runs = state.runs.len(),
+            token,
+            "optimization scheduler started"
+        );
+        ractor::pg::join_scoped(SCOPE.to_string(), SCHEDULER.to_string(), vec![myself.get_cell()]);
+        myself.send_interval(TICK, || SchedMsg::Tick);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SchedMsg>,
+        msg: SchedMsg,
+        state: &mut SchedState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A copy whose singleton lease ran out acts no more and answers nothing: a new scheduler
+        // may run elsewhere. Its manager kills it at once.
+        if !foundation_cluster::singleton::lease_valid(SCHEDULER) {
+            tracing::warn!("scheduler without a valid lease: message ignored");
+            return Ok(());
+        }
+        let max_frame = self.cluster.max_frame_bytes();
+        match msg {
+            SchedMsg::Failed(why) => {
+                tracing::error!(%why, "the optimization log did not commit: the scheduler restarts from the log");
+                myself.stop(Some(why));
+            }
+            SchedMsg::Tick => self.tick(state),
+            SchedMsg::Lease(request, reply) => {
+                let Ok(request) = request.into_inner() else { return Ok(()) };
+                let mut tasks = Vec::new();
+                while tasks.len() < request.max.max(1) {
+                    let Some(id) = state.next_run(&request.node) else { break };
+                    let Some(run) = state.runs.get_mut(&id) else { break };
+                    let Some(task) = run.pending.pop_front() else { break };
+                    run.pass += cost(&task) / f64::from(run.spec.priority.max(1));
+                    run.leased.insert(
+                        task.id,
+                        (task.clone(), request.node.clone(), Instant::now() + LEASE_TIMEOUT),
+                    );
+                    tasks.push((id, task));
+                }
+                // A worker of this node gets the answer without a network hop (no frame limit).
+                let max_bytes = if request.node == self.cluster.name() { usize::MAX } else { max_frame };
+                let (answer, unsent) = lease_reply(tasks, max_bytes);
+                if let Some((tasks, error)) = unsent {
+                    for (id, task) in tasks {
+                        let Some(run) = state.runs.get_mut(&id) else { continue };
+                        run.leased.remove(&task.id);
+                        if run.oversized.insert(task.id) {
+                            tracing::warn!(
+                                run = %id, task = task.id, node = %request.node, %error,
+                                "a task is too large to lease to another node; left for a worker on the scheduler's node"
+                            );
+                        }
+                        run.pending.push_back(task);
+                    }
+                }
+                let _ = reply.send(answer);
+            }
+            SchedMsg::Complete(completion, reply) => {
+                let received = completion.span();
+                let _in_trace = received.enter();
+                let _record = tracing::info_span!("dspex.record").entered();
+                let Ok(c) = completion.into_inner() else { return Ok(()) };
+                let Some(run) = state.runs.get_mut(&c.run) else {
+                    let _ = reply.send(Wire::encode_or(&false, max_frame, |_| false));
+                    return Ok(());
+                };
+                run.leased.remove(&c.task.id);
+                if let Outcome::Refused(why) = &c.outcome {
+                    if run.refused_by.insert(c.node.clone()) {
+                        tracing::warn!(run = %c.run, node = %c.node, %why, "a node cannot do this run's tasks");
+                    }
+                    if !run.done.has(c.task.id) && !run.stopped {
+                        run.pending.push_front(c.task);
+                    }
+                    let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
+                    return Ok(());
+                }
+                let record = Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64);
+                let spec = run.spec.clone();
+                if !run.done.accepts(&spec, &record) {
+                    run.done.duplicates += 1;
+                    let _ = reply.send(Wire::encode_or(&false, max_frame, |_| false));
+                    return Ok(());
+                }
+                let entry = Entry::Result { run: c.run.clone(), record: record.clone() };
+                if let Err(why) = self.log_then(&myself, state, &entry, reply, true) {
+                    myself.stop(Some(why));
+                    return Ok(());
+                }
+                let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
+                run.done.apply(&spec, record);
+                if let TaskKind::Build { seed } = &c.task.kind
+                    && let Some(program) = run.done.built(*seed)
+                {
+                    let tasks = spec.eval_tasks(*seed, program);
+                    let was_idle = run.pending.is_empty();
+                    run.pending.extend(tasks.into_iter().filter(|t| !run.done.has(t.id)));
+                    if was_idle && !run.stopped {
+                        state.rejoin(&c.run);
+                    }
+                }
+                if state.runs.get(&c.run).is_some_and(Run::finished) {
+                    tracing::info!(run = %c.run, "run finished");
+                }
+            }
+            SchedMsg::Spec(run, reply) => {
+                let Ok(run) = run.into_inner() else { return Ok(()) };
+                let answer = match state.runs.get(&run) {
+                    Some(r) => Ok((*r.spec).clone()),
+                    None => Err(format!("no run `{run}`")),
+                };
+                let _ = reply.send(fitted(answer, max_frame, "run's spec"));
+            }
+            SchedMsg::Submit(spec, reply) => {
+                let spec = match spec.into_inner() {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        let _ = reply.send(fitted(
+                            Err(format!("the spec did not decode: {e}")),
+                            max_frame,
+                            "answer",
+                        ));
+                        return Ok(());
+                    }
+                };
+                let id = spec.run_id.clone();
+                if let Err(why) = spec.check() {
+                    let _ = reply.send(fitted(Err(why), max_frame, "answer"));
+                    return Ok(());
+                }
+                if let Some(existing) = state.runs.get(&id) {
+                    // The same spec again is the same run (a retried submit); another is refused.
+                    let answer = if *existing.spec == spec {
+                        Ok(id)
+                    } else {
+                        Err(format!(
+                            "a run named `{id}` already exists with another spec: choose another name"
+                        ))
+                    };
+                    let _ = reply.send(fitted(answer, max_frame, "answer"));
+                    return Ok(());
+                }
+                let entry = Entry::Submitted { spec: spec.clone() };
+                let bytes = encode(&entry).map(|b| b.len()).unwrap_or(usize::MAX);
+                if bytes > self.log.max_entry_bytes() {
+                    let why = format!(
+                        "run `{id}`: the spec with its data takes {bytes} bytes, more than the {} a run may take \
+                         (cluster.max_frame_bytes less 4 KiB)",
+                        self.log.max_entry_bytes()
+                    );
+                    let _ = reply.send(fitted(Err(why), max_frame, "answer"));
+                    return Ok(());
+                }
+                if let Err(why) =
+                    self.log_then(&myself, state, &entry, reply, Ok::<String, String>(id.clone()))
+                {
+                    myself.stop(Some(why));
+                    return Ok(());
+                }
+                let mut run = Run::new(spec);
+                run.requeue_all();
+                tracing::info!(run = %id, tasks = run.pending.len(), priority = run.spec.priority, "run submitted");
+                state.runs.insert(id.clone(), run);
+                state.rejoin(&id);
+            }
+            SchedMsg::Control(request, reply) => {
+                let Ok((id, control)) = request.into_inner() else { return Ok(()) };
+                let Some(run) = state.runs.get_mut(&id) else {
+                    let _ = reply.send(fitted(Err(format!("no run `{id}`")), max_frame, "answer"));
+                    return Ok(());
+                };
+                let entry = match control {
+                    Control::Stop if run.finished() => {
+                        let _ =
+                            reply.send(fitted(Err(format!("run `{id}` is finished")), max_frame, "answer"));
+                        return Ok(());
+                    }
+                    Control::Stop => {
+                        run.stopped = true;
+                        run.pending.clear();
+                        run.leased.clear();
+                        Entry::Stopped { run: id.clone() }
+                    }
+                    Control::Resume => {
+                        run.stopped = false;
+                        run.requeue_all();
+                        run.since = Instant::now();
+                        run.evals_since = run.done.evaluations();
+                        Entry::Resumed { run: id.clone() }
+                    }
+                };
+                if let Err(why) = self.log_then(&myself, state, &entry, reply, Ok::<(), String>(())) {
+                    myself.stop(Some(why));
+                    return Ok(());
+                }
+                if control == Control::Resume {
+                    state.rejoin(&id);
+                }
+            }
+            SchedMsg::Load(reply) => {
+                let queued =
+                    state.runs.values().filter(|r| !r.stopped).map(|r| r.pending.len()).sum::<usize>();
+                let leased = state.runs.values().map(|r| r.leased.len()).sum::<usize>();
+                let _ = reply.send(Wire::encode_or(&(queued, leased), max_frame, |_| (queued, leased)));
+            }
+            SchedMsg::Status(which, reply) => {
+                let Ok(which) = which.into_inner() else { return Ok(()) };
+                let answer = match which {
+                    Some(id) => match state.runs.get(&id) {
+                        Some(run) => Ok(vec![run.status(true)]),
+                        None => Err(format!("no run `{id}`")),
+                    },
+                    None => Ok(state.runs.values().map(|r| r.status(false)).collect()),
+                };
+                let _ = reply.send(fitted(answer, max_frame, "status"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scheduler {
+    fn tick(&self, state: &mut SchedState) {
+        if let Some(channels) = &self.channels
+            && state.published.elapsed() >= PUBLISH_EVERY
+        {
+            state.published = Instant::now();
+            for run in state.runs.values().filter(|r| !r.stopped && !r.finished()) {
+                let event = SystemEvent {
+                    kind: PROGRESS_EVENT.into(),
+                    source: run.spec.run_id.clone(),
+                    data: serde_json::to_value(run.status(false)).unwrap_or_default(),
+                };
+                if let Err(e) = channels.broadcast(&telemetry(), event) {
+                    tracing::debug!(error = %e, "progress not published");
+                }
+            }
+        }
+        let up: Vec<String> = self.cluster.up();
+        let me = self.cluster.name().to_string();
+        let now = Instant::now();
+        for (id, run) in &mut state.runs {
+            let lost: Vec<u64> = run
+                .leased
+                .iter()
+                .filter(|(_, (_, node, deadline))| (*node != me && !up.contains(node)) || *deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for task_id in lost {
+                if let Some((task, node, _)) = run.leased.remove(&task_id) {
+                    tracing::info!(run = %id, task = task_id, %node, "lease returned to the queue");
+                    run.requeued += 1;
+                    run.pending.push_front(task);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_task(id: u64, examples: usize) -> Task {
+        Task {
+            id,
+            kind: TaskKind::Eval { seed: 0, program: Program::new("p"), examples: (0..examples).collect() },
+        }
+    }
+
+    #[test]
+    fn a_lease_over_the_frame_limit_leases_nothing_says_why_and_gives_the_task_back() {
+        let (answer, unsent) = lease_reply(vec![("r".into(), eval_task(1, 10))], 1024);
+        assert!(unsent.is_none());
+        let reply = answer.into_inner().unwrap();
+        assert_eq!((reply.tasks.len(), reply.refused), (1, None));
+
+        // 2000 example indices take more than 1 KiB: refused with the reason, task handed back.
+        let big = ("r".to_string(), eval_task(2, 2000));
+        let (answer, unsent) = lease_reply(vec![big.clone()], 1024);
+        let (back, error) = unsent.expect("the task is handed back");
+        assert_eq!(back, [big]);
+        assert!(matches!(error, WireError::TooLarge { max: 1024, .. }), "{error}");
+        let bytes = foundation_actors::wire::encode(&answer.into_inner().unwrap(), usize::MAX).unwrap();
+        assert!(bytes.len() <= 1024, "the refusal fits the limit: {} bytes", bytes.len());
+        let reply: LeaseReply = foundation_actors::wire::decode(&bytes).unwrap();
+        assert!(reply.tasks.is_empty());
+        let why = reply.refused.expect("the refusal says why");
+        assert!(why.contains("exceeds the 1024-byte frame limit"), "{why}");
+    }
+
+    #[test]
+    fn entries_carry_their_format() {
+        let entry = Entry::Stopped { run: "r".into() };
+        let bytes = encode(&entry).unwrap();
+        assert!(matches!(decode(&bytes), Ok(Entry::Stopped { run }) if run == "r"));
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(decode(&other).unwrap_err().contains("format 9"));
+        assert!(decode(&[]).is_err());
+    }
+}
