@@ -39,8 +39,6 @@ struct Measure {
 
 fn run(nodes: usize, workers: usize, round: usize) -> Measure {
     let base = free_port_range(nodes as u16);
-    let state = tempfile::tempdir().unwrap();
-    let state_arg = state.path().display().to_string();
     let run = format!("bench-{nodes}-{workers}-{round}");
     let mut processes = Vec::new();
     for i in 0..nodes {
@@ -55,8 +53,6 @@ fn run(nodes: usize, workers: usize, round: usize) -> Measure {
             CANDIDATES,
             "--latency-ms",
             LATENCY_MS,
-            "--run-state",
-            &state_arg,
         ];
         processes.push(start_node(&format!("b{}", i + 1), base + i as u16, &seeds, &args));
     }

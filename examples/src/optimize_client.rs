@@ -4,7 +4,8 @@
 //! nothing), asks the scheduler, prints the answer (text, or JSON with `--json`) and leaves.
 //!
 //! Exit codes: 0 done; 1 the service said no (no such run, a name taken, a run not finished,
-//! a stopped run watched to its stop); 2 bad input or no cluster reachable.
+//! a stopped run watched to its stop); 2 bad input (a spec that does not read or is not valid,
+//! one too large to send) or no cluster or scheduler reachable within `--timeout`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,10 @@ pub enum Ask {
 pub fn run(config_file: Option<&Path>, client: ClientArgs, ask: Ask) -> anyhow::Result<ExitCode> {
     // Read the spec before reaching anyone: a bad file is the user's to fix, at once.
     let spec = match &ask {
-        Ask::Submit(path) => match RunSpec::from_file(path) {
+        Ask::Submit(path) => match RunSpec::from_file(path).map_err(|e| e.to_string()).and_then(|spec| {
+            spec.check().map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(spec)
+        }) {
             Ok(spec) => Some(spec),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -108,7 +112,7 @@ async fn patiently<T, F: std::future::Future<Output = Result<T, RunError>>>(
 fn failed(e: &RunError) -> ExitCode {
     eprintln!("error: {e}");
     match e {
-        RunError::NoScheduler | RunError::NoAnswer(_) => ExitCode::from(2),
+        RunError::NoScheduler | RunError::NoAnswer(_) | RunError::Unsendable(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     }
 }
@@ -177,7 +181,7 @@ async fn ask_cluster(
                 Err(e) => failed(&e),
             }
         }
-        Ask::Watch(id) => watch(cluster, &id, json).await,
+        Ask::Watch(id) => watch(cluster, &id, json, timeout).await,
         Ask::Stop(id) => control(cluster, &id, true, timeout, json).await,
         Ask::Resume(id) => control(cluster, &id, false, timeout, json).await,
         Ask::Result(id, out) => {
@@ -243,6 +247,8 @@ async fn control(
 fn line(status: &Status) -> String {
     let state = if status.finished() {
         "finished"
+    } else if status.failed.is_some() {
+        "failed"
     } else if status.stopped {
         "stopped"
     } else {
@@ -250,14 +256,20 @@ fn line(status: &Status) -> String {
     };
     let best = status.best.map_or("-".to_string(), |(seed, score)| format!("{score:.3} (candidate {seed})"));
     format!(
-        "{}  {state:<8}  {}/{} evaluations  best {best}  {:.1} evals/s  priority {}",
-        status.run_id, status.evaluations.1, status.evaluations.0, status.evals_per_sec, status.priority
+        "{}  {state:<8}  {}/{} evaluations  best {best}  {:.1} evals/s  priority {}{}",
+        status.run_id,
+        status.evaluations.1,
+        status.evaluations.0,
+        status.evals_per_sec,
+        status.priority,
+        status.failed.as_ref().map_or(String::new(), |why| format!("  ({why})"))
     )
 }
 
 /// Follows a run to its end: a progress bar on a terminal, a line every 2 s otherwise, a JSON
-/// object per status with `--json`. Exit 0 when it finished, 1 when it was stopped.
-async fn watch(cluster: &foundation_cluster::Cluster, id: &str, json: bool) -> ExitCode {
+/// object per status with `--json`. Exit 0 when it finished, 1 when it was stopped, 2 when no
+/// scheduler answered for `timeout` (a failover takes seconds).
+async fn watch(cluster: &foundation_cluster::Cluster, id: &str, json: bool, timeout: Duration) -> ExitCode {
     let run = Optimizations::run(cluster, id);
     let tty = !json && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let bar = indicatif::ProgressBar::new(0);
@@ -268,11 +280,11 @@ async fn watch(cluster: &foundation_cluster::Cluster, id: &str, json: bool) -> E
     let mut watching = run.watch(Duration::from_millis(500));
     let mut last_line: Option<Instant> = None;
     let mut last: Option<Status> = None;
-    let mut failures = 0;
+    let mut failing_since: Option<Instant> = None;
     while let Some(status) = watching.next().await {
         let status = match status {
             Ok(status) => {
-                failures = 0;
+                failing_since = None;
                 status
             }
             Err(RunError::Refused(why)) => {
@@ -281,9 +293,8 @@ async fn watch(cluster: &foundation_cluster::Cluster, id: &str, json: bool) -> E
                 return ExitCode::FAILURE;
             }
             Err(e) => {
-                // A scheduler failing over: keep watching for a while.
-                failures += 1;
-                if failures > 120 {
+                // A scheduler failing over: keep watching, for `timeout` at most.
+                if failing_since.get_or_insert_with(Instant::now).elapsed() >= timeout {
                     bar.finish_and_clear();
                     return failed(&e);
                 }

@@ -99,12 +99,38 @@ fn three_nodes_find_the_same_best_program_as_one() {
     wait(&nodes[2], json!({"event": "telemetry", "kind": "optimization_progress", "source": "fault-free"}));
 }
 
-/// Every task recorded exactly once: the tasks per node add up to the run's tasks.
-fn assert_each_task_once(result: &serde_json::Value) {
-    let by_node: std::collections::BTreeMap<String, usize> =
-        serde_json::from_value(result["tasks_by_node"].clone()).unwrap();
-    let tasks = (CANDIDATES + 3) * (1 + dspex_optimizer::distributed::QUESTIONS_VAL.div_ceil(5));
-    assert_eq!(by_node.values().sum::<usize>(), tasks, "{result}");
+/// Every task of `run` recorded exactly once in the log, as node `name` (port `port`, stopped)
+/// keeps it in its own state directory.
+fn assert_each_task_logged_once(run: &str, name: &str, port: u16) {
+    let dir = foundation_cluster::testkit::state_home()
+        .join("foundation")
+        .join("nodes")
+        .join(format!("{name}-{port}"))
+        .join("logs");
+    let entries = foundation_cluster::replicated_log::ReplicatedLog::read_replica(
+        &dir,
+        dspex_optimizer::distributed::LOG,
+    )
+    .unwrap();
+    let mut tasks: Vec<u64> = dspex_optimizer::distributed::scheduler::logged_results(&entries)
+        .into_iter()
+        .filter(|(r, _)| r == run)
+        .map(|(_, task)| task)
+        .collect();
+    let logged = tasks.len();
+    tasks.sort_unstable();
+    tasks.dedup();
+    let expected = (CANDIDATES + 3) * (1 + dspex_optimizer::distributed::QUESTIONS_VAL.div_ceil(5));
+    assert_eq!((logged, tasks.len()), (expected, expected), "results in {name}'s log of {run}");
+}
+
+/// The node whose scheduler answers for `run`, asked through the node at `port`.
+fn scheduler_node(run: &str, port: u16) -> String {
+    let seeds = format!("127.0.0.1:{port}");
+    let status = client(&["status", run, "--seeds", &seeds, "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    answer["status"]["scheduler"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -114,22 +140,27 @@ fn killing_the_schedulers_node_and_then_the_next_ones_loses_and_doubles_nothing(
     // n1 (the lowest name) holds the scheduler: kill it once a fifth of the work is done.
     support::until(|| evaluations_done(&nodes[1]) >= 160, || format!("progress: {:?}", nodes[1].output()));
     assert!(!finished(&nodes[1]), "killed mid-run");
+    assert_eq!(scheduler_node("scheduler-killed", base + 1), "n1");
     nodes[0].kill();
-    // The scheduler starts again on n2 from the log (on n2's and n3's disks, not n1's), and goes on.
+    // The scheduler starts again on n2 or n3 from the log (on their disks, not n1's), and goes on.
     support::until(|| evaluations_done(&nodes[1]) >= 400, || format!("progress: {:?}", nodes[1].output()));
     assert!(!finished(&nodes[1]), "killed mid-run");
-    // n1 comes back (on its own directory: its replica catches up); then n2, the scheduler's
-    // node now, is killed.
+    let second = scheduler_node("scheduler-killed", base + 1);
+    assert_ne!(second, "n1");
+    // n1 comes back (on its own directory: its replica catches up); then the second
+    // scheduler's node is killed.
     nodes[0] = node("scheduler-killed", base, 0, true);
     wait(&nodes[0], json!({"event": "member_up", "name": "n3"}));
-    nodes[1].kill();
-    let result = result(&nodes[2]);
+    let (killed, survivor) = if second == "n2" { (1, 2) } else { (2, 1) };
+    nodes[killed].kill();
+    let result = result(&nodes[survivor]);
     assert_same_as_single_node(&result, &local);
-    assert_each_task_once(&result);
-    // The last scheduler started from the log, with n1's and n2's work in it.
+    // The last scheduler started from the log, with the first two schedulers' nodes' work in it.
     assert!(result["resumed"].as_u64().unwrap() > 0, "{result}");
     assert!(result["tasks_by_node"]["n1"].as_u64().unwrap() > 0, "{result}");
-    assert!(result["tasks_by_node"]["n2"].as_u64().unwrap() > 0, "{result}");
+    assert!(result["tasks_by_node"][second.as_str()].as_u64().unwrap() > 0, "{result}");
+    drop(nodes);
+    assert_each_task_logged_once("scheduler-killed", &format!("n{}", survivor + 1), base + survivor as u16);
 }
 
 #[test]
@@ -145,7 +176,8 @@ fn every_node_killed_and_restarted_resumes_the_run_from_their_replicas() {
     let nodes: Vec<NodeProcess> = (0..3u16).map(|i| node("all-restarted", base, i, false)).collect();
     let result = result(&nodes[0]);
     assert_same_as_single_node(&result, &local);
-    assert_each_task_once(&result);
+    drop(nodes);
+    assert_each_task_logged_once("all-restarted", "n2", base + 1);
     assert!(result["resumed"].as_u64().unwrap() >= 20, "what was committed before came back: {result}");
 }
 
@@ -171,8 +203,17 @@ fn a_stopped_run_stays_stopped_across_a_restart_and_resumes_when_asked() {
     support::until(|| evaluations_done(&node) >= 100, || format!("progress: {:?}", node.output()));
     node.send_line("stop-run").unwrap();
     wait(&node, json!({"event": "run_stopped"}));
-    // Stopped: nothing more is handed out, and no result comes.
+    // Stopped: nothing more is recorded (what was in flight aside), and no result comes.
+    let seeds = format!("127.0.0.1:{port}");
+    let evaluations = || {
+        let status = client(&["status", "stopped", "--seeds", &seeds, "--json"]);
+        let answer: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        answer["status"]["evaluations"][1].as_u64().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1_000));
+    let stopped_at = evaluations();
     std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(evaluations(), stopped_at, "a stopped run records nothing more");
     assert!(!finished(&node));
     node.kill();
     // Started again on its directory: the stop is in the log, and submitting the same run
@@ -180,7 +221,6 @@ fn a_stopped_run_stays_stopped_across_a_restart_and_resumes_when_asked() {
     let node = start_node("solo", port, &[], &args);
     std::thread::sleep(Duration::from_millis(3_000));
     assert!(!finished(&node));
-    let seeds = format!("127.0.0.1:{port}");
     let status = client(&["status", "stopped", "--seeds", &seeds, "--json"]);
     assert!(status.status.success(), "{status:?}");
     let answer: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

@@ -194,10 +194,30 @@ impl Drop for Optimizations {
     }
 }
 
+/// This node's replica of the service's log, kept without serving (see
+/// [`Optimizations::keep_replica`]). Dropping it stops the replica here.
+#[derive(Debug)]
+pub struct LogReplica {
+    _log: ReplicatedLog,
+}
+
 impl Optimizations {
+    /// Keeps this node's replica of the service's log without serving (no scheduler, no
+    /// workers). The log's majority is of **all** the cluster's known nodes, so every node must
+    /// keep a replica (serving or not), or the service loses its majority sooner: with `N`
+    /// known nodes of which `R` keep replicas, it tolerates `R - (N / 2 + 1)` lost replicas.
+    pub async fn keep_replica(cluster: &Cluster, options: &RunOptions) -> Result<LogReplica, RunError> {
+        let mut config = LogConfig { fsync: options.fsync, ..LogConfig::new(LOG) };
+        config.dir = options.state_dir.clone();
+        Ok(LogReplica { _log: ReplicatedLog::start(cluster, config).await.map_err(RunError::Log)? })
+    }
+
     /// Serves on this node: opens its replica of the service's log, declares the scheduler
     /// (a singleton on one serving node) and starts up to `options.max_workers` workers, which
     /// call models among `models` by the names runs give.
+    ///
+    /// Start it (or [`keep_replica`](Self::keep_replica)) on every node of the cluster: the log's
+    /// majority is of all the known nodes.
     ///
     /// Workers scale with the queue: every [`SCALE_EVERY`] the node activates
     /// `clamp(tasks queued or leased / nodes up, min_workers, max_workers)` of them, fewer when
@@ -411,11 +431,13 @@ impl RunHandle {
             loop {
                 match Optimizations::submit_within(&c, spec.clone(), Duration::from_secs(3600)).await {
                     Ok(_) => return,
+                    Err(e @ (RunError::Refused(_) | RunError::Unsendable(_))) => {
+                        tracing::error!(run = %spec.run_id, error = %e, "the run cannot be submitted");
+                        return;
+                    }
                     Err(e) => {
-                        tracing::warn!(run = %spec.run_id, error = %e, "the run could not be submitted");
-                        if matches!(e, RunError::Refused(_)) {
-                            return;
-                        }
+                        tracing::warn!(run = %spec.run_id, error = %e, "the run could not be submitted yet");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }

@@ -12,10 +12,16 @@
 //! reported again, to this scheduler or the next.
 //!
 //! **Sharing** (stride scheduling): each run has a *pass*; a lease goes to the run with work
-//! whose pass is lowest (ties: the older run), whose pass then grows by the task's evaluations
-//! (1 for a build) divided by its priority. Runs with work thus get evaluations in proportion
-//! to their priorities, whatever their sizes; a run that gets work again (submitted, resumed,
-//! or its builds done) starts at the lowest pass of the others, so it catches up on nothing.
+//! whose pass is lowest (ties: the first by name), whose pass then grows by the task's
+//! evaluations (1 for a build, although bootstrapping calls the model several times) divided by
+//! its priority, and shrinks back when the lease is returned unused. Runs with work thus get
+//! evaluations in proportion to their priorities, whatever their sizes; a run that gets work
+//! again (submitted, resumed, or its builds done) starts at the lowest pass of the others, so
+//! it catches up on nothing.
+//!
+//! **Repeats** (a worker reporting again, a client submitting again after no answer) are
+//! answered only once the first one's entry is committed. A result too large for a log entry
+//! fails its run (recorded, shown in its status) rather than the scheduler.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -41,8 +47,10 @@ pub const SCHEDULER: &str = "dspex:scheduler";
 /// The replicated log of the optimization service.
 pub const LOG: &str = "dspex.optimizations";
 /// A leased task not reported within this long goes back to the queue (a worker that hangs; a
-/// lost node's leases go back as soon as the node is seen down).
-pub const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// lost node's leases go back as soon as the node is seen down). Long, because a task of a
+/// real model under a rate limit can take minutes; a result that arrives after its task was
+/// leased again still counts (the later one is a duplicate).
+pub const LEASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often the scheduler checks leases.
 const TICK: Duration = Duration::from_millis(200);
 /// How often progress goes out on the telemetry channel.
@@ -134,6 +142,10 @@ pub struct Status {
     pub work_secs: f64,
     /// Nodes that cannot do this run's tasks (its model or metric is not registered there).
     pub refused_by: Vec<String>,
+    /// Why the run failed (a result too large to record): it is stopped.
+    pub failed: Option<String>,
+    /// The node whose scheduler answered.
+    pub scheduler: String,
     /// The result, once finished.
     pub result: Option<RunResult>,
 }
@@ -152,6 +164,7 @@ enum Entry {
     Result { run: String, record: Recorded },
     Stopped { run: String },
     Resumed { run: String },
+    Failed { run: String, reason: String },
 }
 
 /// The first byte of every entry: the format (a scheduler skips, and reports, an entry of
@@ -170,6 +183,19 @@ fn decode(bytes: &[u8]) -> Result<Entry, String> {
         Some((other, _)) => Err(format!("format {other}, this version reads {FORMAT}")),
         None => Err("an empty entry".into()),
     }
+}
+
+/// The results a copy of the service's log holds, as (run, task id), in log order: what a
+/// checker counts to see each task recorded once ([`ReplicatedLog::read_replica`] reads a
+/// stopped node's copy). Entries that do not read are left out.
+pub fn logged_results(entries: &[foundation_cluster::replicated_log::Entry]) -> Vec<(String, u64)> {
+    entries
+        .iter()
+        .filter_map(|e| match decode(&e.data) {
+            Ok(Entry::Result { run, record }) => Some((run, record.task)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[derive(RactorClusterMessage)]
@@ -205,6 +231,9 @@ pub(crate) struct Scheduler {
 
 struct Run {
     spec: Arc<RunSpec>,
+    /// The log index of its submission (a repeated submit is answered once it is committed).
+    submitted_at: u64,
+    failed: Option<String>,
     done: Done,
     pending: VecDeque<Task>,
     leased: BTreeMap<u64, (Task, String, Instant)>,
@@ -220,9 +249,11 @@ struct Run {
 }
 
 impl Run {
-    fn new(spec: RunSpec) -> Run {
+    fn new(spec: RunSpec, submitted_at: u64) -> Run {
         Run {
             spec: Arc::new(spec),
+            submitted_at,
+            failed: None,
             done: Done::default(),
             pending: VecDeque::new(),
             leased: BTreeMap::new(),
@@ -267,7 +298,7 @@ impl Run {
         self.spec.search().seeds().filter_map(|seed| self.done.mean(seed).map(|m| (seed, m))).collect()
     }
 
-    fn status(&self, with_program: bool) -> Status {
+    fn status(&self, with_program: bool, scheduler: &str) -> Status {
         let means = self.means();
         let best = means.iter().fold(None, |best: Option<(i64, f64)>, (seed, m)| match best {
             Some((_, b)) if b >= *m => best,
@@ -314,6 +345,8 @@ impl Run {
             stopped: self.stopped,
             work_secs: self.done.work_ms as f64 / 1000.0,
             refused_by: self.refused_by.iter().cloned().collect(),
+            failed: self.failed.clone(),
+            scheduler: scheduler.to_string(),
             result,
         }
     }
@@ -323,6 +356,8 @@ pub(crate) struct SchedState {
     writer: Writer,
     runs: BTreeMap<String, Run>,
     published: Instant,
+    /// Results logged and not yet known committed, by (run, task): their entries' indexes.
+    uncommitted: BTreeMap<(String, u64), u64>,
 }
 
 impl SchedState {
@@ -402,11 +437,23 @@ fn cost(task: &Task) -> f64 {
 }
 
 impl Scheduler {
-    fn apply(state: &mut SchedState, entry: Entry) {
+    fn apply(state: &mut SchedState, entry: Entry, index: u64) {
         match entry {
             Entry::Submitted { spec } => {
+                // A spec this version would not take (older limits) is left out, not a scheduler
+                // that fails on it at every start.
+                if let Err(why) = spec.check() {
+                    tracing::error!(run = %spec.run_id, %why, "a submitted run is not valid: left out");
+                    return;
+                }
                 let id = spec.run_id.clone();
-                state.runs.entry(id).or_insert_with(|| Run::new(spec));
+                state.runs.entry(id).or_insert_with(|| Run::new(spec, index));
+            }
+            Entry::Failed { run, reason } => {
+                if let Some(r) = state.runs.get_mut(&run) {
+                    r.stopped = true;
+                    r.failed = Some(reason);
+                }
             }
             Entry::Result { run, record } => {
                 if let Some(r) = state.runs.get_mut(&run) {
@@ -422,6 +469,7 @@ impl Scheduler {
             Entry::Resumed { run } => {
                 if let Some(r) = state.runs.get_mut(&run) {
                     r.stopped = false;
+                    r.failed = None;
                 }
             }
         }
@@ -436,11 +484,23 @@ impl Scheduler {
         entry: &Entry,
         reply: RpcReplyPort<Wire<T>>,
         answer: T,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let bytes = encode(entry).map_err(|e| e.to_string())?;
         let commit = state.writer.append(bytes).map_err(|e| e.to_string())?;
+        let index = commit.index();
+        Self::answer_when(myself, self.cluster.max_frame_bytes(), commit, reply, answer);
+        Ok(index)
+    }
+
+    /// Answers `reply` with `answer` once `commit` resolves (a failure stops the scheduler).
+    fn answer_when<T: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>(
+        myself: &ActorRef<SchedMsg>,
+        max: usize,
+        commit: foundation_cluster::replicated_log::Commit,
+        reply: RpcReplyPort<Wire<T>>,
+        answer: T,
+    ) {
         let myself = myself.clone();
-        let max = self.cluster.max_frame_bytes();
         tokio::spawn(async move {
             match commit.committed().await {
                 Ok(_) => {
@@ -453,7 +513,6 @@ impl Scheduler {
                 }
             }
         });
-        Ok(())
     }
 }
 
@@ -466,11 +525,16 @@ impl Actor for Scheduler {
         let token = foundation_cluster::singleton::lease_token(SCHEDULER)
             .ok_or("the scheduler's lease is not valid: not starting")?;
         let (writer, entries) = self.log.lead(token).await?;
-        let mut state = SchedState { writer, runs: BTreeMap::new(), published: Instant::now() };
+        let mut state = SchedState {
+            writer,
+            runs: BTreeMap::new(),
+            published: Instant::now(),
+            uncommitted: BTreeMap::new(),
+        };
         let mut unreadable = 0usize;
         for entry in &entries {
             match decode(&entry.data) {
-                Ok(e) => Self::apply(&mut state, e),
+                Ok(e) => Self::apply(&mut state, e, entry.index),
                 Err(why) => {
                     unreadable += 1;
                     tracing::error!(log = LOG, index = entry.index, %why, "an entry of the optimization log is not readable: skipped");
@@ -521,6 +585,10 @@ impl Actor for Scheduler {
                     let Some(id) = state.next_run(&request.node) else { break };
                     let Some(run) = state.runs.get_mut(&id) else { break };
                     let Some(task) = run.pending.pop_front() else { break };
+                    if run.done.has(task.id) {
+                        // Recorded after its lease was given back: nothing to do.
+                        continue;
+                    }
                     run.pass += cost(&task) / f64::from(run.spec.priority.max(1));
                     run.leased.insert(
                         task.id,
@@ -535,6 +603,7 @@ impl Actor for Scheduler {
                     for (id, task) in tasks {
                         let Some(run) = state.runs.get_mut(&id) else { continue };
                         run.leased.remove(&task.id);
+                        run.pass -= cost(&task) / f64::from(run.spec.priority.max(1));
                         if run.oversized.insert(task.id) {
                             tracing::warn!(
                                 run = %id, task = task.id, node = %request.node, %error,
@@ -555,28 +624,69 @@ impl Actor for Scheduler {
                     let _ = reply.send(Wire::encode_or(&false, max_frame, |_| false));
                     return Ok(());
                 };
-                run.leased.remove(&c.task.id);
+                let was_leased = run.leased.remove(&c.task.id).is_some();
                 if let Outcome::Refused(why) = &c.outcome {
                     if run.refused_by.insert(c.node.clone()) {
                         tracing::warn!(run = %c.run, node = %c.node, %why, "a node cannot do this run's tasks");
                     }
-                    if !run.done.has(c.task.id) && !run.stopped {
+                    if was_leased && !run.done.has(c.task.id) && !run.stopped {
                         run.pending.push_front(c.task);
                     }
                     let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
                     return Ok(());
                 }
+                if !was_leased && let Some(at) = run.pending.iter().position(|t| t.id == c.task.id) {
+                    // Its lease had been given back (its node seen down, or timed out): the task
+                    // is queued again, and no longer needed once this result counts.
+                    run.pending.remove(at);
+                }
                 let record = Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64);
                 let spec = run.spec.clone();
                 if !run.done.accepts(&spec, &record) {
                     run.done.duplicates += 1;
-                    let _ = reply.send(Wire::encode_or(&false, max_frame, |_| false));
+                    // Answered once the first report's entry is committed: until then this one
+                    // is the result's only other copy.
+                    match state.uncommitted.get(&(c.run.clone(), c.task.id)) {
+                        Some(index) => {
+                            let commit = state.writer.commit_of(*index);
+                            Self::answer_when(&myself, max_frame, commit, reply, false);
+                        }
+                        None => drop(reply.send(Wire::encode_or(&false, max_frame, |_| false))),
+                    }
                     return Ok(());
                 }
                 let entry = Entry::Result { run: c.run.clone(), record: record.clone() };
-                if let Err(why) = self.log_then(&myself, state, &entry, reply, true) {
-                    myself.stop(Some(why));
+                let size = encode(&entry).map_or(usize::MAX, |b| b.len());
+                if size > self.log.max_entry_bytes() {
+                    // Recording it is impossible; failing the scheduler would only repeat it.
+                    let reason = format!(
+                        "the result of task {} takes {size} bytes, more than a log entry may ({}): \
+                         raise cluster.max_frame_bytes and resume the run",
+                        c.task.id,
+                        self.log.max_entry_bytes()
+                    );
+                    tracing::error!(run = %c.run, %reason, "run failed");
+                    let failed = Entry::Failed { run: c.run.clone(), reason: reason.clone() };
+                    if let Err(why) = self.log_then(&myself, state, &failed, reply, true) {
+                        myself.stop(Some(why));
+                        return Ok(());
+                    }
+                    if let Some(run) = state.runs.get_mut(&c.run) {
+                        run.stopped = true;
+                        run.failed = Some(reason);
+                        run.pending.clear();
+                        run.leased.clear();
+                    }
                     return Ok(());
+                }
+                match self.log_then(&myself, state, &entry, reply, true) {
+                    Ok(index) => {
+                        state.uncommitted.insert((c.run.clone(), c.task.id), index);
+                    }
+                    Err(why) => {
+                        myself.stop(Some(why));
+                        return Ok(());
+                    }
                 }
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
                 run.done.apply(&spec, record);
@@ -620,15 +730,17 @@ impl Actor for Scheduler {
                     return Ok(());
                 }
                 if let Some(existing) = state.runs.get(&id) {
-                    // The same spec again is the same run (a retried submit); another is refused.
-                    let answer = if *existing.spec == spec {
-                        Ok(id)
+                    // The same spec again is the same run (a retried submit), answered once its
+                    // submission is committed; another spec is refused.
+                    if *existing.spec == spec {
+                        let commit = state.writer.commit_of(existing.submitted_at);
+                        Self::answer_when(&myself, max_frame, commit, reply, Ok::<String, String>(id));
                     } else {
-                        Err(format!(
+                        let why = format!(
                             "a run named `{id}` already exists with another spec: choose another name"
-                        ))
-                    };
-                    let _ = reply.send(fitted(answer, max_frame, "answer"));
+                        );
+                        let _ = reply.send(fitted(Err(why), max_frame, "answer"));
+                    }
                     return Ok(());
                 }
                 let entry = Entry::Submitted { spec: spec.clone() };
@@ -642,13 +754,15 @@ impl Actor for Scheduler {
                     let _ = reply.send(fitted(Err(why), max_frame, "answer"));
                     return Ok(());
                 }
-                if let Err(why) =
-                    self.log_then(&myself, state, &entry, reply, Ok::<String, String>(id.clone()))
-                {
-                    myself.stop(Some(why));
-                    return Ok(());
-                }
-                let mut run = Run::new(spec);
+                let index =
+                    match self.log_then(&myself, state, &entry, reply, Ok::<String, String>(id.clone())) {
+                        Ok(index) => index,
+                        Err(why) => {
+                            myself.stop(Some(why));
+                            return Ok(());
+                        }
+                    };
+                let mut run = Run::new(spec, index);
                 run.requeue_all();
                 tracing::info!(run = %id, tasks = run.pending.len(), priority = run.spec.priority, "run submitted");
                 state.runs.insert(id.clone(), run);
@@ -672,8 +786,14 @@ impl Actor for Scheduler {
                         run.leased.clear();
                         Entry::Stopped { run: id.clone() }
                     }
+                    Control::Resume if !run.stopped => {
+                        // Running already: nothing to do (a repeated resume).
+                        let _ = reply.send(fitted(Ok(()), max_frame, "answer"));
+                        return Ok(());
+                    }
                     Control::Resume => {
                         run.stopped = false;
+                        run.failed = None;
                         run.requeue_all();
                         run.since = Instant::now();
                         run.evals_since = run.done.evaluations();
@@ -698,10 +818,10 @@ impl Actor for Scheduler {
                 let Ok(which) = which.into_inner() else { return Ok(()) };
                 let answer = match which {
                     Some(id) => match state.runs.get(&id) {
-                        Some(run) => Ok(vec![run.status(true)]),
+                        Some(run) => Ok(vec![run.status(true, self.cluster.name())]),
                         None => Err(format!("no run `{id}`")),
                     },
-                    None => Ok(state.runs.values().map(|r| r.status(false)).collect()),
+                    None => Ok(state.runs.values().map(|r| r.status(false, self.cluster.name())).collect()),
                 };
                 let _ = reply.send(fitted(answer, max_frame, "status"));
             }
@@ -720,13 +840,15 @@ impl Scheduler {
                 let event = SystemEvent {
                     kind: PROGRESS_EVENT.into(),
                     source: run.spec.run_id.clone(),
-                    data: serde_json::to_value(run.status(false)).unwrap_or_default(),
+                    data: serde_json::to_value(run.status(false, self.cluster.name())).unwrap_or_default(),
                 };
                 if let Err(e) = channels.broadcast(&telemetry(), event) {
                     tracing::debug!(error = %e, "progress not published");
                 }
             }
         }
+        let committed = state.writer.committed();
+        state.uncommitted.retain(|_, index| *index > committed);
         let up: Vec<String> = self.cluster.up();
         let me = self.cluster.name().to_string();
         let now = Instant::now();
@@ -741,6 +863,7 @@ impl Scheduler {
                 if let Some((task, node, _)) = run.leased.remove(&task_id) {
                     tracing::info!(run = %id, task = task_id, %node, "lease returned to the queue");
                     run.requeued += 1;
+                    run.pass -= cost(&task) / f64::from(run.spec.priority.max(1));
                     run.pending.push_front(task);
                 }
             }

@@ -45,6 +45,10 @@ pub struct RunSpec {
 
 /// The highest [`RunSpec::priority`].
 pub const MAX_PRIORITY: u32 = 1000;
+/// Most shuffled candidates in a run ([`RunSpec::num_candidate_programs`]).
+pub const MAX_CANDIDATES: usize = 1000;
+/// Most tasks in a run (candidates × (1 + validation batches)).
+pub const MAX_TASKS: usize = 10_000_000;
 
 fn default_priority() -> u32 {
     1
@@ -104,12 +108,24 @@ impl RunSpec {
         if self.lm.is_empty() {
             return Err(format!("run `{id}`: no model name"));
         }
+        if self.num_candidate_programs > MAX_CANDIDATES {
+            return Err(format!(
+                "run `{id}`: {} candidates, at most {MAX_CANDIDATES}",
+                self.num_candidate_programs
+            ));
+        }
+        if self.total_tasks() > MAX_TASKS {
+            return Err(format!(
+                "run `{id}`: {} tasks (candidates × validation batches), at most {MAX_TASKS}: raise batch_size",
+                self.total_tasks()
+            ));
+        }
         Ok(())
     }
 
     /// Candidates in the run (DSPy's seeds -3 up to `num_candidate_programs`).
     pub fn candidates(&self) -> usize {
-        self.num_candidate_programs + 3
+        self.num_candidate_programs.saturating_add(3)
     }
 
     /// Evaluation tasks per candidate.
@@ -119,12 +135,12 @@ impl RunSpec {
 
     /// Tasks in the run: a build and its evaluation batches per candidate.
     pub fn total_tasks(&self) -> usize {
-        self.candidates() * (1 + self.batch_count())
+        self.candidates().saturating_mul(1 + self.batch_count())
     }
 
     /// Evaluations in the run: candidates × validation examples.
     pub fn total_evaluations(&self) -> usize {
-        self.candidates() * self.valset.len()
+        self.candidates().saturating_mul(self.valset.len())
     }
 
     /// The evaluation tasks of the built candidate `seed` (ids fixed by candidate and batch, the
@@ -197,4 +213,36 @@ pub enum Outcome {
     /// This node cannot do the run's tasks (the run's model or custom metric is not registered
     /// here): the task goes to another node, and this node gets none of the run's tasks again.
     Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_checked_before_it_is_submitted() {
+        let ok = RunSpec::questions("ok", 1, 8);
+        assert_eq!(ok.check(), Ok(()));
+        let (candidates, batches) = (ok.candidates(), ok.batch_count());
+        assert_eq!((candidates, batches, ok.total_tasks()), (11, 20, 11 * 21));
+        let bad = |f: fn(&mut RunSpec), says: &str| {
+            let mut spec = RunSpec::questions("ok", 1, 8);
+            f(&mut spec);
+            let error = spec.check().unwrap_err();
+            assert!(error.contains(says), "{error}");
+        };
+        bad(|s| s.run_id = "has space".into(), "letters, digits");
+        bad(|s| s.priority = 0, "priority 0");
+        bad(|s| s.valset.clear(), "no validation example");
+        bad(|s| s.batch_size = 0, "batch_size");
+        bad(|s| s.num_candidate_programs = usize::MAX, "at most 1000");
+        bad(
+            |s| {
+                s.batch_size = 1;
+                s.num_candidate_programs = 997;
+                s.valset = vec![s.valset[0].clone(); 20_000];
+            },
+            "at most 10000000",
+        );
+    }
 }

@@ -124,10 +124,27 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
             let span = tracing::info_span!("dspex.task", trace_root = true, run = %run, task = task.id, kind);
             async {
                 let started = std::time::Instant::now();
-                let outcome = match workers.spec(&run).await {
-                    Some(spec) => execute(&spec, &workers.models, &task).await,
+                let Some(spec) = workers.spec(&run).await else {
                     // No spec (no scheduler now): the lease times out or is given back.
-                    None => return,
+                    return;
+                };
+                // In a task of its own: a panic (in a metric of the program's, say) is this
+                // node refusing the run, not a worker lost.
+                let (models, job) = (workers.models.clone(), task.clone());
+                let outcome = match tokio::spawn(async move { execute(&spec, &models, &job).await }).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        let why = match e.try_into_panic() {
+                            Ok(panic) => panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "a panic".into()),
+                            Err(e) => e.to_string(),
+                        };
+                        tracing::error!(%run, task = task.id, %why, "a task panicked: this node refuses the run");
+                        Outcome::Refused(format!("a task panicked: {why}"))
+                    }
                 };
                 report(&workers, &run, task, outcome, started.elapsed()).await;
             }

@@ -3,6 +3,9 @@
 //! optimize submit`), with the simulated model (`simulated`), an endpoint (`--lm-url`, under
 //! the `--lm-model` name) and the `[llm]` providers (`llm`, and each provider's name).
 //!
+//! A node that does not serve keeps a replica of the service's log all the same (when it has
+//! a state directory): the log's majority is of all the cluster's nodes.
+//!
 //! `--optimize RUN` also submits a classifier of the bundled question dataset under that name
 //! (every node may: the same spec is one run); the node prints progress, and the result when the
 //! run finishes (`stop-run` stops it).
@@ -29,7 +32,7 @@ use super::reply::{Usage, emit};
 pub const COMMANDS: &[Usage] = &[Usage {
     command: "stop-run",
     usage: "stop-run",
-    what: "stop the optimization run; starting its nodes again resumes it",
+    what: "stop the optimization run this node submitted (`foundation optimize resume` goes on)",
     needs: Some("--optimize RUN"),
 }];
 
@@ -183,6 +186,9 @@ pub fn endpoint(url: &str, model: &str) -> Result<Arc<dyn LanguageModel>, String
 
 /// This node's part in the optimization service, and the run it submitted (`--optimize`).
 pub enum Serving {
+    /// Not serving: a replica of the service's log only (every node with a state directory
+    /// keeps one, since the log's majority is of all the cluster's nodes).
+    Replica(#[allow(dead_code, reason = "held: dropping it stops the replica")] distributed::LogReplica),
     /// Serving (`--workers`).
     Service(Optimizations),
     /// Serving and following its own run (`--optimize`).
@@ -193,6 +199,7 @@ impl Serving {
     /// Workers active here.
     pub fn active_workers(&self) -> usize {
         match self {
+            Serving::Replica(_) => 0,
             Serving::Service(s) => s.active_workers(),
             Serving::Run(r) => r.active_workers(),
         }
@@ -232,7 +239,17 @@ pub async fn start(
     llm: &foundation_core::config::LlmConfig,
 ) -> Option<Arc<Serving>> {
     if args.run.is_none() && args.workers.is_none() {
-        return None;
+        if cluster.state_dir().is_none() && args.run_state.is_none() {
+            return None;
+        }
+        let options = RunOptions { state_dir: args.run_state.clone(), ..RunOptions::new(0) };
+        return match Optimizations::keep_replica(cluster, &options).await {
+            Ok(replica) => Some(Arc::new(Serving::Replica(replica))),
+            Err(e) => {
+                emit(&Reply::OptimizationFailed { error: e.to_string() });
+                None
+            }
+        };
     }
     let workers = args.workers.unwrap_or(4);
     let models = match models(args, llm) {

@@ -135,6 +135,12 @@ impl Writer {
         }
     }
 
+    /// The [`Commit`] of the entry at `index`, appended earlier by this writer (or before this
+    /// leadership): resolves once the log is committed up to it.
+    pub fn commit_of(&self, index: u64) -> Commit {
+        Commit { index, leading: self.shared.leading.subscribe() }
+    }
+
     /// Appends `data`: returns at once with its [`Commit`] (O(1): the entry joins the next batch
     /// written and sent). An entry larger than [`ReplicatedLog::max_entry_bytes`] is refused;
     /// after the leadership ended every append is refused with the reason.
