@@ -191,9 +191,10 @@ async fn watch(
     )
     .await?;
     println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());
-    let started = Instant::now();
-    let deadline = started + timeout;
+    let deadline = Instant::now() + timeout;
     let run = Optimizations::submit_within(&observer, spec, timeout).await?;
+    // The run's time, from its submission (the scheduler's election before it is the cluster's).
+    let started = Instant::now();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} evaluations  {msg}")

@@ -99,14 +99,19 @@ fn three_nodes_find_the_same_best_program_as_one() {
     wait(&nodes[2], json!({"event": "telemetry", "kind": "optimization_progress", "source": "fault-free"}));
 }
 
-/// Every task of `run` recorded exactly once in the log, as node `name` (port `port`, stopped)
-/// keeps it in its own state directory.
-fn assert_each_task_logged_once(run: &str, name: &str, port: u16) {
-    let dir = foundation_cluster::testkit::state_home()
+/// Where node `name` (port `port`) keeps its replicas of logs.
+fn log_dir(name: &str, port: u16) -> std::path::PathBuf {
+    foundation_cluster::testkit::state_home()
         .join("foundation")
         .join("nodes")
         .join(format!("{name}-{port}"))
-        .join("logs");
+        .join("logs")
+}
+
+/// Every task of `run` recorded exactly once in the log, as node `name` (port `port`, stopped)
+/// keeps it in its own state directory.
+fn assert_each_task_logged_once(run: &str, name: &str, port: u16) {
+    let dir = log_dir(name, port);
     let entries = foundation_cluster::replicated_log::ReplicatedLog::read_replica(
         &dir,
         dspex_optimizer::distributed::LOG,
@@ -173,9 +178,19 @@ fn every_node_killed_and_restarted_resumes_the_run_from_their_replicas() {
         node.kill();
     }
     drop(nodes);
+    // And n2's replica damaged meanwhile (a flipped bit a third of the way in): it is cut back,
+    // left out of the new scheduler's majority, and repaired from the others.
+    let file = log_dir("n2", base + 1).join(format!("{}.log", dspex_optimizer::distributed::LOG));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
     let nodes: Vec<NodeProcess> = (0..3u16).map(|i| node("all-restarted", base, i, false)).collect();
     let result = result(&nodes[0]);
     assert_same_as_single_node(&result, &local);
+    // n2's copy is whole again (the commits needed n1 and n3 only: give it a moment to catch
+    // up): every task once.
+    std::thread::sleep(Duration::from_secs(2));
     drop(nodes);
     assert_each_task_logged_once("all-restarted", "n2", base + 1);
     assert!(result["resumed"].as_u64().unwrap() >= 20, "what was committed before came back: {result}");

@@ -235,7 +235,8 @@ struct Run {
     submitted_at: u64,
     failed: Option<String>,
     done: Done,
-    pending: VecDeque<Task>,
+    /// Task ids waiting (made whole when leased).
+    pending: VecDeque<u64>,
     leased: BTreeMap<u64, (Task, String, Instant)>,
     stopped: bool,
     pass: f64,
@@ -282,13 +283,11 @@ impl Run {
         self.leased.clear();
         for (i, seed) in self.spec.search().seeds().enumerate() {
             match self.done.built(seed) {
-                Some(program) => {
-                    let tasks = self.spec.eval_tasks(seed, program);
-                    self.pending.extend(tasks.into_iter().filter(|t| !self.done.has(t.id)));
+                Some(_) => {
+                    let ids = self.spec.eval_task_ids(seed);
+                    self.pending.extend(ids.filter(|id| !self.done.has(*id)));
                 }
-                None if !self.done.has(i as u64) => {
-                    self.pending.push_back(Task { id: i as u64, kind: TaskKind::Build { seed } })
-                }
+                None if !self.done.has(i as u64) => self.pending.push_back(i as u64),
                 None => {}
             }
         }
@@ -584,11 +583,13 @@ impl Actor for Scheduler {
                 while tasks.len() < request.max.max(1) {
                     let Some(id) = state.next_run(&request.node) else { break };
                     let Some(run) = state.runs.get_mut(&id) else { break };
-                    let Some(task) = run.pending.pop_front() else { break };
-                    if run.done.has(task.id) {
+                    let Some(task_id) = run.pending.pop_front() else { break };
+                    if run.done.has(task_id) {
                         // Recorded after its lease was given back: nothing to do.
                         continue;
                     }
+                    let program = run.spec.seed_of(task_id).and_then(|seed| run.done.built(seed));
+                    let Some(task) = run.spec.task(task_id, program) else { continue };
                     run.pass += cost(&task) / f64::from(run.spec.priority.max(1));
                     run.leased.insert(
                         task.id,
@@ -610,7 +611,7 @@ impl Actor for Scheduler {
                                 "a task is too large to lease to another node; left for a worker on the scheduler's node"
                             );
                         }
-                        run.pending.push_back(task);
+                        run.pending.push_back(task.id);
                     }
                 }
                 let _ = reply.send(answer);
@@ -630,12 +631,12 @@ impl Actor for Scheduler {
                         tracing::warn!(run = %c.run, node = %c.node, %why, "a node cannot do this run's tasks");
                     }
                     if was_leased && !run.done.has(c.task.id) && !run.stopped {
-                        run.pending.push_front(c.task);
+                        run.pending.push_front(c.task.id);
                     }
                     let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
                     return Ok(());
                 }
-                if !was_leased && let Some(at) = run.pending.iter().position(|t| t.id == c.task.id) {
+                if !was_leased && let Some(at) = run.pending.iter().position(|t| *t == c.task.id) {
                     // Its lease had been given back (its node seen down, or timed out): the task
                     // is queued again, and no longer needed once this result counts.
                     run.pending.remove(at);
@@ -691,11 +692,11 @@ impl Actor for Scheduler {
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
                 run.done.apply(&spec, record);
                 if let TaskKind::Build { seed } = &c.task.kind
-                    && let Some(program) = run.done.built(*seed)
+                    && run.done.built(*seed).is_some()
                 {
-                    let tasks = spec.eval_tasks(*seed, program);
+                    let ids = spec.eval_task_ids(*seed);
                     let was_idle = run.pending.is_empty();
-                    run.pending.extend(tasks.into_iter().filter(|t| !run.done.has(t.id)));
+                    run.pending.extend(ids.filter(|id| !run.done.has(*id)));
                     if was_idle && !run.stopped {
                         state.rejoin(&c.run);
                     }
@@ -864,7 +865,7 @@ impl Scheduler {
                     tracing::info!(run = %id, task = task_id, %node, "lease returned to the queue");
                     run.requeued += 1;
                     run.pass -= cost(&task) / f64::from(run.spec.priority.max(1));
-                    run.pending.push_front(task);
+                    run.pending.push_front(task.id);
                 }
             }
         }

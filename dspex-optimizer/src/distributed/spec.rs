@@ -143,6 +143,36 @@ impl RunSpec {
         self.candidates().saturating_mul(self.valset.len())
     }
 
+    /// The ids of the evaluation tasks of candidate `seed` (see [`eval_tasks`](Self::eval_tasks)).
+    pub fn eval_task_ids(&self, seed: i64) -> std::ops::Range<u64> {
+        let position = usize::try_from(seed + 3).unwrap_or(0);
+        let base = (self.candidates() + position * self.batch_count()) as u64;
+        base..base + self.batch_count() as u64
+    }
+
+    /// The candidate seed task `id` is about: a build's (`id` below the candidates) or an
+    /// evaluation's.
+    pub fn seed_of(&self, id: u64) -> Option<i64> {
+        let id = usize::try_from(id).ok()?;
+        let candidates = self.candidates();
+        let position = if id < candidates { id } else { (id - candidates) / self.batch_count().max(1) };
+        (position < candidates).then(|| position as i64 - 3)
+    }
+
+    /// Task `id` made whole: a build, or an evaluation of `program` (the built candidate of its
+    /// seed; `None` if the id is not a task of this run, or an evaluation's program is missing).
+    /// What a scheduler's queue holds is ids: 8 bytes a task, not the program's copy.
+    pub fn task(&self, id: u64, program: Option<&Program>) -> Option<Task> {
+        let seed = self.seed_of(id)?;
+        if (id as usize) < self.candidates() {
+            return Some(Task { id, kind: TaskKind::Build { seed } });
+        }
+        let batch = (id - self.eval_task_ids(seed).start) as usize;
+        let size = self.batch_size.max(1);
+        let examples: Vec<usize> = (batch * size..((batch + 1) * size).min(self.valset.len())).collect();
+        Some(Task { id, kind: TaskKind::Eval { seed, program: program?.clone(), examples } })
+    }
+
     /// The evaluation tasks of the built candidate `seed` (ids fixed by candidate and batch, the
     /// same in every scheduler).
     pub fn eval_tasks(&self, seed: i64, program: &Program) -> Vec<Task> {
@@ -231,6 +261,20 @@ mod tests {
             let error = spec.check().unwrap_err();
             assert!(error.contains(says), "{error}");
         };
+        // Task ids made from ids alone, as the ones listed.
+        for seed in ok.search().seeds() {
+            let program = Program::new(format!("p{seed}"));
+            assert_eq!(ok.task((seed + 3) as u64, None).unwrap().kind, TaskKind::Build { seed });
+            let listed = ok.eval_tasks(seed, &program);
+            let ids: Vec<u64> = listed.iter().map(|t| t.id).collect();
+            assert_eq!(ids, ok.eval_task_ids(seed).collect::<Vec<_>>());
+            for task in listed {
+                assert_eq!(ok.seed_of(task.id), Some(seed));
+                assert_eq!(ok.task(task.id, Some(&program)), Some(task.clone()));
+                assert_eq!(ok.task(task.id, None), None, "no program, no evaluation");
+            }
+        }
+        assert_eq!(ok.task(ok.total_tasks() as u64, None), None);
         bad(|s| s.run_id = "has space".into(), "letters, digits");
         bad(|s| s.priority = 0, "priority 0");
         bad(|s| s.valset.clear(), "no validation example");

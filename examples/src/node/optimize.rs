@@ -23,8 +23,10 @@ use foundation_actors::providers::{
     LanguageModel, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, SimulatedConfig,
     SimulatedModel,
 };
-use foundation_cluster::Cluster;
+use foundation_cluster::{BudgetConfig, BudgetHandle, Cluster};
+use foundation_core::rate_limit::RateLimiter;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 use super::reply::{Usage, emit};
 
@@ -122,7 +124,7 @@ impl fmt::Display for Reply {
 
 /// Runs `stop-run`.
 pub fn run(serving: &Arc<Serving>, _: Command) {
-    let Serving::Run(handle) = &**serving else {
+    let Serving::Run(handle, _) = &**serving else {
         emit(&Reply::RunStopFailed { error: "this node submitted no run (--optimize RUN)".into() });
         return;
     };
@@ -189,10 +191,13 @@ pub enum Serving {
     /// Not serving: a replica of the service's log only (every node with a state directory
     /// keeps one, since the log's majority is of all the cluster's nodes).
     Replica(#[allow(dead_code, reason = "held: dropping it stops the replica")] distributed::LogReplica),
-    /// Serving (`--workers`).
-    Service(Optimizations),
-    /// Serving and following its own run (`--optimize`).
-    Run(RunHandle),
+    /// Serving (`--workers`), with the providers' budgets.
+    Service(
+        Optimizations,
+        #[allow(dead_code, reason = "held: dropping them ends the budgets")] Vec<BudgetHandle>,
+    ),
+    /// Serving and following its own run (`--optimize`), with the providers' budgets.
+    Run(RunHandle, #[allow(dead_code, reason = "held: dropping them ends the budgets")] Vec<BudgetHandle>),
 }
 
 impl Serving {
@@ -200,34 +205,68 @@ impl Serving {
     pub fn active_workers(&self) -> usize {
         match self {
             Serving::Replica(_) => 0,
-            Serving::Service(s) => s.active_workers(),
-            Serving::Run(r) => r.active_workers(),
+            Serving::Service(s, _) => s.active_workers(),
+            Serving::Run(r, _) => r.active_workers(),
         }
     }
 }
 
+/// A serving node's models, and the cluster-wide budgets their providers run on.
+pub struct ServingModels {
+    /// By name.
+    pub models: LanguageModels,
+    /// One per `[llm]` provider with limits (`llm:NAME`): held while the node serves.
+    pub budgets: Vec<BudgetHandle>,
+    /// The first provider's limiter (the workers give way when callers wait on it).
+    pub budget: Option<RateLimiter>,
+}
+
 /// The models a serving node offers runs, by name: `simulated`; the `--lm-url` endpoint under
-/// `--lm-model`; the `[llm]` providers as a whole (`llm`) and one by one (their names).
+/// `--lm-model`; the `[llm]` providers as a whole (`llm`, in the chain's order) and one by one
+/// (their names). Each provider with limits runs on this node's share of a cluster-wide budget
+/// (`BudgetHandle`, `llm:NAME`), so runs on every node share the provider's limits.
 pub fn models(
+    cluster: &Cluster,
     args: &OptimizeArgs,
     llm: &foundation_core::config::LlmConfig,
-) -> Result<LanguageModels, String> {
+) -> Result<ServingModels, String> {
     let mut models =
         LanguageModels::new().register("simulated", model(args.seed, Duration::from_millis(args.latency_ms)));
     if let Some(url) = &args.lm_url {
         models = models.register(args.lm_model.clone(), endpoint(url, &args.lm_model)?);
     }
+    let mut budgets = Vec::new();
+    let mut budget = None;
     if !llm.providers.is_empty() {
-        let router = LlmRouter::from_config(llm, args.seed).map_err(|e| format!("[llm]: {e}"))?;
-        models = models.register("llm", Arc::new(router));
-        for (name, provider) in &llm.providers {
-            let p = Provider::from_config(name, provider, args.seed)
+        let mut providers = BTreeMap::new();
+        for (name, config) in &llm.providers {
+            let p = Provider::from_config(name, config, args.seed)
                 .map_err(|e| format!("[llm.providers.{name}]: {e}"))?;
-            models = models
-                .register(name.clone(), Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p)));
+            if let Some(limiter) = p.limiter() {
+                budgets.push(BudgetHandle::start(
+                    cluster,
+                    &format!("llm:{name}"),
+                    limiter.clone(),
+                    BudgetConfig::default(),
+                ));
+            }
+            models = models.register(
+                name.clone(),
+                Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p.clone())),
+            );
+            providers.insert(name.clone(), p);
         }
+        let chain: Vec<&String> =
+            if llm.chain.is_empty() { providers.keys().collect() } else { llm.chain.iter().collect() };
+        let mut router = LlmRouter::new(ModelRegistry::with_defaults());
+        for name in chain {
+            let p = providers.get(name).ok_or_else(|| format!("[llm] chain: no provider `{name}`"))?;
+            budget = budget.or_else(|| p.limiter().cloned());
+            router = router.provider(p.clone());
+        }
+        models = models.register("llm", Arc::new(router));
     }
-    Ok(models)
+    Ok(ServingModels { models, budgets, budget })
 }
 
 /// Serves, if asked (`--workers` or `--optimize`), submits the run of `--optimize` and prints its
@@ -252,7 +291,7 @@ pub async fn start(
         };
     }
     let workers = args.workers.unwrap_or(4);
-    let models = match models(args, llm) {
+    let ServingModels { models, budgets, budget } = match models(cluster, args, llm) {
         Ok(models) => models,
         Err(error) => {
             emit(&Reply::OptimizationFailed { error });
@@ -264,11 +303,12 @@ pub async fn start(
         min_workers: workers.min(1),
         channels: Some(channels.clone()),
         state_dir: args.run_state.clone(),
+        budget,
         ..RunOptions::new(workers)
     };
     let Some(run) = args.run.clone() else {
         return match Optimizations::start(cluster, &models, options).await {
-            Ok(service) => Some(Arc::new(Serving::Service(service))),
+            Ok(service) => Some(Arc::new(Serving::Service(service, budgets))),
             Err(e) => {
                 emit(&Reply::OptimizationFailed { error: e.to_string() });
                 None
@@ -280,7 +320,7 @@ pub async fn start(
         spec.lm = args.lm_model.clone();
     }
     let handle = match RunHandle::start(cluster, spec, &models, options).await {
-        Ok(h) => Arc::new(Serving::Run(h)),
+        Ok(h) => Arc::new(Serving::Run(h, budgets)),
         Err(e) => {
             emit(&Reply::OptimizationFailed { error: e.to_string() });
             return None;
@@ -305,7 +345,7 @@ pub async fn start(
         let mut last = String::new();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let Serving::Run(run) = &*reporter else { return };
+            let Serving::Run(run, _) = &*reporter else { return };
             let Ok(status) = run.status().await else { continue };
             if let Some(result) = status.result {
                 emit(&Reply::OptimizationFinished {

@@ -290,7 +290,8 @@ impl ReplicatedLog {
 
     /// Reads the replica of log `name` in `dir` without serving it: every data entry, in order
     /// (the uncommitted tail included: this replica's view). For inspection and tests, with its
-    /// node stopped: a replica in use is refused. Damage is reported as for a start.
+    /// node stopped: a replica in use is refused. Opening it does what a start does: a torn tail
+    /// or damage is cut back (and damage recorded), so read a copy to keep the bytes.
     pub fn read_replica(dir: &std::path::Path, name: &str) -> Result<Vec<Entry>, LogError> {
         if !valid_name(name) {
             return Err(LogError::BadName(name.to_string()));
