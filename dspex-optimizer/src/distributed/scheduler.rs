@@ -233,6 +233,12 @@ struct Run {
     spec: Arc<RunSpec>,
     /// The log index of its submission (a repeated submit is answered once it is committed).
     submitted_at: u64,
+    /// The log index of its last stop, resume or failure (a repeat is answered once committed).
+    control_at: u64,
+    /// The log index of its last entry: its result shows once the log is committed up to it.
+    last_logged: u64,
+    /// Its end (result or stop) was published on the telemetry channel: no more progress events.
+    announced_end: bool,
     failed: Option<String>,
     done: Done,
     /// Task ids waiting (made whole when leased).
@@ -254,6 +260,9 @@ impl Run {
         Run {
             spec: Arc::new(spec),
             submitted_at,
+            control_at: submitted_at,
+            last_logged: submitted_at,
+            announced_end: false,
             failed: None,
             done: Done::default(),
             pending: VecDeque::new(),
@@ -297,7 +306,9 @@ impl Run {
         self.spec.search().seeds().filter_map(|seed| self.done.mean(seed).map(|m| (seed, m))).collect()
     }
 
-    fn status(&self, with_program: bool, scheduler: &str) -> Status {
+    /// Its status; its result only once it is finished and the log is committed up to its last
+    /// entry (`committed`), so a result seen is a result kept.
+    fn status(&self, with_program: bool, scheduler: &str, committed: u64) -> Status {
         let means = self.means();
         let best = means.iter().fold(None, |best: Option<(i64, f64)>, (seed, m)| match best {
             Some((_, b)) if b >= *m => best,
@@ -312,7 +323,7 @@ impl Run {
             (evals_done - self.evals_since.min(evals_done)) as f64 / elapsed.max(1e-3)
         };
         let eta = (rate > 0.0).then(|| (evals_total - evals_done) as f64 / rate);
-        let result = self.finished().then(|| {
+        let result = (self.finished() && self.last_logged <= committed).then(|| {
             let (best_seed, best_score) = best.unwrap_or((-3, 0.0));
             let mut best_program =
                 self.done.built(best_seed).cloned().unwrap_or_else(|| self.spec.student.clone());
@@ -452,6 +463,7 @@ impl Scheduler {
                 if let Some(r) = state.runs.get_mut(&run) {
                     r.stopped = true;
                     r.failed = Some(reason);
+                    r.control_at = index;
                 }
             }
             Entry::Result { run, record } => {
@@ -463,12 +475,14 @@ impl Scheduler {
             Entry::Stopped { run } => {
                 if let Some(r) = state.runs.get_mut(&run) {
                     r.stopped = true;
+                    r.control_at = index;
                 }
             }
             Entry::Resumed { run } => {
                 if let Some(r) = state.runs.get_mut(&run) {
                     r.stopped = false;
                     r.failed = None;
+                    r.control_at = index;
                 }
             }
         }
@@ -541,6 +555,8 @@ impl Actor for Scheduler {
             }
         }
         for run in state.runs.values_mut() {
+            // Ended before this scheduler: no progress events for them.
+            run.announced_end = run.finished() || run.stopped;
             run.requeue_all();
             run.resumed = run.done.tasks_done();
             run.evals_since = run.done.evaluations();
@@ -589,7 +605,12 @@ impl Actor for Scheduler {
                         continue;
                     }
                     let program = run.spec.seed_of(task_id).and_then(|seed| run.done.built(seed));
-                    let Some(task) = run.spec.task(task_id, program) else { continue };
+                    let Some(task) = run.spec.task(task_id, program) else {
+                        // Cannot be (evaluations are queued once their candidate is built): said,
+                        // not silently dropped.
+                        tracing::error!(run = %id, task = task_id, "a queued task cannot be made: dropped");
+                        continue;
+                    };
                     run.pass += cost(&task) / f64::from(run.spec.priority.max(1));
                     run.leased.insert(
                         task.id,
@@ -631,18 +652,35 @@ impl Actor for Scheduler {
                         tracing::warn!(run = %c.run, node = %c.node, %why, "a node cannot do this run's tasks");
                     }
                     if was_leased && !run.done.has(c.task.id) && !run.stopped {
+                        // Given back unused: its cost comes off the run's pass.
+                        run.pass -= cost(&c.task) / f64::from(run.spec.priority.max(1));
                         run.pending.push_front(c.task.id);
                     }
                     let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
                     return Ok(());
                 }
-                if !was_leased && let Some(at) = run.pending.iter().position(|t| *t == c.task.id) {
-                    // Its lease had been given back (its node seen down, or timed out): the task
-                    // is queued again, and no longer needed once this result counts.
-                    run.pending.remove(at);
+                let spec = run.spec.clone();
+                let entry = Entry::Result {
+                    run: c.run.clone(),
+                    record: Recorded::new(&c.task, &c.node, c.outcome.clone(), 0),
+                };
+                let size = match &c.outcome {
+                    Outcome::TooLarge(bytes) => *bytes,
+                    _ => encode(&entry).map_or(usize::MAX, |b| b.len()),
+                };
+                if size > self.log.max_entry_bytes() {
+                    // Recording it is impossible; failing the scheduler would only repeat it.
+                    let reason = format!(
+                        "the result of task {} takes {size} bytes, more than a message or a log entry may ({}): \
+                         raise cluster.max_frame_bytes and resume the run",
+                        c.task.id,
+                        self.log.max_entry_bytes()
+                    );
+                    self.fail_run(&myself, state, &c.run, reason, reply);
+                    return Ok(());
                 }
                 let record = Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64);
-                let spec = run.spec.clone();
+                let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
                 if !run.done.accepts(&spec, &record) {
                     run.done.duplicates += 1;
                     // Answered once the first report's entry is committed: until then this one
@@ -656,33 +694,18 @@ impl Actor for Scheduler {
                     }
                     return Ok(());
                 }
-                let entry = Entry::Result { run: c.run.clone(), record: record.clone() };
-                let size = encode(&entry).map_or(usize::MAX, |b| b.len());
-                if size > self.log.max_entry_bytes() {
-                    // Recording it is impossible; failing the scheduler would only repeat it.
-                    let reason = format!(
-                        "the result of task {} takes {size} bytes, more than a log entry may ({}): \
-                         raise cluster.max_frame_bytes and resume the run",
-                        c.task.id,
-                        self.log.max_entry_bytes()
-                    );
-                    tracing::error!(run = %c.run, %reason, "run failed");
-                    let failed = Entry::Failed { run: c.run.clone(), reason: reason.clone() };
-                    if let Err(why) = self.log_then(&myself, state, &failed, reply, true) {
-                        myself.stop(Some(why));
-                        return Ok(());
-                    }
-                    if let Some(run) = state.runs.get_mut(&c.run) {
-                        run.stopped = true;
-                        run.failed = Some(reason);
-                        run.pending.clear();
-                        run.leased.clear();
-                    }
-                    return Ok(());
+                if !was_leased && let Some(at) = run.pending.iter().position(|t| *t == c.task.id) {
+                    // Its lease had been given back (its node seen down, or timed out): the task
+                    // is queued again, and no longer needed now that this result counts.
+                    run.pending.remove(at);
                 }
+                let entry = Entry::Result { run: c.run.clone(), record: record.clone() };
                 match self.log_then(&myself, state, &entry, reply, true) {
                     Ok(index) => {
                         state.uncommitted.insert((c.run.clone(), c.task.id), index);
+                        if let Some(run) = state.runs.get_mut(&c.run) {
+                            run.last_logged = index;
+                        }
                     }
                     Err(why) => {
                         myself.stop(Some(why));
@@ -788,12 +811,15 @@ impl Actor for Scheduler {
                         Entry::Stopped { run: id.clone() }
                     }
                     Control::Resume if !run.stopped => {
-                        // Running already: nothing to do (a repeated resume).
-                        let _ = reply.send(fitted(Ok(()), max_frame, "answer"));
+                        // Running already: nothing to do (a repeated resume), answered once the
+                        // resume is committed.
+                        let commit = state.writer.commit_of(run.control_at);
+                        Self::answer_when(&myself, max_frame, commit, reply, Ok::<(), String>(()));
                         return Ok(());
                     }
                     Control::Resume => {
                         run.stopped = false;
+                        run.announced_end = false;
                         run.failed = None;
                         run.requeue_all();
                         run.since = Instant::now();
@@ -801,9 +827,17 @@ impl Actor for Scheduler {
                         Entry::Resumed { run: id.clone() }
                     }
                 };
-                if let Err(why) = self.log_then(&myself, state, &entry, reply, Ok::<(), String>(())) {
-                    myself.stop(Some(why));
-                    return Ok(());
+                match self.log_then(&myself, state, &entry, reply, Ok::<(), String>(())) {
+                    Ok(index) => {
+                        if let Some(run) = state.runs.get_mut(&id) {
+                            run.control_at = index;
+                            run.last_logged = index;
+                        }
+                    }
+                    Err(why) => {
+                        myself.stop(Some(why));
+                        return Ok(());
+                    }
                 }
                 if control == Control::Resume {
                     state.rejoin(&id);
@@ -819,10 +853,15 @@ impl Actor for Scheduler {
                 let Ok(which) = which.into_inner() else { return Ok(()) };
                 let answer = match which {
                     Some(id) => match state.runs.get(&id) {
-                        Some(run) => Ok(vec![run.status(true, self.cluster.name())]),
+                        Some(run) => {
+                            Ok(vec![run.status(true, self.cluster.name(), state.writer.committed())])
+                        }
                         None => Err(format!("no run `{id}`")),
                     },
-                    None => Ok(state.runs.values().map(|r| r.status(false, self.cluster.name())).collect()),
+                    None => Ok({
+                        let committed = state.writer.committed();
+                        state.runs.values().map(|r| r.status(false, self.cluster.name(), committed)).collect()
+                    }),
                 };
                 let _ = reply.send(fitted(answer, max_frame, "status"));
             }
@@ -832,16 +871,56 @@ impl Actor for Scheduler {
 }
 
 impl Scheduler {
+    /// Fails `run` (recorded: it is stopped, its status says why) and answers `reply` once that
+    /// is committed; a run failed already is answered once its failure is.
+    fn fail_run(
+        &self,
+        myself: &ActorRef<SchedMsg>,
+        state: &mut SchedState,
+        run: &str,
+        reason: String,
+        reply: RpcReplyPort<Wire<bool>>,
+    ) {
+        let max_frame = self.cluster.max_frame_bytes();
+        if let Some(r) = state.runs.get(run)
+            && r.failed.is_some()
+        {
+            Self::answer_when(myself, max_frame, state.writer.commit_of(r.control_at), reply, true);
+            return;
+        }
+        tracing::error!(%run, %reason, "run failed");
+        let failed = Entry::Failed { run: run.to_string(), reason: reason.clone() };
+        match self.log_then(myself, state, &failed, reply, true) {
+            Ok(index) => {
+                if let Some(r) = state.runs.get_mut(run) {
+                    r.stopped = true;
+                    r.failed = Some(reason);
+                    r.pending.clear();
+                    r.leased.clear();
+                    r.control_at = index;
+                    r.last_logged = index;
+                }
+            }
+            Err(why) => myself.stop(Some(why)),
+        }
+    }
+
     fn tick(&self, state: &mut SchedState) {
         if let Some(channels) = &self.channels
             && state.published.elapsed() >= PUBLISH_EVERY
         {
             state.published = Instant::now();
-            for run in state.runs.values().filter(|r| !r.stopped && !r.finished()) {
+            let committed = state.writer.committed();
+            // Running runs, and each ended run once more with its end (its result, or its stop).
+            for run in state.runs.values_mut().filter(|r| !r.announced_end) {
+                let status = run.status(false, self.cluster.name(), committed);
+                if status.finished() || status.stopped {
+                    run.announced_end = true;
+                }
                 let event = SystemEvent {
                     kind: PROGRESS_EVENT.into(),
                     source: run.spec.run_id.clone(),
-                    data: serde_json::to_value(run.status(false, self.cluster.name())).unwrap_or_default(),
+                    data: serde_json::to_value(status).unwrap_or_default(),
                 };
                 if let Err(e) = channels.broadcast(&telemetry(), event) {
                     tracing::debug!(error = %e, "progress not published");

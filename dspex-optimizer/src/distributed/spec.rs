@@ -243,6 +243,8 @@ pub enum Outcome {
     /// This node cannot do the run's tasks (the run's model or custom metric is not registered
     /// here): the task goes to another node, and this node gets none of the run's tasks again.
     Refused(String),
+    /// The result is too large to send or record (its size in bytes): the run fails.
+    TooLarge(usize),
 }
 
 #[cfg(test)]

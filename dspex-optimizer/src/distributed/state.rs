@@ -161,7 +161,7 @@ impl Done {
                     self.built.contains_key(&record.seed)
                         && scores.iter().all(|(i, _, _)| *i < spec.valset.len())
                 }
-                Outcome::Refused(_) => false,
+                Outcome::Refused(_) | Outcome::TooLarge(_) => false,
             }
     }
 
@@ -189,7 +189,7 @@ impl Done {
                     candidate.flags[index] = if failed { FAILED } else { SCORED };
                 }
             }
-            Outcome::Refused(_) => return false,
+            Outcome::Refused(_) | Outcome::TooLarge(_) => return false,
         }
         self.tasks.insert(record.task);
         *self.by_node.entry(record.node).or_insert(0) += 1;

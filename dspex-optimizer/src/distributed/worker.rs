@@ -23,6 +23,17 @@ use crate::evaluate::evaluate_one;
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause when there is no scheduler or no task.
 const IDLE: Duration = Duration::from_millis(100);
+/// Tries at a run's spec before a worker gives its task up (about a scheduler's failover).
+const SPEC_ATTEMPTS: usize = 100;
+
+/// A task aborted when this is dropped (a worker aborted takes its task's work with it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 /// Specs of runs a node keeps (fetched again when needed after that).
 pub const SPECS_KEPT: usize = 16;
 
@@ -124,27 +135,35 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
             let span = tracing::info_span!("dspex.task", trace_root = true, run = %run, task = task.id, kind);
             async {
                 let started = std::time::Instant::now();
-                let Some(spec) = workers.spec(&run).await else {
-                    // No spec (no scheduler now): the lease times out or is given back.
-                    return;
-                };
-                // In a task of its own: a panic (in a metric of the program's, say) is this
-                // node refusing the run, not a worker lost.
+                // The spec, fetched again for a while if the scheduler does not answer (failing
+                // over): given up, the lease goes back when it times out.
+                let mut spec = None;
+                for _ in 0..SPEC_ATTEMPTS {
+                    spec = workers.spec(&run).await;
+                    if spec.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(IDLE).await;
+                }
+                let Some(spec) = spec else { return };
+                // In a task of its own (aborted with this one): a panic (in a metric of the
+                // program's, say) is this node refusing the run, not a worker lost.
                 let (models, job) = (workers.models.clone(), task.clone());
-                let outcome = match tokio::spawn(async move { execute(&spec, &models, &job).await }).await {
+                let mut inner = AbortOnDrop(tokio::spawn(async move { execute(&spec, &models, &job).await }));
+                let outcome = match (&mut inner.0).await {
                     Ok(outcome) => outcome,
-                    Err(e) => {
-                        let why = match e.try_into_panic() {
-                            Ok(panic) => panic
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_else(|| "a panic".into()),
-                            Err(e) => e.to_string(),
-                        };
+                    Err(e) if e.is_panic() => {
+                        let panic = e.into_panic();
+                        let why = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into());
                         tracing::error!(%run, task = task.id, %why, "a task panicked: this node refuses the run");
                         Outcome::Refused(format!("a task panicked: {why}"))
                     }
+                    // Cancelled (the node stops serving): nothing to report.
+                    Err(_) => return,
                 };
                 report(&workers, &run, task, outcome, started.elapsed()).await;
             }
@@ -205,11 +224,22 @@ async fn report(workers: &Workers, run: &str, task: Task, outcome: Outcome, work
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        %run, task = id, error = %e,
-                        "a task's result is too large to send to the scheduler; not reported (its lease will time out)"
-                    );
-                    return;
+                    // Too large to send: said in a small report, and the run fails (the
+                    // scheduler records why) rather than the task being redone forever.
+                    tracing::warn!(%run, task = id, error = %e, "a task's result is too large to send to the scheduler");
+                    let bytes = match &e {
+                        foundation_actors::wire::WireError::TooLarge { size, .. } => *size,
+                        _ => usize::MAX,
+                    };
+                    let small = Completion { outcome: Outcome::TooLarge(bytes), ..completion.clone() };
+                    let Ok(wire) = Wire::encode(&small, limit_for(&scheduler, workers.max_bytes)) else {
+                        return;
+                    };
+                    if let Ok(ractor::rpc::CallResult::Success(_)) =
+                        scheduler.call(|port| SchedMsg::Complete(wire, port), Some(CALL_TIMEOUT)).await
+                    {
+                        return;
+                    }
                 }
             }
         }
