@@ -141,3 +141,102 @@ fn delay_and_loss_slow_a_link_where_the_kernel_has_netem() {
     assert!(ms >= 250, "a connection through a 300 ms netem delay took {ms} ms");
     net.heal().unwrap();
 }
+
+/// An optimization run over a real partition: the scheduler's host loses every packet mid-run
+/// (its sockets stay open), the majority side elects another scheduler from its own replicas of
+/// the log, the cut-off one commits nothing more, and after the heal it catches up. The result
+/// is the single-process one, every task is in the majority's log once, and the cut-off
+/// node's log, caught up, holds no task twice (its uncommitted tail was replaced).
+#[test]
+fn an_optimization_run_goes_on_across_a_packet_dropping_partition_of_its_schedulers_host() {
+    let Some(net) = test_net(3) else { return };
+    let dirs = tempfile::tempdir().unwrap();
+    let node = |k: usize, seeds: &[usize]| {
+        let name = format!("n{}", k + 1);
+        let listen = format!("{}:4100", net.host(k).address());
+        let state = dirs.path().join(&name).display().to_string();
+        let mut args: Vec<String> =
+            ["node", "--json", "--name", &name, "--listen", &listen, "--state-dir", &state]
+                .map(String::from)
+                .to_vec();
+        args.extend(
+            ["--cookie", "netns-test-cookie", "--optimize", "partitioned", "--seed", "7"].map(String::from),
+        );
+        args.extend(["--candidates", "5", "--workers", "2", "--latency-ms", "40"].map(String::from));
+        if !seeds.is_empty() {
+            let seeds: Vec<String> =
+                seeds.iter().map(|s| format!("{}:4100", net.host(*s).address())).collect();
+            args.extend(["--seeds".into(), seeds.join(",")]);
+        }
+        let env = [("FOUNDATION_LOG", log_level()), ("FOUNDATION_CLUSTER__ALLOW_PLAINTEXT", "true".into())];
+        let node = net.spawn(k, &name, env!("CARGO_BIN_EXE_foundation"), &args, env).unwrap();
+        wait(&node, json!({"event": "listening", "node": name, "addr": listen}));
+        node
+    };
+    let n1 = node(0, &[]);
+    let n2 = node(1, &[0]);
+    let _n3 = node(2, &[0]);
+    let done = |n: &NodeProcess| {
+        seen(n, json!({"event": "optimization_progress"}))
+            .iter()
+            .filter_map(|e| e["done"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    support::until(|| done(&n2) >= 160, || format!("progress: {:?}", n2.output()));
+    // n1, the lowest name, holds the scheduler: every packet of its host dropped.
+    net.isolate(0).unwrap();
+    let before = done(&n2);
+    support::until(|| done(&n2) >= before + 240, || format!("no progress without n1: {:?}", n2.output()));
+    assert!(seen(&n2, json!({"event": "optimization_finished"})).is_empty(), "healed mid-run");
+    net.heal().unwrap();
+    let result = n2
+        .wait_for_event(&json!({"event": "optimization_finished"}), std::time::Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = dspex_optimizer::distributed::RunSpec::questions("local", 7, 5);
+    let lm: std::sync::Arc<dyn foundation_actors::providers::LanguageModel> = std::sync::Arc::new(
+        foundation_actors::providers::SimulatedModel::new(foundation_actors::providers::SimulatedConfig {
+            seed: 7,
+            latency: std::time::Duration::ZERO,
+            ..Default::default()
+        }),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let local = runtime.block_on(spec.search().compile(
+        &spec.student,
+        &spec.trainset,
+        &spec.valset,
+        lm,
+        &spec.metric,
+        7,
+    ));
+    assert_eq!(result["best_seed"], local.best.seed, "{result}");
+    let scores: Vec<(i64, f64)> = serde_json::from_value(result["scores"].clone()).unwrap();
+    assert_eq!(scores, local.scores);
+    // Let n1 catch up, then read the logs from the stopped nodes' directories.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop((n1, n2, _n3));
+    let tasks = |name: &str| {
+        let dir = dirs.path().join(name).join("logs");
+        let entries = foundation_cluster::replicated_log::ReplicatedLog::read_replica(
+            &dir,
+            dspex_optimizer::distributed::LOG,
+        )
+        .unwrap();
+        dspex_optimizer::distributed::scheduler::logged_results(&entries)
+            .into_iter()
+            .map(|(_, task)| task)
+            .collect::<Vec<u64>>()
+    };
+    let expected = 8 * (1 + dspex_optimizer::distributed::QUESTIONS_VAL.div_ceil(5));
+    let mut n2_tasks = tasks("n2");
+    n2_tasks.sort_unstable();
+    let logged = n2_tasks.len();
+    n2_tasks.dedup();
+    assert_eq!((logged, n2_tasks.len()), (expected, expected), "n2's log");
+    let mut n1_tasks = tasks("n1");
+    n1_tasks.sort_unstable();
+    let logged = n1_tasks.len();
+    n1_tasks.dedup();
+    assert_eq!(logged, n1_tasks.len(), "the cut-off node's log holds a task twice");
+}
