@@ -60,7 +60,7 @@ pub mod rng;
 mod signature;
 
 pub use example::{Example, Prediction};
-pub use metric::{Metric, MetricFn, register_metric};
+pub use metric::{Metric, MetricFn, Tolerance, register_metric};
 pub use models::LanguageModels;
 pub use predict::{DEFAULT_MAX_TOKENS, Predictor, ProgramError, Strategy};
 pub use program::{MAX_PROGRAM_BYTES, PROGRAM_FORMAT, Program, ProgramFileError, TraceStep};

@@ -39,14 +39,102 @@ fn custom(name: &str) -> Option<MetricFn> {
 }
 
 /// A metric over one output field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Metric {
     /// 1 when the field equals the label, ignoring case, surrounding spaces and punctuation.
     ExactMatch(String),
     /// Token-level F1 between the field and the label (SQuAD-style).
     TokenF1(String),
+    /// 1 when the label's words appear in the field, in order and together (case and
+    /// punctuation ignored): "the answer is New York City" contains "new york city".
+    Contains(String),
+    /// 1 when the first number in the field is within the tolerance of the label's number
+    /// (`1,000`, `-2.5`, `3e2` read as numbers; a missing number scores 0).
+    Numeric {
+        /// The field.
+        field: String,
+        /// How far it may be.
+        tolerance: Tolerance,
+    },
     /// A function registered under this name with [`register_metric`].
     Custom(String),
+}
+
+/// How far a number may be from the label's ([`Metric::Numeric`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Tolerance {
+    /// At most this far (0: equal as numbers).
+    Absolute(f64),
+    /// At most this fraction of the label's magnitude (`1%` is 0.01).
+    Relative(f64),
+}
+
+impl Tolerance {
+    /// `0.01` (absolute) or `1%` (relative); finite and not negative.
+    fn parse(text: &str) -> Option<Tolerance> {
+        let (number, relative) = match text.strip_suffix('%') {
+            Some(n) => (n, true),
+            None => (text, false),
+        };
+        let value: f64 = number.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+        Some(if relative { Tolerance::Relative(value / 100.0) } else { Tolerance::Absolute(value) })
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Tolerance::Absolute(v) => format!("{v}"),
+            Tolerance::Relative(v) => format!("{}%", v * 100.0),
+        }
+    }
+
+    fn allows(&self, label: f64, predicted: f64) -> bool {
+        let limit = match self {
+            Tolerance::Absolute(v) => *v,
+            Tolerance::Relative(v) => v * label.abs(),
+        };
+        (predicted - label).abs() <= limit
+    }
+}
+
+/// The first number in `text`: digits with an optional sign, thousands commas, a decimal point
+/// and an exponent.
+fn first_number(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts = bytes[i].is_ascii_digit()
+            || (matches!(bytes[i], b'-' | b'+' | b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut end = i + 1;
+        while end < bytes.len() {
+            let b = bytes[end];
+            let exponent = matches!(b, b'e' | b'E')
+                && bytes.get(end + 1).is_some_and(|n| n.is_ascii_digit() || matches!(n, b'-' | b'+'));
+            let comma = b == b',' && bytes.get(end + 1).is_some_and(u8::is_ascii_digit);
+            if b.is_ascii_digit()
+                || b == b'.'
+                || exponent
+                || comma
+                || (matches!(b, b'-' | b'+') && matches!(bytes[end - 1], b'e' | b'E'))
+            {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        let candidate: String = text[i..end].chars().filter(|c| *c != ',').collect();
+        let candidate = candidate.trim_end_matches('.');
+        if let Ok(value) = candidate.parse::<f64>()
+            && value.is_finite()
+        {
+            return Some(value);
+        }
+        i = end;
+    }
+    None
 }
 
 fn normalize(text: &str) -> Vec<String> {
@@ -54,12 +142,21 @@ fn normalize(text: &str) -> Vec<String> {
 }
 
 impl Metric {
-    /// The metric called `name`: `exact_match:FIELD`, `f1:FIELD`, or a name registered in this
-    /// process with [`register_metric`].
+    /// The metric called `name`: `exact_match:FIELD`, `f1:FIELD`, `contains:FIELD`,
+    /// `numeric:FIELD` or `numeric:FIELD:TOLERANCE` (`0.5` absolute, `2%` relative), or a name
+    /// registered in this process with [`register_metric`].
     pub fn by_name(name: &str) -> Option<Metric> {
         match name.split_once(':') {
             Some(("exact_match", field)) if !field.is_empty() => Some(Metric::ExactMatch(field.into())),
             Some(("f1", field)) if !field.is_empty() => Some(Metric::TokenF1(field.into())),
+            Some(("contains", field)) if !field.is_empty() => Some(Metric::Contains(field.into())),
+            Some(("numeric", rest)) => {
+                let (field, tolerance) = match rest.split_once(':') {
+                    Some((field, tolerance)) => (field, Tolerance::parse(tolerance)?),
+                    None => (rest, Tolerance::Absolute(0.0)),
+                };
+                (!field.is_empty()).then(|| Metric::Numeric { field: field.into(), tolerance })
+            }
             Some(_) => None,
             None => custom(name).map(|_| Metric::Custom(name.to_string())),
         }
@@ -70,6 +167,11 @@ impl Metric {
         match self {
             Metric::ExactMatch(f) => format!("exact_match:{f}"),
             Metric::TokenF1(f) => format!("f1:{f}"),
+            Metric::Contains(f) => format!("contains:{f}"),
+            Metric::Numeric { field, tolerance: Tolerance::Absolute(v) } if *v == 0.0 => {
+                format!("numeric:{field}")
+            }
+            Metric::Numeric { field, tolerance } => format!("numeric:{field}:{}", tolerance.text()),
             Metric::Custom(name) => name.clone(),
         }
     }
@@ -77,7 +179,8 @@ impl Metric {
     /// The output field it scores (none for a custom metric: the function reads what it wants).
     pub fn field(&self) -> Option<&str> {
         match self {
-            Metric::ExactMatch(f) | Metric::TokenF1(f) => Some(f),
+            Metric::ExactMatch(f) | Metric::TokenF1(f) | Metric::Contains(f) => Some(f),
+            Metric::Numeric { field, .. } => Some(field),
             Metric::Custom(_) => None,
         }
     }
@@ -95,7 +198,17 @@ impl Metric {
     /// custom metric's score is clamped to [0, 1] (NaN is 0).
     pub fn score(&self, example: &Example, prediction: &Prediction) -> f64 {
         let field = match self {
-            Metric::ExactMatch(field) | Metric::TokenF1(field) => field,
+            Metric::ExactMatch(field) | Metric::TokenF1(field) | Metric::Contains(field) => field,
+            Metric::Numeric { field, tolerance } => {
+                let (Some(label), Some(predicted)) = (example.labels.get(field), prediction.get(field))
+                else {
+                    return 0.0;
+                };
+                return match (first_number(label), first_number(predicted)) {
+                    (Some(l), Some(p)) => f64::from(u8::from(tolerance.allows(l, p))),
+                    _ => 0.0,
+                };
+            }
             Metric::Custom(name) => {
                 let score = custom(name).map_or(0.0, |f| f(example, prediction));
                 return if score.is_nan() { 0.0 } else { score.clamp(0.0, 1.0) };
@@ -107,7 +220,12 @@ impl Metric {
         let (label, predicted) = (normalize(label), normalize(predicted));
         match self {
             Metric::ExactMatch(_) => f64::from(u8::from(label == predicted)),
-            Metric::Custom(_) => 0.0,
+            Metric::Contains(_) => {
+                let found =
+                    !label.is_empty() && predicted.windows(label.len()).any(|w| w == label.as_slice());
+                f64::from(u8::from(found))
+            }
+            Metric::Custom(_) | Metric::Numeric { .. } => 0.0,
             Metric::TokenF1(_) => {
                 let mut remaining = label.clone();
                 let common = predicted
@@ -144,6 +262,43 @@ mod tests {
         assert_eq!(f1.name(), "f1:answer");
         assert_eq!(Metric::by_name("bleu:answer"), None);
         assert_eq!(Metric::by_name("f1:"), None);
+    }
+
+    #[test]
+    fn contains_and_numeric() {
+        let p = |s: &str| Prediction {
+            fields: [("answer".to_string(), s.to_string())].into(),
+            ..Default::default()
+        };
+        let contains = Metric::by_name("contains:answer").unwrap();
+        let ex = Example::new().label("answer", "New York City");
+        assert_eq!(contains.score(&ex, &p("It is new york city, of course.")), 1.0);
+        assert_eq!(contains.score(&ex, &p("York, New City")), 0.0);
+        assert_eq!(contains.score(&ex, &p("new yorkcity")), 0.0);
+        assert_eq!(contains.name(), "contains:answer");
+
+        let exact = Metric::by_name("numeric:answer").unwrap();
+        let ex = Example::new().label("answer", "1000");
+        assert_eq!(exact.score(&ex, &p("about 1,000 people")), 1.0);
+        assert_eq!(exact.score(&ex, &p("1000.0")), 1.0);
+        assert_eq!(exact.score(&ex, &p("1e3")), 1.0);
+        assert_eq!(exact.score(&ex, &p("999")), 0.0);
+        assert_eq!(exact.score(&ex, &p("no number")), 0.0);
+        assert_eq!(exact.name(), "numeric:answer");
+        let absolute = Metric::by_name("numeric:answer:0.5").unwrap();
+        let ex = Example::new().label("answer", "-2.5 degrees");
+        assert_eq!(absolute.score(&ex, &p("-2.1")), 1.0);
+        assert_eq!(absolute.score(&ex, &p("-3.1")), 0.0);
+        assert_eq!(absolute.name(), "numeric:answer:0.5");
+        let relative = Metric::by_name("numeric:answer:2%").unwrap();
+        let ex = Example::new().label("answer", "$250");
+        assert_eq!(relative.score(&ex, &p("254")), 1.0);
+        assert_eq!(relative.score(&ex, &p("256")), 0.0);
+        assert_eq!(relative.name(), "numeric:answer:2%");
+        assert_eq!(Metric::by_name("numeric:answer:-1"), None);
+        assert_eq!(Metric::by_name("numeric:answer:lots"), None);
+        assert_eq!(Metric::by_name("numeric:"), None);
+        assert_eq!(Metric::by_name("contains:"), None);
     }
 
     #[test]

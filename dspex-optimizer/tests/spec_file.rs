@@ -85,6 +85,23 @@ fn a_complete_spec_reads_into_the_built_in_run() {
         (spec.lm.as_str(), spec.seed, spec.num_candidate_programs, spec.batch_size),
         ("simulated", 7, 8, 5)
     );
+    // The other built-in metrics by name (the field checked against the signature's outputs).
+    for (name, metric) in [
+        ("contains:label", dspex_optimizer::Metric::Contains("label".into())),
+        (
+            "numeric:label:2%",
+            dspex_optimizer::Metric::Numeric {
+                field: "label".into(),
+                tolerance: dspex_optimizer::Tolerance::Relative(0.02),
+            },
+        ),
+    ] {
+        let (_dir, path) = run_dir(&SPEC.replace("exact_match:label", name));
+        assert_eq!(RunSpec::from_file(&path).unwrap().metric, metric);
+    }
+    let (_dir, path) = run_dir(&SPEC.replace("exact_match:label", "numeric:question"));
+    let error = RunSpec::from_file(&path).unwrap_err().to_string();
+    assert!(error.contains("`question` is not an output of the signature"), "{error}");
 }
 
 /// A change made to a run's directory before its spec is read.

@@ -7,8 +7,9 @@
 //! name = "question-types"            # the run's id: letters, digits, `-`, `_` (1 to 64)
 //! model = "simulated"                # the language model the workers registered under this name
 //! seed = 7
-//! metric = "exact_match:label"       # or "f1:FIELD" (FIELD an output of the signature), or
-//!                                    # the name of a metric the program registered
+//! metric = "exact_match:label"       # or "f1:FIELD", "contains:FIELD", "numeric:FIELD[:TOL]"
+//!                                    # (TOL `0.5` or `2%`; FIELD an output of the signature),
+//!                                    # or the name of a metric the program registered
 //! priority = 1                       # its share of the workers against other runs (1 to 1000)
 //!
 //! [program]
@@ -297,7 +298,8 @@ impl RunSpec {
         }
         let metric = Metric::by_name(&spec.metric).ok_or_else(|| {
             invalid(format!(
-                "metric {:?}: expected exact_match:FIELD, f1:FIELD or a metric this program registered",
+                "metric {:?}: expected exact_match:FIELD, f1:FIELD, contains:FIELD, numeric:FIELD[:TOLERANCE] \
+                 (`0.5`, `2%`) or a metric this program registered",
                 spec.metric
             ))
         })?;
