@@ -85,14 +85,23 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
 
     // The last DOM seen, for the failure message.
     let page = std::cell::RefCell::new(String::new());
-    until(
-        || {
-            *page.borrow_mut() = dom(&chromium, profile.path(), &url);
-            let page = page.borrow();
-            ["n1", "n2", "n3"].iter().all(|n| page.contains(&format!("data-node=\"{n}\" data-status=\"up\"")))
-        },
-        || format!("the page never showed three nodes up: {}", page.borrow()),
-    );
+    // As for the node-down step below: each dump may take Chromium's whole 10 s on a loaded
+    // machine (once in CI three dumps showed only "connecting…"): 90 s, a liveness bound.
+    let started = std::time::Instant::now();
+    loop {
+        *page.borrow_mut() = dom(&chromium, profile.path(), &url);
+        let shown = ["n1", "n2", "n3"]
+            .iter()
+            .all(|n| page.borrow().contains(&format!("data-node=\"{n}\" data-status=\"up\"")));
+        if shown {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the page never showed three nodes up: {}",
+            page.borrow()
+        );
+    }
     assert!(page.borrow().contains("<title>Foundation cluster</title>"));
     let shot = screenshot(&chromium, profile.path(), &url, "dashboard-3-up.png");
     eprintln!("screenshot: {}", shot.display());
