@@ -106,6 +106,22 @@ pub(crate) fn observer_tls(config_file: Option<&Path>) -> Result<Option<TlsConfi
     loader.env().load().map(|config| config.cluster.tls).map_err(|e| e.to_string())
 }
 
+/// What a short-lived observer needs before it starts: a runtime and its `[cluster.tls]` (see
+/// [`observer_tls`]); a configuration that does not load is said and is exit code 2.
+pub(crate) fn observer_runtime(
+    config_file: Option<&Path>,
+) -> anyhow::Result<Result<(tokio::runtime::Runtime, Option<TlsConfig>), ExitCode>> {
+    let tls = match observer_tls(config_file) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Err(ExitCode::from(2)));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    Ok(Ok((runtime, tls)))
+}
+
 /// Starts a short-lived observer node that joins the cluster at `seeds` (over TLS with `tls`);
 /// `None` (after saying why) if no node answered within `timeout`.
 pub(crate) async fn observe(
@@ -139,14 +155,10 @@ pub(crate) async fn observe(
 }
 
 fn remove(config_file: Option<&Path>, args: RemoveArgs) -> anyhow::Result<ExitCode> {
-    let tls = match observer_tls(config_file) {
-        Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
+    let (runtime, tls) = match observer_runtime(config_file)? {
+        Ok(both) => both,
+        Err(code) => return Ok(code),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let Some(observer) = observe(&args.seeds, &args.cookie, tls, args.timeout).await? else {
             return Ok(ExitCode::FAILURE);
@@ -200,14 +212,10 @@ fn remove(config_file: Option<&Path>, args: RemoveArgs) -> anyhow::Result<ExitCo
 }
 
 fn status(config_file: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let tls = match observer_tls(config_file) {
-        Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
+    let (runtime, tls) = match observer_runtime(config_file)? {
+        Ok(both) => both,
+        Err(code) => return Ok(code),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let Some(observer) = observe(&args.seeds, &args.cookie, tls, args.timeout).await? else {
             return Ok(ExitCode::FAILURE);

@@ -73,14 +73,10 @@ pub fn run(config_file: Option<&Path>, client: ClientArgs, ask: Ask) -> anyhow::
         },
         _ => None,
     };
-    let tls = match crate::cluster_cmd::observer_tls(config_file) {
-        Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
+    let (runtime, tls) = match crate::cluster_cmd::observer_runtime(config_file)? {
+        Ok(both) => both,
+        Err(code) => return Ok(code),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let Some(observer) =
             crate::cluster_cmd::observe(&client.seeds, &client.cookie, tls, client.timeout).await?
