@@ -99,6 +99,27 @@ fn a_complete_spec_reads_into_the_built_in_run() {
         let (_dir, path) = run_dir(&SPEC.replace("exact_match:label", name));
         assert_eq!(RunSpec::from_file(&path).unwrap().metric, metric);
     }
+    // Each optimizer and halving by name.
+    use dspex_optimizer::distributed::{EvaluationPlan, Optimizer};
+    for (keys, optimizer, evaluation) in [
+        ("kind = \"labeled_few_shot\"", Optimizer::LabeledFewShot, EvaluationPlan::Full),
+        ("kind = \"bootstrap_few_shot\"", Optimizer::BootstrapFewShot, EvaluationPlan::Full),
+        (
+            "kind = \"instruction_search\"\ninstructions = 3\ntrials = 7",
+            Optimizer::InstructionSearch { num_instructions: 3, num_trials: 7 },
+            EvaluationPlan::Full,
+        ),
+        ("evaluation = \"halving\"", Optimizer::RandomSearch, EvaluationPlan::halving()),
+        (
+            "evaluation = \"halving\"\nhalving_first_examples = 20\nhalving_confidence = 0.99",
+            Optimizer::RandomSearch,
+            EvaluationPlan::Halving { first_examples: 20, confidence: 0.99 },
+        ),
+    ] {
+        let (_dir, path) = run_dir(&SPEC.replace("[optimizer]", &format!("[optimizer]\n{keys}")));
+        let spec = RunSpec::from_file(&path).unwrap();
+        assert_eq!((spec.optimizer, spec.evaluation), (optimizer, evaluation), "{keys}");
+    }
     let (_dir, path) = run_dir(&SPEC.replace("exact_match:label", "numeric:question"));
     let error = RunSpec::from_file(&path).unwrap_err().to_string();
     assert!(error.contains("`question` is not an output of the signature"), "{error}");
@@ -129,6 +150,20 @@ fn bad_specs_and_data_are_errors_naming_the_file_and_the_place() {
         (SPEC.replace("question -> label", "question label"), "program.signature"),
         (SPEC.replace("batch_size = 5", "batch_size = 0"), "optimizer.batch_size"),
         (SPEC.replace("train.jsonl", "missing.jsonl"), "missing.jsonl"),
+        (SPEC.replace("[optimizer]", "[optimizer]\nkind = \"mipro\""), "unknown variant `mipro`"),
+        (SPEC.replace("[optimizer]", "[optimizer]\ntrials = 3"), "are for kind = \"instruction_search\""),
+        (
+            SPEC.replace("[optimizer]", "[optimizer]\nhalving_confidence = 0.9"),
+            "are for evaluation = \"halving\"",
+        ),
+        (
+            SPEC.replace("[optimizer]", "[optimizer]\nkind = \"instruction_search\"\ninstructions = 9"),
+            "9 instructions, 1 to 5",
+        ),
+        (
+            SPEC.replace("[optimizer]", "[optimizer]\nevaluation = \"halving\"\nhalving_confidence = 1.5"),
+            "between 0 and 1",
+        ),
     ] {
         let e = error(&spec, none);
         assert!(e.contains(expected), "expected {expected:?} in: {e}");

@@ -74,6 +74,8 @@ fn spec(run: &str, evaluations: usize) -> RunSpec {
         seed: 1,
         batch_size: 10,
         priority: 1,
+        optimizer: Default::default(),
+        evaluation: Default::default(),
     }
 }
 

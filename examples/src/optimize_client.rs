@@ -190,13 +190,26 @@ async fn ask_cluster(
                             serde_json::json!({
                                 "event": "result", "run": id, "best_seed": result.best_seed,
                                 "best_score": result.best_score, "out": out.display().to_string(),
+                                "evaluations": result.evaluations,
+                                "evaluations_saved": result.evaluations_saved,
+                                "stopped_early": result.stopped_early.len(),
                             })
                         );
                         ExitCode::SUCCESS
                     }
                     Ok(()) => {
+                        let halving = if result.evaluations_saved > 0 {
+                            format!(
+                                " (halving stopped {} candidates early: {} evaluations instead of {})",
+                                result.stopped_early.len(),
+                                result.evaluations,
+                                result.evaluations + result.evaluations_saved
+                            )
+                        } else {
+                            String::new()
+                        };
                         println!(
-                            "run {id}: best candidate {} scored {:.3}; saved to {}",
+                            "run {id}: best candidate {} scored {:.3}{halving}; saved to {}",
                             result.best_seed,
                             result.best_score,
                             out.display()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 
 use crate::optimize_client::ClientArgs;
-use dspex_optimizer::distributed::RunSpec;
+use dspex_optimizer::distributed::{EvaluationPlan, Optimizer, RunSpec};
 use foundation_actors::providers::LanguageModel;
 
 /// `foundation optimize` subcommands.
@@ -139,41 +139,45 @@ fn run_here(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let mut search = spec.search();
-    search.concurrency = args.concurrency.max(1);
     println!(
-        "optimizing `{}`: {} training and {} validation examples, {} candidates, metric {}",
+        "optimizing `{}` ({}): {} training and {} validation examples, {} candidates, metric {}",
         spec.run_id,
+        optimizer_name(&spec),
         spec.trainset.len(),
         spec.valset.len(),
-        search.seeds().count(),
+        spec.candidates(),
         spec.metric.name()
     );
+    if spec.evaluation != EvaluationPlan::Full {
+        println!("  (halving is the cluster service's: here every candidate is scored on every example)");
+    }
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(search.compile(
-        &spec.student,
-        &spec.trainset,
-        &spec.valset,
-        lm,
-        &spec.metric,
-        spec.seed,
-    ));
-    for (seed, score) in &report.scores {
-        println!("  candidate {seed:>3}: {score:.3}");
+    let report = runtime.block_on(spec.run_here(lm, args.concurrency));
+    for (key, score) in &report.scores {
+        println!("  candidate {key:>3}: {score:.3}");
     }
-    if let Err(e) = report.best.program.save(&args.out) {
+    if let Err(e) = report.best_program.save(&args.out) {
         eprintln!("error: {e}");
         return Ok(ExitCode::FAILURE);
     }
     println!(
-        "best: candidate {} scored {:.3} on {} validation examples ({} failed) in {:.1?}; saved to {}",
-        report.best.seed,
-        report.best_evaluation.mean,
+        "best: candidate {} scored {:.3} on {} validation examples in {:.1?}; saved to {}",
+        report.best_key,
+        report.best_score,
         spec.valset.len(),
-        report.best_evaluation.failures,
         started.elapsed(),
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The optimizer a spec names, as its spec file names it.
+pub fn optimizer_name(spec: &RunSpec) -> &'static str {
+    match spec.optimizer {
+        Optimizer::RandomSearch => "random_search",
+        Optimizer::LabeledFewShot => "labeled_few_shot",
+        Optimizer::BootstrapFewShot => "bootstrap_few_shot",
+        Optimizer::InstructionSearch { .. } => "instruction_search",
+    }
 }

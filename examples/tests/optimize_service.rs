@@ -11,15 +11,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use dspex_optimizer::distributed::{Optimizations, RunSpec, Status};
-use foundation_cluster::Cluster;
 use foundation_cluster::testkit::{NodeProcess, free_port_range};
-use foundation_core::config::ClusterConfig;
 use support::start_node;
 
 /// Three nodes serving with `workers` workers each and the simulated model at `latency_ms`
@@ -47,14 +44,7 @@ fn two_equal_priority_runs_get_evaluations_within_ten_percent_over_every_ten_sec
     let (base, _nodes) = serving("2", "40", |_| Vec::new());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let samples: Vec<Sample> = runtime.block_on(async {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = ClusterConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            seeds: vec![SocketAddr::from(([127, 0, 0, 1], base))],
-            ..Default::default()
-        };
-        let observer =
-            Cluster::start(&format!("status-fair-{}", std::process::id()), &config, None).await.unwrap();
+        let observer = support::observer("status-fair", base).await;
         // Submitted together: 13 candidates × 100 validation questions each.
         let a = Optimizations::submit_within(
             &observer,

@@ -26,6 +26,7 @@
 //!   without `stop_at_score` on one node with the same seed: candidates are deterministic per
 //!   seed and scores are summed in example order.
 
+mod plan;
 pub mod scheduler;
 mod spec;
 pub mod spec_file;
@@ -49,10 +50,14 @@ use crate::LanguageModels;
 use foundation_actors::supervision::ChildSpec;
 use foundation_cluster::{Cluster, SingletonHandle};
 
+pub use plan::{Plan, Planned, TaskAt};
 pub use scheduler::{LEASE_TIMEOUT, LOG, PROGRESS_EVENT, PUBLISH_EVERY, RunResult, SCHEDULER, SCOPE, Status};
-pub use spec::{MAX_PRIORITY, Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind};
+pub use spec::{
+    EvaluationPlan, LocalResult, MAX_CANDIDATES, MAX_INSTRUCTIONS, MAX_PRIORITY, MAX_TASKS, Optimizer,
+    Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind,
+};
 pub use spec_file::SpecFileError;
-pub use state::{Done, Recorded, TaskSet};
+pub use state::{Done, Recorded, Stopped, TaskSet};
 pub use worker::SPECS_KEPT;
 
 use scheduler::{Control, SchedMsg, Scheduler};

@@ -36,6 +36,7 @@ use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::plan::{Plan, TaskAt};
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
 use super::state::{Done, Recorded};
 use crate::program::Program;
@@ -95,16 +96,21 @@ pub(crate) enum Control {
 /// The final result of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
-    /// The best candidate's seed (the first of equals, in DSPy's candidate order).
+    /// The best candidate's key (the first of equals, in the optimizer's order; see
+    /// [`Planned::key`](super::Planned::key)): DSPy's seed for a random search.
     pub best_seed: i64,
     /// Its mean score on the validation set.
     pub best_score: f64,
     /// The best program.
     pub best_program: Program,
-    /// Every candidate's mean score, in candidate order.
+    /// Every fully scored candidate's mean score, in candidate order.
     pub scores: Vec<(i64, f64)>,
-    /// Evaluations recorded (candidates × validation examples, each once).
+    /// Candidates stopped early by halving: (key, examples scored, mean on them).
+    pub stopped_early: Vec<(i64, usize, f64)>,
+    /// Evaluations recorded (each once).
     pub evaluations: usize,
+    /// Evaluations a full evaluation would have made and this run did not (halving).
+    pub evaluations_saved: usize,
     /// Tasks completed per node.
     pub tasks_by_node: BTreeMap<String, usize>,
 }
@@ -116,9 +122,10 @@ pub struct Status {
     pub run_id: String,
     /// Its priority.
     pub priority: u32,
-    /// Tasks in all, and done.
+    /// Tasks in all (as things stand: halving stops candidates), and done.
     pub tasks: (usize, usize),
-    /// Evaluations in all (candidates × validation examples), and done.
+    /// Evaluations in all (candidates × validation examples, less those of candidates halving
+    /// stopped), and done.
     pub evaluations: (usize, usize),
     /// Best fully evaluated candidate so far: (seed, mean score).
     pub best: Option<(i64, f64)>,
@@ -231,6 +238,7 @@ pub(crate) struct Scheduler {
 
 struct Run {
     spec: Arc<RunSpec>,
+    plan: Arc<Plan>,
     /// The log index of its submission (a repeated submit is answered once it is committed).
     submitted_at: u64,
     /// The log index of its last stop, resume or failure (a repeat is answered once committed).
@@ -257,14 +265,16 @@ struct Run {
 
 impl Run {
     fn new(spec: RunSpec, submitted_at: u64) -> Run {
+        let plan = Plan::new(&spec);
         Run {
+            done: Done::new(&plan),
+            plan: Arc::new(plan),
             spec: Arc::new(spec),
             submitted_at,
             control_at: submitted_at,
             last_logged: submitted_at,
             announced_end: false,
             failed: None,
-            done: Done::default(),
             pending: VecDeque::new(),
             leased: BTreeMap::new(),
             stopped: false,
@@ -279,31 +289,47 @@ impl Run {
     }
 
     fn finished(&self) -> bool {
-        self.done.tasks_done() == self.spec.total_tasks()
+        self.done.finished(&self.plan)
     }
 
     fn has_work(&self) -> bool {
         !self.stopped && !self.pending.is_empty()
     }
 
-    /// The queue from what is recorded: builds not done, and the evaluations of built candidates.
-    fn requeue_all(&mut self) {
-        self.pending.clear();
-        self.leased.clear();
-        for (i, seed) in self.spec.search().seeds().enumerate() {
-            match self.done.built(seed) {
-                Some(_) => {
-                    let ids = self.spec.eval_task_ids(seed);
-                    self.pending.extend(ids.filter(|id| !self.done.has(*id)));
-                }
-                None if !self.done.has(i as u64) => self.pending.push_back(i as u64),
-                None => {}
+    /// Queues the batches of the candidate at `position` from batch `from` up to the round now
+    /// that are not recorded (if it is built and still in).
+    fn queue_candidate(&mut self, position: usize, from: usize) {
+        let Some(&upto) = self.plan.rounds().get(self.done.round()) else { return };
+        let candidate = &self.plan.candidates()[position];
+        if self.done.stopped(position).is_some()
+            || self.done.built(self.plan.builds()[candidate.build]).is_none()
+        {
+            return;
+        }
+        for id in self.plan.eval_ids(position, from.min(upto)..upto) {
+            if !self.done.has(id) {
+                self.pending.push_back(id);
             }
         }
     }
 
+    /// The queue from what is recorded: builds not done, and the batches of the round now of
+    /// built candidates still in.
+    fn requeue_all(&mut self) {
+        self.pending.clear();
+        self.leased.clear();
+        for i in 0..self.plan.builds().len() as u64 {
+            if !self.done.has(i) {
+                self.pending.push_back(i);
+            }
+        }
+        for position in 0..self.plan.candidates().len() {
+            self.queue_candidate(position, 0);
+        }
+    }
+
     fn means(&self) -> Vec<(i64, f64)> {
-        self.spec.search().seeds().filter_map(|seed| self.done.mean(seed).map(|m| (seed, m))).collect()
+        self.plan.candidates().iter().filter_map(|c| self.done.mean(c.key).map(|m| (c.key, m))).collect()
     }
 
     /// Its status; its result only once it is finished and the log is committed up to its last
@@ -314,7 +340,7 @@ impl Run {
             Some((_, b)) if b >= *m => best,
             _ => Some((*seed, *m)),
         });
-        let evals_total = self.spec.total_evaluations();
+        let evals_total = self.done.evaluations_planned(&self.plan);
         let evals_done = self.done.evaluations();
         let elapsed = self.since.elapsed().as_secs_f64();
         let rate = if self.stopped {
@@ -324,9 +350,15 @@ impl Run {
         };
         let eta = (rate > 0.0).then(|| (evals_total - evals_done) as f64 / rate);
         let result = (self.finished() && self.last_logged <= committed).then(|| {
-            let (best_seed, best_score) = best.unwrap_or((-3, 0.0));
-            let mut best_program =
-                self.done.built(best_seed).cloned().unwrap_or_else(|| self.spec.student.clone());
+            let (best_seed, best_score) = best.unwrap_or((0, 0.0));
+            let mut best_program = self
+                .plan
+                .position(best_seed)
+                .and_then(|p| {
+                    let built = self.done.built(self.plan.builds()[self.plan.candidates()[p].build])?;
+                    Some(self.plan.program_of(p, built))
+                })
+                .unwrap_or_else(|| self.spec.student.clone());
             if !with_program {
                 best_program.predictors.clear();
             }
@@ -335,14 +367,21 @@ impl Run {
                 best_score,
                 best_program,
                 scores: means.clone(),
+                stopped_early: (0..self.plan.candidates().len())
+                    .filter_map(|p| {
+                        let s = self.done.stopped(p)?;
+                        Some((self.plan.candidates()[p].key, s.examples, s.mean))
+                    })
+                    .collect(),
                 evaluations: evals_done,
+                evaluations_saved: self.spec.total_evaluations().saturating_sub(evals_total),
                 tasks_by_node: self.done.by_node().clone(),
             }
         });
         Status {
             run_id: self.spec.run_id.clone(),
             priority: self.spec.priority,
-            tasks: (self.spec.total_tasks(), self.done.tasks_done()),
+            tasks: (self.done.tasks_planned(&self.plan), self.done.tasks_done()),
             evaluations: (evals_total, evals_done),
             best,
             evals_per_sec: rate,
@@ -468,8 +507,8 @@ impl Scheduler {
             }
             Entry::Result { run, record } => {
                 if let Some(r) = state.runs.get_mut(&run) {
-                    let spec = r.spec.clone();
-                    r.done.apply(&spec, record);
+                    let plan = r.plan.clone();
+                    r.done.apply(&plan, record);
                 }
             }
             Entry::Stopped { run } => {
@@ -604,8 +643,7 @@ impl Actor for Scheduler {
                         // Recorded after its lease was given back: nothing to do.
                         continue;
                     }
-                    let program = run.spec.seed_of(task_id).and_then(|seed| run.done.built(seed));
-                    let Some(task) = run.spec.task(task_id, program) else {
+                    let Some(task) = run.plan.task(task_id, |seed| run.done.built(seed)) else {
                         // Cannot be (evaluations are queued once their candidate is built): said,
                         // not silently dropped.
                         tracing::error!(run = %id, task = task_id, "a queued task cannot be made: dropped");
@@ -659,7 +697,7 @@ impl Actor for Scheduler {
                     let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
                     return Ok(());
                 }
-                let spec = run.spec.clone();
+                let plan = run.plan.clone();
                 let entry = Entry::Result {
                     run: c.run.clone(),
                     record: Recorded::new(&c.task, &c.node, c.outcome.clone(), 0),
@@ -681,7 +719,7 @@ impl Actor for Scheduler {
                 }
                 let record = Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64);
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
-                if !run.done.accepts(&spec, &record) {
+                if !run.done.accepts(&plan, &record) {
                     run.done.duplicates += 1;
                     // Answered once the first report's entry is committed: until then this one
                     // is the result's only other copy.
@@ -713,16 +751,22 @@ impl Actor for Scheduler {
                     }
                 }
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
-                run.done.apply(&spec, record);
-                if let TaskKind::Build { seed } = &c.task.kind
-                    && run.done.built(*seed).is_some()
-                {
-                    let ids = spec.eval_task_ids(*seed);
-                    let was_idle = run.pending.is_empty();
-                    run.pending.extend(ids.filter(|id| !run.done.has(*id)));
-                    if was_idle && !run.stopped {
-                        state.rejoin(&c.run);
+                let round = run.done.round();
+                run.done.apply(&plan, record);
+                let was_idle = run.pending.is_empty();
+                if let Some(TaskAt::Build(i)) = plan.locate(c.task.id) {
+                    for position in plan.candidates_of(i) {
+                        run.queue_candidate(*position, 0);
                     }
+                }
+                if run.done.round() > round {
+                    tracing::info!(run = %c.run, round = run.done.round(), "evaluation round done");
+                    for position in 0..plan.candidates().len() {
+                        run.queue_candidate(position, plan.rounds()[round]);
+                    }
+                }
+                if was_idle && !run.pending.is_empty() && !run.stopped {
+                    state.rejoin(&c.run);
                 }
                 if state.runs.get(&c.run).is_some_and(Run::finished) {
                     tracing::info!(run = %c.run, "run finished");
@@ -958,7 +1002,11 @@ mod tests {
     fn eval_task(id: u64, examples: usize) -> Task {
         Task {
             id,
-            kind: TaskKind::Eval { seed: 0, program: Program::new("p"), examples: (0..examples).collect() },
+            kind: TaskKind::Eval {
+                candidate: 0,
+                program: Program::new("p"),
+                examples: (0..examples).collect(),
+            },
         }
     }
 

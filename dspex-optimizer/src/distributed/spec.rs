@@ -4,14 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::example::Example;
 use crate::metric::Metric;
-use crate::optimizers::{BootstrapFewShot, RandomSearch};
+use crate::optimizers::{BootstrapFewShot, InstructionSearch, LabeledFewShot, RandomSearch};
 use crate::predict::Predictor;
 use crate::program::Program;
 use crate::signature::Signature;
 
-/// A random-search optimization to run across the cluster. Every node that takes part declares
-/// the same spec (it is data: the program, the datasets, the metric and the name of the
-/// language model, which every node registers under that name).
+/// An optimization to run across the cluster: the program, the datasets, the metric, the name of
+/// the language model (every serving node registers its models by name), the optimizer and how
+/// candidates are evaluated. It is data: it travels whole to the scheduler and the workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     /// Unique name of the run in the cluster: 1 to 64 letters, digits, `-` and `_`.
@@ -41,6 +41,67 @@ pub struct RunSpec {
     /// work. Default 1.
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// The optimizer distributed (default: random search).
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// How candidates are scored: every one on the whole validation set (default), or by
+    /// successive halving.
+    #[serde(default)]
+    pub evaluation: EvaluationPlan,
+}
+
+/// The optimizers a run can distribute, each with the same result as on one node for the same
+/// seed (see [`Plan`](super::Plan) for how each is cut into tasks).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Optimizer {
+    /// DSPy's `BootstrapFewShotWithRandomSearch` ([`RandomSearch`]): the three fixed candidates
+    /// and `num_candidate_programs` shuffled ones, each built by one task and scored.
+    #[default]
+    RandomSearch,
+    /// [`LabeledFewShot`] with `k = max_labeled_demos` and the run's seed: one candidate, built
+    /// without a model call, scored on the validation set.
+    LabeledFewShot,
+    /// [`BootstrapFewShot`] with the run's demo limits and seed: one candidate, built by one task
+    /// (the teacher's traces on the training set), scored on the validation set.
+    BootstrapFewShot,
+    /// MIPRO-style [`InstructionSearch`]: the demonstration sets of a random search of
+    /// `num_candidate_programs` (each built by one task, only those a trial uses), and
+    /// `num_trials` (instruction, demonstration set) combinations scored in a seeded order.
+    InstructionSearch {
+        /// Instructions proposed, the original included (1 to [`MAX_INSTRUCTIONS`]).
+        num_instructions: usize,
+        /// Combinations scored, at most (1 to [`MAX_CANDIDATES`]).
+        num_trials: usize,
+    },
+}
+
+/// Most instructions an [`Optimizer::InstructionSearch`] proposes (the original and four
+/// variants).
+pub const MAX_INSTRUCTIONS: usize = 5;
+
+/// How a run's candidates are scored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum EvaluationPlan {
+    /// Every candidate on every validation example.
+    #[default]
+    Full,
+    /// Successive halving: every candidate on the first `first_examples` of a seeded shuffle of
+    /// the validation set, then on twice as many, and so on up to all of them; after each round
+    /// the candidates that cannot win at `confidence` are stopped (the rule: [`Plan`](super::Plan)).
+    Halving {
+        /// Examples in the first round (at least 1; rounded up to whole batches).
+        first_examples: usize,
+        /// The probability, over the shuffle, that the candidate best on the whole validation
+        /// set is not stopped (strictly between 0 and 1; e.g. 0.95).
+        confidence: f64,
+    },
+}
+
+impl EvaluationPlan {
+    /// Halving from 10 examples at 95 % confidence.
+    pub fn halving() -> EvaluationPlan {
+        EvaluationPlan::Halving { first_examples: 10, confidence: 0.95 }
+    }
 }
 
 /// The highest [`RunSpec::priority`].
@@ -83,6 +144,8 @@ impl RunSpec {
             seed,
             batch_size: 5,
             priority: 1,
+            optimizer: Optimizer::RandomSearch,
+            evaluation: EvaluationPlan::Full,
         }
     }
 
@@ -108,6 +171,25 @@ impl RunSpec {
         if self.lm.is_empty() {
             return Err(format!("run `{id}`: no model name"));
         }
+        if let Optimizer::InstructionSearch { num_instructions, num_trials } = &self.optimizer {
+            if !(1..=MAX_INSTRUCTIONS).contains(num_instructions) {
+                return Err(format!("run `{id}`: {num_instructions} instructions, 1 to {MAX_INSTRUCTIONS}"));
+            }
+            if !(1..=MAX_CANDIDATES).contains(num_trials) {
+                return Err(format!("run `{id}`: {num_trials} trials, 1 to {MAX_CANDIDATES}"));
+            }
+            if self.student.predictors.is_empty() {
+                return Err(format!("run `{id}`: an instruction search needs a program with a predictor"));
+            }
+        }
+        if let EvaluationPlan::Halving { first_examples, confidence } = &self.evaluation {
+            if *first_examples == 0 {
+                return Err(format!("run `{id}`: halving's first round needs at least 1 example"));
+            }
+            if !(*confidence > 0.0 && *confidence < 1.0) {
+                return Err(format!("run `{id}`: halving's confidence {confidence} is not between 0 and 1"));
+            }
+        }
         if self.num_candidate_programs > MAX_CANDIDATES {
             return Err(format!(
                 "run `{id}`: {} candidates, at most {MAX_CANDIDATES}",
@@ -123,101 +205,171 @@ impl RunSpec {
         Ok(())
     }
 
-    /// Candidates in the run (DSPy's seeds -3 up to `num_candidate_programs`).
+    /// Candidates the run scores (see [`Plan`](super::Plan)).
     pub fn candidates(&self) -> usize {
-        self.num_candidate_programs.saturating_add(3)
+        self.plan().candidates().len()
     }
 
-    /// Evaluation tasks per candidate.
+    /// Evaluation tasks per candidate scored on the whole validation set.
     pub fn batch_count(&self) -> usize {
         self.valset.len().div_ceil(self.batch_size.max(1))
     }
 
-    /// Tasks in the run: a build and its evaluation batches per candidate.
+    /// Tasks in the run at most (every build, every candidate on every batch; halving stops
+    /// some candidates early).
     pub fn total_tasks(&self) -> usize {
-        self.candidates().saturating_mul(1 + self.batch_count())
+        self.plan().max_tasks()
     }
 
-    /// Evaluations in the run: candidates × validation examples.
+    /// Evaluations in the run at most: candidates × validation examples.
     pub fn total_evaluations(&self) -> usize {
         self.candidates().saturating_mul(self.valset.len())
     }
 
-    /// The ids of the evaluation tasks of candidate `seed` (see [`eval_tasks`](Self::eval_tasks)).
-    pub fn eval_task_ids(&self, seed: i64) -> std::ops::Range<u64> {
-        let position = usize::try_from(seed + 3).unwrap_or(0);
-        let base = (self.candidates() + position * self.batch_count()) as u64;
-        base..base + self.batch_count() as u64
+    /// The run's plan: its builds, candidates, task ids and evaluation rounds.
+    pub fn plan(&self) -> super::Plan {
+        super::Plan::new(self)
     }
 
-    /// The candidate seed task `id` is about: a build's (`id` below the candidates) or an
-    /// evaluation's.
-    pub fn seed_of(&self, id: u64) -> Option<i64> {
-        let id = usize::try_from(id).ok()?;
-        let candidates = self.candidates();
-        let position = if id < candidates { id } else { (id - candidates) / self.batch_count().max(1) };
-        (position < candidates).then(|| position as i64 - 3)
-    }
-
-    /// Task `id` made whole: a build, or an evaluation of `program` (the built candidate of its
-    /// seed; `None` if the id is not a task of this run, or an evaluation's program is missing).
-    /// What a scheduler's queue holds is ids: 8 bytes a task, not the program's copy.
-    pub fn task(&self, id: u64, program: Option<&Program>) -> Option<Task> {
-        let seed = self.seed_of(id)?;
-        if (id as usize) < self.candidates() {
-            return Some(Task { id, kind: TaskKind::Build { seed } });
-        }
-        let batch = (id - self.eval_task_ids(seed).start) as usize;
-        let size = self.batch_size.max(1);
-        let examples: Vec<usize> = (batch * size..((batch + 1) * size).min(self.valset.len())).collect();
-        Some(Task { id, kind: TaskKind::Eval { seed, program: program?.clone(), examples } })
-    }
-
-    /// The evaluation tasks of the built candidate `seed` (ids fixed by candidate and batch, the
-    /// same in every scheduler).
-    pub fn eval_tasks(&self, seed: i64, program: &Program) -> Vec<Task> {
-        // Seeds start at -3: the candidate's position is its seed + 3.
-        let position = usize::try_from(seed + 3).unwrap_or(0);
-        let base = self.candidates() + position * self.batch_count();
-        let indices: Vec<usize> = (0..self.valset.len()).collect();
-        indices
-            .chunks(self.batch_size.max(1))
-            .enumerate()
-            .map(|(b, examples)| Task {
-                id: (base + b) as u64,
-                kind: TaskKind::Eval { seed, program: program.clone(), examples: examples.to_vec() },
-            })
-            .collect()
-    }
-
-    /// The single-node optimizer this run distributes.
+    /// The random search a [`RandomSearch`](Optimizer::RandomSearch) run distributes (and whose
+    /// candidates are an instruction search's demonstration sets).
     pub fn search(&self) -> RandomSearch {
         RandomSearch {
-            bootstrap: BootstrapFewShot {
-                max_bootstrapped_demos: self.max_bootstrapped_demos,
-                max_labeled_demos: self.max_labeled_demos,
-                ..Default::default()
-            },
+            bootstrap: self.bootstrap(),
             num_candidate_programs: self.num_candidate_programs,
             stop_at_score: None,
             concurrency: 1,
         }
     }
+
+    /// The bootstrapping a [`BootstrapFewShot`](Optimizer::BootstrapFewShot) run distributes.
+    pub fn bootstrap(&self) -> BootstrapFewShot {
+        BootstrapFewShot {
+            max_bootstrapped_demos: self.max_bootstrapped_demos,
+            max_labeled_demos: self.max_labeled_demos,
+            ..Default::default()
+        }
+    }
+
+    /// The labelled few-shot a [`LabeledFewShot`](Optimizer::LabeledFewShot) run distributes.
+    pub fn labeled(&self) -> LabeledFewShot {
+        LabeledFewShot { k: self.max_labeled_demos }
+    }
+
+    /// The instruction search an [`InstructionSearch`](Optimizer::InstructionSearch) run
+    /// distributes (`None` for the other optimizers).
+    pub fn instruction_search(&self) -> Option<InstructionSearch> {
+        match self.optimizer {
+            Optimizer::InstructionSearch { num_instructions, num_trials } => {
+                Some(InstructionSearch { num_instructions, demos: self.search(), num_trials })
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs the spec's optimizer in this process with `lm` (evaluations `concurrency` at a
+    /// time): what the cluster's run gives for the same seed. Every candidate is scored on the
+    /// whole validation set (halving is the cluster service's; by its rule it keeps the same
+    /// best with the probability it was given).
+    pub async fn run_here(
+        &self,
+        lm: std::sync::Arc<dyn foundation_actors::providers::LanguageModel>,
+        concurrency: usize,
+    ) -> LocalResult {
+        let (student, train, val, metric) = (&self.student, &self.trainset, &self.valset, &self.metric);
+        match &self.optimizer {
+            Optimizer::RandomSearch => {
+                let mut search = self.search();
+                search.concurrency = concurrency.max(1);
+                let report = search.compile(student, train, val, lm, metric, self.seed).await;
+                LocalResult {
+                    best_key: report.best.seed,
+                    best_score: report.best_evaluation.mean,
+                    best_program: report.best.program,
+                    scores: report.scores,
+                }
+            }
+            Optimizer::LabeledFewShot | Optimizer::BootstrapFewShot => {
+                let program = match self.optimizer {
+                    Optimizer::LabeledFewShot => self.labeled().compile(student, train, self.seed),
+                    _ => self.bootstrap().compile(student, None, train, lm.as_ref(), metric, self.seed).await,
+                };
+                let mean =
+                    crate::evaluate::evaluate(&program, val, lm, metric, concurrency.max(1)).await.mean;
+                LocalResult { best_key: 0, best_score: mean, best_program: program, scores: vec![(0, mean)] }
+            }
+            Optimizer::InstructionSearch { num_instructions, num_trials } => {
+                let mut search = InstructionSearch {
+                    num_instructions: *num_instructions,
+                    demos: self.search(),
+                    num_trials: *num_trials,
+                };
+                search.demos.concurrency = concurrency.max(1);
+                let report = search.compile(student, train, val, lm, metric, self.seed).await;
+                let scores: Vec<(i64, f64)> =
+                    report.trials.iter().enumerate().map(|(t, trial)| (t as i64, trial.score)).collect();
+                // The first trial of the best score, as `compile` keeps it.
+                let best_key =
+                    scores.iter().find(|(_, s)| *s == report.best_evaluation.mean).map_or(0, |(k, _)| *k);
+                LocalResult {
+                    best_key,
+                    best_score: report.best_evaluation.mean,
+                    best_program: report.best,
+                    scores,
+                }
+            }
+        }
+    }
+
+    /// Builds the program of build `seed` (what a `Build` task does): a random-search candidate
+    /// (also an instruction search's demonstration set), or the labelled or bootstrapped
+    /// program with the run's seed. Deterministic for the spec and the model's answers.
+    pub async fn build(&self, seed: i64, lm: &dyn foundation_actors::providers::LanguageModel) -> Program {
+        match self.optimizer {
+            Optimizer::RandomSearch | Optimizer::InstructionSearch { .. } => {
+                self.search()
+                    .candidate(seed, &self.student, &self.trainset, lm, &self.metric, self.seed)
+                    .await
+                    .program
+            }
+            Optimizer::LabeledFewShot => self.labeled().compile(&self.student, &self.trainset, self.seed),
+            Optimizer::BootstrapFewShot => {
+                self.bootstrap()
+                    .compile(&self.student, None, &self.trainset, lm, &self.metric, self.seed)
+                    .await
+            }
+        }
+    }
+}
+
+/// What [`RunSpec::run_here`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalResult {
+    /// The best candidate's key (see [`Planned::key`](super::Planned::key)).
+    pub best_key: i64,
+    /// Its mean score on the validation set.
+    pub best_score: f64,
+    /// The best program.
+    pub best_program: Program,
+    /// Every candidate's mean score, in the optimizer's order.
+    pub scores: Vec<(i64, f64)>,
 }
 
 /// Work handed to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskKind {
-    /// Build the candidate of this seed (bootstrapping calls the model on the training set).
+    /// Build the program of this seed ([`RunSpec::build`]; bootstrapping calls the model on the
+    /// training set).
     Build {
-        /// DSPy's candidate seed.
+        /// The build's seed: DSPy's candidate seed for a random search and an instruction
+        /// search's demonstration sets, 0 for the one program of a few-shot optimizer.
         seed: i64,
     },
-    /// Score the candidate of this seed on these validation examples.
+    /// Score a candidate on these validation examples.
     Eval {
-        /// DSPy's candidate seed.
-        seed: i64,
-        /// The candidate (built by a `Build` task).
+        /// The candidate's key (see [`Planned::key`](super::Planned::key)).
+        candidate: i64,
+        /// The candidate (its build, with its instruction if it has one).
         program: Program,
         /// Validation example indices.
         examples: Vec<usize>,
@@ -263,20 +415,6 @@ mod tests {
             let error = spec.check().unwrap_err();
             assert!(error.contains(says), "{error}");
         };
-        // Task ids made from ids alone, as the ones listed.
-        for seed in ok.search().seeds() {
-            let program = Program::new(format!("p{seed}"));
-            assert_eq!(ok.task((seed + 3) as u64, None).unwrap().kind, TaskKind::Build { seed });
-            let listed = ok.eval_tasks(seed, &program);
-            let ids: Vec<u64> = listed.iter().map(|t| t.id).collect();
-            assert_eq!(ids, ok.eval_task_ids(seed).collect::<Vec<_>>());
-            for task in listed {
-                assert_eq!(ok.seed_of(task.id), Some(seed));
-                assert_eq!(ok.task(task.id, Some(&program)), Some(task.clone()));
-                assert_eq!(ok.task(task.id, None), None, "no program, no evaluation");
-            }
-        }
-        assert_eq!(ok.task(ok.total_tasks() as u64, None), None);
         bad(|s| s.run_id = "has space".into(), "letters, digits");
         bad(|s| s.priority = 0, "priority 0");
         bad(|s| s.valset.clear(), "no validation example");
@@ -289,6 +427,23 @@ mod tests {
                 s.valset = vec![s.valset[0].clone(); 20_000];
             },
             "at most 10000000",
+        );
+        bad(|s| s.optimizer = Optimizer::InstructionSearch { num_instructions: 6, num_trials: 4 }, "1 to 5");
+        bad(
+            |s| s.optimizer = Optimizer::InstructionSearch { num_instructions: 2, num_trials: 0 },
+            "0 trials",
+        );
+        bad(
+            |s| s.evaluation = EvaluationPlan::Halving { first_examples: 0, confidence: 0.9 },
+            "at least 1 example",
+        );
+        bad(
+            |s| s.evaluation = EvaluationPlan::Halving { first_examples: 5, confidence: 1.0 },
+            "between 0 and 1",
+        );
+        bad(
+            |s| s.evaluation = EvaluationPlan::Halving { first_examples: 5, confidence: f64::NAN },
+            "between 0 and 1",
         );
     }
 }

@@ -23,11 +23,20 @@
 //! train = "train.jsonl"
 //! validation = "validation.csv"
 //!
-//! [optimizer]                        # random search, DSPy's BootstrapFewShotWithRandomSearch
-//! candidates = 8                     # shuffled candidates on top of the three fixed ones
+//! [optimizer]
+//! kind = "random_search"             # DSPy's BootstrapFewShotWithRandomSearch (the default), or
+//!                                    # "labeled_few_shot", "bootstrap_few_shot",
+//!                                    # "instruction_search" (MIPRO-style)
+//! candidates = 8                     # shuffled candidates on top of the three fixed ones (for an
+//!                                    # instruction search: its demonstration sets)
 //! max_bootstrapped_demos = 4
-//! max_labeled_demos = 16
+//! max_labeled_demos = 16             # (labeled_few_shot: its k)
 //! batch_size = 5                     # validation examples per evaluation task
+//! instructions = 4                   # instruction_search only: instructions proposed (1 to 5)
+//! trials = 12                        # instruction_search only: combinations scored
+//! evaluation = "full"                # or "halving": successive halving (see `Plan`)
+//! halving_first_examples = 10        # halving only: examples of the first round
+//! halving_confidence = 0.95          # halving only: the best is kept with this probability
 //! ```
 //!
 //! Every example must give each input field of the signature; a validation example must also
@@ -39,7 +48,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::spec::RunSpec;
+use super::spec::{EvaluationPlan, Optimizer, RunSpec};
 use crate::example::Example;
 use crate::metric::Metric;
 use crate::predict::Predictor;
@@ -153,15 +162,89 @@ struct DataToml {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct OptimizerToml {
+    kind: OptimizerKind,
     candidates: usize,
     max_bootstrapped_demos: usize,
     max_labeled_demos: usize,
     batch_size: usize,
+    instructions: Option<usize>,
+    trials: Option<usize>,
+    evaluation: EvaluationKind,
+    halving_first_examples: Option<usize>,
+    halving_confidence: Option<f64>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum OptimizerKind {
+    #[default]
+    RandomSearch,
+    LabeledFewShot,
+    BootstrapFewShot,
+    InstructionSearch,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum EvaluationKind {
+    #[default]
+    Full,
+    Halving,
 }
 
 impl Default for OptimizerToml {
     fn default() -> Self {
-        OptimizerToml { candidates: 8, max_bootstrapped_demos: 4, max_labeled_demos: 16, batch_size: 5 }
+        OptimizerToml {
+            kind: OptimizerKind::RandomSearch,
+            candidates: 8,
+            max_bootstrapped_demos: 4,
+            max_labeled_demos: 16,
+            batch_size: 5,
+            instructions: None,
+            trials: None,
+            evaluation: EvaluationKind::Full,
+            halving_first_examples: None,
+            halving_confidence: None,
+        }
+    }
+}
+
+impl OptimizerToml {
+    /// The optimizer and the evaluation it describes; keys of another kind are errors.
+    fn plan(&self) -> Result<(Optimizer, EvaluationPlan), String> {
+        let optimizer = match self.kind {
+            OptimizerKind::InstructionSearch => Optimizer::InstructionSearch {
+                num_instructions: self.instructions.unwrap_or(4),
+                num_trials: self.trials.unwrap_or(12),
+            },
+            _ if self.instructions.is_some() || self.trials.is_some() => {
+                return Err(
+                    "optimizer.instructions and optimizer.trials are for kind = \"instruction_search\""
+                        .into(),
+                );
+            }
+            OptimizerKind::RandomSearch => Optimizer::RandomSearch,
+            OptimizerKind::LabeledFewShot => Optimizer::LabeledFewShot,
+            OptimizerKind::BootstrapFewShot => Optimizer::BootstrapFewShot,
+        };
+        let evaluation = match self.evaluation {
+            EvaluationKind::Halving => {
+                let EvaluationPlan::Halving { first_examples, confidence } = EvaluationPlan::halving() else {
+                    unreachable!("halving() is halving")
+                };
+                EvaluationPlan::Halving {
+                    first_examples: self.halving_first_examples.unwrap_or(first_examples),
+                    confidence: self.halving_confidence.unwrap_or(confidence),
+                }
+            }
+            EvaluationKind::Full
+                if self.halving_first_examples.is_some() || self.halving_confidence.is_some() =>
+            {
+                return Err("optimizer.halving_* keys are for evaluation = \"halving\"".into());
+            }
+            EvaluationKind::Full => EvaluationPlan::Full,
+        };
+        Ok((optimizer, evaluation))
     }
 }
 
@@ -316,6 +399,7 @@ impl RunSpec {
         if o.batch_size == 0 {
             return Err(invalid("optimizer.batch_size: at least 1".into()));
         }
+        let (optimizer, evaluation) = o.plan().map_err(invalid)?;
         let inputs: Vec<String> = signature.inputs.iter().map(|f| f.name.clone()).collect();
         let base = path.parent().unwrap_or(Path::new("."));
         let trainset = load_examples(&base.join(&spec.data.train), &inputs, None)?;
@@ -324,7 +408,7 @@ impl RunSpec {
             Strategy::Predict => Predictor::predict(signature),
             Strategy::ChainOfThought => Predictor::chain_of_thought(signature),
         };
-        Ok(RunSpec {
+        let run = RunSpec {
             priority: spec.priority,
             student: Program::single(spec.name.clone(), predictor),
             run_id: spec.name,
@@ -337,6 +421,10 @@ impl RunSpec {
             num_candidate_programs: o.candidates,
             seed: spec.seed,
             batch_size: o.batch_size,
-        })
+            optimizer,
+            evaluation,
+        };
+        run.check().map_err(invalid)?;
+        Ok(run)
     }
 }

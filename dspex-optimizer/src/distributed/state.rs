@@ -4,13 +4,16 @@
 //! Memory per recorded evaluation: 9 bytes (its score and a flag, in an array per candidate
 //! sized by the validation set when the candidate is built); task ids done are kept as ranges
 //! (a few bytes per gap, not per task); tasks per node as one count per node. Built candidates
-//! are kept whole (one program per candidate).
+//! are kept whole (one program per build). With halving, where the evaluation stands (the round,
+//! the candidates stopped) is a function of the scores recorded, updated as they are applied, so
+//! a scheduler replaying the log reaches the same decisions.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{Outcome, RunSpec, Task, TaskKind};
+use super::plan::{Plan, TaskAt};
+use super::spec::{Outcome, Task, TaskKind};
 use crate::program::Program;
 
 /// Task ids as ranges `start..end` (by start), merged as they fill up.
@@ -81,11 +84,28 @@ struct Scores {
     count: usize,
 }
 
+/// Why a candidate stopped before the whole validation set (halving).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stopped {
+    /// The round after which it stopped.
+    pub round: usize,
+    /// Examples it was scored on.
+    pub examples: usize,
+    /// Its mean on them.
+    pub mean: f64,
+}
+
 /// What a run has recorded.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Done {
+    /// Programs built, by build seed.
     built: BTreeMap<i64, Program>,
+    /// Scores by candidate key (from its build on).
     scores: BTreeMap<i64, Scores>,
+    /// The evaluation round now (past the last: every candidate left is scored on everything).
+    round: usize,
+    /// Candidates stopped by halving, by position.
+    stopped: Vec<Option<Stopped>>,
     tasks: TaskSet,
     by_node: BTreeMap<String, usize>,
     evaluations: usize,
@@ -98,10 +118,10 @@ pub struct Done {
 /// A result as the run's log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recorded {
-    /// The task (its id and kind; an `Eval` task's program is not kept, only its seed).
+    /// The task (its id; an `Eval` task's program is not kept, only its candidate's key).
     pub task: u64,
-    /// The candidate's seed.
-    pub seed: i64,
+    /// The build's seed for a build, the candidate's key for an evaluation.
+    pub key: i64,
     /// The node whose worker did it.
     pub node: String,
     /// What came back.
@@ -113,14 +133,20 @@ pub struct Recorded {
 impl Recorded {
     /// The record of `outcome` for `task`.
     pub fn new(task: &Task, node: &str, outcome: Outcome, work_ms: u64) -> Recorded {
-        let seed = match &task.kind {
-            TaskKind::Build { seed } | TaskKind::Eval { seed, .. } => *seed,
+        let key = match &task.kind {
+            TaskKind::Build { seed } => *seed,
+            TaskKind::Eval { candidate, .. } => *candidate,
         };
-        Recorded { task: task.id, seed, node: node.to_string(), outcome, work_ms }
+        Recorded { task: task.id, key, node: node.to_string(), outcome, work_ms }
     }
 }
 
 impl Done {
+    /// Nothing recorded yet, for a run of `plan`.
+    pub fn new(plan: &Plan) -> Done {
+        Done { stopped: vec![None; plan.candidates().len()], ..Done::default() }
+    }
+
     /// Whether task `id` is recorded.
     pub fn has(&self, id: u64) -> bool {
         self.tasks.contains(id)
@@ -141,9 +167,14 @@ impl Done {
         self.evaluations
     }
 
-    /// The built candidate of `seed`.
+    /// The program of build `seed`.
     pub fn built(&self, seed: i64) -> Option<&Program> {
         self.built.get(&seed)
+    }
+
+    /// Builds done.
+    pub fn builds_done(&self) -> usize {
+        self.built.len()
     }
 
     /// Tasks recorded per node.
@@ -151,35 +182,87 @@ impl Done {
         &self.by_node
     }
 
-    /// Whether a result for `record.task` would be new and fits the run (a `Built` for a build
-    /// task, scores for an evaluation): what the scheduler checks before logging it.
-    pub fn accepts(&self, spec: &RunSpec, record: &Recorded) -> bool {
-        !self.has(record.task)
-            && match &record.outcome {
-                Outcome::Built(_) => !self.built.contains_key(&record.seed),
-                Outcome::Scores(scores) => {
-                    self.built.contains_key(&record.seed)
-                        && scores.iter().all(|(i, _, _)| *i < spec.valset.len())
-                }
-                Outcome::Refused(_) | Outcome::TooLarge(_) => false,
-            }
+    /// The evaluation round now: batches below `plan.rounds()[round]` of every candidate still
+    /// in are what is to be scored (past the last round: the evaluation is over).
+    pub fn round(&self) -> usize {
+        self.round
     }
 
-    /// Applies a result (from the log, or about to be logged); returns whether it was new.
-    pub fn apply(&mut self, spec: &RunSpec, record: Recorded) -> bool {
-        if !self.accepts(spec, &record) {
+    /// Whether the candidate at `position` was stopped by halving, and where.
+    pub fn stopped(&self, position: usize) -> Option<Stopped> {
+        self.stopped.get(position).copied().flatten()
+    }
+
+    /// Every build done and every candidate left scored on the whole validation set.
+    pub fn finished(&self, plan: &Plan) -> bool {
+        self.built.len() == plan.builds().len() && self.round >= plan.rounds().len()
+    }
+
+    /// Tasks the run takes as things stand: every build, and each candidate's batches (a
+    /// stopped candidate's up to its round).
+    pub fn tasks_planned(&self, plan: &Plan) -> usize {
+        let batches = (0..plan.candidates().len())
+            .map(|p| match self.stopped(p) {
+                Some(s) => plan.rounds()[s.round],
+                None => plan.batches(),
+            })
+            .sum::<usize>();
+        plan.builds().len() + batches
+    }
+
+    /// Evaluations the run takes as things stand (a stopped candidate's up to its round).
+    pub fn evaluations_planned(&self, plan: &Plan) -> usize {
+        (0..plan.candidates().len()).map(|p| self.stopped(p).map_or(plan.examples(), |s| s.examples)).sum()
+    }
+
+    /// Whether a result for `record.task` would be new and fits the run: a `Built` for a build
+    /// task not done, or the scores of exactly the examples of an evaluation task of a built
+    /// candidate still in, within the round now: what the scheduler checks before logging it.
+    pub fn accepts(&self, plan: &Plan, record: &Recorded) -> bool {
+        if self.has(record.task) {
+            return false;
+        }
+        match (&record.outcome, plan.locate(record.task)) {
+            (Outcome::Built(_), Some(TaskAt::Build(i))) => {
+                plan.builds()[i] == record.key && !self.built.contains_key(&record.key)
+            }
+            (Outcome::Scores(scores), Some(TaskAt::Eval { position, batch })) => {
+                let candidate = &plan.candidates()[position];
+                let mut indices: Vec<usize> = scores.iter().map(|(i, _, _)| *i).collect();
+                indices.sort_unstable();
+                let mut expected = plan.batch(batch).to_vec();
+                expected.sort_unstable();
+                candidate.key == record.key
+                    && self.built.contains_key(&plan.builds()[candidate.build])
+                    && self.stopped(position).is_none()
+                    && plan.rounds().get(self.round).is_some_and(|b| batch < *b)
+                    && indices == expected
+            }
+            _ => false,
+        }
+    }
+
+    /// Applies a result (from the log, or about to be logged); returns whether it was new. A
+    /// result that completes a round moves the evaluation on (see [`round`](Self::round)).
+    pub fn apply(&mut self, plan: &Plan, record: Recorded) -> bool {
+        if !self.accepts(plan, &record) {
             self.duplicates += 1;
             return false;
         }
         match record.outcome {
             Outcome::Built(program) => {
-                self.built.insert(record.seed, program);
-                let n = spec.valset.len();
-                self.scores
-                    .insert(record.seed, Scores { values: vec![0.0; n], flags: vec![ABSENT; n], count: 0 });
+                let n = plan.examples();
+                if let Some(TaskAt::Build(i)) = plan.locate(record.task) {
+                    for p in plan.candidates_of(i) {
+                        let key = plan.candidates()[*p].key;
+                        self.scores
+                            .insert(key, Scores { values: vec![0.0; n], flags: vec![ABSENT; n], count: 0 });
+                    }
+                }
+                self.built.insert(record.key, program);
             }
             Outcome::Scores(scores) => {
-                let Some(candidate) = self.scores.get_mut(&record.seed) else { return false };
+                let Some(candidate) = self.scores.get_mut(&record.key) else { return false };
                 for (index, score, failed) in scores {
                     if candidate.flags[index] == ABSENT {
                         candidate.count += 1;
@@ -194,13 +277,46 @@ impl Done {
         self.tasks.insert(record.task);
         *self.by_node.entry(record.node).or_insert(0) += 1;
         self.work_ms += record.work_ms;
+        self.advance(plan);
         true
     }
 
-    /// The mean score of `seed` once every validation example is scored, summed in index order
-    /// (the same float in every run, whatever the order results arrived in).
-    pub fn mean(&self, seed: i64) -> Option<f64> {
-        let scores = self.scores.get(&seed)?;
+    /// Moves past every round whose examples every candidate still in has scored, stopping the
+    /// candidates that cannot win after each (the rule: [`Plan`]).
+    fn advance(&mut self, plan: &Plan) {
+        while self.round < plan.rounds().len() {
+            let n = plan.examples_by(self.round);
+            let alive: Vec<usize> =
+                (0..plan.candidates().len()).filter(|p| self.stopped(*p).is_none()).collect();
+            let complete = alive.iter().all(|p| {
+                let key = plan.candidates()[*p].key;
+                self.scores.get(&key).is_some_and(|s| s.count >= n)
+            });
+            if !complete {
+                return;
+            }
+            if self.round + 1 < plan.rounds().len() {
+                let means: Vec<f64> = alive
+                    .iter()
+                    .map(|p| {
+                        let scores = &self.scores[&plan.candidates()[*p].key];
+                        plan.first(n).iter().map(|i| scores.values[*i]).sum::<f64>() / n.max(1) as f64
+                    })
+                    .collect();
+                for (p, (keep, mean)) in alive.iter().zip(plan.survivors(&means, n).into_iter().zip(means)) {
+                    if !keep {
+                        self.stopped[*p] = Some(Stopped { round: self.round, examples: n, mean });
+                    }
+                }
+            }
+            self.round += 1;
+        }
+    }
+
+    /// The mean score of candidate `key` once every validation example is scored, summed in
+    /// index order (the same float in every run, whatever the order results arrived in).
+    pub fn mean(&self, key: i64) -> Option<f64> {
+        let scores = self.scores.get(&key)?;
         let n = scores.values.len();
         (scores.count == n).then(|| scores.values.iter().sum::<f64>() / n.max(1) as f64)
     }
@@ -208,6 +324,7 @@ impl Done {
 
 #[cfg(test)]
 mod tests {
+    use super::super::spec::RunSpec;
     use super::*;
 
     #[test]
@@ -228,40 +345,99 @@ mod tests {
         assert_eq!((big.len(), big.ranges()), (1_000_000, 1));
     }
 
+    fn eval(
+        spec: &RunSpec,
+        id: u64,
+        key: i64,
+        range: std::ops::Range<usize>,
+        score: fn(usize) -> f64,
+    ) -> Recorded {
+        let t = Task {
+            id,
+            kind: TaskKind::Eval {
+                candidate: key,
+                program: spec.student.clone(),
+                examples: range.clone().collect(),
+            },
+        };
+        Recorded::new(&t, "n2", Outcome::Scores(range.map(|i| (i, score(i), false)).collect()), 1)
+    }
+
+    fn build(id: u64, seed: i64, program: &Program) -> Recorded {
+        Recorded::new(&Task { id, kind: TaskKind::Build { seed } }, "n1", Outcome::Built(program.clone()), 5)
+    }
+
     #[test]
     fn results_are_applied_once_and_means_summed_in_index_order() {
-        let spec = RunSpec::questions("r", 1, 0);
-        let task = |id, kind| Task { id, kind };
-        let mut done = Done::default();
-        let build = Recorded::new(
-            &task(0, TaskKind::Build { seed: -3 }),
-            "n1",
-            Outcome::Built(spec.student.clone()),
-            5,
-        );
-        assert!(done.apply(&spec, build.clone()));
-        assert!(!done.apply(&spec, build));
+        let mut spec = RunSpec::questions("r", 1, 0);
+        spec.batch_size = 50;
+        let plan = spec.plan();
+        let mut done = Done::new(&plan);
+        assert!(done.apply(&plan, build(0, -3, &spec.student)));
+        assert!(!done.apply(&plan, build(0, -3, &spec.student)));
+        // A build under another seed than its task's is refused.
+        assert!(!done.apply(&plan, build(1, -3, &spec.student)));
         let n = spec.valset.len();
-        let eval = |id, range: std::ops::Range<usize>| {
-            let t = task(
-                id,
-                TaskKind::Eval { seed: -3, program: spec.student.clone(), examples: range.clone().collect() },
-            );
-            Recorded::new(
-                &t,
-                "n2",
-                Outcome::Scores(range.map(|i| (i, (i % 3) as f64 / 2.0, false)).collect()),
-                1,
-            )
-        };
-        assert!(done.apply(&spec, eval(10, 50..n)));
+        let score = |i: usize| (i % 3) as f64 / 2.0;
+        // Candidate -3's batches are tasks 3 and 4.
+        assert!(done.apply(&plan, eval(&spec, 4, -3, 50..n, score)));
         assert_eq!(done.mean(-3), None);
-        // An index beyond the validation set is refused whole.
-        assert!(!done.apply(&spec, eval(11, 0..n + 1)));
-        assert!(done.apply(&spec, eval(11, 0..50)));
-        let expected = (0..n).map(|i| (i % 3) as f64 / 2.0).sum::<f64>() / n as f64;
+        // Scores for other examples than the task's, or under another candidate, are refused.
+        assert!(!done.apply(&plan, eval(&spec, 3, -3, 0..51, score)));
+        assert!(!done.apply(&plan, eval(&spec, 3, -2, 0..50, score)));
+        // A candidate not built yet: refused.
+        assert!(!done.apply(&plan, eval(&spec, 5, -2, 0..50, score)));
+        assert!(done.apply(&plan, eval(&spec, 3, -3, 0..50, score)));
+        let expected = (0..n).map(score).sum::<f64>() / n as f64;
         assert_eq!(done.mean(-3), Some(expected));
-        assert_eq!((done.evaluations(), done.tasks_done(), done.duplicates), (n, 3, 2));
+        assert_eq!((done.evaluations(), done.tasks_done(), done.duplicates), (n, 3, 5));
         assert_eq!(done.by_node().get("n2"), Some(&2));
+        assert!(!done.finished(&plan));
+    }
+
+    #[test]
+    fn halving_moves_on_when_a_round_is_scored_and_stops_clear_losers() {
+        let mut spec = RunSpec::questions("h", 1, 0);
+        spec.evaluation =
+            super::super::spec::EvaluationPlan::Halving { first_examples: 10, confidence: 0.95 };
+        spec.batch_size = 10;
+        let plan = spec.plan();
+        assert_eq!(plan.rounds(), &[1, 2, 4, 8, 10]);
+        let mut done = Done::new(&plan);
+        let keys = [-3, -2, -1];
+        for (i, key) in keys.iter().enumerate() {
+            assert!(done.apply(&plan, build(i as u64, *key, &spec.student)));
+        }
+        // Candidate -3 scores 0 everywhere, the others 1; run rounds until -3 is stopped.
+        let record = |p: usize, batch: usize| {
+            let examples = plan.batch(batch);
+            let key = keys[p];
+            let score = if key == -3 { 0.0 } else { 1.0 };
+            let t = Task {
+                id: plan.eval_ids(p, batch..batch + 1).start,
+                kind: TaskKind::Eval {
+                    candidate: key,
+                    program: spec.student.clone(),
+                    examples: examples.to_vec(),
+                },
+            };
+            Recorded::new(&t, "n", Outcome::Scores(examples.iter().map(|i| (*i, score, false)).collect()), 1)
+        };
+        // Beyond the round now: refused.
+        assert!(!done.apply(&plan, record(0, 1)));
+        for batch in 0..plan.batches() {
+            for p in 0..3 {
+                if done.stopped(p).is_none() && batch < plan.rounds()[done.round().min(4)] {
+                    assert!(done.apply(&plan, record(p, batch)), "{p} {batch}");
+                }
+            }
+        }
+        assert!(done.finished(&plan));
+        let stopped = done.stopped(0).expect("the loser is stopped");
+        assert_eq!((stopped.mean, stopped.examples < 100), (0.0, true));
+        assert_eq!((done.mean(-2), done.mean(-1), done.mean(-3)), (Some(1.0), Some(1.0), None));
+        assert_eq!(done.evaluations_planned(&plan), 200 + stopped.examples);
+        assert_eq!(done.tasks_planned(&plan), 3 + 20 + plan.rounds()[stopped.round]);
+        assert_eq!(done.tasks_done(), done.tasks_planned(&plan));
     }
 }

@@ -185,13 +185,7 @@ async fn execute(spec: &RunSpec, models: &LanguageModels, task: &Task) -> Outcom
         ));
     }
     match &task.kind {
-        TaskKind::Build { seed } => {
-            let candidate = spec
-                .search()
-                .candidate(*seed, &spec.student, &spec.trainset, lm.as_ref(), &spec.metric, spec.seed)
-                .await;
-            Outcome::Built(candidate.program)
-        }
+        TaskKind::Build { seed } => Outcome::Built(spec.build(*seed, lm.as_ref()).await),
         TaskKind::Eval { program, examples, .. } => {
             let mut scores = Vec::with_capacity(examples.len());
             for index in examples {

@@ -122,8 +122,40 @@ pub fn propose_instructions(signature: &Signature, trainset: &[Example], n: usiz
 }
 
 impl InstructionSearch {
+    /// What the search tries, without a model call: the instructions proposed for `student`'s
+    /// first predictor, and the (instruction index, demonstration-set seed) of each trial, in
+    /// the seeded order they are tried (at most `num_trials`).
+    pub fn trials(
+        &self,
+        student: &Program,
+        trainset: &[Example],
+        seed: u64,
+    ) -> (Vec<String>, Vec<(usize, i64)>) {
+        let signature = &student.predictors.first().map(|(_, p)| p.signature.clone()).unwrap_or_else(|| {
+            Signature { instructions: String::new(), inputs: Vec::new(), outputs: Vec::new() }
+        });
+        let instructions = propose_instructions(signature, trainset, self.num_instructions, seed);
+        let sets: Vec<i64> = self.demos.seeds().collect();
+        // Every combination, in a seeded order: the first `num_trials` are tried.
+        let mut combos: Vec<(usize, i64)> =
+            (0..instructions.len()).flat_map(|i| sets.iter().map(move |d| (i, *d))).collect();
+        Rng::new(seed ^ 0x1e57).shuffle(&mut combos);
+        combos.truncate(self.num_trials.max(1));
+        (instructions, combos)
+    }
+
+    /// `program` with `instruction` on every predictor: a trial's candidate.
+    pub fn with_instruction(program: &Program, instruction: &str) -> Program {
+        let mut program = program.clone();
+        for (_, p) in &mut program.predictors {
+            p.signature.instructions = instruction.to_string();
+        }
+        program
+    }
+
     /// Searches instruction × demonstration set for `student` (every predictor gets the same
-    /// instruction), deterministic for `seed`.
+    /// instruction), deterministic for `seed`. Only the demonstration sets a trial uses are
+    /// built.
     pub async fn compile(
         &self,
         student: &Program,
@@ -133,29 +165,21 @@ impl InstructionSearch {
         metric: &Metric,
         seed: u64,
     ) -> InstructionReport {
-        let signature = &student.predictors.first().map(|(_, p)| p.signature.clone()).unwrap_or_else(|| {
-            Signature { instructions: String::new(), inputs: Vec::new(), outputs: Vec::new() }
-        });
-        let instructions = propose_instructions(signature, trainset, self.num_instructions, seed);
-        let mut demo_sets = Vec::new();
-        for demo_seed in self.demos.seeds() {
-            demo_sets
-                .push(self.demos.candidate(demo_seed, student, trainset, lm.as_ref(), metric, seed).await);
+        let (instructions, combos) = self.trials(student, trainset, seed);
+        let mut demo_sets = std::collections::BTreeMap::new();
+        for (_, demo_seed) in &combos {
+            if !demo_sets.contains_key(demo_seed) {
+                let set =
+                    self.demos.candidate(*demo_seed, student, trainset, lm.as_ref(), metric, seed).await;
+                demo_sets.insert(*demo_seed, set.program);
+            }
         }
-        // Every combination, in a seeded order: the first `num_trials` are tried.
-        let mut combos: Vec<(usize, usize)> =
-            (0..instructions.len()).flat_map(|i| (0..demo_sets.len()).map(move |d| (i, d))).collect();
-        Rng::new(seed ^ 0x1e57).shuffle(&mut combos);
-        combos.truncate(self.num_trials.max(1));
         let mut best: Option<(Program, Evaluation)> = None;
         let mut trials = Vec::new();
         for (i, d) in combos {
-            let mut program = demo_sets[d].program.clone();
-            for (_, p) in &mut program.predictors {
-                p.signature.instructions.clone_from(&instructions[i]);
-            }
+            let program = Self::with_instruction(&demo_sets[&d], &instructions[i]);
             let evaluation = evaluate(&program, valset, lm.clone(), metric, self.demos.concurrency).await;
-            trials.push(Trial { instruction: i, demos: demo_sets[d].seed, score: evaluation.mean });
+            trials.push(Trial { instruction: i, demos: d, score: evaluation.mean });
             if best.as_ref().is_none_or(|(_, e)| evaluation.mean > e.mean) {
                 best = Some((program, evaluation));
             }

@@ -154,3 +154,18 @@ pub fn request_with(
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A node of this test process (an observer: it serves nothing) joined to the node at
+/// `127.0.0.1:seed_port`, named `NAME-PID`.
+pub async fn observer(name: &str, seed_port: u16) -> foundation_cluster::Cluster {
+    use std::net::SocketAddr;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = foundation_core::config::ClusterConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        seeds: vec![SocketAddr::from(([127, 0, 0, 1], seed_port))],
+        ..Default::default()
+    };
+    foundation_cluster::Cluster::start(&format!("{name}-{}", std::process::id()), &config, None)
+        .await
+        .unwrap()
+}
