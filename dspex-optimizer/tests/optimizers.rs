@@ -107,6 +107,7 @@ impl LanguageModel for Garbled {
                 model: "garbled".into(),
                 provider: "garbled".into(),
                 rate_headers: Vec::new(),
+                cached: false,
             })
         })
     }

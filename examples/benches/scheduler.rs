@@ -48,6 +48,7 @@ impl LanguageModel for Instant0 {
                 model: "instant".into(),
                 provider: "bench".into(),
                 rate_headers: Vec::new(),
+                cached: false,
             })
         })
     }

@@ -193,6 +193,8 @@ async fn ask_cluster(
                                 "evaluations": result.evaluations,
                                 "evaluations_saved": result.evaluations_saved,
                                 "stopped_early": result.stopped_early.len(),
+                                "model_calls": result.calls.made, "cached_calls": result.calls.cached,
+                                "saved_tokens": result.calls.saved_tokens,
                             })
                         );
                         ExitCode::SUCCESS
@@ -209,9 +211,13 @@ async fn ask_cluster(
                             String::new()
                         };
                         println!(
-                            "run {id}: best candidate {} scored {:.3}{halving}; saved to {}",
+                            "run {id}: best candidate {} scored {:.3}{halving}; {} model calls, {} from the cache \
+                             ({} tokens saved); saved to {}",
                             result.best_seed,
                             result.best_score,
+                            result.calls.made,
+                            result.calls.cached,
+                            result.calls.saved_tokens,
                             out.display()
                         );
                         ExitCode::SUCCESS

@@ -140,6 +140,7 @@ impl LanguageModel for Echo {
                 model: "echo".into(),
                 provider: "test".into(),
                 rate_headers: Vec::new(),
+                cached: false,
             })
         })
     }

@@ -595,6 +595,27 @@ impl std::fmt::Debug for SharedCacheHandle {
     }
 }
 
+/// The cluster cache as a second tier of a cache below it (the model-call cache's): a get that
+/// fails is a miss, a put that fails is logged and dropped.
+impl foundation_core::cache::CacheTier for SharedCacheHandle {
+    fn get<'a>(&'a self, key: &'a str) -> foundation_core::cache::TierFuture<'a, Option<Vec<u8>>> {
+        Box::pin(SharedCacheHandle::get(self, key))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        cost: f64,
+    ) -> foundation_core::cache::TierFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = SharedCacheHandle::put(self, key, value, EntryOptions::cost(cost)).await {
+                tracing::debug!(cache = %self.name(), error = %e, "a put to the cluster tier failed: dropped");
+            }
+        })
+    }
+}
+
 impl SharedCacheHandle {
     /// Starts this node's part of the shared cache `name` (see the
     /// [module docs](crate::shared_cache)): call it with the same name and config on every node

@@ -26,6 +26,7 @@
 //!   without `stop_at_score` on one node with the same seed: candidates are deterministic per
 //!   seed and scores are summed in example order.
 
+mod entries;
 mod plan;
 pub mod scheduler;
 mod spec;
@@ -57,7 +58,7 @@ pub use spec::{
     Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind,
 };
 pub use spec_file::SpecFileError;
-pub use state::{Done, Recorded, Stopped, TaskSet};
+pub use state::{Calls, Done, Recorded, Stopped, TaskSet};
 pub use worker::SPECS_KEPT;
 
 use scheduler::{Control, SchedMsg, Scheduler};

@@ -256,6 +256,32 @@ impl Plan {
         }
     }
 
+    /// A digest of the plan (builds, candidates with their instructions, evaluation order,
+    /// rounds, margin): equal in every version that numbers the run's tasks alike.
+    pub fn digest(&self) -> u64 {
+        let mut bytes = Vec::new();
+        let mut put = |v: u64| bytes.extend_from_slice(&v.to_le_bytes());
+        put(self.builds.len() as u64);
+        for b in &self.builds {
+            put(*b as u64);
+        }
+        put(self.candidates.len() as u64);
+        for c in &self.candidates {
+            put(c.key as u64);
+            put(c.build as u64);
+            put(foundation_core::hash::stable_hash(c.instruction.as_deref().unwrap_or("\0").as_bytes()));
+        }
+        put(self.batch_size as u64);
+        for i in &self.order {
+            put(*i as u64);
+        }
+        for r in &self.rounds {
+            put(*r as u64);
+        }
+        put(self.log_term.to_bits());
+        foundation_core::hash::stable_hash(&bytes)
+    }
+
     /// Halving's margin after `n` examples: `ε(n)` of the [module](self) (0 on the whole set or
     /// for a full evaluation).
     pub fn margin(&self, n: usize) -> f64 {

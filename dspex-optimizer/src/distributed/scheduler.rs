@@ -36,9 +36,10 @@ use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::entries::{Entry, decode, encode};
 use super::plan::{Plan, TaskAt};
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
-use super::state::{Done, Recorded};
+use super::state::{Calls, Done, Recorded};
 use crate::program::Program;
 
 /// The pg scope of the scheduler (group [`SCHEDULER`]).
@@ -84,6 +85,8 @@ pub(crate) struct Completion {
     pub(crate) outcome: Outcome,
     /// How long the worker spent on it.
     pub(crate) work: Duration,
+    /// The model calls it made.
+    pub(crate) calls: Calls,
 }
 
 /// What a client asks of a run.
@@ -111,6 +114,8 @@ pub struct RunResult {
     pub evaluations: usize,
     /// Evaluations a full evaluation would have made and this run did not (halving).
     pub evaluations_saved: usize,
+    /// Model calls the recorded tasks made, and how many of them the call cache answered.
+    pub calls: Calls,
     /// Tasks completed per node.
     pub tasks_by_node: BTreeMap<String, usize>,
 }
@@ -147,6 +152,8 @@ pub struct Status {
     pub stopped: bool,
     /// Time workers spent on the recorded tasks, summed: what one worker would have taken.
     pub work_secs: f64,
+    /// Model calls the recorded tasks made, and how many of them the call cache answered.
+    pub calls: Calls,
     /// Nodes that cannot do this run's tasks (its model or metric is not registered there).
     pub refused_by: Vec<String>,
     /// Why the run failed (a result too large to record): it is stopped.
@@ -161,34 +168,6 @@ impl Status {
     /// Finished (every task recorded).
     pub fn finished(&self) -> bool {
         self.result.is_some()
-    }
-}
-
-/// What the log holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Entry {
-    Submitted { spec: RunSpec },
-    Result { run: String, record: Recorded },
-    Stopped { run: String },
-    Resumed { run: String },
-    Failed { run: String, reason: String },
-}
-
-/// The first byte of every entry: the format (a scheduler skips, and reports, an entry of
-/// another).
-const FORMAT: u8 = 1;
-
-fn encode(entry: &Entry) -> Result<Vec<u8>, WireError> {
-    let mut bytes = vec![FORMAT];
-    bytes.extend(foundation_actors::wire::encode(entry, usize::MAX)?);
-    Ok(bytes)
-}
-
-fn decode(bytes: &[u8]) -> Result<Entry, String> {
-    match bytes.split_first() {
-        Some((&FORMAT, rest)) => foundation_actors::wire::decode(rest).map_err(|e| e.to_string()),
-        Some((other, _)) => Err(format!("format {other}, this version reads {FORMAT}")),
-        None => Err("an empty entry".into()),
     }
 }
 
@@ -248,6 +227,8 @@ struct Run {
     /// Its end (result or stop) was published on the telemetry channel: no more progress events.
     announced_end: bool,
     failed: Option<String>,
+    /// Planned by another version (its tasks numbered otherwise): failed for good, and why.
+    foreign: Option<String>,
     done: Done,
     /// Task ids waiting (made whole when leased).
     pending: VecDeque<u64>,
@@ -275,6 +256,7 @@ impl Run {
             last_logged: submitted_at,
             announced_end: false,
             failed: None,
+            foreign: None,
             pending: VecDeque::new(),
             leased: BTreeMap::new(),
             stopped: false,
@@ -374,7 +356,9 @@ impl Run {
                     })
                     .collect(),
                 evaluations: evals_done,
-                evaluations_saved: self.spec.total_evaluations().saturating_sub(evals_total),
+                evaluations_saved: (self.plan.candidates().len() * self.plan.examples())
+                    .saturating_sub(evals_total),
+                calls: self.done.calls,
                 tasks_by_node: self.done.by_node().clone(),
             }
         });
@@ -393,6 +377,7 @@ impl Run {
             resumed: self.resumed,
             stopped: self.stopped,
             work_secs: self.done.work_ms as f64 / 1000.0,
+            calls: self.done.calls,
             refused_by: self.refused_by.iter().cloned().collect(),
             failed: self.failed.clone(),
             scheduler: scheduler.to_string(),
@@ -488,7 +473,7 @@ fn cost(task: &Task) -> f64 {
 impl Scheduler {
     fn apply(state: &mut SchedState, entry: Entry, index: u64) {
         match entry {
-            Entry::Submitted { spec } => {
+            Entry::Submitted { spec, plan } => {
                 // A spec this version would not take (older limits) is left out, not a scheduler
                 // that fails on it at every start.
                 if let Err(why) = spec.check() {
@@ -496,7 +481,22 @@ impl Scheduler {
                     return;
                 }
                 let id = spec.run_id.clone();
-                state.runs.entry(id).or_insert_with(|| Run::new(spec, index));
+                let run = state.runs.entry(id.clone()).or_insert_with(|| Run::new(spec, index));
+                if let Some(logged) = plan
+                    && logged != run.plan.digest()
+                {
+                    // Its tasks were numbered otherwise: its results would be credited to other
+                    // candidates. Failed for good, with the reason.
+                    let why = format!(
+                        "run `{id}` was planned by another version of the service (plan {logged:016x}, this \
+                         version's {:016x}): its results cannot be read; submit it again under another name",
+                        run.plan.digest()
+                    );
+                    tracing::error!(run = %id, %why, "a run of another plan: failed");
+                    run.foreign = Some(why.clone());
+                    run.failed = Some(why);
+                    run.stopped = true;
+                }
             }
             Entry::Failed { run, reason } => {
                 if let Some(r) = state.runs.get_mut(&run) {
@@ -506,7 +506,9 @@ impl Scheduler {
                 }
             }
             Entry::Result { run, record } => {
-                if let Some(r) = state.runs.get_mut(&run) {
+                if let Some(r) = state.runs.get_mut(&run)
+                    && r.foreign.is_none()
+                {
                     let plan = r.plan.clone();
                     r.done.apply(&plan, record);
                 }
@@ -518,7 +520,9 @@ impl Scheduler {
                 }
             }
             Entry::Resumed { run } => {
-                if let Some(r) = state.runs.get_mut(&run) {
+                if let Some(r) = state.runs.get_mut(&run)
+                    && r.foreign.is_none()
+                {
                     r.stopped = false;
                     r.failed = None;
                     r.control_at = index;
@@ -680,7 +684,7 @@ impl Actor for Scheduler {
                 let _in_trace = received.enter();
                 let _record = tracing::info_span!("dspex.record").entered();
                 let Ok(c) = completion.into_inner() else { return Ok(()) };
-                let Some(run) = state.runs.get_mut(&c.run) else {
+                let Some(run) = state.runs.get_mut(&c.run).filter(|r| r.foreign.is_none()) else {
                     let _ = reply.send(Wire::encode_or(&false, max_frame, |_| false));
                     return Ok(());
                 };
@@ -717,7 +721,8 @@ impl Actor for Scheduler {
                     self.fail_run(&myself, state, &c.run, reason, reply);
                     return Ok(());
                 }
-                let record = Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64);
+                let record =
+                    Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64).with_calls(c.calls);
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
                 if !run.done.accepts(&plan, &record) {
                     run.done.duplicates += 1;
@@ -811,7 +816,7 @@ impl Actor for Scheduler {
                     }
                     return Ok(());
                 }
-                let entry = Entry::Submitted { spec: spec.clone() };
+                let entry = Entry::submitted(spec.clone());
                 let bytes = encode(&entry).map(|b| b.len()).unwrap_or(usize::MAX);
                 if bytes > self.log.max_entry_bytes() {
                     let why = format!(
@@ -853,6 +858,11 @@ impl Actor for Scheduler {
                         run.pending.clear();
                         run.leased.clear();
                         Entry::Stopped { run: id.clone() }
+                    }
+                    Control::Resume if run.foreign.is_some() => {
+                        let why = run.foreign.clone().unwrap_or_default();
+                        let _ = reply.send(fitted(Err(why), max_frame, "answer"));
+                        return Ok(());
                     }
                     Control::Resume if !run.stopped => {
                         // Running already: nothing to do (a repeated resume), answered once the

@@ -113,6 +113,27 @@ pub struct Done {
     pub duplicates: u64,
     /// Milliseconds workers spent on the recorded tasks.
     pub work_ms: u64,
+    /// Model calls the recorded tasks made.
+    pub calls: Calls,
+}
+
+/// Model calls a task made: all of them, and those the call cache answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Calls {
+    /// Calls made (answered by a provider or by the cache).
+    pub made: u64,
+    /// Calls the call cache answered (no provider called).
+    pub cached: u64,
+    /// Tokens the cached answers would have cost (their original calls' usage).
+    pub saved_tokens: u64,
+}
+
+impl Calls {
+    fn add(&mut self, other: Calls) {
+        self.made = self.made.saturating_add(other.made);
+        self.cached = self.cached.saturating_add(other.cached);
+        self.saved_tokens = self.saved_tokens.saturating_add(other.saved_tokens);
+    }
 }
 
 /// A result as the run's log keeps it.
@@ -128,23 +149,33 @@ pub struct Recorded {
     pub outcome: Outcome,
     /// How long the worker spent on it.
     pub work_ms: u64,
+    /// The model calls it made.
+    pub calls: Calls,
 }
 
 impl Recorded {
-    /// The record of `outcome` for `task`.
+    /// The record of `outcome` for `task` (with no calls counted: see [`with_calls`](Self::with_calls)).
     pub fn new(task: &Task, node: &str, outcome: Outcome, work_ms: u64) -> Recorded {
         let key = match &task.kind {
             TaskKind::Build { seed } => *seed,
             TaskKind::Eval { candidate, .. } => *candidate,
         };
-        Recorded { task: task.id, key, node: node.to_string(), outcome, work_ms }
+        Recorded { task: task.id, key, node: node.to_string(), outcome, work_ms, calls: Calls::default() }
+    }
+
+    /// With the model calls the task made.
+    pub fn with_calls(mut self, calls: Calls) -> Recorded {
+        self.calls = calls;
+        self
     }
 }
 
 impl Done {
     /// Nothing recorded yet, for a run of `plan`.
     pub fn new(plan: &Plan) -> Done {
-        Done { stopped: vec![None; plan.candidates().len()], ..Done::default() }
+        // A single candidate has nothing to decide: no rounds, every batch at once.
+        let round = if plan.candidates().len() <= 1 { plan.rounds().len().saturating_sub(1) } else { 0 };
+        Done { stopped: vec![None; plan.candidates().len()], round, ..Done::default() }
     }
 
     /// Whether task `id` is recorded.
@@ -237,6 +268,7 @@ impl Done {
                     && self.stopped(position).is_none()
                     && plan.rounds().get(self.round).is_some_and(|b| batch < *b)
                     && indices == expected
+                    && scores.iter().all(|(_, s, _)| (0.0..=1.0).contains(s))
             }
             _ => false,
         }
@@ -249,6 +281,7 @@ impl Done {
             self.duplicates += 1;
             return false;
         }
+        let mut round_reached = false;
         match record.outcome {
             Outcome::Built(program) => {
                 let n = plan.examples();
@@ -271,20 +304,27 @@ impl Done {
                     candidate.values[index] = score;
                     candidate.flags[index] = if failed { FAILED } else { SCORED };
                 }
+                // Only a candidate reaching the round's examples can end the round: the check
+                // over every candidate is made then, not at every result.
+                round_reached = candidate.count >= plan.examples_by(self.round);
             }
             Outcome::Refused(_) | Outcome::TooLarge(_) => return false,
         }
         self.tasks.insert(record.task);
         *self.by_node.entry(record.node).or_insert(0) += 1;
         self.work_ms += record.work_ms;
-        self.advance(plan);
+        self.calls.add(record.calls);
+        if round_reached {
+            self.advance(plan);
+        }
         true
     }
 
     /// Moves past every round whose examples every candidate still in has scored, stopping the
     /// candidates that cannot win after each (the rule: [`Plan`]).
     fn advance(&mut self, plan: &Plan) {
-        while self.round < plan.rounds().len() {
+        let last = plan.rounds().len().saturating_sub(1);
+        while self.round <= last {
             let n = plan.examples_by(self.round);
             let alive: Vec<usize> =
                 (0..plan.candidates().len()).filter(|p| self.stopped(*p).is_none()).collect();
@@ -295,21 +335,27 @@ impl Done {
             if !complete {
                 return;
             }
-            if self.round + 1 < plan.rounds().len() {
-                let means: Vec<f64> = alive
-                    .iter()
-                    .map(|p| {
-                        let scores = &self.scores[&plan.candidates()[*p].key];
-                        plan.first(n).iter().map(|i| scores.values[*i]).sum::<f64>() / n.max(1) as f64
-                    })
-                    .collect();
-                for (p, (keep, mean)) in alive.iter().zip(plan.survivors(&means, n).into_iter().zip(means)) {
-                    if !keep {
-                        self.stopped[*p] = Some(Stopped { round: self.round, examples: n, mean });
-                    }
+            if self.round == last {
+                self.round = last + 1;
+                return;
+            }
+            let means: Vec<f64> = alive
+                .iter()
+                .map(|p| {
+                    let scores = &self.scores[&plan.candidates()[*p].key];
+                    plan.first(n).iter().map(|i| scores.values[*i]).sum::<f64>() / n.max(1) as f64
+                })
+                .collect();
+            let mut left = 0;
+            for (p, (keep, mean)) in alive.iter().zip(plan.survivors(&means, n).into_iter().zip(means)) {
+                if keep {
+                    left += 1;
+                } else if let Some(slot) = self.stopped.get_mut(*p) {
+                    *slot = Some(Stopped { round: self.round, examples: n, mean });
                 }
             }
-            self.round += 1;
+            // One candidate left: nothing more to decide, the rest of its batches at once.
+            self.round = if left <= 1 { last } else { self.round + 1 };
         }
     }
 
@@ -439,5 +485,65 @@ mod tests {
         assert_eq!(done.evaluations_planned(&plan), 200 + stopped.examples);
         assert_eq!(done.tasks_planned(&plan), 3 + 20 + plan.rounds()[stopped.round]);
         assert_eq!(done.tasks_done(), done.tasks_planned(&plan));
+    }
+
+    #[test]
+    fn a_replay_of_the_logged_results_reaches_the_same_state_whatever_the_arrival_order() {
+        let mut spec = RunSpec::questions("replay", 3, 4);
+        spec.evaluation = super::super::spec::EvaluationPlan::Halving { first_examples: 10, confidence: 0.9 };
+        let plan = spec.plan();
+        let score = |key: i64, i: usize| {
+            if key == -3 {
+                0.1 * (i % 2) as f64
+            } else {
+                ((i * 7 + (key + 3) as usize * 3) % 10) as f64 / 9.0
+            }
+        };
+        let record = |id: u64| -> Recorded {
+            match plan.task(id, |_| Some(&spec.student)).unwrap() {
+                Task { kind: TaskKind::Build { seed }, .. } => build(id, seed, &spec.student),
+                Task { kind: TaskKind::Eval { candidate, examples, .. }, .. } => {
+                    let t = Task {
+                        id,
+                        kind: TaskKind::Eval {
+                            candidate,
+                            program: spec.student.clone(),
+                            examples: examples.clone(),
+                        },
+                    };
+                    let scores = examples.iter().map(|i| (*i, score(candidate, *i), false)).collect();
+                    Recorded::new(&t, "n", Outcome::Scores(scores), 1)
+                }
+            }
+        };
+        for seed in 0..5u64 {
+            let mut rng = crate::rng::Rng::new(seed);
+            let mut live = Done::new(&plan);
+            let mut log = Vec::new();
+            let mut delivered = Vec::new();
+            while !live.finished(&plan) {
+                // What a scheduler would lease now, and now and then a result delivered again.
+                let ready: Vec<u64> =
+                    (0..plan.max_tasks() as u64).filter(|id| live.accepts(&plan, &record(*id))).collect();
+                assert!(!ready.is_empty(), "stalled at round {}", live.round());
+                let id = if !delivered.is_empty() && rng.below(4) == 0 {
+                    delivered[rng.below(delivered.len())]
+                } else {
+                    ready[rng.below(ready.len())]
+                };
+                if live.apply(&plan, record(id)) {
+                    log.push(record(id));
+                    delivered.push(id);
+                }
+            }
+            let mut replayed = Done::new(&plan);
+            for r in log {
+                assert!(replayed.apply(&plan, r));
+            }
+            replayed.duplicates = live.duplicates;
+            assert_eq!(replayed, live, "seed {seed}");
+            assert_eq!(live.tasks_done(), live.tasks_planned(&plan));
+            assert!(live.stopped(0).is_some(), "the weak candidate is stopped");
+        }
     }
 }

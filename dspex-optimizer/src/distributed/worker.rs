@@ -5,10 +5,11 @@
 //! [`SPECS_KEPT`] most recent).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use foundation_actors::providers::{BoxFuture, ChatRequest, Completion as Answer, LanguageModel, LmError};
 use foundation_actors::wire::Wire;
 use foundation_core::sync::MutexRecover;
 use ractor::ActorRef;
@@ -16,6 +17,7 @@ use tracing::Instrument;
 
 use super::scheduler::{Completion, LeaseReply, LeaseRequest, SCHEDULER, SCOPE, SchedMsg};
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
+use super::state::Calls;
 use crate::LanguageModels;
 use crate::evaluate::evaluate_one;
 
@@ -150,8 +152,8 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
                 // program's, say) is this node refusing the run, not a worker lost.
                 let (models, job) = (workers.models.clone(), task.clone());
                 let mut inner = AbortOnDrop(tokio::spawn(async move { execute(&spec, &models, &job).await }));
-                let outcome = match (&mut inner.0).await {
-                    Ok(outcome) => outcome,
+                let (outcome, calls) = match (&mut inner.0).await {
+                    Ok(done) => done,
                     Err(e) if e.is_panic() => {
                         let panic = e.into_panic();
                         let why = panic
@@ -160,12 +162,12 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_else(|| "a panic".into());
                         tracing::error!(%run, task = task.id, %why, "a task panicked: this node refuses the run");
-                        Outcome::Refused(format!("a task panicked: {why}"))
+                        (Outcome::Refused(format!("a task panicked: {why}")), Calls::default())
                     }
                     // Cancelled (the node stops serving): nothing to report.
                     Err(_) => return,
                 };
-                report(&workers, &run, task, outcome, started.elapsed()).await;
+                report(&workers, &run, task, outcome, calls, started.elapsed()).await;
             }
             .instrument(span)
             .await;
@@ -173,40 +175,79 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
     }
 }
 
-async fn execute(spec: &RunSpec, models: &LanguageModels, task: &Task) -> Outcome {
+/// Counts the model calls of one task, and those the call cache answered.
+struct CountCalls {
+    inner: Arc<dyn LanguageModel>,
+    made: AtomicU64,
+    cached: AtomicU64,
+    saved_tokens: AtomicU64,
+}
+
+impl LanguageModel for CountCalls {
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Answer, LmError>> {
+        Box::pin(async move {
+            let answer = self.inner.complete(request).await;
+            self.made.fetch_add(1, Ordering::Relaxed);
+            if let Ok(c) = &answer
+                && c.cached
+            {
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                self.saved_tokens.fetch_add(c.usage.total(), Ordering::Relaxed);
+            }
+            answer
+        })
+    }
+}
+
+async fn execute(spec: &RunSpec, models: &LanguageModels, task: &Task) -> (Outcome, Calls) {
     let lm = match models.get(&spec.lm) {
         Ok(lm) => lm,
-        Err(e) => return Outcome::Refused(e.to_string()),
+        Err(e) => return (Outcome::Refused(e.to_string()), Calls::default()),
     };
     if !spec.metric.available() {
-        return Outcome::Refused(format!(
-            "the metric `{}` is not registered on this node",
-            spec.metric.name()
-        ));
+        let why = format!("the metric `{}` is not registered on this node", spec.metric.name());
+        return (Outcome::Refused(why), Calls::default());
     }
-    match &task.kind {
-        TaskKind::Build { seed } => Outcome::Built(spec.build(*seed, lm.as_ref()).await),
+    let counted = CountCalls {
+        inner: lm,
+        made: AtomicU64::new(0),
+        cached: AtomicU64::new(0),
+        saved_tokens: AtomicU64::new(0),
+    };
+    let outcome = match &task.kind {
+        TaskKind::Build { seed } => Outcome::Built(spec.build(*seed, &counted).await),
         TaskKind::Eval { program, examples, .. } => {
             let mut scores = Vec::with_capacity(examples.len());
             for index in examples {
                 let Some(example) = spec.valset.get(*index) else { continue };
-                let result = evaluate_one(program, example, *index, lm.as_ref(), &spec.metric)
+                let result = evaluate_one(program, example, *index, &counted, &spec.metric)
                     .instrument(tracing::info_span!("dspex.evaluate", example = *index))
                     .await;
                 scores.push((*index, result.score, result.error.is_some()));
             }
             Outcome::Scores(scores)
         }
-    }
+    };
+    let calls = Calls {
+        made: counted.made.load(Ordering::Relaxed),
+        cached: counted.cached.load(Ordering::Relaxed),
+        saved_tokens: counted.saved_tokens.load(Ordering::Relaxed),
+    };
+    (outcome, calls)
 }
 
 /// Reports a result until a scheduler takes it (the one that leased it, or its successor after
 /// failover: results are recorded once per task id, so repeating is harmless). A result too
 /// large for a message to a scheduler on another node is not sent (logged): its lease times out
 /// and the task goes back to the queue.
-async fn report(workers: &Workers, run: &str, task: Task, outcome: Outcome, work: Duration) {
+async fn report(workers: &Workers, run: &str, task: Task, outcome: Outcome, calls: Calls, work: Duration) {
     let id = task.id;
-    let completion = Completion { run: run.to_string(), node: workers.node.clone(), task, outcome, work };
+    let completion =
+        Completion { run: run.to_string(), node: workers.node.clone(), task, outcome, work, calls };
     loop {
         if let Some(scheduler) = scheduler() {
             match Wire::encode(&completion, limit_for(&scheduler, workers.max_bytes)) {

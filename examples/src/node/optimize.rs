@@ -20,9 +20,10 @@ use dspex_optimizer::LanguageModels;
 use dspex_optimizer::distributed::{self, Optimizations, RunHandle, RunOptions, RunSpec};
 use foundation_actors::channels::Channels;
 use foundation_actors::providers::{
-    LanguageModel, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, SimulatedConfig,
-    SimulatedModel,
+    CallCache, CallCacheConfig, LanguageModel, LlmRouter, ModelRegistry, OpenAiClient, Provider,
+    ProviderOptions, SimulatedConfig, SimulatedModel,
 };
+use foundation_cluster::shared_cache::{SharedCacheConfig, SharedCacheHandle};
 use foundation_cluster::{BudgetConfig, BudgetHandle, Cluster};
 use foundation_core::rate_limit::RateLimiter;
 use serde::Serialize;
@@ -229,11 +230,13 @@ pub fn models(
     cluster: &Cluster,
     args: &OptimizeArgs,
     llm: &foundation_core::config::LlmConfig,
+    cache: Option<&CallCache>,
 ) -> Result<ServingModels, String> {
-    let mut models =
-        LanguageModels::new().register("simulated", model(args.seed, Duration::from_millis(args.latency_ms)));
+    let cached = |m: Arc<dyn LanguageModel>| cache.map_or_else(|| m.clone(), |c| c.wrap(m.clone()));
+    let mut models = LanguageModels::new()
+        .register("simulated", cached(model(args.seed, Duration::from_millis(args.latency_ms))));
     if let Some(url) = &args.lm_url {
-        models = models.register(args.lm_model.clone(), endpoint(url, &args.lm_model)?);
+        models = models.register(args.lm_model.clone(), cached(endpoint(url, &args.lm_model)?));
     }
     let mut budgets = Vec::new();
     let mut budget = None;
@@ -252,7 +255,7 @@ pub fn models(
             }
             models = models.register(
                 name.clone(),
-                Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p.clone())),
+                cached(Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p.clone()))),
             );
             providers.insert(name.clone(), p);
         }
@@ -264,9 +267,34 @@ pub fn models(
             budget = budget.or_else(|| p.limiter().cloned());
             router = router.provider(p.clone());
         }
-        models = models.register("llm", Arc::new(router));
+        models = models.register("llm", cached(Arc::new(router)));
     }
     Ok(ServingModels { models, budgets, budget })
+}
+
+/// The shared cache every serving node runs for model calls (its tier of the call cache).
+pub const CALL_CACHE_TIER: &str = "llm-calls";
+
+/// The model-call cache of a serving node (`[llm] cache`, on by default): this process's answers
+/// and the cluster cache `llm-calls` of the serving nodes. `None` if turned off; the process's
+/// tier alone if the cluster cache cannot start (said in the log).
+async fn call_cache(cluster: &Cluster, llm: &foundation_core::config::LlmConfig) -> Option<CallCache> {
+    if !llm.cache {
+        return None;
+    }
+    let config = CallCacheConfig::from_config(llm);
+    let tier = SharedCacheConfig {
+        max_bytes: llm.cache_max_bytes,
+        time_to_live: Some(llm.cache_ttl),
+        ..SharedCacheConfig::default()
+    };
+    Some(match SharedCacheHandle::start(cluster, CALL_CACHE_TIER, tier).await {
+        Ok(shared) => CallCache::shared(config, Arc::new(shared)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the cluster tier of the model-call cache did not start: this node's only");
+            CallCache::new(config)
+        }
+    })
 }
 
 /// Serves, if asked (`--workers` or `--optimize`), submits the run of `--optimize` and prints its
@@ -291,7 +319,8 @@ pub async fn start(
         };
     }
     let workers = args.workers.unwrap_or(4);
-    let ServingModels { models, budgets, budget } = match models(cluster, args, llm) {
+    let cache = call_cache(cluster, llm).await;
+    let ServingModels { models, budgets, budget } = match models(cluster, args, llm, cache.as_ref()) {
         Ok(models) => models,
         Err(error) => {
             emit(&Reply::OptimizationFailed { error });

@@ -19,7 +19,7 @@
 //!   `semantic`; the cluster tier in `foundation-cluster` adds `l2` and `l2_owner`).
 //!
 //! The cluster-wide tier (a key's owner node chosen by consistent hashing) is
-//! `foundation_cluster::shared_cache`. What each tier guarantees is in `docs/semantics.md`.
+//! `foundation_cluster::shared_cache`; [`CacheTier`] is how a cache in a crate below it asks it. What each tier guarantees is in `docs/semantics.md`.
 //!
 //! # Example
 //!
@@ -54,6 +54,7 @@ mod embedder;
 mod local;
 mod semantic;
 mod stats;
+mod tier;
 
 pub use embedder::{DEFAULT_DIMS, Embedder, HashingEmbedder, cosine};
 pub use local::{
@@ -63,3 +64,4 @@ pub use semantic::{
     DEFAULT_MAX_ENTRIES, DEFAULT_THRESHOLD, SemanticCache, SemanticConfig, SemanticError, SemanticHit,
 };
 pub use stats::{CacheCounters, CacheStats};
+pub use tier::{CacheTier, TierFuture};

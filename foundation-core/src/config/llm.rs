@@ -19,6 +19,10 @@ pub const DEFAULT_PROVIDER_ATTEMPTS: u32 = 3;
 pub const DEFAULT_PROVIDER_PROFILE: &str = "local";
 /// Default model name.
 pub const DEFAULT_MODEL: &str = "simulated";
+/// Default `llm.cache_max_bytes`: 64 MiB of cached model answers per process.
+pub const DEFAULT_CALL_CACHE_BYTES: u64 = 64 << 20;
+/// Default `llm.cache_ttl`: a cached model answer is kept a day.
+pub const DEFAULT_CALL_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What kind of endpoint a provider is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +92,15 @@ config_section! {
     pub struct LlmConfig in "llm" {
         chain: Vec<String> = Vec::new() => KeyKind::Strings,
             doc "Provider names, each defined under `[llm.providers]`, in the order they are tried: the next one serves when one is open-circuited, over budget, too small for the prompt or failing. Empty: every provider, in name order.";
+        cache: bool = true => KeyKind::Boolean,
+            doc "Model calls are cached by (model, prompt, parameters) in the process and, on a cluster node serving optimization, the cluster cache: a call made again is answered without a provider call. Calls at a temperature above 0 bypass it unless the request asks (`CachePolicy::Always`); `false` turns it off for every call.";
+        cache_max_bytes: u64 = DEFAULT_CALL_CACHE_BYTES => KeyKind::Integer,
+            check(|c: &Self| c.cache_max_bytes >= 1024, "at least 1024"),
+            doc "The process's bound on cached model answers, in bytes.";
+        cache_ttl: Duration = DEFAULT_CALL_CACHE_TTL => KeyKind::Duration,
+            check(|c: &Self| !c.cache_ttl.is_zero(), "a positive duration"),
+            serde(with = "super::duration"),
+            doc "How long a cached model answer is kept.";
     }
     tables {
         providers: BTreeMap<String, ProviderConfig> = BTreeMap::new(),

@@ -55,12 +55,22 @@ pub struct ChatRequest {
     pub temperature: f32,
     /// The tenant the call is made for (usage and cost are counted per tenant).
     pub tenant: Option<String>,
+    /// Whether the answer may come from the call cache (see
+    /// [`CallCache`](super::CallCache)). Default: cached at temperature 0.
+    #[serde(default)]
+    pub cache: super::CachePolicy,
 }
 
 impl ChatRequest {
     /// A request of these messages with the default budget.
     pub fn new(messages: Vec<ChatMessage>) -> Self {
-        ChatRequest { messages, max_tokens: DEFAULT_MAX_TOKENS, temperature: 0.0, tenant: None }
+        ChatRequest {
+            messages,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            temperature: 0.0,
+            tenant: None,
+            cache: super::CachePolicy::Auto,
+        }
     }
 
     /// A one-message request.
@@ -71,6 +81,13 @@ impl ChatRequest {
     /// With this completion budget.
     pub fn max_tokens(mut self, max_tokens: u64) -> Self {
         self.max_tokens = max_tokens;
+        self
+    }
+
+    /// With this cache policy (e.g. [`CachePolicy::Off`](super::CachePolicy::Off) for a fresh
+    /// answer).
+    pub fn cache(mut self, policy: super::CachePolicy) -> Self {
+        self.cache = policy;
         self
     }
 
@@ -111,4 +128,8 @@ pub struct Completion {
     /// The response's rate-limit headers (`x-ratelimit-*`, `anthropic-ratelimit-*`,
     /// `retry-after`), lower-cased, for the limiter to correct itself.
     pub rate_headers: Vec<(String, String)>,
+    /// Answered from the call cache: no provider was called (the usage is the original
+    /// call's).
+    #[serde(default)]
+    pub cached: bool,
 }

@@ -11,6 +11,8 @@
 //! - [`LlmRouter`]: a chain of providers with fallback, a [`ModelRegistry`] of context windows
 //!   and prices, and a [`UsageLedger`] of requests, tokens and cost per provider, model and
 //!   tenant (also exported as metrics).
+//! - [`CallCache`]: answers kept by (model, prompt, parameters) in front of any model, in this
+//!   process and optionally a tier shared by the nodes; repeated calls do not pay twice.
 //! - [`SimulatedProvider`]: an HTTP server on loopback that behaves like a provider (limits,
 //!   429s with real headers, latency, faults), for tests and benchmarks.
 //!
@@ -36,6 +38,7 @@
 //! # }).unwrap();
 //! ```
 
+mod call_cache;
 mod catalog;
 mod message;
 mod model;
@@ -48,6 +51,10 @@ mod simulated;
 pub mod tokens;
 mod usage;
 
+pub use call_cache::{
+    CALL_CACHE, CachePolicy, CallCache, CallCacheConfig, CallCacheStats, DEFAULT_CALL_CACHE_BYTES,
+    DEFAULT_CALL_CACHE_TTL,
+};
 pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
 pub use message::{ChatMessage, ChatRequest, Completion, DEFAULT_MAX_TOKENS, Role, Usage};
 pub use model::{BoxFuture, LanguageModel, LmError};

@@ -134,6 +134,7 @@ impl OpenAiClient {
             model: parsed.model.unwrap_or_else(|| self.model.clone()),
             provider: provider(),
             rate_headers,
+            cached: false,
         })
     }
 

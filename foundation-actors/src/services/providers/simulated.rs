@@ -191,6 +191,7 @@ impl LanguageModel for SimulatedModel {
                 model: self.config.model.clone(),
                 provider: self.config.provider.clone(),
                 rate_headers: Vec::new(),
+                cached: false,
             })
         })
     }

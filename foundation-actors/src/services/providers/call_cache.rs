@@ -1,0 +1,411 @@
+//! The model-call cache: answers kept by (model, rendered prompt, parameters), so that a call
+//! made again (a repeated optimization run, candidates that share prompts, an agent asked the
+//! same thing) does not pay twice.
+//!
+//! [`CallCache::wrap`] puts the cache in front of any [`LanguageModel`] (a client, a
+//! [`Provider`](super::Provider), an [`LlmRouter`](super::LlmRouter)), so every caller gains.
+//! Two tiers: this process's L1 ([`LocalCache`], bounded in bytes, with a TTL) and, if given, a
+//! second tier shared by the nodes ([`CacheTier`]; `foundation_cluster`'s
+//! `SharedCacheHandle` implements it), asked on an L1 miss and written in the background after a call.
+//!
+//! - **Key**: the model's name, every message (role and text), `max_tokens` and the temperature,
+//!   hashed with two seeds of the workspace's stable hash (128 bits: a collision, which would
+//!   serve another prompt's answer, is out of reach). The tenant is not in the key: an answer
+//!   cached for one tenant serves another that sends the same prompt (and is charged to
+//!   neither: a hit makes no provider call, spends no tokens and takes no rate-limit permit).
+//! - **What is cached**: successful answers only (an error is never cached), without their
+//!   rate-limit headers; a hit comes back with [`Completion::cached`] set and the usage the
+//!   original call reported.
+//! - **When**: [`CachePolicy::Auto`] (the default) caches calls at temperature 0 and bypasses
+//!   sampled ones (temperature above 0: the caller wants another draw); [`CachePolicy::Off`]
+//!   bypasses the cache for that request; [`CachePolicy::Always`] caches a sampled call too.
+//!   [`CallCacheConfig::enabled`] false (config key `llm.cache`) turns it off for every call.
+//! - **Not collapsed**: two identical calls in flight at once both go to the model (the second
+//!   one's answer replaces the first's in the cache).
+//! - **Counted**: hits, misses and saved cost (USD, from the [`ModelRegistry`]'s prices) per
+//!   tier in [`CallCache::stats`] and as metrics (`foundation_cache_*{cache="llm_calls"}`,
+//!   tiers `l1` and `l2`), and calls that bypassed it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use foundation_core::cache::{
+    CacheCounters, CacheStats, CacheTier, EntryOptions, LocalCache, LocalCacheConfig,
+};
+use foundation_core::hash::stable_hash_with_seed;
+use serde::{Deserialize, Serialize};
+
+use super::catalog::ModelRegistry;
+use super::message::{ChatRequest, Completion};
+use super::model::{BoxFuture, LanguageModel, LmError};
+
+/// The cache's name in metrics.
+pub const CALL_CACHE: &str = "llm_calls";
+pub use foundation_core::config::{DEFAULT_CALL_CACHE_BYTES, DEFAULT_CALL_CACHE_TTL};
+
+/// Whether one request may be answered from the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CachePolicy {
+    /// Cached at temperature 0; a sampled call (temperature above 0) bypasses the cache.
+    #[default]
+    Auto,
+    /// Never from the cache, and not stored.
+    Off,
+    /// Cached whatever the temperature.
+    Always,
+}
+
+/// How the call cache keeps answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallCacheConfig {
+    /// Whether calls are cached at all (config key `llm.cache`). Default true.
+    pub enabled: bool,
+    /// The L1's bound, in bytes of answers and keys. Default [`DEFAULT_CALL_CACHE_BYTES`].
+    pub max_bytes: u64,
+    /// How long an answer is kept. Default [`DEFAULT_CALL_CACHE_TTL`].
+    pub time_to_live: Duration,
+}
+
+impl CallCacheConfig {
+    /// The `[llm]` section's `cache`, `cache_max_bytes` and `cache_ttl`.
+    pub fn from_config(llm: &foundation_core::config::LlmConfig) -> CallCacheConfig {
+        CallCacheConfig { enabled: llm.cache, max_bytes: llm.cache_max_bytes, time_to_live: llm.cache_ttl }
+    }
+}
+
+impl Default for CallCacheConfig {
+    fn default() -> Self {
+        CallCacheConfig {
+            enabled: true,
+            max_bytes: DEFAULT_CALL_CACHE_BYTES,
+            time_to_live: DEFAULT_CALL_CACHE_TTL,
+        }
+    }
+}
+
+/// What the call cache did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallCacheStats {
+    /// Lookups in this process's tier.
+    pub l1: CacheStats,
+    /// Lookups in the shared tier (after an L1 miss).
+    pub l2: CacheStats,
+    /// Calls that did not use the cache (sampled, turned off by the request or the config).
+    pub bypassed: u64,
+}
+
+impl CallCacheStats {
+    /// Calls answered from either tier.
+    pub fn hits(&self) -> u64 {
+        self.l1.hits + self.l2.hits
+    }
+
+    /// USD not spent thanks to both tiers.
+    pub fn saved_cost(&self) -> f64 {
+        self.l1.saved_cost + self.l2.saved_cost
+    }
+}
+
+/// The call cache (see the [module](self)); cheap to clone (clones share the entries).
+#[derive(Clone)]
+pub struct CallCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CallCacheConfig,
+    l1: LocalCache<Completion>,
+    tier: Option<Arc<dyn CacheTier>>,
+    l2: CacheCounters,
+    bypassed: AtomicU64,
+    prices: ModelRegistry,
+}
+
+impl std::fmt::Debug for CallCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallCache")
+            .field("config", &self.inner.config)
+            .field("tier", &self.inner.tier.is_some())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Bytes an answer takes in the L1 (its texts and key, roughly).
+fn weigh(key: &str, c: &Completion) -> u32 {
+    let bytes = key.len() + c.content.len() + c.model.len() + c.provider.len() + 64;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+impl CallCache {
+    /// A cache with only this process's tier.
+    pub fn new(config: CallCacheConfig) -> CallCache {
+        Self::build(config, None)
+    }
+
+    /// A cache whose L1 misses ask `tier` (shared by the nodes) before the model.
+    pub fn shared(config: CallCacheConfig, tier: Arc<dyn CacheTier>) -> CallCache {
+        Self::build(config, Some(tier))
+    }
+
+    fn build(config: CallCacheConfig, tier: Option<Arc<dyn CacheTier>>) -> CallCache {
+        let l1 = LocalCache::weighted(
+            CALL_CACHE,
+            LocalCacheConfig {
+                max_capacity: config.max_bytes,
+                time_to_live: Some(config.time_to_live),
+                time_to_idle: None,
+            },
+            weigh,
+        );
+        CallCache {
+            inner: Arc::new(Inner {
+                config,
+                l1,
+                tier,
+                l2: CacheCounters::new(CALL_CACHE, "l2"),
+                bypassed: AtomicU64::new(0),
+                prices: ModelRegistry::with_defaults(),
+            }),
+        }
+    }
+
+    /// `model` behind this cache: a [`LanguageModel`] answering from the cache when it can.
+    pub fn wrap(&self, model: Arc<dyn LanguageModel>) -> Arc<dyn LanguageModel> {
+        Arc::new(CachedModel { inner: model, cache: self.clone() })
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> CallCacheStats {
+        CallCacheStats {
+            l1: self.inner.l1.stats(),
+            l2: self.inner.l2.stats(),
+            bypassed: self.inner.bypassed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The key of `request` to `model` (see the [module](self)).
+    pub fn key(model: &str, request: &ChatRequest) -> String {
+        #[derive(Serialize)]
+        struct Keyed<'a> {
+            model: &'a str,
+            messages: &'a [super::message::ChatMessage],
+            max_tokens: u64,
+            temperature: u32,
+        }
+        let keyed = Keyed {
+            model,
+            messages: &request.messages,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature.to_bits(),
+        };
+        // Serializing these plain fields cannot fail; were it to, the key is still unique to
+        // the model and an empty prompt would not be cached wrongly: no bytes, no match below.
+        let bytes = serde_json::to_vec(&keyed).unwrap_or_default();
+        format!("call:{:016x}{:016x}", stable_hash_with_seed(&bytes, 1), stable_hash_with_seed(&bytes, 2))
+    }
+
+    /// Whether `request` goes through the cache.
+    pub fn applies(&self, request: &ChatRequest) -> bool {
+        self.inner.config.enabled
+            && match request.cache {
+                CachePolicy::Off => false,
+                CachePolicy::Always => true,
+                CachePolicy::Auto => request.temperature <= 0.0,
+            }
+    }
+
+    async fn complete(
+        &self,
+        model: &dyn LanguageModel,
+        request: &ChatRequest,
+    ) -> Result<Completion, LmError> {
+        let inner = &self.inner;
+        if !self.applies(request) {
+            inner.bypassed.fetch_add(1, Ordering::Relaxed);
+            return model.complete(request).await;
+        }
+        let key = Self::key(model.model(), request);
+        if let Some(mut hit) = inner.l1.get(&key).await {
+            hit.cached = true;
+            return Ok(hit);
+        }
+        if let Some(tier) = &inner.tier {
+            let found =
+                tier.get(&key).await.and_then(|bytes| serde_json::from_slice::<Completion>(&bytes).ok());
+            match found {
+                Some(mut hit) => {
+                    let cost = self.cost(&hit);
+                    inner.l2.hit(cost);
+                    inner.l1.insert_with(key, hit.clone(), EntryOptions::cost(cost)).await;
+                    hit.cached = true;
+                    return Ok(hit);
+                }
+                None => inner.l2.miss(),
+            }
+        }
+        let answer = model.complete(request).await?;
+        let mut kept = answer.clone();
+        kept.rate_headers.clear();
+        kept.cached = false;
+        let cost = self.cost(&kept);
+        if let Some(tier) = inner.tier.clone()
+            && let Ok(bytes) = serde_json::to_vec(&kept)
+        {
+            let key = key.clone();
+            tokio::spawn(async move { tier.put(&key, bytes, cost).await });
+        }
+        inner.l1.insert_with(key, kept, EntryOptions::cost(cost)).await;
+        Ok(answer)
+    }
+
+    fn cost(&self, c: &Completion) -> f64 {
+        self.inner.prices.get(&c.provider, &c.model).map_or(0.0, |m| m.cost(c.usage))
+    }
+}
+
+/// A model behind a [`CallCache`] (made by [`CallCache::wrap`]).
+struct CachedModel {
+    inner: Arc<dyn LanguageModel>,
+    cache: CallCache,
+}
+
+impl LanguageModel for CachedModel {
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
+        Box::pin(self.cache.complete(self.inner.as_ref(), request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::providers::{SimulatedConfig, SimulatedModel};
+
+    /// Counts the calls that reach the model; fails every call whose prompt says `fail`.
+    struct Counted {
+        model: SimulatedModel,
+        calls: AtomicU64,
+    }
+
+    impl LanguageModel for Counted {
+        fn model(&self) -> &str {
+            self.model.model()
+        }
+
+        fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                if request.messages.iter().any(|m| m.content.contains("fail")) {
+                    return Err(LmError::Timeout { provider: "counted".into(), after: Duration::ZERO });
+                }
+                self.model.complete(request).await
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct MapTier(Mutex<HashMap<String, Vec<u8>>>);
+
+    impl CacheTier for MapTier {
+        fn get<'a>(&'a self, key: &'a str) -> foundation_core::cache::TierFuture<'a, Option<Vec<u8>>> {
+            Box::pin(async move { self.0.lock().unwrap().get(key).cloned() })
+        }
+
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            value: Vec<u8>,
+            _: f64,
+        ) -> foundation_core::cache::TierFuture<'a, ()> {
+            Box::pin(async move {
+                self.0.lock().unwrap().insert(key.to_string(), value);
+            })
+        }
+    }
+
+    fn counted() -> Arc<Counted> {
+        let model = SimulatedModel::new(SimulatedConfig { latency: Duration::ZERO, ..Default::default() });
+        Arc::new(Counted { model, calls: AtomicU64::new(0) })
+    }
+
+    #[tokio::test]
+    async fn a_repeated_call_is_answered_once_and_sampled_or_refused_calls_go_through() {
+        let model = counted();
+        let cache = CallCache::new(CallCacheConfig::default());
+        let cached = cache.wrap(model.clone());
+        let request = ChatRequest::prompt("Question: capital of France?\nAnswer:");
+        let first = cached.complete(&request).await.unwrap();
+        let again = cached.complete(&request).await.unwrap();
+        assert_eq!(model.calls.load(Ordering::Relaxed), 1);
+        assert!(!first.cached && again.cached);
+        assert_eq!((again.content, again.usage), (first.content.clone(), first.usage));
+        // Another parameter is another call.
+        cached.complete(&request.clone().max_tokens(7)).await.unwrap();
+        assert_eq!(model.calls.load(Ordering::Relaxed), 2);
+        // Sampled: bypassed unless asked; off by request: bypassed.
+        let mut sampled = request.clone();
+        sampled.temperature = 0.7;
+        cached.complete(&sampled).await.unwrap();
+        cached.complete(&sampled).await.unwrap();
+        assert_eq!(model.calls.load(Ordering::Relaxed), 4);
+        let always = sampled.clone().cache(CachePolicy::Always);
+        cached.complete(&always).await.unwrap();
+        assert!(cached.complete(&always).await.unwrap().cached);
+        assert_eq!(model.calls.load(Ordering::Relaxed), 5);
+        assert!(!cached.complete(&request.clone().cache(CachePolicy::Off)).await.unwrap().cached);
+        assert_eq!(model.calls.load(Ordering::Relaxed), 6);
+        // Errors are not cached.
+        let failing = ChatRequest::prompt("please fail");
+        assert!(cached.complete(&failing).await.is_err());
+        assert!(cached.complete(&failing).await.is_err());
+        assert_eq!(model.calls.load(Ordering::Relaxed), 8);
+        let stats = cache.stats();
+        assert_eq!((stats.hits(), stats.bypassed), (2, 3), "{stats:?}");
+        // Turned off by configuration: every call goes through.
+        let off =
+            CallCache::new(CallCacheConfig { enabled: false, ..Default::default() }).wrap(model.clone());
+        off.complete(&request).await.unwrap();
+        off.complete(&request).await.unwrap();
+        assert_eq!(model.calls.load(Ordering::Relaxed), 10);
+    }
+
+    #[tokio::test]
+    async fn another_process_answers_from_the_shared_tier() {
+        let tier = Arc::new(MapTier::default());
+        let model = counted();
+        let here = CallCache::shared(CallCacheConfig::default(), tier.clone());
+        let there = CallCache::shared(CallCacheConfig::default(), tier.clone());
+        let request = ChatRequest::prompt("Question: capital of Peru?\nAnswer:");
+        let first = here.wrap(model.clone()).complete(&request).await.unwrap();
+        // The put is in the background.
+        for _ in 0..100 {
+            if !tier.0.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = there.wrap(model.clone()).complete(&request).await.unwrap();
+        assert!(second.cached);
+        assert_eq!(second.content, first.content);
+        assert_eq!(model.calls.load(Ordering::Relaxed), 1);
+        assert_eq!((there.stats().l2.hits, there.stats().l1.hits), (1, 0));
+        // Now in the L1 there too.
+        there.wrap(model.clone()).complete(&request).await.unwrap();
+        assert_eq!(there.stats().l1.hits, 1);
+        // Keys differ by model, prompt and parameters, and are stable.
+        let key = CallCache::key("m", &request);
+        assert_eq!(key, CallCache::key("m", &request.clone()));
+        assert_ne!(key, CallCache::key("n", &request));
+        assert_ne!(key, CallCache::key("m", &ChatRequest::prompt("Question: capital of Chile?\nAnswer:")));
+        assert_eq!(key.len(), "call:".len() + 32);
+    }
+}
