@@ -102,13 +102,13 @@ pub async fn evaluate_one(
 ) -> ExampleResult {
     let started = Instant::now();
     match program.run(lm, &example.inputs).await {
-        Ok((prediction, _)) => ExampleResult {
-            index,
-            score: metric.score(example, &prediction),
-            prediction: Some(prediction),
-            error: None,
-            latency: started.elapsed(),
-        },
+        Ok((prediction, _)) => {
+            let (score, error) = match metric.score_with(example, &prediction, lm).await {
+                Ok(score) => (score, None),
+                Err(e) => (0.0, Some(e.to_string())),
+            };
+            ExampleResult { index, score, prediction: Some(prediction), error, latency: started.elapsed() }
+        }
         Err(e) => ExampleResult {
             index,
             score: 0.0,

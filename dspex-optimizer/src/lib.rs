@@ -51,6 +51,7 @@ pub mod datasets;
 pub mod distributed;
 pub mod evaluate;
 mod example;
+pub mod judge;
 mod metric;
 mod models;
 pub mod optimizers;
@@ -60,6 +61,7 @@ pub mod rng;
 mod signature;
 
 pub use example::{Example, Prediction};
+pub use judge::Judge;
 pub use metric::{Metric, MetricFn, Tolerance, register_metric};
 pub use models::LanguageModels;
 pub use predict::{DEFAULT_MAX_TOKENS, Predictor, ProgramError, Strategy};

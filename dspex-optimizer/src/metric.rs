@@ -13,7 +13,11 @@ use std::sync::{Arc, RwLock};
 use foundation_core::sync::RwLockRecover;
 use serde::{Deserialize, Serialize};
 
+use foundation_actors::providers::LanguageModel;
+
 use crate::example::{Example, Prediction};
+use crate::judge::{Judge, JudgeError};
+use crate::models::LanguageModels;
 
 /// A metric function of the program's own: the score of a prediction for an example, in [0, 1].
 pub type MetricFn = Arc<dyn Fn(&Example, &Prediction) -> f64 + Send + Sync>;
@@ -58,6 +62,9 @@ pub enum Metric {
     },
     /// A function registered under this name with [`register_metric`].
     Custom(String),
+    /// A model's judgement of the field against a rubric (see [`crate::judge`]): scored with
+    /// [`score_with`](Metric::score_with).
+    Judge(Judge),
 }
 
 /// How far a number may be from the label's ([`Metric::Numeric`]).
@@ -173,6 +180,7 @@ impl Metric {
             }
             Metric::Numeric { field, tolerance } => format!("numeric:{field}:{}", tolerance.text()),
             Metric::Custom(name) => name.clone(),
+            Metric::Judge(judge) => format!("judge:{}", judge.field),
         }
     }
 
@@ -181,23 +189,50 @@ impl Metric {
         match self {
             Metric::ExactMatch(f) | Metric::TokenF1(f) | Metric::Contains(f) => Some(f),
             Metric::Numeric { field, .. } => Some(field),
+            Metric::Judge(judge) => Some(&judge.field),
             Metric::Custom(_) => None,
         }
     }
 
-    /// Whether this process can score with it (a custom metric must be registered here).
+    /// Whether this process can score with it (a custom metric must be registered here, a
+    /// judge's named model bound with [`bind_judge`](Self::bind_judge)).
     pub fn available(&self) -> bool {
         match self {
             Metric::Custom(name) => custom(name).is_some(),
+            Metric::Judge(judge) => judge.is_ready(),
             _ => true,
+        }
+    }
+
+    /// Binds a judge's named model from this node's `models` (nothing to do for the others).
+    pub fn bind_judge(&mut self, models: &LanguageModels) -> Result<(), String> {
+        match self {
+            Metric::Judge(judge) => judge.bind(models),
+            _ => Ok(()),
+        }
+    }
+
+    /// The score of `prediction` for `example`, the judge's call made for a [`Metric::Judge`]
+    /// (with its own model, or `program_model`); the others as [`score`](Self::score).
+    pub async fn score_with(
+        &self,
+        example: &Example,
+        prediction: &Prediction,
+        program_model: &dyn LanguageModel,
+    ) -> Result<f64, JudgeError> {
+        match self {
+            Metric::Judge(judge) => judge.score(example, prediction, program_model).await,
+            _ => Ok(self.score(example, prediction)),
         }
     }
 
     /// The score of `prediction` for `example` (0 when the field or label is missing, or a
     /// custom metric is not registered here: check [`available`](Self::available) first). A
-    /// custom metric's score is clamped to [0, 1] (NaN is 0).
+    /// custom metric's score is clamped to [0, 1] (NaN is 0). A judge needs a model call: 0
+    /// here, its score from [`score_with`](Self::score_with).
     pub fn score(&self, example: &Example, prediction: &Prediction) -> f64 {
         let field = match self {
+            Metric::Judge(_) => return 0.0,
             Metric::ExactMatch(field) | Metric::TokenF1(field) | Metric::Contains(field) => field,
             Metric::Numeric { field, tolerance } => {
                 let (Some(label), Some(predicted)) = (example.labels.get(field), prediction.get(field))
@@ -225,7 +260,7 @@ impl Metric {
                     !label.is_empty() && predicted.windows(label.len()).any(|w| w == label.as_slice());
                 f64::from(u8::from(found))
             }
-            Metric::Custom(_) | Metric::Numeric { .. } => 0.0,
+            Metric::Custom(_) | Metric::Numeric { .. } | Metric::Judge(_) => 0.0,
             Metric::TokenF1(_) => {
                 let mut remaining = label.clone();
                 let common = predicted

@@ -120,6 +120,18 @@ fn a_complete_spec_reads_into_the_built_in_run() {
         let spec = RunSpec::from_file(&path).unwrap();
         assert_eq!((spec.optimizer, spec.evaluation), (optimizer, evaluation), "{keys}");
     }
+    // A judge: its rubric and model from [judge].
+    let judged = SPEC.replace("exact_match:label", "judge:label")
+        + "\n[judge]\nrubric = \"The type of answer, in one word.\"\nmodel = \"grader\"\n";
+    let (_dir, path) = run_dir(&judged);
+    assert_eq!(
+        RunSpec::from_file(&path).unwrap().metric,
+        dspex_optimizer::Metric::Judge(dspex_optimizer::Judge::new(
+            "label",
+            "The type of answer, in one word.",
+            Some("grader".into())
+        ))
+    );
     let (_dir, path) = run_dir(&SPEC.replace("exact_match:label", "numeric:question"));
     let error = RunSpec::from_file(&path).unwrap_err().to_string();
     assert!(error.contains("`question` is not an output of the signature"), "{error}");
@@ -150,6 +162,16 @@ fn bad_specs_and_data_are_errors_naming_the_file_and_the_place() {
         (SPEC.replace("question -> label", "question label"), "program.signature"),
         (SPEC.replace("batch_size = 5", "batch_size = 0"), "optimizer.batch_size"),
         (SPEC.replace("train.jsonl", "missing.jsonl"), "missing.jsonl"),
+        (SPEC.replace("exact_match:label", "judge:label"), "a judge needs a [judge] table"),
+        (SPEC.to_string() + "\n[judge]\nrubric = \"x\"\n", "[judge] is for metric"),
+        (
+            SPEC.replace("exact_match:label", "judge:label") + "\n[judge]\nrubric = \" \"\n",
+            "rubric must have",
+        ),
+        (
+            SPEC.replace("exact_match:label", "judge:question") + "\n[judge]\nrubric = \"x\"\n",
+            "not an output",
+        ),
         (SPEC.replace("[optimizer]", "[optimizer]\nkind = \"mipro\""), "unknown variant `mipro`"),
         (SPEC.replace("[optimizer]", "[optimizer]\ntrials = 3"), "are for kind = \"instruction_search\""),
         (

@@ -187,7 +187,10 @@ async fn watch(
         dashboard,
         observer.clone(),
         Some(&channels),
-        Default::default(),
+        scope_tracer::dashboard::DashboardOptions {
+            run_control: Some(std::sync::Arc::new(crate::node::optimize::ServiceControl(observer.clone()))),
+            ..Default::default()
+        },
     )
     .await?;
     println!("Dashboard: http://{}/ (while the demo runs)\n", dashboard.addr());

@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (headless Chromium from the distribution's packages, which
 //! `.ci/run` installs): the page loads, shows the nodes of a running 3-node cluster, and updates
-//! when a node is killed. Screenshots are written to the test's temporary directory
+//! when a node is killed; the optimization view shows a run's progress and its stop and resume
+//! buttons, and follows what they post. Screenshots are written to the test's temporary directory
 //! (`target/tmp/dashboard-*.png`).
 //!
 //! Without Chromium the test says so and passes, unless `CI_BROWSER_TEST=required`
@@ -53,6 +54,22 @@ fn start_cluster_trace(web: &str) -> String {
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_string));
     id.unwrap_or_else(|| panic!("no cluster trace started ({status}): {body}"))
+}
+
+/// Waits until the page shows run `run` in `state` (and the DOM then).
+fn until_run(chromium: &Path, profile: &Path, url: &str, run: &str, state: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let page = dom(chromium, profile, url);
+        if page.contains(&format!("data-run=\"{run}\" data-state=\"{state}\"")) {
+            return page;
+        }
+        // A liveness bound (each dump may take Chromium's whole 10 s on a loaded machine).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the page never showed {run} {state}: {page}"
+        );
+    }
 }
 
 fn screenshot(chromium: &Path, profile: &Path, url: &str, name: &str) -> PathBuf {
@@ -140,4 +157,38 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
     }
     eprintln!("the page showed n3 down {:?} after the kill", killed.elapsed());
     screenshot(&chromium, profile.path(), &url, "dashboard-n3-down.png");
+}
+
+#[test]
+fn the_optimization_view_shows_a_run_and_its_stop_and_resume_buttons_work() {
+    let Some(chromium) = chromium() else {
+        eprintln!("skipped: no Chromium (set CHROMIUM_BIN, or install the `chromium` package)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let base = free_port_range(2);
+    let web = format!("127.0.0.1:{}", free_port());
+    // About 1 100 evaluations of 60 ms on 2 + 2 workers: long enough to be seen running.
+    let serve = ["--workers", "2", "--latency-ms", "60", "--trace-rate", "0"];
+    let mut first = vec!["--dashboard", web.as_str(), "--optimize", "shown", "--candidates", "8"];
+    first.extend(serve);
+    let n1 = start_node("n1", base, &[], &first);
+    let _n2 = start_node("n2", base + 1, &[base], &serve);
+    wait_n(&n1, json!({"event": "member_up"}), 1);
+    let url = format!("http://{web}/");
+    let page = until_run(&chromium, profile.path(), &url, "shown", "running");
+    // Progress, evaluations per second per node, the stop button.
+    assert!(page.contains("data-progress=") && page.contains("<progress"), "{page}");
+    assert!(page.contains("data-action=\"stop\" data-run=\"shown\""), "{page}");
+    screenshot(&chromium, profile.path(), &url, "dashboard-run-running.png");
+    // What the stop button posts: the run stops, the page offers to resume it.
+    let (status, body) = request(&web, "POST", "/api/runs/shown/stop", "{}");
+    assert_eq!(status, 200, "{body}");
+    let page = until_run(&chromium, profile.path(), &url, "shown", "stopped");
+    assert!(page.contains("data-action=\"resume\" data-run=\"shown\""), "{page}");
+    screenshot(&chromium, profile.path(), &url, "dashboard-run-stopped.png");
+    // And what the resume button posts: running again.
+    let (status, body) = request(&web, "POST", "/api/runs/shown/resume", "{}");
+    assert_eq!(status, 200, "{body}");
+    until_run(&chromium, profile.path(), &url, "shown", "running");
 }

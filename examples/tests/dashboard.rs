@@ -127,6 +127,8 @@ fn off_loopback_the_dashboard_needs_a_token_and_checks_it() {
     assert!(text(&serving, "url").starts_with("http://"), "{serving}");
     let web = format!("127.0.0.1:{web_port}");
     assert_eq!(get(&web, "/api/cluster").0, 401);
+    // The optimization view's buttons too.
+    assert_eq!(request(&web, "POST", "/api/runs/any/stop", "{}").0, 401);
     let bearer = |token: &str| format!("Bearer {token}");
     assert_eq!(request_with(&web, "GET", "/api/cluster", &[("Authorization", &bearer("wrong"))], "").0, 401);
     assert_eq!(
@@ -192,6 +194,9 @@ fn the_dashboard_refuses_foreign_hosts_cross_site_posts_and_a_flood_of_event_str
     assert_eq!(request_with(&web, "POST", "/api/sessions", &plain, body).0, 415);
     let cross = [("Content-Type", "application/json"), ("Origin", "http://evil.example")];
     assert_eq!(request_with(&web, "POST", "/api/sessions", &cross, body).0, 403);
+    // Nor stop a run.
+    assert_eq!(request_with(&web, "POST", "/api/runs/any/stop", &plain, "{}").0, 415);
+    assert_eq!(request_with(&web, "POST", "/api/runs/any/stop", &cross, "{}").0, 403);
     let same = format!("http://{web}");
     let own = [("Content-Type", "application/json"), ("Origin", same.as_str())];
     assert_eq!(request_with(&web, "POST", "/api/sessions", &own, body).0, 201);
@@ -253,6 +258,15 @@ fn the_dashboard_follows_an_optimization_run_from_the_telemetry_channel() {
         },
         || format!("{:?}", get(&web, "/api/runs")),
     );
+    // The view's buttons say no clearly: a finished run is not stopped, an unknown one is not
+    // there, a name that is no run's is not found.
+    let (status, body) = request(&web, "POST", "/api/runs/watched/stop", "{}");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("is finished"), "{body}");
+    let (status, body) = request(&web, "POST", "/api/runs/nothing/resume", "{}");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("no run `nothing`"), "{body}");
+    assert_eq!(request(&web, "POST", "/api/runs/not%20a%20name/stop", "{}").0, 404);
 }
 
 #[test]

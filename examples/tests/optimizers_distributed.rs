@@ -1,7 +1,8 @@
 //! Every optimizer distributed over three node processes gives what it gives on one node for
 //! the same seed: labelled few-shot, bootstrap few-shot and the instruction search (the random
 //! search's equality is `tests/optimize.rs`'s), and successive halving picks the same best
-//! candidate as a full evaluation while making fewer evaluations.
+//! candidate as a full evaluation while making fewer evaluations; a run repeated is answered by
+//! the model-call cache; a run judged by a model no node has is refused by every node.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -139,6 +140,24 @@ fn every_optimizer_distributed_gives_the_single_node_result_and_halving_the_same
         assert_eq!(second.calls.made, first.calls.made);
         assert_eq!(second.calls.cached, second.calls.made, "{:?}", second.calls);
         assert!(second.calls.saved_tokens > 0);
+        // A judge whose model no node has: every node refuses the run's tasks, none is done.
+        let mut judged = RunSpec::questions("judged", SEED, 0);
+        judged.metric = dspex_optimizer::Metric::Judge(dspex_optimizer::Judge::new(
+            "label",
+            "The type of answer, in one word.",
+            Some("nope".into()),
+        ));
+        let run = Optimizations::submit_within(&observer, judged, Duration::from_secs(60)).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = run.status().await.unwrap();
+            if status.refused_by.len() == 3 {
+                assert_eq!(status.tasks.1, 0, "{status:?}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not refused by every node: {status:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         observer.shutdown().await;
     });
 }

@@ -58,7 +58,7 @@ pub use spec::{
     Outcome, QUESTIONS_TRAIN, QUESTIONS_VAL, RunSpec, Task, TaskKind,
 };
 pub use spec_file::SpecFileError;
-pub use state::{Calls, Done, Recorded, Stopped, TaskSet};
+pub use state::{Calls, Done, Recorded, Stopped, TaskSet, Verdict};
 pub use worker::SPECS_KEPT;
 
 use scheduler::{Control, SchedMsg, Scheduler};

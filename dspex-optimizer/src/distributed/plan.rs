@@ -83,6 +83,9 @@ pub struct Plan {
     rounds: Vec<usize>,
     /// ln(2·C·R/δ) (0 for a full evaluation: nothing is stopped).
     log_term: f64,
+    /// Halving's confidence (0 for a full evaluation): what the digest takes, not `log_term`,
+    /// whose last bit may differ between platforms' `ln`.
+    confidence: f64,
 }
 
 /// The seed of halving's shuffle of the validation set, from the run's.
@@ -130,8 +133,8 @@ impl Plan {
         let batch_size = spec.batch_size.max(1);
         let batches = n.div_ceil(batch_size);
         let mut order: Vec<usize> = (0..n).collect();
-        let (rounds, log_term) = match &spec.evaluation {
-            EvaluationPlan::Full => (vec![batches], 0.0),
+        let (rounds, log_term, confidence) = match &spec.evaluation {
+            EvaluationPlan::Full => (vec![batches], 0.0, 0.0),
             EvaluationPlan::Halving { first_examples, confidence } => {
                 Rng::new(spec.seed ^ ORDER_SEED).shuffle(&mut order);
                 let mut rounds = Vec::new();
@@ -145,10 +148,10 @@ impl Plan {
                 }
                 let decisions = (rounds.len() - 1).max(1) as f64;
                 let delta = (1.0 - confidence).clamp(f64::MIN_POSITIVE, 1.0);
-                (rounds, (2.0 * candidates.len().max(1) as f64 * decisions / delta).ln())
+                (rounds, (2.0 * candidates.len().max(1) as f64 * decisions / delta).ln(), *confidence)
             }
         };
-        Plan { builds, candidates, by_key, by_build, batch_size, order, rounds, log_term }
+        Plan { builds, candidates, by_key, by_build, batch_size, order, rounds, log_term, confidence }
     }
 
     /// The build seeds, in task-id order.
@@ -278,7 +281,7 @@ impl Plan {
         for r in &self.rounds {
             put(*r as u64);
         }
-        put(self.log_term.to_bits());
+        put(self.confidence.to_bits());
         foundation_core::hash::stable_hash(&bytes)
     }
 

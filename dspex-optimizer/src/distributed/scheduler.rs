@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use super::entries::{Entry, decode, encode};
 use super::plan::{Plan, TaskAt};
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
-use super::state::{Calls, Done, Recorded};
+use super::state::{Calls, Done, Recorded, Verdict};
 use crate::program::Program;
 
 /// The pg scope of the scheduler (group [`SCHEDULER`]).
@@ -136,6 +136,8 @@ pub struct Status {
     pub best: Option<(i64, f64)>,
     /// Evaluations per second since this scheduler started (or the run was resumed).
     pub evals_per_sec: f64,
+    /// The same, per node whose workers recorded evaluations.
+    pub evals_per_sec_by_node: BTreeMap<String, f64>,
     /// Estimated seconds left at that rate.
     pub eta_secs: Option<f64>,
     /// Results that arrived for tasks already recorded (ignored).
@@ -238,6 +240,8 @@ struct Run {
     /// When this scheduler started following it, and its evaluations then (for the rate).
     since: Instant,
     evals_since: usize,
+    /// Its evaluations per node then.
+    evals_since_by_node: BTreeMap<String, usize>,
     requeued: u64,
     resumed: usize,
     refused_by: BTreeSet<String>,
@@ -263,6 +267,7 @@ impl Run {
             pass: 0.0,
             since: Instant::now(),
             evals_since: 0,
+            evals_since_by_node: BTreeMap::new(),
             requeued: 0,
             resumed: 0,
             refused_by: BTreeSet::new(),
@@ -369,6 +374,17 @@ impl Run {
             evaluations: (evals_total, evals_done),
             best,
             evals_per_sec: rate,
+            evals_per_sec_by_node: self
+                .done
+                .evals_by_node()
+                .iter()
+                .map(|(node, n)| {
+                    let then = self.evals_since_by_node.get(node).copied().unwrap_or(0);
+                    let per_sec =
+                        if self.stopped { 0.0 } else { n.saturating_sub(then) as f64 / elapsed.max(1e-3) };
+                    (node.clone(), per_sec)
+                })
+                .collect(),
             eta_secs: eta,
             duplicates: self.done.duplicates,
             requeued: self.requeued,
@@ -603,6 +619,7 @@ impl Actor for Scheduler {
             run.requeue_all();
             run.resumed = run.done.tasks_done();
             run.evals_since = run.done.evaluations();
+            run.evals_since_by_node = run.done.evals_by_node().clone();
             run.since = Instant::now();
         }
         tracing::info!(
@@ -702,13 +719,13 @@ impl Actor for Scheduler {
                     return Ok(());
                 }
                 let plan = run.plan.clone();
-                let entry = Entry::Result {
-                    run: c.run.clone(),
-                    record: Recorded::new(&c.task, &c.node, c.outcome.clone(), 0),
-                };
-                let size = match &c.outcome {
+                let record =
+                    Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64).with_calls(c.calls);
+                // Its size as it will be logged (the whole record, its counts included).
+                let size = match &record.outcome {
                     Outcome::TooLarge(bytes) => *bytes,
-                    _ => encode(&entry).map_or(usize::MAX, |b| b.len()),
+                    _ => encode(&Entry::Result { run: c.run.clone(), record: record.clone() })
+                        .map_or(usize::MAX, |b| b.len()),
                 };
                 if size > self.log.max_entry_bytes() {
                     // Recording it is impossible; failing the scheduler would only repeat it.
@@ -721,21 +738,36 @@ impl Actor for Scheduler {
                     self.fail_run(&myself, state, &c.run, reason, reply);
                     return Ok(());
                 }
-                let record =
-                    Recorded::new(&c.task, &c.node, c.outcome, c.work.as_millis() as u64).with_calls(c.calls);
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
-                if !run.done.accepts(&plan, &record) {
-                    run.done.duplicates += 1;
-                    // Answered once the first report's entry is committed: until then this one
-                    // is the result's only other copy.
-                    match state.uncommitted.get(&(c.run.clone(), c.task.id)) {
-                        Some(index) => {
-                            let commit = state.writer.commit_of(*index);
-                            Self::answer_when(&myself, max_frame, commit, reply, false);
+                match run.done.verdict(&plan, &record) {
+                    Verdict::New => {}
+                    Verdict::Invalid(why) => {
+                        // Not this task's result: the node that sent it gets none of the run's
+                        // tasks again (as one that cannot do them), and the task goes back to
+                        // the queue for another node, rather than being lost with its lease.
+                        if run.refused_by.insert(c.node.clone()) {
+                            tracing::warn!(run = %c.run, node = %c.node, %why, "an invalid result: the node gets no more of this run's tasks");
                         }
-                        None => drop(reply.send(Wire::encode_or(&false, max_frame, |_| false))),
+                        if was_leased && !run.done.has(c.task.id) && !run.stopped {
+                            run.pass -= cost(&c.task) / f64::from(run.spec.priority.max(1));
+                            run.pending.push_front(c.task.id);
+                        }
+                        let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
+                        return Ok(());
                     }
-                    return Ok(());
+                    Verdict::Unneeded => {
+                        run.done.duplicates += 1;
+                        // Answered once the first report's entry is committed: until then this
+                        // one is the result's only other copy.
+                        match state.uncommitted.get(&(c.run.clone(), c.task.id)) {
+                            Some(index) => {
+                                let commit = state.writer.commit_of(*index);
+                                Self::answer_when(&myself, max_frame, commit, reply, false);
+                            }
+                            None => drop(reply.send(Wire::encode_or(&false, max_frame, |_| false))),
+                        }
+                        return Ok(());
+                    }
                 }
                 if !was_leased && let Some(at) = run.pending.iter().position(|t| *t == c.task.id) {
                     // Its lease had been given back (its node seen down, or timed out): the task
@@ -878,6 +910,7 @@ impl Actor for Scheduler {
                         run.requeue_all();
                         run.since = Instant::now();
                         run.evals_since = run.done.evaluations();
+                        run.evals_since_by_node = run.done.evals_by_node().clone();
                         Entry::Resumed { run: id.clone() }
                     }
                 };

@@ -171,6 +171,9 @@ impl RunSpec {
         if self.lm.is_empty() {
             return Err(format!("run `{id}`: no model name"));
         }
+        if let Metric::Judge(judge) = &self.metric {
+            judge.check().map_err(|why| format!("run `{id}`: {why}"))?;
+        }
         if let Optimizer::InstructionSearch { num_instructions, num_trials } = &self.optimizer {
             if !(1..=MAX_INSTRUCTIONS).contains(num_instructions) {
                 return Err(format!("run `{id}`: {num_instructions} instructions, 1 to {MAX_INSTRUCTIONS}"));

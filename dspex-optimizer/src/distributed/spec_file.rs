@@ -9,7 +9,8 @@
 //! seed = 7
 //! metric = "exact_match:label"       # or "f1:FIELD", "contains:FIELD", "numeric:FIELD[:TOL]"
 //!                                    # (TOL `0.5` or `2%`; FIELD an output of the signature),
-//!                                    # or the name of a metric the program registered
+//!                                    # "judge:FIELD" (with [judge] below), or the name of a
+//!                                    # metric the program registered
 //! priority = 1                       # its share of the workers against other runs (1 to 1000)
 //!
 //! [program]
@@ -18,6 +19,10 @@
 //! strategy = "predict"               # or "chain_of_thought"
 //! [program.fields]                   # descriptions of fields, optional
 //! label = "one of abbreviation, description, entity, person, location, number"
+//!
+//! [judge]                            # only with metric = "judge:FIELD" (LLM-as-judge)
+//! rubric = "Names the type of answer the question expects, in one word."
+//! model = "llm"                      # the judge's model among the workers' (default: the run's)
 //!
 //! [data]                             # JSON lines (an object per line) or CSV (a header row)
 //! train = "train.jsonl"
@@ -126,6 +131,16 @@ struct SpecToml {
     data: DataToml,
     #[serde(default)]
     optimizer: OptimizerToml,
+    #[serde(default)]
+    judge: Option<JudgeToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JudgeToml {
+    rubric: String,
+    #[serde(default)]
+    model: Option<String>,
 }
 
 fn default_priority() -> u32 {
@@ -379,13 +394,24 @@ impl RunSpec {
             }
             signature = signature.describe(&field, description);
         }
-        let metric = Metric::by_name(&spec.metric).ok_or_else(|| {
-            invalid(format!(
-                "metric {:?}: expected exact_match:FIELD, f1:FIELD, contains:FIELD, numeric:FIELD[:TOLERANCE] \
-                 (`0.5`, `2%`) or a metric this program registered",
-                spec.metric
-            ))
-        })?;
+        let metric = match (spec.metric.split_once(':'), &spec.judge) {
+            (Some(("judge", field)), Some(judge)) if !field.is_empty() => {
+                Metric::Judge(crate::Judge::new(field, judge.rubric.clone(), judge.model.clone()))
+            }
+            (Some(("judge", _)), None) => {
+                return Err(invalid(format!("metric {:?}: a judge needs a [judge] table with its rubric", spec.metric)));
+            }
+            (_, Some(_)) if !spec.metric.starts_with("judge:") => {
+                return Err(invalid("[judge] is for metric = \"judge:FIELD\"".into()));
+            }
+            _ => Metric::by_name(&spec.metric).ok_or_else(|| {
+                invalid(format!(
+                    "metric {:?}: expected exact_match:FIELD, f1:FIELD, contains:FIELD, numeric:FIELD[:TOLERANCE] \
+                     (`0.5`, `2%`), judge:FIELD or a metric this program registered",
+                    spec.metric
+                ))
+            })?,
+        };
         let scored = metric.field().map(str::to_string);
         if let Some(scored) = &scored
             && !signature.outputs.iter().any(|f| f.name == *scored)

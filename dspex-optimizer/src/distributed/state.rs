@@ -84,6 +84,19 @@ struct Scores {
     count: usize,
 }
 
+/// What a result is to a run ([`Done::verdict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// New, and fits: to be recorded.
+    New,
+    /// Recorded already, or not needed now (its candidate stopped or not built here, its batch
+    /// beyond the round): ignored, counted as a duplicate.
+    Unneeded,
+    /// Not a result of this task (another candidate's, other examples, a score outside [0, 1]):
+    /// the node that sent it is not trusted with the run any more.
+    Invalid(String),
+}
+
 /// Why a candidate stopped before the whole validation set (halving).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stopped {
@@ -108,6 +121,7 @@ pub struct Done {
     stopped: Vec<Option<Stopped>>,
     tasks: TaskSet,
     by_node: BTreeMap<String, usize>,
+    evals_by_node: BTreeMap<String, usize>,
     evaluations: usize,
     /// Results that arrived for tasks already done (late or repeated), ignored.
     pub duplicates: u64,
@@ -213,6 +227,11 @@ impl Done {
         &self.by_node
     }
 
+    /// Evaluations recorded per node.
+    pub fn evals_by_node(&self) -> &BTreeMap<String, usize> {
+        &self.evals_by_node
+    }
+
     /// The evaluation round now: batches below `plan.rounds()[round]` of every candidate still
     /// in are what is to be scored (past the last round: the evaluation is over).
     pub fn round(&self) -> usize {
@@ -250,12 +269,21 @@ impl Done {
     /// task not done, or the scores of exactly the examples of an evaluation task of a built
     /// candidate still in, within the round now: what the scheduler checks before logging it.
     pub fn accepts(&self, plan: &Plan, record: &Recorded) -> bool {
-        if self.has(record.task) {
-            return false;
-        }
+        self.verdict(plan, record) == Verdict::New
+    }
+
+    /// What a result is to the run (see [`Verdict`]).
+    pub fn verdict(&self, plan: &Plan, record: &Recorded) -> Verdict {
+        let invalid = |why: &str| Verdict::Invalid(format!("task {}: {why}", record.task));
         match (&record.outcome, plan.locate(record.task)) {
             (Outcome::Built(_), Some(TaskAt::Build(i))) => {
-                plan.builds()[i] == record.key && !self.built.contains_key(&record.key)
+                if plan.builds()[i] != record.key {
+                    invalid("a build under another seed than its task's")
+                } else if self.has(record.task) || self.built.contains_key(&record.key) {
+                    Verdict::Unneeded
+                } else {
+                    Verdict::New
+                }
             }
             (Outcome::Scores(scores), Some(TaskAt::Eval { position, batch })) => {
                 let candidate = &plan.candidates()[position];
@@ -263,14 +291,25 @@ impl Done {
                 indices.sort_unstable();
                 let mut expected = plan.batch(batch).to_vec();
                 expected.sort_unstable();
-                candidate.key == record.key
-                    && self.built.contains_key(&plan.builds()[candidate.build])
-                    && self.stopped(position).is_none()
-                    && plan.rounds().get(self.round).is_some_and(|b| batch < *b)
-                    && indices == expected
-                    && scores.iter().all(|(_, s, _)| (0.0..=1.0).contains(s))
+                if candidate.key != record.key {
+                    invalid("scores under another candidate than its task's")
+                } else if indices != expected {
+                    invalid("scores of other examples than its task's")
+                } else if !scores.iter().all(|(_, s, _)| (0.0..=1.0).contains(s)) {
+                    invalid("a score outside [0, 1]")
+                } else if self.has(record.task)
+                    || !self.built.contains_key(&plan.builds()[candidate.build])
+                    || self.stopped(position).is_some()
+                    || plan.rounds().get(self.round).is_none_or(|b| batch >= *b)
+                {
+                    Verdict::Unneeded
+                } else {
+                    Verdict::New
+                }
             }
-            _ => false,
+            (Outcome::Refused(_) | Outcome::TooLarge(_), _) => Verdict::Unneeded,
+            (_, None) => invalid("not a task of this run"),
+            _ => invalid("an outcome of another kind than its task's"),
         }
     }
 
@@ -296,6 +335,7 @@ impl Done {
             }
             Outcome::Scores(scores) => {
                 let Some(candidate) = self.scores.get_mut(&record.key) else { return false };
+                let before = self.evaluations;
                 for (index, score, failed) in scores {
                     if candidate.flags[index] == ABSENT {
                         candidate.count += 1;
@@ -307,6 +347,7 @@ impl Done {
                 // Only a candidate reaching the round's examples can end the round: the check
                 // over every candidate is made then, not at every result.
                 round_reached = candidate.count >= plan.examples_by(self.round);
+                *self.evals_by_node.entry(record.node.clone()).or_insert(0) += self.evaluations - before;
             }
             Outcome::Refused(_) | Outcome::TooLarge(_) => return false,
         }
@@ -516,6 +557,7 @@ mod tests {
                 }
             }
         };
+        let mut decisions = Vec::new();
         for seed in 0..5u64 {
             let mut rng = crate::rng::Rng::new(seed);
             let mut live = Done::new(&plan);
@@ -543,7 +585,32 @@ mod tests {
             replayed.duplicates = live.duplicates;
             assert_eq!(replayed, live, "seed {seed}");
             assert_eq!(live.tasks_done(), live.tasks_planned(&plan));
-            assert!(live.stopped(0).is_some(), "the weak candidate is stopped");
+            let stopped: Vec<Option<Stopped>> =
+                (0..plan.candidates().len()).map(|p| live.stopped(p)).collect();
+            let weak = stopped[0].expect("the weak candidate is stopped");
+            // A late result for the stopped candidate's next batch: not needed, not recorded.
+            let next = plan.eval_ids(0, plan.rounds()[weak.round]..plan.rounds()[weak.round] + 1).start;
+            assert_eq!(live.verdict(&plan, &record(next)), Verdict::Unneeded);
+            let means: Vec<Option<f64>> = plan.candidates().iter().map(|c| live.mean(c.key)).collect();
+            decisions.push((stopped, means));
         }
+        // The same decisions and means whatever the order results arrived in.
+        assert!(decisions.windows(2).all(|w| w[0] == w[1]), "{decisions:?}");
+        // Results that are not their task's: invalid, whatever the state.
+        let mut done = Done::new(&plan);
+        let mut bad = record(plan.eval_ids(1, 0..1).start);
+        assert!(done.apply(&plan, build(1, -2, &spec.student)));
+        if let Outcome::Scores(scores) = &mut bad.outcome {
+            scores[0].1 = f64::NAN;
+        }
+        assert!(matches!(done.verdict(&plan, &bad), Verdict::Invalid(why) if why.contains("outside [0, 1]")));
+        let mut other = record(plan.eval_ids(1, 0..1).start);
+        other.key = -1;
+        assert!(
+            matches!(done.verdict(&plan, &other), Verdict::Invalid(why) if why.contains("another candidate"))
+        );
+        let mut beyond = record(0);
+        beyond.task = plan.max_tasks() as u64;
+        assert!(matches!(done.verdict(&plan, &beyond), Verdict::Invalid(why) if why.contains("not a task")));
     }
 }

@@ -91,7 +91,13 @@ impl Workers {
         let request = Wire::encode(&run.to_string(), limit_for(&scheduler, self.max_bytes)).ok()?;
         let spec = match scheduler.call(|port| SchedMsg::Spec(request, port), Some(CALL_TIMEOUT)).await {
             Ok(ractor::rpc::CallResult::Success(reply)) => match reply.into_inner() {
-                Ok(Ok(spec)) => Arc::new(spec),
+                Ok(Ok(mut spec)) => {
+                    // A judge's named model, from this node's (a node without it refuses).
+                    if let Err(why) = spec.metric.bind_judge(&self.models) {
+                        tracing::warn!(%run, %why, "this node cannot judge the run");
+                    }
+                    Arc::new(spec)
+                }
                 Ok(Err(why)) => {
                     tracing::warn!(%run, %why, "the run's spec could not be had");
                     return None;
@@ -209,7 +215,15 @@ async fn execute(spec: &RunSpec, models: &LanguageModels, task: &Task) -> (Outco
         Err(e) => return (Outcome::Refused(e.to_string()), Calls::default()),
     };
     if !spec.metric.available() {
-        let why = format!("the metric `{}` is not registered on this node", spec.metric.name());
+        let why = match &spec.metric {
+            crate::Metric::Judge(judge) => {
+                format!(
+                    "the judge model `{}` is not registered on this node",
+                    judge.model.as_deref().unwrap_or("")
+                )
+            }
+            metric => format!("the metric `{}` is not registered on this node", metric.name()),
+        };
         return (Outcome::Refused(why), Calls::default());
     }
     let counted = CountCalls {

@@ -75,7 +75,8 @@ impl BootstrapFewShot {
                     p.demos.retain(|d| d != example);
                 }
                 let Ok((prediction, trace)) = teacher.run(lm, &example.inputs).await else { continue };
-                let score = metric.score(example, &prediction);
+                // A judgement that fails accepts nothing.
+                let Ok(score) = metric.score_with(example, &prediction, lm).await else { continue };
                 let accepted = match self.metric_threshold {
                     Some(t) => score >= t,
                     None => score > 0.0,

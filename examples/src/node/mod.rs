@@ -382,6 +382,7 @@ async fn serve(
             let options = scope_tracer::dashboard::DashboardOptions {
                 token,
                 allowed_hosts: args.dashboard_hosts.clone(),
+                run_control: Some(std::sync::Arc::new(optimize::ServiceControl(cluster.clone()))),
                 ..Default::default()
             };
             match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), Some(&channels), options)

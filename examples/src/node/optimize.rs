@@ -232,11 +232,18 @@ pub fn models(
     llm: &foundation_core::config::LlmConfig,
     cache: Option<&CallCache>,
 ) -> Result<ServingModels, String> {
-    let cached = |m: Arc<dyn LanguageModel>| cache.map_or_else(|| m.clone(), |c| c.wrap(m.clone()));
-    let mut models = LanguageModels::new()
-        .register("simulated", cached(model(args.seed, Duration::from_millis(args.latency_ms))));
+    // Each model cached under a scope naming its backend: models that may answer a prompt
+    // differently never share answers.
+    let cached = |scope: String, m: Arc<dyn LanguageModel>| {
+        cache.map_or_else(|| m.clone(), |c| c.wrap(scope, m.clone()))
+    };
+    let mut models = LanguageModels::new().register(
+        "simulated",
+        cached(format!("simulated:{}", args.seed), model(args.seed, Duration::from_millis(args.latency_ms))),
+    );
     if let Some(url) = &args.lm_url {
-        models = models.register(args.lm_model.clone(), cached(endpoint(url, &args.lm_model)?));
+        let scope = format!("endpoint:{url}:{}", args.lm_model);
+        models = models.register(args.lm_model.clone(), cached(scope, endpoint(url, &args.lm_model)?));
     }
     let mut budgets = Vec::new();
     let mut budget = None;
@@ -255,21 +262,53 @@ pub fn models(
             }
             models = models.register(
                 name.clone(),
-                cached(Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p.clone()))),
+                cached(
+                    provider_scope(name, config, args.seed),
+                    Arc::new(LlmRouter::new(ModelRegistry::with_defaults()).provider(p.clone())),
+                ),
             );
             providers.insert(name.clone(), p);
         }
         let chain: Vec<&String> =
             if llm.chain.is_empty() { providers.keys().collect() } else { llm.chain.iter().collect() };
         let mut router = LlmRouter::new(ModelRegistry::with_defaults());
-        for name in chain {
-            let p = providers.get(name).ok_or_else(|| format!("[llm] chain: no provider `{name}`"))?;
+        for name in &chain {
+            let p = providers.get(*name).ok_or_else(|| format!("[llm] chain: no provider `{name}`"))?;
             budget = budget.or_else(|| p.limiter().cloned());
             router = router.provider(p.clone());
         }
-        models = models.register("llm", cached(Arc::new(router)));
+        let scope = chain
+            .iter()
+            .map(|n| provider_scope(n, &llm.providers[n.as_str()], args.seed))
+            .collect::<Vec<_>>();
+        models = models.register("llm", cached(format!("chain:{}", scope.join(",")), Arc::new(router)));
     }
     Ok(ServingModels { models, budgets, budget })
+}
+
+/// The call-cache scope of a provider: what makes its answers its own (kind, endpoint, model,
+/// and the seed of a simulated one).
+fn provider_scope(name: &str, config: &foundation_core::config::ProviderConfig, seed: u64) -> String {
+    format!(
+        "provider:{name}:{:?}:{}:{}:{seed}",
+        config.kind,
+        config.base_url.as_deref().unwrap_or("default"),
+        config.model
+    )
+}
+
+/// The dashboard's stop and resume buttons: the optimization service's scheduler, asked from
+/// this node.
+pub struct ServiceControl(pub Cluster);
+
+impl scope_tracer::dashboard::RunControl for ServiceControl {
+    fn stop<'a>(&'a self, run: &'a str) -> scope_tracer::dashboard::ControlFuture<'a> {
+        Box::pin(async move { Optimizations::run(&self.0, run).stop().await.map_err(|e| e.to_string()) })
+    }
+
+    fn resume<'a>(&'a self, run: &'a str) -> scope_tracer::dashboard::ControlFuture<'a> {
+        Box::pin(async move { Optimizations::run(&self.0, run).resume().await.map_err(|e| e.to_string()) })
+    }
 }
 
 /// The shared cache every serving node runs for model calls (its tier of the call cache).

@@ -21,6 +21,8 @@ pub const DEFAULT_PROVIDER_PROFILE: &str = "local";
 pub const DEFAULT_MODEL: &str = "simulated";
 /// Default `llm.cache_max_bytes`: 64 MiB of cached model answers per process.
 pub const DEFAULT_CALL_CACHE_BYTES: u64 = 64 << 20;
+/// Longest `llm.cache_ttl`: a year.
+pub const MAX_CALL_CACHE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Default `llm.cache_ttl`: a cached model answer is kept a day.
 pub const DEFAULT_CALL_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -96,11 +98,14 @@ config_section! {
             doc "Model calls are cached by (model, prompt, parameters) in the process and, on a cluster node serving optimization, the cluster cache: a call made again is answered without a provider call. Calls at a temperature above 0 bypass it unless the request asks (`CachePolicy::Always`); `false` turns it off for every call.";
         cache_max_bytes: u64 = DEFAULT_CALL_CACHE_BYTES => KeyKind::Integer,
             check(|c: &Self| c.cache_max_bytes >= 1024, "at least 1024"),
-            doc "The process's bound on cached model answers, in bytes.";
+            doc "The bound on cached model answers, in bytes, of the process's tier and (on a node serving optimization) of the node's part of the cluster tier, each.";
         cache_ttl: Duration = DEFAULT_CALL_CACHE_TTL => KeyKind::Duration,
-            check(|c: &Self| !c.cache_ttl.is_zero(), "a positive duration"),
+            check(
+                |c: &Self| !c.cache_ttl.is_zero() && c.cache_ttl <= MAX_CALL_CACHE_TTL,
+                "a positive duration of at most 365 days"
+            ),
             serde(with = "super::duration"),
-            doc "How long a cached model answer is kept.";
+            doc "How long a cached model answer is kept in each tier (at most 365 days; an answer copied from the cluster tier into the process's lives that long again).";
     }
     tables {
         providers: BTreeMap<String, ProviderConfig> = BTreeMap::new(),

@@ -3,7 +3,8 @@
 //! Plain HTML, CSS and a little JavaScript served by the binary: no front-end build step.
 //!
 //! - `GET /` — the page; `GET /api/cluster` — [`ClusterHealth`] as JSON; `GET /api/runs` —
-//!   the optimization runs heard of on the `telemetry` channel (their latest progress event);
+//!   the optimization runs heard of on the `telemetry` channel (their latest progress event),
+//!   `POST /api/runs/ID/stop|resume` through the [`RunControl`] given (the `runs` module);
 //!   `GET /api/profile` — every node's profile analyzed (bottlenecks, hotspots);
 //!   `GET /api/events` — server-sent events, `cluster`, `runs` and `profile` every
 //!   [`PUSH_EVERY`];
@@ -36,7 +37,10 @@ use foundation_cluster::Cluster;
 use foundation_cluster::health::ClusterHealth;
 
 mod guard;
+mod runs;
 mod sessions;
+
+pub use runs::{ControlFuture, RunControl};
 
 /// How often the page is sent the cluster's state.
 pub const PUSH_EVERY: Duration = Duration::from_secs(1);
@@ -68,7 +72,7 @@ pub enum DashboardError {
 }
 
 /// How a dashboard admits requests.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DashboardOptions {
     /// The access token every request must carry (required off loopback).
     pub token: Option<String>,
@@ -77,11 +81,25 @@ pub struct DashboardOptions {
     pub allowed_hosts: Vec<String>,
     /// Event streams (`/api/events`) open at once; more are refused with 503. Default 32.
     pub max_event_streams: usize,
+    /// What the optimization view's stop and resume buttons call (none: the buttons answer
+    /// 501).
+    pub run_control: Option<Arc<dyn RunControl>>,
 }
 
 impl Default for DashboardOptions {
     fn default() -> Self {
-        DashboardOptions { token: None, allowed_hosts: Vec::new(), max_event_streams: 32 }
+        DashboardOptions { token: None, allowed_hosts: Vec::new(), max_event_streams: 32, run_control: None }
+    }
+}
+
+impl std::fmt::Debug for DashboardOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardOptions")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("max_event_streams", &self.max_event_streams)
+            .field("run_control", &self.run_control.is_some())
+            .finish()
     }
 }
 
@@ -102,6 +120,8 @@ struct AppState {
     sessions: Arc<guard::Sessions>,
     /// Latest progress event per optimization run, by run id.
     runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+    /// The stop and resume buttons' target.
+    run_control: Option<Arc<dyn RunControl>>,
 }
 
 /// Keeps the latest `optimization_progress` event of each run.
@@ -155,12 +175,15 @@ impl Dashboard {
             max_streams: options.max_event_streams,
             sessions: Arc::default(),
             runs,
+            run_control: options.run_control,
         };
         let app = axum::Router::new()
             .route("/", axum::routing::get(page))
             .route("/login", axum::routing::get(guard::login_page).post(guard::login))
             .route("/api/cluster", axum::routing::get(cluster_json))
             .route("/api/runs", axum::routing::get(runs_json))
+            .route("/api/runs/{id}/stop", axum::routing::post(runs::stop))
+            .route("/api/runs/{id}/resume", axum::routing::post(runs::resume))
             .route("/api/profile", axum::routing::get(profile_json))
             .route("/api/events", axum::routing::get(events))
             .route("/api/traces/{id}", axum::routing::get(trace_chrome))

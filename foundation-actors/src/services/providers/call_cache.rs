@@ -8,14 +8,23 @@
 //! second tier shared by the nodes ([`CacheTier`]; `foundation_cluster`'s
 //! `SharedCacheHandle` implements it), asked on an L1 miss and written in the background after a call.
 //!
-//! - **Key**: the model's name, every message (role and text), `max_tokens` and the temperature,
-//!   hashed with two seeds of the workspace's stable hash (128 bits: a collision, which would
-//!   serve another prompt's answer, is out of reach). The tenant is not in the key: an answer
-//!   cached for one tenant serves another that sends the same prompt (and is charged to
-//!   neither: a hit makes no provider call, spends no tokens and takes no rate-limit permit).
-//! - **What is cached**: successful answers only (an error is never cached), without their
-//!   rate-limit headers; a hit comes back with [`Completion::cached`] set and the usage the
-//!   original call reported.
+//! - **Key**: the *scope* the model was wrapped under ([`CallCache::wrap`]: what identifies the
+//!   backend, e.g. a provider's name, endpoint and model, or the simulated model's seed: two
+//!   backends that answer differently must not share a scope), the model's name, every message
+//!   (role and text, in order), `max_tokens` and the temperature, hashed with SHA-256 (a
+//!   collision, which would serve another prompt's answer, is out of reach even for a prompt
+//!   chosen to make one). A chain of providers wrapped as one scope caches whichever provider
+//!   answered (a fallback's answer serves the chain's next identical call). The tenant is not
+//!   in the key: an answer cached for one tenant serves another that sends the same prompt (and
+//!   is charged to neither: a hit makes no provider call, spends no tokens and takes no
+//!   rate-limit permit).
+//! - **What is cached**: successful, non-empty answers only (an error or an empty answer, e.g.
+//!   a filtered one, is never cached), without their rate-limit headers; a hit comes back with
+//!   [`Completion::cached`] set and the usage the original call reported. A value from the shared
+//!   tier is used only if it names the key it was stored under (a mix-up or garbage is a miss);
+//!   the tier's nodes are trusted for the answers themselves, as they are for everything else.
+//! - **How long**: an answer lives `time_to_live` in each tier; an L2 hit copies it into the L1
+//!   afresh, so it may be served for up to twice that.
 //! - **When**: [`CachePolicy::Auto`] (the default) caches calls at temperature 0 and bypasses
 //!   sampled ones (temperature above 0: the caller wants another draw); [`CachePolicy::Off`]
 //!   bypasses the cache for that request; [`CachePolicy::Always`] caches a sampled call too.
@@ -33,7 +42,6 @@ use std::time::Duration;
 use foundation_core::cache::{
     CacheCounters, CacheStats, CacheTier, EntryOptions, LocalCache, LocalCacheConfig,
 };
-use foundation_core::hash::stable_hash_with_seed;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::ModelRegistry;
@@ -135,8 +143,16 @@ impl std::fmt::Debug for CallCache {
 
 /// Bytes an answer takes in the L1 (its texts and key, roughly).
 fn weigh(key: &str, c: &Completion) -> u32 {
-    let bytes = key.len() + c.content.len() + c.model.len() + c.provider.len() + 64;
+    let headers: usize = c.rate_headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let bytes = key.len() + c.content.len() + c.model.len() + c.provider.len() + headers + 64;
     u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// What the shared tier holds: the answer with the key it is for.
+#[derive(Serialize, Deserialize)]
+struct Shared {
+    key: String,
+    answer: Completion,
 }
 
 impl CallCache {
@@ -172,9 +188,11 @@ impl CallCache {
         }
     }
 
-    /// `model` behind this cache: a [`LanguageModel`] answering from the cache when it can.
-    pub fn wrap(&self, model: Arc<dyn LanguageModel>) -> Arc<dyn LanguageModel> {
-        Arc::new(CachedModel { inner: model, cache: self.clone() })
+    /// `model` behind this cache, under `scope`: a [`LanguageModel`] answering from the cache
+    /// when it can. The scope names the backend (provider, endpoint, model, seed): models that
+    /// may answer the same prompt differently need different scopes.
+    pub fn wrap(&self, scope: impl Into<String>, model: Arc<dyn LanguageModel>) -> Arc<dyn LanguageModel> {
+        Arc::new(CachedModel { inner: model, scope: scope.into(), cache: self.clone() })
     }
 
     /// Counts so far.
@@ -186,25 +204,36 @@ impl CallCache {
         }
     }
 
-    /// The key of `request` to `model` (see the [module](self)).
-    pub fn key(model: &str, request: &ChatRequest) -> String {
-        #[derive(Serialize)]
-        struct Keyed<'a> {
-            model: &'a str,
-            messages: &'a [super::message::ChatMessage],
-            max_tokens: u64,
-            temperature: u32,
-        }
-        let keyed = Keyed {
-            model,
-            messages: &request.messages,
-            max_tokens: request.max_tokens,
-            temperature: request.temperature.to_bits(),
+    /// The key of `request` to `model` under `scope` (see the [module](self)).
+    pub fn key(scope: &str, model: &str, request: &ChatRequest) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        // Every field length-prefixed: no two requests write the same bytes.
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
         };
-        // Serializing these plain fields cannot fail; were it to, the key is still unique to
-        // the model and an empty prompt would not be cached wrongly: no bytes, no match below.
-        let bytes = serde_json::to_vec(&keyed).unwrap_or_default();
-        format!("call:{:016x}{:016x}", stable_hash_with_seed(&bytes, 1), stable_hash_with_seed(&bytes, 2))
+        field(b"foundation-call/1");
+        field(scope.as_bytes());
+        field(model.as_bytes());
+        for message in &request.messages {
+            let role: &[u8] = match message.role {
+                super::message::Role::System => b"s",
+                super::message::Role::User => b"u",
+                super::message::Role::Assistant => b"a",
+            };
+            field(role);
+            field(message.content.as_bytes());
+        }
+        field(&request.max_tokens.to_le_bytes());
+        field(&request.temperature.to_bits().to_le_bytes());
+        let digest = hash.finalize();
+        let mut key = String::with_capacity(5 + 64);
+        key.push_str("call:");
+        for byte in digest.iter() {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        key
     }
 
     /// Whether `request` goes through the cache.
@@ -219,6 +248,7 @@ impl CallCache {
 
     async fn complete(
         &self,
+        scope: &str,
         model: &dyn LanguageModel,
         request: &ChatRequest,
     ) -> Result<Completion, LmError> {
@@ -227,16 +257,22 @@ impl CallCache {
             inner.bypassed.fetch_add(1, Ordering::Relaxed);
             return model.complete(request).await;
         }
-        let key = Self::key(model.model(), request);
+        let key = Self::key(scope, model.model(), request);
         if let Some(mut hit) = inner.l1.get(&key).await {
             hit.cached = true;
             return Ok(hit);
         }
         if let Some(tier) = &inner.tier {
-            let found =
-                tier.get(&key).await.and_then(|bytes| serde_json::from_slice::<Completion>(&bytes).ok());
+            // Only a value stored for this very key (a mix-up or garbage is a miss).
+            let found = tier
+                .get(&key)
+                .await
+                .and_then(|bytes| serde_json::from_slice::<Shared>(&bytes).ok())
+                .filter(|shared| shared.key == key && !shared.answer.content.is_empty())
+                .map(|shared| shared.answer);
             match found {
                 Some(mut hit) => {
+                    hit.rate_headers.clear();
                     let cost = self.cost(&hit);
                     inner.l2.hit(cost);
                     inner.l1.insert_with(key, hit.clone(), EntryOptions::cost(cost)).await;
@@ -247,12 +283,16 @@ impl CallCache {
             }
         }
         let answer = model.complete(request).await?;
+        if answer.content.is_empty() {
+            // An empty answer (filtered, refused, a glitch) is not worth keeping.
+            return Ok(answer);
+        }
         let mut kept = answer.clone();
         kept.rate_headers.clear();
         kept.cached = false;
         let cost = self.cost(&kept);
         if let Some(tier) = inner.tier.clone()
-            && let Ok(bytes) = serde_json::to_vec(&kept)
+            && let Ok(bytes) = serde_json::to_vec(&Shared { key: key.clone(), answer: kept.clone() })
         {
             let key = key.clone();
             tokio::spawn(async move { tier.put(&key, bytes, cost).await });
@@ -269,6 +309,7 @@ impl CallCache {
 /// A model behind a [`CallCache`] (made by [`CallCache::wrap`]).
 struct CachedModel {
     inner: Arc<dyn LanguageModel>,
+    scope: String,
     cache: CallCache,
 }
 
@@ -278,7 +319,7 @@ impl LanguageModel for CachedModel {
     }
 
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
-        Box::pin(self.cache.complete(self.inner.as_ref(), request))
+        Box::pin(self.cache.complete(&self.scope, self.inner.as_ref(), request))
     }
 }
 
@@ -288,7 +329,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::providers::{SimulatedConfig, SimulatedModel};
+    use crate::providers::{ChatMessage, SimulatedConfig, SimulatedModel};
 
     /// Counts the calls that reach the model; fails every call whose prompt says `fail`.
     struct Counted {
@@ -341,7 +382,7 @@ mod tests {
     async fn a_repeated_call_is_answered_once_and_sampled_or_refused_calls_go_through() {
         let model = counted();
         let cache = CallCache::new(CallCacheConfig::default());
-        let cached = cache.wrap(model.clone());
+        let cached = cache.wrap("sim", model.clone());
         let request = ChatRequest::prompt("Question: capital of France?\nAnswer:");
         let first = cached.complete(&request).await.unwrap();
         let again = cached.complete(&request).await.unwrap();
@@ -371,8 +412,8 @@ mod tests {
         let stats = cache.stats();
         assert_eq!((stats.hits(), stats.bypassed), (2, 3), "{stats:?}");
         // Turned off by configuration: every call goes through.
-        let off =
-            CallCache::new(CallCacheConfig { enabled: false, ..Default::default() }).wrap(model.clone());
+        let off = CallCache::new(CallCacheConfig { enabled: false, ..Default::default() })
+            .wrap("sim", model.clone());
         off.complete(&request).await.unwrap();
         off.complete(&request).await.unwrap();
         assert_eq!(model.calls.load(Ordering::Relaxed), 10);
@@ -385,7 +426,7 @@ mod tests {
         let here = CallCache::shared(CallCacheConfig::default(), tier.clone());
         let there = CallCache::shared(CallCacheConfig::default(), tier.clone());
         let request = ChatRequest::prompt("Question: capital of Peru?\nAnswer:");
-        let first = here.wrap(model.clone()).complete(&request).await.unwrap();
+        let first = here.wrap("sim", model.clone()).complete(&request).await.unwrap();
         // The put is in the background.
         for _ in 0..100 {
             if !tier.0.lock().unwrap().is_empty() {
@@ -393,19 +434,58 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let second = there.wrap(model.clone()).complete(&request).await.unwrap();
+        let second = there.wrap("sim", model.clone()).complete(&request).await.unwrap();
         assert!(second.cached);
         assert_eq!(second.content, first.content);
         assert_eq!(model.calls.load(Ordering::Relaxed), 1);
         assert_eq!((there.stats().l2.hits, there.stats().l1.hits), (1, 0));
         // Now in the L1 there too.
-        there.wrap(model.clone()).complete(&request).await.unwrap();
+        there.wrap("sim", model.clone()).complete(&request).await.unwrap();
         assert_eq!(there.stats().l1.hits, 1);
-        // Keys differ by model, prompt and parameters, and are stable.
-        let key = CallCache::key("m", &request);
-        assert_eq!(key, CallCache::key("m", &request.clone()));
-        assert_ne!(key, CallCache::key("n", &request));
-        assert_ne!(key, CallCache::key("m", &ChatRequest::prompt("Question: capital of Chile?\nAnswer:")));
-        assert_eq!(key.len(), "call:".len() + 32);
+        // Keys differ by scope, model, prompt, roles, order and parameters.
+        let key = CallCache::key("s", "m", &request);
+        assert_eq!(key.len(), "call:".len() + 64);
+        let two = ChatRequest::new(vec![ChatMessage::system("a"), ChatMessage::user("b")]);
+        let mut swapped = two.clone();
+        swapped.messages.reverse();
+        let mut roles = two.clone();
+        roles.messages[0].role = super::super::message::Role::User;
+        let mut warm = request.clone();
+        warm.temperature = 0.5;
+        let others = [
+            CallCache::key("t", "m", &request),
+            CallCache::key("s", "n", &request),
+            CallCache::key("s", "m", &ChatRequest::prompt("Question: capital of Chile?\nAnswer:")),
+            CallCache::key("s", "m", &request.clone().max_tokens(9)),
+            CallCache::key("s", "m", &warm),
+            CallCache::key("s", "m", &two),
+            CallCache::key("s", "m", &swapped),
+            CallCache::key("s", "m", &roles),
+            // Field boundaries count: ("ab", "c") is not ("a", "bc").
+            CallCache::key("ab", "c", &request),
+            CallCache::key("a", "bc", &request),
+        ];
+        let mut all: Vec<&String> = others.iter().chain([&key]).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), others.len() + 1, "{others:?}");
+        // Garbage, or another key's answer, in the shared tier: a miss, and the model is asked.
+        let garbage = Arc::new(MapTier::default());
+        let poisoned = CallCache::shared(CallCacheConfig::default(), garbage.clone());
+        let chile = ChatRequest::prompt("Question: capital of Chile?\nAnswer:");
+        let chile_key = CallCache::key("sim", model.model(), &chile);
+        let stolen = serde_json::to_vec(&Shared {
+            key: CallCache::key("sim", model.model(), &request),
+            answer: first.clone(),
+        })
+        .unwrap();
+        garbage.0.lock().unwrap().insert(chile_key.clone(), stolen);
+        let calls = model.calls.load(Ordering::Relaxed);
+        let answer = poisoned.wrap("sim", model.clone()).complete(&chile).await.unwrap();
+        assert!(!answer.cached && answer.content != first.content);
+        garbage.0.lock().unwrap().insert(chile_key, b"not json".to_vec());
+        let fresh = CallCache::shared(CallCacheConfig::default(), garbage.clone());
+        assert!(!fresh.wrap("sim", model.clone()).complete(&chile).await.unwrap().cached);
+        assert_eq!(model.calls.load(Ordering::Relaxed), calls + 2);
     }
 }
