@@ -2,7 +2,7 @@
 //! submitted from outside (an observer in this process, and the `foundation optimize` command):
 //! two runs of equal priority share the workers evenly; the command line submits, follows,
 //! stops and fetches runs and says no clearly; a node without a run's model refuses its tasks
-//! and the others do them.
+//! and the others do them; a node three times slower does proportionally fewer tasks.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -237,4 +237,38 @@ fn the_command_line_submits_follows_stops_and_fetches_runs_and_says_no_clearly()
     let finished = foundation("optimize", &["watch", "long-run", "--seeds", &seeds]);
     assert!(finished.status.success(), "{finished:?}");
     assert!(stdout(&finished).contains("long-run  finished  750/750 evaluations"), "{finished:?}");
+}
+
+#[test]
+fn of_two_nodes_the_one_three_times_slower_records_proportionally_fewer_tasks() {
+    let base = free_port_range(2);
+    let _fast = start_node("n1", base, &[], &["--workers", "4", "--latency-ms", "15"]);
+    let _slow = start_node("n2", base + 1, &[base], &["--workers", "4", "--latency-ms", "45"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let result = runtime.block_on(async {
+        let observer = support::observer("capacity", base).await;
+        // 9 candidates × 100 questions in batches of 5: 180 evaluation tasks.
+        let run = Optimizations::submit_within(
+            &observer,
+            RunSpec::questions("capacity", 7, 6),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let result = run.wait(Duration::from_secs(180)).await.unwrap();
+        observer.shutdown().await;
+        result
+    });
+    let (fast, slow) = (result.tasks_by_node["n1"] as f64, result.tasks_by_node["n2"] as f64);
+    let share = slow / (fast + slow);
+    eprintln!(
+        "tasks: n1 (fast) {fast}, n2 (3× slower) {slow}: the slow one's share {:.0} % (ideal 25 %)",
+        share * 100.0
+    );
+    // Pulled by speed, the slow node does about a quarter; it does clearly less than half.
+    assert!(
+        share > 0.05 && share < 0.4,
+        "the slow node's share of tasks: {share} ({:?})",
+        result.tasks_by_node
+    );
 }

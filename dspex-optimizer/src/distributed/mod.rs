@@ -26,6 +26,7 @@
 //!   without `stop_at_score` on one node with the same seed: candidates are deterministic per
 //!   seed and scores are summed in example order.
 
+mod capacity;
 mod entries;
 mod plan;
 pub mod scheduler;
@@ -51,6 +52,7 @@ use crate::LanguageModels;
 use foundation_actors::supervision::ChildSpec;
 use foundation_cluster::{Cluster, SingletonHandle};
 
+pub use capacity::{LEASE_SECS, MAX_LEASE};
 pub use plan::{Plan, Planned, TaskAt};
 pub use scheduler::{LEASE_TIMEOUT, LOG, PROGRESS_EVENT, PUBLISH_EVERY, RunResult, SCHEDULER, SCOPE, Status};
 pub use spec::{
@@ -119,46 +121,101 @@ pub struct RunOptions {
     /// The provider budget the models' calls wait on, if any: workers beyond what it lets
     /// through are parked rather than queued on it.
     pub budget: Option<RateLimiter>,
+    /// Workers wanted over the whole cluster (`None`: no cluster-wide target): this node runs
+    /// at most its share of them by speed (see [`Demand::share`]), within `max_workers`. Give
+    /// the same on every node.
+    pub cluster_workers: Option<usize>,
 }
 
 impl RunOptions {
     /// Up to `max_workers` workers, the log in the node's state directory, no channels, no budget.
     pub fn new(max_workers: usize) -> Self {
-        RunOptions { min_workers: 1, max_workers, state_dir: None, fsync: true, channels: None, budget: None }
+        RunOptions {
+            min_workers: 1,
+            max_workers,
+            state_dir: None,
+            fsync: true,
+            channels: None,
+            budget: None,
+            cluster_workers: None,
+        }
     }
 }
 
 /// How often a node re-sizes its active workers.
 pub const SCALE_EVERY: Duration = Duration::from_millis(250);
 
-/// Active workers wanted on one node: its share of the tasks queued or in flight, fewer by the
-/// callers already waiting on the provider budget (more workers would only wait too), within
-/// `min_workers..=max_workers`.
-pub fn workers_wanted(
-    tasks: usize,
-    nodes: usize,
-    budget_waiting: usize,
-    active: usize,
-    options: &RunOptions,
-) -> usize {
-    let max = options.max_workers.max(options.min_workers);
-    let mut target = tasks.div_ceil(nodes.max(1));
-    if budget_waiting > 0 {
-        target = target.min(active.saturating_sub(budget_waiting));
+/// What a node sizes its active workers by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    /// Tasks queued or leased over every run.
+    pub tasks: usize,
+    /// This node's share of the cluster's speed (0 to 1): its evaluations per second per
+    /// worker over every serving node's, as the scheduler measured them (`1 / nodes` before).
+    pub share: f64,
+    /// Callers waiting on the provider budget now.
+    pub budget_waiting: usize,
+    /// Workers active now.
+    pub active: usize,
+    /// This process uses every core (more workers would only wait for CPU).
+    pub cpu_saturated: bool,
+}
+
+/// Active workers wanted on one node: its share (by speed) of the tasks queued or in flight;
+/// fewer by the callers already waiting on the provider budget (more workers would only wait
+/// too); no more than now while its CPU is saturated; within `min_workers..=max_workers`, and
+/// within its share of [`RunOptions::cluster_workers`] if set.
+pub fn workers_wanted(demand: &Demand, options: &RunOptions) -> usize {
+    let share = if demand.share.is_finite() { demand.share.clamp(0.0, 1.0) } else { 0.0 };
+    let mut max = options.max_workers.max(options.min_workers);
+    if let Some(cluster) = options.cluster_workers {
+        max = max.min(((cluster as f64 * share).ceil() as usize).max(options.min_workers));
+    }
+    let mut target = (demand.tasks as f64 * share).ceil() as usize;
+    if demand.budget_waiting > 0 {
+        target = target.min(demand.active.saturating_sub(demand.budget_waiting));
+    }
+    if demand.cpu_saturated {
+        target = target.min(demand.active);
     }
     target.clamp(options.min_workers.min(max), max)
 }
 
-/// Keeps the number of active workers in line with the queue and the budget.
+/// Whether this node's process uses (nearly) every core, by its latest health sample.
+async fn cpu_saturated(cluster: &Cluster) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let health = cluster.health().await;
+    health
+        .nodes
+        .iter()
+        .find(|n| n.name == cluster.name())
+        .and_then(|n| n.health.as_ref()?.cpu_percent)
+        .is_some_and(|cpu| cpu >= 90.0 * cores)
+}
+
+/// Keeps the number of active workers in line with the queue, the node's speed, its CPU and the
+/// budget.
 async fn scale(cluster: Cluster, options: RunOptions, active: Arc<AtomicUsize>) {
+    let mut ticks = 0u64;
+    let mut saturated = false;
     loop {
         tokio::time::sleep(SCALE_EVERY).await;
-        let Ok((queued, leased)) = ask::<(usize, usize)>(SchedMsg::Load).await else { continue };
-        let waiting = options.budget.as_ref().map_or(0, RateLimiter::waiting);
-        let current = active.load(Ordering::SeqCst);
-        let target = workers_wanted(queued + leased, cluster.up().len() + 1, waiting, current, &options);
+        if ticks.is_multiple_of(4) {
+            saturated = cpu_saturated(&cluster).await;
+        }
+        ticks += 1;
+        let Ok(node) = question(&cluster.name().to_string(), cluster.max_frame_bytes()) else { continue };
+        let Ok(load) = ask::<scheduler::Load>(|port| SchedMsg::Load(node, port)).await else { continue };
+        let demand = Demand {
+            tasks: load.queued + load.leased,
+            share: load.share,
+            budget_waiting: options.budget.as_ref().map_or(0, RateLimiter::waiting),
+            active: active.load(Ordering::SeqCst),
+            cpu_saturated: saturated,
+        };
+        let target = workers_wanted(&demand, &options);
         if active.swap(target, Ordering::SeqCst) != target {
-            tracing::debug!(workers = target, "evaluation workers re-sized");
+            tracing::debug!(workers = target, share = load.share, "evaluation workers re-sized");
         }
     }
 }
@@ -490,19 +547,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workers_follow_the_queue_and_give_way_to_the_budget() {
+    fn workers_follow_the_queue_their_speed_and_give_way_to_the_budget() {
         let options = RunOptions { min_workers: 1, ..RunOptions::new(8) };
-        // Plenty of work on 3 nodes: all 8; a little: its share; none: the minimum.
-        assert_eq!(workers_wanted(100, 3, 0, 8, &options), 8);
-        assert_eq!(workers_wanted(10, 3, 0, 8, &options), 4);
-        assert_eq!(workers_wanted(0, 3, 0, 8, &options), 1);
+        let demand = |tasks, share, budget_waiting, cpu_saturated| Demand {
+            tasks,
+            share,
+            budget_waiting,
+            active: 8,
+            cpu_saturated,
+        };
+        let third = 1.0 / 3.0;
+        // Plenty of work on 3 equal nodes: all 8; a little: its share; none: the minimum.
+        assert_eq!(workers_wanted(&demand(100, third, 0, false), &options), 8);
+        assert_eq!(workers_wanted(&demand(10, third, 0, false), &options), 4);
+        assert_eq!(workers_wanted(&demand(0, third, 0, false), &options), 1);
+        // A node a quarter as fast as the rest takes a quarter of a short queue.
+        assert_eq!(workers_wanted(&demand(12, 0.25, 0, false), &options), 3);
+        assert_eq!(workers_wanted(&demand(12, 0.75, 0, false), &options), 8);
         // 5 callers already wait on the provider's budget: 3 workers do as much as 8.
-        assert_eq!(workers_wanted(100, 3, 5, 8, &options), 3);
-        assert_eq!(workers_wanted(100, 3, 20, 8, &options), 1);
-        // The minimum holds, and never above the maximum.
+        assert_eq!(workers_wanted(&demand(100, third, 5, false), &options), 3);
+        assert_eq!(workers_wanted(&demand(100, third, 20, false), &options), 1);
+        // A saturated CPU: no more than now.
+        let busy = Demand { active: 2, ..demand(100, third, 0, true) };
+        assert_eq!(workers_wanted(&busy, &options), 2);
+        // A cluster-wide target of 12: this node's share of it.
+        let capped = RunOptions { cluster_workers: Some(12), ..options.clone() };
+        assert_eq!(workers_wanted(&demand(100, 0.25, 0, false), &capped), 3);
+        assert_eq!(workers_wanted(&demand(100, 0.75, 0, false), &capped), 8);
+        // The minimum holds, and never above the maximum; a share that is not a number is 0.
         let at_least_two = RunOptions { min_workers: 2, ..RunOptions::new(8) };
-        assert_eq!(workers_wanted(0, 1, 0, 8, &at_least_two), 2);
+        assert_eq!(workers_wanted(&demand(0, 1.0, 0, false), &at_least_two), 2);
         let odd = RunOptions { min_workers: 5, ..RunOptions::new(3) };
-        assert_eq!(workers_wanted(100, 1, 0, 3, &odd), 5);
+        assert_eq!(workers_wanted(&Demand { active: 3, ..demand(100, 1.0, 0, false) }, &odd), 5);
+        assert_eq!(workers_wanted(&demand(100, f64::NAN, 0, false), &options), 1);
     }
 }

@@ -36,6 +36,7 @@ use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::capacity::Capacity;
 use super::entries::{Entry, decode, encode};
 use super::plan::{Plan, TaskAt};
 use super::spec::{Outcome, RunSpec, Task, TaskKind};
@@ -87,6 +88,14 @@ pub(crate) struct Completion {
     pub(crate) work: Duration,
     /// The model calls it made.
     pub(crate) calls: Calls,
+}
+
+/// The work there is, and a node's share of the cluster's speed ([`Capacity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Load {
+    pub(crate) queued: usize,
+    pub(crate) leased: usize,
+    pub(crate) share: f64,
 }
 
 /// What a client asks of a run.
@@ -206,9 +215,10 @@ pub(crate) enum SchedMsg {
     /// One run's status, or every run's (with `None`; results without programs).
     #[rpc]
     Status(Wire<Option<String>>, RpcReplyPort<Wire<Result<Vec<Status>, String>>>),
-    /// Tasks queued and leased, over every run (what nodes size their workers by).
+    /// Tasks queued and leased, over every run, and the asking node's share of the speed (what
+    /// nodes size their workers by).
     #[rpc]
-    Load(RpcReplyPort<Wire<(usize, usize)>>),
+    Load(Wire<String>, RpcReplyPort<Wire<Load>>),
 }
 
 pub(crate) struct Scheduler {
@@ -246,6 +256,8 @@ struct Run {
     resumed: usize,
     refused_by: BTreeSet<String>,
     oversized: BTreeSet<u64>,
+    /// Tasks leased a second time as backups (the tail), until one result is in.
+    backups: BTreeSet<u64>,
 }
 
 impl Run {
@@ -272,6 +284,7 @@ impl Run {
             resumed: 0,
             refused_by: BTreeSet::new(),
             oversized: BTreeSet::new(),
+            backups: BTreeSet::new(),
         }
     }
 
@@ -405,12 +418,35 @@ impl Run {
 pub(crate) struct SchedState {
     writer: Writer,
     runs: BTreeMap<String, Run>,
+    /// Each node's speed, from its results.
+    capacity: Capacity,
     published: Instant,
     /// Results logged and not yet known committed, by (run, task): their entries' indexes.
     uncommitted: BTreeMap<(String, u64), u64>,
 }
 
 impl SchedState {
+    /// A task held by a slower node that `node` would finish sooner, leased to it as a backup
+    /// (at most one backup per task).
+    fn backup_for(&mut self, node: &str) -> Option<(String, Task)> {
+        let capacity = &self.capacity;
+        for (id, run) in &mut self.runs {
+            if run.stopped || run.refused_by.contains(node) {
+                continue;
+            }
+            let found = run.leased.iter().find(|(task_id, (task, holder, deadline))| {
+                !run.backups.contains(task_id)
+                    && capacity.worth_backup(holder, *deadline - LEASE_TIMEOUT, node, cost(task))
+            });
+            if let Some((task_id, (task, _, _))) = found {
+                let (task_id, task) = (*task_id, task.clone());
+                run.backups.insert(task_id);
+                return Some((id.clone(), task));
+            }
+        }
+        None
+    }
+
     /// The lowest pass among runs with work (where a run that gets work again starts).
     fn floor(&self, except: &str) -> f64 {
         self.runs
@@ -600,6 +636,7 @@ impl Actor for Scheduler {
         let mut state = SchedState {
             writer,
             runs: BTreeMap::new(),
+            capacity: Capacity::default(),
             published: Instant::now(),
             uncommitted: BTreeMap::new(),
         };
@@ -656,7 +693,11 @@ impl Actor for Scheduler {
             SchedMsg::Lease(request, reply) => {
                 let Ok(request) = request.into_inner() else { return Ok(()) };
                 let mut tasks = Vec::new();
-                while tasks.len() < request.max.max(1) {
+                // One task, then as many as the node's speed says (see `capacity`).
+                let mut want = 1;
+                let queued: usize =
+                    state.runs.values().filter(|r| r.has_work()).map(|r| r.pending.len()).sum();
+                while tasks.len() < want {
                     let Some(id) = state.next_run(&request.node) else { break };
                     let Some(run) = state.runs.get_mut(&id) else { break };
                     let Some(task_id) = run.pending.pop_front() else { break };
@@ -675,7 +716,20 @@ impl Actor for Scheduler {
                         task.id,
                         (task.clone(), request.node.clone(), Instant::now() + LEASE_TIMEOUT),
                     );
+                    if tasks.is_empty() {
+                        want = state.capacity.lease_size(&request.node, cost(&task), request.max, queued);
+                    }
                     tasks.push((id, task));
+                }
+                // Nothing queued for it: the tail. A task a slower node holds, done again here
+                // if this node would finish it first (whichever result comes first counts).
+                let mut backup = None;
+                if tasks.is_empty() {
+                    backup = state.backup_for(&request.node);
+                    if let Some((run, task)) = &backup {
+                        tracing::debug!(%run, task = task.id, node = %request.node, "a backup of a slow lease");
+                        tasks.push((run.clone(), task.clone()));
+                    }
                 }
                 // A worker of this node gets the answer without a network hop (no frame limit).
                 let max_bytes = if request.node == self.cluster.name() { usize::MAX } else { max_frame };
@@ -683,6 +737,11 @@ impl Actor for Scheduler {
                 if let Some((tasks, error)) = unsent {
                     for (id, task) in tasks {
                         let Some(run) = state.runs.get_mut(&id) else { continue };
+                        if backup.as_ref().is_some_and(|(r, t)| *r == id && t.id == task.id) {
+                            // A backup not sent: the original lease stands.
+                            run.backups.remove(&task.id);
+                            continue;
+                        }
                         run.leased.remove(&task.id);
                         run.pass -= cost(&task) / f64::from(run.spec.priority.max(1));
                         if run.oversized.insert(task.id) {
@@ -706,6 +765,7 @@ impl Actor for Scheduler {
                     return Ok(());
                 };
                 let was_leased = run.leased.remove(&c.task.id).is_some();
+                run.backups.remove(&c.task.id);
                 if let Outcome::Refused(why) = &c.outcome {
                     if run.refused_by.insert(c.node.clone()) {
                         tracing::warn!(run = %c.run, node = %c.node, %why, "a node cannot do this run's tasks");
@@ -738,6 +798,8 @@ impl Actor for Scheduler {
                     self.fail_run(&myself, state, &c.run, reason, reply);
                     return Ok(());
                 }
+                // Its node's speed (a duplicate's work was work too).
+                state.capacity.record(&c.node, cost(&c.task), c.work);
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
                 match run.done.verdict(&plan, &record) {
                     Verdict::New => {}
@@ -930,11 +992,18 @@ impl Actor for Scheduler {
                     state.rejoin(&id);
                 }
             }
-            SchedMsg::Load(reply) => {
+            SchedMsg::Load(node, reply) => {
+                let Ok(node) = node.into_inner() else { return Ok(()) };
                 let queued =
                     state.runs.values().filter(|r| !r.stopped).map(|r| r.pending.len()).sum::<usize>();
                 let leased = state.runs.values().map(|r| r.leased.len()).sum::<usize>();
-                let _ = reply.send(Wire::encode_or(&(queued, leased), max_frame, |_| (queued, leased)));
+                // Its share among the nodes that have done work (and itself).
+                let mut nodes = state.capacity.nodes();
+                if !nodes.contains(&node) {
+                    nodes.push(node.clone());
+                }
+                let load = Load { queued, leased, share: state.capacity.share(&node, &nodes) };
+                let _ = reply.send(Wire::encode_or(&load, max_frame, |_| load));
             }
             SchedMsg::Status(which, reply) => {
                 let Ok(which) = which.into_inner() else { return Ok(()) };

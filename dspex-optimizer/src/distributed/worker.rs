@@ -74,7 +74,8 @@ impl Workers {
 
     async fn lease(&self) -> Option<LeaseReply> {
         let scheduler = scheduler()?;
-        let request = LeaseRequest { node: self.node.clone(), max: 1 };
+        // The scheduler sizes the lease by this node's speed (see `capacity`).
+        let request = LeaseRequest { node: self.node.clone(), max: super::capacity::MAX_LEASE };
         let request = Wire::encode(&request, limit_for(&scheduler, self.max_bytes)).ok()?;
         match scheduler.call(|port| SchedMsg::Lease(request, port), Some(CALL_TIMEOUT)).await {
             Ok(ractor::rpc::CallResult::Success(reply)) => reply.into_inner().ok(),

@@ -150,6 +150,10 @@ pub struct OptimizeArgs {
     /// Default with `--optimize`: 4.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Workers wanted over the whole cluster: this node runs at most its share of them by its
+    /// measured speed (give the same on every node). Default: none (each node up to `--workers`).
+    #[arg(long)]
+    pub cluster_workers: Option<usize>,
     /// Seed of the run (candidates and the simulated model).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -372,6 +376,7 @@ pub async fn start(
         channels: Some(channels.clone()),
         state_dir: args.run_state.clone(),
         budget,
+        cluster_workers: args.cluster_workers,
         ..RunOptions::new(workers)
     };
     let Some(run) = args.run.clone() else {
