@@ -24,8 +24,10 @@ struct Grader {
     reply: Option<&'static str>,
 }
 
-fn value<'a>(prompt: &'a str, prefix: &str) -> Option<&'a str> {
-    prompt.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim)
+/// The JSON string after `prefix` on its line.
+fn value(prompt: &str, prefix: &str) -> Option<String> {
+    let quoted = prompt.lines().find_map(|l| l.strip_prefix(prefix))?.trim();
+    serde_json::from_str(quoted).ok()
 }
 
 impl LanguageModel for Grader {
@@ -41,8 +43,8 @@ impl LanguageModel for Grader {
             let content = match self.reply {
                 Some(reply) => reply.to_string(),
                 None => {
-                    let same = value(prompt, "Expected label:").map(str::to_lowercase)
-                        == value(prompt, "Answer label:").map(str::to_lowercase);
+                    let same = value(prompt, "Expected label:").map(|v| v.to_lowercase())
+                        == value(prompt, "Answer label:").map(|v| v.to_lowercase());
                     format!(
                         "The label is {}.\nScore: {}",
                         if same { "right" } else { "wrong" },

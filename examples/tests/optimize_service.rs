@@ -44,7 +44,7 @@ fn two_equal_priority_runs_get_evaluations_within_ten_percent_over_every_ten_sec
     let (base, _nodes) = serving("2", "40", |_| Vec::new());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let samples: Vec<Sample> = runtime.block_on(async {
-        let observer = support::observer("status-fair", base).await;
+        let observer = support::observer("fair", base).await;
         // Submitted together: 13 candidates × 100 validation questions each.
         let a = Optimizations::submit_within(
             &observer,

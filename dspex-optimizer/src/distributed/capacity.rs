@@ -1,11 +1,14 @@
 //! What the scheduler learns of each node's speed, and what it does with it.
 //!
 //! - **Speed**: an exponentially weighted mean of the seconds a worker of the node spends per
-//!   evaluation (a build counts as one), from the work time each result reports. A node with no
+//!   evaluation, from the work time each evaluation task's result reports (builds are left out:
+//!   bootstrapping makes many calls). A node with no
 //!   result yet is taken to be as fast as the mean of the others.
-//! - **Lease size**: a worker is leased enough tasks for about [`LEASE_SECS`] of its node's work
-//!   (at least one, at most what it asks, and never more than a sixteenth of what is queued, so
-//!   a short queue is spread rather than held by one worker).
+//! - **Lease size**: a worker is leased tasks until they hold about [`LEASE_SECS`] of its node's
+//!   work, counting each task's evaluations (at least one, at most what it asks and
+//!   [`MAX_LEASE`], and never more than a sixteenth of what is queued, so a short queue is
+//!   spread rather than held by one worker). The n-th task of a lease times out n lease
+//!   timeouts after it was leased (it is done after the others).
 //! - **Share**: a node's speed per worker over the sum of every node's: nodes size their active
 //!   workers by their share of the queue (a node 3× slower per worker runs fewer when the queue
 //!   runs short), and a cluster-wide worker target is split by it.
@@ -57,14 +60,26 @@ impl Capacity {
         })
     }
 
-    /// Tasks of `cost` evaluations each to lease to a worker of `node` asking for up to `max`,
-    /// with `queued` tasks waiting.
-    pub(crate) fn lease_size(&self, node: &str, cost: f64, max: usize, queued: usize) -> usize {
-        let by_speed = match self.secs_per_eval(node) {
-            Some(secs) if secs > 0.0 => (LEASE_SECS / (secs * cost.max(1.0))).floor() as usize,
-            _ => 1,
-        };
-        by_speed.min(max).min(MAX_LEASE).min(queued / 16).max(1)
+    /// Whether a lease of `tasks` tasks holding `evaluations` is full for a worker of `node`
+    /// asking for up to `max`, with `queued` tasks waiting: about [`LEASE_SECS`] of the node's
+    /// work (one task while its speed is unknown), at most `max`, [`MAX_LEASE`] and a sixteenth
+    /// of the queue (at least one task).
+    pub(crate) fn lease_full(
+        &self,
+        node: &str,
+        tasks: usize,
+        evaluations: f64,
+        max: usize,
+        queued: usize,
+    ) -> bool {
+        let most = max.min(MAX_LEASE).min(queued / 16).max(1);
+        if tasks >= most {
+            return true;
+        }
+        match self.secs_per_eval.get(node) {
+            Some(secs) => secs * evaluations >= LEASE_SECS,
+            None => true,
+        }
     }
 
     /// `node`'s share of the speed of `nodes` (its own included), from 0 to 1; `1 / nodes` while
@@ -99,19 +114,23 @@ mod tests {
     #[test]
     fn speeds_size_leases_shares_and_backups() {
         let mut c = Capacity::default();
-        assert_eq!(c.lease_size("a", 5.0, 8, 1000), 1, "nothing known: one task");
+        assert!(c.lease_full("a", 1, 5.0, 8, 1000), "nothing known: one task");
         for _ in 0..20 {
             c.record("fast", 5.0, Duration::from_millis(100));
             c.record("slow", 5.0, Duration::from_millis(300));
         }
         assert!((c.secs_per_eval("fast").unwrap() - 0.02).abs() < 1e-9);
-        // 2 s of 5-evaluation tasks at 20 ms: 20, capped by the ask and MAX_LEASE; a short queue
-        // is spread.
-        assert_eq!(c.lease_size("fast", 5.0, 64, 1000), MAX_LEASE);
-        assert_eq!(c.lease_size("fast", 5.0, 4, 1000), 4);
-        assert_eq!(c.lease_size("slow", 5.0, 64, 1000), 6);
-        assert_eq!(c.lease_size("fast", 5.0, 64, 40), 2);
-        assert_eq!(c.lease_size("fast", 5.0, 64, 3), 1);
+        // Tasks of 5 evaluations taken until full: 2 s at 20 ms is 20 tasks, capped by the ask
+        // and MAX_LEASE; 2 s at 60 ms, 7; a short queue is spread; big tasks fill it sooner.
+        let fill = |node: &str, cost: f64, max: usize, queued: usize| {
+            (1..).find(|n| c.lease_full(node, *n, cost * *n as f64, max, queued)).unwrap()
+        };
+        assert_eq!(fill("fast", 5.0, 64, 1000), MAX_LEASE);
+        assert_eq!(fill("fast", 5.0, 4, 1000), 4);
+        assert_eq!(fill("slow", 5.0, 64, 1000), 7);
+        assert_eq!(fill("fast", 5.0, 64, 40), 2);
+        assert_eq!(fill("fast", 5.0, 64, 3), 1);
+        assert_eq!(fill("fast", 50.0, 64, 1000), 2);
         let nodes = ["fast".to_string(), "slow".to_string()];
         assert!((c.share("fast", &nodes) - 0.75).abs() < 1e-9);
         assert!((c.share("slow", &nodes) - 0.25).abs() < 1e-9);

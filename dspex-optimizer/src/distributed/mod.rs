@@ -283,9 +283,9 @@ impl Optimizations {
     /// majority is of all the known nodes.
     ///
     /// Workers scale with the queue: every [`SCALE_EVERY`] the node activates
-    /// `clamp(tasks queued or leased / nodes up, min_workers, max_workers)` of them, fewer when
-    /// the provider budget has callers waiting (more workers would only wait on it too). A parked
-    /// worker holds no lease.
+    /// [`workers_wanted`] of them (its share by speed of the tasks queued or leased, fewer when
+    /// the provider budget has callers waiting, within `min_workers..=max_workers`). A worker
+    /// parked finishes the lease it holds first (about [`LEASE_SECS`] of work).
     pub async fn start(
         cluster: &Cluster,
         models: &LanguageModels,

@@ -256,8 +256,10 @@ struct Run {
     resumed: usize,
     refused_by: BTreeSet<String>,
     oversized: BTreeSet<u64>,
-    /// Tasks leased a second time as backups (the tail), until one result is in.
-    backups: BTreeSet<u64>,
+    /// Tasks leased a second time as backups (the tail), to which node, until one result is in.
+    backups: BTreeMap<u64, String>,
+    /// Nodes that sent a result that was not their task's: none of their results counts.
+    untrusted: BTreeSet<String>,
 }
 
 impl Run {
@@ -284,7 +286,8 @@ impl Run {
             resumed: 0,
             refused_by: BTreeSet::new(),
             oversized: BTreeSet::new(),
-            backups: BTreeSet::new(),
+            backups: BTreeMap::new(),
+            untrusted: BTreeSet::new(),
         }
     }
 
@@ -318,6 +321,7 @@ impl Run {
     fn requeue_all(&mut self) {
         self.pending.clear();
         self.leased.clear();
+        self.backups.clear();
         for i in 0..self.plan.builds().len() as u64 {
             if !self.done.has(i) {
                 self.pending.push_back(i);
@@ -435,12 +439,12 @@ impl SchedState {
                 continue;
             }
             let found = run.leased.iter().find(|(task_id, (task, holder, deadline))| {
-                !run.backups.contains(task_id)
+                !run.backups.contains_key(task_id)
                     && capacity.worth_backup(holder, *deadline - LEASE_TIMEOUT, node, cost(task))
             });
             if let Some((task_id, (task, _, _))) = found {
                 let (task_id, task) = (*task_id, task.clone());
-                run.backups.insert(task_id);
+                run.backups.insert(task_id, node.to_string());
                 return Some((id.clone(), task));
             }
         }
@@ -482,22 +486,42 @@ type RunTasks = Vec<(String, Task)>;
 /// The answer to a lease of `tasks`, if it fits `max_bytes`; otherwise an answer that leases
 /// nothing and says why, with the tasks given back (for the queue) and the error.
 pub(crate) fn lease_reply(
-    tasks: RunTasks,
+    mut tasks: RunTasks,
     max_bytes: usize,
 ) -> (Wire<LeaseReply>, Option<(RunTasks, WireError)>) {
-    let reply = LeaseReply { tasks, refused: None };
-    match Wire::encode(&reply, max_bytes) {
-        Ok(wire) => (wire, None),
-        Err(e) => {
-            let refused = LeaseReply {
-                tasks: Vec::new(),
-                refused: Some(format!("the task does not fit a message to this node: {e}")),
-            };
-            let answer = Wire::encode_or(&refused, max_bytes, |_| LeaseReply {
-                tasks: Vec::new(),
-                refused: Some("the task does not fit a message to this node".into()),
-            });
-            (answer, Some((reply.tasks, e)))
+    // As many tasks as fit, from the first: the rest go back to the queue.
+    let mut given_back: RunTasks = Vec::new();
+    let mut first_error = None;
+    loop {
+        let reply = LeaseReply { tasks, refused: None };
+        match Wire::encode(&reply, max_bytes) {
+            Ok(wire) => {
+                given_back.reverse();
+                let unsent = first_error.map(|e| (given_back, e));
+                return (wire, unsent);
+            }
+            Err(e) if reply.tasks.len() <= 1 => {
+                let refused = LeaseReply {
+                    tasks: Vec::new(),
+                    refused: Some(format!("the task does not fit a message to this node: {e}")),
+                };
+                let answer = Wire::encode_or(&refused, max_bytes, |_| LeaseReply {
+                    tasks: Vec::new(),
+                    refused: Some("the task does not fit a message to this node".into()),
+                });
+                let mut back = reply.tasks;
+                given_back.reverse();
+                back.extend(given_back);
+                return (answer, Some((back, e)));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+                let mut rest = reply.tasks;
+                if let Some(last) = rest.pop() {
+                    given_back.push(last);
+                }
+                tasks = rest;
+            }
         }
     }
 }
@@ -693,12 +717,11 @@ impl Actor for Scheduler {
             SchedMsg::Lease(request, reply) => {
                 let Ok(request) = request.into_inner() else { return Ok(()) };
                 let mut tasks = Vec::new();
-                // One task, then as many as the node's speed says (see `capacity`).
-                let mut want = 1;
+                // Tasks until they hold about `LEASE_SECS` of this node's work (see `capacity`).
+                let mut evaluations = 0.0;
                 let queued: usize =
                     state.runs.values().filter(|r| r.has_work()).map(|r| r.pending.len()).sum();
-                while tasks.len() < want {
-                    let Some(id) = state.next_run(&request.node) else { break };
+                while let Some(id) = state.next_run(&request.node) {
                     let Some(run) = state.runs.get_mut(&id) else { break };
                     let Some(task_id) = run.pending.pop_front() else { break };
                     if run.done.has(task_id) {
@@ -712,14 +735,16 @@ impl Actor for Scheduler {
                         continue;
                     };
                     run.pass += cost(&task) / f64::from(run.spec.priority.max(1));
-                    run.leased.insert(
-                        task.id,
-                        (task.clone(), request.node.clone(), Instant::now() + LEASE_TIMEOUT),
-                    );
-                    if tasks.is_empty() {
-                        want = state.capacity.lease_size(&request.node, cost(&task), request.max, queued);
-                    }
+                    // The n-th task of a lease is done after the others: its deadline is n
+                    // timeouts away.
+                    let deadline = Instant::now() + LEASE_TIMEOUT * (tasks.len() as u32 + 1);
+                    run.leased.insert(task.id, (task.clone(), request.node.clone(), deadline));
+                    evaluations += cost(&task);
                     tasks.push((id, task));
+                    if state.capacity.lease_full(&request.node, tasks.len(), evaluations, request.max, queued)
+                    {
+                        break;
+                    }
                 }
                 // Nothing queued for it: the tail. A task a slower node holds, done again here
                 // if this node would finish it first (whichever result comes first counts).
@@ -764,8 +789,24 @@ impl Actor for Scheduler {
                     let _ = reply.send(Wire::encode_or(&false, max_frame, |_| false));
                     return Ok(());
                 };
-                let was_leased = run.leased.remove(&c.task.id).is_some();
-                run.backups.remove(&c.task.id);
+                let id = c.task.id;
+                // Only the holder's answer ends its lease here: a backup's refusal or bad result
+                // must not cancel the holder's work (a new result ends every lease of the task,
+                // below).
+                let from_holder = run.leased.get(&id).is_some_and(|(_, holder, _)| *holder == c.node);
+                let was_leased = from_holder && run.leased.remove(&id).is_some();
+                if run.backups.get(&id) == Some(&c.node) {
+                    run.backups.remove(&id);
+                }
+                if run.untrusted.contains(&c.node) {
+                    // It sent a result that was not its task's: nothing more of it counts.
+                    if was_leased && !run.done.has(id) && !run.stopped {
+                        run.pass -= cost(&c.task) / f64::from(run.spec.priority.max(1));
+                        run.pending.push_front(id);
+                    }
+                    let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
+                    return Ok(());
+                }
                 if let Outcome::Refused(why) = &c.outcome {
                     if run.refused_by.insert(c.node.clone()) {
                         tracing::warn!(run = %c.run, node = %c.node, %why, "a node cannot do this run's tasks");
@@ -798,8 +839,11 @@ impl Actor for Scheduler {
                     self.fail_run(&myself, state, &c.run, reason, reply);
                     return Ok(());
                 }
-                // Its node's speed (a duplicate's work was work too).
-                state.capacity.record(&c.node, cost(&c.task), c.work);
+                // Its node's speed, from evaluations (a build's bootstrapping is not one call per
+                // evaluation; a duplicate's work was work too).
+                if matches!(c.task.kind, TaskKind::Eval { .. }) {
+                    state.capacity.record(&c.node, cost(&c.task), c.work);
+                }
                 let Some(run) = state.runs.get_mut(&c.run) else { return Ok(()) };
                 match run.done.verdict(&plan, &record) {
                     Verdict::New => {}
@@ -807,6 +851,7 @@ impl Actor for Scheduler {
                         // Not this task's result: the node that sent it gets none of the run's
                         // tasks again (as one that cannot do them), and the task goes back to
                         // the queue for another node, rather than being lost with its lease.
+                        run.untrusted.insert(c.node.clone());
                         if run.refused_by.insert(c.node.clone()) {
                             tracing::warn!(run = %c.run, node = %c.node, %why, "an invalid result: the node gets no more of this run's tasks");
                         }
@@ -831,6 +876,10 @@ impl Actor for Scheduler {
                         return Ok(());
                     }
                 }
+                // Counted now: whoever else holds it (the holder of a backup's result, a backup)
+                // holds it no more.
+                run.leased.remove(&id);
+                run.backups.remove(&id);
                 if !was_leased && let Some(at) = run.pending.iter().position(|t| *t == c.task.id) {
                     // Its lease had been given back (its node seen down, or timed out): the task
                     // is queued again, and no longer needed now that this result counts.
@@ -951,6 +1000,7 @@ impl Actor for Scheduler {
                         run.stopped = true;
                         run.pending.clear();
                         run.leased.clear();
+                        run.backups.clear();
                         Entry::Stopped { run: id.clone() }
                     }
                     Control::Resume if run.foreign.is_some() => {
@@ -967,6 +1017,9 @@ impl Actor for Scheduler {
                     }
                     Control::Resume => {
                         run.stopped = false;
+                        // Nodes that could not do it may now (a model registered since); nodes
+                        // that sent bad results stay out.
+                        run.refused_by = run.untrusted.clone();
                         run.announced_end = false;
                         run.failed = None;
                         run.requeue_all();
@@ -994,11 +1047,14 @@ impl Actor for Scheduler {
             }
             SchedMsg::Load(node, reply) => {
                 let Ok(node) = node.into_inner() else { return Ok(()) };
+                let up = self.cluster.up();
+                let me = self.cluster.name();
                 let queued =
                     state.runs.values().filter(|r| !r.stopped).map(|r| r.pending.len()).sum::<usize>();
                 let leased = state.runs.values().map(|r| r.leased.len()).sum::<usize>();
                 // Its share among the nodes that have done work (and itself).
-                let mut nodes = state.capacity.nodes();
+                let mut nodes: Vec<String> =
+                    state.capacity.nodes().into_iter().filter(|n| n == me || up.contains(n)).collect();
                 if !nodes.contains(&node) {
                     nodes.push(node.clone());
                 }
@@ -1097,6 +1153,13 @@ impl Scheduler {
                 .collect();
             for task_id in lost {
                 if let Some((task, node, _)) = run.leased.remove(&task_id) {
+                    // A backup in flight on a node still up takes the lease over.
+                    if let Some(backup) = run.backups.remove(&task_id)
+                        && (backup == me || up.contains(&backup))
+                    {
+                        run.leased.insert(task_id, (task, backup, now + LEASE_TIMEOUT));
+                        continue;
+                    }
                     tracing::info!(run = %id, task = task_id, %node, "lease returned to the queue");
                     run.requeued += 1;
                     run.pass -= cost(&task) / f64::from(run.spec.priority.max(1));
@@ -1141,6 +1204,17 @@ mod tests {
         assert!(reply.tasks.is_empty());
         let why = reply.refused.expect("the refusal says why");
         assert!(why.contains("exceeds the 1024-byte frame limit"), "{why}");
+
+        // Tasks that fit one by one but not together: as many as fit go, the rest come back in
+        // their order.
+        let lease: RunTasks = (10..14).map(|id| ("r".to_string(), eval_task(id, 300))).collect();
+        let (answer, unsent) = lease_reply(lease.clone(), 1024);
+        let sent = answer.into_inner().unwrap().tasks;
+        let (back, _) = unsent.expect("some come back");
+        assert!(!sent.is_empty() && !back.is_empty(), "{} sent, {} back", sent.len(), back.len());
+        let mut all = sent.clone();
+        all.extend(back);
+        assert_eq!(all, lease, "nothing lost, nothing twice, in order");
     }
 
     #[test]

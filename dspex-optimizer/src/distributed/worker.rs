@@ -143,7 +143,6 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
             let kind = if matches!(task.kind, TaskKind::Build { .. }) { "build" } else { "eval" };
             let span = tracing::info_span!("dspex.task", trace_root = true, run = %run, task = task.id, kind);
             async {
-                let started = std::time::Instant::now();
                 // The spec, fetched again for a while if the scheduler does not answer (failing
                 // over): given up, the lease goes back when it times out.
                 let mut spec = None;
@@ -155,6 +154,8 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
                     tokio::time::sleep(IDLE).await;
                 }
                 let Some(spec) = spec else { return };
+                // The work's time, the spec's fetch left out (its node's speed is measured by it).
+                let started = std::time::Instant::now();
                 // In a task of its own (aborted with this one): a panic (in a metric of the
                 // program's, say) is this node refusing the run, not a worker lost.
                 let (models, job) = (workers.models.clone(), task.clone());

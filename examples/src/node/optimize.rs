@@ -307,11 +307,22 @@ pub struct ServiceControl(pub Cluster);
 
 impl scope_tracer::dashboard::RunControl for ServiceControl {
     fn stop<'a>(&'a self, run: &'a str) -> scope_tracer::dashboard::ControlFuture<'a> {
-        Box::pin(async move { Optimizations::run(&self.0, run).stop().await.map_err(|e| e.to_string()) })
+        Box::pin(async move { Optimizations::run(&self.0, run).stop().await.map_err(control_error) })
     }
 
     fn resume<'a>(&'a self, run: &'a str) -> scope_tracer::dashboard::ControlFuture<'a> {
-        Box::pin(async move { Optimizations::run(&self.0, run).resume().await.map_err(|e| e.to_string()) })
+        Box::pin(async move { Optimizations::run(&self.0, run).resume().await.map_err(control_error) })
+    }
+}
+
+/// The service's no (409) told apart from the service not reached (503).
+fn control_error(e: distributed::RunError) -> scope_tracer::dashboard::ControlError {
+    use scope_tracer::dashboard::ControlError;
+    match e {
+        distributed::RunError::NoScheduler | distributed::RunError::NoAnswer(_) => {
+            ControlError::Unavailable(e.to_string())
+        }
+        other => ControlError::Refused(other.to_string()),
     }
 }
 
@@ -362,6 +373,10 @@ pub async fn start(
         };
     }
     let workers = args.workers.unwrap_or(4);
+    if args.cluster_workers == Some(0) {
+        emit(&Reply::OptimizationFailed { error: "--cluster-workers must be at least 1".into() });
+        return None;
+    }
     let cache = call_cache(cluster, llm).await;
     let ServingModels { models, budgets, budget } = match models(cluster, args, llm, cache.as_ref()) {
         Ok(models) => models,

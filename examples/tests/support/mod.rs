@@ -155,8 +155,10 @@ pub fn request_with(
     (status, body)
 }
 
-/// A node of this test process (an observer: it serves nothing) joined to the node at
-/// `127.0.0.1:seed_port`, named `NAME-PID`.
+/// A node of this test process joined to the node at `127.0.0.1:seed_port`, named
+/// `status-NAME-PID`: an observer (the prefix), which serves nothing, holds no singleton and
+/// does not count towards majorities (a member would: one serving node and this one would need
+/// both for a majority).
 pub async fn observer(name: &str, seed_port: u16) -> foundation_cluster::Cluster {
     use std::net::SocketAddr;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

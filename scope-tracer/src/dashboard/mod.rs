@@ -40,7 +40,7 @@ mod guard;
 mod runs;
 mod sessions;
 
-pub use runs::{ControlFuture, RunControl};
+pub use runs::{ControlError, ControlFuture, RunControl};
 
 /// How often the page is sent the cluster's state.
 pub const PUSH_EVERY: Duration = Duration::from_secs(1);
