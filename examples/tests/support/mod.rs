@@ -167,7 +167,6 @@ pub async fn observer(name: &str, seed_port: u16) -> foundation_cluster::Cluster
         seeds: vec![SocketAddr::from(([127, 0, 0, 1], seed_port))],
         ..Default::default()
     };
-    foundation_cluster::Cluster::start(&format!("{name}-{}", std::process::id()), &config, None)
-        .await
-        .unwrap()
+    let name = format!("{}{name}-{}", foundation_cluster::singleton::OBSERVER_PREFIX, std::process::id());
+    foundation_cluster::Cluster::start(&name, &config, None).await.unwrap()
 }
