@@ -1,4 +1,4 @@
-//! Issue 22's figures for the optimization service, each measured in the same run as its
+//! The optimization service's figures at scale, each measured in the same run as its
 //! baseline:
 //!
 //! 1. **LM-bound throughput at scale**: 16, 64 and 256 workers on 1 and on 4 node processes
