@@ -75,7 +75,7 @@ fn cluster(
 fn follow(base: u16, spec: RunSpec) -> (Vec<(Duration, usize, usize)>, RunResult) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     runtime.block_on(async {
-        let observer = support::observer("scale-bench", base).await;
+        let observer = support::observer(&format!("bench-{}", spec.run_id), base).await;
         let run = Optimizations::submit_within(&observer, spec, Duration::from_secs(120)).await.unwrap();
         let started = Instant::now();
         let mut samples = Vec::new();
@@ -101,7 +101,7 @@ fn rates(samples: &[(Duration, usize, usize)]) -> (f64, Duration) {
     let ((t10, d10, _), (t90, d90, _)) = (at(0.1), at(0.9));
     let first = samples.iter().find(|(_, done, _)| *done > 0).unwrap().0;
     let end = samples.last().unwrap().0;
-    ((d90 - d10) as f64 / (t90 - t10).as_secs_f64(), end - first)
+    ((d90 - d10) as f64 / (t90 - t10).as_secs_f64().max(1e-3), end - first)
 }
 
 fn throughput() {

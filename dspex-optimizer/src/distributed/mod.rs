@@ -19,8 +19,9 @@
 //! - **Sharing**: runs with work get leases in proportion to their priorities (stride
 //!   scheduling, [`scheduler`]).
 //! - **Failures**: a lost node's leases go back to the queue as soon as the scheduler sees the
-//!   node down, a hung worker's after [`LEASE_TIMEOUT`]; a lost scheduler is replaced on another
-//!   serving node (the singleton's lease, about 3 s) and replays the log; a whole cluster
+//!   node down, a hung worker's after [`LEASE_TIMEOUT`] (a little more for the later tasks of a
+//!   lease); a lost scheduler is replaced on another serving node (the singleton's lease, about
+//!   3 s) and replays the log; a whole cluster
 //!   restarted replays it too. A run survives the loss of any minority of the nodes.
 //! - the result is the same as [`RandomSearch::compile`](crate::optimizers::RandomSearch::compile)
 //!   without `stop_at_score` on one node with the same seed: candidates are deterministic per

@@ -483,12 +483,19 @@ impl SchedState {
 /// Tasks with their runs.
 type RunTasks = Vec<(String, Task)>;
 
+/// Tasks a lease reply could not carry.
+pub(crate) struct Unsent {
+    /// The tasks, in their lease order.
+    pub(crate) tasks: RunTasks,
+    /// Why (the frame limit).
+    pub(crate) error: WireError,
+    /// Each fits alone and some were sent: they were only deferred (not too large).
+    pub(crate) deferred: bool,
+}
+
 /// The answer to a lease of `tasks`, if it fits `max_bytes`; otherwise an answer that leases
 /// nothing and says why, with the tasks given back (for the queue) and the error.
-pub(crate) fn lease_reply(
-    mut tasks: RunTasks,
-    max_bytes: usize,
-) -> (Wire<LeaseReply>, Option<(RunTasks, WireError)>) {
+pub(crate) fn lease_reply(mut tasks: RunTasks, max_bytes: usize) -> (Wire<LeaseReply>, Option<Unsent>) {
     // As many tasks as fit, from the first: the rest go back to the queue.
     let mut given_back: RunTasks = Vec::new();
     let mut first_error = None;
@@ -497,7 +504,7 @@ pub(crate) fn lease_reply(
         match Wire::encode(&reply, max_bytes) {
             Ok(wire) => {
                 given_back.reverse();
-                let unsent = first_error.map(|e| (given_back, e));
+                let unsent = first_error.map(|error| Unsent { tasks: given_back, error, deferred: true });
                 return (wire, unsent);
             }
             Err(e) if reply.tasks.len() <= 1 => {
@@ -512,7 +519,7 @@ pub(crate) fn lease_reply(
                 let mut back = reply.tasks;
                 given_back.reverse();
                 back.extend(given_back);
-                return (answer, Some((back, e)));
+                return (answer, Some(Unsent { tasks: back, error: e, deferred: false }));
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -735,9 +742,14 @@ impl Actor for Scheduler {
                         continue;
                     };
                     run.pass += cost(&task) / f64::from(run.spec.priority.max(1));
-                    // The n-th task of a lease is done after the others: its deadline is n
-                    // timeouts away.
-                    let deadline = Instant::now() + LEASE_TIMEOUT * (tasks.len() as u32 + 1);
+                    // A task of a lease is done after the ones before it: its deadline is
+                    // further by twice their expected time (at most one more timeout), not by a
+                    // timeout each (a hung worker's tail comes back in time).
+                    let before = state.capacity.secs_per_eval(&request.node).unwrap_or(0.0) * evaluations;
+                    let stretch = Duration::from_secs_f64((2.0 * before).min(LEASE_TIMEOUT.as_secs_f64()));
+                    let deadline = Instant::now() + LEASE_TIMEOUT + stretch;
+                    // Leased as itself now: a backup entry left for it is stale.
+                    run.backups.remove(&task.id);
                     run.leased.insert(task.id, (task.clone(), request.node.clone(), deadline));
                     evaluations += cost(&task);
                     tasks.push((id, task));
@@ -759,8 +771,10 @@ impl Actor for Scheduler {
                 // A worker of this node gets the answer without a network hop (no frame limit).
                 let max_bytes = if request.node == self.cluster.name() { usize::MAX } else { max_frame };
                 let (answer, unsent) = lease_reply(tasks, max_bytes);
-                if let Some((tasks, error)) = unsent {
-                    for (id, task) in tasks {
+                if let Some(Unsent { tasks, error, deferred }) = unsent {
+                    // Deferred ones (each fits; together they did not) go back to the front in
+                    // their order; one too large alone goes to the back, for the scheduler's node.
+                    for (id, task) in tasks.into_iter().rev() {
                         let Some(run) = state.runs.get_mut(&id) else { continue };
                         if backup.as_ref().is_some_and(|(r, t)| *r == id && t.id == task.id) {
                             // A backup not sent: the original lease stands.
@@ -769,6 +783,10 @@ impl Actor for Scheduler {
                         }
                         run.leased.remove(&task.id);
                         run.pass -= cost(&task) / f64::from(run.spec.priority.max(1));
+                        if deferred {
+                            run.pending.push_front(task.id);
+                            continue;
+                        }
                         if run.oversized.insert(task.id) {
                             tracing::warn!(
                                 run = %id, task = task.id, node = %request.node, %error,
@@ -1109,6 +1127,7 @@ impl Scheduler {
                     r.failed = Some(reason);
                     r.pending.clear();
                     r.leased.clear();
+                    r.backups.clear();
                     r.control_at = index;
                     r.last_logged = index;
                 }
@@ -1145,6 +1164,8 @@ impl Scheduler {
         let me = self.cluster.name().to_string();
         let now = Instant::now();
         for (id, run) in &mut state.runs {
+            // A backup on a node that is down does nothing: another may be made.
+            run.backups.retain(|_, node| *node == me || up.contains(node));
             let lost: Vec<u64> = run
                 .leased
                 .iter()
@@ -1153,8 +1174,10 @@ impl Scheduler {
                 .collect();
             for task_id in lost {
                 if let Some((task, node, _)) = run.leased.remove(&task_id) {
-                    // A backup in flight on a node still up takes the lease over.
+                    // A backup in flight on a node still up takes the lease over (the holder
+                    // lost, or overdue).
                     if let Some(backup) = run.backups.remove(&task_id)
+                        && backup != node
                         && (backup == me || up.contains(&backup))
                     {
                         run.leased.insert(task_id, (task, backup, now + LEASE_TIMEOUT));
@@ -1195,8 +1218,8 @@ mod tests {
         // 2000 example indices take more than 1 KiB: refused with the reason, task handed back.
         let big = ("r".to_string(), eval_task(2, 2000));
         let (answer, unsent) = lease_reply(vec![big.clone()], 1024);
-        let (back, error) = unsent.expect("the task is handed back");
-        assert_eq!(back, [big]);
+        let Unsent { tasks: back, error, deferred } = unsent.expect("the task is handed back");
+        assert_eq!((back, deferred), (vec![big], false));
         assert!(matches!(error, WireError::TooLarge { max: 1024, .. }), "{error}");
         let bytes = foundation_actors::wire::encode(&answer.into_inner().unwrap(), usize::MAX).unwrap();
         assert!(bytes.len() <= 1024, "the refusal fits the limit: {} bytes", bytes.len());
@@ -1210,7 +1233,8 @@ mod tests {
         let lease: RunTasks = (10..14).map(|id| ("r".to_string(), eval_task(id, 300))).collect();
         let (answer, unsent) = lease_reply(lease.clone(), 1024);
         let sent = answer.into_inner().unwrap().tasks;
-        let (back, _) = unsent.expect("some come back");
+        let Unsent { tasks: back, deferred, .. } = unsent.expect("some come back");
+        assert!(deferred, "each fits alone: only deferred");
         assert!(!sent.is_empty() && !back.is_empty(), "{} sent, {} back", sent.len(), back.len());
         let mut all = sent.clone();
         all.extend(back);
