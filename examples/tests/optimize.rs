@@ -1,7 +1,9 @@
 //! Distributed optimization on real node processes, each with a state directory of its own (as
 //! on separate hosts; the run's state is in the replicated log): the same result as one process
 //! with the same seed, with a worker node killed, the scheduler's node killed and then the next
-//! scheduler's, every node killed and restarted, and a run stopped, restarted and resumed.
+//! scheduler's, every node killed and restarted, and a run stopped, restarted and resumed; a
+//! halving run whose scheduler is killed mid-run takes the decisions its own state machine
+//! takes on one node.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -111,6 +113,12 @@ fn log_dir(name: &str, port: u16) -> std::path::PathBuf {
 /// Every task of `run` recorded exactly once in the log, as node `name` (port `port`, stopped)
 /// keeps it in its own state directory.
 fn assert_each_task_logged_once(run: &str, name: &str, port: u16) {
+    let expected = (CANDIDATES + 3) * (1 + dspex_optimizer::distributed::QUESTIONS_VAL.div_ceil(5));
+    assert_tasks_logged_once(run, name, port, expected);
+}
+
+/// `expected` tasks of `run` recorded, each exactly once, in node `name`'s replica.
+fn assert_tasks_logged_once(run: &str, name: &str, port: u16, expected: usize) {
     let dir = log_dir(name, port);
     let entries = foundation_cluster::replicated_log::ReplicatedLog::read_replica(
         &dir,
@@ -125,7 +133,6 @@ fn assert_each_task_logged_once(run: &str, name: &str, port: u16) {
     let logged = tasks.len();
     tasks.sort_unstable();
     tasks.dedup();
-    let expected = (CANDIDATES + 3) * (1 + dspex_optimizer::distributed::QUESTIONS_VAL.div_ceil(5));
     assert_eq!((logged, tasks.len()), (expected, expected), "results in {name}'s log of {run}");
 }
 
@@ -254,4 +261,99 @@ fn client(args: &[&str]) -> std::process::Output {
         .env("XDG_STATE_HOME", foundation_cluster::testkit::state_home())
         .output()
         .unwrap()
+}
+
+/// What halving must decide for the bundled run, worked out in this process: every candidate
+/// built and scored on one node, the per-example scores fed to the run's own state machine
+/// (`Done`, in task order). (best key, best score, keys stopped early, evaluations, tasks).
+fn halving_oracle() -> (i64, f64, Vec<i64>, usize, usize) {
+    use dspex_optimizer::distributed::{Done, Outcome, Recorded, Task, TaskKind};
+    let mut spec = RunSpec::questions("halving", SEED, CANDIDATES);
+    spec.evaluation = dspex_optimizer::distributed::EvaluationPlan::halving();
+    let plan = spec.plan();
+    let lm: Arc<dyn LanguageModel> = Arc::new(SimulatedModel::new(SimulatedConfig {
+        seed: SEED,
+        latency: Duration::ZERO,
+        ..Default::default()
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut programs = std::collections::BTreeMap::new();
+    let mut scores = std::collections::BTreeMap::new();
+    for seed in plan.builds() {
+        let program = runtime.block_on(spec.build(*seed, lm.as_ref()));
+        let evaluation = runtime.block_on(dspex_optimizer::evaluate::evaluate(
+            &program,
+            &spec.valset,
+            lm.clone(),
+            &spec.metric,
+            8,
+        ));
+        let by_index: Vec<(f64, bool)> =
+            evaluation.results.iter().map(|r| (r.score, r.error.is_some())).collect();
+        scores.insert(*seed, by_index);
+        programs.insert(*seed, program);
+    }
+    let mut done = Done::new(&plan);
+    loop {
+        let mut applied = false;
+        for id in 0..plan.max_tasks() as u64 {
+            let Some(task) = plan.task(id, |s| programs.get(&s)) else { continue };
+            let outcome = match &task.kind {
+                TaskKind::Build { seed } => Outcome::Built(programs[seed].clone()),
+                TaskKind::Eval { candidate, examples, .. } => Outcome::Scores(
+                    examples.iter().map(|i| (*i, scores[candidate][*i].0, scores[candidate][*i].1)).collect(),
+                ),
+            };
+            let task = Task { id, kind: task.kind };
+            applied |= done.apply(&plan, Recorded::new(&task, "here", outcome, 0));
+        }
+        if !applied {
+            break;
+        }
+    }
+    assert!(done.finished(&plan));
+    let means: Vec<(i64, f64)> =
+        plan.candidates().iter().filter_map(|c| done.mean(c.key).map(|m| (c.key, m))).collect();
+    let best = means.iter().fold(None, |best: Option<(i64, f64)>, (k, m)| match best {
+        Some((_, b)) if b >= *m => best,
+        _ => Some((*k, *m)),
+    });
+    let (best_key, best_score) = best.unwrap();
+    let stopped = (0..plan.candidates().len())
+        .filter(|p| done.stopped(*p).is_some())
+        .map(|p| plan.candidates()[p].key)
+        .collect();
+    (best_key, best_score, stopped, done.evaluations(), done.tasks_done())
+}
+
+#[test]
+fn halving_decides_the_same_with_its_scheduler_killed_mid_run() {
+    let (best, best_score, stopped, evaluations, tasks) = halving_oracle();
+    assert!(!stopped.is_empty(), "the oracle stops some candidates");
+    let base = free_port_range(3);
+    let mut nodes: Vec<NodeProcess> = (0..3u16)
+        .map(|i| {
+            let seeds: Vec<u16> = (0..i).map(|j| base + j).collect();
+            let mut args = args("halving").to_vec();
+            args.push("--halving");
+            start_node(&format!("n{}", i + 1), base + i, &seeds, &args)
+        })
+        .collect();
+    // The scheduler (n1, the lowest name) killed once rounds are under way: its successor
+    // replays the log and must take the same decisions.
+    support::until(|| evaluations_done(&nodes[1]) >= 300, || format!("progress: {:?}", nodes[1].output()));
+    assert!(!finished(&nodes[1]), "killed mid-run");
+    nodes[0].kill();
+    let result = result(&nodes[1]);
+    assert_eq!(result["best_seed"], best, "{result}");
+    assert_eq!(result["best_score"].as_f64().unwrap(), best_score);
+    let stopped_early: Vec<(i64, usize, f64)> =
+        serde_json::from_value(result["stopped_early"].clone()).unwrap();
+    let keys: Vec<i64> = stopped_early.iter().map(|(k, _, _)| *k).collect();
+    assert_eq!(keys, stopped, "{result}");
+    assert_eq!(result["evaluations"], evaluations, "{result}");
+    // The last scheduler started from the log, with the killed one's decisions' inputs in it.
+    assert!(result["resumed"].as_u64().unwrap() > 0, "{result}");
+    drop(nodes);
+    assert_tasks_logged_once("halving", "n2", base + 1, tasks);
 }

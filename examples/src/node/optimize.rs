@@ -70,7 +70,10 @@ pub enum Reply {
         best_seed: i64,
         best_score: f64,
         scores: Vec<(i64, f64)>,
+        /// Candidates halving stopped: (key, examples scored, mean on them).
+        stopped_early: Vec<(i64, usize, f64)>,
         evaluations: usize,
+        evaluations_saved: usize,
         tasks_by_node: std::collections::BTreeMap<String, usize>,
         duplicates: u64,
         requeued: u64,
@@ -154,6 +157,9 @@ pub struct OptimizeArgs {
     /// measured speed (give the same on every node). Default: none (each node up to `--workers`).
     #[arg(long)]
     pub cluster_workers: Option<usize>,
+    /// The bundled run of `--optimize` with successive halving rather than a full evaluation.
+    #[arg(long)]
+    pub halving: bool,
     /// Seed of the run (candidates and the simulated model).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -404,6 +410,9 @@ pub async fn start(
         };
     };
     let mut spec = RunSpec::questions(&run, args.seed, args.candidates);
+    if args.halving {
+        spec.evaluation = distributed::EvaluationPlan::halving();
+    }
     if args.lm_url.is_some() {
         spec.lm = args.lm_model.clone();
     }
@@ -440,7 +449,9 @@ pub async fn start(
                     best_seed: result.best_seed,
                     best_score: result.best_score,
                     scores: result.scores,
+                    stopped_early: result.stopped_early,
                     evaluations: result.evaluations,
+                    evaluations_saved: result.evaluations_saved,
                     tasks_by_node: result.tasks_by_node,
                     duplicates: status.duplicates,
                     requeued: status.requeued,
