@@ -299,6 +299,15 @@ impl Run {
         !self.stopped && !self.pending.is_empty()
     }
 
+    /// A lease given back unused (refused, lost, timed out): its cost comes off the run's pass
+    /// and the task goes to the front of the queue, unless it is recorded or the run stopped.
+    fn give_back(&mut self, task: &Task) {
+        if !self.done.has(task.id) && !self.stopped {
+            self.pass -= cost(task) / f64::from(self.spec.priority.max(1));
+            self.pending.push_front(task.id);
+        }
+    }
+
     /// Queues the batches of the candidate at `position` from batch `from` up to the round now
     /// that are not recorded (if it is built and still in).
     fn queue_candidate(&mut self, position: usize, from: usize) {
@@ -818,9 +827,8 @@ impl Actor for Scheduler {
                 }
                 if run.untrusted.contains(&c.node) {
                     // It sent a result that was not its task's: nothing more of it counts.
-                    if was_leased && !run.done.has(id) && !run.stopped {
-                        run.pass -= cost(&c.task) / f64::from(run.spec.priority.max(1));
-                        run.pending.push_front(id);
+                    if was_leased {
+                        run.give_back(&c.task);
                     }
                     let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
                     return Ok(());
@@ -829,10 +837,8 @@ impl Actor for Scheduler {
                     if run.refused_by.insert(c.node.clone()) {
                         tracing::warn!(run = %c.run, node = %c.node, %why, "a node cannot do this run's tasks");
                     }
-                    if was_leased && !run.done.has(c.task.id) && !run.stopped {
-                        // Given back unused: its cost comes off the run's pass.
-                        run.pass -= cost(&c.task) / f64::from(run.spec.priority.max(1));
-                        run.pending.push_front(c.task.id);
+                    if was_leased {
+                        run.give_back(&c.task);
                     }
                     let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
                     return Ok(());
@@ -873,9 +879,8 @@ impl Actor for Scheduler {
                         if run.refused_by.insert(c.node.clone()) {
                             tracing::warn!(run = %c.run, node = %c.node, %why, "an invalid result: the node gets no more of this run's tasks");
                         }
-                        if was_leased && !run.done.has(c.task.id) && !run.stopped {
-                            run.pass -= cost(&c.task) / f64::from(run.spec.priority.max(1));
-                            run.pending.push_front(c.task.id);
+                        if was_leased {
+                            run.give_back(&c.task);
                         }
                         let _ = reply.send(Wire::encode_or(&true, max_frame, |_| true));
                         return Ok(());
@@ -1185,8 +1190,7 @@ impl Scheduler {
                     }
                     tracing::info!(run = %id, task = task_id, %node, "lease returned to the queue");
                     run.requeued += 1;
-                    run.pass -= cost(&task) / f64::from(run.spec.priority.max(1));
-                    run.pending.push_front(task.id);
+                    run.give_back(&task);
                 }
             }
         }
