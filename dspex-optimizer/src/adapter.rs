@@ -123,9 +123,9 @@ mod tests {
         let demo = Example::new().input("question", "2+2?").label("answer", "4");
         let inputs: BTreeMap<String, String> = [("question".to_string(), "3+3?\nsoon".to_string())].into();
         let request = render(&sig, &[demo], &inputs, 50);
-        let user = &request.messages[1].content;
+        let user = &request.messages[1].text();
         assert_eq!(user, "---\nQuestion: 2+2?\nAnswer: 4\n---\nQuestion: 3+3? soon\nReasoning:\nAnswer:");
-        assert!(request.messages[0].content.contains("- answer: one word"));
+        assert!(request.messages[0].text().contains("- answer: one word"));
         let parsed = parse(&sig, "Reasoning: add them\nthree and three\n**Answer**: 6").unwrap();
         assert_eq!(parsed["reasoning"], "add them three and three");
         assert_eq!(parsed["answer"], "6");

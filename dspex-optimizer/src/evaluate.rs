@@ -138,10 +138,8 @@ pub fn summarize(results: Vec<ExampleResult>, model: &str) -> Evaluation {
         p99: at(0.99),
         max: latencies.last().copied().unwrap_or_default(),
     };
-    let usage = results.iter().filter_map(|r| r.prediction.as_ref()).fold(Usage::default(), |u, p| Usage {
-        prompt_tokens: u.prompt_tokens + p.usage.prompt_tokens,
-        completion_tokens: u.completion_tokens + p.usage.completion_tokens,
-    });
+    let usage =
+        results.iter().filter_map(|r| r.prediction.as_ref()).fold(Usage::default(), |u, p| u + p.usage);
     let cost_usd = ModelRegistry::with_defaults().get("", model).map_or(0.0, |m| m.cost(usage));
     Evaluation { mean, results, failures, latency, usage, cost_usd }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use foundation_actors::providers::{LanguageModel, Usage};
+use foundation_actors::providers::LanguageModel;
 use serde::{Deserialize, Serialize};
 
 use crate::example::Prediction;
@@ -178,10 +178,7 @@ impl Program {
         let mut trace = Vec::new();
         for (name, predictor) in &self.predictors {
             let (outputs, usage) = predictor.forward(name, lm, &state).await?;
-            prediction.usage = Usage {
-                prompt_tokens: prediction.usage.prompt_tokens + usage.prompt_tokens,
-                completion_tokens: prediction.usage.completion_tokens + usage.completion_tokens,
-            };
+            prediction.usage += usage;
             let step_inputs = predictor
                 .effective_signature()
                 .inputs

@@ -38,7 +38,7 @@ impl LanguageModel for Grader {
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
-            let prompt = &request.messages.last().unwrap().content;
+            let prompt = &request.messages.last().unwrap().text();
             assert!(prompt.contains("Rubric: The type of answer"), "{prompt}");
             let content = match self.reply {
                 Some(reply) => reply.to_string(),
@@ -52,14 +52,12 @@ impl LanguageModel for Grader {
                     )
                 }
             };
-            Ok(Completion {
+            Ok(Completion::from_text(
                 content,
-                usage: Usage { prompt_tokens: 10, completion_tokens: 3 },
-                model: "grader".into(),
-                provider: "grader".into(),
-                rate_headers: Vec::new(),
-                cached: false,
-            })
+                Usage { prompt_tokens: 10, completion_tokens: 3, cached_prompt_tokens: 0 },
+                "grader",
+                "grader",
+            ))
         })
     }
 }

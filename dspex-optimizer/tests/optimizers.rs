@@ -98,17 +98,15 @@ impl LanguageModel for Garbled {
 
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         Box::pin(async move {
-            if request.messages[1].content.contains("Hamlet") {
+            if request.messages[1].text().contains("Hamlet") {
                 return Err(LmError::Server { provider: "garbled".into(), status: 500, body: "down".into() });
             }
-            Ok(Completion {
-                content: "I would rather not say.".into(),
-                usage: Usage { prompt_tokens: 10, completion_tokens: 5 },
-                model: "garbled".into(),
-                provider: "garbled".into(),
-                rate_headers: Vec::new(),
-                cached: false,
-            })
+            Ok(Completion::from_text(
+                "I would rather not say.",
+                Usage { prompt_tokens: 10, completion_tokens: 5, cached_prompt_tokens: 0 },
+                "garbled",
+                "garbled",
+            ))
         })
     }
 }

@@ -49,7 +49,11 @@ fn main() {
     let s = outcome.server;
     let minutes = outcome.elapsed.as_secs_f64() / 60.0;
     let server_cost = ModelRegistry::with_defaults().get("provider", "simulated").map_or(0.0, |m| {
-        m.cost(Usage { prompt_tokens: s.prompt_tokens, completion_tokens: s.completion_tokens })
+        m.cost(Usage {
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
+            cached_prompt_tokens: 0,
+        })
     });
     println!("elapsed                 {:.1} s", outcome.elapsed.as_secs_f64());
     println!("429s (server's count)   {}", s.rate_limited);

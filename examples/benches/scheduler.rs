@@ -42,14 +42,12 @@ impl LanguageModel for Instant0 {
 
     fn complete<'a>(&'a self, _: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         Box::pin(async {
-            Ok(Completion {
-                content: "Label: location".into(),
-                usage: Usage { prompt_tokens: 1, completion_tokens: 1 },
-                model: "instant".into(),
-                provider: "bench".into(),
-                rate_headers: Vec::new(),
-                cached: false,
-            })
+            Ok(Completion::from_text(
+                "Label: location",
+                Usage { prompt_tokens: 1, completion_tokens: 1, cached_prompt_tokens: 0 },
+                "instant",
+                "bench",
+            ))
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The `foundation` command: `foundation demo` runs the main job; `foundation tour` the
 //! single-node building blocks; `foundation config check`
 //! validates a configuration; `foundation node` runs one cluster node; `foundation certs` makes
-//! a TLS cluster's certificates.
+//! a TLS cluster's certificates; `foundation sim-provider` serves the simulated model over HTTP.
 
 mod certs_cmd;
 mod cluster_cmd;
@@ -12,6 +12,7 @@ mod node;
 mod optimize_client;
 mod optimize_cmd;
 mod predict_cmd;
+mod sim_provider_cmd;
 mod tour;
 
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ enum Command {
     /// best.json`: in this process; the best program saved for `foundation predict`).
     #[command(subcommand)]
     Optimize(optimize_cmd::OptimizeCommand),
+    /// Serve the simulated model over HTTP as OpenAI's and Anthropic's APIs (chat, tools,
+    /// JSON-schema answers, streaming, 429s with real headers), to try any client against.
+    SimProvider(sim_provider_cmd::SimProviderArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Certs(args) => certs_cmd::run(args),
         Command::Predict(args) => predict_cmd::run(args),
         Command::Optimize(cmd) => optimize_cmd::run(cli.config.as_deref(), cmd),
+        Command::SimProvider(args) => sim_provider_cmd::run(args),
     };
     match result {
         Ok(code) => code,

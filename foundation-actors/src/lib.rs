@@ -7,9 +7,18 @@
 //!
 //! **Application services** (cargo features, on by default; `default-features = false` leaves
 //! them and their dependencies out, and then no HTTP stack is compiled):
-//! - `llm`: `providers` — the `LanguageModel` trait, the simulated model, an OpenAI-compatible
-//!   client (reqwest), limits, breaker, retries, the fallback router, usage; with `sim-server`,
-//!   the simulated provider server (axum);
+//! - the `llm` family: `providers`.
+//!   - `llm` — the `LanguageModel` trait (`complete` and `stream`), messages with content parts,
+//!     tool calls and results, tools, tool choice, JSON-schema response formats, stop sequences,
+//!     seeds, usage with cached prompt tokens; the simulated model; the OpenAI-compatible client
+//!     (reqwest); limits, breaker, retries, the fallback router, the call cache, usage;
+//!   - `anthropic` — the native Anthropic Messages client (`AnthropicClient`);
+//!   - `streaming` — answers streamed over HTTP (server-sent events) by both clients; without
+//!     it a client's stream is its whole answer at once (the `stream` API stays);
+//!   - `json-schema` — JSON Schemas of Rust types (schemars: `ToolSpec::of`,
+//!     `ResponseFormat::of`, `schema_of`);
+//!   - `sim-server` — the simulated provider server (axum), speaking OpenAI's and Anthropic's
+//!     APIs;
 //! - `agents`: `agents` — supervised agents with a model, memory and tools, found by capability
 //!   and asked on any node (needs `llm`);
 //! - `state`: `aggregates` (event sourcing and projections) and `tenants` (quotas, usage,

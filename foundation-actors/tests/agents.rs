@@ -97,7 +97,7 @@ fn memory_keeps_the_system_prompt_and_a_bounded_window() {
     }
     let messages = memory.messages();
     assert_eq!(messages[0].role, Role::System);
-    let recent: Vec<_> = messages[1..].iter().map(|m| m.content.as_str()).collect();
+    let recent: Vec<_> = messages[1..].iter().map(|m| m.text()).collect();
     assert_eq!(recent, ["a8", "u9", "a9"]);
     assert_eq!(memory.forgotten(), 17);
 }
@@ -132,16 +132,9 @@ impl LanguageModel for Echo {
 
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         self.requests.lock().unwrap().push(request.clone());
-        let last = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+        let last = request.messages.last().map(|m| m.text()).unwrap_or_default();
         Box::pin(async move {
-            Ok(Completion {
-                content: format!("echo: {last}"),
-                usage: Usage::default(),
-                model: "echo".into(),
-                provider: "test".into(),
-                rate_headers: Vec::new(),
-                cached: false,
-            })
+            Ok(Completion::from_text(format!("echo: {last}"), Usage::default(), "echo", "test"))
         })
     }
 }
@@ -187,7 +180,7 @@ impl Agent for Explainer {
         let sum = ctx.call_tool("add", json!({"a": input.a, "b": input.b})).await?;
         let sum = sum.as_i64().ok_or_else(|| AgentError::step(format!("`add` gave {sum}")))?;
         let answer = ctx.ask_model(format!("{} + {} = {sum}", input.a, input.b)).await?;
-        let memory = ctx.memory().messages().iter().map(|m| format!("{:?}: {}", m.role, m.content)).collect();
+        let memory = ctx.memory().messages().iter().map(|m| format!("{:?}: {}", m.role, m.text())).collect();
         Ok(Explained { sum, answer, memory, steps: self.steps })
     }
 }
@@ -235,7 +228,7 @@ async fn an_agent_steps_with_its_model_and_a_tool_and_remembers_the_exchange() {
     );
     let sent = model.requests.lock().unwrap().clone();
     assert_eq!(sent.len(), 2);
-    let contents: Vec<_> = sent[1].messages.iter().map(|m| m.content.as_str()).collect();
+    let contents: Vec<_> = sent[1].messages.iter().map(|m| m.text()).collect();
     assert_eq!(contents, ["Explain sums.", "2 + 3 = 5", "echo: 2 + 3 = 5", "10 + -4 = 6"]);
 
     // A tool's error is the step's error, which reaches the asker naming agent and tool.

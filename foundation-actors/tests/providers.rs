@@ -129,8 +129,11 @@ async fn a_provider_within_its_limits_never_sees_a_429_and_counts_what_the_serve
     let even = router.usage().totals(&UsageFilter { tenant: Some("even".into()), ..Default::default() });
     assert_eq!(even.requests, 17);
     let spec = router.models().get("sim", "simulated").unwrap();
-    let expected =
-        spec.cost(Usage { prompt_tokens: stats.prompt_tokens, completion_tokens: stats.completion_tokens });
+    let expected = spec.cost(Usage {
+        prompt_tokens: stats.prompt_tokens,
+        completion_tokens: stats.completion_tokens,
+        cached_prompt_tokens: 0,
+    });
     assert!((all.cost_usd - expected).abs() < 1e-12, "{} vs {expected}", all.cost_usd);
 }
 

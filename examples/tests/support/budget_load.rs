@@ -138,6 +138,9 @@ pub fn run(load: &Load) -> Outcome {
         bad_requests: after.bad_requests - before.bad_requests,
         prompt_tokens: after.prompt_tokens - before.prompt_tokens,
         completion_tokens: after.completion_tokens - before.completion_tokens,
+        streams: after.streams - before.streams,
+        streams_cancelled: after.streams_cancelled - before.streams_cancelled,
+        tool_calls: after.tool_calls - before.tool_calls,
     };
     let outcome = Outcome { nodes: reports, server: during, elapsed: Duration::from_millis(last - first) };
     drop(nodes);

@@ -35,6 +35,8 @@ pub enum ProviderKind {
     Simulated,
     /// An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
     OpenaiCompatible,
+    /// Anthropic's Messages API (foundation-actors' `anthropic` feature).
+    Anthropic,
 }
 
 config_section! {
@@ -42,8 +44,8 @@ config_section! {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(default, deny_unknown_fields)]
     pub struct ProviderConfig in "llm.providers.NAME" {
-        kind: ProviderKind = ProviderKind::Simulated => KeyKind::OneOf(&["simulated", "openai-compatible"]),
-            doc "`simulated`: the built-in model, no network. `openai-compatible`: a chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp server).";
+        kind: ProviderKind = ProviderKind::Simulated => KeyKind::OneOf(&["simulated", "openai-compatible", "anthropic"]),
+            doc "`simulated`: the built-in model, no network. `openai-compatible`: a chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp server). `anthropic`: Anthropic's Messages API (`base_url` unset: `ANTHROPIC_BASE_URL`, else `https://api.anthropic.com`; `api_key` unset: `ANTHROPIC_API_KEY`).";
         model: String = DEFAULT_MODEL.to_string() => KeyKind::String,
             doc "The model asked for.";
         base_url: Option<String> = None => KeyKind::String,

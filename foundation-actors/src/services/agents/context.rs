@@ -86,7 +86,7 @@ impl AgentContext {
         if let Some(last) = request.messages.last() {
             self.memory.remember(last.clone());
         }
-        self.memory.remember(ChatMessage::assistant(completion.content.clone()));
+        self.memory.remember(completion.message());
         Ok(completion)
     }
 
@@ -104,7 +104,7 @@ impl AgentContext {
             .ok_or_else(|| AgentError::NoModel { agent: self.shared.name.clone() })?;
         let completion = model.complete(&ChatRequest::new(messages)).await?;
         self.memory.remember(prompt);
-        self.memory.remember(ChatMessage::assistant(completion.content.clone()));
+        self.memory.remember(completion.message());
         Ok(completion.content)
     }
 

@@ -21,7 +21,7 @@ pub struct EmptyWindow;
 /// for text in ["a", "b", "c"] {
 ///     memory.remember(ChatMessage::user(text));
 /// }
-/// let kept: Vec<_> = memory.messages().iter().map(|m| m.content.clone()).collect();
+/// let kept: Vec<_> = memory.messages().iter().map(|m| m.text()).collect();
 /// assert_eq!(kept, ["You are terse.", "b", "c"]);
 /// assert_eq!(memory.forgotten(), 1);
 /// ```

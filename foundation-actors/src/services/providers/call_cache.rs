@@ -11,15 +11,17 @@
 //! - **Key**: the *scope* the model was wrapped under ([`CallCache::wrap`]: what identifies the
 //!   backend, e.g. a provider's name, endpoint and model, or the simulated model's seed: two
 //!   backends that answer differently must not share a scope), the model's name, every message
-//!   (role and text, in order), `max_tokens` and the temperature, hashed with SHA-256 (a
+//!   (role, content parts, tool calls, in order), the tools offered, the tool choice, the
+//!   response format, the stop sequences, the seed, `max_tokens` and the temperature, hashed
+//!   with SHA-256 (a
 //!   collision, which would serve another prompt's answer, is out of reach even for a prompt
 //!   chosen to make one). A chain of providers wrapped as one scope caches whichever provider
 //!   answered (a fallback's answer serves the chain's next identical call). The tenant is not
 //!   in the key: an answer cached for one tenant serves another that sends the same prompt (and
 //!   is charged to neither: a hit makes no provider call, spends no tokens and takes no
 //!   rate-limit permit).
-//! - **What is cached**: successful, non-empty answers only (an error or an empty answer, e.g.
-//!   a filtered one, is never cached), without their rate-limit headers; a hit comes back with
+//! - **What is cached**: successful, non-empty answers only (text or tool calls; an error or an
+//!   empty answer, e.g. a filtered one, is never cached; a stream only once it reached its end), without their rate-limit headers; a hit comes back with
 //!   [`Completion::cached`] set and the usage the original call reported. A value from the shared
 //!   tier is used only if it names the key it was stored under (a mix-up or garbage is a miss);
 //!   the tier's nodes are trusted for the answers themselves, as they are for everything else.
@@ -45,8 +47,10 @@ use foundation_core::cache::{
 use serde::{Deserialize, Serialize};
 
 use super::catalog::ModelRegistry;
-use super::message::{ChatRequest, Completion};
+use super::completion::Completion;
 use super::model::{BoxFuture, LanguageModel, LmError};
+use super::request::ChatRequest;
+use super::stream::{CompletionStream, StreamEvent};
 
 /// The cache's name in metrics.
 pub const CALL_CACHE: &str = "llm_calls";
@@ -213,18 +217,22 @@ impl CallCache {
             hash.update((bytes.len() as u64).to_le_bytes());
             hash.update(bytes);
         };
-        field(b"foundation-call/1");
+        field(b"foundation-call/2");
         field(scope.as_bytes());
         field(model.as_bytes());
-        for message in &request.messages {
-            let role: &[u8] = match message.role {
-                super::message::Role::System => b"s",
-                super::message::Role::User => b"u",
-                super::message::Role::Assistant => b"a",
-            };
-            field(role);
-            field(message.content.as_bytes());
-        }
+        // Everything the answer depends on, as JSON (maps in key order: the same request writes
+        // the same bytes): the messages with their parts, tool calls and ids, the tools, the
+        // choice, the answer's shape, the stop sequences and the seed.
+        let shape = serde_json::to_vec(&(
+            &request.messages,
+            &request.tools,
+            &request.tool_choice,
+            &request.response_format,
+            &request.stop,
+            request.seed,
+        ))
+        .unwrap_or_default();
+        field(&shape);
         field(&request.max_tokens.to_le_bytes());
         field(&request.temperature.to_bits().to_le_bytes());
         let digest = hash.finalize();
@@ -252,53 +260,98 @@ impl CallCache {
         model: &dyn LanguageModel,
         request: &ChatRequest,
     ) -> Result<Completion, LmError> {
-        let inner = &self.inner;
         if !self.applies(request) {
-            inner.bypassed.fetch_add(1, Ordering::Relaxed);
+            self.inner.bypassed.fetch_add(1, Ordering::Relaxed);
             return model.complete(request).await;
         }
         let key = Self::key(scope, model.model(), request);
-        if let Some(mut hit) = inner.l1.get(&key).await {
-            hit.cached = true;
+        if let Some(hit) = self.lookup(&key).await {
             return Ok(hit);
         }
-        if let Some(tier) = &inner.tier {
-            // Only a value stored for this very key (a mix-up or garbage is a miss).
-            let found = tier
-                .get(&key)
-                .await
-                .and_then(|bytes| serde_json::from_slice::<Shared>(&bytes).ok())
-                .filter(|shared| shared.key == key && !shared.answer.content.is_empty())
-                .map(|shared| shared.answer);
-            match found {
-                Some(mut hit) => {
-                    hit.rate_headers.clear();
-                    let cost = self.cost(&hit);
-                    inner.l2.hit(cost);
-                    inner.l1.insert_with(key, hit.clone(), EntryOptions::cost(cost)).await;
-                    hit.cached = true;
-                    return Ok(hit);
+        let answer = model.complete(request).await?;
+        self.store(key, &answer).await;
+        Ok(answer)
+    }
+
+    /// A streamed answer: a hit is streamed whole at once; a miss streams from the model and
+    /// is kept when (and only if) its stream reaches its end.
+    async fn stream(
+        &self,
+        scope: &str,
+        model: &dyn LanguageModel,
+        request: &ChatRequest,
+    ) -> Result<CompletionStream, LmError> {
+        if !self.applies(request) {
+            self.inner.bypassed.fetch_add(1, Ordering::Relaxed);
+            return model.stream(request).await;
+        }
+        let key = Self::key(scope, model.model(), request);
+        if let Some(hit) = self.lookup(&key).await {
+            return Ok(CompletionStream::from_completion(hit));
+        }
+        let stream = model.stream(request).await?;
+        let provider = stream.provider().to_string();
+        let cache = self.clone();
+        let keeping =
+            futures::stream::unfold((stream, cache, Some(key)), |(mut stream, cache, mut key)| async move {
+                let event = stream.next().await?;
+                if let Ok(StreamEvent::Done(answer)) = &event
+                    && let Some(key) = key.take()
+                {
+                    cache.store(key, answer).await;
                 }
-                None => inner.l2.miss(),
+                Some((event, (stream, cache, key)))
+            });
+        Ok(CompletionStream::new(provider, keeping))
+    }
+
+    /// The answer kept under `key`, from the L1 or the shared tier, marked cached.
+    async fn lookup(&self, key: &str) -> Option<Completion> {
+        let inner = &self.inner;
+        if let Some(mut hit) = inner.l1.get(key).await {
+            hit.cached = true;
+            return Some(hit);
+        }
+        let tier = inner.tier.as_ref()?;
+        // Only a value stored for this very key (a mix-up or garbage is a miss).
+        let found = tier
+            .get(key)
+            .await
+            .and_then(|bytes| serde_json::from_slice::<Shared>(&bytes).ok())
+            .filter(|shared| shared.key == key && !is_empty(&shared.answer))
+            .map(|shared| shared.answer);
+        match found {
+            Some(mut hit) => {
+                hit.rate_headers.clear();
+                let cost = self.cost(&hit);
+                inner.l2.hit(cost);
+                inner.l1.insert_with(key.to_string(), hit.clone(), EntryOptions::cost(cost)).await;
+                hit.cached = true;
+                Some(hit)
+            }
+            None => {
+                inner.l2.miss();
+                None
             }
         }
-        let answer = model.complete(request).await?;
-        if answer.content.is_empty() {
-            // An empty answer (filtered, refused, a glitch) is not worth keeping.
-            return Ok(answer);
+    }
+
+    /// Keeps a model's answer under `key` (not an empty one: filtered, refused, a glitch).
+    async fn store(&self, key: String, answer: &Completion) {
+        if is_empty(answer) {
+            return;
         }
         let mut kept = answer.clone();
         kept.rate_headers.clear();
         kept.cached = false;
         let cost = self.cost(&kept);
-        if let Some(tier) = inner.tier.clone()
+        if let Some(tier) = self.inner.tier.clone()
             && let Ok(bytes) = serde_json::to_vec(&Shared { key: key.clone(), answer: kept.clone() })
         {
             let key = key.clone();
             tokio::spawn(async move { tier.put(&key, bytes, cost).await });
         }
-        inner.l1.insert_with(key, kept, EntryOptions::cost(cost)).await;
-        Ok(answer)
+        self.inner.l1.insert_with(key, kept, EntryOptions::cost(cost)).await;
     }
 
     fn cost(&self, c: &Completion) -> f64 {
@@ -321,6 +374,15 @@ impl LanguageModel for CachedModel {
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         Box::pin(self.cache.complete(&self.scope, self.inner.as_ref(), request))
     }
+
+    fn stream<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<CompletionStream, LmError>> {
+        Box::pin(self.cache.stream(&self.scope, self.inner.as_ref(), request))
+    }
+}
+
+/// An answer with neither text nor tool calls.
+fn is_empty(answer: &Completion) -> bool {
+    answer.content.is_empty() && answer.tool_calls.is_empty()
 }
 
 #[cfg(test)]
@@ -345,7 +407,7 @@ mod tests {
         fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             Box::pin(async move {
-                if request.messages.iter().any(|m| m.content.contains("fail")) {
+                if request.messages.iter().any(|m| m.text().contains("fail")) {
                     return Err(LmError::Timeout { provider: "counted".into(), after: Duration::ZERO });
                 }
                 self.model.complete(request).await

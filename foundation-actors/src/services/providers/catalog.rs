@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::message::Usage;
+use super::completion::Usage;
 
 /// Provider name that matches any provider, for models priced the same wherever they run.
 pub const ANY_PROVIDER: &str = "*";

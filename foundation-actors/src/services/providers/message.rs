@@ -1,9 +1,14 @@
-//! What is sent to a language model and what comes back.
+//! The messages of a conversation: who wrote them, their content parts, the tools an assistant
+//! called and what the tools answered.
+//!
+//! These are Foundation's own types, not any API's JSON: [`OpenAiClient`](super::OpenAiClient)
+//! and [`AnthropicClient`](super::AnthropicClient) translate them to and from their wire formats,
+//! so the same conversation goes to either (and to the simulated model).
 
 use serde::{Deserialize, Serialize};
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions.
@@ -12,6 +17,64 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// A tool's answer to one of the assistant's calls ([`ChatMessage::tool_call_id`] says which).
+    Tool,
+}
+
+/// One part of a message's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentPart {
+    /// Text.
+    Text(String),
+    /// An image, by URL or as a `data:` URL (`data:image/png;base64,…`).
+    Image {
+        /// Where the image is, or the image itself as a `data:` URL.
+        url: String,
+        /// The detail asked for (`low`, `high`, `auto`); `None`: the provider's default.
+        detail: Option<String>,
+    },
+}
+
+impl ContentPart {
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentPart::Text(text.into())
+    }
+
+    /// An image part by URL (or `data:` URL), at the provider's default detail.
+    pub fn image_url(url: impl Into<String>) -> Self {
+        ContentPart::Image { url: url.into(), detail: None }
+    }
+}
+
+/// A tool the assistant asked to call: its id (which the tool's answer names), the tool and its
+/// arguments as the JSON text the model wrote (parse them with [`ToolCall::arguments_json`]: a
+/// model may write invalid JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, unique within the conversation.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments: JSON text, as the model wrote it.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// A call of `name` with these arguments.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: &serde_json::Value) -> Self {
+        ToolCall { id: id.into(), name: name.into(), arguments: arguments.to_string() }
+    }
+
+    /// The arguments parsed as JSON (an empty text is `{}`: some providers send nothing for a
+    /// call without arguments).
+    pub fn arguments_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        if self.arguments.trim().is_empty() {
+            return Ok(serde_json::Value::Object(Default::default()));
+        }
+        serde_json::from_str(&self.arguments)
+    }
 }
 
 /// One message of a chat.
@@ -19,117 +82,87 @@ pub enum Role {
 pub struct ChatMessage {
     /// Who wrote it.
     pub role: Role,
-    /// Its text.
-    pub content: String,
+    /// Its content, in order (text, images). Usually one text part; an assistant message that
+    /// only calls tools may have none.
+    pub content: Vec<ContentPart>,
+    /// The tools an assistant message calls (empty for other roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a [`Role::Tool`] message: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
-    /// A system message.
-    pub fn system(content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::System, content: content.into() }
-    }
-
-    /// A user message.
-    pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::User, content: content.into() }
-    }
-
-    /// An assistant message.
-    pub fn assistant(content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::Assistant, content: content.into() }
-    }
-}
-
-/// Default completion budget of a request.
-pub const DEFAULT_MAX_TOKENS: u64 = 256;
-
-/// A chat-completions request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatRequest {
-    /// The conversation so far.
-    pub messages: Vec<ChatMessage>,
-    /// The most tokens the answer may have. Default [`DEFAULT_MAX_TOKENS`]; the rate limiter
-    /// reserves this many output tokens before the call and refunds what was not used.
-    pub max_tokens: u64,
-    /// Sampling temperature (the simulated model ignores it).
-    pub temperature: f32,
-    /// The tenant the call is made for (usage and cost are counted per tenant).
-    pub tenant: Option<String>,
-    /// Whether the answer may come from the call cache (see
-    /// [`CallCache`](super::CallCache)). Default: cached at temperature 0.
-    #[serde(default)]
-    pub cache: super::CachePolicy,
-}
-
-impl ChatRequest {
-    /// A request of these messages with the default budget.
-    pub fn new(messages: Vec<ChatMessage>) -> Self {
-        ChatRequest {
-            messages,
-            max_tokens: DEFAULT_MAX_TOKENS,
-            temperature: 0.0,
-            tenant: None,
-            cache: super::CachePolicy::Auto,
+    /// A message of `role` with one text part.
+    pub fn new(role: Role, text: impl Into<String>) -> Self {
+        ChatMessage {
+            role,
+            content: vec![ContentPart::Text(text.into())],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 
-    /// A one-message request.
-    pub fn prompt(text: impl Into<String>) -> Self {
-        Self::new(vec![ChatMessage::user(text)])
+    /// A system message.
+    pub fn system(text: impl Into<String>) -> Self {
+        Self::new(Role::System, text)
     }
 
-    /// With this completion budget.
-    pub fn max_tokens(mut self, max_tokens: u64) -> Self {
-        self.max_tokens = max_tokens;
-        self
+    /// A user message.
+    pub fn user(text: impl Into<String>) -> Self {
+        Self::new(Role::User, text)
     }
 
-    /// With this cache policy (e.g. [`CachePolicy::Off`](super::CachePolicy::Off) for a fresh
-    /// answer).
-    pub fn cache(mut self, policy: super::CachePolicy) -> Self {
-        self.cache = policy;
-        self
+    /// A user message of several parts (text and images).
+    pub fn user_parts(parts: Vec<ContentPart>) -> Self {
+        ChatMessage { role: Role::User, content: parts, tool_calls: Vec::new(), tool_call_id: None }
     }
 
-    /// Made for this tenant.
-    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
-        self.tenant = Some(tenant.into());
-        self
+    /// An assistant message.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, text)
     }
-}
 
-/// Tokens a call used, as the provider counted them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-}
-
-impl Usage {
-    /// Both together.
-    pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+    /// An assistant message calling tools (with its text, if it had any).
+    pub fn assistant_tool_calls(text: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        let text = text.into();
+        let content = if text.is_empty() { Vec::new() } else { vec![ContentPart::Text(text)] };
+        ChatMessage { role: Role::Assistant, content, tool_calls: calls, tool_call_id: None }
     }
-}
 
-/// A model's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Completion {
-    /// The answer's text.
-    pub content: String,
-    /// Tokens used.
-    pub usage: Usage,
-    /// The model that answered (as the provider names it).
-    pub model: String,
-    /// The provider that answered (filled in by the provider layer).
-    pub provider: String,
-    /// The response's rate-limit headers (`x-ratelimit-*`, `anthropic-ratelimit-*`,
-    /// `retry-after`), lower-cased, for the limiter to correct itself.
-    pub rate_headers: Vec<(String, String)>,
-    /// Answered from the call cache: no provider was called (the usage is the original
-    /// call's).
-    #[serde(default)]
-    pub cached: bool,
+    /// A tool's answer to the call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, text: impl Into<String>) -> Self {
+        ChatMessage {
+            role: Role::Tool,
+            content: vec![ContentPart::Text(text.into())],
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call_id.into()),
+        }
+    }
+
+    /// Its text parts, joined by newlines (images left out).
+    pub fn text(&self) -> String {
+        let mut texts = self.content.iter().filter_map(|p| match p {
+            ContentPart::Text(t) => Some(t.as_str()),
+            ContentPart::Image { .. } => None,
+        });
+        match (texts.next(), texts.next()) {
+            (None, _) => String::new(),
+            (Some(one), None) => one.to_string(),
+            (Some(first), Some(second)) => {
+                let mut all = format!("{first}\n{second}");
+                for t in texts {
+                    all.push('\n');
+                    all.push_str(t);
+                }
+                all
+            }
+        }
+    }
+
+    /// Whether it is a single text part (sent as a plain string where an API allows both).
+    pub fn is_plain_text(&self) -> bool {
+        matches!(self.content.as_slice(), [ContentPart::Text(_)])
+    }
 }

@@ -38,32 +38,62 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "anthropic")]
+mod anthropic;
+// The API formats are written both ways (client and simulated server, streamed and whole): which
+// parts a build uses depends on its features, so parts unused in a build are not warned about.
+#[cfg(any(feature = "anthropic", feature = "sim-server"))]
+#[cfg_attr(not(all(feature = "anthropic", feature = "streaming", feature = "sim-server")), allow(dead_code))]
+mod anthropic_format;
 mod call_cache;
 mod catalog;
+mod completion;
+mod http_call;
+mod json_schema;
 mod message;
 mod model;
 mod openai;
+#[cfg_attr(not(all(feature = "streaming", feature = "sim-server")), allow(dead_code))]
+mod openai_format;
 mod provider;
+mod request;
 mod router;
 #[cfg(feature = "sim-server")]
 mod sim_server;
 mod simulated;
+#[cfg(feature = "streaming")]
+mod sse;
+mod stream;
 pub mod tokens;
 mod usage;
 
+#[cfg(feature = "anthropic")]
+pub use anthropic::{
+    AnthropicClient, DEFAULT_ANTHROPIC_BASE_URL, ENV_ANTHROPIC_API_KEY, ENV_ANTHROPIC_BASE_URL,
+};
 pub use call_cache::{
     CALL_CACHE, CachePolicy, CallCache, CallCacheConfig, CallCacheStats, DEFAULT_CALL_CACHE_BYTES,
     DEFAULT_CALL_CACHE_TTL,
 };
 pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
-pub use message::{ChatMessage, ChatRequest, Completion, DEFAULT_MAX_TOKENS, Role, Usage};
+pub use completion::{Completion, FinishReason, Usage};
+pub use message::{ChatMessage, ContentPart, Role, ToolCall};
 pub use model::{BoxFuture, LanguageModel, LmError};
 pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, MAX_RESPONSE_BYTES, OpenAiClient};
 pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, ProviderOptions};
+#[cfg(feature = "json-schema")]
+pub use request::schema_of;
+pub use request::{
+    ChatRequest, DEFAULT_MAX_TOKENS, MAX_STOP_SEQUENCES, ResponseFormat, ToolChoice, ToolSpec,
+};
 pub use router::{ConfigFollower, LlmRouter};
 #[cfg(feature = "sim-server")]
 pub use sim_server::{ServerStats, SimServerConfig, SimulatedProvider};
 pub use simulated::{
-    DEFAULT_ERROR_RATE, DEFAULT_LATENCY, DEFAULT_MIN_SIMILARITY, SimulatedConfig, SimulatedModel, similarity,
+    DEFAULT_ERROR_RATE, DEFAULT_LATENCY, DEFAULT_MIN_SIMILARITY, DEFAULT_STREAM_CHUNK_TOKENS,
+    SimulatedConfig, SimulatedModel, TOOL_SIMILARITY, similarity,
+};
+pub use stream::{
+    CompletionStream, MAX_STREAMED_BYTES, MAX_TOOL_CALLS, StreamAssembler, StreamEvent, ToolCallDelta,
 };
 pub use usage::{NO_TENANT, UsageFilter, UsageKey, UsageLedger, UsageTotals};

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use foundation_core::Cause;
 
-use super::message::{ChatRequest, Completion};
+use super::completion::Completion;
+use super::request::ChatRequest;
+use super::stream::CompletionStream;
 
 /// A boxed future, so that models can be held as `Arc<dyn LanguageModel>` and chosen by name.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -18,6 +20,17 @@ pub trait LanguageModel: Send + Sync + 'static {
 
     /// Answers a request. Errors name the provider (see [`LmError`]).
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>>;
+
+    /// Answers a request as a stream of text and tool-call pieces, then the whole answer (see
+    /// [`CompletionStream`]). The future resolves once the provider has accepted the request
+    /// (so errors before the first piece, a 429 or a 5xx, can be retried or passed to the next
+    /// provider); errors after it come in the stream. Dropping the stream cancels the call.
+    ///
+    /// The default answers with [`complete`](Self::complete) and yields the whole answer at
+    /// once: a model that cannot stream still can be streamed from.
+    fn stream<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<CompletionStream, LmError>> {
+        Box::pin(async move { self.complete(request).await.map(CompletionStream::from_completion) })
+    }
 }
 
 /// Why a call did not produce an answer. Every variant names the provider.
@@ -116,6 +129,12 @@ pub enum LmError {
     Exhausted {
         /// What each provider said, in chain order.
         tried: Vec<LmError>,
+    },
+    /// The request is not valid (see [`ChatRequest::check`]): no provider was called.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong with it.
+        reason: String,
     },
     /// No provider or model of that name.
     #[error("unknown {what} `{name}`")]

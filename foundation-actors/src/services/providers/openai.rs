@@ -6,11 +6,20 @@
 
 use std::time::Duration;
 
-use foundation_core::Cause;
-use serde::Deserialize;
-
-use super::message::{ChatRequest, Completion, Usage};
+use super::completion::Completion;
+use super::http_call::{Endpoint, interpret};
 use super::model::{BoxFuture, LanguageModel, LmError};
+use super::openai_format;
+use super::request::ChatRequest;
+#[cfg(feature = "streaming")]
+use super::{
+    http_call::{Decoder, SseReader},
+    sse::SseEvent,
+    stream::{CompletionStream, StreamEvent},
+    tokens,
+};
+
+pub use super::http_call::MAX_RESPONSE_BYTES;
 
 /// Environment variable with the endpoint's base URL (up to `/v1`).
 pub const ENV_BASE_URL: &str = "OPENAI_BASE_URL";
@@ -18,21 +27,14 @@ pub const ENV_BASE_URL: &str = "OPENAI_BASE_URL";
 pub const ENV_API_KEY: &str = "OPENAI_API_KEY";
 /// Base URL when none is configured.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// Longest piece of an error body kept in an error.
-const BODY_PREVIEW: usize = 300;
-/// The largest response body read from an endpoint (8 MiB): a longer one is not read further
-/// and the call fails as malformed. A chat completion is a few kilobytes.
-pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 /// An OpenAI-compatible endpoint.
 #[derive(Debug, Clone)]
 pub struct OpenAiClient {
-    provider: String,
+    endpoint: Endpoint,
     model: String,
     base_url: String,
     api_key: Option<String>,
-    timeout: Duration,
-    http: reqwest::Client,
 }
 
 impl OpenAiClient {
@@ -50,12 +52,10 @@ impl OpenAiClient {
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let api_key = api_key.or_else(|| std::env::var(ENV_API_KEY).ok()).filter(|k| !k.is_empty());
         OpenAiClient {
-            provider: provider.into(),
+            endpoint: Endpoint::new(provider.into(), timeout),
             model: model.into(),
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
-            timeout,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -64,30 +64,27 @@ impl OpenAiClient {
         format!("{}/chat/completions", self.base_url)
     }
 
-    async fn call(&self, request: &ChatRequest) -> Result<Completion, LmError> {
-        let body = serde_json::json!({
-            "model": self.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-        });
-        let mut http = self.http.post(self.url()).json(&body).timeout(self.timeout);
+    fn post(&self, request: &ChatRequest, stream: bool) -> Result<reqwest::RequestBuilder, LmError> {
+        request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
+        let body = openai_format::request_body(&self.model, request, stream);
+        let mut http = self.endpoint.http.post(self.url()).json(&body);
+        if !stream {
+            // A stream's length is the answer's: each wait for more of it is bounded instead.
+            http = http.timeout(self.endpoint.timeout);
+        }
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key);
         }
-        let response = http.send().await.map_err(|e| self.transport(e))?;
+        Ok(http)
+    }
+
+    async fn call(&self, request: &ChatRequest) -> Result<Completion, LmError> {
+        let e = &self.endpoint;
+        let response = self.post(request, false)?.send().await.map_err(|err| e.transport(err))?;
         let status = response.status().as_u16();
-        let rate_headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .filter(|(name, _)| {
-                let n = name.as_str();
-                n.starts_with("x-ratelimit-") || n.starts_with("anthropic-ratelimit-") || n == "retry-after"
-            })
-            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
-            .collect();
-        let bytes = self.read_body(response).await?;
-        self.interpret(status, rate_headers, &bytes)
+        let headers = super::http_call::rate_headers(response.headers());
+        let bytes = e.read_body(response).await?;
+        self.interpret(status, headers, &bytes)
     }
 
     /// What an answer says: a completion, or the error its status and body amount to. Pure (no
@@ -99,79 +96,26 @@ impl OpenAiClient {
         rate_headers: Vec<(String, String)>,
         bytes: &[u8],
     ) -> Result<Completion, LmError> {
-        let provider = || self.provider.clone();
-        let text = String::from_utf8_lossy(bytes);
-        let preview = || text.chars().take(BODY_PREVIEW).collect::<String>();
-        match status {
-            200..=299 => {}
-            429 => {
-                let retry_after = rate_headers
-                    .iter()
-                    .find(|(n, _)| n == "retry-after")
-                    .and_then(|(_, v)| foundation_core::rate_limit::parse_duration(v))
-                    .or_else(|| try_again_in(&text))
-                    .map(|d| d.min(foundation_core::rate_limit::MAX_PAUSE));
-                return Err(LmError::RateLimited { provider: provider(), retry_after, rate_headers });
-            }
-            500..=599 => return Err(LmError::Server { provider: provider(), status, body: preview() }),
-            _ => return Err(LmError::Rejected { provider: provider(), status, body: preview() }),
-        }
-        let parsed: Wire = serde_json::from_slice(bytes).map_err(|e| LmError::Malformed {
-            provider: provider(),
-            source: Cause::from(format!("{e} in {:?}", preview())),
-        })?;
-        let choice = parsed.choices.into_iter().next().ok_or_else(|| LmError::Malformed {
-            provider: provider(),
-            source: "no choices in the response".into(),
-        })?;
-        let usage = parsed.usage.ok_or_else(|| LmError::Malformed {
-            provider: provider(),
-            source: "no usage in the response (token counts are needed for limits and cost)".into(),
-        })?;
-        Ok(Completion {
-            content: choice.message.content.unwrap_or_default(),
-            usage: Usage { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens },
-            model: parsed.model.unwrap_or_else(|| self.model.clone()),
-            provider: provider(),
-            rate_headers,
-            cached: false,
+        interpret(&self.endpoint, status, rate_headers, bytes, |b| {
+            openai_format::parse_response(b, &self.model, &self.endpoint.provider)
         })
     }
 
-    /// The response's body, read up to [`MAX_RESPONSE_BYTES`] (an endpoint's answer is
-    /// untrusted: a body without end must not fill the memory).
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, LmError> {
-        let too_large = || LmError::Malformed {
-            provider: self.provider.clone(),
-            source: Cause::from(format!("the response body is larger than {MAX_RESPONSE_BYTES} bytes")),
-        };
-        if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-
-    fn transport(&self, e: reqwest::Error) -> LmError {
-        if e.is_timeout() {
-            LmError::Timeout { provider: self.provider.clone(), after: self.timeout }
-        } else {
-            // The source chain says why (refused, reset); the top level only says "error sending".
-            let mut reason = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                reason.push_str(": ");
-                reason.push_str(&s.to_string());
-                source = s.source();
-            }
-            LmError::Transport { provider: self.provider.clone(), source: Cause::from(reason) }
-        }
+    /// Opens a streamed answer: `Ok` once the endpoint answered 2xx (its errors before that are
+    /// the same as [`complete`](LanguageModel::complete)'s).
+    #[cfg(feature = "streaming")]
+    async fn open_stream(&self, request: &ChatRequest) -> Result<CompletionStream, LmError> {
+        let (response, headers) = self.endpoint.open(self.post(request, true)?).await?;
+        let decoder =
+            Chunks { state: openai_format::ChunkState::default(), provider: self.endpoint.provider.clone() };
+        Ok(SseReader::stream(
+            &self.endpoint,
+            response,
+            headers,
+            decoder,
+            &self.model,
+            tokens::request_prompt(request),
+        ))
     }
 }
 
@@ -183,37 +127,40 @@ impl LanguageModel for OpenAiClient {
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         Box::pin(self.call(request))
     }
+
+    #[cfg(feature = "streaming")]
+    fn stream<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<CompletionStream, LmError>> {
+        Box::pin(self.open_stream(request))
+    }
 }
 
-/// OpenAI's token 429s say "Please try again in 976ms" instead of sending `retry-after`.
-fn try_again_in(body: &str) -> Option<Duration> {
-    let at = body.find("try again in ")? + "try again in ".len();
-    let rest = &body[at..];
-    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.')).unwrap_or(rest.len());
-    foundation_core::rate_limit::parse_duration(rest[..end].trim_end_matches('.'))
+/// Chat-completion chunks (`data: {…}` up to `data: [DONE]`).
+#[cfg(feature = "streaming")]
+struct Chunks {
+    state: openai_format::ChunkState,
+    provider: String,
 }
 
-#[derive(Deserialize)]
-struct Wire {
-    model: Option<String>,
-    choices: Vec<WireChoice>,
-    usage: Option<WireUsage>,
-}
+#[cfg(feature = "streaming")]
+impl Decoder for Chunks {
+    fn event(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), LmError> {
+        openai_format::parse_chunk(&event.data, &mut self.state, out).map_err(|e| LmError::Malformed {
+            provider: self.provider.clone(),
+            source: foundation_core::Cause::from(e),
+        })
+    }
 
-#[derive(Deserialize)]
-struct WireChoice {
-    message: WireMessage,
-}
+    fn over(&self) -> bool {
+        self.state.done
+    }
 
-#[derive(Deserialize)]
-struct WireMessage {
-    content: Option<String>,
-}
+    fn finished(&self) -> bool {
+        self.state.finish_reason.is_some()
+    }
 
-#[derive(Deserialize)]
-struct WireUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
+    fn end(&mut self) -> (Option<String>, super::completion::FinishReason, Option<super::completion::Usage>) {
+        (self.state.model.take(), self.state.finish_reason.take().unwrap_or_default(), self.state.usage)
+    }
 }
 
 #[cfg(test)]
@@ -258,7 +205,7 @@ mod tests {
     #[test]
     fn try_again_in_is_read_from_a_429_message() {
         let body = r#"{"error":{"message":"Rate limit reached for gpt-4o on tokens per min. Please try again in 976ms. Visit..."}}"#;
-        assert_eq!(super::try_again_in(body), Some(std::time::Duration::from_millis(976)));
-        assert_eq!(super::try_again_in("nothing"), None);
+        assert_eq!(super::super::http_call::try_again_in(body), Some(std::time::Duration::from_millis(976)));
+        assert_eq!(super::super::http_call::try_again_in("nothing"), None);
     }
 }

@@ -4,16 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use foundation_core::circuit_breaker::{BreakerConfig, CircuitBreaker};
+use foundation_core::circuit_breaker::{Attempt, BreakerConfig, CircuitBreaker};
 use foundation_core::config::{ProviderConfig, ProviderKind};
 use foundation_core::rate_limit::{Permit, ProviderLimits, RateLimitError, RateLimiter, TokenCost};
 use foundation_core::retry::RetryPolicy;
 use foundation_core::sync::RwLockRecover;
 
-use super::message::{ChatRequest, Completion};
+use super::completion::{Completion, Usage};
 use super::model::{LanguageModel, LmError};
 use super::openai::OpenAiClient;
+use super::request::ChatRequest;
 use super::simulated::{SimulatedConfig, SimulatedModel};
+use super::stream::{CompletionStream, StreamEvent};
 use super::tokens;
 
 /// Default longest wait for the budget before the call goes to the next provider instead.
@@ -122,6 +124,23 @@ impl Provider {
                 );
                 Self::new(name, client, options)
             }
+            #[cfg(feature = "anthropic")]
+            ProviderKind::Anthropic => {
+                let client = super::anthropic::AnthropicClient::new(
+                    name,
+                    config.model.clone(),
+                    config.base_url.clone(),
+                    config.api_key.clone(),
+                    config.timeout,
+                );
+                Self::new(name, client, options)
+            }
+            #[cfg(not(feature = "anthropic"))]
+            ProviderKind::Anthropic => Err(LmError::Rejected {
+                provider: name.to_string(),
+                status: 0,
+                body: "kind `anthropic` needs foundation-actors' `anthropic` feature".into(),
+            }),
         }
     }
 
@@ -180,7 +199,7 @@ impl Provider {
 
     /// What a request is expected to cost: its prompt, and `max_tokens` for the answer.
     pub fn estimate(request: &ChatRequest) -> TokenCost {
-        TokenCost { input: tokens::prompt(&request.messages), output: request.max_tokens }
+        TokenCost { input: tokens::request_prompt(request), output: request.max_tokens }
     }
 
     async fn acquire(&self, request: &ChatRequest) -> Result<Option<Permit>, LmError> {
@@ -216,68 +235,197 @@ impl Provider {
     /// settles the limiter with the tokens really used and applies the response's rate-limit
     /// headers. Refused at once while the breaker is open.
     pub async fn complete(&self, request: &ChatRequest) -> Result<Completion, LmError> {
+        let (mut completion, call, mut permit) = self.attempts(request, |r| self.model.complete(r)).await?;
+        call.success();
+        self.settle(permit.as_mut(), completion.usage, &completion.rate_headers);
+        completion.provider = self.name.clone();
+        Ok(completion)
+    }
+
+    /// Calls `call` until it succeeds or the failures and 429s end the retries: its value, with
+    /// the breaker's attempt and the limiter's permit to settle.
+    async fn attempts<'a, T>(
+        &'a self,
+        request: &'a ChatRequest,
+        call: impl Fn(&'a ChatRequest) -> super::model::BoxFuture<'a, Result<T, LmError>>,
+    ) -> Result<(T, Attempt, Option<Permit>), LmError> {
+        request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let call = self
-                .breaker
-                .try_call()
-                .map_err(|o| LmError::CircuitOpen { provider: self.name.clone(), retry_in: o.retry_in })?;
+            let breaker = self.try_call()?;
             let mut permit = self.acquire(request).await?;
-            let result = match tokio::time::timeout(self.timeout, self.model.complete(request)).await {
+            let result = match tokio::time::timeout(self.timeout, call(request)).await {
                 Ok(r) => r,
                 Err(_) => Err(LmError::Timeout { provider: self.name.clone(), after: self.timeout }),
             };
             match result {
-                Ok(mut completion) => {
-                    call.success();
-                    if let (Some(limiter), Some(permit)) = (&self.limiter, permit.as_mut()) {
-                        let used = TokenCost {
-                            input: completion.usage.prompt_tokens,
-                            output: completion.usage.completion_tokens,
-                        };
-                        // The shape is the limiter's own: settling cannot fail.
-                        let _ = permit.settle(&self.limits().cost(used));
-                        limiter.apply_headers(
-                            completion.rate_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                        );
+                Ok(value) => return Ok((value, breaker, permit)),
+                Err(e) => self.after_error(e, breaker, permit.as_mut(), attempt).await?,
+            }
+        }
+    }
+
+    /// Streams the model's answer (see [`CompletionStream`]) under the same protections as
+    /// [`complete`](Self::complete): the budget is taken before the call, failures and 429s
+    /// before the stream opens are retried, and the limiter is settled when the stream ends —
+    /// with the usage the provider reported, or, if the stream is dropped or fails first, with
+    /// the prompt and the completion tokens of the pieces received (what the provider bills
+    /// for an answer cut short). The breaker hears of a stream's end: a success, or a failure
+    /// if it broke; a stream the caller dropped tells it nothing.
+    pub async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, LmError> {
+        let (stream, call, permit) = self.attempts(request, |r| self.model.stream(r)).await?;
+        let settle = Settle {
+            provider: self.clone(),
+            call: Some(call),
+            permit,
+            prompt: tokens::request_prompt(request),
+            received: 0,
+        };
+        let name = self.name.clone();
+        let guarded = futures::stream::unfold((stream, settle), move |(mut stream, mut settle)| {
+            let name = name.clone();
+            async move {
+                let event = stream.next().await?;
+                let event = match event {
+                    Ok(StreamEvent::Done(mut completion)) => {
+                        completion.provider = name;
+                        settle.done(&completion);
+                        Ok(StreamEvent::Done(completion))
                     }
-                    completion.provider = self.name.clone();
-                    return Ok(completion);
+                    Ok(piece) => {
+                        settle.received += piece_tokens(&piece);
+                        Ok(piece)
+                    }
+                    Err(e) => {
+                        settle.failed(&e);
+                        Err(e)
+                    }
+                };
+                Some((event, (stream, settle)))
+            }
+        });
+        Ok(CompletionStream::new(self.name.clone(), guarded))
+    }
+
+    fn try_call(&self) -> Result<Attempt, LmError> {
+        self.breaker
+            .try_call()
+            .map_err(|o| LmError::CircuitOpen { provider: self.name.clone(), retry_in: o.retry_in })
+    }
+
+    /// Settles the limiter with the tokens used and applies the response's headers.
+    fn settle(&self, permit: Option<&mut Permit>, usage: Usage, headers: &[(String, String)]) {
+        if let (Some(limiter), Some(permit)) = (&self.limiter, permit) {
+            let used = TokenCost { input: usage.prompt_tokens, output: usage.completion_tokens };
+            // The shape is the limiter's own: settling cannot fail.
+            let _ = permit.settle(&self.limits().cost(used));
+            limiter.apply_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        }
+    }
+
+    /// What a failed attempt means: `Ok` to try again (after the pause it calls for), `Err` to
+    /// give up with this error.
+    async fn after_error(
+        &self,
+        error: LmError,
+        call: Attempt,
+        permit: Option<&mut Permit>,
+        attempt: u32,
+    ) -> Result<(), LmError> {
+        match error {
+            LmError::RateLimited { retry_after, rate_headers, provider } => {
+                // Not a sign of ill health: the breaker is not told. The provider did not
+                // count the call, so neither do we; we stop until it says to come back.
+                drop(call);
+                if let (Some(limiter), Some(permit)) = (&self.limiter, permit) {
+                    let _ = permit.settle(&vec![0; limiter.dimensions().len()]);
+                    limiter.apply_headers(rate_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    limiter.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
                 }
-                Err(LmError::RateLimited { retry_after, rate_headers, provider }) => {
-                    // Not a sign of ill health: the breaker is not told. The provider did not
-                    // count the call, so neither do we; we stop until it says to come back.
-                    drop(call);
-                    if let (Some(limiter), Some(permit)) = (&self.limiter, permit.as_mut()) {
-                        let _ = permit.settle(&vec![0; limiter.dimensions().len()]);
-                        limiter.apply_headers(rate_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-                        limiter.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
-                    }
-                    metrics::counter!("foundation_llm_rate_limited_total", "provider" => self.name.clone())
-                        .increment(1);
-                    if !self.retry.allows_another(attempt) {
-                        return Err(LmError::RateLimited { provider, retry_after, rate_headers });
-                    }
-                    if self.limiter.is_none() {
-                        // Any model's word, capped as the limiter caps it.
-                        let pause = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
-                        tokio::time::sleep(pause.min(foundation_core::rate_limit::MAX_PAUSE)).await;
-                    }
+                metrics::counter!("foundation_llm_rate_limited_total", "provider" => self.name.clone())
+                    .increment(1);
+                if !self.retry.allows_another(attempt) {
+                    return Err(LmError::RateLimited { provider, retry_after, rate_headers });
                 }
-                Err(e) if e.is_provider_failure() => {
-                    // The call may have been counted by the provider: the estimate stands.
-                    call.failure();
-                    if matches!(e, LmError::Malformed { .. }) || !self.retry.allows_another(attempt) {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(self.retry.delay_after(attempt)).await;
+                if self.limiter.is_none() {
+                    // Any model's word, capped as the limiter caps it.
+                    let pause = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
+                    tokio::time::sleep(pause.min(foundation_core::rate_limit::MAX_PAUSE)).await;
                 }
-                Err(e) => {
-                    drop(call);
+                Ok(())
+            }
+            e if e.is_provider_failure() => {
+                // The call may have been counted by the provider: the estimate stands.
+                call.failure();
+                if matches!(e, LmError::Malformed { .. }) || !self.retry.allows_another(attempt) {
                     return Err(e);
                 }
+                tokio::time::sleep(self.retry.delay_after(attempt)).await;
+                Ok(())
             }
+            e => {
+                drop(call);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Completion tokens of a streamed piece (estimated: what a cut-short answer is settled with).
+fn piece_tokens(piece: &StreamEvent) -> u64 {
+    match piece {
+        StreamEvent::Text(text) => tokens::count(text),
+        StreamEvent::ToolCall(delta) => {
+            tokens::count(&delta.arguments) + delta.name.as_deref().map_or(0, tokens::count)
+        }
+        StreamEvent::Done(_) => 0,
+    }
+}
+
+/// A stream's settlement: done once, at its end or when it is dropped.
+struct Settle {
+    provider: Provider,
+    call: Option<Attempt>,
+    permit: Option<Permit>,
+    prompt: u64,
+    received: u64,
+}
+
+impl Settle {
+    fn done(&mut self, completion: &Completion) {
+        if let Some(call) = self.call.take() {
+            call.success();
+            self.provider.settle(self.permit.as_mut(), completion.usage, &completion.rate_headers);
+            self.permit = None;
+        }
+    }
+
+    fn failed(&mut self, error: &LmError) {
+        if let Some(call) = self.call.take() {
+            if error.is_provider_failure() {
+                call.failure();
+            }
+            self.cut_short();
+        }
+    }
+
+    /// Settles with the prompt and the pieces received.
+    fn cut_short(&mut self) {
+        let used =
+            Usage { prompt_tokens: self.prompt, completion_tokens: self.received, cached_prompt_tokens: 0 };
+        self.provider.settle(self.permit.as_mut(), used, &[]);
+        self.permit = None;
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if self.call.take().is_some() {
+            // Dropped before its end: cancelled by the caller (the breaker hears nothing).
+            metrics::counter!("foundation_llm_streams_cancelled_total", "provider" => self.provider.name.clone())
+                .increment(1);
+            self.cut_short();
         }
     }
 }

@@ -5,9 +5,11 @@ use std::time::Instant;
 use foundation_core::config::{LiveConfig, LlmConfig};
 
 use super::catalog::ModelRegistry;
-use super::message::{ChatRequest, Completion};
+use super::completion::Completion;
 use super::model::{BoxFuture, LanguageModel, LmError};
 use super::provider::Provider;
+use super::request::ChatRequest;
+use super::stream::{CompletionStream, StreamEvent};
 use super::tokens;
 use super::usage::UsageLedger;
 
@@ -153,24 +155,41 @@ impl LlmRouter {
         &self.usage
     }
 
-    /// Serves a request from the first provider of the chain that can.
+    /// The provider's model spec, if known, or why the request does not fit its context.
+    fn fits(
+        &self,
+        provider: &Provider,
+        request: &ChatRequest,
+    ) -> Result<Option<&super::catalog::ModelSpec>, LmError> {
+        let spec = self.models.get(provider.name(), provider.model());
+        if let Some(spec) = spec {
+            let prompt = tokens::request_prompt(request);
+            if prompt + request.max_tokens > spec.context_window {
+                return Err(LmError::ContextTooLong {
+                    model: spec.model.clone(),
+                    tokens: prompt,
+                    max_tokens: request.max_tokens,
+                    window: spec.context_window,
+                });
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Serves a request from the first provider of the chain that can. An invalid request
+    /// ([`ChatRequest::check`]) is refused before any provider sees it.
     pub async fn complete(&self, request: &ChatRequest) -> Result<Completion, LmError> {
+        request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
         let tenant = request.tenant.as_deref();
         let mut tried = Vec::new();
         for provider in &self.chain {
-            let spec = self.models.get(provider.name(), provider.model());
-            if let Some(spec) = spec {
-                let prompt = tokens::prompt(&request.messages);
-                if prompt + request.max_tokens > spec.context_window {
-                    tried.push(LmError::ContextTooLong {
-                        model: spec.model.clone(),
-                        tokens: prompt,
-                        max_tokens: request.max_tokens,
-                        window: spec.context_window,
-                    });
+            let spec = match self.fits(provider, request) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tried.push(e);
                     continue;
                 }
-            }
+            };
             let started = Instant::now();
             match provider.complete(request).await {
                 Ok(completion) => {
@@ -206,6 +225,134 @@ impl LlmRouter {
     }
 }
 
+impl LlmRouter {
+    /// Streams the answer of the first provider of the chain that opens a stream (the same
+    /// skipping rules as [`complete`](Self::complete); a provider that fails after its stream
+    /// opened is not replaced: pieces were already given out). Usage and cost are recorded when
+    /// the stream ends; a stream dropped before its end is recorded with the prompt and the
+    /// completion tokens of the pieces received.
+    pub async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, LmError> {
+        request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
+        let mut tried = Vec::new();
+        for provider in &self.chain {
+            let spec = match self.fits(provider, request) {
+                Ok(spec) => spec.cloned(),
+                Err(e) => {
+                    tried.push(e);
+                    continue;
+                }
+            };
+            match provider.stream(request).await {
+                Ok(stream) => {
+                    let record = Record {
+                        router: self.clone(),
+                        provider: provider.name().to_string(),
+                        model: provider.model().to_string(),
+                        tenant: request.tenant.clone(),
+                        spec,
+                        started: Instant::now(),
+                        prompt: tokens::request_prompt(request),
+                        received: 0,
+                        open: true,
+                    };
+                    let name = provider.name().to_string();
+                    let recorded =
+                        futures::stream::unfold((stream, record), |(mut stream, mut record)| async move {
+                            let event = stream.next().await?;
+                            match &event {
+                                Ok(StreamEvent::Done(completion)) => record.done(completion),
+                                Ok(StreamEvent::Text(text)) => record.received += tokens::count(text),
+                                Ok(StreamEvent::ToolCall(delta)) => {
+                                    record.received += tokens::count(&delta.arguments)
+                                }
+                                Err(_) => record.failed(),
+                            }
+                            Some((event, (stream, record)))
+                        });
+                    return Ok(CompletionStream::new(name, recorded));
+                }
+                Err(e) => {
+                    if !matches!(
+                        e,
+                        LmError::CircuitOpen { .. }
+                            | LmError::OverBudget { .. }
+                            | LmError::InvalidRequest { .. }
+                    ) {
+                        self.usage.record_failure(
+                            provider.name(),
+                            provider.model(),
+                            request.tenant.as_deref(),
+                        );
+                    }
+                    if matches!(e, LmError::InvalidRequest { .. }) {
+                        return Err(e);
+                    }
+                    tracing::debug!(provider = provider.name(), error = %e, "provider did not open a stream; trying the next");
+                    tried.push(e);
+                }
+            }
+        }
+        match tried.len() {
+            0 => Err(LmError::Unknown { what: "provider", name: "(the chain is empty)".into() }),
+            1 => Err(tried.remove(0)),
+            _ => Err(LmError::Exhausted { tried }),
+        }
+    }
+}
+
+/// A stream's entry in the ledger: written once, at its end or when it is dropped.
+struct Record {
+    router: LlmRouter,
+    provider: String,
+    model: String,
+    tenant: Option<String>,
+    spec: Option<super::catalog::ModelSpec>,
+    started: Instant,
+    prompt: u64,
+    received: u64,
+    open: bool,
+}
+
+impl Record {
+    fn done(&mut self, completion: &Completion) {
+        if std::mem::take(&mut self.open) {
+            self.success(&completion.model.clone(), completion.usage);
+        }
+    }
+
+    fn failed(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.router.usage.record_failure(&self.provider, &self.model, self.tenant.as_deref());
+        }
+    }
+
+    fn success(&self, model: &str, usage: super::completion::Usage) {
+        let models = &self.router.models;
+        let cost = models.get(&self.provider, model).or(self.spec.as_ref()).map_or(0.0, |s| s.cost(usage));
+        self.router.usage.record_success(
+            &self.provider,
+            model,
+            self.tenant.as_deref(),
+            usage,
+            cost,
+            self.started.elapsed(),
+        );
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.open) {
+            let usage = super::completion::Usage {
+                prompt_tokens: self.prompt,
+                completion_tokens: self.received,
+                cached_prompt_tokens: 0,
+            };
+            self.success(&self.model.clone(), usage);
+        }
+    }
+}
+
 impl LanguageModel for LlmRouter {
     fn model(&self) -> &str {
         self.chain.first().map_or("", |p| p.model())
@@ -213,5 +360,9 @@ impl LanguageModel for LlmRouter {
 
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         Box::pin(LlmRouter::complete(self, request))
+    }
+
+    fn stream<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<CompletionStream, LmError>> {
+        Box::pin(LlmRouter::stream(self, request))
     }
 }

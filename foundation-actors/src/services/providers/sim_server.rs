@@ -1,27 +1,34 @@
-//! A simulated provider: an HTTP server on loopback that speaks the chat-completions API,
-//! answers with the [`SimulatedModel`], enforces its own requests- and tokens-per-minute limits
-//! (429 with OpenAI's headers when exceeded), and injects latency, 5xx faults and malformed
-//! answers on demand. For tests and benchmarks of everything that talks to providers.
+//! A simulated provider: an HTTP server that speaks OpenAI's chat-completions API
+//! (`POST /v1/chat/completions`) and Anthropic's Messages API (`POST /v1/messages`), whole or
+//! streamed as server-sent events, answers with the [`SimulatedModel`] (text, tool calls,
+//! JSON-schema answers; see [`SimulatedModel::respond`]), enforces its own requests- and
+//! tokens-per-minute limits (429 with the API's headers when exceeded), and injects latency,
+//! 5xx faults and malformed answers on demand. For tests and benchmarks of everything that
+//! talks to providers, ours or any other client (`foundation sim-provider` serves it).
 //!
 //! Admission is what real providers do: a request is charged when it arrives, for its prompt
 //! and its completion tokens (the simulated answer is known in advance, so the charge is exact),
 //! against token buckets that hold a minute's worth and refill continuously. Every response
-//! carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; a 429 also carries
-//! `retry-after` (seconds, fractional) and says "Please try again in …" like OpenAI.
+//! carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (Anthropic:
+//! `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`); a 429 also carries
+//! `retry-after` (seconds, fractional) and says "Please try again in …" like OpenAI. A streamed
+//! answer is counted as served when its last event is sent, and as cancelled if the client goes
+//! away before.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::completion::{Completion, Usage};
+use super::request::ChatRequest;
+use super::simulated::{SimulatedConfig, SimulatedModel};
+use super::stream::StreamEvent;
+use super::{anthropic_format, openai_format};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use foundation_core::rate_limit::{ProviderLimits, RateLimitError, RateLimiter, TokenCost};
-use serde::Deserialize;
-
-use super::message::{ChatMessage, ChatRequest};
-use super::simulated::{SimulatedConfig, SimulatedModel};
 
 /// How the simulated provider behaves.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +56,12 @@ pub struct ServerStats {
     pub prompt_tokens: u64,
     /// Completion tokens of served requests.
     pub completion_tokens: u64,
+    /// Requests answered as a stream (counted as served when the stream ends).
+    pub streams: u64,
+    /// Streams the client went away from before their end.
+    pub streams_cancelled: u64,
+    /// Tool calls in the answers.
+    pub tool_calls: u64,
 }
 
 struct Shared {
@@ -64,7 +77,18 @@ struct Shared {
     bad_requests: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    streams: AtomicU64,
+    streams_cancelled: AtomicU64,
+    tool_calls: AtomicU64,
     ids: AtomicU64,
+}
+
+impl Shared {
+    fn count_served(&self, usage: &Usage) {
+        self.served.fetch_add(1, Ordering::SeqCst);
+        self.prompt_tokens.fetch_add(usage.prompt_tokens, Ordering::SeqCst);
+        self.completion_tokens.fetch_add(usage.completion_tokens, Ordering::SeqCst);
+    }
 }
 
 /// A running simulated provider; stops when dropped.
@@ -93,12 +117,16 @@ impl SimulatedProvider {
             bad_requests: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             completion_tokens: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
+            streams_cancelled: AtomicU64::new(0),
+            tool_calls: AtomicU64::new(0),
             ids: AtomicU64::new(0),
         });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
+            .route("/v1/messages", axum::routing::post(messages))
             .with_state(shared.clone());
         let limits = foundation_core::http::HttpLimits::default();
         let task = tokio::spawn(foundation_core::http::serve(listener, app, limits, std::future::pending()));
@@ -127,6 +155,9 @@ impl SimulatedProvider {
             bad_requests: get(&s.bad_requests),
             prompt_tokens: get(&s.prompt_tokens),
             completion_tokens: get(&s.completion_tokens),
+            streams: get(&s.streams),
+            streams_cancelled: get(&s.streams_cancelled),
+            tool_calls: get(&s.tool_calls),
         }
     }
 
@@ -147,40 +178,57 @@ impl Drop for SimulatedProvider {
     }
 }
 
-#[derive(Deserialize)]
-struct WireRequest {
-    model: Option<String>,
-    messages: Vec<ChatMessage>,
-    max_tokens: Option<u64>,
-}
-
 /// Takes one from a fault counter if it is not zero.
 fn take_one(counter: &AtomicU64) -> bool {
     counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
+/// Which API a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    OpenAi,
+    Anthropic,
+}
+
 async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let wire: WireRequest = match serde_json::from_slice(&body) {
-        Ok(w) => w,
+    match openai_format::parse_request(&body) {
+        Ok(read) => serve(s, Api::OpenAi, read.request, read.model, read.stream, read.include_usage).await,
         Err(e) => {
             s.bad_requests.fetch_add(1, Ordering::SeqCst);
-            return error(StatusCode::BAD_REQUEST, &format!("invalid request: {e}"), HeaderMap::new());
+            error(Api::OpenAi, StatusCode::BAD_REQUEST, &e, HeaderMap::new())
         }
-    };
+    }
+}
+
+async fn messages(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match anthropic_format::parse_request(&body) {
+        Ok(read) => serve(s, Api::Anthropic, read.request, read.model, read.stream, true).await,
+        Err(e) => {
+            s.bad_requests.fetch_add(1, Ordering::SeqCst);
+            error(Api::Anthropic, StatusCode::BAD_REQUEST, &e, HeaderMap::new())
+        }
+    }
+}
+
+async fn serve(
+    s: Arc<Shared>,
+    api: Api,
+    request: ChatRequest,
+    model: Option<String>,
+    stream: bool,
+    include_usage: bool,
+) -> Response {
     if take_one(&s.fail_next) {
         s.faults.fetch_add(1, Ordering::SeqCst);
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "injected fault", HeaderMap::new());
+        return error(api, StatusCode::INTERNAL_SERVER_ERROR, "injected fault", HeaderMap::new());
     }
-    let mut request = ChatRequest::new(wire.messages);
-    if let Some(max) = wire.max_tokens {
-        request.max_tokens = max;
-    }
-    let (content, usage) = s.model.answer(&request);
+    let mut completion = s.model.respond(&request);
+    let usage = completion.usage;
     let mut headers = HeaderMap::new();
     if let Some(limiter) = &s.limiter {
         let cost = s.limits.cost(TokenCost { input: usage.prompt_tokens, output: usage.completion_tokens });
         let granted = limiter.try_acquire(&cost);
-        rate_headers(&s, limiter, &mut headers);
+        rate_headers(&s, api, limiter, &mut headers);
         match granted {
             // Rate buckets keep what a permit paid when it is dropped.
             Ok(_paid) => {}
@@ -192,30 +240,132 @@ async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
                     "Rate limit reached for {dimension} per min. Please try again in {}ms.",
                     wait.as_millis().max(1)
                 );
-                return error(StatusCode::TOO_MANY_REQUESTS, &message, headers);
+                return error(api, StatusCode::TOO_MANY_REQUESTS, &message, headers);
             }
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string(), headers),
+            Err(e) => return error(api, StatusCode::BAD_REQUEST, &e.to_string(), headers),
         }
+    }
+    if let Some(model) = model {
+        completion.model = model;
+    }
+    let id = s.ids.fetch_add(1, Ordering::SeqCst);
+    s.tool_calls.fetch_add(completion.tool_calls.len() as u64, Ordering::SeqCst);
+    if stream {
+        s.streams.fetch_add(1, Ordering::SeqCst);
+        return stream_response(s, api, &request, completion, id, include_usage, headers);
     }
     tokio::time::sleep(s.model.latency(&request)).await;
     if take_one(&s.malformed_next) {
         s.malformed.fetch_add(1, Ordering::SeqCst);
         return (StatusCode::OK, headers, "{\"choices\": \"not what you expected\"").into_response();
     }
-    s.served.fetch_add(1, Ordering::SeqCst);
-    s.prompt_tokens.fetch_add(usage.prompt_tokens, Ordering::SeqCst);
-    s.completion_tokens.fetch_add(usage.completion_tokens, Ordering::SeqCst);
-    let id = s.ids.fetch_add(1, Ordering::SeqCst);
-    let body = serde_json::json!({
-        "id": format!("chatcmpl-sim-{id}"),
-        "object": "chat.completion",
-        "created": 0,
-        "model": wire.model.unwrap_or_else(|| s.model.config().model.clone()),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                  "total_tokens": usage.total()},
-    });
+    s.count_served(&usage);
+    let body = match api {
+        Api::OpenAi => openai_format::response_json(
+            &format!("chatcmpl-sim-{id}"),
+            &completion.model,
+            CREATED,
+            &completion,
+        ),
+        Api::Anthropic => anthropic_format::response_json(&format!("msg_sim_{id}"), &completion),
+    };
     (StatusCode::OK, headers, axum::Json(body)).into_response()
+}
+
+/// The `created` time of every answer: fixed, so that answers are the same in every run.
+const CREATED: u64 = 1_700_000_000;
+
+/// Counts a stream as cancelled if it is dropped (the client went away) before its end.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.streams_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A streamed answer: server-sent events in the API's format, the first after the model's
+/// latency, then one per `stream_interval`.
+fn stream_response(
+    s: Arc<Shared>,
+    api: Api,
+    request: &ChatRequest,
+    completion: Completion,
+    id: u64,
+    include_usage: bool,
+    mut headers: HeaderMap,
+) -> Response {
+    let mut frames: Vec<String> = Vec::new();
+    let pieces = super::simulated::pieces(&completion, s.model.config().stream_chunk_tokens);
+    match api {
+        Api::OpenAi => {
+            let id = format!("chatcmpl-sim-{id}");
+            let model = completion.model.as_str();
+            let data = |v: serde_json::Value| format!("data: {v}\n\n");
+            frames.push(data(openai_format::chunk_json(
+                &id,
+                model,
+                CREATED,
+                serde_json::json!({"role": "assistant", "content": ""}),
+                None,
+            )));
+            for piece in &pieces {
+                let delta = match piece {
+                    StreamEvent::Text(t) => openai_format::text_delta(t, false),
+                    StreamEvent::ToolCall(d) => openai_format::tool_call_delta(d),
+                    StreamEvent::Done(_) => continue,
+                };
+                frames.push(data(openai_format::chunk_json(&id, model, CREATED, delta, None)));
+            }
+            frames.push(data(openai_format::chunk_json(
+                &id,
+                model,
+                CREATED,
+                serde_json::json!({}),
+                Some(&completion.finish_reason),
+            )));
+            if include_usage {
+                frames.push(data(openai_format::usage_chunk_json(&id, model, CREATED, &completion.usage)));
+            }
+            frames.push("data: [DONE]\n\n".to_string());
+        }
+        Api::Anthropic => {
+            for (event, data) in
+                anthropic_format::stream_events(&format!("msg_sim_{id}"), &completion, &pieces)
+            {
+                frames.push(format!("event: {event}\ndata: {data}\n\n"));
+            }
+        }
+    }
+    let first = s.model.latency(request);
+    let interval = s.model.config().stream_interval;
+    let usage = completion.usage;
+    let guard = StreamGuard { shared: s, finished: false };
+    let frames: std::collections::VecDeque<String> = frames.into();
+    let body = futures::stream::unfold(
+        (frames, guard, Some(first)),
+        move |(mut frames, mut guard, wait)| async move {
+            let Some(frame) = frames.pop_front() else {
+                if !guard.finished {
+                    guard.finished = true;
+                    guard.shared.count_served(&usage);
+                }
+                return None;
+            };
+            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                tokio::time::sleep(wait).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame)), (frames, guard, Some(interval))))
+        },
+    );
+    headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    (StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response()
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
@@ -224,39 +374,79 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
-/// OpenAI's headers: limit, remaining and time to full for requests and tokens.
-fn rate_headers(s: &Shared, limiter: &RateLimiter, headers: &mut HeaderMap) {
+/// The API's rate-limit headers: limit, remaining and reset for requests and tokens (OpenAI:
+/// `x-ratelimit-*` with the time to full as `6.5s`; Anthropic: `anthropic-ratelimit-*` with the
+/// time it is full again, RFC 3339).
+fn rate_headers(s: &Shared, api: Api, limiter: &RateLimiter, headers: &mut HeaderMap) {
     let available = limiter.available();
-    let dims: [(&str, Option<u64>, &'static str, &'static str, &'static str); 2] = [
-        (
-            "requests",
-            s.limits.rpm,
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-        ),
-        (
-            "tokens",
-            s.limits.tpm,
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        ),
-    ];
-    for (name, limit, limit_h, remaining_h, reset_h) in dims {
+    for (name, limit) in [("requests", s.limits.rpm), ("tokens", s.limits.tpm)] {
         let (Some(limit), Some((_, level))) = (limit, available.iter().find(|(n, _)| n == name)) else {
             continue;
         };
         let remaining = level.max(0.0).floor() as u64;
-        let reset = (limit as f64 - level) / limit as f64 * 60.0;
-        insert(headers, limit_h, limit.to_string());
-        insert(headers, remaining_h, remaining.to_string());
-        insert(headers, reset_h, format!("{:.3}s", reset.max(0.0)));
+        let reset = ((limit as f64 - level) / limit as f64 * 60.0).max(0.0);
+        let (prefix, reset) = match api {
+            Api::OpenAi => ("x-ratelimit-".to_string(), format!("{reset:.3}s")),
+            Api::Anthropic => {
+                ("anthropic-ratelimit-".to_string(), rfc3339_after(std::time::Duration::from_secs_f64(reset)))
+            }
+        };
+        let (limit_h, remaining_h, reset_h) = match api {
+            Api::OpenAi => (
+                format!("{prefix}limit-{name}"),
+                format!("{prefix}remaining-{name}"),
+                format!("{prefix}reset-{name}"),
+            ),
+            Api::Anthropic => (
+                format!("{prefix}{name}-limit"),
+                format!("{prefix}{name}-remaining"),
+                format!("{prefix}{name}-reset"),
+            ),
+        };
+        for (header, value) in
+            [(limit_h, limit.to_string()), (remaining_h, remaining.to_string()), (reset_h, reset)]
+        {
+            if let (Ok(n), Ok(v)) = (axum::http::HeaderName::try_from(header), HeaderValue::from_str(&value))
+            {
+                headers.insert(n, v);
+            }
+        }
     }
 }
 
-fn error(status: StatusCode, message: &str, headers: HeaderMap) -> Response {
-    let body =
-        serde_json::json!({"error": {"message": message, "type": "simulated", "code": status.as_u16()}});
+/// Now plus `after` as an RFC 3339 UTC time (`2026-12-06T22:14:04Z`), as Anthropic's reset
+/// headers say it.
+fn rfc3339_after(after: std::time::Duration) -> String {
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + after;
+    let secs = at.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+fn error(api: Api, status: StatusCode, message: &str, headers: HeaderMap) -> Response {
+    let body = match api {
+        Api::OpenAi => {
+            serde_json::json!({"error": {"message": message, "type": "simulated", "code": status.as_u16()}})
+        }
+        Api::Anthropic => {
+            let kind = match status.as_u16() {
+                429 => "rate_limit_error",
+                400 => "invalid_request_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+    };
     (status, headers, axum::Json(body)).into_response()
 }

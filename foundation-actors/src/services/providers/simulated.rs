@@ -31,8 +31,12 @@
 
 use std::time::Duration;
 
-use super::message::{ChatRequest, Completion, Usage};
+use super::completion::{Completion, FinishReason, Usage};
+use super::json_schema;
+use super::message::{ChatMessage, Role, ToolCall};
 use super::model::{BoxFuture, LanguageModel, LmError};
+use super::request::{ChatRequest, ResponseFormat, ToolChoice, ToolSpec};
+use super::stream::{CompletionStream, StreamEvent, ToolCallDelta};
 use super::tokens;
 
 /// Default mean latency of a simulated call.
@@ -41,6 +45,11 @@ pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
 pub const DEFAULT_ERROR_RATE: f64 = 0.05;
 /// Default similarity below which a demonstration is not used.
 pub const DEFAULT_MIN_SIMILARITY: f64 = 0.05;
+/// Similarity (of the last user message to a tool's name and description) above which the
+/// simulated model calls the tool on its own (`tool_choice` `auto`).
+pub const TOOL_SIMILARITY: f64 = 0.08;
+/// Default words per streamed text piece.
+pub const DEFAULT_STREAM_CHUNK_TOKENS: u64 = 1;
 
 /// How the simulated model behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +72,10 @@ pub struct SimulatedConfig {
     /// Completion tokens of a free-form answer (padded or cut to this, within `max_tokens`).
     /// Default: none (a short answer).
     pub completion_tokens: Option<u64>,
+    /// Words per streamed text piece. Default [`DEFAULT_STREAM_CHUNK_TOKENS`].
+    pub stream_chunk_tokens: u64,
+    /// Time between streamed pieces (the first comes after the call's latency). Default: none.
+    pub stream_interval: Duration,
 }
 
 impl Default for SimulatedConfig {
@@ -76,6 +89,8 @@ impl Default for SimulatedConfig {
             error_rate: DEFAULT_ERROR_RATE,
             min_similarity: DEFAULT_MIN_SIMILARITY,
             completion_tokens: None,
+            stream_chunk_tokens: DEFAULT_STREAM_CHUNK_TOKENS,
+            stream_interval: Duration::ZERO,
         }
     }
 }
@@ -97,34 +112,165 @@ impl SimulatedModel {
         &self.config
     }
 
-    /// The answer and token counts for a request, without waiting (what the simulated provider
-    /// server serves, too).
+    /// The answer's text and token counts for a request, without waiting (see
+    /// [`respond`](Self::respond)).
     pub fn answer(&self, request: &ChatRequest) -> (String, Usage) {
-        let text: String = request.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
-        let content = match parse(&text) {
-            Some((demos, query)) => self.structured_answer(&demos, &query, &options(&text)),
-            None => self.free_answer(&text, request.max_tokens),
+        let completion = self.respond(request);
+        (completion.content, completion.usage)
+    }
+
+    /// The whole answer to a request, without waiting: what [`complete`](LanguageModel::complete)
+    /// returns and the simulated provider server serves.
+    ///
+    /// - **Tools.** With tools offered and a `tool_choice` other than `none`, it calls one: the
+    ///   one named, or the one whose name and description are most like the last user message
+    ///   (for `auto`, only if similar enough, and not right after a tool's answer). Its arguments
+    ///   satisfy the tool's parameter schema, filled from the message (`city: Paris`, or its
+    ///   last capitalized word). After tools answered, it replies with what they said.
+    /// - **Structured output.** With a JSON-schema response format, the text is a JSON value
+    ///   satisfying the schema, its properties taken from the structured answer's fields of the
+    ///   same name (or guessed from the question); `json_object` gives `{"answer": …}`.
+    /// - **Stop sequences** cut the text before the first one; `max_tokens` cuts it too
+    ///   (`finish_reason` `length`).
+    pub fn respond(&self, request: &ChatRequest) -> Completion {
+        let text: String = request.messages.iter().map(ChatMessage::text).collect::<Vec<_>>().join("\n");
+        let last_user = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.text())
+            .unwrap_or_default();
+        let after_tools = request.messages.last().is_some_and(|m| m.role == Role::Tool);
+        let mut completion = Completion::from_text(
+            String::new(),
+            Usage::default(),
+            self.config.model.clone(),
+            self.config.provider.clone(),
+        );
+        if let Some(tool) = self.pick_tool(request, &last_user, after_tools) {
+            let hints = json_schema::Hints { named: Vec::new(), text: last_user.clone() };
+            let arguments = json_schema::generate(&tool.parameters, &hints);
+            let mut h = Fnv::new(self.config.seed);
+            h.write(text.as_bytes());
+            h.write(tool.name.as_bytes());
+            completion.tool_calls.push(ToolCall {
+                id: format!("call_{:016x}", h.finish()),
+                name: tool.name.clone(),
+                arguments: arguments.to_string(),
+            });
+            completion.finish_reason = FinishReason::ToolCalls;
+        } else {
+            let (content, fields) = if after_tools {
+                let results: Vec<String> = request
+                    .messages
+                    .iter()
+                    .rev()
+                    .take_while(|m| m.role == Role::Tool)
+                    .map(ChatMessage::text)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                (format!("According to the tools: {}", results.join("; ")), Vec::new())
+            } else {
+                match parse(&text) {
+                    Some((demos, query)) => {
+                        let fields = self.structured_fields(&demos, &query, &options(&text));
+                        let content =
+                            fields.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("\n");
+                        (content, fields)
+                    }
+                    None => {
+                        // A free answer longer than `max_tokens` is cut to exactly that (`length`).
+                        if self.config.completion_tokens.is_some_and(|t| t > request.max_tokens) {
+                            completion.finish_reason = FinishReason::Length;
+                        }
+                        (self.free_answer(&text, request.max_tokens), Vec::new())
+                    }
+                }
+            };
+            completion.content = match &request.response_format {
+                Some(ResponseFormat::JsonSchema { schema, .. }) => {
+                    let hints = json_schema::Hints { named: fields, text: last_user.clone() };
+                    json_schema::generate(schema, &hints).to_string()
+                }
+                Some(ResponseFormat::JsonObject) => serde_json::json!({ "answer": content }).to_string(),
+                _ => content,
+            };
+            if let Some(at) = request.stop.iter().filter_map(|s| completion.content.find(s.as_str())).min() {
+                completion.content.truncate(at);
+            }
+        }
+        let cut = tokens::truncate(&completion.content, request.max_tokens);
+        if cut.len() < completion.content.len() {
+            completion.content = cut.to_string();
+            completion.finish_reason = FinishReason::Length;
+        }
+        let arguments: u64 =
+            completion.tool_calls.iter().map(|c| tokens::count(&c.name) + tokens::count(&c.arguments)).sum();
+        completion.usage = Usage {
+            prompt_tokens: tokens::request_prompt(request),
+            completion_tokens: tokens::count(&completion.content) + arguments,
+            cached_prompt_tokens: 0,
         };
-        let content = tokens::truncate(&content, request.max_tokens).to_string();
-        let usage = Usage {
-            prompt_tokens: tokens::prompt(&request.messages),
-            completion_tokens: tokens::count(&content),
+        completion
+    }
+
+    /// The tool to call, if any (see [`respond`](Self::respond)).
+    fn pick_tool<'r>(
+        &self,
+        request: &'r ChatRequest,
+        last_user: &str,
+        after_tools: bool,
+    ) -> Option<&'r ToolSpec> {
+        if request.tools.is_empty() {
+            return None;
+        }
+        let most_similar = || {
+            request
+                .tools
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        similarity(
+                            last_user,
+                            &format!("{} {}", t.name.replace(['_', '-'], " "), t.description),
+                        ),
+                        i,
+                    )
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
         };
-        (content, usage)
+        match request.tool_choice.as_ref().unwrap_or(&ToolChoice::Auto) {
+            ToolChoice::None => None,
+            ToolChoice::Tool(name) => request.tools.iter().find(|t| &t.name == name),
+            ToolChoice::Required => most_similar().map(|(_, i)| &request.tools[i]),
+            ToolChoice::Auto if after_tools => None,
+            ToolChoice::Auto => {
+                most_similar().filter(|(s, _)| *s >= TOOL_SIMILARITY).map(|(_, i)| &request.tools[i])
+            }
+        }
     }
 
     /// The latency of this request (seeded by the prompt).
     pub fn latency(&self, request: &ChatRequest) -> Duration {
         let mut h = Fnv::new(self.config.seed ^ 0x006c_6174_656e_6379);
         for m in &request.messages {
-            h.write(m.content.as_bytes());
+            for part in &m.content {
+                if let super::message::ContentPart::Text(t) = part {
+                    h.write(t.as_bytes());
+                }
+            }
         }
         let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
         let factor = 1.0 + self.config.latency_jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
         self.config.latency.mul_f64(factor.max(0.0))
     }
 
-    fn structured_answer(&self, demos: &[Block], query: &Block, options: &[String]) -> String {
+    /// The query's output fields and their values.
+    fn structured_fields(&self, demos: &[Block], query: &Block, options: &[String]) -> Vec<(String, String)> {
         let inputs: Vec<&(String, String)> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
         let outputs: Vec<&str> =
             query.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| k.as_str()).collect();
@@ -156,10 +302,9 @@ impl SimulatedModel {
                     Some((_, v)) => v.clone(),
                     None => guess(&query_text, options),
                 };
-                format!("{field}: {value}")
+                (field.to_string(), value)
             })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect()
     }
 
     fn free_answer(&self, text: &str, max_tokens: u64) -> String {
@@ -183,18 +328,87 @@ impl LanguageModel for SimulatedModel {
 
     fn complete<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<Completion, LmError>> {
         Box::pin(async move {
+            request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
             tokio::time::sleep(self.latency(request)).await;
-            let (content, usage) = self.answer(request);
-            Ok(Completion {
-                content,
-                usage,
-                model: self.config.model.clone(),
-                provider: self.config.provider.clone(),
-                rate_headers: Vec::new(),
-                cached: false,
-            })
+            Ok(self.respond(request))
         })
     }
+
+    fn stream<'a>(&'a self, request: &'a ChatRequest) -> BoxFuture<'a, Result<CompletionStream, LmError>> {
+        Box::pin(async move {
+            request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
+            let completion = self.respond(request);
+            let pieces = pieces(&completion, self.config.stream_chunk_tokens);
+            let first = self.latency(request);
+            let interval = self.config.stream_interval;
+            let provider = completion.provider.clone();
+            let mut events: std::collections::VecDeque<StreamEvent> = pieces.into();
+            events.push_back(StreamEvent::Done(completion));
+            // The first piece after the call's latency (time to first token), the others
+            // `stream_interval` apart.
+            let stream =
+                futures::stream::unfold((events, Some(first)), move |(mut events, wait)| async move {
+                    let event = events.pop_front()?;
+                    match wait {
+                        Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                        _ => {}
+                    }
+                    Some((Ok(event), (events, Some(interval))))
+                });
+            Ok(CompletionStream::new(provider, stream))
+        })
+    }
+}
+
+/// The pieces a whole answer is streamed in: its text `chunk_tokens` words at a time (spaces
+/// kept, so the pieces join to the text), each tool call's name, then its arguments 16 bytes at
+/// a time.
+pub(crate) fn pieces(completion: &Completion, chunk_tokens: u64) -> Vec<StreamEvent> {
+    let mut out = Vec::new();
+    let per = chunk_tokens.max(1) as usize;
+    let text = &completion.content;
+    let mut start = 0;
+    let mut words = 0;
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        let space = c.is_whitespace();
+        if !space && !in_word {
+            if words == per {
+                out.push(StreamEvent::Text(text[start..i].to_string()));
+                start = i;
+                words = 0;
+            }
+            words += 1;
+        }
+        in_word = !space;
+    }
+    if start < text.len() {
+        out.push(StreamEvent::Text(text[start..].to_string()));
+    }
+    for (index, call) in completion.tool_calls.iter().enumerate() {
+        out.push(StreamEvent::ToolCall(ToolCallDelta {
+            index,
+            id: Some(call.id.clone()),
+            name: Some(call.name.clone()),
+            arguments: String::new(),
+        }));
+        let bytes = call.arguments.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let mut end = (at + 16).min(bytes.len());
+            while !call.arguments.is_char_boundary(end) {
+                end += 1;
+            }
+            out.push(StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                id: None,
+                name: None,
+                arguments: call.arguments[at..end].to_string(),
+            }));
+            at = end;
+        }
+    }
+    out
 }
 
 /// A block's fields in order: (name, value).
@@ -374,6 +588,6 @@ mod tests {
         assert_eq!(usage.completion_tokens, 40);
         let (_, usage) = model.answer(&ChatRequest::prompt("Tell me a story").max_tokens(10));
         assert_eq!(usage.completion_tokens, 10);
-        assert_eq!(usage.prompt_tokens, tokens::prompt(&ChatRequest::prompt("Tell me a story").messages));
+        assert_eq!(usage.prompt_tokens, tokens::request_prompt(&ChatRequest::prompt("Tell me a story")));
     }
 }

@@ -2,7 +2,8 @@
 //! provider layer estimates before a call to a real model (corrected afterwards by the count the
 //! provider reports).
 
-use super::message::ChatMessage;
+use super::message::{ChatMessage, ContentPart};
+use super::request::{ChatRequest, ResponseFormat};
 
 /// Tokens a message costs on top of its text (role and separators), as OpenAI counts them.
 pub const MESSAGE_OVERHEAD: u64 = 4;
@@ -21,9 +22,46 @@ pub fn count(text: &str) -> u64 {
     tokens
 }
 
+/// Tokens an image costs: OpenAI's charge for a 512-pixel tile at high detail plus the base
+/// (170 + 85), a middle estimate when the image's size is not known; at `low` detail, the base.
+pub const IMAGE_TOKENS: u64 = 255;
+/// Tokens an image costs at `low` detail.
+pub const IMAGE_TOKENS_LOW: u64 = 85;
+
+/// Tokens of one message: its text, images, tool calls and the per-message overhead.
+pub fn message(m: &ChatMessage) -> u64 {
+    let parts: u64 = m
+        .content
+        .iter()
+        .map(|p| match p {
+            ContentPart::Text(t) => count(t),
+            ContentPart::Image { detail, .. } if detail.as_deref() == Some("low") => IMAGE_TOKENS_LOW,
+            ContentPart::Image { .. } => IMAGE_TOKENS,
+        })
+        .sum();
+    let calls: u64 =
+        m.tool_calls.iter().map(|c| MESSAGE_OVERHEAD + count(&c.name) + count(&c.arguments)).sum();
+    MESSAGE_OVERHEAD + parts + calls
+}
+
 /// Prompt tokens of a conversation.
 pub fn prompt(messages: &[ChatMessage]) -> u64 {
-    REQUEST_OVERHEAD + messages.iter().map(|m| MESSAGE_OVERHEAD + count(&m.content)).sum::<u64>()
+    REQUEST_OVERHEAD + messages.iter().map(message).sum::<u64>()
+}
+
+/// Prompt tokens of a whole request: its conversation, the tools offered (their names,
+/// descriptions and schemas, which providers put into the prompt) and a response schema.
+pub fn request_prompt(request: &ChatRequest) -> u64 {
+    let tools: u64 = request
+        .tools
+        .iter()
+        .map(|t| MESSAGE_OVERHEAD + count(&t.name) + count(&t.description) + count(&t.parameters.to_string()))
+        .sum();
+    let format = match &request.response_format {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => MESSAGE_OVERHEAD + count(&schema.to_string()),
+        _ => 0,
+    };
+    prompt(&request.messages) + tools + format
 }
 
 /// The longest prefix of `text` (cut at a word boundary) that counts at most `max` tokens.

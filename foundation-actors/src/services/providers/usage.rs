@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::message::Usage;
+use super::completion::Usage;
 
 /// Tenant name of calls made for no tenant.
 pub const NO_TENANT: &str = "-";
