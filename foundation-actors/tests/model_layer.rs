@@ -297,3 +297,44 @@ async fn the_router_and_the_call_cache_stream_too() {
     let _ = cached.stream(&other).await.unwrap().collect().await.unwrap();
     assert_eq!(server.stats().streams, 3);
 }
+
+/// Strict schemas from Rust types: closed objects, every property required (options nullable),
+/// no formats strict mode does not know; and the simulated model answers them.
+#[tokio::test]
+async fn response_formats_of_rust_types_are_strict_and_answered() {
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code, reason = "read through the schema")]
+    struct Inner {
+        count: u64,
+        properties: Option<String>,
+    }
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code, reason = "read through the schema")]
+    struct Report {
+        city: String,
+        note: Option<String>,
+        inner: Inner,
+    }
+    let ResponseFormat::JsonSchema { schema, strict, .. } = ResponseFormat::of::<Report>("report") else {
+        panic!()
+    };
+    assert!(strict);
+    let text = schema.to_string();
+    assert!(!text.contains("\"format\""), "{text}");
+    assert_eq!(schema["additionalProperties"], false, "{text}");
+    assert_eq!(schema["required"], json!(["city", "inner", "note"]), "{text}");
+    let inner = &schema["$defs"]["Inner"];
+    assert_eq!(
+        (inner["required"].clone(), inner["additionalProperties"].clone()),
+        (json!(["count", "properties"]), json!(false)),
+        "{text}"
+    );
+    let server = server(sim(Duration::ZERO, None)).await;
+    for (name, client) in clients(&server) {
+        let request =
+            ChatRequest::prompt("A report on Oslo.").response_format(ResponseFormat::of::<Report>("report"));
+        let answer = client.complete(&request).await.unwrap();
+        let report: Report = answer.json().unwrap_or_else(|e| panic!("{name}: {e} in {}", answer.content));
+        assert_eq!(report.city, "Oslo", "{name}");
+    }
+}

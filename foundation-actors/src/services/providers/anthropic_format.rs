@@ -45,6 +45,12 @@ pub(crate) fn request_body(model: &str, request: &ChatRequest, stream: bool) -> 
     for message in request.messages.iter().filter(|m| m.role != Role::System) {
         let (role, blocks) = match message.role {
             Role::Assistant => {
+                if message.content.iter().any(|p| matches!(p, ContentPart::Image { .. })) {
+                    return Err(
+                        "an assistant message with an image: Anthropic takes images from the user only"
+                            .into(),
+                    );
+                }
                 let mut blocks = content_blocks(&message.content);
                 for call in &message.tool_calls {
                     let input =
@@ -63,7 +69,12 @@ pub(crate) fn request_body(model: &str, request: &ChatRequest, stream: bool) -> 
             ),
             Role::User | Role::System => ("user", content_blocks(&message.content)),
         };
-        // Consecutive messages of one role are one message (tool results must be together).
+        // A message with nothing to say (an empty answer) is left out: Anthropic refuses empty
+        // content. Consecutive messages of one role are one message (tool results must be
+        // together).
+        if blocks.is_empty() {
+            continue;
+        }
         match messages.last_mut() {
             Some(last) if last["role"] == role => {
                 if let Some(content) = last["content"].as_array_mut() {
@@ -86,7 +97,7 @@ pub(crate) fn request_body(model: &str, request: &ChatRequest, stream: bool) -> 
         .iter()
         .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
         .collect();
-    let mut choice = request.tool_choice.as_ref().map(|c| match c {
+    let mut choice = request.tool_choice.as_ref().filter(|_| !request.tools.is_empty()).map(|c| match c {
         ToolChoice::Auto => json!({"type": "auto"}),
         ToolChoice::None => json!({"type": "none"}),
         ToolChoice::Required => json!({"type": "any"}),
@@ -99,7 +110,16 @@ pub(crate) fn request_body(model: &str, request: &ChatRequest, stream: bool) -> 
         tools.push(
             json!({"name": name, "description": "Answer with this structure.", "input_schema": schema}),
         );
-        choice = Some(json!({"type": "tool", "name": name}));
+        // The answer is a call of the schema's tool. With other tools offered, the caller's
+        // choice among them stands, with the schema's tool as one more (`auto` becomes `any`:
+        // some tool, possibly the answer, must be called); without, or with `none`, the schema's
+        // tool is forced.
+        choice = Some(match &request.tool_choice {
+            _ if request.tools.is_empty() => json!({"type": "tool", "name": name}),
+            Some(ToolChoice::None) => json!({"type": "tool", "name": name}),
+            Some(ToolChoice::Tool(tool)) => json!({"type": "tool", "name": tool}),
+            Some(ToolChoice::Auto | ToolChoice::Required) | None => json!({"type": "any"}),
+        });
     }
     if !tools.is_empty() {
         object.insert("tools".into(), Value::Array(tools));
@@ -119,6 +139,8 @@ pub(crate) fn request_body(model: &str, request: &ChatRequest, stream: bool) -> 
 fn content_blocks(parts: &[ContentPart]) -> Vec<Value> {
     parts
         .iter()
+        // Anthropic refuses empty text blocks.
+        .filter(|part| !matches!(part, ContentPart::Text(t) if t.trim().is_empty()))
         .map(|part| match part {
             ContentPart::Text(text) => json!({"type": "text", "text": text}),
             ContentPart::Image { url, .. } => match data_url(url) {
@@ -167,9 +189,11 @@ impl WireUsage {
     fn usage(&self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         Usage {
-            prompt_tokens: self.input_tokens.unwrap_or(0)
-                + self.cache_creation_input_tokens.unwrap_or(0)
-                + read,
+            prompt_tokens: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+                .saturating_add(read),
             completion_tokens: self.output_tokens.unwrap_or(0),
             cached_prompt_tokens: read,
         }
@@ -209,6 +233,7 @@ pub(crate) fn parse_response(
     let mut content = String::new();
     let mut tool_calls = Vec::new();
     let mut finish = finish_reason(parsed.stop_reason.as_deref());
+    let mut answered = false;
     for (i, block) in parsed.content.iter().enumerate() {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => content.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
@@ -218,7 +243,7 @@ pub(crate) fn parse_response(
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 if Some(name) == format_tool {
                     content.push_str(&input.to_string());
-                    finish = FinishReason::Stop;
+                    answered = true;
                     continue;
                 }
                 if tool_calls.len() == MAX_TOOL_CALLS {
@@ -231,6 +256,10 @@ pub(crate) fn parse_response(
             Some(_) => {}
             None => return Err(format!("content block {i} has no type")),
         }
+    }
+    // The answer called as a tool, and no other tool: finished (unless it was cut).
+    if answered && tool_calls.is_empty() && finish == FinishReason::ToolCalls {
+        finish = FinishReason::Stop;
     }
     Ok(Completion {
         content,
@@ -318,9 +347,13 @@ pub(crate) fn parse_event(
                 Some("tool_use") => {
                     let name = block.get("name").and_then(Value::as_str).unwrap_or("").to_string();
                     if Some(name.as_str()) == format_tool {
+                        if state.blocks.iter().any(|(_, call)| call.is_none()) {
+                            return Err(EventError::Malformed("the answer's tool was called twice".into()));
+                        }
                         state.blocks.push((index, None));
                     } else {
-                        if state.tool_calls == MAX_TOOL_CALLS {
+                        if state.tool_calls == MAX_TOOL_CALLS || state.blocks.iter().any(|(b, _)| *b == index)
+                        {
                             return Err(EventError::Malformed(format!(
                                 "more than {MAX_TOOL_CALLS} tool calls"
                             )));
@@ -608,6 +641,8 @@ pub(crate) fn stream_events(
                "model": completion.model, "content": [], "stop_reason": null, "stop_sequence": null,
                "usage": start_usage}}),
     )];
+    // As Anthropic does: a ping after the start (clients must skip it).
+    events.push(("ping", json!({"type": "ping"})));
     // Text first (block 0 if any), then one block per tool call.
     let mut block: Option<u64> = None;
     let mut next_block = 0;
@@ -655,11 +690,6 @@ pub(crate) fn stream_events(
             }
             StreamEvent::Done(_) => {}
         }
-        if let Some(b) = block
-            && b % 7 == 3
-        {
-            events.push(("ping", json!({"type": "ping"})));
-        }
     }
     close(&mut events, &mut block);
     events.push((
@@ -699,7 +729,8 @@ mod tests {
         assert_eq!(messages.len(), 3);
         assert_eq!(messages[1]["content"][1]["input"]["city"], "Rome");
         assert_eq!(messages[2]["content"].as_array().unwrap().len(), 2);
-        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "report"}));
+        // The caller's tool stays callable next to the answer's.
+        assert_eq!(body["tool_choice"], json!({"type": "any"}));
         // What the server reads back is the same conversation.
         let read = parse_request(&serde_json::to_vec(&body).unwrap()).unwrap();
         assert_eq!(read.request.messages, request.messages);
@@ -712,6 +743,40 @@ mod tests {
             ("{\"ok\":true}", 0, FinishReason::Stop)
         );
         assert_eq!((c.usage.prompt_tokens, c.usage.cached_prompt_tokens), (14, 4));
+    }
+
+    #[test]
+    fn what_anthropic_refuses_is_never_sent() {
+        // An empty answer in the history, an empty text part, a choice without tools.
+        let request = ChatRequest::new(vec![
+            ChatMessage::user("hi"),
+            ChatMessage::assistant(""),
+            ChatMessage::user_parts(vec![ContentPart::text(""), ContentPart::text("again")]),
+        ])
+        .tool_choice(ToolChoice::Auto);
+        let body = request_body("c", &request, false).unwrap();
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 1, "{body}");
+        assert_eq!(messages[0]["content"].as_array().unwrap().len(), 2, "{body}");
+        assert!(body.get("tool_choice").is_none(), "{body}");
+        let image = ChatRequest::new(vec![ChatMessage {
+            role: Role::Assistant,
+            content: vec![ContentPart::image_url("https://x/y.png")],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }]);
+        assert!(request_body("c", &image, false).is_err());
+        // A schema answer with tools offered keeps the caller's tools callable.
+        let both = ChatRequest::prompt("x")
+            .tool(ToolSpec::new("w", "weather", json!({"type": "object"})))
+            .response_format(ResponseFormat::json_schema("report", json!({"type": "object"})));
+        assert_eq!(request_body("c", &both, false).unwrap()["tool_choice"], json!({"type": "any"}));
+        // A schema answer cut at max_tokens is not a finished one.
+        let cut = br#"{"content":[{"type":"tool_use","id":"t","name":"report","input":{}}],"stop_reason":"max_tokens","usage":{}}"#;
+        assert_eq!(
+            parse_response(cut, "m", "p", Some("report")).unwrap().finish_reason,
+            FinishReason::Length
+        );
     }
 
     proptest! {

@@ -380,9 +380,14 @@ impl LanguageModel for CachedModel {
     }
 }
 
-/// An answer with neither text nor tool calls.
+/// An answer not worth keeping: neither text nor tool calls, or one that did not finish
+/// normally (cut at `max_tokens`, filtered or refused, another reason).
 fn is_empty(answer: &Completion) -> bool {
-    answer.content.is_empty() && answer.tool_calls.is_empty()
+    (answer.content.is_empty() && answer.tool_calls.is_empty())
+        || !matches!(
+            answer.finish_reason,
+            super::completion::FinishReason::Stop | super::completion::FinishReason::ToolCalls
+        )
 }
 
 #[cfg(test)]

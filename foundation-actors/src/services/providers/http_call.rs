@@ -22,6 +22,15 @@ const BODY_PREVIEW: usize = 300;
 /// and the call fails as malformed. A chat completion is a few kilobytes.
 pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
+/// A stream may run this many times the call timeout in all (each wait for its next bytes is
+/// bounded by the timeout itself): a server that keeps a stream alive with pings or empty
+/// pieces does not hold the limiter's permit forever.
+pub const STREAM_DEADLINE_FACTOR: u32 = 10;
+/// The most bytes a stream may send in all (pings and framing included): four times
+/// [`MAX_STREAMED_BYTES`](super::MAX_STREAMED_BYTES).
+#[cfg(feature = "streaming")]
+const MAX_STREAM_WIRE_BYTES: usize = 4 * super::stream::MAX_STREAMED_BYTES;
+
 /// A provider's HTTP side: its name (in errors), its client and its timeout.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
@@ -180,6 +189,12 @@ pub(crate) struct SseReader<D: Decoder> {
     model: String,
     prompt_estimate: u64,
     rate_headers: Vec<(String, String)>,
+    /// When the whole stream must have ended.
+    deadline: tokio::time::Instant,
+    /// Bytes read so far.
+    wire_bytes: usize,
+    /// An error to report once the pieces decoded before it are given out.
+    failed: Option<LmError>,
     ended: bool,
 }
 
@@ -205,6 +220,9 @@ impl<D: Decoder> SseReader<D> {
             model: model.to_string(),
             prompt_estimate,
             rate_headers,
+            deadline: tokio::time::Instant::now() + endpoint.timeout * STREAM_DEADLINE_FACTOR,
+            wire_bytes: 0,
+            failed: None,
             ended: false,
         };
         CompletionStream::new(endpoint.provider.clone(), futures::stream::unfold(reader, Self::step))
@@ -218,16 +236,24 @@ impl<D: Decoder> SseReader<D> {
             if let Some(event) = self.pending.pop_front() {
                 return Some((Ok(event), self));
             }
+            if let Some(e) = self.failed.take() {
+                return self.fail(e);
+            }
             if self.decoder.over() {
                 return self.finish();
             }
-            // Each wait for more of the stream is bounded by the timeout: a stalled stream ends.
-            let chunk = match tokio::time::timeout(self.endpoint.timeout, self.response.chunk()).await {
+            // Each wait for more of the stream is bounded by the timeout (a stalled stream
+            // ends), and the whole stream by the deadline.
+            let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = self.endpoint.timeout.min(left);
+            let chunk = match tokio::time::timeout(wait, self.response.chunk()).await {
                 Err(_) => {
-                    let e = LmError::Timeout {
-                        provider: self.endpoint.provider.clone(),
-                        after: self.endpoint.timeout,
+                    let after = if wait < self.endpoint.timeout {
+                        self.endpoint.timeout * STREAM_DEADLINE_FACTOR
+                    } else {
+                        self.endpoint.timeout
                     };
+                    let e = LmError::Timeout { provider: self.endpoint.provider.clone(), after };
                     return self.fail(e);
                 }
                 Ok(Err(e)) => {
@@ -244,22 +270,30 @@ impl<D: Decoder> SseReader<D> {
                 }
                 Ok(Ok(Some(chunk))) => chunk,
             };
+            self.wire_bytes += chunk.len();
+            if self.wire_bytes > MAX_STREAM_WIRE_BYTES {
+                let e = self.malformed(format!("the stream is longer than {MAX_STREAM_WIRE_BYTES} bytes"));
+                return self.fail(e);
+            }
             let mut events = Vec::new();
             if let Err(e) = self.parser.feed(&chunk, &mut events) {
                 let e = self.malformed(e);
                 return self.fail(e);
             }
-            for event in events {
+            // Pieces decoded before an error are given out first.
+            'events: for event in events {
                 let mut pieces = Vec::new();
-                if let Err(e) = self.decoder.event(&event, &mut pieces) {
-                    return self.fail(e);
-                }
+                let decoded = self.decoder.event(&event, &mut pieces);
                 for piece in pieces {
                     if let Err(e) = self.assembler.push(&piece) {
-                        let e = self.malformed(e);
-                        return self.fail(e);
+                        self.failed = Some(self.malformed(e));
+                        break 'events;
                     }
                     self.pending.push_back(piece);
+                }
+                if let Err(e) = decoded {
+                    self.failed = Some(e);
+                    break;
                 }
             }
         }
@@ -276,6 +310,10 @@ impl<D: Decoder> SseReader<D> {
 
     fn finish(mut self) -> Option<(Result<StreamEvent, LmError>, Self)> {
         self.ended = true;
+        if !self.decoder.finished() {
+            let e = self.malformed("the stream ended without saying why the answer finished".into());
+            return Some((Err(e), self));
+        }
         let assembler = std::mem::take(&mut self.assembler);
         let (model, finish, usage) = self.decoder.end();
         // A server that cannot report a stream's usage (`stream_options` unsupported) gets the

@@ -13,6 +13,11 @@ use super::simulated::similarity;
 
 /// The deepest a generated value nests.
 pub const MAX_DEPTH: usize = 16;
+/// The most values (objects, arrays, scalars) one generated value holds: a schema whose
+/// recursion or `minItems` would make more gets `null`s past this.
+pub const MAX_NODES: usize = 4096;
+/// The longest string generated (a larger `minLength` is not met).
+pub const MAX_STRING: usize = 4096;
 
 /// What the value is built from: named values (a property takes the one named like it) and a
 /// free text (strings with no named value are taken from it).
@@ -34,9 +39,10 @@ impl Hints {
     /// in it, else its last capitalized word that does not start a sentence, else its last word.
     fn guess(&self, property: &str) -> String {
         let text = &self.text;
-        let lower = text.to_lowercase();
+        // ASCII lower-casing keeps byte offsets, so a place found in `lower` is one in `text`.
+        let lower = text.to_ascii_lowercase();
         for sep in [": ", "=", " is "] {
-            let needle = format!("{}{sep}", property.to_lowercase());
+            let needle = format!("{}{sep}", property.to_ascii_lowercase());
             if let Some(at) = lower.find(&needle) {
                 let rest = &text[at + needle.len()..];
                 let value: String = rest
@@ -71,7 +77,8 @@ fn normalize(name: &str) -> String {
 
 /// A value satisfying `schema` (its `$ref`s resolved against `schema` itself), from `hints`.
 pub fn generate(schema: &Value, hints: &Hints) -> Value {
-    build(schema, schema, hints, "", 0)
+    let mut budget = MAX_NODES;
+    build(schema, schema, hints, "", 0, &mut budget)
 }
 
 fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
@@ -87,10 +94,18 @@ fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
     current
 }
 
-fn build(root: &Value, schema: &Value, hints: &Hints, property: &str, depth: usize) -> Value {
-    if depth > MAX_DEPTH {
+fn build(
+    root: &Value,
+    schema: &Value,
+    hints: &Hints,
+    property: &str,
+    depth: usize,
+    budget: &mut usize,
+) -> Value {
+    if depth > MAX_DEPTH || *budget == 0 {
         return Value::Null;
     }
+    *budget -= 1;
     let schema = resolve(root, schema);
     if let Some(value) = schema.get("const") {
         return value.clone();
@@ -116,7 +131,7 @@ fn build(root: &Value, schema: &Value, hints: &Hints, property: &str, depth: usi
                 .find(|b| resolve(root, b).get("type").and_then(Value::as_str) != Some("null"))
                 .or(branches.first());
             if let Some(branch) = branch {
-                return build(root, branch, hints, property, depth + 1);
+                return build(root, branch, hints, property, depth + 1, budget);
             }
         }
     }
@@ -135,7 +150,7 @@ fn build(root: &Value, schema: &Value, hints: &Hints, property: &str, depth: usi
             let mut object = Map::new();
             if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
                 for (name, sub) in properties {
-                    object.insert(name.clone(), build(root, sub, hints, name, depth + 1));
+                    object.insert(name.clone(), build(root, sub, hints, name, depth + 1, budget));
                 }
             }
             Value::Object(object)
@@ -145,7 +160,7 @@ fn build(root: &Value, schema: &Value, hints: &Hints, property: &str, depth: usi
             let max = schema.get("maxItems").and_then(Value::as_u64).unwrap_or(u64::MAX);
             let n = min.max(1).min(max).min(16);
             let items = schema.get("items").cloned().unwrap_or_else(|| json!({}));
-            Value::Array((0..n).map(|_| build(root, &items, hints, property, depth + 1)).collect())
+            Value::Array((0..n).map(|_| build(root, &items, hints, property, depth + 1, budget)).collect())
         }
         "integer" | "number" => {
             let min = schema.get("minimum").and_then(Value::as_f64);
@@ -168,10 +183,14 @@ fn build(root: &Value, schema: &Value, hints: &Hints, property: &str, depth: usi
         "null" => Value::Null,
         _ => {
             let mut text = named.map(str::to_string).unwrap_or_else(|| hints.guess(property));
-            let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let min = schema
+                .get("minLength")
+                .and_then(Value::as_u64)
+                .map_or(0, |m| m.min(MAX_STRING as u64) as usize);
             let max = schema.get("maxLength").and_then(Value::as_u64).map_or(usize::MAX, |m| m as usize);
-            while text.chars().count() < min {
-                text.push('x');
+            let have = text.chars().count();
+            if have < min {
+                text.push_str(&"x".repeat(min - have));
             }
             if text.chars().count() > max {
                 text = text.chars().take(max).collect();
@@ -214,6 +233,13 @@ mod tests {
         assert_eq!(value["note"].as_str().map(|s| s.chars().count() <= 3), Some(true));
         let named = Hints { named: vec![("City".into(), "Rome".into())], text: String::new() };
         assert_eq!(generate(&schema, &named)["city"], "Rome");
+        // Text that lower-cases to other lengths, and schemas that would grow without end.
+        let odd = Hints { named: vec![], text: "İ city: Élan, K".into() };
+        assert_eq!(generate(&schema, &odd)["city"], "Élan");
+        let wide = json!({"type": "array", "minItems": 16, "items": {"$ref": "#"}});
+        assert!(generate(&wide, &hints).to_string().len() < 1 << 20);
+        let long = json!({"type": "string", "minLength": 1_000_000_000_000u64});
+        assert_eq!(generate(&long, &hints).as_str().map(str::len), Some(MAX_STRING));
         // A schema that refers to itself ends.
         let endless = json!({"$ref": "#"});
         let _ = generate(&endless, &hints);

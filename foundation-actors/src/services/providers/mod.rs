@@ -77,6 +77,7 @@ pub use call_cache::{
 };
 pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
 pub use completion::{Completion, FinishReason, Usage};
+pub use http_call::STREAM_DEADLINE_FACTOR;
 pub use message::{ChatMessage, ContentPart, Role, ToolCall};
 pub use model::{BoxFuture, LanguageModel, LmError};
 pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, MAX_RESPONSE_BYTES, OpenAiClient};
@@ -84,7 +85,7 @@ pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, Provide
 #[cfg(feature = "json-schema")]
 pub use request::schema_of;
 pub use request::{
-    ChatRequest, DEFAULT_MAX_TOKENS, MAX_STOP_SEQUENCES, ResponseFormat, ToolChoice, ToolSpec,
+    ChatRequest, DEFAULT_MAX_TOKENS, MAX_MAX_TOKENS, MAX_STOP_SEQUENCES, ResponseFormat, ToolChoice, ToolSpec,
 };
 pub use router::{ConfigFollower, LlmRouter};
 #[cfg(feature = "sim-server")]

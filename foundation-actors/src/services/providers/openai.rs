@@ -66,7 +66,10 @@ impl OpenAiClient {
 
     fn post(&self, request: &ChatRequest, stream: bool) -> Result<reqwest::RequestBuilder, LmError> {
         request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
-        let body = openai_format::request_body(&self.model, request, stream);
+        // OpenAI's own API takes the budget as `max_completion_tokens` (its reasoning models
+        // refuse `max_tokens`); compatible servers read `max_tokens`.
+        let openai_itself = self.base_url.starts_with("https://api.openai.com/");
+        let body = openai_format::request_body_with(&self.model, request, stream, openai_itself);
         let mut http = self.endpoint.http.post(self.url()).json(&body);
         if !stream {
             // A stream's length is the answer's: each wait for more of it is bounded instead.

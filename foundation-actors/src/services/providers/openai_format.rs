@@ -17,12 +17,28 @@ use super::stream::{MAX_TOOL_CALLS, StreamEvent, ToolCallDelta};
 
 /// The JSON a client sends for `request` to `model` (`stream`: as server-sent events, with the
 /// usage at the end).
+///
+/// The completion budget goes as `max_tokens`, which compatible servers (vLLM, Ollama, llama.cpp)
+/// read; with `completion_field` it goes as `max_completion_tokens`, which OpenAI's own API
+/// wants (its reasoning models refuse `max_tokens`).
+#[cfg(test)]
 pub(crate) fn request_body(model: &str, request: &ChatRequest, stream: bool) -> Value {
+    request_body_with(model, request, stream, false)
+}
+
+/// [`request_body`], naming the budget `max_completion_tokens` if `completion_field`.
+pub(crate) fn request_body_with(
+    model: &str,
+    request: &ChatRequest,
+    stream: bool,
+    completion_field: bool,
+) -> Value {
     let messages: Vec<Value> = request.messages.iter().map(message_json).collect();
     let mut object = serde_json::Map::new();
     object.insert("model".into(), json!(model));
     object.insert("messages".into(), json!(messages));
-    object.insert("max_tokens".into(), json!(request.max_tokens));
+    let budget = if completion_field { "max_completion_tokens" } else { "max_tokens" };
+    object.insert(budget.into(), json!(request.max_tokens));
     object.insert("temperature".into(), json!(request.temperature));
     if !request.tools.is_empty() {
         let tools: Vec<Value> = request
@@ -39,7 +55,7 @@ pub(crate) fn request_body(model: &str, request: &ChatRequest, stream: bool) -> 
             .collect();
         object.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(choice) = &request.tool_choice {
+    if let Some(choice) = request.tool_choice.as_ref().filter(|_| !request.tools.is_empty()) {
         let choice = match choice {
             ToolChoice::Auto => json!("auto"),
             ToolChoice::None => json!("none"),
@@ -298,6 +314,10 @@ pub(crate) struct ChunkState {
     pub(crate) usage: Option<Usage>,
     /// `data: [DONE]` was read.
     pub(crate) done: bool,
+    /// The model refused (its refusal is the text).
+    refused: bool,
+    /// The last tool call's index and id (for servers that leave the index out).
+    last_call: Option<(usize, String)>,
 }
 
 /// Reads one streamed event's data: its pieces go to `out`, the rest to `state`.
@@ -310,7 +330,19 @@ pub(crate) fn parse_chunk(
         state.done = true;
         return Ok(());
     }
-    let chunk: WireChunk = serde_json::from_str(data).map_err(|e| format!("a malformed chunk: {e}"))?;
+    let value: Value = serde_json::from_str(data).map_err(|e| format!("a malformed chunk: {e}"))?;
+    // An error sent in the stream (OpenAI: `{"error": …}`; vLLM: `"object": "error"`) ends it.
+    if value.get("error").is_some_and(|e| !e.is_null())
+        || value.get("object").and_then(Value::as_str) == Some("error")
+    {
+        let message =
+            value.pointer("/error/message").or_else(|| value.get("message")).and_then(Value::as_str);
+        return Err(format!(
+            "the provider sent an error in the stream: {}",
+            message.unwrap_or("(no message)").chars().take(300).collect::<String>()
+        ));
+    }
+    let chunk: WireChunk = serde_json::from_value(value).map_err(|e| format!("a malformed chunk: {e}"))?;
     if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
         state.model.get_or_insert(model);
     }
@@ -319,24 +351,38 @@ pub(crate) fn parse_chunk(
     }
     for choice in chunk.choices {
         if let Some(delta) = choice.delta {
-            if let Some(text) = delta.content.or(delta.refusal).filter(|t| !t.is_empty()) {
+            if let Some(refusal) = delta.refusal.filter(|t| !t.is_empty()) {
+                // A refusal is the answer's text, and the answer ends as filtered.
+                state.refused = true;
+                out.push(StreamEvent::Text(refusal));
+            }
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::Text(text));
             }
-            for (i, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+            for call in delta.tool_calls.unwrap_or_default() {
                 let (name, arguments) = match call.function {
                     Some(f) => (f.name, arguments_text(f.arguments)),
                     None => (None, String::new()),
                 };
-                out.push(StreamEvent::ToolCall(ToolCallDelta {
-                    index: call.index.unwrap_or(i),
-                    id: call.id,
-                    name,
-                    arguments,
-                }));
+                // Without an index (some servers), a new id starts a new call; else it continues.
+                let index = match (call.index, &call.id) {
+                    (Some(i), _) => i,
+                    (None, Some(id)) if state.last_call.as_ref().is_none_or(|(_, last)| last != id) => {
+                        state.last_call.as_ref().map_or(0, |(i, _)| i + 1)
+                    }
+                    (None, _) => state.last_call.as_ref().map_or(0, |(i, _)| *i),
+                };
+                if let Some(id) = &call.id {
+                    state.last_call = Some((index, id.clone()));
+                } else if state.last_call.as_ref().is_none_or(|(i, _)| *i != index) {
+                    state.last_call = Some((index, String::new()));
+                }
+                out.push(StreamEvent::ToolCall(ToolCallDelta { index, id: call.id, name, arguments }));
             }
         }
         if let Some(reason) = choice.finish_reason {
-            state.finish_reason = Some(finish_reason(Some(&reason)));
+            state.finish_reason =
+                Some(if state.refused { FinishReason::ContentFilter } else { finish_reason(Some(&reason)) });
         }
     }
     Ok(())
@@ -714,6 +760,43 @@ mod tests {
             let _ = parse_chunk(&String::from_utf8_lossy(&bytes), &mut state, &mut out);
             let _ = parse_request(&bytes);
         }
+    }
+
+    #[test]
+    fn errors_in_a_stream_and_servers_that_repeat_or_omit_call_fields() {
+        let mut state = ChunkState::default();
+        let mut out = Vec::new();
+        let err = parse_chunk(r#"{"error":{"message":"overloaded"}}"#, &mut state, &mut out).unwrap_err();
+        assert!(err.contains("overloaded"), "{err}");
+        assert!(parse_chunk(r#"{"object":"error","message":"boom"}"#, &mut state, &mut out).is_err());
+        // No index, the id and name repeated: one call per id.
+        let mut state = ChunkState::default();
+        let mut assembler = crate::providers::StreamAssembler::new();
+        for data in [
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{\"x\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"a","function":{"name":"f","arguments":"1}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"b","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"refusal":"no"},"finish_reason":"stop"}]}"#,
+        ] {
+            let mut out = Vec::new();
+            parse_chunk(data, &mut state, &mut out).unwrap();
+            for piece in &out {
+                assembler.push(piece).unwrap();
+            }
+        }
+        let done = assembler
+            .finish(
+                state.finish_reason.clone().unwrap(),
+                Usage::default(),
+                "m".into(),
+                "p".into(),
+                Vec::new(),
+            )
+            .unwrap();
+        let calls: Vec<_> =
+            done.tool_calls.iter().map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str())).collect();
+        assert_eq!(calls, [("a", "f", "{\"x\":1}"), ("b", "g", "{}")]);
+        assert_eq!(done.finish_reason, FinishReason::ContentFilter);
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub struct ProviderOptions {
     /// Longest wait for the budget before giving up on this provider ([`LmError::OverBudget`],
     /// and the chain's next provider serves). Default [`DEFAULT_MAX_WAIT`].
     pub max_wait: Duration,
-    /// Longest a call may take. Default 60 s.
+    /// Longest a call may take. Default 60 s. For a stream: the longest wait for it to open and
+    /// for each next piece, and [`STREAM_DEADLINE_FACTOR`](super::STREAM_DEADLINE_FACTOR) times
+    /// this for the whole stream.
     pub timeout: Duration,
 }
 
@@ -294,7 +296,7 @@ impl Provider {
                         Ok(StreamEvent::Done(completion))
                     }
                     Ok(piece) => {
-                        settle.received += piece_tokens(&piece);
+                        settle.received += super::stream::piece_tokens(&piece);
                         Ok(piece)
                     }
                     Err(e) => {
@@ -369,17 +371,6 @@ impl Provider {
                 Err(e)
             }
         }
-    }
-}
-
-/// Completion tokens of a streamed piece (estimated: what a cut-short answer is settled with).
-fn piece_tokens(piece: &StreamEvent) -> u64 {
-    match piece {
-        StreamEvent::Text(text) => tokens::count(text),
-        StreamEvent::ToolCall(delta) => {
-            tokens::count(&delta.arguments) + delta.name.as_deref().map_or(0, tokens::count)
-        }
-        StreamEvent::Done(_) => 0,
     }
 }
 

@@ -11,6 +11,9 @@ use super::message::ChatMessage;
 
 /// Default completion budget of a request.
 pub const DEFAULT_MAX_TOKENS: u64 = 256;
+/// The largest `max_tokens` a request may ask for (about ten million: beyond any model's
+/// context, and far from overflowing a token count).
+pub const MAX_MAX_TOKENS: u64 = 10_000_000;
 /// The most stop sequences a request may have (OpenAI's limit is 4; Anthropic's is larger).
 pub const MAX_STOP_SEQUENCES: usize = 16;
 
@@ -52,6 +55,45 @@ pub fn schema_of<T: schemars::JsonSchema>() -> Value {
     schema
 }
 
+/// Makes a generated schema fit OpenAI's strict mode (see [`ResponseFormat::of`]).
+#[cfg(feature = "json-schema")]
+fn strict_schema(schema: &mut Value, depth: usize) {
+    const FORMATS: [&str; 9] =
+        ["date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"];
+    if depth > 64 {
+        return;
+    }
+    match schema {
+        Value::Object(map) => {
+            if map.get("format").and_then(Value::as_str).is_some_and(|f| !FORMATS.contains(&f)) {
+                map.remove("format");
+            }
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                let names: Vec<Value> = properties.keys().map(|k| Value::String(k.clone())).collect();
+                map.insert("required".into(), Value::Array(names));
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (key, value) in map.iter_mut() {
+                match (key.as_str(), value) {
+                    // Maps of names to schemas: each schema, never the map as one.
+                    ("properties" | "$defs" | "definitions", Value::Object(named)) => {
+                        for sub in named.values_mut() {
+                            strict_schema(sub, depth + 1);
+                        }
+                    }
+                    (_, value) => strict_schema(value, depth + 1),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for value in items {
+                strict_schema(value, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Whether and which tool the model must call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,10 +133,16 @@ impl ResponseFormat {
         ResponseFormat::JsonSchema { name: name.into(), schema, strict: true }
     }
 
-    /// A strict answer in the JSON Schema of `T` (feature `json-schema`).
+    /// A strict answer in the JSON Schema of `T` (feature `json-schema`), made as OpenAI's
+    /// strict mode requires: every object closed (`additionalProperties: false`) with all its
+    /// properties required (an `Option` field is required and nullable), and only the string
+    /// formats strict mode knows (`uint64` and the like dropped). Properties are in name order
+    /// (JSON objects here keep no other).
     #[cfg(feature = "json-schema")]
     pub fn of<T: schemars::JsonSchema>(name: impl Into<String>) -> Self {
-        Self::json_schema(name, schema_of::<T>())
+        let mut schema = schema_of::<T>();
+        strict_schema(&mut schema, 0);
+        Self::json_schema(name, schema)
     }
 }
 
@@ -235,6 +283,9 @@ impl ChatRequest {
             if !schema.is_object() {
                 return Err("response_format: the schema must be a JSON object".into());
             }
+        }
+        if self.max_tokens == 0 || self.max_tokens > MAX_MAX_TOKENS {
+            return Err(format!("max_tokens is {}; it must be 1 to {MAX_MAX_TOKENS}", self.max_tokens));
         }
         if self.stop.len() > MAX_STOP_SEQUENCES {
             return Err(format!("{} stop sequences; at most {MAX_STOP_SEQUENCES}", self.stop.len()));

@@ -164,7 +164,7 @@ impl LlmRouter {
         let spec = self.models.get(provider.name(), provider.model());
         if let Some(spec) = spec {
             let prompt = tokens::request_prompt(request);
-            if prompt + request.max_tokens > spec.context_window {
+            if prompt.saturating_add(request.max_tokens) > spec.context_window {
                 return Err(LmError::ContextTooLong {
                     model: spec.model.clone(),
                     tokens: prompt,
@@ -261,10 +261,7 @@ impl LlmRouter {
                             let event = stream.next().await?;
                             match &event {
                                 Ok(StreamEvent::Done(completion)) => record.done(completion),
-                                Ok(StreamEvent::Text(text)) => record.received += tokens::count(text),
-                                Ok(StreamEvent::ToolCall(delta)) => {
-                                    record.received += tokens::count(&delta.arguments)
-                                }
+                                Ok(piece) => record.received += super::stream::piece_tokens(piece),
                                 Err(_) => record.failed(),
                             }
                             Some((event, (stream, record)))

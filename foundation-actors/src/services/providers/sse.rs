@@ -45,7 +45,7 @@ impl SseParser {
     /// stream broke (the parser is then of no further use).
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), String> {
         let mut rest = chunk;
-        if self.after_cr {
+        if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
             if let Some(b'\n') = rest.first() {
                 rest = &rest[1..];

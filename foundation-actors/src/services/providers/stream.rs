@@ -149,6 +149,17 @@ impl Stream for CompletionStream {
     }
 }
 
+/// Completion tokens of a streamed piece (estimated: what a cut-short answer is counted with).
+pub(crate) fn piece_tokens(piece: &StreamEvent) -> u64 {
+    match piece {
+        StreamEvent::Text(text) => super::tokens::count(text),
+        StreamEvent::ToolCall(delta) => {
+            super::tokens::count(&delta.arguments) + delta.name.as_deref().map_or(0, super::tokens::count)
+        }
+        StreamEvent::Done(_) => 0,
+    }
+}
+
 /// Builds the whole answer from a stream's pieces, within the bounds of the [module](self).
 #[derive(Debug, Default, Clone)]
 pub struct StreamAssembler {
@@ -190,10 +201,11 @@ impl StreamAssembler {
                     return Err(format!("tool call {} before call {}", delta.index, self.calls.len()));
                 }
                 let call = &mut self.calls[delta.index];
-                if let Some(id) = &delta.id {
+                // Some servers repeat the id and name in every piece: the first one counts.
+                if let Some(id) = delta.id.as_ref().filter(|_| call.id.is_empty()) {
                     call.id.push_str(id);
                 }
-                if let Some(name) = &delta.name {
+                if let Some(name) = delta.name.as_ref().filter(|_| call.name.is_empty()) {
                     call.name.push_str(name);
                 }
                 call.arguments.push_str(&delta.arguments);

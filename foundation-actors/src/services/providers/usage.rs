@@ -40,10 +40,10 @@ pub struct UsageTotals {
 
 impl UsageTotals {
     fn add(&mut self, other: &UsageTotals) {
-        self.requests += other.requests;
-        self.failures += other.failures;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
         self.cost_usd += other.cost_usd;
     }
 }
