@@ -27,7 +27,7 @@ impl LanguageModels {
     /// The model called `name`, or an error that names it and says what is registered.
     pub fn get(&self, name: &str) -> Result<Arc<dyn LanguageModel>, LmError> {
         self.models.get(name).cloned().ok_or_else(|| LmError::Unknown {
-            what: "model",
+            what: "model".into(),
             name: format!("{name} (registered: {})", self.names().collect::<Vec<_>>().join(", ")),
         })
     }

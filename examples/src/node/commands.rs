@@ -15,8 +15,8 @@ use foundation_core::rate_limit::RateLimiter;
 
 use super::reply::{Help, Usage, emit, refuse};
 use super::{
-    cache, coordination, crdt, llm_load, membership, optimize, replicas, services, test_hooks, topics, trace,
-    workload,
+    cache, coordination, crdt, llm_load, membership, models, optimize, replicas, services, test_hooks,
+    topics, trace, workload,
 };
 
 /// A command read from standard input.
@@ -46,6 +46,8 @@ pub enum Command {
     Membership(membership::Command),
     /// `workload-*`.
     Workload(workload::Command),
+    /// `model-*`.
+    Models(models::Command),
     /// `partition`, `heal`, `forge-leaving` (only with `--test-hooks`).
     TestHook(test_hooks::Command),
 }
@@ -65,6 +67,7 @@ pub fn usages(test_hooks: bool) -> Vec<Usage> {
         optimize::COMMANDS,
         membership::COMMANDS,
         workload::COMMANDS,
+        models::COMMANDS,
     ] {
         all.extend_from_slice(table);
     }
@@ -97,6 +100,7 @@ impl Command {
         .or_else(|| map(trace::Command::parse(op, args), Command::Trace))
         .or_else(|| map(membership::Command::parse(op, args), Command::Membership))
         .or_else(|| map(workload::Command::parse(op, args), Command::Workload))
+        .or_else(|| map(models::Command::parse(op, args), Command::Models))
         .or_else(|| match test_hooks {
             true => map(test_hooks::Command::parse(op, args), Command::TestHook),
             false => None,
@@ -140,6 +144,8 @@ pub struct Features {
     pub test_hooks: bool,
     /// The nemesis workload (`--history`).
     pub workload: Option<workload::Workload>,
+    /// Models served here (`--serve-model`), and streams from any node's.
+    pub models: models::Models,
 }
 
 impl Features {
@@ -188,6 +194,7 @@ impl Features {
                 Some(workload) => workload.run(command),
                 None => absent("no nemesis workload here", "--history FILE"),
             },
+            Command::Models(command) => self.models.run(line, command),
             Command::TestHook(command) => test_hooks::run(&self.cluster, command).await,
         }
     }
@@ -251,6 +258,19 @@ mod tests {
         assert!(Command::parse("workload-stop now", false).unwrap_err().contains("takes no arguments"));
         assert!(matches!(Command::parse("remove-member n3", false), Ok(Command::Membership(_))));
         assert!(Command::parse("remove-member", false).unwrap_err().contains("one node name"));
+        assert_eq!(
+            Command::parse("model-stream sim 3 tell  me", false),
+            Ok(Command::Models(models::Command::Stream {
+                model: "sim".into(),
+                drop_after: 3,
+                prompt: "tell me".into()
+            }))
+        );
+        assert!(
+            Command::parse("model-stream sim many words", false).unwrap_err().contains("number of pieces")
+        );
+        assert!(Command::parse("model-hold sim", false).unwrap_err().contains("usage: `model-hold"));
+        assert_eq!(Command::parse("model-server", false), Ok(Command::Models(models::Command::Server)));
         assert_eq!(
             Command::parse("forge-leaving n3", true),
             Ok(Command::TestHook(test_hooks::Command::ForgeLeaving { node: "n3".into() }))

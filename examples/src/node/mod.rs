@@ -19,6 +19,7 @@ pub mod coordination;
 mod crdt;
 pub mod llm_load;
 mod membership;
+mod models;
 mod names;
 pub mod optimize;
 mod replicas;
@@ -142,6 +143,9 @@ pub struct NodeArgs {
     /// Take part in a distributed optimization.
     #[command(flatten)]
     optimize: optimize::OptimizeArgs,
+    /// Serve models to the cluster.
+    #[command(flatten)]
+    models: models::ModelArgs,
     /// Record distributed traces, sampling new ones at this rate (0 to 1): a trace participant
     /// runs, and stdin takes the `trace-*` commands and `profile` (see `help`).
     #[arg(long, value_name = "RATE")]
@@ -360,6 +364,7 @@ async fn serve(
     };
     let registry = ServiceRegistry::start().await?;
     registry.set_max_message_bytes(cluster.max_frame_bytes());
+    let models = models::start(&registry, &args.models, cluster.max_frame_bytes()).await?;
     let _workers = services::register(&registry, &node, &args.services).await?;
     let budget = llm_load::start(&cluster, &args.llm)?;
     let run = optimize::start(&cluster, &channels, &args.optimize, &config.llm).await;
@@ -415,6 +420,7 @@ async fn serve(
         otlp: args.otlp.clone(),
         test_hooks: args.test_hooks,
         workload,
+        models,
     };
     // Standard input: one command per line; end of input is the launcher going away.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();

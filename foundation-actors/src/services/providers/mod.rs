@@ -56,6 +56,7 @@ mod openai;
 #[cfg_attr(not(all(feature = "streaming", feature = "sim-server")), allow(dead_code))]
 mod openai_format;
 mod provider;
+mod remote;
 mod request;
 mod router;
 #[cfg(feature = "sim-server")]
@@ -82,6 +83,10 @@ pub use message::{ChatMessage, ContentPart, Role, ToolCall};
 pub use model::{BoxFuture, LanguageModel, LmError};
 pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, MAX_RESPONSE_BYTES, OpenAiClient};
 pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, ProviderOptions};
+pub use remote::{
+    DEFAULT_STREAM_IDLE, MAX_OPEN_STREAMS, MODEL_SERVICE, ModelServer, ModelServerHandle, ModelServerStats,
+    PULL_BATCH, RemoteModel, STREAM_WINDOW, model_capability,
+};
 #[cfg(feature = "json-schema")]
 pub use request::schema_of;
 pub use request::{

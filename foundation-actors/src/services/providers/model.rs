@@ -33,8 +33,10 @@ pub trait LanguageModel: Send + Sync + 'static {
     }
 }
 
-/// Why a call did not produce an answer. Every variant names the provider.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a call did not produce an answer. Every variant names the provider. Serializable, so
+/// that a model served on another node ([`RemoteModel`](super::RemoteModel)) fails the same way
+/// as one here.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum LmError {
     /// 429: the provider's own limits were exceeded.
     #[error("provider `{provider}` rate-limited the request{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
@@ -140,7 +142,7 @@ pub enum LmError {
     #[error("unknown {what} `{name}`")]
     Unknown {
         /// "provider" or "model".
-        what: &'static str,
+        what: String,
         /// The name asked for.
         name: String,
     },

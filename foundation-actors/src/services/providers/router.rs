@@ -78,7 +78,7 @@ impl LlmRouter {
             let p = config
                 .providers
                 .get(name)
-                .ok_or_else(|| LmError::Unknown { what: "provider", name: name.clone() })?;
+                .ok_or_else(|| LmError::Unknown { what: "provider".into(), name: name.clone() })?;
             router = router.provider(Provider::from_config(name, p, seed)?);
         }
         Ok(router)
@@ -218,7 +218,7 @@ impl LlmRouter {
             }
         }
         match tried.len() {
-            0 => Err(LmError::Unknown { what: "provider", name: "(the chain is empty)".into() }),
+            0 => Err(LmError::Unknown { what: "provider".into(), name: "(the chain is empty)".into() }),
             1 => Err(tried.remove(0)),
             _ => Err(LmError::Exhausted { tried }),
         }
@@ -290,7 +290,7 @@ impl LlmRouter {
             }
         }
         match tried.len() {
-            0 => Err(LmError::Unknown { what: "provider", name: "(the chain is empty)".into() }),
+            0 => Err(LmError::Unknown { what: "provider".into(), name: "(the chain is empty)".into() }),
             1 => Err(tried.remove(0)),
             _ => Err(LmError::Exhausted { tried }),
         }
