@@ -24,6 +24,9 @@ pub mod configuration {}
 #[doc = include_str!("../../docs/guide/agents.md")]
 pub mod agents {}
 
+#[doc = include_str!("../../docs/guide/models.md")]
+pub mod models {}
+
 #[cfg(test)]
 mod tests {
     /// The committed reference is what `foundation config reference` prints today.

@@ -49,6 +49,12 @@ pub const COMMANDS: &[Usage] = &[
         needs: None,
     },
     Usage {
+        command: "model-time",
+        usage: "model-time NAME MAX_TOKENS PROMPT…",
+        what: "stream PROMPT (up to MAX_TOKENS) from the model NAME, printing only the pieces, tokens and time (for benchmarks)",
+        needs: None,
+    },
+    Usage {
         command: "model-server",
         usage: "model-server",
         what: "what this node's model server has done (streams, open, cancelled, expired)",
@@ -63,6 +69,8 @@ pub enum Command {
     Stream { model: String, drop_after: usize, prompt: String },
     /// `model-hold NAME PROMPT…`.
     Hold { model: String, prompt: String },
+    /// `model-time NAME MAX_TOKENS PROMPT…`.
+    Time { model: String, max_tokens: u64, prompt: String },
     /// `model-server`.
     Server,
 }
@@ -83,6 +91,13 @@ impl Command {
                 Command::Hold { model: model.to_string(), prompt: prompt.join(" ") }
             }
             ("model-hold", _) => return bad("`model-hold` needs a model and a prompt"),
+            ("model-time", [model, n, prompt @ ..]) if !prompt.is_empty() => match n.parse() {
+                Ok(max_tokens) => {
+                    Command::Time { model: model.to_string(), max_tokens, prompt: prompt.join(" ") }
+                }
+                Err(_) => return bad(&format!("MAX_TOKENS must be a number, not `{n}`")),
+            },
+            ("model-time", _) => return bad("`model-time` needs a model, a number of tokens and a prompt"),
             ("model-server", []) => Command::Server,
             ("model-server", _) => return bad("`model-server` takes no arguments"),
             _ => return None,
@@ -105,6 +120,8 @@ pub enum Reply {
     ModelHeld,
     /// The stream failed.
     ModelError { pieces: usize, error: String },
+    /// A timed stream: its pieces and tokens, and how long it took from asking to the end.
+    ModelTimed { pieces: usize, completion_tokens: u64, micros: u64 },
     /// The model server's counts.
     ModelServer { streams: u64, open: u64, cancelled: u64, expired: u64 },
 }
@@ -118,6 +135,9 @@ impl fmt::Display for Reply {
             }
             Reply::ModelDropped { pieces } => write!(f, "dropped after {pieces} pieces"),
             Reply::ModelHeld => write!(f, "holding a stream unread"),
+            Reply::ModelTimed { pieces, completion_tokens, micros } => {
+                write!(f, "{pieces} pieces, {completion_tokens} tokens in {micros} µs")
+            }
             Reply::ModelError { pieces, error } => write!(f, "stream failed after {pieces} pieces: {error}"),
             Reply::ModelServer { streams, open, cancelled, expired } => {
                 write!(
@@ -204,6 +224,29 @@ impl Models {
                                     completion_tokens: c.usage.completion_tokens,
                                 });
                             }
+                            Err(e) => return emit(&Reply::ModelError { pieces, error: e.to_string() }),
+                        }
+                    }
+                });
+            }
+            Command::Time { model, max_tokens, prompt } => {
+                let model = RemoteModel::new(&self.registry, model);
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let request = ChatRequest::prompt(prompt).max_tokens(max_tokens);
+                    let mut stream = match model.stream(&request).await {
+                        Ok(stream) => stream,
+                        Err(e) => return emit(&Reply::ModelError { pieces: 0, error: e.to_string() }),
+                    };
+                    let mut pieces = 0;
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            Ok(StreamEvent::Done(c)) => {
+                                let micros = started.elapsed().as_micros() as u64;
+                                let completion_tokens = c.usage.completion_tokens;
+                                return emit(&Reply::ModelTimed { pieces, completion_tokens, micros });
+                            }
+                            Ok(_) => pieces += 1,
                             Err(e) => return emit(&Reply::ModelError { pieces, error: e.to_string() }),
                         }
                     }

@@ -88,6 +88,29 @@ impl AnthropicClient {
         Ok(http)
     }
 
+    /// Reads a whole Messages response body (a 200's) to `request`: the answer, or
+    /// [`LmError::Malformed`] saying what is wrong. For bodies from elsewhere (recorded
+    /// responses, another HTTP stack).
+    pub fn parse(&self, request: &ChatRequest, body: &[u8]) -> Result<Completion, LmError> {
+        let format_tool = anthropic_format::format_tool(request);
+        interpret(&self.endpoint, 200, Vec::new(), body, |b| {
+            anthropic_format::parse_response(b, &self.model, &self.endpoint.provider, format_tool)
+        })
+    }
+
+    /// Reads a whole streamed response body to `request` (server-sent events, as recorded): its
+    /// pieces, ending with the whole answer, or the error the stream amounts to (feature
+    /// `streaming`).
+    #[cfg(feature = "streaming")]
+    pub fn parse_stream(&self, request: &ChatRequest, body: &[u8]) -> Result<Vec<StreamEvent>, LmError> {
+        let decoder = Events {
+            state: EventState::default(),
+            format_tool: anthropic_format::format_tool(request).map(str::to_string),
+            provider: self.endpoint.provider.clone(),
+        };
+        super::http_call::parse_recorded(&self.endpoint, decoder, &self.model, body)
+    }
+
     async fn call(&self, request: &ChatRequest) -> Result<Completion, LmError> {
         let e = &self.endpoint;
         let response = self.post(request, false)?.send().await.map_err(|err| e.transport(err))?;

@@ -335,6 +335,59 @@ impl<D: Decoder> SseReader<D> {
     }
 }
 
+/// A recorded stream's pieces and whole answer, read as [`SseReader`] reads a live one.
+#[cfg(feature = "streaming")]
+pub(crate) fn parse_recorded<D: Decoder>(
+    endpoint: &Endpoint,
+    mut decoder: D,
+    model: &str,
+    body: &[u8],
+) -> Result<Vec<StreamEvent>, LmError> {
+    let malformed = |reason: String| LmError::Malformed {
+        provider: endpoint.provider.clone(),
+        source: Cause::from(reason),
+    };
+    if body.len() > MAX_STREAM_WIRE_BYTES {
+        return Err(malformed(format!("the stream is longer than {MAX_STREAM_WIRE_BYTES} bytes")));
+    }
+    let mut parser = SseParser::new();
+    let mut events = Vec::new();
+    parser.feed(body, &mut events).map_err(malformed)?;
+    let mut assembler = StreamAssembler::new();
+    let mut out = Vec::new();
+    for event in events {
+        if decoder.over() {
+            break;
+        }
+        let mut pieces = Vec::new();
+        decoder.event(&event, &mut pieces)?;
+        for piece in pieces {
+            assembler.push(&piece).map_err(malformed)?;
+            out.push(piece);
+        }
+    }
+    if !decoder.finished() {
+        return Err(malformed("the stream ended without saying why the answer finished".into()));
+    }
+    let (named, finish, usage) = decoder.end();
+    let usage = usage.unwrap_or_else(|| Usage {
+        prompt_tokens: 0,
+        completion_tokens: tokens::count(assembler.text()),
+        cached_prompt_tokens: 0,
+    });
+    let whole = assembler
+        .finish(
+            finish,
+            usage,
+            named.unwrap_or_else(|| model.to_string()),
+            endpoint.provider.clone(),
+            Vec::new(),
+        )
+        .map_err(malformed)?;
+    out.push(StreamEvent::Done(whole));
+    Ok(out)
+}
+
 /// The whole answer of a 2xx body, or the error its status amounts to.
 pub(crate) fn interpret(
     endpoint: &Endpoint,

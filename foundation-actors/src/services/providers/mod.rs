@@ -1,9 +1,16 @@
 //! Language-model providers: clients, protections, fallback and usage.
 //!
-//! - [`LanguageModel`]: the trait every client implements; [`OpenAiClient`] for
-//!   OpenAI-compatible endpoints (OpenAI, vLLM, Ollama, llama.cpp server) and
-//!   [`SimulatedModel`], a deterministic model that needs no network and answers from the
-//!   few-shot demonstrations in its prompt.
+//! - [`LanguageModel`]: the trait every client implements, whole answers
+//!   ([`complete`](LanguageModel::complete)) and streams ([`stream`](LanguageModel::stream):
+//!   [`CompletionStream`]); [`OpenAiClient`] for OpenAI-compatible endpoints (OpenAI, vLLM,
+//!   Ollama, llama.cpp server), [`AnthropicClient`] for Anthropic's Messages API (feature
+//!   `anthropic`), and [`SimulatedModel`], a deterministic model that needs no network and
+//!   answers from the few-shot demonstrations in its prompt, calls tools and writes JSON-schema
+//!   answers.
+//! - One conversation for every API: [`ChatMessage`] (content parts, tool calls, tool results),
+//!   [`ChatRequest`] (tools, [`ToolChoice`], [`ResponseFormat`], stop sequences, seed, checked
+//!   before sending), [`Completion`] (text, tool calls, [`FinishReason`], [`Usage`] with cached
+//!   prompt tokens).
 //! - [`Provider`]: a client behind its account's limits (a multi-dimensional
 //!   [`RateLimiter`](foundation_core::rate_limit::RateLimiter), settled with the tokens really
 //!   used and corrected by response headers), a circuit breaker and retries that honour
@@ -13,8 +20,11 @@
 //!   tenant (also exported as metrics).
 //! - [`CallCache`]: answers kept by (model, prompt, parameters) in front of any model, in this
 //!   process and optionally a tier shared by the nodes; repeated calls do not pay twice.
-//! - [`SimulatedProvider`]: an HTTP server on loopback that behaves like a provider (limits,
-//!   429s with real headers, latency, faults), for tests and benchmarks.
+//! - [`ModelServer`] and [`RemoteModel`]: a model served to the whole cluster and called (or
+//!   streamed, bounded and back-pressured) from any node.
+//! - [`SimulatedProvider`]: an HTTP server that speaks OpenAI's and Anthropic's APIs and
+//!   behaves like a provider (limits, 429s with real headers, latency, faults, streams), for
+//!   tests and benchmarks and any client (`foundation sim-provider`).
 //!
 //! Calls are plain async methods on cheap handles rather than messages to an actor: a call
 //! waits for the network, and an actor in the way would serialise what the limiter already

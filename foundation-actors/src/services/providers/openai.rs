@@ -104,6 +104,22 @@ impl OpenAiClient {
         })
     }
 
+    /// Reads a whole chat-completions response body (a 200's): the answer, or
+    /// [`LmError::Malformed`] saying what is wrong. For bodies from elsewhere (recorded
+    /// responses, another HTTP stack); the client itself reads responses this way.
+    pub fn parse(&self, body: &[u8]) -> Result<Completion, LmError> {
+        self.interpret(200, Vec::new(), body)
+    }
+
+    /// Reads a whole streamed response body (server-sent events, as recorded): its pieces,
+    /// ending with the whole answer, or the error the stream amounts to (feature `streaming`).
+    #[cfg(feature = "streaming")]
+    pub fn parse_stream(&self, body: &[u8]) -> Result<Vec<StreamEvent>, LmError> {
+        let decoder =
+            Chunks { state: openai_format::ChunkState::default(), provider: self.endpoint.provider.clone() };
+        super::http_call::parse_recorded(&self.endpoint, decoder, &self.model, body)
+    }
+
     /// Opens a streamed answer: `Ok` once the endpoint answered 2xx (its errors before that are
     /// the same as [`complete`](LanguageModel::complete)'s).
     #[cfg(feature = "streaming")]

@@ -279,9 +279,15 @@ pub(crate) fn parse_response(bytes: &[u8], model: &str, provider: &str) -> Resul
 // ---- Streamed chunks, as a client reads them. ----
 
 #[derive(Deserialize)]
-struct WireChunk {
+struct WireChunk<'a> {
+    #[serde(default, borrow)]
+    object: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
-    model: Option<String>,
+    error: Option<Value>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     choices: Vec<WireChunkChoice>,
     #[serde(default)]
@@ -330,21 +336,22 @@ pub(crate) fn parse_chunk(
         state.done = true;
         return Ok(());
     }
-    let value: Value = serde_json::from_str(data).map_err(|e| format!("a malformed chunk: {e}"))?;
+    let chunk: WireChunk = serde_json::from_str(data).map_err(|e| format!("a malformed chunk: {e}"))?;
     // An error sent in the stream (OpenAI: `{"error": …}`; vLLM: `"object": "error"`) ends it.
-    if value.get("error").is_some_and(|e| !e.is_null())
-        || value.get("object").and_then(Value::as_str) == Some("error")
-    {
-        let message =
-            value.pointer("/error/message").or_else(|| value.get("message")).and_then(Value::as_str);
-        return Err(format!(
-            "the provider sent an error in the stream: {}",
-            message.unwrap_or("(no message)").chars().take(300).collect::<String>()
-        ));
+    if chunk.error.as_ref().is_some_and(|e| !e.is_null()) || chunk.object.as_deref() == Some("error") {
+        let message = chunk
+            .error
+            .as_ref()
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .or(chunk.message.as_deref());
+        let message: String = message.unwrap_or("(no message)").chars().take(300).collect();
+        return Err(format!("the provider sent an error in the stream: {message}"));
     }
-    let chunk: WireChunk = serde_json::from_value(value).map_err(|e| format!("a malformed chunk: {e}"))?;
-    if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
-        state.model.get_or_insert(model);
+    if state.model.is_none()
+        && let Some(model) = chunk.model.filter(|m| !m.is_empty())
+    {
+        state.model = Some(model.into_owned());
     }
     if let Some(usage) = chunk.usage {
         state.usage = Some(usage.into());

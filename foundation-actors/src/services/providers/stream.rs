@@ -52,7 +52,11 @@ pub enum StreamEvent {
     Done(Completion),
 }
 
-/// The events of one answer, in order; see the [module](self) for the contract.
+/// The events of one answer, in order: any number of [`StreamEvent::Text`] and
+/// [`StreamEvent::ToolCall`] pieces, then exactly one [`StreamEvent::Done`] (the whole answer)
+/// or an error, then nothing; a stream that ends without its end is an error
+/// ([`LmError::Malformed`]). Dropping it cancels the call (the provider layer settles its
+/// limiter with the tokens received). Bounded by [`MAX_STREAMED_BYTES`] and [`MAX_TOOL_CALLS`].
 pub struct CompletionStream {
     inner: Pin<Box<dyn Stream<Item = Result<StreamEvent, LmError>> + Send>>,
     provider: String,
@@ -160,7 +164,8 @@ pub(crate) fn piece_tokens(piece: &StreamEvent) -> u64 {
     }
 }
 
-/// Builds the whole answer from a stream's pieces, within the bounds of the [module](self).
+/// Builds the whole answer from a stream's pieces, within [`MAX_STREAMED_BYTES`] and
+/// [`MAX_TOOL_CALLS`].
 #[derive(Debug, Default, Clone)]
 pub struct StreamAssembler {
     text: String,
