@@ -419,3 +419,23 @@ candidates = 1
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(spec_arg), "{}", stderr(&out));
 }
+
+#[test]
+fn sim_provider_refuses_bad_options_before_serving() {
+    for (args, said) in [
+        (vec!["sim-provider", "--rpm", "0"], "at least 1"),
+        (vec!["sim-provider", "--chunk-words", "0"], "--chunk-words"),
+        (vec!["sim-provider", "--listen", "not-an-address"], "not-an-address"),
+    ] {
+        let out = foundation(&args, &[]);
+        assert!(!out.status.success(), "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains(said), "{args:?}: {}", stderr(&out));
+        assert!(!stdout(&out).contains("listening"), "{args:?}: {}", stdout(&out));
+    }
+    // An address already taken is an error naming it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = foundation(&["sim-provider", "--listen", &addr], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains(&format!("cannot serve on {addr}")), "{}", stderr(&out));
+}

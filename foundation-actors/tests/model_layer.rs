@@ -294,6 +294,13 @@ async fn the_router_and_the_call_cache_stream_too() {
     let mut stream = cached.stream(&other).await.unwrap();
     let _ = stream.next().await;
     drop(stream);
+    let cut = router.usage().totals(&UsageFilter::default());
+    assert_eq!(
+        (cut.requests, cut.cut, cut.failures),
+        (1, 1, 0),
+        "the dropped stream is cut, not served: {cut:?}"
+    );
+    assert!(cut.prompt_tokens > acme.prompt_tokens, "its prompt is counted: {cut:?}");
     let _ = cached.stream(&other).await.unwrap().collect().await.unwrap();
     assert_eq!(server.stats().streams, 3);
 }
@@ -337,4 +344,28 @@ async fn response_formats_of_rust_types_are_strict_and_answered() {
         let report: Report = answer.json().unwrap_or_else(|e| panic!("{name}: {e} in {}", answer.content));
         assert_eq!(report.city, "Oslo", "{name}");
     }
+}
+
+/// `[llm.providers.NAME] kind = "anthropic"` makes an Anthropic provider in the chain.
+#[tokio::test]
+async fn an_anthropic_provider_from_configuration_serves_through_the_router() {
+    let server = server(sim(Duration::ZERO, None)).await;
+    let mut config = foundation_core::config::LlmConfig::default();
+    let provider = foundation_core::config::ProviderConfig {
+        kind: foundation_core::config::ProviderKind::Anthropic,
+        model: "claude-sim".into(),
+        base_url: Some(server.base_url()),
+        api_key: Some("k".into()),
+        ..Default::default()
+    };
+    config.providers.insert("claude".into(), provider);
+    let router = LlmRouter::from_config(&config, 7).unwrap();
+    let answer = router
+        .complete(&ChatRequest::prompt("What is the weather in Paris?").tool(weather_tool()))
+        .await
+        .unwrap();
+    assert_eq!((answer.provider.as_str(), answer.tool_calls[0].name.as_str()), ("claude", "get_weather"));
+    let streamed = router.stream(&ChatRequest::prompt("Hello there")).await.unwrap().collect().await.unwrap();
+    assert_eq!(streamed.model, "claude-sim");
+    assert_eq!(router.usage().totals(&UsageFilter::default()).requests, 2);
 }

@@ -307,7 +307,7 @@ mod tests {
                 .split_whitespace()
                 .filter(|w| !w.starts_with('['))
                 .map(|w| match w {
-                    "N" | "PARTIES" | "LEASE_MS" | "WAIT_MS" | "WORK_MS" => "2",
+                    "N" | "PARTIES" | "LEASE_MS" | "WAIT_MS" | "WORK_MS" | "MAX_TOKENS" => "2",
                     "COST" => "1.5",
                     "up|down" => "up",
                     w if w.chars().all(|c| c.is_ascii_uppercase() || "_,.".contains(c)) => "x",

@@ -94,8 +94,8 @@ pub use model::{BoxFuture, LanguageModel, LmError};
 pub use openai::{DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, MAX_RESPONSE_BYTES, OpenAiClient};
 pub use provider::{DEFAULT_MAX_WAIT, DEFAULT_RATE_LIMIT_PAUSE, Provider, ProviderOptions};
 pub use remote::{
-    DEFAULT_STREAM_IDLE, MAX_OPEN_STREAMS, MODEL_SERVICE, ModelServer, ModelServerHandle, ModelServerStats,
-    PULL_BATCH, RemoteModel, STREAM_WINDOW, model_capability,
+    DEFAULT_STREAM_IDLE, MAX_CONCURRENT_CALLS, MAX_OPEN_STREAMS, MODEL_SERVICE, ModelServer,
+    ModelServerHandle, ModelServerStats, PULL_BATCH, RemoteModel, STREAM_WINDOW, model_capability,
 };
 #[cfg(feature = "json-schema")]
 pub use request::schema_of;

@@ -113,6 +113,8 @@ impl OpenAiClient {
 
     /// Reads a whole streamed response body (server-sent events, as recorded): its pieces,
     /// ending with the whole answer, or the error the stream amounts to (feature `streaming`).
+    /// Unlike a live stream, an error stops the reading at once, and a body without usage
+    /// gets the completion tokens counted and 0 prompt tokens (the prompt is not known here).
     #[cfg(feature = "streaming")]
     pub fn parse_stream(&self, body: &[u8]) -> Result<Vec<StreamEvent>, LmError> {
         let decoder =

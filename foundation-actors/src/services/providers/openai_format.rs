@@ -285,10 +285,11 @@ struct WireChunk<'a> {
     #[serde(default)]
     error: Option<Value>,
     #[serde(default)]
-    message: Option<String>,
+    message: Option<Value>,
     #[serde(default, borrow)]
     model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
+    /// `null` in some servers' error chunks.
+    #[serde(default, deserialize_with = "null_as_empty")]
     choices: Vec<WireChunkChoice>,
     #[serde(default)]
     usage: Option<WireUsage>,
@@ -310,6 +311,11 @@ struct WireDelta {
     refusal: Option<String>,
     #[serde(default)]
     tool_calls: Option<Vec<WireToolCall>>,
+}
+
+/// `null` read as an empty list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// What the stream's chunks said so far, beyond the pieces: the model, why it finished, usage.
@@ -344,7 +350,7 @@ pub(crate) fn parse_chunk(
             .as_ref()
             .and_then(|e| e.get("message"))
             .and_then(Value::as_str)
-            .or(chunk.message.as_deref());
+            .or(chunk.message.as_ref().and_then(Value::as_str));
         let message: String = message.unwrap_or("(no message)").chars().take(300).collect();
         return Err(format!("the provider sent an error in the stream: {message}"));
     }

@@ -273,16 +273,18 @@ impl Provider {
     /// before the stream opens are retried, and the limiter is settled when the stream ends —
     /// with the usage the provider reported, or, if the stream is dropped or fails first, with
     /// the prompt and the completion tokens of the pieces received (what the provider bills
-    /// for an answer cut short). The breaker hears of a stream's end: a success, or a failure
-    /// if it broke; a stream the caller dropped tells it nothing.
+    /// for an answer cut short). The breaker hears of a success when the stream opens, and of a
+    /// failure if it breaks later; a stream the caller dropped tells it nothing.
     pub async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, LmError> {
         let (stream, call, permit) = self.attempts(request, |r| self.model.stream(r)).await?;
+        // The provider accepted the request: healthy, as far as the breaker is concerned.
+        call.success();
         let settle = Settle {
             provider: self.clone(),
-            call: Some(call),
             permit,
             prompt: tokens::request_prompt(request),
             received: 0,
+            open: true,
         };
         let name = self.name.clone();
         let guarded = futures::stream::unfold((stream, settle), move |(mut stream, mut settle)| {
@@ -374,28 +376,32 @@ impl Provider {
     }
 }
 
-/// A stream's settlement: done once, at its end or when it is dropped.
+/// A stream's settlement: done once, at its end or when it is dropped. The breaker heard of
+/// the stream's health when it opened; a provider failure after that is reported as a failure
+/// of its own (an attempt held for a stream's whole life would keep a half-open breaker's probe
+/// slot that long).
 struct Settle {
     provider: Provider,
-    call: Option<Attempt>,
     permit: Option<Permit>,
     prompt: u64,
     received: u64,
+    open: bool,
 }
 
 impl Settle {
     fn done(&mut self, completion: &Completion) {
-        if let Some(call) = self.call.take() {
-            call.success();
+        if std::mem::take(&mut self.open) {
             self.provider.settle(self.permit.as_mut(), completion.usage, &completion.rate_headers);
             self.permit = None;
         }
     }
 
     fn failed(&mut self, error: &LmError) {
-        if let Some(call) = self.call.take() {
-            if error.is_provider_failure() {
-                call.failure();
+        if std::mem::take(&mut self.open) {
+            if error.is_provider_failure()
+                && let Ok(attempt) = self.provider.breaker.try_call()
+            {
+                attempt.failure();
             }
             self.cut_short();
         }
@@ -412,7 +418,7 @@ impl Settle {
 
 impl Drop for Settle {
     fn drop(&mut self) {
-        if self.call.take().is_some() {
+        if std::mem::take(&mut self.open) {
             // Dropped before its end: cancelled by the caller (the breaker hears nothing).
             metrics::counter!("foundation_llm_streams_cancelled_total", "provider" => self.provider.name.clone())
                 .increment(1);

@@ -9,25 +9,28 @@
 //!
 //! **Streams are pulled.** Opening one starts, on the serving node, a pump that reads the
 //! model's stream into a window of at most [`STREAM_WINDOW`] pieces; the caller asks for the
-//! next pieces when its reader wants them (at most [`PULL_BATCH`] a time, within the frame
-//! limit; a long text piece is split so that no frame exceeds it). The window is the bound:
+//! next pieces when its reader wants them (at most [`PULL_BATCH`] a time, under half the frame
+//! limit; a long piece is split to an eighth of it, and the end travels alone). The window is the bound:
 //! when it is full, the pump waits, so it stops reading the provider's HTTP stream and TCP slows
 //! the provider down — a slow reader on another node back-pressures the provider, and nothing
 //! grows. The whole answer at the end travels without its text and tool calls (the caller has
 //! them from the pieces), so it fits a frame whatever its length.
 //!
-//! **Failure.** Dropping the caller's stream tells the server to drop its own (the HTTP request
-//! is cancelled and the limiter settled with what was used, as on one node); if that message is
-//! lost (the caller's node died), the server drops a stream nobody pulled for
-//! [`ModelServer::idle_timeout`] (default [`DEFAULT_STREAM_IDLE`]). If the serving node dies or
+//! **Failure.** Dropping the caller's stream, or its failing on the caller's side, tells the
+//! server to drop its own (the HTTP request is cancelled and the limiter settled with what was
+//! used, as on one node); if that message is lost (the caller's node died), the server drops an
+//! opened stream with no pull and no pull waiting for [`ModelServer::idle_timeout`] (default
+//! [`DEFAULT_STREAM_IDLE`]; checked every quarter of it). A stream still opening is never
+//! dropped as idle. If the serving node dies or
 //! stops answering, the caller's stream fails with [`LmError::Transport`] naming the model
 //! server; pieces already received stay received (a stream is not resumed elsewhere: the
 //! provider would be asked, and would bill, twice). A server holds at most
-//! [`MAX_OPEN_STREAMS`] streams; more are refused with [`LmError::OverBudget`].
+//! [`MAX_OPEN_STREAMS`] open streams and makes [`MAX_CONCURRENT_CALLS`] whole answers at once;
+//! more are refused with [`LmError::OverBudget`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use foundation_core::Cause;
@@ -36,7 +39,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 use tracing::Instrument;
 
 use super::completion::Completion;
@@ -57,6 +60,8 @@ pub const PULL_BATCH: usize = 32;
 pub const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(30);
 /// Streams one server holds at once.
 pub const MAX_OPEN_STREAMS: usize = 256;
+/// Whole answers one server makes at once; more are refused with [`LmError::OverBudget`].
+pub const MAX_CONCURRENT_CALLS: usize = 64;
 /// How long a pull waits on the server for a first piece before answering with none (the
 /// caller asks again): well within the caller's call timeout.
 const PULL_WAIT: Duration = Duration::from_secs(5);
@@ -260,11 +265,31 @@ struct ServerActor {
     stats: ModelServerStats,
 }
 
-/// One stream being served: the window its pump fills, and when it was last pulled.
+/// What a stream's pump has read and its reader not yet pulled: the pieces, and the end held
+/// back to travel alone.
+struct Window {
+    pieces: mpsc::Receiver<Result<StreamEvent, LmError>>,
+    end: Option<Result<StreamEvent, LmError>>,
+}
+
+/// One stream being served: the window its pump fills, and its signs of life.
 struct Slot {
-    window: Arc<Mutex<mpsc::Receiver<Result<StreamEvent, LmError>>>>,
+    window: Arc<Mutex<Window>>,
     pump: tokio::task::JoinHandle<()>,
-    last_pull: tokio::time::Instant,
+    /// The model accepted the request (set by the pump): until then the provider's own
+    /// timeouts bound the stream, not the idle timeout.
+    opened: Arc<AtomicBool>,
+    /// Milliseconds since the server started of the last sign of life: the open resolving, a
+    /// pull arriving or answered.
+    active: Arc<AtomicU64>,
+}
+
+impl Drop for Slot {
+    /// A stream leaves with its pump (which drops the model's stream: the call is cancelled),
+    /// whatever removes it: a cancel, the sweep, the server stopping or being killed.
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
 }
 
 struct Serving {
@@ -272,6 +297,25 @@ struct Serving {
     streams: HashMap<u64, Slot>,
     running: tokio::task::JoinSet<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    /// Whole answers being made at once (at most [`MAX_CONCURRENT_CALLS`]).
+    calls: Arc<Semaphore>,
+    epoch: tokio::time::Instant,
+}
+
+impl Serving {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Drops the streams that are over (read to their end, or failed to open).
+    fn drop_drained(&mut self) {
+        self.streams.retain(|_, slot| !drained(slot));
+    }
+}
+
+/// A stream whose pump is done and whose window is empty: nothing more will come.
+fn drained(slot: &Slot) -> bool {
+    slot.pump.is_finished() && slot.window.try_lock().is_ok_and(|w| w.pieces.is_empty() && w.end.is_none())
 }
 
 impl Actor for ServerActor {
@@ -291,7 +335,7 @@ impl Actor for ServerActor {
             names.iter().map(|n| model_capability(n)),
             [("models", names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(","))],
         )?;
-        let every = self.server.idle / 2;
+        let every = (self.server.idle / 4).max(Duration::from_millis(5));
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -303,7 +347,14 @@ impl Actor for ServerActor {
                 }
             }
         });
-        Ok(Serving { instance, streams: HashMap::new(), running: tokio::task::JoinSet::new(), sweeper })
+        Ok(Serving {
+            instance,
+            streams: HashMap::new(),
+            running: tokio::task::JoinSet::new(),
+            sweeper,
+            calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+            epoch: tokio::time::Instant::now(),
+        })
     }
 
     async fn post_stop(
@@ -314,16 +365,14 @@ impl Actor for ServerActor {
         let _ = self.registry.deregister(serving.instance);
         serving.sweeper.abort();
         serving.running.abort_all();
-        for (_, slot) in serving.streams.drain() {
-            slot.pump.abort();
-            self.stats.0.open.fetch_sub(1, Ordering::Relaxed);
-        }
+        serving.streams.clear();
+        self.stats.0.open.store(0, Ordering::Relaxed);
         Ok(())
     }
 
     async fn handle(
         &self,
-        _: ActorRef<ModelServerMsg>,
+        myself: ActorRef<ModelServerMsg>,
         msg: ModelServerMsg,
         serving: &mut Serving,
     ) -> Result<(), ActorProcessingErr> {
@@ -333,11 +382,22 @@ impl Actor for ServerActor {
             ModelServerMsg::Complete(frame, reply) => {
                 self.stats.0.calls.fetch_add(1, Ordering::Relaxed);
                 let span = frame.span();
-                let found = self.request(frame);
+                let found = match serving.calls.clone().try_acquire_owned() {
+                    Ok(permit) => self.request(frame).map(|found| (found, permit)),
+                    Err(_) => Err(LmError::OverBudget {
+                        provider: MODEL_SERVICE.to_string(),
+                        dimension: format!("whole answers ({MAX_CONCURRENT_CALLS} at once)"),
+                        wait: Duration::ZERO,
+                    }),
+                };
                 serving.running.spawn(
                     async move {
                         let result = match found {
-                            Ok((model, request)) => model.complete(&request).await,
+                            Ok(((model, request), permit)) => {
+                                let result = model.complete(&request).await;
+                                drop(permit);
+                                result
+                            }
                             Err(e) => Err(e),
                         };
                         let _ = reply.send(Wire::encode_or(&result, max, |e| Err(too_large(e))));
@@ -346,6 +406,9 @@ impl Actor for ServerActor {
                 );
             }
             ModelServerMsg::Open(frame, reply) => {
+                if serving.streams.len() >= MAX_OPEN_STREAMS {
+                    serving.drop_drained();
+                }
                 let opened = if serving.streams.len() >= MAX_OPEN_STREAMS {
                     self.stats.0.refused.fetch_add(1, Ordering::Relaxed);
                     Err(LmError::OverBudget {
@@ -370,11 +433,16 @@ impl Actor for ServerActor {
                     }
                 };
                 let (tx, rx) = mpsc::channel(STREAM_WINDOW);
-                let piece_bytes = max / 4;
+                let piece_bytes = max / 8;
                 let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+                let opened = Arc::new(AtomicBool::new(false));
+                let active = Arc::new(AtomicU64::new(serving.now_ms()));
+                let (opened_flag, active_mark, epoch) = (opened.clone(), active.clone(), serving.epoch);
                 let pump = tokio::spawn(async move {
                     let mut stream = match model.stream(&request).await {
                         Ok(stream) => {
+                            active_mark.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            opened_flag.store(true, Ordering::Relaxed);
                             let _ = opened_tx.send(Ok(()));
                             stream
                         }
@@ -397,13 +465,12 @@ impl Actor for ServerActor {
                     }
                 });
                 self.stats.0.streams.fetch_add(1, Ordering::Relaxed);
-                self.stats.0.open.fetch_add(1, Ordering::Relaxed);
-                serving.streams.insert(
-                    id,
-                    Slot { window: Arc::new(Mutex::new(rx)), pump, last_pull: tokio::time::Instant::now() },
-                );
+                let window = Arc::new(Mutex::new(Window { pieces: rx, end: None }));
+                serving.streams.insert(id, Slot { window, pump, opened, active });
+                self.stats.0.open.store(serving.streams.len() as u64, Ordering::Relaxed);
                 // The answer to `Open` waits for the model to accept the request (a 429 or an
-                // unknown model fails the open, not the first pull).
+                // unknown model fails the open, not the first pull). If the caller is gone by
+                // then, the stream is cancelled at once rather than left to the idle timeout.
                 serving.running.spawn(async move {
                     let result = match opened_rx.await {
                         Ok(Ok(())) => Ok(id),
@@ -413,18 +480,31 @@ impl Actor for ServerActor {
                             source: "the model's stream stopped before it opened".into(),
                         }),
                     };
-                    let _ = reply.send(Wire::encode_or(&result, max, |e| Err(too_large(e))));
+                    let opened = result.is_ok();
+                    let sent = reply.send(Wire::encode_or(&result, max, |e| Err(too_large(e))));
+                    if opened
+                        && sent.is_err()
+                        && let Ok(frame) = Wire::encode(&id, 64)
+                    {
+                        let _ = myself.cast(ModelServerMsg::Cancel(frame));
+                    }
                 });
             }
             ModelServerMsg::Pull(frame, reply) => {
+                let now = serving.now_ms();
+                let epoch = serving.epoch;
                 let window = frame.into_inner().ok().and_then(|id| {
-                    let slot = serving.streams.get_mut(&id)?;
-                    slot.last_pull = tokio::time::Instant::now();
-                    Some(slot.window.clone())
+                    let slot = serving.streams.get(&id)?;
+                    slot.active.store(now, Ordering::Relaxed);
+                    Some((slot.window.clone(), slot.active.clone()))
                 });
                 serving.running.spawn(async move {
                     let pieces = match window {
-                        Some(window) => pull(&window, max).await,
+                        Some((window, active)) => {
+                            let pieces = pull(&window, max).await;
+                            active.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            pieces
+                        }
                         None => Pieces {
                             events: vec![Err(LmError::Transport {
                                 provider: MODEL_SERVICE.to_string(),
@@ -440,32 +520,34 @@ impl Actor for ServerActor {
                 if let Ok(id) = frame.into_inner()
                     && let Some(slot) = serving.streams.remove(&id)
                 {
-                    // A reader cancels only before the answer's end (it does not after it).
-                    slot.pump.abort();
-                    self.stats.0.open.fetch_sub(1, Ordering::Relaxed);
+                    // A reader cancels only before the answer's end. Counted before the slot
+                    // goes (dropping it aborts the pump).
                     self.stats.0.cancelled.fetch_add(1, Ordering::Relaxed);
+                    self.stats.0.open.store(serving.streams.len() as u64, Ordering::Relaxed);
+                    drop(slot);
                 }
             }
             ModelServerMsg::Sweep(_) => {
-                let now = tokio::time::Instant::now();
-                let idle = self.server.idle;
+                let now = serving.now_ms();
+                let idle = self.server.idle.as_millis() as u64;
                 let stats = &self.stats;
                 serving.streams.retain(|_, slot| {
-                    // Read to its end (the pump is done and the window empty), or not pulled for
-                    // the idle timeout: dropped (an unfinished pump is aborted, which cancels).
-                    let drained =
-                        slot.pump.is_finished() && slot.window.try_lock().is_ok_and(|w| w.is_empty());
-                    let idle = now.duration_since(slot.last_pull) > idle;
-                    if drained || idle {
-                        if !drained {
-                            stats.0.expired.fetch_add(1, Ordering::Relaxed);
-                        }
-                        slot.pump.abort();
-                        stats.0.open.fetch_sub(1, Ordering::Relaxed);
+                    // Over (read to its end, or never opened): leaves quietly.
+                    if drained(slot) {
+                        return false;
+                    }
+                    // Still opening, or a pull waiting on its window right now: alive.
+                    if !slot.opened.load(Ordering::Relaxed) || slot.window.try_lock().is_err() {
+                        return true;
+                    }
+                    let quiet = now.saturating_sub(slot.active.load(Ordering::Relaxed));
+                    if quiet > idle {
+                        stats.0.expired.fetch_add(1, Ordering::Relaxed);
                         return false;
                     }
                     true
                 });
+                self.stats.0.open.store(serving.streams.len() as u64, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -548,24 +630,38 @@ fn for_the_wire(
 }
 
 /// The next pieces of a stream: waits up to [`PULL_WAIT`] for one, then takes what is there, up
-/// to [`PULL_BATCH`] and half the frame limit.
-async fn pull(window: &Mutex<mpsc::Receiver<Result<StreamEvent, LmError>>>, max: usize) -> Pieces {
+/// to [`PULL_BATCH`] pieces and a quarter of the frame limit (pieces are at most an eighth of it,
+/// so a batch stays under half of it). The end (the whole answer, or an error) travels alone,
+/// so a large one cannot cost the pieces before it.
+async fn pull(window: &Mutex<Window>, max: usize) -> Pieces {
     let mut window = window.lock().await;
     let mut events = Vec::new();
-    let first = match tokio::time::timeout(PULL_WAIT, window.recv()).await {
-        Err(_) => return Pieces { events, end: false },
-        Ok(None) => return Pieces { events, end: true },
-        Ok(Some(event)) => event,
+    let first = match window.end.take() {
+        Some(end) => end,
+        None => match tokio::time::timeout(PULL_WAIT, window.pieces.recv()).await {
+            Err(_) => return Pieces { events, end: false },
+            Ok(None) => return Pieces { events, end: true },
+            Ok(Some(event)) => event,
+        },
     };
-    let mut bytes = event_bytes(&first);
-    let mut end = !matches!(first, Ok(StreamEvent::Text(_) | StreamEvent::ToolCall(_)));
+    let is_piece =
+        |e: &Result<StreamEvent, LmError>| matches!(e, Ok(StreamEvent::Text(_) | StreamEvent::ToolCall(_)));
+    if !is_piece(&first) {
+        return Pieces { events: vec![first], end: true };
+    }
+    let mut bytes = piece_bytes(&first);
     events.push(first);
-    while !end && events.len() < PULL_BATCH && bytes < max / 2 {
-        match window.try_recv() {
-            Ok(event) => {
-                bytes += event_bytes(&event);
-                end = !matches!(event, Ok(StreamEvent::Text(_) | StreamEvent::ToolCall(_)));
+    let mut end = false;
+    while events.len() < PULL_BATCH && bytes < max / 4 {
+        match window.pieces.try_recv() {
+            Ok(event) if is_piece(&event) => {
+                bytes += piece_bytes(&event);
                 events.push(event);
+            }
+            // The end waits for the next pull, alone.
+            Ok(last) => {
+                window.end = Some(last);
+                break;
             }
             Err(mpsc::error::TryRecvError::Empty) => break,
             Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -577,11 +673,16 @@ async fn pull(window: &Mutex<mpsc::Receiver<Result<StreamEvent, LmError>>>, max:
     Pieces { events, end }
 }
 
-fn event_bytes(event: &Result<StreamEvent, LmError>) -> usize {
+fn piece_bytes(event: &Result<StreamEvent, LmError>) -> usize {
     match event {
         Ok(StreamEvent::Text(t)) => t.len() + 16,
-        Ok(StreamEvent::ToolCall(d)) => d.arguments.len() + 64,
-        _ => 1024,
+        Ok(StreamEvent::ToolCall(d)) => {
+            d.arguments.len()
+                + d.id.as_ref().map_or(0, String::len)
+                + d.name.as_ref().map_or(0, String::len)
+                + 32
+        }
+        _ => 0,
     }
 }
 
@@ -654,19 +755,19 @@ impl RemoteModel {
         let frame = self.call_frame(request)?;
         let server = self.server()?;
         let node = server.get_id().node();
-        let opened = server
-            .call(|reply| ModelServerMsg::Open(frame, reply), Some(CALL_TIMEOUT.max(self.timeout)))
-            .await;
-        let id = answered(opened, node, self.timeout)?
-            .into_inner()
-            .map_err(|e| unreachable(node, e.to_string()))??;
+        let wait = CALL_TIMEOUT.max(self.timeout);
+        let opened = server.call(|reply| ModelServerMsg::Open(frame, reply), Some(wait)).await;
+        let id =
+            answered(opened, node, wait)?.into_inner().map_err(|e| unreachable(node, e.to_string()))??;
         let reader = Reader {
             server,
             id,
             node,
+            provider: format!("{MODEL_SERVICE}:{}", self.name),
             buffered: std::collections::VecDeque::new(),
             assembler: StreamAssembler::new(),
             finished: false,
+            server_ended: false,
         };
         let provider = format!("{MODEL_SERVICE}:{}", self.name);
         Ok(CompletionStream::new(provider, futures::stream::unfold(reader, Reader::step)))
@@ -701,17 +802,43 @@ fn answered<T, E>(result: Result<CallResult<T>, E>, node: u64, timeout: Duration
 }
 
 /// The caller's side of a stream: pulls when its buffer is empty, rebuilds the whole answer,
-/// and cancels the server's stream if dropped before the end.
+/// and cancels the server's stream unless the server said it is over (its end, an error, or no
+/// such stream) — also when the reader fails on its own side (a pull lost, a piece refused).
 struct Reader {
     server: ActorRef<ModelServerMsg>,
     id: u64,
     node: u64,
+    /// `models:NAME`, the provider named in errors made on this side.
+    provider: String,
     buffered: std::collections::VecDeque<Result<StreamEvent, LmError>>,
     assembler: StreamAssembler,
+    /// Nothing more is given out.
     finished: bool,
+    /// The server has nothing more for this stream (no cancel is needed).
+    server_ended: bool,
 }
 
 impl Reader {
+    fn malformed(&self, reason: String) -> LmError {
+        LmError::Malformed { provider: self.provider.clone(), source: Cause::from(reason) }
+    }
+
+    /// Fails the stream on this side: the server's stream is cancelled now.
+    fn fail(mut self, e: LmError) -> Option<(Result<StreamEvent, LmError>, Self)> {
+        self.finished = true;
+        self.cancel();
+        Some((Err(e), self))
+    }
+
+    fn cancel(&mut self) {
+        if !std::mem::replace(&mut self.server_ended, true)
+            && let Ok(frame) = Wire::encode(&self.id, 64)
+        {
+            // Best effort: if it is lost, the server drops the stream when it goes idle.
+            let _ = self.server.cast(ModelServerMsg::Cancel(frame));
+        }
+    }
+
     async fn step(mut self) -> Option<(Result<StreamEvent, LmError>, Self)> {
         if self.finished {
             return None;
@@ -719,10 +846,9 @@ impl Reader {
         loop {
             if let Some(event) = self.buffered.pop_front() {
                 let event = match event {
-                    Ok(StreamEvent::Done(mut completion)) => {
+                    Ok(StreamEvent::Done(completion)) => {
                         self.finished = true;
                         let assembler = std::mem::take(&mut self.assembler);
-                        completion.content = assembler.text().to_string();
                         match assembler.finish(
                             completion.finish_reason.clone(),
                             completion.usage,
@@ -734,14 +860,14 @@ impl Reader {
                                 whole.cached = completion.cached;
                                 Ok(StreamEvent::Done(whole))
                             }
-                            Err(e) => Err(unreachable(self.node, e)),
+                            Err(e) => Err(self.malformed(e)),
                         }
                     }
                     Ok(piece) => match self.assembler.push(&piece) {
                         Ok(()) => Ok(piece),
                         Err(e) => {
-                            self.finished = true;
-                            Err(unreachable(self.node, e))
+                            let e = self.malformed(e);
+                            return self.fail(e);
                         }
                     },
                     Err(e) => {
@@ -758,11 +884,16 @@ impl Reader {
                 .and_then(|w| w.into_inner().map_err(|e| unreachable(self.node, e.to_string())))
             {
                 Ok(pieces) => pieces,
-                Err(e) => {
-                    self.finished = true;
-                    return Some((Err(e), self));
-                }
+                Err(e) => return self.fail(e),
             };
+            if pieces.end
+                || pieces
+                    .events
+                    .iter()
+                    .any(|e| !matches!(e, Ok(StreamEvent::Text(_) | StreamEvent::ToolCall(_))))
+            {
+                self.server_ended = true;
+            }
             if pieces.events.is_empty() && pieces.end {
                 self.finished = true;
                 let e = unreachable(self.node, "the stream ended before the answer's end".into());
@@ -775,12 +906,7 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        if !self.finished
-            && let Ok(frame) = Wire::encode(&self.id, 64)
-        {
-            // Best effort: if it is lost, the server drops the stream when it goes idle.
-            let _ = self.server.cast(ModelServerMsg::Cancel(frame));
-        }
+        self.cancel();
     }
 }
 

@@ -229,7 +229,8 @@ impl LlmRouter {
     /// Streams the answer of the first provider of the chain that opens a stream (the same
     /// skipping rules as [`complete`](Self::complete); a provider that fails after its stream
     /// opened is not replaced: pieces were already given out). Usage and cost are recorded when
-    /// the stream ends; a stream dropped before its end is recorded with the prompt and the
+    /// the stream ends; a stream cut before its end (dropped, or failed after it opened) is
+    /// recorded as cut (`UsageTotals::cut`, a failure too if it failed) with the prompt and the
     /// completion tokens of the pieces received.
     pub async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, LmError> {
         request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
@@ -242,6 +243,7 @@ impl LlmRouter {
                     continue;
                 }
             };
+            let started = Instant::now();
             match provider.stream(request).await {
                 Ok(stream) => {
                     let record = Record {
@@ -250,7 +252,7 @@ impl LlmRouter {
                         model: provider.model().to_string(),
                         tenant: request.tenant.clone(),
                         spec,
-                        started: Instant::now(),
+                        started,
                         prompt: tokens::request_prompt(request),
                         received: 0,
                         open: true,
@@ -262,7 +264,7 @@ impl LlmRouter {
                             match &event {
                                 Ok(StreamEvent::Done(completion)) => record.done(completion),
                                 Ok(piece) => record.received += super::stream::piece_tokens(piece),
-                                Err(_) => record.failed(),
+                                Err(_) => record.cut(true),
                             }
                             Some((event, (stream, record)))
                         });
@@ -313,40 +315,47 @@ struct Record {
 impl Record {
     fn done(&mut self, completion: &Completion) {
         if std::mem::take(&mut self.open) {
-            self.success(&completion.model.clone(), completion.usage);
+            let cost = self.cost(&completion.model, completion.usage);
+            let router = &self.router;
+            router.usage.record_success(
+                &self.provider,
+                &completion.model,
+                self.tenant.as_deref(),
+                completion.usage,
+                cost,
+                self.started.elapsed(),
+            );
         }
     }
 
-    fn failed(&mut self) {
-        if std::mem::take(&mut self.open) {
-            self.router.usage.record_failure(&self.provider, &self.model, self.tenant.as_deref());
-        }
-    }
-
-    fn success(&self, model: &str, usage: super::completion::Usage) {
-        let models = &self.router.models;
-        let cost = models.get(&self.provider, model).or(self.spec.as_ref()).map_or(0.0, |s| s.cost(usage));
-        self.router.usage.record_success(
-            &self.provider,
-            model,
-            self.tenant.as_deref(),
-            usage,
-            cost,
-            self.started.elapsed(),
-        );
-    }
-}
-
-impl Drop for Record {
-    fn drop(&mut self) {
+    /// Cut before its end: failed (`failed`) or dropped by the caller.
+    fn cut(&mut self, failed: bool) {
         if std::mem::take(&mut self.open) {
             let usage = super::completion::Usage {
                 prompt_tokens: self.prompt,
                 completion_tokens: self.received,
                 cached_prompt_tokens: 0,
             };
-            self.success(&self.model.clone(), usage);
+            let cost = self.cost(&self.model, usage);
+            self.router.usage.record_cut(
+                &self.provider,
+                &self.model,
+                self.tenant.as_deref(),
+                usage,
+                cost,
+                failed,
+            );
         }
+    }
+
+    fn cost(&self, model: &str, usage: super::completion::Usage) -> f64 {
+        self.router.models.get(&self.provider, model).or(self.spec.as_ref()).map_or(0.0, |s| s.cost(usage))
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.cut(false);
     }
 }
 

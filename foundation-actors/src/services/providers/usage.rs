@@ -30,9 +30,13 @@ pub struct UsageTotals {
     pub requests: u64,
     /// Calls that failed at this provider (the chain may have served them elsewhere).
     pub failures: u64,
-    /// Prompt tokens of answered calls.
+    /// Streams cut before their end (dropped by the caller, or failed after their first piece):
+    /// their tokens (estimated: the prompt and the pieces received) and cost are counted too.
+    #[serde(default)]
+    pub cut: u64,
+    /// Prompt tokens of answered calls and cut streams.
     pub prompt_tokens: u64,
-    /// Completion tokens of answered calls.
+    /// Completion tokens of answered calls and cut streams.
     pub completion_tokens: u64,
     /// Their cost in US dollars (0 for models not in the registry).
     pub cost_usd: f64,
@@ -42,6 +46,7 @@ impl UsageTotals {
     fn add(&mut self, other: &UsageTotals) {
         self.requests = self.requests.saturating_add(other.requests);
         self.failures = self.failures.saturating_add(other.failures);
+        self.cut = self.cut.saturating_add(other.cut);
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
         self.cost_usd += other.cost_usd;
@@ -142,6 +147,44 @@ impl UsageLedger {
             "tenant" => key.tenant.clone(), "outcome" => "error")
         .increment(1);
         self.update(key, UsageTotals { failures: 1, ..Default::default() });
+    }
+
+    /// Records a stream cut before its end (`failed`: by the provider, else by the caller), with
+    /// the tokens it used as far as it went and their cost.
+    pub fn record_cut(
+        &self,
+        provider: &str,
+        model: &str,
+        tenant: Option<&str>,
+        usage: Usage,
+        cost_usd: f64,
+        failed: bool,
+    ) {
+        let key = Self::key(provider, model, tenant);
+        let labels = [
+            ("provider", key.provider.clone()),
+            ("model", key.model.clone()),
+            ("tenant", key.tenant.clone()),
+        ];
+        let mut outcome = labels.to_vec();
+        outcome.push(("outcome", if failed { "error" } else { "cancelled" }.to_string()));
+        metrics::counter!("foundation_llm_requests_total", &outcome).increment(1);
+        let mut prompt = labels.to_vec();
+        prompt.push(("kind", "prompt".to_string()));
+        metrics::counter!("foundation_llm_tokens_total", &prompt).increment(usage.prompt_tokens);
+        let mut completion = labels.to_vec();
+        completion.push(("kind", "completion".to_string()));
+        metrics::counter!("foundation_llm_tokens_total", &completion).increment(usage.completion_tokens);
+        metrics::gauge!("foundation_llm_cost_usd_total", &labels).increment(cost_usd);
+        let delta = UsageTotals {
+            failures: u64::from(failed),
+            cut: 1,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_usd,
+            ..Default::default()
+        };
+        self.update(key, delta);
     }
 
     /// The rows that match, in key order.
