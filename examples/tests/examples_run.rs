@@ -68,7 +68,15 @@ fn providers_example_falls_back_opens_the_circuit_and_counts_usage() {
     let out = run_example("providers");
     assert_eq!(out.matches("\"Answer: Tokyo\" from backup").count(), 3, "{out}");
     assert!(out.contains("primary breaker: Some(Open"), "{out}");
-    assert!(out.contains("usage backup/simulated/acme: 2 ok, 0 failed"), "{out}");
+    // Two asked whole, one streamed (the tokens printed as they came, then the usage).
+    assert!(out.contains("usage backup/simulated/acme: 3 ok, 0 failed"), "{out}");
+    assert!(
+        out.contains("streamed: Simulated answer") && out.contains("(24 completion tokens, Stop)"),
+        "{out}"
+    );
+    // The model called the tool, and answered with its result.
+    assert!(out.contains("tool call get_weather(Lisbon)"), "{out}");
+    assert!(out.contains("answer: According to the tools: 21 degrees in Lisbon"), "{out}");
     assert!(out.contains("usage primary/simulated/acme: 0 ok, 1 failed"), "{out}");
 }
 

@@ -134,6 +134,7 @@ fn the_official_python_clients_work_against_the_simulated_provider() {
     assert!(out.status.success(), "the Python clients failed:\n{stdout}\n{stderr}");
     for check in [
         "chat",
+        "cached prompt tokens",
         "content parts and stop sequences",
         "tools",
         "streaming",

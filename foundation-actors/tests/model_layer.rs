@@ -369,3 +369,36 @@ async fn an_anthropic_provider_from_configuration_serves_through_the_router() {
     assert_eq!(streamed.model, "claude-sim");
     assert_eq!(router.usage().totals(&UsageFilter::default()).requests, 2);
 }
+
+/// A conversation resent with a long shared beginning (an agent's system prompt and history):
+/// the simulated server reports the beginning's tokens as cached, in 128-token blocks from 1 024
+/// on, through both APIs, and the ledger prices them at the cached rate.
+#[tokio::test]
+async fn a_repeated_long_prefix_is_reported_and_priced_as_cached() {
+    let server = server(sim(Duration::ZERO, None)).await;
+    let system = "You are a careful assistant who answers questions about the weather. ".repeat(100);
+    for (name, client) in clients(&server) {
+        // A beginning of its own per client (the server's cache is shared by both APIs).
+        let first = ChatRequest::new(vec![
+            ChatMessage::system(format!("{name}. {system}")),
+            ChatMessage::user("Is it cold?"),
+        ]);
+        let answer = client.complete(&first).await.unwrap();
+        assert_eq!(answer.usage.cached_prompt_tokens, 0, "{name}: nothing seen yet");
+        let mut second = first.clone();
+        second.messages.push(answer.message());
+        second.messages.push(ChatMessage::user("And tomorrow?"));
+        let again = client.complete(&second).await.unwrap();
+        let cached = again.usage.cached_prompt_tokens;
+        assert!(
+            cached >= 1024 && cached % 128 == 0 && cached < again.usage.prompt_tokens,
+            "{name}: {:?}",
+            again.usage
+        );
+        // Priced at the cached rate.
+        let spec = ModelSpec::new("p", "m", 100_000, 1.0, 2.0).cached(0.1);
+        let mut full = again.usage;
+        full.cached_prompt_tokens = 0;
+        assert!(spec.cost(again.usage) < spec.cost(full), "{name}");
+    }
+}

@@ -56,6 +56,17 @@ def _():
     assert r.model == "gpt-sim", r.model
 
 
+@check("cached prompt tokens")
+def _():
+    system = "You are a careful assistant who answers questions about the weather. " * 100
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Is it cold?"}]
+    first = client.chat.completions.create(model="gpt-sim", messages=messages)
+    messages += [{"role": "assistant", "content": first.choices[0].message.content}, {"role": "user", "content": "Tomorrow?"}]
+    again = client.chat.completions.create(model="gpt-sim", messages=messages)
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert cached >= 1024 and cached % 128 == 0 and cached < again.usage.prompt_tokens, again.usage
+
+
 @check("content parts and stop sequences")
 def _():
     r = client.chat.completions.create(

@@ -22,6 +22,10 @@ pub struct ModelSpec {
     pub input_per_million: f64,
     /// US dollars per million completion tokens.
     pub output_per_million: f64,
+    /// US dollars per million prompt tokens read from the provider's prompt cache
+    /// ([`Usage::cached_prompt_tokens`]); `None`: the input price.
+    #[serde(default)]
+    pub cached_input_per_million: Option<f64>,
 }
 
 impl ModelSpec {
@@ -39,12 +43,24 @@ impl ModelSpec {
             context_window,
             input_per_million,
             output_per_million,
+            cached_input_per_million: None,
         }
     }
 
-    /// What a call that used `usage` costs, in US dollars.
+    /// With this price for cached prompt tokens.
+    pub fn cached(mut self, per_million: f64) -> Self {
+        self.cached_input_per_million = Some(per_million);
+        self
+    }
+
+    /// What a call that used `usage` costs, in US dollars (cached prompt tokens at the cached
+    /// price).
     pub fn cost(&self, usage: Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_per_million
+        let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
+        let fresh = usage.prompt_tokens - cached;
+        let cached_price = self.cached_input_per_million.unwrap_or(self.input_per_million);
+        (fresh as f64 * self.input_per_million
+            + cached as f64 * cached_price
             + usage.completion_tokens as f64 * self.output_per_million)
             / 1e6
     }
@@ -68,13 +84,13 @@ impl ModelRegistry {
     pub fn with_defaults() -> Self {
         let mut r = Self::new();
         for spec in [
-            ModelSpec::new(ANY_PROVIDER, "gpt-4o-mini", 128_000, 0.15, 0.60),
-            ModelSpec::new(ANY_PROVIDER, "gpt-4o", 128_000, 2.50, 10.00),
-            ModelSpec::new(ANY_PROVIDER, "gpt-4.1-mini", 1_047_576, 0.40, 1.60),
-            ModelSpec::new(ANY_PROVIDER, "claude-sonnet-4", 200_000, 3.00, 15.00),
-            ModelSpec::new(ANY_PROVIDER, "claude-haiku-3.5", 200_000, 0.80, 4.00),
-            ModelSpec::new(ANY_PROVIDER, "gemini-2.0-flash", 1_048_576, 0.10, 0.40),
-            ModelSpec::new(ANY_PROVIDER, "simulated", 32_768, 0.15, 0.60),
+            ModelSpec::new(ANY_PROVIDER, "gpt-4o-mini", 128_000, 0.15, 0.60).cached(0.075),
+            ModelSpec::new(ANY_PROVIDER, "gpt-4o", 128_000, 2.50, 10.00).cached(1.25),
+            ModelSpec::new(ANY_PROVIDER, "gpt-4.1-mini", 1_047_576, 0.40, 1.60).cached(0.10),
+            ModelSpec::new(ANY_PROVIDER, "claude-sonnet-4", 200_000, 3.00, 15.00).cached(0.30),
+            ModelSpec::new(ANY_PROVIDER, "claude-haiku-3.5", 200_000, 0.80, 4.00).cached(0.08),
+            ModelSpec::new(ANY_PROVIDER, "gemini-2.0-flash", 1_048_576, 0.10, 0.40).cached(0.025),
+            ModelSpec::new(ANY_PROVIDER, "simulated", 32_768, 0.15, 0.60).cached(0.075),
         ] {
             r.add(spec);
         }

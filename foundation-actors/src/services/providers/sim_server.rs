@@ -81,6 +81,60 @@ struct Shared {
     streams_cancelled: AtomicU64,
     tool_calls: AtomicU64,
     ids: AtomicU64,
+    prompt_cache: std::sync::Mutex<PromptCache>,
+}
+
+/// Prompt prefixes seen, as providers cache them: a request whose conversation starts with one
+/// seen before (its tools and response format, then its messages up to a message boundary)
+/// has that prefix's tokens reported as cached, in blocks of [`CACHE_BLOCK`] tokens once the
+/// prefix is at least [`MIN_CACHED_PROMPT`] (OpenAI's rules; Anthropic caches only marked
+/// prefixes, which the simulated server does not model: it caches alike for both APIs). At
+/// most [`PROMPT_CACHE_ENTRIES`] prefixes, the oldest forgotten first.
+#[derive(Default)]
+struct PromptCache {
+    seen: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+/// The shortest prompt prefix reported as cached, in tokens.
+const MIN_CACHED_PROMPT: u64 = 1024;
+/// Cached tokens are reported in blocks of this many.
+const CACHE_BLOCK: u64 = 128;
+/// Prefixes the simulated server remembers.
+const PROMPT_CACHE_ENTRIES: usize = 16_384;
+
+impl PromptCache {
+    /// The cached prompt tokens of `request`; remembers its prefixes.
+    fn cached_tokens(&mut self, request: &ChatRequest) -> u64 {
+        use foundation_core::hash::stable_hash;
+        let head = serde_json::to_vec(&(&request.tools, &request.response_format)).unwrap_or_default();
+        let mut hash = stable_hash(&head);
+        let mut tokens = super::tokens::request_prompt(request) - super::tokens::prompt(&request.messages)
+            + super::tokens::REQUEST_OVERHEAD;
+        let mut best = 0;
+        let mut prefixes = Vec::with_capacity(request.messages.len());
+        for message in &request.messages {
+            let mut bytes = hash.to_le_bytes().to_vec();
+            bytes.extend(serde_json::to_vec(message).unwrap_or_default());
+            hash = stable_hash(&bytes);
+            tokens += super::tokens::message(message);
+            if self.seen.contains(&hash) {
+                best = tokens;
+            }
+            prefixes.push(hash);
+        }
+        for prefix in prefixes {
+            if self.seen.insert(prefix) {
+                self.order.push_back(prefix);
+                if self.order.len() > PROMPT_CACHE_ENTRIES
+                    && let Some(old) = self.order.pop_front()
+                {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+        if best >= MIN_CACHED_PROMPT { best / CACHE_BLOCK * CACHE_BLOCK } else { 0 }
+    }
 }
 
 impl Shared {
@@ -121,6 +175,7 @@ impl SimulatedProvider {
             streams_cancelled: AtomicU64::new(0),
             tool_calls: AtomicU64::new(0),
             ids: AtomicU64::new(0),
+            prompt_cache: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -248,6 +303,9 @@ async fn serve(
     if let Some(model) = model {
         completion.model = model;
     }
+    let cached =
+        foundation_core::sync::MutexRecover::lock_or_recover(&s.prompt_cache).cached_tokens(&request);
+    completion.usage.cached_prompt_tokens = cached.min(completion.usage.prompt_tokens);
     let id = s.ids.fetch_add(1, Ordering::SeqCst);
     s.tool_calls.fetch_add(completion.tool_calls.len() as u64, Ordering::SeqCst);
     if stream {
