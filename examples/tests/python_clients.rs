@@ -141,6 +141,7 @@ fn the_official_python_clients_work_against_the_simulated_provider() {
         "streamed tool calls",
         "structured outputs (parse)",
         "json schema answers",
+        "embeddings",
         "errors",
         "anthropic messages and tools",
         "anthropic streaming",

@@ -402,3 +402,33 @@ async fn a_repeated_long_prefix_is_reported_and_priced_as_cached() {
         assert!(spec.cost(again.usage) < spec.cost(full), "{name}");
     }
 }
+
+/// Embeddings over HTTP are the simulated embedder's vectors, in the inputs' order, of the
+/// dimensions asked; the limits hold; bad requests are refused before sending.
+#[tokio::test]
+async fn embeddings_come_from_the_server_as_the_simulated_embedder_makes_them() {
+    let mut config = sim(Duration::ZERO, None);
+    config.limits = ProviderLimits { rpm: Some(2), ..Default::default() };
+    let server = server(config).await;
+    let client =
+        OpenAiEmbeddings::new("sim", "embed-sim", Some(server.base_url()), None, Duration::from_secs(10));
+    let texts: Vec<String> =
+        ["What is the capital of France?", "capital of France", "How many legs has a spider?"]
+            .map(String::from)
+            .to_vec();
+    let got = client.embed(&texts).await.unwrap();
+    let here = SimulatedEmbeddings::new("embed-sim", 256).embed(&texts).await.unwrap();
+    assert_eq!(got.vectors, here.vectors);
+    assert_eq!((got.usage, got.model.as_str()), (here.usage, "embed-sim"));
+    let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(cosine(&got.vectors[0], &got.vectors[1]) > cosine(&got.vectors[0], &got.vectors[2]));
+    let short = client.clone().dimensions(32).embed(&texts[..1]).await.unwrap();
+    assert_eq!(short.vectors[0].len(), 32);
+    assert!(matches!(client.embed(&[]).await, Err(LmError::InvalidRequest { .. })));
+    // The third request of the minute (rpm 2; the empty one never left) is refused with the
+    // API's 429.
+    match client.embed(&texts).await {
+        Err(LmError::RateLimited { retry_after, .. }) => assert!(retry_after.is_some()),
+        other => panic!("{other:?}"),
+    }
+}

@@ -190,6 +190,23 @@ def _():
     jsonschema.validate(json.loads(r.choices[0].message.content), schema)
 
 
+@check("embeddings")
+def _():
+    texts = ["What is the capital of France?", "capital of France", "How many legs has a spider?"]
+    # The package asks for base64 by default and decodes it.
+    got = client.embeddings.create(model="embed-sim", input=texts)
+    floats = client.embeddings.create(model="embed-sim", input=texts, encoding_format="float")
+    vectors = [d.embedding for d in got.data]
+    assert [d.index for d in got.data] == [0, 1, 2], got
+    assert all(len(v) == 256 for v in vectors), [len(v) for v in vectors]
+    assert all(abs(a - b) < 1e-6 for v, w in zip(vectors, [d.embedding for d in floats.data]) for a, b in zip(v, w))
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]), vectors
+    assert got.usage.prompt_tokens > 0, got.usage
+    short = client.embeddings.create(model="embed-sim", input="one text", dimensions=32)
+    assert len(short.data[0].embedding) == 32, short
+
+
 @check("errors")
 def _():
     try:

@@ -58,6 +58,7 @@ mod anthropic_format;
 mod call_cache;
 mod catalog;
 mod completion;
+mod embedding;
 mod http_call;
 mod json_schema;
 mod message;
@@ -88,6 +89,9 @@ pub use call_cache::{
 };
 pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
 pub use completion::{Completion, FinishReason, Usage};
+pub use embedding::{
+    EmbeddingModel, Embeddings, MAX_EMBEDDING_INPUTS, OpenAiEmbeddings, SimulatedEmbeddings,
+};
 pub use http_call::STREAM_DEADLINE_FACTOR;
 pub use message::{ChatMessage, ContentPart, Role, ToolCall};
 pub use model::{BoxFuture, LanguageModel, LmError};

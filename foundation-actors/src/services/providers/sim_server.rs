@@ -182,6 +182,7 @@ impl SimulatedProvider {
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
             .route("/v1/messages", axum::routing::post(messages))
+            .route("/v1/embeddings", axum::routing::post(embeddings))
             .with_state(shared.clone());
         let limits = foundation_core::http::HttpLimits::default();
         let task = tokio::spawn(foundation_core::http::serve(listener, app, limits, std::future::pending()));
@@ -263,6 +264,92 @@ async fn messages(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             error(Api::Anthropic, StatusCode::BAD_REQUEST, &e, HeaderMap::new())
         }
     }
+}
+
+/// The most numbers a simulated embedding has.
+const MAX_EMBEDDING_DIMS: usize = 4096;
+/// Numbers in a simulated embedding unless the request asks otherwise.
+const DEFAULT_EMBEDDING_DIMS: usize = 256;
+
+/// `POST /v1/embeddings`: the [`SimulatedEmbeddings`](super::SimulatedEmbeddings) of the
+/// inputs, as floats or (`encoding_format: "base64"`, what the Python package asks for) as
+/// little-endian `f32`s in base64; charged against the limits like a chat request.
+async fn embeddings(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let bad = |s: &Shared, message: String| {
+        s.bad_requests.fetch_add(1, Ordering::SeqCst);
+        error(Api::OpenAi, StatusCode::BAD_REQUEST, &message, HeaderMap::new())
+    };
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(&s, format!("invalid request: {e}")),
+    };
+    let inputs: Vec<String> = match request.get("input") {
+        Some(serde_json::Value::String(one)) => vec![one.clone()],
+        Some(serde_json::Value::Array(many)) if many.iter().all(serde_json::Value::is_string) => {
+            many.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+        }
+        Some(serde_json::Value::Array(_)) => {
+            return bad(&s, "input: token arrays are not served; send texts".into());
+        }
+        _ => return bad(&s, "input must be a text or an array of texts".into()),
+    };
+    if inputs.is_empty() || inputs.len() > super::MAX_EMBEDDING_INPUTS {
+        return bad(&s, format!("{} inputs; 1 to {} a request", inputs.len(), super::MAX_EMBEDDING_INPUTS));
+    }
+    let dims = match request.get("dimensions").map(serde_json::Value::as_u64) {
+        None => DEFAULT_EMBEDDING_DIMS,
+        Some(Some(d)) if (1..=MAX_EMBEDDING_DIMS as u64).contains(&d) => d as usize,
+        Some(_) => return bad(&s, format!("dimensions must be 1 to {MAX_EMBEDDING_DIMS}")),
+    };
+    let base64 = match request.get("encoding_format").and_then(serde_json::Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return bad(&s, format!("encoding_format {other:?} is not float or base64")),
+    };
+    let model = request
+        .get("model")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("simulated-embeddings")
+        .to_string();
+    let (vectors, usage) = super::SimulatedEmbeddings::new(model.clone(), dims).vectors(&inputs);
+    let mut headers = HeaderMap::new();
+    if let Some(limiter) = &s.limiter {
+        let cost = s.limits.cost(TokenCost { input: usage.prompt_tokens, output: 0 });
+        let granted = limiter.try_acquire(&cost);
+        rate_headers(&s, Api::OpenAi, limiter, &mut headers);
+        if let Err(RateLimitError::WouldWait { dimension, retry_in }) = granted {
+            s.rate_limited.fetch_add(1, Ordering::SeqCst);
+            let wait = retry_in.unwrap_or_default();
+            insert(&mut headers, "retry-after", format!("{:.3}", wait.as_secs_f64()));
+            let message = format!(
+                "Rate limit reached for {dimension} per min. Please try again in {}ms.",
+                wait.as_millis().max(1)
+            );
+            return error(Api::OpenAi, StatusCode::TOO_MANY_REQUESTS, &message, headers);
+        }
+    }
+    s.count_served(&usage);
+    let data: Vec<serde_json::Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                serde_json::json!(v)
+            };
+            serde_json::json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let body = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+    });
+    (StatusCode::OK, headers, axum::Json(body)).into_response()
 }
 
 async fn serve(
