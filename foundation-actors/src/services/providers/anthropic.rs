@@ -54,12 +54,14 @@ impl AnthropicClient {
         api_key: Option<String>,
         timeout: Duration,
     ) -> Self {
-        let base_url = base_url
-            .or_else(|| std::env::var(ENV_ANTHROPIC_BASE_URL).ok())
-            .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_string());
-        let base_url = base_url.trim_end_matches('/');
-        let base_url = base_url.strip_suffix("/v1").unwrap_or(base_url).to_string();
-        let api_key = api_key.or_else(|| std::env::var(ENV_ANTHROPIC_API_KEY).ok()).filter(|k| !k.is_empty());
+        let (base_url, api_key) = super::http_call::resolve(
+            base_url,
+            ENV_ANTHROPIC_BASE_URL,
+            DEFAULT_ANTHROPIC_BASE_URL,
+            api_key,
+            ENV_ANTHROPIC_API_KEY,
+        );
+        let base_url = base_url.strip_suffix("/v1").unwrap_or(&base_url).to_string();
         AnthropicClient {
             endpoint: Endpoint::new(provider.into(), timeout),
             model: model.into(),

@@ -110,14 +110,17 @@ impl OpenAiEmbeddings {
         api_key: Option<String>,
         timeout: Duration,
     ) -> Self {
-        let base_url = base_url
-            .or_else(|| std::env::var(super::ENV_BASE_URL).ok())
-            .unwrap_or_else(|| super::DEFAULT_BASE_URL.to_string());
-        let api_key = api_key.or_else(|| std::env::var(super::ENV_API_KEY).ok()).filter(|k| !k.is_empty());
+        let (base_url, api_key) = super::http_call::resolve(
+            base_url,
+            super::ENV_BASE_URL,
+            super::DEFAULT_BASE_URL,
+            api_key,
+            super::ENV_API_KEY,
+        );
         OpenAiEmbeddings {
             endpoint: Endpoint::new(provider.into(), timeout),
             model: model.into(),
-            url: format!("{}/embeddings", base_url.trim_end_matches('/')),
+            url: format!("{base_url}/embeddings"),
             api_key,
             dimensions: None,
         }

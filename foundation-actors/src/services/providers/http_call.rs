@@ -142,6 +142,20 @@ impl Endpoint {
     }
 }
 
+/// Where a client goes and with what key: the given base URL, else the environment variable
+/// `env_url`, else `default` (trailing `/` removed); the given key, else `env_key` (empty: none).
+pub(crate) fn resolve(
+    base_url: Option<String>,
+    env_url: &str,
+    default: &str,
+    api_key: Option<String>,
+    env_key: &str,
+) -> (String, Option<String>) {
+    let base_url = base_url.or_else(|| std::env::var(env_url).ok()).unwrap_or_else(|| default.to_string());
+    let api_key = api_key.or_else(|| std::env::var(env_key).ok()).filter(|k| !k.is_empty());
+    (base_url.trim_end_matches('/').to_string(), api_key)
+}
+
 /// OpenAI's token 429s say "Please try again in 976ms" instead of sending `retry-after`.
 pub(crate) fn try_again_in(body: &str) -> Option<Duration> {
     let at = body.find("try again in ")? + "try again in ".len();

@@ -47,14 +47,12 @@ impl OpenAiClient {
         api_key: Option<String>,
         timeout: Duration,
     ) -> Self {
-        let base_url = base_url
-            .or_else(|| std::env::var(ENV_BASE_URL).ok())
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let api_key = api_key.or_else(|| std::env::var(ENV_API_KEY).ok()).filter(|k| !k.is_empty());
+        let (base_url, api_key) =
+            super::http_call::resolve(base_url, ENV_BASE_URL, DEFAULT_BASE_URL, api_key, ENV_API_KEY);
         OpenAiClient {
             endpoint: Endpoint::new(provider.into(), timeout),
             model: model.into(),
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_url,
             api_key,
         }
     }

@@ -318,14 +318,7 @@ async fn embeddings(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         let granted = limiter.try_acquire(&cost);
         rate_headers(&s, Api::OpenAi, limiter, &mut headers);
         if let Err(RateLimitError::WouldWait { dimension, retry_in }) = granted {
-            s.rate_limited.fetch_add(1, Ordering::SeqCst);
-            let wait = retry_in.unwrap_or_default();
-            insert(&mut headers, "retry-after", format!("{:.3}", wait.as_secs_f64()));
-            let message = format!(
-                "Rate limit reached for {dimension} per min. Please try again in {}ms.",
-                wait.as_millis().max(1)
-            );
-            return error(Api::OpenAi, StatusCode::TOO_MANY_REQUESTS, &message, headers);
+            return too_many(&s, Api::OpenAi, &dimension, retry_in, headers);
         }
     }
     s.count_served(&usage);
@@ -375,14 +368,7 @@ async fn serve(
             // Rate buckets keep what a permit paid when it is dropped.
             Ok(_paid) => {}
             Err(RateLimitError::WouldWait { dimension, retry_in }) => {
-                s.rate_limited.fetch_add(1, Ordering::SeqCst);
-                let wait = retry_in.unwrap_or_default();
-                insert(&mut headers, "retry-after", format!("{:.3}", wait.as_secs_f64()));
-                let message = format!(
-                    "Rate limit reached for {dimension} per min. Please try again in {}ms.",
-                    wait.as_millis().max(1)
-                );
-                return error(api, StatusCode::TOO_MANY_REQUESTS, &message, headers);
+                return too_many(&s, api, &dimension, retry_in, headers);
             }
             Err(e) => return error(api, StatusCode::BAD_REQUEST, &e.to_string(), headers),
         }
@@ -520,6 +506,24 @@ fn stream_response(
     headers.insert("content-type", HeaderValue::from_static("text/event-stream"));
     headers.insert("cache-control", HeaderValue::from_static("no-cache"));
     (StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response()
+}
+
+/// A 429: `retry-after` (fractional seconds) and OpenAI's "Please try again in …" message.
+fn too_many(
+    s: &Shared,
+    api: Api,
+    dimension: &str,
+    retry_in: Option<std::time::Duration>,
+    mut headers: HeaderMap,
+) -> Response {
+    s.rate_limited.fetch_add(1, Ordering::SeqCst);
+    let wait = retry_in.unwrap_or_default();
+    insert(&mut headers, "retry-after", format!("{:.3}", wait.as_secs_f64()));
+    let message = format!(
+        "Rate limit reached for {dimension} per min. Please try again in {}ms.",
+        wait.as_millis().max(1)
+    );
+    error(api, StatusCode::TOO_MANY_REQUESTS, &message, headers)
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
