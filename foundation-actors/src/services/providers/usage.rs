@@ -102,6 +102,26 @@ impl UsageLedger {
         rows.entry(key).or_default().add(&delta);
     }
 
+    /// The metrics of a call that used tokens: its outcome, its tokens, its cost.
+    fn count(key: &UsageKey, outcome: &'static str, usage: Usage, cost_usd: f64) {
+        let labels = [
+            ("provider", key.provider.clone()),
+            ("model", key.model.clone()),
+            ("tenant", key.tenant.clone()),
+        ];
+        let with = |name: &'static str, value: &'static str| {
+            let mut l = labels.to_vec();
+            l.push((name, value.to_string()));
+            l
+        };
+        metrics::counter!("foundation_llm_requests_total", &with("outcome", outcome)).increment(1);
+        metrics::counter!("foundation_llm_tokens_total", &with("kind", "prompt"))
+            .increment(usage.prompt_tokens);
+        metrics::counter!("foundation_llm_tokens_total", &with("kind", "completion"))
+            .increment(usage.completion_tokens);
+        metrics::gauge!("foundation_llm_cost_usd_total", &labels).increment(cost_usd);
+    }
+
     /// Records an answered call.
     pub fn record_success(
         &self,
@@ -113,21 +133,7 @@ impl UsageLedger {
         latency: Duration,
     ) {
         let key = Self::key(provider, model, tenant);
-        let labels = [
-            ("provider", key.provider.clone()),
-            ("model", key.model.clone()),
-            ("tenant", key.tenant.clone()),
-        ];
-        let mut ok = labels.to_vec();
-        ok.push(("outcome", "ok".to_string()));
-        metrics::counter!("foundation_llm_requests_total", &ok).increment(1);
-        let mut prompt = labels.to_vec();
-        prompt.push(("kind", "prompt".to_string()));
-        metrics::counter!("foundation_llm_tokens_total", &prompt).increment(usage.prompt_tokens);
-        let mut completion = labels.to_vec();
-        completion.push(("kind", "completion".to_string()));
-        metrics::counter!("foundation_llm_tokens_total", &completion).increment(usage.completion_tokens);
-        metrics::gauge!("foundation_llm_cost_usd_total", &labels).increment(cost_usd);
+        Self::count(&key, "ok", usage, cost_usd);
         metrics::histogram!("foundation_llm_request_seconds", "provider" => key.provider.clone(), "model" => key.model.clone())
             .record(latency.as_secs_f64());
         let delta = UsageTotals {
@@ -161,21 +167,7 @@ impl UsageLedger {
         failed: bool,
     ) {
         let key = Self::key(provider, model, tenant);
-        let labels = [
-            ("provider", key.provider.clone()),
-            ("model", key.model.clone()),
-            ("tenant", key.tenant.clone()),
-        ];
-        let mut outcome = labels.to_vec();
-        outcome.push(("outcome", if failed { "error" } else { "cancelled" }.to_string()));
-        metrics::counter!("foundation_llm_requests_total", &outcome).increment(1);
-        let mut prompt = labels.to_vec();
-        prompt.push(("kind", "prompt".to_string()));
-        metrics::counter!("foundation_llm_tokens_total", &prompt).increment(usage.prompt_tokens);
-        let mut completion = labels.to_vec();
-        completion.push(("kind", "completion".to_string()));
-        metrics::counter!("foundation_llm_tokens_total", &completion).increment(usage.completion_tokens);
-        metrics::gauge!("foundation_llm_cost_usd_total", &labels).increment(cost_usd);
+        Self::count(&key, if failed { "error" } else { "cancelled" }, usage, cost_usd);
         let delta = UsageTotals {
             failures: u64::from(failed),
             cut: 1,
