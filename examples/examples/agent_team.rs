@@ -144,11 +144,11 @@ impl Agent for Worker {
 
 /// The workers' typed tools: arguments and results are serde types.
 fn tools() -> anyhow::Result<Tools> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     struct Numbers {
         numbers: Vec<i64>,
     }
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     struct Text {
         text: String,
     }

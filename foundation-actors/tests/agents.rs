@@ -11,7 +11,7 @@ use foundation_actors::providers::{ChatMessage, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 struct Search {
     query: String,
     limit: usize,
@@ -35,7 +35,7 @@ fn tools() -> Tools {
                 .collect::<Vec<_>>())
         })
         .unwrap()
-        .register("clock.now", "the time, as a fixed string in tests", |_: ()| async {
+        .register("clock_now", "the time, as a fixed string in tests", |_: ()| async {
             Ok::<_, foundation_core::BoxError>("12:00")
         })
         .unwrap();
@@ -45,10 +45,10 @@ fn tools() -> Tools {
 #[tokio::test]
 async fn tools_are_called_by_name_with_json_or_typed_arguments() {
     let tools = tools();
-    assert_eq!(tools.names(), ["clock.now", "search"]);
+    assert_eq!(tools.names(), ["clock_now", "search"]);
     assert_eq!(
         tools.describe(),
-        "clock.now: the time, as a fixed string in tests\nsearch: finds documents by keyword"
+        "clock_now: the time, as a fixed string in tests\nsearch: finds documents by keyword"
     );
 
     let hits = tools.call("search", json!({"query": "crdt", "limit": 2})).await.unwrap();
@@ -56,9 +56,9 @@ async fn tools_are_called_by_name_with_json_or_typed_arguments() {
     let typed: Vec<Hit> =
         tools.call_typed("search", &Search { query: "raft".into(), limit: 1 }).await.unwrap();
     assert_eq!(typed, [Hit { title: "raft #0".into(), score: 1.0 }]);
-    assert_eq!(tools.call("clock.now", json!(null)).await.unwrap(), "12:00");
+    assert_eq!(tools.call("clock_now", json!(null)).await.unwrap(), "12:00");
     // A clone shares the tools.
-    assert_eq!(tools.clone().call("clock.now", json!(null)).await.unwrap(), "12:00");
+    assert_eq!(tools.clone().call("clock_now", json!(null)).await.unwrap(), "12:00");
 }
 
 #[tokio::test]
@@ -66,7 +66,7 @@ async fn bad_calls_get_errors_that_name_the_tool_and_the_field() {
     let tools = tools();
     match tools.call("serach", json!({})).await {
         Err(ToolError::Unknown { name, known }) => {
-            assert_eq!((name.as_str(), known), ("serach", vec!["clock.now".into(), "search".into()]))
+            assert_eq!((name.as_str(), known), ("serach", vec!["clock_now".into(), "search".into()]))
         }
         other => panic!("expected an unknown tool, got {other:?}"),
     }
@@ -75,7 +75,7 @@ async fn bad_calls_get_errors_that_name_the_tool_and_the_field() {
     assert!(bad.to_string().contains("limit"), "the field is named: {bad}");
     let failed = tools.call("search", json!({"query": "", "limit": 1})).await.unwrap_err();
     assert_eq!(failed.to_string(), "tool `search` failed: an empty query finds nothing");
-    let wrong_result: Result<u32, _> = tools.call_typed("clock.now", &()).await;
+    let wrong_result: Result<u32, _> = tools.call_typed("clock_now", &()).await;
     assert!(matches!(wrong_result, Err(ToolError::BadResult { .. })));
 
     let mut more = tools.clone();
@@ -151,7 +151,7 @@ async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut check: imp
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct Sum {
     a: i64,
     b: i64,
@@ -487,7 +487,7 @@ async fn tools_served_by_a_tool_server_are_called_by_name_through_the_registry()
     // The server is registered with a capability per tool.
     let servers = registry.discover(&Query::new().capability("tool:search"));
     assert_eq!(servers.len(), 1);
-    assert!(servers[0].capabilities.contains("tool:clock.now"));
+    assert!(servers[0].capabilities.contains("tool:clock_now"));
 
     let agent = AgentSpec::new("librarian", || ToolUser).tools(adder()).start(&registry).await.unwrap();
     let call = |tool: &str, args| agent.ask(UseTool { tool: tool.into(), args }, ASK);
@@ -504,17 +504,17 @@ async fn tools_served_by_a_tool_server_are_called_by_name_through_the_registry()
     assert!(bad.to_string().contains("bad arguments") && bad.to_string().contains("limit"), "{bad}");
     let unknown = call("serach", json!({})).await.unwrap_err();
     assert!(
-        unknown.to_string().contains("unknown tool `serach`; known tools: add, clock.now, search"),
+        unknown.to_string().contains("unknown tool `serach`; known tools: add, clock_now, search"),
         "{unknown}"
     );
 
     // Any code may call a served tool; once the server stops, the tool is unknown.
-    let now = ToolServer::call(&registry, "clock.now", json!(null), ASK).await.unwrap();
+    let now = ToolServer::call(&registry, "clock_now", json!(null), ASK).await.unwrap();
     assert_eq!(now, "12:00");
     server.stop().await;
-    let gone = ToolServer::call(&registry, "clock.now", json!(null), ASK).await.unwrap_err();
+    let gone = ToolServer::call(&registry, "clock_now", json!(null), ASK).await.unwrap_err();
     assert!(
-        matches!(&gone, AgentError::Tool(ToolError::Unknown { name, .. }) if name == "clock.now"),
+        matches!(&gone, AgentError::Tool(ToolError::Unknown { name, .. }) if name == "clock_now"),
         "{gone:?}"
     );
     agent.stop().await;

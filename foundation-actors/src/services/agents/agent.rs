@@ -64,6 +64,7 @@ pub(crate) struct Shared {
     pub(crate) capabilities: Vec<String>,
     pub(crate) max_message_bytes: usize,
     pub(crate) tool_timeout: Duration,
+    pub(crate) remote_tools: Vec<String>,
 }
 
 /// How to run an agent: its name, a factory for its state, its model, tools, memory and
@@ -90,6 +91,7 @@ pub struct AgentSpec<A: Agent> {
     capabilities: Vec<String>,
     max_message_bytes: usize,
     tool_timeout: Duration,
+    remote_tools: Vec<String>,
 }
 
 impl<A: Agent> Clone for AgentSpec<A> {
@@ -103,6 +105,7 @@ impl<A: Agent> Clone for AgentSpec<A> {
             capabilities: self.capabilities.clone(),
             max_message_bytes: self.max_message_bytes,
             tool_timeout: self.tool_timeout,
+            remote_tools: self.remote_tools.clone(),
         }
     }
 }
@@ -132,6 +135,7 @@ impl<A: Agent> AgentSpec<A> {
             capabilities: Vec::new(),
             max_message_bytes: DEFAULT_MAX_FRAME_BYTES,
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            remote_tools: Vec::new(),
         }
     }
 
@@ -151,6 +155,15 @@ impl<A: Agent> AgentSpec<A> {
     /// [`AgentContext::call_tool`]).
     pub fn tools(mut self, tools: Tools) -> Self {
         self.tools = tools;
+        self
+    }
+
+    /// Adds tools served by [`ToolServer`](super::ToolServer)s on any node that its tool loop
+    /// ([`AgentContext::run_tools`]) offers the model besides its own tools (an own tool of the
+    /// same name wins). A named tool no live server offers when a loop starts is left out of
+    /// that loop (and listed in its [`ToolRun::unavailable`](super::ToolRun::unavailable)).
+    pub fn remote_tools<N: Into<String>>(mut self, names: impl IntoIterator<Item = N>) -> Self {
+        self.remote_tools.extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -204,6 +217,9 @@ impl<A: Agent> AgentSpec<A> {
         let mut capabilities = self.capabilities.clone();
         capabilities.sort();
         capabilities.dedup();
+        let mut remote_tools = self.remote_tools.clone();
+        remote_tools.sort();
+        remote_tools.dedup();
         Ok(Arc::new(Shared {
             name: self.name.clone(),
             model: self.model.clone(),
@@ -212,6 +228,7 @@ impl<A: Agent> AgentSpec<A> {
             capabilities,
             max_message_bytes: self.max_message_bytes,
             tool_timeout: self.tool_timeout,
+            remote_tools,
         }))
     }
 

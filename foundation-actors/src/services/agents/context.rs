@@ -20,10 +20,14 @@ use crate::registry::ServiceRegistry;
 /// One context per start of the agent: its memory starts as the spec's and lives until the
 /// agent stops or crashes.
 pub struct AgentContext {
-    shared: Arc<Shared>,
-    memory: Memory,
-    registry: ServiceRegistry,
+    pub(super) shared: Arc<Shared>,
+    pub(super) memory: Memory,
+    pub(super) registry: ServiceRegistry,
     myself: ActorCell,
+    /// Specs of tools served elsewhere, by name, with when they were asked for (see
+    /// [`run_tools`](Self::run_tools)).
+    pub(super) served_specs:
+        std::collections::HashMap<String, (crate::providers::ToolSpec, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for AgentContext {
@@ -37,7 +41,13 @@ impl std::fmt::Debug for AgentContext {
 
 impl AgentContext {
     pub(crate) fn new(shared: Arc<Shared>, registry: ServiceRegistry, myself: ActorCell) -> Self {
-        AgentContext { memory: shared.memory.clone(), shared, registry, myself }
+        AgentContext {
+            memory: shared.memory.clone(),
+            shared,
+            registry,
+            myself,
+            served_specs: std::collections::HashMap::new(),
+        }
     }
 
     /// The agent's name.

@@ -91,6 +91,15 @@ pub enum AgentError {
         /// The agent.
         agent: String,
     },
+    /// A tool loop ([`AgentContext::run_tools`](super::AgentContext::run_tools)) reached its
+    /// step limit with the model still calling tools. The exchanges are in the agent's memory.
+    #[error("agent `{agent}`: the model was still calling tools after {steps} steps (the loop's limit)")]
+    StepLimit {
+        /// The agent.
+        agent: String,
+        /// The steps taken (model calls).
+        steps: usize,
+    },
     /// An error a step reports in its own words (see [`AgentError::step`]).
     #[error("{0}")]
     Step(String),

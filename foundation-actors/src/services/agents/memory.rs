@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::providers::ChatMessage;
+use crate::providers::{ChatMessage, Role};
 
 /// [`Memory::new`] was given a window of 0 messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -58,8 +58,11 @@ impl Memory {
     }
 
     /// The system prompt, then the recent messages, oldest first: a model's conversation.
+    /// Tool results at the window's start are left out: the assistant message that asked for
+    /// them was forgotten, and model APIs refuse a tool result without its call.
     pub fn messages(&self) -> Vec<ChatMessage> {
-        self.system.iter().chain(self.recent.iter()).cloned().collect()
+        let recent = self.recent.iter().skip_while(|m| m.role == Role::Tool);
+        self.system.iter().chain(recent).cloned().collect()
     }
 
     /// How many messages were forgotten.

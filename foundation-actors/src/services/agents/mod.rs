@@ -89,6 +89,7 @@ mod error;
 mod handle;
 mod memory;
 mod remote_tools;
+mod tool_loop;
 mod tools;
 
 pub use agent::{Agent, AgentHandle, AgentSpec, DEFAULT_MEMORY_WINDOW};
@@ -99,5 +100,9 @@ pub use memory::{EmptyWindow, Memory};
 pub use remote_tools::{
     DEFAULT_TOOL_TIMEOUT, MAX_CONCURRENT_TOOL_CALLS, TOOL_SERVICE, ToolServer, ToolServerHandle,
     tool_capability,
+};
+pub use tool_loop::{
+    DEFAULT_MAX_TOOL_STEPS, LoopEvent, MAX_CALLS_PER_STEP, MAX_TOOL_RESULT_BYTES, SERVED_SPEC_TTL,
+    ToolCallRecord, ToolLoop, ToolOutcome, ToolPlace, ToolRun, ToolStep,
 };
 pub use tools::{MAX_TOOL_NAME, ToolError, Tools};

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::error::AgentError;
 use super::handle::{catch_panic, pick};
 use super::tools::{ToolError, Tools};
+use crate::providers::ToolSpec;
 use crate::registry::{InstanceId, Query, ServiceRegistry};
 use crate::supervision::{ChildSpec, Strategy, Supervisor, SupervisorExit, SupervisorHandle, SupervisorSpec};
 use crate::wire::Wire;
@@ -57,11 +58,17 @@ pub(crate) type WireResult = Result<String, ToolError>;
 pub(crate) enum RemoteToolMsg {
     #[rpc]
     Call(Wire<ToolCall>, RpcReplyPort<Wire<WireResult>>),
+    /// The served tools' specs, as the JSON text of a `Vec<ToolSpec>` (their schemas are JSON
+    /// values, which the binary encoding cannot carry).
+    #[rpc]
+    Specs(RpcReplyPort<Wire<String>>),
 }
 
 pub(crate) enum ToolServerMsg {
     /// A call from this process: the JSON value itself.
     Local { tool: String, args: Value, reply: RpcReplyPort<Result<Value, ToolError>> },
+    /// The specs, asked in this process.
+    LocalSpecs(RpcReplyPort<Vec<ToolSpec>>),
     /// A call from another node.
     Remote(RemoteToolMsg),
 }
@@ -75,7 +82,7 @@ impl ractor::Message for ToolServerMsg {
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         match self {
             ToolServerMsg::Remote(msg) => ractor::Message::serialize(msg),
-            ToolServerMsg::Local { .. } => Err(BoxedDowncastErr),
+            ToolServerMsg::Local { .. } | ToolServerMsg::LocalSpecs(_) => Err(BoxedDowncastErr),
         }
     }
 
@@ -214,6 +221,53 @@ pub(crate) async fn call_served(
         .map_err(|e| ToolError::BadResult { tool: tool.to_string(), source: Cause::new(e) }.into())
 }
 
+/// The spec of each tool in `names` that a live, healthy tool server offers (asked of one
+/// server per tool, each server once, concurrently, waiting up to `timeout`); tools no server
+/// offers, or whose server did not answer, are left out.
+pub(crate) async fn served_specs(
+    registry: &ServiceRegistry,
+    names: &[String],
+    timeout: Duration,
+) -> Vec<ToolSpec> {
+    let mut by_server: Vec<(ractor::ActorCell, Vec<&str>)> = Vec::new();
+    for name in names {
+        let servers: Vec<_> = registry
+            .discover(&Query::new().name(TOOL_SERVICE).capability(tool_capability(name)))
+            .into_iter()
+            .filter(|i| i.healthy)
+            .collect();
+        let Some(server) = pick(servers) else { continue };
+        match by_server.iter_mut().find(|(cell, _)| cell.get_id() == server.actor.get_id()) {
+            Some((_, wanted)) => wanted.push(name),
+            None => by_server.push((server.actor, vec![name])),
+        }
+    }
+    let asks = by_server.into_iter().map(|(cell, wanted)| async move {
+        let actor: ActorRef<ToolServerMsg> = cell.into();
+        let specs = if actor.get_id().is_local() {
+            match actor.call(ToolServerMsg::LocalSpecs, Some(timeout)).await {
+                Ok(CallResult::Success(specs)) => specs,
+                _ => Vec::new(),
+            }
+        } else {
+            let call = |reply| ToolServerMsg::Remote(RemoteToolMsg::Specs(reply));
+            match actor.call(call, Some(timeout)).await {
+                Ok(CallResult::Success(frame)) => frame
+                    .into_inner()
+                    .ok()
+                    .and_then(|json| serde_json::from_str::<Vec<ToolSpec>>(&json).ok())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        specs.into_iter().filter(|s| wanted.contains(&s.name.as_str())).collect::<Vec<_>>()
+    });
+    let mut specs: Vec<ToolSpec> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    specs.dedup_by(|a, b| a.name == b.name);
+    specs
+}
+
 /// A call's outcome as a tool error if there was no answer.
 fn reply<R, E>(result: Result<CallResult<R>, E>, tool: &str, timeout: Duration) -> Result<R, ToolError> {
     let unreachable = |reason: String| ToolError::Unreachable { tool: tool.to_string(), reason };
@@ -272,6 +326,24 @@ impl Actor for ToolServerActor {
         msg: ToolServerMsg,
         serving: &mut Serving,
     ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ToolServerMsg::LocalSpecs(reply) => {
+                let _ = reply.send(self.tools.specs());
+                Ok(())
+            }
+            ToolServerMsg::Remote(RemoteToolMsg::Specs(reply)) => {
+                let specs = serde_json::to_string(&self.tools.specs()).unwrap_or_else(|_| "[]".into());
+                let frame = Wire::encode_or(&specs, self.max_message_bytes, |_| "[]".to_string());
+                let _ = reply.send(frame);
+                Ok(())
+            }
+            msg => self.run(msg, serving).await,
+        }
+    }
+}
+
+impl ToolServerActor {
+    async fn run(&self, msg: ToolServerMsg, serving: &mut Serving) -> Result<(), ActorProcessingErr> {
         // Waiting here for a free slot holds further calls in the mailbox: at most
         // MAX_CONCURRENT_TOOL_CALLS tasks. The semaphore is never closed.
         let Ok(permit) = serving.calls.clone().acquire_owned().await else { return Ok(()) };
@@ -307,6 +379,7 @@ impl Actor for ToolServerActor {
                     .instrument(span),
                 );
             }
+            ToolServerMsg::LocalSpecs(_) | ToolServerMsg::Remote(RemoteToolMsg::Specs(_)) => {}
         }
         Ok(())
     }
@@ -363,7 +436,7 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(20);
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     struct Add {
         a: i64,
         b: i64,
@@ -401,6 +474,19 @@ mod tests {
         assert!(matches!(&err, ToolError::BadArguments { tool, .. } if tool == "add"), "{err:?}");
         let err = through_bytes(&actor, "sub", "{}").await.unwrap_err();
         assert!(matches!(&err, ToolError::Unknown { name, known } if name == "sub" && known == &["add"]));
+
+        // The specs, asked as another node asks: JSON text, schemas included.
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let msg = ToolServerMsg::Remote(RemoteToolMsg::Specs(RpcReplyPort::from((tx, WAIT))));
+        let bytes = ractor::Message::serialize(msg).unwrap();
+        actor.send_message(<ToolServerMsg as ractor::Message>::deserialize(bytes).unwrap()).unwrap();
+        let specs: Vec<ToolSpec> = serde_json::from_str(&rx.await.unwrap().into_inner().unwrap()).unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!((specs[0].name.as_str(), specs[0].description.as_str()), ("add", "adds"));
+        assert_eq!(specs[0].parameters["required"], serde_json::json!(["a", "b"]));
+        // And as this process asks them, for the named tools only.
+        let found = served_specs(&registry, &["add".to_string(), "sub".to_string()], WAIT).await;
+        assert_eq!(found, specs);
         server.stop().await;
     }
 }

@@ -38,25 +38,10 @@ impl Hints {
     /// A guess for a string property from the free text: `property: value` or `property=value`
     /// in it, else its last capitalized word that does not start a sentence, else its last word.
     fn guess(&self, property: &str) -> String {
-        let text = &self.text;
-        // ASCII lower-casing keeps byte offsets, so a place found in `lower` is one in `text`.
-        let lower = text.to_ascii_lowercase();
-        for sep in [": ", "=", " is "] {
-            let needle = format!("{}{sep}", property.to_ascii_lowercase());
-            if let Some(at) = lower.find(&needle) {
-                let rest = &text[at + needle.len()..];
-                let value: String = rest
-                    .split([',', '\n', ';', '?', '!'])
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .trim_end_matches('.')
-                    .to_string();
-                if !value.is_empty() {
-                    return value;
-                }
-            }
+        if let Some(value) = self.explicit(property) {
+            return value;
         }
+        let text = &self.text;
         let words: Vec<&str> = text.split_whitespace().collect();
         let clean = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string();
         let capitalized = words.iter().enumerate().rev().find(|(i, w)| {
@@ -68,6 +53,34 @@ impl Hints {
             Some((_, w)) => clean(w),
             None => words.last().map(|w| clean(w)).unwrap_or_default(),
         }
+    }
+}
+
+impl Hints {
+    /// `property: value`, `property=value` or `property is value` in the free text (the first
+    /// whole-word mention).
+    fn explicit(&self, property: &str) -> Option<String> {
+        let text = &self.text;
+        // ASCII lower-casing keeps byte offsets, so a place found in `lower` is one in `text`.
+        let lower = text.to_ascii_lowercase();
+        for sep in [": ", "=", " is "] {
+            let needle = format!("{}{sep}", property.to_ascii_lowercase());
+            let whole_word = |at: usize| at == 0 || !lower.as_bytes()[at - 1].is_ascii_alphanumeric();
+            if let Some((at, _)) = lower.match_indices(&needle).find(|(at, _)| whole_word(*at)) {
+                let rest = &text[at + needle.len()..];
+                let value: String = rest
+                    .split([',', '\n', ';', '?', '!'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_end_matches('.')
+                    .to_string();
+                if !value.is_empty() {
+                    return Some(value);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -167,6 +180,7 @@ fn build(
             let max = schema.get("maximum").and_then(Value::as_f64);
             let mut n = named
                 .and_then(|v| v.trim().parse::<f64>().ok())
+                .or_else(|| hints.explicit(property).and_then(|v| v.parse::<f64>().ok()))
                 .or_else(|| first_number(&hints.text))
                 .unwrap_or(0.0);
             if let Some(min) = min {

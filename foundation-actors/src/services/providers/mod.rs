@@ -70,6 +70,7 @@ mod provider;
 mod remote;
 mod request;
 mod router;
+mod schema_check;
 #[cfg(feature = "sim-server")]
 mod sim_server;
 mod simulated;
@@ -107,6 +108,7 @@ pub use request::{
     ChatRequest, DEFAULT_MAX_TOKENS, MAX_MAX_TOKENS, MAX_STOP_SEQUENCES, ResponseFormat, ToolChoice, ToolSpec,
 };
 pub use router::{ConfigFollower, LlmRouter};
+pub use schema_check::{SchemaViolation, check_against_schema};
 #[cfg(feature = "sim-server")]
 pub use sim_server::{ServerStats, SimServerConfig, SimulatedProvider};
 pub use simulated::{

@@ -126,7 +126,9 @@ impl SimulatedModel {
     ///   one named, or the one whose name and description are most like the last user message
     ///   (for `auto`, only if similar enough, and not right after a tool's answer). Its arguments
     ///   satisfy the tool's parameter schema, filled from the message (`city: Paris`, or its
-    ///   last capitalized word). After tools answered, it replies with what they said.
+    ///   last capitalized word). A question of several clauses, each most like a different
+    ///   tool, gets one call per clause at once (parallel calls). After tools answered, it
+    ///   replies with what they said.
     /// - **Structured output.** With a JSON-schema response format, the text is a JSON value
     ///   satisfying the schema, its properties taken from the structured answer's fields of the
     ///   same name (or guessed from the question); `json_object` gives `{"answer": …}`.
@@ -148,17 +150,26 @@ impl SimulatedModel {
             self.config.model.clone(),
             self.config.provider.clone(),
         );
-        if let Some(tool) = self.pick_tool(request, &last_user, after_tools) {
-            let hints = json_schema::Hints { named: Vec::new(), text: last_user.clone() };
-            let arguments = json_schema::generate(&tool.parameters, &hints);
-            let mut h = Fnv::new(self.config.seed);
-            h.write(text.as_bytes());
-            h.write(tool.name.as_bytes());
-            completion.tool_calls.push(ToolCall {
-                id: format!("call_{:016x}", h.finish()),
-                name: tool.name.clone(),
-                arguments: arguments.to_string(),
-            });
+        let mut calls = self.pick_parallel(request, &last_user, after_tools);
+        if calls.is_empty()
+            && let Some(tool) = self.pick_tool(request, &last_user, after_tools)
+        {
+            calls.push((tool, last_user.as_str()));
+        }
+        if !calls.is_empty() {
+            for (tool, clause) in calls {
+                let hints = json_schema::Hints { named: Vec::new(), text: clause.to_string() };
+                let arguments = json_schema::generate(&tool.parameters, &hints);
+                let mut h = Fnv::new(self.config.seed);
+                h.write(text.as_bytes());
+                h.write(tool.name.as_bytes());
+                h.write(clause.as_bytes());
+                completion.tool_calls.push(ToolCall {
+                    id: format!("call_{:016x}", h.finish()),
+                    name: tool.name.clone(),
+                    arguments: arguments.to_string(),
+                });
+            }
             completion.finish_reason = FinishReason::ToolCalls;
         } else {
             let (content, fields) = if after_tools {
@@ -192,7 +203,9 @@ impl SimulatedModel {
             };
             completion.content = match &request.response_format {
                 Some(ResponseFormat::JsonSchema { schema, .. }) => {
-                    let hints = json_schema::Hints { named: fields, text: last_user.clone() };
+                    // After tools, the answer is filled from what they said.
+                    let text = if after_tools { content.clone() } else { last_user.clone() };
+                    let hints = json_schema::Hints { named: fields, text };
                     json_schema::generate(schema, &hints).to_string()
                 }
                 Some(ResponseFormat::JsonObject) => serde_json::json!({ "answer": content }).to_string(),
@@ -215,6 +228,48 @@ impl SimulatedModel {
             cached_prompt_tokens: 0,
         };
         completion
+    }
+
+    /// Several tools to call at once (`tool_choice` `auto`, not right after tools answered):
+    /// when the question has several clauses (split at ` and `, `;`, `?`, `. `) and at least
+    /// two different tools are each the one most like a clause (above [`TOOL_SIMILARITY`]),
+    /// one call per such clause, its arguments filled from that clause. Otherwise none (and
+    /// [`pick_tool`](Self::pick_tool) decides).
+    fn pick_parallel<'r, 'q>(
+        &self,
+        request: &'r ChatRequest,
+        last_user: &'q str,
+        after_tools: bool,
+    ) -> Vec<(&'r ToolSpec, &'q str)> {
+        if request.tools.len() < 2
+            || after_tools
+            || !matches!(request.tool_choice, None | Some(ToolChoice::Auto))
+        {
+            return Vec::new();
+        }
+        let mut picks: Vec<(&ToolSpec, &str)> = Vec::new();
+        for clause in last_user.split([';', '?']).flat_map(|c| c.split(" and ")).flat_map(|c| c.split(". ")) {
+            let clause = clause.trim();
+            if clause.is_empty() {
+                continue;
+            }
+            let best = request
+                .tools
+                .iter()
+                .map(|t| {
+                    (similarity(clause, &format!("{} {}", t.name.replace(['_', '-'], " "), t.description)), t)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((score, tool)) = best
+                && score >= TOOL_SIMILARITY
+            {
+                picks.push((tool, clause));
+            }
+        }
+        let mut distinct: Vec<&str> = picks.iter().map(|(t, _)| t.name.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < 2 { Vec::new() } else { picks }
     }
 
     /// The tool to call, if any (see [`respond`](Self::respond)).
