@@ -90,3 +90,31 @@ fn event_sourcing_example_refuses_resumes_and_rebuilds() {
     assert!(out.contains("o-1 after reopening: total 2000 at version 3"), "{out}");
     assert!(out.contains("causal chain of the refund: order.Paid -> refund.requested"), "{out}");
 }
+
+#[test]
+fn research_agent_example_calls_own_and_served_tools_and_survives_losing_the_tool_node() {
+    let out = run_example("research_agent");
+    // Its own tool, then an own and a served tool called at once for a two-part question.
+    assert!(out.contains(r#"step 0: calculator({"expression":"(17 + 4) * 3"}) [own tool] = 63.0"#), "{out}");
+    assert!(
+        out.contains(
+            r#"dataset_lookup({"topic":"Kenya"}) [own tool] = ["What language is spoken in Kenya? (entity)""#
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"country_facts({"country":"Kenya"}) [served by n2] = {"capital":"Nairobi""#),
+        "{out}"
+    );
+    assert!(out.contains("(steps: 2, tool calls: 2, "), "{out}");
+    // The answers stream in, written from the tools' results; the brief decodes.
+    assert!(out.contains("model: According to the tools: 63.0"), "{out}");
+    assert!(
+        out.contains(r#"decoded: Brief { country: "Japan", capital: "Tokyo", population_millions: 124.5 }"#),
+        "{out}"
+    );
+    // n2 killed: the call fails, the model hears why, the agent still answers.
+    let after = out.split("killing n2").nth(1).unwrap();
+    assert!(after.contains(r#"country_facts({"country":"Peru"}) [served by n2] error: {"error":"#), "{out}");
+    assert!(after.contains("model: According to the tools:") && after.contains("done"), "{out}");
+}

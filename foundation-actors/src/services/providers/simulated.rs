@@ -128,7 +128,8 @@ impl SimulatedModel {
     ///   satisfy the tool's parameter schema, filled from the message (`city: Paris`, or its
     ///   last capitalized word). A question of several clauses, each most like a different
     ///   tool, gets one call per clause at once (parallel calls). After tools answered, it
-    ///   replies with what they said.
+    ///   replies with what they said (a structured answer takes the fields of results that are
+    ///   JSON objects by name).
     /// - **Structured output.** With a JSON-schema response format, the text is a JSON value
     ///   satisfying the schema, its properties taken from the structured answer's fields of the
     ///   same name (or guessed from the question); `json_object` gives `{"answer": …}`.
@@ -183,7 +184,20 @@ impl SimulatedModel {
                     .into_iter()
                     .rev()
                     .collect();
-                (format!("According to the tools: {}", results.join("; ")), Vec::new())
+                // Fields of results that are JSON objects fill a structured answer by name.
+                let fields = results
+                    .iter()
+                    .filter_map(|r| {
+                        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(r).ok()
+                    })
+                    .flat_map(|object| object.into_iter())
+                    .filter_map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Some((k, s)),
+                        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Some((k, v.to_string())),
+                        _ => None,
+                    })
+                    .collect();
+                (format!("According to the tools: {}", results.join("; ")), fields)
             } else {
                 match parse(&text) {
                     Some((demos, query)) => {
