@@ -376,4 +376,3 @@ async fn main() -> anyhow::Result<()> {
     println!("\ndone");
     Ok(())
 }
-
