@@ -12,8 +12,9 @@
 //! them (several at once when the question has several parts), the runtime checks the
 //! arguments, runs each tool where it lives and gives the results back, and the model's answer
 //! streams in as it is written. Then a structured brief (`run_tools_for`, decoded into a Rust
-//! type); then n2 is SIGKILLed and a question that needs its tool is asked again: the failure
-//! goes back to the model as a tool error and the agent still answers.
+//! type); then n2 is SIGKILLed and, once its tool server has left the registry, a question
+//! that needs its tool is asked again: the tool is not offered (the run says it is
+//! unavailable) and the agent still answers.
 //!
 //! Run: `cargo run -p foundation-examples --example research_agent`. The simulated model needs
 //! no network; `-- --openai-url http://localhost:11434/v1 --model llama3.2` calls an
@@ -180,6 +181,10 @@ fn evaluate(expression: &str) -> Result<f64, String> {
         }
     }
     let tokens: Vec<char> = expression.chars().filter(|c| !c.is_whitespace()).collect();
+    // The model writes the expression: its length bounds the recursion (no stack overflow).
+    if tokens.len() > 256 {
+        return Err("an expression is at most 256 characters".into());
+    }
     let mut i = 0;
     let value = expr(&tokens, &mut i)?;
     match i == tokens.len() {
@@ -366,6 +371,13 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\nn1: killing n2 (SIGKILL)");
     n2.kill();
+    // The cluster notices the lost node and its tool server leaves n1's registry.
+    let deadline = Instant::now() + WAIT;
+    while !registry.discover(&Query::new().name("tools").capability("tool:country_facts")).is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "n2's tool server never left n1's registry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("n1: country_facts is served nowhere now");
     let question = "Give the capital and population of country: Peru";
     println!("\nQ: {question}");
     let summary = researcher.ask(Ask::Question(question.into()), WAIT).await?;

@@ -87,6 +87,24 @@ async fn bad_calls_get_errors_that_name_the_tool_and_the_field() {
 }
 
 #[test]
+fn memory_never_starts_its_window_with_tool_results_whose_call_it_forgot() {
+    use foundation_actors::providers::ToolCall;
+    let mut memory = Memory::new(3).unwrap().with_system("sys");
+    let call = |id: &str| ToolCall { id: id.into(), name: "t".into(), arguments: "{}".into() };
+    memory.remember(ChatMessage::user("q"));
+    memory.remember(ChatMessage::assistant_tool_calls("", vec![call("a"), call("b")]));
+    memory.remember(ChatMessage::tool_result("a", "1"));
+    memory.remember(ChatMessage::tool_result("b", "2"));
+    // The window holds the assistant's calls and both results: all kept.
+    let roles: Vec<Role> = memory.messages().iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::System, Role::Assistant, Role::Tool, Role::Tool]);
+    // One more message pushes the calls out: their results go from the conversation too.
+    memory.remember(ChatMessage::assistant("done"));
+    let roles: Vec<Role> = memory.messages().iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::System, Role::Assistant]);
+}
+
+#[test]
 fn memory_keeps_the_system_prompt_and_a_bounded_window() {
     assert!(Memory::new(0).is_err());
     let mut memory = Memory::new(3).unwrap().with_system("You plan.");

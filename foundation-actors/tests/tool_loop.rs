@@ -113,6 +113,13 @@ fn own_tools(barrier: Arc<tokio::sync::Barrier>) -> Tools {
             |_: Nothing| async move { Err::<(), _>("the disk is on fire".into()) },
         )
         .unwrap()
+        .register("explode", "panics", |_: ()| async move {
+            if "a".len() == 1 {
+                panic!("the tool blew up");
+            }
+            Ok::<_, foundation_core::BoxError>(())
+        })
+        .unwrap()
         .register("huge", "returns a lot", |_: Nothing| async move {
             Ok::<_, foundation_core::BoxError>("x".repeat(100_000))
         })
@@ -153,7 +160,13 @@ impl Agent for Looper {
             ctx.memory().messages().iter().map(|m| (m.role, m.text(), m.tool_call_id.clone())).collect();
         Ok(result.map(|run| Looped { run, memory }).map_err(|e| {
             // The memory is reported with the error too: a failed run leaves what it did.
-            format!("{e} | memory: {}", ctx.memory().len())
+            let kinds = match &e {
+                AgentError::StepLimit { run, .. } => {
+                    run.calls().map(|c| c.outcome.kind()).collect::<Vec<_>>().join(", ")
+                }
+                _ => String::new(),
+            };
+            format!("{e} | memory: {} | kinds: {kinds}", ctx.memory().len())
         }))
     }
 }
@@ -207,9 +220,14 @@ async fn malformed_calls_go_back_to_the_model_as_tool_errors_and_the_run_goes_on
     let requests = script.requests();
     assert_eq!(requests.len(), 3, "two tool steps and the final answer");
     let offered: Vec<&str> = requests[0].tools.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(offered, ["add", "fail", "huge", "meet", "shout"]);
+    assert_eq!(offered, ["add", "explode", "fail", "huge", "meet", "shout"]);
     assert_eq!(requests[0].tools[0].parameters["required"], json!(["a", "b"]));
-    assert_eq!(requests[0].tools[4].parameters["properties"]["text"]["type"], "string");
+    assert_eq!(requests[0].tools[5].parameters["properties"]["text"]["type"], "string");
+    // A tool without arguments is offered an empty object (model APIs take only objects).
+    assert_eq!(
+        requests[0].tools[1].parameters,
+        json!({"type": "object", "properties": {}, "additionalProperties": false})
+    );
     assert_eq!(run.unavailable, ["not_served"]);
 
     let outcomes: Vec<(&str, ToolPlace, &str)> =
@@ -245,7 +263,12 @@ async fn malformed_calls_go_back_to_the_model_as_tool_errors_and_the_run_goes_on
         .collect();
     assert_eq!(results.len(), 8);
     assert_eq!(results[0], ("c0", json!(5)));
-    assert!(results[1].1["error"].as_str().unwrap().contains("no tool `subtract`; the tools are: add, fail"));
+    assert!(
+        results[1].1["error"]
+            .as_str()
+            .unwrap()
+            .contains("no tool `subtract`; the tools are: add, explode, fail")
+    );
     assert!(results[2].1["error"].as_str().unwrap().contains("not JSON"));
     assert!(
         results[3].1["error"].as_str().unwrap().contains("at `/a`: an integer, not \"two\""),
@@ -295,7 +318,9 @@ async fn the_loop_stops_at_its_step_limit_and_at_most_so_many_calls_run_per_answ
     let agent = looper(&registry, "stubborn", forever.clone(), ToolLoop::new().max_steps(3), &[]).await;
     let err = agent.ask("loop".into(), ASK).await.unwrap().unwrap_err();
     assert!(err.contains("still calling tools after 3 steps"), "{err}");
-    assert!(err.ends_with("memory: 7"), "prompt + 3 × (calls + result) stay remembered: {err}");
+    assert!(err.contains("memory: 7"), "prompt + 3 × (calls + result) stay remembered: {err}");
+    // The last step's calls are not run: their results could not reach the model.
+    assert!(err.contains("kinds: done, done, skipped"), "{err}");
     assert_eq!(forever.requests().len(), 3);
     agent.stop().await;
 
@@ -456,6 +481,52 @@ async fn each_step_and_each_call_is_a_span_of_the_agents_step() {
     agent.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_tool_a_forced_choice_and_repeated_call_ids_do_not_break_the_run() {
+    let registry = ServiceRegistry::start().await.unwrap();
+    let mut first = calls(&[("explode", ""), ("add", r#"{"a": 1, "b": 2}"#), ("add", r#"{"a": 3, "b": 4}"#)]);
+    first.tool_calls[1].id = "c0".into(); // the same id as the first call
+    first.tool_calls[2].id = String::new(); // none at all
+    let script = Script::new([first]);
+    let options = ToolLoop::new()
+        .request(ChatRequest::prompt("").tool_choice(foundation_actors::providers::ToolChoice::Required));
+    let agent = looper(&registry, "survivor", script.clone(), options, &[]).await;
+    let out = agent.ask("go".into(), ASK).await.unwrap().unwrap();
+    let records = &out.run.steps[0].calls;
+    let ToolOutcome::Failed(ToolError::Failed { source, .. }) = &records[0].outcome else {
+        panic!("{records:?}")
+    };
+    assert!(source.to_string().contains("it panicked: the tool blew up"), "{source}");
+    assert_eq!(records[1].outcome, ToolOutcome::Done(json!(3)));
+    // Every call has an id of its own, and its result answers it.
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["c0", "call_0_1", "call_0_2"]);
+    let requests = script.requests();
+    let answered: Vec<&str> = requests[1].messages.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+    assert_eq!(answered, ids);
+    // `required` held for the first step only: the model could answer after it.
+    assert!(matches!(requests[0].tool_choice, Some(foundation_actors::providers::ToolChoice::Required)));
+    assert!(matches!(requests[1].tool_choice, Some(foundation_actors::providers::ToolChoice::Auto)));
+    // The agent did not crash: it answers the next input.
+    assert!(agent.ask("again".into(), ASK).await.unwrap().is_ok());
+    assert_eq!(agent.supervisor().crashes().await.unwrap().len(), 0);
+    agent.stop().await;
+}
+
+#[test]
+fn a_tool_whose_arguments_are_not_an_object_is_refused_at_registration() {
+    let mut tools = Tools::new();
+    let err = tools
+        .register("shout", "", |s: String| async move { Ok::<_, foundation_core::BoxError>(s) })
+        .unwrap_err();
+    assert!(
+        matches!(&err, ToolError::Registration { reason, .. } if reason.contains("of type \"string\"")),
+        "{err}"
+    );
+    tools.register("anything", "", |v: Value| async move { Ok::<_, foundation_core::BoxError>(v) }).unwrap();
+    assert_eq!(tools.spec("anything").unwrap().parameters, json!({"type": "object"}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The schema check against serde: for types whose schemas schemars writes, a value the check
 // accepts decodes into the type (the check never lets through what the tool would refuse
@@ -485,6 +556,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         (-300i64..70_000).prop_map(Value::from),
+        prop::sample::select(vec![u32::MAX as i64 + 1, i64::from(i16::MIN) - 1, 256, -1])
+            .prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
         (-1e3f64..1e3).prop_map(Value::from),
         prop::sample::select(vec!["retail", "wholesale", "x", ""]).prop_map(Value::from),
     ];

@@ -27,7 +27,7 @@ pub struct AgentContext {
     /// Specs of tools served elsewhere, by name, with when they were asked for (see
     /// [`run_tools`](Self::run_tools)).
     pub(super) served_specs:
-        std::collections::HashMap<String, (crate::providers::ToolSpec, std::time::Instant)>,
+        std::collections::HashMap<String, (Option<crate::providers::ToolSpec>, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for AgentContext {

@@ -99,6 +99,9 @@ pub enum AgentError {
         agent: String,
         /// The steps taken (model calls).
         steps: usize,
+        /// What the run did (its `answer` is the last model answer, with the calls that were
+        /// not run).
+        run: Box<super::ToolRun>,
     },
     /// An error a step reports in its own words (see [`AgentError::step`]).
     #[error("{0}")]

@@ -31,7 +31,9 @@
 //! use foundation_actors::registry::ServiceRegistry;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize)]
+//! /// What the agent is asked, and the tool's arguments (its JSON Schema is what a model is
+//! /// offered).
+//! #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 //! struct Question {
 //!     country: String,
 //! }
@@ -46,7 +48,7 @@
 //!     type Output = String;
 //!
 //!     async fn step(&mut self, ctx: &mut AgentContext, q: Question) -> Result<String, AgentError> {
-//!         let capital = ctx.call_tool("capital_of", serde_json::json!(q.country)).await?;
+//!         let capital = ctx.call_tool("capital_of", serde_json::json!({ "country": q.country })).await?;
 //!         self.answered += 1;
 //!         ctx.ask_model(format!("Say that the capital of {} is {capital}.", q.country)).await
 //!     }
@@ -55,8 +57,8 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let registry = ServiceRegistry::start().await.unwrap();
 //! let mut tools = Tools::new();
-//! tools.register("capital_of", "the capital of a country", |country: String| async move {
-//!     if country == "France" { Ok("Paris".to_string()) } else { Err(format!("no idea about {country}").into()) }
+//! tools.register("capital_of", "the capital of a country", |q: Question| async move {
+//!     if q.country == "France" { Ok("Paris".to_string()) } else { Err(format!("no idea about {}", q.country).into()) }
 //! }).unwrap();
 //! let model = SimulatedModel::new(SimulatedConfig { latency: Duration::ZERO, ..Default::default() });
 //!

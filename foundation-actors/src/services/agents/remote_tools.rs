@@ -58,17 +58,17 @@ pub(crate) type WireResult = Result<String, ToolError>;
 pub(crate) enum RemoteToolMsg {
     #[rpc]
     Call(Wire<ToolCall>, RpcReplyPort<Wire<WireResult>>),
-    /// The served tools' specs, as the JSON text of a `Vec<ToolSpec>` (their schemas are JSON
-    /// values, which the binary encoding cannot carry).
+    /// The specs of the named tools it serves, as the JSON text of a `Vec<ToolSpec>` (their
+    /// schemas are JSON values, which the binary encoding cannot carry), or why not.
     #[rpc]
-    Specs(RpcReplyPort<Wire<String>>),
+    Specs(Wire<Vec<String>>, RpcReplyPort<Wire<Result<String, String>>>),
 }
 
 pub(crate) enum ToolServerMsg {
     /// A call from this process: the JSON value itself.
     Local { tool: String, args: Value, reply: RpcReplyPort<Result<Value, ToolError>> },
-    /// The specs, asked in this process.
-    LocalSpecs(RpcReplyPort<Vec<ToolSpec>>),
+    /// The specs of the named tools, asked in this process.
+    LocalSpecs(Vec<String>, RpcReplyPort<Vec<ToolSpec>>),
     /// A call from another node.
     Remote(RemoteToolMsg),
 }
@@ -82,7 +82,7 @@ impl ractor::Message for ToolServerMsg {
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         match self {
             ToolServerMsg::Remote(msg) => ractor::Message::serialize(msg),
-            ToolServerMsg::Local { .. } | ToolServerMsg::LocalSpecs(_) => Err(BoxedDowncastErr),
+            ToolServerMsg::Local { .. } | ToolServerMsg::LocalSpecs(..) => Err(BoxedDowncastErr),
         }
     }
 
@@ -98,12 +98,17 @@ impl ractor::Message for ToolServerMsg {
 /// use foundation_actors::agents::{ToolServer, Tools};
 /// use foundation_actors::registry::ServiceRegistry;
 ///
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// struct Text {
+///     text: String,
+/// }
+///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let registry = ServiceRegistry::start().await.unwrap();
 /// let mut tools = Tools::new();
-/// tools.register("upper", "upper-cases a text", |s: String| async move { Ok::<_, foundation_core::BoxError>(s.to_uppercase()) }).unwrap();
+/// tools.register("upper", "upper-cases a text", |t: Text| async move { Ok::<_, foundation_core::BoxError>(t.text.to_uppercase()) }).unwrap();
 /// let server = ToolServer::new(tools).start(&registry).await.unwrap();
-/// let shout = ToolServer::call(&registry, "upper", "hi".into(), Duration::from_secs(5)).await.unwrap();
+/// let shout = ToolServer::call(&registry, "upper", serde_json::json!({"text": "hi"}), Duration::from_secs(5)).await.unwrap();
 /// assert_eq!(shout, "HI");
 /// server.stop().await;
 /// # });
@@ -221,15 +226,24 @@ pub(crate) async fn call_served(
         .map_err(|e| ToolError::BadResult { tool: tool.to_string(), source: Cause::new(e) }.into())
 }
 
+/// Whether a live, healthy tool server offers `tool` (in this process or on another node).
+pub(crate) fn is_served(registry: &ServiceRegistry, tool: &str) -> bool {
+    registry
+        .discover(&Query::new().name(TOOL_SERVICE).capability(tool_capability(tool)))
+        .iter()
+        .any(|i| i.healthy)
+}
+
 /// The spec of each tool in `names` that a live, healthy tool server offers (asked of one
-/// server per tool, each server once, concurrently, waiting up to `timeout`); tools no server
-/// offers, or whose server did not answer, are left out.
+/// server per tool, each server once, concurrently, waiting up to `timeout`). Tools no server
+/// offers, whose server did not answer, or whose spec a model API would refuse (a bad name,
+/// parameters that are not an object schema) are left out, with the reason logged.
 pub(crate) async fn served_specs(
     registry: &ServiceRegistry,
     names: &[String],
     timeout: Duration,
 ) -> Vec<ToolSpec> {
-    let mut by_server: Vec<(ractor::ActorCell, Vec<&str>)> = Vec::new();
+    let mut by_server: Vec<(ractor::ActorCell, Vec<String>)> = Vec::new();
     for name in names {
         let servers: Vec<_> = registry
             .discover(&Query::new().name(TOOL_SERVICE).capability(tool_capability(name)))
@@ -238,29 +252,50 @@ pub(crate) async fn served_specs(
             .collect();
         let Some(server) = pick(servers) else { continue };
         match by_server.iter_mut().find(|(cell, _)| cell.get_id() == server.actor.get_id()) {
-            Some((_, wanted)) => wanted.push(name),
-            None => by_server.push((server.actor, vec![name])),
+            Some((_, wanted)) => wanted.push(name.clone()),
+            None => by_server.push((server.actor, vec![name.clone()])),
         }
     }
     let asks = by_server.into_iter().map(|(cell, wanted)| async move {
         let actor: ActorRef<ToolServerMsg> = cell.into();
-        let specs = if actor.get_id().is_local() {
-            match actor.call(ToolServerMsg::LocalSpecs, Some(timeout)).await {
-                Ok(CallResult::Success(specs)) => specs,
-                _ => Vec::new(),
-            }
+        let node = actor.get_id().node();
+        let specs: Result<Vec<ToolSpec>, String> = if actor.get_id().is_local() {
+            let call = |reply| ToolServerMsg::LocalSpecs(wanted.clone(), reply);
+            reply(actor.call(call, Some(timeout)).await, "(specs)", timeout).map_err(|e| e.to_string())
         } else {
-            let call = |reply| ToolServerMsg::Remote(RemoteToolMsg::Specs(reply));
-            match actor.call(call, Some(timeout)).await {
-                Ok(CallResult::Success(frame)) => frame
-                    .into_inner()
-                    .ok()
-                    .and_then(|json| serde_json::from_str::<Vec<ToolSpec>>(&json).ok())
-                    .unwrap_or_default(),
-                _ => Vec::new(),
+            let frame = Wire::encode(&wanted, DEFAULT_MAX_FRAME_BYTES).map_err(|e| e.to_string());
+            match frame {
+                Err(e) => Err(e),
+                Ok(frame) => {
+                    let call = |reply| ToolServerMsg::Remote(RemoteToolMsg::Specs(frame, reply));
+                    reply(actor.call(call, Some(timeout)).await, "(specs)", timeout)
+                        .map_err(|e| e.to_string())
+                        .and_then(|frame| frame.into_inner().map_err(|e| e.to_string()))
+                        .and_then(|answer| answer)
+                        .and_then(|json| {
+                            serde_json::from_str::<Vec<ToolSpec>>(&json).map_err(|e| e.to_string())
+                        })
+                }
             }
         };
-        specs.into_iter().filter(|s| wanted.contains(&s.name.as_str())).collect::<Vec<_>>()
+        match specs {
+            Ok(specs) => specs
+                .into_iter()
+                .filter(|s| wanted.contains(&s.name))
+                .filter(|s| match crate::providers::ChatRequest::new(Vec::new()).tool(s.clone()).check() {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        tracing::warn!(tool = %s.name, node, %reason, "a served tool's spec is refused");
+                        false
+                    }
+                })
+                .collect::<Vec<_>>(),
+            Err(reason) => {
+                tracing::warn!(tools = ?wanted, node, %reason, "a tool server did not give its tools' specs");
+                metrics::counter!("foundation_agent_tool_spec_failures_total").increment(1);
+                Vec::new()
+            }
+        }
     });
     let mut specs: Vec<ToolSpec> = futures::future::join_all(asks).await.into_iter().flatten().collect();
     specs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -327,13 +362,18 @@ impl Actor for ToolServerActor {
         serving: &mut Serving,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ToolServerMsg::LocalSpecs(reply) => {
-                let _ = reply.send(self.tools.specs());
+            ToolServerMsg::LocalSpecs(names, reply) => {
+                let _ = reply.send(self.specs_of(&names));
                 Ok(())
             }
-            ToolServerMsg::Remote(RemoteToolMsg::Specs(reply)) => {
-                let specs = serde_json::to_string(&self.tools.specs()).unwrap_or_else(|_| "[]".into());
-                let frame = Wire::encode_or(&specs, self.max_message_bytes, |_| "[]".to_string());
+            ToolServerMsg::Remote(RemoteToolMsg::Specs(names, reply)) => {
+                let answer =
+                    names.into_inner().map_err(|e| format!("the names did not decode: {e}")).and_then(
+                        |names| serde_json::to_string(&self.specs_of(&names)).map_err(|e| e.to_string()),
+                    );
+                let frame = Wire::encode_or(&answer, self.max_message_bytes, |e| {
+                    Err(format!("the specs could not be sent: {e}"))
+                });
                 let _ = reply.send(frame);
                 Ok(())
             }
@@ -343,6 +383,11 @@ impl Actor for ToolServerActor {
 }
 
 impl ToolServerActor {
+    /// The specs of the named tools it serves (at most 64 names looked at).
+    fn specs_of(&self, names: &[String]) -> Vec<ToolSpec> {
+        names.iter().take(64).filter_map(|n| self.tools.spec(n).cloned()).collect()
+    }
+
     async fn run(&self, msg: ToolServerMsg, serving: &mut Serving) -> Result<(), ActorProcessingErr> {
         // Waiting here for a free slot holds further calls in the mailbox: at most
         // MAX_CONCURRENT_TOOL_CALLS tasks. The semaphore is never closed.
@@ -379,7 +424,7 @@ impl ToolServerActor {
                     .instrument(span),
                 );
             }
-            ToolServerMsg::LocalSpecs(_) | ToolServerMsg::Remote(RemoteToolMsg::Specs(_)) => {}
+            ToolServerMsg::LocalSpecs(..) | ToolServerMsg::Remote(RemoteToolMsg::Specs(..)) => {}
         }
         Ok(())
     }
@@ -477,10 +522,12 @@ mod tests {
 
         // The specs, asked as another node asks: JSON text, schemas included.
         let (tx, rx) = ractor::concurrency::oneshot();
-        let msg = ToolServerMsg::Remote(RemoteToolMsg::Specs(RpcReplyPort::from((tx, WAIT))));
+        let names = Wire::encode(&vec!["add".to_string(), "other".to_string()], 1 << 20).unwrap();
+        let msg = ToolServerMsg::Remote(RemoteToolMsg::Specs(names, RpcReplyPort::from((tx, WAIT))));
         let bytes = ractor::Message::serialize(msg).unwrap();
         actor.send_message(<ToolServerMsg as ractor::Message>::deserialize(bytes).unwrap()).unwrap();
-        let specs: Vec<ToolSpec> = serde_json::from_str(&rx.await.unwrap().into_inner().unwrap()).unwrap();
+        let specs: Vec<ToolSpec> =
+            serde_json::from_str(&rx.await.unwrap().into_inner().unwrap().unwrap()).unwrap();
         assert_eq!(specs.len(), 1);
         assert_eq!((specs[0].name.as_str(), specs[0].description.as_str()), ("add", "adds"));
         assert_eq!(specs[0].parameters["required"], serde_json::json!(["a", "b"]));

@@ -6,29 +6,32 @@
 //!
 //! - **Offered tools**: the agent's own [`Tools`](super::Tools) and the
 //!   [`remote_tools`](super::AgentSpec::remote_tools) its spec names, each with its JSON Schema
-//!   (generated from the Rust argument type). The specs of tools served elsewhere are asked of
-//!   their servers and kept for [`SERVED_SPEC_TTL`]; a named tool no live server offers is left
-//!   out of the run ([`ToolRun::unavailable`]).
+//!   (generated from the Rust argument type). A served tool is offered only while a live server
+//!   offers it in the registry; its spec is asked of that server (within [`SPEC_TIMEOUT`]) and
+//!   kept for [`SERVED_SPEC_TTL`] (a failure for [`SPEC_RETRY`]); a named tool not offered is
+//!   listed in [`ToolRun::unavailable`].
 //! - **Each step** is one model call, then the tool calls it asked for: at most
 //!   [`MAX_CALLS_PER_STEP`] (further calls are answered [`ToolOutcome::Skipped`]), run
 //!   concurrently unless the loop is [`sequential`](ToolLoop::sequential). A call is checked
 //!   before it runs: a tool not offered ([`ToolOutcome::UnknownTool`]), arguments that are not
 //!   JSON ([`ToolOutcome::InvalidJson`]) or do not satisfy the tool's schema
 //!   ([`ToolOutcome::SchemaViolation`]) go back to the model as a tool error, as does a tool
-//!   that fails or whose server does not answer ([`ToolOutcome::Failed`]); none of them ends the
-//!   run. A result larger than [`MAX_TOOL_RESULT_BYTES`] is an error too (the model's context is
-//!   not flooded).
+//!   that fails, panics or outlives the tool timeout, or whose server does not answer
+//!   ([`ToolOutcome::Failed`]); none of them ends the run or stops the agent. A result larger
+//!   than [`MAX_TOOL_RESULT_BYTES`] is an error too (the model's context is not flooded). Calls
+//!   without an id, or repeating one, get one of their own.
 //! - **Where a tool runs**: the agent's own tool of that name if it has one, else one served by
 //!   a [`ToolServer`](super::ToolServer) on any node (within the spec's tool timeout).
 //! - **The end**: an answer without tool calls ends the run ([`ToolRun::answer`]); a model
-//!   still calling tools after [`max_steps`](ToolLoop::max_steps) model calls is
-//!   [`AgentError::StepLimit`]. A model error ends the run with that error.
+//!   still calling tools at its [`max_steps`](ToolLoop::max_steps)th call is
+//!   [`AgentError::StepLimit`] (those last calls are not run; the error carries the run). A
+//!   model error ends the run with that error.
 //! - **Recorded and traced**: every exchange (the prompt, the assistant's calls, each tool
 //!   result, the answer) is remembered in the agent's memory as it happens, so a failed run
 //!   leaves what it did; the [`ToolRun`] lists each step's usage, time and calls with their
-//!   outcomes; each step is a span `agent.tool_step` and each call a span `agent.tool_call`
-//!   (children of the agent's step span, so a cluster trace shows them, on the serving node
-//!   too); metrics `foundation_agent_tool_steps_total` and `foundation_agent_tool_calls_checked_total`
+//!   outcomes; each step is a span `agent.tool_step` (a child of the agent's step span) and
+//!   each call a span `agent.tool_call` (a child of its step; a call to another node carries
+//!   the trace context); metrics `foundation_agent_tool_steps_total` and `foundation_agent_tool_calls_checked_total`
 //!   (by outcome).
 //! - **Streaming**: with an [`on_event`](ToolLoop::on_event) observer the model's answers are
 //!   streamed and each text piece, tool call and tool result is reported as it happens.
@@ -44,11 +47,12 @@ use tracing::Instrument;
 
 use super::context::AgentContext;
 use super::error::AgentError;
+use super::handle::catch_panic;
 use super::remote_tools;
 use super::tools::ToolError;
 use crate::providers::{
-    ChatMessage, ChatRequest, Completion, ResponseFormat, SchemaViolation, StreamEvent, ToolCall, ToolSpec,
-    Usage, check_against_schema,
+    ChatMessage, ChatRequest, Completion, ResponseFormat, SchemaViolation, StreamEvent, ToolCall, ToolChoice,
+    ToolSpec, Usage, check_against_schema,
 };
 
 /// Model calls a loop makes at most by default (8).
@@ -60,6 +64,10 @@ pub const MAX_CALLS_PER_STEP: usize = 16;
 pub const MAX_TOOL_RESULT_BYTES: usize = 64 * 1024;
 /// How long the spec of a tool served elsewhere is used before it is asked for again (30 s).
 pub const SERVED_SPEC_TTL: Duration = Duration::from_secs(30);
+/// How long a failure to get a served tool's spec stands before it is asked for again (5 s).
+pub const SPEC_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait for a tool server's specs (5 s, or the tool timeout if shorter).
+pub const SPEC_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Observer = Arc<dyn Fn(&LoopEvent) + Send + Sync>;
 
@@ -247,8 +255,9 @@ pub enum ToolOutcome {
     SchemaViolation(SchemaViolation),
     /// The tool ran and failed, did not answer, or its result was too large.
     Failed(ToolError),
-    /// Beyond [`MAX_CALLS_PER_STEP`] calls in one answer: not run.
-    Skipped,
+    /// Not run, and why: beyond [`MAX_CALLS_PER_STEP`] calls in one answer, or asked for at
+    /// the run's last step (its result could not reach the model).
+    Skipped(String),
 }
 
 impl ToolOutcome {
@@ -266,7 +275,7 @@ impl ToolOutcome {
             ToolOutcome::InvalidJson(_) => "invalid_json",
             ToolOutcome::SchemaViolation(_) => "schema_violation",
             ToolOutcome::Failed(_) => "failed",
-            ToolOutcome::Skipped => "skipped",
+            ToolOutcome::Skipped(_) => "skipped",
         }
     }
 
@@ -282,9 +291,7 @@ impl ToolOutcome {
                 format!("the arguments of `{tool}` do not satisfy its parameters' schema: {v}")
             }
             ToolOutcome::Failed(e) => e.to_string(),
-            ToolOutcome::Skipped => {
-                format!("not run: at most {MAX_CALLS_PER_STEP} tool calls are run per answer")
-            }
+            ToolOutcome::Skipped(reason) => format!("not run: {reason}"),
         };
         serde_json::json!({ "error": error }).to_string()
     }
@@ -313,7 +320,12 @@ impl AgentContext {
         let name = T::schema_name();
         let name: String =
             name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')).take(64).collect();
-        let format = ResponseFormat::of::<T>(if name.is_empty() { "answer".to_string() } else { name });
+        let mut name = if name.is_empty() { "answer".to_string() } else { name };
+        // Anthropic answers in a format as a forced tool of its name: never a tool's name.
+        while self.shared.tools.contains(&name) || self.shared.remote_tools.contains(&name) {
+            name = format!("{}_answer", name.chars().take(56).collect::<String>());
+        }
+        let format = ResponseFormat::of::<T>(name);
         let run = self.tool_loop(prompt.into(), options, Some(format)).await?;
         let value = run.answer.json::<T>().map_err(|e| AgentError::BadOutput {
             agent: self.name().to_string(),
@@ -340,18 +352,27 @@ impl AgentContext {
         self.memory.remember(prompt);
         let mut steps = Vec::new();
         let mut usage = Usage::default();
-        for step in 0..options.max_steps {
+        // `max_steps` is at least 1: the loop ends at an answer or at the last step.
+        let mut step = 0;
+        loop {
+            let last = step + 1 >= options.max_steps;
             let span = tracing::info_span!("agent.tool_step", agent = %agent, step);
             let mut request = options.template.clone();
             request.messages = conversation.clone();
             request.tools = offered.clone();
             request.response_format = format.clone();
+            if step > 0 && matches!(request.tool_choice, Some(ToolChoice::Required | ToolChoice::Tool(_))) {
+                // A choice that forces a call holds for the first step only: after it the model
+                // must be free to answer.
+                request.tool_choice = Some(ToolChoice::Auto);
+            }
             let started = Instant::now();
-            let completion =
+            let mut completion =
                 ask(&*model, &request, options.observer.as_ref()).instrument(span.clone()).await?;
             let model_time = started.elapsed();
             usage += completion.usage;
             metrics::counter!("foundation_agent_tool_steps_total", "agent" => agent.clone()).increment(1);
+            unique_call_ids(&mut completion.tool_calls, step);
             let assistant = completion.message();
             conversation.push(assistant.clone());
             self.memory.remember(assistant);
@@ -366,7 +387,14 @@ impl AgentContext {
             }
             let calls = completion.tool_calls.iter().enumerate().map(|(i, call)| {
                 let span = tracing::info_span!(parent: &span, "agent.tool_call", tool = %call.name, call_id = %call.id);
-                self.tool_call(step, call, i < MAX_CALLS_PER_STEP, &by_name, &names, options).instrument(span)
+                let run = if last {
+                    Err(format!("the run reached its limit of {} steps", options.max_steps))
+                } else if i >= MAX_CALLS_PER_STEP {
+                    Err(format!("at most {MAX_CALLS_PER_STEP} tool calls are run per answer"))
+                } else {
+                    Ok(())
+                };
+                self.tool_call(step, call, run, &by_name, &names, options).instrument(span)
             });
             let records: Vec<ToolCallRecord> = if options.parallel {
                 futures::future::join_all(calls).await
@@ -384,6 +412,7 @@ impl AgentContext {
                     "outcome" => record.outcome.kind()
                 )
                 .increment(1);
+                // Every call gets its result (a skipped one too): APIs refuse a call unanswered.
                 let message =
                     ChatMessage::tool_result(record.id.clone(), record.outcome.to_model(&record.name));
                 conversation.push(message.clone());
@@ -395,8 +424,12 @@ impl AgentContext {
                 model_time,
                 calls: records,
             });
+            if last {
+                let run = ToolRun { answer: completion, steps, usage, unavailable };
+                return Err(AgentError::StepLimit { agent, steps: options.max_steps, run: Box::new(run) });
+            }
+            step += 1;
         }
-        Err(AgentError::StepLimit { agent, steps: options.max_steps })
     }
 
     /// The tools offered to the model: its own, then the served ones its spec names (specs
@@ -407,26 +440,35 @@ impl AgentContext {
         let mut offered = own.specs();
         let wanted: Vec<String> =
             self.shared.remote_tools.iter().filter(|n| !own.contains(n)).cloned().collect();
-        let stale: Vec<String> = wanted
+        // Only tools a live server offers now: the registry drops a server's registration when
+        // its actor or its node goes (a cached spec does not keep a dead server's tool offered).
+        let live: Vec<String> =
+            wanted.iter().filter(|n| remote_tools::is_served(&self.registry, n)).cloned().collect();
+        let stale: Vec<String> = live
             .iter()
-            .filter(|n| self.served_specs.get(*n).is_none_or(|(_, at)| at.elapsed() > SERVED_SPEC_TTL))
+            .filter(|n| {
+                self.served_specs.get(*n).is_none_or(|(spec, at)| {
+                    at.elapsed() > if spec.is_some() { SERVED_SPEC_TTL } else { SPEC_RETRY }
+                })
+            })
             .cloned()
             .collect();
         if !stale.is_empty() {
-            let fresh = remote_tools::served_specs(&self.registry, &stale, self.shared.tool_timeout).await;
+            let timeout = self.shared.tool_timeout.min(SPEC_TIMEOUT);
+            let fresh = remote_tools::served_specs(&self.registry, &stale, timeout).await;
             let now = Instant::now();
-            for name in &stale {
-                self.served_specs.remove(name);
-            }
-            for spec in fresh {
-                self.served_specs.insert(spec.name.clone(), (spec, now));
+            for name in stale {
+                let spec = fresh.iter().find(|s| s.name == name).cloned();
+                // A failure is remembered too (for SPEC_RETRY): a dead or old server does not
+                // cost every run the timeout.
+                self.served_specs.insert(name, (spec, now));
             }
         }
         let mut unavailable = Vec::new();
         for name in wanted {
             match self.served_specs.get(&name) {
-                Some((spec, _)) => offered.push(spec.clone()),
-                None => unavailable.push(name),
+                Some((Some(spec), _)) if live.contains(&name) => offered.push(spec.clone()),
+                _ => unavailable.push(name),
             }
         }
         (offered, unavailable)
@@ -437,7 +479,7 @@ impl AgentContext {
         &self,
         step: usize,
         call: &ToolCall,
-        run: bool,
+        run: Result<(), String>,
         offered: &HashMap<&str, &ToolSpec>,
         names: &[String],
         options: &ToolLoop,
@@ -452,13 +494,10 @@ impl AgentContext {
             true if own => ToolPlace::Own,
             true => ToolPlace::Served,
         };
-        let outcome = if !run {
-            ToolOutcome::Skipped
-        } else {
-            match offered.get(call.name.as_str()) {
-                None => ToolOutcome::UnknownTool { offered: names.to_vec() },
-                Some(spec) => self.checked_call(call, spec, own).await,
-            }
+        let outcome = match (run, offered.get(call.name.as_str())) {
+            (Err(reason), _) => ToolOutcome::Skipped(reason),
+            (Ok(()), None) => ToolOutcome::UnknownTool { offered: names.to_vec() },
+            (Ok(()), Some(spec)) => self.checked_call(call, spec, own).await,
         };
         let record = ToolCallRecord {
             id: call.id.clone(),
@@ -485,7 +524,20 @@ impl AgentContext {
             return ToolOutcome::SchemaViolation(violation);
         }
         let result = if own {
-            self.shared.tools.call(&call.name, args).await
+            // As a tool server runs its tools: a panic or a tool past the timeout is the tool's
+            // failure, not the agent's.
+            let timeout = self.shared.tool_timeout;
+            match tokio::time::timeout(timeout, catch_panic(self.shared.tools.call(&call.name, args))).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => Err(ToolError::Failed {
+                    tool: call.name.clone(),
+                    source: format!("it panicked: {panic}").into(),
+                }),
+                Err(_) => Err(ToolError::Failed {
+                    tool: call.name.clone(),
+                    source: format!("it ran past the tool timeout ({timeout:?})").into(),
+                }),
+            }
         } else {
             remote_tools::call_served(
                 &self.registry,
@@ -507,8 +559,9 @@ impl AgentContext {
                 if size > MAX_TOOL_RESULT_BYTES {
                     ToolOutcome::Failed(ToolError::BadResult {
                         tool: call.name.clone(),
+                        // It ran: said so, so that the model does not run it again for nothing.
                         source: format!(
-                            "the result is {size} bytes, over the {MAX_TOOL_RESULT_BYTES}-byte limit"
+                            "it ran, but its result is {size} bytes, over the {MAX_TOOL_RESULT_BYTES}-byte limit of what is given back"
                         )
                         .into(),
                     })
@@ -517,6 +570,21 @@ impl AgentContext {
                 }
             }
             Err(e) => ToolOutcome::Failed(e),
+        }
+    }
+}
+
+/// Gives calls without an id, or with the id of an earlier call of the answer, one of their
+/// own (`call_<step>_<index>`): each result must say which call it answers.
+fn unique_call_ids(calls: &mut [ToolCall], step: usize) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, call) in calls.iter_mut().enumerate() {
+        if call.id.is_empty() || !seen.insert(call.id.clone()) {
+            let mut id = format!("call_{step}_{i}");
+            while !seen.insert(id.clone()) {
+                id.push('_');
+            }
+            call.id = id;
         }
     }
 }

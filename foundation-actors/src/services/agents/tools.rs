@@ -80,6 +80,29 @@ struct Tool {
     call: Box<Call>,
 }
 
+/// The parameters a model is offered for an argument type's schema, and whether the type is
+/// `()`; why not, for a type that is not a JSON object.
+fn object_parameters(schema: Value) -> Result<(Value, bool), String> {
+    let kind = schema.get("type").cloned();
+    match kind {
+        Some(Value::String(k)) if k == "object" => Ok((schema, false)),
+        Some(Value::String(k)) if k == "null" => {
+            Ok((serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false}), true))
+        }
+        None if schema == Value::Bool(true)
+            || schema
+                .as_object()
+                .is_some_and(|o| o.keys().all(|k| matches!(k.as_str(), "title" | "description"))) =>
+        {
+            Ok((serde_json::json!({"type": "object"}), false))
+        }
+        other => Err(format!(
+            "a tool's arguments are a JSON object (a struct, a map, `serde_json::Value` or `()`); this type's schema is {}",
+            other.map_or_else(|| schema.to_string(), |k| format!("of type {k}"))
+        )),
+    }
+}
+
 /// The longest tool name accepted.
 pub const MAX_TOOL_NAME: usize = 64;
 
@@ -124,7 +147,9 @@ impl Tools {
     /// any error ([`BoxError`](foundation_core::BoxError); its message is what the caller
     /// sees). Names are 1 to [`MAX_TOOL_NAME`] characters of `[A-Za-z0-9_-]` (what model APIs
     /// accept), unique in the set. The argument type's JSON Schema (`schemars`) is the tool's
-    /// parameters.
+    /// parameters; model APIs take only objects, so the arguments are a struct, a map,
+    /// `serde_json::Value` (offered as any object) or `()` (no arguments: offered as an empty
+    /// object); another type (a string, a number, a list) is refused.
     pub fn register<A, R, F, Fut>(
         &mut self,
         name: &str,
@@ -148,10 +173,14 @@ impl Tools {
         if self.tools.contains_key(name) {
             return Err(refuse("a tool of this name is already registered"));
         }
+        let (parameters, unit) = object_parameters(schema_of::<A>()).map_err(|reason| refuse(&reason))?;
         let run = Arc::new(run);
         let tool = name.to_string();
         let call = move |args: Value| -> BoxFuture<'static, Result<Value, ToolError>> {
             let tool = tool.clone();
+            // A tool without arguments is offered an empty object: `{}` (or nothing) is `()`.
+            let empty = args.is_null() || args.as_object().is_some_and(|o| o.is_empty());
+            let args = if unit && empty { Value::Null } else { args };
             let decoded: Result<A, _> = serde_path_to_error::deserialize(args);
             let run = run.clone();
             Box::pin(async move {
@@ -165,7 +194,7 @@ impl Tools {
         };
         self.tools.insert(
             name.to_string(),
-            Arc::new(Tool { spec: ToolSpec::new(name, description, schema_of::<A>()), call: Box::new(call) }),
+            Arc::new(Tool { spec: ToolSpec::new(name, description, parameters), call: Box::new(call) }),
         );
         Ok(self)
     }

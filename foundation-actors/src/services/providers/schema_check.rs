@@ -7,25 +7,36 @@
 //! produce), and says so:
 //!
 //! - `type` (one or a list); `integer` is a whole number written without a fraction or
-//!   exponent (`3`, not `3.0`), as serde's integer types read it;
+//!   exponent (`3`, not `3.0`), as serde's integer types read it; the integer `format`s
+//!   schemars writes (`uint8` … `int64`, `uint`, `int`) bound the value to their type's range;
 //! - `enum`, `const`;
 //! - objects: `properties`, `required`, `additionalProperties` (`false` or a schema),
 //!   `minProperties`, `maxProperties`;
-//! - arrays: `items`, `prefixItems`, `minItems`, `maxItems`, `uniqueItems`;
+//! - arrays: `items` (a schema, or draft 7's list of schemas with `additionalItems`),
+//!   `prefixItems`, `minItems`, `maxItems`, `uniqueItems`;
 //! - strings: `minLength`, `maxLength` (in characters);
 //! - numbers: `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `multipleOf`;
 //! - `anyOf`, `oneOf` (exactly one), `allOf`, `not`, boolean schemas, `$ref` within the
 //!   document (`#`, `#/$defs/…`, `#/definitions/…`).
 //!
-//! Other keywords (`pattern`, `format`, `if`/`then`/`else`, …) are not checked: the tool's own
-//! decoding of its argument type is the final word, and refuses what its type refuses. A
-//! `$ref` this check cannot resolve, and schemas or values nested deeper than [`MAX_DEPTH`],
-//! are violations, never a pass.
+//! Other keywords (`pattern`, `patternProperties`, other `format`s, `if`/`then`/`else`, draft
+//! 4's boolean `exclusiveMinimum`, …) are not checked (an object with `patternProperties` is
+//! not refused for properties `additionalProperties: false` would refuse): the tool's own
+//! decoding of its argument type is the final word, and refuses what its type refuses.
+//!
+//! Bounded work, whatever the schema (it may come from another node) and the value (a model
+//! wrote it): a `$ref` this check cannot resolve, schema and value followed together deeper
+//! than [`MAX_DEPTH`], or more than [`MAX_STEPS`] schema-value pairs visited (alternatives of
+//! `anyOf`/`oneOf` over a recursive schema multiply) are violations, never a pass.
 
 use serde_json::{Map, Value};
 
 /// The deepest a schema and a value are followed together (`$ref` hops included).
 pub const MAX_DEPTH: usize = 64;
+/// The most schema-value pairs one check visits (100 000).
+pub const MAX_STEPS: usize = 100_000;
+/// Above this many items, `uniqueItems` compares canonical forms by hash instead of pairs.
+const PAIRWISE_UNIQUE: usize = 64;
 
 /// Why a value does not satisfy a schema: where (a JSON pointer into the value, `""` for the
 /// value itself) and what was expected there.
@@ -56,11 +67,13 @@ pub struct SchemaViolation {
 /// assert_eq!(err.to_string(), "at `/days`: a number ≥ 1");
 /// ```
 pub fn check_against_schema(schema: &Value, value: &Value) -> Result<(), SchemaViolation> {
-    Checker { root: schema }.check(schema, value, &mut String::new(), 0)
+    Checker { root: schema, steps: std::cell::Cell::new(0) }.check(schema, value, &mut String::new(), 0)
 }
 
 struct Checker<'a> {
     root: &'a Value,
+    /// Schema-value pairs visited so far.
+    steps: std::cell::Cell<usize>,
 }
 
 fn violation(pointer: &str, expected: impl Into<String>) -> SchemaViolation {
@@ -103,6 +116,11 @@ fn push_segment(pointer: &mut String, segment: &str) {
 }
 
 impl<'a> Checker<'a> {
+    /// Whether the step budget ran out (every later check fails: the result is a refusal).
+    fn exhausted(&self) -> bool {
+        self.steps.get() > MAX_STEPS
+    }
+
     fn resolve(&self, reference: &str, pointer: &str) -> Result<&'a Value, SchemaViolation> {
         let unresolved = || {
             violation(pointer, format!("a value for the reference `{reference}`, which cannot be resolved"))
@@ -121,6 +139,13 @@ impl<'a> Checker<'a> {
     ) -> Result<(), SchemaViolation> {
         if depth > MAX_DEPTH {
             return Err(violation(pointer, format!("a value nested at most {MAX_DEPTH} deep")));
+        }
+        self.steps.set(self.steps.get() + 1);
+        if self.steps.get() > MAX_STEPS {
+            return Err(violation(
+                pointer,
+                format!("a value checkable in {MAX_STEPS} steps (the schema is too complex to check)"),
+            ));
         }
         let schema = match schema {
             Value::Bool(true) => return Ok(()),
@@ -211,7 +236,9 @@ impl<'a> Checker<'a> {
             return Err(violation(pointer, format!("at most {max} properties")));
         }
         let properties = schema.get("properties").and_then(Value::as_object);
-        let additional = schema.get("additionalProperties");
+        // Properties that match a pattern are not known here: not refused as additional.
+        let additional =
+            schema.get("additionalProperties").filter(|_| !schema.contains_key("patternProperties"));
         for (name, item) in object {
             let len = pointer.len();
             push_segment(pointer, name);
@@ -252,18 +279,21 @@ impl<'a> Checker<'a> {
         {
             return Err(violation(pointer, format!("at most {max} items, not {count}")));
         }
-        if schema.get("uniqueItems") == Some(&Value::Bool(true)) {
-            for (i, a) in items.iter().enumerate() {
-                if items[..i].iter().any(|b| json_equal(a, b)) {
-                    return Err(violation(pointer, format!("unique items ({} is repeated)", show(a))));
-                }
-            }
+        if schema.get("uniqueItems") == Some(&Value::Bool(true))
+            && let Some(repeated) = first_repeated(items)
+        {
+            return Err(violation(pointer, format!("unique items ({} is repeated)", show(repeated))));
         }
-        let prefix = schema.get("prefixItems").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        // Draft 7 writes a tuple as a list of `items` and the rest as `additionalItems`.
+        let (prefix, rest) = match (schema.get("prefixItems"), schema.get("items")) {
+            (Some(Value::Array(prefix)), rest) => (prefix.as_slice(), rest),
+            (None, Some(Value::Array(prefix))) => (prefix.as_slice(), schema.get("additionalItems")),
+            (_, rest) => (&[][..], rest),
+        };
         for (i, item) in items.iter().enumerate() {
             let sub = match prefix.get(i) {
                 Some(sub) => sub,
-                None => match schema.get("items") {
+                None => match rest {
                     Some(sub) => sub,
                     None => continue,
                 },
@@ -289,6 +319,9 @@ impl<'a> Checker<'a> {
             }
         }
         if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
+            if any.is_empty() {
+                return Err(violation(pointer, "a value matching one of 0 alternatives (an empty `anyOf`)"));
+            }
             let mut first = None;
             for sub in any {
                 match self.check(sub, value, &mut pointer.clone(), depth + 1) {
@@ -296,23 +329,29 @@ impl<'a> Checker<'a> {
                         first = None;
                         break;
                     }
+                    Err(e) if self.exhausted() => return Err(e),
                     Err(e) => {
                         first.get_or_insert(e);
                     }
                 }
             }
             if let Some(first) = first {
+                let said: String = first.to_string().chars().take(200).collect();
                 return Err(violation(
                     pointer,
-                    format!("a value matching one of {} alternatives (the first says {first})", any.len()),
+                    format!("a value matching one of {} alternatives (the first says {said})", any.len()),
                 ));
             }
         }
         if let Some(one) = schema.get("oneOf").and_then(Value::as_array) {
-            let matching = one
-                .iter()
-                .filter(|sub| self.check(sub, value, &mut pointer.clone(), depth + 1).is_ok())
-                .count();
+            let mut matching = 0;
+            for sub in one {
+                match self.check(sub, value, &mut pointer.clone(), depth + 1) {
+                    Ok(()) => matching += 1,
+                    Err(e) if self.exhausted() => return Err(e),
+                    Err(_) => {}
+                }
+            }
             if matching != 1 {
                 return Err(violation(
                     pointer,
@@ -320,10 +359,12 @@ impl<'a> Checker<'a> {
                 ));
             }
         }
-        if let Some(not) = schema.get("not")
-            && self.check(not, value, &mut pointer.clone(), depth + 1).is_ok()
-        {
-            return Err(violation(pointer, "a value the `not` schema refuses"));
+        if let Some(not) = schema.get("not") {
+            match self.check(not, value, &mut pointer.clone(), depth + 1) {
+                Ok(()) => return Err(violation(pointer, "a value the `not` schema refuses")),
+                Err(e) if self.exhausted() => return Err(e),
+                Err(_) => {}
+            }
         }
         Ok(())
     }
@@ -349,7 +390,30 @@ fn check_string(schema: &Map<String, Value>, text: &str, pointer: &str) -> Resul
     Ok(())
 }
 
+/// The range of the integer formats schemars writes for Rust's integer types.
+fn format_range(format: &str) -> Option<(i128, i128)> {
+    Some(match format {
+        "uint8" => (0, u8::MAX as i128),
+        "uint16" => (0, u16::MAX as i128),
+        "uint32" => (0, u32::MAX as i128),
+        "uint64" | "uint" => (0, u64::MAX as i128),
+        "int8" => (i8::MIN as i128, i8::MAX as i128),
+        "int16" => (i16::MIN as i128, i16::MAX as i128),
+        "int32" => (i32::MIN as i128, i32::MAX as i128),
+        "int64" | "int" => (i64::MIN as i128, i64::MAX as i128),
+        _ => return None,
+    })
+}
+
 fn check_number(schema: &Map<String, Value>, value: &Value, pointer: &str) -> Result<(), SchemaViolation> {
+    if let Some(format) = schema.get("format").and_then(Value::as_str)
+        && let Some((min, max)) = format_range(format)
+    {
+        let whole = value.as_i64().map(i128::from).or_else(|| value.as_u64().map(i128::from));
+        if !whole.is_some_and(|n| (min..=max).contains(&n)) {
+            return Err(violation(pointer, format!("an integer from {min} to {max} (format {format})")));
+        }
+    }
     let Some(n) = value.as_f64() else { return Ok(()) };
     let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
     if let Some(min) = bound("minimum")
@@ -379,6 +443,62 @@ fn check_number(schema: &Map<String, Value>, value: &Value, pointer: &str) -> Re
         }
     }
     Ok(())
+}
+
+/// The first item equal (as [`json_equal`] says) to an earlier one: pairwise for a few
+/// items, by canonical form for more (linear).
+fn first_repeated(items: &[Value]) -> Option<&Value> {
+    if items.len() <= PAIRWISE_UNIQUE {
+        return items
+            .iter()
+            .enumerate()
+            .find(|(i, a)| items[..*i].iter().any(|b| json_equal(a, b)))
+            .map(|(_, a)| a);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    items.iter().find(|item| {
+        let mut form = String::new();
+        canonical(item, &mut form, 0);
+        !seen.insert(form)
+    })
+}
+
+/// A text equal for values [`json_equal`] calls equal: integral numbers as integers, object
+/// keys sorted (serde_json's maps are), depth-bounded.
+fn canonical(value: &Value, out: &mut String, depth: usize) {
+    use std::fmt::Write as _;
+    if depth > MAX_DEPTH {
+        out.push('…');
+        return;
+    }
+    match value {
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => write!(out, "{i}").unwrap_or_default(),
+            (_, Some(u), _) => write!(out, "{u}").unwrap_or_default(),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                write!(out, "{}", f as i64).unwrap_or_default()
+            }
+            (_, _, f) => write!(out, "{f:?}").unwrap_or_default(),
+        },
+        Value::Array(items) => {
+            out.push('[');
+            for item in items {
+                canonical(item, out, depth + 1);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (k, v) in map {
+                write!(out, "{k:?}:").unwrap_or_default();
+                canonical(v, out, depth + 1);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// Equality as JSON Schema means it: numbers by value (`1` equals `1.0`).
@@ -486,5 +606,43 @@ mod tests {
         }
         assert!(check_against_schema(&schema, &deep).is_err());
         assert!(check_against_schema(&schema, &json!([[[]]])).is_ok());
+        // Alternatives over a recursive schema: exponential without the step budget.
+        let schema = json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}, {"$ref": "#"}, {"$ref": "#"}]});
+        let err = check_against_schema(&schema, &json!(1)).unwrap_err();
+        assert!(err.expected.contains("the schema is too complex"), "{err}");
+        let schema = json!({"oneOf": [{"$ref": "#"}, {"$ref": "#"}]});
+        assert!(check_against_schema(&schema, &json!(1)).is_err());
+        assert!(check_against_schema(&json!({"anyOf": []}), &json!(1)).is_err());
+    }
+
+    #[test]
+    fn integer_formats_tuples_and_large_unique_arrays() {
+        let byte = json!({"type": "integer", "format": "uint8", "minimum": 0});
+        assert!(check_against_schema(&byte, &json!(255)).is_ok());
+        assert!(check_against_schema(&byte, &json!(256)).is_err());
+        let wide = json!({"type": "integer", "format": "uint32"});
+        assert!(check_against_schema(&wide, &json!(4_294_967_295u64)).is_ok());
+        assert!(check_against_schema(&wide, &json!(4_294_967_296u64)).is_err());
+        assert!(check_against_schema(&json!({"format": "int8"}), &json!(-129)).is_err());
+        // Draft 7's tuple form.
+        let pair = json!({"type": "array", "items": [{"type": "integer"}, {"type": "string"}], "additionalItems": false});
+        assert!(check_against_schema(&pair, &json!([1, "a"])).is_ok());
+        assert_eq!(fails_at(&pair, json!(["a", "a"])), "/0");
+        assert_eq!(fails_at(&pair, json!([1, "a", 2])), "/2");
+        // Many items: linear, and equal numbers written differently are repeats.
+        let set = json!({"type": "array", "uniqueItems": true});
+        let distinct: Vec<Value> = (0..100_000).map(|i| json!(i)).collect();
+        assert!(check_against_schema(&set, &Value::Array(distinct.clone())).is_ok());
+        let mut repeated = distinct;
+        repeated.push(json!(5.0));
+        assert!(
+            check_against_schema(&set, &Value::Array(repeated))
+                .unwrap_err()
+                .expected
+                .contains("5.0 is repeated")
+        );
+        // Properties matched by a pattern are not refused as additional.
+        let patterned = json!({"patternProperties": {"^x-": {}}, "additionalProperties": false});
+        assert!(check_against_schema(&patterned, &json!({"x-a": 1})).is_ok());
     }
 }
