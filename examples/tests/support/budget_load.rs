@@ -141,6 +141,8 @@ pub fn run(load: &Load) -> Outcome {
         streams: after.streams - before.streams,
         streams_cancelled: after.streams_cancelled - before.streams_cancelled,
         tool_calls: after.tool_calls - before.tool_calls,
+        embedding_requests: after.embedding_requests - before.embedding_requests,
+        embedded_texts: after.embedded_texts - before.embedded_texts,
     };
     let outcome = Outcome { nodes: reports, server: during, elapsed: Duration::from_millis(last - first) };
     drop(nodes);

@@ -190,7 +190,8 @@ struct Store<A> {
 /// `cache` = its name and `tier` = `semantic`.
 pub struct SemanticCache<A = String> {
     name: String,
-    embedder: Arc<dyn Embedder>,
+    /// `None` for a cache of vectors only ([`SemanticCache::of_vectors`]).
+    embedder: Option<Arc<dyn Embedder>>,
     dims: usize,
     config: SemanticConfig,
     store: RwLock<Store<A>>,
@@ -214,17 +215,37 @@ impl<A: Clone> SemanticCache<A> {
         embedder: Arc<dyn Embedder>,
         config: SemanticConfig,
     ) -> Result<Self, SemanticError> {
+        let dims = embedder.dims();
+        Self::build(name.into(), Some(embedder), dims, config)
+    }
+
+    /// A cache of vectors of `dims` numbers computed elsewhere (an embedding model called
+    /// asynchronously, say): use [`lookup_vector`](Self::lookup_vector) and
+    /// [`insert_vector`](Self::insert_vector). It has no embedder: [`lookup`](Self::lookup)
+    /// by text always misses and [`insert`](Self::insert) by text stores nothing.
+    pub fn of_vectors(
+        name: impl Into<String>,
+        dims: usize,
+        config: SemanticConfig,
+    ) -> Result<Self, SemanticError> {
+        Self::build(name.into(), None, dims, config)
+    }
+
+    fn build(
+        name: String,
+        embedder: Option<Arc<dyn Embedder>>,
+        dims: usize,
+        config: SemanticConfig,
+    ) -> Result<Self, SemanticError> {
         if !(0.0..=1.0).contains(&config.threshold) {
             return Err(SemanticError::Threshold(config.threshold));
         }
         if config.max_entries == 0 {
             return Err(SemanticError::Capacity);
         }
-        let dims = embedder.dims();
         if dims == 0 {
             return Err(SemanticError::Dims);
         }
-        let name = name.into();
         let counters = CacheCounters::new(&name, "semantic");
         Ok(SemanticCache {
             name,
@@ -247,11 +268,26 @@ impl<A: Clone> SemanticCache<A> {
         self.config.threshold
     }
 
+    /// The dimensions of its vectors.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
     /// The embedding of `text` as this cache computes it: the embedder's vector, padded or cut
     /// to its dimensions and L2-normalized (so that a dot product is the cosine similarity).
+    /// All zeros (which matches nothing) for a cache without an embedder.
     pub fn embed(&self, text: &str) -> Vec<f32> {
-        let mut vector = self.embedder.embed(text);
+        let vector = self.embedder.as_ref().map(|e| e.embed(text)).unwrap_or_default();
+        self.normalized(vector)
+    }
+
+    /// `vector` padded or cut to the cache's dimensions and L2-normalized; a vector with a
+    /// number that is not finite becomes all zeros (it matches nothing).
+    fn normalized(&self, mut vector: Vec<f32>) -> Vec<f32> {
         vector.resize(self.dims, 0.0);
+        if vector.iter().any(|x| !x.is_finite()) {
+            vector.iter_mut().for_each(|x| *x = 0.0);
+        }
         let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm > 0.0 && norm.is_finite() && (norm - 1.0).abs() > 1e-6 {
             vector.iter_mut().for_each(|x| *x /= norm);
@@ -262,10 +298,23 @@ impl<A: Clone> SemanticCache<A> {
     /// The answer stored in `namespace` for the prompt most similar to `prompt`, if that
     /// similarity is at least the threshold; counts a hit (with its saved cost) or a miss.
     pub fn lookup(&self, namespace: &str, prompt: &str) -> Option<SemanticHit<A>> {
-        let query = self.embed(prompt);
+        self.lookup_at(namespace, self.embed(prompt), self.config.threshold)
+    }
+
+    /// [`lookup`](Self::lookup) by a vector computed elsewhere (normalized here; padded or cut
+    /// to [`dims`](Self::dims)), from `threshold` (clamped to 0–1) instead of the cache's own.
+    pub fn lookup_vector(&self, namespace: &str, vector: &[f32], threshold: f32) -> Option<SemanticHit<A>> {
+        let threshold = if threshold.is_nan() { self.config.threshold } else { threshold.clamp(0.0, 1.0) };
+        self.lookup_at(namespace, self.normalized(vector.to_vec()), threshold)
+    }
+
+    fn lookup_at(&self, namespace: &str, query: Vec<f32>, threshold: f32) -> Option<SemanticHit<A>> {
+        // A zero vector (no embedder, nothing in the text) matches nothing, whatever the
+        // threshold.
+        let zero = query.iter().all(|x| *x == 0.0);
         let store = self.store.read_or_recover();
-        let found = store.spaces.get(namespace).and_then(|space| {
-            let (best, similarity) = space.best_at_least(&query, self.config.threshold, self.dims)?;
+        let found = store.spaces.get(namespace).filter(|_| !zero).and_then(|space| {
+            let (best, similarity) = space.best_at_least(&query, threshold, self.dims)?;
             let entry = &space.entries[best];
             entry.last_used.store(self.tick(), Ordering::Relaxed);
             Some(SemanticHit {
@@ -287,7 +336,19 @@ impl<A: Clone> SemanticCache<A> {
     /// prompt stored again in the same namespace replaces its answer. If the cache is full,
     /// the least recently used entry (of any namespace) is evicted first.
     pub fn insert(&self, namespace: &str, prompt: &str, answer: A, cost: f64) {
-        let vector = self.embed(prompt);
+        if self.embedder.is_none() {
+            return;
+        }
+        self.insert_at(namespace, prompt, self.embed(prompt), answer, cost);
+    }
+
+    /// [`insert`](Self::insert) with the prompt's vector computed elsewhere (normalized here;
+    /// padded or cut to [`dims`](Self::dims)).
+    pub fn insert_vector(&self, namespace: &str, prompt: &str, vector: &[f32], answer: A, cost: f64) {
+        self.insert_at(namespace, prompt, self.normalized(vector.to_vec()), answer, cost);
+    }
+
+    fn insert_at(&self, namespace: &str, prompt: &str, vector: Vec<f32>, answer: A, cost: f64) {
         let cost = if cost.is_finite() { cost.max(0.0) } else { 0.0 };
         let now = self.tick();
         let mut store = self.store.write_or_recover();

@@ -23,6 +23,12 @@ pub const DEFAULT_MODEL: &str = "simulated";
 pub const DEFAULT_CALL_CACHE_BYTES: u64 = 64 << 20;
 /// Longest `llm.cache_ttl`: a year.
 pub const MAX_CALL_CACHE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default `llm.semantic_dims`: 256.
+pub const DEFAULT_SEMANTIC_DIMS: u64 = 256;
+/// Default `llm.semantic_threshold`: 0.9.
+pub const DEFAULT_SEMANTIC_THRESHOLD: f64 = 0.9;
+/// Default `llm.semantic_max_entries`: 10 000.
+pub const DEFAULT_SEMANTIC_MAX_ENTRIES: u64 = 10_000;
 /// Default `llm.cache_ttl`: a cached model answer is kept a day.
 pub const DEFAULT_CALL_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -71,6 +77,11 @@ config_section! {
             check(|c: &Self| !c.timeout.is_zero(), "a positive duration"),
             serde(with = "super::duration"),
             doc "Longest one request may take; positive.";
+        embedding_model: Option<String> = None => KeyKind::String,
+            unset "no embeddings from this provider",
+            check(|c: &Self| c.embedding_model.as_ref().is_none_or(|m| !m.is_empty()), "a model name"),
+            serde(skip_serializing_if = "Option::is_none"),
+            doc "An embedding model at the same endpoint (`/v1/embeddings`; for `simulated`, the built-in hashing embedder), called under this provider's limits, breaker and retries: what `semantic_provider` embeds questions with.";
         attempts: u32 = DEFAULT_PROVIDER_ATTEMPTS => KeyKind::Integer,
             check(|c: &Self| (1..=10).contains(&c.attempts), "an integer from 1 to 10"),
             doc "Attempts per request, the first included (1 to 10): by default a 5xx or a timeout is retried twice, with backoff or after `retry-after`, before the next provider of the chain is tried.";
@@ -108,6 +119,21 @@ config_section! {
             ),
             serde(with = "super::duration"),
             doc "How long a cached model answer is kept in each tier (at most 365 days; an answer copied from the cluster tier into the process's lives that long again).";
+        semantic_provider: Option<String> = None => KeyKind::String,
+            unset "no semantic tier",
+            serde(skip_serializing_if = "Option::is_none"),
+            doc "A provider (under `[llm.providers]`, with an `embedding_model`) whose embeddings give the router a semantic tier: a question of an opted-in tenant (`semantic_tenants`) or request, similar enough to one answered before in the same conversation context and tenant, is answered from it without a provider call.";
+        semantic_dims: u64 = DEFAULT_SEMANTIC_DIMS => KeyKind::Integer,
+            check(|c: &Self| (1..=8192).contains(&c.semantic_dims), "an integer from 1 to 8192"),
+            doc "The length of the embedding vectors (asked of the model as its `dimensions`; 1 to 8192).";
+        semantic_threshold: f64 = DEFAULT_SEMANTIC_THRESHOLD => KeyKind::Number,
+            check(|c: &Self| (0.0..=1.0).contains(&c.semantic_threshold), "a similarity from 0 to 1"),
+            doc "The cosine similarity from which a stored answer is reused for the tenants of `semantic_tenants` (a request may give its own).";
+        semantic_tenants: Vec<String> = Vec::new() => KeyKind::Strings,
+            doc "Tenants whose requests use the semantic tier (a request may opt in by itself).";
+        semantic_max_entries: u64 = DEFAULT_SEMANTIC_MAX_ENTRIES => KeyKind::Integer,
+            check(|c: &Self| c.semantic_max_entries >= 1, "at least 1"),
+            doc "The most answers the semantic tier keeps in the process, the least recently used evicted.";
     }
     tables {
         providers: BTreeMap<String, ProviderConfig> = BTreeMap::new(),
@@ -123,6 +149,15 @@ impl LlmConfig {
         for name in &self.chain {
             let known = self.providers.contains_key(name);
             v.check("llm.chain", name, known, "names of providers defined under [llm.providers]");
+        }
+        if let Some(name) = &self.semantic_provider {
+            let embeds = self.providers.get(name).is_some_and(|p| p.embedding_model.is_some());
+            v.check(
+                "llm.semantic_provider",
+                name,
+                embeds,
+                "the name of a provider under [llm.providers] with an embedding_model",
+            );
         }
         for (name, provider) in &self.providers {
             let prefix = format!("llm.providers.{name}");

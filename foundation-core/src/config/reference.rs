@@ -226,10 +226,12 @@ fn every_key_set() -> FoundationConfig {
     let provider = ProviderConfig {
         base_url: Some("http://127.0.0.1:8000/v1".into()),
         api_key: Some("key".into()),
+        embedding_model: Some("text-embedding-3-small".into()),
         limits,
         ..ProviderConfig::default()
     };
     config.llm.providers.insert(PROVIDER_PLACEHOLDER.to_string(), provider);
+    config.llm.semantic_provider = Some(PROVIDER_PLACEHOLDER.to_string());
     config
 }
 

@@ -45,7 +45,7 @@ pub trait EmbeddingModel: Send + Sync + 'static {
     fn embed<'a>(&'a self, inputs: &'a [String]) -> BoxFuture<'a, Result<Embeddings, LmError>>;
 }
 
-fn check_inputs(inputs: &[String]) -> Result<(), LmError> {
+pub(crate) fn check_inputs(inputs: &[String]) -> Result<(), LmError> {
     if inputs.is_empty() || inputs.len() > MAX_EMBEDDING_INPUTS {
         return Err(LmError::InvalidRequest {
             reason: format!("{} texts to embed; 1 to {MAX_EMBEDDING_INPUTS} a request", inputs.len()),

@@ -58,6 +58,7 @@ mod anthropic_format;
 mod call_cache;
 mod catalog;
 mod completion;
+mod embed_batch;
 mod embedding;
 mod http_call;
 mod json_schema;
@@ -71,6 +72,7 @@ mod remote;
 mod request;
 mod router;
 mod schema_check;
+mod semantic_tier;
 #[cfg(feature = "sim-server")]
 mod sim_server;
 mod simulated;
@@ -90,6 +92,7 @@ pub use call_cache::{
 };
 pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
 pub use completion::{Completion, FinishReason, Usage};
+pub use embed_batch::{BatchConfig, EmbeddingBatcher};
 pub use embedding::{
     EmbeddingModel, Embeddings, MAX_EMBEDDING_INPUTS, OpenAiEmbeddings, SimulatedEmbeddings,
 };
@@ -109,6 +112,9 @@ pub use request::{
 };
 pub use router::{ConfigFollower, LlmRouter};
 pub use schema_check::{SchemaViolation, check_against_schema};
+pub use semantic_tier::{
+    DEFAULT_SEMANTIC_ENTRIES, SEMANTIC_CACHE, SemanticStats, SemanticTier, SemanticTierConfig,
+};
 #[cfg(feature = "sim-server")]
 pub use sim_server::{ServerStats, SimServerConfig, SimulatedProvider};
 pub use simulated::{

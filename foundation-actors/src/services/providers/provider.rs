@@ -1,5 +1,8 @@
 //! One provider behind its protections: a rate limiter over its account's limits, a circuit
-//! breaker, and retries with backoff that honour `retry-after`.
+//! breaker, and retries with backoff that honour `retry-after`. Chat calls and, if the
+//! provider has an embedding model ([`Provider::with_embeddings`]), embedding calls go through
+//! the same protections: they share the account's limits (an embedding request is one request
+//! and its texts' tokens), its breaker and its retries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,8 @@ use foundation_core::retry::RetryPolicy;
 use foundation_core::sync::RwLockRecover;
 
 use super::completion::{Completion, Usage};
-use super::model::{LanguageModel, LmError};
+use super::embedding::{EmbeddingModel, Embeddings};
+use super::model::{BoxFuture, LanguageModel, LmError};
 use super::openai::OpenAiClient;
 use super::request::ChatRequest;
 use super::simulated::{SimulatedConfig, SimulatedModel};
@@ -58,6 +62,7 @@ impl Default for ProviderOptions {
 pub struct Provider {
     name: String,
     model: Arc<dyn LanguageModel>,
+    embeddings: Option<Arc<dyn EmbeddingModel>>,
     /// Shared by clones, so that a reload ([`Provider::set_limits`]) reaches every one.
     limits: Arc<std::sync::RwLock<ProviderLimits>>,
     limiter: Option<RateLimiter>,
@@ -89,6 +94,7 @@ impl Provider {
         Ok(Provider {
             name,
             model: Arc::new(model),
+            embeddings: None,
             limits: Arc::new(std::sync::RwLock::new(options.limits)),
             limiter,
             breaker: CircuitBreaker::new(options.breaker),
@@ -151,6 +157,58 @@ impl Provider {
         &self.name
     }
 
+    /// Gives the provider an embedding model, called through the same limiter, breaker and
+    /// retries as its chat model ([`EmbeddingModel::embed`] on the provider).
+    pub fn with_embeddings(self, model: impl EmbeddingModel) -> Self {
+        self.with_shared_embeddings(Arc::new(model))
+    }
+
+    /// [`with_embeddings`](Self::with_embeddings), the model already shared.
+    pub fn with_shared_embeddings(mut self, model: Arc<dyn EmbeddingModel>) -> Self {
+        self.embeddings = Some(model);
+        self
+    }
+
+    /// The embedding model `[llm.providers.NAME]`'s `embedding_model` names, if any, with
+    /// vectors of `dims` numbers if given (the simulated one: 256 unless given).
+    pub fn embeddings_from_config(
+        name: &str,
+        config: &ProviderConfig,
+        dims: Option<usize>,
+    ) -> Result<Option<Arc<dyn EmbeddingModel>>, LmError> {
+        let Some(model) = &config.embedding_model else { return Ok(None) };
+        Ok(Some(match config.kind {
+            ProviderKind::Simulated => {
+                Arc::new(super::embedding::SimulatedEmbeddings::new(model.clone(), dims.unwrap_or(256)))
+            }
+            ProviderKind::OpenaiCompatible => {
+                let client = super::embedding::OpenAiEmbeddings::new(
+                    name,
+                    model.clone(),
+                    config.base_url.clone(),
+                    config.api_key.clone(),
+                    config.timeout,
+                );
+                match dims {
+                    Some(d) => Arc::new(client.dimensions(d)),
+                    None => Arc::new(client),
+                }
+            }
+            ProviderKind::Anthropic => {
+                return Err(LmError::Rejected {
+                    provider: name.to_string(),
+                    status: 0,
+                    body: "embedding_model: Anthropic's API has no embeddings endpoint".into(),
+                });
+            }
+        }))
+    }
+
+    /// Its embedding model's name, if it has one.
+    pub fn embedding_model(&self) -> Option<&str> {
+        self.embeddings.as_ref().map(|m| m.model())
+    }
+
     /// The model it calls.
     pub fn model(&self) -> &str {
         self.model.model()
@@ -204,9 +262,9 @@ impl Provider {
         TokenCost { input: tokens::request_prompt(request), output: request.max_tokens }
     }
 
-    async fn acquire(&self, request: &ChatRequest) -> Result<Option<Permit>, LmError> {
+    async fn acquire(&self, estimate: TokenCost) -> Result<Option<Permit>, LmError> {
         let Some(limiter) = &self.limiter else { return Ok(None) };
-        let cost = self.limits().cost(Self::estimate(request));
+        let cost = self.limits().cost(estimate);
         let over = |dimension: String, wait: Duration| LmError::OverBudget {
             provider: self.name.clone(),
             dimension,
@@ -252,12 +310,21 @@ impl Provider {
         call: impl Fn(&'a ChatRequest) -> super::model::BoxFuture<'a, Result<T, LmError>>,
     ) -> Result<(T, Attempt, Option<Permit>), LmError> {
         request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
+        self.attempts_costing(Self::estimate(request), || call(request)).await
+    }
+
+    /// [`attempts`](Self::attempts) of any call expected to cost `estimate`.
+    async fn attempts_costing<'a, T>(
+        &'a self,
+        estimate: TokenCost,
+        call: impl Fn() -> BoxFuture<'a, Result<T, LmError>>,
+    ) -> Result<(T, Attempt, Option<Permit>), LmError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let breaker = self.try_call()?;
-            let mut permit = self.acquire(request).await?;
-            let result = match tokio::time::timeout(self.timeout, call(request)).await {
+            let mut permit = self.acquire(estimate).await?;
+            let result = match tokio::time::timeout(self.timeout, call()).await {
                 Ok(r) => r,
                 Err(_) => Err(LmError::Timeout { provider: self.name.clone(), after: self.timeout }),
             };
@@ -373,6 +440,36 @@ impl Provider {
                 Err(e)
             }
         }
+    }
+}
+
+impl EmbeddingModel for Provider {
+    /// The embedding model's name (empty without one).
+    fn model(&self) -> &str {
+        self.embedding_model().unwrap_or("")
+    }
+
+    /// Embeds through the provider's protections: waits for the budget (one request and the
+    /// texts' estimated tokens), retries failures and 429s, settles with the tokens the
+    /// endpoint reported. A provider without an embedding model refuses
+    /// ([`LmError::Rejected`]).
+    fn embed<'a>(&'a self, inputs: &'a [String]) -> BoxFuture<'a, Result<Embeddings, LmError>> {
+        Box::pin(async move {
+            let Some(model) = &self.embeddings else {
+                return Err(LmError::Rejected {
+                    provider: self.name.clone(),
+                    status: 0,
+                    body: "this provider has no embedding model".into(),
+                });
+            };
+            super::embedding::check_inputs(inputs)?;
+            let estimate = TokenCost { input: inputs.iter().map(|t| tokens::count(t)).sum(), output: 0 };
+            let (embeddings, call, mut permit) =
+                self.attempts_costing(estimate, || model.embed(inputs)).await?;
+            call.success();
+            self.settle(permit.as_mut(), embeddings.usage, &embeddings.rate_headers);
+            Ok(embeddings)
+        })
     }
 }
 

@@ -178,6 +178,12 @@ pub struct ChatRequest {
     /// A seed, for providers that sample reproducibly with one (OpenAI's `seed`, best effort).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Opts in to a router's semantic tier ([`SemanticTier`](super::SemanticTier)) for this
+    /// request: an answer stored for a question at least this similar (cosine, 0 to 1) in the
+    /// same conversation context may be returned instead of calling a provider. `None`: the
+    /// tenant's setting, if any. Not part of the call cache's key.
+    #[serde(default)]
+    pub semantic: Option<f32>,
 }
 
 impl ChatRequest {
@@ -194,6 +200,7 @@ impl ChatRequest {
             response_format: None,
             stop: Vec::new(),
             seed: None,
+            semantic: None,
         }
     }
 
@@ -205,6 +212,13 @@ impl ChatRequest {
     /// With this completion budget.
     pub fn max_tokens(mut self, max_tokens: u64) -> Self {
         self.max_tokens = max_tokens;
+        self
+    }
+
+    /// Answered from the router's semantic tier if a stored question is at least `threshold`
+    /// similar (see [`ChatRequest::semantic`]).
+    pub fn semantic(mut self, threshold: f32) -> Self {
+        self.semantic = Some(threshold);
         self
     }
 
@@ -283,6 +297,11 @@ impl ChatRequest {
             if !schema.is_object() {
                 return Err("response_format: the schema must be a JSON object".into());
             }
+        }
+        if let Some(threshold) = self.semantic
+            && !(0.0..=1.0).contains(&threshold)
+        {
+            return Err(format!("semantic threshold {threshold}; it must be a similarity from 0 to 1"));
         }
         if self.max_tokens == 0 || self.max_tokens > MAX_MAX_TOKENS {
             return Err(format!("max_tokens is {}; it must be 1 to {MAX_MAX_TOKENS}", self.max_tokens));

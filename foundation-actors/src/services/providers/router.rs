@@ -1,5 +1,6 @@
 //! A chain of providers: the first that can serve a request does, and usage is counted.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use foundation_core::config::{LiveConfig, LlmConfig};
@@ -9,6 +10,7 @@ use super::completion::Completion;
 use super::model::{BoxFuture, LanguageModel, LmError};
 use super::provider::Provider;
 use super::request::ChatRequest;
+use super::semantic_tier::{Lookup, Miss, SemanticStats, SemanticTier, SemanticTierConfig};
 use super::stream::{CompletionStream, StreamEvent};
 use super::tokens;
 use super::usage::UsageLedger;
@@ -51,12 +53,37 @@ pub struct LlmRouter {
     chain: Vec<Provider>,
     models: ModelRegistry,
     usage: UsageLedger,
+    semantic: Option<Arc<SemanticTier>>,
 }
 
 impl LlmRouter {
     /// An empty chain pricing calls with `models`.
     pub fn new(models: ModelRegistry) -> Self {
-        LlmRouter { chain: Vec::new(), models, usage: UsageLedger::new() }
+        LlmRouter { chain: Vec::new(), models, usage: UsageLedger::new(), semantic: None }
+    }
+
+    /// Answers from `tier` the requests that opt in to it (see [`SemanticTier`]), before any
+    /// provider; stores the answers of those it could not.
+    pub fn semantic(mut self, tier: SemanticTier) -> Self {
+        self.semantic = Some(Arc::new(tier));
+        self
+    }
+
+    /// The semantic tier's counts, if it has one.
+    pub fn semantic_stats(&self) -> Option<SemanticStats> {
+        self.semantic.as_ref().map(|t| t.stats())
+    }
+
+    /// What names this chain in the semantic tier: its providers and models, in order.
+    fn scope(&self) -> String {
+        self.chain.iter().map(|p| format!("{}/{}", p.name(), p.model())).collect::<Vec<_>>().join(",")
+    }
+
+    async fn semantic_lookup(&self, request: &ChatRequest) -> Lookup {
+        match &self.semantic {
+            Some(tier) => tier.lookup(&self.scope(), request).await,
+            None => Lookup::Skip,
+        }
     }
 
     /// Appends a provider to the chain.
@@ -74,12 +101,56 @@ impl LlmRouter {
             config.chain.iter().collect()
         };
         let mut router = Self::new(ModelRegistry::with_defaults());
+        let semantic = config.semantic_provider.as_ref();
+        let dims = config.semantic_dims as usize;
+        let mut embedder: Option<Provider> = None;
         for name in names {
             let p = config
                 .providers
                 .get(name)
                 .ok_or_else(|| LmError::Unknown { what: "provider".into(), name: name.clone() })?;
-            router = router.provider(Provider::from_config(name, p, seed)?);
+            let wanted = (semantic == Some(name)).then_some(dims);
+            let mut provider = Provider::from_config(name, p, seed)?;
+            if let Some(model) = Provider::embeddings_from_config(name, p, wanted)? {
+                provider = provider.with_shared_embeddings(model);
+            }
+            if semantic == Some(name) {
+                embedder = Some(provider.clone());
+            }
+            router = router.provider(provider);
+        }
+        if let Some(name) = semantic {
+            let embedder = match embedder {
+                Some(in_chain) => in_chain,
+                // Not in the chain: its own protections, for embeddings only.
+                None => {
+                    let p = config
+                        .providers
+                        .get(name)
+                        .ok_or_else(|| LmError::Unknown { what: "provider".into(), name: name.clone() })?;
+                    let model = Provider::embeddings_from_config(name, p, Some(dims))?.ok_or_else(|| {
+                        LmError::InvalidRequest {
+                            reason: format!("llm.semantic_provider `{name}` has no embedding_model"),
+                        }
+                    })?;
+                    Provider::from_config(name, p, seed)?.with_shared_embeddings(model)
+                }
+            };
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(LmError::InvalidRequest {
+                    reason: "llm.semantic_provider: the semantic tier needs a tokio runtime".into(),
+                });
+            }
+            let tier_config = SemanticTierConfig {
+                tenants: config
+                    .semantic_tenants
+                    .iter()
+                    .map(|t| (t.clone(), config.semantic_threshold as f32))
+                    .collect(),
+                max_entries: config.semantic_max_entries.min(usize::MAX as u64) as usize,
+                ..Default::default()
+            };
+            router = router.semantic(SemanticTier::new(Arc::new(embedder), dims, tier_config)?);
         }
         Ok(router)
     }
@@ -180,6 +251,11 @@ impl LlmRouter {
     /// ([`ChatRequest::check`]) is refused before any provider sees it.
     pub async fn complete(&self, request: &ChatRequest) -> Result<Completion, LmError> {
         request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
+        let mut miss = match self.semantic_lookup(request).await {
+            Lookup::Hit(answer) => return Ok(answer),
+            Lookup::Miss(miss) => Some(miss),
+            Lookup::Skip => None,
+        };
         let tenant = request.tenant.as_deref();
         let mut tried = Vec::new();
         for provider in &self.chain {
@@ -206,6 +282,9 @@ impl LlmRouter {
                         cost,
                         started.elapsed(),
                     );
+                    if let (Some(tier), Some(miss)) = (&self.semantic, miss.take()) {
+                        tier.store(miss, &completion, cost);
+                    }
                     return Ok(completion);
                 }
                 Err(e) => {
@@ -234,6 +313,11 @@ impl LlmRouter {
     /// completion tokens of the pieces received.
     pub async fn stream(&self, request: &ChatRequest) -> Result<CompletionStream, LmError> {
         request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
+        let mut miss = match self.semantic_lookup(request).await {
+            Lookup::Hit(answer) => return Ok(CompletionStream::from_completion(answer)),
+            Lookup::Miss(miss) => Some(miss),
+            Lookup::Skip => None,
+        };
         let mut tried = Vec::new();
         for provider in &self.chain {
             let spec = match self.fits(provider, request) {
@@ -256,6 +340,7 @@ impl LlmRouter {
                         prompt: tokens::request_prompt(request),
                         received: 0,
                         open: true,
+                        semantic: miss.take(),
                     };
                     let name = provider.name().to_string();
                     let recorded =
@@ -310,6 +395,8 @@ struct Record {
     prompt: u64,
     received: u64,
     open: bool,
+    /// Where the semantic tier stores the answer, if the request missed it.
+    semantic: Option<Miss>,
 }
 
 impl Record {
@@ -317,6 +404,9 @@ impl Record {
         if std::mem::take(&mut self.open) {
             let cost = self.cost(&completion.model, completion.usage);
             let router = &self.router;
+            if let (Some(tier), Some(miss)) = (&router.semantic, self.semantic.take()) {
+                tier.store(miss, completion, cost);
+            }
             router.usage.record_success(
                 &self.provider,
                 &completion.model,

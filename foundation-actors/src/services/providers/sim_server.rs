@@ -62,6 +62,10 @@ pub struct ServerStats {
     pub streams_cancelled: u64,
     /// Tool calls in the answers.
     pub tool_calls: u64,
+    /// Embedding requests served (also counted in `served`), and the texts they embedded.
+    pub embedding_requests: u64,
+    /// Texts embedded.
+    pub embedded_texts: u64,
 }
 
 struct Shared {
@@ -80,6 +84,8 @@ struct Shared {
     streams: AtomicU64,
     streams_cancelled: AtomicU64,
     tool_calls: AtomicU64,
+    embedding_requests: AtomicU64,
+    embedded_texts: AtomicU64,
     ids: AtomicU64,
     prompt_cache: std::sync::Mutex<PromptCache>,
 }
@@ -174,6 +180,8 @@ impl SimulatedProvider {
             streams: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
             tool_calls: AtomicU64::new(0),
+            embedding_requests: AtomicU64::new(0),
+            embedded_texts: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             prompt_cache: Default::default(),
         });
@@ -214,6 +222,8 @@ impl SimulatedProvider {
             streams: get(&s.streams),
             streams_cancelled: get(&s.streams_cancelled),
             tool_calls: get(&s.tool_calls),
+            embedding_requests: get(&s.embedding_requests),
+            embedded_texts: get(&s.embedded_texts),
         }
     }
 
@@ -322,6 +332,8 @@ async fn embeddings(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         }
     }
     s.count_served(&usage);
+    s.embedding_requests.fetch_add(1, Ordering::SeqCst);
+    s.embedded_texts.fetch_add(inputs.len() as u64, Ordering::SeqCst);
     let data: Vec<serde_json::Value> = vectors
         .iter()
         .enumerate()
