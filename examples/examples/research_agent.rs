@@ -228,7 +228,7 @@ fn show(event: &LoopEvent, in_text: &AtomicBool) {
             }
             print!("{piece}");
         }
-        LoopEvent::ToolCall { .. } => {}
+        LoopEvent::ToolCall { .. } | LoopEvent::ApprovalRequested(_) => {}
         LoopEvent::ToolResult { step, record } => {
             let place = match record.place {
                 ToolPlace::Own => "own tool",

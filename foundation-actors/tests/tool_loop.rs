@@ -513,6 +513,88 @@ async fn a_panicking_tool_a_forced_choice_and_repeated_call_ids_do_not_break_the
     agent.stop().await;
 }
 
+/// Runs the loop with a short approval timeout.
+struct Gated;
+
+impl Agent for Gated {
+    type Input = String;
+    type Output = ToolRun;
+
+    async fn step(&mut self, ctx: &mut AgentContext, prompt: String) -> Result<ToolRun, AgentError> {
+        ctx.run_tools(prompt, &ToolLoop::new().approval_timeout(Duration::from_millis(300))).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_tools_that_need_approval_wait_for_a_decision_own_and_served() {
+    use foundation_actors::agents::{ApprovalDesk, Decision};
+    let registry = ServiceRegistry::start().await.unwrap();
+    let mut own = Tools::new();
+    own.register("add", "adds", |x: Add| async move { Ok::<_, foundation_core::BoxError>(x.a + x.b) })
+        .unwrap()
+        .needs_approval("add")
+        .unwrap();
+    assert!(own.clone().needs_approval("nope").is_err(), "only registered tools");
+    let mut served = Tools::new();
+    served
+        .register("shout", "upper-cases", |s: Shout| async move {
+            Ok::<_, foundation_core::BoxError>(s.text.to_uppercase())
+        })
+        .unwrap()
+        .needs_approval("shout")
+        .unwrap();
+    let server = ToolServer::new(served).start(&registry).await.unwrap();
+    let desk = ApprovalDesk::new();
+    let script = Script::new([
+        calls(&[("add", r#"{"a": 1, "b": 2}"#), ("shout", r#"{"text": "hi"}"#), ("add", r#"{"a": "x"}"#)]),
+        calls(&[("add", r#"{"a": 5, "b": 5}"#)]),
+    ]);
+    let agent = AgentSpec::new("gated", || Gated)
+        .model(script)
+        .tools(own)
+        .remote_tools(["shout"])
+        .approvals(desk.clone())
+        .start(&registry)
+        .await
+        .unwrap();
+    let asked = tokio::spawn({
+        let agent_ref = agent.agent_ref().await.unwrap();
+        async move { agent_ref.ask::<String, ToolRun>("go".into(), ASK).await }
+    });
+    // Both valid calls wait at the desk at once (the malformed one never gets there).
+    let pending = loop {
+        let pending = desk.pending();
+        if pending.len() == 2 {
+            break pending;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let tools: Vec<&str> = pending.iter().map(|p| p.tool.as_str()).collect();
+    assert_eq!(tools, ["add", "shout"], "the served tool's mark travelled with its spec");
+    assert_eq!(pending[0].agent, "gated");
+    desk.approve(pending[0].id, "alice").unwrap();
+    desk.deny(pending[1].id, "bob", "no shouting").unwrap();
+    assert!(desk.approve(pending[0].id, "alice").is_err(), "decided once");
+    // The second step's call is left undecided: it times out.
+    let run = asked.await.unwrap().unwrap();
+    let first = &run.steps[0].calls;
+    assert_eq!(first[0].outcome, ToolOutcome::Done(json!(3)));
+    assert_eq!(first[0].approval.as_ref().unwrap().decision, Decision::Approved { by: "alice".into() });
+    assert!(
+        matches!(&first[1].outcome, ToolOutcome::Denied(r) if r.contains("bob denied this call: no shouting"))
+    );
+    assert_eq!(first[2].outcome.kind(), "schema_violation");
+    assert!(first[2].approval.is_none());
+    let second = &run.steps[1].calls[0];
+    assert_eq!(second.approval.as_ref().unwrap().decision, Decision::TimedOut);
+    assert_eq!(second.outcome.kind(), "denied");
+    let recent: Vec<&str> = desk.recent().iter().map(|r| r.decision.kind()).collect();
+    assert_eq!(recent, ["approved", "denied", "timed_out"]);
+    assert!(desk.pending().is_empty());
+    agent.stop().await;
+    server.stop().await;
+}
+
 #[test]
 fn a_tool_whose_arguments_are_not_an_object_is_refused_at_registration() {
     let mut tools = Tools::new();

@@ -15,8 +15,8 @@ use foundation_core::rate_limit::RateLimiter;
 
 use super::reply::{Help, Usage, emit, refuse};
 use super::{
-    cache, coordination, crdt, llm_load, membership, models, optimize, replicas, services, test_hooks,
-    topics, trace, workload,
+    approvals, cache, coordination, crdt, llm_load, membership, models, optimize, replicas, services,
+    test_hooks, topics, trace, workload,
 };
 
 /// A command read from standard input.
@@ -48,6 +48,8 @@ pub enum Command {
     Workload(workload::Command),
     /// `model-*`.
     Models(models::Command),
+    /// `agent-ask`, `approvals`, `approve`, `deny`.
+    Approvals(approvals::Command),
     /// `partition`, `heal`, `forge-leaving` (only with `--test-hooks`).
     TestHook(test_hooks::Command),
 }
@@ -68,6 +70,7 @@ pub fn usages(test_hooks: bool) -> Vec<Usage> {
         membership::COMMANDS,
         workload::COMMANDS,
         models::COMMANDS,
+        approvals::COMMANDS,
     ] {
         all.extend_from_slice(table);
     }
@@ -101,6 +104,7 @@ impl Command {
         .or_else(|| map(membership::Command::parse(op, args), Command::Membership))
         .or_else(|| map(workload::Command::parse(op, args), Command::Workload))
         .or_else(|| map(models::Command::parse(op, args), Command::Models))
+        .or_else(|| map(approvals::Command::parse(op, args), Command::Approvals))
         .or_else(|| match test_hooks {
             true => map(test_hooks::Command::parse(op, args), Command::TestHook),
             false => None,
@@ -146,6 +150,8 @@ pub struct Features {
     pub workload: Option<workload::Workload>,
     /// Models served here (`--serve-model`), and streams from any node's.
     pub models: models::Models,
+    /// The operator agent (`--operator-agent`) and the process's approval desk.
+    pub approvals: approvals::Approvals,
 }
 
 impl Features {
@@ -195,6 +201,7 @@ impl Features {
                 None => absent("no nemesis workload here", "--history FILE"),
             },
             Command::Models(command) => self.models.run(line, command),
+            Command::Approvals(command) => self.approvals.run(line, command),
             Command::TestHook(command) => test_hooks::run(&self.cluster, command).await,
         }
     }
@@ -272,6 +279,12 @@ mod tests {
         assert!(Command::parse("model-hold sim", false).unwrap_err().contains("usage: `model-hold"));
         assert_eq!(Command::parse("model-server", false), Ok(Command::Models(models::Command::Server)));
         assert_eq!(
+            Command::parse("deny 7 not  today", false),
+            Ok(Command::Approvals(approvals::Command::Deny(7, "not today".into())))
+        );
+        assert!(Command::parse("approve seven", false).unwrap_err().contains("ID must be a number"));
+        assert!(Command::parse("deny 7", false).unwrap_err().contains("an ID and a reason"));
+        assert_eq!(
             Command::parse("forge-leaving n3", true),
             Ok(Command::TestHook(test_hooks::Command::ForgeLeaving { node: "n3".into() }))
         );
@@ -307,7 +320,7 @@ mod tests {
                 .split_whitespace()
                 .filter(|w| !w.starts_with('['))
                 .map(|w| match w {
-                    "N" | "PARTIES" | "LEASE_MS" | "WAIT_MS" | "WORK_MS" | "MAX_TOKENS" => "2",
+                    "N" | "PARTIES" | "LEASE_MS" | "WAIT_MS" | "WORK_MS" | "MAX_TOKENS" | "ID" => "2",
                     "COST" => "1.5",
                     "up|down" => "up",
                     w if w.chars().all(|c| c.is_ascii_uppercase() || "_,.".contains(c)) => "x",

@@ -13,6 +13,7 @@
 //! - **Test hooks** (`partition`, `heal`, `forge-leaving`) exist only with `--test-hooks`
 //!   ([`test_hooks`] says why a flag).
 
+mod approvals;
 mod cache;
 mod commands;
 pub mod coordination;
@@ -146,6 +147,9 @@ pub struct NodeArgs {
     /// Serve models to the cluster.
     #[command(flatten)]
     models: models::ModelArgs,
+    /// Run an agent whose tool calls wait for approval.
+    #[command(flatten)]
+    approvals: approvals::ApprovalArgs,
     /// Record distributed traces, sampling new ones at this rate (0 to 1): a trace participant
     /// runs, and stdin takes the `trace-*` commands and `profile` (see `help`).
     #[arg(long, value_name = "RATE")]
@@ -365,6 +369,7 @@ async fn serve(
     let registry = ServiceRegistry::start().await?;
     registry.set_max_message_bytes(cluster.max_frame_bytes());
     let models = models::start(&registry, &args.models, cluster.max_frame_bytes()).await?;
+    let approvals = approvals::start(&registry, &args.approvals).await?;
     let _workers = services::register(&registry, &node, &args.services).await?;
     let budget = llm_load::start(&cluster, &args.llm)?;
     let run = optimize::start(&cluster, &channels, &args.optimize, &config.llm).await;
@@ -421,6 +426,7 @@ async fn serve(
         test_hooks: args.test_hooks,
         workload,
         models,
+        approvals,
     };
     // Standard input: one command per line; end of input is the launcher going away.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::approval::ApprovalDesk;
 use super::context::AgentContext;
 use super::error::AgentError;
 use super::handle::{
@@ -65,6 +66,7 @@ pub(crate) struct Shared {
     pub(crate) max_message_bytes: usize,
     pub(crate) tool_timeout: Duration,
     pub(crate) remote_tools: Vec<String>,
+    pub(crate) approvals: ApprovalDesk,
 }
 
 /// How to run an agent: its name, a factory for its state, its model, tools, memory and
@@ -92,6 +94,7 @@ pub struct AgentSpec<A: Agent> {
     max_message_bytes: usize,
     tool_timeout: Duration,
     remote_tools: Vec<String>,
+    approvals: ApprovalDesk,
 }
 
 impl<A: Agent> Clone for AgentSpec<A> {
@@ -106,6 +109,7 @@ impl<A: Agent> Clone for AgentSpec<A> {
             max_message_bytes: self.max_message_bytes,
             tool_timeout: self.tool_timeout,
             remote_tools: self.remote_tools.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl<A: Agent> AgentSpec<A> {
             max_message_bytes: DEFAULT_MAX_FRAME_BYTES,
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
             remote_tools: Vec::new(),
+            approvals: ApprovalDesk::global(),
         }
     }
 
@@ -164,6 +169,13 @@ impl<A: Agent> AgentSpec<A> {
     /// that loop (and listed in its [`ToolRun::unavailable`](super::ToolRun::unavailable)).
     pub fn remote_tools<N: Into<String>>(mut self, names: impl IntoIterator<Item = N>) -> Self {
         self.remote_tools.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// The desk its tool loops file approvals at (default [`ApprovalDesk::global`], the
+    /// process's, which `foundation node`'s `approvals`, `approve` and `deny` act on).
+    pub fn approvals(mut self, desk: ApprovalDesk) -> Self {
+        self.approvals = desk;
         self
     }
 
@@ -229,6 +241,7 @@ impl<A: Agent> AgentSpec<A> {
             max_message_bytes: self.max_message_bytes,
             tool_timeout: self.tool_timeout,
             remote_tools,
+            approvals: self.approvals.clone(),
         }))
     }
 

@@ -27,7 +27,7 @@ pub struct AgentContext {
     /// Specs of tools served elsewhere, by name, with when they were asked for (see
     /// [`run_tools`](Self::run_tools)).
     pub(super) served_specs:
-        std::collections::HashMap<String, (Option<crate::providers::ToolSpec>, std::time::Instant)>,
+        std::collections::HashMap<String, (Option<super::remote_tools::ServedSpec>, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for AgentContext {

@@ -86,6 +86,7 @@
 //! ```
 
 mod agent;
+mod approval;
 mod context;
 mod error;
 mod handle;
@@ -95,6 +96,10 @@ mod tool_loop;
 mod tools;
 
 pub use agent::{Agent, AgentHandle, AgentSpec, DEFAULT_MEMORY_WINDOW};
+pub use approval::{
+    ApprovalDesk, ApprovalError, ApprovalRecord, DEFAULT_APPROVAL_TIMEOUT, Decision, MAX_PENDING_APPROVALS,
+    PendingApproval, RECENT_DECISIONS,
+};
 pub use context::AgentContext;
 pub use error::AgentError;
 pub use handle::{AGENT_NAME_KEY, AGENT_SERVICE, AgentRef};

@@ -51,6 +51,15 @@ pub(crate) struct ToolCall {
     pub(crate) args: String,
 }
 
+/// A served tool as its server describes it: its spec, and whether its calls need approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ServedSpec {
+    #[serde(flatten)]
+    pub(crate) spec: ToolSpec,
+    #[serde(default)]
+    pub(crate) needs_approval: bool,
+}
+
 /// The result as JSON text, or the tool's error.
 pub(crate) type WireResult = Result<String, ToolError>;
 
@@ -68,7 +77,7 @@ pub(crate) enum ToolServerMsg {
     /// A call from this process: the JSON value itself.
     Local { tool: String, args: Value, reply: RpcReplyPort<Result<Value, ToolError>> },
     /// The specs of the named tools, asked in this process.
-    LocalSpecs(Vec<String>, RpcReplyPort<Vec<ToolSpec>>),
+    LocalSpecs(Vec<String>, RpcReplyPort<Vec<ServedSpec>>),
     /// A call from another node.
     Remote(RemoteToolMsg),
 }
@@ -242,7 +251,7 @@ pub(crate) async fn served_specs(
     registry: &ServiceRegistry,
     names: &[String],
     timeout: Duration,
-) -> Vec<ToolSpec> {
+) -> Vec<ServedSpec> {
     let mut by_server: Vec<(ractor::ActorCell, Vec<String>)> = Vec::new();
     for name in names {
         let servers: Vec<_> = registry
@@ -259,7 +268,7 @@ pub(crate) async fn served_specs(
     let asks = by_server.into_iter().map(|(cell, wanted)| async move {
         let actor: ActorRef<ToolServerMsg> = cell.into();
         let node = actor.get_id().node();
-        let specs: Result<Vec<ToolSpec>, String> = if actor.get_id().is_local() {
+        let specs: Result<Vec<ServedSpec>, String> = if actor.get_id().is_local() {
             let call = |reply| ToolServerMsg::LocalSpecs(wanted.clone(), reply);
             reply(actor.call(call, Some(timeout)).await, "(specs)", timeout).map_err(|e| e.to_string())
         } else {
@@ -273,7 +282,7 @@ pub(crate) async fn served_specs(
                         .and_then(|frame| frame.into_inner().map_err(|e| e.to_string()))
                         .and_then(|answer| answer)
                         .and_then(|json| {
-                            serde_json::from_str::<Vec<ToolSpec>>(&json).map_err(|e| e.to_string())
+                            serde_json::from_str::<Vec<ServedSpec>>(&json).map_err(|e| e.to_string())
                         })
                 }
             }
@@ -281,11 +290,11 @@ pub(crate) async fn served_specs(
         match specs {
             Ok(specs) => specs
                 .into_iter()
-                .filter(|s| wanted.contains(&s.name))
-                .filter(|s| match crate::providers::ChatRequest::new(Vec::new()).tool(s.clone()).check() {
+                .filter(|s| wanted.contains(&s.spec.name))
+                .filter(|s| match crate::providers::ChatRequest::new(Vec::new()).tool(s.spec.clone()).check() {
                     Ok(()) => true,
                     Err(reason) => {
-                        tracing::warn!(tool = %s.name, node, %reason, "a served tool's spec is refused");
+                        tracing::warn!(tool = %s.spec.name, node, %reason, "a served tool's spec is refused");
                         false
                     }
                 })
@@ -297,9 +306,9 @@ pub(crate) async fn served_specs(
             }
         }
     });
-    let mut specs: Vec<ToolSpec> = futures::future::join_all(asks).await.into_iter().flatten().collect();
-    specs.sort_by(|a, b| a.name.cmp(&b.name));
-    specs.dedup_by(|a, b| a.name == b.name);
+    let mut specs: Vec<ServedSpec> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+    specs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    specs.dedup_by(|a, b| a.spec.name == b.spec.name);
     specs
 }
 
@@ -384,8 +393,15 @@ impl Actor for ToolServerActor {
 
 impl ToolServerActor {
     /// The specs of the named tools it serves (at most 64 names looked at).
-    fn specs_of(&self, names: &[String]) -> Vec<ToolSpec> {
-        names.iter().take(64).filter_map(|n| self.tools.spec(n).cloned()).collect()
+    fn specs_of(&self, names: &[String]) -> Vec<ServedSpec> {
+        names
+            .iter()
+            .take(64)
+            .filter_map(|n| {
+                let spec = self.tools.spec(n)?.clone();
+                Some(ServedSpec { spec, needs_approval: self.tools.requires_approval(n) })
+            })
+            .collect()
     }
 
     async fn run(&self, msg: ToolServerMsg, serving: &mut Serving) -> Result<(), ActorProcessingErr> {
@@ -526,11 +542,12 @@ mod tests {
         let msg = ToolServerMsg::Remote(RemoteToolMsg::Specs(names, RpcReplyPort::from((tx, WAIT))));
         let bytes = ractor::Message::serialize(msg).unwrap();
         actor.send_message(<ToolServerMsg as ractor::Message>::deserialize(bytes).unwrap()).unwrap();
-        let specs: Vec<ToolSpec> =
+        let specs: Vec<ServedSpec> =
             serde_json::from_str(&rx.await.unwrap().into_inner().unwrap().unwrap()).unwrap();
         assert_eq!(specs.len(), 1);
-        assert_eq!((specs[0].name.as_str(), specs[0].description.as_str()), ("add", "adds"));
-        assert_eq!(specs[0].parameters["required"], serde_json::json!(["a", "b"]));
+        assert_eq!((specs[0].spec.name.as_str(), specs[0].spec.description.as_str()), ("add", "adds"));
+        assert_eq!(specs[0].spec.parameters["required"], serde_json::json!(["a", "b"]));
+        assert!(!specs[0].needs_approval);
         // And as this process asks them, for the named tools only.
         let found = served_specs(&registry, &["add".to_string(), "sub".to_string()], WAIT).await;
         assert_eq!(found, specs);

@@ -36,7 +36,7 @@
 //! - **Streaming**: with an [`on_event`](ToolLoop::on_event) observer the model's answers are
 //!   streamed and each text piece, tool call and tool result is reported as it happens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::approval::{ApprovalRecord, DEFAULT_APPROVAL_TIMEOUT, Decision, PendingApproval};
 use super::context::AgentContext;
 use super::error::AgentError;
 use super::handle::catch_panic;
@@ -90,6 +91,7 @@ pub struct ToolLoop {
     parallel: bool,
     template: ChatRequest,
     observer: Option<Observer>,
+    approval_timeout: Duration,
 }
 
 impl std::fmt::Debug for ToolLoop {
@@ -109,6 +111,7 @@ impl Default for ToolLoop {
             parallel: true,
             template: ChatRequest::new(Vec::new()),
             observer: None,
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
         }
     }
 }
@@ -118,6 +121,13 @@ impl ToolLoop {
     /// parameters, no observer.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How long a call of a tool that needs approval waits for a decision (default
+    /// [`DEFAULT_APPROVAL_TIMEOUT`]); past it, the call does not run.
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
     }
 
     /// At most this many model calls (at least 1).
@@ -167,12 +177,15 @@ pub enum LoopEvent {
         /// The call.
         call: ToolCall,
     },
+    /// A call of a tool that needs approval waits at the desk (its id is what `approve` and
+    /// `deny` take).
+    ApprovalRequested(PendingApproval),
     /// A call's record, once it is done.
     ToolResult {
         /// The step.
         step: usize,
         /// What happened.
-        record: ToolCallRecord,
+        record: Box<ToolCallRecord>,
     },
 }
 
@@ -225,6 +238,9 @@ pub struct ToolCallRecord {
     pub outcome: ToolOutcome,
     /// How long it took (checks included).
     pub took: Duration,
+    /// The decision it waited for, if its tool needs approval and it got that far.
+    #[serde(default)]
+    pub approval: Option<ApprovalRecord>,
 }
 
 /// Where a tool of the loop runs.
@@ -258,6 +274,8 @@ pub enum ToolOutcome {
     /// Not run, and why: beyond [`MAX_CALLS_PER_STEP`] calls in one answer, or asked for at
     /// the run's last step (its result could not reach the model).
     Skipped(String),
+    /// Its tool needs approval and the call was denied, or no decision came in time: not run.
+    Denied(String),
 }
 
 impl ToolOutcome {
@@ -276,6 +294,7 @@ impl ToolOutcome {
             ToolOutcome::SchemaViolation(_) => "schema_violation",
             ToolOutcome::Failed(_) => "failed",
             ToolOutcome::Skipped(_) => "skipped",
+            ToolOutcome::Denied(_) => "denied",
         }
     }
 
@@ -292,6 +311,7 @@ impl ToolOutcome {
             }
             ToolOutcome::Failed(e) => e.to_string(),
             ToolOutcome::Skipped(reason) => format!("not run: {reason}"),
+            ToolOutcome::Denied(reason) => format!("not run: {reason}"),
         };
         serde_json::json!({ "error": error }).to_string()
     }
@@ -342,9 +362,12 @@ impl AgentContext {
     ) -> Result<ToolRun, AgentError> {
         let agent = self.shared.name.clone();
         let model = self.shared.model.clone().ok_or_else(|| AgentError::NoModel { agent: agent.clone() })?;
-        let (offered, unavailable) = self.offered_tools().await;
-        let by_name: HashMap<&str, &ToolSpec> = offered.iter().map(|s| (s.name.as_str(), s)).collect();
-        let names: Vec<String> = offered.iter().map(|s| s.name.clone()).collect();
+        let (offered, approvals, unavailable) = self.offered_tools().await;
+        let offer = Offer {
+            specs: offered.iter().map(|s| (s.name.as_str(), s)).collect(),
+            names: offered.iter().map(|s| s.name.clone()).collect(),
+            approvals,
+        };
 
         let prompt = ChatMessage::user(prompt);
         let mut conversation = self.memory.messages();
@@ -394,7 +417,7 @@ impl AgentContext {
                 } else {
                     Ok(())
                 };
-                self.tool_call(step, call, run, &by_name, &names, options).instrument(span)
+                self.tool_call(step, call, run, &offer, options).instrument(span)
             });
             let records: Vec<ToolCallRecord> = if options.parallel {
                 futures::future::join_all(calls).await
@@ -435,9 +458,11 @@ impl AgentContext {
     /// The tools offered to the model: its own, then the served ones its spec names (specs
     /// asked for when not known or older than [`SERVED_SPEC_TTL`]); and the named ones no
     /// server offers.
-    async fn offered_tools(&mut self) -> (Vec<ToolSpec>, Vec<String>) {
+    async fn offered_tools(&mut self) -> (Vec<ToolSpec>, HashSet<String>, Vec<String>) {
         let own = &self.shared.tools;
         let mut offered = own.specs();
+        let mut approvals: HashSet<String> =
+            offered.iter().filter(|s| own.requires_approval(&s.name)).map(|s| s.name.clone()).collect();
         let wanted: Vec<String> =
             self.shared.remote_tools.iter().filter(|n| !own.contains(n)).cloned().collect();
         // Only tools a live server offers now: the registry drops a server's registration when
@@ -458,7 +483,7 @@ impl AgentContext {
             let fresh = remote_tools::served_specs(&self.registry, &stale, timeout).await;
             let now = Instant::now();
             for name in stale {
-                let spec = fresh.iter().find(|s| s.name == name).cloned();
+                let spec = fresh.iter().find(|s| s.spec.name == name).cloned();
                 // A failure is remembered too (for SPEC_RETRY): a dead or old server does not
                 // cost every run the timeout.
                 self.served_specs.insert(name, (spec, now));
@@ -467,11 +492,16 @@ impl AgentContext {
         let mut unavailable = Vec::new();
         for name in wanted {
             match self.served_specs.get(&name) {
-                Some((Some(spec), _)) if live.contains(&name) => offered.push(spec.clone()),
+                Some((Some(served), _)) if live.contains(&name) => {
+                    if served.needs_approval {
+                        approvals.insert(name.clone());
+                    }
+                    offered.push(served.spec.clone());
+                }
                 _ => unavailable.push(name),
             }
         }
-        (offered, unavailable)
+        (offered, approvals, unavailable)
     }
 
     /// Checks and runs one call (unless `run` is false: beyond the per-step limit).
@@ -480,8 +510,7 @@ impl AgentContext {
         step: usize,
         call: &ToolCall,
         run: Result<(), String>,
-        offered: &HashMap<&str, &ToolSpec>,
-        names: &[String],
+        offer: &Offer<'_>,
         options: &ToolLoop,
     ) -> ToolCallRecord {
         if let Some(observer) = &options.observer {
@@ -489,15 +518,16 @@ impl AgentContext {
         }
         let started = Instant::now();
         let own = self.shared.tools.contains(&call.name);
-        let place = match offered.contains_key(call.name.as_str()) {
+        let place = match offer.specs.contains_key(call.name.as_str()) {
             false => ToolPlace::Nowhere,
             true if own => ToolPlace::Own,
             true => ToolPlace::Served,
         };
-        let outcome = match (run, offered.get(call.name.as_str())) {
-            (Err(reason), _) => ToolOutcome::Skipped(reason),
-            (Ok(()), None) => ToolOutcome::UnknownTool { offered: names.to_vec() },
-            (Ok(()), Some(spec)) => self.checked_call(call, spec, own).await,
+        let gate = offer.approvals.contains(&call.name).then_some(options);
+        let (outcome, approval) = match (run, offer.specs.get(call.name.as_str())) {
+            (Err(reason), _) => (ToolOutcome::Skipped(reason), None),
+            (Ok(()), None) => (ToolOutcome::UnknownTool { offered: offer.names.clone() }, None),
+            (Ok(()), Some(spec)) => self.checked_call(call, spec, own, gate).await,
         };
         let record = ToolCallRecord {
             id: call.id.clone(),
@@ -506,23 +536,68 @@ impl AgentContext {
             place,
             outcome,
             took: started.elapsed(),
+            approval,
         };
         if let Some(observer) = &options.observer {
-            observer(&LoopEvent::ToolResult { step, record: record.clone() });
+            observer(&LoopEvent::ToolResult { step, record: Box::new(record.clone()) });
         }
         record
     }
 
-    async fn checked_call(&self, call: &ToolCall, spec: &ToolSpec, own: bool) -> ToolOutcome {
+    /// Checks a call, waits for its approval if `gate` (the loop's options) is given, runs it.
+    async fn checked_call(
+        &self,
+        call: &ToolCall,
+        spec: &ToolSpec,
+        own: bool,
+        gate: Option<&ToolLoop>,
+    ) -> (ToolOutcome, Option<ApprovalRecord>) {
         // Models write `""` for a call without arguments now and then.
         let text = if call.arguments.trim().is_empty() { "{}" } else { call.arguments.as_str() };
         let args: Value = match serde_json::from_str(text) {
             Ok(args) => args,
-            Err(e) => return ToolOutcome::InvalidJson(e.to_string()),
+            Err(e) => return (ToolOutcome::InvalidJson(e.to_string()), None),
         };
         if let Err(violation) = check_against_schema(&spec.parameters, &args) {
-            return ToolOutcome::SchemaViolation(violation);
+            return (ToolOutcome::SchemaViolation(violation), None);
         }
+        let mut approval = None;
+        if let Some(options) = gate {
+            let request = PendingApproval {
+                id: 0,
+                agent: self.shared.name.clone(),
+                tool: call.name.clone(),
+                arguments: call.arguments.clone(),
+                call_id: call.id.clone(),
+                requested_at_ms: 0,
+            };
+            let observer = options.observer.clone();
+            let record = self
+                .shared
+                .approvals
+                .ask(request, options.approval_timeout, |filed| {
+                    if let Some(observer) = &observer {
+                        observer(&LoopEvent::ApprovalRequested(filed.clone()));
+                    }
+                })
+                .await;
+            let refused = match &record.decision {
+                Decision::Approved { .. } => None,
+                Decision::Denied { by, reason } => Some(format!("{by} denied this call: {reason}")),
+                Decision::TimedOut => {
+                    Some(format!("nobody approved this call within {:?}", options.approval_timeout))
+                }
+            };
+            if let Some(reason) = refused {
+                return (ToolOutcome::Denied(reason), Some(record));
+            }
+            approval = Some(record);
+        }
+        (self.run_checked(call, args, own).await, approval)
+    }
+
+    /// Runs a checked (and, if need be, approved) call.
+    async fn run_checked(&self, call: &ToolCall, args: Value, own: bool) -> ToolOutcome {
         let result = if own {
             // As a tool server runs its tools: a panic or a tool past the timeout is the tool's
             // failure, not the agent's.
@@ -572,6 +647,13 @@ impl AgentContext {
             Err(e) => ToolOutcome::Failed(e),
         }
     }
+}
+
+/// What a run offers the model: the specs by name, their names, and which need approval.
+struct Offer<'a> {
+    specs: HashMap<&'a str, &'a ToolSpec>,
+    names: Vec<String>,
+    approvals: HashSet<String>,
 }
 
 /// Gives calls without an id, or with the id of an earlier call of the answer, one of their

@@ -129,6 +129,8 @@ pub const MAX_TOOL_NAME: usize = 64;
 #[derive(Clone, Default)]
 pub struct Tools {
     tools: BTreeMap<String, Arc<Tool>>,
+    /// Tools whose calls from a tool loop wait for a person's approval.
+    approvals: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Tools {
@@ -223,6 +225,26 @@ impl Tools {
     /// Whether a tool of this name is in the set.
     pub fn contains(&self, name: &str) -> bool {
         self.tools.contains_key(name)
+    }
+
+    /// Marks a registered tool as needing approval: a tool loop runs a call of it only once a
+    /// person approved that call (see [`ApprovalDesk`](super::ApprovalDesk)); served by a
+    /// [`ToolServer`](super::ToolServer), the mark travels with its spec to the agents that
+    /// call it. Direct calls ([`call`](Self::call)) are not gated.
+    pub fn needs_approval(&mut self, name: &str) -> Result<&mut Self, ToolError> {
+        if !self.tools.contains_key(name) {
+            return Err(ToolError::Registration {
+                name: name.to_string(),
+                reason: "no tool of this name is registered to need approval".into(),
+            });
+        }
+        self.approvals.insert(name.to_string());
+        Ok(self)
+    }
+
+    /// Whether calls of `name` need approval.
+    pub fn requires_approval(&self, name: &str) -> bool {
+        self.approvals.contains(name)
     }
 
     /// Calls a tool with JSON arguments; its result as JSON.
