@@ -32,7 +32,8 @@ fn files(answer: &serde_json::Value) -> Vec<String> {
 #[test]
 fn a_call_waits_for_approval_runs_when_approved_and_not_when_denied() {
     let mut node = start_node("ops", free_port(), &[], &["--operator-agent"]);
-    let id = ask(&mut node, "delete the file path: /tmp/notes.txt");
+    let first = ask(&mut node, "delete the file path: /tmp/notes.txt");
+    let id = first;
     // It waits: listed as pending, nothing deleted yet.
     node.send_line("approvals").unwrap();
     let listed = wait(&node, json!({"event": "approvals"}));
@@ -71,7 +72,8 @@ fn a_call_waits_for_approval_runs_when_approved_and_not_when_denied() {
     node.send_line("approvals").unwrap();
     let listed = wait_n(&node, json!({"event": "approvals"}), 2).swap_remove(1);
     assert_eq!(listed["pending"], json!([]), "{listed}");
-    assert_eq!(listed["decided"], json!([[1, "approved"], [2, "denied"]]), "{listed}");
+    assert_eq!(listed["decided"], json!([[first, "approved"], [id, "denied"]]), "{listed}");
+    assert!(id > first && first > 1_000_000_000_000, "ids from the desk's start time: {first}, {id}");
 }
 
 #[test]

@@ -154,15 +154,23 @@ async fn repeated_5xx_open_the_circuit_and_the_fallback_serves() {
         let answer = router.complete(&ChatRequest::prompt(QA)).await.unwrap();
         assert_eq!(answer.provider, "backup");
     }
-    // Two requests of two attempts each opened it (threshold 3); after that it was not called.
-    assert!(matches!(router.get("flaky").unwrap().breaker().state(), BreakerState::Open { .. }));
-    assert_eq!(flaky.stats().faults, 3);
+    // The first request failed there after two attempts; the router's observed health then
+    // put it after the backup, so it was not called again (its breaker, threshold 3, did not
+    // even need to open).
+    assert_eq!(flaky.stats().faults, 2);
     assert_eq!(backup.stats().served, 5);
     let flaky_usage =
         router.usage().totals(&UsageFilter { provider: Some("flaky".into()), ..Default::default() });
-    // The first request failed there; the second was cut short when the circuit opened (counted
-    // as open, not as a failure), and the rest never went there.
     assert_eq!((flaky_usage.requests, flaky_usage.failures), (0, 1));
+    assert!(!router.observed().iter().find(|(n, _)| n == "flaky").unwrap().1.healthy());
+
+    // With the backup gone too, the flaky provider is still tried (last), until its breaker
+    // opens: the circuit still protects it.
+    backup.fail_next(1_000);
+    for _ in 0..2 {
+        assert!(router.complete(&ChatRequest::prompt(QA)).await.is_err());
+    }
+    assert!(matches!(router.get("flaky").unwrap().breaker().state(), BreakerState::Open { .. }));
 }
 
 #[tokio::test]

@@ -124,8 +124,9 @@ async fn streams_are_served_from_the_tier_and_stored_in_it_once_finished() {
     let hit = router.stream(&ask("acme", "name the largest planet")).await.unwrap().collect().await.unwrap();
     assert!(hit.cached);
     assert_eq!(hit.content, streamed.content);
-    // A stream dropped before its end stores nothing.
-    let cut = router.stream(&ask("acme", "Which ocean is the deepest?")).await.unwrap();
+    // A stream dropped before its end (after its first piece) stores nothing.
+    let mut cut = router.stream(&ask("acme", "Which ocean is the deepest?")).await.unwrap();
+    assert!(matches!(cut.next().await, Some(Ok(StreamEvent::Text(_)))));
     drop(cut);
     assert!(!router.complete(&ask("acme", "which ocean is the deepest")).await.unwrap().cached);
 }
@@ -235,4 +236,41 @@ async fn the_tier_is_configured_in_the_llm_section() {
     assert!(
         ConfigLoader::new().toml_str(&bad).load().unwrap_err().to_string().contains("llm.semantic_threshold")
     );
+}
+
+/// Never answers.
+struct Stuck;
+
+impl EmbeddingModel for Stuck {
+    fn model(&self) -> &str {
+        "stuck"
+    }
+
+    fn embed<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<Embeddings, LmError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_never_reaches_the_exact_cache_and_a_stuck_embedder_never_holds_a_call() {
+    let server = server().await;
+    let p = provider(&server, ProviderLimits::default());
+    let router = router(p.clone(), SemanticTier::new(Arc::new(p.clone()), 256, acme()).unwrap());
+    let cached = CallCache::new(CallCacheConfig::default()).wrap("sim", Arc::new(router));
+    cached.complete(&ask("acme", "What is the status of order 1234?")).await.unwrap();
+    // acme's similar question is answered from the tier, through the exact cache…
+    let similar = ask("acme", "what is the status of order 1234");
+    assert!(cached.complete(&similar).await.unwrap().cached);
+    // …which did not keep that answer under the similar question's exact key (no tenant in it):
+    // another tenant sending that exact question gets a fresh answer, not acme's.
+    let globex = ChatRequest { tenant: Some("globex".into()), ..similar };
+    assert!(!cached.complete(&globex).await.unwrap().cached, "acme's answer leaked to globex");
+
+    // An embedding model that never answers: the call waits at most the tier's timeout.
+    let config = SemanticTierConfig { embed_timeout: Duration::from_millis(100), ..acme() };
+    let router = LlmRouter::new(priced())
+        .provider(p)
+        .semantic(SemanticTier::new(Arc::new(Stuck), 256, config).unwrap());
+    assert!(router.complete(&ask("acme", "Still answered?")).await.is_ok());
+    assert_eq!(router.semantic_stats().unwrap().embedding_failures, 1);
 }

@@ -521,7 +521,7 @@ impl Agent for Gated {
     type Output = ToolRun;
 
     async fn step(&mut self, ctx: &mut AgentContext, prompt: String) -> Result<ToolRun, AgentError> {
-        ctx.run_tools(prompt, &ToolLoop::new().approval_timeout(Duration::from_millis(300))).await
+        ctx.run_tools(prompt, &ToolLoop::new().approval_timeout(Duration::from_secs(60))).await
     }
 }
 
@@ -575,7 +575,16 @@ async fn calls_of_tools_that_need_approval_wait_for_a_decision_own_and_served() 
     desk.approve(pending[0].id, "alice").unwrap();
     desk.deny(pending[1].id, "bob", "no shouting").unwrap();
     assert!(desk.approve(pending[0].id, "alice").is_err(), "decided once");
-    // The second step's call is left undecided: it times out.
+    // The second step's call waits in turn (a timeout is tested on a node process:
+    // examples/tests/approvals.rs).
+    let third = loop {
+        if let Some(p) = desk.pending().into_iter().next() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(third.arguments, r#"{"a":5,"b":5}"#, "the arguments as they will run");
+    desk.deny(third.id, "carol", "enough").unwrap();
     let run = asked.await.unwrap().unwrap();
     let first = &run.steps[0].calls;
     assert_eq!(first[0].outcome, ToolOutcome::Done(json!(3)));
@@ -586,10 +595,12 @@ async fn calls_of_tools_that_need_approval_wait_for_a_decision_own_and_served() 
     assert_eq!(first[2].outcome.kind(), "schema_violation");
     assert!(first[2].approval.is_none());
     let second = &run.steps[1].calls[0];
-    assert_eq!(second.approval.as_ref().unwrap().decision, Decision::TimedOut);
+    assert!(
+        matches!(&second.approval.as_ref().unwrap().decision, Decision::Denied { by, .. } if by == "carol")
+    );
     assert_eq!(second.outcome.kind(), "denied");
     let recent: Vec<&str> = desk.recent().iter().map(|r| r.decision.kind()).collect();
-    assert_eq!(recent, ["approved", "denied", "timed_out"]);
+    assert_eq!(recent, ["approved", "denied", "denied"]);
     assert!(desk.pending().is_empty());
     agent.stop().await;
     server.stop().await;

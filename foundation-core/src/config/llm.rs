@@ -45,6 +45,21 @@ pub enum ProviderKind {
     Anthropic,
 }
 
+/// In which order a router tries its providers for a request (`llm.routing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// The chain's order.
+    #[default]
+    Chain,
+    /// The cheapest first: by the request's expected cost at each model's price (its prompt
+    /// and `max_tokens` of answer); models without a price last, in chain order.
+    Cheapest,
+    /// The lowest observed latency first (a moving average over its recent successful
+    /// calls); providers not yet observed first, so that they get observed.
+    Fastest,
+}
+
 config_section! {
     /// `[llm.providers.NAME]`: one provider.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +122,8 @@ config_section! {
     pub struct LlmConfig in "llm" {
         chain: Vec<String> = Vec::new() => KeyKind::Strings,
             doc "Provider names, each defined under `[llm.providers]`, in the order they are tried: the next one serves when one is open-circuited, over budget, too small for the prompt or failing. Empty: every provider, in name order.";
+        routing: Routing = Routing::Chain => KeyKind::OneOf(&["chain", "cheapest", "fastest"]),
+            doc "The order providers are tried in for each request: `chain` (as listed), `cheapest` (by the request's expected cost at each model's price; models without one last), `fastest` (by observed latency; providers not yet observed first). Whatever the order, a provider whose recent calls mostly failed is tried after the others, and a disabled or retired model is not called.";
         cache: bool = true => KeyKind::Boolean,
             doc "Model calls are cached by (model, prompt, parameters) in the process and, on a cluster node serving optimization, the cluster cache: a call made again is answered without a provider call. Calls at a temperature above 0 bypass it unless the request asks (`CachePolicy::Always`); `false` turns it off for every call.";
         cache_max_bytes: u64 = DEFAULT_CALL_CACHE_BYTES => KeyKind::Integer,

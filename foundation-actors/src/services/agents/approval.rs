@@ -177,8 +177,8 @@ impl ApprovalDesk {
         timeout: Duration,
         filed: impl FnOnce(&PendingApproval),
     ) -> ApprovalRecord {
-        let (decide, decision) = oneshot::channel();
-        request.id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (decide, mut decision) = oneshot::channel();
+        request.id = self.next_id();
         request.requested_at_ms = now_ms();
         let id = request.id;
         let started = std::time::Instant::now();
@@ -190,10 +190,6 @@ impl ApprovalDesk {
             }
             full
         };
-        tracing::info!(id, agent = %request.agent, tool = %request.tool, arguments = %request.arguments, "a tool call waits for approval");
-        if !full {
-            filed(&request);
-        }
         // Taken off the desk however this ends (a decision, the timeout, the run dropped).
         let _gone = Withdraw { desk: self.clone(), id };
         let decision = if full {
@@ -202,9 +198,22 @@ impl ApprovalDesk {
                 reason: format!("{MAX_PENDING_APPROVALS} approvals are already pending"),
             }
         } else {
-            match tokio::time::timeout(timeout, decision).await {
+            tracing::info!(id, agent = %request.agent, tool = %request.tool, "a tool call waits for approval");
+            tracing::debug!(id, arguments = %request.arguments, "the arguments of the call waiting for approval");
+            filed(&request);
+            match tokio::time::timeout(timeout, &mut decision).await {
                 Ok(Ok(decision)) => decision,
-                Ok(Err(_)) | Err(_) => Decision::TimedOut,
+                Ok(Err(_)) => Decision::TimedOut,
+                Err(_) => {
+                    // Timed out: withdrawn now, unless a decision was taken at this very moment
+                    // (its sender already took the request off the desk): then that decision
+                    // stands, as the decider was told.
+                    let withdrawn = self.inner.lock_or_recover().pending.remove(&id).is_some();
+                    match withdrawn {
+                        true => Decision::TimedOut,
+                        false => decision.await.unwrap_or(Decision::TimedOut),
+                    }
+                }
             }
         };
         let record = ApprovalRecord { request, decision, waited: started.elapsed() };
@@ -217,6 +226,14 @@ impl ApprovalDesk {
         }
         desk.recent.push_back(record.clone());
         record
+    }
+
+    /// A new id: the desk's first is the time it was first asked (milliseconds since the
+    /// epoch), so that ids do not repeat across restarts of the process (an operator's
+    /// `approve 3` meant for a call before a restart cannot approve another one after it).
+    fn next_id(&self) -> u64 {
+        let _ = self.next.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 

@@ -567,7 +567,9 @@ impl AgentContext {
                 id: 0,
                 agent: self.shared.name.clone(),
                 tool: call.name.clone(),
-                arguments: call.arguments.clone(),
+                // What will run, exactly (a repeated key in the model's text keeps its last
+                // value: the person sees that one).
+                arguments: args.to_string(),
                 call_id: call.id.clone(),
                 requested_at_ms: 0,
             };

@@ -338,7 +338,9 @@ impl CallCache {
 
     /// Keeps a model's answer under `key` (not an empty one: filtered, refused, a glitch).
     async fn store(&self, key: String, answer: &Completion) {
-        if is_empty(answer) {
+        // An answer from a cache below (the router's semantic tier: the answer to another,
+        // similar question, maybe another tenant's context) is not this key's answer.
+        if is_empty(answer) || answer.cached {
             return;
         }
         let mut kept = answer.clone();

@@ -1,7 +1,13 @@
-//! The model registry: what each model holds (its context window) and what it costs.
+//! The model registry: what each model holds (its context window) and what it costs, and its
+//! lifecycle: a version, deprecation dates (from the first, calls are warned about; from the
+//! second, refused) and whether it is enabled (switched at run time, for every clone of the
+//! registry: the router's included).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use foundation_core::sync::RwLockRecover;
 use serde::{Deserialize, Serialize};
 
 use super::completion::Usage;
@@ -26,6 +32,49 @@ pub struct ModelSpec {
     /// ([`Usage::cached_prompt_tokens`]); `None`: the input price.
     #[serde(default)]
     pub cached_input_per_million: Option<f64>,
+    /// The model's version, as its provider names it (informational: shown in the registry's
+    /// status).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// When calls of it are warned about, then refused.
+    #[serde(default)]
+    pub deprecation: Option<Deprecation>,
+}
+
+/// A model's deprecation: from `warn_from` calls succeed with a warning (a `tracing` warning at
+/// most once a minute per model, and the metric `foundation_llm_deprecated_calls_total`); from
+/// `refuse_from` the router does not call it ([`LmError::ModelUnavailable`](super::LmError::ModelUnavailable)).
+/// Seconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deprecation {
+    /// From when calls are warned about.
+    pub warn_from_unix_secs: u64,
+    /// From when calls are refused (the model is retired).
+    pub refuse_from_unix_secs: u64,
+}
+
+/// Where a model is in its lifecycle (see [`ModelRegistry::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Called as usual.
+    Active,
+    /// Called, with a warning: it is retired at `refuse_from_unix_secs`.
+    Deprecated {
+        /// When it is retired.
+        refuse_from_unix_secs: u64,
+    },
+    /// Past its retirement date: not called.
+    Retired,
+    /// Disabled at run time: not called until enabled again.
+    Disabled,
+}
+
+impl ModelStatus {
+    /// Whether the router may call it (active or deprecated).
+    pub fn callable(&self) -> bool {
+        matches!(self, ModelStatus::Active | ModelStatus::Deprecated { .. })
+    }
 }
 
 impl ModelSpec {
@@ -44,7 +93,25 @@ impl ModelSpec {
             input_per_million,
             output_per_million,
             cached_input_per_million: None,
+            version: None,
+            deprecation: None,
         }
+    }
+
+    /// With this version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Deprecated: calls warned about from `warn_from`, refused from `refuse_from` (if earlier
+    /// than `warn_from`, refused from `warn_from`).
+    pub fn deprecated(mut self, warn_from: SystemTime, refuse_from: SystemTime) -> Self {
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (warn, refuse) = (secs(warn_from), secs(refuse_from));
+        self.deprecation =
+            Some(Deprecation { warn_from_unix_secs: warn, refuse_from_unix_secs: refuse.max(warn) });
+        self
     }
 
     /// With this price for cached prompt tokens.
@@ -66,10 +133,12 @@ impl ModelSpec {
     }
 }
 
-/// Models by (provider, name). Cheap to clone.
+/// Models by (provider, name). Cheap to clone; clones share which models are disabled
+/// ([`disable`](Self::disable) on one is seen by the router holding another).
 #[derive(Debug, Clone, Default)]
 pub struct ModelRegistry {
     models: BTreeMap<(String, String), ModelSpec>,
+    disabled: Arc<RwLock<BTreeSet<(String, String)>>>,
 }
 
 impl ModelRegistry {
@@ -113,5 +182,32 @@ impl ModelRegistry {
     /// Every model.
     pub fn models(&self) -> impl Iterator<Item = &ModelSpec> {
         self.models.values()
+    }
+
+    /// Stops the router calling `model` of `provider` (at once, for every clone of this
+    /// registry), until [`enable`](Self::enable)d.
+    pub fn disable(&self, provider: &str, model: &str) {
+        self.disabled.write_or_recover().insert((provider.to_string(), model.to_string()));
+    }
+
+    /// Lets the router call `model` of `provider` again.
+    pub fn enable(&self, provider: &str, model: &str) {
+        self.disabled.write_or_recover().remove(&(provider.to_string(), model.to_string()));
+    }
+
+    /// Where `model` of `provider` is in its lifecycle at `now`: disabled, retired, deprecated
+    /// or active (a model the registry does not know is active).
+    pub fn status(&self, provider: &str, model: &str, now: SystemTime) -> ModelStatus {
+        if self.disabled.read_or_recover().contains(&(provider.to_string(), model.to_string())) {
+            return ModelStatus::Disabled;
+        }
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match self.get(provider, model).and_then(|s| s.deprecation) {
+            Some(d) if now >= d.refuse_from_unix_secs => ModelStatus::Retired,
+            Some(d) if now >= d.warn_from_unix_secs => {
+                ModelStatus::Deprecated { refuse_from_unix_secs: d.refuse_from_unix_secs }
+            }
+            _ => ModelStatus::Active,
+        }
     }
 }

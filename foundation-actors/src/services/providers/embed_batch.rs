@@ -3,8 +3,10 @@
 //! arrive within [`BatchConfig::max_delay`] of the first, up to [`BatchConfig::max_batch`],
 //! go to the model as one request (a text asked twice in a batch is sent once).
 //!
-//! Bounds: at most [`BatchConfig::queue`] texts wait (further callers wait for room: back
-//! pressure, not growth), at most [`BatchConfig::max_in_flight`] requests run at once. A failed
+//! Bounds: at most [`BatchConfig::queue`] texts wait in the queue (and one batch gathered
+//! beside it); a text that finds the queue full fails at once (`OverBudget`, dimension
+//! `embedding queue`): no growth, no wait. At most [`BatchConfig::max_in_flight`] requests
+//! run at once, each at most [`BATCH_TIMEOUT`]. A failed
 //! request fails every text of its batch with the model's error; a text the model answered with
 //! a vector of another length than the batch's others is `Malformed`. The batcher's task runs
 //! until the last handle is dropped.
@@ -36,6 +38,9 @@ impl Default for BatchConfig {
         BatchConfig { max_batch: 64, max_delay: Duration::from_millis(2), queue: 1024, max_in_flight: 4 }
     }
 }
+
+/// The longest one batch's request may take before its texts fail (and its slot frees): 60 s.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Job {
     text: String,
@@ -84,7 +89,15 @@ impl EmbeddingBatcher {
             provider: self.model.clone(),
             source: "the embedding batcher stopped".into(),
         };
-        self.jobs.send(Job { text: text.to_string(), reply }).await.map_err(|_| gone())?;
+        // A full queue is an error at once, not a wait: callers (the semantic tier) skip.
+        self.jobs.try_send(Job { text: text.to_string(), reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LmError::OverBudget {
+                provider: self.model.clone(),
+                dimension: "embedding queue".into(),
+                wait: Duration::ZERO,
+            },
+            mpsc::error::TrySendError::Closed(_) => gone(),
+        })?;
         answer.await.map_err(|_| gone())?
     }
 }
@@ -126,7 +139,10 @@ async fn send(model: &dyn EmbeddingModel, batch: Vec<Job>) {
         .collect();
     metrics::histogram!("foundation_embedding_batch_texts", "model" => model.model().to_string())
         .record(texts.len() as f64);
-    let result = model.embed(&texts).await;
+    let result = match tokio::time::timeout(BATCH_TIMEOUT, model.embed(&texts)).await {
+        Ok(result) => result,
+        Err(_) => Err(LmError::Timeout { provider: model.model().to_string(), after: BATCH_TIMEOUT }),
+    };
     for (job, slot) in batch.into_iter().zip(slots) {
         let answer = match &result {
             Ok(embeddings) => embeddings.vectors.get(slot).cloned().ok_or_else(|| LmError::Malformed {

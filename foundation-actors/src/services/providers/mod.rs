@@ -90,9 +90,9 @@ pub use call_cache::{
     CALL_CACHE, CachePolicy, CallCache, CallCacheConfig, CallCacheStats, DEFAULT_CALL_CACHE_BYTES,
     DEFAULT_CALL_CACHE_TTL,
 };
-pub use catalog::{ANY_PROVIDER, ModelRegistry, ModelSpec};
+pub use catalog::{ANY_PROVIDER, Deprecation, ModelRegistry, ModelSpec, ModelStatus};
 pub use completion::{Completion, FinishReason, Usage};
-pub use embed_batch::{BatchConfig, EmbeddingBatcher};
+pub use embed_batch::{BATCH_TIMEOUT, BatchConfig, EmbeddingBatcher};
 pub use embedding::{
     EmbeddingModel, Embeddings, MAX_EMBEDDING_INPUTS, OpenAiEmbeddings, SimulatedEmbeddings,
 };
@@ -110,10 +110,11 @@ pub use request::schema_of;
 pub use request::{
     ChatRequest, DEFAULT_MAX_TOKENS, MAX_MAX_TOKENS, MAX_STOP_SEQUENCES, ResponseFormat, ToolChoice, ToolSpec,
 };
-pub use router::{ConfigFollower, LlmRouter};
+pub use router::{ConfigFollower, LlmRouter, OBSERVED_WEIGHT, Observed, Routing, UNHEALTHY_FAILURE_RATE};
 pub use schema_check::{SchemaViolation, check_against_schema};
 pub use semantic_tier::{
-    DEFAULT_SEMANTIC_ENTRIES, SEMANTIC_CACHE, SemanticStats, SemanticTier, SemanticTierConfig,
+    DEFAULT_EMBED_TIMEOUT, DEFAULT_SEMANTIC_ENTRIES, SEMANTIC_CACHE, SemanticStats, SemanticTier,
+    SemanticTierConfig,
 };
 #[cfg(feature = "sim-server")]
 pub use sim_server::{ServerStats, SimServerConfig, SimulatedProvider};

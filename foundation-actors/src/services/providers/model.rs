@@ -138,6 +138,17 @@ pub enum LmError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The model registry says the provider's model is not to be called: disabled at run time,
+    /// or past its retirement date.
+    #[error("provider `{provider}`: model `{model}` is unavailable: {reason}")]
+    ModelUnavailable {
+        /// The provider.
+        provider: String,
+        /// The model.
+        model: String,
+        /// Why (disabled, retired on a date).
+        reason: String,
+    },
     /// No provider or model of that name.
     #[error("unknown {what} `{name}`")]
     Unknown {
@@ -171,7 +182,8 @@ impl LmError {
             | LmError::Timeout { provider, .. }
             | LmError::Malformed { provider, .. }
             | LmError::CircuitOpen { provider, .. }
-            | LmError::OverBudget { provider, .. } => Some(provider),
+            | LmError::OverBudget { provider, .. }
+            | LmError::ModelUnavailable { provider, .. } => Some(provider),
             _ => None,
         }
     }

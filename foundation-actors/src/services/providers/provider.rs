@@ -1,8 +1,8 @@
 //! One provider behind its protections: a rate limiter over its account's limits, a circuit
 //! breaker, and retries with backoff that honour `retry-after`. Chat calls and, if the
-//! provider has an embedding model ([`Provider::with_embeddings`]), embedding calls go through
-//! the same protections: they share the account's limits (an embedding request is one request
-//! and its texts' tokens), its breaker and its retries.
+//! provider has an embedding model ([`Provider::with_embeddings`]), embedding calls share the
+//! account's limits (an embedding request is one request and its texts' tokens), but not its
+//! chat model's breaker, retries or 429 pauses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -449,9 +449,10 @@ impl EmbeddingModel for Provider {
         self.embedding_model().unwrap_or("")
     }
 
-    /// Embeds through the provider's protections: waits for the budget (one request and the
-    /// texts' estimated tokens), retries failures and 429s, settles with the tokens the
-    /// endpoint reported. A provider without an embedding model refuses
+    /// Embeds within the provider's budget: waits for it (one request and the texts'
+    /// estimated tokens; `max_wait` at most), calls once within the provider's timeout, and
+    /// settles with the tokens the endpoint reported (a 429 refunded). Its breaker, retries and
+    /// 429 pauses are the chat model's alone. A provider without an embedding model refuses
     /// ([`LmError::Rejected`]).
     fn embed<'a>(&'a self, inputs: &'a [String]) -> BoxFuture<'a, Result<Embeddings, LmError>> {
         Box::pin(async move {
@@ -464,11 +465,29 @@ impl EmbeddingModel for Provider {
             };
             super::embedding::check_inputs(inputs)?;
             let estimate = TokenCost { input: inputs.iter().map(|t| tokens::count(t)).sum(), output: 0 };
-            let (embeddings, call, mut permit) =
-                self.attempts_costing(estimate, || model.embed(inputs)).await?;
-            call.success();
-            self.settle(permit.as_mut(), embeddings.usage, &embeddings.rate_headers);
-            Ok(embeddings)
+            // The budget is the account's, shared with chat; the breaker, retries and 429
+            // pauses are not: an embedding endpoint's trouble must not stop chat calls (and a
+            // semantic lookup must not wait through retries).
+            let mut permit = self.acquire(estimate).await?;
+            let result = match tokio::time::timeout(self.timeout, model.embed(inputs)).await {
+                Ok(result) => result,
+                Err(_) => Err(LmError::Timeout { provider: self.name.clone(), after: self.timeout }),
+            };
+            match result {
+                Ok(embeddings) => {
+                    self.settle(permit.as_mut(), embeddings.usage, &embeddings.rate_headers);
+                    Ok(embeddings)
+                }
+                Err(e) => {
+                    if let (Some(limiter), Some(permit), LmError::RateLimited { .. }) =
+                        (&self.limiter, permit.as_mut(), &e)
+                    {
+                        // Not counted by the provider: refunded.
+                        let _ = permit.settle(&vec![0; limiter.dimensions().len()]);
+                    }
+                    Err(e)
+                }
+            }
         })
     }
 }

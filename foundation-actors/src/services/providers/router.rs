@@ -6,6 +6,7 @@ use std::time::Instant;
 use foundation_core::config::{LiveConfig, LlmConfig};
 
 use super::catalog::ModelRegistry;
+use super::catalog::ModelStatus;
 use super::completion::Completion;
 use super::model::{BoxFuture, LanguageModel, LmError};
 use super::provider::Provider;
@@ -54,12 +55,113 @@ pub struct LlmRouter {
     models: ModelRegistry,
     usage: UsageLedger,
     semantic: Option<Arc<SemanticTier>>,
+    routing: Routing,
+    observed: Arc<std::sync::Mutex<std::collections::HashMap<String, Observed>>>,
+}
+
+pub use foundation_core::config::Routing;
+
+/// What the router observed of a provider: its recent failures and latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observed {
+    /// A moving average of its calls' failures (1 a failure, 0 a success; each call weighs
+    /// [`OBSERVED_WEIGHT`]).
+    pub failure_rate: f64,
+    /// A moving average of its successful calls' latency, in milliseconds (`None` before the
+    /// first).
+    pub latency_ms: Option<f64>,
+    /// Calls observed.
+    pub calls: u64,
+}
+
+/// How much one call moves a provider's observed averages (0.2).
+pub const OBSERVED_WEIGHT: f64 = 0.2;
+/// A provider whose observed failure rate is above this is tried after the healthy ones,
+/// whatever the routing (0.5).
+pub const UNHEALTHY_FAILURE_RATE: f64 = 0.5;
+
+impl Observed {
+    fn record(&mut self, ok: bool, latency: Option<std::time::Duration>) {
+        let x = if ok { 0.0 } else { 1.0 };
+        self.failure_rate =
+            if self.calls == 0 { x } else { self.failure_rate + OBSERVED_WEIGHT * (x - self.failure_rate) };
+        if let Some(latency) = latency {
+            let ms = latency.as_secs_f64() * 1e3;
+            self.latency_ms = Some(match self.latency_ms {
+                None => ms,
+                Some(avg) => avg + OBSERVED_WEIGHT * (ms - avg),
+            });
+        }
+        self.calls += 1;
+    }
+
+    /// Whether it is tried among the healthy providers.
+    pub fn healthy(&self) -> bool {
+        self.failure_rate <= UNHEALTHY_FAILURE_RATE
+    }
 }
 
 impl LlmRouter {
     /// An empty chain pricing calls with `models`.
     pub fn new(models: ModelRegistry) -> Self {
-        LlmRouter { chain: Vec::new(), models, usage: UsageLedger::new(), semantic: None }
+        LlmRouter {
+            chain: Vec::new(),
+            models,
+            usage: UsageLedger::new(),
+            semantic: None,
+            routing: Routing::Chain,
+            observed: Default::default(),
+        }
+    }
+
+    /// Tries the providers in this order (default [`Routing::Chain`]); unhealthy ones
+    /// ([`Observed::healthy`]) come after the others whatever the routing.
+    pub fn routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// What was observed of each provider (by name) that was called.
+    pub fn observed(&self) -> Vec<(String, Observed)> {
+        use foundation_core::sync::MutexRecover;
+        let observed = self.observed.lock_or_recover();
+        let mut all: Vec<(String, Observed)> = observed.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn observe(&self, provider: &str, ok: bool, latency: Option<std::time::Duration>) {
+        use foundation_core::sync::MutexRecover;
+        self.observed.lock_or_recover().entry(provider.to_string()).or_default().record(ok, latency);
+    }
+
+    /// The providers in the order this request tries them.
+    fn order(&self, request: &ChatRequest) -> Vec<&Provider> {
+        use foundation_core::sync::MutexRecover;
+        let observed = self.observed.lock_or_recover().clone();
+        let seen = |p: &Provider| observed.get(p.name()).copied().unwrap_or_default();
+        let mut order: Vec<(usize, &Provider)> = self.chain.iter().enumerate().collect();
+        match self.routing {
+            Routing::Chain => {}
+            Routing::Cheapest => {
+                let expected = super::completion::Usage {
+                    prompt_tokens: tokens::request_prompt(request),
+                    completion_tokens: request.max_tokens,
+                    cached_prompt_tokens: 0,
+                };
+                let cost = |p: &Provider| {
+                    self.models.get(p.name(), p.model()).map_or(f64::INFINITY, |s| s.cost(expected))
+                };
+                order.sort_by(|(i, a), (j, b)| cost(a).total_cmp(&cost(b)).then(i.cmp(j)));
+            }
+            Routing::Fastest => {
+                let latency = |p: &Provider| seen(p).latency_ms.unwrap_or(0.0);
+                order.sort_by(|(i, a), (j, b)| latency(a).total_cmp(&latency(b)).then(i.cmp(j)));
+            }
+        }
+        // Stable: the healthy ones in the routing's order, then the others.
+        order.sort_by_key(|(_, p)| !seen(p).healthy());
+        order.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Answers from `tier` the requests that opt in to it (see [`SemanticTier`]), before any
@@ -100,7 +202,7 @@ impl LlmRouter {
         } else {
             config.chain.iter().collect()
         };
-        let mut router = Self::new(ModelRegistry::with_defaults());
+        let mut router = Self::new(ModelRegistry::with_defaults()).routing(config.routing);
         let semantic = config.semantic_provider.as_ref();
         let dims = config.semantic_dims as usize;
         let mut embedder: Option<Provider> = None;
@@ -226,12 +328,33 @@ impl LlmRouter {
         &self.usage
     }
 
-    /// The provider's model spec, if known, or why the request does not fit its context.
+    /// The provider's model spec, if known, or why it is not called: its model is disabled or
+    /// retired, or the request does not fit its context. A deprecated model is called, with
+    /// a warning.
     fn fits(
         &self,
         provider: &Provider,
         request: &ChatRequest,
     ) -> Result<Option<&super::catalog::ModelSpec>, LmError> {
+        let unavailable = |reason: String| LmError::ModelUnavailable {
+            provider: provider.name().to_string(),
+            model: provider.model().to_string(),
+            reason,
+        };
+        match self.models.status(provider.name(), provider.model(), std::time::SystemTime::now()) {
+            ModelStatus::Active => {}
+            ModelStatus::Disabled => return Err(unavailable("disabled in the model registry".into())),
+            ModelStatus::Retired => return Err(unavailable("past its retirement date".into())),
+            ModelStatus::Deprecated { refuse_from_unix_secs } => {
+                metrics::counter!(
+                    "foundation_llm_deprecated_calls_total",
+                    "provider" => provider.name().to_string(),
+                    "model" => provider.model().to_string()
+                )
+                .increment(1);
+                self.warn_deprecated(provider, refuse_from_unix_secs);
+            }
+        }
         let spec = self.models.get(provider.name(), provider.model());
         if let Some(spec) = spec {
             let prompt = tokens::request_prompt(request);
@@ -247,6 +370,24 @@ impl LlmRouter {
         Ok(spec)
     }
 
+    /// A warning that a deprecated model was called, at most once a minute per provider.
+    fn warn_deprecated(&self, provider: &Provider, refuse_from_unix_secs: u64) {
+        use foundation_core::sync::MutexRecover;
+        static WARNED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Instant>>> =
+            std::sync::OnceLock::new();
+        let mut warned = WARNED.get_or_init(Default::default).lock_or_recover();
+        let key = format!("{}/{}", provider.name(), provider.model());
+        if warned.get(&key).is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
+            warned.insert(key, Instant::now());
+            tracing::warn!(
+                provider = provider.name(),
+                model = provider.model(),
+                refuse_from_unix_secs,
+                "a deprecated model was called; it will be refused from its retirement date"
+            );
+        }
+    }
+
     /// Serves a request from the first provider of the chain that can. An invalid request
     /// ([`ChatRequest::check`]) is refused before any provider sees it.
     pub async fn complete(&self, request: &ChatRequest) -> Result<Completion, LmError> {
@@ -258,7 +399,7 @@ impl LlmRouter {
         };
         let tenant = request.tenant.as_deref();
         let mut tried = Vec::new();
-        for provider in &self.chain {
+        for provider in self.order(request) {
             let spec = match self.fits(provider, request) {
                 Ok(spec) => spec,
                 Err(e) => {
@@ -285,11 +426,15 @@ impl LlmRouter {
                     if let (Some(tier), Some(miss)) = (&self.semantic, miss.take()) {
                         tier.store(miss, &completion, cost);
                     }
+                    self.observe(provider.name(), true, Some(started.elapsed()));
                     return Ok(completion);
                 }
                 Err(e) => {
                     if !matches!(e, LmError::CircuitOpen { .. } | LmError::OverBudget { .. }) {
                         self.usage.record_failure(provider.name(), provider.model(), tenant);
+                    }
+                    if e.is_provider_failure() {
+                        self.observe(provider.name(), false, None);
                     }
                     tracing::debug!(provider = provider.name(), error = %e, "provider did not serve; trying the next");
                     tried.push(e);
@@ -319,7 +464,7 @@ impl LlmRouter {
             Lookup::Skip => None,
         };
         let mut tried = Vec::new();
-        for provider in &self.chain {
+        for provider in self.order(request) {
             let spec = match self.fits(provider, request) {
                 Ok(spec) => spec.cloned(),
                 Err(e) => {
@@ -330,6 +475,8 @@ impl LlmRouter {
             let started = Instant::now();
             match provider.stream(request).await {
                 Ok(stream) => {
+                    // Its latency: the time to open the stream (comparable across providers).
+                    self.observe(provider.name(), true, Some(started.elapsed()));
                     let record = Record {
                         router: self.clone(),
                         provider: provider.name().to_string(),
@@ -356,6 +503,9 @@ impl LlmRouter {
                     return Ok(CompletionStream::new(name, recorded));
                 }
                 Err(e) => {
+                    if e.is_provider_failure() {
+                        self.observe(provider.name(), false, None);
+                    }
                     if !matches!(
                         e,
                         LmError::CircuitOpen { .. }
@@ -421,6 +571,9 @@ impl Record {
     /// Cut before its end: failed (`failed`) or dropped by the caller.
     fn cut(&mut self, failed: bool) {
         if std::mem::take(&mut self.open) {
+            if failed {
+                self.router.observe(&self.provider, false, None);
+            }
             let usage = super::completion::Usage {
                 prompt_tokens: self.prompt,
                 completion_tokens: self.received,

@@ -60,7 +60,13 @@ pub struct SemanticTierConfig {
     pub max_entries: usize,
     /// How questions are batched into embedding requests.
     pub batch: BatchConfig,
+    /// The longest a call waits for its question's embedding before it skips the tier (default
+    /// [`DEFAULT_EMBED_TIMEOUT`]).
+    pub embed_timeout: std::time::Duration,
 }
+
+/// Default [`SemanticTierConfig::embed_timeout`]: 2 s.
+pub const DEFAULT_EMBED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Default for SemanticTierConfig {
     fn default() -> Self {
@@ -68,6 +74,7 @@ impl Default for SemanticTierConfig {
             tenants: BTreeMap::new(),
             max_entries: DEFAULT_SEMANTIC_ENTRIES,
             batch: BatchConfig::default(),
+            embed_timeout: DEFAULT_EMBED_TIMEOUT,
         }
     }
 }
@@ -93,6 +100,7 @@ pub struct SemanticTier {
     cache: SemanticCache<Completion>,
     embedder: EmbeddingBatcher,
     tenants: BTreeMap<String, f32>,
+    embed_timeout: std::time::Duration,
     embedding_failures: AtomicU64,
 }
 
@@ -144,6 +152,7 @@ impl SemanticTier {
             cache,
             embedder: EmbeddingBatcher::new(embeddings, config.batch),
             tenants: config.tenants,
+            embed_timeout: config.embed_timeout,
             embedding_failures: AtomicU64::new(0),
         })
     }
@@ -170,7 +179,13 @@ impl SemanticTier {
         if !cacheable {
             return None;
         }
-        request.semantic.or_else(|| request.tenant.as_ref().and_then(|t| self.tenants.get(t).copied()))
+        let tenant = request.tenant.as_ref().and_then(|t| self.tenants.get(t).copied());
+        // A request may opt in by itself, or ask for more similarity than its tenant's
+        // threshold, never less (the tenant's setting is the floor).
+        match (request.semantic, tenant) {
+            (Some(own), Some(floor)) => Some(own.max(floor)),
+            (own, floor) => own.or(floor),
+        }
     }
 
     /// Looks `request` up under `scope` (the router's chain).
@@ -179,6 +194,10 @@ impl SemanticTier {
         let Some(last) = request.messages.last().filter(|m| m.role == Role::User) else {
             return Lookup::Skip;
         };
+        // Only a question of text: an image would not be compared.
+        if last.content.iter().any(|p| !matches!(p, super::message::ContentPart::Text { .. })) {
+            return Lookup::Skip;
+        }
         let question = last.text();
         if question.trim().is_empty() {
             return Lookup::Skip;
@@ -186,10 +205,28 @@ impl SemanticTier {
         // The namespace: the request without its question (and with its tenant).
         let mut context = request.clone();
         context.messages.pop();
-        let namespace =
-            CallCache::key(&format!("semantic:{}", request.tenant.as_deref().unwrap_or("")), scope, &context);
-        let vector = match self.embedder.embed(&question).await {
-            Ok(v) if v.len() == self.cache.dims() => v,
+        let tenant = match request.tenant.as_deref() {
+            Some(t) => format!("semantic:tenant:{t}"),
+            None => "semantic:none".to_string(),
+        };
+        let namespace = CallCache::key(&tenant, scope, &context);
+        // Bounded: a slow or stuck embedding model skips the tier, it never holds the call.
+        let embedded = tokio::time::timeout(self.embed_timeout, self.embedder.embed(&question))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LmError::Timeout {
+                    provider: self.embedder.model().to_string(),
+                    after: self.embed_timeout,
+                })
+            });
+        let usable = |v: &Vec<f32>| v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0);
+        let vector = match embedded {
+            Ok(v) if v.len() == self.cache.dims() && usable(&v) => v,
+            Ok(v) if v.len() == self.cache.dims() => {
+                self.embedding_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("a question's embedding is zero or not finite; semantic tier skipped");
+                return Lookup::Skip;
+            }
             Ok(v) => {
                 self.embedding_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -201,6 +238,7 @@ impl SemanticTier {
             }
             Err(e) => {
                 self.embedding_failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("foundation_llm_semantic_embedding_failures_total").increment(1);
                 tracing::debug!(error = %e, "a question could not be embedded; semantic tier skipped");
                 return Lookup::Skip;
             }
