@@ -147,3 +147,36 @@ fn the_routing_is_configured_and_a_bad_one_refused() {
     let err = ConfigLoader::new().toml_str("[llm]\nrouting = \"random\"").load().unwrap_err().to_string();
     assert!(err.contains("llm.routing"), "{err}");
 }
+
+#[tokio::test]
+async fn the_usage_ledger_is_saved_and_loaded_whole_and_a_bad_file_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.json");
+    assert!(UsageLedger::load(&path).unwrap().summary(&UsageFilter::default()).is_empty(), "no file: empty");
+    let router = LlmRouter::new(registry()).provider(sim("sim", "gpt-4o-mini", Duration::ZERO));
+    for tenant in ["acme", "acme", "globex"] {
+        router.complete(&ChatRequest::prompt("hi").tenant(tenant)).await.unwrap();
+    }
+    router.usage().save(&path).unwrap();
+    // A restarted process carries on from the saved totals.
+    let restarted = LlmRouter::new(registry())
+        .provider(sim("sim", "gpt-4o-mini", Duration::ZERO))
+        .usage_ledger(UsageLedger::load(&path).unwrap());
+    restarted.complete(&ChatRequest::prompt("hi").tenant("acme")).await.unwrap();
+    let acme = UsageFilter { tenant: Some("acme".into()), ..Default::default() };
+    assert_eq!(restarted.usage().totals(&acme).requests, 3);
+    let before = router.usage().totals(&UsageFilter::default());
+    let after = restarted.usage().totals(&UsageFilter::default());
+    assert_eq!(after.requests, before.requests + 1);
+    assert!(after.cost_usd > before.cost_usd);
+    // Garbage is an error naming the file, which is left as it was.
+    std::fs::write(&path, b"{ not a ledger").unwrap();
+    let err = UsageLedger::load(&path).unwrap_err();
+    assert!(
+        err.to_string().contains("usage.json") && err.to_string().contains("not a usage ledger"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"{ not a ledger");
+    std::fs::write(&path, br#"{"version": 9, "rows": []}"#).unwrap();
+    assert!(UsageLedger::load(&path).unwrap_err().to_string().contains("version 9"));
+}

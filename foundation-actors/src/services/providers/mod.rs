@@ -125,4 +125,6 @@ pub use simulated::{
 pub use stream::{
     CompletionStream, MAX_STREAMED_BYTES, MAX_TOOL_CALLS, StreamAssembler, StreamEvent, ToolCallDelta,
 };
-pub use usage::{NO_TENANT, UsageFilter, UsageKey, UsageLedger, UsageTotals};
+pub use usage::{
+    LEDGER_FILE_VERSION, LedgerFileError, NO_TENANT, UsageFilter, UsageKey, UsageLedger, UsageTotals,
+};

@@ -323,6 +323,13 @@ impl LlmRouter {
         &self.models
     }
 
+    /// Records usage in `ledger` (one loaded with [`UsageLedger::load`], say, or shared with
+    /// other routers) instead of a ledger of its own.
+    pub fn usage_ledger(mut self, ledger: UsageLedger) -> Self {
+        self.usage = ledger;
+        self
+    }
+
     /// Usage and cost so far.
     pub fn usage(&self) -> &UsageLedger {
         &self.usage

@@ -193,4 +193,81 @@ impl UsageLedger {
         }
         sum
     }
+
+    /// Adds `rows` to the ledger (totals read from a file, or another process's).
+    pub fn merge(&self, rows: &[(UsageKey, UsageTotals)]) {
+        let mut own = self.rows.lock_or_recover();
+        for (key, totals) in rows {
+            own.entry(key.clone()).or_default().add(totals);
+        }
+    }
+
+    /// Writes every row to `path` as JSON, whole: to a temporary file beside it, synced, then
+    /// renamed over it (a crash leaves the old file or the new one, never half of one).
+    pub fn save(&self, path: &std::path::Path) -> Result<(), LedgerFileError> {
+        let file = LedgerFile { version: LEDGER_FILE_VERSION, rows: self.summary(&UsageFilter::default()) };
+        let failed = |source: std::io::Error| LedgerFileError::Io { path: path.to_path_buf(), source };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| failed(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write as _;
+            let mut out = std::fs::File::create(&tmp).map_err(failed)?;
+            out.write_all(&bytes).map_err(failed)?;
+            out.sync_all().map_err(failed)?;
+        }
+        std::fs::rename(&tmp, path).map_err(failed)
+    }
+
+    /// A ledger starting from the rows saved at `path` by [`save`](Self::save) (empty if there
+    /// is no such file). A file that is not a ledger is an error naming it, and is left as it
+    /// is.
+    pub fn load(path: &std::path::Path) -> Result<UsageLedger, LedgerFileError> {
+        let ledger = UsageLedger::new();
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ledger),
+            Err(source) => return Err(LedgerFileError::Io { path: path.to_path_buf(), source }),
+        };
+        let file: LedgerFile = serde_json::from_slice(&bytes)
+            .map_err(|e| LedgerFileError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
+        if file.version != LEDGER_FILE_VERSION {
+            return Err(LedgerFileError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("version {}, this build reads {LEDGER_FILE_VERSION}", file.version),
+            });
+        }
+        ledger.merge(&file.rows);
+        Ok(ledger)
+    }
+}
+
+/// The version of the ledger file [`UsageLedger::save`] writes.
+pub const LEDGER_FILE_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct LedgerFile {
+    version: u32,
+    rows: Vec<(UsageKey, UsageTotals)>,
+}
+
+/// A ledger file that could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerFileError {
+    /// Reading or writing it failed.
+    #[error("usage ledger {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not a ledger this build reads.
+    #[error("usage ledger {}: not a usage ledger: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
