@@ -125,6 +125,10 @@ async fn models_are_disabled_and_enabled_at_run_time_deprecated_then_retired() {
     // Disabled on a clone of the registry (the operator's): the router sees it at once.
     models.disable("old", "legacy");
     assert_eq!(models.status("old", "legacy", now), ModelStatus::Disabled);
+    assert!(
+        !models.status("old", "legacy", now).callable()
+            && models.status("new", "gpt-4o-mini", now).callable()
+    );
     assert_eq!(router.complete(&ChatRequest::prompt("hi")).await.unwrap().provider, "new");
     models.disable("new", "gpt-4o-mini");
     match router.complete(&ChatRequest::prompt("hi")).await {

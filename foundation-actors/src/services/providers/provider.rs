@@ -310,21 +310,13 @@ impl Provider {
         call: impl Fn(&'a ChatRequest) -> super::model::BoxFuture<'a, Result<T, LmError>>,
     ) -> Result<(T, Attempt, Option<Permit>), LmError> {
         request.check().map_err(|reason| LmError::InvalidRequest { reason })?;
-        self.attempts_costing(Self::estimate(request), || call(request)).await
-    }
-
-    /// [`attempts`](Self::attempts) of any call expected to cost `estimate`.
-    async fn attempts_costing<'a, T>(
-        &'a self,
-        estimate: TokenCost,
-        call: impl Fn() -> BoxFuture<'a, Result<T, LmError>>,
-    ) -> Result<(T, Attempt, Option<Permit>), LmError> {
+        let estimate = Self::estimate(request);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let breaker = self.try_call()?;
             let mut permit = self.acquire(estimate).await?;
-            let result = match tokio::time::timeout(self.timeout, call()).await {
+            let result = match tokio::time::timeout(self.timeout, call(request)).await {
                 Ok(r) => r,
                 Err(_) => Err(LmError::Timeout { provider: self.name.clone(), after: self.timeout }),
             };
