@@ -31,6 +31,8 @@ pub const COORDINATION: &str = "foundation.coordination";
 pub const TRACER: &str = "scope.tracer";
 /// Replicated logs' replicas (`foundation_cluster::replicated_log`).
 pub const LOGS: &str = "foundation.logs";
+/// The conversation keeper (`foundation_cluster::conversations`).
+pub const CONVERSATIONS: &str = "foundation.conversations";
 /// Distributed optimization runs' coordinators (`dspex_optimizer::distributed`).
 pub const RUNS: &str = "dspex.runs";
 /// The `foundation` command's trace hop actors (`foundation node --trace-rate`).
@@ -50,6 +52,7 @@ pub const ALL: &[&str] = &[
     SHARED_CACHE,
     COORDINATION,
     LOGS,
+    CONVERSATIONS,
     TRACER,
     RUNS,
     HOPS,

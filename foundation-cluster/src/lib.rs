@@ -41,6 +41,9 @@
 //! - **Coordination**: [`Coordination::start`], a lock with a lease and a fencing
 //!   token granted by a majority, leader election, barriers, and contract-net task allocation
 //!   that re-announces a task whose winner is lost ([`coordination`]).
+//! - **Conversations** (feature `agents`): `conversations::Conversations::start`, agents'
+//!   conversations kept in a replicated log by a keeper singleton, so that an agent restarted
+//!   anywhere resumes its conversation (`AgentSpec::durable`).
 //! - The [`wire`] adapter (bincode behind `BytesConvertable`, oversized messages refused before
 //!   sending, undecodable frames counted) and, behind the `testkit` feature, `testkit` for
 //!   tests that launch real node processes.
@@ -61,6 +64,8 @@
 //! ```
 
 pub mod budget;
+#[cfg(feature = "agents")]
+pub mod conversations;
 pub mod coordination;
 pub mod crdt_state;
 mod dial;

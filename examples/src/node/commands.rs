@@ -15,8 +15,8 @@ use foundation_core::rate_limit::RateLimiter;
 
 use super::reply::{Help, Usage, emit, refuse};
 use super::{
-    approvals, cache, coordination, crdt, llm_load, membership, models, optimize, replicas, services,
-    test_hooks, topics, trace, workload,
+    approvals, cache, conversations, coordination, crdt, llm_load, membership, models, optimize, replicas,
+    services, test_hooks, topics, trace, workload,
 };
 
 /// A command read from standard input.
@@ -50,6 +50,8 @@ pub enum Command {
     Models(models::Command),
     /// `agent-ask`, `approvals`, `approve`, `deny`.
     Approvals(approvals::Command),
+    /// `chat`, `chat-agent`, `conversation`.
+    Conversations(conversations::Command),
     /// `partition`, `heal`, `forge-leaving` (only with `--test-hooks`).
     TestHook(test_hooks::Command),
 }
@@ -71,6 +73,7 @@ pub fn usages(test_hooks: bool) -> Vec<Usage> {
         workload::COMMANDS,
         models::COMMANDS,
         approvals::COMMANDS,
+        conversations::COMMANDS,
     ] {
         all.extend_from_slice(table);
     }
@@ -105,6 +108,7 @@ impl Command {
         .or_else(|| map(workload::Command::parse(op, args), Command::Workload))
         .or_else(|| map(models::Command::parse(op, args), Command::Models))
         .or_else(|| map(approvals::Command::parse(op, args), Command::Approvals))
+        .or_else(|| map(conversations::Command::parse(op, args), Command::Conversations))
         .or_else(|| match test_hooks {
             true => map(test_hooks::Command::parse(op, args), Command::TestHook),
             false => None,
@@ -152,6 +156,8 @@ pub struct Features {
     pub models: models::Models,
     /// The operator agent (`--operator-agent`) and the process's approval desk.
     pub approvals: approvals::Approvals,
+    /// The cluster's conversations (`--conversations`) and the chat agent (`--chat-agent`).
+    pub conversations: conversations::ConversationCommands,
 }
 
 impl Features {
@@ -202,6 +208,7 @@ impl Features {
             },
             Command::Models(command) => self.models.run(line, command),
             Command::Approvals(command) => self.approvals.run(line, command),
+            Command::Conversations(command) => self.conversations.run(line, command).await,
             Command::TestHook(command) => test_hooks::run(&self.cluster, command).await,
         }
     }

@@ -16,6 +16,7 @@
 mod approvals;
 mod cache;
 mod commands;
+mod conversations;
 pub mod coordination;
 mod crdt;
 pub mod llm_load;
@@ -150,6 +151,9 @@ pub struct NodeArgs {
     /// Run an agent whose tool calls wait for approval.
     #[command(flatten)]
     approvals: approvals::ApprovalArgs,
+    /// Keep the cluster's conversations; run a chat agent whose conversation the cluster keeps.
+    #[command(flatten)]
+    conversations: conversations::ConversationArgs,
     /// Record distributed traces, sampling new ones at this rate (0 to 1): a trace participant
     /// runs, and stdin takes the `trace-*` commands and `profile` (see `help`).
     #[arg(long, value_name = "RATE")]
@@ -370,6 +374,7 @@ async fn serve(
     registry.set_max_message_bytes(cluster.max_frame_bytes());
     let models = models::start(&registry, &args.models, cluster.max_frame_bytes()).await?;
     let approvals = approvals::start(&registry, &args.approvals).await?;
+    let conversations = conversations::start(&cluster, &registry, &args.conversations).await?;
     let _workers = services::register(&registry, &node, &args.services).await?;
     let budget = llm_load::start(&cluster, &args.llm)?;
     let run = optimize::start(&cluster, &channels, &args.optimize, &config.llm).await;
@@ -427,6 +432,7 @@ async fn serve(
         workload,
         models,
         approvals,
+        conversations,
     };
     // Standard input: one command per line; end of input is the launcher going away.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::approval::ApprovalDesk;
 use super::context::AgentContext;
+use super::conversation::{ConversationStore, check_conversation_id};
 use super::error::AgentError;
 use super::handle::{
     AGENT_NAME_KEY, AGENT_SERVICE, AgentMsg, AgentRef, LocalAsk, LocalOutput, Refusal, RemoteAgentMsg,
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) tool_timeout: Duration,
     pub(crate) remote_tools: Vec<String>,
     pub(crate) approvals: ApprovalDesk,
+    /// Where its conversation is kept, and under which id.
+    pub(crate) durable: Option<(Arc<dyn ConversationStore>, String)>,
 }
 
 /// How to run an agent: its name, a factory for its state, its model, tools, memory and
@@ -77,7 +80,8 @@ pub(crate) struct Shared {
 /// system prompt kept, the conversation empty): a restart after a crash does not resume from a
 /// state the crash may have left inconsistent. State worth keeping across crashes belongs
 /// outside the agent (an event store, an aggregate, replicated state) and is read back by the
-/// factory or the first step.
+/// factory or the first step. The conversation is such state when the spec is
+/// [`durable`](AgentSpec::durable): each start resumes it as of the last step that answered.
 ///
 /// On each start the agent registers in the [`ServiceRegistry`] under the service
 /// [`AGENT_SERVICE`], with its capabilities and its name (metadata [`AGENT_NAME_KEY`]), so
@@ -95,6 +99,7 @@ pub struct AgentSpec<A: Agent> {
     tool_timeout: Duration,
     remote_tools: Vec<String>,
     approvals: ApprovalDesk,
+    durable: Option<(Arc<dyn ConversationStore>, String)>,
 }
 
 impl<A: Agent> Clone for AgentSpec<A> {
@@ -110,6 +115,7 @@ impl<A: Agent> Clone for AgentSpec<A> {
             tool_timeout: self.tool_timeout,
             remote_tools: self.remote_tools.clone(),
             approvals: self.approvals.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -141,6 +147,7 @@ impl<A: Agent> AgentSpec<A> {
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
             remote_tools: Vec::new(),
             approvals: ApprovalDesk::global(),
+            durable: None,
         }
     }
 
@@ -176,6 +183,15 @@ impl<A: Agent> AgentSpec<A> {
     /// process's, which `foundation node`'s `approvals`, `approve` and `deny` act on).
     pub fn approvals(mut self, desk: ApprovalDesk) -> Self {
         self.approvals = desk;
+        self
+    }
+
+    /// Keeps its conversation in `store` under the id `conversation` (see
+    /// [`conversation`](super::conversation)): every start loads it before the first step, every
+    /// step's new messages are saved before its answer is given. Without it, every start begins
+    /// with the spec's memory (the default).
+    pub fn durable(mut self, store: Arc<dyn ConversationStore>, conversation: impl Into<String>) -> Self {
+        self.durable = Some((store, conversation.into()));
         self
     }
 
@@ -226,6 +242,10 @@ impl<A: Agent> AgentSpec<A> {
             None => Memory::new(DEFAULT_MEMORY_WINDOW)
                 .map_err(|e| AgentError::Start { agent: self.name.clone(), source: Cause::new(e) })?,
         };
+        if let Some((_, id)) = &self.durable {
+            check_conversation_id(id)
+                .map_err(|e| AgentError::Start { agent: self.name.clone(), source: Cause::new(e) })?;
+        }
         let mut capabilities = self.capabilities.clone();
         capabilities.sort();
         capabilities.dedup();
@@ -242,6 +262,7 @@ impl<A: Agent> AgentSpec<A> {
             tool_timeout: self.tool_timeout,
             remote_tools,
             approvals: self.approvals.clone(),
+            durable: self.durable.clone(),
         }))
     }
 
@@ -339,6 +360,11 @@ impl<A: Agent> Running<A> {
     async fn step(&mut self, input: A::Input, span: tracing::Span) -> Result<A::Output, Refusal> {
         let started = Instant::now();
         let name = self.ctx.name().to_string();
+        if let Err(e) = self.ctx.resume().await {
+            metrics::counter!("foundation_agent_steps_total", "agent" => name.clone(), "outcome" => "unloaded")
+                .increment(1);
+            return Err(Refusal::Failed(format!("its conversation could not be loaded: {e}")));
+        }
         let result = match catch_panic(self.agent.step(&mut self.ctx, input).instrument(span)).await {
             Ok(result) => result,
             Err(panic) => {
@@ -347,6 +373,13 @@ impl<A: Agent> Running<A> {
                 return Err(Refusal::Crashed(panic));
             }
         };
+        // The answer is given only once what the step remembered is kept.
+        if let Err(e) = self.ctx.save().await {
+            metrics::counter!("foundation_agent_steps_total", "agent" => name.clone(), "outcome" => "unsaved")
+                .increment(1);
+            tracing::warn!(agent = %name, error = %e, "an agent's conversation could not be saved: its answer is withheld, the conversation reloaded before the next step");
+            return Err(Refusal::Failed(format!("its answer could not be kept in its conversation: {e}")));
+        }
         metrics::histogram!("foundation_agent_step_seconds", "agent" => name.clone())
             .record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };

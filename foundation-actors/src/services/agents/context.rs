@@ -6,6 +6,7 @@ use ractor::ActorCell;
 use serde_json::Value;
 
 use super::agent::Shared;
+use super::conversation::{ConversationChange, ConversationError};
 use super::error::AgentError;
 use super::handle::{AgentRef, live_agents, pick, unknown_capability};
 use super::memory::Memory;
@@ -28,6 +29,20 @@ pub struct AgentContext {
     /// [`run_tools`](Self::run_tools)).
     pub(super) served_specs:
         std::collections::HashMap<String, (Option<super::remote_tools::ServedSpec>, std::time::Instant)>,
+    /// With a durable conversation: where the memory stands against the store (`None`: to be
+    /// loaded before the next step).
+    synced: Option<Synced>,
+}
+
+/// The memory as last loaded from or saved to the conversation store.
+#[derive(Debug, Clone, Copy)]
+struct Synced {
+    /// The conversation's length then.
+    length: u64,
+    /// The memory's identity then (another means the step replaced it).
+    memory: u64,
+    /// Messages it had remembered then.
+    remembered: u64,
 }
 
 impl std::fmt::Debug for AgentContext {
@@ -47,7 +62,55 @@ impl AgentContext {
             registry,
             myself,
             served_specs: std::collections::HashMap::new(),
+            synced: None,
         }
+    }
+
+    /// With a durable conversation not loaded since the start or the last failed save: loads
+    /// it into a fresh copy of the spec's memory.
+    pub(super) async fn resume(&mut self) -> Result<(), ConversationError> {
+        let Some((store, id)) = &self.shared.durable else { return Ok(()) };
+        if self.synced.is_some() {
+            return Ok(());
+        }
+        let conversation = store.load(id).await?;
+        let mut memory = self.shared.memory.clone();
+        let stored = conversation.messages.len();
+        for message in conversation.messages {
+            memory.remember(message);
+        }
+        tracing::debug!(agent = %self.shared.name, conversation = %id, length = conversation.length, stored, "conversation loaded");
+        self.synced = Some(Synced {
+            length: conversation.length,
+            memory: memory.identity(),
+            remembered: memory.remembered(),
+        });
+        self.memory = memory;
+        Ok(())
+    }
+
+    /// With a durable conversation: appends what the memory gained since it was loaded or last
+    /// saved (all of it, as a reset, if the step replaced the memory). A failure leaves the
+    /// memory to be loaded again before the next step.
+    pub(super) async fn save(&mut self) -> Result<(), ConversationError> {
+        let Some((store, id)) = &self.shared.durable else { return Ok(()) };
+        let Some(synced) = self.synced.take() else { return Ok(()) };
+        let (identity, remembered) = (self.memory.identity(), self.memory.remembered());
+        let replaced = identity != synced.memory || remembered < synced.remembered;
+        let change = if replaced {
+            ConversationChange { after: synced.length, messages: self.memory.latest(usize::MAX), reset: true }
+        } else {
+            let gained = usize::try_from(remembered - synced.remembered).unwrap_or(usize::MAX);
+            if gained == 0 {
+                self.synced = Some(synced);
+                return Ok(());
+            }
+            // More than the window gained in one step: what the memory forgot is not kept either.
+            ConversationChange { after: synced.length, messages: self.memory.latest(gained), reset: false }
+        };
+        let length = store.append(id, change).await?;
+        self.synced = Some(Synced { length, memory: identity, remembered });
+        Ok(())
     }
 
     /// The agent's name.

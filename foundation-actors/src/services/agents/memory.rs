@@ -2,6 +2,7 @@
 //! messages.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::providers::{ChatMessage, Role};
 
@@ -31,7 +32,12 @@ pub struct Memory {
     window: usize,
     recent: VecDeque<ChatMessage>,
     forgotten: u64,
+    /// Which memory this is (clones share it): a durable agent tells a replaced memory by it.
+    identity: u64,
 }
+
+/// Identities of memories made in this process.
+static NEXT_IDENTITY: AtomicU64 = AtomicU64::new(1);
 
 impl Memory {
     /// A memory keeping the last `window` messages (at least 1).
@@ -39,7 +45,13 @@ impl Memory {
         if window == 0 {
             return Err(EmptyWindow);
         }
-        Ok(Memory { system: None, window, recent: VecDeque::with_capacity(window.min(1024)), forgotten: 0 })
+        Ok(Memory {
+            system: None,
+            window,
+            recent: VecDeque::with_capacity(window.min(1024)),
+            forgotten: 0,
+            identity: NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed),
+        })
     }
 
     /// Pins a system prompt (kept whatever the window).
@@ -78,5 +90,25 @@ impl Memory {
     /// Whether no message is held (the system prompt aside).
     pub fn is_empty(&self) -> bool {
         self.recent.is_empty()
+    }
+
+    /// The size of its window.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Messages remembered since it was made (forgotten ones included).
+    pub(crate) fn remembered(&self) -> u64 {
+        self.forgotten + self.recent.len() as u64
+    }
+
+    pub(crate) fn identity(&self) -> u64 {
+        self.identity
+    }
+
+    /// The latest `n` messages held (fewer if it holds fewer), oldest first.
+    pub(crate) fn latest(&self, n: usize) -> Vec<ChatMessage> {
+        let skip = self.recent.len().saturating_sub(n);
+        self.recent.iter().skip(skip).cloned().collect()
     }
 }

@@ -88,6 +88,7 @@
 mod agent;
 mod approval;
 mod context;
+pub mod conversation;
 mod error;
 mod handle;
 mod memory;
@@ -101,6 +102,9 @@ pub use approval::{
     PendingApproval, RECENT_DECISIONS,
 };
 pub use context::AgentContext;
+pub use conversation::{
+    Conversation, ConversationChange, ConversationError, ConversationStore, LocalConversations,
+};
 pub use error::AgentError;
 pub use handle::{AGENT_NAME_KEY, AGENT_SERVICE, AgentRef};
 pub use memory::{EmptyWindow, Memory};
