@@ -39,6 +39,8 @@ fn main() {
         completion_tokens: 48,
         latency: Duration::from_millis(200),
         timeout: Duration::from_secs(1_200),
+        budget: None,
+        tenant_rpm: None,
     };
     println!(
         "providers: {} requests, {} callers on {} nodes, RPM {} TPM {}",

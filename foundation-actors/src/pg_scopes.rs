@@ -33,6 +33,8 @@ pub const TRACER: &str = "scope.tracer";
 pub const LOGS: &str = "foundation.logs";
 /// The conversation keeper (`foundation_cluster::conversations`).
 pub const CONVERSATIONS: &str = "foundation.conversations";
+/// Usage ledgers shared with the cluster, `ledger@NODE` (`foundation_cluster::cluster_usage`).
+pub const LEDGERS: &str = "foundation.ledgers";
 /// Distributed optimization runs' coordinators (`dspex_optimizer::distributed`).
 pub const RUNS: &str = "dspex.runs";
 /// The `foundation` command's trace hop actors (`foundation node --trace-rate`).
@@ -53,6 +55,7 @@ pub const ALL: &[&str] = &[
     COORDINATION,
     LOGS,
     CONVERSATIONS,
+    LEDGERS,
     TRACER,
     RUNS,
     HOPS,

@@ -41,6 +41,8 @@
 //! - **Coordination**: [`Coordination::start`], a lock with a lease and a fencing
 //!   token granted by a majority, leader election, barriers, and contract-net task allocation
 //!   that re-announces a task whose winner is lost ([`coordination`]).
+//! - **Usage across the cluster** (feature `llm`): `cluster_usage::ClusterLedger`, every node's
+//!   model usage and cost ledger summed on request, naming the nodes that did not answer.
 //! - **Conversations** (feature `agents`): `conversations::Conversations::start`, agents'
 //!   conversations kept in a replicated log by a keeper singleton, so that an agent restarted
 //!   anywhere resumes its conversation (`AgentSpec::durable`).
@@ -64,6 +66,8 @@
 //! ```
 
 pub mod budget;
+#[cfg(feature = "llm")]
+pub mod cluster_usage;
 #[cfg(feature = "agents")]
 pub mod conversations;
 pub mod coordination;

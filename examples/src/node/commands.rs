@@ -11,7 +11,6 @@ use foundation_actors::registry::ServiceRegistry;
 use foundation_cluster::crdt_state::Replicator;
 use foundation_cluster::shared_cache::SharedCacheHandle;
 use foundation_cluster::{Cluster, PerNodeHandle};
-use foundation_core::rate_limit::RateLimiter;
 
 use super::reply::{Help, Usage, emit, refuse};
 use super::{
@@ -30,7 +29,7 @@ pub enum Command {
     Services(services::Command),
     /// `replicas`.
     Replicas(replicas::Command),
-    /// `budget`.
+    /// `budget`, `usage`.
     Budget(llm_load::Command),
     /// `stop-run`.
     StopRun(optimize::Command),
@@ -142,8 +141,9 @@ pub struct Features {
     pub coordination: Option<coordination::CoordCommands>,
     /// The optimization run (`--optimize`).
     pub run: Option<Arc<super::optimize::Serving>>,
-    /// This node's share of the provider budget (`--provider-url`).
-    pub budget: Option<RateLimiter>,
+    /// This node's share of the provider budget and of its tenant's quota, and its shared usage
+    /// ledger (`--provider-url`).
+    pub budget: Option<llm_load::LlmLoad>,
     /// Whether traces are recorded here (`--trace-rate`).
     pub tracing: bool,
     /// Where stopped cluster traces go (`--otlp`).
@@ -179,7 +179,7 @@ impl Features {
             Command::Replicas(command) => replicas::run(&self.replicas, line, command),
             Command::Budget(command) => match &self.budget {
                 Some(budget) => llm_load::run(budget, command),
-                None => absent("no provider budget here", "--provider-url"),
+                None => absent("no provider load here", "--provider-url"),
             },
             Command::StopRun(command) => match &self.run {
                 Some(run) => optimize::run(run, command),
@@ -248,7 +248,8 @@ mod tests {
             Ok(Command::Services(services::Command::Health { service: "llm".into(), healthy: false }))
         );
         assert_eq!(Command::parse("services", false), Ok(Command::Services(services::Command::Services)));
-        assert_eq!(Command::parse("budget", false), Ok(Command::Budget(llm_load::Command)));
+        assert_eq!(Command::parse("budget", false), Ok(Command::Budget(llm_load::Command::Budget)));
+        assert_eq!(Command::parse("usage", false), Ok(Command::Budget(llm_load::Command::Usage)));
         assert_eq!(Command::parse("stop-run", false), Ok(Command::StopRun(optimize::Command)));
         assert_eq!(
             Command::parse("cache-put k a  b", false),

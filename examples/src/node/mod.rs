@@ -376,7 +376,7 @@ async fn serve(
     let approvals = approvals::start(&registry, &args.approvals).await?;
     let conversations = conversations::start(&cluster, &registry, &args.conversations).await?;
     let _workers = services::register(&registry, &node, &args.services).await?;
-    let budget = llm_load::start(&cluster, &args.llm)?;
+    let budget = llm_load::start(&cluster, &args.llm).await?;
     let run = optimize::start(&cluster, &channels, &args.optimize, &config.llm).await;
     if args.trace_rate.is_some() {
         trace::start(&cluster).await?;

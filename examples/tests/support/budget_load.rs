@@ -25,6 +25,12 @@ pub struct Load {
     pub latency: Duration,
     /// Longest the whole load may take.
     pub timeout: Duration,
+    /// The provider budget the nodes hold for the cluster, if not the server's limits (rpm,
+    /// tpm).
+    pub budget: Option<(u64, u64)>,
+    /// One tenant for every node's requests, with a quota of this many requests per minute held
+    /// for the cluster; `None`: each node's requests are its own tenant's, without a quota.
+    pub tenant_rpm: Option<u64>,
 }
 
 /// One node's report.
@@ -47,6 +53,8 @@ pub struct Outcome {
     pub server: ServerStats,
     /// From the first node's start to the last node's end.
     pub elapsed: Duration,
+    /// The `cluster_usage` event the first node printed for `usage` after the load.
+    pub cluster_usage: super::Value,
 }
 
 impl Outcome {
@@ -93,7 +101,9 @@ pub fn run(load: &Load) -> Outcome {
     let before = server.stats();
     let base = free_port_range(load.nodes as u16);
     let url = server.base_url();
-    let (rpm, tpm, others) = (load.rpm.to_string(), load.tpm.to_string(), (load.nodes - 1).to_string());
+    let (budget_rpm, budget_tpm) = load.budget.unwrap_or((load.rpm, load.tpm));
+    let (rpm, tpm, others) = (budget_rpm.to_string(), budget_tpm.to_string(), (load.nodes - 1).to_string());
+    let tenant_rpm = load.tenant_rpm.map(|n| n.to_string());
     let mut nodes = Vec::new();
     for i in 0..load.nodes {
         let share =
@@ -101,7 +111,7 @@ pub fn run(load: &Load) -> Outcome {
         let (requests, callers) = (share(load.requests).to_string(), share(load.callers).to_string());
         let seeds: Vec<u16> = (0..i as u16).map(|j| base + j).collect();
         let name = format!("n{}", i + 1);
-        let args = [
+        let mut args = vec![
             "--provider-url",
             &url,
             "--rpm",
@@ -115,6 +125,9 @@ pub fn run(load: &Load) -> Outcome {
             "--wait-for",
             &others,
         ];
+        if let Some(quota) = &tenant_rpm {
+            args.extend(["--tenant", "acme", "--tenant-rpm", quota]);
+        }
         nodes.push(start_node(&name, base + i as u16, &seeds, &args));
     }
     let mut reports = Vec::new();
@@ -130,6 +143,8 @@ pub fn run(load: &Load) -> Outcome {
         nodes.iter().flat_map(|n| n.events(&super::json!({"event": "llm_load_error"}))).collect();
     assert!(errors.is_empty(), "errors: {errors:?}");
     let after = server.stats();
+    nodes[0].send_line("usage").unwrap();
+    let cluster_usage = super::wait(&nodes[0], super::json!({"event": "cluster_usage"}));
     let during = ServerStats {
         served: after.served - before.served,
         rate_limited: after.rate_limited - before.rate_limited,
@@ -144,7 +159,12 @@ pub fn run(load: &Load) -> Outcome {
         embedding_requests: after.embedding_requests - before.embedding_requests,
         embedded_texts: after.embedded_texts - before.embedded_texts,
     };
-    let outcome = Outcome { nodes: reports, server: during, elapsed: Duration::from_millis(last - first) };
+    let outcome = Outcome {
+        nodes: reports,
+        server: during,
+        elapsed: Duration::from_millis(last - first),
+        cluster_usage,
+    };
     drop(nodes);
     drop(server);
     outcome

@@ -196,6 +196,16 @@ impl Tenant {
         self.0.events.as_ref().map(|s| s.for_tenant(self.0.id.clone())).ok_or(TenantError::NoEventStore)
     }
 
+    /// The limiter that enforces its quota (`None`: no quota). Clones share it, so a
+    /// cluster-wide budget can run it on this node's share: hold the quota for the cluster as
+    /// a whole with `foundation_cluster::BudgetHandle::start(&cluster, "tenant:ID", limiter.clone(), …)`
+    /// on every node that registers the tenant (the same quota everywhere). A concurrency
+    /// quota is split by whole slots (each node's share rounded down): keep it at least the
+    /// number of nodes that serve the tenant at once, or per node.
+    pub fn limiter(&self) -> Option<&RateLimiter> {
+        self.0.limiter.as_ref()
+    }
+
     /// What it has used so far.
     pub fn usage(&self) -> Usage {
         *self.0.usage.lock_or_recover()
