@@ -56,7 +56,7 @@ fn chat_once(node: &mut NodeProcess, text_: &str) -> Result<u64, String> {
     Err(text(&seen(node, json!({"event": "chat_failed"}))[failed], "error").to_string())
 }
 
-/// The conversation as the cluster keeps it, read on `node`: its length and messages. Read
+/// The conversation as the cluster keeps it, read on `node`: its version and messages. Read
 /// again while no keeper answers (after every node restarted, the coordinators first wait out
 /// the longest lease they may have granted before: about 10 s).
 fn conversation(node: &mut NodeProcess, id: &str) -> (u64, Vec<String>) {
@@ -72,7 +72,7 @@ fn conversation(node: &mut NodeProcess, id: &str) -> (u64, Vec<String>) {
             || format!("no answer to `conversation {id}`"),
         );
         if let Some(c) = seen(node, json!({"event": "conversation", "id": id})).get(shown) {
-            return (number(c, "length"), serde_json::from_value(c["messages"].clone()).unwrap());
+            return (number(c, "version"), serde_json::from_value(c["messages"].clone()).unwrap());
         }
         let error = seen(node, json!({"event": "conversation_failed", "id": id}))[failed].clone();
         assert!(text(&error, "error").contains("no conversation keeper"), "{error}");
@@ -98,8 +98,8 @@ fn a_conversation_survives_crashes_kill_9_a_second_writer_and_every_node_restart
     let crashed = chat(&mut nodes[0], "crash").unwrap_err();
     assert!(crashed.contains("stopped before answering"), "{crashed}");
     assert_eq!(chat(&mut nodes[0], "what is my name"), Ok(6), "resumed with the 4 messages kept");
-    let (length, messages) = conversation(&mut nodes[2], "helper");
-    assert_eq!(length, 6, "{messages:?}");
+    let (version, messages) = conversation(&mut nodes[2], "helper");
+    assert_eq!(messages.len(), 6, "{messages:?}");
     assert_eq!(messages[0], "user: my name is Ada", "{messages:?}");
     assert_eq!(messages[4], "user: what is my name", "the crashed step left nothing: {messages:?}");
 
@@ -118,8 +118,9 @@ fn a_conversation_survives_crashes_kill_9_a_second_writer_and_every_node_restart
     let stale = chat(&mut nodes[1], "and on n2").unwrap_err();
     assert!(stale.contains("another writer appended first"), "{stale}");
     assert_eq!(chat(&mut nodes[1], "and on n2 again"), Ok(12));
-    let (length, messages) = conversation(&mut nodes[2], "helper");
-    assert_eq!(length, 12, "{messages:?}");
+    let (last_version, messages) = conversation(&mut nodes[2], "helper");
+    assert!(last_version > version, "every change makes the version larger");
+    assert_eq!(messages.len(), 12, "{messages:?}");
     assert!(!messages.iter().any(|m| m == "user: and on n2"), "the refused step is not kept: {messages:?}");
 
     // Every node killed, then restarted from its state directory: nothing acknowledged is lost.
@@ -132,8 +133,8 @@ fn a_conversation_survives_crashes_kill_9_a_second_writer_and_every_node_restart
     for n in &nodes {
         wait_n(n, json!({"event": "member_up"}), 2);
     }
-    let (length, messages) = conversation(&mut nodes[0], "helper");
-    assert_eq!(length, 12, "{messages:?}");
+    let (version, messages) = conversation(&mut nodes[0], "helper");
+    assert_eq!((version, messages.len()), (last_version, 12), "{messages:?}");
     assert_eq!(messages[0], "user: my name is Ada", "{messages:?}");
     assert_eq!(messages[10], "user: and on n2 again", "{messages:?}");
 }

@@ -93,10 +93,16 @@ enum Say {
     Panic,
     /// Replaces the memory with a fresh one holding this text.
     StartOver(String),
+    /// Puts back the memory as it was before the last `Text` and says this instead.
+    Redo(String),
 }
 
 /// Talks to its model; answers with its memory (`role: text`, system prompt included).
-struct Talker;
+#[derive(Default)]
+struct Talker {
+    /// The memory before the last `Text`.
+    undo: Option<Memory>,
+}
 
 impl Agent for Talker {
     type Input = Say;
@@ -105,6 +111,12 @@ impl Agent for Talker {
     async fn step(&mut self, ctx: &mut AgentContext, say: Say) -> Result<Vec<String>, AgentError> {
         match say {
             Say::Text(text) => {
+                self.undo = Some(ctx.memory().clone());
+                ctx.ask_model(text).await?;
+            }
+            Say::Redo(text) => {
+                let before = self.undo.clone().ok_or_else(|| AgentError::step("nothing to redo"))?;
+                *ctx.memory_mut() = before;
                 ctx.ask_model(text).await?;
             }
             Say::Panic => panic!("told to panic"),
@@ -120,7 +132,7 @@ impl Agent for Talker {
 
 async fn talker(store: Arc<dyn ConversationStore>, window: usize, model: Echo) -> AgentHandle<Talker> {
     let registry = ServiceRegistry::start().await.unwrap();
-    AgentSpec::new("talker", || Talker)
+    AgentSpec::new("talker", Talker::default)
         .model(model)
         .memory(Memory::new(window).unwrap().with_system("Be brief."))
         .durable(store, "talk-1")
@@ -162,7 +174,6 @@ async fn a_restarted_agent_resumes_its_conversation_within_its_window() {
     assert_eq!(memory[1], "User: a", "{memory:?}");
     assert_eq!(memory[6], "Assistant: echo: c", "{memory:?}");
     let kept = store.load("talk-1").await.unwrap();
-    assert_eq!(kept.length, 6);
     assert_eq!(texts(&kept), ["a", "echo: a", "b", "echo: b", "c", "echo: c"]);
 
     // Beyond the window: a restart resumes with the latest 6 (the store keeps more).
@@ -173,7 +184,7 @@ async fn a_restarted_agent_resumes_its_conversation_within_its_window() {
         memory[1..],
         ["User: c", "Assistant: echo: c", "User: d", "Assistant: echo: d", "User: e", "Assistant: echo: e"]
     );
-    assert_eq!(store.load("talk-1").await.unwrap().length, 10);
+    assert_eq!(store.load("talk-1").await.unwrap().messages.len(), 10);
     agent.stop().await;
 }
 
@@ -208,9 +219,9 @@ async fn no_answer_from_an_unloaded_conversation_and_none_that_was_not_kept() {
     store.lose_answers.store(false, Ordering::SeqCst);
     let memory = say(&agent, "c").await.unwrap();
     assert_eq!(memory[5..], ["User: kept", "Assistant: echo: kept", "User: c", "Assistant: echo: c"]);
-    // Every save appended after the length it had seen: none conflicted.
+    // Every save appended after the version it had seen: none conflicted.
     let appends = store.appends.lock().unwrap().clone();
-    assert_eq!(appends.iter().map(|c| c.after).collect::<Vec<_>>(), [0, 2, 4, 6]);
+    assert_eq!(appends.iter().map(|c| c.after).collect::<Vec<_>>(), [0, 1, 2, 3]);
     agent.stop().await;
 }
 
@@ -222,14 +233,27 @@ async fn a_replaced_memory_is_saved_as_a_reset_and_a_bad_id_does_not_start() {
     let memory = agent.ask(Say::StartOver("fresh".into()), ASK).await.unwrap();
     assert_eq!(memory, ["User: fresh"]);
     let kept = store.load("talk-1").await.unwrap();
-    assert_eq!((kept.length, texts(&kept)), (3, vec!["fresh".to_string()]));
+    assert_eq!((kept.version, texts(&kept)), (2, vec!["fresh".to_string()]));
     agent.ask(Say::Panic, ASK).await.unwrap_err();
     let memory = say(&agent, "b").await.unwrap();
     assert_eq!(memory, ["System: Be brief.", "User: fresh", "User: b", "Assistant: echo: b"]);
     agent.stop().await;
 
+    // A memory put back from a clone (an undo): the stored conversation follows it.
+    let store = LocalConversations::default();
+    let agent = talker(Arc::new(store.clone()), 16, Echo::default()).await;
+    say(&agent, "a").await.unwrap();
+    say(&agent, "b").await.unwrap();
+    let memory = agent.ask(Say::Redo("b2".into()), ASK).await.unwrap();
+    assert_eq!(memory[1..], ["User: a", "Assistant: echo: a", "User: b2", "Assistant: echo: b2"]);
+    assert_eq!(texts(&store.load("talk-1").await.unwrap()), ["a", "echo: a", "b2", "echo: b2"]);
+    agent.ask(Say::Panic, ASK).await.unwrap_err();
+    let memory = say(&agent, "c").await.unwrap();
+    assert_eq!(memory[3..], ["User: b2", "Assistant: echo: b2", "User: c", "Assistant: echo: c"]);
+    agent.stop().await;
+
     let registry = ServiceRegistry::start().await.unwrap();
-    let bad = AgentSpec::new("talker", || Talker)
+    let bad = AgentSpec::new("talker", Talker::default)
         .durable(Arc::new(LocalConversations::default()), "")
         .start(&registry)
         .await

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use foundation_actors::agents::conversation::{
     Conversation, ConversationChange, ConversationError, ConversationStore, DEFAULT_KEPT_MESSAGES,
-    KeptConversation, check_conversation_id,
+    KeptConversation, check_conversation_id, message_bytes,
 };
 use foundation_actors::supervision::ChildSpec;
 use foundation_actors::wire::Wire;
@@ -46,6 +46,7 @@ use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::replicated_log::{Commit, LogConfig, LogError, ReplicatedLog, Writer};
 use crate::{Cluster, SingletonHandle};
@@ -58,9 +59,14 @@ pub const LOG: &str = "foundation.conversations";
 pub const KEEPER: &str = "foundation:conversations";
 /// Conversations a keeper holds at most, by default.
 pub const DEFAULT_MAX_CONVERSATIONS: usize = 10_000;
+/// Bytes of messages a keeper holds at most, by default.
+pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
 /// How long a load or save waits for a keeper by default (a keeper moving to another node takes
 /// about a singleton lease and a recovery).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt of a load waits for the keeper's answer (a load is asked again, of the
+/// next keeper visible, until the timeout).
+const LOAD_ATTEMPT: Duration = Duration::from_secs(3);
 /// How often a caller looks again for a keeper that is not visible.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// The log entries' format.
@@ -83,6 +89,11 @@ pub struct ConversationsConfig {
     /// ([`ConversationError::Full`]). Default [`DEFAULT_MAX_CONVERSATIONS`]. The same on every
     /// node.
     pub max_conversations: usize,
+    /// Bytes (as JSON) of all the conversations' messages the keeper holds at most; a change
+    /// beyond is refused ([`ConversationError::Full`]). Default [`DEFAULT_MAX_BYTES`] (256 MiB).
+    /// Each conversation also keeps only what one frame carries (the frame limit less 16 KiB;
+    /// its oldest messages go first).
+    pub max_bytes: usize,
     /// How long a load or a save waits for a keeper, and for its answer. Default
     /// [`DEFAULT_TIMEOUT`] (10 s: longer than a keeper's failover).
     pub timeout: Duration,
@@ -95,6 +106,7 @@ impl Default for ConversationsConfig {
             fsync: true,
             keep: DEFAULT_KEPT_MESSAGES,
             max_conversations: DEFAULT_MAX_CONVERSATIONS,
+            max_bytes: DEFAULT_MAX_BYTES,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -121,10 +133,10 @@ enum Refused {
         bytes: usize,
         max: usize,
     },
-    Full {
-        max: usize,
-    },
-    /// The keeper could not do it (its log failed): the outcome of a change is unknown.
+    Full(String),
+    Damaged(String),
+    /// The keeper could not do it (its log failed, or it is overloaded): the outcome of a
+    /// change is unknown.
     Failed(String),
     /// The request did not read.
     Invalid(String),
@@ -139,7 +151,8 @@ impl Refused {
             }
             Refused::BadId => ConversationError::BadId(conversation),
             Refused::TooLarge { bytes, max } => ConversationError::TooLarge { conversation, bytes, max },
-            Refused::Full { max } => ConversationError::Full { conversation, max },
+            Refused::Full(limit) => ConversationError::Full { conversation, limit },
+            Refused::Damaged(reason) => ConversationError::Damaged { conversation, reason },
             Refused::Failed(why) => ConversationError::Unavailable { conversation, source: Cause::new(why) },
             Refused::Invalid(why) => ConversationError::Unavailable {
                 conversation,
@@ -163,40 +176,69 @@ enum KeeperMsg {
     Append(Wire<(String, Option<String>)>, RpcReplyPort<Wire<Result<u64, Refused>>>),
 }
 
+/// Answers a keeper waits to give (for their commits) at most; more are refused at once.
+const MAX_WAITING_ANSWERS: usize = 4096;
+/// What a conversation's messages may take less than the frame limit (a load's answer is the
+/// conversation as JSON in one frame).
+const LOAD_ENVELOPE_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
 struct Keeper {
     log: ReplicatedLog,
     keep: usize,
     max_conversations: usize,
+    /// All conversations' messages, in bytes (as JSON).
+    max_total_bytes: usize,
+    /// One conversation's messages, in bytes: what a load's answer can carry.
+    max_conversation_bytes: usize,
+    /// The cluster's frame limit.
     max_bytes: usize,
+    /// How long an answer waits for its commit.
+    timeout: Duration,
 }
 
 struct KeeperState {
     writer: Writer,
     conversations: HashMap<String, KeptConversation>,
+    /// The messages' bytes over every conversation.
+    bytes: usize,
+    /// Conversations whose entries in the log did not apply, with why: refused until forgotten.
+    damaged: HashMap<String, String>,
     /// The index of the last entry appended (a load answers once it is committed).
     last_appended: u64,
+    /// Answers waiting for their commits.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Keeper {
-    /// Applies one entry of the log (replayed, or just appended).
-    fn apply(&self, state: &mut KeeperState, record: Record) -> Result<u64, Refused> {
+    /// Applies one entry of the log (replayed, or just appended) as version `version` (its
+    /// index); limits on the number and size of conversations are checked before appending,
+    /// never on replay (what the log holds was acknowledged).
+    fn apply(&self, state: &mut KeeperState, record: Record, version: u64) -> Result<u64, Refused> {
         let Some(change) = record.change else {
-            let length = state.conversations.remove(&record.id).map_or(0, |c| c.length());
-            return Ok(length);
+            if let Some(gone) = state.conversations.remove(&record.id) {
+                state.bytes = state.bytes.saturating_sub(gone.bytes());
+            }
+            state.damaged.remove(&record.id);
+            return Ok(version);
         };
-        if !state.conversations.contains_key(&record.id)
-            && state.conversations.len() >= self.max_conversations
-        {
-            return Err(Refused::Full { max: self.max_conversations });
+        if let Some(reason) = state.damaged.get(&record.id) {
+            return Err(Refused::Damaged(reason.clone()));
         }
         let kept = state.conversations.entry(record.id.clone()).or_default();
-        kept.apply(&record.id, change, self.keep).map_err(|e| match e {
+        let before = kept.bytes();
+        let applied = kept.apply(&record.id, change, version, self.keep, self.max_conversation_bytes);
+        state.bytes = (state.bytes + kept.bytes()).saturating_sub(before);
+        if kept.version() == 0 {
+            state.conversations.remove(&record.id);
+        }
+        applied.map_err(|e| match e {
             ConversationError::Conflict { expected, actual, .. } => Refused::Conflict { expected, actual },
             other => Refused::Failed(other.to_string()),
         })
     }
 
-    /// Checks a change against the state without applying it.
+    /// Checks a change against the state and the limits without applying it.
     fn check(
         &self,
         state: &KeeperState,
@@ -205,20 +247,31 @@ impl Keeper {
     ) -> Result<(), Refused> {
         check_conversation_id(id).map_err(|_| Refused::BadId)?;
         let Some(change) = change else { return Ok(()) };
-        match state.conversations.get(id) {
-            Some(kept) if kept.length() != change.after => {
-                Err(Refused::Conflict { expected: change.after, actual: kept.length() })
-            }
-            None if change.after != 0 => Err(Refused::Conflict { expected: change.after, actual: 0 }),
-            None if state.conversations.len() >= self.max_conversations => {
-                Err(Refused::Full { max: self.max_conversations })
-            }
-            _ => Ok(()),
+        if let Some(reason) = state.damaged.get(id) {
+            return Err(Refused::Damaged(reason.clone()));
         }
+        let kept = state.conversations.get(id);
+        let actual = kept.map_or(0, KeptConversation::version);
+        if actual != change.after {
+            return Err(Refused::Conflict { expected: change.after, actual });
+        }
+        if kept.is_none() && state.conversations.len() >= self.max_conversations {
+            return Err(Refused::Full(format!("{} conversations", self.max_conversations)));
+        }
+        let adding: usize = change.messages.iter().map(message_bytes).sum();
+        if adding > self.max_conversation_bytes {
+            return Err(Refused::TooLarge { bytes: adding, max: self.max_conversation_bytes });
+        }
+        let freed = if change.reset { kept.map_or(0, KeptConversation::bytes) } else { 0 };
+        if (state.bytes - freed).saturating_add(adding) > self.max_total_bytes {
+            return Err(Refused::Full(format!("{} bytes of messages", self.max_total_bytes)));
+        }
+        Ok(())
     }
 
-    /// Checks a change, appends it to the log and applies it: its commit and the new length;
-    /// or the refusal, with the reason to stop the keeper if its log failed.
+    /// Checks a change, appends it to the log and applies it: its commit and the new version
+    /// (the entry's index); or the refusal, with the reason to stop the keeper if its log
+    /// failed.
     fn append(
         &self,
         state: &mut KeeperState,
@@ -228,7 +281,7 @@ impl Keeper {
         self.check(state, &id, &change).map_err(|r| (r, None))?;
         let record = Record { format: FORMAT, id, change };
         let bytes = serde_json::to_vec(&record)
-            .map_err(|e| (Refused::Failed(format!("the change does not encode: {e}")), None))?;
+            .map_err(|e| (Refused::Invalid(format!("the change does not encode: {e}")), None))?;
         let commit = match state.writer.append(bytes) {
             Ok(commit) => commit,
             Err(LogError::TooLarge { bytes, max, .. }) => {
@@ -242,36 +295,98 @@ impl Keeper {
         state.last_appended = commit.index();
         // Checked above, so it applies; if not, the log holds an entry the memory lacks, and the
         // keeper starts again from the log.
-        let length = self
-            .apply(state, record)
+        let version = self
+            .apply(state, record, commit.index())
             .map_err(|r| (r, Some("a checked conversation change did not apply".to_string())))?;
-        Ok((commit, length))
+        Ok((commit, version))
     }
 
-    /// Answers `reply` with `answer` once `commit` resolves; a failed commit stops the keeper
-    /// (its memory is ahead of the log: the next keeper replays it) and the caller is told the
-    /// outcome is unknown.
+    /// Answers `reply` with `answer` once `commit` resolves (waiting at most the timeout); a
+    /// failed commit stops the keeper (its memory is ahead of the log: the next keeper replays
+    /// it) and the caller is told the outcome is unknown.
     fn answer_when<T: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
         myself: &ActorRef<KeeperMsg>,
-        max: usize,
+        state: &KeeperState,
         commit: Commit,
         reply: RpcReplyPort<Wire<Result<T, Refused>>>,
         answer: T,
     ) {
-        let myself = myself.clone();
+        let (myself, max, timeout, waiting) =
+            (myself.clone(), self.max_bytes, self.timeout, state.waiting.clone());
+        waiting.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            let answer = match commit.committed().await {
-                Ok(_) => Ok(answer),
-                Err(e) => {
+            let answer = match tokio::time::timeout(timeout, commit.committed()).await {
+                Ok(Ok(_)) => Ok(answer),
+                Ok(Err(e)) => {
                     let _ = myself.send_message(KeeperMsg::Failed(e.to_string()));
                     Err(Refused::Failed(format!("the keeper's log did not commit: {e}")))
                 }
+                Err(_) => {
+                    Err(Refused::Failed(format!("not committed within {timeout:?} (no majority reachable?)")))
+                }
             };
-            let wire = Wire::encode_or(&answer, max, |e| {
-                Err(Refused::Failed(format!("the answer does not fit: {e}")))
-            });
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            let wire =
+                Wire::encode_or(&answer, max, |e| Err(Refused::TooLarge { bytes: e.to_string().len(), max }));
             let _ = reply.send(wire);
         });
+    }
+
+    /// Refuses at once.
+    fn refuse<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        reply: RpcReplyPort<Wire<Result<T, Refused>>>,
+        refused: Refused,
+    ) {
+        let answer: Result<T, Refused> = Err(refused);
+        let _ =
+            reply.send(Wire::encode_or(&answer, self.max_bytes, |e| Err(Refused::Invalid(e.to_string()))));
+    }
+
+    /// Replays one entry of the log at start: a change applied, or the conversation marked
+    /// damaged (with why) if it does not read or apply.
+    fn replay(&self, state: &mut KeeperState, entry: &crate::replicated_log::Entry) -> bool {
+        let damage = |state: &mut KeeperState, id: String, why: String| {
+            tracing::error!(log = LOG, index = entry.index, conversation = %id, %why, "a conversation's entry in the log does not apply: the conversation is refused until forgotten");
+            if let Some(gone) = state.conversations.remove(&id) {
+                state.bytes = state.bytes.saturating_sub(gone.bytes());
+            }
+            state.damaged.insert(id, format!("its entry {} in the log: {why}", entry.index));
+        };
+        match serde_json::from_slice::<Record>(&entry.data) {
+            Ok(record) if record.format == FORMAT => {
+                let id = record.id.clone();
+                let is_forget = record.change.is_none();
+                match self.apply(state, record, entry.index) {
+                    Ok(_) => true,
+                    Err(Refused::Damaged(_)) if !is_forget => true,
+                    Err(why) => {
+                        damage(state, id, format!("{why:?}"));
+                        false
+                    }
+                }
+            }
+            Ok(record) => {
+                damage(state, record.id, format!("format {} (this build reads {FORMAT})", record.format));
+                false
+            }
+            Err(why) => {
+                // Not a record at all: if its id reads, that conversation is damaged; if not,
+                // nothing can be attributed (the log's records are checksummed: only a bug
+                // writes such an entry).
+                match serde_json::from_slice::<serde_json::Value>(&entry.data)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(String::from))
+                {
+                    Some(id) => damage(state, id, why.to_string()),
+                    None => {
+                        tracing::error!(log = LOG, index = entry.index, %why, "an entry of the conversation log does not read and names no conversation: skipped")
+                    }
+                }
+                false
+            }
+        }
     }
 }
 
@@ -285,42 +400,26 @@ impl Actor for Keeper {
             .ok_or("the conversation keeper's lease is not valid: not starting")?;
         let (writer, entries) = self.log.lead(token).await?;
         let last_appended = writer.committed();
-        let mut state = KeeperState { writer, conversations: HashMap::new(), last_appended };
-        let (mut unreadable, mut refused) = (0usize, 0usize);
+        let mut state = KeeperState {
+            writer,
+            conversations: HashMap::new(),
+            bytes: 0,
+            damaged: HashMap::new(),
+            last_appended,
+            waiting: Arc::new(AtomicUsize::new(0)),
+        };
+        let mut failed = 0usize;
         for entry in &entries {
-            match serde_json::from_slice::<Record>(&entry.data) {
-                Ok(record) if record.format == FORMAT => {
-                    if let Err(why) = self.apply(&mut state, record) {
-                        // Checked before it was logged: only a changed `keep` or limit gets here.
-                        refused += 1;
-                        tracing::warn!(
-                            log = LOG,
-                            index = entry.index,
-                            ?why,
-                            "a logged conversation change does not apply: skipped"
-                        );
-                    }
-                }
-                Ok(record) => {
-                    unreadable += 1;
-                    tracing::error!(
-                        log = LOG,
-                        index = entry.index,
-                        format = record.format,
-                        "a conversation entry of an unknown format: skipped"
-                    );
-                }
-                Err(why) => {
-                    unreadable += 1;
-                    tracing::error!(log = LOG, index = entry.index, %why, "a conversation entry is not readable: skipped");
-                }
+            if !self.replay(&mut state, entry) {
+                failed += 1;
             }
         }
         tracing::info!(
             entries = entries.len(),
-            unreadable,
-            refused,
+            failed,
             conversations = state.conversations.len(),
+            damaged = state.damaged.len(),
+            bytes = state.bytes,
             token,
             "conversation keeper started"
         );
@@ -340,44 +439,63 @@ impl Actor for Keeper {
             tracing::warn!("conversation keeper without a valid lease: request ignored");
             return Ok(());
         }
+        let busy = state.waiting.load(Ordering::SeqCst) >= MAX_WAITING_ANSWERS;
         match msg {
             KeeperMsg::Failed(why) => {
                 tracing::error!(%why, "the conversation log did not commit: the keeper restarts from the log");
                 myself.stop(Some(why));
             }
             KeeperMsg::Load(id, reply) => {
-                let Ok(id) = id.into_inner() else { return Ok(()) };
-                let answer = match check_conversation_id(&id) {
-                    Err(_) => Err(Refused::BadId),
-                    Ok(()) => {
-                        let conversation = state.conversations.get(&id).map(KeptConversation::snapshot);
-                        serde_json::to_string(&conversation.unwrap_or_default())
-                            .map_err(|e| Refused::Failed(format!("the conversation does not encode: {e}")))
+                let id = match id.into_inner() {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.refuse(reply, Refused::Invalid(e.to_string()));
+                        return Ok(());
                     }
                 };
-                match answer {
-                    Ok(conversation) => {
+                if check_conversation_id(&id).is_err() {
+                    self.refuse(reply, Refused::BadId);
+                    return Ok(());
+                }
+                if let Some(reason) = state.damaged.get(&id) {
+                    self.refuse(reply, Refused::Damaged(reason.clone()));
+                    return Ok(());
+                }
+                if busy {
+                    self.refuse(reply, Refused::Failed("the keeper is overloaded".into()));
+                    return Ok(());
+                }
+                let conversation = state.conversations.get(&id).map(KeptConversation::snapshot);
+                match serde_json::to_string(&conversation.unwrap_or_default()) {
+                    Ok(json) => {
                         let commit = state.writer.commit_of(state.last_appended);
-                        Self::answer_when(&myself, self.max_bytes, commit, reply, conversation);
+                        self.answer_when(&myself, state, commit, reply, json);
                     }
-                    Err(refused) => {
-                        let _ = reply
-                            .send(Wire::encode_or(&Err(refused), self.max_bytes, |_| Err(Refused::BadId)));
+                    Err(e) => {
+                        self.refuse(reply, Refused::Invalid(format!("the conversation does not encode: {e}")))
                     }
                 }
             }
             KeeperMsg::Append(request, reply) => {
-                let Ok((id, change)) = request.into_inner() else { return Ok(()) };
+                let (id, change) = match request.into_inner() {
+                    Ok(request) => request,
+                    Err(e) => {
+                        self.refuse(reply, Refused::Invalid(e.to_string()));
+                        return Ok(());
+                    }
+                };
+                if busy {
+                    self.refuse(reply, Refused::Failed("the keeper is overloaded".into()));
+                    return Ok(());
+                }
                 let change = change
                     .map(|json| serde_json::from_str::<ConversationChange>(&json))
                     .transpose()
                     .map_err(|e| (Refused::Invalid(e.to_string()), None));
                 match change.and_then(|change| self.append(state, id, change)) {
-                    Ok((commit, length)) => Self::answer_when(&myself, self.max_bytes, commit, reply, length),
+                    Ok((commit, version)) => self.answer_when(&myself, state, commit, reply, version),
                     Err((refused, stop)) => {
-                        let _ = reply.send(Wire::encode_or(&Err::<u64, _>(refused), self.max_bytes, |_| {
-                            Err(Refused::BadId)
-                        }));
+                        self.refuse(reply, refused);
                         if let Some(why) = stop {
                             myself.stop(Some(why));
                         }
@@ -421,45 +539,43 @@ impl Conversations {
             log: log.clone(),
             keep: config.keep.max(1),
             max_conversations: config.max_conversations.max(1),
+            max_total_bytes: config.max_bytes,
+            max_conversation_bytes: cluster.max_frame_bytes().saturating_sub(LOAD_ENVELOPE_BYTES),
             max_bytes: cluster.max_frame_bytes(),
+            timeout: config.timeout,
         };
-        let keeper = Arc::new(keeper);
-        let spec = ChildSpec::new(KEEPER, move || {
-            let k = &keeper;
-            (
-                Keeper {
-                    log: k.log.clone(),
-                    keep: k.keep,
-                    max_conversations: k.max_conversations,
-                    max_bytes: k.max_bytes,
-                },
-                (),
-            )
-        });
+        let spec = ChildSpec::new(KEEPER, move || (keeper.clone(), ()));
         let singleton = SingletonHandle::start(cluster, KEEPER, spec);
         Ok(Conversations {
             inner: Arc::new(Inner { cluster: cluster.clone(), config, _log: log, _keeper: singleton }),
         })
     }
 
-    /// Drops conversation `id` from the keeper's memory (a later load finds it empty, length
-    /// 0); its entries stay in the log.
+    /// Drops conversation `id` from the keeper's memory (a later load finds it empty, at version
+    /// 0; a writer still at an older version is refused) and clears its damage, if any; its
+    /// entries stay in the log.
     pub async fn forget(&self, id: &str) -> Result<(), ConversationError> {
         check_conversation_id(id)?;
         self.change(id, None).await.map(drop)
     }
 
-    /// The keeper, waiting for one to be visible until `deadline`.
+    /// A keeper, waiting for one to be visible until `deadline`; the `attempt`-th of those
+    /// visible (an old keeper frozen past its lease may still be listed for a while: asking again
+    /// asks the next one).
     async fn keeper(
         &self,
         id: &str,
         deadline: tokio::time::Instant,
+        attempt: usize,
     ) -> Result<ActorRef<KeeperMsg>, ConversationError> {
         loop {
-            if let Some(keeper) =
-                ractor::pg::get_scoped_members(&SCOPE.to_string(), &KEEPER.to_string()).into_iter().next()
-            {
-                return Ok(keeper.into());
+            let mut keepers = ractor::pg::get_scoped_members(&SCOPE.to_string(), &KEEPER.to_string());
+            keepers.retain(|k| {
+                !matches!(k.get_status(), ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped)
+            });
+            if !keepers.is_empty() {
+                let n = keepers.len();
+                return Ok(keepers.swap_remove(attempt % n).into());
             }
             if tokio::time::Instant::now() + RETRY_EVERY > deadline {
                 return Err(ConversationError::Unavailable {
@@ -485,7 +601,7 @@ impl Conversations {
             .transpose()
             .map_err(|e| unavailable(id, format!("the change does not encode: {e}")))?;
         let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
-        let keeper = self.keeper(id, deadline).await?;
+        let keeper = self.keeper(id, deadline, 0).await?;
         let request = (id.to_string(), change);
         let max = self.limit_for(&keeper);
         let wire = Wire::encode(&request, max).map_err(|_| ConversationError::TooLarge {
@@ -533,15 +649,15 @@ impl ConversationStore for Conversations {
             let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
             // A load changes nothing: asked again until the deadline (a keeper may be moving).
             let mut last = None;
-            loop {
-                let keeper = match self.keeper(id, deadline).await {
+            for attempt in 0.. {
+                let keeper = match self.keeper(id, deadline, attempt).await {
                     Ok(keeper) => keeper,
                     Err(e) => return Err(last.unwrap_or(e)),
                 };
                 let max = self.limit_for(&keeper);
                 let wire = Wire::encode(&id.to_string(), max)
                     .map_err(|e| unavailable(id, format!("the request does not encode: {e}")))?;
-                let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).min(LOAD_ATTEMPT);
                 match keeper.call(|port| KeeperMsg::Load(wire, port), Some(wait)).await {
                     Ok(ractor::rpc::CallResult::Success(answer)) => {
                         match answer.into_inner().map_err(|e| {
@@ -563,6 +679,7 @@ impl ConversationStore for Conversations {
                 }
                 tokio::time::sleep(RETRY_EVERY).await;
             }
+            Err(last.unwrap_or_else(|| unavailable(id, "no answer".into())))
         })
     }
 

@@ -90,8 +90,8 @@ pub enum Reply {
     ChatFailed { agent: String, error: String },
     /// A chat agent started here.
     ChatAgentStarted { agent: String },
-    /// A conversation as the cluster keeps it: its length and latest messages (`role: text`).
-    Conversation { id: String, length: u64, messages: Vec<String> },
+    /// A conversation as the cluster keeps it: its version and latest messages (`role: text`).
+    Conversation { id: String, version: u64, messages: Vec<String> },
     /// A conversation could not be read.
     ConversationFailed { id: String, error: String },
 }
@@ -104,8 +104,8 @@ impl fmt::Display for Reply {
             }
             Reply::ChatFailed { agent, error } => write!(f, "{agent} failed: {error}"),
             Reply::ChatAgentStarted { agent } => write!(f, "chat agent {agent} started"),
-            Reply::Conversation { id, length, messages } => {
-                write!(f, "conversation {id}: {length} messages")?;
+            Reply::Conversation { id, version, messages } => {
+                write!(f, "conversation {id} (version {version}): {} messages", messages.len())?;
                 for m in messages {
                     write!(f, "\n  {m}")?;
                 }
@@ -210,7 +210,7 @@ impl ConversationCommands {
                                     format!("{role}: {}", m.text())
                                 })
                                 .collect();
-                            emit(&Reply::Conversation { id, length: c.length, messages });
+                            emit(&Reply::Conversation { id, version: c.version, messages });
                         }
                         Err(e) => emit(&Reply::ConversationFailed { id, error: e.to_string() }),
                     }

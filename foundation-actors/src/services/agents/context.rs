@@ -37,8 +37,8 @@ pub struct AgentContext {
 /// The memory as last loaded from or saved to the conversation store.
 #[derive(Debug, Clone, Copy)]
 struct Synced {
-    /// The conversation's length then.
-    length: u64,
+    /// The conversation's version then.
+    version: u64,
     /// The memory's identity then (another means the step replaced it).
     memory: u64,
     /// Messages it had remembered then.
@@ -79,9 +79,9 @@ impl AgentContext {
         for message in conversation.messages {
             memory.remember(message);
         }
-        tracing::debug!(agent = %self.shared.name, conversation = %id, length = conversation.length, stored, "conversation loaded");
+        tracing::debug!(agent = %self.shared.name, conversation = %id, version = conversation.version, stored, "conversation loaded");
         self.synced = Some(Synced {
-            length: conversation.length,
+            version: conversation.version,
             memory: memory.identity(),
             remembered: memory.remembered(),
         });
@@ -98,7 +98,11 @@ impl AgentContext {
         let (identity, remembered) = (self.memory.identity(), self.memory.remembered());
         let replaced = identity != synced.memory || remembered < synced.remembered;
         let change = if replaced {
-            ConversationChange { after: synced.length, messages: self.memory.latest(usize::MAX), reset: true }
+            ConversationChange {
+                after: synced.version,
+                messages: self.memory.latest(usize::MAX),
+                reset: true,
+            }
         } else {
             let gained = usize::try_from(remembered - synced.remembered).unwrap_or(usize::MAX);
             if gained == 0 {
@@ -106,10 +110,10 @@ impl AgentContext {
                 return Ok(());
             }
             // More than the window gained in one step: what the memory forgot is not kept either.
-            ConversationChange { after: synced.length, messages: self.memory.latest(gained), reset: false }
+            ConversationChange { after: synced.version, messages: self.memory.latest(gained), reset: false }
         };
-        let length = store.append(id, change).await?;
-        self.synced = Some(Synced { length, memory: identity, remembered });
+        let version = store.append(id, change).await?;
+        self.synced = Some(Synced { version, memory: identity, remembered });
         Ok(())
     }
 

@@ -26,14 +26,29 @@ pub struct EmptyWindow;
 /// assert_eq!(kept, ["You are terse.", "b", "c"]);
 /// assert_eq!(memory.forgotten(), 1);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Memory {
     system: Option<ChatMessage>,
     window: usize,
     recent: VecDeque<ChatMessage>,
     forgotten: u64,
-    /// Which memory this is (clones share it): a durable agent tells a replaced memory by it.
+    /// Which memory this is (each clone has its own): a durable agent tells a replaced memory
+    /// by it.
     identity: u64,
+}
+
+impl Clone for Memory {
+    /// The same messages; a memory of its own (a durable agent whose memory is replaced by a
+    /// clone, even of itself, saves it as a reset).
+    fn clone(&self) -> Self {
+        Memory {
+            system: self.system.clone(),
+            window: self.window,
+            recent: self.recent.clone(),
+            forgotten: self.forgotten,
+            identity: NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 /// Identities of memories made in this process.
