@@ -44,6 +44,7 @@ fn three_nodes_share_one_budget_without_a_single_429_and_count_what_the_server_c
     let usage = &outcome.cluster_usage;
     assert_eq!(usage["answered"], json!(["n1", "n2", "n3"]), "{usage}");
     assert_eq!(usage["missing"], json!([]), "{usage}");
+    assert_eq!(usage["unshared"], json!([]), "{usage}");
     assert_eq!(usage["requests"], 150, "{usage}");
     assert_eq!(usage["prompt_tokens"], outcome.server.prompt_tokens, "{usage}");
     assert_eq!(usage["completion_tokens"], outcome.server.completion_tokens, "{usage}");
@@ -77,7 +78,7 @@ fn a_tenants_quota_holds_for_the_cluster_as_a_whole() {
     let (requests, failed, ..) = outcome.totals();
     assert_eq!(outcome.server.rate_limited, 0, "{outcome:?}");
     assert_eq!((requests, failed), (30, 0), "{outcome:?}");
-    assert!(outcome.nodes.iter().all(|n| n.requests == 10), "every node took part: {outcome:?}");
+    assert!(outcome.nodes.iter().all(|n| n.requests == 10), "each node sent its part: {outcome:?}");
     let usage = &outcome.cluster_usage;
     let rows = usage["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "one tenant: {usage}");

@@ -10,11 +10,17 @@
 //!   question reaches it; calls finishing meanwhile may be in one node's answer and not in
 //!   another's. Rows are summed per key, so the sum's totals are exactly the answering nodes'.
 //! - **Nodes that do not answer are named, not waited for**: a node that shares a ledger and
-//!   does not answer within the timeout, a known member that is down, and a node whose rows do
-//!   not fit one frame are listed in [`ClusterUsage::missing`] (with why), and their usage is
-//!   not in the sum. A member that shares no ledger is not missing (it is not asked).
+//!   does not answer within the timeout, answers with rows that do not fit one frame or are not
+//!   plausible (a cost that is negative or not finite), and a known member that is down are
+//!   listed in [`ClusterUsage::missing`] (with why), and their usage is not in the sum. A member
+//!   that is up but shares no ledger seen here (it shares none, or its sharing is not visible
+//!   yet) is listed in [`ClusterUsage::unshared`]. Observers (`foundation cluster status`) are
+//!   neither.
 //! - **Identity from the session**: a node's answer is counted under the node whose session
-//!   it came over; a peer cannot answer for another node.
+//!   it came over ([`ClusterUsage::by_node`]); a peer cannot answer for another node. What a
+//!   node claims about its own usage is taken as it says (within the plausibility check).
+//! - **One ledger per node**: a second [`ClusterLedger::start`] on a node is refused (share one
+//!   ledger among the node's routers with [`LlmRouter::usage_ledger`](foundation_actors::providers::LlmRouter::usage_ledger)).
 //!
 //! *Cost*: one message to each node and its rows back (about 100 bytes per row); nothing runs
 //! between questions.
@@ -33,10 +39,14 @@ pub const SCOPE: &str = foundation_actors::pg_scopes::LEDGERS;
 /// How long [`ClusterLedger::sum`] waits for the nodes by default.
 pub const DEFAULT_SUM_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A node's rows, or why they cannot be sent.
+type Rows = Result<Vec<(UsageKey, UsageTotals)>, String>;
+
 #[derive(RactorClusterMessage)]
 enum LedgerMsg {
+    /// This node's rows, or why they cannot be sent.
     #[rpc]
-    Rows(Wire<()>, RpcReplyPort<Wire<Vec<(UsageKey, UsageTotals)>>>),
+    Rows(Wire<()>, RpcReplyPort<Wire<Rows>>),
 }
 
 struct Responder {
@@ -63,13 +73,12 @@ impl Actor for Responder {
     ) -> Result<(), ActorProcessingErr> {
         let LedgerMsg::Rows(_, reply) = msg;
         let rows = self.ledger.summary(&UsageFilter::default());
-        match Wire::encode(&rows, self.max_bytes) {
-            Ok(wire) => drop(reply.send(wire)),
-            // The asker times out and names this node with the reason it logs here.
-            Err(e) => {
-                tracing::error!(error = %e, rows = rows.len(), "this node's usage ledger does not fit one frame")
-            }
-        }
+        let count = rows.len();
+        let wire = Wire::encode_or(&Ok(rows), self.max_bytes, |e| {
+            tracing::error!(error = %e, rows = count, "this node's usage ledger does not fit one frame");
+            Err(format!("its {count} rows do not fit one frame: {e}"))
+        });
+        let _ = reply.send(wire);
         Ok(())
     }
 }
@@ -83,9 +92,35 @@ pub struct ClusterUsage {
     pub totals: UsageTotals,
     /// The nodes whose ledgers are in the sum, sorted.
     pub answered: Vec<String>,
-    /// Nodes whose usage is not in the sum, with why: sharing a ledger but silent, or known
-    /// members that are down.
+    /// Each answering node's own totals (of the rows that match), by node.
+    pub by_node: Vec<(String, UsageTotals)>,
+    /// Nodes whose usage is not in the sum, with why: sharing a ledger but silent or
+    /// implausible, or known members that are down.
     pub missing: Vec<(String, String)>,
+    /// Members up that share no ledger seen from here (none, or not visible yet).
+    pub unshared: Vec<String>,
+}
+
+/// Why a ledger could not be shared.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// This node shares a ledger already.
+    #[error("node `{0}` shares a usage ledger already (one per node: share one ledger among its routers)")]
+    AlreadyShared(String),
+    /// The responder actor did not start.
+    #[error("cannot start the usage ledger's responder: {0}")]
+    Spawn(#[source] ractor::SpawnErr),
+}
+
+/// Rows a peer sent, if plausible: every cost finite and not negative.
+fn plausible(rows: &[(UsageKey, UsageTotals)]) -> Result<(), String> {
+    match rows.iter().find(|(_, t)| !(t.cost_usd.is_finite() && t.cost_usd >= 0.0)) {
+        Some((key, t)) => Err(format!(
+            "implausible rows: a cost of {} for {}/{}/{}",
+            t.cost_usd, key.provider, key.model, key.tenant
+        )),
+        None => Ok(()),
+    }
 }
 
 /// This node's ledger, shared with the cluster. Dropping it stops sharing.
@@ -110,13 +145,14 @@ impl std::fmt::Debug for ClusterLedger {
 impl ClusterLedger {
     /// Shares `ledger` (a router's [`usage`](foundation_actors::providers::LlmRouter::usage), or
     /// one several routers share) with the cluster.
-    pub async fn start(cluster: &Cluster, ledger: UsageLedger) -> Result<ClusterLedger, ractor::SpawnErr> {
-        let responder = Responder {
-            ledger: ledger.clone(),
-            group: format!("ledger@{}", cluster.name()),
-            max_bytes: cluster.max_frame_bytes(),
-        };
-        let (responder, _) = Actor::spawn(None, responder, ()).await?;
+    pub async fn start(cluster: &Cluster, ledger: UsageLedger) -> Result<ClusterLedger, ShareError> {
+        let group = format!("ledger@{}", cluster.name());
+        let shared = ractor::pg::get_scoped_members(&SCOPE.to_string(), &group);
+        if shared.iter().any(|c| c.get_id().is_local()) {
+            return Err(ShareError::AlreadyShared(cluster.name().to_string()));
+        }
+        let responder = Responder { ledger: ledger.clone(), group, max_bytes: cluster.max_frame_bytes() };
+        let (responder, _) = Actor::spawn(None, responder, ()).await.map_err(ShareError::Spawn)?;
         Ok(ClusterLedger { cluster: cluster.clone(), ledger, responder })
     }
 
@@ -129,9 +165,17 @@ impl ClusterLedger {
     /// those that match `filter`; this node's own rows are read directly.
     pub async fn sum(&self, filter: &UsageFilter, timeout: Duration) -> ClusterUsage {
         let merged = UsageLedger::new();
-        let mut answered = vec![self.cluster.name().to_string()];
+        let me = self.cluster.name().to_string();
+        let own = self.ledger.summary(&UsageFilter::default());
+        let total = |rows: &[(UsageKey, UsageTotals)]| {
+            let one = UsageLedger::new();
+            one.merge(rows);
+            one.totals(filter)
+        };
+        let mut by_node = vec![(me.clone(), total(&own))];
+        let mut answered = vec![me.clone()];
         let mut missing = Vec::new();
-        merged.merge(&self.ledger.summary(&UsageFilter::default()));
+        merged.merge(&own);
         let others: Vec<(String, ActorRef<LedgerMsg>)> =
             crate::pg_nodes::live_by_node(&self.cluster, SCOPE, "ledger@")
                 .into_iter()
@@ -145,11 +189,13 @@ impl ClusterLedger {
                 Err(e) => return (node, Err(e.to_string())),
             };
             let rows = match answer {
-                Ok(ractor::rpc::CallResult::Success(rows)) => rows.into_inner().map_err(|e| e.to_string()),
+                Ok(ractor::rpc::CallResult::Success(rows)) => rows
+                    .into_inner()
+                    .map_err(|e| format!("its answer did not decode: {e}"))
+                    .and_then(|rows| rows)
+                    .and_then(|rows| plausible(&rows).map(|()| rows)),
                 Ok(ractor::rpc::CallResult::Timeout) => Err(format!("no answer within {timeout:?}")),
-                Ok(ractor::rpc::CallResult::SenderError) => {
-                    Err("it dropped the question (its rows may not fit a frame)".to_string())
-                }
+                Ok(ractor::rpc::CallResult::SenderError) => Err("it dropped the question".to_string()),
                 Err(e) => Err(format!("not reachable: {e}")),
             };
             (node, rows)
@@ -158,20 +204,30 @@ impl ClusterLedger {
             match rows {
                 Ok(rows) => {
                     merged.merge(&rows);
+                    by_node.push((node.clone(), total(&rows)));
                     answered.push(node);
                 }
                 Err(why) => missing.push((node, why)),
             }
         }
+        let mut unshared = Vec::new();
         for member in self.cluster.members() {
-            let known = member.name == self.cluster.name() || asked.contains(&member.name);
-            if !known && member.status != crate::MemberStatus::Up {
-                missing.push((member.name.clone(), format!("{:?}", member.status).to_lowercase()));
+            if member.name == me
+                || asked.contains(&member.name)
+                || member.name.starts_with(crate::singleton::OBSERVER_PREFIX)
+            {
+                continue;
+            }
+            match member.status {
+                crate::MemberStatus::Up => unshared.push(member.name.clone()),
+                status => missing.push((member.name.clone(), format!("{status:?}").to_lowercase())),
             }
         }
         answered.sort();
+        by_node.sort_by(|a, b| a.0.cmp(&b.0));
         missing.sort();
+        unshared.sort();
         let rows = merged.summary(filter);
-        ClusterUsage { totals: merged.totals(filter), rows, answered, missing }
+        ClusterUsage { totals: merged.totals(filter), rows, answered, by_node, missing, unshared }
     }
 }

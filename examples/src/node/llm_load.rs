@@ -15,7 +15,7 @@ use foundation_actors::providers::{
     ChatRequest, LlmRouter, ModelRegistry, OpenAiClient, Provider, ProviderOptions, UsageFilter,
 };
 use foundation_actors::tenants::{TenantQuota, TenantSpec, Tenants};
-use foundation_cluster::cluster_usage::{ClusterLedger, ClusterUsage, DEFAULT_SUM_TIMEOUT};
+use foundation_cluster::cluster_usage::{ClusterLedger, ClusterUsage};
 use foundation_cluster::{BudgetConfig, BudgetHandle, Cluster};
 use foundation_core::rate_limit::{ProviderLimits, RateLimiter};
 use foundation_core::retry::RetryPolicy;
@@ -34,7 +34,7 @@ pub const COMMANDS: &[Usage] = &[
     Usage {
         command: "usage",
         usage: "usage",
-        what: "model usage and cost summed over every node's ledger, per provider, model and tenant",
+        what: "the provider load's usage and cost summed over every node, per provider, model and tenant",
         needs: Some("--provider-url"),
     },
 ];
@@ -88,6 +88,7 @@ pub enum Reply {
         cost_usd: f64,
         answered: Vec<String>,
         missing: Vec<(String, String)>,
+        unshared: Vec<String>,
     },
     /// Fewer than `wanted` other nodes came up in time; the load starts anyway.
     LlmLoadShort { wanted: usize },
@@ -146,6 +147,11 @@ impl fmt::Display for Reply {
     }
 }
 
+/// How long a request waits for the tenant's quota.
+const TENANT_WAIT: Duration = Duration::from_secs(120);
+/// How long `usage` waits for the other nodes.
+const USAGE_WAIT: Duration = Duration::from_secs(5);
+
 /// What this node's load shares with the cluster.
 pub struct LlmLoad {
     /// The limiter that runs on this node's share of the provider budget.
@@ -166,7 +172,7 @@ pub fn run(load: &LlmLoad, command: Command) {
         Command::Usage => {
             let ledger = load.ledger.clone();
             tokio::spawn(async move {
-                let sum = ledger.sum(&UsageFilter::default(), DEFAULT_SUM_TIMEOUT).await;
+                let sum = ledger.sum(&UsageFilter::default(), USAGE_WAIT).await;
                 emit(&usage_reply(sum));
             });
         }
@@ -196,6 +202,7 @@ fn usage_reply(sum: ClusterUsage) -> Reply {
         cost_usd: sum.totals.cost_usd,
         answered: sum.answered,
         missing: sum.missing,
+        unshared: sum.unshared,
     }
 }
 
@@ -231,10 +238,12 @@ pub struct LlmLoadArgs {
     tenant: Option<String>,
     /// Requests per minute the tenant may make, over the whole cluster (a quota leased like
     /// the provider budget, by every node that gives the same tenant).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", requires = "tenant")]
     tenant_rpm: Option<u64>,
-    /// Tokens per minute the tenant may use, over the whole cluster.
-    #[arg(long, value_name = "N")]
+    /// Tokens per minute the tenant may use, over the whole cluster (at least the nodes that
+    /// call at once times one request's prompt and `--max-tokens`: a node's share must hold a
+    /// request).
+    #[arg(long, value_name = "N", requires = "tenant")]
     tenant_tpm: Option<u64>,
 }
 
@@ -298,7 +307,7 @@ pub async fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<Opti
                         .tenant(tenant.id().to_string());
                     let estimate = Provider::estimate(&request);
                     let estimate = estimate.input + estimate.output;
-                    let work = match tenant.admit(estimate, Duration::from_secs(3_600)).await {
+                    let work = match tenant.admit(estimate, TENANT_WAIT).await {
                         Ok(work) => work,
                         Err(e) => {
                             failed.fetch_add(1, Ordering::SeqCst);
@@ -311,7 +320,9 @@ pub async fn start(cluster: &Cluster, args: &LlmLoadArgs) -> anyhow::Result<Opti
                             work.finish(answer.usage.prompt_tokens + answer.usage.completion_tokens)
                         }
                         Err(e) => {
-                            work.cancel();
+                            // The provider may have been called (retries, a cut stream): the
+                            // estimate is charged (dropped unsettled).
+                            drop(work);
                             failed.fetch_add(1, Ordering::SeqCst);
                             emit(&Reply::LlmLoadError { error: e.to_string() });
                         }

@@ -301,14 +301,16 @@ async fn events(State(state): State<AppState>) -> Response {
     tokio::spawn(async move {
         let mut previous: Option<ClusterHealth> = None;
         loop {
+            // The runs are this node's own knowledge: out first, never behind the nodes' answers.
+            if tx.send(Event::default().event("runs").data(runs(&state).to_string())).await.is_err() {
+                return;
+            }
             let health = tokio::select! {
                 health = health(&state.cluster) => health,
                 () = tx.closed() => return,
             };
             let json = serde_json::to_string(&health).unwrap_or_default();
-            if tx.send(Event::default().event("cluster").data(json)).await.is_err()
-                || tx.send(Event::default().event("runs").data(runs(&state).to_string())).await.is_err()
-            {
+            if tx.send(Event::default().event("cluster").data(json)).await.is_err() {
                 return;
             }
             let profiles = tokio::select! {
