@@ -1,6 +1,9 @@
 //! Cross-node messaging between two real processes on loopback, with and without the
-//! Foundation layer, in the same run:
+//! Foundation layer, and Erlang/OTP distribution, in the same run:
 //!
+//! - **erlang**: `benches/erlang/dist_bench.escript`, two distributed Erlang nodes (when
+//!   `escript` is installed: Debian's `erlang-base`; skipped, and said so, otherwise), the same
+//!   casts and calls of 64-byte binaries;
 //! - **bare**: ractor_cluster `NodeServer`s and a message of `Vec<u8>` (ractor's own byte
 //!   conversion), nothing else running;
 //! - **foundation**: `Cluster::start` on both sides (heartbeats, failure detector, membership,
@@ -9,7 +12,7 @@
 //!
 //! Measured: casts per second (N casts, then one call that returns once all were handled), and
 //! the latency of sequential request/reply calls (p50, p99). Each mode runs in fresh processes;
-//! the modes alternate, and the median of the rounds is reported.
+//! the modes take turns in every round, and the median of the rounds is reported.
 //!
 //! Run: `cargo bench -p foundation-examples --bench cross_node` (figures in docs/BENCHMARKS.md).
 //! The benchmark starts copies of itself as the two nodes (`FOUNDATION_BENCH_ROLE`).
@@ -36,8 +39,16 @@ const CASTS: u64 = 100_000;
 const BROADCASTS: u64 = 50_000;
 const CALLS: usize = 5_000;
 const WARMUP_CALLS: usize = 500;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
+/// The Erlang half of the benchmark.
+const ERLANG_BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/erlang/dist_bench.escript");
 const GROUP: &str = "bench-echo";
+/// The receivers of the parallel pattern (one per sender).
+const PARALLEL_GROUP: &str = "bench-parallel";
+/// Senders (and receivers) in the parallel pattern.
+const PARALLEL: usize = 16;
+/// Large payloads, and how many bytes of each are sent (casts = bytes / size).
+const LARGE: [(usize, usize); 2] = [(64 << 10, 128 << 20), (1 << 20, 128 << 20)];
 const TOPIC: &str = "bench-topic";
 /// 64 bytes of payload in both modes.
 const BODY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef01234567";
@@ -183,10 +194,9 @@ async fn start_node(bare: bool, name: &str, port: u16, seed: Option<u16>) -> Opt
     }
 }
 
-async fn server(bare: bool, port: u16) {
-    let received = Arc::new(AtomicU64::new(0));
-    let channels = start_node(bare, "server", port, None).await;
-    let echo = if bare {
+/// An echo actor of the mode, counting into `received`.
+async fn spawn_echo(bare: bool, received: &Arc<AtomicU64>) -> ractor::ActorCell {
+    if bare {
         Actor::spawn(None, Echo::<BareMsg>(Default::default()), received.clone())
             .await
             .expect("echo")
@@ -198,7 +208,13 @@ async fn server(bare: bool, port: u16) {
             .expect("echo")
             .0
             .get_cell()
-    };
+    }
+}
+
+async fn server(bare: bool, port: u16) {
+    let received = Arc::new(AtomicU64::new(0));
+    let channels = start_node(bare, "server", port, None).await;
+    let echo = spawn_echo(bare, &received).await;
     if let Some(channels) = channels {
         let options = SubscribeOptions { capacity: BROADCASTS as usize * 2, ..Default::default() };
         let mut sub = channels.subscribe_with(&topic(), options).expect("subscribe");
@@ -210,6 +226,11 @@ async fn server(bare: bool, port: u16) {
         });
     }
     ractor::pg::join(GROUP.to_string(), vec![echo]);
+    let mut parallel = Vec::new();
+    for _ in 0..PARALLEL {
+        parallel.push(spawn_echo(bare, &received).await);
+    }
+    ractor::pg::join(PARALLEL_GROUP.to_string(), parallel);
     println!("ready");
     // Until the benchmark closes our stdin.
     let _ =
@@ -218,15 +239,52 @@ async fn server(bare: bool, port: u16) {
 }
 
 async fn remote_echo() -> ractor::ActorCell {
+    remote_members(GROUP, 1).await.remove(0)
+}
+
+/// The `n` remote members of `group`, once all are visible.
+async fn remote_members(group: &str, n: usize) -> Vec<ractor::ActorCell> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(cell) =
-            ractor::pg::get_members(&GROUP.to_string()).into_iter().find(|c| !c.get_id().is_local())
-        {
-            return cell;
+        let members: Vec<_> = ractor::pg::get_members(&group.to_string())
+            .into_iter()
+            .filter(|c| !c.get_id().is_local())
+            .collect();
+        if members.len() >= n {
+            return members;
         }
-        assert!(Instant::now() < deadline, "the server's echo actor never appeared");
+        assert!(Instant::now() < deadline, "the server's {group} actors never appeared");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Casts `count` messages of `size` bytes to `to` (in the mode's message type).
+fn cast_n(bare: bool, to: &ractor::ActorCell, count: u64, size: usize, first_id: u64) {
+    if bare {
+        let to: ActorRef<BareMsg> = to.clone().into();
+        let body = vec![b'x'; size];
+        for _ in 0..count {
+            to.cast(BareMsg::Cast(body.clone())).expect("cast");
+        }
+    } else {
+        let to: ActorRef<FoundationMsg> = to.clone().into();
+        let body = "x".repeat(size);
+        for id in first_id..first_id + count {
+            let task = Task { id, body: body.clone() };
+            to.cast(FoundationMsg::Cast(Wire::encode(&task, 16 << 20).expect("encode"))).expect("cast");
+        }
+    }
+}
+
+/// Waits until the server has handled `expected` messages in all (the counter is shared).
+async fn count_handled(bare: bool, to: &ractor::ActorCell, expected: u64) -> u64 {
+    let timeout = Some(Duration::from_secs(300));
+    if bare {
+        let to: ActorRef<BareMsg> = to.clone().into();
+        to.call(|r| BareMsg::Count(expected, r), timeout).await.expect("count").unwrap()
+    } else {
+        let to: ActorRef<FoundationMsg> = to.clone().into();
+        to.call(|r| FoundationMsg::Count(expected, r), timeout).await.expect("count").unwrap()
     }
 }
 
@@ -277,6 +335,39 @@ async fn client(bare: bool, port: u16, server_port: u16) {
     }
     times.sort();
 
+    // 16 senders, each to its own remote actor, at once.
+    let mut expected = CASTS;
+    let receivers = remote_members(PARALLEL_GROUP, PARALLEL).await;
+    let started = Instant::now();
+    let per_sender = CASTS / PARALLEL as u64;
+    let senders: Vec<_> = receivers
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, to)| {
+            tokio::task::spawn_blocking(move || {
+                cast_n(bare, &to, per_sender, BODY.len(), i as u64 * per_sender)
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    expected += per_sender * PARALLEL as u64;
+    assert_eq!(count_handled(bare, &echo, expected).await, expected, "parallel casts lost");
+    let parallel_casts_per_sec = (per_sender * PARALLEL as u64) as f64 / started.elapsed().as_secs_f64();
+
+    // Large payloads: bytes per second.
+    let mut large = Vec::new();
+    for (size, bytes) in LARGE {
+        let count = (bytes / size) as u64;
+        let started = Instant::now();
+        cast_n(bare, &echo, count, size, 0);
+        expected += count;
+        assert_eq!(count_handled(bare, &echo, expected).await, expected, "large casts lost");
+        large.push((count * size as u64) as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64);
+    }
+
     // Channel broadcasts to the subscriber on the server (Foundation only).
     let mut broadcasts_per_sec = None;
     if let Some(channels) = channels {
@@ -292,11 +383,11 @@ async fn client(bare: bool, port: u16, server_port: u16) {
             channels.broadcast(&topic(), task(id)).expect("broadcast");
         }
         let n = echo
-            .call(|r| FoundationMsg::Count(CASTS + BROADCASTS, r), timeout)
+            .call(|r| FoundationMsg::Count(expected + BROADCASTS, r), timeout)
             .await
             .expect("count")
             .unwrap();
-        assert_eq!(n, CASTS + BROADCASTS, "broadcasts lost");
+        assert_eq!(n, expected + BROADCASTS, "broadcasts lost");
         broadcasts_per_sec = Some(BROADCASTS as f64 / started.elapsed().as_secs_f64());
     }
     println!(
@@ -306,6 +397,9 @@ async fn client(bare: bool, port: u16, server_port: u16) {
             "p50_us": percentile(&times, 0.50),
             "p99_us": percentile(&times, 0.99),
             "broadcasts_per_sec": broadcasts_per_sec,
+            "parallel_casts_per_sec": parallel_casts_per_sec,
+            "mib_per_sec_64k": large[0],
+            "mib_per_sec_1m": large[1],
         })
     );
 }
@@ -327,6 +421,29 @@ fn round(bare: bool) -> serde_json::Value {
     let line = client.wait_for("result ", Duration::from_secs(300)).expect("client result");
     drop(server);
     serde_json::from_str(line.trim_start_matches("result ")).expect("result json")
+}
+
+/// One round of the Erlang half; `Err` says why there is none (not installed, failed).
+fn erlang_round() -> Result<serde_json::Value, String> {
+    let out = std::process::Command::new("escript")
+        .args([ERLANG_BENCH, &CASTS.to_string(), &CALLS.to_string()])
+        .output()
+        .map_err(|e| format!("escript: {e} (Debian: apt-get install erlang-base)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("no result from the Erlang half: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
+    Ok(serde_json::json!({
+        "casts_per_sec": v["casts_per_s"],
+        "p50_us": v["p50_us"],
+        "p99_us": v["p99_us"],
+        "broadcasts_per_sec": null,
+        "parallel_casts_per_sec": v["parallel_casts_per_s"],
+        "mib_per_sec_64k": v["mib_per_s_64k"],
+        "mib_per_sec_1m": v["mib_per_s_1m"],
+    }))
 }
 
 fn median(rounds: &[serde_json::Value], key: &str) -> Option<f64> {
@@ -361,24 +478,44 @@ fn main() {
         });
         return;
     }
-    let mut results = [Vec::new(), Vec::new()];
+    let mut results = [Vec::new(), Vec::new(), Vec::new()];
+    let mut erlang_missing = None;
     for _ in 0..ROUNDS {
+        if erlang_missing.is_none() {
+            match erlang_round() {
+                Ok(r) => results[0].push(r),
+                Err(why) => erlang_missing = Some(why),
+            }
+        }
         for (i, bare) in [true, false].into_iter().enumerate() {
-            results[i].push(round(bare));
+            results[i + 1].push(round(bare));
         }
     }
     println!(
-        "{ROUNDS} rounds each, medians; {CASTS} casts, {CALLS} calls, {BROADCASTS} broadcasts of 64-byte payloads"
+        "{ROUNDS} rounds each, taking turns, medians; {CASTS} casts, {CALLS} calls, {BROADCASTS} broadcasts of 64-byte payloads"
     );
-    println!("{:<12} {:>14} {:>10} {:>10} {:>16}", "mode", "casts/s", "p50 µs", "p99 µs", "broadcasts/s");
-    for (i, mode) in ["bare", "foundation"].iter().enumerate() {
+    if let Some(why) = &erlang_missing {
+        println!("erlang: not measured ({why})");
+    }
+    println!(
+        "{:<12} {:>12} {:>9} {:>9} {:>16} {:>12} {:>12} {:>14}",
+        "mode", "casts/s", "p50 µs", "p99 µs", "16×16 casts/s", "64 KiB MiB/s", "1 MiB MiB/s", "broadcasts/s"
+    );
+    for (i, mode) in ["erlang", "bare", "foundation"].iter().enumerate() {
         let r = &results[i];
+        if r.is_empty() {
+            continue;
+        }
         let b = median(r, "broadcasts_per_sec").map_or("-".to_string(), |v| format!("{v:.0}"));
+        let m = |key: &str| median(r, key).unwrap_or(0.0);
         println!(
-            "{mode:<12} {:>14.0} {:>10.1} {:>10.1} {:>16}",
-            median(r, "casts_per_sec").unwrap_or(0.0),
-            median(r, "p50_us").unwrap_or(0.0),
-            median(r, "p99_us").unwrap_or(0.0),
+            "{mode:<12} {:>12.0} {:>9.1} {:>9.1} {:>16.0} {:>12.0} {:>12.0} {:>14}",
+            m("casts_per_sec"),
+            m("p50_us"),
+            m("p99_us"),
+            m("parallel_casts_per_sec"),
+            m("mib_per_sec_64k"),
+            m("mib_per_sec_1m"),
             b
         );
     }
