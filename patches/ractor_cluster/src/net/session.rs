@@ -28,24 +28,48 @@ use tokio::net::TcpStream;
 
 use crate::RactorMessage;
 
-const FRAME_READ_CHUNK_SIZE: usize = 8 * 1024;
+/// The largest read of a frame's payload (Foundation patch 5: read into the payload itself,
+/// the first read at most `FIRST_READ_BYTES`, each next one at most what arrived so far).
+const FRAME_READ_CHUNK_SIZE: usize = 64 * 1024;
+/// The first read of a frame's payload.
+const FIRST_READ_BYTES: usize = 8 * 1024;
+/// The read buffer of a plain TCP session (Foundation patch 5): the frames of one batch come out
+/// of it instead of two `read` calls each.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// Helper method to read exactly `len` bytes while growing the payload only as data arrives.
+/// Helper method to read exactly `len` bytes while growing the payload only as data arrives:
+/// at most `FIRST_READ_BYTES` ahead of the first byte, then at most as much again as arrived
+/// (never more than `FRAME_READ_CHUNK_SIZE` at a time), read straight into the payload.
 async fn read_n_bytes(stream: &mut ActorReadHalf, len: usize) -> Result<Vec<u8>, tokio::io::Error> {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; FRAME_READ_CHUNK_SIZE];
     if let ActorReadHalf::Regular(r) = stream {
-        r.readable().await?;
+        // Only when nothing is buffered: buffered bytes are readable already, and waiting for
+        // the socket then could wait for data the peer will never send.
+        if r.buffer().is_empty() {
+            r.get_ref().readable().await?;
+        }
     }
 
     while buf.len() < len {
-        let read_len = (len - buf.len()).min(chunk.len());
+        let start = buf.len();
+        let read_len = (len - start)
+            .min(FRAME_READ_CHUNK_SIZE)
+            .min(start.max(FIRST_READ_BYTES));
+        buf.try_reserve(read_len).map_err(|reserve_err| {
+            tokio::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("cluster frame payload could not be extended: {reserve_err}"),
+            )
+        })?;
+        buf.resize(start + read_len, 0);
+        let target = &mut buf[start..];
         let n = match stream {
-            ActorReadHalf::ServerTls(t) => t.read(&mut chunk[..read_len]).await?,
-            ActorReadHalf::ClientTls(t) => t.read(&mut chunk[..read_len]).await?,
-            ActorReadHalf::Regular(t) => t.read(&mut chunk[..read_len]).await?,
-            ActorReadHalf::External(t) => t.read(&mut chunk[..read_len]).await?,
+            ActorReadHalf::ServerTls(t) => t.read(target).await?,
+            ActorReadHalf::ClientTls(t) => t.read(target).await?,
+            ActorReadHalf::Regular(t) => t.read(target).await?,
+            ActorReadHalf::External(t) => t.read(target).await?,
         };
+        buf.truncate(start + n);
         if n == 0 {
             // EOF
             return Err(tokio::io::Error::new(
@@ -53,13 +77,6 @@ async fn read_n_bytes(stream: &mut ActorReadHalf, len: usize) -> Result<Vec<u8>,
                 "EOF",
             ));
         }
-        buf.try_reserve(n).map_err(|reserve_err| {
-            tokio::io::Error::new(
-                ErrorKind::InvalidData,
-                format!("cluster frame payload could not be extended: {reserve_err}"),
-            )
-        })?;
-        buf.extend_from_slice(&chunk[..n]);
     }
     Ok(buf)
 }
@@ -207,6 +224,7 @@ impl Actor for Session {
         let (read, write) = match stream {
             super::NetworkStream::Raw { stream, .. } => {
                 let (read, write) = stream.into_split();
+                let read = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read);
                 (ActorReadHalf::Regular(read), ActorWriteHalf::Regular(write))
             }
             super::NetworkStream::TlsClient { stream, .. } => {
@@ -361,7 +379,7 @@ impl ActorWriteHalf {
 enum ActorReadHalf {
     ServerTls(ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>),
     ClientTls(ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>),
-    Regular(OwnedReadHalf),
+    Regular(tokio::io::BufReader<OwnedReadHalf>),
     External(super::BoxRead),
 }
 
