@@ -170,9 +170,10 @@ fn the_optimization_view_shows_a_run_and_its_stop_and_resume_buttons_work() {
     let profile = tempfile::tempdir().unwrap();
     let base = free_port_range(2);
     let web = format!("127.0.0.1:{}", free_port());
-    // About 1 100 evaluations of 60 ms on 2 + 2 workers: long enough to be seen running.
-    let serve = ["--workers", "2", "--latency-ms", "60", "--trace-rate", "0"];
-    let mut first = vec!["--dashboard", web.as_str(), "--optimize", "shown", "--candidates", "8"];
+    // About 2 000 evaluations of 120 ms on 2 + 2 workers (a minute): long enough to be seen
+    // running even when each page dump takes Chromium its whole timeout.
+    let serve = ["--workers", "2", "--latency-ms", "120", "--trace-rate", "0"];
+    let mut first = vec!["--dashboard", web.as_str(), "--optimize", "shown", "--candidates", "16"];
     first.extend(serve);
     let n1 = start_node("n1", base, &[], &first);
     let _n2 = start_node("n2", base + 1, &[base], &serve);

@@ -39,17 +39,10 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Helper method to read exactly `len` bytes while growing the payload only as data arrives:
 /// at most `FIRST_READ_BYTES` ahead of the first byte, then at most as much again as arrived
-/// (never more than `FRAME_READ_CHUNK_SIZE` at a time), read straight into the payload.
+/// (never more than `FRAME_READ_CHUNK_SIZE` at a time), read straight into the payload's spare
+/// capacity (nothing zeroed, nothing copied twice).
 async fn read_n_bytes(stream: &mut ActorReadHalf, len: usize) -> Result<Vec<u8>, tokio::io::Error> {
     let mut buf = Vec::new();
-    if let ActorReadHalf::Regular(r) = stream {
-        // Only when nothing is buffered: buffered bytes are readable already, and waiting for
-        // the socket then could wait for data the peer will never send.
-        if r.buffer().is_empty() {
-            r.get_ref().readable().await?;
-        }
-    }
-
     while buf.len() < len {
         let start = buf.len();
         let read_len = (len - start)
@@ -61,15 +54,14 @@ async fn read_n_bytes(stream: &mut ActorReadHalf, len: usize) -> Result<Vec<u8>,
                 format!("cluster frame payload could not be extended: {reserve_err}"),
             )
         })?;
-        buf.resize(start + read_len, 0);
-        let target = &mut buf[start..];
+        // Reserved above: the window never makes the vector grow again.
+        let mut window = bytes::BufMut::limit(&mut buf, read_len);
         let n = match stream {
-            ActorReadHalf::ServerTls(t) => t.read(target).await?,
-            ActorReadHalf::ClientTls(t) => t.read(target).await?,
-            ActorReadHalf::Regular(t) => t.read(target).await?,
-            ActorReadHalf::External(t) => t.read(target).await?,
+            ActorReadHalf::ServerTls(t) => t.read_buf(&mut window).await?,
+            ActorReadHalf::ClientTls(t) => t.read_buf(&mut window).await?,
+            ActorReadHalf::Regular(t) => t.read_buf(&mut window).await?,
+            ActorReadHalf::External(t) => t.read_buf(&mut window).await?,
         };
-        buf.truncate(start + n);
         if n == 0 {
             // EOF
             return Err(tokio::io::Error::new(
@@ -654,6 +646,80 @@ mod tests {
             self.remaining -= count;
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// Records the room of every read it is asked for, giving 1 KiB at a time.
+    struct RecordingReader {
+        remaining: usize,
+        asked: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl AsyncRead for RecordingReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<tokio::io::Result<()>> {
+            self.asked.lock().unwrap().push(buf.remaining());
+            let count = self.remaining.min(buf.remaining()).min(1024);
+            buf.put_slice(&[7u8; 1024][..count]);
+            self.remaining -= count;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_payload_grows_only_as_its_bytes_arrive() {
+        let len = 1 << 20;
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = ActorReadHalf::External(Box::new(RecordingReader {
+            remaining: len,
+            asked: asked.clone(),
+        }));
+        let payload = read_n_bytes(&mut reader, len).await.unwrap();
+        assert_eq!(payload.len(), len);
+        let asked = asked.lock().unwrap().clone();
+        assert!(asked[0] <= FIRST_READ_BYTES, "first read: {}", asked[0]);
+        // Each read asks for at most as much again as had arrived (1 KiB per read here).
+        let mut arrived = 0usize;
+        for room in asked {
+            assert!(room <= arrived.max(FIRST_READ_BYTES).min(FRAME_READ_CHUNK_SIZE));
+            arrived += room.min(1024);
+        }
+        assert!(
+            payload.capacity() <= 2 * len,
+            "capacity {}",
+            payload.capacity()
+        );
+    }
+
+    /// Two frames written at once and nothing after: both read (the second from the session's
+    /// read buffer, not after waiting on a socket that stays silent).
+    #[tokio::test]
+    async fn frames_written_together_are_all_read_from_the_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, _write) = server.into_split();
+        let mut reader =
+            ActorReadHalf::Regular(tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read));
+        let mut both = encode_frame(&test_network_message());
+        both.extend(encode_frame(&test_network_message()));
+        tokio::io::AsyncWriteExt::write_all(&mut client, &both)
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                read_network_message(&mut reader, 1 << 20),
+            )
+            .await
+            .expect("a buffered frame was not read")
+            .unwrap();
+            assert_eq!(read, test_network_message());
+        }
+        drop(client);
     }
 
     #[tokio::test]
