@@ -210,6 +210,14 @@ struct KeeperState {
     waiting: Arc<AtomicUsize>,
 }
 
+/// A store's refusal of a change, as it travels.
+fn refused(e: ConversationError) -> Refused {
+    match e {
+        ConversationError::Conflict { expected, actual, .. } => Refused::Conflict { expected, actual },
+        other => Refused::Failed(other.to_string()),
+    }
+}
+
 impl Keeper {
     /// Applies one entry of the log (replayed, or just appended) as version `version` (its
     /// index); limits on the number and size of conversations are checked before appending,
@@ -232,10 +240,7 @@ impl Keeper {
         if kept.version() == 0 {
             state.conversations.remove(&record.id);
         }
-        applied.map_err(|e| match e {
-            ConversationError::Conflict { expected, actual, .. } => Refused::Conflict { expected, actual },
-            other => Refused::Failed(other.to_string()),
-        })
+        applied.map_err(refused)
     }
 
     /// Checks a change against the state and the limits without applying it.
@@ -251,10 +256,9 @@ impl Keeper {
             return Err(Refused::Damaged(reason.clone()));
         }
         let kept = state.conversations.get(id);
-        let actual = kept.map_or(0, KeptConversation::version);
-        if actual != change.after {
-            return Err(Refused::Conflict { expected: change.after, actual });
-        }
+        // A conversation not held is at version 0.
+        kept.map_or_else(|| KeptConversation::default().check(id, change), |k| k.check(id, change))
+            .map_err(refused)?;
         if kept.is_none() && state.conversations.len() >= self.max_conversations {
             return Err(Refused::Full(format!("{} conversations", self.max_conversations)));
         }
@@ -327,8 +331,12 @@ impl Keeper {
                 }
             };
             waiting.fetch_sub(1, Ordering::SeqCst);
-            let wire =
-                Wire::encode_or(&answer, max, |e| Err(Refused::TooLarge { bytes: e.to_string().len(), max }));
+            let wire = Wire::encode_or(&answer, max, |e| match e {
+                foundation_actors::wire::WireError::TooLarge { size, max } => {
+                    Err(Refused::TooLarge { bytes: size, max })
+                }
+                other => Err(Refused::Invalid(other.to_string())),
+            });
             let _ = reply.send(wire);
         });
     }
