@@ -1,21 +1,26 @@
-//! Cross-node messaging between two real processes on loopback, with and without the
-//! Foundation layer, and Erlang/OTP distribution, in the same run:
+//! Cross-node messaging between real processes on loopback, with and without the Foundation
+//! layer, and Erlang/OTP distribution, in the same run:
 //!
-//! - **erlang**: `benches/erlang/dist_bench.escript`, two distributed Erlang nodes (when
-//!   `escript` is installed: Debian's `erlang-base`; skipped, and said so, otherwise), the same
-//!   casts and calls of 64-byte binaries;
+//! - **erlang**: `benches/erlang/dist_bench.escript`, distributed Erlang nodes (when `escript`
+//!   is installed: Debian's `erlang-base`; skipped, and said so, otherwise), the same patterns;
 //! - **bare**: ractor_cluster `NodeServer`s and a message of `Vec<u8>` (ractor's own byte
-//!   conversion), nothing else running;
-//! - **foundation**: `Cluster::start` on both sides (heartbeats, failure detector, membership,
+//!   conversion), nothing else running; its broadcast is a direct send to every `pg` member;
+//! - **foundation**: `Cluster::start` on every node (heartbeats, failure detector, membership,
 //!   health), a serde message through the `Wire` adapter (bincode, size check), and channel
-//!   broadcasts on a cluster-wide topic to a subscriber on the other node.
+//!   broadcasts on a cluster-wide topic.
 //!
-//! Measured: casts per second (N casts, then one call that returns once all were handled), and
-//! the latency of sequential request/reply calls (p50, p99). Each mode runs in fresh processes;
-//! the modes take turns in every round, and the median of the rounds is reported.
+//! Patterns (64-byte payloads unless said): **casts** (100 000 one-way casts to a remote actor,
+//! then one call answered once all were handled), **calls** (sequential request/reply: p50,
+//! p99), **parallel** (16 senders, each to its own remote actor), **large** (128 MiB as 64 KiB
+//! and as 1 MiB casts: MiB/s), **all_to_all** (3 nodes, each casting to a receiver on each of
+//! the other two at once), **broadcast** (10 000 broadcasts to 100 subscribers on each of 2
+//! remote nodes, until all 200 have each), and **busy** (the casts again while another process
+//! keeps one of the two cores busy). Each mode runs in fresh processes; the modes take turns in
+//! every round, and the median of the rounds is reported with the ratio to Erlang's.
 //!
-//! Run: `cargo bench -p foundation-examples --bench cross_node` (figures in docs/BENCHMARKS.md).
-//! The benchmark starts copies of itself as the two nodes (`FOUNDATION_BENCH_ROLE`).
+//! Run: `cargo bench -p foundation-examples --bench cross_node` (figures in docs/BENCHMARKS.md);
+//! `FOUNDATION_BENCH_ONLY=calls,large` runs only those patterns, `FOUNDATION_BENCH_ROUNDS=1` one
+//! round. The benchmark starts copies of itself as the nodes (`FOUNDATION_BENCH_ROLE`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -36,12 +41,15 @@ use ractor_cluster::{NodeServer, RactorClusterMessage};
 use serde::{Deserialize, Serialize};
 
 const CASTS: u64 = 100_000;
-const BROADCASTS: u64 = 50_000;
 const CALLS: usize = 5_000;
 const WARMUP_CALLS: usize = 500;
 const ROUNDS: usize = 5;
 /// The Erlang half of the benchmark.
 const ERLANG_BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/erlang/dist_bench.escript");
+/// The patterns, in the order they run (`busy` is `casts` in a round of its own).
+const PHASES: [&str; 7] = ["casts", "calls", "parallel", "large", "all_to_all", "broadcast", "busy"];
+/// The nodes: this process (the client) and the two servers.
+const NODES: [&str; 3] = ["client", "server1", "server2"];
 const GROUP: &str = "bench-echo";
 /// The receivers of the parallel pattern (one per sender).
 const PARALLEL_GROUP: &str = "bench-parallel";
@@ -50,6 +58,10 @@ const PARALLEL: usize = 16;
 /// Large payloads, and how many bytes of each are sent (casts = bytes / size).
 const LARGE: [(usize, usize); 2] = [(64 << 10, 128 << 20), (1 << 20, 128 << 20)];
 const TOPIC: &str = "bench-topic";
+/// The subscribers of the broadcast pattern on each server (bare: members of this group).
+const SUBSCRIBERS: usize = 100;
+const SUBSCRIBER_GROUP: &str = "bench-subscribers";
+const BROADCASTS: u64 = 10_000;
 /// 64 bytes of payload in both modes.
 const BODY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef01234567";
 
@@ -62,25 +74,42 @@ struct Task {
 #[derive(RactorClusterMessage)]
 enum BareMsg {
     Cast(Vec<u8>),
+    /// A broadcast's copy (counted apart from casts).
+    Broadcast(Vec<u8>),
+    /// Start this node's all-to-all senders, this many casts each.
+    Blast(u64),
     #[rpc]
     Echo(Vec<u8>, RpcReplyPort<Vec<u8>>),
     #[rpc]
     Count(u64, RpcReplyPort<u64>),
+    #[rpc]
+    CountBroadcasts(u64, RpcReplyPort<u64>),
 }
 
 #[derive(RactorClusterMessage)]
 enum FoundationMsg {
     Cast(Wire<Task>),
+    Blast(u64),
     #[rpc]
     Echo(Wire<Task>, RpcReplyPort<Wire<Task>>),
     #[rpc]
     Count(u64, RpcReplyPort<u64>),
+    #[rpc]
+    CountBroadcasts(u64, RpcReplyPort<u64>),
 }
 
-/// Counts what arrives (casts in its state, broadcasts through the shared counter) and echoes.
+/// Counts what arrives and echoes; `Blast` starts this node's all-to-all senders.
 struct Echo<M>(std::marker::PhantomData<M>);
 
-/// Waits until `received` reaches `expected` (casts already did: they were queued before).
+#[derive(Clone)]
+struct Counters {
+    /// This process's node name.
+    node: &'static str,
+    received: Arc<AtomicU64>,
+    broadcasts: Arc<AtomicU64>,
+}
+
+/// Waits until `received` reaches `expected` (or a minute passed), and says how many arrived.
 async fn settle(received: &AtomicU64, expected: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -89,32 +118,52 @@ async fn settle(received: &AtomicU64, expected: u64) -> u64 {
     received.load(Ordering::Relaxed)
 }
 
+/// Starts `node`'s two all-to-all senders, `count` casts each (in `bare`'s message type).
+fn blast(bare: bool, node: &str, count: u64) -> Vec<tokio::task::JoinHandle<()>> {
+    NODES
+        .iter()
+        .filter(|other| **other != node)
+        .map(|other| {
+            let group = all_to_all_group(node, other);
+            tokio::spawn(async move {
+                let to = remote_members(&group, 1).await.remove(0);
+                tokio::task::spawn_blocking(move || cast_n(bare, &to, count, BODY.len(), 0))
+                    .await
+                    .expect("sender");
+            })
+        })
+        .collect()
+}
+
 impl Actor for Echo<BareMsg> {
     type Msg = BareMsg;
-    type State = Arc<AtomicU64>;
-    type Arguments = Arc<AtomicU64>;
-    async fn pre_start(
-        &self,
-        _: ActorRef<BareMsg>,
-        n: Arc<AtomicU64>,
-    ) -> Result<Arc<AtomicU64>, ActorProcessingErr> {
-        Ok(n)
+    type State = Counters;
+    type Arguments = Counters;
+    async fn pre_start(&self, _: ActorRef<BareMsg>, c: Counters) -> Result<Counters, ActorProcessingErr> {
+        Ok(c)
     }
     async fn handle(
         &self,
         _: ActorRef<BareMsg>,
         msg: BareMsg,
-        n: &mut Arc<AtomicU64>,
+        c: &mut Counters,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             BareMsg::Cast(_) => {
-                n.fetch_add(1, Ordering::Relaxed);
+                c.received.fetch_add(1, Ordering::Relaxed);
             }
+            BareMsg::Broadcast(_) => {
+                c.broadcasts.fetch_add(1, Ordering::Relaxed);
+            }
+            BareMsg::Blast(count) => drop(blast(true, c.node, count)),
             BareMsg::Echo(body, reply) => {
                 let _ = reply.send(body);
             }
             BareMsg::Count(expected, reply) => {
-                let _ = reply.send(settle(n, expected).await);
+                let _ = reply.send(settle(&c.received, expected).await);
+            }
+            BareMsg::CountBroadcasts(expected, reply) => {
+                let _ = reply.send(settle(&c.broadcasts, expected).await);
             }
         }
         Ok(())
@@ -123,33 +172,34 @@ impl Actor for Echo<BareMsg> {
 
 impl Actor for Echo<FoundationMsg> {
     type Msg = FoundationMsg;
-    type State = Arc<AtomicU64>;
-    type Arguments = Arc<AtomicU64>;
+    type State = Counters;
+    type Arguments = Counters;
     async fn pre_start(
         &self,
         _: ActorRef<FoundationMsg>,
-        n: Arc<AtomicU64>,
-    ) -> Result<Arc<AtomicU64>, ActorProcessingErr> {
-        Ok(n)
+        c: Counters,
+    ) -> Result<Counters, ActorProcessingErr> {
+        Ok(c)
     }
     async fn handle(
         &self,
         _: ActorRef<FoundationMsg>,
         msg: FoundationMsg,
-        n: &mut Arc<AtomicU64>,
+        c: &mut Counters,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FoundationMsg::Cast(task) => {
-                if task.into_inner().is_ok() {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
+            FoundationMsg::Cast(_) => {
+                c.received.fetch_add(1, Ordering::Relaxed);
             }
+            FoundationMsg::Blast(count) => drop(blast(false, c.node, count)),
             FoundationMsg::Echo(task, reply) => {
-                let task = task.into_inner()?;
-                let _ = reply.send(Wire::encode(&task, 1 << 20)?);
+                let _ = reply.send(task);
             }
             FoundationMsg::Count(expected, reply) => {
-                let _ = reply.send(settle(n, expected).await);
+                let _ = reply.send(settle(&c.received, expected).await);
+            }
+            FoundationMsg::CountBroadcasts(expected, reply) => {
+                let _ = reply.send(settle(&c.broadcasts, expected).await);
             }
         }
         Ok(())
@@ -164,8 +214,24 @@ fn task(id: u64) -> Task {
     Task { id, body: BODY.to_string() }
 }
 
-/// Starts this process's node: a bare NodeServer or a Foundation cluster node.
-async fn start_node(bare: bool, name: &str, port: u16, seed: Option<u16>) -> Option<Channels> {
+/// The group of the all-to-all receiver on `to` of the sender on `from`.
+fn all_to_all_group(from: &str, to: &str) -> String {
+    format!("bench-a2a-{from}-{to}")
+}
+
+/// Whether this run measures `phase` (all of them unless `FOUNDATION_BENCH_ONLY` lists some).
+fn runs(phase: &str) -> bool {
+    std::env::var("FOUNDATION_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == phase))
+}
+
+/// Whether the patterns of this run need the second server.
+fn three_nodes() -> bool {
+    runs("all_to_all") || runs("broadcast")
+}
+
+/// Starts this process's node: a bare NodeServer or a Foundation cluster node, connected to
+/// the nodes on `seeds`.
+async fn start_node(bare: bool, name: &str, port: u16, seeds: &[u16]) -> Option<Channels> {
     let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
     if bare {
         let server = NodeServer::new(
@@ -177,15 +243,15 @@ async fn start_node(bare: bool, name: &str, port: u16, seed: Option<u16>) -> Opt
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         );
         let (server, _) = Actor::spawn(None, server, ()).await.expect("node server");
-        if let Some(seed) = seed {
-            ractor_cluster::client_connect(&server, addr(seed)).await.expect("connect");
+        for seed in seeds {
+            ractor_cluster::client_connect(&server, addr(*seed)).await.expect("connect");
         }
         None
     } else {
         let channels = Channels::start().await.expect("channels");
         let config = ClusterConfig {
             listen: addr(port),
-            seeds: seed.map(addr).into_iter().collect(),
+            seeds: seeds.iter().map(|p| addr(*p)).collect(),
             ..Default::default()
         };
         let cluster = Cluster::start(name, &config, Some(channels.clone())).await.expect("cluster");
@@ -194,16 +260,16 @@ async fn start_node(bare: bool, name: &str, port: u16, seed: Option<u16>) -> Opt
     }
 }
 
-/// An echo actor of the mode, counting into `received`.
-async fn spawn_echo(bare: bool, received: &Arc<AtomicU64>) -> ractor::ActorCell {
+/// An echo actor of the mode, counting into `counters`.
+async fn spawn_echo(bare: bool, counters: &Counters) -> ractor::ActorCell {
     if bare {
-        Actor::spawn(None, Echo::<BareMsg>(Default::default()), received.clone())
+        Actor::spawn(None, Echo::<BareMsg>(Default::default()), counters.clone())
             .await
             .expect("echo")
             .0
             .get_cell()
     } else {
-        Actor::spawn(None, Echo::<FoundationMsg>(Default::default()), received.clone())
+        Actor::spawn(None, Echo::<FoundationMsg>(Default::default()), counters.clone())
             .await
             .expect("echo")
             .0
@@ -211,26 +277,49 @@ async fn spawn_echo(bare: bool, received: &Arc<AtomicU64>) -> ractor::ActorCell 
     }
 }
 
-async fn server(bare: bool, port: u16) {
-    let received = Arc::new(AtomicU64::new(0));
-    let channels = start_node(bare, "server", port, None).await;
-    let echo = spawn_echo(bare, &received).await;
-    if let Some(channels) = channels {
-        let options = SubscribeOptions { capacity: BROADCASTS as usize * 2, ..Default::default() };
-        let mut sub = channels.subscribe_with(&topic(), options).expect("subscribe");
-        let received = received.clone();
-        tokio::spawn(async move {
-            while sub.recv().await.is_ok() {
-                received.fetch_add(1, Ordering::Relaxed);
+/// This node's all-to-all receivers (one per other node, each counting on its own).
+async fn spawn_all_to_all_receivers(bare: bool, node: &'static str) {
+    for from in NODES.iter().filter(|other| **other != node) {
+        let counters = Counters { node, received: Arc::default(), broadcasts: Arc::default() };
+        let receiver = spawn_echo(bare, &counters).await;
+        ractor::pg::join(all_to_all_group(from, node), vec![receiver]);
+    }
+}
+
+async fn server(bare: bool, node: &'static str, port: u16, seeds: &[u16]) {
+    let counters = Counters { node, received: Arc::default(), broadcasts: Arc::default() };
+    let channels = start_node(bare, node, port, seeds).await;
+    let echo = spawn_echo(bare, &counters).await;
+    ractor::pg::join(format!("{GROUP}-{node}"), vec![echo]);
+    if node == "server1" {
+        let mut parallel = Vec::new();
+        for _ in 0..PARALLEL {
+            parallel.push(spawn_echo(bare, &counters).await);
+        }
+        ractor::pg::join(PARALLEL_GROUP.to_string(), parallel);
+    }
+    if three_nodes() {
+        spawn_all_to_all_receivers(bare, node).await;
+        // The broadcast's subscribers: channel subscriptions, or (bare) actors in a pg group.
+        if let Some(channels) = &channels {
+            let options = SubscribeOptions { capacity: BROADCASTS as usize * 2, ..Default::default() };
+            for _ in 0..SUBSCRIBERS {
+                let mut sub = channels.subscribe_with(&topic(), options).expect("subscribe");
+                let broadcasts = counters.broadcasts.clone();
+                tokio::spawn(async move {
+                    while sub.recv().await.is_ok() {
+                        broadcasts.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
             }
-        });
+        } else {
+            let mut subscribers = Vec::new();
+            for _ in 0..SUBSCRIBERS {
+                subscribers.push(spawn_echo(bare, &counters).await);
+            }
+            ractor::pg::join(SUBSCRIBER_GROUP.to_string(), subscribers);
+        }
     }
-    ractor::pg::join(GROUP.to_string(), vec![echo]);
-    let mut parallel = Vec::new();
-    for _ in 0..PARALLEL {
-        parallel.push(spawn_echo(bare, &received).await);
-    }
-    ractor::pg::join(PARALLEL_GROUP.to_string(), parallel);
     println!("ready");
     // Until the benchmark closes our stdin.
     let _ =
@@ -238,8 +327,9 @@ async fn server(bare: bool, port: u16) {
             .await;
 }
 
-async fn remote_echo() -> ractor::ActorCell {
-    remote_members(GROUP, 1).await.remove(0)
+/// The echo actor on `node`.
+async fn echo_on(node: &str) -> ractor::ActorCell {
+    remote_members(&format!("{GROUP}-{node}"), 1).await.remove(0)
 }
 
 /// The `n` remote members of `group`, once all are visible.
@@ -253,7 +343,7 @@ async fn remote_members(group: &str, n: usize) -> Vec<ractor::ActorCell> {
         if members.len() >= n {
             return members;
         }
-        assert!(Instant::now() < deadline, "the server's {group} actors never appeared");
+        assert!(Instant::now() < deadline, "the {group} actors never appeared");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -276,7 +366,7 @@ fn cast_n(bare: bool, to: &ractor::ActorCell, count: u64, size: usize, first_id:
     }
 }
 
-/// Waits until the server has handled `expected` messages in all (the counter is shared).
+/// Waits until `to` has handled `expected` casts in all (its counter may be shared).
 async fn count_handled(bare: bool, to: &ractor::ActorCell, expected: u64) -> u64 {
     let timeout = Some(Duration::from_secs(300));
     if bare {
@@ -288,145 +378,233 @@ async fn count_handled(bare: bool, to: &ractor::ActorCell, expected: u64) -> u64
     }
 }
 
+/// Waits until the subscribers on `server` have received `expected` broadcasts in all.
+async fn count_broadcasts(bare: bool, server: &ractor::ActorCell, expected: u64) -> u64 {
+    let timeout = Some(Duration::from_secs(300));
+    if bare {
+        let to: ActorRef<BareMsg> = server.clone().into();
+        to.call(|r| BareMsg::CountBroadcasts(expected, r), timeout).await.expect("count").unwrap()
+    } else {
+        let to: ActorRef<FoundationMsg> = server.clone().into();
+        to.call(|r| FoundationMsg::CountBroadcasts(expected, r), timeout).await.expect("count").unwrap()
+    }
+}
+
+/// Starts the all-to-all senders of `server` (by its echo actor).
+fn start_blast(bare: bool, server: &ractor::ActorCell, count: u64) {
+    if bare {
+        ActorRef::<BareMsg>::from(server.clone()).cast(BareMsg::Blast(count)).expect("blast");
+    } else {
+        ActorRef::<FoundationMsg>::from(server.clone()).cast(FoundationMsg::Blast(count)).expect("blast");
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6
 }
 
-async fn client(bare: bool, port: u16, server_port: u16) {
-    let channels = start_node(bare, "client", port, Some(server_port)).await;
-    let echo = remote_echo().await;
+async fn client(bare: bool, ports: [u16; 3]) {
+    let seeds: &[u16] = if three_nodes() { &ports[1..] } else { &ports[1..2] };
+    let channels = start_node(bare, "client", ports[0], seeds).await;
+    if three_nodes() {
+        spawn_all_to_all_receivers(bare, "client").await;
+    }
+    let echo = echo_on("server1").await;
     let timeout = Some(Duration::from_secs(60));
     let body = BODY.as_bytes().to_vec();
+    let mut result = serde_json::Map::new();
+    let mut expected = 0;
 
-    // Throughput: N casts, then a call that answers once the server has handled them all.
-    let started = Instant::now();
-    let handled = if bare {
-        let echo: ActorRef<BareMsg> = echo.clone().into();
-        for _ in 0..CASTS {
-            echo.cast(BareMsg::Cast(body.clone())).expect("cast");
-        }
-        echo.call(|r| BareMsg::Count(CASTS, r), timeout).await.expect("count").unwrap()
-    } else {
-        let echo: ActorRef<FoundationMsg> = echo.clone().into();
-        for id in 0..CASTS {
-            echo.cast(FoundationMsg::Cast(Wire::encode(&task(id), 1 << 20).expect("encode"))).expect("cast");
-        }
-        echo.call(|r| FoundationMsg::Count(CASTS, r), timeout).await.expect("count").unwrap()
-    };
-    let casts_per_sec = handled as f64 / started.elapsed().as_secs_f64();
-    assert_eq!(handled, CASTS, "casts lost");
-
-    // Latency: sequential request/reply.
-    let mut times = Vec::with_capacity(CALLS);
-    for i in 0..WARMUP_CALLS + CALLS {
+    if runs("casts") || runs("busy") {
+        // N casts, then a call that answers once the server has handled them all.
         let started = Instant::now();
-        if bare {
+        let handled = if bare {
             let echo: ActorRef<BareMsg> = echo.clone().into();
-            echo.call(|r| BareMsg::Echo(body.clone(), r), timeout).await.expect("echo").unwrap();
+            for _ in 0..CASTS {
+                echo.cast(BareMsg::Cast(body.clone())).expect("cast");
+            }
+            echo.call(|r| BareMsg::Count(CASTS, r), timeout).await.expect("count").unwrap()
         } else {
             let echo: ActorRef<FoundationMsg> = echo.clone().into();
-            let wire = Wire::encode(&task(i as u64), 1 << 20).expect("encode");
-            let back = echo.call(|r| FoundationMsg::Echo(wire, r), timeout).await.expect("echo").unwrap();
-            back.into_inner().expect("decode");
-        }
-        if i >= WARMUP_CALLS {
-            times.push(started.elapsed());
-        }
+            for id in 0..CASTS {
+                echo.cast(FoundationMsg::Cast(Wire::encode(&task(id), 1 << 20).expect("encode")))
+                    .expect("cast");
+            }
+            echo.call(|r| FoundationMsg::Count(CASTS, r), timeout).await.expect("count").unwrap()
+        };
+        assert_eq!(handled, CASTS, "casts lost");
+        expected += CASTS;
+        result.insert("casts_per_sec".into(), (handled as f64 / started.elapsed().as_secs_f64()).into());
     }
-    times.sort();
 
-    // 16 senders, each to its own remote actor, at once.
-    let mut expected = CASTS;
-    let receivers = remote_members(PARALLEL_GROUP, PARALLEL).await;
-    let started = Instant::now();
-    let per_sender = CASTS / PARALLEL as u64;
-    let senders: Vec<_> = receivers
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, to)| {
-            tokio::task::spawn_blocking(move || {
-                cast_n(bare, &to, per_sender, BODY.len(), i as u64 * per_sender)
+    if runs("calls") {
+        let mut times = Vec::with_capacity(CALLS);
+        for i in 0..WARMUP_CALLS + CALLS {
+            let started = Instant::now();
+            if bare {
+                let echo: ActorRef<BareMsg> = echo.clone().into();
+                echo.call(|r| BareMsg::Echo(body.clone(), r), timeout).await.expect("echo").unwrap();
+            } else {
+                let echo: ActorRef<FoundationMsg> = echo.clone().into();
+                let wire = Wire::encode(&task(i as u64), 1 << 20).expect("encode");
+                let back = echo.call(|r| FoundationMsg::Echo(wire, r), timeout).await.expect("echo").unwrap();
+                back.into_inner().expect("decode");
+            }
+            if i >= WARMUP_CALLS {
+                times.push(started.elapsed());
+            }
+        }
+        times.sort();
+        result.insert("p50_us".into(), percentile(&times, 0.50).into());
+        result.insert("p99_us".into(), percentile(&times, 0.99).into());
+    }
+
+    if runs("parallel") {
+        // 16 senders, each to its own remote actor, at once.
+        let receivers = remote_members(PARALLEL_GROUP, PARALLEL).await;
+        let started = Instant::now();
+        let per_sender = CASTS / PARALLEL as u64;
+        let senders: Vec<_> = receivers
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, to)| {
+                tokio::task::spawn_blocking(move || {
+                    cast_n(bare, &to, per_sender, BODY.len(), i as u64 * per_sender)
+                })
             })
-        })
-        .collect();
-    for sender in senders {
-        sender.await.expect("sender");
-    }
-    expected += per_sender * PARALLEL as u64;
-    assert_eq!(count_handled(bare, &echo, expected).await, expected, "parallel casts lost");
-    let parallel_casts_per_sec = (per_sender * PARALLEL as u64) as f64 / started.elapsed().as_secs_f64();
-
-    // Large payloads: bytes per second.
-    let mut large = Vec::new();
-    for (size, bytes) in LARGE {
-        let count = (bytes / size) as u64;
-        let started = Instant::now();
-        cast_n(bare, &echo, count, size, 0);
-        expected += count;
-        assert_eq!(count_handled(bare, &echo, expected).await, expected, "large casts lost");
-        large.push((count * size as u64) as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64);
+            .collect();
+        for sender in senders {
+            sender.await.expect("sender");
+        }
+        expected += per_sender * PARALLEL as u64;
+        assert_eq!(count_handled(bare, &echo, expected).await, expected, "parallel casts lost");
+        let rate = (per_sender * PARALLEL as u64) as f64 / started.elapsed().as_secs_f64();
+        result.insert("parallel_casts_per_sec".into(), rate.into());
     }
 
-    // Channel broadcasts to the subscriber on the server (Foundation only).
-    let mut broadcasts_per_sec = None;
-    if let Some(channels) = channels {
-        // Wait for the server's relay to be visible here.
-        let group = foundation_actors::channels::pg_group(TOPIC);
-        let scope = foundation_actors::channels::PG_SCOPE.to_string();
-        while ractor::pg::get_scoped_members(&scope, &group).is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    if runs("large") {
+        for ((size, bytes), key) in LARGE.into_iter().zip(["mib_per_sec_64k", "mib_per_sec_1m"]) {
+            let count = (bytes / size) as u64;
+            let started = Instant::now();
+            cast_n(bare, &echo, count, size, 0);
+            expected += count;
+            assert_eq!(count_handled(bare, &echo, expected).await, expected, "large casts lost");
+            let rate = (count * size as u64) as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64;
+            result.insert(key.into(), rate.into());
         }
-        let echo: ActorRef<FoundationMsg> = echo.clone().into();
-        let started = Instant::now();
-        for id in 0..BROADCASTS {
-            channels.broadcast(&topic(), task(id)).expect("broadcast");
-        }
-        let n = echo
-            .call(|r| FoundationMsg::Count(expected + BROADCASTS, r), timeout)
-            .await
-            .expect("count")
-            .unwrap();
-        assert_eq!(n, expected + BROADCASTS, "broadcasts lost");
-        broadcasts_per_sec = Some(BROADCASTS as f64 / started.elapsed().as_secs_f64());
     }
-    println!(
-        "result {}",
-        serde_json::json!({
-            "casts_per_sec": casts_per_sec,
-            "p50_us": percentile(&times, 0.50),
-            "p99_us": percentile(&times, 0.99),
-            "broadcasts_per_sec": broadcasts_per_sec,
-            "parallel_casts_per_sec": parallel_casts_per_sec,
-            "mib_per_sec_64k": large[0],
-            "mib_per_sec_1m": large[1],
-        })
-    );
+
+    if runs("all_to_all") {
+        // Every node casts to a receiver on each of the other two, all at once.
+        let per_sender = CASTS / 6;
+        let servers = [echo.clone(), echo_on("server2").await];
+        let mut receivers = Vec::new();
+        for (from, to) in
+            NODES.iter().flat_map(|f| NODES.iter().filter(move |t| *t != f).map(move |t| (f, t)))
+        {
+            let group = all_to_all_group(from, to);
+            let members = ractor::pg::get_members(&group);
+            assert_eq!(members.len(), 1, "one receiver in {group}");
+            receivers.push(members[0].clone());
+        }
+        let started = Instant::now();
+        for server in &servers {
+            start_blast(bare, server, per_sender);
+        }
+        for sender in blast(bare, "client", per_sender) {
+            sender.await.expect("sender");
+        }
+        for receiver in &receivers {
+            assert_eq!(count_handled(bare, receiver, per_sender).await, per_sender, "all-to-all casts lost");
+        }
+        let rate = (per_sender * 6) as f64 / started.elapsed().as_secs_f64();
+        result.insert("all_to_all_casts_per_sec".into(), rate.into());
+    }
+
+    if runs("broadcast") {
+        // 100 subscribers on each server; every broadcast reaches all 200.
+        let servers = [echo.clone(), echo_on("server2").await];
+        let started = if let Some(channels) = &channels {
+            // Wait for both servers' relays to be visible here.
+            let group = foundation_actors::channels::pg_group(TOPIC);
+            let scope = foundation_actors::channels::PG_SCOPE.to_string();
+            while ractor::pg::get_scoped_members(&scope, &group)
+                .iter()
+                .filter(|r| !r.get_id().is_local())
+                .count()
+                < 2
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let started = Instant::now();
+            for id in 0..BROADCASTS {
+                channels.broadcast(&topic(), task(id)).expect("broadcast");
+            }
+            started
+        } else {
+            // Bare ractor_cluster: a direct send to every member of the group, looked up each time.
+            remote_members(SUBSCRIBER_GROUP, 2 * SUBSCRIBERS).await;
+            let started = Instant::now();
+            for _ in 0..BROADCASTS {
+                for member in ractor::pg::get_members(&SUBSCRIBER_GROUP.to_string()) {
+                    ActorRef::<BareMsg>::from(member)
+                        .cast(BareMsg::Broadcast(body.clone()))
+                        .expect("broadcast");
+                }
+            }
+            started
+        };
+        let each = BROADCASTS * SUBSCRIBERS as u64;
+        for server in &servers {
+            assert_eq!(count_broadcasts(bare, server, each).await, each, "broadcasts lost");
+        }
+        result.insert(
+            "broadcasts_per_sec".into(),
+            (BROADCASTS as f64 / started.elapsed().as_secs_f64()).into(),
+        );
+    }
+    println!("result {}", serde_json::Value::Object(result));
 }
 
-fn round(bare: bool) -> serde_json::Value {
+/// A process that keeps one core busy until it is killed (the `busy` pattern).
+fn burn() {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+/// One round of a Rust mode measuring `phases`.
+fn round(bare: bool, phases: &str) -> serde_json::Value {
     let exe = std::env::current_exe().expect("own path");
     let mode = if bare { "bare" } else { "foundation" };
-    let (sp, cp) = (free_port(), free_port());
+    let ports = [free_port(), free_port(), free_port()];
     let env = |role: &str| {
         [
             ("FOUNDATION_BENCH_ROLE", role.to_string()),
             ("FOUNDATION_BENCH_MODE", mode.to_string()),
-            ("FOUNDATION_BENCH_PORTS", format!("{sp},{cp}")),
+            ("FOUNDATION_BENCH_PORTS", format!("{},{},{}", ports[0], ports[1], ports[2])),
+            ("FOUNDATION_BENCH_ONLY", phases.to_string()),
         ]
     };
-    let server = NodeProcess::spawn_with_env("server", &exe, ["--bench"], env("server")).expect("server");
-    server.wait_for("ready", Duration::from_secs(30)).expect("server ready");
+    let mut servers = Vec::new();
+    let count = if phases.split(',').any(|p| p == "all_to_all" || p == "broadcast") { 2 } else { 1 };
+    for server in &NODES[1..=count] {
+        let process = NodeProcess::spawn_with_env(server, &exe, ["--bench"], env(server)).expect("server");
+        process.wait_for("ready", Duration::from_secs(30)).expect("server ready");
+        servers.push(process);
+    }
     let client = NodeProcess::spawn_with_env("client", &exe, ["--bench"], env("client")).expect("client");
     let line = client.wait_for("result ", Duration::from_secs(300)).expect("client result");
-    drop(server);
+    drop(servers);
     serde_json::from_str(line.trim_start_matches("result ")).expect("result json")
 }
 
-/// One round of the Erlang half; `Err` says why there is none (not installed, failed).
-fn erlang_round() -> Result<serde_json::Value, String> {
+/// One round of the Erlang half measuring `phases`; `Err` says why there is none.
+fn erlang_round(phases: &str) -> Result<serde_json::Value, String> {
     let out = std::process::Command::new("escript")
-        .args([ERLANG_BENCH, &CASTS.to_string(), &CALLS.to_string()])
+        .args([ERLANG_BENCH, &CASTS.to_string(), &CALLS.to_string(), phases])
         .output()
         .map_err(|e| format!("escript: {e} (Debian: apt-get install erlang-base)"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -439,10 +617,11 @@ fn erlang_round() -> Result<serde_json::Value, String> {
         "casts_per_sec": v["casts_per_s"],
         "p50_us": v["p50_us"],
         "p99_us": v["p99_us"],
-        "broadcasts_per_sec": null,
         "parallel_casts_per_sec": v["parallel_casts_per_s"],
         "mib_per_sec_64k": v["mib_per_s_64k"],
         "mib_per_sec_1m": v["mib_per_s_1m"],
+        "all_to_all_casts_per_sec": v["all_to_all_casts_per_s"],
+        "broadcasts_per_sec": v["broadcasts_per_s"],
     }))
 }
 
@@ -452,71 +631,124 @@ fn median(rounds: &[serde_json::Value], key: &str) -> Option<f64> {
     v.get(v.len() / 2).copied()
 }
 
+/// Runs `measure` with one core kept busy by another process.
+fn beside_a_busy_core<T>(measure: impl FnOnce() -> T) -> T {
+    let exe = std::env::current_exe().expect("own path");
+    let mut burner = std::process::Command::new(exe)
+        .arg("--bench")
+        .env("FOUNDATION_BENCH_ROLE", "burn")
+        .spawn()
+        .expect("burner");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = measure();
+    let _ = burner.kill();
+    let _ = burner.wait();
+    out
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass other flags: only run when benchmarking.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
     if let Ok(role) = std::env::var("FOUNDATION_BENCH_ROLE") {
+        if role == "burn" {
+            burn();
+        }
         let bare = std::env::var("FOUNDATION_BENCH_MODE").as_deref() == Ok("bare");
         let ports: Vec<u16> = std::env::var("FOUNDATION_BENCH_PORTS")
             .expect("ports")
             .split(',')
             .map(|p| p.parse().expect("port"))
             .collect();
+        let ports = [ports[0], ports[1], ports[2]];
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(async {
-            if role == "server" {
-                server(bare, ports[0]).await;
-            } else {
-                client(bare, ports[1], ports[0]).await;
-            }
+        runtime.block_on(async move {
+            // on a worker, like an application's actors and tasks (not the main thread)
+            let run = async move {
+                match role.as_str() {
+                    "server1" => server(bare, "server1", ports[1], &[]).await,
+                    "server2" => server(bare, "server2", ports[2], &[ports[1]]).await,
+                    _ => client(bare, ports).await,
+                }
+            };
+            tokio::spawn(run).await.expect("node");
         });
         return;
     }
+    let rounds: usize =
+        std::env::var("FOUNDATION_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS);
+    let phases: Vec<&str> = PHASES.iter().copied().filter(|p| runs(p)).collect();
+    let together = phases.iter().copied().filter(|p| *p != "busy").collect::<Vec<_>>().join(",");
     let mut results = [Vec::new(), Vec::new(), Vec::new()];
     let mut erlang_missing = None;
-    for _ in 0..ROUNDS {
-        if erlang_missing.is_none() {
-            match erlang_round() {
-                Ok(r) => results[0].push(r),
+    for _ in 0..rounds {
+        for (i, mode) in ["erlang", "bare", "foundation"].into_iter().enumerate() {
+            let measure = |phases: &str| match mode {
+                "erlang" => erlang_round(phases),
+                _ => Ok(round(mode == "bare", phases)),
+            };
+            if mode == "erlang" && erlang_missing.is_some() {
+                continue;
+            }
+            let mut r = if together.is_empty() { Ok(serde_json::json!({})) } else { measure(&together) };
+            if phases.contains(&"busy") {
+                let busy = beside_a_busy_core(|| measure("casts"));
+                if let (Ok(r), Ok(busy)) = (&mut r, busy) {
+                    r["busy_casts_per_sec"] = busy["casts_per_sec"].clone();
+                }
+            }
+            match r {
+                Ok(r) => results[i].push(r),
                 Err(why) => erlang_missing = Some(why),
             }
         }
-        for (i, bare) in [true, false].into_iter().enumerate() {
-            results[i + 1].push(round(bare));
-        }
     }
     println!(
-        "{ROUNDS} rounds each, taking turns, medians; {CASTS} casts, {CALLS} calls, {BROADCASTS} broadcasts of 64-byte payloads"
+        "{rounds} rounds, the modes taking turns, medians (× = Foundation's figure over Erlang's); {CASTS} casts, \
+         {CALLS} calls, {BROADCASTS} broadcasts to {} subscribers, 64-byte payloads",
+        2 * SUBSCRIBERS
     );
     if let Some(why) = &erlang_missing {
         println!("erlang: not measured ({why})");
     }
-    println!(
-        "{:<12} {:>12} {:>9} {:>9} {:>16} {:>12} {:>12} {:>14}",
-        "mode", "casts/s", "p50 µs", "p99 µs", "16×16 casts/s", "64 KiB MiB/s", "1 MiB MiB/s", "broadcasts/s"
-    );
+    let columns = [
+        ("casts/s", "casts_per_sec"),
+        ("p50 µs", "p50_us"),
+        ("p99 µs", "p99_us"),
+        ("16×16 casts/s", "parallel_casts_per_sec"),
+        ("3-node a2a/s", "all_to_all_casts_per_sec"),
+        ("64K MiB/s", "mib_per_sec_64k"),
+        ("1M MiB/s", "mib_per_sec_1m"),
+        ("broadcasts/s", "broadcasts_per_sec"),
+        ("busy casts/s", "busy_casts_per_sec"),
+    ];
+    print!("{:<12}", "mode");
+    for (title, _) in columns {
+        print!(" {title:>14}");
+    }
+    println!();
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     for (i, mode) in ["erlang", "bare", "foundation"].iter().enumerate() {
-        let r = &results[i];
-        if r.is_empty() {
+        if results[i].is_empty() {
             continue;
         }
-        let b = median(r, "broadcasts_per_sec").map_or("-".to_string(), |v| format!("{v:.0}"));
-        let m = |key: &str| median(r, key).unwrap_or(0.0);
-        println!(
-            "{mode:<12} {:>12.0} {:>9.1} {:>9.1} {:>16.0} {:>12.0} {:>12.0} {:>14}",
-            m("casts_per_sec"),
-            m("p50_us"),
-            m("p99_us"),
-            m("parallel_casts_per_sec"),
-            m("mib_per_sec_64k"),
-            m("mib_per_sec_1m"),
-            b
-        );
+        print!("{mode:<12}");
+        for (_, key) in columns {
+            print!(" {:>14}", cell(median(&results[i], key)));
+        }
+        println!();
+    }
+    if !results[0].is_empty() && !results[2].is_empty() {
+        print!("{:<12}", "× erlang");
+        for (_, key) in columns {
+            let ratio = median(&results[2], key).zip(median(&results[0], key)).map(|(f, e)| f / e);
+            print!(" {:>14}", ratio.map_or("-".to_string(), |r| format!("{r:.2}×")));
+        }
+        println!();
     }
 }

@@ -9,9 +9,12 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
+mod link;
 mod listener;
 mod session;
 
+pub(crate) use link::Link;
+pub(crate) use link::FEATURE_SPLIT_PAYLOADS;
 pub(crate) use listener::Listener;
 pub(crate) use listener::ListenerMessage;
 pub(crate) use session::FrameLimit;

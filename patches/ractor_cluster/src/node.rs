@@ -857,6 +857,7 @@ impl Actor for NodeServer {
             this_node_name: auth_protocol::NameMessage {
                 flags: Some(auth_protocol::NodeFlags {
                     version: PROTOCOL_VERSION,
+                    features: crate::net::FEATURE_SPLIT_PAYLOADS,
                 }),
                 name: format!("{}@{}", self.node_name, self.hostname),
                 connection_string: format!("{}:{}", self.hostname, self.port),

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
-use ractor::cast;
 use ractor::concurrency::JoinHandle;
 use ractor::message::SerializedMessage;
 use ractor::Actor;
@@ -23,7 +22,6 @@ use ractor::RpcReplyPort;
 use ractor::SpawnErr;
 use ractor_cluster_derive::RactorMessage;
 
-use crate::node::NodeSessionMessage;
 use crate::NodeId;
 
 #[cfg(test)]
@@ -54,14 +52,14 @@ impl RemoteActor {
     /// the actor failed to start
     pub(crate) async fn spawn_linked(
         self,
-        session: ActorRef<super::node::NodeSessionMessage>,
+        link: std::sync::Arc<crate::net::Link>,
         name: Option<ActorName>,
         pid: u64,
         node_id: NodeId,
         supervisor: ActorCell,
     ) -> Result<(ActorRef<RemoteActorMessage>, JoinHandle<()>), SpawnErr> {
         let actor_id = ActorId::Remote { node_id, pid };
-        ractor::ActorRuntime::<Self>::spawn_linked_remote(name, self, actor_id, session, supervisor)
+        ractor::ActorRuntime::<Self>::spawn_linked_remote(name, self, actor_id, link, supervisor)
             .await
     }
 }
@@ -74,14 +72,14 @@ pub(crate) struct RemoteActorState {
     /// Last request inspected for cancellation.
     pending_request_cleanup_cursor: Option<u64>,
 
-    /// Owning session
-    session: ActorRef<crate::node::NodeSessionMessage>,
+    /// The owning session's link: frames go straight to its writer (Foundation patch 6)
+    link: std::sync::Arc<crate::net::Link>,
 }
 
 impl RemoteActorState {
-    fn new(session: ActorRef<crate::node::NodeSessionMessage>) -> Self {
+    fn new(link: std::sync::Arc<crate::net::Link>) -> Self {
         Self {
-            session,
+            link,
             message_tag: 0,
             pending_requests: BTreeMap::new(),
             pending_request_cleanup_cursor: None,
@@ -159,13 +157,13 @@ pub(crate) struct RemoteActorMessage;
 impl Actor for RemoteActor {
     type Msg = RemoteActorMessage;
     type State = RemoteActorState;
-    type Arguments = ActorRef<crate::node::NodeSessionMessage>;
+    type Arguments = std::sync::Arc<crate::net::Link>;
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        session: ActorRef<crate::node::NodeSessionMessage>,
+        link: std::sync::Arc<crate::net::Link>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(Self::State::new(session))
+        Ok(Self::State::new(link))
     }
 
     async fn handle(
@@ -212,7 +210,7 @@ impl Actor for RemoteActor {
                     )),
                 };
                 state.pending_requests.insert(tag, reply);
-                if cast!(state.session, NodeSessionMessage::SendMessage(node_msg)).is_err() {
+                if !state.link.send_node(node_msg) {
                     state.remove_pending_request(tag);
                 }
             }
@@ -232,7 +230,7 @@ impl Actor for RemoteActor {
                         },
                     )),
                 };
-                let _ = cast!(state.session, NodeSessionMessage::SendMessage(node_msg));
+                let _ = state.link.send_node(node_msg);
             }
             SerializedMessage::CallReply(message_tag, reply_data) => {
                 // Handle the reply to a "Call" message

@@ -7,8 +7,8 @@
 
 // TODO: RUSTLS + Tokio : https://github.com/tokio-rs/tls/blob/master/tokio-rustls/examples/server/src/main.rs
 
-use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
@@ -17,7 +17,6 @@ use ractor::ActorCell;
 use ractor::ActorProcessingErr;
 use ractor::ActorRef;
 use ractor::SpawnErr;
-use ractor::SupervisionEvent;
 use tokio::io::AsyncReadExt;
 use tokio::io::ErrorKind;
 use tokio::io::ReadHalf;
@@ -26,7 +25,10 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
+use crate::protocol::meta::network_message::Message as NetworkMessageKind;
 use crate::RactorMessage;
+
+use super::link::Link;
 
 /// The largest read of a frame's payload (Foundation patch 5: read into the payload itself,
 /// the first read at most `FIRST_READ_BYTES`, each next one at most what arrived so far).
@@ -36,6 +38,15 @@ const FIRST_READ_BYTES: usize = 8 * 1024;
 /// The read buffer of a plain TCP session (Foundation patch 5): the frames of one batch come out
 /// of it instead of two `read` calls each.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The most the writer task encodes into one write (Foundation patch 6): a long queue of large
+/// messages is written in pieces of this size instead of being copied into one buffer first.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Node-message payloads at least this long travel after their envelope in a split frame when
+/// the peer reads those (Foundation patch 6): written from their own buffer and read into one,
+/// not copied into and out of the protobuf envelope.
+const SPLIT_PAYLOAD_BYTES: usize = 8 * 1024;
+/// The top bit of a frame's length word marks a split frame; the rest is its envelope's length.
+const SPLIT_FRAME: u64 = 1 << 63;
 
 /// Helper method to read exactly `len` bytes while growing the payload only as data arrives:
 /// at most `FIRST_READ_BYTES` ahead of the first byte, then at most as much again as arrived
@@ -77,13 +88,16 @@ async fn read_n_bytes(stream: &mut ActorReadHalf, len: usize) -> Result<Vec<u8>,
 
 /// Represents a bi-directional tcp connection along with send + receive operations
 ///
-/// The [Session] actor supervises a child [SessionReader] actor and owns a batched writer
-/// task. Should the reader exit or the writer task fail, the entire session is terminated.
+/// The [Session] actor owns a reader task and a batched writer task (Foundation patch 6: both
+/// tasks, sharing the node session's [Link]; the reader was an actor that handed every frame to
+/// this one, which handed it to the node session). Should the reader exit or the writer task
+/// fail, the entire session is terminated.
 pub(crate) struct Session {
     pub(crate) handler: ActorRef<crate::node::NodeSessionMessage>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) local_addr: SocketAddr,
     max_inbound_frame_size: FrameLimit,
+    link: Arc<Link>,
 }
 
 /// The largest inbound frame a session accepts: small until the session has authenticated (see
@@ -138,6 +152,16 @@ impl FrameLimit {
         self.0.raised.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Whether the session has authenticated, after waiting for it (at most the handshake
+    /// timeout): the peer may send its first frames before this side saw the handshake end.
+    async fn authenticated(&self) -> bool {
+        if !self.is_raised() {
+            let mut current = self.0.current.subscribe();
+            let _ = tokio::time::timeout(self.0.wait, current.wait_for(|_| self.is_raised())).await;
+        }
+        self.is_raised()
+    }
+
     /// The limit a frame of `length` bytes is checked against: the current one, after waiting
     /// for the raise if the frame needs it and the configured limit allows it.
     async fn for_frame(&self, length: u64) -> u64 {
@@ -158,8 +182,10 @@ impl Session {
         peer_addr: SocketAddr,
         local_addr: SocketAddr,
         max_inbound_frame_size: FrameLimit,
+        link: (Arc<Link>, OutgoingFrames),
         supervisor: ActorCell,
     ) -> Result<ActorRef<SessionMessage>, SpawnErr> {
+        let (link, outgoing) = link;
         match Actor::spawn_linked(
             None,
             Session {
@@ -167,8 +193,9 @@ impl Session {
                 peer_addr,
                 local_addr,
                 max_inbound_frame_size,
+                link,
             },
-            stream,
+            (stream, outgoing),
             supervisor,
         )
         .await
@@ -185,33 +212,44 @@ impl Session {
     }
 }
 
+/// The receiving end of a link's outgoing queue, read by the session's writer task.
+pub(crate) type OutgoingFrames =
+    tokio::sync::mpsc::UnboundedReceiver<crate::protocol::NetworkMessage>;
+
 /// The node connection messages
 #[derive(RactorMessage)]
 pub(crate) enum SessionMessage {
-    /// Send a message over the channel
+    /// Send a message over the channel (the same as [Link::send])
     Send(crate::protocol::NetworkMessage),
-
-    /// An object was received on the channel
-    ObjectAvailable(crate::protocol::NetworkMessage),
 }
 
 /// The node session's state
 pub(crate) struct SessionState {
-    writer_tx: tokio::sync::mpsc::UnboundedSender<crate::protocol::NetworkMessage>,
-    writer_task: tokio::task::JoinHandle<()>,
-    reader: ActorRef<SessionReaderMessage>,
+    writer_task: AbortOnDrop,
+    reader_task: AbortOnDrop,
+}
+
+/// A task that ends when its handle is dropped: a killed session actor (its supervisor's
+/// termination kills it, and `post_stop` does not run) still closes its socket, since the
+/// reader and writer tasks hold its two halves.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg_attr(feature = "async-trait", ractor::async_trait)]
 impl Actor for Session {
     type Msg = SessionMessage;
-    type Arguments = super::NetworkStream;
+    type Arguments = (super::NetworkStream, OutgoingFrames);
     type State = SessionState;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        stream: super::NetworkStream,
+        (stream, outgoing): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let (read, write) = match stream {
             super::NetworkStream::Raw { stream, .. } => {
@@ -239,27 +277,26 @@ impl Actor for Session {
             ),
         };
 
-        // Spawn a batched writer task instead of a writer actor.
-        // This eliminates one actor hop and enables write coalescing.
-        let (writer_tx, writer_rx) = tokio::sync::mpsc::unbounded_channel();
-        let session_ref = myself.clone();
-        let writer_task = tokio::task::spawn(run_write_task(write, writer_rx, session_ref));
-
-        let (reader, _) = Actor::spawn_linked(
-            None,
+        // A batched writer task instead of a writer actor: one hop less, and write coalescing.
+        let writer_task = AbortOnDrop(tokio::task::spawn(run_write_task(
+            write,
+            outgoing,
+            myself.clone(),
+            self.link.clone(),
+        )));
+        let reader_task = AbortOnDrop(tokio::task::spawn(run_read_task(
+            read,
             SessionReader {
                 session: myself.clone(),
+                node_session: self.handler.clone(),
                 max_inbound_frame_size: self.max_inbound_frame_size.clone(),
+                link: self.link.clone(),
             },
-            read,
-            myself.get_cell(),
-        )
-        .await?;
+        )));
 
         Ok(Self::State {
-            writer_tx,
             writer_task,
-            reader,
+            reader_task,
         })
     }
 
@@ -268,7 +305,8 @@ impl Actor for Session {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.writer_task.abort();
+        state.writer_task.0.abort();
+        state.reader_task.0.abort();
         tracing::info!("TCP Session closed for {}", self.peer_addr);
         Ok(())
     }
@@ -277,7 +315,7 @@ impl Actor for Session {
         &self,
         _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut Self::State,
+        _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             Self::Msg::Send(msg) => {
@@ -286,51 +324,7 @@ impl Actor for Session {
                     self.local_addr,
                     self.peer_addr
                 );
-                let _ = state.writer_tx.send(msg);
-            }
-            Self::Msg::ObjectAvailable(msg) => {
-                tracing::debug!(
-                    "RECEIVE {} <- {} - '{msg:?}'",
-                    self.local_addr,
-                    self.peer_addr,
-                );
-                let _ = self
-                    .handler
-                    .cast(crate::node::NodeSessionMessage::MessageReceived(msg));
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // sockets open, they close, the world goes round... If the reader exits for any reason, we'll start the shutdown procedure
-        match message {
-            SupervisionEvent::ActorFailed(actor, panic_msg) => {
-                if actor.get_id() == state.reader.get_id() {
-                    tracing::error!("TCP Session's reader panicked with '{panic_msg}'");
-                } else {
-                    tracing::error!(
-                        "TCP Session received a child panic from an unknown child actor ({}) - '{panic_msg}'",
-                        actor.get_id()
-                    );
-                }
-                myself.stop(Some("child_panic".to_string()));
-            }
-            SupervisionEvent::ActorTerminated(actor, _, exit_reason) => {
-                if actor.get_id() == state.reader.get_id() {
-                    tracing::debug!("TCP Session's reader exited");
-                } else {
-                    tracing::warn!("TCP Session received a child exit from an unknown child actor ({}) - '{exit_reason:?}'", actor.get_id());
-                }
-                myself.stop(Some("child_terminate".to_string()));
-            }
-            _ => {
-                // all ok
+                let _ = self.link.send(msg);
             }
         }
         Ok(())
@@ -347,13 +341,14 @@ enum ActorWriteHalf {
 }
 
 impl ActorWriteHalf {
-    async fn write_all(&mut self, data: &[u8]) -> tokio::io::Result<()> {
+    /// Writes all of `data` (vectored where the stream supports it).
+    async fn write_all_buf(&mut self, data: &mut impl bytes::Buf) -> tokio::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         match self {
-            Self::ServerTls(t) => t.write_all(data).await,
-            Self::ClientTls(t) => t.write_all(data).await,
-            Self::Regular(t) => t.write_all(data).await,
-            Self::External(t) => t.write_all(data).await,
+            Self::ServerTls(t) => t.write_all_buf(data).await,
+            Self::ClientTls(t) => t.write_all_buf(data).await,
+            Self::Regular(t) => t.write_all_buf(data).await,
+            Self::External(t) => t.write_all_buf(data).await,
         }
     }
 
@@ -390,39 +385,156 @@ impl ActorReadHalf {
 
 /// Encode a single network message into the buffer using the length-prefixed
 /// wire format (u64 big-endian length + protobuf payload).
-fn encode_network_message(msg: &crate::protocol::NetworkMessage, buf: &mut Vec<u8>) {
+fn encode_network_message(msg: &crate::protocol::NetworkMessage, buf: &mut impl bytes::BufMut) {
     let len = u64::try_from(msg.encoded_len()).expect("encoded message length exceeds u64");
-    buf.write_all(&len.to_be_bytes())
-        .expect("Vec write should not fail");
-    msg.encode(buf).expect("Vec write should not fail");
+    buf.put_u64(len);
+    msg.encode(buf).expect("a growable buffer has room");
     tracing::trace!("Batching payload (len={len})");
+}
+
+/// The payload field of a node message (a cast's, call's or reply's `what`).
+fn node_payload(msg: &mut crate::protocol::NetworkMessage) -> Option<&mut Vec<u8>> {
+    use crate::protocol::node::node_message::Msg;
+    match &mut msg.message {
+        Some(NetworkMessageKind::Node(crate::protocol::node::NodeMessage { msg: Some(node) })) => {
+            Some(match node {
+                Msg::Cast(cast) => &mut cast.what,
+                Msg::Call(call) => &mut call.what,
+                Msg::Reply(reply) => &mut reply.what,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A batch of frames: encoded envelopes, and split payloads between them, written with one
+/// vectored write where the stream takes one (Foundation patch 6).
+#[derive(Default)]
+struct Batch {
+    /// Frames encoded since the last split payload.
+    open: bytes::BytesMut,
+    /// Everything before `open`, in order.
+    done: std::collections::VecDeque<Bytes>,
+    /// Bytes in `done`.
+    done_bytes: usize,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.done_bytes + self.open.len()
+    }
+
+    /// Appends `msg`: a node message whose payload is at least [SPLIT_PAYLOAD_BYTES] as a split
+    /// frame (`SPLIT_FRAME | envelope length`, payload length, envelope, payload) when the peer
+    /// reads those, anything else as a frame of its own.
+    fn push(&mut self, mut msg: crate::protocol::NetworkMessage, splits: bool) {
+        let payload = match node_payload(&mut msg) {
+            Some(what) if splits && what.len() >= SPLIT_PAYLOAD_BYTES => std::mem::take(what),
+            _ => {
+                encode_network_message(&msg, &mut self.open);
+                return;
+            }
+        };
+        let envelope = u64::try_from(msg.encoded_len()).expect("envelope length fits u64");
+        bytes::BufMut::put_u64(&mut self.open, SPLIT_FRAME | envelope);
+        bytes::BufMut::put_u64(&mut self.open, payload.len() as u64);
+        msg.encode(&mut self.open)
+            .expect("a growable buffer has room");
+        let envelope = self.open.split().freeze();
+        self.push_done(envelope);
+        self.push_done(Bytes::from(payload));
+    }
+
+    fn push_done(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.done_bytes += bytes.len();
+            self.done.push_back(bytes);
+        }
+    }
+
+    /// Everything, in order, ready to be written.
+    fn finish(&mut self) -> Segments {
+        let open = self.open.split().freeze();
+        self.push_done(open);
+        let segments = Segments {
+            remaining: self.done_bytes,
+            parts: std::mem::take(&mut self.done),
+        };
+        self.done_bytes = 0;
+        segments
+    }
+}
+
+/// Byte strings written one after the other ([bytes::Buf] with vectored chunks).
+struct Segments {
+    parts: std::collections::VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl bytes::Buf for Segments {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |part| part.as_ref())
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advanced past the end of a batch");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                bytes::Buf::advance(front, cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(self.parts.iter()) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
 }
 
 /// Async task that reads messages from an mpsc channel and writes them to the
 /// network stream in batches. After receiving the first message, it drains any
-/// additional pending messages via `try_recv` and writes them all in a single
-/// `write_all` + `flush` cycle. This eliminates per-message flush overhead and
-/// avoids Nagle/delayed-ACK interactions.
+/// additional pending messages via `try_recv` (up to [MAX_BATCH_BYTES]) and writes them all
+/// in a single `write_all` + `flush` cycle. This eliminates per-message flush overhead and
+/// avoids Nagle/delayed-ACK interactions; there is no timer, so a message on an idle link
+/// is written at once.
 async fn run_write_task(
     mut stream: ActorWriteHalf,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::protocol::NetworkMessage>,
     session: ActorRef<SessionMessage>,
+    link: Arc<Link>,
 ) {
-    let mut buf = Vec::new();
+    let mut batch = Batch::default();
 
     while let Some(first_msg) = rx.recv().await {
-        buf.clear();
+        let splits = link.splits();
+        batch.push(first_msg, splits);
 
-        // Encode the first message
-        encode_network_message(&first_msg, &mut buf);
-
-        // Drain any additional pending messages for batching
-        while let Ok(msg) = rx.try_recv() {
-            encode_network_message(&msg, &mut buf);
+        // Drain any additional pending messages for batching, up to a bounded batch
+        while batch.len() < MAX_BATCH_BYTES {
+            let Ok(msg) = rx.try_recv() else {
+                break;
+            };
+            batch.push(msg, splits);
         }
 
         // Write the entire batch
-        if let Err(write_err) = stream.write_all(&buf).await {
+        let mut segments = batch.finish();
+        if let Err(write_err) = stream.write_all_buf(&mut segments).await {
             tracing::warn!("Error writing to the stream '{write_err}'");
             session.stop(Some("channel_closed".to_string()));
             return;
@@ -434,6 +546,10 @@ async fn run_write_task(
             session.stop(Some("channel_closed".to_string()));
             return;
         }
+        // one large batch does not keep its room for the session's lifetime
+        if batch.open.capacity() > 2 * MAX_BATCH_BYTES {
+            batch.open = bytes::BytesMut::new();
+        }
     }
 
     // Channel closed (all senders dropped), session is likely already stopping
@@ -441,18 +557,50 @@ async fn run_write_task(
 
 // ========================= Node Session reader ========================= //
 
+/// A split frame (Foundation patch 6): only from an authenticated peer, within the frame limit
+/// in all (envelope and payload), and only a node message whose payload is in the payload part.
+async fn read_split_frame(
+    stream: &mut ActorReadHalf,
+    limit: &FrameLimit,
+    envelope_length: u64,
+) -> tokio::io::Result<crate::protocol::NetworkMessage> {
+    let invalid = |what: &str| tokio::io::Error::new(ErrorKind::InvalidData, what.to_string());
+    if !limit.authenticated().await {
+        return Err(invalid("split cluster frame before authentication"));
+    }
+    let payload_length = stream.read_u64().await?;
+    let total = envelope_length
+        .checked_add(payload_length)
+        .ok_or_else(|| invalid("split cluster frame length overflows"))?;
+    let max_frame_size = limit.for_frame(total).await;
+    checked_frame_length(total, max_frame_size)?;
+    let envelope_length = checked_frame_length(envelope_length, max_frame_size)?;
+    let payload_length = checked_frame_length(payload_length, max_frame_size)?;
+    let envelope = Bytes::from(read_n_bytes(stream, envelope_length).await?);
+    let mut message = crate::protocol::NetworkMessage::decode(envelope).map_err(|decode_err| {
+        tokio::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("invalid cluster protobuf frame: {decode_err}"),
+        )
+    })?;
+    let what = node_payload(&mut message)
+        .ok_or_else(|| invalid("split cluster frame without a node message"))?;
+    if !what.is_empty() {
+        return Err(invalid(
+            "split cluster frame with a payload in its envelope",
+        ));
+    }
+    *what = read_n_bytes(stream, payload_length).await?;
+    Ok(message)
+}
+
+/// What the reader task needs: where frames go, and the limit they are read under.
 struct SessionReader {
     session: ActorRef<SessionMessage>,
+    node_session: ActorRef<crate::node::NodeSessionMessage>,
     max_inbound_frame_size: FrameLimit,
+    link: Arc<Link>,
 }
-
-/// The node connection messages
-pub(crate) enum SessionReaderMessage {
-    /// Wait for an object from the stream
-    WaitForObject,
-}
-
-impl ractor::Message for SessionReaderMessage {}
 
 fn checked_frame_length(length: u64, max_frame_size: u64) -> tokio::io::Result<usize> {
     if length > max_frame_size {
@@ -492,6 +640,9 @@ async fn read_limited_network_message(
 ) -> tokio::io::Result<crate::protocol::NetworkMessage> {
     let wire_length = stream.read_u64().await?;
     tracing::trace!("Payload length message ({wire_length}) received");
+    if wire_length & SPLIT_FRAME != 0 {
+        return read_split_frame(stream, limit, wire_length & !SPLIT_FRAME).await;
+    }
 
     let max_frame_size = limit.for_frame(wire_length).await;
     let frame_length = checked_frame_length(wire_length, max_frame_size)?;
@@ -506,85 +657,48 @@ async fn read_limited_network_message(
     })
 }
 
-struct SessionReaderState {
-    reader: Option<ActorReadHalf>,
-}
-
-#[cfg_attr(feature = "async-trait", ractor::async_trait)]
-impl Actor for SessionReader {
-    type Msg = SessionReaderMessage;
-    type Arguments = ActorReadHalf;
-    type State = SessionReaderState;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        reader: ActorReadHalf,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        // start waiting for the first object on the network
-        let _ = myself.cast(SessionReaderMessage::WaitForObject);
-        Ok(Self::State {
-            reader: Some(reader),
-        })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // drop the channel to close it should we be exiting
-        drop(state.reader.take());
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            Self::Msg::WaitForObject => {
-                let read_result = match state.reader.as_mut() {
-                    Some(stream) => {
-                        read_limited_network_message(stream, &self.max_inbound_frame_size).await
-                    }
-                    None => {
-                        myself.stop(Some("channel_closed".to_string()));
-                        return Ok(());
-                    }
-                };
-
-                match read_result {
-                    Ok(msg) => {
-                        let _ = self.session.cast(SessionMessage::ObjectAvailable(msg));
-                        let _ = myself.cast(SessionReaderMessage::WaitForObject);
-                    }
-                    Err(read_err) => {
-                        let stop_reason = if read_err.kind() == ErrorKind::UnexpectedEof {
-                            tracing::trace!("Cluster stream closed while reading a frame");
-                            "channel_closed"
-                        } else if self.max_inbound_frame_size.is_raised() {
-                            tracing::warn!(
-                                "Closing cluster stream after framing error: {read_err}"
-                            );
-                            "frame_read_error"
-                        } else {
-                            // before authentication anyone can send garbage: no log line each
-                            tracing::debug!(
-                                "Closing unauthenticated cluster stream after framing error: {read_err}"
-                            );
-                            "frame_read_error"
-                        };
-                        drop(state.reader.take());
-                        myself.stop(Some(stop_reason.to_string()));
-                    }
+/// Reads frames until the stream ends or a frame is bad, then stops the session. Node messages
+/// (casts, calls, replies) are delivered from here once the link is open; everything else goes
+/// to the node session, in order (Foundation patch 6, see [Link]).
+async fn run_read_task(mut stream: ActorReadHalf, reader: SessionReader) {
+    let stop_reason = loop {
+        let read_result =
+            read_limited_network_message(&mut stream, &reader.max_inbound_frame_size).await;
+        match read_result {
+            Ok(crate::protocol::NetworkMessage {
+                message: Some(NetworkMessageKind::Node(node_message)),
+            }) if reader.link.delivers() => reader.link.deliver(node_message),
+            Ok(message) => {
+                if matches!(message.message, Some(NetworkMessageKind::Node(_))) {
+                    reader.link.passing_on();
+                }
+                if reader
+                    .node_session
+                    .cast(crate::node::NodeSessionMessage::MessageReceived(message))
+                    .is_err()
+                {
+                    break "channel_closed";
                 }
             }
+            Err(read_err) => {
+                break if read_err.kind() == ErrorKind::UnexpectedEof {
+                    tracing::trace!("Cluster stream closed while reading a frame");
+                    "channel_closed"
+                } else if reader.max_inbound_frame_size.is_raised() {
+                    tracing::warn!("Closing cluster stream after framing error: {read_err}");
+                    "frame_read_error"
+                } else {
+                    // before authentication anyone can send garbage: no log line each
+                    tracing::debug!(
+                        "Closing unauthenticated cluster stream after framing error: {read_err}"
+                    );
+                    "frame_read_error"
+                };
+            }
         }
-        Ok(())
-    }
+    };
+    drop(stream);
+    reader.session.stop(Some(stop_reason.to_string()));
 }
 
 #[cfg(test)]
@@ -780,7 +894,7 @@ mod tests {
     }
 
     struct HeaderOnlyReader {
-        header: [u8; size_of::<u64>()],
+        header: Vec<u8>,
         offset: usize,
     }
 
@@ -804,11 +918,131 @@ mod tests {
         }
     }
 
+    fn cast_of(payload: Vec<u8>) -> crate::protocol::NetworkMessage {
+        crate::protocol::NetworkMessage {
+            message: Some(NetworkMessageKind::Node(
+                crate::protocol::node::NodeMessage {
+                    msg: Some(crate::protocol::node::node_message::Msg::Cast(
+                        crate::protocol::node::Cast {
+                            to: 7,
+                            what: payload,
+                            variant: "Cast".to_string(),
+                            metadata: Some(vec![1, 2]),
+                        },
+                    )),
+                },
+            )),
+        }
+    }
+
+    /// The bytes a batch of `messages` puts on the wire.
+    fn batch_bytes(messages: Vec<crate::protocol::NetworkMessage>, splits: bool) -> Vec<u8> {
+        let mut batch = Batch::default();
+        for message in messages {
+            batch.push(message, splits);
+        }
+        let mut segments = batch.finish();
+        let mut wire = Vec::new();
+        while bytes::Buf::has_remaining(&segments) {
+            let chunk = bytes::Buf::chunk(&segments).to_vec();
+            bytes::Buf::advance(&mut segments, chunk.len());
+            wire.extend(chunk);
+        }
+        wire
+    }
+
+    #[tokio::test]
+    async fn split_payload_frames_arrive_whole_and_in_order() {
+        let large = |fill: u8| vec![fill; SPLIT_PAYLOAD_BYTES + 3];
+        let messages = vec![
+            cast_of(large(1)),
+            test_network_message(),
+            cast_of(vec![9; 10]),
+            cast_of(large(2)),
+        ];
+        let wire = batch_bytes(messages.clone(), true);
+        // the large payloads travel outside their envelopes (two split frames)
+        let first_word = u64::from_be_bytes(wire[..8].try_into().expect("a length word"));
+        assert_ne!(first_word & SPLIT_FRAME, 0, "the first frame is split");
+        let mut reader = ActorReadHalf::External(Box::new(Cursor::new(wire)));
+        for expected in messages {
+            let read = read_network_message(&mut reader, 1 << 20)
+                .await
+                .expect("a frame");
+            assert_eq!(read, expected);
+        }
+        // without the peer's feature bit, the same messages are plain frames
+        let plain = batch_bytes(vec![cast_of(large(3))], false);
+        let first_word = u64::from_be_bytes(plain[..8].try_into().expect("a length word"));
+        assert_eq!(first_word & SPLIT_FRAME, 0);
+    }
+
+    #[tokio::test]
+    async fn split_frames_are_refused_before_authentication() {
+        let wire = batch_bytes(vec![cast_of(vec![5; SPLIT_PAYLOAD_BYTES])], true);
+        let mut reader = ActorReadHalf::External(Box::new(Cursor::new(wire)));
+        let limit = FrameLimit::new(1 << 16, 1 << 20, std::time::Duration::from_millis(10));
+        let error = read_limited_network_message(&mut reader, &limit)
+            .await
+            .expect_err("not authenticated");
+        assert!(
+            error.to_string().contains("before authentication"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_split_frames_are_refused() {
+        // a split frame around a message that is not a node message
+        let auth = crate::protocol::NetworkMessage {
+            message: Some(NetworkMessageKind::Auth(
+                crate::protocol::auth::AuthenticationMessage { msg: None },
+            )),
+        };
+        let envelope = auth.encode_to_vec();
+        let mut wire = (SPLIT_FRAME | envelope.len() as u64).to_be_bytes().to_vec();
+        wire.extend(3_u64.to_be_bytes());
+        wire.extend(&envelope);
+        wire.extend([1, 2, 3]);
+        let mut reader = ActorReadHalf::External(Box::new(Cursor::new(wire)));
+        let error = read_network_message(&mut reader, 1 << 20)
+            .await
+            .expect_err("no node message");
+        assert!(
+            error.to_string().contains("without a node message"),
+            "{error}"
+        );
+
+        // a payload in both places
+        let envelope = cast_of(vec![4]).encode_to_vec();
+        let mut wire = (SPLIT_FRAME | envelope.len() as u64).to_be_bytes().to_vec();
+        wire.extend(1_u64.to_be_bytes());
+        wire.extend(&envelope);
+        wire.push(4);
+        let mut reader = ActorReadHalf::External(Box::new(Cursor::new(wire)));
+        let error = read_network_message(&mut reader, 1 << 20)
+            .await
+            .expect_err("two payloads");
+        assert!(error.to_string().contains("in its envelope"), "{error}");
+
+        // envelope and payload together over the limit: refused before either is read
+        let mut header = (SPLIT_FRAME | 10).to_be_bytes().to_vec();
+        header.extend(20_u64.to_be_bytes());
+        let mut reader = ActorReadHalf::External(Box::new(HeaderOnlyReader { header, offset: 0 }));
+        let error = read_network_message(&mut reader, 29)
+            .await
+            .expect_err("over the limit");
+        assert!(
+            error.to_string().contains("exceeds configured limit"),
+            "{error}"
+        );
+    }
+
     #[tokio::test]
     async fn oversized_frame_is_rejected_before_payload_read() {
         let max_frame_size = 4_u64;
         let mut reader = ActorReadHalf::External(Box::new(HeaderOnlyReader {
-            header: (max_frame_size + 1).to_be_bytes(),
+            header: (max_frame_size + 1).to_be_bytes().to_vec(),
             offset: 0,
         }));
 
@@ -822,14 +1056,15 @@ mod tests {
 
     #[tokio::test]
     async fn unallocatable_frame_is_rejected_before_payload_read() {
+        // only a split frame's payload can claim that much: a plain frame's length word has
+        // its top bit clear
         let unallocatable_length = u64::try_from(isize::MAX)
             .expect("isize should fit in the wire length")
             .checked_add(1)
             .expect("supported platforms have an isize narrower than u64");
-        let mut reader = ActorReadHalf::External(Box::new(HeaderOnlyReader {
-            header: unallocatable_length.to_be_bytes(),
-            offset: 0,
-        }));
+        let mut header = (SPLIT_FRAME | 16).to_be_bytes().to_vec();
+        header.extend(unallocatable_length.to_be_bytes());
+        let mut reader = ActorReadHalf::External(Box::new(HeaderOnlyReader { header, offset: 0 }));
 
         let error = read_network_message(&mut reader, u64::MAX)
             .await
@@ -916,28 +1151,101 @@ mod tests {
         }
     }
 
+    struct NodeSessionSink;
+
+    #[cfg_attr(feature = "async-trait", ractor::async_trait)]
+    impl Actor for NodeSessionSink {
+        type Msg = crate::node::NodeSessionMessage;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            _args: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_killed_session_closes_its_socket() {
+        // a supervisor's termination kills its session actors: post_stop does not run, yet the
+        // reader and writer tasks (which hold the socket's halves) must end
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let addr = listener.local_addr().expect("address");
+        let dialled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut peer, _) = listener.accept().await.expect("accept");
+        let (node_session, node_session_handle) = Actor::spawn(None, NodeSessionSink, ())
+            .await
+            .expect("node session sink should start");
+        let (link, outgoing) = Link::new();
+        let stream = super::super::NetworkStream::Raw {
+            peer_addr: addr,
+            local_addr: addr,
+            stream: dialled,
+        };
+        let session = Session::spawn_linked(
+            node_session.clone(),
+            stream,
+            addr,
+            addr,
+            FrameLimit::fixed(1 << 20),
+            (link.clone(), outgoing),
+            node_session.get_cell(),
+        )
+        .await
+        .expect("session");
+        // the link outlives the session (remote actors and reply tasks hold it)
+        session.kill();
+        let mut byte = [0_u8; 1];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut peer, &mut byte),
+        )
+        .await
+        .expect("the peer sees the socket close");
+        assert_eq!(read.expect("a clean close"), 0, "end of stream");
+        assert!(
+            !link.send(test_network_message()),
+            "nothing is written any more"
+        );
+        node_session.stop(None);
+        node_session_handle.await.expect("sink stops");
+    }
+
+    /// The reader task ends on its own, and stops its session, when the stream is bad.
     async fn assert_reader_stops(reader: ActorReadHalf, max_inbound_frame_size: u64) {
         let (sink, sink_handle) = Actor::spawn(None, FrameSink, ())
             .await
             .expect("frame sink should start");
-        let (_reader, reader_handle) = Actor::spawn(
-            None,
+        let (node_session, node_session_handle) = Actor::spawn(None, NodeSessionSink, ())
+            .await
+            .expect("node session sink should start");
+        let (link, _outgoing) = Link::new();
+        let reader_task = run_read_task(
+            reader,
             SessionReader {
                 session: sink.clone(),
+                node_session: node_session.clone(),
                 max_inbound_frame_size: FrameLimit::fixed(max_inbound_frame_size),
+                link,
             },
-            reader,
-        )
-        .await
-        .expect("session reader should start");
-
-        tokio::time::timeout(std::time::Duration::from_secs(1), reader_handle)
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(1), reader_task)
             .await
-            .expect("framing error should stop the reader")
-            .expect("session reader task should exit cleanly");
-
-        sink.stop(None);
-        sink_handle.await.expect("frame sink should stop cleanly");
+            .expect("framing error should stop the reader");
+        // the reader stopped its session
+        tokio::time::timeout(std::time::Duration::from_secs(1), sink_handle)
+            .await
+            .expect("the reader should stop its session")
+            .expect("frame sink should stop cleanly");
+        node_session.stop(None);
+        node_session_handle
+            .await
+            .expect("node session sink should stop cleanly");
     }
 
     #[ractor::concurrency::test]

@@ -245,7 +245,10 @@ mod tests {
     fn name(name: &str, nonce: &[u8]) -> proto::AuthenticationMessage {
         message(Msg::Name(proto::NameMessage {
             name: name.to_string(),
-            flags: Some(NodeFlags { version: 2 }),
+            flags: Some(NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 1,
             nonce: nonce.to_vec(),
@@ -255,7 +258,10 @@ mod tests {
     fn challenge(server_name: &str, nonce: &[u8]) -> proto::AuthenticationMessage {
         message(Msg::ServerChallenge(proto::Challenge {
             name: server_name.to_string(),
-            flags: Some(NodeFlags { version: 2 }),
+            flags: Some(NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             challenge: 0,
             connection_string: "localhost:123".to_string(),
             nonce: nonce.to_vec(),

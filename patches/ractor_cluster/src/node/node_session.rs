@@ -7,14 +7,12 @@
 //! `node()`s and all of its authentication and communication for that
 //! pairing
 
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::convert::TryInto;
 use std::net::SocketAddr;
 use std::time::Instant;
 use std::time::SystemTime;
 
-use ractor::message::SerializedMessage;
 use ractor::pg::get_scoped_local_members;
 use ractor::pg::which_scopes_and_groups;
 use ractor::pg::GroupChangeMessage;
@@ -558,91 +556,7 @@ impl NodeSession {
             return;
         }
 
-        if let Some(msg) = message.msg {
-            match msg {
-                node_protocol::node_message::Msg::Cast(cast_args) => {
-                    if let Some(actor) = state.authorized_local_actor(cast_args.to) {
-                        let _ = actor.send_serialized(SerializedMessage::Cast {
-                            variant: cast_args.variant,
-                            args: cast_args.what,
-                            metadata: cast_args.metadata,
-                        });
-                    }
-                }
-                node_protocol::node_message::Msg::Call(call_args) => {
-                    let to = call_args.to;
-                    let tag = call_args.tag;
-                    if let Some(actor) = state.authorized_local_actor(call_args.to) {
-                        let (tx, rx) = ractor::concurrency::oneshot();
-
-                        // send off the transmission in the serialized format, letting the message's own deserialization handle
-                        // the conversion
-                        let maybe_timeout = call_args.timeout_ms.map(Duration::from_millis);
-                        if let Some(timeout) = maybe_timeout {
-                            let _ = actor.send_serialized(SerializedMessage::Call {
-                                args: call_args.what,
-                                reply: (tx, timeout).into(),
-                                variant: call_args.variant,
-                                metadata: call_args.metadata,
-                            });
-                        } else {
-                            let _ = actor.send_serialized(SerializedMessage::Call {
-                                args: call_args.what,
-                                reply: tx.into(),
-                                variant: call_args.variant,
-                                metadata: call_args.metadata,
-                            });
-                        }
-
-                        // kick off a background task to reply to the channel request, threading the tag and who to reply to
-                        #[allow(clippy::let_underscore_future)]
-                        let _ = ractor::concurrency::spawn(async move {
-                            if let Some(timeout) = maybe_timeout {
-                                if let Ok(Ok(result)) =
-                                    ractor::concurrency::timeout(timeout, rx).await
-                                {
-                                    let reply = node_protocol::node_message::Msg::Reply(
-                                        node_protocol::CallReply {
-                                            tag,
-                                            to,
-                                            what: result,
-                                        },
-                                    );
-                                    let _ = ractor::cast!(
-                                        myself,
-                                        super::NodeSessionMessage::SendMessage(
-                                            node_protocol::NodeMessage { msg: Some(reply) }
-                                        )
-                                    );
-                                }
-                            } else if let Ok(result) = rx.await {
-                                let reply = node_protocol::node_message::Msg::Reply(
-                                    node_protocol::CallReply {
-                                        tag,
-                                        to,
-                                        what: result,
-                                    },
-                                );
-                                let _ = ractor::cast!(
-                                    myself,
-                                    super::NodeSessionMessage::SendMessage(
-                                        node_protocol::NodeMessage { msg: Some(reply) }
-                                    )
-                                );
-                            }
-                        });
-                    }
-                }
-                node_protocol::node_message::Msg::Reply(call_reply_args) => {
-                    if let Some(actor) = state.remote_actors.get(&call_reply_args.to) {
-                        let _ = actor.send_serialized(SerializedMessage::CallReply(
-                            call_reply_args.tag,
-                            call_reply_args.what,
-                        ));
-                    }
-                }
-            }
-        }
+        state.link.deliver(message);
     }
 
     async fn handle_control(
@@ -694,7 +608,8 @@ impl NodeSession {
                 }
                 control_protocol::control_message::Msg::Terminate(termination) => {
                     for pid in termination.ids {
-                        if let Some(actor) = state.remote_actors.remove(&pid) {
+                        let removed = state.link.remote_actors().remove(&pid);
+                        if let Some(actor) = removed {
                             actor
                                 .stop_and_wait(Some("remote".to_string()), None)
                                 .await?;
@@ -747,7 +662,7 @@ impl NodeSession {
                 control_protocol::control_message::Msg::PgLeave(leave) => {
                     let mut cells = vec![];
                     for control_protocol::Actor { pid, .. } in leave.actors {
-                        if let Some(actor) = state.remote_actors.get(&pid) {
+                        if let Some(actor) = state.link.remote_actor(pid) {
                             cells.push(actor.get_cell());
                         }
                     }
@@ -878,9 +793,9 @@ impl NodeSession {
                 pid: a.get_id().pid(),
             })
             .collect::<Vec<_>>();
-        state
-            .advertised_local_pids
-            .extend(pids.iter().map(|actor| actor.pid));
+        for actor in &pids {
+            state.link.advertise(actor.pid);
+        }
         if !pids.is_empty() {
             let msg = control_protocol::ControlMessage {
                 msg: Some(control_protocol::control_message::Msg::Spawn(
@@ -949,19 +864,22 @@ impl NodeSession {
         actor_pid: u64,
         state: &mut NodeSessionState,
     ) -> Result<ActorRef<RemoteActorMessage>, SpawnErr> {
-        match state.remote_actors.get(&actor_pid) {
-            Some(actor) => Ok(actor.clone()),
+        match state.link.remote_actor(actor_pid) {
+            Some(actor) => Ok(actor),
             _ => {
                 let (remote_actor, _) = RemoteActor
                     .spawn_linked(
-                        myself.clone(),
+                        state.link.clone(),
                         actor_name,
                         actor_pid,
                         self.node_id,
                         myself.get_cell(),
                     )
                     .await?;
-                state.remote_actors.insert(actor_pid, remote_actor.clone());
+                state
+                    .link
+                    .remote_actors()
+                    .insert(actor_pid, remote_actor.clone());
                 Ok(remote_actor)
             }
         }
@@ -1012,8 +930,9 @@ pub struct NodeSessionState {
     connection_id: u64,
     auth: AuthenticationState,
     ready: ReadyState,
-    remote_actors: HashMap<u64, ActorRef<RemoteActorMessage>>,
-    advertised_local_pids: HashSet<u64>,
+    /// What the reader, the remote actors and this session share: the outgoing queue, the
+    /// actors advertised to the peer and the peer's actors known here (Foundation patch 6).
+    link: std::sync::Arc<crate::net::Link>,
     /// The nonce this side issued for the handshake, remembered as ours until it is over.
     issued_nonce: Option<crate::hash::IssuedNonce>,
     /// The certificates the peer presented in the TLS handshake (empty without TLS).
@@ -1025,25 +944,6 @@ pub struct NodeSessionState {
 }
 
 impl NodeSessionState {
-    fn authorized_local_actor(&mut self, pid: u64) -> Option<ractor::ActorCell> {
-        if !self.advertised_local_pids.contains(&pid) {
-            tracing::debug!("Rejected cluster message for unadvertised local PID {pid}");
-            return None;
-        }
-
-        let actor = ractor::registry::where_is_pid(ActorId::Local(pid));
-        if actor
-            .as_ref()
-            .is_some_and(ractor::ActorCell::supports_remoting)
-        {
-            actor
-        } else {
-            self.advertised_local_pids.remove(&pid);
-            tracing::debug!("Rejected cluster message for non-remotable local PID {pid}");
-            None
-        }
-    }
-
     fn is_tcp_actor(&self, actor: ActorId) -> bool {
         self.tcp
             .as_ref()
@@ -1052,31 +952,26 @@ impl NodeSessionState {
     }
 
     fn tcp_send_auth(&self, msg: auth_protocol::AuthenticationMessage) {
-        if let Some(tcp) = &self.tcp {
-            let net_msg = crate::protocol::NetworkMessage {
+        if self.tcp.is_some() {
+            let _ = self.link.send(crate::protocol::NetworkMessage {
                 message: Some(crate::protocol::meta::network_message::Message::Auth(msg)),
-            };
-            let _ = ractor::cast!(tcp, SessionMessage::Send(net_msg));
+            });
         }
     }
 
     fn tcp_send_node(&self, msg: node_protocol::NodeMessage) {
-        if let Some(tcp) = &self.tcp {
-            let net_msg = crate::protocol::NetworkMessage {
-                message: Some(crate::protocol::meta::network_message::Message::Node(msg)),
-            };
-            let _ = ractor::cast!(tcp, SessionMessage::Send(net_msg));
+        if self.tcp.is_some() {
+            let _ = self.link.send_node(msg);
         }
     }
 
     fn tcp_send_control(&self, msg: control_protocol::ControlMessage) {
-        if let Some(tcp) = &self.tcp {
-            let net_msg = crate::protocol::NetworkMessage {
+        if self.tcp.is_some() {
+            let _ = self.link.send(crate::protocol::NetworkMessage {
                 message: Some(crate::protocol::meta::network_message::Message::Control(
                     msg,
                 )),
-            };
-            let _ = ractor::cast!(tcp, SessionMessage::Send(net_msg));
+            });
         }
     }
 
@@ -1197,12 +1092,14 @@ impl Actor for NodeSession {
             self.handshake_timeout,
         );
         // startup the TCP socket handler for message write + reading
+        let (link, outgoing) = crate::net::Link::with_max_frame(self.max_inbound_frame_size);
         let actor = crate::net::Session::spawn_linked(
             myself.clone(),
             stream,
             peer_addr,
             local_addr,
             frame_limit.clone(),
+            (link.clone(), outgoing),
             myself.get_cell(),
         )
         .await?;
@@ -1230,8 +1127,7 @@ impl Actor for NodeSession {
                 AuthenticationState::AsClient(auth::ClientAuthenticationProcess::init())
             },
             ready: ReadyState::Open,
-            remote_actors: HashMap::new(),
-            advertised_local_pids: HashSet::new(),
+            link,
             peer_addr,
             local_addr,
             epoch: Instant::now(),
@@ -1364,6 +1260,13 @@ impl Actor for NodeSession {
                                     false
                                 };
                                 if elected {
+                                    // from here the reader delivers node messages itself
+                                    let peer_features = state
+                                        .name
+                                        .as_ref()
+                                        .and_then(|name| name.flags)
+                                        .map_or(0, |flags| flags.features);
+                                    state.link.open(peer_features);
                                     self.after_authenticated(myself.clone(), state);
                                     if state.ready.is_ok() {
                                         self.node_server.cast(
@@ -1377,6 +1280,8 @@ impl Actor for NodeSession {
                         }
                         crate::protocol::meta::network_message::Message::Node(node_message) => {
                             self.handle_node(state, node_message, myself);
+                            // the reader passed it on: it may deliver the next ones itself
+                            state.link.handled_one();
                         }
                         crate::protocol::meta::network_message::Message::Control(
                             control_message,
@@ -1417,7 +1322,10 @@ impl Actor for NodeSession {
                         state.name
                     );
                     myself.stop(Some("tcp_session_err".to_string()));
-                } else if let Some(actor) = state.remote_actors.remove(&actor.get_id().pid()) {
+                } else if let Some(actor) = {
+                    let removed = state.link.remote_actors().remove(&actor.get_id().pid());
+                    removed
+                } {
                     tracing::warn!(
                         "Node session {:?} had a remote actor ({}) panic with {msg}",
                         state.name,
@@ -1445,7 +1353,10 @@ impl Actor for NodeSession {
                     tracing::info!("NodeSession {:?} connection closed", state.name);
                     myself.stop(Some("tcp_session_closed".to_string()));
                     // TODO: resilient connection?
-                } else if let Some(actor) = state.remote_actors.remove(&actor.get_id().pid()) {
+                } else if let Some(actor) = {
+                    let removed = state.link.remote_actors().remove(&actor.get_id().pid());
+                    removed
+                } {
                     tracing::debug!(
                         "NodeSession {:?} received a child exit with reason '{maybe_reason:?}'",
                         state.name
@@ -1510,7 +1421,7 @@ impl Actor for NodeSession {
             SupervisionEvent::PidLifecycleEvent(pid) => match pid {
                 PidLifecycleEvent::Spawn(who) => {
                     if who.supports_remoting() {
-                        state.advertised_local_pids.insert(who.get_id().pid());
+                        state.link.advertise(who.get_id().pid());
                         let msg = control_protocol::ControlMessage {
                             msg: Some(control_protocol::control_message::Msg::Spawn(
                                 control_protocol::Spawn {
@@ -1526,7 +1437,7 @@ impl Actor for NodeSession {
                 }
                 PidLifecycleEvent::Terminate(who) => {
                     if who.supports_remoting() {
-                        state.advertised_local_pids.remove(&who.get_id().pid());
+                        state.link.withdraw(who.get_id().pid());
                         let msg = control_protocol::ControlMessage {
                             msg: Some(control_protocol::control_message::Msg::Terminate(
                                 control_protocol::Terminate {

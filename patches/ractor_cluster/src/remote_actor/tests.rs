@@ -5,42 +5,16 @@
 
 use super::*;
 
-struct FakeNodeSession;
-
-impl FakeNodeSession {
-    async fn get_node_session() -> (ActorRef<crate::node::NodeSessionMessage>, JoinHandle<()>) {
-        let (r, h) = Actor::spawn(None, FakeNodeSession, ())
-            .await
-            .expect("Failed to start fake node session");
-        let cell: ractor::ActorCell = r.into();
-        (cell.into(), h)
-    }
-}
-
-#[cfg_attr(feature = "async-trait", ractor::async_trait)]
-impl Actor for FakeNodeSession {
-    type Msg = crate::node::NodeSessionMessage;
-    type State = ();
-    type Arguments = ();
-    async fn pre_start(
-        &self,
-        _: ActorRef<Self::Msg>,
-        _: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(())
-    }
-}
-
 #[ractor::concurrency::test]
 async fn remote_actor_serialized_message_handling() {
     // setup
-    let (actor, handle) = FakeNodeSession::get_node_session().await;
-    let (remote_actor_ref, remote_actor_handle) = Actor::spawn(None, RemoteActor, actor.clone())
+    let (link, mut outgoing) = crate::net::Link::new();
+    let (remote_actor_ref, remote_actor_handle) = Actor::spawn(None, RemoteActor, link.clone())
         .await
         .expect("Failed to spawn remote actor");
 
     let remote_actor_instance = RemoteActor;
-    let mut remote_actor_state = RemoteActorState::new(actor.clone());
+    let mut remote_actor_state = RemoteActorState::new(link.clone());
 
     // act & verify
     let bad_handler = remote_actor_instance
@@ -61,6 +35,8 @@ async fn remote_actor_serialized_message_handling() {
         .handle_serialized(remote_actor_ref.clone(), cast, &mut remote_actor_state)
         .await;
     assert!(cast_output.is_ok());
+    // the cast went straight to the link's writer queue
+    assert!(outgoing.try_recv().is_ok());
     // cast's don't have pending requests
     assert_eq!(0, remote_actor_state.message_tag);
 
@@ -87,18 +63,15 @@ async fn remote_actor_serialized_message_handling() {
 
     // cleanup
     remote_actor_ref.stop(None);
-    actor.stop(None);
     remote_actor_handle.await.unwrap();
-    handle.await.unwrap();
 }
 
 #[ractor::concurrency::test]
 async fn abandoned_requests_are_reclaimed_incrementally() {
-    let (session, session_handle) = FakeNodeSession::get_node_session().await;
-    let (remote_actor, remote_actor_handle) = Actor::spawn(None, RemoteActor, session.clone())
-        .await
-        .unwrap();
-    let mut state = RemoteActorState::new(session.clone());
+    let (link, _outgoing) = crate::net::Link::new();
+    let (remote_actor, remote_actor_handle) =
+        Actor::spawn(None, RemoteActor, link.clone()).await.unwrap();
+    let mut state = RemoteActorState::new(link);
     let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
     drop(receiver);
 
@@ -132,21 +105,18 @@ async fn abandoned_requests_are_reclaimed_incrementally() {
     assert!(state.pending_requests.is_empty());
 
     remote_actor.stop(None);
-    session.stop(None);
     remote_actor_handle.await.unwrap();
-    session_handle.await.unwrap();
 }
 
 #[ractor::concurrency::test]
 async fn forwarding_failure_releases_the_reply_port() {
-    let (session, session_handle) = FakeNodeSession::get_node_session().await;
-    session.stop(None);
-    session_handle.await.unwrap();
+    // a closed session: its writer queue is gone
+    let (link, outgoing) = crate::net::Link::new();
+    drop(outgoing);
 
-    let (remote_actor, remote_actor_handle) = Actor::spawn(None, RemoteActor, session.clone())
-        .await
-        .unwrap();
-    let mut state = RemoteActorState::new(session);
+    let (remote_actor, remote_actor_handle) =
+        Actor::spawn(None, RemoteActor, link.clone()).await.unwrap();
+    let mut state = RemoteActorState::new(link);
     let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
 
     RemoteActor

@@ -13,6 +13,7 @@ use std::time::Instant;
 use std::time::SystemTime;
 
 use ractor::concurrency::sleep;
+use ractor::message::SerializedMessage;
 
 use super::*;
 use crate::node::NodeConnectionMode;
@@ -141,8 +142,7 @@ fn authenticated_state(tcp: Option<ActorRef<SessionMessage>>) -> NodeSessionStat
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        link: crate::net::Link::new().0,
         tcp,
         ping_task: None,
         epoch: Instant::now(),
@@ -294,7 +294,10 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 2 }),
+            flags: Some(auth_protocol::NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
             nonce: Vec::new(),
@@ -328,7 +331,7 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
     sleep(Duration::from_millis(20)).await;
     assert_eq!(received.load(Ordering::Relaxed), 0);
 
-    state.advertised_local_pids.insert(pid);
+    state.link.advertise(pid);
     session.handle_node(
         &mut state,
         node_protocol::NodeMessage {
@@ -346,7 +349,7 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
     sleep(Duration::from_millis(20)).await;
     assert_eq!(received.load(Ordering::Relaxed), 1);
 
-    state.advertised_local_pids.remove(&pid);
+    state.link.withdraw(pid);
     session.handle_node(
         &mut state,
         node_protocol::NodeMessage {
@@ -394,7 +397,10 @@ async fn node_sesison_client_auth_success() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 2 }),
+            flags: Some(auth_protocol::NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
             nonce: Vec::new(),
@@ -415,8 +421,7 @@ async fn node_sesison_client_auth_success() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        link: crate::net::Link::new().0,
         tcp: None,
         ping_task: None,
         epoch: Instant::now(),
@@ -487,7 +492,10 @@ async fn node_sesison_client_auth_success() {
         msg: Some(auth_protocol::authentication_message::Msg::ServerChallenge(
             auth_protocol::Challenge {
                 name: "Something".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 2 }),
+                flags: Some(auth_protocol::NodeFlags {
+                    version: 2,
+                    ..Default::default()
+                }),
                 connection_string: "localhost:123".to_string(),
                 challenge: 0,
                 nonce: vec![7; 32],
@@ -557,7 +565,10 @@ async fn node_session_client_auth_session_state_failures() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 2 }),
+            flags: Some(auth_protocol::NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
             nonce: Vec::new(),
@@ -578,8 +589,7 @@ async fn node_session_client_auth_session_state_failures() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        link: crate::net::Link::new().0,
         tcp: None,
         ping_task: None,
         epoch: Instant::now(),
@@ -650,7 +660,10 @@ async fn node_session_client_auth_session_state_failures() {
         auth::ClientAuthenticationProcess::WaitingForServerChallengeAck(
             auth_protocol::Challenge {
                 name: "something".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 2 }),
+                flags: Some(auth_protocol::NodeFlags {
+                    version: 2,
+                    ..Default::default()
+                }),
                 connection_string: "localhost:123".to_string(),
                 challenge: 0,
                 nonce: vec![7; 32],
@@ -709,7 +722,10 @@ async fn node_session_server_auth_success() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 2 }),
+            flags: Some(auth_protocol::NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
             nonce: Vec::new(),
@@ -731,8 +747,7 @@ async fn node_session_server_auth_success() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        link: crate::net::Link::new().0,
         tcp: None,
         ping_task: None,
         epoch: Instant::now(),
@@ -748,7 +763,10 @@ async fn node_session_server_auth_success() {
         msg: Some(auth_protocol::authentication_message::Msg::Name(
             auth_protocol::NameMessage {
                 name: "peer".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 2 }),
+                flags: Some(auth_protocol::NodeFlags {
+                    version: 2,
+                    ..Default::default()
+                }),
                 connection_string: "localhost:123".to_string(),
                 connection_id: 11,
                 nonce: vec![11; 32],
@@ -825,7 +843,10 @@ async fn node_session_server_auth_session_state_failures() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 2 }),
+            flags: Some(auth_protocol::NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
             nonce: Vec::new(),
@@ -846,8 +867,7 @@ async fn node_session_server_auth_session_state_failures() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        link: crate::net::Link::new().0,
         tcp: None,
         ping_task: None,
         epoch: Instant::now(),
@@ -863,7 +883,10 @@ async fn node_session_server_auth_session_state_failures() {
         msg: Some(auth_protocol::authentication_message::Msg::Name(
             auth_protocol::NameMessage {
                 name: "other_continues".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 2 }),
+                flags: Some(auth_protocol::NodeFlags {
+                    version: 2,
+                    ..Default::default()
+                }),
                 connection_string: "localhost:123".to_string(),
                 connection_id: 12,
                 nonce: vec![12; 32],
@@ -884,7 +907,10 @@ async fn node_session_server_auth_session_state_failures() {
         msg: Some(auth_protocol::authentication_message::Msg::Name(
             auth_protocol::NameMessage {
                 name: "this_continues".to_string(),
-                flags: Some(auth_protocol::NodeFlags { version: 2 }),
+                flags: Some(auth_protocol::NodeFlags {
+                    version: 2,
+                    ..Default::default()
+                }),
                 connection_string: "localhost:123".to_string(),
                 connection_id: 13,
                 nonce: vec![13; 32],
@@ -994,7 +1020,10 @@ async fn node_session_handle_node_msg() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 2 }),
+            flags: Some(auth_protocol::NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
             nonce: Vec::new(),
@@ -1015,8 +1044,7 @@ async fn node_session_handle_node_msg() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        link: crate::net::Link::new().0,
         tcp: None,
         ping_task: None,
         epoch: Instant::now(),
@@ -1028,7 +1056,8 @@ async fn node_session_handle_node_msg() {
     };
     // add the "remote" actor
     state
-        .remote_actors
+        .link
+        .remote_actors()
         .insert(test_pid.pid(), test_actor.get_cell().into());
 
     // ***** The following doesn't work due to remote actor id's vs local ids. We can't spawn a specific local id
@@ -1107,7 +1136,10 @@ async fn node_session_handle_control() {
         node_id: 1,
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
-            flags: Some(auth_protocol::NodeFlags { version: 2 }),
+            flags: Some(auth_protocol::NodeFlags {
+                version: 2,
+                ..Default::default()
+            }),
             connection_string: "localhost:123".to_string(),
             connection_id: 0,
             nonce: Vec::new(),
@@ -1128,8 +1160,7 @@ async fn node_session_handle_control() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        link: crate::net::Link::new().0,
         tcp: None,
         ping_task: None,
         epoch: Instant::now(),
@@ -1158,7 +1189,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(1, state.remote_actors.len());
+    assert_eq!(1, state.link.remote_actors().len());
 
     // check terminate cleans up a remote actor
     session
@@ -1173,7 +1204,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(0, state.remote_actors.len());
+    assert_eq!(0, state.link.remote_actors().len());
 
     let scope_name = "node_session_test_scope";
     let group_name = "node_session_handle_control";
@@ -1198,7 +1229,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(1, state.remote_actors.len());
+    assert_eq!(1, state.link.remote_actors().len());
     let id_set = ractor::pg::get_scoped_members(&scope_name.to_string(), &group_name.to_string())
         .into_iter()
         .map(|a| a.get_id())
@@ -1237,7 +1268,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(1, state.remote_actors.len());
+    assert_eq!(1, state.link.remote_actors().len());
     let id_set = ractor::pg::get_scoped_members(&scope_name.to_string(), &group_name.to_string())
         .into_iter()
         .map(|a| a.get_id())

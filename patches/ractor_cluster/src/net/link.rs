@@ -1,0 +1,363 @@
+// Foundation patch 6: one link per session, node messages without a detour through the
+// session actors.
+
+//! What a node session, its reader and its remote actors share.
+//!
+//! Before this patch a cast to a remote actor went caller → `RemoteActor` → `NodeSession` →
+//! `Session` → writer task, and a received frame reader → `Session` → `NodeSession` → target:
+//! four actor hops per message on each side (eight for a request and its reply), each a mailbox
+//! and usually a wake-up. Now a remote actor hands its frame to the writer's queue itself, and
+//! the reader delivers casts, calls and replies itself, so a message crosses one hop on each
+//! side besides the remote actor's own mailbox; handshakes and control messages still go to the
+//! node session, in order.
+//!
+//! Rules kept:
+//! - nothing is delivered by the reader before the node session has authenticated and won the
+//!   session election ([`Link::open`]); until then, and while node messages it passed to the
+//!   node session are still unhandled there, the reader passes node messages on too, so that
+//!   they reach their targets in the order they were read;
+//! - only actors this node advertised to the peer receive its messages (the same check the node
+//!   session made);
+//! - the outgoing queue is the writer task's: it closes when the session does, and sends to a
+//!   closed session fail (callers of a remote actor's `call` then hear nothing, as before).
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use ractor::message::SerializedMessage;
+use ractor::ActorId;
+use ractor::ActorRef;
+
+use crate::protocol::meta::network_message::Message as NetworkMessageKind;
+use crate::protocol::node as node_protocol;
+use crate::protocol::NetworkMessage;
+use crate::remote_actor::RemoteActorMessage;
+
+/// The feature bit (`NodeFlags.features`) of split payload frames: a node message's payload
+/// travels after its envelope, written from and read into its own buffer (no copy into or out of
+/// the protobuf envelope). Sent to a peer only when it announced the bit.
+pub(crate) const FEATURE_SPLIT_PAYLOADS: u32 = 1;
+
+/// The shared part of one session (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The writer task's queue: everything this session sends, in order.
+    outgoing: tokio::sync::mpsc::UnboundedSender<NetworkMessage>,
+    /// Set once the node session authenticated and won the session election.
+    open: AtomicBool,
+    /// The peer reads split payload frames ([`FEATURE_SPLIT_PAYLOADS`]).
+    splits: AtomicBool,
+    /// Node messages the reader passed to the node session ...
+    passed_on: AtomicU64,
+    /// ... and how many of them the node session has handled.
+    handled: AtomicU64,
+    /// The local actors advertised to the peer: the only ones it may send to.
+    advertised: RwLock<HashSet<u64>>,
+    /// The peer's actors known here, by their pid on the peer.
+    remote_actors: Mutex<HashMap<u64, ActorRef<RemoteActorMessage>>>,
+    /// The largest frame this node sends: its own inbound limit (the nodes of a cluster share
+    /// one); a larger message would make the peer close the session, cutting every other
+    /// message between the two nodes.
+    max_frame: u64,
+    /// Node messages refused as too large (logged at the first and every 1000th).
+    refused: AtomicU64,
+}
+
+impl Link {
+    /// A link with the default frame limit (tests).
+    #[cfg(test)]
+    pub(crate) fn new() -> (
+        std::sync::Arc<Self>,
+        tokio::sync::mpsc::UnboundedReceiver<NetworkMessage>,
+    ) {
+        Self::with_max_frame(crate::node::DEFAULT_MAX_INBOUND_FRAME_SIZE)
+    }
+
+    /// A link and the receiving end of its outgoing queue (for the writer task); frames over
+    /// `max_frame` bytes are not sent.
+    pub(crate) fn with_max_frame(
+        max_frame: u64,
+    ) -> (
+        std::sync::Arc<Self>,
+        tokio::sync::mpsc::UnboundedReceiver<NetworkMessage>,
+    ) {
+        let (outgoing, rx) = tokio::sync::mpsc::unbounded_channel();
+        let link = Self {
+            outgoing,
+            open: AtomicBool::new(false),
+            splits: AtomicBool::new(false),
+            passed_on: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            advertised: RwLock::new(HashSet::new()),
+            remote_actors: Mutex::new(HashMap::new()),
+            max_frame,
+            refused: AtomicU64::new(0),
+        };
+        (std::sync::Arc::new(link), rx)
+    }
+
+    /// Queues a frame for the writer; false when the session is closed.
+    pub(crate) fn send(&self, message: NetworkMessage) -> bool {
+        self.outgoing.send(message).is_ok()
+    }
+
+    /// Queues a node message (a cast, call or reply); false when the session is closed or
+    /// the message is larger than a frame may be (refused here, before it is sent: the peer
+    /// would close the session on reading it).
+    pub(crate) fn send_node(&self, message: node_protocol::NodeMessage) -> bool {
+        // the envelope around it: a field key and a length (at most 11 bytes), and a split
+        // frame's second length word
+        let frame = (prost::Message::encoded_len(&message) as u64).saturating_add(24);
+        if frame > self.max_frame {
+            let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+            if refused % 1000 == 0 {
+                tracing::warn!(
+                    "A cluster message of about {frame} bytes is over the frame limit of \
+                     {} bytes and was not sent ({} refused so far)",
+                    self.max_frame,
+                    refused + 1
+                );
+            }
+            return false;
+        }
+        self.send(NetworkMessage {
+            message: Some(NetworkMessageKind::Node(message)),
+        })
+    }
+
+    /// The session authenticated and won its election: the reader may deliver node messages,
+    /// and the writer may split payloads if the peer announced it reads them (`peer_features`).
+    pub(crate) fn open(&self, peer_features: u32) {
+        self.splits.store(
+            peer_features & FEATURE_SPLIT_PAYLOADS != 0,
+            Ordering::Release,
+        );
+        self.open.store(true, Ordering::Release);
+    }
+
+    /// Whether the writer may send split payload frames.
+    pub(crate) fn splits(&self) -> bool {
+        self.splits.load(Ordering::Acquire)
+    }
+
+    /// Whether the reader may deliver a node message itself: the link is open and every node
+    /// message passed to the node session before was handled there.
+    pub(crate) fn delivers(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+            && self.handled.load(Ordering::Acquire) == self.passed_on.load(Ordering::Relaxed)
+    }
+
+    /// The reader passes a node message to the node session (counted until handled).
+    pub(crate) fn passing_on(&self) {
+        self.passed_on.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The node session handled a node message the reader passed on.
+    pub(crate) fn handled_one(&self) {
+        self.handled.fetch_add(1, Ordering::Release);
+    }
+
+    /// A local actor is advertised to the peer (before the advertisement is sent).
+    pub(crate) fn advertise(&self, pid: u64) {
+        self.advertised
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(pid);
+    }
+
+    /// A local actor is no longer advertised.
+    pub(crate) fn withdraw(&self, pid: u64) {
+        self.advertised
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&pid);
+    }
+
+    /// The local actor `pid` if it was advertised to the peer and still takes remote messages.
+    pub(crate) fn authorized_local_actor(&self, pid: u64) -> Option<ractor::ActorCell> {
+        let advertised = self
+            .advertised
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&pid);
+        if !advertised {
+            tracing::debug!("Rejected cluster message for unadvertised local PID {pid}");
+            return None;
+        }
+        let actor = ractor::registry::where_is_pid(ActorId::Local(pid));
+        if actor
+            .as_ref()
+            .is_some_and(ractor::ActorCell::supports_remoting)
+        {
+            actor
+        } else {
+            self.withdraw(pid);
+            tracing::debug!("Rejected cluster message for non-remotable local PID {pid}");
+            None
+        }
+    }
+
+    /// The remote actor for the peer's `pid`.
+    pub(crate) fn remote_actor(&self, pid: u64) -> Option<ActorRef<RemoteActorMessage>> {
+        self.remote_actors().get(&pid).cloned()
+    }
+
+    /// The map of the peer's actors known here.
+    pub(crate) fn remote_actors(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, ActorRef<RemoteActorMessage>>> {
+        self.remote_actors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Delivers a node message from the peer: a cast or call to an advertised local actor (a
+    /// call's reply goes back through this link), a reply to the remote actor that called.
+    pub(crate) fn deliver(self: &std::sync::Arc<Self>, message: node_protocol::NodeMessage) {
+        let Some(msg) = message.msg else {
+            return;
+        };
+        match msg {
+            node_protocol::node_message::Msg::Cast(cast) => {
+                if let Some(actor) = self.authorized_local_actor(cast.to) {
+                    let _ = actor.send_serialized(SerializedMessage::Cast {
+                        variant: cast.variant,
+                        args: cast.what,
+                        metadata: cast.metadata,
+                    });
+                }
+            }
+            node_protocol::node_message::Msg::Call(call) => {
+                let Some(actor) = self.authorized_local_actor(call.to) else {
+                    return;
+                };
+                let (tx, rx) = ractor::concurrency::oneshot();
+                let timeout = call.timeout_ms.map(Duration::from_millis);
+                let reply = match timeout {
+                    Some(timeout) => (tx, timeout).into(),
+                    None => tx.into(),
+                };
+                let _ = actor.send_serialized(SerializedMessage::Call {
+                    args: call.what,
+                    reply,
+                    variant: call.variant,
+                    metadata: call.metadata,
+                });
+                // the reply travels back on this link once the actor answers (within the
+                // caller's timeout, when it gave one)
+                let (tag, to) = (call.tag, call.to);
+                let link = self.clone();
+                #[allow(clippy::let_underscore_future)]
+                let _ = ractor::concurrency::spawn(async move {
+                    let result = match timeout {
+                        Some(timeout) => match ractor::concurrency::timeout(timeout, rx).await {
+                            Ok(Ok(result)) => result,
+                            _ => return,
+                        },
+                        None => match rx.await {
+                            Ok(result) => result,
+                            Err(_) => return,
+                        },
+                    };
+                    let reply = node_protocol::NodeMessage {
+                        msg: Some(node_protocol::node_message::Msg::Reply(
+                            node_protocol::CallReply {
+                                tag,
+                                to,
+                                what: result,
+                            },
+                        )),
+                    };
+                    // a reply over the frame limit is not sent: the caller times out
+                    let _ = link.send_node(reply);
+                });
+            }
+            node_protocol::node_message::Msg::Reply(reply) => {
+                if let Some(actor) = self.remote_actor(reply.to) {
+                    let _ =
+                        actor.send_serialized(SerializedMessage::CallReply(reply.tag, reply.what));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cast(bytes: usize) -> node_protocol::NodeMessage {
+        node_protocol::NodeMessage {
+            msg: Some(node_protocol::node_message::Msg::Cast(
+                node_protocol::Cast {
+                    to: 1,
+                    what: vec![0; bytes],
+                    variant: "Cast".to_string(),
+                    metadata: None,
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_frame_limit_is_refused_before_it_is_queued() {
+        let (link, mut outgoing) = Link::with_max_frame(1024);
+        assert!(link.send_node(cast(512)));
+        assert!(outgoing.try_recv().is_ok());
+        assert!(
+            !link.send_node(cast(1024)),
+            "over the limit with its envelope"
+        );
+        assert!(outgoing.try_recv().is_err(), "nothing queued");
+        assert_eq!(link.refused.load(Ordering::Relaxed), 1);
+        // a closed session refuses too
+        drop(outgoing);
+        assert!(!link.send_node(cast(1)));
+    }
+
+    #[test]
+    fn the_reader_delivers_only_once_the_link_is_open_and_the_node_session_caught_up() {
+        let (link, _outgoing) = Link::new();
+        assert!(!link.delivers(), "not before the handshake");
+        link.passing_on();
+        link.open(FEATURE_SPLIT_PAYLOADS);
+        assert!(link.splits());
+        assert!(
+            !link.delivers(),
+            "a node message passed on is still unhandled: the next one waits behind it"
+        );
+        link.handled_one();
+        assert!(link.delivers());
+
+        let (old_peer, _outgoing) = Link::new();
+        old_peer.open(0);
+        assert!(old_peer.delivers());
+        assert!(
+            !old_peer.splits(),
+            "a peer without the feature gets plain frames"
+        );
+    }
+
+    #[test]
+    fn only_advertised_remotable_actors_are_authorized() {
+        let (link, _outgoing) = Link::new();
+        assert!(
+            link.authorized_local_actor(42).is_none(),
+            "never advertised"
+        );
+        link.advertise(42);
+        // advertised, but no such actor: withdrawn again
+        assert!(link.authorized_local_actor(42).is_none());
+        assert!(!link
+            .advertised
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&42));
+    }
+}
