@@ -109,13 +109,18 @@ struct Counters {
     broadcasts: Arc<AtomicU64>,
 }
 
-/// Waits until `received` reaches `expected` (or a minute passed), and says how many arrived.
-async fn settle(received: &AtomicU64, expected: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    received.load(Ordering::Relaxed)
+/// Answers `reply` once `received` reaches `expected` (or a minute passed) with how many
+/// arrived. In a task of its own: the actor asked goes on handling what it is counting (casts
+/// from other nodes may still be on their way when the question arrives).
+fn settle(received: &Arc<AtomicU64>, expected: u64, reply: RpcReplyPort<u64>) {
+    let received = received.clone();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = reply.send(received.load(Ordering::Relaxed));
+    });
 }
 
 /// Starts `node`'s two all-to-all senders, `count` casts each (in `bare`'s message type).
@@ -160,10 +165,10 @@ impl Actor for Echo<BareMsg> {
                 let _ = reply.send(body);
             }
             BareMsg::Count(expected, reply) => {
-                let _ = reply.send(settle(&c.received, expected).await);
+                settle(&c.received, expected, reply);
             }
             BareMsg::CountBroadcasts(expected, reply) => {
-                let _ = reply.send(settle(&c.broadcasts, expected).await);
+                settle(&c.broadcasts, expected, reply);
             }
         }
         Ok(())
@@ -196,10 +201,10 @@ impl Actor for Echo<FoundationMsg> {
                 let _ = reply.send(task);
             }
             FoundationMsg::Count(expected, reply) => {
-                let _ = reply.send(settle(&c.received, expected).await);
+                settle(&c.received, expected, reply);
             }
             FoundationMsg::CountBroadcasts(expected, reply) => {
-                let _ = reply.send(settle(&c.broadcasts, expected).await);
+                settle(&c.broadcasts, expected, reply);
             }
         }
         Ok(())
@@ -515,9 +520,14 @@ async fn client(bare: bool, ports: [u16; 3]) {
         for sender in blast(bare, "client", per_sender) {
             sender.await.expect("sender");
         }
+        let mut counts = Vec::new();
         for receiver in &receivers {
-            assert_eq!(count_handled(bare, receiver, per_sender).await, per_sender, "all-to-all casts lost");
+            counts.push(count_handled(bare, receiver, per_sender).await);
         }
+        assert!(
+            counts.iter().all(|n| *n == per_sender),
+            "all-to-all casts lost: {counts:?} of {per_sender} each"
+        );
         let rate = (per_sender * 6) as f64 / started.elapsed().as_secs_f64();
         result.insert("all_to_all_casts_per_sec".into(), rate.into());
     }
@@ -655,6 +665,11 @@ fn main() {
         if role == "burn" {
             burn();
         }
+        // RUST_LOG=foundation_cluster=info shows what the nodes saw (on stderr)
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
         let bare = std::env::var("FOUNDATION_BENCH_MODE").as_deref() == Ok("bare");
         let ports: Vec<u16> = std::env::var("FOUNDATION_BENCH_PORTS")
             .expect("ports")

@@ -13,6 +13,7 @@ mod link;
 mod listener;
 mod session;
 
+pub(crate) use link::HandledOnDrop;
 pub(crate) use link::Link;
 pub(crate) use link::FEATURE_SPLIT_PAYLOADS;
 pub(crate) use listener::Listener;

@@ -13,13 +13,16 @@
 //!
 //! Rules kept:
 //! - nothing is delivered by the reader before the node session has authenticated and won the
-//!   session election ([`Link::open`]); until then, and while node messages it passed to the
-//!   node session are still unhandled there, the reader passes node messages on too, so that
-//!   they reach their targets in the order they were read;
+//!   session election ([`Link::open`]); until then, and while any frame it passed to the node
+//!   session (handshake, control, node) is still unhandled there, the reader passes node
+//!   messages on too: everything from the peer takes effect in the order it was read (a cast
+//!   after a group join finds the joined member);
 //! - only actors this node advertised to the peer receive its messages (the same check the node
 //!   session made);
 //! - the outgoing queue is the writer task's: it closes when the session does, and sends to a
-//!   closed session fail (callers of a remote actor's `call` then hear nothing, as before).
+//!   closed session fail (a caller waiting on a reply hears `SenderError` when its remote actor
+//!   stops with the session);
+//! - a reply larger than the frame limit is not sent: its caller waits for its timeout.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -44,6 +47,22 @@ use crate::remote_actor::RemoteActorMessage;
 /// the protobuf envelope). Sent to a peer only when it announced the bit.
 pub(crate) const FEATURE_SPLIT_PAYLOADS: u32 = 1;
 
+/// Counts a frame passed on by the reader as handled when dropped (however the node session's
+/// handler returns).
+pub(crate) struct HandledOnDrop(std::sync::Arc<Link>);
+
+impl HandledOnDrop {
+    pub(crate) fn new(link: std::sync::Arc<Link>) -> Self {
+        Self(link)
+    }
+}
+
+impl Drop for HandledOnDrop {
+    fn drop(&mut self) {
+        self.0.handled_one();
+    }
+}
+
 /// The shared part of one session (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Link {
@@ -53,7 +72,7 @@ pub(crate) struct Link {
     open: AtomicBool,
     /// The peer reads split payload frames ([`FEATURE_SPLIT_PAYLOADS`]).
     splits: AtomicBool,
-    /// Node messages the reader passed to the node session ...
+    /// Frames the reader passed to the node session ...
     passed_on: AtomicU64,
     /// ... and how many of them the node session has handled.
     handled: AtomicU64,
@@ -146,19 +165,20 @@ impl Link {
         self.splits.load(Ordering::Acquire)
     }
 
-    /// Whether the reader may deliver a node message itself: the link is open and every node
-    /// message passed to the node session before was handled there.
+    /// Whether the reader may deliver a node message itself: the link is open and every frame
+    /// passed to the node session before (handshake, control, node) was handled there, so that
+    /// nothing overtakes a group change or an actor's announcement read before it.
     pub(crate) fn delivers(&self) -> bool {
         self.open.load(Ordering::Acquire)
             && self.handled.load(Ordering::Acquire) == self.passed_on.load(Ordering::Relaxed)
     }
 
-    /// The reader passes a node message to the node session (counted until handled).
+    /// The reader passes a frame to the node session (counted until handled).
     pub(crate) fn passing_on(&self) {
         self.passed_on.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The node session handled a node message the reader passed on.
+    /// The node session handled a frame the reader passed on.
     pub(crate) fn handled_one(&self) {
         self.handled.fetch_add(1, Ordering::Release);
     }
@@ -201,6 +221,16 @@ impl Link {
             tracing::debug!("Rejected cluster message for non-remotable local PID {pid}");
             None
         }
+    }
+
+    /// The session ended: forget the actors on both sides (a reply task may still hold the
+    /// link for a while).
+    pub(crate) fn forget(&self) {
+        self.remote_actors().clear();
+        self.advertised
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
     }
 
     /// The remote actor for the peer's `pid`.
@@ -252,7 +282,8 @@ impl Link {
                 // the reply travels back on this link once the actor answers (within the
                 // caller's timeout, when it gave one)
                 let (tag, to) = (call.tag, call.to);
-                let link = self.clone();
+                // weak: a reply that never comes does not keep the link's maps alive
+                let link = std::sync::Arc::downgrade(self);
                 #[allow(clippy::let_underscore_future)]
                 let _ = ractor::concurrency::spawn(async move {
                     let result = match timeout {
@@ -274,8 +305,11 @@ impl Link {
                             },
                         )),
                     };
-                    // a reply over the frame limit is not sent: the caller times out
-                    let _ = link.send_node(reply);
+                    // a reply over the frame limit is not sent: the caller waits for its
+                    // timeout (a call without one, for ever)
+                    if let Some(link) = link.upgrade() {
+                        let _ = link.send_node(reply);
+                    }
                 });
             }
             node_protocol::node_message::Msg::Reply(reply) => {

@@ -229,6 +229,16 @@ pub(crate) struct SessionState {
     reader_task: AbortOnDrop,
 }
 
+/// Stops the session when a reader or writer task ends, whichever way (a panic included: the
+/// session would otherwise stay up, reading or writing nothing). A second stop is harmless.
+struct StopOnExit(ActorRef<SessionMessage>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stop(Some("channel_closed".to_string()));
+    }
+}
+
 /// A task that ends when its handle is dropped: a killed session actor (its supervisor's
 /// termination kills it, and `post_stop` does not run) still closes its socket, since the
 /// reader and writer tasks hold its two halves.
@@ -518,6 +528,7 @@ async fn run_write_task(
     session: ActorRef<SessionMessage>,
     link: Arc<Link>,
 ) {
+    let _stop = StopOnExit(session.clone());
     let mut batch = Batch::default();
 
     while let Some(first_msg) = rx.recv().await {
@@ -661,6 +672,7 @@ async fn read_limited_network_message(
 /// (casts, calls, replies) are delivered from here once the link is open; everything else goes
 /// to the node session, in order (Foundation patch 6, see [Link]).
 async fn run_read_task(mut stream: ActorReadHalf, reader: SessionReader) {
+    let _stop = StopOnExit(reader.session.clone());
     let stop_reason = loop {
         let read_result =
             read_limited_network_message(&mut stream, &reader.max_inbound_frame_size).await;
@@ -669,9 +681,7 @@ async fn run_read_task(mut stream: ActorReadHalf, reader: SessionReader) {
                 message: Some(NetworkMessageKind::Node(node_message)),
             }) if reader.link.delivers() => reader.link.deliver(node_message),
             Ok(message) => {
-                if matches!(message.message, Some(NetworkMessageKind::Node(_))) {
-                    reader.link.passing_on();
-                }
+                reader.link.passing_on();
                 if reader
                     .node_session
                     .cast(crate::node::NodeSessionMessage::MessageReceived(message))

@@ -1162,6 +1162,7 @@ impl Actor for NodeSession {
         if let Some(mut ping_task) = state.ping_task.take() {
             ping_task.abort();
         }
+        state.link.forget();
         // unhook monitoring sessions
         ractor::pg::demonitor_scope(
             ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
@@ -1182,6 +1183,11 @@ impl Actor for NodeSession {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // A frame the reader passed on counts as handled when this returns, however it returns:
+        // the reader delivers node messages itself only once everything it passed on before
+        // (handshake, group changes, actors spawned and gone) was handled here, in wire order.
+        let _handled = matches!(message, Self::Msg::MessageReceived(_))
+            .then(|| crate::net::HandledOnDrop::new(state.link.clone()));
         if let Self::Msg::HandshakeDeadline = message {
             // Before the self-connection check: a peer that proved nothing is counted as timed
             // out, whatever name or connection string it claims.
@@ -1280,8 +1286,6 @@ impl Actor for NodeSession {
                         }
                         crate::protocol::meta::network_message::Message::Node(node_message) => {
                             self.handle_node(state, node_message, myself);
-                            // the reader passed it on: it may deliver the next ones itself
-                            state.link.handled_one();
                         }
                         crate::protocol::meta::network_message::Message::Control(
                             control_message,
