@@ -11,7 +11,7 @@ use foundation_cluster::testkit::{NodeProcess, free_port, free_port_range};
 
 mod support;
 
-use support::{Value, WAIT, json, seen, start_node, text, until, wait, wait_n};
+use support::{Value, WAIT, json, seen, start_node, start_node_with_env, text, until, wait, wait_n};
 
 fn node(name: &str, port: u16, seeds: &[u16], cookie: &str) -> NodeProcess {
     start_node(name, port, seeds, &["--cookie", cookie])
@@ -128,6 +128,51 @@ fn a_frozen_node_is_detected_by_heartbeats_and_rejoins_when_thawed() {
     n3.thaw();
     wait_n(&n1, json!({"event": "member_up", "name": "n3"}), 2);
     wait_n(&n2, json!({"event": "member_up", "name": "n3"}), 2);
+}
+
+/// With each node watching only one other (`cluster.monitored_peers = 1`: the ring n1 → n2 →
+/// n3 → n4 → n5 → n1), a frozen node is found by its one watcher's detector and confirmed by
+/// every other node with a ping of its own; thawed, it is up again everywhere.
+#[test]
+fn a_frozen_node_is_found_by_its_one_watcher_and_confirmed_by_every_other_node() {
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    let env = [("FOUNDATION_CLUSTER__MONITORED_PEERS", "1")];
+    let nodes: Vec<NodeProcess> = (0..5)
+        .map(|i| {
+            let seeds: &[u16] = if i == 0 { &[] } else { &ports[..1] };
+            start_node_with_env(names[i], ports[i], seeds, &["--cookie", "ring"], &env)
+        })
+        .collect();
+    for (node, own) in nodes.iter().zip(names) {
+        for other in names.iter().filter(|n| **n != own) {
+            wait(node, json!({"event": "member_up", "name": other}));
+        }
+    }
+    let down = json!({"event": "member_down", "name": "n3"});
+    // Count what the freeze causes, not a flap while the cluster formed.
+    let before: Vec<usize> = nodes.iter().map(|n| seen(n, down.clone()).len()).collect();
+
+    nodes[2].freeze();
+    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != 2) {
+        let event = wait_n(node, down.clone(), before[i] + 1).pop().unwrap();
+        let reason = text(&event, "reason");
+        if names[i] == "n2" {
+            assert!(reason.contains("phi"), "n2 watches n3: its own detector gave up: {event}");
+        } else {
+            assert!(
+                reason.contains("did not answer this node's check"),
+                "{} does not watch n3: it confirmed n2's verdict: {event}",
+                names[i]
+            );
+        }
+    }
+
+    nodes[2].thaw();
+    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != 2) {
+        let ups = seen(node, json!({"event": "member_up", "name": "n3"})).len();
+        wait_n(node, json!({"event": "member_up", "name": "n3"}), ups.max(before[i] + 2));
+    }
 }
 
 #[test]

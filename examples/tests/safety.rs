@@ -3,7 +3,7 @@
 //! singletons run only on the nodes that declared them and two copies are never active at
 //! once (checked on the copies' own history, written while each believes its lease valid);
 //! members can be forgotten (stable zero-config names, `cluster remove`); a leave notice in
-//! another node's name is not believed.
+//! another node's name is not believed, nor a suspect notice about a live node.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -466,4 +466,35 @@ fn a_leave_notice_in_another_nodes_name_is_not_believed() {
     until(|| printed(&n1, down("n3")) || printed(&n1, left.clone()), || "n3 never went".into());
     assert!(printed(&n1, down("n3")), "{:?}", n1.output());
     assert!(!printed(&n1, left), "a forged notice was believed: {:?}", n1.output());
+}
+
+/// A peer that tells every other node that a watcher gave up on a live node is not believed:
+/// each pings the node itself, hears it, and keeps it up. (The same notice from its real watcher
+/// about a frozen node is believed: `cluster.rs`,
+/// `a_frozen_node_is_found_by_its_one_watcher_and_confirmed_by_every_other_node`.)
+#[test]
+fn a_suspect_notice_about_a_live_node_is_not_believed() {
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let args = ["--cookie", "suspicious"];
+    let env = [("FOUNDATION_CLUSTER__MONITORED_PEERS", "1")];
+    let n1 = support::start_node_with_env("n1", ports[0], &[], &args, &env);
+    let n2 = support::start_node_with_env("n2", ports[1], &[ports[0]], &args, &env);
+    let n3 = support::start_node_with_env("n3", ports[2], &[ports[0]], &args, &env);
+    let mut n4 = support::start_node_with_env("n4", ports[3], &[ports[0]], &args, &env);
+    for node in [&n1, &n2, &n4] {
+        wait(node, up("n3"));
+    }
+    wait(&n3, up("n4"));
+    let before: Vec<usize> = [&n1, &n2].iter().map(|n| seen(n, down("n3")).len()).collect();
+    for round in 1..=3 {
+        n4.send_line("forge-suspect n3").unwrap();
+        let forged = wait_n(&n4, json!({"event": "forged_suspect", "node": "n3"}), round).pop().unwrap();
+        assert!(number(&forged, "told") >= 3, "{forged}");
+        // Longer than a check waits for its answer (1 s): a check that went unanswered would
+        // have made n3 unreachable by now.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    for (node, before) in [&n1, &n2].into_iter().zip(before) {
+        assert_eq!(seen(node, down("n3")).len(), before, "a forged notice was believed: {:?}", node.output());
+    }
 }

@@ -1,18 +1,42 @@
 //! Heartbeats between nodes and the eviction of nodes that fall silent.
 //!
 //! Every node runs one heartbeat actor, a member of the pg group [`GROUP`] in scope [`SCOPE`].
-//! Each interval it **pings** every other node's heartbeat actor and feeds the answers to a
-//! phi-accrual detector per peer: a peer whose phi passes the threshold is declared unreachable
-//! and its sessions are stopped. Stopping the session (rather than waiting for TCP, which a
-//! frozen process keeps open) makes its actors' stand-ins die, its pg memberships leave and its
-//! pending calls fail, everywhere on this node. When the peer comes back it reconnects (as a
-//! seed, or through a peer that has it as a seed) and is up again.
+//!
+//! **Bounded monitoring.** Each interval a node **pings** the `cluster.monitored_peers` nodes
+//! after it in the ring of up nodes sorted by name (every other node while the cluster is that
+//! small), so every node is watched by that many and an idle node's cost does not grow with the
+//! cluster. It also pings, once, every node it has not heard from since that node came up (its
+//! first answer carries its incarnation and the removals it knows of). The answers feed a
+//! phi-accrual detector per watched peer.
+//!
+//! **Suspicion, checked by everyone.** When a watched peer has been silent for
+//! [`suspect_after`], its watcher asks every other node to check it (a suspect notice); when
+//! its detector's phi passes the threshold, the watcher declares it unreachable and tells the
+//! others it gave up (a second notice). A node that receives a notice pings the suspect itself,
+//! over its own session, and waits up to [`check_timeout`]: it declares the suspect unreachable
+//! only when both hold: its own ping went unanswered, and a watcher gave up. An answer clears
+//! the suspect here. With the defaults a frozen node is declared unreachable about 1.8 s after
+//! its last heartbeat on every node, as when every node watched every other. A notice is only a
+//! reason to ping: a lying peer cannot get a live node evicted, it can only make others ping it
+//! (one check at a time per suspect, and a new one at most once per interval).
+//!
+//! **Cost.** A node is missed only while every one of its watchers is down or cut off from it
+//! and nobody else sends a notice: its TCP close is still seen by all (a killed node), but a
+//! frozen node behind a partition that isolates exactly its watchers stays up on the others
+//! until a watcher reaches them. Gossip carried by beats (removals, TLS members) travels the
+//! ring: at most about `nodes / monitored_peers` intervals to reach every node.
+//!
+//! Declaring a peer unreachable stops its sessions (rather than waiting for TCP, which a frozen
+//! process keeps open): its actors' stand-ins die, its pg memberships leave and its pending calls
+//! fail, everywhere on this node. When the peer comes back it reconnects (as a seed, or through a
+//! peer that has it as a seed) and is up again.
 //!
 //! **Identity comes from the session, never from a payload.** An answer is credited to the
 //! node at the other end of the session the ping went out on (ractor_cluster's per-session node
 //! id, mapped to the name that session authenticated), so a peer cannot keep another node
 //! looking alive by sending beats in its name. A leave notice names a node, but it is only
-//! believed once that node, pinged over its own session, confirms it is leaving.
+//! believed once that node, pinged over its own session, confirms it is leaving; a suspect
+//! notice likewise.
 
 use foundation_core::sync::{MutexRecover, RwLockRecover};
 use std::collections::{HashMap, HashSet};
@@ -72,6 +96,9 @@ pub(crate) enum HeartbeatMsg {
     /// Another node's ping: answered with this node's beat.
     #[rpc]
     Ping(Wire<u64>, RpcReplyPort<Wire<Beat>>),
+    /// A watcher finds the named node silent (`false`) or gave up on it (`true`): check it with
+    /// a ping of this node's own.
+    Suspect(Wire<(String, bool)>),
     /// This node's view of the cluster (for `cluster status` and `Cluster::cluster_health`).
     #[rpc]
     View(RpcReplyPort<View>),
@@ -104,9 +131,16 @@ pub(crate) struct Args {
 /// What ping tasks and the actor share.
 struct Shared {
     args: Args,
+    /// One per watched peer.
     detectors: Mutex<HashMap<String, PhiDetector>>,
     /// Peers with a ping waiting for its answer (one at a time per peer).
     in_flight: Mutex<HashSet<String>>,
+    /// Peers that answered a ping since their session came up (the others are pinged once).
+    heard_once: Mutex<HashSet<String>>,
+    /// Watched peers this node has sent a suspect notice for (cleared when they answer).
+    suspected: Mutex<HashSet<String>>,
+    /// This node's own checks of suspects, started on notices.
+    checks: Mutex<HashMap<String, Check>>,
 }
 
 pub(crate) struct State {
@@ -126,7 +160,14 @@ impl Actor for Heartbeat {
     ) -> Result<State, ActorProcessingErr> {
         ractor::pg::join_scoped(SCOPE.to_string(), GROUP.to_string(), vec![myself.get_cell()]);
         myself.send_interval(args.config.heartbeat_interval, || HeartbeatMsg::Tick);
-        let shared = Shared { args, detectors: Mutex::default(), in_flight: Mutex::default() };
+        let shared = Shared {
+            args,
+            detectors: Mutex::default(),
+            in_flight: Mutex::default(),
+            heard_once: Mutex::default(),
+            suspected: Mutex::default(),
+            checks: Mutex::default(),
+        };
         Ok(State { shared: Arc::new(shared), seq: 0 })
     }
 
@@ -139,9 +180,19 @@ impl Actor for Heartbeat {
         let args = &state.shared.args;
         match msg {
             HeartbeatMsg::Tick => {
-                ping_peers(&state.shared);
-                check_peers(&state.shared).await;
+                let peers = peer_heartbeats(&state.shared);
+                let watched = watched_peers(
+                    &args.node,
+                    &args.membership.read_or_recover().up_names(),
+                    args.config.monitored_peers,
+                );
+                ping_peers(&state.shared, &peers, &watched);
+                check_peers(&state.shared, &peers, &watched).await;
             }
+            HeartbeatMsg::Suspect(notice) => match notice.into_inner() {
+                Ok((name, gave_up)) => check_suspect(&state.shared, name, gave_up),
+                Err(e) => tracing::warn!(error = %e, "ignored a suspect notice that did not decode"),
+            },
             HeartbeatMsg::Ping(_, reply) => {
                 state.seq += 1;
                 if let Ok(wire) = Wire::encode(&own_beat(args, state.seq), args.config.max_frame_bytes) {
@@ -207,15 +258,32 @@ fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>)> {
         .collect()
 }
 
-/// Pings every peer that has no ping waiting; an answer is credited to the session's node.
-fn ping_peers(shared: &Arc<Shared>) {
-    for (name, peer) in peer_heartbeats(shared) {
+/// The peers `own` watches among the up nodes `up` (itself not included): the `count` after it
+/// in the ring of `up` and `own` sorted by name. Every node is watched by `count` others when
+/// all agree on who is up (each watches its successors, so each is watched by its predecessors).
+pub(crate) fn watched_peers(own: &str, up: &[String], count: usize) -> HashSet<String> {
+    let mut ring: Vec<&str> = up.iter().map(String::as_str).filter(|n| *n != own).collect();
+    ring.sort_unstable();
+    ring.dedup();
+    // The first after `own` in name order, wrapping around.
+    let start = ring.partition_point(|n| *n < own);
+    (0..count.min(ring.len())).map(|i| ring[(start + i) % ring.len()].to_string()).collect()
+}
+
+/// Pings every watched peer, and every peer not yet heard from, that has no ping waiting; an
+/// answer is credited to the session's node.
+fn ping_peers(shared: &Arc<Shared>, peers: &[(String, ActorRef<HeartbeatMsg>)], watched: &HashSet<String>) {
+    let heard_once = shared.heard_once.lock_or_recover().clone();
+    for (name, peer) in peers {
+        if !watched.contains(name) && heard_once.contains(name) {
+            continue;
+        }
         if !shared.in_flight.lock_or_recover().insert(name.clone()) {
             continue;
         }
-        let shared = shared.clone();
+        let (shared, name, peer) = (shared.clone(), name.clone(), peer.clone());
         tokio::spawn(async move {
-            let answer = ping(&peer, shared.args.config.max_frame_bytes).await;
+            let answer = ping(&peer, shared.args.config.max_frame_bytes, PING_TIMEOUT).await;
             shared.in_flight.lock_or_recover().remove(&name);
             if let Some(beat) = answer {
                 heard(&shared, &name, beat).await;
@@ -224,10 +292,112 @@ fn ping_peers(shared: &Arc<Shared>) {
     }
 }
 
-/// One ping; the decoded answer, if it came within [`PING_TIMEOUT`].
-async fn ping(peer: &ActorRef<HeartbeatMsg>, max_bytes: usize) -> Option<Beat> {
+/// This node's check of a suspect: one ping over the suspect's own session.
+struct Check {
+    started: Instant,
+    /// `None` while the ping waits; then whether it was answered within [`check_timeout`].
+    answered: Option<bool>,
+    /// A watcher gave up on the suspect: silence here makes it unreachable.
+    condemned: bool,
+}
+
+/// A suspect notice for `name` (`gave_up`: its watcher declared it unreachable). Joins this
+/// node's recent check of it, or starts one (a ping over its own session, waiting up to
+/// [`check_timeout`]); the suspect is declared unreachable here once a check went unanswered
+/// and a watcher gave up, in either order.
+fn check_suspect(shared: &Arc<Shared>, name: String, gave_up: bool) {
+    let args = &shared.args;
+    if name == args.node || !args.membership.read_or_recover().up_names().contains(&name) {
+        return;
+    }
+    let now = Instant::now();
+    let timeout = check_timeout(&args.config);
+    let (start, condemn_now) = {
+        let mut checks = shared.checks.lock_or_recover();
+        match checks.get_mut(&name) {
+            // A recent check, waiting or unanswered: the notice joins it.
+            Some(check)
+                if now.duration_since(check.started) < timeout * 2 && check.answered != Some(true) =>
+            {
+                check.condemned |= gave_up;
+                (false, gave_up && check.answered == Some(false))
+            }
+            // Answered within the last interval: that answer stands (a new check at most once
+            // per interval, whoever sends notices).
+            Some(check)
+                if check.answered == Some(true)
+                    && now.duration_since(check.started) < args.config.heartbeat_interval =>
+            {
+                (false, false)
+            }
+            _ => {
+                checks.insert(name.clone(), Check { started: now, answered: None, condemned: gave_up });
+                (true, false)
+            }
+        }
+    };
+    if condemn_now {
+        let shared = shared.clone();
+        tokio::spawn(async move { condemned(&shared, &name, timeout).await });
+        return;
+    }
+    if !start {
+        return;
+    }
+    let Some((_, peer)) = peer_heartbeats(shared).into_iter().find(|(n, _)| *n == name) else {
+        shared.checks.lock_or_recover().remove(&name);
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let answer = ping(&peer, shared.args.config.max_frame_bytes, timeout).await;
+        let condemn = {
+            let mut checks = shared.checks.lock_or_recover();
+            match checks.get_mut(&name) {
+                Some(check) => {
+                    check.answered = Some(answer.is_some());
+                    answer.is_none() && check.condemned
+                }
+                None => false,
+            }
+        };
+        if let Some(beat) = answer {
+            heard(&shared, &name, beat).await;
+        } else if condemn {
+            condemned(&shared, &name, timeout).await;
+        }
+    });
+}
+
+/// A suspect this node's own check found silent and a watcher gave up on: unreachable here
+/// (unless this node already evicted it).
+async fn condemned(shared: &Shared, name: &str, timeout: Duration) {
+    if !shared.args.membership.read_or_recover().up_names().iter().any(|n| n == name) {
+        return;
+    }
+    tracing::info!(peer = %name, ?timeout, "a watcher gave up on a node and it did not answer this node's check either");
+    shared.checks.lock_or_recover().remove(name);
+    shared.detectors.lock_or_recover().remove(name);
+    unreachable(shared, name, f64::INFINITY).await;
+}
+
+/// How long a node's own check of a suspect waits for its answer: the pause the detector
+/// tolerates, and at least two heartbeat intervals.
+pub fn check_timeout(config: &ClusterConfig) -> Duration {
+    config.acceptable_pause.max(config.heartbeat_interval * 2)
+}
+
+/// How long a watched peer is silent before its watcher asks the others to check it: early
+/// enough that their checks end when its own detector gives up ([`expected_detection`] minus
+/// [`check_timeout`]), and never before two heartbeat intervals.
+pub fn suspect_after(config: &ClusterConfig) -> Duration {
+    expected_detection(config).saturating_sub(check_timeout(config)).max(config.heartbeat_interval * 2)
+}
+
+/// One ping; the decoded answer, if it came within `timeout`.
+async fn ping(peer: &ActorRef<HeartbeatMsg>, max_bytes: usize, timeout: Duration) -> Option<Beat> {
     let request = Wire::encode(&0u64, max_bytes).ok()?;
-    match peer.call(|reply| HeartbeatMsg::Ping(request, reply), Some(PING_TIMEOUT)).await {
+    match peer.call(|reply| HeartbeatMsg::Ping(request, reply), Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
             Ok(beat) => Some(beat),
             Err(e) => {
@@ -252,6 +422,8 @@ async fn heard(shared: &Shared, name: &str, beat: Beat) {
         evict(&args.server, name, &format!("{name} was removed from the cluster for good")).await;
         return;
     }
+    shared.heard_once.lock_or_recover().insert(name.to_string());
+    shared.suspected.lock_or_recover().remove(name);
     if args.dialer.is_tls() {
         meet_members(args, &beat.members);
     }
@@ -281,7 +453,7 @@ async fn heard(shared: &Shared, name: &str, beat: Beat) {
 async fn confirm_leaving(shared: &Shared, name: &str) -> bool {
     for (peer_name, peer) in peer_heartbeats(shared) {
         if peer_name == name
-            && let Some(beat) = ping(&peer, shared.args.config.max_frame_bytes).await
+            && let Some(beat) = ping(&peer, shared.args.config.max_frame_bytes, PING_TIMEOUT).await
             && beat.leaving
         {
             return true;
@@ -300,24 +472,36 @@ fn meet_members(args: &Args, members: &[String]) {
     }
 }
 
-async fn check_peers(shared: &Shared) {
+/// Checks the detectors of the watched peers: a peer silent for [`suspect_after`] is reported to
+/// every other node (once per silence), one whose phi passes the threshold is unreachable.
+async fn check_peers(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)], watched: &HashSet<String>) {
     let args = &shared.args;
     let now = Instant::now();
     let up: Vec<String> = args.membership.read_or_recover().up_names();
-    let suspects: Vec<(String, f64)> = {
+    // Peers without a session are not pinged again until they come up: forget them.
+    let sessions: HashSet<&str> = peers.iter().map(|(n, _)| n.as_str()).collect();
+    shared.heard_once.lock_or_recover().retain(|n| sessions.contains(n.as_str()));
+    shared.checks.lock_or_recover().retain(|n, _| up.contains(n));
+    let suspect_after = suspect_after(&args.config);
+    let (silent, suspects) = {
         let mut detectors = shared.detectors.lock_or_recover();
-        // Forget peers that are not up: they start afresh when they come back.
-        detectors.retain(|name, _| up.contains(name));
-        // A peer seen up counts as heard from now, so one that freezes before its first
+        // Forget peers that are not up and watched: they start afresh when they are again.
+        detectors.retain(|name, _| up.contains(name) && watched.contains(name));
+        // A peer newly watched counts as heard from now, so one that freezes before its first
         // answer reaches us is still suspected.
-        for name in up {
-            detectors.entry(name).or_insert_with(|| {
+        for name in watched {
+            detectors.entry(name.clone()).or_insert_with(|| {
                 let mut d = detector(&args.config);
                 d.heartbeat(now);
                 d
             });
         }
         let threshold = args.config.phi_threshold;
+        let silent: Vec<String> = detectors
+            .iter()
+            .filter(|(_, d)| d.silence(now).is_some_and(|s| s >= suspect_after))
+            .map(|(name, _)| name.clone())
+            .collect();
         let suspects: Vec<(String, f64)> = detectors
             .iter()
             .map(|(name, d)| (name.clone(), d.phi(now)))
@@ -329,12 +513,38 @@ async fn check_peers(shared: &Shared) {
         for (name, _) in &suspects {
             detectors.remove(name);
         }
-        suspects
+        (silent, suspects)
     };
-    for (name, phi) in suspects {
-        let _ = args.events.send(SessionEvent::Unreachable { name: name.clone(), phi });
-        evict(&args.server, &name, &format!("unreachable: no heartbeat from {name}")).await;
+    for name in silent {
+        if shared.suspected.lock_or_recover().insert(name.clone()) {
+            tracing::info!(peer = %name, silence = ?suspect_after, "a watched node is silent: asking the others to check it");
+            notify_suspect(shared, peers, &name, false);
+        }
     }
+    for (name, phi) in suspects {
+        notify_suspect(shared, peers, &name, true);
+        unreachable(shared, &name, phi).await;
+    }
+}
+
+/// Asks every other node's heartbeat actor to check `name` (`gave_up`: this watcher declares it
+/// unreachable).
+fn notify_suspect(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)], name: &str, gave_up: bool) {
+    for (peer_name, peer) in peers {
+        if peer_name != name
+            && let Ok(notice) = Wire::encode(&(name.to_string(), gave_up), shared.args.config.max_frame_bytes)
+        {
+            let _ = peer.cast(HeartbeatMsg::Suspect(notice));
+        }
+    }
+}
+
+/// Declares `name` unreachable here: membership hears why, and its sessions are stopped.
+async fn unreachable(shared: &Shared, name: &str, phi: f64) {
+    let args = &shared.args;
+    shared.suspected.lock_or_recover().remove(name);
+    let _ = args.events.send(SessionEvent::Unreachable { name: name.to_string(), phi });
+    evict(&args.server, name, &format!("unreachable: no heartbeat from {name}")).await;
 }
 
 fn detector(config: &ClusterConfig) -> PhiDetector {
@@ -394,4 +604,55 @@ pub(crate) fn local_view(args: &Args) -> ClusterHealth {
         });
     }
     ClusterHealth::from_nodes(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i:02}")).collect()
+    }
+
+    #[test]
+    fn each_node_watches_its_successors_and_is_watched_by_as_many() {
+        let all = names(12);
+        let mut watchers: HashMap<String, usize> = HashMap::new();
+        for own in &all {
+            let watched = watched_peers(own, &all, 3);
+            assert_eq!(watched.len(), 3, "{own}: {watched:?}");
+            assert!(!watched.contains(own), "a node does not watch itself");
+            for peer in watched {
+                *watchers.entry(peer).or_default() += 1;
+            }
+        }
+        assert!(all.iter().all(|n| watchers[n] == 3), "{watchers:?}");
+        // The ring wraps: the last watches the first ones.
+        let last = watched_peers("n11", &all, 2);
+        assert_eq!(last, HashSet::from(["n00".to_string(), "n01".to_string()]));
+    }
+
+    #[test]
+    fn a_small_cluster_is_watched_in_full_and_the_own_name_need_not_be_listed() {
+        let up = names(4);
+        // `up` lists the other nodes only (membership does not list itself).
+        let others: Vec<String> = up.iter().filter(|n| *n != "n02").cloned().collect();
+        assert_eq!(watched_peers("n02", &others, 5), others.iter().cloned().collect());
+        assert!(watched_peers("n02", &[], 5).is_empty());
+        // Duplicates (two sessions to one node) count once.
+        let twice = vec!["n01".to_string(), "n01".to_string(), "n03".to_string()];
+        assert_eq!(watched_peers("n02", &twice, 5).len(), 2);
+    }
+
+    #[test]
+    fn suspicion_starts_early_enough_for_the_checks_to_end_with_the_watchers_verdict() {
+        let config = ClusterConfig::default();
+        // 200 ms heartbeats, 1 s pause: detection at about 1.76 s, checks of 1 s.
+        assert_eq!(check_timeout(&config), Duration::from_secs(1));
+        assert_eq!(suspect_after(&config) + check_timeout(&config), expected_detection(&config));
+        // A pause shorter than two intervals: the check still waits two intervals.
+        let quick = ClusterConfig { acceptable_pause: Duration::ZERO, ..ClusterConfig::default() };
+        assert_eq!(check_timeout(&quick), Duration::from_millis(400));
+        assert!(suspect_after(&quick) >= quick.heartbeat_interval * 2);
+    }
 }

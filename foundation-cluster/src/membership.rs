@@ -67,7 +67,9 @@ pub enum MembershipEvent {
     Unreachable {
         /// Its name.
         name: String,
-        /// The failure detector's suspicion level when it was declared unreachable.
+        /// The failure detector's suspicion level when it was declared unreachable; infinite
+        /// when this node does not watch it and confirmed a watcher's verdict with a ping of
+        /// its own that went unanswered (see `cluster.monitored_peers`).
         phi: f64,
     },
     /// A node left on purpose ([`Cluster::shutdown`](crate::Cluster::shutdown)): it announced it
@@ -371,7 +373,13 @@ impl Membership {
         match event {
             SessionEvent::Heard { .. } | SessionEvent::Remove { .. } => None,
             SessionEvent::Unreachable { name, phi } => {
-                self.evicting.insert(name.clone(), format!("unreachable: phi {phi:.1} over the threshold"));
+                let why = match phi.is_finite() {
+                    true => format!("unreachable: phi {phi:.1} over the threshold"),
+                    false => {
+                        "unreachable: a watcher gave up on it and it did not answer this node's check".into()
+                    }
+                };
+                self.evicting.insert(name.clone(), why);
                 if let Some(member) = self.members.get_mut(&name) {
                     member.status = MemberStatus::Unreachable;
                     member.since = SystemTime::now();

@@ -609,6 +609,26 @@ impl Cluster {
         told
     }
 
+    /// Test hook (feature `testkit`): plays a lying peer, telling every other node that a
+    /// watcher gave up on `node`. They must not believe it (each pings `node` over its own
+    /// session, and only silence there would count). Returns how many nodes were told.
+    #[cfg(feature = "testkit")]
+    pub async fn forge_suspect(&self, node: &str) -> usize {
+        let peers =
+            ractor::pg::get_scoped_members(&heartbeat::SCOPE.to_string(), &heartbeat::GROUP.to_string());
+        let mut told = 0;
+        for cell in peers.into_iter().filter(|c| !c.get_id().is_local()) {
+            let peer: ActorRef<HeartbeatMsg> = cell.into();
+            if let Ok(notice) =
+                crate::wire::Wire::encode(&(node.to_string(), true), self.inner.max_frame_bytes)
+                && peer.cast(HeartbeatMsg::Suspect(notice)).is_ok()
+            {
+                told += 1;
+            }
+        }
+        told
+    }
+
     /// Test hook (feature `testkit`): ends [`block_peers`](Self::block_peers) and dials the
     /// nodes that were blocked (seeds are also redialled by their own loop), so the partition
     /// heals once both sides have unblocked.

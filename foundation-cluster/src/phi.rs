@@ -46,6 +46,11 @@ impl PhiDetector {
         self.last = Some(now);
     }
 
+    /// Time since the last heartbeat, at `now`; `None` before the first.
+    pub fn silence(&self, now: Instant) -> Option<Duration> {
+        self.last.map(|last| now.saturating_duration_since(last))
+    }
+
     /// Suspicion at `now`; 0 before the first heartbeat.
     pub fn phi(&self, now: Instant) -> f64 {
         let Some(last) = self.last else { return 0.0 };

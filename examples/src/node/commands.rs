@@ -51,7 +51,7 @@ pub enum Command {
     Approvals(approvals::Command),
     /// `chat`, `chat-agent`, `conversation`.
     Conversations(conversations::Command),
-    /// `partition`, `heal`, `forge-leaving` (only with `--test-hooks`).
+    /// `partition`, `heal`, `forge-leaving`, `forge-suspect` (only with `--test-hooks`).
     TestHook(test_hooks::Command),
 }
 
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn test_hooks_are_unknown_commands_unless_asked_for() {
-        for hook in ["partition n1,n2", "heal", "forge-leaving n3"] {
+        for hook in ["partition n1,n2", "heal", "forge-leaving n3", "forge-suspect n3"] {
             let refused = Command::parse(hook, false).unwrap_err();
             assert!(refused.starts_with("unknown command"), "{hook}: {refused}");
             assert!(matches!(Command::parse(hook, true), Ok(Command::TestHook(_))), "{hook}");

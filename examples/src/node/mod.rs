@@ -10,7 +10,7 @@
 //!   `--json`, as one JSON object per line whose `"event"` names it (what programs and the
 //!   multi-process tests read). A command that waits for other nodes replies when it is done,
 //!   so replies of different commands may interleave.
-//! - **Test hooks** (`partition`, `heal`, `forge-leaving`) exist only with `--test-hooks`
+//! - **Test hooks** (`partition`, `heal`, `forge-leaving`, `forge-suspect`) exist only with `--test-hooks`
 //!   ([`test_hooks`] says why a flag).
 
 mod approvals;
@@ -135,7 +135,7 @@ pub struct NodeArgs {
     /// as `--coordination` and `--crdt` do; stdin takes `workload-stop` and `workload-read`.
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
-    /// Test aid: take the fault-injection commands `partition`, `heal` and `forge-leaving` on
+    /// Test aid: take the fault-injection commands `partition`, `heal`, `forge-leaving` and `forge-suspect` on
     /// standard input (refused as unknown commands otherwise).
     #[arg(long, hide = true)]
     test_hooks: bool,

@@ -31,6 +31,12 @@ pub const COMMANDS: &[Usage] = &[
         what: "send every peer a leave notice in NODE's name (a lying peer: the others must not believe it)",
         needs: Some("--test-hooks"),
     },
+    Usage {
+        command: "forge-suspect",
+        usage: "forge-suspect NODE",
+        what: "tell every peer that a watcher gave up on NODE (a lying peer: the others must check NODE themselves)",
+        needs: Some("--test-hooks"),
+    },
 ];
 
 /// A test hook.
@@ -42,6 +48,8 @@ pub enum Command {
     Heal,
     /// `forge-leaving NODE`.
     ForgeLeaving { node: String },
+    /// `forge-suspect NODE`.
+    ForgeSuspect { node: String },
 }
 
 impl Command {
@@ -53,7 +61,8 @@ impl Command {
             }
             ("heal", []) => Command::Heal,
             ("forge-leaving", [node]) => Command::ForgeLeaving { node: node.to_string() },
-            ("partition" | "heal" | "forge-leaving", _) => {
+            ("forge-suspect", [node]) => Command::ForgeSuspect { node: node.to_string() },
+            ("partition" | "heal" | "forge-leaving" | "forge-suspect", _) => {
                 return Some(Err(Usage::error(COMMANDS, op, &format!("wrong arguments for `{op}`"))));
             }
             _ => return None,
@@ -71,6 +80,8 @@ pub enum Reply {
     Healed {},
     /// A forged leave notice for `node` went to `told` peers.
     ForgedLeaving { node: String, told: usize },
+    /// A forged suspect notice for `node` went to `told` peers.
+    ForgedSuspect { node: String, told: usize },
 }
 
 impl fmt::Display for Reply {
@@ -80,6 +91,9 @@ impl fmt::Display for Reply {
             Reply::Healed {} => write!(f, "healed"),
             Reply::ForgedLeaving { node, told } => {
                 write!(f, "forged a leave notice for {node} to {told} node(s)")
+            }
+            Reply::ForgedSuspect { node, told } => {
+                write!(f, "forged a suspect notice for {node} to {told} node(s)")
             }
         }
     }
@@ -100,6 +114,10 @@ pub async fn run(cluster: &Cluster, command: Command) {
         Command::ForgeLeaving { node } => {
             let told = cluster.forge_leaving(&node).await;
             emit(&Reply::ForgedLeaving { node, told });
+        }
+        Command::ForgeSuspect { node } => {
+            let told = cluster.forge_suspect(&node).await;
+            emit(&Reply::ForgedSuspect { node, told });
         }
     }
 }

@@ -1,37 +1,44 @@
 //! A registry's gateway: the remotable actor through which registries on different nodes see
 //! each other's services.
 //!
-//! Each node's gateway is in pg group [`GATEWAYS`]. A gateway pulls the registrations of every
-//! other node's gateway (its capabilities, metadata, health and load, and the pid of the actor)
-//! when a service actor of that node joins pg, and every [`SYNC_INTERVAL`] when that node's
-//! registry has changed (a version number makes an unchanged pull a few bytes). The actor
-//! itself is matched among pg's stand-ins for that node, so a remote instance is sent to like a
-//! local one. When a node goes, pg reports its actors gone and their instances are removed.
+//! Each node's gateway is in pg group [`GATEWAYS`]. A gateway **follows** every other node's
+//! gateway with a long poll: it asks for that node's registrations (its capabilities, metadata,
+//! health and load, and the pid of the actor) newer than the version it holds, and the other
+//! gateway answers at once if it has newer ones, else holds the question until its registry
+//! changes (checked every [`SYNC_INTERVAL`]) or [`HOLD`] passes (then it answers "unchanged" and
+//! is asked again). An idle cluster therefore exchanges nothing but those renewals, one per
+//! [`HOLD`] per pair, and a change reaches every follower within [`SYNC_INTERVAL`] plus a round
+//! trip. The actor itself is matched among pg's stand-ins for that node, so a remote instance is
+//! sent to like a local one. When a node goes, pg reports its actors gone and their instances
+//! are removed, and the question waiting on it fails with its session.
 //!
 //! Pull rather than push: a message does not say which node sent it, but a pull does (the
-//! gateway asked is a stand-in carrying that node's session id), and a pull that fails is
-//! simply repeated at the next tick.
+//! gateway asked is a stand-in carrying that node's session id). A poll that fails ends; the
+//! next tick follows every gateway that is not followed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use foundation_core::config::DEFAULT_MAX_FRAME_BYTES;
+use foundation_core::sync::MutexRecover;
 
 use super::{Inner, PG_SCOPE};
 use crate::wire::Wire;
 
 /// The pg group (in scope [`PG_SCOPE`]) of every node's registry gateway.
 pub const GATEWAYS: &str = "registry-gateways";
-/// How often a registry checks the other nodes' registries for changes (health, load,
-/// registrations): a remote instance's reported health is at most this old, plus a round trip.
+/// How often a gateway checks its own registry for changes (health, load, registrations) to
+/// answer the questions held for it: a remote instance's reported health is at most this old,
+/// plus a round trip.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a pull waits for another node's gateway.
+/// Longest a gateway holds another node's question when nothing changed.
+pub const HOLD: Duration = Duration::from_secs(30);
+/// How long a follower waits for an answer beyond [`HOLD`].
 const PULL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One local registration, as another node sees it.
@@ -54,37 +61,47 @@ pub(crate) struct Records {
     pub(crate) records: Vec<Record>,
 }
 
+/// The answer port of a [`GatewayMsg::Records`] question.
+type Answer = RpcReplyPort<Wire<Option<Records>>>;
+
 #[derive(RactorClusterMessage)]
 pub(crate) enum GatewayMsg {
-    /// Local tick: pull from the other nodes.
+    /// Local tick: answer the held questions if this registry changed, follow new gateways.
     Sync,
-    /// This node's registrations, unless its version is still the one given.
+    /// This node's registrations, once its version is not the one given (held up to [`HOLD`];
+    /// `None`: unchanged).
     #[rpc]
     Records(u64, RpcReplyPort<Wire<Option<Records>>>),
 }
 
 pub(crate) struct Gateway;
 
+pub(crate) struct GatewayState {
+    inner: Weak<Inner>,
+    /// Other nodes' questions waiting for a change: the version they hold, when they asked.
+    held: Vec<(u64, Instant, Answer)>,
+}
+
 impl Actor for Gateway {
     type Msg = GatewayMsg;
-    type State = Weak<Inner>;
+    type State = GatewayState;
     type Arguments = Weak<Inner>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<GatewayMsg>,
         inner: Weak<Inner>,
-    ) -> Result<Weak<Inner>, ActorProcessingErr> {
+    ) -> Result<GatewayState, ActorProcessingErr> {
         ractor::pg::monitor_scope(PG_SCOPE.to_string(), myself.get_cell());
         ractor::pg::join_scoped(PG_SCOPE.to_string(), GATEWAYS.to_string(), vec![myself.get_cell()]);
         myself.send_interval(SYNC_INTERVAL, || GatewayMsg::Sync);
-        Ok(inner)
+        Ok(GatewayState { inner, held: Vec::new() })
     }
 
     async fn post_stop(
         &self,
         myself: ActorRef<GatewayMsg>,
-        _: &mut Weak<Inner>,
+        _: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
         ractor::pg::demonitor_scope(PG_SCOPE.to_string(), myself.get_id());
         Ok(())
@@ -94,21 +111,36 @@ impl Actor for Gateway {
         &self,
         _: ActorRef<GatewayMsg>,
         msg: GatewayMsg,
-        inner: &mut Weak<Inner>,
+        state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
+        let Some(inner) = state.inner.upgrade() else { return Ok(()) };
+        let max_bytes = inner.max_message_bytes();
         match msg {
             GatewayMsg::Sync => {
+                let now = Instant::now();
+                state.held.retain(|(_, _, reply)| !reply.is_closed());
+                for (since, asked, reply) in std::mem::take(&mut state.held) {
+                    match inner.local_records(since) {
+                        Some(records) => {
+                            let _ = reply.send(records_reply(&Some(records), max_bytes));
+                        }
+                        None if now.duration_since(asked) >= HOLD => {
+                            let _ = reply.send(records_reply(&None, max_bytes));
+                        }
+                        None => state.held.push((since, asked, reply)),
+                    }
+                }
                 for gateway in remote_gateways() {
-                    pull(inner.clone(), gateway);
+                    follow(state.inner.clone(), gateway);
                 }
             }
-            GatewayMsg::Records(since, reply) => {
-                let inner = inner.upgrade();
-                let records = inner.as_ref().and_then(|i| i.local_records(since));
-                let max_bytes = inner.as_ref().map_or(DEFAULT_MAX_FRAME_BYTES, |i| i.max_message_bytes());
+            GatewayMsg::Records(since, reply) => match inner.local_records(since) {
                 // Nobody waiting (the caller timed out) is not our problem.
-                let _ = reply.send(records_reply(&records, max_bytes));
-            }
+                Some(records) => {
+                    let _ = reply.send(records_reply(&Some(records), max_bytes));
+                }
+                None => state.held.push((since, Instant::now(), reply)),
+            },
         }
         Ok(())
     }
@@ -117,22 +149,16 @@ impl Actor for Gateway {
         &self,
         _: ActorRef<GatewayMsg>,
         event: SupervisionEvent,
-        inner: &mut Weak<Inner>,
+        state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
+        let inner = &state.inner;
         let SupervisionEvent::ProcessGroupChanged(change) = event else { return Ok(()) };
         match change {
-            GroupChangeMessage::Join(_, _, cells) => {
-                // A service (or registry) appeared on other nodes: fetch their registrations now.
-                let mut nodes: Vec<u64> = cells
-                    .iter()
-                    .map(|c| c.get_id())
-                    .filter(|id| !id.is_local())
-                    .map(|id| id.node())
-                    .collect();
-                nodes.dedup();
-                for gateway in remote_gateways() {
-                    if nodes.contains(&gateway.get_id().node()) {
-                        pull(inner.clone(), gateway);
+            GroupChangeMessage::Join(_, group, cells) => {
+                // A gateway appeared on another node: follow it now, not at the next tick.
+                if group == GATEWAYS {
+                    for cell in cells.into_iter().filter(|c| !c.get_id().is_local()) {
+                        follow(inner.clone(), cell);
                     }
                 }
             }
@@ -169,29 +195,52 @@ fn remote_gateways() -> Vec<ActorCell> {
         .collect()
 }
 
-/// Fetches one node's registrations (if they changed) and merges them, off the gateway's
-/// mailbox so that a slow node delays nobody.
-fn pull(inner: Weak<Inner>, gateway: ActorCell) {
-    let node = gateway.get_id().node();
-    let Some(since) = inner.upgrade().map(|i| i.seen_version(node)) else { return };
+/// Follows one node's gateway (unless already followed): asks for its registrations newer than
+/// those merged and merges each answer, off the gateway's mailbox so that a slow node delays
+/// nobody, until a question fails (its session closed, or no answer within [`HOLD`] plus
+/// [`PULL_TIMEOUT`]).
+fn follow(inner: Weak<Inner>, gateway: ActorCell) {
+    let id = gateway.get_id();
+    let node = id.node();
+    match inner.upgrade() {
+        Some(i) if i.following.lock_or_recover().insert(id) => {}
+        _ => return,
+    }
     tokio::spawn(async move {
         let gateway: ActorRef<GatewayMsg> = gateway.into();
-        let reply = gateway.call(|port| GatewayMsg::Records(since, port), Some(PULL_TIMEOUT)).await;
-        let records = match reply {
-            Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::warn!(node, error = %e, "another node's registrations did not decode");
-                    return;
+        loop {
+            let Some(since) = inner.upgrade().map(|i| i.seen_version(node)) else { return };
+            let reply =
+                gateway.call(|port| GatewayMsg::Records(since, port), Some(HOLD + PULL_TIMEOUT)).await;
+            let records = match reply {
+                Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
+                    Ok(records) => records,
+                    Err(e) => {
+                        tracing::warn!(node, error = %e, "another node's registrations did not decode");
+                        tokio::time::sleep(SYNC_INTERVAL).await;
+                        continue;
+                    }
+                },
+                Ok(_) | Err(_) => {
+                    tracing::debug!(
+                        node,
+                        "another node's registry did not answer; following it again at the next sync"
+                    );
+                    break;
                 }
-            },
-            Ok(_) | Err(_) => {
-                tracing::debug!(node, "another node's registry did not answer; retrying at the next sync");
-                return;
+            };
+            let Some(inner) = inner.upgrade() else { return };
+            if let Some(records) = records {
+                let version = records.version;
+                inner.merge_remote(node, records);
+                if inner.seen_version(node) != version {
+                    // Some actors are not announced by pg yet: ask again (at once answered) soon.
+                    tokio::time::sleep(SYNC_INTERVAL).await;
+                }
             }
-        };
-        if let (Some(records), Some(inner)) = (records, inner.upgrade()) {
-            inner.merge_remote(node, records);
+        }
+        if let Some(inner) = inner.upgrade() {
+            inner.following.lock_or_recover().remove(&id);
         }
     });
 }

@@ -210,6 +210,8 @@ pub(crate) struct Inner {
     version: AtomicU64,
     /// The version of each other node's registrations last merged, by session node id.
     seen: Mutex<HashMap<u64, u64>>,
+    /// Other nodes' gateways this node's gateway follows (one long poll each).
+    following: Mutex<std::collections::HashSet<ractor::ActorId>>,
     /// The largest answer the gateway sends another node (`cluster.max_frame_bytes`).
     max_message_bytes: AtomicUsize,
 }
@@ -292,6 +294,7 @@ impl ServiceRegistry {
             gateway: RwLock::new(None),
             version: AtomicU64::new(1),
             seen: Mutex::new(HashMap::new()),
+            following: Mutex::default(),
             max_message_bytes: AtomicUsize::new(foundation_core::config::DEFAULT_MAX_FRAME_BYTES),
         });
         let (gateway, _) = Actor::spawn(None, Gateway, Arc::downgrade(&inner))

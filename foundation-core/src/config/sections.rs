@@ -131,6 +131,8 @@ pub const DEFAULT_RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 /// Default suspicion level at which a silent node is declared unreachable.
 pub const DEFAULT_PHI_THRESHOLD: f64 = 8.0;
+/// Default of `cluster.monitored_peers` (Akka's `monitored-by-nr-of-members`).
+pub const DEFAULT_MONITORED_PEERS: usize = 5;
 /// Default silence tolerated on top of the usual heartbeat interval.
 pub const DEFAULT_ACCEPTABLE_PAUSE: Duration = Duration::from_millis(1000);
 /// Default smallest jitter the failure detector assumes.
@@ -227,7 +229,7 @@ config_section! {
                 "a duration from 20ms to 10s"
             ),
             serde(with = "super::duration"),
-            doc "Interval between heartbeats to every other node (20ms to 10s). Heartbeats also carry each node's health.";
+            doc "Interval between heartbeats to each node this node watches (20ms to 10s; see `monitored_peers`). Heartbeats also carry each node's health.";
         phi_threshold: f64 = DEFAULT_PHI_THRESHOLD => KeyKind::Number,
             check(|c: &Self| (1.0..=32.0).contains(&c.phi_threshold), "a number from 1 to 32"),
             doc "Suspicion (phi) at which a silent node is declared unreachable and its connection closed (1 to 32). With the defaults a frozen node (its connection still open) is marked down about 1.8 s after its last heartbeat; a killed one as soon as its connection closes.";
@@ -241,6 +243,9 @@ config_section! {
             ),
             serde(with = "super::duration"),
             doc "Smallest heartbeat jitter the failure detector assumes (at least 1ms), so that very regular heartbeats do not make the first late one look fatal.";
+        monitored_peers: usize = DEFAULT_MONITORED_PEERS => KeyKind::Integer,
+            check(|c: &Self| (1..=1000).contains(&c.monitored_peers), "an integer from 1 to 1000"),
+            doc "How many other nodes each node heartbeats (1 to 1000; default 5): the next ones after it in the ring of up nodes sorted by name, so that every node is watched by this many. A node that finds one of them silent asks every other node to check it, and each checks with a ping of its own before it believes it. Idle cost per node stays flat as the cluster grows; a larger value tolerates more watchers failing at once (a node is missed only if all of its watchers are down or cut off from it).";
         gossip: bool = false => KeyKind::Boolean,
             doc "Zero-config discovery: announce this node by UDP multicast and connect to every node heard with the same cookie (announcements carry the name, the address and the time, signed with a key derived from the cookie, never the cookie; the hosts' clocks must agree within 30 s). Off: seeds only. `cluster = true` at the top of a file, `FOUNDATION_CLUSTER=true` and `foundation node --cluster` turn it on.";
         gossip_port: u16 = DEFAULT_GOSSIP_PORT => KeyKind::Integer,

@@ -37,8 +37,9 @@ use crate::remote_actor::RemoteActor;
 use crate::remote_actor::RemoteActorMessage;
 use crate::NodeServerMessage;
 
-const MIN_PING_LATENCY_MS: u64 = 1000;
-const MAX_PING_LATENCY_MS: u64 = 5000;
+// Foundation patch 7: every 20-40 s, not 1-5 s (the ping only measures latency; see PATCHES.md).
+const MIN_PING_LATENCY_MS: u64 = 20_000;
+const MAX_PING_LATENCY_MS: u64 = 40_000;
 const MIN_PROTOBUF_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_PROTOBUF_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 const NANOSECONDS_PER_SECOND: i32 = 1_000_000_000;
