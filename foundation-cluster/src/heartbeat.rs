@@ -14,22 +14,36 @@
 //! its detector's phi passes the threshold, the watcher declares it unreachable and tells the
 //! others it gave up (a second notice). A node that receives a notice pings the suspect itself,
 //! over its own session, and waits up to [`check_timeout`]: it declares the suspect unreachable
-//! only when both hold: its own ping went unanswered, and a watcher gave up. An answer clears
-//! the suspect here. With the defaults a frozen node is declared unreachable about 1.8 s after
-//! its last heartbeat on every node, as when every node watched every other. A notice is only a
-//! reason to ping: a lying peer cannot get a live node evicted, it can only make others ping it
-//! (one check at a time per suspect, and a new one at most once per interval).
+//! only when both hold: its own ping went unanswered, and a watcher gave up. An answer (to any
+//! ping) clears the suspect here. With the defaults a frozen node is declared unreachable about
+//! 1.8 s after its last heartbeat on every node, as when every node watched every other. A
+//! notice is only a reason to ping: a lying peer cannot get a node that answers evicted, it can
+//! only make others ping it (one check at a time per suspect, a new one at most once per
+//! interval).
 //!
-//! **Cost.** A node is missed only while every one of its watchers is down or cut off from it
-//! and nobody else sends a notice: its TCP close is still seen by all (a killed node), but a
-//! frozen node behind a partition that isolates exactly its watchers stays up on the others
-//! until a watcher reaches them. Gossip carried by beats (removals, TLS members) travels the
-//! ring: at most about `nodes / monitored_peers` intervals to reach every node.
+//! **The sweep.** Besides its watched peers, a node pings one more up peer each interval, in
+//! turn round the ring, and watches one that does not answer within [`check_timeout`] until it
+//! does: a node nobody watches (views that
+//! disagree, its watchers cut off from it while others still reach it), or one whose notices
+//! this node missed, is found within about `nodes × heartbeat_interval` plus the usual
+//! detection, for one ping per interval whatever the cluster's size.
+//!
+//! **Cost.** A frozen node this node does not watch is found through its watchers' notices, or
+//! later through the sweep; a killed node is seen by all at once (its connections close). A
+//! lying peer (it holds the cookie) can make a live node's check wait only `check_timeout`
+//! instead of the detector's ≈1.8 s. Gossip carried by beats (removals, TLS members) travels
+//! the ring and the sweep: at most about `nodes / monitored_peers` intervals to reach every
+//! node; a member up here that a removal gossiped later covers is evicted at the next tick.
 //!
 //! Declaring a peer unreachable stops its sessions (rather than waiting for TCP, which a frozen
 //! process keeps open): its actors' stand-ins die, its pg memberships leave and its pending calls
 //! fail, everywhere on this node. When the peer comes back it reconnects (as a seed, or through a
 //! peer that has it as a seed) and is up again.
+//!
+//! **The control lane.** Pings, answers and notices travel on the fork's control lane
+//! (`ractor_cluster::use_control_lane`): they go ahead of whatever else is queued for the peer,
+//! so a heartbeat waits for at most one large frame being written, never for megabytes queued
+//! behind it (which on a slow network would look like a freeze).
 //!
 //! **Identity comes from the session, never from a payload.** An answer is credited to the
 //! node at the other end of the session the ping went out on (ractor_cluster's per-session node
@@ -133,10 +147,15 @@ struct Shared {
     args: Args,
     /// One per watched peer.
     detectors: Mutex<HashMap<String, PhiDetector>>,
-    /// Peers with a ping waiting for its answer (one at a time per peer).
-    in_flight: Mutex<HashSet<String>>,
-    /// Peers that answered a ping since their session came up (the others are pinged once).
-    heard_once: Mutex<HashSet<String>>,
+    /// Peers with a ping waiting for its answer (one at a time per session).
+    in_flight: Mutex<HashSet<ActorId>>,
+    /// Peers that answered a ping over their current session (the others are pinged once), by
+    /// their heartbeat stand-in (one per session: a peer that reconnects is pinged again).
+    heard_once: Mutex<HashSet<ActorId>>,
+    /// The sweep: the next peer to ping beyond the watched ones (one per interval, round the
+    /// ring), and the swept peers that have not answered yet (watched until they do).
+    sweep_turn: Mutex<usize>,
+    sweeping: Mutex<HashSet<String>>,
     /// Watched peers this node has sent a suspect notice for (cleared when they answer).
     suspected: Mutex<HashSet<String>>,
     /// This node's own checks of suspects, started on notices.
@@ -159,12 +178,17 @@ impl Actor for Heartbeat {
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
         ractor::pg::join_scoped(SCOPE.to_string(), GROUP.to_string(), vec![myself.get_cell()]);
+        // Answers to other nodes' pings skip ahead of bulk traffic (and so do pings: see
+        // `peer_heartbeats`): a heartbeat behind megabytes of payload would look like a freeze.
+        ractor_cluster::use_control_lane(&myself.get_cell());
         myself.send_interval(args.config.heartbeat_interval, || HeartbeatMsg::Tick);
         let shared = Shared {
             args,
             detectors: Mutex::default(),
             in_flight: Mutex::default(),
             heard_once: Mutex::default(),
+            sweep_turn: Mutex::default(),
+            sweeping: Mutex::default(),
             suspected: Mutex::default(),
             checks: Mutex::default(),
         };
@@ -181,13 +205,22 @@ impl Actor for Heartbeat {
         match msg {
             HeartbeatMsg::Tick => {
                 let peers = peer_heartbeats(&state.shared);
-                let watched = watched_peers(
-                    &args.node,
-                    &args.membership.read_or_recover().up_names(),
-                    args.config.monitored_peers,
-                );
+                // Observers (`cluster status`, `cluster remove` and other tools) come and go:
+                // outside the ring (they would displace a watcher), but watched by every node
+                // (a removal made on one travels with its beats).
+                let (observers, up): (Vec<String>, Vec<String>) = args
+                    .membership
+                    .read_or_recover()
+                    .up_names()
+                    .into_iter()
+                    .partition(|n| n.starts_with(crate::singleton::OBSERVER_PREFIX));
+                let mut watched = watched_peers(&args.node, &up, args.config.monitored_peers);
+                watched.extend(observers);
+                let swept = sweep(&state.shared, &peers, &up, &watched);
+                watched.extend(swept);
                 ping_peers(&state.shared, &peers, &watched);
                 check_peers(&state.shared, &peers, &watched).await;
+                evict_removed(&state.shared).await;
             }
             HeartbeatMsg::Suspect(notice) => match notice.into_inner() {
                 Ok((name, gave_up)) => check_suspect(&state.shared, name, gave_up),
@@ -251,6 +284,7 @@ fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>)> {
         .filter_map(|member| match member.get_id() {
             ActorId::Remote { node_id, .. } => {
                 let name = membership.node_of_session(node_id)?.to_string();
+                ractor_cluster::use_control_lane(&member);
                 Some((name, ActorRef::<HeartbeatMsg>::from(member)))
             }
             ActorId::Local(_) => None,
@@ -275,21 +309,77 @@ pub(crate) fn watched_peers(own: &str, up: &[String], count: usize) -> HashSet<S
 fn ping_peers(shared: &Arc<Shared>, peers: &[(String, ActorRef<HeartbeatMsg>)], watched: &HashSet<String>) {
     let heard_once = shared.heard_once.lock_or_recover().clone();
     for (name, peer) in peers {
-        if !watched.contains(name) && heard_once.contains(name) {
+        let id = peer.get_id();
+        if !watched.contains(name) && heard_once.contains(&id) {
             continue;
         }
-        if !shared.in_flight.lock_or_recover().insert(name.clone()) {
+        if !shared.in_flight.lock_or_recover().insert(id) {
             continue;
         }
         let (shared, name, peer) = (shared.clone(), name.clone(), peer.clone());
         tokio::spawn(async move {
             let answer = ping(&peer, shared.args.config.max_frame_bytes, PING_TIMEOUT).await;
-            shared.in_flight.lock_or_recover().remove(&name);
+            shared.in_flight.lock_or_recover().remove(&id);
             if let Some(beat) = answer {
+                shared.heard_once.lock_or_recover().insert(id);
                 heard(&shared, &name, beat).await;
             }
         });
     }
+}
+
+/// The sweep, so that no up node goes unwatched for long whatever the views: each interval one
+/// more up peer (in turn, round the ring) is pinged, and one that does not answer within
+/// [`check_timeout`] is watched from then until it answers. Nodes whose watchers all lost them
+/// (views that disagree, a watcher cut off from a live node), and nodes this node missed the
+/// notices about, are found within about `nodes × heartbeat_interval` (10 s at 50 nodes with the
+/// defaults) plus [`check_timeout`] plus the usual detection, at the cost of one ping per
+/// interval whatever the cluster's size. Returns the peers watched because of the sweep.
+fn sweep(
+    shared: &Arc<Shared>,
+    peers: &[(String, ActorRef<HeartbeatMsg>)],
+    up: &[String],
+    watched: &HashSet<String>,
+) -> HashSet<String> {
+    let swept = {
+        let mut sweeping = shared.sweeping.lock_or_recover();
+        sweeping.retain(|n| up.contains(n));
+        sweeping.clone()
+    };
+    let mut others: Vec<&String> =
+        up.iter().filter(|n| !watched.contains(*n) && !swept.contains(*n)).collect();
+    others.sort_unstable();
+    others.dedup();
+    if others.is_empty() {
+        return swept;
+    }
+    let target = {
+        let mut turn = shared.sweep_turn.lock_or_recover();
+        *turn = (*turn + 1) % others.len();
+        others[*turn].clone()
+    };
+    let Some((_, peer)) = peers.iter().find(|(n, _)| *n == target) else { return swept };
+    let id = peer.get_id();
+    if !shared.in_flight.lock_or_recover().insert(id) {
+        return swept;
+    }
+    let (shared, peer) = (shared.clone(), peer.clone());
+    tokio::spawn(async move {
+        let answer =
+            ping(&peer, shared.args.config.max_frame_bytes, check_timeout(&shared.args.config)).await;
+        shared.in_flight.lock_or_recover().remove(&id);
+        match answer {
+            Some(beat) => {
+                shared.heard_once.lock_or_recover().insert(id);
+                heard(&shared, &target, beat).await;
+            }
+            None => {
+                tracing::info!(peer = %target, "a node swept did not answer: watching it");
+                shared.sweeping.lock_or_recover().insert(target);
+            }
+        }
+    });
+    swept
 }
 
 /// This node's check of a suspect: one ping over the suspect's own session.
@@ -299,6 +389,8 @@ struct Check {
     answered: Option<bool>,
     /// A watcher gave up on the suspect: silence here makes it unreachable.
     condemned: bool,
+    /// This node declared it unreachable on this check (once).
+    done: bool,
 }
 
 /// A suspect notice for `name` (`gave_up`: its watcher declared it unreachable). Joins this
@@ -320,7 +412,9 @@ fn check_suspect(shared: &Arc<Shared>, name: String, gave_up: bool) {
                 if now.duration_since(check.started) < timeout * 2 && check.answered != Some(true) =>
             {
                 check.condemned |= gave_up;
-                (false, gave_up && check.answered == Some(false))
+                let condemn = check.condemned && check.answered == Some(false) && !check.done;
+                check.done |= condemn;
+                (false, condemn)
             }
             // Answered within the last interval: that answer stands (a new check at most once
             // per interval, whoever sends notices).
@@ -331,7 +425,10 @@ fn check_suspect(shared: &Arc<Shared>, name: String, gave_up: bool) {
                 (false, false)
             }
             _ => {
-                checks.insert(name.clone(), Check { started: now, answered: None, condemned: gave_up });
+                checks.insert(
+                    name.clone(),
+                    Check { started: now, answered: None, condemned: gave_up, done: false },
+                );
                 (true, false)
             }
         }
@@ -354,14 +451,18 @@ fn check_suspect(shared: &Arc<Shared>, name: String, gave_up: bool) {
         let condemn = {
             let mut checks = shared.checks.lock_or_recover();
             match checks.get_mut(&name) {
-                Some(check) => {
+                // (An answer to another ping may have come first: it counts.)
+                Some(check) if check.answered.is_none() => {
                     check.answered = Some(answer.is_some());
-                    answer.is_none() && check.condemned
+                    let condemn = answer.is_none() && check.condemned && !check.done;
+                    check.done |= condemn;
+                    condemn
                 }
-                None => false,
+                _ => false,
             }
         };
         if let Some(beat) = answer {
+            shared.heard_once.lock_or_recover().insert(peer.get_id());
             heard(&shared, &name, beat).await;
         } else if condemn {
             condemned(&shared, &name, timeout).await;
@@ -382,16 +483,17 @@ async fn condemned(shared: &Shared, name: &str, timeout: Duration) {
 }
 
 /// How long a node's own check of a suspect waits for its answer: the pause the detector
-/// tolerates, and at least two heartbeat intervals.
+/// tolerates beyond the usual interval, and at least one heartbeat interval.
 pub fn check_timeout(config: &ClusterConfig) -> Duration {
-    config.acceptable_pause.max(config.heartbeat_interval * 2)
+    config.acceptable_pause.max(config.heartbeat_interval)
 }
 
-/// How long a watched peer is silent before its watcher asks the others to check it: early
-/// enough that their checks end when its own detector gives up ([`expected_detection`] minus
-/// [`check_timeout`]), and never before two heartbeat intervals.
+/// How long a watched peer is silent before its watcher asks the others to check it:
+/// [`expected_detection`] minus [`check_timeout`], so that their checks end when its own
+/// detector gives up, and never before one heartbeat interval (with intervals longer than the
+/// acceptable pause, the others then conclude up to an interval after the watcher).
 pub fn suspect_after(config: &ClusterConfig) -> Duration {
-    expected_detection(config).saturating_sub(check_timeout(config)).max(config.heartbeat_interval * 2)
+    expected_detection(config).saturating_sub(check_timeout(config)).max(config.heartbeat_interval)
 }
 
 /// One ping; the decoded answer, if it came within `timeout`.
@@ -422,8 +524,13 @@ async fn heard(shared: &Shared, name: &str, beat: Beat) {
         evict(&args.server, name, &format!("{name} was removed from the cluster for good")).await;
         return;
     }
-    shared.heard_once.lock_or_recover().insert(name.to_string());
     shared.suspected.lock_or_recover().remove(name);
+    shared.sweeping.lock_or_recover().remove(name);
+    // An answer here outweighs an earlier check that went unanswered.
+    if let Some(check) = shared.checks.lock_or_recover().get_mut(name) {
+        check.answered = Some(true);
+        check.started = Instant::now();
+    }
     if args.dialer.is_tls() {
         meet_members(args, &beat.members);
     }
@@ -478,9 +585,9 @@ async fn check_peers(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)]
     let args = &shared.args;
     let now = Instant::now();
     let up: Vec<String> = args.membership.read_or_recover().up_names();
-    // Peers without a session are not pinged again until they come up: forget them.
-    let sessions: HashSet<&str> = peers.iter().map(|(n, _)| n.as_str()).collect();
-    shared.heard_once.lock_or_recover().retain(|n| sessions.contains(n.as_str()));
+    // Sessions that closed: forget them (a peer's next session is pinged once again).
+    let sessions: HashSet<ActorId> = peers.iter().map(|(_, p)| p.get_id()).collect();
+    shared.heard_once.lock_or_recover().retain(|id| sessions.contains(id));
     shared.checks.lock_or_recover().retain(|n, _| up.contains(n));
     let suspect_after = suspect_after(&args.config);
     let (silent, suspects) = {
@@ -513,6 +620,8 @@ async fn check_peers(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)]
         for (name, _) in &suspects {
             detectors.remove(name);
         }
+        // A suspicion ends with the watch (a peer watched again is announced afresh).
+        shared.suspected.lock_or_recover().retain(|n| detectors.contains_key(n));
         (silent, suspects)
     };
     for name in silent {
@@ -524,6 +633,16 @@ async fn check_peers(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)]
     for (name, phi) in suspects {
         notify_suspect(shared, peers, &name, true);
         unreachable(shared, &name, phi).await;
+    }
+}
+
+/// Evicts the members that are up here although a removal covers their process (a removal
+/// gossiped after this node last heard them: not every node is pinged again).
+async fn evict_removed(shared: &Shared) {
+    let removed = shared.args.membership.read_or_recover().up_but_removed();
+    for name in removed {
+        tracing::warn!(peer = %name, "refused a node removed for good (restart it to rejoin)");
+        evict(&shared.args.server, &name, &format!("{name} was removed from the cluster for good")).await;
     }
 }
 
@@ -650,9 +769,9 @@ mod tests {
         // 200 ms heartbeats, 1 s pause: detection at about 1.76 s, checks of 1 s.
         assert_eq!(check_timeout(&config), Duration::from_secs(1));
         assert_eq!(suspect_after(&config) + check_timeout(&config), expected_detection(&config));
-        // A pause shorter than two intervals: the check still waits two intervals.
+        // A pause shorter than an interval: the check still waits an interval.
         let quick = ClusterConfig { acceptable_pause: Duration::ZERO, ..ClusterConfig::default() };
-        assert_eq!(check_timeout(&quick), Duration::from_millis(400));
-        assert!(suspect_after(&quick) >= quick.heartbeat_interval * 2);
+        assert_eq!(check_timeout(&quick), quick.heartbeat_interval);
+        assert!(suspect_after(&quick) >= quick.heartbeat_interval);
     }
 }

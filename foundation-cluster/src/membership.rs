@@ -251,6 +251,15 @@ impl Membership {
         self.left_at.get(name).is_some_and(|at| at.elapsed() < window)
     }
 
+    /// Members up here whose process (its incarnation, as heard) a removal covers.
+    pub(crate) fn up_but_removed(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.status == MemberStatus::Up && self.remembered.is_removed(&m.name, m.incarnation))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     /// Whether the process of `name` with `incarnation` was removed for good.
     pub(crate) fn is_removed(&self, name: &str, incarnation: u64) -> bool {
         self.remembered.is_removed(name, incarnation)

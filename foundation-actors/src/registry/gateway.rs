@@ -155,10 +155,21 @@ impl Actor for Gateway {
         let SupervisionEvent::ProcessGroupChanged(change) = event else { return Ok(()) };
         match change {
             GroupChangeMessage::Join(_, group, cells) => {
-                // A gateway appeared on another node: follow it now, not at the next tick.
+                let remote: Vec<ActorCell> = cells.into_iter().filter(|c| !c.get_id().is_local()).collect();
                 if group == GATEWAYS {
-                    for cell in cells.into_iter().filter(|c| !c.get_id().is_local()) {
+                    // A gateway appeared on another node: follow it now, not at the next tick.
+                    for cell in remote {
                         follow(inner.clone(), cell);
+                    }
+                } else if let Some(i) = inner.upgrade() {
+                    // A service joined on a node whose registrations named actors pg had not
+                    // announced yet: fetch them again now.
+                    let nodes: BTreeSet<u64> = remote.iter().map(|c| c.get_id().node()).collect();
+                    for gateway in remote_gateways() {
+                        let node = gateway.get_id().node();
+                        if nodes.contains(&node) && i.unresolved.lock_or_recover().contains(&node) {
+                            pull_again(inner.clone(), gateway);
+                        }
                     }
                 }
             }
@@ -208,8 +219,13 @@ fn follow(inner: Weak<Inner>, gateway: ActorCell) {
     }
     tokio::spawn(async move {
         let gateway: ActorRef<GatewayMsg> = gateway.into();
+        // The version last answered, while some of its records could not be resolved (merged
+        // again on a pg join from that node, not polled).
+        let mut unresolved_at: Option<u64> = None;
         loop {
-            let Some(since) = inner.upgrade().map(|i| i.seen_version(node)) else { return };
+            let Some(seen) = inner.upgrade().map(|i| i.seen_version(node)) else { return };
+            let since = unresolved_at.unwrap_or(seen);
+            let asked = tokio::time::Instant::now();
             let reply =
                 gateway.call(|port| GatewayMsg::Records(since, port), Some(HOLD + PULL_TIMEOUT)).await;
             let records = match reply {
@@ -230,17 +246,46 @@ fn follow(inner: Weak<Inner>, gateway: ActorCell) {
                 }
             };
             let Some(inner) = inner.upgrade() else { return };
-            if let Some(records) = records {
-                let version = records.version;
-                inner.merge_remote(node, records);
-                if inner.seen_version(node) != version {
-                    // Some actors are not announced by pg yet: ask again (at once answered) soon.
-                    tokio::time::sleep(SYNC_INTERVAL).await;
+            match records {
+                Some(records) => {
+                    let version = records.version;
+                    inner.merge_remote(node, records);
+                    let resolved = inner.seen_version(node) == version;
+                    unresolved_at = (!resolved).then_some(version);
+                    let mut unresolved = inner.unresolved.lock_or_recover();
+                    match resolved {
+                        true => unresolved.remove(&node),
+                        false => unresolved.insert(node),
+                    };
                 }
+                // "Unchanged" long before the hold ends: a gateway that does not hold questions
+                // (an older version): ask at the old pace rather than in a tight loop.
+                None if asked.elapsed() < HOLD / 2 => tokio::time::sleep(SYNC_INTERVAL).await,
+                None => {}
             }
         }
         if let Some(inner) = inner.upgrade() {
             inner.following.lock_or_recover().remove(&id);
+        }
+    });
+}
+
+/// Fetches a node's registrations once, whatever version this node holds, and merges them (for
+/// records whose actors pg had not announced when they were first merged).
+fn pull_again(inner: Weak<Inner>, gateway: ActorCell) {
+    let node = gateway.get_id().node();
+    tokio::spawn(async move {
+        let gateway: ActorRef<GatewayMsg> = gateway.into();
+        let reply = gateway.call(|port| GatewayMsg::Records(0, port), Some(PULL_TIMEOUT)).await;
+        if let Ok(ractor::rpc::CallResult::Success(wire)) = reply
+            && let Ok(Some(records)) = wire.into_inner()
+            && let Some(inner) = inner.upgrade()
+        {
+            let version = records.version;
+            inner.merge_remote(node, records);
+            if inner.seen_version(node) == version {
+                inner.unresolved.lock_or_recover().remove(&node);
+            }
         }
     });
 }

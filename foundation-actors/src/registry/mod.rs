@@ -212,6 +212,8 @@ pub(crate) struct Inner {
     seen: Mutex<HashMap<u64, u64>>,
     /// Other nodes' gateways this node's gateway follows (one long poll each).
     following: Mutex<std::collections::HashSet<ractor::ActorId>>,
+    /// Nodes whose last registrations named actors pg had not announced here.
+    unresolved: Mutex<std::collections::HashSet<u64>>,
     /// The largest answer the gateway sends another node (`cluster.max_frame_bytes`).
     max_message_bytes: AtomicUsize,
 }
@@ -295,6 +297,7 @@ impl ServiceRegistry {
             version: AtomicU64::new(1),
             seen: Mutex::new(HashMap::new()),
             following: Mutex::default(),
+            unresolved: Mutex::default(),
             max_message_bytes: AtomicUsize::new(foundation_core::config::DEFAULT_MAX_FRAME_BYTES),
         });
         let (gateway, _) = Actor::spawn(None, Gateway, Arc::downgrade(&inner))
@@ -623,6 +626,7 @@ impl Inner {
     fn forget_nodes(&self, nodes: impl Iterator<Item = u64>) {
         let nodes: Vec<u64> = nodes.collect();
         self.seen.lock_or_recover().retain(|n, _| !nodes.contains(n));
+        self.unresolved.lock_or_recover().retain(|n| !nodes.contains(n));
         let ids: Vec<InstanceId> = {
             let state = self.state.read_or_recover();
             state

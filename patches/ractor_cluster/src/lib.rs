@@ -58,6 +58,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod control_lane;
 mod hash;
 mod net;
 mod protocol;
@@ -73,6 +74,7 @@ pub type NodeId = u64;
 #[cfg(feature = "async-trait")]
 use async_trait as _;
 // ============== Re-exports ============== //
+pub use control_lane::use_control_lane;
 pub use net::{BoxRead, BoxWrite};
 pub use net::{ClusterBidiStream, IncomingEncryptionMode, NetworkStream};
 pub use node::client::connect as client_connect;

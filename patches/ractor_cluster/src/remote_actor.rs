@@ -175,6 +175,16 @@ impl Actor for RemoteActor {
         Err(From::from("`RemoteActor`s cannot handle local messages!"))
     }
 
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Foundation patch 8: a stand-in on the control lane is forgotten with it
+        crate::control_lane::forget(&myself.get_id());
+        Ok(())
+    }
+
     async fn handle_serialized(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -210,7 +220,8 @@ impl Actor for RemoteActor {
                     )),
                 };
                 state.pending_requests.insert(tag, reply);
-                if !state.link.send_node(node_msg) {
+                let control = crate::control_lane::carries(&myself.get_id());
+                if !state.link.send_node_in(node_msg, control) {
                     state.remove_pending_request(tag);
                 }
             }
@@ -230,7 +241,8 @@ impl Actor for RemoteActor {
                         },
                     )),
                 };
-                let _ = state.link.send_node(node_msg);
+                let control = crate::control_lane::carries(&myself.get_id());
+                let _ = state.link.send_node_in(node_msg, control);
             }
             SerializedMessage::CallReply(message_tag, reply_data) => {
                 // Handle the reply to a "Call" message

@@ -63,11 +63,31 @@ impl Drop for HandledOnDrop {
     }
 }
 
+/// The receiving ends of a link's two queues, read by the session's writer task (the control
+/// lane first: see [`crate::control_lane`]).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) frames: tokio::sync::mpsc::UnboundedReceiver<NetworkMessage>,
+    pub(crate) control: tokio::sync::mpsc::UnboundedReceiver<NetworkMessage>,
+}
+
+impl Outgoing {
+    /// The next queued frame, the control lane's first (tests).
+    #[cfg(test)]
+    pub(crate) fn try_recv(
+        &mut self,
+    ) -> Result<NetworkMessage, tokio::sync::mpsc::error::TryRecvError> {
+        self.control.try_recv().or_else(|_| self.frames.try_recv())
+    }
+}
+
 /// The shared part of one session (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Link {
-    /// The writer task's queue: everything this session sends, in order.
+    /// The writer task's queue: everything this session sends, in order ...
     outgoing: tokio::sync::mpsc::UnboundedSender<NetworkMessage>,
+    /// ... but node messages on the control lane, written first.
+    control: tokio::sync::mpsc::UnboundedSender<NetworkMessage>,
     /// Set once the node session authenticated and won the session election.
     open: AtomicBool,
     /// The peer reads split payload frames ([`FEATURE_SPLIT_PAYLOADS`]).
@@ -91,24 +111,18 @@ pub(crate) struct Link {
 impl Link {
     /// A link with the default frame limit (tests).
     #[cfg(test)]
-    pub(crate) fn new() -> (
-        std::sync::Arc<Self>,
-        tokio::sync::mpsc::UnboundedReceiver<NetworkMessage>,
-    ) {
+    pub(crate) fn new() -> (std::sync::Arc<Self>, Outgoing) {
         Self::with_max_frame(crate::node::DEFAULT_MAX_INBOUND_FRAME_SIZE)
     }
 
-    /// A link and the receiving end of its outgoing queue (for the writer task); frames over
+    /// A link and the receiving ends of its outgoing queues (for the writer task); frames over
     /// `max_frame` bytes are not sent.
-    pub(crate) fn with_max_frame(
-        max_frame: u64,
-    ) -> (
-        std::sync::Arc<Self>,
-        tokio::sync::mpsc::UnboundedReceiver<NetworkMessage>,
-    ) {
-        let (outgoing, rx) = tokio::sync::mpsc::unbounded_channel();
+    pub(crate) fn with_max_frame(max_frame: u64) -> (std::sync::Arc<Self>, Outgoing) {
+        let (outgoing, frames) = tokio::sync::mpsc::unbounded_channel();
+        let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let link = Self {
             outgoing,
+            control,
             open: AtomicBool::new(false),
             splits: AtomicBool::new(false),
             passed_on: AtomicU64::new(0),
@@ -118,7 +132,13 @@ impl Link {
             max_frame,
             refused: AtomicU64::new(0),
         };
-        (std::sync::Arc::new(link), rx)
+        (
+            std::sync::Arc::new(link),
+            Outgoing {
+                frames,
+                control: control_rx,
+            },
+        )
     }
 
     /// Queues a frame for the writer; false when the session is closed.
@@ -130,6 +150,11 @@ impl Link {
     /// the message is larger than a frame may be (refused here, before it is sent: the peer
     /// would close the session on reading it).
     pub(crate) fn send_node(&self, message: node_protocol::NodeMessage) -> bool {
+        self.send_node_in(message, false)
+    }
+
+    /// [`send_node`](Self::send_node), on the control lane when `control`.
+    pub(crate) fn send_node_in(&self, message: node_protocol::NodeMessage, control: bool) -> bool {
         // the envelope around it: a field key and a length (at most 11 bytes), and a split
         // frame's second length word
         let frame = (prost::Message::encoded_len(&message) as u64).saturating_add(24);
@@ -145,9 +170,13 @@ impl Link {
             }
             return false;
         }
-        self.send(NetworkMessage {
+        let frame = NetworkMessage {
             message: Some(NetworkMessageKind::Node(message)),
-        })
+        };
+        match control {
+            true => self.control.send(frame).is_ok(),
+            false => self.send(frame),
+        }
     }
 
     /// The session authenticated and won its election: the reader may deliver node messages,
@@ -282,6 +311,7 @@ impl Link {
                 // the reply travels back on this link once the actor answers (within the
                 // caller's timeout, when it gave one)
                 let (tag, to) = (call.tag, call.to);
+                let control = crate::control_lane::carries(&actor.get_id());
                 // weak: a reply that never comes does not keep the link's maps alive
                 let link = std::sync::Arc::downgrade(self);
                 #[allow(clippy::let_underscore_future)]
@@ -308,7 +338,7 @@ impl Link {
                     // a reply over the frame limit is not sent: the caller waits for its
                     // timeout (a call without one, for ever)
                     if let Some(link) = link.upgrade() {
-                        let _ = link.send_node(reply);
+                        let _ = link.send_node_in(reply, control);
                     }
                 });
             }

@@ -212,9 +212,8 @@ impl Session {
     }
 }
 
-/// The receiving end of a link's outgoing queue, read by the session's writer task.
-pub(crate) type OutgoingFrames =
-    tokio::sync::mpsc::UnboundedReceiver<crate::protocol::NetworkMessage>;
+/// The receiving ends of a link's outgoing queues, read by the session's writer task.
+pub(crate) type OutgoingFrames = super::link::Outgoing;
 
 /// The node connection messages
 #[derive(RactorMessage)]
@@ -524,21 +523,34 @@ impl bytes::Buf for Segments {
 /// is written at once.
 async fn run_write_task(
     mut stream: ActorWriteHalf,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::protocol::NetworkMessage>,
+    mut outgoing: OutgoingFrames,
     session: ActorRef<SessionMessage>,
     link: Arc<Link>,
 ) {
     let _stop = StopOnExit(session.clone());
     let mut batch = Batch::default();
 
-    while let Some(first_msg) = rx.recv().await {
+    loop {
+        // the control lane first (Foundation patch 8): it waits for the batch being written,
+        // never for what is queued behind it
+        let first_msg = tokio::select! {
+            biased;
+            msg = outgoing.control.recv() => msg,
+            msg = outgoing.frames.recv() => msg,
+        };
+        // the link is gone (both queues close together): the session is stopping
+        let Some(first_msg) = first_msg else { break };
         let splits = link.splits();
         batch.push(first_msg, splits);
 
         // Drain any additional pending messages for batching, up to a bounded batch
         while batch.len() < MAX_BATCH_BYTES {
-            let Ok(msg) = rx.try_recv() else {
-                break;
+            let msg = match outgoing.control.try_recv() {
+                Ok(msg) => msg,
+                Err(_) => match outgoing.frames.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
             };
             batch.push(msg, splits);
         }
@@ -562,8 +574,6 @@ async fn run_write_task(
             batch.open = bytes::BytesMut::new();
         }
     }
-
-    // Channel closed (all senders dropped), session is likely already stopping
 }
 
 // ========================= Node Session reader ========================= //
@@ -1178,16 +1188,23 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_killed_session_closes_its_socket() {
-        // a supervisor's termination kills its session actors: post_stop does not run, yet the
-        // reader and writer tasks (which hold the socket's halves) must end
+    /// A session on one end of a real TCP connection (the other end returned to read what it
+    /// writes), under a node session that ignores everything.
+    async fn session_on_tcp(
+        frame_limit: u64,
+    ) -> (
+        ActorRef<SessionMessage>,
+        Arc<Link>,
+        tokio::net::TcpStream,
+        ActorRef<crate::node::NodeSessionMessage>,
+        ractor::concurrency::JoinHandle<()>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("listener");
         let addr = listener.local_addr().expect("address");
         let dialled = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut peer, _) = listener.accept().await.expect("accept");
+        let (peer, _) = listener.accept().await.expect("accept");
         let (node_session, node_session_handle) = Actor::spawn(None, NodeSessionSink, ())
             .await
             .expect("node session sink should start");
@@ -1202,12 +1219,21 @@ mod tests {
             stream,
             addr,
             addr,
-            FrameLimit::fixed(1 << 20),
+            FrameLimit::fixed(frame_limit),
             (link.clone(), outgoing),
             node_session.get_cell(),
         )
         .await
         .expect("session");
+        (session, link, peer, node_session, node_session_handle)
+    }
+
+    #[tokio::test]
+    async fn a_killed_session_closes_its_socket() {
+        // a supervisor's termination kills its session actors: post_stop does not run, yet the
+        // reader and writer tasks (which hold the socket's halves) must end
+        let (session, link, mut peer, node_session, node_session_handle) =
+            session_on_tcp(1 << 20).await;
         // the link outlives the session (remote actors and reply tasks hold it)
         session.kill();
         let mut byte = [0_u8; 1];
@@ -1222,6 +1248,59 @@ mod tests {
             !link.send(test_network_message()),
             "nothing is written any more"
         );
+        node_session.stop(None);
+        node_session_handle.await.expect("sink stops");
+    }
+
+    fn cast_to(to: u64, bytes: usize) -> crate::protocol::node::NodeMessage {
+        crate::protocol::node::NodeMessage {
+            msg: Some(crate::protocol::node::node_message::Msg::Cast(
+                crate::protocol::node::Cast {
+                    to,
+                    what: vec![7; bytes],
+                    variant: "Cast".to_string(),
+                    metadata: None,
+                },
+            )),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_control_lane_message_waits_for_at_most_one_large_frame() {
+        let (session, link, mut peer, node_session, node_session_handle) =
+            session_on_tcp(1 << 24).await;
+        // eight 1 MiB payloads for actor 1, then a small message on the control lane: it may
+        // wait for the frame being written, not for the seven queued behind it
+        for _ in 0..8 {
+            assert!(link.send_node(cast_to(1, 1 << 20)));
+        }
+        assert!(link.send_node_in(cast_to(2, 16), true));
+        let mut order = Vec::new();
+        for _ in 0..9 {
+            let mut length = [0_u8; 8];
+            tokio::io::AsyncReadExt::read_exact(&mut peer, &mut length)
+                .await
+                .expect("a frame's length");
+            let mut frame = vec![0_u8; u64::from_be_bytes(length) as usize];
+            tokio::io::AsyncReadExt::read_exact(&mut peer, &mut frame)
+                .await
+                .expect("a frame");
+            let message = crate::protocol::NetworkMessage::decode(frame.as_slice()).expect("frame");
+            let Some(NetworkMessageKind::Node(crate::protocol::node::NodeMessage {
+                msg: Some(crate::protocol::node::node_message::Msg::Cast(cast)),
+            })) = message.message
+            else {
+                panic!("a cast was written");
+            };
+            order.push(cast.to);
+        }
+        let control = order
+            .iter()
+            .position(|to| *to == 2)
+            .expect("the control message");
+        assert!(control <= 1, "behind {control} large frames: {order:?}");
+        assert_eq!(order.iter().filter(|to| **to == 1).count(), 8, "{order:?}");
+        session.stop(None);
         node_session.stop(None);
         node_session_handle.await.expect("sink stops");
     }
