@@ -40,7 +40,7 @@
 //! fail, everywhere on this node. When the peer comes back it reconnects (as a seed, or through a
 //! peer that has it as a seed) and is up again.
 //!
-//! **The control lane.** Pings, answers and notices travel on the fork's control lane
+//! **The control lane.** Pings, their answers and suspect notices travel on the fork's control lane
 //! (`ractor_cluster::use_control_lane`): they go ahead of whatever else is queued for the peer,
 //! so a heartbeat waits for at most one large frame being written, never for megabytes queued
 //! behind it (which on a slow network would look like a freeze).
@@ -75,6 +75,10 @@ use crate::wire::Wire;
 pub const SCOPE: &str = foundation_actors::pg_scopes::CLUSTER;
 /// The pg group of heartbeat actors (one per node).
 pub const GROUP: &str = "heartbeat";
+/// The messages of the heartbeat actors that travel on ractor_cluster's control lane (ahead of
+/// bulk traffic): pings, their answers and suspect notices. Not `Leaving`: a leave notice must
+/// not overtake what the leaver sent before it (its leases' releases).
+const CONTROL_LANE: &[&str] = &["Ping", "Suspect"];
 /// Longest wait for a ping's answer (a later answer is not counted).
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -152,9 +156,9 @@ struct Shared {
     /// Peers that answered a ping over their current session (the others are pinged once), by
     /// their heartbeat stand-in (one per session: a peer that reconnects is pinged again).
     heard_once: Mutex<HashSet<ActorId>>,
-    /// The sweep: the next peer to ping beyond the watched ones (one per interval, round the
-    /// ring), and the swept peers that have not answered yet (watched until they do).
-    sweep_turn: Mutex<usize>,
+    /// The sweep: the last peer pinged beyond the watched ones (one per interval, round the ring
+    /// by name), and the peers that did not answer such a ping (watched until they do).
+    sweep_last: Mutex<Option<String>>,
     sweeping: Mutex<HashSet<String>>,
     /// Watched peers this node has sent a suspect notice for (cleared when they answer).
     suspected: Mutex<HashSet<String>>,
@@ -180,14 +184,14 @@ impl Actor for Heartbeat {
         ractor::pg::join_scoped(SCOPE.to_string(), GROUP.to_string(), vec![myself.get_cell()]);
         // Answers to other nodes' pings skip ahead of bulk traffic (and so do pings: see
         // `peer_heartbeats`): a heartbeat behind megabytes of payload would look like a freeze.
-        ractor_cluster::use_control_lane(&myself.get_cell());
+        ractor_cluster::use_control_lane(&myself.get_cell(), CONTROL_LANE);
         myself.send_interval(args.config.heartbeat_interval, || HeartbeatMsg::Tick);
         let shared = Shared {
             args,
             detectors: Mutex::default(),
             in_flight: Mutex::default(),
             heard_once: Mutex::default(),
-            sweep_turn: Mutex::default(),
+            sweep_last: Mutex::default(),
             sweeping: Mutex::default(),
             suspected: Mutex::default(),
             checks: Mutex::default(),
@@ -218,9 +222,9 @@ impl Actor for Heartbeat {
                 watched.extend(observers);
                 let swept = sweep(&state.shared, &peers, &up, &watched);
                 watched.extend(swept);
+                reping_removed(&state.shared, &peers);
                 ping_peers(&state.shared, &peers, &watched);
                 check_peers(&state.shared, &peers, &watched).await;
-                evict_removed(&state.shared).await;
             }
             HeartbeatMsg::Suspect(notice) => match notice.into_inner() {
                 Ok((name, gave_up)) => check_suspect(&state.shared, name, gave_up),
@@ -284,7 +288,7 @@ fn peer_heartbeats(shared: &Shared) -> Vec<(String, ActorRef<HeartbeatMsg>)> {
         .filter_map(|member| match member.get_id() {
             ActorId::Remote { node_id, .. } => {
                 let name = membership.node_of_session(node_id)?.to_string();
-                ractor_cluster::use_control_lane(&member);
+                ractor_cluster::use_control_lane(&member, CONTROL_LANE);
                 Some((name, ActorRef::<HeartbeatMsg>::from(member)))
             }
             ActorId::Local(_) => None,
@@ -317,12 +321,20 @@ fn ping_peers(shared: &Arc<Shared>, peers: &[(String, ActorRef<HeartbeatMsg>)], 
             continue;
         }
         let (shared, name, peer) = (shared.clone(), name.clone(), peer.clone());
+        let first = !watched.contains(&name);
         tokio::spawn(async move {
             let answer = ping(&peer, shared.args.config.max_frame_bytes, PING_TIMEOUT).await;
             shared.in_flight.lock_or_recover().remove(&id);
-            if let Some(beat) = answer {
-                shared.heard_once.lock_or_recover().insert(id);
-                heard(&shared, &name, beat).await;
+            match answer {
+                Some(beat) => {
+                    shared.heard_once.lock_or_recover().insert(id);
+                    heard(&shared, &name, beat).await;
+                }
+                // A peer that never answered its first ping is watched until it does.
+                None if first => {
+                    shared.sweeping.lock_or_recover().insert(name);
+                }
+                None => {}
             }
         });
     }
@@ -353,16 +365,20 @@ fn sweep(
     if others.is_empty() {
         return swept;
     }
+    // The first name after the last one swept, round the ring (by name: the list changes).
     let target = {
-        let mut turn = shared.sweep_turn.lock_or_recover();
-        *turn = (*turn + 1) % others.len();
-        others[*turn].clone()
+        let last = shared.sweep_last.lock_or_recover();
+        let next = others.iter().find(|n| last.as_ref().is_none_or(|l| n.as_str() > l.as_str()));
+        next.or(others.first()).map(|n| (*n).clone())
     };
+    let Some(target) = target else { return swept };
     let Some((_, peer)) = peers.iter().find(|(n, _)| *n == target) else { return swept };
     let id = peer.get_id();
+    // A ping to it is waiting already: its turn comes at the next interval.
     if !shared.in_flight.lock_or_recover().insert(id) {
         return swept;
     }
+    *shared.sweep_last.lock_or_recover() = Some(target.clone());
     let (shared, peer) = (shared.clone(), peer.clone());
     tokio::spawn(async move {
         let answer =
@@ -479,7 +495,7 @@ async fn condemned(shared: &Shared, name: &str, timeout: Duration) {
     tracing::info!(peer = %name, ?timeout, "a watcher gave up on a node and it did not answer this node's check either");
     shared.checks.lock_or_recover().remove(name);
     shared.detectors.lock_or_recover().remove(name);
-    unreachable(shared, name, f64::INFINITY).await;
+    unreachable(shared, name, f64::INFINITY);
 }
 
 /// How long a node's own check of a suspect waits for its answer: the pause the detector
@@ -490,10 +506,11 @@ pub fn check_timeout(config: &ClusterConfig) -> Duration {
 
 /// How long a watched peer is silent before its watcher asks the others to check it:
 /// [`expected_detection`] minus [`check_timeout`], so that their checks end when its own
-/// detector gives up, and never before one heartbeat interval (with intervals longer than the
-/// acceptable pause, the others then conclude up to an interval after the watcher).
+/// detector gives up, and never before two heartbeat intervals (one late answer is no reason to
+/// alarm everyone; with intervals that long the others conclude up to an interval after the
+/// watcher).
 pub fn suspect_after(config: &ClusterConfig) -> Duration {
-    expected_detection(config).saturating_sub(check_timeout(config)).max(config.heartbeat_interval)
+    expected_detection(config).saturating_sub(check_timeout(config)).max(config.heartbeat_interval * 2)
 }
 
 /// One ping; the decoded answer, if it came within `timeout`.
@@ -624,7 +641,7 @@ async fn check_peers(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)]
         shared.suspected.lock_or_recover().retain(|n| detectors.contains_key(n));
         (silent, suspects)
     };
-    for name in silent {
+    for name in silent.into_iter().filter(|n| !suspects.iter().any(|(s, _)| s == n)) {
         if shared.suspected.lock_or_recover().insert(name.clone()) {
             tracing::info!(peer = %name, silence = ?suspect_after, "a watched node is silent: asking the others to check it");
             notify_suspect(shared, peers, &name, false);
@@ -632,18 +649,23 @@ async fn check_peers(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)]
     }
     for (name, phi) in suspects {
         notify_suspect(shared, peers, &name, true);
-        unreachable(shared, &name, phi).await;
+        unreachable(shared, &name, phi);
     }
 }
 
-/// Evicts the members that are up here although a removal covers their process (a removal
-/// gossiped after this node last heard them: not every node is pinged again).
-async fn evict_removed(shared: &Shared) {
+/// Pings again the members that are up here although a removal may cover their process (a
+/// removal gossiped after this node last heard them): their answer tells which process they
+/// are, and one the removal covers is evicted then ([`heard`]). (Not evicted on this node's
+/// record alone: the incarnation it holds may be an earlier process's until the first answer
+/// is taken in.)
+fn reping_removed(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)]) {
     let removed = shared.args.membership.read_or_recover().up_but_removed();
-    for name in removed {
-        tracing::warn!(peer = %name, "refused a node removed for good (restart it to rejoin)");
-        evict(&shared.args.server, &name, &format!("{name} was removed from the cluster for good")).await;
+    if removed.is_empty() {
+        return;
     }
+    let ids: HashSet<ActorId> =
+        peers.iter().filter(|(n, _)| removed.contains(n)).map(|(_, p)| p.get_id()).collect();
+    shared.heard_once.lock_or_recover().retain(|id| !ids.contains(id));
 }
 
 /// Asks every other node's heartbeat actor to check `name` (`gave_up`: this watcher declares it
@@ -658,12 +680,16 @@ fn notify_suspect(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)], n
     }
 }
 
-/// Declares `name` unreachable here: membership hears why, and its sessions are stopped.
-async fn unreachable(shared: &Shared, name: &str, phi: f64) {
+/// Declares `name` unreachable here: membership hears why, and its sessions are stopped (by a
+/// task: the heartbeat actor goes on answering pings meanwhile).
+fn unreachable(shared: &Shared, name: &str, phi: f64) {
     let args = &shared.args;
     shared.suspected.lock_or_recover().remove(name);
     let _ = args.events.send(SessionEvent::Unreachable { name: name.to_string(), phi });
-    evict(&args.server, name, &format!("unreachable: no heartbeat from {name}")).await;
+    let (server, name) = (args.server.clone(), name.to_string());
+    tokio::spawn(
+        async move { evict(&server, &name, &format!("unreachable: no heartbeat from {name}")).await },
+    );
 }
 
 fn detector(config: &ClusterConfig) -> PhiDetector {
@@ -772,6 +798,6 @@ mod tests {
         // A pause shorter than an interval: the check still waits an interval.
         let quick = ClusterConfig { acceptable_pause: Duration::ZERO, ..ClusterConfig::default() };
         assert_eq!(check_timeout(&quick), quick.heartbeat_interval);
-        assert!(suspect_after(&quick) >= quick.heartbeat_interval);
+        assert!(suspect_after(&quick) >= quick.heartbeat_interval * 2);
     }
 }

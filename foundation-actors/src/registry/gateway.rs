@@ -249,14 +249,15 @@ fn follow(inner: Weak<Inner>, gateway: ActorCell) {
             match records {
                 Some(records) => {
                     let version = records.version;
+                    // Marked before the merge looks for the actors: a pg join handled meanwhile
+                    // fetches them again.
+                    inner.unresolved.lock_or_recover().insert(node);
                     inner.merge_remote(node, records);
                     let resolved = inner.seen_version(node) == version;
                     unresolved_at = (!resolved).then_some(version);
-                    let mut unresolved = inner.unresolved.lock_or_recover();
-                    match resolved {
-                        true => unresolved.remove(&node),
-                        false => unresolved.insert(node),
-                    };
+                    if resolved {
+                        inner.unresolved.lock_or_recover().remove(&node);
+                    }
                 }
                 // "Unchanged" long before the hold ends: a gateway that does not hold questions
                 // (an older version): ask at the old pace rather than in a tight loop.
@@ -274,6 +275,11 @@ fn follow(inner: Weak<Inner>, gateway: ActorCell) {
 /// records whose actors pg had not announced when they were first merged).
 fn pull_again(inner: Weak<Inner>, gateway: ActorCell) {
     let node = gateway.get_id().node();
+    // One at a time per node (a node's services join in bursts).
+    match inner.upgrade() {
+        Some(i) if i.pulling.lock_or_recover().insert(node) => {}
+        _ => return,
+    }
     tokio::spawn(async move {
         let gateway: ActorRef<GatewayMsg> = gateway.into();
         let reply = gateway.call(|port| GatewayMsg::Records(0, port), Some(PULL_TIMEOUT)).await;
@@ -286,6 +292,9 @@ fn pull_again(inner: Weak<Inner>, gateway: ActorCell) {
             if inner.seen_version(node) == version {
                 inner.unresolved.lock_or_recover().remove(&node);
             }
+        }
+        if let Some(inner) = inner.upgrade() {
+            inner.pulling.lock_or_recover().remove(&node);
         }
     });
 }

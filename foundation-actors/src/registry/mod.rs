@@ -214,6 +214,11 @@ pub(crate) struct Inner {
     following: Mutex<std::collections::HashSet<ractor::ActorId>>,
     /// Nodes whose last registrations named actors pg had not announced here.
     unresolved: Mutex<std::collections::HashSet<u64>>,
+    /// Nodes whose registrations are being fetched again (one fetch at a time per node).
+    pulling: Mutex<std::collections::HashSet<u64>>,
+    /// The newest version of each node's registrations merged (an older answer that arrives
+    /// later is not merged over it).
+    merged: Mutex<HashMap<u64, u64>>,
     /// The largest answer the gateway sends another node (`cluster.max_frame_bytes`).
     max_message_bytes: AtomicUsize,
 }
@@ -298,6 +303,8 @@ impl ServiceRegistry {
             seen: Mutex::new(HashMap::new()),
             following: Mutex::default(),
             unresolved: Mutex::default(),
+            pulling: Mutex::default(),
+            merged: Mutex::default(),
             max_message_bytes: AtomicUsize::new(foundation_core::config::DEFAULT_MAX_FRAME_BYTES),
         });
         let (gateway, _) = Actor::spawn(None, Gateway, Arc::downgrade(&inner))
@@ -557,6 +564,14 @@ impl Inner {
 
     /// Makes this node's view of `node`'s registrations equal to `records`.
     fn merge_remote(&self, node: u64, records: Records) {
+        {
+            let mut merged = self.merged.lock_or_recover();
+            let newest = merged.entry(node).or_default();
+            if records.version < *newest {
+                return;
+            }
+            *newest = records.version;
+        }
         let mut unresolved = 0;
         let mut added = false;
         {
@@ -627,6 +642,7 @@ impl Inner {
         let nodes: Vec<u64> = nodes.collect();
         self.seen.lock_or_recover().retain(|n, _| !nodes.contains(n));
         self.unresolved.lock_or_recover().retain(|n| !nodes.contains(n));
+        self.merged.lock_or_recover().retain(|n, _| !nodes.contains(n));
         let ids: Vec<InstanceId> = {
             let state = self.state.read_or_recover();
             state

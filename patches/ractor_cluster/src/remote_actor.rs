@@ -74,6 +74,8 @@ pub(crate) struct RemoteActorState {
 
     /// The owning session's link: frames go straight to its writer (Foundation patch 6)
     link: std::sync::Arc<crate::net::Link>,
+    /// The control lane's generation last read, and this actor's variants on it (patch 8)
+    lane: (u64, Option<crate::control_lane::Variants>),
 }
 
 impl RemoteActorState {
@@ -83,6 +85,7 @@ impl RemoteActorState {
             message_tag: 0,
             pending_requests: BTreeMap::new(),
             pending_request_cleanup_cursor: None,
+            lane: (0, None),
         }
     }
 
@@ -175,16 +178,6 @@ impl Actor for RemoteActor {
         Err(From::from("`RemoteActor`s cannot handle local messages!"))
     }
 
-    async fn post_stop(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        _state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // Foundation patch 8: a stand-in on the control lane is forgotten with it
-        crate::control_lane::forget(&myself.get_id());
-        Ok(())
-    }
-
     async fn handle_serialized(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -195,6 +188,19 @@ impl Actor for RemoteActor {
 
         // get the local pid on the remote system
         let to = myself.get_id().pid();
+        // Foundation patch 8: the variants of this actor on the control lane, re-read only when
+        // a mark was made since
+        let generation = crate::control_lane::generation();
+        if generation != state.lane.0 {
+            state.lane = (generation, crate::control_lane::variants(&myself.get_id()));
+        }
+        let control = match (&message, &state.lane.1) {
+            (
+                SerializedMessage::Call { variant, .. } | SerializedMessage::Cast { variant, .. },
+                Some(marked),
+            ) => marked.iter().any(|v| v == variant),
+            _ => false,
+        };
         // messages should be forwarded over the network link (i.e. sent through the node session) to the intended
         // target node's relevant actor. The receiving runtime NodeSession will decode the message and pass it up
         // to the parent. However `SerializedMessage::CallReply` is a network reply to a send call request
@@ -220,7 +226,6 @@ impl Actor for RemoteActor {
                     )),
                 };
                 state.pending_requests.insert(tag, reply);
-                let control = crate::control_lane::carries(&myself.get_id());
                 if !state.link.send_node_in(node_msg, control) {
                     state.remove_pending_request(tag);
                 }
@@ -241,7 +246,6 @@ impl Actor for RemoteActor {
                         },
                     )),
                 };
-                let control = crate::control_lane::carries(&myself.get_id());
                 let _ = state.link.send_node_in(node_msg, control);
             }
             SerializedMessage::CallReply(message_tag, reply_data) => {

@@ -296,6 +296,8 @@ impl Link {
                 let Some(actor) = self.authorized_local_actor(call.to) else {
                     return;
                 };
+                // its reply on the control lane when the call's variant is (patch 8)
+                let control = crate::control_lane::carries(&actor.get_id(), &call.variant);
                 let (tx, rx) = ractor::concurrency::oneshot();
                 let timeout = call.timeout_ms.map(Duration::from_millis);
                 let reply = match timeout {
@@ -311,7 +313,6 @@ impl Link {
                 // the reply travels back on this link once the actor answers (within the
                 // caller's timeout, when it gave one)
                 let (tag, to) = (call.tag, call.to);
-                let control = crate::control_lane::carries(&actor.get_id());
                 // weak: a reply that never comes does not keep the link's maps alive
                 let link = std::sync::Arc::downgrade(self);
                 #[allow(clippy::let_underscore_future)]

@@ -538,7 +538,7 @@ async fn run_write_task(
             msg = outgoing.control.recv() => msg,
             msg = outgoing.frames.recv() => msg,
         };
-        // the link is gone (both queues close together): the session is stopping
+        // (the writer holds the link, so its queues do not close while it runs)
         let Some(first_msg) = first_msg else { break };
         let splits = link.splits();
         batch.push(first_msg, splits);
@@ -1270,7 +1270,9 @@ mod tests {
         let (session, link, mut peer, node_session, node_session_handle) =
             session_on_tcp(1 << 24).await;
         // eight 1 MiB payloads for actor 1, then a small message on the control lane: it may
-        // wait for the frame being written, not for the seven queued behind it
+        // wait for the frame being written, not for the seven queued behind it (on this
+        // one-thread runtime all nine are queued before the writer runs: what is tested is that
+        // the writer takes the control lane first; what the kernel already holds stays ahead)
         for _ in 0..8 {
             assert!(link.send_node(cast_to(1, 1 << 20)));
         }
