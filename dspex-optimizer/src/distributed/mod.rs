@@ -19,7 +19,8 @@
 //! - **Sharing**: runs with work get leases in proportion to their priorities (stride
 //!   scheduling, [`scheduler`]).
 //! - **Failures**: a lost node's leases go back to the queue as soon as the scheduler sees the
-//!   node down, a hung worker's after [`LEASE_TIMEOUT`] (a little more for the later tasks of a
+//!   node down (or back with a new session between two of its ticks: what the node sent on the
+//!   old one may be lost), a hung worker's after [`LEASE_TIMEOUT`] (a little more for the later tasks of a
 //!   lease); a lost scheduler is replaced on another serving node (the singleton's lease, about
 //!   3 s) and replays the log; a whole cluster
 //!   restarted replays it too. A run survives the loss of any minority of the nodes.

@@ -50,7 +50,8 @@ pub const SCHEDULER: &str = "dspex:scheduler";
 /// The replicated log of the optimization service.
 pub const LOG: &str = "dspex.optimizations";
 /// A leased task not reported within this long goes back to the queue (a worker that hangs; a
-/// lost node's leases go back as soon as the node is seen down). Long, because a task of a
+/// lost node's leases go back as soon as the node is seen down, or seen back with a new
+/// session). Long, because a task of a
 /// real model under a rate limit can take minutes; a result that arrives after its task was
 /// leased again still counts (the later one is a duplicate).
 pub const LEASE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -436,6 +437,10 @@ pub(crate) struct SchedState {
     published: Instant,
     /// Results logged and not yet known committed, by (run, task): their entries' indexes.
     uncommitted: BTreeMap<(String, u64), u64>,
+    /// When each node up at the last tick came up: a node that went down and came back between
+    /// two ticks (its session replaced: what it was sending on the old one is lost) shows a
+    /// later time, and its leases go back to the queue as if it had been seen down.
+    up_since: BTreeMap<String, std::time::SystemTime>,
 }
 
 impl SchedState {
@@ -679,6 +684,7 @@ impl Actor for Scheduler {
             capacity: Capacity::default(),
             published: Instant::now(),
             uncommitted: BTreeMap::new(),
+            up_since: BTreeMap::new(),
         };
         let mut unreadable = 0usize;
         for entry in &entries {
@@ -1165,16 +1171,33 @@ impl Scheduler {
         }
         let committed = state.writer.committed();
         state.uncommitted.retain(|_, index| *index > committed);
-        let up: Vec<String> = self.cluster.up();
+        let members: Vec<foundation_cluster::Member> = self
+            .cluster
+            .members()
+            .into_iter()
+            .filter(|m| m.status == foundation_cluster::MemberStatus::Up)
+            .collect();
+        let up: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+        // Nodes that went down and came back since the last tick.
+        let flapped: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                state.up_since.insert(m.name.clone(), m.since).is_some_and(|before| before != m.since)
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        state.up_since.retain(|n, _| up.contains(n));
         let me = self.cluster.name().to_string();
         let now = Instant::now();
         for (id, run) in &mut state.runs {
             // A backup on a node that is down does nothing: another may be made.
-            run.backups.retain(|_, node| *node == me || up.contains(node));
+            run.backups.retain(|_, node| *node == me || (up.contains(node) && !flapped.contains(node)));
             let lost: Vec<u64> = run
                 .leased
                 .iter()
-                .filter(|(_, (_, node, deadline))| (*node != me && !up.contains(node)) || *deadline <= now)
+                .filter(|(_, (_, node, deadline))| {
+                    (*node != me && (!up.contains(node) || flapped.contains(node))) || *deadline <= now
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for task_id in lost {
