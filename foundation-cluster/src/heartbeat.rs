@@ -33,7 +33,8 @@
 //! lying peer (it holds the cookie) can make a live node's check wait only `check_timeout`
 //! instead of the detector's ≈1.8 s. Gossip carried by beats (removals, TLS members) travels
 //! the ring and the sweep: at most about `nodes / monitored_peers` intervals to reach every
-//! node; a member up here that a removal gossiped later covers is evicted at the next tick.
+//! node; a member up here that a removal gossiped later may cover is pinged again and judged
+//! on its answer.
 //!
 //! Declaring a peer unreachable stops its sessions (rather than waiting for TCP, which a frozen
 //! process keeps open): its actors' stand-ins die, its pg memberships leave and its pending calls
