@@ -175,6 +175,41 @@ fn a_frozen_node_is_found_by_its_one_watcher_and_confirmed_by_every_other_node()
     }
 }
 
+/// A node whose only watcher is cut off from it (`cluster.monitored_peers = 1`: n2 alone
+/// watches n3, and a partition cuts n2 and n3 apart while the others still reach both) has no
+/// watcher in the others' rings; frozen then, it is still found by every other node (the
+/// sweep, and the watch of peers that did not answer a first ping, are what reach it).
+#[test]
+fn a_frozen_node_whose_watcher_is_cut_off_is_found_by_the_sweep() {
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    let env = [("FOUNDATION_CLUSTER__MONITORED_PEERS", "1")];
+    let mut nodes: Vec<NodeProcess> = (0..5)
+        .map(|i| {
+            let seeds: &[u16] = if i == 0 { &[] } else { &ports[..1] };
+            start_node_with_env(names[i], ports[i], seeds, &["--cookie", "sweep"], &env)
+        })
+        .collect();
+    for (node, own) in nodes.iter().zip(names) {
+        for other in names.iter().filter(|n| **n != own) {
+            wait(node, json!({"event": "member_up", "name": other}));
+        }
+    }
+    // n2 and n3 refuse each other: n2 (n3's only watcher) sees it down, the others keep both.
+    nodes[1].send_line("partition n3").unwrap();
+    nodes[2].send_line("partition n2").unwrap();
+    wait(&nodes[1], json!({"event": "member_down", "name": "n3"}));
+    let down = json!({"event": "member_down", "name": "n3"});
+    let before: Vec<usize> = nodes.iter().map(|n| seen(n, down.clone()).len()).collect();
+
+    nodes[2].freeze();
+    for i in [0, 3, 4] {
+        let event = wait_n(&nodes[i], down.clone(), before[i] + 1).pop().unwrap();
+        assert!(text(&event, "reason").contains("unreachable"), "{}: {event}", names[i]);
+    }
+    nodes[2].kill();
+}
+
 #[test]
 fn cluster_up_launches_a_local_cluster_and_stops_it_on_sigterm() {
     let base = free_port_range(3);
