@@ -43,12 +43,51 @@ pub enum WireError {
 
 /// Encodes `value`, refusing it if it is larger than `max_bytes`.
 pub fn encode<T: Serialize>(value: &T, max_bytes: usize) -> Result<Vec<u8>, WireError> {
-    let bytes = bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| WireError::Encode(foundation_core::Cause::new(e)))?;
-    if bytes.len() > max_bytes {
-        return Err(WireError::TooLarge { size: bytes.len(), max: max_bytes });
-    }
+    let size = checked_size(value, max_bytes)?;
+    let mut bytes = Vec::with_capacity(size);
+    encode_after(value, &mut bytes)?;
     Ok(bytes)
+}
+
+/// The encoded size of `value` (a pass that writes nothing), refused over `max_bytes`.
+fn checked_size<T: Serialize>(value: &T, max_bytes: usize) -> Result<usize, WireError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())
+        .map_err(|e| WireError::Encode(foundation_core::Cause::new(e)))?;
+    if size.bytes_written > max_bytes {
+        return Err(WireError::TooLarge { size: size.bytes_written, max: max_bytes });
+    }
+    Ok(size.bytes_written)
+}
+
+/// Appends `value`'s encoding to `out`, whose room was reserved from [`checked_size`]: one
+/// copy of each byte, no growth (bincode's own `encode_to_vec` grows a vector from empty).
+fn encode_after<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl bincode::enc::write::Writer for Append<'_> {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+    bincode::serde::encode_into_writer(value, Append(out), bincode::config::standard())
+        .map_err(|e| WireError::Encode(foundation_core::Cause::new(e)))
+}
+
+/// The frame header for a sender's trace context: `0`, or `1` and the 55-byte `traceparent`.
+fn push_header(frame: &mut Vec<u8>, traceparent: Option<TraceParent>) {
+    match traceparent {
+        Some(tp) => {
+            frame.push(1);
+            frame.extend_from_slice(tp.to_text().as_bytes());
+        }
+        None => frame.push(0),
+    }
+}
+
+/// The length of a frame header for this context.
+fn header_len(traceparent: Option<TraceParent>) -> usize {
+    if traceparent.is_some() { 1 + trace_context::TRACEPARENT_LEN } else { 1 }
 }
 
 /// Decodes a `T`, refusing trailing garbage and anything over [`DECODE_LIMIT`].
@@ -79,7 +118,9 @@ pub struct Wire<T> {
 }
 
 enum State<T> {
-    /// Encoded and size-checked, on its way out (or delivered locally without a network hop).
+    /// Encoded and size-checked, on its way out (or delivered locally without a network hop):
+    /// the whole frame, header then payload, built in one buffer so that sending it is a move
+    /// (a 1 MiB message was copied once more to put 1 byte in front of it).
     Encoded(Vec<u8>),
     /// Decoded on arrival.
     Value(T),
@@ -90,7 +131,15 @@ enum State<T> {
 impl<T: Serialize + DeserializeOwned> Wire<T> {
     /// Encodes a value for sending, refusing it if it exceeds `max_bytes`.
     pub fn encode(value: &T, max_bytes: usize) -> Result<Self, WireError> {
-        encode(value, max_bytes).map(Self::from_encoded)
+        Self::encode_in(value, max_bytes, trace_context::current())
+    }
+
+    fn encode_in(value: &T, max_bytes: usize, traceparent: Option<TraceParent>) -> Result<Self, WireError> {
+        let size = checked_size(value, max_bytes)?;
+        let mut frame = Vec::with_capacity(header_len(traceparent) + size);
+        push_header(&mut frame, traceparent);
+        encode_after(value, &mut frame)?;
+        Ok(Wire { state: State::Encoded(frame), traceparent })
     }
 
     /// An answer that must reach its asker: `value` encoded, or if it does not fit `max_bytes`
@@ -100,13 +149,17 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
     pub fn encode_or(value: &T, max_bytes: usize, instead: impl FnOnce(WireError) -> T) -> Self {
         Self::encode(value, max_bytes)
             .or_else(|why| Self::encode(&instead(why), usize::MAX))
-            .unwrap_or_else(|_| Self::from_encoded(Vec::new()))
+            .unwrap_or_else(|_| Wire { state: State::Encoded(Vec::new()), traceparent: None })
     }
 
     /// Bytes already encoded (and size-checked) by [`encode`], to send to several actors without
     /// encoding again.
     pub fn from_encoded(bytes: Vec<u8>) -> Self {
-        Wire { state: State::Encoded(bytes), traceparent: trace_context::current() }
+        let traceparent = trace_context::current();
+        let mut frame = Vec::with_capacity(header_len(traceparent) + bytes.len());
+        push_header(&mut frame, traceparent);
+        frame.extend_from_slice(&bytes);
+        Wire { state: State::Encoded(frame), traceparent }
     }
 
     /// The sender's trace context, if it was in a trace.
@@ -130,7 +183,12 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
     pub fn into_inner(self) -> Result<T, WireError> {
         match self.state {
             State::Value(v) => Ok(v),
-            State::Encoded(bytes) => decode(&bytes),
+            State::Encoded(frame) => match frame.first() {
+                Some(0) => decode(&frame[1..]),
+                Some(_) => decode(frame.get(1 + trace_context::TRACEPARENT_LEN..).unwrap_or_default()),
+                // the empty frame of an answer that could not be encoded at all
+                None => decode(&frame),
+            },
             State::Failed(e) => Err(e),
         }
     }
@@ -138,25 +196,15 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable for Wire<T> {
     fn into_bytes(self) -> Vec<u8> {
-        let payload = match self.state {
-            State::Encoded(bytes) => bytes,
+        match self.state {
+            State::Encoded(frame) => frame,
             // Values only exist on the receiving side; re-encoding one cannot fail for a type
             // that decoded, and an empty frame would decode as an error on the other side.
-            State::Value(v) => {
-                bincode::serde::encode_to_vec(&v, bincode::config::standard()).unwrap_or_default()
-            }
-            State::Failed(_) => return Vec::new(),
-        };
-        let mut frame = Vec::with_capacity(payload.len() + 56);
-        match &self.traceparent {
-            Some(tp) => {
-                frame.push(1);
-                frame.extend_from_slice(tp.to_text().as_bytes());
-            }
-            None => frame.push(0),
+            State::Value(v) => Self::encode_in(&v, usize::MAX, self.traceparent)
+                .map(|wire| wire.into_bytes())
+                .unwrap_or_default(),
+            State::Failed(_) => Vec::new(),
         }
-        frame.extend_from_slice(&payload);
-        frame
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
@@ -228,14 +276,16 @@ mod tests {
     #[test]
     fn the_trace_header_rides_the_frame_and_a_bad_one_is_a_decode_error() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let mut sent = Wire::encode(&task(), 1024).unwrap();
-        assert_eq!(sent.traceparent(), None, "no tracer installed in this test");
-        sent.traceparent = TraceParent::from_text(tp);
+        assert_eq!(Wire::encode(&task(), 1024).unwrap().traceparent(), None, "no tracer installed");
+        let sent = Wire::encode_in(&task(), 1024, TraceParent::from_text(tp)).unwrap();
         let bytes = sent.into_bytes();
         assert_eq!((bytes[0], &bytes[1..56]), (1, tp.as_bytes()));
         let received = Wire::<Task>::from_bytes(bytes);
         assert_eq!(received.traceparent().as_deref(), Some(tp));
         assert_eq!(received.into_inner().unwrap(), task());
+        // Delivered locally with its header still on: the value, not the header, is decoded.
+        let local = Wire::encode_in(&task(), 1024, TraceParent::from_text(tp)).unwrap();
+        assert_eq!(local.into_inner().unwrap(), task());
         // Untraced: one byte of header.
         let plain = Wire::encode(&task(), 1024).unwrap().into_bytes();
         assert_eq!(plain[0], 0);
@@ -251,6 +301,44 @@ mod tests {
         let received = Wire::<Task>::from_bytes(future);
         assert_eq!(received.traceparent(), None);
         assert_eq!(received.into_inner().unwrap(), task());
+    }
+
+    #[derive(ractor_cluster_derive::RactorClusterMessage)]
+    enum Msg {
+        One(Wire<Task>),
+        Two(Wire<Task>, u64),
+    }
+
+    #[test]
+    fn a_one_field_variant_carries_the_wire_frame_itself() {
+        use ractor::Message;
+        use ractor::message::SerializedMessage;
+        let args = |m: SerializedMessage| match m {
+            SerializedMessage::Cast { args, .. } => args,
+            other => panic!("not a cast: {other:?}"),
+        };
+        let cast = |variant: &str, args: Vec<u8>| SerializedMessage::Cast {
+            variant: variant.into(),
+            args,
+            metadata: None,
+        };
+        let frame = Wire::encode(&task(), 1024).unwrap().into_bytes();
+        // patches/ractor_cluster_derive: the arguments are the frame, not a copy behind a length
+        let sent = args(Msg::One(Wire::encode(&task(), 1024).unwrap()).serialize().unwrap());
+        assert_eq!(sent, frame);
+        let Ok(Msg::One(back)) = Msg::deserialize(cast("One", sent)) else { panic!("not decoded") };
+        assert_eq!(back.into_inner().unwrap(), task());
+        // a field that does not decode is the Wire's error (named), not a lost message
+        let Ok(Msg::One(bad)) = Msg::deserialize(cast("One", vec![9, 9])) else { panic!() };
+        assert!(matches!(bad.into_inner(), Err(WireError::Decode { .. })));
+        // several fields: each behind its length, all of the arguments used
+        let two = args(Msg::Two(Wire::encode(&task(), 1024).unwrap(), 7).serialize().unwrap());
+        assert_eq!(two.len(), 8 + frame.len() + 8 + 8);
+        let Ok(Msg::Two(w, n)) = Msg::deserialize(cast("Two", two.clone())) else { panic!() };
+        assert_eq!((w.into_inner().unwrap(), n), (task(), 7));
+        let mut trailing = two;
+        trailing.push(0);
+        assert!(Msg::deserialize(cast("Two", trailing)).is_err(), "trailing bytes refused");
     }
 
     #[test]

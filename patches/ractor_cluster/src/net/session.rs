@@ -30,9 +30,8 @@ use crate::RactorMessage;
 
 use super::link::Link;
 
-/// The largest read of a frame's payload (Foundation patch 5: read into the payload itself,
-/// the first read at most `FIRST_READ_BYTES`, each next one at most what arrived so far).
-const FRAME_READ_CHUNK_SIZE: usize = 64 * 1024;
+/// The largest read of a frame's payload (Foundation patch 5: read into the payload itself).
+const FRAME_READ_CHUNK_SIZE: usize = 256 * 1024;
 /// The first read of a frame's payload.
 const FIRST_READ_BYTES: usize = 8 * 1024;
 /// The read buffer of a plain TCP session (Foundation patch 5): the frames of one batch come out
@@ -48,23 +47,31 @@ const SPLIT_PAYLOAD_BYTES: usize = 8 * 1024;
 /// The top bit of a frame's length word marks a split frame; the rest is its envelope's length.
 const SPLIT_FRAME: u64 = 1 << 63;
 
-/// Helper method to read exactly `len` bytes while growing the payload only as data arrives:
-/// at most `FIRST_READ_BYTES` ahead of the first byte, then at most as much again as arrived
-/// (never more than `FRAME_READ_CHUNK_SIZE` at a time), read straight into the payload's spare
-/// capacity (nothing zeroed, nothing copied twice).
+/// Helper method to read exactly `len` bytes (already checked against the frame limit), read
+/// straight into the payload's spare capacity (nothing zeroed, nothing copied twice): at most
+/// `FIRST_READ_BYTES` are reserved before the first bytes arrive, then, once they have, the
+/// rest of the frame at once (at most `FRAME_READ_CHUNK_SIZE` per read). A peer announcing a
+/// large frame and sending nothing makes the reader hold 8 KiB; one that sends 8 KiB and stops
+/// holds the announced length, within the frame limit, mostly untouched memory. (The capacity
+/// used to double as bytes arrived, up to twice the frame: a 64 KiB frame ended in a 128 KiB
+/// buffer, which glibc maps and unmaps for every message.)
 async fn read_n_bytes(stream: &mut ActorReadHalf, len: usize) -> Result<Vec<u8>, tokio::io::Error> {
     let mut buf = Vec::new();
     while buf.len() < len {
         let start = buf.len();
-        let read_len = (len - start)
-            .min(FRAME_READ_CHUNK_SIZE)
-            .min(start.max(FIRST_READ_BYTES));
-        buf.try_reserve(read_len).map_err(|reserve_err| {
+        let read_len = (len - start).min(FRAME_READ_CHUNK_SIZE);
+        let reserve = if start < FIRST_READ_BYTES {
+            read_len.min(FIRST_READ_BYTES - start)
+        } else {
+            len - start
+        };
+        buf.try_reserve_exact(reserve).map_err(|reserve_err| {
             tokio::io::Error::new(
                 ErrorKind::InvalidData,
                 format!("cluster frame payload could not be extended: {reserve_err}"),
             )
         })?;
+        let read_len = read_len.min(buf.capacity() - start);
         // Reserved above: the window never makes the vector grow again.
         let mut window = bytes::BufMut::limit(&mut buf, read_len);
         let n = match stream {
@@ -803,7 +810,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_payload_grows_only_as_its_bytes_arrive() {
+    async fn a_payload_is_reserved_whole_only_once_its_first_bytes_arrived() {
         let len = 1 << 20;
         let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut reader = ActorReadHalf::External(Box::new(RecordingReader {
@@ -813,18 +820,21 @@ mod tests {
         let payload = read_n_bytes(&mut reader, len).await.unwrap();
         assert_eq!(payload.len(), len);
         let asked = asked.lock().unwrap().clone();
-        assert!(asked[0] <= FIRST_READ_BYTES, "first read: {}", asked[0]);
-        // Each read asks for at most as much again as had arrived (1 KiB per read here).
+        // Until 8 KiB arrived, never more room than the rest of those 8 KiB (1 KiB per read
+        // here); then reads of up to a chunk, into a buffer of exactly the frame's length.
         let mut arrived = 0usize;
         for room in asked {
-            assert!(room <= arrived.max(FIRST_READ_BYTES).min(FRAME_READ_CHUNK_SIZE));
+            if arrived < FIRST_READ_BYTES {
+                assert!(room <= FIRST_READ_BYTES - arrived, "{room} after {arrived}");
+            } else {
+                assert!(
+                    room <= FRAME_READ_CHUNK_SIZE.min(len - arrived),
+                    "{room} after {arrived}"
+                );
+            }
             arrived += room.min(1024);
         }
-        assert!(
-            payload.capacity() <= 2 * len,
-            "capacity {}",
-            payload.capacity()
-        );
+        assert_eq!(payload.capacity(), len, "no doubling past the frame");
     }
 
     /// Two frames written at once and nothing after: both read (the second from the session's
