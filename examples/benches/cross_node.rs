@@ -11,16 +11,17 @@
 //!
 //! Patterns (64-byte payloads unless said): **casts** (100 000 one-way casts to a remote actor,
 //! then one call answered once all were handled), **calls** (sequential request/reply: p50,
-//! p99), **parallel** (16 senders, each to its own remote actor), **large** (128 MiB as 64 KiB
-//! and as 1 MiB casts: MiB/s), **all_to_all** (3 nodes, each casting to a receiver on each of
+//! p99), **parallel** (16 senders, each to its own remote actor), **large** (1 GiB as 64 KiB
+//! and as 1 MiB casts, each sent once the link has at most 1 MiB queued, as Erlang's busy
+//! distribution buffer holds its sender: MiB/s), **all_to_all** (3 nodes, each casting to a receiver on each of
 //! the other two at once), **broadcast** (10 000 broadcasts to 100 subscribers on each of 2
 //! remote nodes, until all 200 have each), and **busy** (the casts again while another process
 //! keeps one of the two cores busy). Each mode runs in fresh processes; the modes take turns in
 //! every round, and the median of the rounds is reported with the ratio to Erlang's.
 //!
 //! Run: `cargo bench -p foundation-examples --bench cross_node` (figures in docs/BENCHMARKS.md);
-//! `FOUNDATION_BENCH_ONLY=calls,large` runs only those patterns, `FOUNDATION_BENCH_ROUNDS=1` one
-//! round. The benchmark starts copies of itself as the nodes (`FOUNDATION_BENCH_ROLE`).
+//! `FOUNDATION_BENCH_ONLY=calls,large` runs only those patterns, `FOUNDATION_BENCH_MODES=bare,foundation`
+//! only those modes, `FOUNDATION_BENCH_ROUNDS=1` one round. The benchmark starts copies of itself as the nodes (`FOUNDATION_BENCH_ROLE`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -30,6 +31,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// The `foundation` binary's allocator (examples/Cargo.toml says why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use foundation_actors::channels::{Channels, SubscribeOptions, Topic};
 use foundation_actors::wire::Wire;
@@ -56,7 +61,7 @@ const PARALLEL_GROUP: &str = "bench-parallel";
 /// Senders (and receivers) in the parallel pattern.
 const PARALLEL: usize = 16;
 /// Large payloads, and how many bytes of each are sent (casts = bytes / size).
-const LARGE: [(usize, usize); 2] = [(64 << 10, 128 << 20), (1 << 20, 128 << 20)];
+const LARGE: [(usize, usize); 2] = [(64 << 10, 1 << 30), (1 << 20, 1 << 30)];
 const TOPIC: &str = "bench-topic";
 /// The subscribers of the broadcast pattern on each server (bare: members of this group).
 const SUBSCRIBERS: usize = 100;
@@ -371,6 +376,27 @@ fn cast_n(bare: bool, to: &ractor::ActorCell, count: u64, size: usize, first_id:
     }
 }
 
+/// `count` casts of `size` bytes, each once the link to `to`'s node has at most 1 MiB queued
+/// (Erlang's busy limit; bare: the fork's `link_below`, Foundation: `flow::ready_to_send`).
+async fn cast_paced(bare: bool, to: &ractor::ActorCell, count: u64, size: usize) {
+    if bare {
+        let to: ActorRef<BareMsg> = to.clone().into();
+        let body = vec![b'x'; size];
+        for _ in 0..count {
+            ractor_cluster::link_below(&to.get_cell(), foundation_cluster::flow::BUSY_BYTES).await;
+            to.cast(BareMsg::Cast(body.clone())).expect("cast");
+        }
+    } else {
+        let to: ActorRef<FoundationMsg> = to.clone().into();
+        let body = "x".repeat(size);
+        for id in 0..count {
+            foundation_cluster::flow::ready_to_send(&to.get_cell()).await;
+            let task = Task { id, body: body.clone() };
+            to.cast(FoundationMsg::Cast(Wire::encode(&task, 16 << 20).expect("encode"))).expect("cast");
+        }
+    }
+}
+
 /// Waits until `to` has handled `expected` casts in all (its counter may be shared).
 async fn count_handled(bare: bool, to: &ractor::ActorCell, expected: u64) -> u64 {
     let timeout = Some(Duration::from_secs(300));
@@ -492,7 +518,7 @@ async fn client(bare: bool, ports: [u16; 3]) {
         for ((size, bytes), key) in LARGE.into_iter().zip(["mib_per_sec_64k", "mib_per_sec_1m"]) {
             let count = (bytes / size) as u64;
             let started = Instant::now();
-            cast_n(bare, &echo, count, size, 0);
+            cast_paced(bare, &echo, count, size).await;
             expected += count;
             assert_eq!(count_handled(bare, &echo, expected).await, expected, "large casts lost");
             let rate = (count * size as u64) as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64;
@@ -708,6 +734,9 @@ fn main() {
                 _ => Ok(round(mode == "bare", phases)),
             };
             if mode == "erlang" && erlang_missing.is_some() {
+                continue;
+            }
+            if std::env::var("FOUNDATION_BENCH_MODES").is_ok_and(|m| !m.split(',').any(|m| m == mode)) {
                 continue;
             }
             let mut r = if together.is_empty() { Ok(serde_json::json!({})) } else { measure(&together) };

@@ -3,6 +3,10 @@
 //! validates a configuration; `foundation node` runs one cluster node; `foundation certs` makes
 //! a TLS cluster's certificates; `foundation sim-provider` serves the simulated model over HTTP.
 
+/// mimalloc: glibc's malloc faults fresh pages in for every large message (examples/Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod certs_cmd;
 mod cluster_cmd;
 mod config_cmd;

@@ -46,6 +46,8 @@
 //! - **Conversations** (feature `agents`): `conversations::Conversations::start`, agents'
 //!   conversations kept in a replicated log by a keeper singleton, so that an agent restarted
 //!   anywhere resumes its conversation (`AgentSpec::durable`).
+//! - **Flow control** for bulk senders: [`flow::ready_to_send`] waits while the connection to an
+//!   actor's node has more than 1 MiB queued, as Erlang's busy distribution buffer does.
 //! - The [`wire`] adapter (bincode behind `BytesConvertable`, oversized messages refused before
 //!   sending, undecodable frames counted) and, behind the `testkit` feature, `testkit` for
 //!   tests that launch real node processes.
@@ -74,6 +76,7 @@ pub mod coordination;
 pub mod crdt_state;
 mod dial;
 mod discovery;
+pub mod flow;
 pub mod health;
 pub mod heartbeat;
 mod membership;

@@ -7,7 +7,7 @@
 %%   node, then one request/reply that returns once all were handled: casts per second;
 %% - calls: WARMUP then CALLS sequential request/replies of the same binary: p50 and p99 in µs;
 %% - parallel: 16 senders, each casting CASTS/16 to its own process on the other node: casts/s;
-%% - large: 128 MiB sent as 64 KiB binaries, then as 1 MiB ones: MiB/s.
+%% - large: 1 GiB sent as 64 KiB binaries, then as 1 MiB ones: MiB/s.
 %% Three nodes (this escript, server 1 and server 2; server 2 is started only for these):
 %% - all_to_all: on each node one sender per other node (6 in all, compiled code on every node),
 %%   each casting CASTS/6 64-byte binaries to its own receiver on that node, all started at once
@@ -102,7 +102,7 @@ run(Casts, Calls, Phases) ->
             Latency -> Latency
         end,
         Parallel = Run(parallel, fun() -> parallel(Server1, Body, Casts) end),
-        [Mib64k, Mib1m] = case Run(large, fun() -> [large(Echo, Size, (128 bsl 20) div Size)
+        [Mib64k, Mib1m] = case Run(large, fun() -> [large(Echo, Size, (1 bsl 30) div Size)
                                                     || Size <- [64 bsl 10, 1 bsl 20]] end) of
             null -> [null, null];
             Large -> Large

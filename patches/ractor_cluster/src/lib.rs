@@ -58,6 +58,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backlog;
 mod control_lane;
 mod hash;
 mod net;
@@ -74,6 +75,7 @@ pub type NodeId = u64;
 #[cfg(feature = "async-trait")]
 use async_trait as _;
 // ============== Re-exports ============== //
+pub use backlog::{link_backlog, link_below};
 pub use control_lane::use_control_lane;
 pub use net::{BoxRead, BoxWrite};
 pub use net::{ClusterBidiStream, IncomingEncryptionMode, NetworkStream};

@@ -67,7 +67,18 @@ use crate::RactorMessage;
 
 /// Version 2: nonces and transcript-bound proofs in the handshake (`src/hash.rs`). Version 1
 /// peers are refused.
-const PROTOCOL_VERSION: u32 = 2;
+/// Node ids (the `node_id` of a session's remote actors) are unique in the process, not per
+/// `NodeServer` (patch 10: links are found by them, `crate::backlog`; two node servers in one
+/// process counted from 0 each).
+fn next_node_id() -> NodeId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// This fork's protocol: 2 bound the handshake's proofs to its transcript (patch 1), 3 sends a
+/// derived message variant of one field without a length prefix (patch 9). A peer announcing
+/// another version is refused in the handshake: the two would misread each other's messages.
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Default time a connection has to authenticate, TLS handshake included, before it is
 /// closed. See [`NodeServer::with_handshake_timeout`].
@@ -853,7 +864,7 @@ impl Actor for NodeServer {
         Ok(Self::State {
             node_sessions: HashMap::new(),
             listener: actor_ref,
-            node_id_counter: 0,
+            node_id_counter: next_node_id(),
             this_node_name: auth_protocol::NameMessage {
                 flags: Some(auth_protocol::NodeFlags {
                     version: PROTOCOL_VERSION,
@@ -905,7 +916,7 @@ impl Actor for NodeServer {
                         sub.node_session_opened(ses.clone());
                     }
                     state.node_sessions.insert(actor.get_id(), ses);
-                    state.node_id_counter += 1;
+                    state.node_id_counter = next_node_id();
                 } else {
                     // failed to startup actor, drop the socket
                     tracing::warn!("Failed to startup `NodeSession`, dropping connection");
@@ -952,7 +963,7 @@ impl Actor for NodeServer {
                         sub.node_session_opened(ses.clone());
                     }
                     state.node_sessions.insert(actor.get_id(), ses);
-                    state.node_id_counter += 1;
+                    state.node_id_counter = next_node_id();
                 } else {
                     tracing::warn!(
                         "Failed to startup `NodeSession` for external transport, dropping connection"

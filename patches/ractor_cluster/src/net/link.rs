@@ -106,6 +106,18 @@ pub(crate) struct Link {
     max_frame: u64,
     /// Node messages refused as too large (logged at the first and every 1000th).
     refused: AtomicU64,
+    /// Bytes of node messages queued and not yet written (patch 10, `crate::backlog`).
+    backlog: AtomicU64,
+    /// Woken after every write, and when the writer ends.
+    drained: tokio::sync::Notify,
+    /// The writer ended: nothing queued will be written.
+    closed: AtomicBool,
+}
+
+/// What a node message counts in a link's backlog: its size with the frame around it (the same
+/// figure the frame limit is checked against).
+pub(crate) fn backlog_cost(message: &node_protocol::NodeMessage) -> u64 {
+    (prost::Message::encoded_len(message) as u64).saturating_add(24)
 }
 
 impl Link {
@@ -131,6 +143,9 @@ impl Link {
             remote_actors: Mutex::new(HashMap::new()),
             max_frame,
             refused: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            drained: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
         };
         (
             std::sync::Arc::new(link),
@@ -157,7 +172,7 @@ impl Link {
     pub(crate) fn send_node_in(&self, message: node_protocol::NodeMessage, control: bool) -> bool {
         // the envelope around it: a field key and a length (at most 11 bytes), and a split
         // frame's second length word
-        let frame = (prost::Message::encoded_len(&message) as u64).saturating_add(24);
+        let frame = backlog_cost(&message);
         if frame > self.max_frame {
             let refused = self.refused.fetch_add(1, Ordering::Relaxed);
             if refused % 1000 == 0 {
@@ -170,12 +185,62 @@ impl Link {
             }
             return false;
         }
+        let cost = frame;
         let frame = NetworkMessage {
             message: Some(NetworkMessageKind::Node(message)),
         };
-        match control {
+        // counted before it is queued: the writer may write it (and count it off) at once
+        self.backlog.fetch_add(cost, Ordering::AcqRel);
+        let queued = match control {
             true => self.control.send(frame).is_ok(),
             false => self.send(frame),
+        };
+        if !queued {
+            self.written(cost);
+        }
+        queued
+    }
+
+    /// The writer wrote node messages of `cost` in all (their [`backlog_cost`]).
+    pub(crate) fn written(&self, cost: u64) {
+        if cost > 0 {
+            // saturating: a node message queued by another path than `send_node_in` would be
+            // counted off without having been counted (none is today)
+            let _ = self
+                .backlog
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                    Some(queued.saturating_sub(cost))
+                });
+        }
+        self.drained.notify_waiters();
+    }
+
+    /// The writer ended: waiters stop waiting (nothing queued will be written).
+    pub(crate) fn writer_ended(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.drained.notify_waiters();
+    }
+
+    /// Whether the writer ended (the session closed).
+    pub(crate) fn writer_has_ended(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Bytes of node messages queued and not yet written.
+    pub(crate) fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// Waits until at most `limit` bytes are queued, or the writer ended.
+    pub(crate) async fn below(&self, limit: u64) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) || self.backlog() <= limit {
+                return;
+            }
+            drained.await;
         }
     }
 

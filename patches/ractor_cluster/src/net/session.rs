@@ -299,6 +299,7 @@ impl Actor for Session {
             outgoing,
             myself.clone(),
             self.link.clone(),
+            EndOnExit(self.link.clone()),
         )));
         let reader_task = AbortOnDrop(tokio::task::spawn(run_read_task(
             read,
@@ -522,6 +523,24 @@ impl bytes::Buf for Segments {
     }
 }
 
+/// Senders waiting for the backlog to drain stop waiting when the writer ends (patch 10): held
+/// by the writer task's future from its creation, so also when it is aborted before it ran.
+struct EndOnExit(Arc<Link>);
+
+impl Drop for EndOnExit {
+    fn drop(&mut self) {
+        self.0.writer_ended();
+    }
+}
+
+/// What a queued frame counts in its link's backlog (node messages only; patch 10).
+fn queued_cost(msg: &crate::protocol::NetworkMessage) -> u64 {
+    match &msg.message {
+        Some(NetworkMessageKind::Node(node)) => super::link::backlog_cost(node),
+        _ => 0,
+    }
+}
+
 /// Async task that reads messages from an mpsc channel and writes them to the
 /// network stream in batches. After receiving the first message, it drains any
 /// additional pending messages via `try_recv` (up to [MAX_BATCH_BYTES]) and writes them all
@@ -533,6 +552,7 @@ async fn run_write_task(
     mut outgoing: OutgoingFrames,
     session: ActorRef<SessionMessage>,
     link: Arc<Link>,
+    _ended: EndOnExit,
 ) {
     let _stop = StopOnExit(session.clone());
     let mut batch = Batch::default();
@@ -548,6 +568,7 @@ async fn run_write_task(
         // (the writer holds the link, so its queues do not close while it runs)
         let Some(first_msg) = first_msg else { break };
         let splits = link.splits();
+        let mut cost = queued_cost(&first_msg);
         batch.push(first_msg, splits);
 
         // Drain any additional pending messages for batching, up to a bounded batch
@@ -559,6 +580,7 @@ async fn run_write_task(
                     Err(_) => break,
                 },
             };
+            cost += queued_cost(&msg);
             batch.push(msg, splits);
         }
 
@@ -576,6 +598,7 @@ async fn run_write_task(
             session.stop(Some("channel_closed".to_string()));
             return;
         }
+        link.written(cost);
         // one large batch does not keep its room for the session's lifetime
         if batch.open.capacity() > 2 * MAX_BATCH_BYTES {
             batch.open = bytes::BytesMut::new();
@@ -1313,6 +1336,77 @@ mod tests {
         assert!(control <= 1, "behind {control} large frames: {order:?}");
         assert_eq!(order.iter().filter(|to| **to == 1).count(), 8, "{order:?}");
         session.stop(None);
+        node_session.stop(None);
+        node_session_handle.await.expect("sink stops");
+    }
+
+    /// Reads and drops `n` plain frames from `peer`.
+    async fn read_frames(peer: &mut tokio::net::TcpStream, n: usize) {
+        for _ in 0..n {
+            let mut length = [0_u8; 8];
+            tokio::io::AsyncReadExt::read_exact(peer, &mut length)
+                .await
+                .expect("a frame's length");
+            let mut frame = vec![0_u8; u64::from_be_bytes(length) as usize];
+            tokio::io::AsyncReadExt::read_exact(peer, &mut frame)
+                .await
+                .expect("a frame");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_backlog_counts_what_is_not_written_yet_and_a_waiter_returns_once_it_drained() {
+        let (session, link, mut peer, node_session, node_session_handle) =
+            session_on_tcp(1 << 24).await;
+        // 32 MiB queued, more than the kernel's buffers take while the peer reads nothing
+        for _ in 0..32 {
+            assert!(link.send_node(cast_to(1, 1 << 20)));
+        }
+        assert!(link.backlog() >= 32 << 20, "{}", link.backlog());
+        let waiter = tokio::spawn({
+            let link = link.clone();
+            async move { link.below(1 << 20).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(link.backlog() > 1 << 20, "written with nobody reading?");
+        assert!(
+            !waiter.is_finished(),
+            "returned with {} queued",
+            link.backlog()
+        );
+        read_frames(&mut peer, 32).await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter returns once the backlog drained")
+            .expect("waiter");
+        assert_eq!(link.backlog(), 0, "everything written is counted off");
+        // a refused message (over the frame limit) is not counted
+        assert!(!link.send_node(cast_to(1, 1 << 24)));
+        assert_eq!(link.backlog(), 0);
+        session.stop(None);
+        node_session.stop(None);
+        node_session_handle.await.expect("sink stops");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_returns_when_the_session_ends_with_a_backlog() {
+        let (session, link, _peer, node_session, node_session_handle) =
+            session_on_tcp(1 << 24).await;
+        for _ in 0..32 {
+            assert!(link.send_node(cast_to(1, 1 << 20)));
+        }
+        let waiter = tokio::spawn({
+            let link = link.clone();
+            async move { link.below(0).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished());
+        session.stop(None);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("a session that ended releases its waiters")
+            .expect("waiter");
+        assert!(link.backlog() > 0, "nothing more was written");
         node_session.stop(None);
         node_session_handle.await.expect("sink stops");
     }

@@ -94,7 +94,9 @@ impl ServerAuthenticationProcess {
                     if let Self::WaitingOnPeerName = &self {
                         // A version 1 peer (no nonce), a malformed nonce, or our own nonce
                         // reflected back: refused before anything is registered.
-                        if Self::client_nonce(&name, ours).is_none() {
+                        if Self::client_nonce(&name, ours).is_none()
+                            || !same_version(name.flags.as_ref())
+                        {
                             return Self::Close;
                         }
                         return Self::HavePeerName(name);
@@ -131,6 +133,12 @@ impl ServerAuthenticationProcess {
         // received either an empty message or an out-of-order message. The node can't be trusted
         Self::Close
     }
+}
+
+/// Whether a peer speaks this node's protocol version (patch 9: older builds of this fork send
+/// one-field messages with a length prefix, which this version would misread).
+fn same_version(flags: Option<&proto::NodeFlags>) -> bool {
+    flags.is_some_and(|flags| flags.version == crate::node::PROTOCOL_VERSION)
 }
 
 /// Client authentication FSM
@@ -190,8 +198,11 @@ impl ClientAuthenticationProcess {
                         else {
                             return Self::Close;
                         };
-                        if ours.is_ours(&server_nonce) {
-                            // our own challenge reflected back at us
+                        if ours.is_ours(&server_nonce)
+                            || !same_version(challenge_msg.flags.as_ref())
+                        {
+                            // our own challenge reflected back at us, or a peer of another
+                            // protocol version
                             return Self::Close;
                         }
                         let transcript = Transcript {
@@ -246,7 +257,7 @@ mod tests {
         message(Msg::Name(proto::NameMessage {
             name: name.to_string(),
             flags: Some(NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
@@ -259,7 +270,7 @@ mod tests {
         message(Msg::ServerChallenge(proto::Challenge {
             name: server_name.to_string(),
             flags: Some(NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             challenge: 0,
@@ -377,6 +388,63 @@ mod tests {
         assert!(matches!(
             server.next(reply(proof), "cookie", &b),
             ServerAuthenticationProcess::Close
+        ));
+    }
+
+    #[test]
+    fn a_peer_of_another_protocol_version_is_refused_in_either_role() {
+        // patch 9: a peer of version 2 sends one-field messages with a length prefix
+        let with_version = |mut m: proto::AuthenticationMessage, version: u32| {
+            match &mut m.msg {
+                Some(Msg::Name(n)) => {
+                    n.flags = Some(NodeFlags {
+                        version,
+                        ..Default::default()
+                    })
+                }
+                Some(Msg::ServerChallenge(c)) => {
+                    c.flags = Some(NodeFlags {
+                        version,
+                        ..Default::default()
+                    })
+                }
+                _ => unreachable!(),
+            }
+            m
+        };
+        let registry = NonceRegistry::default();
+        let server = ServerAuthenticationProcess::init();
+        for version in [2, 4] {
+            assert!(matches!(
+                server.next(
+                    with_version(name("a@h", &[9; 32]), version),
+                    "cookie",
+                    &registry
+                ),
+                ServerAuthenticationProcess::Close
+            ));
+            let client = ClientAuthenticationProcess::init().next(
+                status_ok(),
+                "cookie",
+                [1; 32],
+                ("b@h", "localhost:123"),
+                &registry,
+            );
+            assert!(matches!(
+                client.next(
+                    with_version(challenge("c@h", &[9; 32]), version),
+                    "cookie",
+                    [1; 32],
+                    ("b@h", "localhost:123"),
+                    &registry
+                ),
+                ClientAuthenticationProcess::Close
+            ));
+        }
+        // this version goes on
+        assert!(matches!(
+            server.next(name("a@h", &[9; 32]), "cookie", &registry),
+            ServerAuthenticationProcess::HavePeerName(_)
         ));
     }
 

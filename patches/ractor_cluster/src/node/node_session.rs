@@ -1094,6 +1094,7 @@ impl Actor for NodeSession {
         );
         // startup the TCP socket handler for message write + reading
         let (link, outgoing) = crate::net::Link::with_max_frame(self.max_inbound_frame_size);
+        crate::backlog::register(self.node_id, &link);
         let actor = crate::net::Session::spawn_linked(
             myself.clone(),
             stream,

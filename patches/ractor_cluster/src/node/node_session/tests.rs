@@ -295,7 +295,7 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
             flags: Some(auth_protocol::NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
@@ -398,7 +398,7 @@ async fn node_sesison_client_auth_success() {
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
             flags: Some(auth_protocol::NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
@@ -493,7 +493,7 @@ async fn node_sesison_client_auth_success() {
             auth_protocol::Challenge {
                 name: "Something".to_string(),
                 flags: Some(auth_protocol::NodeFlags {
-                    version: 2,
+                    version: crate::node::PROTOCOL_VERSION,
                     ..Default::default()
                 }),
                 connection_string: "localhost:123".to_string(),
@@ -566,7 +566,7 @@ async fn node_session_client_auth_session_state_failures() {
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
             flags: Some(auth_protocol::NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
@@ -661,7 +661,7 @@ async fn node_session_client_auth_session_state_failures() {
             auth_protocol::Challenge {
                 name: "something".to_string(),
                 flags: Some(auth_protocol::NodeFlags {
-                    version: 2,
+                    version: crate::node::PROTOCOL_VERSION,
                     ..Default::default()
                 }),
                 connection_string: "localhost:123".to_string(),
@@ -723,7 +723,7 @@ async fn node_session_server_auth_success() {
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
             flags: Some(auth_protocol::NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
@@ -764,7 +764,7 @@ async fn node_session_server_auth_success() {
             auth_protocol::NameMessage {
                 name: "peer".to_string(),
                 flags: Some(auth_protocol::NodeFlags {
-                    version: 2,
+                    version: crate::node::PROTOCOL_VERSION,
                     ..Default::default()
                 }),
                 connection_string: "localhost:123".to_string(),
@@ -844,7 +844,7 @@ async fn node_session_server_auth_session_state_failures() {
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
             flags: Some(auth_protocol::NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
@@ -884,7 +884,7 @@ async fn node_session_server_auth_session_state_failures() {
             auth_protocol::NameMessage {
                 name: "other_continues".to_string(),
                 flags: Some(auth_protocol::NodeFlags {
-                    version: 2,
+                    version: crate::node::PROTOCOL_VERSION,
                     ..Default::default()
                 }),
                 connection_string: "localhost:123".to_string(),
@@ -908,7 +908,7 @@ async fn node_session_server_auth_session_state_failures() {
             auth_protocol::NameMessage {
                 name: "this_continues".to_string(),
                 flags: Some(auth_protocol::NodeFlags {
-                    version: 2,
+                    version: crate::node::PROTOCOL_VERSION,
                     ..Default::default()
                 }),
                 connection_string: "localhost:123".to_string(),
@@ -1021,7 +1021,7 @@ async fn node_session_handle_node_msg() {
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
             flags: Some(auth_protocol::NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
@@ -1137,7 +1137,7 @@ async fn node_session_handle_control() {
         this_node_name: auth_protocol::NameMessage {
             name: "myself".to_string(),
             flags: Some(auth_protocol::NodeFlags {
-                version: 2,
+                version: crate::node::PROTOCOL_VERSION,
                 ..Default::default()
             }),
             connection_string: "localhost:123".to_string(),
