@@ -172,12 +172,12 @@ impl Link {
     pub(crate) fn send_node_in(&self, message: node_protocol::NodeMessage, control: bool) -> bool {
         // the envelope around it: a field key and a length (at most 11 bytes), and a split
         // frame's second length word
-        let frame = backlog_cost(&message);
-        if frame > self.max_frame {
+        let cost = backlog_cost(&message);
+        if cost > self.max_frame {
             let refused = self.refused.fetch_add(1, Ordering::Relaxed);
             if refused % 1000 == 0 {
                 tracing::warn!(
-                    "A cluster message of about {frame} bytes is over the frame limit of \
+                    "A cluster message of about {cost} bytes is over the frame limit of \
                      {} bytes and was not sent ({} refused so far)",
                     self.max_frame,
                     refused + 1
@@ -185,7 +185,6 @@ impl Link {
             }
             return false;
         }
-        let cost = frame;
         let frame = NetworkMessage {
             message: Some(NetworkMessageKind::Node(message)),
         };

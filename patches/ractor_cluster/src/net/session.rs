@@ -1298,6 +1298,19 @@ mod tests {
         }
     }
 
+    /// One plain frame (length, then the protobuf) read from `peer`, decoded.
+    async fn read_plain_frame(peer: &mut tokio::net::TcpStream) -> crate::protocol::NetworkMessage {
+        let mut length = [0_u8; 8];
+        tokio::io::AsyncReadExt::read_exact(peer, &mut length)
+            .await
+            .expect("a frame's length");
+        let mut frame = vec![0_u8; u64::from_be_bytes(length) as usize];
+        tokio::io::AsyncReadExt::read_exact(peer, &mut frame)
+            .await
+            .expect("a frame");
+        crate::protocol::NetworkMessage::decode(frame.as_slice()).expect("frame")
+    }
+
     #[tokio::test]
     async fn a_control_lane_message_waits_for_at_most_one_large_frame() {
         let (session, link, mut peer, node_session, node_session_handle) =
@@ -1312,15 +1325,7 @@ mod tests {
         assert!(link.send_node_in(cast_to(2, 16), true));
         let mut order = Vec::new();
         for _ in 0..9 {
-            let mut length = [0_u8; 8];
-            tokio::io::AsyncReadExt::read_exact(&mut peer, &mut length)
-                .await
-                .expect("a frame's length");
-            let mut frame = vec![0_u8; u64::from_be_bytes(length) as usize];
-            tokio::io::AsyncReadExt::read_exact(&mut peer, &mut frame)
-                .await
-                .expect("a frame");
-            let message = crate::protocol::NetworkMessage::decode(frame.as_slice()).expect("frame");
+            let message = read_plain_frame(&mut peer).await;
             let Some(NetworkMessageKind::Node(crate::protocol::node::NodeMessage {
                 msg: Some(crate::protocol::node::node_message::Msg::Cast(cast)),
             })) = message.message
@@ -1340,17 +1345,10 @@ mod tests {
         node_session_handle.await.expect("sink stops");
     }
 
-    /// Reads and drops `n` plain frames from `peer`.
+    /// Reads `n` plain frames from `peer`.
     async fn read_frames(peer: &mut tokio::net::TcpStream, n: usize) {
         for _ in 0..n {
-            let mut length = [0_u8; 8];
-            tokio::io::AsyncReadExt::read_exact(peer, &mut length)
-                .await
-                .expect("a frame's length");
-            let mut frame = vec![0_u8; u64::from_be_bytes(length) as usize];
-            tokio::io::AsyncReadExt::read_exact(peer, &mut frame)
-                .await
-                .expect("a frame");
+            read_plain_frame(peer).await;
         }
     }
 
