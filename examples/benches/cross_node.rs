@@ -13,7 +13,9 @@
 //! then one call answered once all were handled), **calls** (sequential request/reply: p50,
 //! p99), **parallel** (16 senders, each to its own remote actor), **large** (1 GiB as 64 KiB
 //! and as 1 MiB casts, each sent once the link has at most 1 MiB queued, as Erlang's busy
-//! distribution buffer holds its sender: MiB/s), **all_to_all** (3 nodes, each casting to a receiver on each of
+//! distribution buffer holds its sender: MiB/s; Foundation sends a `Blob`, the bytes as they are,
+//! as the others send a binary or a `Vec<u8>`, then again a serde value through `Wire`, the
+//! "serde" columns), **all_to_all** (3 nodes, each casting to a receiver on each of
 //! the other two at once), **broadcast** (10 000 broadcasts to 100 subscribers on each of 2
 //! remote nodes, until all 200 have each), and **busy** (the casts again while another process
 //! keeps one of the two cores busy). Each mode runs in fresh processes; the modes take turns in
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use foundation_actors::blob::Blob;
 use foundation_actors::channels::{Channels, SubscribeOptions, Topic};
 use foundation_actors::wire::Wire;
 use foundation_cluster::Cluster;
@@ -94,6 +97,8 @@ enum BareMsg {
 #[derive(RactorClusterMessage)]
 enum FoundationMsg {
     Cast(Wire<Task>),
+    /// The large pattern's payload: bytes, not encoded.
+    Put(Blob),
     Blast(u64),
     #[rpc]
     Echo(Wire<Task>, RpcReplyPort<Wire<Task>>),
@@ -199,6 +204,10 @@ impl Actor for Echo<FoundationMsg> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FoundationMsg::Cast(_) => {
+                c.received.fetch_add(1, Ordering::Relaxed);
+            }
+            FoundationMsg::Put(blob) => {
+                assert!(blob.as_slice().is_ok(), "a blob arrived whole");
                 c.received.fetch_add(1, Ordering::Relaxed);
             }
             FoundationMsg::Blast(count) => drop(blast(false, c.node, count)),
@@ -378,7 +387,14 @@ fn cast_n(bare: bool, to: &ractor::ActorCell, count: u64, size: usize, first_id:
 
 /// `count` casts of `size` bytes, each once the link to `to`'s node has at most 1 MiB queued
 /// (Erlang's busy limit; bare: the fork's `link_below`, Foundation: `flow::ready_to_send`).
-async fn cast_paced(bare: bool, to: &ractor::ActorCell, count: u64, size: usize) {
+/// How Foundation sends the large pattern: raw bytes, or a serde value (encoded and decoded).
+#[derive(Clone, Copy, PartialEq)]
+enum Payload {
+    Blob,
+    Serde,
+}
+
+async fn cast_paced(bare: bool, payload: Payload, to: &ractor::ActorCell, count: u64, size: usize) {
     if bare {
         let to: ActorRef<BareMsg> = to.clone().into();
         let body = vec![b'x'; size];
@@ -388,11 +404,20 @@ async fn cast_paced(bare: bool, to: &ractor::ActorCell, count: u64, size: usize)
         }
     } else {
         let to: ActorRef<FoundationMsg> = to.clone().into();
-        let body = "x".repeat(size);
+        let mut task = Task { id: 0, body: "x".repeat(size) };
         for id in 0..count {
             foundation_cluster::flow::ready_to_send(&to.get_cell()).await;
-            let task = Task { id, body: body.clone() };
-            to.cast(FoundationMsg::Cast(Wire::encode(&task, 16 << 20).expect("encode"))).expect("cast");
+            let msg = match payload {
+                // one copy, like the bare sender's clone
+                Payload::Blob => {
+                    FoundationMsg::Put(Blob::copy_from(task.body.as_bytes(), 16 << 20).expect("blob"))
+                }
+                Payload::Serde => {
+                    task.id = id;
+                    FoundationMsg::Cast(Wire::encode(&task, 16 << 20).expect("encode"))
+                }
+            };
+            to.cast(msg).expect("cast");
         }
     }
 }
@@ -515,14 +540,19 @@ async fn client(bare: bool, ports: [u16; 3]) {
     }
 
     if runs("large") {
-        for ((size, bytes), key) in LARGE.into_iter().zip(["mib_per_sec_64k", "mib_per_sec_1m"]) {
-            let count = (bytes / size) as u64;
-            let started = Instant::now();
-            cast_paced(bare, &echo, count, size).await;
-            expected += count;
-            assert_eq!(count_handled(bare, &echo, expected).await, expected, "large casts lost");
-            let rate = (count * size as u64) as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64;
-            result.insert(key.into(), rate.into());
+        // Foundation twice: bytes as a `Blob` (what the other modes send), then a serde value
+        let payloads: &[(Payload, &str)] =
+            if bare { &[(Payload::Blob, "")] } else { &[(Payload::Blob, ""), (Payload::Serde, "_serde")] };
+        for &(payload, suffix) in payloads {
+            for ((size, bytes), key) in LARGE.into_iter().zip(["mib_per_sec_64k", "mib_per_sec_1m"]) {
+                let count = (bytes / size) as u64;
+                let started = Instant::now();
+                cast_paced(bare, payload, &echo, count, size).await;
+                expected += count;
+                assert_eq!(count_handled(bare, &echo, expected).await, expected, "large casts lost");
+                let rate = (count * size as u64) as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64;
+                result.insert(format!("{key}{suffix}"), rate.into());
+            }
         }
     }
 
@@ -768,6 +798,8 @@ fn main() {
         ("3-node a2a/s", "all_to_all_casts_per_sec"),
         ("64K MiB/s", "mib_per_sec_64k"),
         ("1M MiB/s", "mib_per_sec_1m"),
+        ("64K serde", "mib_per_sec_64k_serde"),
+        ("1M serde", "mib_per_sec_1m_serde"),
         ("broadcasts/s", "broadcasts_per_sec"),
         ("busy casts/s", "busy_casts_per_sec"),
     ];
@@ -790,7 +822,9 @@ fn main() {
     if !results[0].is_empty() && !results[2].is_empty() {
         print!("{:<12}", "× erlang");
         for (_, key) in columns {
-            let ratio = median(&results[2], key).zip(median(&results[0], key)).map(|(f, e)| f / e);
+            // a serde payload against Erlang's binary of the same size
+            let erlang_key = key.strip_suffix("_serde").unwrap_or(key);
+            let ratio = median(&results[2], key).zip(median(&results[0], erlang_key)).map(|(f, e)| f / e);
             print!(" {:>14}", ratio.map_or("-".to_string(), |r| format!("{r:.2}×")));
         }
         println!();

@@ -3,7 +3,8 @@
 //! **Actor building blocks** (always built; they work the same in a cluster of one):
 //! [`supervision`] (OTP-style restarts), [`channels`] (pub/sub with a priority lane for control
 //! traffic), [`registry`] (services by capability, health-aware balancing), [`pool`] (elastic
-//! worker pools), [`pipeline`], [`wire`] (the one cross-node encoding) and [`traced`] messages.
+//! worker pools), [`pipeline`], [`wire`] (the one cross-node encoding of serde values), [`blob`] (raw bytes
+//! between nodes, not copied) and [`traced`] messages.
 //!
 //! **Application services** (cargo features, on by default; `default-features = false` leaves
 //! them and their dependencies out, and then no HTTP stack is compiled):
@@ -28,6 +29,7 @@
 //! message type implements `ractor::Message` explicitly.
 
 // The actor building blocks: always built.
+pub mod blob;
 pub mod channels;
 pub mod pg_scopes;
 pub mod pipeline;

@@ -307,6 +307,42 @@ mod tests {
     enum Msg {
         One(Wire<Task>),
         Two(Wire<Task>, u64),
+        #[rpc]
+        Ask(Wire<Task>, ractor::RpcReplyPort<Wire<Task>>),
+    }
+
+    #[test]
+    fn a_call_s_reply_is_converted_in_the_replier_s_task_on_both_sides() {
+        use ractor::Message;
+        use ractor::concurrency::{Duration, oneshot};
+        use ractor::message::SerializedMessage;
+        // No runtime in this test: upstream's derive spawned a task per call on each side to
+        // convert the reply (it would panic here); patches/ractor_cluster_derive (patch 11)
+        // converts it in the task that sends it.
+        let (asker, mut answer) = oneshot::<Wire<Task>>();
+        let ask = Msg::Ask(Wire::encode(&task(), 1024).unwrap(), (asker, Duration::from_secs(3)).into());
+        let SerializedMessage::Call { args, reply: to_caller, .. } = ask.serialize().unwrap() else {
+            panic!("not a call")
+        };
+        assert_eq!(to_caller.get_timeout(), Some(Duration::from_secs(3)), "the caller's timeout rides along");
+        // the far side: bytes in, a typed port for the actor
+        let (wire_tx, mut wire_rx) = oneshot::<Vec<u8>>();
+        let call =
+            SerializedMessage::Call { variant: "Ask".into(), args, reply: wire_tx.into(), metadata: None };
+        let Ok(Msg::Ask(question, port)) = Msg::deserialize(call) else { panic!("not decoded") };
+        port.send(Wire::encode(&question.into_inner().unwrap(), 1024).unwrap()).unwrap();
+        let bytes = wire_rx.try_recv().expect("the reply's bytes are there when send returns");
+        // back on the caller's side: the bytes become the typed answer at once
+        to_caller.send(bytes).unwrap();
+        assert_eq!(answer.try_recv().unwrap().into_inner().unwrap(), task());
+        // an asker that stopped waiting: the converting port says so and refuses the reply
+        let (asker, gone) = oneshot::<Wire<Task>>();
+        let ask = Msg::Ask(Wire::encode(&task(), 1024).unwrap(), asker.into());
+        let SerializedMessage::Call { reply: to_caller, .. } = ask.serialize().unwrap() else { panic!() };
+        assert!(!to_caller.is_closed());
+        drop(gone);
+        assert!(to_caller.is_closed());
+        assert!(to_caller.send(Vec::new()).is_err());
     }
 
     #[test]

@@ -92,8 +92,10 @@ mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tls;
-/// The wire adapter, shared with foundation-actors (whose channels and registry cross nodes too).
 pub use budget::{BudgetConfig, BudgetHandle};
+/// Raw bytes between nodes, not copied (foundation-actors' `blob`).
+pub use foundation_actors::blob;
+/// The wire adapter, shared with foundation-actors (whose channels and registry cross nodes too).
 pub use foundation_actors::wire;
 
 pub use membership::{Member, MemberStatus, MembershipEvent};

@@ -371,79 +371,35 @@ fn unpack_arg(field: &Ident, target_type: &syn::Type) -> impl ToTokens {
 }
 
 /// Generate reply port bridge: typed → binary (for serialization).
+///
+/// Foundation patch 11: the binary port converts the reply into the typed one in the task
+/// that sends it (the node's stand-in for the remote actor); upstream spawned a bridge task per
+/// call that waited for the bytes, converted them and sent them on (one more wake-up). A
+/// conversion that panics drops the reply, as the bridge task did.
 fn gen_serialize_port(the_port: &Ident, target_type: &AngleBracketedGenericArguments) -> impl ToTokens {
     let generic_args = &target_type.args;
     quote! {
-        {
-            let (tx, rx) = ractor::concurrency::oneshot();
-            let o_timeout = #the_port.get_timeout();
-            ractor::concurrency::spawn(async move {
-                if let Some(timeout) = o_timeout {
-                    if let Ok(Ok(result)) = ractor::concurrency::timeout(timeout, rx).await {
-                        if let Ok(typed_result) = ::std::panic::catch_unwind(
-                            ::std::panic::AssertUnwindSafe(|| {
-                                <#generic_args as ractor::BytesConvertable>::from_bytes(result)
-                            })
-                        ) {
-                            let _ = #the_port.send(typed_result);
-                        }
-                    }
-                } else {
-                    if let Ok(result) = rx.await {
-                        if let Ok(typed_result) = ::std::panic::catch_unwind(
-                            ::std::panic::AssertUnwindSafe(|| {
-                                <#generic_args as ractor::BytesConvertable>::from_bytes(result)
-                            })
-                        ) {
-                            let _ = #the_port.send(typed_result);
-                        }
-                    }
-                }
-            });
-            if let Some(timeout) = o_timeout {
-                ractor::RpcReplyPort::<_>::from((tx, timeout))
-            } else {
-                ractor::RpcReplyPort::<_>::from(tx)
-            }
-        }
+        ractor::RpcReplyPort::<::std::vec::Vec<u8>>::converting(#the_port, |result: ::std::vec::Vec<u8>| {
+            ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| {
+                <#generic_args as ractor::BytesConvertable>::from_bytes(result)
+            }))
+            .ok()
+        })
     }
 }
 
 /// Generate reply port bridge: binary → typed (for deserialization).
+///
+/// Foundation patch 11: the typed port converts the actor's reply into bytes in the actor's own
+/// task and hands them to the binary port (upstream: a bridge task per call).
 fn gen_deserialize_port(the_port: &Ident, port_type: &AngleBracketedGenericArguments) -> impl ToTokens {
     let generic_args = &port_type.args;
     quote! {
-        {
-            let (tx, rx) = ractor::concurrency::oneshot::#port_type();
-            let o_timeout = #the_port.get_timeout();
-            ractor::concurrency::spawn(async move {
-                if let Some(timeout) = o_timeout {
-                    if let Ok(Ok(result)) = ractor::concurrency::timeout(timeout, rx).await {
-                        if let Ok(bytes) = ::std::panic::catch_unwind(
-                            ::std::panic::AssertUnwindSafe(|| {
-                                <#generic_args as BytesConvertable>::into_bytes(result)
-                            })
-                        ) {
-                            let _ = #the_port.send(bytes);
-                        }
-                    }
-                } else {
-                    if let Ok(result) = rx.await {
-                        if let Ok(bytes) = ::std::panic::catch_unwind(
-                            ::std::panic::AssertUnwindSafe(|| {
-                                <#generic_args as BytesConvertable>::into_bytes(result)
-                            })
-                        ) {
-                            let _ = #the_port.send(bytes);
-                        }
-                    }
-                }
-            });
-            if let Some(timeout) = o_timeout {
-                ractor::RpcReplyPort::<_>::from((tx, timeout))
-            } else {
-                ractor::RpcReplyPort::<_>::from(tx)
-            }
-        }
+        ractor::RpcReplyPort::<#generic_args>::converting(#the_port, |result: #generic_args| {
+            ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| {
+                <#generic_args as ractor::BytesConvertable>::into_bytes(result)
+            }))
+            .ok()
+        })
     }
 }

@@ -362,49 +362,25 @@ impl Link {
                 };
                 // its reply on the control lane when the call's variant is (patch 8)
                 let control = crate::control_lane::carries(&actor.get_id(), &call.variant);
-                let (tx, rx) = ractor::concurrency::oneshot();
                 let timeout = call.timeout_ms.map(Duration::from_millis);
-                let reply = match timeout {
-                    Some(timeout) => (tx, timeout).into(),
-                    None => tx.into(),
-                };
+                // the reply travels back on this link once the actor answers (within the
+                // caller's timeout, when it gave one), written by the actor's own task (patch
+                // 11: upstream spawned a task per call to wait for it)
+                let reply = ractor::RpcReplyPort::from_sink(
+                    ReplyToPeer {
+                        link: std::sync::Arc::downgrade(self),
+                        tag: call.tag,
+                        to: call.to,
+                        control,
+                        deadline: timeout.map(|timeout| std::time::Instant::now() + timeout),
+                    },
+                    timeout,
+                );
                 let _ = actor.send_serialized(SerializedMessage::Call {
                     args: call.what,
                     reply,
                     variant: call.variant,
                     metadata: call.metadata,
-                });
-                // the reply travels back on this link once the actor answers (within the
-                // caller's timeout, when it gave one)
-                let (tag, to) = (call.tag, call.to);
-                // weak: a reply that never comes does not keep the link's maps alive
-                let link = std::sync::Arc::downgrade(self);
-                #[allow(clippy::let_underscore_future)]
-                let _ = ractor::concurrency::spawn(async move {
-                    let result = match timeout {
-                        Some(timeout) => match ractor::concurrency::timeout(timeout, rx).await {
-                            Ok(Ok(result)) => result,
-                            _ => return,
-                        },
-                        None => match rx.await {
-                            Ok(result) => result,
-                            Err(_) => return,
-                        },
-                    };
-                    let reply = node_protocol::NodeMessage {
-                        msg: Some(node_protocol::node_message::Msg::Reply(
-                            node_protocol::CallReply {
-                                tag,
-                                to,
-                                what: result,
-                            },
-                        )),
-                    };
-                    // a reply over the frame limit is not sent: the caller waits for its
-                    // timeout (a call without one, for ever)
-                    if let Some(link) = link.upgrade() {
-                        let _ = link.send_node_in(reply, control);
-                    }
                 });
             }
             node_protocol::node_message::Msg::Reply(reply) => {
@@ -414,6 +390,51 @@ impl Link {
                 }
             }
         }
+    }
+}
+
+/// Where a call from the peer is answered: the reply goes back on the link the call came on.
+struct ReplyToPeer {
+    /// Weak: a reply that never comes does not keep the link's maps alive.
+    link: std::sync::Weak<Link>,
+    tag: u64,
+    /// The peer's remote-actor stand-in that waits for it.
+    to: u64,
+    /// On the control lane (patch 8).
+    control: bool,
+    /// The caller's timeout: a later reply is not sent (its caller stopped waiting).
+    deadline: Option<std::time::Instant>,
+}
+
+impl ractor::ReplySink<Vec<u8>> for ReplyToPeer {
+    fn send(self: Box<Self>, what: Vec<u8>) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let Some(link) = self.link.upgrade() else {
+            return false;
+        };
+        let reply = node_protocol::NodeMessage {
+            msg: Some(node_protocol::node_message::Msg::Reply(
+                node_protocol::CallReply {
+                    tag: self.tag,
+                    to: self.to,
+                    what,
+                },
+            )),
+        };
+        // a reply over the frame limit is not sent: the caller waits for its timeout (a call
+        // without one, for ever)
+        link.send_node_in(reply, self.control)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| std::time::Instant::now() >= deadline)
+            || self
+                .link
+                .upgrade()
+                .is_none_or(|link| link.writer_has_ended())
     }
 }
 
