@@ -3,7 +3,10 @@
 //! frames between small ones; a link cut in the middle of a batch delivers whole messages or
 //! none and fails the callers waiting on it; a message over the frame limit is refused before it
 //! is sent and the link goes on; a receiver killed with SIGKILL mid-stream fails the waiting
-//! callers and a restarted one is reached again.
+//! callers and a restarted one is reached again; a bulk sender that awaits
+//! `foundation_cluster::flow::ready_to_send` (patch 10) is held, with a bounded backlog, while
+//! its receiver reads nothing (SIGSTOP), goes on when it reads again, and is released when it
+//! is killed.
 //!
 //! Both ends are bare ractor_cluster nodes (the fast path is the fork's); the far one is this
 //! test binary started again as `child_node` (`FAST_PATH_PORT` set), which answers `report` on
@@ -444,4 +447,89 @@ fn a_receiver_killed_mid_stream_fails_waiting_callers_and_a_restarted_one_is_rea
     let seen = report(&mut second);
     assert_eq!(seen["received"], 1, "{seen}");
     assert_eq!(seen["bad"], 0, "{seen}");
+}
+
+#[test]
+fn a_bulk_sender_is_held_while_its_receiver_reads_nothing_and_released_when_it_dies() {
+    use foundation_cluster::flow::{BUSY_BYTES, backlog, ready_to_send};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (tag, port) = ("fp-flow", free_port());
+    let mut child = child(tag, port, 16 << 20);
+    // 64 KiB items, 128 MiB in all: far more than the sockets' buffers and the link's limit
+    const ITEMS: u64 = 2_048;
+    const ITEM: usize = 64 << 10;
+    let rt = runtime();
+    let to = rt.block_on(async {
+        let server = node("fp-flow-parent", 16 << 20).await;
+        ractor_cluster::client_connect(&server, addr(port)).await.unwrap();
+        receivers(tag).await.remove(0)
+    });
+    // A sender that awaits the link before each cast, counting what it sent.
+    let sender = |from: u32, items: u64, sent: Arc<AtomicU64>| {
+        let to = to.clone();
+        rt.spawn(async move {
+            for seq in 0..items {
+                ready_to_send(&to.get_cell()).await;
+                if to.cast(Probe::Item(item(from, seq, ITEM))).is_err() {
+                    break;
+                }
+                sent.store(seq + 1, Ordering::Release);
+            }
+        })
+    };
+    // Waits until `sent` stopped growing for a second (or 60 s passed); returns it.
+    let stalled = |sent: &Arc<AtomicU64>| {
+        let mut last = (sent.load(Ordering::Acquire), std::time::Instant::now());
+        let started = std::time::Instant::now();
+        while last.1.elapsed() < Duration::from_secs(1) && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = sent.load(Ordering::Acquire);
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            }
+        }
+        last.0
+    };
+
+    // The receiver stops reading (SIGSTOP): the sender is held, its backlog bounded.
+    child.freeze();
+    let sent = Arc::new(AtomicU64::new(0));
+    let first = sender(0, ITEMS, sent.clone());
+    let held_at = stalled(&sent);
+    assert!(held_at < ITEMS / 2, "the sender was not held: {held_at} of {ITEMS} sent to a stopped reader");
+    let queued = backlog(&to.get_cell()).expect("a live link");
+    eprintln!("held after {held_at} of {ITEMS} items, {queued} bytes queued on the link");
+    assert!(
+        queued > 0 && queued <= BUSY_BYTES + 2 * (ITEM as u64 + 1024),
+        "{queued} bytes queued: at most the limit and the last messages"
+    );
+    // It reads again: the sender goes on, and everything arrives, whole and in order.
+    child.thaw();
+    rt.block_on(first).unwrap();
+    assert_eq!(sent.load(Ordering::Acquire), ITEMS);
+    let received =
+        rt.block_on(to.call(|r| Probe::Received(ITEMS, r), Some(Duration::from_secs(90)))).unwrap();
+    assert!(matches!(received, CallResult::Success(n) if n == ITEMS), "{received:?}");
+    let seen = report(&mut child);
+    assert_eq!((seen["violations"].as_u64(), seen["bad"].as_u64()), (Some(0), Some(0)), "{seen}");
+    assert_eq!(seen["next"]["0"], ITEMS, "{seen}");
+
+    // Stopped again, then killed while a sender waits: the wait ends (the session closed) and
+    // the sender's next cast fails instead of waiting for ever.
+    child.freeze();
+    let sent = Arc::new(AtomicU64::new(0));
+    // (as many as it takes: it must stop by itself)
+    let second = sender(1, u64::MAX, sent.clone());
+    let held_at = stalled(&sent);
+    assert!(held_at < ITEMS / 2, "{held_at}");
+    child.kill();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), second).await })
+        .expect("a sender waiting on a dead receiver's link was not released")
+        .unwrap();
+    assert!(
+        sent.load(Ordering::Acquire) < held_at + 10_000,
+        "casts kept being accepted after the receiver died"
+    );
+    assert_eq!(backlog(&to.get_cell()), None, "a closed link has no backlog");
 }

@@ -153,12 +153,12 @@ impl<T: Serialize + DeserializeOwned> Wire<T> {
     }
 
     /// Bytes already encoded (and size-checked) by [`encode`], to send to several actors without
-    /// encoding again.
-    pub fn from_encoded(bytes: Vec<u8>) -> Self {
+    /// encoding again: each call copies them once, into the frame behind its header.
+    pub fn from_encoded(bytes: &[u8]) -> Self {
         let traceparent = trace_context::current();
         let mut frame = Vec::with_capacity(header_len(traceparent) + bytes.len());
         push_header(&mut frame, traceparent);
-        frame.extend_from_slice(&bytes);
+        frame.extend_from_slice(bytes);
         Wire { state: State::Encoded(frame), traceparent }
     }
 

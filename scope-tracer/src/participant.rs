@@ -196,7 +196,7 @@ where
     })?;
     let mut calls = tokio::task::JoinSet::new();
     for participant in participants() {
-        let request = Wire::from_encoded(request.clone());
+        let request = Wire::from_encoded(&request);
         calls.spawn(async move {
             match participant.call(|port| msg(request, port), Some(timeout)).await {
                 Ok(ractor::rpc::CallResult::Success(answer)) => answer.into_inner().ok(),

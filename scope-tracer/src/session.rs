@@ -463,7 +463,7 @@ fn fit(mut report: SessionReport, max_bytes: usize) -> Wire<SessionReport> {
                     id = %report.spec.id, error = %e,
                     "a cluster trace's report does not fit a message even without its traces"
                 );
-                return Wire::from_encoded(Vec::new());
+                return Wire::from_encoded(&[]);
             }
         }
     }
@@ -546,7 +546,7 @@ fn stop(state: &mut CoordinatorState) {
         }
     };
     for participant in participant::participants() {
-        let _ = participant.cast(ParticipantMsg::End(Wire::from_encoded(id.clone())));
+        let _ = participant.cast(ParticipantMsg::End(Wire::from_encoded(&id)));
     }
 }
 

@@ -292,9 +292,7 @@ impl Channels {
         for member in others {
             let relay: ActorRef<RelayMsg> = member.into();
             let msg = match &encoded {
-                Some(bytes) if !relay.get_id().is_local() => {
-                    RelayMsg::Remote(Wire::from_encoded(bytes.clone()))
-                }
+                Some(bytes) if !relay.get_id().is_local() => RelayMsg::Remote(Wire::from_encoded(bytes)),
                 _ => RelayMsg::Deliver {
                     topic: name.clone(),
                     payload: Box::new(message.clone()),

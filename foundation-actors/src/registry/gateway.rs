@@ -195,7 +195,7 @@ fn records_reply(records: &Option<Records>, max_bytes: usize) -> Wire<Option<Rec
     Wire::encode(records, max_bytes).unwrap_or_else(|e| {
         let count = records.as_ref().map_or(0, |r| r.records.len());
         tracing::warn!(registrations = count, error = %e, "cannot send this node's registrations to another node");
-        Wire::from_encoded(Vec::new())
+        Wire::from_encoded(&[])
     })
 }
 

@@ -318,7 +318,7 @@ impl Coordination {
             if shared.cluster.is_blocked(&node) {
                 continue;
             }
-            let (actor, wire) = (ActorRef::<BidderMsg>::from(cell), Wire::from_encoded(task.to_vec()));
+            let (actor, wire) = (ActorRef::<BidderMsg>::from(cell), Wire::from_encoded(task));
             let id = id.to_string();
             calls.spawn(async move {
                 let answer = actor.call(|reply| BidderMsg::Announce(wire, reply), Some(window)).await;
@@ -349,7 +349,7 @@ impl Coordination {
         task: &[u8],
         timeout: Duration,
     ) -> Result<Result<String, String>, String> {
-        let wire = Wire::from_encoded(task.to_vec());
+        let wire = Wire::from_encoded(task);
         let call = winner.call(|reply| BidderMsg::Award(wire, reply), Some(timeout));
         let lost = async {
             loop {

@@ -215,7 +215,7 @@ impl Shared {
     ) {
         for (node, peer) in self.coordinators() {
             if to(&node) {
-                let _ = peer.cast(message(Wire::from_encoded(bytes.to_vec())));
+                let _ = peer.cast(message(Wire::from_encoded(bytes)));
             }
         }
     }

@@ -129,7 +129,7 @@ fn call_every<T: Serialize + DeserializeOwned + Send + 'static, R: Send + 'stati
 ) -> JoinSet<Result<CallResult<R>, MessagingErr<CoordinatorMsg>>> {
     let mut calls = JoinSet::new();
     for (_, peer) in shared.coordinators() {
-        let wire = Wire::from_encoded(bytes.to_vec());
+        let wire = Wire::from_encoded(bytes);
         calls.spawn(async move { peer.call(|reply| message(wire, reply), Some(timeout)).await });
     }
     calls

@@ -380,7 +380,7 @@ impl Replicator {
         let timeout = match consistency {
             WriteConsistency::Local => {
                 for (_, peer) in targets {
-                    let _ = peer.cast(ReplicatorMsg::Update(Wire::from_encoded(bytes.clone())));
+                    let _ = peer.cast(ReplicatorMsg::Update(Wire::from_encoded(&bytes)));
                 }
                 return Ok(value);
             }
@@ -390,7 +390,7 @@ impl Replicator {
         let needed = consistency::majority_of(known);
         let mut calls = tokio::task::JoinSet::new();
         for (_, peer) in targets {
-            let wire = Wire::from_encoded(bytes.clone());
+            let wire = Wire::from_encoded(&bytes);
             let peer = peer.clone();
             calls.spawn(
                 async move { peer.call(|reply| ReplicatorMsg::Write(wire, reply), Some(timeout)).await },
@@ -433,7 +433,7 @@ impl Replicator {
                 Err(_) => (&[][..], Vec::new()),
             };
             for (node, peer) in targets {
-                let wire = Wire::from_encoded(bytes.clone());
+                let wire = Wire::from_encoded(&bytes);
                 let (node, peer) = (node.clone(), peer.clone());
                 let (shared, key) = (shared.clone(), key.name().to_string());
                 calls.spawn(async move {

@@ -228,11 +228,30 @@ impl TestNet {
         })
     }
 
+    /// Limits what host `k` sends to `mbit` Mbit/s with `tc tbf` (a token bucket of 64 KiB, at
+    /// most 200 ms of packets queued in the qdisc; TCP's own queues hold the rest, as on a slow
+    /// real link). Fails, saying why, where the kernel has no `sch_tbf` (or `tc` is missing).
+    /// [`heal`](Self::heal) ends it.
+    pub fn limit_rate(&self, k: usize, mbit: u32) -> Result<(), TestkitError> {
+        let ns = &self.hosts[k].namespace;
+        let rate = format!("{mbit}mbit");
+        self.fault(|| {
+            in_ns(
+                ns,
+                &[
+                    "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", &rate, "burst", "64kb",
+                    "latency", "200ms",
+                ],
+            )
+            .map_err(|e| format!("{e} (a rate limit needs the kernel's sch_tbf and iproute2's tc)"))
+        })
+    }
+
     /// Ends every fault: every host reaches every other again, without delay or loss.
     pub fn heal(&self) -> Result<(), TestkitError> {
         for host in &self.hosts {
             self.fault(|| in_ns(&host.namespace, &["iptables", "-F"]))?;
-            // Only where `degrade` put a netem qdisc; absent, there is nothing to end.
+            // Only where `degrade` or `limit_rate` put a qdisc; absent, there is nothing to end.
             let _ = in_ns(&host.namespace, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
         }
         Ok(())
