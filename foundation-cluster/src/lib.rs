@@ -4,8 +4,8 @@
 //!   from `[cluster.tls]` with certificates that name their node ([`node_certificate_name`]), a
 //!   frame limit), seeds reconnected whenever they are not up, and
 //!   zero-config discovery by UDP multicast (`cluster.gossip`, `foundation node --cluster`).
-//!   Membership comes from connection events; `node_up`, `node_down`, `node_unreachable`,
-//!   `node_left` and `node_refused` go on the control channel. [`Cluster::shutdown`] leaves
+//!   Membership comes from connection events; `node_up`, `node_reconnected`, `node_down`,
+//!   `node_unreachable`, `node_left`, `node_removed` and `node_refused` go on the control channel. [`Cluster::shutdown`] leaves
 //!   gracefully (peers mark the node `left`).
 //! - **Failure detection**: [`heartbeat`]s every `cluster.heartbeat_interval` and a
 //!   [`phi`]-accrual detector per peer; a peer over `cluster.phi_threshold` is declared

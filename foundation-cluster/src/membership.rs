@@ -72,6 +72,18 @@ pub enum MembershipEvent {
         /// its own that went unanswered (see `cluster.monitored_peers`).
         phi: f64,
     },
+    /// A node's connection closed while another one to it had authenticated, and that one is
+    /// now ready: the node stayed up. This happens when two nodes dial each other at once (while
+    /// a cluster forms, or a partition heals) and the connection that was ready first loses the
+    /// election between the two. Messages in flight on the closed connection are lost, as in any
+    /// cut: code that tracks work sent to the node must treat this as a loss (the member's
+    /// `since` is now).
+    Reconnected {
+        /// Its name.
+        name: String,
+        /// Its address.
+        addr: String,
+    },
     /// A node left on purpose ([`Cluster::shutdown`](crate::Cluster::shutdown)): it announced it
     /// before closing its connection.
     Left {
@@ -129,6 +141,11 @@ pub(crate) enum SessionEvent {
 
 struct Session {
     authenticated: bool,
+    /// The address this node dialled, for a connection it opened (a node's listening address).
+    dialled: Option<String>,
+    /// The node it authenticated as, until it is ready.
+    claimed: Option<String>,
+    /// The node, once ready.
     peer: Option<String>,
 }
 
@@ -143,6 +160,9 @@ pub(crate) struct Membership {
     ready_sessions: HashMap<String, usize>,
     /// Why a node is being disconnected, when we are the ones disconnecting it.
     evicting: HashMap<String, String>,
+    /// Members whose last ready session closed while another session to them had
+    /// authenticated: still up until that one is ready (`Reconnected`) or closes (`Down`).
+    replacing: std::collections::HashSet<String>,
     /// Nodes that announced they are leaving, until their connection closes.
     leaving: std::collections::HashSet<String>,
     /// Ready sessions of nodes with a removal on record, held back (not up, not counted) until
@@ -195,6 +215,7 @@ impl Membership {
     pub(crate) fn apply(&mut self, event: SessionEvent) -> Vec<MembershipEvent> {
         let before = self.remembered.clone();
         let mut changes = self.apply_event(event);
+        changes.extend(self.release_orphaned_holds());
         changes.extend(self.drop_removed());
         // Removals older than any lease no longer count (see `recently_removed`).
         let window = crate::node::DEPARTED_STILL_COUNT;
@@ -403,22 +424,27 @@ impl Membership {
                 None
             }
             SessionEvent::Opened(s) => {
-                self.sessions.insert(s.actor.get_id(), Session { authenticated: false, peer: None });
+                let dialled = (!s.is_server).then(|| s.peer_addr.clone());
+                let session = Session { authenticated: false, dialled, claimed: None, peer: None };
+                self.sessions.insert(s.actor.get_id(), session);
                 None
             }
             SessionEvent::Authenticated(s) => {
                 if let Some(session) = self.sessions.get_mut(&s.actor.get_id()) {
                     session.authenticated = true;
+                    session.claimed = s.peer_name.as_ref().map(|p| node_name(&p.name));
                 }
                 None
             }
             SessionEvent::Ready(s) => {
                 let peer = s.peer_name.as_ref()?;
                 let (name, addr) = (node_name(&peer.name), peer.connection_string.clone());
-                let session = self
-                    .sessions
-                    .entry(s.actor.get_id())
-                    .or_insert(Session { authenticated: true, peer: None });
+                let session = self.sessions.entry(s.actor.get_id()).or_insert(Session {
+                    authenticated: true,
+                    dialled: None,
+                    claimed: None,
+                    peer: None,
+                });
                 session.authenticated = true;
                 if session.peer.is_some() {
                     return None;
@@ -427,6 +453,13 @@ impl Membership {
                 self.session_nodes.insert(s.node_id, name.clone());
                 let count = self.ready_sessions.entry(name.clone()).or_default();
                 *count += 1;
+                if self.replacing.remove(&name)
+                    && let Some(member) = self.members.get_mut(&name)
+                {
+                    member.since = SystemTime::now();
+                    member.addr = addr.clone();
+                    return Some(MembershipEvent::Reconnected { name, addr });
+                }
                 let was_up = self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up);
                 if was_up {
                     return None;
@@ -449,13 +482,16 @@ impl Membership {
                         // election and may close before this side finished authenticating it.
                         // That is not a refusal while the node is up on another connection.
                         if let Some(name) = &peer_name
-                            && self.ready_sessions.get(name).is_some_and(|n| *n > 0)
+                            && (self.ready_sessions.get(name).is_some_and(|n| *n > 0)
+                                || self.replacing.contains(name))
                         {
                             tracing::debug!(peer = %name, "duplicate connection closed");
                             return None;
                         }
                         Some(MembershipEvent::Refused { peer_addr: s.peer_addr.clone(), peer_name })
                     }
+                    // authenticated, not ready: if it was a held member's successor, `apply`
+                    // releases the hold
                     None => None,
                     Some(name) => {
                         self.session_nodes.remove(&s.node_id);
@@ -468,22 +504,63 @@ impl Membership {
                             self.evicting.remove(&name);
                             return None; // never counted as up
                         }
-                        let member = self.members.get_mut(&name)?;
-                        member.since = SystemTime::now();
-                        if self.leaving.remove(&name) {
-                            self.left_at.insert(name.clone(), std::time::Instant::now());
-                            member.status = MemberStatus::Left;
-                            self.evicting.remove(&name);
-                            return Some(MembershipEvent::Left { name });
+                        // Another session to it authenticated and is about to be ready (the two
+                        // dialled each other at once and this one lost the election): held up
+                        // until that one is ready or closes. Not a node being evicted or leaving.
+                        let departing = self.evicting.contains_key(&name) || self.leaving.contains(&name);
+                        if !departing && self.has_successor(&name) {
+                            tracing::debug!(peer = %name, "a connection was replaced by another");
+                            self.replacing.insert(name);
+                            return None;
                         }
-                        member.status = MemberStatus::Down;
-                        let reason =
-                            self.evicting.remove(&name).unwrap_or_else(|| "connection closed".into());
-                        Some(MembershipEvent::Down { name, reason })
+                        self.go_down(name)
                     }
                 }
             }
         }
+    }
+
+    /// Whether a session to `name` is on its way to ready: authenticated as `name`, or dialled
+    /// by this node to `name`'s address and still authenticating (its name is not proven yet,
+    /// but this node chose where to dial; a connection from elsewhere that only claims the name
+    /// never holds a member up).
+    fn has_successor(&self, name: &str) -> bool {
+        let addr = self.members.get(name).map(|m| m.addr.as_str());
+        self.sessions.values().any(|s| {
+            s.peer.is_none()
+                && match s.authenticated {
+                    true => s.claimed.as_deref() == Some(name),
+                    false => s.dialled.is_some() && s.dialled.as_deref() == addr,
+                }
+        })
+    }
+
+    /// Held members whose successors all closed: down (or left) now.
+    fn release_orphaned_holds(&mut self) -> Vec<MembershipEvent> {
+        let orphaned: Vec<String> =
+            self.replacing.iter().filter(|n| !self.has_successor(n)).cloned().collect();
+        orphaned
+            .into_iter()
+            .filter_map(|name| {
+                self.replacing.remove(&name);
+                self.go_down(name)
+            })
+            .collect()
+    }
+
+    /// `name`'s last session closed: it left (if it said so) or is down.
+    fn go_down(&mut self, name: String) -> Option<MembershipEvent> {
+        let member = self.members.get_mut(&name)?;
+        member.since = SystemTime::now();
+        if self.leaving.remove(&name) {
+            self.left_at.insert(name.clone(), std::time::Instant::now());
+            member.status = MemberStatus::Left;
+            self.evicting.remove(&name);
+            return Some(MembershipEvent::Left { name });
+        }
+        member.status = MemberStatus::Down;
+        let reason = self.evicting.remove(&name).unwrap_or_else(|| "connection closed".into());
+        Some(MembershipEvent::Down { name, reason })
     }
 
     pub(crate) fn members(&self) -> Vec<Member> {

@@ -195,7 +195,8 @@ impl NodeEventSubscription for Forward {
 impl Cluster {
     /// Starts this node: listens on `config.listen`, admits nodes that present the same cookie,
     /// connects to the seeds (and keeps reconnecting to any that is not up), and publishes
-    /// `node_up`, `node_down` and `node_refused` on the control channel if `channels` is given.
+    /// the membership events (`node_up`, `node_down`, `node_refused`, ...) on the control channel
+    /// if `channels` is given.
     pub async fn start(
         name: &str,
         config: &ClusterConfig,
@@ -826,6 +827,10 @@ fn announce(node: &str, change: &MembershipEvent, channels: Option<&Channels>, s
         MembershipEvent::Up { name, addr } => {
             tracing::info!(%node, peer = %name, %addr, "node up");
             ("node_up", serde_json::json!({ "node": name, "addr": addr }))
+        }
+        MembershipEvent::Reconnected { name, addr } => {
+            tracing::info!(%node, peer = %name, %addr, "node reconnected (its connection was replaced by another)");
+            ("node_reconnected", serde_json::json!({ "node": name, "addr": addr }))
         }
         MembershipEvent::Down { name, reason } => {
             tracing::warn!(%node, peer = %name, %reason, "node down");

@@ -63,6 +63,9 @@ pub enum Reply {
     Leaving { node: String },
     /// A member is up (joined, or came back).
     MemberUp { name: String, addr: String },
+    /// A member's connection was replaced by another (two dialled each other at once); it stayed
+    /// up, and what was in flight on the old connection is lost.
+    MemberReconnected { name: String, addr: String },
     /// A member is down, and why.
     MemberDown { name: String, reason: String },
     /// A member stopped answering heartbeats (phi accrual suspicion; after a long silence phi
@@ -90,6 +93,7 @@ impl Reply {
     pub fn of(event: MembershipEvent) -> Reply {
         match event {
             MembershipEvent::Up { name, addr } => Reply::MemberUp { name, addr },
+            MembershipEvent::Reconnected { name, addr } => Reply::MemberReconnected { name, addr },
             MembershipEvent::Down { name, reason } => Reply::MemberDown { name, reason },
             MembershipEvent::Unreachable { name, phi } => Reply::MemberUnreachable { name, phi },
             MembershipEvent::Left { name } => Reply::MemberLeft { name },
@@ -111,6 +115,9 @@ impl fmt::Display for Reply {
             Reply::DashboardServing { url } => write!(f, "dashboard on {url}"),
             Reply::Leaving { node } => write!(f, "node {node} leaving"),
             Reply::MemberUp { name, addr } => write!(f, "member up: {name} {addr}"),
+            Reply::MemberReconnected { name, addr } => {
+                write!(f, "member reconnected: {name} {addr} (a new connection replaced the old one)")
+            }
             Reply::MemberDown { name, reason } => write!(f, "member down: {name} ({reason})"),
             Reply::MemberUnreachable { name, phi } => write!(f, "member unreachable: {name} (phi {phi:.1})"),
             Reply::MemberLeft { name } => write!(f, "member left: {name}"),

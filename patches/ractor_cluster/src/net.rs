@@ -16,6 +16,8 @@ mod session;
 pub(crate) use link::HandledOnDrop;
 pub(crate) use link::Link;
 pub(crate) use link::FEATURE_SPLIT_PAYLOADS;
+#[cfg(test)]
+pub(crate) use link::PENDING_SWEEP_EVERY;
 pub(crate) use listener::Listener;
 pub(crate) use listener::ListenerMessage;
 pub(crate) use session::FrameLimit;

@@ -7,9 +7,6 @@
 //! running on a remote `node()` server. See [crate::node::NodeServer] for more on inter-node
 //! protocols
 
-use std::collections::BTreeMap;
-use std::ops::Bound::{Excluded, Unbounded};
-
 use ractor::concurrency::JoinHandle;
 use ractor::message::SerializedMessage;
 use ractor::Actor;
@@ -18,7 +15,6 @@ use ractor::ActorId;
 use ractor::ActorName;
 use ractor::ActorProcessingErr;
 use ractor::ActorRef;
-use ractor::RpcReplyPort;
 use ractor::SpawnErr;
 use ractor_cluster_derive::RactorMessage;
 
@@ -26,9 +22,6 @@ use crate::NodeId;
 
 #[cfg(test)]
 mod tests;
-
-/// Maximum number of pending requests inspected when handling a message.
-const PENDING_REQUEST_CLEANUP_BUDGET: usize = 16;
 
 /// A [RemoteActor] is an actor which represents an actor on another node
 ///
@@ -65,13 +58,6 @@ impl RemoteActor {
 }
 
 pub(crate) struct RemoteActorState {
-    message_tag: u64,
-    /// The map of <message_tag, serialized_rpc_reply> port for network
-    /// handling of [SerializedMessage::CallReply]s
-    pending_requests: BTreeMap<u64, RpcReplyPort<Vec<u8>>>,
-    /// Last request inspected for cancellation.
-    pending_request_cleanup_cursor: Option<u64>,
-
     /// The owning session's link: frames go straight to its writer (Foundation patch 6)
     link: std::sync::Arc<crate::net::Link>,
     /// The control lane's generation last read, and this actor's variants on it (patch 8)
@@ -82,72 +68,8 @@ impl RemoteActorState {
     fn new(link: std::sync::Arc<crate::net::Link>) -> Self {
         Self {
             link,
-            message_tag: 0,
-            pending_requests: BTreeMap::new(),
-            pending_request_cleanup_cursor: None,
             lane: (0, None),
         }
-    }
-
-    /// Increment the message tag and return the "next" value
-    fn get_and_increment_mtag(&mut self) -> u64 {
-        self.message_tag += 1;
-        self.message_tag
-    }
-
-    /// Incrementally reclaim reply ports whose receivers were cancelled or timed out.
-    fn cleanup_closed_pending_requests(&mut self) {
-        let cleanup_count = self
-            .pending_requests
-            .len()
-            .min(PENDING_REQUEST_CLEANUP_BUDGET);
-        if cleanup_count == 0 {
-            self.pending_request_cleanup_cursor = None;
-            return;
-        }
-
-        let mut tags = [0; PENDING_REQUEST_CLEANUP_BUDGET];
-        let mut tag_count = 0;
-
-        if let Some(cursor) = self.pending_request_cleanup_cursor {
-            for (&tag, _) in self
-                .pending_requests
-                .range((Excluded(cursor), Unbounded))
-                .take(cleanup_count)
-            {
-                tags[tag_count] = tag;
-                tag_count += 1;
-            }
-        }
-
-        for (&tag, _) in self.pending_requests.iter().take(cleanup_count - tag_count) {
-            tags[tag_count] = tag;
-            tag_count += 1;
-        }
-
-        for tag in &tags[..tag_count] {
-            if self
-                .pending_requests
-                .get(tag)
-                .is_some_and(RpcReplyPort::is_closed)
-            {
-                self.pending_requests.remove(tag);
-            }
-        }
-
-        self.pending_request_cleanup_cursor = if self.pending_requests.is_empty() {
-            None
-        } else {
-            tags[..tag_count].last().copied()
-        };
-    }
-
-    fn remove_pending_request(&mut self, message_tag: u64) -> Option<RpcReplyPort<Vec<u8>>> {
-        let port = self.pending_requests.remove(&message_tag);
-        if self.pending_requests.is_empty() {
-            self.pending_request_cleanup_cursor = None;
-        }
-        port
     }
 }
 
@@ -178,14 +100,23 @@ impl Actor for RemoteActor {
         Err(From::from("`RemoteActor`s cannot handle local messages!"))
     }
 
+    /// The calls this actor sent fail now (their callers hear `SenderError`), not at the end of
+    /// the session: the remote actor is gone (Foundation patch 12: the link holds their ports).
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.link.drop_replies_of(myself.get_id().pid());
+        Ok(())
+    }
+
     async fn handle_serialized(
         &self,
         myself: ActorRef<Self::Msg>,
         message: SerializedMessage,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.cleanup_closed_pending_requests();
-
         // get the local pid on the remote system
         let to = myself.get_id().pid();
         // Foundation patch 8: the variants of this actor on the control lane, re-read only when
@@ -211,23 +142,25 @@ impl Actor for RemoteActor {
                 variant,
                 metadata,
             } => {
-                // Handle Call
-                let tag = state.get_and_increment_mtag();
+                let timeout_ms = reply.get_timeout().map(|t| t.as_millis() as u64);
+                // Handle Call: the link keeps the reply port, and its reader answers it (Foundation
+                // patch 12)
+                let tag = state.link.await_reply(to, reply);
                 let node_msg = crate::protocol::node::NodeMessage {
                     msg: Some(crate::protocol::node::node_message::Msg::Call(
                         crate::protocol::node::Call {
                             to,
                             tag,
                             what: args,
-                            timeout_ms: reply.get_timeout().map(|t| t.as_millis() as u64),
+                            timeout_ms,
                             variant,
                             metadata,
                         },
                     )),
                 };
-                state.pending_requests.insert(tag, reply);
                 if !state.link.send_node_in(node_msg, control) {
-                    state.remove_pending_request(tag);
+                    // not sent (a closed session, or over the frame limit): the caller hears it
+                    drop(state.link.take_reply(tag, to));
                 }
             }
             SerializedMessage::Cast {
@@ -250,7 +183,7 @@ impl Actor for RemoteActor {
             }
             SerializedMessage::CallReply(message_tag, reply_data) => {
                 // Handle the reply to a "Call" message
-                if let Some(port) = state.remove_pending_request(message_tag) {
+                if let Some(port) = state.link.take_reply(message_tag, to) {
                     let _ = port.send(reply_data);
                 }
             }

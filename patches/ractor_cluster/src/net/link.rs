@@ -112,7 +112,21 @@ pub(crate) struct Link {
     drained: tokio::sync::Notify,
     /// The writer ended: nothing queued will be written.
     closed: AtomicBool,
+    /// Calls sent on this link that wait for their reply (patch 12): the reader hands a reply
+    /// to its caller's port itself.
+    pending: Mutex<PendingCalls>,
 }
+
+/// Calls waiting for their reply, by the tag they were sent with (unique on the link).
+#[derive(Debug, Default)]
+struct PendingCalls {
+    last_tag: u64,
+    /// tag → the remote actor stand-in that sent it (its pid on the peer) and the caller's port
+    calls: HashMap<u64, (u64, ractor::RpcReplyPort<Vec<u8>>)>,
+}
+
+/// Every this many calls, the ports of callers that stopped waiting are dropped.
+pub(crate) const PENDING_SWEEP_EVERY: u64 = 64;
 
 /// What a node message counts in a link's backlog: its size with the frame around it (the same
 /// figure the frame limit is checked against).
@@ -146,6 +160,7 @@ impl Link {
             backlog: AtomicU64::new(0),
             drained: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
+            pending: Mutex::new(PendingCalls::default()),
         };
         (
             std::sync::Arc::new(link),
@@ -214,10 +229,63 @@ impl Link {
         self.drained.notify_waiters();
     }
 
-    /// The writer ended: waiters stop waiting (nothing queued will be written).
+    /// The writer ended: waiters stop waiting (nothing queued will be written), and callers
+    /// waiting for a reply hear that it will not come (their ports are dropped).
     pub(crate) fn writer_ended(&self) {
         self.closed.store(true, Ordering::Release);
         self.drained.notify_waiters();
+        let calls = std::mem::take(&mut self.pending().calls);
+        drop(calls);
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingCalls> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps `reply` until the reply to the call `to` sends with the returned tag arrives.
+    pub(crate) fn await_reply(&self, to: u64, reply: ractor::RpcReplyPort<Vec<u8>>) -> u64 {
+        let mut pending = self.pending();
+        pending.last_tag += 1;
+        let tag = pending.last_tag;
+        if tag % PENDING_SWEEP_EVERY == 0 {
+            pending.calls.retain(|_, (_, port)| !port.is_closed());
+        }
+        pending.calls.insert(tag, (to, reply));
+        tag
+    }
+
+    /// The port of the call with `tag`, if `to` sent it and it still waits.
+    pub(crate) fn take_reply(&self, tag: u64, to: u64) -> Option<ractor::RpcReplyPort<Vec<u8>>> {
+        let mut pending = self.pending();
+        match pending.calls.get(&tag) {
+            Some((sender, _)) if *sender == to => pending.calls.remove(&tag).map(|(_, port)| port),
+            _ => None,
+        }
+    }
+
+    /// Drops the ports of the calls `to` sent (its stand-in stopped): their callers hear it.
+    pub(crate) fn drop_replies_of(&self, to: u64) {
+        let mut pending = self.pending();
+        let gone: Vec<u64> = pending
+            .calls
+            .iter()
+            .filter(|(_, (sender, _))| *sender == to)
+            .map(|(tag, _)| *tag)
+            .collect();
+        let ports: Vec<_> = gone
+            .iter()
+            .filter_map(|tag| pending.calls.remove(tag))
+            .collect();
+        drop(pending);
+        drop(ports);
+    }
+
+    /// How many calls wait for a reply (tests).
+    #[cfg(test)]
+    pub(crate) fn pending_calls(&self) -> usize {
+        self.pending().calls.len()
     }
 
     /// Whether the writer ended (the session closed).
@@ -383,10 +451,11 @@ impl Link {
                     metadata: call.metadata,
                 });
             }
+            // straight to the caller's port (patch 12: upstream passed it through the remote
+            // actor's mailbox, one more wake-up); only a call of that remote actor's is answered
             node_protocol::node_message::Msg::Reply(reply) => {
-                if let Some(actor) = self.remote_actor(reply.to) {
-                    let _ =
-                        actor.send_serialized(SerializedMessage::CallReply(reply.tag, reply.what));
+                if let Some(port) = self.take_reply(reply.tag, reply.to) {
+                    let _ = port.send(reply.what);
                 }
             }
         }

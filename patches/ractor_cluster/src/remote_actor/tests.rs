@@ -38,7 +38,7 @@ async fn remote_actor_serialized_message_handling() {
     // the cast went straight to the link's writer queue
     assert!(outgoing.try_recv().is_ok());
     // cast's don't have pending requests
-    assert_eq!(0, remote_actor_state.message_tag);
+    assert_eq!(0, link.pending_calls());
 
     let (tx, _rx) = ractor::concurrency::oneshot();
     let call = SerializedMessage::Call {
@@ -51,15 +51,20 @@ async fn remote_actor_serialized_message_handling() {
         .handle_serialized(remote_actor_ref.clone(), call, &mut remote_actor_state)
         .await;
     assert!(call_output.is_ok());
-    assert_eq!(1, remote_actor_state.message_tag);
-    assert!(remote_actor_state.pending_requests.contains_key(&1));
+    // the link keeps the port (patch 12), under the tag the call went out with
+    assert_eq!(1, link.pending_calls());
+    let pid = remote_actor_ref.get_id().pid();
+    assert!(
+        link.take_reply(1, pid + 1).is_none(),
+        "another actor's reply does not answer it"
+    );
 
     let reply = SerializedMessage::CallReply(1, vec![3, 4, 5]);
     let reply_output = remote_actor_instance
         .handle_serialized(remote_actor_ref.clone(), reply, &mut remote_actor_state)
         .await;
     assert!(reply_output.is_ok());
-    assert!(!remote_actor_state.pending_requests.contains_key(&1));
+    assert_eq!(0, link.pending_calls());
 
     // cleanup
     remote_actor_ref.stop(None);
@@ -67,45 +72,41 @@ async fn remote_actor_serialized_message_handling() {
 }
 
 #[ractor::concurrency::test]
-async fn abandoned_requests_are_reclaimed_incrementally() {
+async fn abandoned_requests_are_reclaimed_and_a_stopped_actor_fails_its_callers() {
     let (link, _outgoing) = crate::net::Link::new();
     let (remote_actor, remote_actor_handle) =
         Actor::spawn(None, RemoteActor, link.clone()).await.unwrap();
-    let mut state = RemoteActorState::new(link);
+    let mut state = RemoteActorState::new(link.clone());
+    let call = |reply: ractor::RpcReplyPort<Vec<u8>>| SerializedMessage::Call {
+        variant: "Call".to_string(),
+        args: vec![],
+        reply,
+        metadata: None,
+    };
+    // callers that stopped waiting: swept once in a while, not kept for ever
+    for _ in 0..2 * crate::net::PENDING_SWEEP_EVERY {
+        let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
+        drop(receiver);
+        RemoteActor
+            .handle_serialized(remote_actor.clone(), call(reply.into()), &mut state)
+            .await
+            .unwrap();
+    }
+    assert!(
+        link.pending_calls() <= crate::net::PENDING_SWEEP_EVERY as usize,
+        "{} abandoned calls kept",
+        link.pending_calls()
+    );
+
+    // a caller still waiting when the remote actor stops hears it at once
     let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
-    drop(receiver);
-
     RemoteActor
-        .handle_serialized(
-            remote_actor.clone(),
-            SerializedMessage::Call {
-                variant: "Call".to_string(),
-                args: vec![],
-                reply: reply.into(),
-                metadata: None,
-            },
-            &mut state,
-        )
+        .handle_serialized(remote_actor.clone(), call(reply.into()), &mut state)
         .await
         .unwrap();
-    assert_eq!(state.pending_requests.len(), 1);
-
-    RemoteActor
-        .handle_serialized(
-            remote_actor.clone(),
-            SerializedMessage::Cast {
-                variant: "Cast".to_string(),
-                args: vec![],
-                metadata: None,
-            },
-            &mut state,
-        )
-        .await
-        .unwrap();
-    assert!(state.pending_requests.is_empty());
-
     remote_actor.stop(None);
     remote_actor_handle.await.unwrap();
+    assert!(receiver.await.is_err());
 }
 
 #[ractor::concurrency::test]
@@ -133,7 +134,7 @@ async fn forwarding_failure_releases_the_reply_port() {
         .await
         .unwrap();
 
-    assert!(state.pending_requests.is_empty());
+    assert_eq!(0, state.link.pending_calls());
     assert!(receiver.await.is_err());
 
     remote_actor.stop(None);

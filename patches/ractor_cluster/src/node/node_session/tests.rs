@@ -1093,21 +1093,26 @@ async fn node_session_handle_node_msg() {
     // sleep(Duration::from_millis(100)).await;
     // assert_eq!(1, calls.load(Ordering::Relaxed));
 
+    // a call the remote actor sent: the link keeps its port (Foundation patch 12)
+    let (reply, mut answer) = ractor::concurrency::oneshot::<Vec<u8>>();
+    let tag = state.link.await_reply(test_pid.pid(), reply.into());
     session.handle_node(
         &mut state,
         super::node_protocol::NodeMessage {
             msg: Some(node_protocol::node_message::Msg::Reply(
                 node_protocol::CallReply {
                     to: test_pid.pid(),
-                    tag: 1,
-                    what: vec![],
+                    tag,
+                    what: vec![7],
                 },
             )),
         },
         session_ref.clone(),
     );
     sleep(Duration::from_millis(100)).await;
-    assert_eq!(1, call_replies.load(Ordering::Relaxed));
+    // answered straight from the link, not through the remote actor's mailbox
+    assert_eq!(answer.try_recv().ok(), Some(vec![7]));
+    assert_eq!(0, call_replies.load(Ordering::Relaxed));
 
     // cleanup
     dummy_server.stop(None);
