@@ -170,6 +170,11 @@ fn heartbeats_overtake_a_bulk_transfer_on_a_slow_link() {
     let (at_receiver, at_sender) = (events(&receiver), events(&sender));
     let seen = format!("receiver saw {at_receiver:?}, sender saw {at_sender:?}");
     assert!(done.starts_with(&format!("delivered {ITEMS} ")), "{done}; {seen}");
+    // The premise, a lower bound only (no machine makes a rate-limited link faster): the queue
+    // took longer to drain than a silent node is given, so heartbeats behind it would have been
+    // too late.
+    let ms: u64 = done.split_whitespace().nth(3).and_then(|m| m.parse().ok()).unwrap_or(0);
+    assert!(ms >= 2_000, "the transfer took {ms} ms: the rate limit did not hold ({done})");
     for events in [&at_receiver, &at_sender] {
         assert!(events.iter().any(|e| e.starts_with("event up ")), "{seen}");
         assert!(

@@ -14,7 +14,7 @@
 //! Bounds: [`Blob::new`] refuses bytes over the frame limit you give it (the receiver would close
 //! the whole session on reading a frame over its own); a frame without a valid trailer is not
 //! dropped silently, it becomes a `Blob` holding [`WireError::Decode`], logged and counted in
-//! `foundation_wire_decode_errors_total` (`type` = `Blob`).
+//! `foundation_wire_decode_errors_total` (`type` = `Blob`; logged at the first and every 1000th).
 
 use foundation_core::trace_context::{self, TraceParent};
 
@@ -138,7 +138,11 @@ impl ractor::BytesConvertable for Blob {
                         bytes.extend_from_slice(tp.to_text().as_bytes());
                         bytes.push(1);
                     }
-                    None => bytes.push(0),
+                    None => {
+                        // exact: a full vector would otherwise double its capacity
+                        bytes.reserve_exact(1);
+                        bytes.push(0);
+                    }
                 }
                 bytes
             }
@@ -152,8 +156,7 @@ impl ractor::BytesConvertable for Blob {
         match split_trailer(frame) {
             Ok((bytes, traceparent)) => Blob { bytes: Ok(bytes), traceparent },
             Err(e) => {
-                metrics::counter!("foundation_wire_decode_errors_total", "type" => "Blob").increment(1);
-                tracing::warn!(error = %e, "a blob from another node had no valid trailer");
+                crate::wire::decode_failed("Blob", &e);
                 Blob { bytes: Err(e), traceparent: None }
             }
         }

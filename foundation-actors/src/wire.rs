@@ -106,6 +106,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     Ok(value)
 }
 
+/// Counts a frame from another node that did not decode, and logs the first and every 1000th
+/// after it (a peer sending garbage does not flood the log).
+pub(crate) fn decode_failed(type_name: &'static str, error: &WireError) {
+    static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    metrics::counter!("foundation_wire_decode_errors_total", "type" => type_name).increment(1);
+    let failed = FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if failed.is_multiple_of(1000) {
+        tracing::warn!(error = %error, failed = failed + 1, "a message from another node did not decode");
+    }
+}
+
 /// A serde value as a ractor message argument between nodes, with the sender's trace context.
 ///
 /// On the wire a frame is a header and the bincode payload: `0`, or `1` followed by the 55
@@ -229,8 +240,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ractor::BytesConvertable 
         match decoded {
             Ok((traceparent, v)) => Wire { state: State::Value(v), traceparent },
             Err(e) => {
-                metrics::counter!("foundation_wire_decode_errors_total", "type" => std::any::type_name::<T>()).increment(1);
-                tracing::warn!(error = %e, "a message from another node did not decode");
+                decode_failed(std::any::type_name::<T>(), &e);
                 Wire { state: State::Failed(e), traceparent: None }
             }
         }

@@ -106,12 +106,49 @@ pub enum MembershipEvent {
     },
 }
 
+/// How long a member stays up, at most, while a new connection to it replaces the closed one
+/// (checked at each membership event; heartbeats bring them every interval).
+const REPLACEMENT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What membership reads of a node session (from ractor_cluster's session information).
+pub(crate) struct SessionInfo {
+    /// The session actor's id.
+    pub(crate) id: ActorId,
+    /// The name the peer gave (proven once authenticated) and the address it advertises.
+    pub(crate) peer: Option<(String, String)>,
+    /// An incoming connection.
+    pub(crate) is_server: bool,
+    /// ractor_cluster's node id of the session.
+    pub(crate) node_id: u64,
+    /// The socket's peer address (for a connection this node opened, the address it dialled).
+    pub(crate) peer_addr: String,
+}
+
+impl From<&NodeServerSessionInformation> for SessionInfo {
+    fn from(s: &NodeServerSessionInformation) -> Self {
+        SessionInfo {
+            id: s.actor.get_id(),
+            peer: s.peer_name.as_ref().map(|p| (p.name.clone(), p.connection_string.clone())),
+            is_server: s.is_server,
+            node_id: s.node_id,
+            peer_addr: s.peer_addr.clone(),
+        }
+    }
+}
+
+impl SessionInfo {
+    /// Our name of the node the peer says it is.
+    fn name(&self) -> Option<String> {
+        self.peer.as_ref().map(|(name, _)| node_name(name))
+    }
+}
+
 /// What the node server reported.
 pub(crate) enum SessionEvent {
-    Opened(NodeServerSessionInformation),
-    Authenticated(NodeServerSessionInformation),
-    Ready(NodeServerSessionInformation),
-    Disconnected(NodeServerSessionInformation),
+    Opened(SessionInfo),
+    Authenticated(SessionInfo),
+    Ready(SessionInfo),
+    Disconnected(SessionInfo),
     /// Dialling a node failed its TLS handshake.
     DialRefused {
         addr: String,
@@ -162,7 +199,13 @@ pub(crate) struct Membership {
     evicting: HashMap<String, String>,
     /// Members whose last ready session closed while another session to them had
     /// authenticated: still up until that one is ready (`Reconnected`) or closes (`Down`).
-    replacing: std::collections::HashSet<String>,
+    replacing: HashMap<String, std::time::Instant>,
+    /// Members reported `Reconnected`, with the incarnation of the process they were before (if
+    /// it had answered a heartbeat): the first answer on the new connection tells whether the
+    /// same process is behind it.
+    reconnected: HashMap<String, Option<u64>>,
+    /// Up members that answered a heartbeat since they came up (their incarnation is known).
+    heard_since_up: std::collections::HashSet<String>,
     /// Nodes that announced they are leaving, until their connection closes.
     leaving: std::collections::HashSet<String>,
     /// Ready sessions of nodes with a removal on record, held back (not up, not counted) until
@@ -237,7 +280,7 @@ impl Membership {
     fn remember(&mut self, changes: &[MembershipEvent]) {
         for change in changes {
             match change {
-                MembershipEvent::Up { name, addr }
+                MembershipEvent::Up { name, addr } | MembershipEvent::Reconnected { name, addr }
                     if !name.starts_with(crate::singleton::OBSERVER_PREFIX) =>
                 {
                     let incarnation = self.members.get(name).map_or(0, |m| m.incarnation);
@@ -309,6 +352,8 @@ impl Membership {
     /// still leaving.
     fn come_up(&mut self, name: String, addr: String, incarnation: u64) -> MembershipEvent {
         self.leaving.remove(&name);
+        self.heard_since_up.remove(&name);
+        self.reconnected.remove(&name);
         let member = Member {
             name: name.clone(),
             addr: addr.clone(),
@@ -347,6 +392,25 @@ impl Membership {
     fn apply_event(&mut self, event: SessionEvent) -> Vec<MembershipEvent> {
         match event {
             SessionEvent::Heard { name, incarnation, removed } => {
+                // The first answer after a `Reconnected`: a later process than the one the
+                // closed connection led to is a restart, reported as one.
+                let mut restarted = Vec::new();
+                if let Some(Some(before)) = self.reconnected.remove(&name)
+                    && incarnation > before
+                    && let Some(member) = self.members.get(&name)
+                    && member.status == MemberStatus::Up
+                {
+                    let addr = member.addr.clone();
+                    self.evicting.insert(
+                        name.clone(),
+                        "restarted: a new process answered on the new connection".into(),
+                    );
+                    restarted.extend(self.go_down(name.clone()));
+                    restarted.push(self.come_up(name.clone(), addr, incarnation));
+                }
+                if self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up) {
+                    self.heard_since_up.insert(name.clone());
+                }
                 // The incarnation first: a removal gossiped in the same beat must not take a
                 // member up here for the removed process.
                 if let Some(member) = self.members.get_mut(&name) {
@@ -361,9 +425,10 @@ impl Membership {
                     Some(addr) if !self.remembered.is_removed(&name, incarnation) => {
                         let addr = addr.clone();
                         self.pending.remove(&name);
-                        vec![self.come_up(name, addr, incarnation)]
+                        restarted.push(self.come_up(name, addr, incarnation));
+                        restarted
                     }
-                    _ => Vec::new(),
+                    _ => restarted,
                 }
             }
             SessionEvent::Remove { name, done } => {
@@ -393,6 +458,26 @@ impl Membership {
                 if !changes.iter().any(|c| matches!(c, MembershipEvent::Removed { name: n } if *n == name)) {
                     changes.push(MembershipEvent::Removed { name });
                 }
+                changes
+            }
+            // A held member declared unreachable: down at once (it has no ready session whose
+            // close would say so).
+            SessionEvent::Unreachable { name, phi } if self.replacing.contains_key(&name) => {
+                let mut changes: Vec<_> = self
+                    .apply_session(SessionEvent::Unreachable { name: name.clone(), phi })
+                    .into_iter()
+                    .collect();
+                self.replacing.remove(&name);
+                changes.extend(self.go_down(name));
+                changes
+            }
+            // A held member that cannot carry on: the hold ends down, and the new session comes
+            // up the usual way.
+            SessionEvent::Ready(s) if s.name().is_some_and(|name| self.hold_ends_down(&name)) => {
+                let name = s.name().unwrap_or_default();
+                self.replacing.remove(&name);
+                let mut changes: Vec<_> = self.go_down(name).into_iter().collect();
+                changes.extend(self.apply_session(SessionEvent::Ready(s)));
                 changes
             }
             other => self.apply_session(other).into_iter().collect(),
@@ -426,20 +511,19 @@ impl Membership {
             SessionEvent::Opened(s) => {
                 let dialled = (!s.is_server).then(|| s.peer_addr.clone());
                 let session = Session { authenticated: false, dialled, claimed: None, peer: None };
-                self.sessions.insert(s.actor.get_id(), session);
+                self.sessions.insert(s.id, session);
                 None
             }
             SessionEvent::Authenticated(s) => {
-                if let Some(session) = self.sessions.get_mut(&s.actor.get_id()) {
+                if let Some(session) = self.sessions.get_mut(&s.id) {
                     session.authenticated = true;
-                    session.claimed = s.peer_name.as_ref().map(|p| node_name(&p.name));
+                    session.claimed = s.name();
                 }
                 None
             }
             SessionEvent::Ready(s) => {
-                let peer = s.peer_name.as_ref()?;
-                let (name, addr) = (node_name(&peer.name), peer.connection_string.clone());
-                let session = self.sessions.entry(s.actor.get_id()).or_insert(Session {
+                let (name, addr) = (s.name()?, s.peer.as_ref()?.1.clone());
+                let session = self.sessions.entry(s.id).or_insert(Session {
                     authenticated: true,
                     dialled: None,
                     claimed: None,
@@ -453,11 +537,13 @@ impl Membership {
                 self.session_nodes.insert(s.node_id, name.clone());
                 let count = self.ready_sessions.entry(name.clone()).or_default();
                 *count += 1;
-                if self.replacing.remove(&name)
+                if self.replacing.remove(&name).is_some()
                     && let Some(member) = self.members.get_mut(&name)
                 {
                     member.since = SystemTime::now();
                     member.addr = addr.clone();
+                    let known = self.heard_since_up.remove(&name).then_some(member.incarnation);
+                    self.reconnected.insert(name.clone(), known);
                     return Some(MembershipEvent::Reconnected { name, addr });
                 }
                 let was_up = self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up);
@@ -474,16 +560,16 @@ impl Membership {
                 Some(self.come_up(name, addr, incarnation))
             }
             SessionEvent::Disconnected(s) => {
-                let session = self.sessions.remove(&s.actor.get_id())?;
+                let session = self.sessions.remove(&s.id)?;
                 match session.peer {
                     None if !session.authenticated => {
-                        let peer_name = s.peer_name.as_ref().map(|p| node_name(&p.name));
+                        let peer_name = s.name();
                         // Two nodes that dialled each other at once: one connection loses the
                         // election and may close before this side finished authenticating it.
                         // That is not a refusal while the node is up on another connection.
                         if let Some(name) = &peer_name
                             && (self.ready_sessions.get(name).is_some_and(|n| *n > 0)
-                                || self.replacing.contains(name))
+                                || self.replacing.contains_key(name))
                         {
                             tracing::debug!(peer = %name, "duplicate connection closed");
                             return None;
@@ -510,7 +596,7 @@ impl Membership {
                         let departing = self.evicting.contains_key(&name) || self.leaving.contains(&name);
                         if !departing && self.has_successor(&name) {
                             tracing::debug!(peer = %name, "a connection was replaced by another");
-                            self.replacing.insert(name);
+                            self.replacing.insert(name, std::time::Instant::now());
                             return None;
                         }
                         self.go_down(name)
@@ -535,10 +621,15 @@ impl Membership {
         })
     }
 
-    /// Held members whose successors all closed: down (or left) now.
+    /// Held members whose successors all closed, or that were held for [`REPLACEMENT_GRACE`]:
+    /// down (or left) now.
     fn release_orphaned_holds(&mut self) -> Vec<MembershipEvent> {
-        let orphaned: Vec<String> =
-            self.replacing.iter().filter(|n| !self.has_successor(n)).cloned().collect();
+        let orphaned: Vec<String> = self
+            .replacing
+            .iter()
+            .filter(|(n, since)| since.elapsed() >= REPLACEMENT_GRACE || !self.has_successor(n))
+            .map(|(n, _)| n.clone())
+            .collect();
         orphaned
             .into_iter()
             .filter_map(|name| {
@@ -548,8 +639,19 @@ impl Membership {
             .collect()
     }
 
+    /// A held member whose successor is ready but cannot simply carry on: it is being evicted,
+    /// is no longer up here, or has a removal on record (its process must be checked first).
+    fn hold_ends_down(&self, name: &str) -> bool {
+        self.replacing.contains_key(name)
+            && (self.evicting.contains_key(name)
+                || self.remembered.removed.contains_key(name)
+                || self.members.get(name).is_none_or(|m| m.status != MemberStatus::Up))
+    }
+
     /// `name`'s last session closed: it left (if it said so) or is down.
     fn go_down(&mut self, name: String) -> Option<MembershipEvent> {
+        self.heard_since_up.remove(&name);
+        self.reconnected.remove(&name);
         let member = self.members.get_mut(&name)?;
         member.since = SystemTime::now();
         if self.leaving.remove(&name) {
@@ -591,5 +693,115 @@ impl Membership {
 
     pub(crate) fn is_up_at(&self, addr: &str) -> bool {
         self.members.values().any(|m| m.status == MemberStatus::Up && m.addr == addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Session `id` to node `x`, whose advertised address is `x-addr`: `named` says whether its
+    /// name is known yet; `dialled` is the address this node dialled (an outgoing connection),
+    /// or none for an incoming one.
+    fn session(id: u64, named: bool, dialled: Option<&str>) -> SessionInfo {
+        SessionInfo {
+            id: ActorId::Local(id),
+            peer: named.then(|| ("x@host".to_string(), "x-addr".to_string())),
+            is_server: dialled.is_none(),
+            node_id: id,
+            peer_addr: dialled.unwrap_or("10.0.0.9:50000").to_string(),
+        }
+    }
+
+    fn heard(incarnation: u64) -> SessionEvent {
+        SessionEvent::Heard { name: "x".into(), incarnation, removed: Vec::new() }
+    }
+
+    /// x up on incoming session 1, heard at incarnation 5; then this node dials x (session 2)
+    /// and session 1 closes: x is held.
+    fn held() -> Membership {
+        let mut m = Membership::new("me", None);
+        assert!(m.apply(SessionEvent::Opened(session(1, false, None))).is_empty());
+        assert!(m.apply(SessionEvent::Authenticated(session(1, true, None))).is_empty());
+        let up = m.apply(SessionEvent::Ready(session(1, true, None)));
+        assert_eq!(up, vec![MembershipEvent::Up { name: "x".into(), addr: "x-addr".into() }]);
+        assert!(m.apply(heard(5)).is_empty());
+        assert!(m.apply(SessionEvent::Opened(session(2, false, Some("x-addr")))).is_empty());
+        let closed = m.apply(SessionEvent::Disconnected(session(1, true, None)));
+        assert!(closed.is_empty(), "held, not down: {closed:?}");
+        assert!(m.is_up_named("x"));
+        m
+    }
+
+    fn down(reason: &str) -> impl Fn(&MembershipEvent) -> bool + '_ {
+        move |e| matches!(e, MembershipEvent::Down { name, reason: r } if name == "x" && r.contains(reason))
+    }
+
+    #[test]
+    fn a_connection_replaced_by_one_this_node_dialled_keeps_the_member_up_and_says_so() {
+        let mut m = held();
+        assert!(m.apply(SessionEvent::Authenticated(session(2, true, Some("x-addr")))).is_empty());
+        let ready = m.apply(SessionEvent::Ready(session(2, true, Some("x-addr"))));
+        assert_eq!(ready, vec![MembershipEvent::Reconnected { name: "x".into(), addr: "x-addr".into() }]);
+        // the same process answers on the new connection: nothing more
+        assert!(m.apply(heard(5)).is_empty());
+        assert!(m.is_up_named("x"));
+        // its last session closing now is a plain down
+        assert!(
+            m.apply(SessionEvent::Disconnected(session(2, true, Some("x-addr")))).iter().any(down("closed"))
+        );
+    }
+
+    #[test]
+    fn a_successor_that_closes_before_it_is_ready_ends_the_hold_down() {
+        let mut m = held();
+        let closed = m.apply(SessionEvent::Disconnected(session(2, false, Some("x-addr"))));
+        assert!(closed.iter().any(down("connection closed")), "{closed:?}");
+        assert!(!m.is_up_named("x"));
+    }
+
+    #[test]
+    fn a_connection_that_only_claims_the_name_holds_nothing() {
+        let mut m = Membership::new("me", None);
+        m.apply(SessionEvent::Opened(session(1, false, None)));
+        m.apply(SessionEvent::Authenticated(session(1, true, None)));
+        m.apply(SessionEvent::Ready(session(1, true, None)));
+        // an incoming connection naming x, not authenticated: anyone can say that
+        m.apply(SessionEvent::Opened(session(3, false, None)));
+        let closed = m.apply(SessionEvent::Disconnected(session(1, true, None)));
+        assert!(closed.iter().any(down("connection closed")), "{closed:?}");
+    }
+
+    #[test]
+    fn a_held_member_declared_unreachable_goes_down_at_once() {
+        let mut m = held();
+        let changes = m.apply(SessionEvent::Unreachable { name: "x".into(), phi: 9.0 });
+        assert!(matches!(changes[0], MembershipEvent::Unreachable { .. }), "{changes:?}");
+        assert!(changes.iter().any(down("unreachable")), "{changes:?}");
+        // its new session, ready after all, comes up the usual way
+        m.apply(SessionEvent::Authenticated(session(2, true, Some("x-addr"))));
+        let ready = m.apply(SessionEvent::Ready(session(2, true, Some("x-addr"))));
+        assert_eq!(ready, vec![MembershipEvent::Up { name: "x".into(), addr: "x-addr".into() }]);
+    }
+
+    #[test]
+    fn a_new_process_behind_the_new_connection_is_a_restart() {
+        let mut m = held();
+        m.apply(SessionEvent::Authenticated(session(2, true, Some("x-addr"))));
+        m.apply(SessionEvent::Ready(session(2, true, Some("x-addr"))));
+        let answer = m.apply(heard(9));
+        assert_eq!(answer.len(), 2, "{answer:?}");
+        assert!(down("restarted")(&answer[0]), "{answer:?}");
+        assert_eq!(answer[1], MembershipEvent::Up { name: "x".into(), addr: "x-addr".into() });
+        assert!(m.is_up_named("x"));
+    }
+
+    #[test]
+    fn a_hold_ends_down_after_its_grace() {
+        let mut m = held();
+        // two seconds ago (white box: a test does not wait for the clock)
+        m.replacing.insert("x".into(), std::time::Instant::now() - REPLACEMENT_GRACE);
+        let next = m.apply(SessionEvent::Heard { name: "y".into(), incarnation: 1, removed: Vec::new() });
+        assert!(next.iter().any(down("connection closed")), "{next:?}");
     }
 }

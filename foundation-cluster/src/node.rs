@@ -169,19 +169,19 @@ impl Forward {
 
 impl NodeEventSubscription for Forward {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Opened(ses));
+        let _ = self.0.send(SessionEvent::Opened((&ses).into()));
     }
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Disconnected(ses));
+        let _ = self.0.send(SessionEvent::Disconnected((&ses).into()));
     }
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
         // Passed on even when refused: an authenticated session that closes is not a refusal.
         self.refuse_blocked(&ses);
-        let _ = self.0.send(SessionEvent::Authenticated(ses));
+        let _ = self.0.send(SessionEvent::Authenticated((&ses).into()));
     }
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
         if !self.refuse_blocked(&ses) {
-            let _ = self.0.send(SessionEvent::Ready(ses));
+            let _ = self.0.send(SessionEvent::Ready((&ses).into()));
         }
     }
     fn node_session_refused(&self, _peer_addr: &str, reason: &'static str) {

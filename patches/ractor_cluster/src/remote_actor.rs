@@ -145,7 +145,10 @@ impl Actor for RemoteActor {
                 let timeout_ms = reply.get_timeout().map(|t| t.as_millis() as u64);
                 // Handle Call: the link keeps the reply port, and its reader answers it (Foundation
                 // patch 12)
-                let tag = state.link.await_reply(to, reply);
+                let Some(tag) = state.link.await_reply(to, reply) else {
+                    // the session ended: the port was dropped, its caller hears it
+                    return Ok(());
+                };
                 let node_msg = crate::protocol::node::NodeMessage {
                     msg: Some(crate::protocol::node::node_message::Msg::Call(
                         crate::protocol::node::Call {

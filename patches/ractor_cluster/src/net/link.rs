@@ -244,16 +244,22 @@ impl Link {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keeps `reply` until the reply to the call `to` sends with the returned tag arrives.
-    pub(crate) fn await_reply(&self, to: u64, reply: ractor::RpcReplyPort<Vec<u8>>) -> u64 {
+    /// Keeps `reply` until the reply to the call `to` sends with the returned tag arrives;
+    /// `None` (the port dropped: its caller hears it) once the writer ended.
+    pub(crate) fn await_reply(&self, to: u64, reply: ractor::RpcReplyPort<Vec<u8>>) -> Option<u64> {
         let mut pending = self.pending();
+        // under the lock `writer_ended` takes after it set `closed`: a call either sees the
+        // link closed or is dropped by it
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
         pending.last_tag += 1;
         let tag = pending.last_tag;
         if tag % PENDING_SWEEP_EVERY == 0 {
             pending.calls.retain(|_, (_, port)| !port.is_closed());
         }
         pending.calls.insert(tag, (to, reply));
-        tag
+        Some(tag)
     }
 
     /// The port of the call with `tag`, if `to` sent it and it still waits.
@@ -384,8 +390,8 @@ impl Link {
         }
     }
 
-    /// The session ended: forget the actors on both sides (a reply task may still hold the
-    /// link for a while).
+    /// The session ended: forget the actors on both sides (a reply sink or a stand-in may still
+    /// hold the link for a while).
     pub(crate) fn forget(&self) {
         self.remote_actors().clear();
         self.advertised

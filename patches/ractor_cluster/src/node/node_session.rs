@@ -609,6 +609,8 @@ impl NodeSession {
                 }
                 control_protocol::control_message::Msg::Terminate(termination) => {
                     for pid in termination.ids {
+                        // its callers will get no reply (patch 12: the link holds their ports)
+                        state.link.drop_replies_of(pid);
                         let removed = state.link.remote_actors().remove(&pid);
                         if let Some(actor) = removed {
                             actor
@@ -1329,6 +1331,9 @@ impl Actor for NodeSession {
                     );
                     myself.stop(Some("tcp_session_err".to_string()));
                 } else if let Some(actor) = {
+                    // the failed stand-in's callers hear it, as when it held their ports
+                    // (patch 12); a respawned one starts without calls
+                    state.link.drop_replies_of(actor.get_id().pid());
                     let removed = state.link.remote_actors().remove(&actor.get_id().pid());
                     removed
                 } {
@@ -1360,6 +1365,8 @@ impl Actor for NodeSession {
                     myself.stop(Some("tcp_session_closed".to_string()));
                     // TODO: resilient connection?
                 } else if let Some(actor) = {
+                    // a stand-in killed (no `post_stop`): its callers hear it (patch 12)
+                    state.link.drop_replies_of(actor.get_id().pid());
                     let removed = state.link.remote_actors().remove(&actor.get_id().pid());
                     removed
                 } {

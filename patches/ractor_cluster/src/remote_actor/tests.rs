@@ -107,6 +107,13 @@ async fn abandoned_requests_are_reclaimed_and_a_stopped_actor_fails_its_callers(
     remote_actor.stop(None);
     remote_actor_handle.await.unwrap();
     assert!(receiver.await.is_err());
+
+    // once the writer ended, a new call is refused at once (its port dropped), not kept
+    link.writer_ended();
+    let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
+    assert_eq!(link.await_reply(1, reply.into()), None);
+    assert!(receiver.await.is_err());
+    assert_eq!(0, link.pending_calls());
 }
 
 #[ractor::concurrency::test]

@@ -1095,7 +1095,10 @@ async fn node_session_handle_node_msg() {
 
     // a call the remote actor sent: the link keeps its port (Foundation patch 12)
     let (reply, mut answer) = ractor::concurrency::oneshot::<Vec<u8>>();
-    let tag = state.link.await_reply(test_pid.pid(), reply.into());
+    let tag = state
+        .link
+        .await_reply(test_pid.pid(), reply.into())
+        .unwrap();
     session.handle_node(
         &mut state,
         super::node_protocol::NodeMessage {
