@@ -198,6 +198,8 @@ use strum as _;
 mod tests;
 // ======================== Re-exports ======================== //
 pub use actor::actor_cell::ActorCell;
+#[cfg(feature = "cluster")]
+pub use actor::actor_cell::RemoteSink;
 pub use actor::actor_cell::ActorStatus;
 pub use actor::actor_cell::ACTIVE_STATES;
 pub use actor::actor_id::ActorId;

@@ -52,8 +52,25 @@ impl RemoteActor {
         supervisor: ActorCell,
     ) -> Result<(ActorRef<RemoteActorMessage>, JoinHandle<()>), SpawnErr> {
         let actor_id = ActorId::Remote { node_id, pid };
-        ractor::ActorRuntime::<Self>::spawn_linked_remote(name, self, actor_id, link, supervisor)
-            .await
+        let weak = std::sync::Arc::downgrade(&link);
+        let (actor, handle) = ractor::ActorRuntime::<Self>::spawn_linked_remote(
+            name, self, actor_id, link, supervisor,
+        )
+        .await?;
+        // Foundation patch 13: messages to the stand-in go to the link in the sender's task,
+        // not through the stand-in's mailbox (set before anyone can reach the stand-in: it is
+        // published by the caller of this function). Weak: a stand-in's cell may outlive the
+        // session in users' hands; a message after the link is gone is dropped (a call's port
+        // with it, so its caller hears it).
+        let lane = std::sync::Mutex::new((0, None));
+        let sink: ractor::RemoteSink = Box::new(move |message| {
+            if let Some(link) = weak.upgrade() {
+                let mut lane = lane.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                forward(&link, actor_id, &mut lane, message);
+            }
+        });
+        actor.get_cell().set_remote_sink(sink);
+        Ok((actor, handle))
     }
 }
 
@@ -117,80 +134,93 @@ impl Actor for RemoteActor {
         message: SerializedMessage,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // get the local pid on the remote system
-        let to = myself.get_id().pid();
-        // Foundation patch 8: the variants of this actor on the control lane, re-read only when
-        // a mark was made since
-        let generation = crate::control_lane::generation();
-        if generation != state.lane.0 {
-            state.lane = (generation, crate::control_lane::variants(&myself.get_id()));
-        }
-        let control = match (&message, &state.lane.1) {
-            (
-                SerializedMessage::Call { variant, .. } | SerializedMessage::Cast { variant, .. },
-                Some(marked),
-            ) => marked.iter().any(|v| v == variant),
-            _ => false,
-        };
-        // messages should be forwarded over the network link (i.e. sent through the node session) to the intended
-        // target node's relevant actor. The receiving runtime NodeSession will decode the message and pass it up
-        // to the parent. However `SerializedMessage::CallReply` is a network reply to a send call request
-        match message {
-            SerializedMessage::Call {
-                args,
-                reply,
-                variant,
-                metadata,
-            } => {
-                let timeout_ms = reply.get_timeout().map(|t| t.as_millis() as u64);
-                // Handle Call: the link keeps the reply port, and its reader answers it (Foundation
-                // patch 12)
-                let Some(tag) = state.link.await_reply(to, reply) else {
-                    // the session ended: the port was dropped, its caller hears it
-                    return Ok(());
-                };
-                let node_msg = crate::protocol::node::NodeMessage {
-                    msg: Some(crate::protocol::node::node_message::Msg::Call(
-                        crate::protocol::node::Call {
-                            to,
-                            tag,
-                            what: args,
-                            timeout_ms,
-                            variant,
-                            metadata,
-                        },
-                    )),
-                };
-                if !state.link.send_node_in(node_msg, control) {
-                    // not sent (a closed session, or over the frame limit): the caller hears it
-                    drop(state.link.take_reply(tag, to));
-                }
-            }
-            SerializedMessage::Cast {
-                args,
-                variant,
-                metadata,
-            } => {
-                // Handle Cast
-                let node_msg = crate::protocol::node::NodeMessage {
-                    msg: Some(crate::protocol::node::node_message::Msg::Cast(
-                        crate::protocol::node::Cast {
-                            to,
-                            what: args,
-                            variant,
-                            metadata,
-                        },
-                    )),
-                };
-                let _ = state.link.send_node_in(node_msg, control);
-            }
-            SerializedMessage::CallReply(message_tag, reply_data) => {
-                // Handle the reply to a "Call" message
-                if let Some(port) = state.link.take_reply(message_tag, to) {
-                    let _ = port.send(reply_data);
-                }
-            }
-        }
+        forward(&state.link, myself.get_id(), &mut state.lane, message);
         Ok(())
+    }
+}
+
+/// Sends `message` for the remote actor `id` over `link`: a cast or a call (the link keeps its
+/// reply port), or answers a caller (a reply). `lane` caches the actor's control-lane variants
+/// (patch 8). Run by the stand-in for what reaches its mailbox, and by its cell's sink, in the
+/// sender's task, for everything else (patch 13).
+fn forward(
+    link: &crate::net::Link,
+    id: ActorId,
+    lane: &mut (u64, Option<crate::control_lane::Variants>),
+    message: SerializedMessage,
+) {
+    // get the local pid on the remote system
+    let to = id.pid();
+    // Foundation patch 8: the variants of this actor on the control lane, re-read only when
+    // a mark was made since
+    let generation = crate::control_lane::generation();
+    if generation != lane.0 {
+        *lane = (generation, crate::control_lane::variants(&id));
+    }
+    let control = match (&message, &lane.1) {
+        (
+            SerializedMessage::Call { variant, .. } | SerializedMessage::Cast { variant, .. },
+            Some(marked),
+        ) => marked.iter().any(|v| v == variant),
+        _ => false,
+    };
+    // messages should be forwarded over the network link (i.e. sent through the node session) to the intended
+    // target node's relevant actor. The receiving runtime NodeSession will decode the message and pass it up
+    // to the parent. However `SerializedMessage::CallReply` is a network reply to a send call request
+    match message {
+        SerializedMessage::Call {
+            args,
+            reply,
+            variant,
+            metadata,
+        } => {
+            let timeout_ms = reply.get_timeout().map(|t| t.as_millis() as u64);
+            // Handle Call: the link keeps the reply port, and its reader answers it (Foundation
+            // patch 12)
+            let Some(tag) = link.await_reply(to, reply) else {
+                // the session ended: the port was dropped, its caller hears it
+                return;
+            };
+            let node_msg = crate::protocol::node::NodeMessage {
+                msg: Some(crate::protocol::node::node_message::Msg::Call(
+                    crate::protocol::node::Call {
+                        to,
+                        tag,
+                        what: args,
+                        timeout_ms,
+                        variant,
+                        metadata,
+                    },
+                )),
+            };
+            if !link.send_node_in(node_msg, control) {
+                // not sent (a closed session, or over the frame limit): the caller hears it
+                drop(link.take_reply(tag, to));
+            }
+        }
+        SerializedMessage::Cast {
+            args,
+            variant,
+            metadata,
+        } => {
+            // Handle Cast
+            let node_msg = crate::protocol::node::NodeMessage {
+                msg: Some(crate::protocol::node::node_message::Msg::Cast(
+                    crate::protocol::node::Cast {
+                        to,
+                        what: args,
+                        variant,
+                        metadata,
+                    },
+                )),
+            };
+            let _ = link.send_node_in(node_msg, control);
+        }
+        SerializedMessage::CallReply(message_tag, reply_data) => {
+            // Handle the reply to a "Call" message
+            if let Some(port) = link.take_reply(message_tag, to) {
+                let _ = port.send(reply_data);
+            }
+        }
     }
 }

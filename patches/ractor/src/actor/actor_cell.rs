@@ -192,6 +192,11 @@ impl ActorPortSet {
     }
 }
 
+/// Foundation patch 13: where a remote actor's stand-in sends its serialized messages (see
+/// [ActorCell::set_remote_sink]); it must not block.
+#[cfg(feature = "cluster")]
+pub type RemoteSink = Box<dyn Fn(crate::message::SerializedMessage) + Send + Sync>;
+
 /// An [ActorCell] is a reference to an [Actor]'s communication channels
 /// and provides external access to send messages, stop, kill, and generally
 /// interactor with the underlying [Actor] process.
@@ -294,6 +299,17 @@ impl ActorCell {
                 message_rx: rx4,
             },
         ))
+    }
+
+    /// Foundation patch (patches/ractor_cluster/PATCHES.md, patch 13): the serialized messages
+    /// of this remote actor's stand-in go to `sink`, called in the sender's task, instead of the
+    /// stand-in's mailbox (one task hop less per message). For `ractor_cluster`, set once, before
+    /// the stand-in can be reached by anyone (so that no message takes the mailbox before and
+    /// another the sink after it). Returns false (and changes nothing) for a local actor or if a
+    /// sink was set already.
+    #[cfg(feature = "cluster")]
+    pub fn set_remote_sink(&self, sink: RemoteSink) -> bool {
+        !self.get_id().is_local() && self.inner.remote_sink.set(sink).is_ok()
     }
 
     /// Retrieve the [super::Actor]'s unique identifier [ActorId]

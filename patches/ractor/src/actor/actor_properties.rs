@@ -66,6 +66,10 @@ pub(crate) struct ActorProperties {
     pub(crate) type_id: std::any::TypeId,
     #[cfg(feature = "cluster")]
     pub(crate) supports_remoting: bool,
+    /// Foundation patch (patches/ractor_cluster/PATCHES.md, patch 13): for a remote actor's
+    /// stand-in, where its serialized messages go in the sender's own task instead of its mailbox.
+    #[cfg(feature = "cluster")]
+    pub(crate) remote_sink: std::sync::OnceLock<crate::actor::actor_cell::RemoteSink>,
 }
 
 impl ActorProperties {
@@ -128,6 +132,8 @@ impl ActorProperties {
                 type_id: std::any::TypeId::of::<TActor::Msg>(),
                 #[cfg(feature = "cluster")]
                 supports_remoting: TActor::Msg::serializable(),
+                #[cfg(feature = "cluster")]
+                remote_sink: std::sync::OnceLock::new(),
             },
             rx_signal,
             rx_stop,
@@ -204,9 +210,17 @@ impl ActorProperties {
         let Some(_admission) = self.try_admit_message() else {
             return Err(MessagingErr::SendErr(message));
         };
-        let boxed = message
+        #[allow(unused_mut)]
+        let mut boxed = message
             .box_message(&self.id)
             .map_err(|_e| MessagingErr::InvalidActorType)?;
+        #[cfg(feature = "cluster")]
+        if let Some(sink) = self.remote_sink.get() {
+            if let Some(serialized) = boxed.serialized_msg.take() {
+                sink(serialized);
+                return Ok(());
+            }
+        }
         self.message
             .send(MuxedMessage::Message(boxed))
             .map_err(|e| match e.0 {
@@ -300,6 +314,10 @@ impl ActorProperties {
         let Some(_admission) = self.try_admit_message() else {
             return Err(Box::new(MessagingErr::SendErr(message)));
         };
+        if let Some(sink) = self.remote_sink.get() {
+            sink(message);
+            return Ok(());
+        }
         let boxed = BoxedMessage {
             msg: None,
             serialized_msg: Some(message),

@@ -115,6 +115,8 @@ impl ActorProperties {
                 type_id: std::any::TypeId::of::<TActor::Msg>(),
                 #[cfg(feature = "cluster")]
                 supports_remoting: TActor::Msg::serializable(),
+                #[cfg(feature = "cluster")]
+                remote_sink: std::sync::OnceLock::new(),
             },
             rx_signal,
             rx_stop,

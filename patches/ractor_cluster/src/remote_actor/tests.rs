@@ -147,3 +147,52 @@ async fn forwarding_failure_releases_the_reply_port() {
     remote_actor.stop(None);
     remote_actor_handle.await.unwrap();
 }
+
+#[ractor::concurrency::test]
+async fn a_stand_in_s_messages_reach_the_link_in_the_sender_s_task() {
+    let (link, mut outgoing) = crate::net::Link::new();
+    let (supervisor, supervisor_handle) =
+        Actor::spawn(None, RemoteActor, link.clone()).await.unwrap();
+    let (stand_in, stand_in_handle) = RemoteActor
+        .spawn_linked(link.clone(), None, 42, 7, supervisor.get_cell())
+        .await
+        .unwrap();
+    let cell = stand_in.get_cell();
+    // patch 13: queued on the link when the send returns, before this task yielded once (no
+    // mailbox, no other task)
+    cell.send_serialized(SerializedMessage::Cast {
+        variant: "A".to_string(),
+        args: vec![1, 2, 3],
+        metadata: None,
+    })
+    .unwrap();
+    assert!(
+        outgoing.try_recv().is_ok(),
+        "the cast is on the link at once"
+    );
+    let (reply, _receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
+    cell.send_serialized(SerializedMessage::Call {
+        variant: "B".to_string(),
+        args: vec![],
+        reply: reply.into(),
+        metadata: None,
+    })
+    .unwrap();
+    assert!(outgoing.try_recv().is_ok(), "the call too");
+    assert_eq!(1, link.pending_calls());
+    // set once, and never on a local actor
+    assert!(!cell.set_remote_sink(Box::new(|_| {})));
+    assert!(!supervisor.get_cell().set_remote_sink(Box::new(|_| {})));
+    // a stopped stand-in refuses, as its mailbox did
+    stand_in.stop(None);
+    stand_in_handle.await.unwrap();
+    let refused = cell.send_serialized(SerializedMessage::Cast {
+        variant: "A".to_string(),
+        args: vec![],
+        metadata: None,
+    });
+    assert!(refused.is_err());
+    assert_eq!(0, link.pending_calls(), "its calls failed with it");
+    supervisor.stop(None);
+    supervisor_handle.await.unwrap();
+}
