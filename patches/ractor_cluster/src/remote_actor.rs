@@ -63,10 +63,10 @@ impl RemoteActor {
         // session in users' hands; a message after the link is gone is dropped (a call's port
         // with it, so its caller hears it).
         let lane = std::sync::Mutex::new((0, None));
-        let sink: ractor::RemoteSink = Box::new(move |message| {
+        let sink: ractor::RemoteSink = Box::new(move |message, stopping| {
             if let Some(link) = weak.upgrade() {
                 let mut lane = lane.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                forward(&link, actor_id, &mut lane, message);
+                forward(&link, actor_id, &mut lane, message, stopping);
             }
         });
         actor.get_cell().set_remote_sink(sink);
@@ -134,7 +134,14 @@ impl Actor for RemoteActor {
         message: SerializedMessage,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        forward(&state.link, myself.get_id(), &mut state.lane, message);
+        // the stand-in's own task: it is not stopping while it handles a message
+        forward(
+            &state.link,
+            myself.get_id(),
+            &mut state.lane,
+            message,
+            &|| false,
+        );
         Ok(())
     }
 }
@@ -142,12 +149,15 @@ impl Actor for RemoteActor {
 /// Sends `message` for the remote actor `id` over `link`: a cast or a call (the link keeps its
 /// reply port), or answers a caller (a reply). `lane` caches the actor's control-lane variants
 /// (patch 8). Run by the stand-in for what reaches its mailbox, and by its cell's sink, in the
-/// sender's task, for everything else (patch 13).
-fn forward(
+/// sender's task, for everything else (patch 13). `stopping` says whether the stand-in is
+/// stopping: a call registered while it stops is taken back (its stop drops the calls it finds,
+/// so a call registered after that would wait for a reply that cannot come).
+pub(crate) fn forward(
     link: &crate::net::Link,
     id: ActorId,
     lane: &mut (u64, Option<crate::control_lane::Variants>),
     message: SerializedMessage,
+    stopping: &dyn Fn() -> bool,
 ) {
     // get the local pid on the remote system
     let to = id.pid();
@@ -181,6 +191,12 @@ fn forward(
                 // the session ended: the port was dropped, its caller hears it
                 return;
             };
+            // Checked after registering: a stop that set the status before this check is seen
+            // here; one that sets it after finds the call when it drops its calls.
+            if stopping() {
+                drop(link.take_reply(tag, to));
+                return;
+            }
             let node_msg = crate::protocol::node::NodeMessage {
                 msg: Some(crate::protocol::node::node_message::Msg::Call(
                     crate::protocol::node::Call {

@@ -193,9 +193,13 @@ impl ActorPortSet {
 }
 
 /// Foundation patch 13: where a remote actor's stand-in sends its serialized messages (see
-/// [ActorCell::set_remote_sink]); it must not block.
+/// [ActorCell::set_remote_sink]); it must not block. The second argument says whether the
+/// stand-in is stopping now: a sink that registers something the stand-in's stop must undo (a
+/// call waiting for its reply) checks it after registering, so that a stop racing the send is
+/// never missed.
 #[cfg(feature = "cluster")]
-pub type RemoteSink = Box<dyn Fn(crate::message::SerializedMessage) + Send + Sync>;
+pub type RemoteSink =
+    Box<dyn Fn(crate::message::SerializedMessage, &dyn Fn() -> bool) + Send + Sync>;
 
 /// An [ActorCell] is a reference to an [Actor]'s communication channels
 /// and provides external access to send messages, stop, kill, and generally

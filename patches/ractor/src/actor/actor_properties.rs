@@ -217,7 +217,7 @@ impl ActorProperties {
         #[cfg(feature = "cluster")]
         if let Some(sink) = self.remote_sink.get() {
             if let Some(serialized) = boxed.serialized_msg.take() {
-                sink(serialized);
+                sink(serialized, &|| self.get_status() >= ActorStatus::Stopping);
                 return Ok(());
             }
         }
@@ -315,7 +315,7 @@ impl ActorProperties {
             return Err(Box::new(MessagingErr::SendErr(message)));
         };
         if let Some(sink) = self.remote_sink.get() {
-            sink(message);
+            sink(message, &|| self.get_status() >= ActorStatus::Stopping);
             return Ok(());
         }
         let boxed = BoxedMessage {

@@ -8,8 +8,9 @@
 //! four actor hops per message on each side (eight for a request and its reply), each a mailbox
 //! and usually a wake-up. Now a remote actor hands its frame to the writer's queue itself, and
 //! the reader delivers casts, calls and replies itself, so a message crosses one hop on each
-//! side besides the remote actor's own mailbox; handshakes and control messages still go to the
-//! node session, in order.
+//! side (since patch 13 the sender's own task queues it for the writer: no stand-in mailbox;
+//! since patch 12 a reply goes from the reader to its caller's port); handshakes and control
+//! messages still go to the node session, in order.
 //!
 //! Rules kept:
 //! - nothing is delivered by the reader before the node session has authenticated and won the

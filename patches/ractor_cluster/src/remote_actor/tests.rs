@@ -170,7 +170,7 @@ async fn a_stand_in_s_messages_reach_the_link_in_the_sender_s_task() {
         outgoing.try_recv().is_ok(),
         "the cast is on the link at once"
     );
-    let (reply, _receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
+    let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
     cell.send_serialized(SerializedMessage::Call {
         variant: "B".to_string(),
         args: vec![],
@@ -181,8 +181,8 @@ async fn a_stand_in_s_messages_reach_the_link_in_the_sender_s_task() {
     assert!(outgoing.try_recv().is_ok(), "the call too");
     assert_eq!(1, link.pending_calls());
     // set once, and never on a local actor
-    assert!(!cell.set_remote_sink(Box::new(|_| {})));
-    assert!(!supervisor.get_cell().set_remote_sink(Box::new(|_| {})));
+    assert!(!cell.set_remote_sink(Box::new(|_, _| {})));
+    assert!(!supervisor.get_cell().set_remote_sink(Box::new(|_, _| {})));
     // a stopped stand-in refuses, as its mailbox did
     stand_in.stop(None);
     stand_in_handle.await.unwrap();
@@ -193,6 +193,28 @@ async fn a_stand_in_s_messages_reach_the_link_in_the_sender_s_task() {
     });
     assert!(refused.is_err());
     assert_eq!(0, link.pending_calls(), "its calls failed with it");
+    assert!(receiver.await.is_err(), "its caller heard it");
     supervisor.stop(None);
     supervisor_handle.await.unwrap();
+}
+
+#[ractor::concurrency::test]
+async fn a_call_sent_while_its_stand_in_stops_is_taken_back() {
+    // the sink saw the stand-in running, registered the call, then saw it stopping (its stop's
+    // own sweep of the calls may have run before the registration)
+    let (link, _outgoing) = crate::net::Link::new();
+    let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
+    let call = SerializedMessage::Call {
+        variant: "B".to_string(),
+        args: vec![],
+        reply: reply.into(),
+        metadata: None,
+    };
+    let id = ActorId::Remote {
+        node_id: 7,
+        pid: 42,
+    };
+    super::forward(&link, id, &mut (0, None), call, &|| true);
+    assert_eq!(0, link.pending_calls());
+    assert!(receiver.await.is_err(), "its caller hears it at once");
 }
