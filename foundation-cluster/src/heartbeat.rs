@@ -329,7 +329,7 @@ fn ping_peers(shared: &Arc<Shared>, peers: &[(String, ActorRef<HeartbeatMsg>)], 
             match answer {
                 Some(beat) => {
                     shared.heard_once.lock_or_recover().insert(id);
-                    heard(&shared, &name, beat).await;
+                    heard(&shared, &name, session_of(&peer), beat).await;
                 }
                 // A peer that never answered its first ping is watched until it does.
                 None if first => {
@@ -388,7 +388,7 @@ fn sweep(
         match answer {
             Some(beat) => {
                 shared.heard_once.lock_or_recover().insert(id);
-                heard(&shared, &target, beat).await;
+                heard(&shared, &target, session_of(&peer), beat).await;
             }
             None => {
                 tracing::info!(peer = %target, "a node swept did not answer: watching it");
@@ -480,7 +480,7 @@ fn check_suspect(shared: &Arc<Shared>, name: String, gave_up: bool) {
         };
         if let Some(beat) = answer {
             shared.heard_once.lock_or_recover().insert(peer.get_id());
-            heard(&shared, &name, beat).await;
+            heard(&shared, &name, session_of(&peer), beat).await;
         } else if condemn {
             condemned(&shared, &name, timeout).await;
         }
@@ -529,8 +529,17 @@ async fn ping(peer: &ActorRef<HeartbeatMsg>, max_bytes: usize, timeout: Duration
     }
 }
 
-/// Takes in `name`'s beat (its session's name, not anything the beat says).
-async fn heard(shared: &Shared, name: &str, beat: Beat) {
+/// The node session a peer's heartbeat actor is reached over (ractor_cluster's node id).
+fn session_of(peer: &ActorRef<HeartbeatMsg>) -> u64 {
+    match peer.get_id() {
+        ActorId::Remote { node_id, .. } => node_id,
+        ActorId::Local(_) => 0,
+    }
+}
+
+/// Takes in `name`'s beat (its session's name, not anything the beat says), answered over
+/// `session`.
+async fn heard(shared: &Shared, name: &str, session: u64, beat: Beat) {
     let args = &shared.args;
     let removed = {
         let membership = args.membership.read_or_recover();
@@ -554,6 +563,7 @@ async fn heard(shared: &Shared, name: &str, beat: Beat) {
     }
     let _ = args.events.send(SessionEvent::Heard {
         name: name.to_string(),
+        session,
         incarnation: beat.incarnation,
         removed: beat.removed,
     });

@@ -167,6 +167,8 @@ pub(crate) enum SessionEvent {
     /// knows of.
     Heard {
         name: String,
+        /// The session (ractor_cluster's node id) the answer came over.
+        session: u64,
         incarnation: u64,
         removed: Vec<(String, Removal)>,
     },
@@ -201,10 +203,10 @@ pub(crate) struct Membership {
     /// Members whose last ready session closed while another session to them had
     /// authenticated: still up until that one is ready (`Reconnected`) or closes (`Down`).
     replacing: HashMap<String, std::time::Instant>,
-    /// Members reported `Reconnected`, with the incarnation of the process they were before (if
-    /// it had answered a heartbeat): the first answer on the new connection tells whether the
-    /// same process is behind it.
-    reconnected: HashMap<String, Option<u64>>,
+    /// Members reported `Reconnected`: the new session's node id, and the incarnation of the
+    /// process they were before (if it had answered a heartbeat): the first answer over the new
+    /// session tells whether the same process is behind it.
+    reconnected: HashMap<String, (u64, Option<u64>)>,
     /// Up members that answered a heartbeat since they came up (their incarnation is known).
     heard_since_up: std::collections::HashSet<String>,
     /// Nodes that announced they are leaving, until their connection closes.
@@ -392,11 +394,14 @@ impl Membership {
 
     fn apply_event(&mut self, event: SessionEvent) -> Vec<MembershipEvent> {
         match event {
-            SessionEvent::Heard { name, incarnation, removed } => {
-                // The first answer after a `Reconnected`: a later process than the one the
-                // closed connection led to is a restart, reported as one.
+            SessionEvent::Heard { name, session, incarnation, removed } => {
+                // The first answer over the new session after a `Reconnected` (a late answer
+                // over the old one does not count): a later process than the one the closed
+                // connection led to is a restart, reported as one.
                 let mut restarted = Vec::new();
-                if let Some(Some(before)) = self.reconnected.remove(&name)
+                let first_on_new = self.reconnected.get(&name).is_some_and(|(new, _)| *new == session);
+                if first_on_new
+                    && let Some((_, Some(before))) = self.reconnected.remove(&name)
                     && incarnation > before
                     && let Some(member) = self.members.get(&name)
                     && member.status == MemberStatus::Up
@@ -544,7 +549,7 @@ impl Membership {
                     member.since = SystemTime::now();
                     member.addr = addr.clone();
                     let known = self.heard_since_up.remove(&name).then_some(member.incarnation);
-                    self.reconnected.insert(name.clone(), known);
+                    self.reconnected.insert(name.clone(), (s.node_id, known));
                     return Some(MembershipEvent::Reconnected { name, addr });
                 }
                 let was_up = self.members.get(&name).is_some_and(|m| m.status == MemberStatus::Up);
@@ -715,8 +720,9 @@ mod tests {
         }
     }
 
-    fn heard(incarnation: u64) -> SessionEvent {
-        SessionEvent::Heard { name: "x".into(), incarnation, removed: Vec::new() }
+    /// x answered a heartbeat over session `session`.
+    fn heard(session: u64, incarnation: u64) -> SessionEvent {
+        SessionEvent::Heard { name: "x".into(), session, incarnation, removed: Vec::new() }
     }
 
     /// x up on incoming session 1, heard at incarnation 5; then this node dials x (session 2)
@@ -727,7 +733,7 @@ mod tests {
         assert!(m.apply(SessionEvent::Authenticated(session(1, true, None))).is_empty());
         let up = m.apply(SessionEvent::Ready(session(1, true, None)));
         assert_eq!(up, vec![MembershipEvent::Up { name: "x".into(), addr: "x-addr".into() }]);
-        assert!(m.apply(heard(5)).is_empty());
+        assert!(m.apply(heard(1, 5)).is_empty());
         assert!(m.apply(SessionEvent::Opened(session(2, false, Some("x-addr")))).is_empty());
         let closed = m.apply(SessionEvent::Disconnected(session(1, true, None)));
         assert!(closed.is_empty(), "held, not down: {closed:?}");
@@ -746,7 +752,7 @@ mod tests {
         let ready = m.apply(SessionEvent::Ready(session(2, true, Some("x-addr"))));
         assert_eq!(ready, vec![MembershipEvent::Reconnected { name: "x".into(), addr: "x-addr".into() }]);
         // the same process answers on the new connection: nothing more
-        assert!(m.apply(heard(5)).is_empty());
+        assert!(m.apply(heard(2, 5)).is_empty());
         assert!(m.is_up_named("x"));
         // its last session closing now is a plain down
         assert!(
@@ -791,7 +797,9 @@ mod tests {
         let mut m = held();
         m.apply(SessionEvent::Authenticated(session(2, true, Some("x-addr"))));
         m.apply(SessionEvent::Ready(session(2, true, Some("x-addr"))));
-        let answer = m.apply(heard(9));
+        // a late answer over the closed connection (the old process) settles nothing
+        assert!(m.apply(heard(1, 5)).is_empty());
+        let answer = m.apply(heard(2, 9));
         assert_eq!(answer.len(), 2, "{answer:?}");
         assert!(down("restarted")(&answer[0]), "{answer:?}");
         assert_eq!(answer[1], MembershipEvent::Up { name: "x".into(), addr: "x-addr".into() });
@@ -804,7 +812,12 @@ mod tests {
         // two seconds ago (white box: a test does not wait for the clock)
         let Some(long_ago) = std::time::Instant::now().checked_sub(REPLACEMENT_GRACE) else { return };
         m.replacing.insert("x".into(), long_ago);
-        let next = m.apply(SessionEvent::Heard { name: "y".into(), incarnation: 1, removed: Vec::new() });
+        let next = m.apply(SessionEvent::Heard {
+            name: "y".into(),
+            session: 3,
+            incarnation: 1,
+            removed: Vec::new(),
+        });
         assert!(next.iter().any(down("connection closed")), "{next:?}");
     }
 }
