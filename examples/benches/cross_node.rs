@@ -24,6 +24,9 @@
 //! Run: `cargo bench -p foundation-examples --bench cross_node` (figures in docs/BENCHMARKS.md);
 //! `FOUNDATION_BENCH_ONLY=calls,large` runs only those patterns, `FOUNDATION_BENCH_MODES=bare,foundation`
 //! only those modes, `FOUNDATION_BENCH_ROUNDS=1` one round. The benchmark starts copies of itself as the nodes (`FOUNDATION_BENCH_ROLE`).
+//! Below the medians, `× paired` is the median of the ratios taken within each round (the modes
+//! ran one after the other, so the machine's drift between minutes cancels) and `range` their
+//! lowest and highest.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -826,6 +829,39 @@ fn main() {
             let erlang_key = key.strip_suffix("_serde").unwrap_or(key);
             let ratio = median(&results[2], key).zip(median(&results[0], erlang_key)).map(|(f, e)| f / e);
             print!(" {:>14}", ratio.map_or("-".to_string(), |r| format!("{r:.2}×")));
+        }
+        println!();
+    }
+    // The machine drifts between minutes (Erlang's own 64 KiB figure moved from 1 719 to 2 267
+    // MiB/s between two runs): a ratio taken within each round, where the modes ran one after
+    // the other, cancels most of that drift; its median and range say whether a ratio near 1.0
+    // is a measurement or a draw.
+    if !results[0].is_empty() && results[0].len() == results[2].len() {
+        let paired = |key: &str| -> Vec<f64> {
+            let erlang_key = key.strip_suffix("_serde").unwrap_or(key);
+            let mut ratios: Vec<f64> = results[2]
+                .iter()
+                .zip(&results[0])
+                .filter_map(|(f, e)| Some(f[key].as_f64()? / e[erlang_key].as_f64()?))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            ratios
+        };
+        print!("{:<12}", "× paired");
+        for (_, key) in columns {
+            let ratios = paired(key);
+            let cell = ratios.get(ratios.len() / 2).map_or("-".to_string(), |r| format!("{r:.2}×"));
+            print!(" {cell:>14}");
+        }
+        println!();
+        print!("{:<12}", "  range");
+        for (_, key) in columns {
+            let ratios = paired(key);
+            let cell = match (ratios.first(), ratios.last()) {
+                (Some(lo), Some(hi)) => format!("{lo:.2}–{hi:.2}"),
+                _ => "-".to_string(),
+            };
+            print!(" {cell:>14}");
         }
         println!();
     }
