@@ -67,6 +67,8 @@ async fn tour(config_file: Option<PathBuf>, args: TourArgs) -> anyhow::Result<Ex
 
     // 2. Telemetry: installed globally because this program owns its process.
     let telemetry = Telemetry::new(&config.telemetry)?;
+    telemetry
+        .describe(foundation_cluster::metric_catalog::all().chain(scope_tracer::metric_catalog::FAMILIES));
     telemetry.install_global()?;
     let addr = args.metrics.or(config.telemetry.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
     let server = telemetry.serve(addr).await?;

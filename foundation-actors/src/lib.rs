@@ -31,6 +31,7 @@
 // The actor building blocks: always built.
 pub mod blob;
 pub mod channels;
+pub mod metric_catalog;
 pub mod pg_scopes;
 pub mod pipeline;
 pub mod pool;

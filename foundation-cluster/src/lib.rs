@@ -80,6 +80,7 @@ pub mod flow;
 pub mod health;
 pub mod heartbeat;
 mod membership;
+pub mod metric_catalog;
 pub mod names;
 mod node;
 pub mod per_node;

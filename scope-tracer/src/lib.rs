@@ -49,6 +49,7 @@
 pub mod context;
 pub mod dashboard;
 pub mod export;
+pub mod metric_catalog;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod participant;

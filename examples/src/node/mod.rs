@@ -350,6 +350,10 @@ async fn serve(
     let _metrics = match args.metrics.or(config.telemetry.listen) {
         Some(addr) => {
             let telemetry = foundation_core::Telemetry::new(&config.telemetry)?;
+            // every family's help text and unit, whichever subsystems this node runs
+            telemetry.describe(
+                foundation_cluster::metric_catalog::all().chain(scope_tracer::metric_catalog::FAMILIES),
+            );
             telemetry.install_global()?;
             let server = telemetry.serve(addr).await?;
             emit(&Lifecycle::MetricsServing { url: format!("http://{}/metrics", server.local_addr()) });

@@ -35,11 +35,14 @@
 //! by us as Prometheus summaries (the configured quantiles over the window, with lifetime
 //! `_sum` and `_count`), from the same sketches that [`Telemetry::percentiles`] reads, so code
 //! and Prometheus always agree. Because the exporter's recorder never holds histograms, it needs
-//! no periodic upkeep.
+//! no periodic upkeep. Help lines come from the crates' [`catalog`]s given to
+//! [`Telemetry::describe`]; the `process_*` families are read from `/proc` at each render.
 
+pub mod catalog;
 #[cfg(feature = "metrics-server")]
 mod exporter;
 mod labels;
+mod process;
 mod sketch;
 
 use crate::sync::RwLockRecover;
@@ -154,7 +157,8 @@ impl Telemetry {
         all
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric, and the standard `process_*` families
+    /// of this process (CPU seconds, memory, descriptors, start time; where `/proc` exists).
     pub fn render(&self) -> String {
         let mut out = self.inner.handle.render();
         let mut by_name: BTreeMap<String, Vec<(String, Percentiles)>> = BTreeMap::new();
@@ -184,6 +188,9 @@ impl Telemetry {
                 out.push_str(&format!("{metric}_count{braces} {}\n", reading.total_count()));
             }
             out.push('\n');
+        }
+        if let Some(reading) = process::read() {
+            process::render(&mut out, &reading);
         }
         out
     }

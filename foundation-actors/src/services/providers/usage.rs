@@ -75,7 +75,7 @@ impl UsageFilter {
 /// The ledger. Cheap to clone (clones share it).
 ///
 /// Metrics, per provider, model and tenant: `foundation_llm_requests_total{outcome="ok"|"error"}`,
-/// `foundation_llm_tokens_total{kind="prompt"|"completion"}`, `foundation_llm_cost_usd_total`
+/// `foundation_llm_tokens_total{kind="prompt"|"completion"}`, `foundation_llm_cost_usd`
 /// (a gauge that only grows, since counters are integers), and the latency histogram
 /// `foundation_llm_request_seconds{provider, model}`.
 #[derive(Debug, Clone, Default)]
@@ -119,7 +119,7 @@ impl UsageLedger {
             .increment(usage.prompt_tokens);
         metrics::counter!("foundation_llm_tokens_total", &with("kind", "completion"))
             .increment(usage.completion_tokens);
-        metrics::gauge!("foundation_llm_cost_usd_total", &labels).increment(cost_usd);
+        metrics::gauge!("foundation_llm_cost_usd", &labels).increment(cost_usd);
     }
 
     /// Records an answered call.

@@ -1,0 +1,142 @@
+//! What a node serves on `/metrics` passes `promtool check metrics` (Prometheus' own linter:
+//! help text, counter names, units): an exposition with a series of every catalogued family,
+//! and the real `/metrics` of a `foundation node` in a two-node cluster that took a lock.
+//! `promtool` comes from Debian's `prometheus` package (installed by `.ci/run`, which sets
+//! `CI_PROMTOOL_TEST=required`); elsewhere, without it, the tests check only our own rules and
+//! say so.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test or benchmark: a failed unwrap fails the run, with its message"
+)]
+
+use std::collections::BTreeSet;
+
+use foundation_cluster::testkit::free_port;
+use foundation_core::Telemetry;
+use foundation_core::config::TelemetryConfig;
+use foundation_core::telemetry::catalog::{MetricFamily, MetricKind};
+
+mod support;
+
+use support::{json, start_node, wait};
+
+fn families() -> Vec<&'static MetricFamily> {
+    foundation_cluster::metric_catalog::all().chain(scope_tracer::metric_catalog::FAMILIES).collect()
+}
+
+/// `promtool check metrics` on `text`: its complaints (empty when clean), or `None` when
+/// promtool is not installed and not required.
+fn promtool_check(text: &str) -> Option<String> {
+    use std::io::Write;
+    let required = std::env::var("CI_PROMTOOL_TEST").is_ok_and(|v| v == "required");
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if !required => {
+            eprintln!("promtool could not run ({e}): only this test's own rules were checked");
+            return None;
+        }
+        Err(e) => panic!("promtool is required (CI_PROMTOOL_TEST=required) but could not run: {e}"),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Some(said.trim().to_string())
+}
+
+/// Families in an exposition without a `# HELP` line.
+fn without_help(text: &str) -> Vec<String> {
+    let helped: BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# HELP ")).filter_map(|l| l.split(' ').next()).collect();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|name| !helped.contains(name))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_clean(text: &str) {
+    assert!(without_help(text).is_empty(), "families without help: {:?}\n---\n{text}", without_help(text));
+    if let Some(problems) = promtool_check(text) {
+        assert!(problems.is_empty(), "promtool check metrics:\n{problems}\n---\n{text}");
+    }
+}
+
+#[test]
+fn an_exposition_of_every_family_passes_promtool() {
+    let telemetry = Telemetry::new(&TelemetryConfig::default()).unwrap();
+    telemetry.describe(families());
+    metrics::with_local_recorder(&telemetry, || {
+        for family in families() {
+            match family.kind {
+                MetricKind::Counter => metrics::counter!(family.name, "example" => "a").increment(0),
+                MetricKind::Gauge => metrics::gauge!(family.name, "example" => "a").set(0.0),
+                MetricKind::Histogram => metrics::histogram!(family.name, "example" => "a").record(1.0),
+            }
+        }
+    });
+    let text = telemetry.render();
+    for family in families() {
+        assert!(
+            text.contains(&format!("# HELP {} ", family.name)),
+            "no help for {} in:\n{text}",
+            family.name
+        );
+    }
+    #[cfg(target_os = "linux")]
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {process} ")), "no {process} in:\n{text}");
+    }
+    assert_clean(&text);
+    // the checks find what they should: a family without help
+    let bare = "# TYPE foundation_bare_total counter\nfoundation_bare_total 1\n";
+    assert_eq!(without_help(bare), ["foundation_bare_total"]);
+    if let Some(problems) = promtool_check(bare) {
+        assert!(problems.contains("no help text"), "{problems}");
+    }
+}
+
+#[test]
+fn a_running_node_s_metrics_pass_promtool() {
+    let (p1, p2, metrics) = (free_port(), free_port(), format!("127.0.0.1:{}", free_port()));
+    let mut n1 = start_node("n1", p1, &[], &["--cookie", "metrics", "--coordination", "--metrics", &metrics]);
+    let n2 = start_node("n2", p2, &[p1], &["--cookie", "metrics", "--coordination"]);
+    for (me, other) in [(&n1, "n2"), (&n2, "n1")] {
+        wait(me, json!({"event": "member_up", "name": other}));
+        wait(me, json!({"event": "coordination_ready"}));
+    }
+    n1.send_line("lock orders 1500").unwrap();
+    wait(&n1, json!({"event": "lock_acquired", "name": "orders"}));
+    // a health sample and a heartbeat round have been recorded by now, or soon
+    let body = std::cell::RefCell::new(String::new());
+    support::until(
+        || {
+            let (status, text) = support::request(&metrics, "GET", "/metrics", "");
+            *body.borrow_mut() = text;
+            let body = body.borrow();
+            status == 200
+                && body.contains("foundation_cluster_phi{")
+                && body.contains("foundation_node_tasks ")
+        },
+        || format!("the node's metrics never had its peer's phi and its health:\n{}", body.borrow()),
+    );
+    let body = body.into_inner();
+    for family in ["foundation_lock_acquired_total", "foundation_cluster_phi", "foundation_node_tasks"] {
+        assert!(body.contains(&format!("# HELP {family} ")), "no help for {family}:\n{body}");
+    }
+    #[cfg(target_os = "linux")]
+    assert!(body.contains("# TYPE process_cpu_seconds_total counter"), "{body}");
+    assert_clean(&body);
+}
