@@ -53,6 +53,7 @@ pub mod evaluate;
 mod example;
 pub mod judge;
 mod metric;
+pub mod metric_catalog;
 mod models;
 pub mod optimizers;
 mod predict;

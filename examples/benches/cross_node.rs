@@ -836,6 +836,13 @@ fn main() {
     // MiB/s between two runs): a ratio taken within each round, where the modes ran one after
     // the other, cancels most of that drift; its median and range say whether a ratio near 1.0
     // is a measurement or a draw.
+    if !results[0].is_empty() && !results[2].is_empty() && results[0].len() != results[2].len() {
+        println!(
+            "(no paired ratios: Erlang was measured in {} rounds, Foundation in {})",
+            results[0].len(),
+            results[2].len()
+        );
+    }
     if !results[0].is_empty() && results[0].len() == results[2].len() {
         let paired = |key: &str| -> Vec<f64> {
             let erlang_key = key.strip_suffix("_serde").unwrap_or(key);

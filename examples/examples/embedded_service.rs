@@ -116,6 +116,10 @@ async fn main() -> anyhow::Result<()> {
     // the `tracing` and `metrics` facades, so its spans and metrics land here too.
     tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // and the help text of Foundation's metric families, for that recorder
+    metrics::with_recorder(|recorder| {
+        foundation_core::telemetry::catalog::describe_to(recorder, foundation_cluster::metric_catalog::all())
+    });
 
     // Before joining: a SIGTERM from now on leaves the cluster cleanly.
     let mut term = signal(SignalKind::terminate())?;

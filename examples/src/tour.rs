@@ -67,14 +67,18 @@ async fn tour(config_file: Option<PathBuf>, args: TourArgs) -> anyhow::Result<Ex
 
     // 2. Telemetry: installed globally because this program owns its process.
     let telemetry = Telemetry::new(&config.telemetry)?;
-    telemetry
-        .describe(foundation_cluster::metric_catalog::all().chain(scope_tracer::metric_catalog::FAMILIES));
+    telemetry.describe(
+        foundation_cluster::metric_catalog::all()
+            .chain(scope_tracer::metric_catalog::FAMILIES)
+            .chain(dspex_optimizer::metric_catalog::FAMILIES),
+    );
     telemetry.install_global()?;
     let addr = args.metrics.or(config.telemetry.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
     let server = telemetry.serve(addr).await?;
     let metrics_addr = server.local_addr();
     println!("[telemetry] Prometheus metrics on http://{metrics_addr}/metrics\n");
     metrics::describe_histogram!(LATENCY, metrics::Unit::Seconds, "Latency of simulated model calls.");
+    metrics::describe_counter!("demo_calls_total", "Simulated model calls, by outcome.");
 
     // 3. A simulated language-model workload, each call an operation with an error context.
     println!("[workload] {} simulated model calls, {} at a time ...", args.calls, args.concurrency);

@@ -1,6 +1,7 @@
 //! What a node serves on `/metrics` passes `promtool check metrics` (Prometheus' own linter:
 //! help text, counter names, units): an exposition with a series of every catalogued family,
-//! and the real `/metrics` of a `foundation node` in a two-node cluster that took a lock.
+//! and the real `/metrics` of both `foundation node`s of a two-node cluster that took a lock, where
+//! 200 000 bytes broadcast from one to the other show in the per-peer traffic counters of both.
 //! `promtool` comes from Debian's `prometheus` package (installed by `.ci/run`, which sets
 //! `CI_PROMTOOL_TEST=required`); elsewhere, without it, the tests check only our own rules and
 //! say so.
@@ -22,7 +23,10 @@ mod support;
 use support::{json, start_node, wait};
 
 fn families() -> Vec<&'static MetricFamily> {
-    foundation_cluster::metric_catalog::all().chain(scope_tracer::metric_catalog::FAMILIES).collect()
+    foundation_cluster::metric_catalog::all()
+        .chain(scope_tracer::metric_catalog::FAMILIES)
+        .chain(dspex_optimizer::metric_catalog::FAMILIES)
+        .collect()
 }
 
 /// `promtool check metrics` on `text`: its complaints (empty when clean), or `None` when
@@ -47,7 +51,13 @@ fn promtool_check(text: &str) -> Option<String> {
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Some(said.trim().to_string())
+    let said = said.trim().to_string();
+    // clean is silent and successful; anything else (a crash without a word too) is a problem
+    match (out.status.success(), said.is_empty()) {
+        (true, true) => Some(String::new()),
+        (_, false) => Some(said),
+        (false, true) => Some(format!("promtool failed without a word ({})", out.status)),
+    }
 }
 
 /// Families in an exposition without a `# HELP` line.
@@ -108,35 +118,82 @@ fn an_exposition_of_every_family_passes_promtool() {
     }
 }
 
+/// The value of one series (`name{labels}`) in an exposition.
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn scrape(addr: &str) -> String {
+    let (status, body) = support::request(addr, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 #[test]
-fn a_running_node_s_metrics_pass_promtool() {
-    let (p1, p2, metrics) = (free_port(), free_port(), format!("127.0.0.1:{}", free_port()));
-    let mut n1 = start_node("n1", p1, &[], &["--cookie", "metrics", "--coordination", "--metrics", &metrics]);
-    let n2 = start_node("n2", p2, &[p1], &["--cookie", "metrics", "--coordination"]);
+fn a_running_node_s_metrics_pass_promtool_and_count_each_peer_s_traffic() {
+    let (p1, p2) = (free_port(), free_port());
+    let (m1, m2) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let mut n1 = start_node("n1", p1, &[], &["--cookie", "metrics", "--coordination", "--metrics", &m1]);
+    let n2 = start_node(
+        "n2",
+        p2,
+        &[p1],
+        &["--cookie", "metrics", "--coordination", "--metrics", &m2, "--subscribe", "big"],
+    );
     for (me, other) in [(&n1, "n2"), (&n2, "n1")] {
         wait(me, json!({"event": "member_up", "name": other}));
         wait(me, json!({"event": "coordination_ready"}));
     }
     n1.send_line("lock orders 1500").unwrap();
     wait(&n1, json!({"event": "lock_acquired", "name": "orders"}));
-    // a health sample and a heartbeat round have been recorded by now, or soon
+    // n2's subscription has reached n1 once a broadcast arrives
+    support::until(
+        || {
+            n1.send_line("broadcast big ready").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            !support::seen(&n2, json!({"event": "received", "topic": "big"})).is_empty()
+        },
+        || "n2 never received a broadcast on `big`".to_string(),
+    );
+
+    // 200 000 bytes more to n2 than before, counted on both sides (the counts are added every
+    // second: waited for)
+    let (sent, received) = (
+        r#"foundation_cluster_peer_sent_bytes_total{peer="n2"}"#,
+        r#"foundation_cluster_peer_received_bytes_total{peer="n1"}"#,
+    );
+    let frames = r#"foundation_cluster_peer_sent_frames_total{peer="n2"}"#;
+    let before = (value(&scrape(&m1), sent).unwrap_or(0.0), value(&scrape(&m2), received).unwrap_or(0.0));
+    let frames_before = value(&scrape(&m1), frames).unwrap_or(0.0);
+    n1.send_line("broadcast-bytes big 200000").unwrap();
+    wait(&n2, json!({"event": "received", "topic": "big", "text": "x".repeat(200_000)}));
     let body = std::cell::RefCell::new(String::new());
     support::until(
         || {
-            let (status, text) = support::request(&metrics, "GET", "/metrics", "");
-            *body.borrow_mut() = text;
-            let body = body.borrow();
-            status == 200
-                && body.contains("foundation_cluster_phi{")
-                && body.contains("foundation_node_tasks ")
+            let (b1, b2) = (scrape(&m1), scrape(&m2));
+            let done = value(&b1, sent).is_some_and(|v| v >= before.0 + 200_000.0)
+                && value(&b2, received).is_some_and(|v| v >= before.1 + 200_000.0)
+                && value(&b1, frames).is_some_and(|v| v > frames_before);
+            *body.borrow_mut() = b1;
+            done
         },
-        || format!("the node's metrics never had its peer's phi and its health:\n{}", body.borrow()),
+        || format!("n1's traffic to n2 was not counted (before: {before:?}):\n{}", body.borrow()),
     );
     let body = body.into_inner();
-    for family in ["foundation_lock_acquired_total", "foundation_cluster_phi", "foundation_node_tasks"] {
+    for family in [
+        "foundation_lock_acquired_total",
+        "foundation_cluster_phi",
+        "foundation_cluster_heartbeat_rtt_seconds",
+        "foundation_node_tasks",
+        "foundation_cluster_peer_sent_bytes_total",
+    ] {
         assert!(body.contains(&format!("# HELP {family} ")), "no help for {family}:\n{body}");
     }
     #[cfg(target_os = "linux")]
     assert!(body.contains("# TYPE process_cpu_seconds_total counter"), "{body}");
     assert_clean(&body);
+    // n2's subscription delivered: its channel's handles were taken after the recorder was in
+    let body2 = scrape(&m2);
+    assert!(body2.contains("foundation_channel_delivered_total{"), "{body2}");
+    assert_clean(&body2);
 }

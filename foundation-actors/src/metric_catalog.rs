@@ -10,7 +10,7 @@ use metrics::Unit;
 pub const FAMILIES: &[MetricFamily] = &[
     MetricFamily::counter(
         "foundation_actor_restarts_total",
-        "Children restarted by a supervisor, by supervisor and child.",
+        "Restarts a supervisor attempted for a failed child (a start that fails counts too), by supervisor and child.",
     ),
     MetricFamily::counter(
         "foundation_actor_crashes_total",
@@ -24,8 +24,8 @@ pub const FAMILIES: &[MetricFamily] = &[
         "foundation_agent_approvals_total",
         "Tool calls whose approval was decided, by decision.",
     ),
-    MetricFamily::counter("foundation_agent_asks_total", "Asks answered by an agent, by agent and outcome."),
-    MetricFamily::histogram("foundation_agent_ask_seconds", "Time from an ask to its answer, by agent.")
+    MetricFamily::counter("foundation_agent_asks_total", "Asks made through an agent's handle on this node, by agent and outcome (ok, timeout, error)."),
+    MetricFamily::histogram("foundation_agent_ask_seconds", "Time an ask through an agent's handle took, whatever its outcome (timeouts included), by agent.")
         .in_unit(Unit::Seconds),
     MetricFamily::counter("foundation_agent_steps_total", "Steps an agent took, by agent and outcome."),
     MetricFamily::histogram("foundation_agent_step_seconds", "Time an agent's step took, by agent.")
@@ -33,7 +33,7 @@ pub const FAMILIES: &[MetricFamily] = &[
     MetricFamily::counter("foundation_agent_tool_calls_total", "Tool calls made by agents, by tool."),
     MetricFamily::counter(
         "foundation_agent_tool_calls_checked_total",
-        "Tool calls a tool-using agent ran for the model, by agent and outcome.",
+        "Tool calls a model asked a tool-using agent for, by agent and outcome (ran, or why not: unknown tool, invalid JSON, schema violation, skipped, denied).",
     ),
     MetricFamily::counter(
         "foundation_agent_tool_spec_failures_total",
@@ -52,7 +52,11 @@ pub const FAMILIES: &[MetricFamily] = &[
     .in_unit(Unit::Seconds),
     MetricFamily::counter(
         "foundation_channel_published_total",
-        "Messages published on a channel topic, by topic.",
+        "Messages that entered a topic on this node (published here, or relayed from another node's broadcast) while it had the topic, by topic.",
+    ),
+    MetricFamily::counter(
+        "foundation_channel_delivered_total",
+        "Messages put in a subscriber's queue on this node (one per subscriber reached), by topic.",
     ),
     MetricFamily::counter(
         "foundation_channel_dropped_total",
@@ -60,7 +64,7 @@ pub const FAMILIES: &[MetricFamily] = &[
     ),
     MetricFamily::counter(
         "foundation_channel_refused_total",
-        "Broadcasts from another node refused (undecodable or over the size limit), by topic.",
+        "Broadcasts from another node (or another node in this process) not delivered here: the topic is of another type or not cluster-wide, or the payload did not decode as its type; by topic.",
     ),
     MetricFamily::counter(
         "foundation_config_reload_refused_total",
@@ -76,7 +80,7 @@ pub const FAMILIES: &[MetricFamily] = &[
     ),
     MetricFamily::counter(
         "foundation_llm_rate_limited_total",
-        "Provider answers that said the rate limit was hit (HTTP 429), by provider.",
+        "Provider answers that said the rate limit was hit (HTTP 429), by provider and model.",
     ),
     MetricFamily::counter(
         "foundation_llm_requests_total",
@@ -113,14 +117,19 @@ pub const FAMILIES: &[MetricFamily] = &[
     ),
     MetricFamily::counter(
         "foundation_pipeline_dead_letters_total",
-        "Items a pipeline stage gave up on after its retries, by pipeline and stage.",
+        "Items a pipeline stage gave up on (retries exhausted, an error that is not retried, a panic, or an output that closed), by pipeline and stage.",
     ),
     MetricFamily::histogram(
         "foundation_pipeline_stage_seconds",
-        "Time a pipeline stage took per item, by pipeline and stage.",
+        "Time from an item's first attempt to its success in a pipeline stage (retries and their backoff included), by pipeline and stage.",
     )
     .in_unit(Unit::Seconds),
-    MetricFamily::counter("foundation_pool_destroyed_total", "Pool workers destroyed, by pool and reason."),
+    MetricFamily::counter("foundation_pool_destroyed_total", "Pool workers destroyed, by pool and reason (idle, unhealthy, discarded, shutdown)."),
+    MetricFamily::counter("foundation_pool_created_total", "Pool workers created, by pool."),
+    MetricFamily::counter("foundation_pool_create_failures_total", "Pool workers the factory failed to create, by pool."),
+    MetricFamily::counter("foundation_pool_shed_total", "Waiting checkouts shed from a full queue for higher-priority work, by pool."),
+    MetricFamily::counter("foundation_pool_overloaded_total", "Checkouts refused because the pool's queue was full, by pool."),
+    MetricFamily::counter("foundation_pool_timeouts_total", "Checkouts that waited past their timeout, by pool."),
     MetricFamily::histogram(
         "foundation_pool_wait_seconds",
         "Time a checkout waited for a pool worker, by pool.",
@@ -131,7 +140,7 @@ pub const FAMILIES: &[MetricFamily] = &[
     MetricFamily::gauge("foundation_pool_idle", "Pool workers ready for a checkout, by pool."),
     MetricFamily::gauge("foundation_pool_waiting", "Checkouts waiting for a pool worker, by pool."),
     MetricFamily::gauge("foundation_registry_instances", "Instances registered for a service, by service."),
-    MetricFamily::counter("foundation_tenant_requests_total", "Requests made for a tenant, by tenant."),
+    MetricFamily::counter("foundation_tenant_requests_total", "Requests admitted for a tenant, by tenant."),
     MetricFamily::counter(
         "foundation_tenant_refused_total",
         "Requests refused for a tenant over its quota, by tenant.",
@@ -139,7 +148,7 @@ pub const FAMILIES: &[MetricFamily] = &[
     MetricFamily::counter("foundation_tenant_tokens_total", "Tokens used for a tenant, by tenant."),
     MetricFamily::gauge(
         "foundation_tenant_cost",
-        "Cost of a tenant's model calls in USD since the process started, by tenant.",
+        "What a tenant was charged since the process started (settled tokens at its price per 1000, in the application's currency unit), by tenant.",
     ),
     MetricFamily::counter(
         "foundation_wire_decode_errors_total",

@@ -324,7 +324,7 @@ fn ping_peers(shared: &Arc<Shared>, peers: &[(String, ActorRef<HeartbeatMsg>)], 
         let (shared, name, peer) = (shared.clone(), name.clone(), peer.clone());
         let first = !watched.contains(&name);
         tokio::spawn(async move {
-            let answer = ping(&peer, shared.args.config.max_frame_bytes, PING_TIMEOUT).await;
+            let answer = ping(&peer, &name, shared.args.config.max_frame_bytes, PING_TIMEOUT).await;
             shared.in_flight.lock_or_recover().remove(&id);
             match answer {
                 Some(beat) => {
@@ -383,7 +383,8 @@ fn sweep(
     let (shared, peer) = (shared.clone(), peer.clone());
     tokio::spawn(async move {
         let answer =
-            ping(&peer, shared.args.config.max_frame_bytes, check_timeout(&shared.args.config)).await;
+            ping(&peer, &target, shared.args.config.max_frame_bytes, check_timeout(&shared.args.config))
+                .await;
         shared.in_flight.lock_or_recover().remove(&id);
         match answer {
             Some(beat) => {
@@ -464,7 +465,7 @@ fn check_suspect(shared: &Arc<Shared>, name: String, gave_up: bool) {
     };
     let shared = shared.clone();
     tokio::spawn(async move {
-        let answer = ping(&peer, shared.args.config.max_frame_bytes, timeout).await;
+        let answer = ping(&peer, &name, shared.args.config.max_frame_bytes, timeout).await;
         let condemn = {
             let mut checks = shared.checks.lock_or_recover();
             match checks.get_mut(&name) {
@@ -514,12 +515,27 @@ pub fn suspect_after(config: &ClusterConfig) -> Duration {
     expected_detection(config).saturating_sub(check_timeout(config)).max(config.heartbeat_interval * 2)
 }
 
-/// One ping; the decoded answer, if it came within `timeout`.
-async fn ping(peer: &ActorRef<HeartbeatMsg>, max_bytes: usize, timeout: Duration) -> Option<Beat> {
+/// One ping to `name` (its session's name); the decoded answer, if it came within `timeout`.
+/// The round trip of an answered ping is recorded in `foundation_cluster_heartbeat_rtt_seconds`
+/// (by peer: names from membership, capped by `bounded_label`).
+async fn ping(
+    peer: &ActorRef<HeartbeatMsg>,
+    name: &str,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Option<Beat> {
     let request = Wire::encode(&0u64, max_bytes).ok()?;
+    let sent = Instant::now();
     match peer.call(|reply| HeartbeatMsg::Ping(request, reply), Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
-            Ok(beat) => Some(beat),
+            Ok(beat) => {
+                metrics::histogram!(
+                    "foundation_cluster_heartbeat_rtt_seconds",
+                    "peer" => foundation_core::telemetry::bounded_label("peer", name)
+                )
+                .record(sent.elapsed().as_secs_f64());
+                Some(beat)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ignored a heartbeat that did not decode");
                 None
@@ -588,7 +604,7 @@ async fn heard(shared: &Shared, name: &str, session: u64, beat: Beat) {
 async fn confirm_leaving(shared: &Shared, name: &str) -> bool {
     for (peer_name, peer) in peer_heartbeats(shared) {
         if peer_name == name
-            && let Some(beat) = ping(&peer, shared.args.config.max_frame_bytes, PING_TIMEOUT).await
+            && let Some(beat) = ping(&peer, name, shared.args.config.max_frame_bytes, PING_TIMEOUT).await
             && beat.leaving
         {
             return true;

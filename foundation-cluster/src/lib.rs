@@ -83,6 +83,7 @@ mod membership;
 pub mod metric_catalog;
 pub mod names;
 mod node;
+pub mod peer_traffic;
 pub mod per_node;
 mod pg_nodes;
 pub mod phi;

@@ -31,15 +31,36 @@ pub const FAMILIES: &[MetricFamily] = &[
     ),
     MetricFamily::counter(
         "foundation_cache_unreachable_total",
-        "Lookups in a shared cache whose owner node did not answer (answered as misses), by cache.",
+        "Lookups (answered as misses) and puts (refused) in a shared cache whose owner node did not answer, by cache.",
     ),
     MetricFamily::gauge(
         "foundation_cluster_phi",
         "Suspicion (phi) of the failure detector for a watched peer: past the configured threshold the peer is unreachable; by peer.",
     ),
+    MetricFamily::histogram(
+        "foundation_cluster_heartbeat_rtt_seconds",
+        "Round trip of an answered heartbeat ping (the fork's control lane, both ways), by peer.",
+    )
+    .in_unit(Unit::Seconds),
     MetricFamily::counter(
         "foundation_cluster_membership_events_total",
         "Membership changes this node saw (up, down, unreachable, refused, ...), by kind.",
+    ),
+    MetricFamily::counter(
+        "foundation_cluster_peer_sent_frames_total",
+        "Frames (casts, calls, replies and the sessions' own messages) written to a peer, by peer.",
+    ),
+    MetricFamily::counter("foundation_cluster_peer_sent_bytes_total", "Bytes of the frames written to a peer, by peer.")
+        .in_unit(Unit::Bytes),
+    MetricFamily::counter("foundation_cluster_peer_received_frames_total", "Frames read whole from a peer, by peer."),
+    MetricFamily::counter(
+        "foundation_cluster_peer_received_bytes_total",
+        "Bytes of the frames read from a peer, by peer.",
+    )
+    .in_unit(Unit::Bytes),
+    MetricFamily::counter(
+        "foundation_cluster_peer_refused_messages_total",
+        "Messages to a peer refused before sending because they were larger than a frame may be, by peer.",
     ),
     MetricFamily::counter(
         "foundation_cluster_refused_total",
@@ -64,7 +85,7 @@ pub const FAMILIES: &[MetricFamily] = &[
     MetricFamily::counter("foundation_crdt_dropped_total", "CRDT keys or values not replicated, by reason."),
     MetricFamily::counter(
         "foundation_crdt_gossip_bytes_total",
-        "Bytes of CRDT gossip sent, by kind (digests or values).",
+        "Bytes of CRDT gossip prepared for sending (counted before each message is sent), by kind (digests or values).",
     )
     .in_unit(Unit::Bytes),
     MetricFamily::counter("foundation_crdt_gossip_rounds_total", "CRDT gossip rounds this node started."),
@@ -92,6 +113,11 @@ pub const FAMILIES: &[MetricFamily] = &[
         "Duplicate holders of a cluster name stopped on this node after a partition healed.",
     ),
     MetricFamily::gauge("foundation_node_actors", "Actors running on this node."),
+    MetricFamily::counter("foundation_singleton_starts_total", "Times a cluster singleton started on this node, by singleton."),
+    MetricFamily::counter(
+        "foundation_singleton_stops_total",
+        "Times a cluster singleton stopped on this node (handed over, lease lost, node leaving), by singleton.",
+    ),
     MetricFamily::gauge(
         "foundation_node_channel_queued",
         "Messages queued in this node's channel topics for subscribers not yet served.",

@@ -281,7 +281,7 @@ impl Cluster {
             config.listen.port(),
             config.cookie.clone(),
             name.to_string(),
-            hostname,
+            hostname.clone(),
             encryption,
             Some(mode),
         )
@@ -336,7 +336,10 @@ impl Cluster {
             .await
             .map_err(|e| start_error(e.into()))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let mut tasks = vec![tokio::spawn(health::sample_forever(own_health, channels.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(health::sample_forever(own_health, channels.clone())),
+            tokio::spawn(crate::peer_traffic::count_forever(format!("{name}@{hostname}"))),
+        ];
         {
             let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {

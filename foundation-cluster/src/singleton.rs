@@ -430,6 +430,8 @@ impl Manager {
         match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{}@{me}", self.name))).await {
             Ok((marker, _)) => {
                 tracing::info!(singleton = %self.name, node = %me, token = guard.token(), "singleton started here");
+                metrics::counter!("foundation_singleton_starts_total", "singleton" => foundation_core::telemetry::bounded_label("singleton", &self.name))
+                    .increment(1);
                 let _ = self.events.send(SingletonEvent::Started);
                 Some(Running { supervisor, marker, guard, validity })
             }
@@ -473,6 +475,8 @@ impl Manager {
         Leases::remove(&self.name, &validity);
         guard.release().await;
         tracing::warn!(singleton = %self.name, node = %me, %reason, "singleton stopped here");
+        metrics::counter!("foundation_singleton_stops_total", "singleton" => foundation_core::telemetry::bounded_label("singleton", &self.name))
+            .increment(1);
         let _ = self.events.send(SingletonEvent::Stopped(reason.to_string()));
     }
 }

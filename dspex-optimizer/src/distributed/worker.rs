@@ -243,6 +243,13 @@ async fn execute(spec: &RunSpec, models: &LanguageModels, task: &Task) -> (Outco
                 let result = evaluate_one(program, example, *index, &counted, &spec.metric)
                     .instrument(tracing::info_span!("dspex.evaluate", example = *index))
                     .await;
+                let outcome = if result.error.is_some() { "error" } else { "ok" };
+                metrics::counter!(
+                    "foundation_optimization_evaluations_total",
+                    "run" => foundation_core::telemetry::bounded_label("run", &spec.run_id),
+                    "outcome" => outcome
+                )
+                .increment(1);
                 scores.push((*index, result.score, result.error.is_some()));
             }
             Outcome::Scores(scores)

@@ -329,6 +329,24 @@ async fn serve(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let live = LiveConfig::new(config.clone())?;
     let node = config.node.name.clone();
+    // This process is the node's own: it may install the global metrics recorder, first, so
+    // that what records through handles taken at start (channels, caches) records into it.
+    let _metrics = match args.metrics.or(config.telemetry.listen) {
+        Some(addr) => {
+            let telemetry = foundation_core::Telemetry::new(&config.telemetry)?;
+            // every family's help text and unit, whichever subsystems this node runs
+            telemetry.describe(
+                foundation_cluster::metric_catalog::all()
+                    .chain(scope_tracer::metric_catalog::FAMILIES)
+                    .chain(dspex_optimizer::metric_catalog::FAMILIES),
+            );
+            telemetry.install_global()?;
+            let server = telemetry.serve(addr).await?;
+            emit(&Lifecycle::MetricsServing { url: format!("http://{}/metrics", server.local_addr()) });
+            Some((telemetry, server))
+        }
+        None => None,
+    };
     let channels = Channels::start().await?;
     let cluster = Cluster::start(&node, &config.cluster, Some(channels.clone())).await?;
     let mut events = cluster.subscribe();
@@ -346,21 +364,6 @@ async fn serve(
         false => None,
     };
     let cache = cache::start(&cluster, args.shared_cache.as_deref()).await?;
-    // This process is the node's own: it may install the global metrics recorder.
-    let _metrics = match args.metrics.or(config.telemetry.listen) {
-        Some(addr) => {
-            let telemetry = foundation_core::Telemetry::new(&config.telemetry)?;
-            // every family's help text and unit, whichever subsystems this node runs
-            telemetry.describe(
-                foundation_cluster::metric_catalog::all().chain(scope_tracer::metric_catalog::FAMILIES),
-            );
-            telemetry.install_global()?;
-            let server = telemetry.serve(addr).await?;
-            emit(&Lifecycle::MetricsServing { url: format!("http://{}/metrics", server.local_addr()) });
-            Some((telemetry, server))
-        }
-        None => None,
-    };
     let coordination = match args.coordination || args.history.is_some() {
         true => Some(coordination::CoordCommands::start(&cluster).await?),
         false => None,

@@ -5,7 +5,8 @@
 //!   locally). On a node outside any cluster both reach the same subscribers.
 //! - Every subscriber has its own bounded queue and overflow policy ([`SubscribeOptions`]):
 //!   publishing never waits for a subscriber, and drops are counted per subscriber
-//!   ([`Subscription::dropped`]) and per topic (`foundation_channel_dropped_total{topic}`).
+//!   ([`Subscription::dropped`]) and per topic (`foundation_channel_dropped_total{topic}`; what
+//!   reached a subscriber's queue: `foundation_channel_delivered_total{topic}`).
 //! - Control traffic has its own lane: a subscriber's queue keeps control-lane messages apart
 //!   and [`Subscription::recv`] returns them first, and each node has a separate relay per lane;
 //!   a flood on a normal topic never delays a control message.
@@ -419,6 +420,7 @@ struct TopicState {
     /// become messages.
     decode: Option<Decode>,
     published: metrics::Counter,
+    delivered: metrics::Counter,
     dropped: metrics::Counter,
 }
 
@@ -450,6 +452,7 @@ impl TopicState {
             },
             builtin,
             published: metrics::counter!("foundation_channel_published_total", "topic" => foundation_core::telemetry::bounded_label("topic", name)),
+            delivered: metrics::counter!("foundation_channel_delivered_total", "topic" => foundation_core::telemetry::bounded_label("topic", name)),
             dropped: metrics::counter!("foundation_channel_dropped_total", "topic" => foundation_core::telemetry::bounded_label("topic", name)),
         }
     }
@@ -571,6 +574,7 @@ impl Registry {
                     }
                 }
             }
+            state.delivered.increment(delivered as u64);
             delivered
         };
         for id in disconnected {

@@ -3,13 +3,14 @@
 //!
 //! Each crate lists its own families (`foundation_core::telemetry::catalog::FAMILIES`,
 //! `foundation_actors::metric_catalog::FAMILIES`, `foundation_cluster::metric_catalog::FAMILIES`,
-//! `scope_tracer::metric_catalog::FAMILIES`); a program gives them to [`Telemetry::describe`]
+//! `scope_tracer::metric_catalog::FAMILIES`, `dspex_optimizer::metric_catalog::FAMILIES`); a program gives them to [`Telemetry::describe`]
 //! once, before or after the series exist. The workspace's tests check that every metric a crate
 //! records is in its list with the same kind, that every listed one is recorded, and that a
 //! node's `/metrics` passes `promtool check metrics`.
 //!
 //! Naming (Prometheus conventions, which `promtool` checks): counters end in `_total`, nothing
-//! else does; a unit is spelled out in the name in its base form (`_seconds`, `_bytes`).
+//! else does; a unit is spelled out in the name in its base form (`_seconds`, `_bytes`): the
+//! text format has no unit line, so the name is where a scraper finds it.
 //!
 //! ```
 //! use foundation_core::config::TelemetryConfig;
@@ -93,7 +94,13 @@ impl MetricFamily {
         let unit_suffix = match self.unit {
             Some(Unit::Seconds) => Some("_seconds"),
             Some(Unit::Bytes) => Some("_bytes"),
-            _ => None,
+            None | Some(Unit::Count) => None,
+            Some(other) => {
+                return Some(format!(
+                    "{name}: {} is not a base unit (Prometheus wants seconds or bytes in the name)",
+                    other.as_str()
+                ));
+            }
         };
         if let Some(suffix) = unit_suffix
             && !name.trim_end_matches("_total").ends_with(suffix)
@@ -112,14 +119,21 @@ impl Telemetry {
     /// `# HELP` line for each family once it has a series (families never recorded are not
     /// rendered). Safe to call more than once; the first description of a name stays.
     pub fn describe<'a>(&self, families: impl IntoIterator<Item = &'a MetricFamily>) {
-        for family in families {
-            let name = metrics::KeyName::from(family.name);
-            let help = metrics::SharedString::from(family.help);
-            match family.kind {
-                MetricKind::Counter => self.describe_counter(name, family.unit, help),
-                MetricKind::Gauge => self.describe_gauge(name, family.unit, help),
-                MetricKind::Histogram => self.describe_histogram(name, family.unit, help),
-            }
+        describe_to(self, families);
+    }
+}
+
+/// [`Telemetry::describe`] for any `metrics` recorder: a program that exports through its own
+/// (`metrics_exporter_prometheus`'s, say) gives it the families' help text this way, or with
+/// `metrics::with_recorder(|r| describe_to(r, ...))` once its recorder is installed.
+pub fn describe_to<'a>(recorder: &dyn Recorder, families: impl IntoIterator<Item = &'a MetricFamily>) {
+    for family in families {
+        let name = metrics::KeyName::from(family.name);
+        let help = metrics::SharedString::from(family.help);
+        match family.kind {
+            MetricKind::Counter => recorder.describe_counter(name, family.unit, help),
+            MetricKind::Gauge => recorder.describe_gauge(name, family.unit, help),
+            MetricKind::Histogram => recorder.describe_histogram(name, family.unit, help),
         }
     }
 }

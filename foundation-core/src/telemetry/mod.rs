@@ -158,7 +158,8 @@ impl Telemetry {
     }
 
     /// The Prometheus text exposition of every metric, and the standard `process_*` families
-    /// of this process (CPU seconds, memory, descriptors, start time; where `/proc` exists).
+    /// of this process (CPU seconds, memory, descriptors, start time; where `/proc` exists and
+    /// the program records no `process_*` family of its own).
     pub fn render(&self) -> String {
         let mut out = self.inner.handle.render();
         let mut by_name: BTreeMap<String, Vec<(String, Percentiles)>> = BTreeMap::new();
@@ -173,8 +174,10 @@ impl Telemetry {
         for (name, mut series) in by_name {
             series.sort_by(|a, b| a.0.cmp(&b.0));
             let metric = sanitize_metric_name(&name);
-            if let Some((unit, description)) = help.get(&name) {
-                write_help_line(&mut out, &metric, *unit, None, description);
+            // the unit is in the name (`_seconds`): the exporter would append it to the HELP
+            // line's name only, which would then name another family than the TYPE line
+            if let Some((_, description)) = help.get(&name) {
+                write_help_line(&mut out, &metric, None, None, description);
             }
             write_type_line(&mut out, &metric, None, None, "summary");
             for (labels, reading) in series {
@@ -189,7 +192,10 @@ impl Telemetry {
             }
             out.push('\n');
         }
-        if let Some(reading) = process::read() {
+        // (unless the program records process metrics of its own: a family twice is invalid)
+        if !out.contains("# TYPE process_")
+            && let Some(reading) = process::read()
+        {
             process::render(&mut out, &reading);
         }
         out

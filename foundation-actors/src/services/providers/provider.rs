@@ -406,7 +406,7 @@ impl Provider {
                     limiter.apply_headers(rate_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
                     limiter.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
                 }
-                metrics::counter!("foundation_llm_rate_limited_total", "provider" => self.name.clone())
+                metrics::counter!("foundation_llm_rate_limited_total", "provider" => self.name.clone(), "model" => self.model.model().to_string())
                     .increment(1);
                 if !self.retry.allows_another(attempt) {
                     return Err(LmError::RateLimited { provider, retry_after, rate_headers });

@@ -105,8 +105,9 @@ pub(crate) struct Link {
     /// one); a larger message would make the peer close the session, cutting every other
     /// message between the two nodes.
     max_frame: u64,
-    /// Node messages refused as too large (logged at the first and every 1000th).
-    refused: AtomicU64,
+    /// What the link sent, received and refused (patch 14; refusals logged at the first and
+    /// every 1000th).
+    traffic: std::sync::Arc<crate::traffic::Traffic>,
     /// Bytes of node messages queued and not yet written (patch 10, `crate::backlog`).
     backlog: AtomicU64,
     /// Woken after every write, and when the writer ends.
@@ -157,7 +158,7 @@ impl Link {
             advertised: RwLock::new(HashSet::new()),
             remote_actors: Mutex::new(HashMap::new()),
             max_frame,
-            refused: AtomicU64::new(0),
+            traffic: std::sync::Arc::default(),
             backlog: AtomicU64::new(0),
             drained: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
@@ -190,7 +191,7 @@ impl Link {
         // frame's second length word
         let cost = backlog_cost(&message);
         if cost > self.max_frame {
-            let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+            let refused = self.traffic.refused();
             if refused % 1000 == 0 {
                 tracing::warn!(
                     "A cluster message of about {cost} bytes is over the frame limit of \
@@ -214,6 +215,11 @@ impl Link {
             self.written(cost);
         }
         queued
+    }
+
+    /// The link's traffic counters (patch 14).
+    pub(crate) fn traffic(&self) -> &std::sync::Arc<crate::traffic::Traffic> {
+        &self.traffic
     }
 
     /// The writer wrote node messages of `cost` in all (their [`backlog_cost`]).
@@ -541,7 +547,7 @@ mod tests {
             "over the limit with its envelope"
         );
         assert!(outgoing.try_recv().is_err(), "nothing queued");
-        assert_eq!(link.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(link.traffic.refused_count(), 1);
         // a closed session refuses too
         drop(outgoing);
         assert!(!link.send_node(cast(1)));

@@ -569,6 +569,7 @@ async fn run_write_task(
         let Some(first_msg) = first_msg else { break };
         let splits = link.splits();
         let mut cost = queued_cost(&first_msg);
+        let mut frames = 1u64;
         batch.push(first_msg, splits);
 
         // Drain any additional pending messages for batching, up to a bounded batch
@@ -581,11 +582,13 @@ async fn run_write_task(
                 },
             };
             cost += queued_cost(&msg);
+            frames += 1;
             batch.push(msg, splits);
         }
 
         // Write the entire batch
         let mut segments = batch.finish();
+        let bytes = bytes::Buf::remaining(&segments) as u64;
         if let Err(write_err) = stream.write_all_buf(&mut segments).await {
             tracing::warn!("Error writing to the stream '{write_err}'");
             session.stop(Some("channel_closed".to_string()));
@@ -599,6 +602,7 @@ async fn run_write_task(
             return;
         }
         link.written(cost);
+        link.traffic().sent(frames, bytes);
         // one large batch does not keep its room for the session's lifetime
         if batch.open.capacity() > 2 * MAX_BATCH_BYTES {
             batch.open = bytes::BytesMut::new();
@@ -614,7 +618,7 @@ async fn read_split_frame(
     stream: &mut ActorReadHalf,
     limit: &FrameLimit,
     envelope_length: u64,
-) -> tokio::io::Result<crate::protocol::NetworkMessage> {
+) -> tokio::io::Result<(crate::protocol::NetworkMessage, u64)> {
     let invalid = |what: &str| tokio::io::Error::new(ErrorKind::InvalidData, what.to_string());
     if !limit.authenticated().await {
         return Err(invalid("split cluster frame before authentication"));
@@ -642,7 +646,8 @@ async fn read_split_frame(
         ));
     }
     *what = read_n_bytes(stream, payload_length).await?;
-    Ok(message)
+    // two length words, the envelope and the payload
+    Ok((message, 16 + total))
 }
 
 /// What the reader task needs: where frames go, and the limit they are read under.
@@ -682,13 +687,16 @@ async fn read_network_message(
     stream: &mut ActorReadHalf,
     max_frame_size: u64,
 ) -> tokio::io::Result<crate::protocol::NetworkMessage> {
-    read_limited_network_message(stream, &FrameLimit::fixed(max_frame_size)).await
+    read_limited_network_message(stream, &FrameLimit::fixed(max_frame_size))
+        .await
+        .map(|(message, _)| message)
 }
 
+/// The next frame, and its size on the wire (length words included).
 async fn read_limited_network_message(
     stream: &mut ActorReadHalf,
     limit: &FrameLimit,
-) -> tokio::io::Result<crate::protocol::NetworkMessage> {
+) -> tokio::io::Result<(crate::protocol::NetworkMessage, u64)> {
     let wire_length = stream.read_u64().await?;
     tracing::trace!("Payload length message ({wire_length}) received");
     if wire_length & SPLIT_FRAME != 0 {
@@ -700,12 +708,13 @@ async fn read_limited_network_message(
     let bytes = Bytes::from(read_n_bytes(stream, frame_length).await?);
     tracing::trace!("Payload of length({}) received", bytes.len());
 
-    crate::protocol::NetworkMessage::decode(bytes).map_err(|decode_err| {
+    let message = crate::protocol::NetworkMessage::decode(bytes).map_err(|decode_err| {
         tokio::io::Error::new(
             ErrorKind::InvalidData,
             format!("invalid cluster protobuf frame: {decode_err}"),
         )
-    })
+    })?;
+    Ok((message, 8 + wire_length))
 }
 
 /// Reads frames until the stream ends or a frame is bad, then stops the session. Node messages
@@ -716,7 +725,10 @@ async fn run_read_task(mut stream: ActorReadHalf, reader: SessionReader) {
     let stop_reason = loop {
         let read_result =
             read_limited_network_message(&mut stream, &reader.max_inbound_frame_size).await;
-        match read_result {
+        if let Ok((_, bytes)) = &read_result {
+            reader.link.traffic().received(*bytes);
+        }
+        match read_result.map(|(message, _)| message) {
             Ok(crate::protocol::NetworkMessage {
                 message: Some(NetworkMessageKind::Node(node_message)),
             }) if reader.link.delivers() => reader.link.deliver(node_message),
@@ -1017,13 +1029,19 @@ mod tests {
         // the large payloads travel outside their envelopes (two split frames)
         let first_word = u64::from_be_bytes(wire[..8].try_into().expect("a length word"));
         assert_ne!(first_word & SPLIT_FRAME, 0, "the first frame is split");
+        let total = wire.len() as u64;
         let mut reader = ActorReadHalf::External(Box::new(Cursor::new(wire)));
+        let mut counted = 0;
         for expected in messages {
-            let read = read_network_message(&mut reader, 1 << 20)
-                .await
-                .expect("a frame");
+            let (read, bytes) =
+                read_limited_network_message(&mut reader, &FrameLimit::fixed(1 << 20))
+                    .await
+                    .expect("a frame");
             assert_eq!(read, expected);
+            counted += bytes;
         }
+        // patch 14: the sizes the reader counts add up to the bytes the writer wrote
+        assert_eq!(counted, total);
         // without the peer's feature bit, the same messages are plain frames
         let plain = batch_bytes(vec![cast_of(large(3))], false);
         let first_word = u64::from_be_bytes(plain[..8].try_into().expect("a length word"));
@@ -1154,7 +1172,12 @@ mod tests {
             .await
             .expect("the frame is read once the limit is raised");
         raise.await.unwrap();
-        assert_eq!(read, message);
+        assert_eq!(read.0, message);
+        assert_eq!(
+            read.1,
+            8 + payload_len,
+            "its size on the wire, length word included"
+        );
         assert!(limit.is_raised() && payload_len > 1);
 
         // Over the configured limit: refused at once, raised or not.

@@ -1277,6 +1277,14 @@ impl Actor for NodeSession {
                                         .and_then(|name| name.flags)
                                         .map_or(0, |flags| flags.features);
                                     state.link.open(peer_features);
+                                    if let Some(peer) = &state.name {
+                                        crate::traffic::register(
+                                            self.node_id,
+                                            &self.this_node_name.name,
+                                            &peer.name,
+                                            state.link.traffic(),
+                                        );
+                                    }
                                     self.after_authenticated(myself.clone(), state);
                                     if state.ready.is_ok() {
                                         self.node_server.cast(
