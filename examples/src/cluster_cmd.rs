@@ -1,6 +1,6 @@
 //! `foundation cluster up`: launch a local cluster of node processes on loopback;
-//! `cluster status` and `cluster remove`: a short-lived observer node (with the tools
-//! certificate when the configuration has `[cluster.tls]`).
+//! `cluster status`, `cluster remove` and `cluster metrics`: a short-lived observer node (with
+//! the tools certificate when the configuration has `[cluster.tls]`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,31 @@ pub enum ClusterCommand {
     /// a node that still runs on the other side of a partition can let both sides form a
     /// majority. TLS as for `status`.
     Remove(RemoveArgs),
+    /// Join a running cluster briefly as an observer, read every node's histograms (the nodes
+    /// that serve `--metrics`) and print each one's cluster-wide percentiles: the nodes'
+    /// DDSketches merged, within the same relative error. Nodes that did not answer are named.
+    /// TLS as for `status`.
+    Metrics(MetricsArgs),
+}
+
+/// Options of `foundation cluster metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Nodes of the cluster to reach, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    seeds: Vec<std::net::SocketAddr>,
+    /// The cluster's cookie (also from FOUNDATION_COOKIE).
+    #[arg(long, env = "FOUNDATION_COOKIE", hide_env_values = true, default_value = "foundation-dev-cookie")]
+    cookie: String,
+    /// Only histograms whose name starts with this.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the cluster to answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 /// Options of `foundation cluster remove`.
@@ -92,6 +117,7 @@ pub fn run(config_file: Option<PathBuf>, command: ClusterCommand) -> anyhow::Res
         ClusterCommand::Up(args) => up(args),
         ClusterCommand::Status(args) => status(config_file.as_deref(), args),
         ClusterCommand::Remove(args) => remove(config_file.as_deref(), args),
+        ClusterCommand::Metrics(args) => metrics(config_file.as_deref(), args),
     }
 }
 
@@ -233,6 +259,87 @@ fn status(config_file: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCo
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn metrics(config_file: Option<&Path>, args: MetricsArgs) -> anyhow::Result<ExitCode> {
+    let (runtime, tls) = match observer_runtime(config_file)? {
+        Ok(both) => both,
+        Err(code) => return Ok(code),
+    };
+    runtime.block_on(async move {
+        let Some(observer) = observe(&args.seeds, &args.cookie, tls, args.timeout).await? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        let mut found = foundation_cluster::cluster_metrics::collect(&observer, args.timeout).await;
+        observer.shutdown().await;
+        found.histograms.retain(|h| h.name.starts_with(&args.prefix));
+        found.unshared.retain(|n| !n.starts_with(OBSERVER_PREFIX));
+        found.missing.retain(|(n, _)| !n.starts_with(OBSERVER_PREFIX));
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&metrics_json(&found))?);
+        } else {
+            print_metrics(&found);
+        }
+        Ok(if found.answered.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    })
+}
+
+/// A reading as JSON: window count, quantiles, min and max; lifetime count and sum.
+fn reading_json(p: &foundation_core::telemetry::Percentiles) -> serde_json::Value {
+    serde_json::json!({
+        "count": p.count(), "p50": p.p50(), "p90": p.p90(), "p99": p.p99(), "p999": p.p999(),
+        "min": p.min(), "max": p.max(), "total_count": p.total_count(), "total_sum": p.total_sum(),
+    })
+}
+
+fn metrics_json(found: &foundation_cluster::cluster_metrics::ClusterMetrics) -> serde_json::Value {
+    let histograms: Vec<serde_json::Value> = found
+        .histograms
+        .iter()
+        .map(|h| {
+            let labels: serde_json::Map<String, serde_json::Value> =
+                h.labels.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            let nodes: serde_json::Map<String, serde_json::Value> =
+                h.by_node.iter().map(|(n, p)| (n.clone(), reading_json(p))).collect();
+            serde_json::json!({ "name": h.name, "labels": labels, "cluster": reading_json(&h.merged), "nodes": nodes })
+        })
+        .collect();
+    serde_json::json!({
+        "histograms": histograms,
+        "answered": found.answered,
+        "missing": found.missing.iter().map(|(n, why)| serde_json::json!({"node": n, "why": why})).collect::<Vec<_>>(),
+        "unshared": found.unshared,
+    })
+}
+
+fn print_metrics(found: &foundation_cluster::cluster_metrics::ClusterMetrics) {
+    println!(
+        "{:<64} {:>5} {:>9} {:>12} {:>12} {:>12} {:>12}",
+        "HISTOGRAM", "NODES", "COUNT", "P50", "P90", "P99", "MAX"
+    );
+    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6}"));
+    for h in &found.histograms {
+        let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let name =
+            if labels.is_empty() { h.name.clone() } else { format!("{}{{{}}}", h.name, labels.join(",")) };
+        let m = &h.merged;
+        println!(
+            "{name:<64} {:>5} {:>9} {:>12} {:>12} {:>12} {:>12}",
+            h.by_node.len(),
+            m.count(),
+            num(m.p50()),
+            num(m.p90()),
+            num(m.p99()),
+            num(m.max())
+        );
+    }
+    println!("{} nodes answered: {}", found.answered.len(), found.answered.join(", "));
+    for (node, why) in &found.missing {
+        println!("missing {node}: {why}");
+    }
+    if !found.unshared.is_empty() {
+        println!("sharing no histograms (no --metrics): {}", found.unshared.join(", "));
+    }
 }
 
 fn print_table(health: &foundation_cluster::health::ClusterHealth) {

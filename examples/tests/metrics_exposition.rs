@@ -192,8 +192,66 @@ fn a_running_node_s_metrics_pass_promtool_and_count_each_peer_s_traffic() {
     #[cfg(target_os = "linux")]
     assert!(body.contains("# TYPE process_cpu_seconds_total counter"), "{body}");
     assert_clean(&body);
-    // n2's subscription delivered: its channel's handles were taken after the recorder was in
+    // n2's subscription delivered (at least `ready` and the 200 000 bytes), counted: its
+    // channels' handles were taken after the recorder was in
     let body2 = scrape(&m2);
-    assert!(body2.contains("foundation_channel_delivered_total{"), "{body2}");
+    let delivered = value(&body2, r#"foundation_channel_delivered_total{topic="big"}"#);
+    assert!(delivered.is_some_and(|d| d >= 2.0), "{delivered:?} in\n{body2}");
     assert_clean(&body2);
+}
+
+#[test]
+fn cluster_metrics_merges_the_sketches_of_every_node_that_shares_them() {
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let metrics = |_: u8| format!("127.0.0.1:{}", free_port());
+    let n1 = start_node("n1", p1, &[], &["--cookie", "merge", "--metrics", &metrics(1)]);
+    let n2 = start_node("n2", p2, &[p1], &["--cookie", "merge", "--metrics", &metrics(2)]);
+    let n3 = start_node("n3", p3, &[p1], &["--cookie", "merge"]);
+    for (me, others) in [(&n1, ["n2", "n3"]), (&n2, ["n1", "n3"]), (&n3, ["n1", "n2"])] {
+        for other in others {
+            wait(me, json!({"event": "member_up", "name": other}));
+        }
+    }
+    // n1 and n2 both ping n3 (every node watches every other at this size): the round trips to
+    // n3 are one histogram on each of them, with the same labels
+    let ask = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+            .args(["cluster", "metrics", "--json", "--timeout", "3s", "--cookie", "merge"])
+            .args([
+                "--prefix",
+                "foundation_cluster_heartbeat_rtt_seconds",
+                "--seeds",
+                &format!("127.0.0.1:{p1}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<support::Value>(&out.stdout).unwrap()
+    };
+    let to_n3 = |found: &support::Value| {
+        found["histograms"].as_array().unwrap().iter().find(|h| h["labels"]["peer"] == "n3").cloned()
+    };
+    let found = std::cell::RefCell::new(json!(null));
+    support::until(
+        || {
+            *found.borrow_mut() = ask();
+            to_n3(&found.borrow()).is_some_and(|h| h["nodes"].as_object().unwrap().len() == 2)
+        },
+        || format!("no round trips to n3 from both n1 and n2: {:#}", found.borrow()),
+    );
+    let found = found.into_inner();
+    assert_eq!(found["answered"], json!(["n1", "n2"]), "{found:#}");
+    assert_eq!(found["unshared"], json!(["n3"]), "n3 serves no metrics: {found:#}");
+    let h = to_n3(&found).unwrap();
+    let (cluster, nodes) = (&h["cluster"], h["nodes"].as_object().unwrap());
+    let sum = |field: &str| nodes.values().map(|n| n[field].as_u64().unwrap()).sum::<u64>();
+    // the merge holds every sample of both nodes' windows, and its quantiles lie within theirs
+    assert_eq!(cluster["count"].as_u64().unwrap(), sum("count"), "{h:#}");
+    assert_eq!(cluster["total_count"].as_u64().unwrap(), sum("total_count"), "{h:#}");
+    let lowest = nodes.values().map(|n| n["min"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    let highest = nodes.values().map(|n| n["max"].as_f64().unwrap()).fold(0.0, f64::max);
+    for q in ["p50", "p99"] {
+        let v = cluster[q].as_f64().unwrap();
+        assert!(v >= lowest * 0.99 && v <= highest * 1.01, "{q} {v} outside [{lowest}, {highest}]: {h:#}");
+    }
 }

@@ -35,6 +35,9 @@ pub const LOGS: &str = "foundation.logs";
 pub const CONVERSATIONS: &str = "foundation.conversations";
 /// Usage ledgers shared with the cluster, `ledger@NODE` (`foundation_cluster::cluster_usage`).
 pub const LEDGERS: &str = "foundation.ledgers";
+/// Nodes' histogram readings shared with the cluster, `metrics@NODE`
+/// (`foundation_cluster::cluster_metrics`).
+pub const METRICS: &str = "foundation.metrics";
 /// Distributed optimization runs' coordinators (`dspex_optimizer::distributed`).
 pub const RUNS: &str = "dspex.runs";
 /// The `foundation` command's trace hop actors (`foundation node --trace-rate`).
@@ -56,6 +59,7 @@ pub const ALL: &[&str] = &[
     LOGS,
     CONVERSATIONS,
     LEDGERS,
+    METRICS,
     TRACER,
     RUNS,
     HOPS,

@@ -210,23 +210,11 @@ impl ClusterLedger {
                 Err(why) => missing.push((node, why)),
             }
         }
-        let mut unshared = Vec::new();
-        for member in self.cluster.members() {
-            if member.name == me
-                || asked.contains(&member.name)
-                || member.name.starts_with(crate::singleton::OBSERVER_PREFIX)
-            {
-                continue;
-            }
-            match member.status {
-                crate::MemberStatus::Up => unshared.push(member.name.clone()),
-                status => missing.push((member.name.clone(), format!("{status:?}").to_lowercase())),
-            }
-        }
+        let (unshared, down) = crate::pg_nodes::not_asked(&self.cluster, &asked);
+        missing.extend(down);
         answered.sort();
         by_node.sort_by(|a, b| a.0.cmp(&b.0));
         missing.sort();
-        unshared.sort();
         let rows = merged.summary(filter);
         ClusterUsage { totals: merged.totals(filter), rows, answered, by_node, missing, unshared }
     }

@@ -517,7 +517,7 @@ pub fn suspect_after(config: &ClusterConfig) -> Duration {
 
 /// One ping to `name` (its session's name); the decoded answer, if it came within `timeout`.
 /// The round trip of an answered ping is recorded in `foundation_cluster_heartbeat_rtt_seconds`
-/// (by peer: names from membership, capped by `bounded_label`).
+/// (by peer: names from membership, labelled by `peer_traffic::peer_label`).
 async fn ping(
     peer: &ActorRef<HeartbeatMsg>,
     name: &str,
@@ -531,7 +531,7 @@ async fn ping(
             Ok(beat) => {
                 metrics::histogram!(
                     "foundation_cluster_heartbeat_rtt_seconds",
-                    "peer" => foundation_core::telemetry::bounded_label("peer", name)
+                    "peer" => crate::peer_traffic::peer_label(name)
                 )
                 .record(sent.elapsed().as_secs_f64());
                 Some(beat)
@@ -657,7 +657,8 @@ async fn check_peers(shared: &Shared, peers: &[(String, ActorRef<HeartbeatMsg>)]
             .iter()
             .map(|(name, d)| (name.clone(), d.phi(now)))
             .inspect(|(name, phi)| {
-                metrics::gauge!("foundation_cluster_phi", "peer" => foundation_core::telemetry::bounded_label("peer", name)).set(*phi)
+                metrics::gauge!("foundation_cluster_phi", "peer" => crate::peer_traffic::peer_label(name))
+                    .set(*phi)
             })
             .filter(|(_, phi)| *phi > threshold)
             .collect();

@@ -68,6 +68,7 @@
 //! ```
 
 pub mod budget;
+pub mod cluster_metrics;
 #[cfg(feature = "llm")]
 pub mod cluster_usage;
 #[cfg(feature = "agents")]

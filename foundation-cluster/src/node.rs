@@ -144,6 +144,8 @@ struct Inner {
     incarnation: u64,
     /// The state directory, if any.
     state: Option<Arc<crate::state::NodeState>>,
+    /// ractor_cluster's `name@host` of this node: the key of its traffic totals.
+    traffic_name: String,
 }
 
 /// Names of peers whose sessions are closed as soon as they authenticate.
@@ -277,6 +279,8 @@ impl Cluster {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
+        // ractor_cluster's name of this node, under which it keeps the traffic totals
+        let traffic_name = format!("{name}@{hostname}");
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),
@@ -338,7 +342,7 @@ impl Cluster {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut tasks = vec![
             tokio::spawn(health::sample_forever(own_health, channels.clone())),
-            tokio::spawn(crate::peer_traffic::count_forever(format!("{name}@{hostname}"))),
+            tokio::spawn(crate::peer_traffic::count_forever(traffic_name.clone())),
         ];
         {
             let (membership, events, node) = (membership.clone(), events.clone(), name.to_string());
@@ -431,6 +435,7 @@ impl Cluster {
                 events_in: tx,
                 incarnation,
                 state,
+                traffic_name,
             }),
         };
         let (resolver, _) =
@@ -791,6 +796,8 @@ impl Cluster {
             coordinator.supervisor.stop().await;
         }
         let _ = self.inner.server.get_cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        // the last of the traffic (the task counting it every second was stopped above)
+        crate::peer_traffic::count(&self.inner.traffic_name);
     }
 }
 

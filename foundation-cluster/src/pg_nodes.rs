@@ -25,3 +25,25 @@ pub(crate) fn live_by_node(cluster: &crate::Cluster, scope: &str, prefix: &str) 
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found
 }
+
+/// The members a question to every node of a per-node group did not reach: those up that are
+/// not in `asked` (they run none seen here), and those not up, with their status (observers and
+/// this node are neither). Both sorted.
+pub(crate) fn not_asked(cluster: &crate::Cluster, asked: &[String]) -> (Vec<String>, Vec<(String, String)>) {
+    let (mut unshared, mut down) = (Vec::new(), Vec::new());
+    for member in cluster.members() {
+        if member.name == cluster.name()
+            || asked.contains(&member.name)
+            || member.name.starts_with(crate::singleton::OBSERVER_PREFIX)
+        {
+            continue;
+        }
+        match member.status {
+            crate::MemberStatus::Up => unshared.push(member.name.clone()),
+            status => down.push((member.name.clone(), format!("{status:?}").to_lowercase())),
+        }
+    }
+    unshared.sort();
+    down.sort();
+    (unshared, down)
+}

@@ -430,7 +430,7 @@ impl Manager {
         match Actor::spawn(None, Marker, (SCOPE.to_string(), format!("{}@{me}", self.name))).await {
             Ok((marker, _)) => {
                 tracing::info!(singleton = %self.name, node = %me, token = guard.token(), "singleton started here");
-                metrics::counter!("foundation_singleton_starts_total", "singleton" => foundation_core::telemetry::bounded_label("singleton", &self.name))
+                metrics::counter!("foundation_singleton_starts_total", "singleton" => singleton_label(&self.name))
                     .increment(1);
                 let _ = self.events.send(SingletonEvent::Started);
                 Some(Running { supervisor, marker, guard, validity })
@@ -475,8 +475,19 @@ impl Manager {
         Leases::remove(&self.name, &validity);
         guard.release().await;
         tracing::warn!(singleton = %self.name, node = %me, %reason, "singleton stopped here");
-        metrics::counter!("foundation_singleton_stops_total", "singleton" => foundation_core::telemetry::bounded_label("singleton", &self.name))
+        metrics::counter!("foundation_singleton_stops_total", "singleton" => singleton_label(&self.name))
             .increment(1);
         let _ = self.events.send(SingletonEvent::Stopped(reason.to_string()));
+    }
+}
+
+/// The `singleton` label of a singleton: its name, capped by `bounded_label`; the tracer's
+/// per-trace coordinators (`scope.trace.ID`, one name per cluster trace) together as
+/// `scope.trace`, so that they do not use up the label's values.
+fn singleton_label(name: &str) -> String {
+    if name.starts_with("scope.trace.") {
+        "scope.trace".to_string()
+    } else {
+        foundation_core::telemetry::bounded_label("singleton", name)
     }
 }

@@ -364,6 +364,13 @@ async fn serve(
         false => None,
     };
     let cache = cache::start(&cluster, args.shared_cache.as_deref()).await?;
+    // With telemetry, its histograms are shared for `foundation cluster metrics`.
+    let _reader = match &_metrics {
+        Some((telemetry, _)) => Some(
+            foundation_cluster::cluster_metrics::MetricsReader::start(&cluster, telemetry.clone()).await?,
+        ),
+        None => None,
+    };
     let coordination = match args.coordination || args.history.is_some() {
         true => Some(coordination::CoordCommands::start(&cluster).await?),
         false => None,

@@ -126,7 +126,9 @@ impl State {
 }
 
 /// A reading of one histogram: percentiles over the sliding window, lifetime count and sum.
-#[derive(Clone)]
+/// Serializable, so that readings of several nodes can be merged in one place
+/// (`foundation_cluster::cluster_metrics`).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     window: DDSketch,
     total_count: u64,
@@ -136,9 +138,14 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// The value at quantile `q` (0 ≤ q ≤ 1) over the window; `None` if the window is empty or
-    /// `q` is out of range. Within the configured relative error of the exact value.
+    /// `q` is out of range. Within the configured relative error of the exact value, and never
+    /// beyond the window's exact minimum and maximum (which can only bring it closer).
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.window.quantile(q).ok().flatten()
+        let v = self.window.quantile(q).ok().flatten()?;
+        match (self.window.min(), self.window.max()) {
+            (Some(lo), Some(hi)) if lo <= hi => Some(v.clamp(lo, hi)),
+            _ => Some(v),
+        }
     }
 
     /// Median over the window.

@@ -1,24 +1,29 @@
-// Foundation patch 14: what each session sent and received, for metrics per peer.
+// Foundation patch 14: what each node sent to and received from each peer, for metrics.
 
-//! Counters of each authenticated session's traffic: frames and bytes written and read, and
-//! node messages refused before sending (over the frame limit).
+//! Traffic counters per local node and peer: frames and bytes written and read, and node
+//! messages refused before sending (over the frame limit).
 //!
-//! A frame is one message of the session's protocol (a cast, a call, a reply, or one of the
+//! A frame is one message of the session protocol (a cast, a call, a reply, or one of the
 //! session's own control messages); its bytes are what went over the connection for it (length
-//! words and envelope included, TLS records not). The writer counts a batch once its write
-//! completed; the reader a frame once it was read whole. A session is listed from when it
-//! authenticated and won its election (what it exchanged before, the handshake, is counted
-//! in its first reading), and once more after it ended, with its final counts, on the next
-//! [`session_traffic`] call of its node; then it is forgotten.
+//! words and envelope included, TLS records not). A session counts from when it authenticated
+//! and won its election (its handshake is not counted): the writer a batch once its write
+//! completed, the reader a frame once it was read whole. Every session between the same local
+//! node and peer adds to the same totals, so they never go back when the peer reconnects, for as
+//! long as the process runs; [`peer_traffic`] reads them without consuming anything (any number
+//! of readers). A node keeps totals for at most [`MAX_PEERS`] peer names; sessions of later
+//! ones add to the totals of the empty name. The cost: relaxed atomic adds per batch written and
+//! per frame read, and about 100 bytes per (node, peer) for the process's life.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
-use crate::NodeId;
+/// The most peer names a local node keeps totals for; later ones are counted under `""`.
+pub const MAX_PEERS: usize = 1024;
 
-/// One link's counters (shared by its writer, its reader and the registry below).
+/// The counters of one local node's traffic with one peer.
 #[derive(Debug, Default)]
-pub(crate) struct Traffic {
+pub(crate) struct Totals {
     sent_frames: AtomicU64,
     sent_bytes: AtomicU64,
     received_frames: AtomicU64,
@@ -26,7 +31,7 @@ pub(crate) struct Traffic {
     refused: AtomicU64,
 }
 
-impl Traffic {
+impl Totals {
     /// A batch of `frames` frames, `bytes` in all, was written.
     pub(crate) fn sent(&self, frames: u64, bytes: u64) {
         self.sent_frames.fetch_add(frames, Ordering::Relaxed);
@@ -39,24 +44,17 @@ impl Traffic {
         self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// A node message was refused before sending; how many were before it.
-    pub(crate) fn refused(&self) -> u64 {
-        self.refused.fetch_add(1, Ordering::Relaxed)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn refused_count(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+    /// A node message was refused before sending.
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// One session's counts since it started.
+/// One local node's traffic with one peer, since the process started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SessionTraffic {
-    /// The session's node id (as in the `ActorId::Remote` of its peer's actors).
-    pub node_id: NodeId,
-    /// The name the peer authenticated with.
+pub struct PeerTraffic {
+    /// The name the peer's sessions authenticated with (`""`: the peers past [`MAX_PEERS`]).
     pub peer: String,
     /// Frames written to the peer.
     pub sent_frames: u64,
@@ -68,58 +66,48 @@ pub struct SessionTraffic {
     pub received_bytes: u64,
     /// Node messages to the peer refused before sending (larger than a frame may be).
     pub refused_messages: u64,
-    /// The session ended: these are its final counts, and it is not listed again.
-    pub ended: bool,
 }
 
-struct Entry {
-    node_id: NodeId,
-    local: String,
-    peer: String,
-    traffic: Arc<Traffic>,
-}
+/// Totals by local node name, then peer name.
+type Registry = HashMap<String, HashMap<String, Arc<Totals>>>;
 
-static SESSIONS: LazyLock<Mutex<Vec<Entry>>> = LazyLock::new(Mutex::default);
+static TOTALS: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 
-/// Lists a session of node `local` with `peer` (it authenticated and won its election).
-pub(crate) fn register(node_id: NodeId, local: &str, peer: &str, traffic: &Arc<Traffic>) {
-    let mut sessions = SESSIONS
+/// The totals a session of node `local` with `peer` adds to (it authenticated and won its
+/// election).
+pub(crate) fn totals_for(local: &str, peer: &str) -> Arc<Totals> {
+    let mut totals = TOTALS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    sessions.push(Entry {
-        node_id,
-        local: local.to_string(),
-        peer: peer.to_string(),
-        traffic: traffic.clone(),
-    });
+    let peers = totals.entry(local.to_string()).or_default();
+    let peer = if peers.contains_key(peer) || peers.len() < MAX_PEERS {
+        peer
+    } else {
+        ""
+    };
+    peers.entry(peer.to_string()).or_default().clone()
 }
 
-/// The counts of every session of the node named `local` in this process: those running, and
-/// those ended since the last call for that node (`ended`, listed this once).
-pub fn session_traffic(local: &str) -> Vec<SessionTraffic> {
-    let mut sessions = SESSIONS
+/// The traffic of the node named `local` (ractor_cluster's `name@host`) in this process with
+/// each peer it had an authenticated session with, since the process started, by peer name.
+pub fn peer_traffic(local: &str) -> Vec<PeerTraffic> {
+    let totals = TOTALS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut out = Vec::new();
-    sessions.retain(|entry| {
-        if entry.local != local {
-            return true;
-        }
-        // only the registry holds it: its link, writer and reader are gone
-        let ended = Arc::strong_count(&entry.traffic) == 1;
-        let t = &entry.traffic;
-        out.push(SessionTraffic {
-            node_id: entry.node_id,
-            peer: entry.peer.clone(),
+    let mut out: Vec<PeerTraffic> = totals
+        .get(local)
+        .into_iter()
+        .flatten()
+        .map(|(peer, t)| PeerTraffic {
+            peer: peer.clone(),
             sent_frames: t.sent_frames.load(Ordering::Relaxed),
             sent_bytes: t.sent_bytes.load(Ordering::Relaxed),
             received_frames: t.received_frames.load(Ordering::Relaxed),
             received_bytes: t.received_bytes.load(Ordering::Relaxed),
             refused_messages: t.refused.load(Ordering::Relaxed),
-            ended,
-        });
-        !ended
-    });
+        })
+        .collect();
+    out.sort_by(|a, b| a.peer.cmp(&b.peer));
     out
 }
 
@@ -128,40 +116,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_session_is_listed_for_its_node_only_and_once_more_after_it_ended() {
-        let traffic = Arc::new(Traffic::default());
-        register(7001, "traffic-test-a", "b", &traffic);
-        traffic.sent(3, 300);
-        traffic.received(40);
-        traffic.refused();
-        assert!(session_traffic("traffic-test-other")
-            .iter()
-            .all(|s| s.node_id != 7001));
-        let listed = session_traffic("traffic-test-a");
-        assert_eq!(listed.len(), 1);
-        let s = &listed[0];
+    fn sessions_with_one_peer_add_up_for_their_node_only_and_reading_consumes_nothing() {
+        let first = totals_for("traffic-test-a@h", "b@h");
+        first.sent(3, 300);
+        first.received(40);
+        first.refused();
+        drop(first); // the session ended
+        let second = totals_for("traffic-test-a@h", "b@h"); // b reconnected
+        second.sent(1, 10);
+        assert!(peer_traffic("traffic-test-other@h").is_empty());
+        let expected = PeerTraffic {
+            peer: "b@h".to_string(),
+            sent_frames: 4,
+            sent_bytes: 310,
+            received_frames: 1,
+            received_bytes: 40,
+            refused_messages: 1,
+        };
+        assert_eq!(peer_traffic("traffic-test-a@h"), [expected.clone()]);
         assert_eq!(
-            (
-                s.peer.as_str(),
-                s.sent_frames,
-                s.sent_bytes,
-                s.received_frames,
-                s.received_bytes,
-                s.refused_messages,
-                s.ended
-            ),
-            ("b", 3, 300, 1, 40, 1, false)
+            peer_traffic("traffic-test-a@h"),
+            [expected],
+            "a second reader sees the same"
         );
-        traffic.sent(1, 10);
-        drop(traffic);
-        let last = session_traffic("traffic-test-a");
-        assert_eq!(
-            (last.len(), last[0].sent_frames, last[0].ended),
-            (1, 4, true)
-        );
-        assert!(
-            session_traffic("traffic-test-a").is_empty(),
-            "an ended session is listed once"
-        );
+    }
+
+    #[test]
+    fn peers_past_the_cap_add_up_under_the_empty_name() {
+        for n in 0..MAX_PEERS + 2 {
+            totals_for("traffic-test-cap@h", &format!("p{n}@h")).sent(1, 1);
+        }
+        let read = peer_traffic("traffic-test-cap@h");
+        assert_eq!(read.len(), MAX_PEERS + 1);
+        let rest = read.iter().find(|p| p.peer.is_empty()).expect("the rest");
+        assert_eq!(rest.sent_frames, 2);
+        // a peer kept before the cap still has its own
+        totals_for("traffic-test-cap@h", "p0@h").sent(1, 1);
+        let p0 = peer_traffic("traffic-test-cap@h")
+            .into_iter()
+            .find(|p| p.peer == "p0@h")
+            .unwrap();
+        assert_eq!(p0.sent_frames, 2);
     }
 }

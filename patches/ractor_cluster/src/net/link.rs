@@ -105,9 +105,11 @@ pub(crate) struct Link {
     /// one); a larger message would make the peer close the session, cutting every other
     /// message between the two nodes.
     max_frame: u64,
-    /// What the link sent, received and refused (patch 14; refusals logged at the first and
-    /// every 1000th).
-    traffic: std::sync::Arc<crate::traffic::Traffic>,
+    /// Node messages refused as too large (logged at the first and every 1000th).
+    refused: AtomicU64,
+    /// The traffic totals of this node with the peer, once the session authenticated and won
+    /// its election (patch 14).
+    traffic: std::sync::OnceLock<std::sync::Arc<crate::traffic::Totals>>,
     /// Bytes of node messages queued and not yet written (patch 10, `crate::backlog`).
     backlog: AtomicU64,
     /// Woken after every write, and when the writer ends.
@@ -158,7 +160,8 @@ impl Link {
             advertised: RwLock::new(HashSet::new()),
             remote_actors: Mutex::new(HashMap::new()),
             max_frame,
-            traffic: std::sync::Arc::default(),
+            refused: AtomicU64::new(0),
+            traffic: std::sync::OnceLock::new(),
             backlog: AtomicU64::new(0),
             drained: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
@@ -191,7 +194,10 @@ impl Link {
         // frame's second length word
         let cost = backlog_cost(&message);
         if cost > self.max_frame {
-            let refused = self.traffic.refused();
+            let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(traffic) = self.traffic() {
+                traffic.refused();
+            }
             if refused % 1000 == 0 {
                 tracing::warn!(
                     "A cluster message of about {cost} bytes is over the frame limit of \
@@ -217,9 +223,14 @@ impl Link {
         queued
     }
 
-    /// The link's traffic counters (patch 14).
-    pub(crate) fn traffic(&self) -> &std::sync::Arc<crate::traffic::Traffic> {
-        &self.traffic
+    /// The traffic totals this link adds to, once its session is counted (patch 14).
+    pub(crate) fn traffic(&self) -> Option<&crate::traffic::Totals> {
+        self.traffic.get().map(|t| &**t)
+    }
+
+    /// From now on this link adds to `totals` (set once; a second call changes nothing).
+    pub(crate) fn count_in(&self, totals: std::sync::Arc<crate::traffic::Totals>) {
+        let _ = self.traffic.set(totals);
     }
 
     /// The writer wrote node messages of `cost` in all (their [`backlog_cost`]).
@@ -547,7 +558,7 @@ mod tests {
             "over the limit with its envelope"
         );
         assert!(outgoing.try_recv().is_err(), "nothing queued");
-        assert_eq!(link.traffic.refused_count(), 1);
+        assert_eq!(link.refused.load(Ordering::Relaxed), 1);
         // a closed session refuses too
         drop(outgoing);
         assert!(!link.send_node(cast(1)));

@@ -602,7 +602,9 @@ async fn run_write_task(
             return;
         }
         link.written(cost);
-        link.traffic().sent(frames, bytes);
+        if let Some(traffic) = link.traffic() {
+            traffic.sent(frames, bytes);
+        }
         // one large batch does not keep its room for the session's lifetime
         if batch.open.capacity() > 2 * MAX_BATCH_BYTES {
             batch.open = bytes::BytesMut::new();
@@ -725,8 +727,8 @@ async fn run_read_task(mut stream: ActorReadHalf, reader: SessionReader) {
     let stop_reason = loop {
         let read_result =
             read_limited_network_message(&mut stream, &reader.max_inbound_frame_size).await;
-        if let Ok((_, bytes)) = &read_result {
-            reader.link.traffic().received(*bytes);
+        if let (Ok((_, bytes)), Some(traffic)) = (&read_result, reader.link.traffic()) {
+            traffic.received(*bytes);
         }
         match read_result.map(|(message, _)| message) {
             Ok(crate::protocol::NetworkMessage {

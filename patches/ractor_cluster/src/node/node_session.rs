@@ -1278,12 +1278,10 @@ impl Actor for NodeSession {
                                         .map_or(0, |flags| flags.features);
                                     state.link.open(peer_features);
                                     if let Some(peer) = &state.name {
-                                        crate::traffic::register(
-                                            self.node_id,
+                                        state.link.count_in(crate::traffic::totals_for(
                                             &self.this_node_name.name,
                                             &peer.name,
-                                            state.link.traffic(),
-                                        );
+                                        ));
                                     }
                                     self.after_authenticated(myself.clone(), state);
                                     if state.ready.is_ok() {
