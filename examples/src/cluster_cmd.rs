@@ -338,7 +338,10 @@ fn print_metrics(found: &foundation_cluster::cluster_metrics::ClusterMetrics) {
         println!("missing {node}: {why}");
     }
     if !found.unshared.is_empty() {
-        println!("sharing no histograms (no --metrics): {}", found.unshared.join(", "));
+        println!(
+            "no histograms seen from here (no --metrics, or not visible yet): {}",
+            found.unshared.join(", ")
+        );
     }
 }
 

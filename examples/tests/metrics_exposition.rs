@@ -225,8 +225,8 @@ fn cluster_metrics_merges_the_sketches_of_every_node_that_shares_them() {
             ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<support::Value>(&out.stdout).unwrap()
+        // (no node's readers seen yet by the observer: it exits with failure; asked again)
+        serde_json::from_slice::<support::Value>(&out.stdout).ok().filter(|_| out.status.success())
     };
     let to_n3 = |found: &support::Value| {
         found["histograms"].as_array().unwrap().iter().find(|h| h["labels"]["peer"] == "n3").cloned()
@@ -234,24 +234,28 @@ fn cluster_metrics_merges_the_sketches_of_every_node_that_shares_them() {
     let found = std::cell::RefCell::new(json!(null));
     support::until(
         || {
-            *found.borrow_mut() = ask();
-            to_n3(&found.borrow()).is_some_and(|h| h["nodes"].as_object().unwrap().len() == 2)
+            let Some(answer) = ask() else { return false };
+            *found.borrow_mut() = answer;
+            let found = found.borrow();
+            to_n3(&found).is_some_and(|h| h["nodes"].as_object().unwrap().len() == 2)
+                && found["answered"] == json!(["n1", "n2"])
+                && found["unshared"] == json!(["n3"])
         },
-        || format!("no round trips to n3 from both n1 and n2: {:#}", found.borrow()),
+        || format!("not yet both n1's and n2's round trips to n3, n3 sharing none: {:#}", found.borrow()),
     );
-    let found = found.into_inner();
-    assert_eq!(found["answered"], json!(["n1", "n2"]), "{found:#}");
-    assert_eq!(found["unshared"], json!(["n3"]), "n3 serves no metrics: {found:#}");
-    let h = to_n3(&found).unwrap();
+    let h = to_n3(&found.into_inner()).unwrap();
     let (cluster, nodes) = (&h["cluster"], h["nodes"].as_object().unwrap());
     let sum = |field: &str| nodes.values().map(|n| n[field].as_u64().unwrap()).sum::<u64>();
-    // the merge holds every sample of both nodes' windows, and its quantiles lie within theirs
+    // the merge holds every sample of both nodes' windows ...
     assert_eq!(cluster["count"].as_u64().unwrap(), sum("count"), "{h:#}");
     assert_eq!(cluster["total_count"].as_u64().unwrap(), sum("total_count"), "{h:#}");
-    let lowest = nodes.values().map(|n| n["min"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
-    let highest = nodes.values().map(|n| n["max"].as_f64().unwrap()).fold(0.0, f64::max);
-    for q in ["p50", "p99"] {
-        let v = cluster[q].as_f64().unwrap();
-        assert!(v >= lowest * 0.99 && v <= highest * 1.01, "{q} {v} outside [{lowest}, {highest}]: {h:#}");
-    }
+    // ... and its median lies between theirs (each within 1 % of its exact value)
+    let medians: Vec<f64> = nodes.values().map(|n| n["p50"].as_f64().unwrap()).collect();
+    let (lo, hi) =
+        (medians.iter().copied().fold(f64::INFINITY, f64::min), medians.iter().copied().fold(0.0, f64::max));
+    let p50 = cluster["p50"].as_f64().unwrap();
+    assert!(
+        p50 >= lo * 0.98 && p50 <= hi * 1.02,
+        "merged p50 {p50} not between the nodes' {medians:?}: {h:#}"
+    );
 }

@@ -484,11 +484,28 @@ fn a_suspect_notice_about_a_live_node_is_not_believed() {
     for node in [&n1, &n2, &n4] {
         wait(node, up("n3"));
     }
+    for other in ["n1", "n2"] {
+        wait(&n4, up(other));
+    }
     wait(&n3, up("n4"));
     let before: Vec<usize> = [&n1, &n2].iter().map(|n| seen(n, down("n3")).len()).collect();
+    // Once n4 reaches every other node's heartbeat actor (their groups arrive after `member_up`):
+    // until then a notice reaches fewer, which proves nothing.
+    let mut sent = 0;
+    support::until(
+        || {
+            n4.send_line("forge-suspect n3").unwrap();
+            sent += 1;
+            let forged = wait_n(&n4, json!({"event": "forged_suspect", "node": "n3"}), sent).pop().unwrap();
+            number(&forged, "told") >= 3
+        },
+        || "n4 never reached the three other nodes' heartbeat actors".to_string(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     for round in 1..=3 {
         n4.send_line("forge-suspect n3").unwrap();
-        let forged = wait_n(&n4, json!({"event": "forged_suspect", "node": "n3"}), round).pop().unwrap();
+        let forged =
+            wait_n(&n4, json!({"event": "forged_suspect", "node": "n3"}), sent + round).pop().unwrap();
         assert!(number(&forged, "told") >= 3, "{forged}");
         // Longer than a check waits for its answer (1 s): a check that went unanswered would
         // have made n3 unreachable by now.

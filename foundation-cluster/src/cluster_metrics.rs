@@ -11,9 +11,11 @@
 //!   question reaches it.
 //! - **Nodes that do not answer are named, not waited for**: a node that shares its readings and
 //!   does not answer within the timeout, answers with readings that do not fit one frame, do not
-//!   decode, or cannot be merged (a different `max_relative_error`, or a sketch that is not
-//!   one), is listed in [`ClusterMetrics::missing`] with why, and none of its readings is in the
-//!   merge. Members up that share none are [`ClusterMetrics::unshared`]; observers are neither.
+//!   decode (a reading is decoded only if it is a sketch this version could have made: checked
+//!   field by field, so a made-up one cannot make the merge allocate without bound), or cannot
+//!   be merged (a different `max_relative_error`), is listed in [`ClusterMetrics::missing`] with
+//!   why, and none of its readings is in the merge. Members up that share none seen from here
+//!   are [`ClusterMetrics::unshared`]; observers are neither.
 //! - **Identity from the session**: a node's answer is counted under the node whose session it
 //!   came over; a peer cannot answer for another node.
 //!
@@ -190,7 +192,33 @@ async fn ask(node: String, actor: ActorRef<ReaderMsg>, timeout: Duration) -> (St
     (node, readings)
 }
 
-/// Asks every node that shares its readings (this one too, if it does), waiting at most
+type Merged = BTreeMap<(String, Vec<(String, String)>), ClusterHistogram>;
+
+/// `node`'s readings merged into copies of the histograms of `merged` they touch (new ones
+/// added), or why one does not merge.
+fn merge_all(merged: &Merged, node: &str, readings: Vec<HistogramReading>) -> Result<Merged, String> {
+    let mut staged = Merged::new();
+    for r in readings {
+        let key = (r.name.clone(), r.labels.clone());
+        let entry = match staged.remove(&key).or_else(|| merged.get(&key).cloned()) {
+            Some(mut h) => {
+                h.merged.merge(&r.reading).map_err(|e| format!("{}: {e}", r.name))?;
+                h.by_node.push((node.to_string(), r.reading));
+                h
+            }
+            None => ClusterHistogram {
+                name: r.name,
+                labels: r.labels,
+                by_node: vec![(node.to_string(), r.reading.clone())],
+                merged: r.reading,
+            },
+        };
+        staged.insert(key, entry);
+    }
+    Ok(staged)
+}
+
+/// Asks every node that shares its readings/// Asks every node that shares its readings (this one too, if it does), waiting at most
 /// `timeout`, and merges each histogram's readings.
 pub async fn collect(cluster: &Cluster, timeout: Duration) -> ClusterMetrics {
     let nodes: Vec<(String, ActorRef<ReaderMsg>)> = crate::pg_nodes::live_by_node(cluster, SCOPE, "metrics@")
@@ -202,7 +230,7 @@ pub async fn collect(cluster: &Cluster, timeout: Duration) -> ClusterMetrics {
     for (node, actor) in nodes {
         calls.spawn(ask(node, actor, timeout));
     }
-    let mut merged: BTreeMap<(String, Vec<(String, String)>), ClusterHistogram> = BTreeMap::new();
+    let mut merged = Merged::new();
     let mut answered = Vec::new();
     let mut missing = Vec::new();
     while let Some(joined) = calls.join_next().await {
@@ -215,38 +243,15 @@ pub async fn collect(cluster: &Cluster, timeout: Duration) -> ClusterMetrics {
                 continue;
             }
         };
-        // All of a node's readings or none: merged into a copy first. A sketch from a peer is
-        // its word: one that is not a sketch (a merge or a quantile that panics) drops the node.
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut next = merged.clone();
-            for r in readings {
-                let _ = r.reading.quantile(0.5);
-                match next.get_mut(&(r.name.clone(), r.labels.clone())) {
-                    Some(h) => {
-                        h.merged.merge(&r.reading).map_err(|e| format!("{}: {e}", r.name))?;
-                        h.by_node.push((node.clone(), r.reading));
-                    }
-                    None => {
-                        let key = (r.name.clone(), r.labels.clone());
-                        let h = ClusterHistogram {
-                            name: r.name,
-                            labels: r.labels,
-                            by_node: vec![(node.clone(), r.reading.clone())],
-                            merged: r.reading,
-                        };
-                        next.insert(key, h);
-                    }
-                }
-            }
-            Ok::<_, String>(next)
-        }));
-        match attempt {
-            Ok(Ok(next)) => {
-                merged = next;
+        // All of a node's readings or none: each histogram it touches is merged into a copy,
+        // kept only if all merged. (Its sketches were checked when they were decoded, so a
+        // merge fails only for another configuration: `max_relative_error`.)
+        match merge_all(&merged, &node, readings) {
+            Ok(staged) => {
+                merged.extend(staged);
                 answered.push(node);
             }
-            Ok(Err(why)) => missing.push((node, format!("its readings cannot be merged: {why}"))),
-            Err(_) => missing.push((node, "its readings are not valid sketches".to_string())),
+            Err(why) => missing.push((node, format!("its readings cannot be merged: {why}"))),
         }
     }
     let (unshared, down) = crate::pg_nodes::not_asked(cluster, &asked);

@@ -279,8 +279,10 @@ impl Cluster {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
-        // ractor_cluster's name of this node, under which it keeps the traffic totals
+        // ractor_cluster's name of this node, under which it keeps the traffic totals (and
+        // observers' totals under one key)
         let traffic_name = format!("{name}@{hostname}");
+        ractor_cluster::set_peer_key(crate::peer_traffic::fork_key);
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),

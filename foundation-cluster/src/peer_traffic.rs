@@ -2,9 +2,11 @@
 //! and messages refused before sending (over the frame limit).
 //!
 //! The counts are the fork's (`ractor_cluster::peer_traffic`, patch 14): totals per peer over
-//! every session with it since the process started (frames as written and read whole after the
-//! session authenticated, length words and envelopes included), so they never go back when a
-//! peer reconnects or this node restarts in the same process. A task sets the counters to them
+//! every session with it since the process started (frames as written and read whole once the
+//! session authenticated and won its election, length words and envelopes included), so they
+//! never go back when a peer reconnects or this node restarts in the same process under the same
+//! name and address. The counters carry no node label: a process runs one node (several in one
+//! process, as in tests, write the same series, and the largest total shows). A task sets the counters to them
 //! every [`EVERY`] (a scrape sees them at most that late), and [`Cluster::shutdown`] once more at
 //! the end. Peers are labelled by [`peer_label`]: the names their sessions authenticated (as
 //! membership has them), observers together as `observer`, all capped like every peer label.
@@ -27,6 +29,16 @@ pub fn peer_label(node: &str) -> String {
         "observer".to_string()
     } else {
         bounded_label("peer", node)
+    }
+}
+
+/// The fork's key for a peer's traffic totals (`ractor_cluster::set_peer_key`): observers (a
+/// new name per run) under one key, so that they neither grow its registry nor use up its cap.
+pub(crate) fn fork_key(peer: &str) -> String {
+    if crate::membership::node_name(peer).starts_with(crate::singleton::OBSERVER_PREFIX) {
+        format!("{}*@observers", crate::singleton::OBSERVER_PREFIX)
+    } else {
+        peer.to_string()
     }
 }
 
@@ -85,6 +97,13 @@ pub(crate) fn count(local: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn observers_share_one_key_in_the_fork() {
+        assert_eq!(fork_key("status-41@127.0.0.1"), fork_key("status-42@10.0.0.1"));
+        assert_eq!(peer_label(&crate::membership::node_name(&fork_key("status-41@h"))), "observer");
+        assert_eq!(fork_key("n2@10.0.0.2"), "n2@10.0.0.2");
+    }
 
     #[test]
     fn peers_are_labelled_by_node_name_and_observers_and_the_fork_s_rest_add_up() {

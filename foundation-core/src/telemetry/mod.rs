@@ -44,6 +44,7 @@ mod exporter;
 mod labels;
 mod process;
 mod sketch;
+mod sketch_wire;
 
 use crate::sync::RwLockRecover;
 use std::collections::{BTreeMap, HashMap};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sketches_ddsketch::{Config, DDSketch};
 
 /// Values with magnitude below this count as zero.
-const MIN_VALUE: f64 = 1e-9;
+pub(crate) const MIN_VALUE: f64 = 1e-9;
 /// Ratio between the largest and smallest sample (of one sign) that a sketch covers without
 /// collapsing buckets, i.e. with the error bound intact: nanoseconds to weeks, bytes to petabytes.
 const COVERED_RATIO: f64 = 1e15;
@@ -22,7 +22,7 @@ const COVERED_RATIO: f64 = 1e15;
 /// Buckets needed to cover [`COVERED_RATIO`] at relative error `alpha`. A sketch only allocates
 /// the buckets between its smallest and largest samples (in steps of 128, 8 bytes each), so this
 /// is a cap, not an allocation: at 1 % error, latencies from 1 ms to 10 s use about 470 buckets.
-fn max_bins(alpha: f64) -> u32 {
+pub(crate) fn max_bins(alpha: f64) -> u32 {
     let gamma = 1.0 + 2.0 * alpha / (1.0 - alpha);
     (COVERED_RATIO.ln() / gamma.ln()).ceil() as u32 + 128
 }
@@ -127,8 +127,11 @@ impl State {
 
 /// A reading of one histogram: percentiles over the sliding window, lifetime count and sum.
 /// Serializable, so that readings of several nodes can be merged in one place
-/// (`foundation_cluster::cluster_metrics`).
+/// (`foundation_cluster::cluster_metrics`); a reading is deserialized only if it is a sketch
+/// this crate could have made (checked field by field: see `sketch_wire.rs`), so a made-up one
+/// is an error, never a merge that allocates without bound or panics.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "super::sketch_wire::RawPercentiles")]
 pub struct Percentiles {
     window: DDSketch,
     total_count: u64,
@@ -137,6 +140,10 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    pub(crate) fn from_parts(window: DDSketch, total_count: u64, total_sum: f64, rejected: u64) -> Self {
+        Percentiles { window, total_count, total_sum, rejected }
+    }
+
     /// The value at quantile `q` (0 ≤ q ≤ 1) over the window; `None` if the window is empty or
     /// `q` is out of range. Within the configured relative error of the exact value, and never
     /// beyond the window's exact minimum and maximum (which can only bring it closer).
@@ -208,9 +215,9 @@ impl Percentiles {
     /// come from telemetry with the same `max_relative_error`.
     pub fn merge(&mut self, other: &Percentiles) -> Result<(), super::TelemetryError> {
         self.window.merge(&other.window).map_err(|_| super::TelemetryError::IncompatibleSketches)?;
-        self.total_count += other.total_count;
+        self.total_count = self.total_count.saturating_add(other.total_count);
         self.total_sum += other.total_sum;
-        self.rejected += other.rejected;
+        self.rejected = self.rejected.saturating_add(other.rejected);
         Ok(())
     }
 }

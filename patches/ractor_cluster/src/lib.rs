@@ -97,7 +97,7 @@ pub use node::DEFAULT_MAX_INBOUND_FRAME_SIZE;
 pub use node::DEFAULT_MAX_PENDING_CONNECTIONS;
 pub use node::PRE_AUTH_MAX_FRAME_SIZE;
 pub use ractor::serialization::*;
-pub use traffic::{peer_traffic, PeerTraffic, MAX_PEERS};
+pub use traffic::{peer_traffic, set_peer_key, PeerTraffic, MAX_PEERS};
 // Re-export the procedural macros so people don't need to reference them directly
 pub use ractor_cluster_derive::RactorClusterMessage;
 pub use ractor_cluster_derive::RactorMessage;

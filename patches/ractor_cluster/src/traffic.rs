@@ -10,9 +10,10 @@
 //! completed, the reader a frame once it was read whole. Every session between the same local
 //! node and peer adds to the same totals, so they never go back when the peer reconnects, for as
 //! long as the process runs; [`peer_traffic`] reads them without consuming anything (any number
-//! of readers). A node keeps totals for at most [`MAX_PEERS`] peer names; sessions of later
-//! ones add to the totals of the empty name. The cost: relaxed atomic adds per batch written and
-//! per frame read, and about 100 bytes per (node, peer) for the process's life.
+//! of readers). A node keeps totals for at most [`MAX_PEERS`] peer names (or keys: see
+//! [`set_peer_key`]); sessions of later ones add to the totals of the empty name. The cost:
+//! relaxed atomic adds per batch written and per frame read, and about 100 bytes per (node,
+//! peer) for the process's life.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +69,17 @@ pub struct PeerTraffic {
     pub refused_messages: u64,
 }
 
+/// How peer names are keyed (set once by the embedding program, [`set_peer_key`]).
+static PEER_KEY: std::sync::OnceLock<fn(&str) -> String> = std::sync::OnceLock::new();
+
+/// Keys the totals of peers by `key(peer name)` instead of the name itself: a program whose
+/// short-lived tool nodes connect under a new name each run (`status-PID`) puts them under one
+/// key, so that they neither grow the registry nor use up [`MAX_PEERS`]. Set once per process;
+/// a second call changes nothing.
+pub fn set_peer_key(key: fn(&str) -> String) {
+    let _ = PEER_KEY.set(key);
+}
+
 /// Totals by local node name, then peer name.
 type Registry = HashMap<String, HashMap<String, Arc<Totals>>>;
 
@@ -76,16 +88,19 @@ static TOTALS: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 /// The totals a session of node `local` with `peer` adds to (it authenticated and won its
 /// election).
 pub(crate) fn totals_for(local: &str, peer: &str) -> Arc<Totals> {
+    let peer = PEER_KEY
+        .get()
+        .map_or_else(|| peer.to_string(), |key| key(peer));
     let mut totals = TOTALS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let peers = totals.entry(local.to_string()).or_default();
-    let peer = if peers.contains_key(peer) || peers.len() < MAX_PEERS {
+    let peer = if peers.contains_key(&peer) || peers.len() < MAX_PEERS {
         peer
     } else {
-        ""
+        String::new()
     };
-    peers.entry(peer.to_string()).or_default().clone()
+    peers.entry(peer).or_default().clone()
 }
 
 /// The traffic of the node named `local` (ractor_cluster's `name@host`) in this process with

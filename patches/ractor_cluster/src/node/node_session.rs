@@ -1276,13 +1276,14 @@ impl Actor for NodeSession {
                                         .as_ref()
                                         .and_then(|name| name.flags)
                                         .map_or(0, |flags| flags.features);
-                                    state.link.open(peer_features);
+                                    // counted from before the reader delivers (patch 14)
                                     if let Some(peer) = &state.name {
                                         state.link.count_in(crate::traffic::totals_for(
                                             &self.this_node_name.name,
                                             &peer.name,
                                         ));
                                     }
+                                    state.link.open(peer_features);
                                     self.after_authenticated(myself.clone(), state);
                                     if state.ready.is_ok() {
                                         self.node_server.cast(
