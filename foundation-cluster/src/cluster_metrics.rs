@@ -198,8 +198,13 @@ type Merged = BTreeMap<(String, Vec<(String, String)>), ClusterHistogram>;
 /// added), or why one does not merge.
 fn merge_all(merged: &Merged, node: &str, readings: Vec<HistogramReading>) -> Result<Merged, String> {
     let mut staged = Merged::new();
+    let mut seen = std::collections::BTreeSet::new();
     for r in readings {
         let key = (r.name.clone(), r.labels.clone());
+        // a node reads each histogram once: a repeat is no reading of ours
+        if !seen.insert(key.clone()) {
+            return Err(format!("{} is in its answer twice", r.name));
+        }
         let entry = match staged.remove(&key).or_else(|| merged.get(&key).cloned()) {
             Some(mut h) => {
                 h.merged.merge(&r.reading).map_err(|e| format!("{}: {e}", r.name))?;

@@ -88,6 +88,9 @@ pub enum TelemetryError {
     /// Two readings with different error bounds cannot be merged.
     #[error("cannot merge percentiles recorded with different max_relative_error")]
     IncompatibleSketches,
+    /// Merging would count more samples than a reading holds (2^62).
+    #[error("merging these readings would count more than 2^62 samples")]
+    TooManySamples,
 }
 
 /// A node's telemetry: a `metrics` recorder, percentile readings and Prometheus text.

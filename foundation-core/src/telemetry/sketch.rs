@@ -24,8 +24,11 @@ const COVERED_RATIO: f64 = 1e15;
 /// is a cap, not an allocation: at 1 % error, latencies from 1 ms to 10 s use about 470 buckets.
 pub(crate) fn max_bins(alpha: f64) -> u32 {
     let gamma = 1.0 + 2.0 * alpha / (1.0 - alpha);
-    (COVERED_RATIO.ln() / gamma.ln()).ceil() as u32 + 128
+    ((COVERED_RATIO.ln() / gamma.ln()).ceil() as u32).saturating_add(128)
 }
+
+/// The most samples a merged reading holds (its counters are `u64`, unchecked by the sketch).
+const MAX_MERGED: u64 = 1 << 62;
 
 /// The layout shared by every histogram of one [`Telemetry`](super::Telemetry).
 #[derive(Debug, Clone)]
@@ -214,6 +217,11 @@ impl Percentiles {
     /// Folds another reading in (for example the same histogram on another node). Both must
     /// come from telemetry with the same `max_relative_error`.
     pub fn merge(&mut self, other: &Percentiles) -> Result<(), super::TelemetryError> {
+        // (readings from elsewhere are capped when decoded; their sum is checked here, before
+        // the sketch's own counters, which do not check theirs)
+        if self.count().checked_add(other.count()).is_none_or(|n| n > MAX_MERGED) {
+            return Err(super::TelemetryError::TooManySamples);
+        }
         self.window.merge(&other.window).map_err(|_| super::TelemetryError::IncompatibleSketches)?;
         self.total_count = self.total_count.saturating_add(other.total_count);
         self.total_sum += other.total_sum;

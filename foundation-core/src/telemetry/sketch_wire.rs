@@ -8,14 +8,15 @@
 //! change of layout fails CI), checked, and only then turned into a `DDSketch` (by re-decoding
 //! the checked mirror). What is checked:
 //!
-//! - the configuration is one this crate makes: `min_value` ours, `gamma` in (1, 2] with its
-//!   logarithm, `offset` and `max_num_bins` as [`Config::new`] computes them for that `gamma`,
-//!   and at most [`MAX_BINS`] bins;
+//! - the configuration is one this crate makes: `min_value` ours, `gamma` for a relative error
+//!   `telemetry.max_relative_error` accepts (0.001 to 0.1), with its logarithm, and `offset` and
+//!   `max_num_bins` as [`Config::new`] computes them for that `gamma` (so at most about 17 400
+//!   bins, 136 KiB per store);
 //! - each store: bin limit = `max_num_bins`, at most that many bins; an empty store exactly as
 //!   `Store::new` makes it; otherwise `offset ≤ min_key ≤ max_key < offset + bins`, keys within
 //!   ±2^24, and a count that is the sum of its bins;
-//! - the sketch: at most [`MAX_COUNT`] samples, and when it has any, a finite `min ≤ max` and sum;
-//!   lifetime count and sum finite and plausible.
+//! - the sketch: at most [`MAX_COUNT`] samples; when it has any, a finite `min ≤ max`; when it
+//!   has none, the minimum, maximum and sum of a new sketch; a plausible lifetime count.
 //!
 //! Merging readings that passed cannot fail but for different configurations (an `Err`).
 
@@ -24,10 +25,11 @@ use sketches_ddsketch::{Config, DDSketch};
 
 use super::sketch::{MIN_VALUE, Percentiles, max_bins};
 
-/// The most bins a checked configuration may have (that of 0.01 % error is about 173 000 / 2).
-pub(crate) const MAX_BINS: u32 = 1 << 17;
+/// The relative errors a configuration may have: those `telemetry.max_relative_error` accepts
+/// (0.001 to 0.1), with room for rounding.
+const ALPHAS: std::ops::RangeInclusive<f64> = 0.000_999..=0.100_001;
 /// The most samples a checked reading may hold (window or lifetime): 2^48, so that the readings
-/// of 65 536 nodes still add up without overflow.
+/// of 65 535 nodes still add up without overflow (merging checks the sum besides).
 pub(crate) const MAX_COUNT: u64 = 1 << 48;
 /// Keys beyond this magnitude are no sample's (they would overflow a store's length arithmetic).
 const MAX_KEY: i32 = 1 << 24;
@@ -82,17 +84,17 @@ fn refuse<T>(why: impl Into<String>) -> Result<T, SketchRefused> {
 }
 
 fn check_config(c: &RawConfig) -> Result<(), SketchRefused> {
-    if c.min_value != MIN_VALUE || !(c.gamma > 1.0 && c.gamma <= 2.0) {
+    let alpha = (c.gamma - 1.0) / (c.gamma + 1.0);
+    // (checked before `Config::new`, whose arithmetic overflows for a gamma next to 1)
+    if c.min_value != MIN_VALUE || !ALPHAS.contains(&alpha) {
         return refuse("its configuration is not one of ours");
     }
-    let alpha = (c.gamma - 1.0) / (c.gamma + 1.0);
     let expected = Config::new(alpha, max_bins(alpha), MIN_VALUE);
     let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
     if !near(c.gamma, expected.gamma)
         || !near(c.gamma_ln, c.gamma.ln())
         || c.offset.abs_diff(expected.offset) > 1
         || c.max_num_bins.abs_diff(expected.max_num_bins) > 1
-        || c.max_num_bins > MAX_BINS
     {
         return refuse("its configuration does not hold together");
     }
@@ -133,10 +135,15 @@ impl TryFrom<RawPercentiles> for Percentiles {
         let count =
             w.store.count.checked_add(w.negative_store.count).and_then(|n| n.checked_add(w.zero_count));
         let Some(count) = count.filter(|n| *n <= MAX_COUNT) else { return refuse("too many samples") };
-        if count > 0 && !(w.min.is_finite() && w.max.is_finite() && w.sum.is_finite() && w.min <= w.max) {
-            return refuse("a minimum, maximum or sum that is not a number");
+        // (a sum may overflow to infinity with honest samples near the largest float: not checked)
+        if count > 0 && !(w.min.is_finite() && w.max.is_finite() && w.min <= w.max) {
+            return refuse("a minimum or maximum that is not a number");
         }
-        if raw.total_count > MAX_COUNT || !raw.total_sum.is_finite() || raw.rejected > MAX_COUNT {
+        // an empty window as a new sketch has it: a made-up sum would spoil a merged mean
+        if count == 0 && !(w.sum == 0.0 && w.min == f64::INFINITY && w.max == f64::NEG_INFINITY) {
+            return refuse("an empty window with a minimum, maximum or sum");
+        }
+        if raw.total_count > MAX_COUNT || raw.rejected > MAX_COUNT {
             return refuse("implausible lifetime totals");
         }
         // The checked mirror has the crate's layout: decoded as the crate's own type.
@@ -188,6 +195,33 @@ mod tests {
     }
 
     #[test]
+    fn merging_readings_at_the_cap_stops_with_an_error_before_the_counters_overflow() {
+        let mut r = raw(&reading());
+        r.window.store = RawStore {
+            bins: vec![],
+            count: 0,
+            min_key: i32::MAX,
+            max_key: i32::MIN,
+            offset: 0,
+            ..r.window.store
+        };
+        r.window.negative_store = RawStore {
+            bins: vec![],
+            count: 0,
+            min_key: i32::MAX,
+            max_key: i32::MIN,
+            offset: 0,
+            ..r.window.negative_store
+        };
+        (r.window.zero_count, r.window.min, r.window.max, r.window.sum) = (MAX_COUNT, 0.0, 0.0, 0.0);
+        let full = round_trip(&r).expect("at the cap, a reading passes");
+        let mut merged = full.clone();
+        let refused = (0..1 << 15).find(|_| merged.merge(&full).is_err());
+        assert!(refused.is_some(), "2^15 readings of 2^48 samples merged without an error");
+        assert!(merged.count() <= 1 << 62);
+    }
+
+    #[test]
     fn made_up_sketches_are_refused() {
         type Spoil = Box<dyn Fn(&mut RawPercentiles)>;
         let bad: Vec<(&str, Spoil)> = vec![
@@ -206,7 +240,9 @@ mod tests {
             ("too many zeros", Box::new(|r| r.window.zero_count = u64::MAX - 1)),
             ("another min_value", Box::new(|r| r.window.config.min_value = 1.0)),
             ("gamma and bins apart", Box::new(|r| r.window.config.max_num_bins = 1 << 20)),
-            ("infinite lifetime sum", Box::new(|r| r.total_sum = f64::INFINITY)),
+            ("gamma next to 1", Box::new(|r| r.window.config.gamma = 1.000_000_001)),
+            ("a finer error than any node has", Box::new(|r| r.window.config.gamma = 1.0002)),
+            ("a lifetime count past the cap", Box::new(|r| r.total_count = MAX_COUNT + 1)),
         ];
         for (what, spoil) in bad {
             let mut r = raw(&reading());
