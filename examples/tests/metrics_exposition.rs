@@ -1,7 +1,8 @@
 //! What a node serves on `/metrics` passes `promtool check metrics` (Prometheus' own linter:
 //! help text, counter names, units): an exposition with a series of every catalogued family,
 //! and the real `/metrics` of both `foundation node`s of a two-node cluster that took a lock, where
-//! 200 000 bytes broadcast from one to the other show in the per-peer traffic counters of both.
+//! 200 000 bytes broadcast from one to the other show in the per-peer traffic counters of both,
+//! and those counters keep growing, never going back, when the peer is killed and restarted.
 //! `promtool` comes from Debian's `prometheus` package (installed by `.ci/run`, which sets
 //! `CI_PROMTOOL_TEST=required`); elsewhere, without it, the tests check only our own rules and
 //! say so.
@@ -134,7 +135,7 @@ fn a_running_node_s_metrics_pass_promtool_and_count_each_peer_s_traffic() {
     let (p1, p2) = (free_port(), free_port());
     let (m1, m2) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let mut n1 = start_node("n1", p1, &[], &["--cookie", "metrics", "--coordination", "--metrics", &m1]);
-    let n2 = start_node(
+    let mut n2 = start_node(
         "n2",
         p2,
         &[p1],
@@ -198,6 +199,24 @@ fn a_running_node_s_metrics_pass_promtool_and_count_each_peer_s_traffic() {
     let delivered = value(&body2, r#"foundation_channel_delivered_total{topic="big"}"#);
     assert!(delivered.is_some_and(|d| d >= 2.0), "{delivered:?} in\n{body2}");
     assert_clean(&body2);
+
+    // n2 killed (kill -9) and started again: n1's counters for it never go back, and grow with
+    // the new session (its totals cover every session with the peer)
+    let before_kill = value(&scrape(&m1), sent).unwrap();
+    n2.kill();
+    wait(&n1, json!({"event": "member_down", "name": "n2"}));
+    let n2 = start_node("n2", p2, &[p1], &["--cookie", "metrics"]);
+    wait(&n2, json!({"event": "member_up", "name": "n1"}));
+    let latest = std::cell::Cell::new(0.0);
+    support::until(
+        || {
+            let now = value(&scrape(&m1), sent).unwrap();
+            assert!(now >= before_kill, "n1's bytes to n2 went back from {before_kill} to {now}");
+            latest.set(now);
+            now > before_kill + 1000.0
+        },
+        || format!("n1's bytes to the restarted n2 did not grow past {before_kill}: {}", latest.get()),
+    );
 }
 
 #[test]
