@@ -278,3 +278,189 @@ fn cluster_metrics_merges_the_sketches_of_every_node_that_shares_them() {
         "merged p50 {p50} not between the nodes' {medians:?}: {h:#}"
     );
 }
+
+/// The metric names a PromQL expression reads: identifiers that are not functions, keywords,
+/// label names (inside `{…}` or a `by (…)`-like clause), ranges or numbers.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let chars: Vec<char> = expr.chars().collect();
+    let mut i = 0;
+    // After a grouping keyword, the next parenthesis holds label names.
+    let mut labels_next = false;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                while i < chars.len() && chars[i] != close {
+                    i += 1;
+                }
+                i += 1;
+            }
+            '(' if labels_next => {
+                while i < chars.len() && chars[i] != ')' {
+                    i += 1;
+                }
+                i += 1;
+                labels_next = false;
+            }
+            '0'..='9' | '.' => {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric()
+                        || chars[i] == '.'
+                        || (matches!(chars[i], '+' | '-') && matches!(chars[i - 1], 'e' | 'E')))
+                {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let mut j = i;
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                let call = j < chars.len() && chars[j] == '(';
+                match word.as_str() {
+                    "by" | "without" | "on" | "ignoring" | "group_left" | "group_right" => labels_next = true,
+                    "bool" | "and" | "or" | "unless" | "offset" => {}
+                    // Aggregations, also written `sum by (…) (…)`.
+                    "sum" | "min" | "max" | "avg" | "count" | "stddev" | "stdvar" | "group" | "topk"
+                    | "bottomk" | "quantile" | "count_values" => {}
+                    _ if call => {}
+                    _ => names.push(word),
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
+}
+
+/// Every expression of the alerting rules file (`expr: …` or a `expr: |` block).
+fn rule_expressions(rules: &str) -> Vec<String> {
+    let lines: Vec<&str> = rules.lines().collect();
+    let mut exprs = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if let Some(rest) = line.trim_start().strip_prefix("expr:") {
+            let indent = line.len() - line.trim_start().len();
+            if rest.trim() == "|" {
+                let mut block = Vec::new();
+                while i + 1 < lines.len()
+                    && (lines[i + 1].trim().is_empty()
+                        || lines[i + 1].len() - lines[i + 1].trim_start().len() > indent)
+                {
+                    i += 1;
+                    block.push(lines[i].trim());
+                }
+                exprs.push(block.join(" "));
+            } else {
+                exprs.push(rest.trim().to_string());
+            }
+        }
+        i += 1;
+    }
+    exprs
+}
+
+/// `promtool check rules` on a file: its complaints, or `None` without promtool (when allowed).
+fn promtool_check_rules(path: &std::path::Path) -> Option<(bool, String)> {
+    let required = std::env::var("CI_PROMTOOL_TEST").is_ok_and(|v| v == "required");
+    match std::process::Command::new("promtool").args(["check", "rules"]).arg(path).output() {
+        Ok(out) => Some((
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )),
+        Err(e) if !required => {
+            eprintln!("promtool could not run ({e}): the rules' syntax was not checked");
+            None
+        }
+        Err(e) => panic!("promtool is required (CI_PROMTOOL_TEST=required) but could not run: {e}"),
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_and_alert_rules_query_only_metrics_a_node_exports_and_pass_promtool() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/monitoring");
+    // What a node exports: every catalogued family (a histogram as a summary: its quantiles,
+    // `_count` and `_sum`), the `process_*` families, and Prometheus' own `up` per target.
+    let mut exported: BTreeSet<String> = BTreeSet::from(["up".to_string()]);
+    for family in families() {
+        exported.insert(family.name.to_string());
+        if family.kind == MetricKind::Histogram {
+            exported.insert(format!("{}_count", family.name));
+            exported.insert(format!("{}_sum", family.name));
+        }
+    }
+    let telemetry = Telemetry::new(&TelemetryConfig::default()).unwrap();
+    for line in telemetry.render().lines().filter_map(|l| l.strip_prefix("# TYPE process_")) {
+        exported.insert(format!("process_{}", line.split(' ').next().unwrap()));
+    }
+
+    // The alerting rules: valid for promtool, and reading only exported metrics.
+    let rules_path = docs.join("alerts.yml");
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    let rule_exprs = rule_expressions(&rules);
+    assert!(rule_exprs.len() >= 10, "{rule_exprs:?}");
+    if let Some((ok, said)) = promtool_check_rules(&rules_path) {
+        assert!(ok, "promtool check rules {}:\n{said}", rules_path.display());
+    }
+
+    // The dashboard: JSON with a data source variable, every panel with queries; its queries
+    // are valid PromQL (checked by promtool as recording rules, variables filled in).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap()).unwrap();
+    let mut dashboard_exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("no targets in {panel}"));
+        assert!(!targets.is_empty(), "{panel}");
+        for target in targets {
+            dashboard_exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(dashboard_exprs.len() >= 20, "{dashboard_exprs:?}");
+    let as_rules = dashboard_exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let filled = e.replace("$instance", ".*").replace("$job", "foundation");
+            format!(
+                "      - record: dashboard:query_{i}\n        expr: {}\n",
+                serde_json::to_string(&filled).unwrap()
+            )
+        })
+        .collect::<String>();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&path, format!("groups:\n  - name: dashboard\n    rules:\n{as_rules}")).unwrap();
+    if let Some((ok, said)) = promtool_check_rules(&path) {
+        assert!(ok, "a dashboard query is not valid PromQL:\n{said}");
+    }
+
+    for expr in rule_exprs.iter().chain(&dashboard_exprs) {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "no metric found in `{expr}`");
+        for name in names {
+            assert!(exported.contains(&name), "`{name}` (in `{expr}`) is not a metric a node exports");
+        }
+    }
+    // The extractor itself: functions, keywords, labels and numbers are not metrics.
+    assert_eq!(
+        metric_names(r#"sum by (a, b) (rate(x_total{c="d"}[5m])) / clamp_min(y, 1e-9) > 0.1 and on (a) z"#),
+        ["x_total", "y", "z"]
+    );
+}
