@@ -92,7 +92,9 @@ pub async fn evaluate(
     summarize(results, lm.model())
 }
 
-/// Runs and scores one example.
+/// Runs and scores one example. A failure (of the program or of the metric) scores 0, is
+/// returned in [`ExampleResult::error`] and is logged at INFO in the current span (a trace keeps
+/// it with the span).
 pub async fn evaluate_one(
     program: &Program,
     example: &Example,
@@ -105,17 +107,23 @@ pub async fn evaluate_one(
         Ok((prediction, _)) => {
             let (score, error) = match metric.score_with(example, &prediction, lm).await {
                 Ok(score) => (score, None),
-                Err(e) => (0.0, Some(e.to_string())),
+                Err(e) => {
+                    tracing::info!(example = index, error = %e, "the metric failed");
+                    (0.0, Some(e.to_string()))
+                }
             };
             ExampleResult { index, score, prediction: Some(prediction), error, latency: started.elapsed() }
         }
-        Err(e) => ExampleResult {
-            index,
-            score: 0.0,
-            prediction: None,
-            error: Some(e.to_string()),
-            latency: started.elapsed(),
-        },
+        Err(e) => {
+            tracing::info!(example = index, error = %e, "the program failed");
+            ExampleResult {
+                index,
+                score: 0.0,
+                prediction: None,
+                error: Some(e.to_string()),
+                latency: started.elapsed(),
+            }
+        }
     }
 }
 

@@ -140,6 +140,27 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
         || format!("the page never showed the running cluster trace {id}: {}", page.borrow()),
     );
     screenshot(&chromium, profile.path(), &url, "dashboard-cluster-trace.png");
+    // A hop that cannot go on from n2 ends in error there: the page lists it and marks its bar.
+    // (90 s: each dump may take Chromium its whole 10 s on a loaded machine; a liveness bound.)
+    n1.send_line("trace-hop n2,nowhere").unwrap();
+    let asked = std::time::Instant::now();
+    loop {
+        *page.borrow_mut() = dom(&chromium, profile.path(), &url);
+        let shown = {
+            let page = page.borrow();
+            page.contains("data-span-error=\"hop@n2\"")
+                && page.contains("class=\"bar failed\" data-span=\"hop@n2\"")
+                && page.contains("data-error=\"the hop could not go on: no hop actor on nowhere\"")
+        };
+        if shown {
+            break;
+        }
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(90),
+            "the page never listed the failed hop: {}",
+            page.borrow()
+        );
+    }
 
     n3.kill();
     let killed = std::time::Instant::now();

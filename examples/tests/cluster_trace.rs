@@ -142,3 +142,76 @@ fn a_cluster_trace_records_every_node_and_survives_its_coordinators_node() {
     assert!(text(&failed, "error").contains("unknown cluster trace `0123456789abcdef`"), "{failed}");
     drop(n3);
 }
+
+#[test]
+fn an_evaluation_failing_on_a_worker_node_shows_its_error_in_the_trace_collected_from_another() {
+    let base = free_port_range(2);
+    // n1 runs no evaluations; n2's workers serve a model `broken` at an endpoint nothing
+    // answers at, so every evaluation of a run on that model fails on n2.
+    let mut n1 = start_node("n1", base, &[], &["--trace-rate", "0", "--workers", "0"]);
+    let n2 = start_node(
+        "n2",
+        base + 1,
+        &[base],
+        &["--trace-rate", "0", "--workers", "2", "--lm-url", "http://127.0.0.1:9/v1", "--lm-model", "broken"],
+    );
+    for n in [&n1, &n2] {
+        wait(n, json!({"event": "member_up"}));
+    }
+    // A node hears of a cluster trace only if its participant is known when the trace starts
+    // (process groups sync after a join): started again until n2 records too.
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let id = loop {
+        assert!(std::time::Instant::now() < deadline, "n2 never recorded a cluster trace started on n1");
+        let before = seen(&n1, json!({"event": "cluster_trace_started"})).len();
+        n1.send_line("trace-start").unwrap();
+        let started = wait_n(&n1, json!({"event": "cluster_trace_started"}), before + 1).pop().unwrap();
+        let id = text(&started, "id").to_string();
+        if report(&mut n1, &format!("trace-report {id}"))["missing_nodes"] == json!([]) {
+            break id;
+        }
+        report(&mut n1, &format!("trace-stop {id}"));
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = support::spec_file(dir.path(), "failing", "broken", 7);
+    let seeds = format!("127.0.0.1:{base}");
+    let submitted = support::foundation("optimize", &["submit", "--spec", &spec, "--seeds", &seeds]);
+    assert!(submitted.status.success(), "{submitted:?}");
+
+    // Collected from n1 (where nothing failed): n2's failed evaluations, with node and span.
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    support::until(
+        || {
+            *last.borrow_mut() = report(&mut n1, &format!("trace-report {id}"));
+            // An error, and the task it failed in finished too (a span is reported once closed).
+            let last = last.borrow();
+            let Some(error) = last["errors"].as_array().unwrap().first() else { return false };
+            let spans = spans_of(&last, text(error, "trace_id"));
+            let failed = spans.iter().find(|s| s["span_id"] == error["span_id"]);
+            failed.is_some_and(|f| spans.iter().any(|s| s["span_id"] == f["parent_span_id"]))
+        },
+        || format!("no error in the cluster trace: {}", last.borrow()),
+    );
+    let last = last.into_inner();
+    let error = &last["errors"][0];
+    assert_eq!(
+        (error["node"].as_str(), error["span"].as_str()),
+        (Some("n2"), Some("dspex.evaluate")),
+        "{last}"
+    );
+    assert!(text(error, "message").contains("provider `endpoint`"), "the cause is named: {last}");
+    // The failing span is in its trace, under its task, with the event that says why.
+    let spans = spans_of(&last, text(error, "trace_id"));
+    let failed = spans.iter().find(|s| s["span_id"] == error["span_id"]).unwrap();
+    assert_eq!(failed["error"], error["message"], "{last}");
+    let task = spans.iter().find(|s| s["span_id"] == failed["parent_span_id"]).unwrap();
+    assert_eq!(task["name"], "dspex.task", "{last}");
+    assert!(
+        failed["events"].as_array().unwrap().iter().any(|e| e["level"] == "INFO"
+            && e["message"] == "the program failed"
+            && e["fields"]["error"] == error["message"]),
+        "{last}"
+    );
+    drop(n2);
+}

@@ -76,6 +76,26 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_goes_down() {
     assert_eq!(status, 200);
     let analysis: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(analysis["bottlenecks"].is_array() && analysis["hotspots"].is_array(), "{analysis}");
+    assert_eq!(analysis["window"], serde_json::Value::Null, "no window yet: since each node started");
+    // What the page's profile buttons post: a window starts (on n1, the only node profiling),
+    // the analysis is over it, it stops; stopping again stops nothing.
+    let (status, body) = request(&web, "POST", "/api/profile/start", "{}");
+    assert_eq!(status, 201, "{body}");
+    let started: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(started["nodes"], serde_json::json!(["n1"]), "{started}");
+    let analysis: serde_json::Value = serde_json::from_str(&get(&web, "/api/profile").1).unwrap();
+    assert_eq!(
+        (&analysis["window"], &analysis["window_running"]),
+        (&started["id"], &serde_json::json!(true))
+    );
+    let (status, body) = request(&web, "POST", "/api/profile/stop", "{}");
+    assert_eq!(
+        (status, serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].clone()),
+        (200, started["id"].clone())
+    );
+    let (status, body) = request(&web, "POST", "/api/profile/stop", "{}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["nodes"], serde_json::json!([]));
 
     // A node killed shows as down.
     n3.kill();

@@ -11,13 +11,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use dspex_optimizer::distributed::{Optimizations, RunSpec, Status};
 use foundation_cluster::testkit::{NodeProcess, free_port_range};
-use support::start_node;
+use support::{foundation, spec_file, start_node, stderr, stdout};
 
 /// Three nodes serving with `workers` workers each and the simulated model at `latency_ms`
 /// (plus `extra` options for node `i`).
@@ -103,49 +101,6 @@ fn two_equal_priority_runs_get_evaluations_within_ten_percent_over_every_ten_sec
     }
     eprintln!("{windows} ten-second windows, largest difference {:.1} %", worst * 100.0);
     assert!(windows >= 4, "too few 10-second windows with both runs at work ({windows}): {samples:?}");
-}
-
-/// `foundation optimize ARGS...` (or another subcommand with `command`).
-fn foundation(command: &str, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
-        .arg(command)
-        .args(args)
-        .env("XDG_STATE_HOME", foundation_cluster::testkit::state_home())
-        .env("FOUNDATION_LOG", "error")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
-
-/// A spec file for the bundled question data, run `name` with `model` and `seed`.
-fn spec_file(dir: &Path, name: &str, model: &str, seed: u64) -> String {
-    let data = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../dspex-optimizer/data/questions.jsonl"
-    ))
-    .unwrap();
-    let lines: Vec<&str> = data.lines().collect();
-    std::fs::write(dir.join("train.jsonl"), lines[..40].join("\n")).unwrap();
-    std::fs::write(dir.join("validation.jsonl"), lines[40..90].join("\n")).unwrap();
-    let path = dir.join(format!("{name}-{seed}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "name = \"{name}\"\nmodel = \"{model}\"\nseed = {seed}\nmetric = \"exact_match:label\"\n\
-             [program]\nsignature = \"question -> label\"\n\
-             [data]\ntrain = \"train.jsonl\"\nvalidation = \"validation.jsonl\"\n\
-             [optimizer]\ncandidates = 2\n"
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
 }
 
 #[test]

@@ -87,3 +87,73 @@ fn a_trace_crosses_three_nodes_and_is_collected_with_every_parent() {
     assert!(!nodes.contains(&"n3"));
     drop(n2);
 }
+
+#[test]
+fn a_profile_window_counts_what_ran_inside_it_on_every_node_and_merges_hotspots() {
+    let base = free_port_range(3);
+    // Nothing sampled: the profiler times every span all the same.
+    let args = ["--trace-rate", "0"];
+    let mut n1 = start_node("n1", base, &[], &args);
+    let n2 = start_node("n2", base + 1, &[base], &args);
+    let n3 = start_node("n3", base + 2, &[base], &args);
+    for n in [&n1, &n2, &n3] {
+        wait_n(n, json!({"event": "member_up"}), 2);
+    }
+    // Before the window: hop actors visible everywhere (a round trip done), then more hops.
+    hop_round_trip(&mut n1, "n2,n3,n1");
+    let round_trips = |n1: &mut NodeProcess, count: usize| {
+        for _ in 0..count {
+            let before = seen(n1, json!({"event": "trace_hop_done"})).len();
+            n1.send_line("trace-hop n2,n3,n1").unwrap();
+            wait_n(n1, json!({"event": "trace_hop_done"}), before + 1);
+        }
+    };
+    round_trips(&mut n1, 3);
+
+    n1.send_line("profile start").unwrap();
+    let started = wait(&n1, json!({"event": "profile_window_started"}));
+    assert_eq!(started["nodes"], json!(["n1", "n2", "n3"]), "{started}");
+    round_trips(&mut n1, 5);
+    n1.send_line("profile stop").unwrap();
+    let stopped = wait(&n1, json!({"event": "profile_window_stopped"}));
+    assert_eq!(
+        (&stopped["id"], &stopped["nodes"]),
+        (&started["id"], &json!(["n1", "n2", "n3"])),
+        "{stopped}"
+    );
+    // After the window: not counted.
+    round_trips(&mut n1, 2);
+
+    n1.send_line("profile").unwrap();
+    let profile = wait(&n1, json!({"event": "profile"}));
+    let analysis = &profile["analysis"];
+    assert_eq!(analysis["window"], started["id"], "{profile}");
+    assert_eq!(analysis["window_running"], false, "{profile}");
+    assert_eq!(analysis["outside_window"], json!([]), "{profile}");
+    // Exactly the five round trips' hops, on each node, and merged: 15 with each node's share.
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(profile["runs"][node]["hop"], 5, "{profile}");
+    }
+    let hop = analysis["hotspots"].as_array().unwrap().iter().find(|h| h["kind"] == "hop").unwrap();
+    assert_eq!(hop["count"], 15, "{hop}");
+    let mut shares: Vec<(&str, u64)> = hop["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap(), n["count"].as_u64().unwrap()))
+        .collect();
+    shares.sort();
+    assert_eq!(shares, [("n1", 5), ("n2", 5), ("n3", 5)], "{hop}");
+    let ns =
+        |d: &serde_json::Value| d["secs"].as_u64().unwrap() * 1_000_000_000 + d["nanos"].as_u64().unwrap();
+    assert!(
+        0 < ns(&hop["p50"]) && ns(&hop["p50"]) <= ns(&hop["p99"]) && ns(&hop["p99"]) <= ns(&hop["total"]),
+        "{hop}"
+    );
+
+    // Stopping again: nothing records a window now.
+    n1.send_line("profile stop").unwrap();
+    let again = wait_n(&n1, json!({"event": "profile_window_stopped"}), 2).pop().unwrap();
+    assert_eq!(again["nodes"], json!([]), "{again}");
+    drop((n2, n3));
+}

@@ -24,6 +24,9 @@ pub struct NodeHealth {
     pub cpu_percent: Option<f64>,
     /// Resident memory of the node process, in bytes.
     pub memory_bytes: Option<u64>,
+    /// Memory the node process may use on its host, in bytes: the machine's (`MemTotal`), or
+    /// its cgroup's limit (`memory.max`) when lower, as in a container.
+    pub host_memory_bytes: Option<u64>,
     /// How late the node's async runtime ran a timer over the last sample, in milliseconds: a
     /// busy or blocked runtime shows here first.
     pub runtime_lag_ms: f64,
@@ -153,6 +156,7 @@ pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>, channels: Opti
             load_average: load_average(),
             cpu_percent,
             memory_bytes: resident_memory(),
+            host_memory_bytes: host_memory(),
             runtime_lag_ms: lag.as_secs_f64() * 1e3,
             actors: ractor::registry::pid_registry::get_all_pids().len(),
             tasks: runtime.num_alive_tasks(),
@@ -190,6 +194,18 @@ fn resident_memory() -> Option<u64> {
     let kb: u64 =
         status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// The machine's memory (`MemTotal`), or this process's cgroup (v2) limit when lower.
+fn host_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 =
+        meminfo.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let total = kb.checked_mul(1024)?;
+    // "max" (no limit) or a number of bytes.
+    let limit =
+        std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|l| l.trim().parse::<u64>().ok());
+    Some(limit.map_or(total, |l| l.min(total)))
 }
 
 /// utime + stime of this process, in clock ticks.

@@ -6,7 +6,8 @@
 //! actor continues the trace in a span of its own (`continue_trace!`) and does a little work.
 //! With no tracer the spans are disabled and no context is taken.
 //!
-//! Run: `cargo bench -p scope-tracer --bench overhead` (figures in docs/BENCHMARKS.md).
+//! Run: `cargo bench -p scope-tracer --bench overhead` (figures in docs/BENCHMARKS.md);
+//! `-- span-cost` for one sampled root span alone, `-- event-cost` for one event inside a span.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -127,11 +128,36 @@ fn span_cost() -> f64 {
     started.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
+/// What one `info!` event costs inside a span: kept with a sampled span (its fields formatted
+/// and stored), and looked at but not kept in an unsampled one; each minus the span alone.
+fn event_cost() -> (f64, f64) {
+    let per = |rate: f64, with_event: bool| {
+        let subscriber = tracing_subscriber::registry().with(scope_tracer::layer("bench", rate));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let n = 1_000_000u32;
+        let started = Instant::now();
+        for i in 0..n {
+            let root = tracing::info_span!("request", trace_root = true);
+            let _in = root.enter();
+            if with_event {
+                tracing::info!(order = i, "order accepted");
+            }
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(n)
+    };
+    (per(1.0, true) - per(1.0, false), per(0.0, true) - per(0.0, false))
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     println!("overhead: {MESSAGES} messages per round, median of {ROUNDS} rounds");
+    if std::env::args().any(|a| a == "event-cost") {
+        let (sampled, unsampled) = event_cost();
+        println!("one info! event inside a span: sampled {sampled:.0} ns, unsampled {unsampled:.0} ns");
+        return;
+    }
     if std::env::args().any(|a| a == "span-cost") {
         println!("one sampled root span, opened to recorded: {:.0} ns", span_cost());
         return;

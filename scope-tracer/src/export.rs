@@ -1,5 +1,10 @@
 //! Exports of a timeline: Chrome trace event JSON (opens in Perfetto and `chrome://tracing`),
 //! one process per node and one track per span name, and JSON lines of spans.
+//!
+//! In the Chrome export a span's events are instant events (`ph: "i"`, thread scope) on the
+//! span's track, named by their message, with `level`, `target` and their fields as arguments;
+//! a span that ended in error has an `error` argument, and `otherData.errors` lists every such
+//! span (node, span, message).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +30,27 @@ pub fn chrome_trace(timeline: &Timeline) -> serde_json::Value {
         for (k, v) in &s.fields {
             args.insert(k.clone(), v.clone().into());
         }
+        if let Some(error) = &s.error {
+            args.insert("error".into(), error.clone().into());
+        }
+        if s.events_dropped > 0 {
+            args.insert("events_dropped".into(), s.events_dropped.into());
+        }
+        for e in &s.events {
+            let mut event_args = serde_json::Map::new();
+            event_args.insert("level".into(), e.level.clone().into());
+            event_args.insert("target".into(), e.target.clone().into());
+            event_args.insert("span_id".into(), s.span_id.clone().into());
+            for (k, v) in &e.fields {
+                event_args.insert(k.clone(), v.clone().into());
+            }
+            let name = if e.message.is_empty() { e.level.clone() } else { e.message.clone() };
+            events.push(serde_json::json!({
+                "name": name, "cat": e.target, "ph": "i", "s": "t",
+                "ts": e.unix_ns.saturating_sub(origin) as f64 / 1000.0,
+                "pid": pid, "tid": tid, "args": event_args,
+            }));
+        }
         events.push(serde_json::json!({
             "name": s.name, "cat": s.target, "ph": "X",
             "ts": (s.start_unix_ns - origin) as f64 / 1000.0,
@@ -42,7 +68,11 @@ pub fn chrome_trace(timeline: &Timeline) -> serde_json::Value {
     serde_json::json!({
         "traceEvents": events,
         "displayTimeUnit": "ms",
-        "otherData": {"trace_id": timeline.trace_id, "missing_nodes": timeline.missing_nodes},
+        "otherData": {
+            "trace_id": timeline.trace_id,
+            "missing_nodes": timeline.missing_nodes,
+            "errors": timeline.errors,
+        },
     })
 }
 

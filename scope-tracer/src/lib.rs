@@ -7,23 +7,26 @@
 //!   a span continuing a carried context (`continue_trace!`, or a `traceparent` field), one with
 //!   `trace_root = true` starting a sampled-or-not trace, nested spans joining their parent's —
 //!   and keeps finished spans of sampled traces in a bounded [`TraceBuffer`] (oldest dropped and
-//!   counted).
+//!   counted), each with the events emitted inside it (bounded) and whether it ended in error.
 //! - Propagation: [`layer`] installs the hook through which Foundation's handles carry the
 //!   current context with every message — to other nodes in the wire frame (`Wire::span`
 //!   continues it), inside a node through channels (`Subscription::recv_traced`), pipeline
 //!   stages and `foundation_actors::traced::Traced` for a user's own actor messages.
 //! - [`timeline`]: merging the parts of a trace from several nodes, parents before children,
 //!   with clock skew corrected so that no child starts before its parent, orphans and missing
-//!   nodes reported. [`export`]: Chrome trace event JSON (Perfetto) and JSON lines; `otlp`
-//!   (cargo feature `otlp`): OTLP/HTTP to an OpenTelemetry collector.
+//!   nodes reported, spans that ended in error listed. [`export`]: Chrome trace event JSON
+//!   (Perfetto; events as instant events) and JSON lines; `otlp` (cargo feature `otlp`):
+//!   OTLP/HTTP to an OpenTelemetry collector (events as span events, errors as error status).
 //! - [`participant`]: a per-node participant answering with its part of a trace, and
 //!   [`participant::collect`] merging every node's part, naming the nodes that did not answer.
 //! - [`session`]: cluster traces — [`start_cluster_trace`] over a [`TraceScope`] (nodes, rate),
 //!   [`stop_cluster_trace`], [`collect_cluster_trace`]; a coordinator singleton per trace that
 //!   fails over.
-//! - [`profiler`]: per node and per kind of work (span name), runs and time with a histogram;
-//!   [`participant::profiles`] collects every node's, and [`profiler::analyze`] names
-//!   bottlenecks (CPU, memory, growing queues, uneven load) and hotspots.
+//! - [`profiler`]: per node and per kind of work (span name), runs, time and a DDSketch of
+//!   durations, since start and over a profile window ([`participant::start_profile`],
+//!   [`participant::stop_profile`]); [`participant::profiles`] collects every node's, and
+//!   [`profiler::analyze`] names bottlenecks (CPU, memory, growing queues, uneven load;
+//!   observers left out) and hotspots merged across nodes.
 //! - [`dashboard`]: the live dashboard (nodes and health, optimization runs, hotspots, cluster
 //!   traces with start and stop buttons and their timelines, over server-sent events; trace
 //!   downloads; an access token off loopback).
@@ -119,9 +122,9 @@ pub fn layer(node: &str, rate: f64) -> TraceLayer {
 
 pub use context::{Sampler, TraceContext, TraceparentError};
 pub use recorder::{
-    SpanRecord, TraceBuffer, TraceLayer, current_context, current_parent, current_traceparent,
+    SpanEvent, SpanRecord, TraceBuffer, TraceLayer, current_context, current_parent, current_traceparent,
 };
 pub use session::{
     SessionReport, TraceScope, collect_cluster_trace, sessions, start_cluster_trace, stop_cluster_trace,
 };
-pub use timeline::Timeline;
+pub use timeline::{SpanError, Timeline};

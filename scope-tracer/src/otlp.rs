@@ -3,8 +3,11 @@
 //!
 //! One resource per node (`service.name` = the node's name, so each node is its own service in
 //! the collector's view), one instrumentation scope `scope-tracer`, and each span with its W3C
-//! ids, parent, start and end in Unix nanoseconds and its fields as string attributes. Spans
-//! are sent as the timeline holds them, after skew correction.
+//! ids, parent, start and end in Unix nanoseconds and its fields as string attributes; its
+//! events as span events (named by their message, `level`, `target` and their fields as
+//! attributes; `droppedEventsCount` for those past the bound), and a span that ended in error
+//! with status `STATUS_CODE_ERROR` and the error as its message. Spans are sent as the
+//! timeline holds them, after skew correction.
 //!
 //! Written by hand rather than with the `opentelemetry` crates: the tracer already has its own
 //! ids, buffer and timeline, the JSON mapping is small and stable (OTLP 1.x), and the
@@ -74,6 +77,26 @@ pub fn request(timelines: &[Timeline]) -> Value {
         });
         if let Some(parent) = &span.parent_span_id {
             otlp["parentSpanId"] = json!(parent);
+        }
+        if !span.events.is_empty() {
+            let events: Vec<Value> = span
+                .events
+                .iter()
+                .map(|e| {
+                    let mut attributes = vec![attribute("level", &e.level), attribute("target", &e.target)];
+                    attributes.extend(e.fields.iter().map(|(k, v)| attribute(k, v)));
+                    let name = if e.message.is_empty() { e.level.as_str() } else { e.message.as_str() };
+                    json!({"timeUnixNano": e.unix_ns.to_string(), "name": name, "attributes": attributes})
+                })
+                .collect();
+            otlp["events"] = json!(events);
+        }
+        if span.events_dropped > 0 {
+            otlp["droppedEventsCount"] = json!(span.events_dropped);
+        }
+        if let Some(error) = &span.error {
+            // STATUS_CODE_ERROR
+            otlp["status"] = json!({"code": 2, "message": error});
         }
         by_node.entry(&span.node).or_default().push(otlp);
     }

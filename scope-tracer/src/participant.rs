@@ -3,7 +3,9 @@
 //! Every node that records traces runs a participant: a remotable actor in pg group
 //! [`GROUP`] (scope [`SCOPE`]) that answers with its part of a trace. [`collect`] asks every
 //! participant at once, waits at most its timeout, merges the parts into one [`Timeline`] and
-//! names the nodes that did not answer instead of failing.
+//! names the nodes that did not answer instead of failing. [`profiles`] gathers every node's
+//! profile; [`start_profile`] and [`stop_profile`] open and close a profile window on every
+//! node at once.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,6 +49,13 @@ pub(crate) enum ParticipantMsg {
     /// This node's spans of a cluster trace: its id.
     #[rpc]
     Session(Wire<String>, RpcReplyPort<Wire<SessionPart>>),
+    /// A profile window starts (its id, and when on the starting node's clock): answers with
+    /// this node's name once it records it (`None`: it records a later one).
+    #[rpc]
+    ProfileStart(Wire<(String, u64)>, RpcReplyPort<Wire<Option<String>>>),
+    /// A profile window stops (its id): answers with this node's name if it was recording it.
+    #[rpc]
+    ProfileStop(Wire<String>, RpcReplyPort<Wire<Option<String>>>),
 }
 
 /// A node's part of a cluster trace.
@@ -134,22 +143,81 @@ impl Actor for Participant {
                 }
                 return Ok(());
             }
+            ParticipantMsg::ProfileStart(start, reply) => {
+                // Only ids this crate makes (16 lowercase hex digits): nothing else is kept.
+                if let Ok((id, started)) = start.into_inner()
+                    && let Some(id) = valid_window_id(id)
+                {
+                    let taken = crate::profiler().start_window(&id, started).then(|| self.node.clone());
+                    if let Ok(wire) = Wire::encode(&taken, self.max_bytes) {
+                        let _ = reply.send(wire);
+                    }
+                }
+                return Ok(());
+            }
+            ParticipantMsg::ProfileStop(id, reply) => {
+                if let Ok(id) = id.into_inner() {
+                    let stopped = crate::profiler().stop_window(&id).then(|| self.node.clone());
+                    if let Ok(wire) = Wire::encode(&stopped, self.max_bytes) {
+                        let _ = reply.send(wire);
+                    }
+                }
+                return Ok(());
+            }
             ParticipantMsg::Profile(reply) => {
-                // Unanswered if too large (the asker leaves this node's profile out), but logged.
-                match Wire::encode(&crate::profiler().snapshot(&self.node), self.max_bytes) {
-                    Ok(wire) => drop(reply.send(wire)),
-                    Err(e) => tracing::warn!(error = %e, "this node's profile is too large to send"),
+                // Too large for a frame (two sketches per span name): the lifetime figures go
+                // first when there is a window, then everything but the node's name; logged.
+                let mut profile = crate::profiler().snapshot(&self.node);
+                loop {
+                    match Wire::encode(&profile, self.max_bytes) {
+                        Ok(wire) => {
+                            let _ = reply.send(wire);
+                            break;
+                        }
+                        Err(e)
+                            if profile.kinds.is_empty()
+                                && profile.window.as_ref().is_none_or(|w| w.kinds.is_empty()) =>
+                        {
+                            tracing::warn!(error = %e, "this node's profile is too large to send");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "this node's profile is cut to fit a frame");
+                            if profile.window.is_some() && !profile.kinds.is_empty() {
+                                profile.kinds.clear();
+                            } else {
+                                profile.kinds.clear();
+                                if let Some(w) = profile.window.as_mut() {
+                                    w.kinds.clear();
+                                }
+                            }
+                        }
+                    }
                 }
                 return Ok(());
             }
         };
         let Ok(trace_id) = trace_id.into_inner() else { return Ok(()) };
-        let part = (self.node.clone(), self.buffer.trace(&trace_id));
-        match Wire::encode(&part, self.max_bytes) {
-            Ok(wire) => drop(reply.send(wire)),
-            Err(e) => tracing::warn!(error = %e, "this node's part of a trace is too large to send"),
+        let mut part = (self.node.clone(), self.buffer.trace(&trace_id));
+        // A trace whose spans carry many events can be too large for a frame: halved (the
+        // newest kept) until it fits, rather than no answer (this node listed as missing).
+        loop {
+            match Wire::encode(&part, self.max_bytes) {
+                Ok(wire) => {
+                    let _ = reply.send(wire);
+                    return Ok(());
+                }
+                Err(e) if part.1.is_empty() => {
+                    tracing::warn!(error = %e, "this node's part of a trace is too large to send");
+                    return Ok(());
+                }
+                Err(_) => {
+                    let half = part.1.len().div_ceil(2);
+                    tracing::debug!(%trace_id, left_out = half, "a trace's part halved to fit a frame");
+                    part.1.drain(..half);
+                }
+            }
         }
-        Ok(())
     }
 }
 
@@ -229,6 +297,75 @@ pub async fn collect(cluster: &Cluster, trace_id: &str, timeout: Duration) -> Ti
     let missing =
         expected.difference(&answered).filter(|n| !n.starts_with(OBSERVER_PREFIX)).cloned().collect();
     merge(trace_id, spans, missing)
+}
+
+/// A profile window's id if it is one this crate makes (16 lowercase hex digits).
+fn valid_window_id(id: String) -> Option<String> {
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(id)
+}
+
+/// A profile window, started or stopped on the nodes named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileWindowAck {
+    /// The window (16 hex digits).
+    pub id: String,
+    /// The nodes that started (or stopped) recording it, by name.
+    pub nodes: Vec<String>,
+}
+
+/// Why a profile window could not be stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopProfileError {
+    /// No id was given and no node has a window.
+    #[error("no node has a profile window (start one with `profile start`)")]
+    NoWindow,
+    /// The id is not one a window has (16 lowercase hex digits).
+    #[error("`{0}` is not a profile window id (16 lowercase hex digits)")]
+    BadId(String),
+}
+
+/// Starts a profile window on every node at once (a new id, stamped with this node's clock;
+/// a node replaces its window unless it has one started later): every participant records span
+/// statistics from when it takes the start until [`stop_profile`]. The answer names the nodes
+/// that took it within `timeout`; one that took it later records it all the same, one that
+/// never heard of it is named by `profiler::analyze` in `outside_window`. Starts and stops are
+/// not ordered between nodes: a stop that reaches a node before its start leaves that node
+/// recording until the next stop.
+pub async fn start_profile(cluster: &Cluster, timeout: Duration) -> ProfileWindowAck {
+    let id = format!("{:016x}", foundation_core::random::next_u64());
+    let start = (id.clone(), crate::recorder::now_unix_ns());
+    let answers = ask_all(&start, cluster.max_frame_bytes(), timeout, ParticipantMsg::ProfileStart).await;
+    ProfileWindowAck { id, nodes: named(answers) }
+}
+
+/// Stops profile window `id` (or, given none, the one this node has, else the one the nodes'
+/// profiles agree on) on every node; the nodes that were recording it. Stopped, each node keeps
+/// its figures until the next start.
+pub async fn stop_profile(
+    cluster: &Cluster,
+    id: Option<&str>,
+    timeout: Duration,
+) -> Result<ProfileWindowAck, StopProfileError> {
+    let id = match id {
+        Some(id) => valid_window_id(id.to_string()).ok_or_else(|| StopProfileError::BadId(id.to_string()))?,
+        None => match crate::profiler().window() {
+            Some((id, _)) => id,
+            // This process records none (a dashboard without a participant, say): the window
+            // the nodes report.
+            None => crate::profiler::chosen_window(&profiles(timeout).await)
+                .map(|w| w.id.clone())
+                .ok_or(StopProfileError::NoWindow)?,
+        },
+    };
+    let answers = ask_all(&id, cluster.max_frame_bytes(), timeout, ParticipantMsg::ProfileStop).await;
+    Ok(ProfileWindowAck { id, nodes: named(answers) })
+}
+
+/// The nodes that said yes (named their name), sorted.
+fn named(answers: Result<Vec<Option<String>>, WireError>) -> Vec<String> {
+    let mut nodes: Vec<String> = answers.unwrap_or_default().into_iter().flatten().collect();
+    nodes.sort();
+    nodes
 }
 
 /// Every participant's profile (each asked with `timeout`; those that do not answer are left

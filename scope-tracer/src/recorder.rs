@@ -7,7 +7,22 @@
 //!   [`Sampler`].
 //! - Any other span inside a traced span belongs to its trace, as its child.
 //! - Spans of unsampled traces carry their context (so that messages sent from them say "not
-//!   sampled") and nothing else: no fields, no timing, no buffer.
+//!   sampled") and nothing else: no fields, no timing, no events, no buffer.
+//!
+//! **Events.** A `tracing` event (`info!`, `error!`…) inside a span of a sampled trace is kept
+//! with that span ([`SpanEvent`]: time, level, target, message, fields) if it is at the layer's
+//! event level or more severe ([`DEFAULT_EVENT_LEVEL`], INFO; [`TraceLayer::with_event_level`]).
+//! Bounded per span: the first [`MAX_EVENTS_PER_SPAN`] are kept, within
+//! [`MAX_EVENT_BYTES_PER_SPAN`], and the rest counted ([`SpanRecord::events_dropped`]); a
+//! message or field value longer than [`MAX_TEXT_BYTES`] bytes is cut (ending in `…`; span
+//! fields too), and an event keeps at most [`MAX_EVENT_FIELDS`] fields. Events outside any span, in unsampled traces or below the level
+//! cost a comparison or one span lookup and are not kept.
+//!
+//! **Errors.** A span **ended in error** ([`SpanRecord::error`]) if an ERROR event was emitted
+//! inside it (`#[instrument(err)]` emits one) — the first such event's message, with its
+//! `error` field if it has one — or, failing that, if it has a field `error` (given when it was
+//! created or recorded later with `Span::record`). Errors are kept even when the event itself
+//! is past the bound. An error is its span's own: a parent is not marked by its child's.
 //!
 //! The buffer keeps the newest [`DEFAULT_CAPACITY`] spans; when full, the oldest spans (the
 //! first closed, across every recording thread) are dropped, up to 64 at a time, and counted
@@ -20,9 +35,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tracing::Subscriber;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, Registry};
@@ -39,6 +54,36 @@ pub const TRACEPARENT_FIELD: &str = "traceparent";
 pub const ROOT_FIELD: &str = "trace_root";
 /// The field that starts a new trace already decided sampled ([`root_span!`](crate::root_span)).
 pub const SAMPLED_ROOT_FIELD: &str = "trace_sampled";
+
+/// The least severe events a span keeps by default.
+pub const DEFAULT_EVENT_LEVEL: Level = Level::INFO;
+/// Events a span keeps at most (the first ones; the rest are counted).
+pub const MAX_EVENTS_PER_SPAN: usize = 32;
+/// Longest message, event field value or span field value kept, in bytes (longer ones are cut,
+/// ending in `…`).
+pub const MAX_TEXT_BYTES: usize = 1024;
+/// Fields an event keeps at most (its message aside).
+pub const MAX_EVENT_FIELDS: usize = 16;
+/// Bytes of events (messages, field names and values) a span keeps at most: events past it are
+/// counted as dropped, like those past [`MAX_EVENTS_PER_SPAN`].
+pub const MAX_EVENT_BYTES_PER_SPAN: usize = 16 * 1024;
+/// The field whose presence on a span marks it ended in error.
+pub const ERROR_FIELD: &str = "error";
+
+/// An event emitted inside a span of a sampled trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanEvent {
+    /// When, in nanoseconds since the Unix epoch on the recording node's clock.
+    pub unix_ns: u64,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// Its target (module path).
+    pub target: String,
+    /// Its message (empty if it had none).
+    pub message: String,
+    /// Its other fields.
+    pub fields: BTreeMap<String, String>,
+}
 
 /// One finished span of a sampled trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +106,15 @@ pub struct SpanRecord {
     pub duration_ns: u64,
     /// Its fields.
     pub fields: BTreeMap<String, String>,
+    /// Events emitted inside it, oldest first (at most [`MAX_EVENTS_PER_SPAN`]).
+    #[serde(default)]
+    pub events: Vec<SpanEvent>,
+    /// Events emitted inside it past [`MAX_EVENTS_PER_SPAN`], not kept.
+    #[serde(default)]
+    pub events_dropped: u32,
+    /// Why it ended in error, if it did (see the module docs).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// The trace data a span carries.
@@ -71,6 +125,122 @@ struct TraceData {
     start_unix_ns: u64,
     started: Instant,
     fields: BTreeMap<String, String>,
+    events: Vec<RawEvent>,
+    /// Bytes the kept events hold.
+    event_bytes: usize,
+    events_dropped: u32,
+    /// The first ERROR event's description.
+    error: Option<String>,
+}
+
+/// An event as recorded on the hot path (static level and target).
+#[derive(Debug, Clone)]
+struct RawEvent {
+    unix_ns: u64,
+    level: &'static str,
+    target: &'static str,
+    message: String,
+    fields: BTreeMap<String, String>,
+}
+
+impl RawEvent {
+    fn record(&self) -> SpanEvent {
+        SpanEvent {
+            unix_ns: self.unix_ns,
+            level: self.level.to_string(),
+            target: self.target.to_string(),
+            message: self.message.clone(),
+            fields: self.fields.clone(),
+        }
+    }
+}
+
+/// `text` cut to at most [`MAX_TEXT_BYTES`] bytes at a character boundary, ending in `…` if cut.
+pub(crate) fn bounded(mut text: String) -> String {
+    if text.len() > MAX_TEXT_BYTES {
+        let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// A string value, copied no further than a little past [`MAX_TEXT_BYTES`] (then [`bounded`]).
+fn capped_str(value: &str) -> String {
+    let mut end = value.len().min(MAX_TEXT_BYTES + 4);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    bounded(value[..end].to_string())
+}
+
+/// A `Debug` value, formatted no further than a little past [`MAX_TEXT_BYTES`] (a huge value
+/// stops being formatted there), then [`bounded`].
+fn capped_debug(value: &dyn std::fmt::Debug) -> String {
+    struct Capped(String);
+    impl std::fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            if self.0.len() + s.len() > MAX_TEXT_BYTES + 4 {
+                let mut end = (MAX_TEXT_BYTES + 4).saturating_sub(self.0.len()).min(s.len());
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                self.0.push_str(&s[..end]);
+                return Err(std::fmt::Error);
+            }
+            self.0.push_str(s);
+            Ok(())
+        }
+    }
+    let mut text = Capped(String::new());
+    let _ = std::fmt::write(&mut text, format_args!("{value:?}"));
+    bounded(text.0)
+}
+
+/// The fields of an event: its message apart, at most [`MAX_EVENT_FIELDS`] others, every value
+/// bounded.
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    values: BTreeMap<String, String>,
+}
+
+impl EventFields {
+    fn insert(&mut self, field: &Field, value: String) {
+        if field.name() == "message" {
+            self.message = value;
+        } else if self.values.len() < MAX_EVENT_FIELDS {
+            self.values.insert(field.name().to_string(), value);
+        }
+    }
+
+    /// Bytes it holds (what counts against a span's [`MAX_EVENT_BYTES_PER_SPAN`]).
+    fn bytes(&self) -> usize {
+        self.message.len() + self.values.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+}
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.insert(field, capped_str(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.insert(field, capped_debug(value));
+    }
+}
+
+/// What a span's error says: the ERROR event's message, with its `error` field if it has one
+/// (bounded like any value).
+fn describe_error(event: &EventFields) -> String {
+    bounded(match (event.message.as_str(), event.values.get(ERROR_FIELD)) {
+        ("", Some(error)) => error.clone(),
+        (message, Some(error)) => format!("{message}: {error}"),
+        (message, None) => message.to_string(),
+    })
 }
 
 /// A bounded buffer of finished spans. Cheap to clone (clones share it).
@@ -92,6 +262,9 @@ struct RawSpan {
     start_unix_ns: u64,
     duration_ns: u64,
     fields: BTreeMap<String, String>,
+    events: Vec<RawEvent>,
+    events_dropped: u32,
+    error: Option<String>,
 }
 
 impl RawSpan {
@@ -106,6 +279,9 @@ impl RawSpan {
             start_unix_ns: self.start_unix_ns,
             duration_ns: self.duration_ns,
             fields: self.fields.clone(),
+            events: self.events.iter().map(RawEvent::record).collect(),
+            events_dropped: self.events_dropped,
+            error: self.error.clone(),
         }
     }
 }
@@ -232,13 +408,28 @@ pub struct TraceLayer {
 
     sampler: Sampler,
     buffer: TraceBuffer,
+    /// The least severe events kept.
+    event_level: Level,
 }
 
 impl TraceLayer {
     /// A layer for `node` that samples new traces with `sampler` into `buffer`.
     pub fn new(node: impl Into<String>, sampler: Sampler, buffer: TraceBuffer) -> Self {
         let node: String = node.into();
-        TraceLayer { node: Box::leak(node.into_boxed_str()), sampler, buffer }
+        TraceLayer {
+            node: Box::leak(node.into_boxed_str()),
+            sampler,
+            buffer,
+            event_level: DEFAULT_EVENT_LEVEL,
+        }
+    }
+
+    /// Keeps events at `level` or more severe inside sampled spans (default
+    /// [`DEFAULT_EVENT_LEVEL`]); `Level::ERROR` keeps errors only. ERROR events mark their span
+    /// whatever this is.
+    pub fn with_event_level(mut self, level: Level) -> Self {
+        self.event_level = level;
+        self
     }
 
     /// Its buffer.
@@ -277,9 +468,9 @@ impl Visit for Fields {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == TRACEPARENT_FIELD {
-            self.traceparent = Some(value.to_string());
+            self.traceparent = Some(capped_str(value));
         } else {
-            self.values.insert(field.name().to_string(), value.to_string());
+            self.values.insert(field.name().to_string(), capped_str(value));
         }
     }
 
@@ -294,7 +485,8 @@ impl Visit for Fields {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
+        // Bounded either way (a traceparent is 55 bytes: one longer does not parse).
+        let text = capped_debug(value);
         if field.name() == TRACEPARENT_FIELD {
             // `traceparent = %tp` arrives here as Display-through-Debug: no quotes.
             self.traceparent = Some(text);
@@ -380,25 +572,75 @@ where
             start_unix_ns: if sampled { clock().unix_ns(started) } else { 0 },
             started,
             fields: if sampled { fields.values } else { BTreeMap::new() },
+            events: Vec::new(),
+            event_bytes: 0,
+            events_dropped: 0,
+            error: None,
         };
         span.extensions_mut().insert(data);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut ext = span.extensions_mut();
-        if let Some(data) = ext.get_mut::<TraceData>().filter(|d| d.ctx.sampled) {
-            let mut fields = Fields::default();
-            values.record(&mut fields);
+        if !span.extensions().get::<TraceData>().is_some_and(|d| d.ctx.sampled) {
+            return;
+        }
+        // Visited with no lock held: a value's `Debug` that emits an event (which looks at the
+        // current span's extensions) cannot deadlock.
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        if let Some(data) = span.extensions_mut().get_mut::<TraceData>() {
             data.fields.extend(fields.values);
         }
     }
 
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let level = *event.metadata().level();
+        // More verbose than kept (an ERROR is always looked at: it marks its span).
+        if level > self.event_level && level != Level::ERROR {
+            return;
+        }
+        let Some(span) = ctx.event_span(event) else { return };
+        // The common case (an unsampled trace, or no trace) under a read lock only.
+        if !span.extensions().get::<TraceData>().is_some_and(|d| d.ctx.sampled) {
+            return;
+        }
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        let mut ext = span.extensions_mut();
+        let Some(data) = ext.get_mut::<TraceData>() else { return };
+        if level == Level::ERROR && data.error.is_none() {
+            data.error = Some(describe_error(&fields));
+        }
+        if level > self.event_level {
+            return;
+        }
+        let bytes = fields.bytes();
+        if data.events.len() >= MAX_EVENTS_PER_SPAN || data.event_bytes + bytes > MAX_EVENT_BYTES_PER_SPAN {
+            data.events_dropped = data.events_dropped.saturating_add(1);
+            return;
+        }
+        data.event_bytes += bytes;
+        data.events.push(RawEvent {
+            unix_ns: clock().unix_ns(Instant::now()),
+            level: level.as_str(),
+            target: event.metadata().target(),
+            message: fields.message,
+            fields: fields.values,
+        });
+    }
+
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
-        let Some(data) = span.extensions_mut().remove::<TraceData>().filter(|d| d.ctx.sampled) else {
+        let Some(mut data) = span.extensions_mut().remove::<TraceData>().filter(|d| d.ctx.sampled) else {
             return;
         };
+        let error = data.error.take().or_else(|| {
+            data.fields
+                .get(ERROR_FIELD)
+                .filter(|e| !e.is_empty() && *e != "false")
+                .map(|e| bounded(e.clone()))
+        });
         self.buffer.push(RawSpan {
             trace_id: data.ctx.trace_id,
             span_id: data.ctx.span_id,
@@ -409,6 +651,9 @@ where
             start_unix_ns: data.start_unix_ns,
             duration_ns: data.started.elapsed().as_nanos() as u64,
             fields: data.fields,
+            events: data.events,
+            events_dropped: data.events_dropped,
+            error,
         });
     }
 }

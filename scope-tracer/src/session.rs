@@ -18,6 +18,10 @@
 //! hears of). A node keeps the last [`KEEP_SESSIONS`] traces it heard of; spans live in the
 //! nodes' bounded buffers, so a long trace at a high rate can lose its oldest spans there (the
 //! buffer's drop count says so).
+//!
+//! The report lists the spans that **ended in error** across all its traces
+//! ([`SessionReport::errors`], with node, span and message; the newest [`MAX_REPORT_ERRORS`]),
+//! and keeps that list when it leaves its oldest traces out to fit a frame.
 
 use foundation_core::sync::MutexRecover;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,12 +39,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::participant::{self, ParticipantMsg};
 use crate::recorder::SpanRecord;
-use crate::timeline::{Timeline, merge};
+use crate::timeline::{SpanError, Timeline, merge};
 
 /// Traces a node remembers (older ones are forgotten, their coordinators released).
 pub const KEEP_SESSIONS: usize = 8;
 /// Spans a node sends for one cluster trace at most (the newest are kept).
 pub const MAX_SPANS_PER_NODE: usize = 20_000;
+/// Errors a report lists at most (the newest; the rest counted in
+/// [`SessionReport::omitted_errors`]).
+pub const MAX_REPORT_ERRORS: usize = 100;
 /// Default for [`TraceScope::max_duration_ms`]: one minute.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60);
 /// The longest a cluster trace may run: a day.
@@ -143,6 +150,11 @@ pub struct SessionReport {
     /// The oldest traces left out so that the report fits in a frame (`cluster.max_frame_bytes`
     /// of the coordinator's node).
     pub omitted_traces: usize,
+    /// The spans that ended in error, over every trace recorded (those left out too), oldest
+    /// first: the newest [`MAX_REPORT_ERRORS`].
+    pub errors: Vec<SpanError>,
+    /// Errors not listed (over [`MAX_REPORT_ERRORS`], or to fit a frame).
+    pub omitted_errors: usize,
 }
 
 impl SessionReport {
@@ -159,6 +171,8 @@ impl SessionReport {
             skew_adjusted: self.traces.iter().flat_map(|t| t.skew_adjusted.clone()).collect(),
             orphans: self.traces.iter().flat_map(|t| t.orphans.iter().cloned()).collect(),
             missing_nodes: self.missing_nodes.clone(),
+            // The report's own list: it keeps the errors of traces left out to fit a frame.
+            errors: self.errors.clone(),
         }
     }
 }
@@ -446,9 +460,9 @@ struct CoordinatorState {
 /// How long a report is reused for `collect` (a stop always collects anew).
 const REPORT_REUSE: Duration = Duration::from_secs(1);
 /// The report, encoded; its oldest traces left out (and counted) until it fits `max_bytes`
-/// (the cluster's frame limit). If it does not fit even without traces, an empty frame (logged
-/// with the sizes), which the asker reads as [`SessionError::Unreadable`] rather than wait for
-/// an answer that never comes.
+/// (the cluster's frame limit), then, if still too large, its oldest errors. If it does not fit
+/// even without traces and errors, an empty frame (logged with the sizes), which the asker
+/// reads as [`SessionError::Unreadable`] rather than wait for an answer that never comes.
 fn fit(mut report: SessionReport, max_bytes: usize) -> Wire<SessionReport> {
     loop {
         match Wire::encode(&report, max_bytes) {
@@ -457,6 +471,12 @@ fn fit(mut report: SessionReport, max_bytes: usize) -> Wire<SessionReport> {
                 let half = report.traces.len().div_ceil(2);
                 report.traces.drain(..half);
                 report.omitted_traces += half;
+            }
+            // The error list goes last, and the oldest first.
+            Err(_) if !report.errors.is_empty() => {
+                let half = report.errors.len().div_ceil(2);
+                report.errors.drain(..half);
+                report.omitted_errors += half;
             }
             Err(e) => {
                 tracing::warn!(
@@ -589,6 +609,10 @@ async fn report(state: &CoordinatorState) -> SessionReport {
     let mut traces: Vec<Timeline> =
         by_trace.into_iter().map(|(id, spans)| merge(&id, spans, missing.clone())).collect();
     traces.sort_by_key(|t| t.spans.first().map_or(0, |s| s.start_unix_ns));
+    let mut errors: Vec<SpanError> = traces.iter().flat_map(|t| t.errors.iter().cloned()).collect();
+    errors.sort_by_key(|e| e.start_unix_ns);
+    let omitted_errors = errors.len().saturating_sub(MAX_REPORT_ERRORS);
+    errors.drain(..omitted_errors);
     SessionReport {
         spec: state.spec.clone(),
         state: if state.stopped_unix_ns.is_some() { SessionState::Stopped } else { SessionState::Running },
@@ -598,6 +622,8 @@ async fn report(state: &CoordinatorState) -> SessionReport {
         missing_nodes: missing,
         truncated,
         omitted_traces: 0,
+        errors,
+        omitted_errors,
     }
 }
 
@@ -622,6 +648,7 @@ mod tests {
             skew_adjusted: Default::default(),
             orphans: Default::default(),
             missing_nodes: BTreeSet::new(),
+            errors: Vec::new(),
         };
         let report = SessionReport {
             spec: spec("00000000000000f1", 1.0, 60_000),
@@ -632,12 +659,32 @@ mod tests {
             missing_nodes: BTreeSet::new(),
             truncated: BTreeMap::new(),
             omitted_traces: 0,
+            errors: (0..5)
+                .map(|i| SpanError {
+                    trace_id: format!("{i:032x}"),
+                    span_id: format!("{i:016x}"),
+                    span: "step".into(),
+                    node: "n2".into(),
+                    start_unix_ns: i,
+                    message: format!("failure {i}"),
+                })
+                .collect(),
+            omitted_errors: 0,
         };
         // 100 timelines take more than 1 KiB: the oldest go until it fits.
         let sent = fit(report.clone(), 1024).into_inner().unwrap();
         assert!(sent.omitted_traces > 0 && sent.traces.len() + sent.omitted_traces == 100);
         assert!(foundation_actors::wire::encode(&sent, 1024).is_ok());
         assert_eq!(sent.traces.last(), report.traces.last(), "the newest are kept");
+        // Errors outlive the traces: listed while traces are left out, and cut (oldest first)
+        // only once every trace is.
+        assert_eq!(sent.errors, report.errors);
+        let many: Vec<SpanError> = (0..40).flat_map(|_| report.errors.clone()).collect();
+        let tight = SessionReport { errors: many.clone(), ..report.clone() };
+        let tight = fit(tight, 1024).into_inner().unwrap();
+        assert!(tight.traces.is_empty(), "{tight:?}");
+        assert!(tight.omitted_errors > 0 && tight.errors.len() + tight.omitted_errors == 200, "{tight:?}");
+        assert_eq!(tight.errors.last(), many.last(), "the newest errors are kept");
         // Not even its spec fits: an unreadable answer rather than an oversized frame or none.
         let huge = SessionReport { coordinator: "n".repeat(2000), ..report };
         assert!(fit(huge, 1024).into_inner().is_err());

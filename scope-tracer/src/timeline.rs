@@ -1,6 +1,7 @@
 //! Merging the parts of a trace that different nodes recorded into one timeline: parents before
 //! their children, siblings by start time, and no child starting before its parent whatever the
-//! skew between the nodes' clocks.
+//! skew between the nodes' clocks. A span moved to its parent's start takes its events with it;
+//! the spans that ended in error are listed in [`Timeline::errors`], in timeline order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +23,26 @@ pub struct Timeline {
     pub orphans: BTreeSet<String>,
     /// Nodes asked that did not answer.
     pub missing_nodes: BTreeSet<String>,
+    /// The spans that ended in error, in timeline order.
+    #[serde(default)]
+    pub errors: Vec<SpanError>,
+}
+
+/// A span that ended in error, named by its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanError {
+    /// Its trace, 32 hex digits.
+    pub trace_id: String,
+    /// The span, 16 hex digits.
+    pub span_id: String,
+    /// The span's name.
+    pub span: String,
+    /// The node that recorded it.
+    pub node: String,
+    /// When the span started (after skew correction), ns since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// Why it ended in error.
+    pub message: String,
 }
 
 /// Merges spans of one trace from any number of nodes.
@@ -51,8 +72,12 @@ pub fn merge(trace_id: &str, spans: Vec<SpanRecord>, missing_nodes: BTreeSet<Str
     while let Some((id, floor)) = stack.pop() {
         let Some(mut span) = by_id.remove(&id) else { continue };
         if span.start_unix_ns < floor {
-            skew_adjusted.insert(span.span_id.clone(), floor - span.start_unix_ns);
+            let shift = floor - span.start_unix_ns;
+            skew_adjusted.insert(span.span_id.clone(), shift);
             span.start_unix_ns = floor;
+            for event in &mut span.events {
+                event.unix_ns = event.unix_ns.saturating_add(shift);
+            }
         }
         if let Some(mut kids) = children.remove(&Some(id.clone())) {
             by_start(&mut kids, &by_id);
@@ -61,5 +86,18 @@ pub fn merge(trace_id: &str, spans: Vec<SpanRecord>, missing_nodes: BTreeSet<Str
         }
         ordered.push(span);
     }
-    Timeline { trace_id: trace_id.to_string(), spans: ordered, skew_adjusted, orphans, missing_nodes }
+    let errors = ordered
+        .iter()
+        .filter_map(|s| {
+            Some(SpanError {
+                trace_id: s.trace_id.clone(),
+                span_id: s.span_id.clone(),
+                span: s.name.clone(),
+                node: s.node.clone(),
+                start_unix_ns: s.start_unix_ns,
+                message: s.error.clone()?,
+            })
+        })
+        .collect();
+    Timeline { trace_id: trace_id.to_string(), spans: ordered, skew_adjusted, orphans, missing_nodes, errors }
 }

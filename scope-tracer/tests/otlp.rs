@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
-use scope_tracer::SpanRecord;
 use scope_tracer::otlp::{OtlpError, export};
 use scope_tracer::timeline::merge;
+use scope_tracer::{SpanEvent, SpanRecord};
 
 fn span(node: &str, id: &str, parent: Option<&str>, start: u64) -> SpanRecord {
     SpanRecord {
@@ -26,6 +26,9 @@ fn span(node: &str, id: &str, parent: Option<&str>, start: u64) -> SpanRecord {
         start_unix_ns: start,
         duration_ns: 500,
         fields: BTreeMap::from([("order".to_string(), "7".to_string())]),
+        events: Vec::new(),
+        events_dropped: 0,
+        error: None,
     }
 }
 
@@ -53,7 +56,18 @@ async fn a_timeline_reaches_the_collector_as_otlp_json_one_resource_per_node() {
         "4bf92f3577b34da6a3ce929d0e0e4736",
         vec![
             span("n1", "00f067aa0ba902b7", None, 1_000),
-            span("n2", "00f067aa0ba902b8", Some("00f067aa0ba902b7"), 1_200),
+            SpanRecord {
+                events: vec![SpanEvent {
+                    unix_ns: 1_300,
+                    level: "ERROR".into(),
+                    target: "app::db".into(),
+                    message: "query failed".into(),
+                    fields: BTreeMap::from([("error".to_string(), "disk full".to_string())]),
+                }],
+                events_dropped: 3,
+                error: Some("query failed: disk full".into()),
+                ..span("n2", "00f067aa0ba902b8", Some("00f067aa0ba902b7"), 1_200)
+            },
         ],
         BTreeSet::new(),
     );
@@ -83,6 +97,23 @@ async fn a_timeline_reaches_the_collector_as_otlp_json_one_resource_per_node() {
             .any(|a| a["key"] == "order" && a["value"]["stringValue"] == "7")
     );
     assert!(resources[0]["scopeSpans"][0]["spans"][0].get("parentSpanId").is_none());
+    // The child's event is a span event; its error is the span's status.
+    let event = &child["events"][0];
+    assert_eq!(
+        (event["name"].as_str(), event["timeUnixNano"].as_str()),
+        (Some("query failed"), Some("1300"))
+    );
+    let attributes: Vec<(&str, &str)> = event["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["key"].as_str().unwrap(), a["value"]["stringValue"].as_str().unwrap()))
+        .collect();
+    assert_eq!(attributes, [("level", "ERROR"), ("target", "app::db"), ("error", "disk full")]);
+    assert_eq!(child["droppedEventsCount"], 3);
+    assert_eq!(child["status"], serde_json::json!({"code": 2, "message": "query failed: disk full"}));
+    let parent = &resources[0]["scopeSpans"][0]["spans"][0];
+    assert!(parent.get("status").is_none() && parent.get("events").is_none(), "{parent}");
 }
 
 #[tokio::test]

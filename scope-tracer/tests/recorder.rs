@@ -155,3 +155,180 @@ fn a_full_buffer_drops_the_oldest_spans_of_any_thread() {
     assert_eq!(kept, ["late0", "late1", "late2", "late3"]);
     assert_eq!(buffer.dropped(), 2);
 }
+
+#[test]
+fn events_inside_sampled_spans_are_kept_bounded_and_errors_mark_their_span() {
+    let (a, buf) = node("a", 1.0, 100);
+    let tp = tracing::subscriber::with_default(a, || {
+        let root = tracing::info_span!("request", trace_root = true);
+        let _r = root.enter();
+        tracing::info!(rows = 3, "query done");
+        tracing::debug!("not kept at the default level");
+        {
+            let _step = tracing::info_span!("step").entered();
+            for i in 0..40 {
+                tracing::info!(i, "tick");
+            }
+            // Past the bound, an error still marks the span.
+            tracing::error!(error = "disk full", "write failed");
+            tracing::error!("a second error does not replace the first");
+        }
+        {
+            // A span declared with an `error` field recorded later ended in error too.
+            let recorded = tracing::info_span!("recorded", error = tracing::field::Empty);
+            recorded.record("error", "the model did not answer");
+            let _in = recorded.enter();
+            tracing::info!(long = "é".repeat(2000).as_str(), "{}", "x".repeat(5000));
+        }
+        {
+            let _huge = tracing::info_span!("huge", error = "e".repeat(100_000).as_str()).entered();
+        }
+        current_traceparent().unwrap()
+    });
+    let trace_id = TraceContext::parse(&tp).unwrap().trace_hex();
+    let spans = buf.trace(&trace_id);
+    let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap().clone();
+
+    let request = by_name("request");
+    assert_eq!(request.error, None, "a child's error is its own");
+    assert_eq!(request.events.len(), 1, "{:?}", request.events);
+    let event = &request.events[0];
+    assert_eq!((event.level.as_str(), event.message.as_str()), ("INFO", "query done"));
+    assert_eq!(event.fields["rows"], "3");
+    assert_eq!(event.target, module_path!());
+    assert!(
+        event.unix_ns >= request.start_unix_ns
+            && event.unix_ns <= request.start_unix_ns + request.duration_ns
+    );
+
+    let step = by_name("step");
+    assert_eq!(step.events.len(), recorder::MAX_EVENTS_PER_SPAN);
+    assert_eq!(step.events_dropped, 42 - recorder::MAX_EVENTS_PER_SPAN as u32);
+    assert_eq!(step.events.last().unwrap().fields["i"], (recorder::MAX_EVENTS_PER_SPAN - 1).to_string());
+    assert_eq!(step.error.as_deref(), Some("write failed: disk full"));
+
+    let recorded = by_name("recorded");
+    assert_eq!(recorded.error.as_deref(), Some("the model did not answer"));
+    assert!(by_name("huge").fields["error"].len() <= recorder::MAX_TEXT_BYTES, "span fields are bounded too");
+    assert!(by_name("huge").error.as_ref().unwrap().ends_with('…'));
+    let long = &recorded.events[0];
+    assert!(
+        long.message.len() <= recorder::MAX_TEXT_BYTES && long.message.ends_with('…'),
+        "{}",
+        long.message.len()
+    );
+    assert!(long.fields["long"].len() <= recorder::MAX_TEXT_BYTES && long.fields["long"].ends_with('…'));
+
+    // The timeline lists the errors with node and span, in timeline order; the Chrome export
+    // carries events as instant events and errors as arguments.
+    let timeline = timeline::merge(&trace_id, spans.clone(), BTreeSet::new());
+    let errors: Vec<(&str, &str, &str)> =
+        timeline.errors.iter().map(|e| (e.span.as_str(), e.node.as_str(), e.message.as_str())).collect();
+    assert_eq!(
+        errors[..2],
+        [("step", "a", "write failed: disk full"), ("recorded", "a", "the model did not answer")]
+    );
+    assert_eq!(errors.len(), 3);
+    let chrome = export::chrome_trace(&timeline);
+    let events = chrome["traceEvents"].as_array().unwrap();
+    let instants = events.iter().filter(|e| e["ph"] == "i").count();
+    assert_eq!(instants, 1 + recorder::MAX_EVENTS_PER_SPAN + 1);
+    assert!(events.iter().any(|e| e["ph"] == "X" && e["args"]["error"] == "write failed: disk full"));
+    assert_eq!(chrome["otherData"]["errors"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn events_of_unsampled_traces_or_below_the_level_are_not_kept_and_the_level_is_a_setting() {
+    let buffer = TraceBuffer::new(100);
+    let layer =
+        TraceLayer::new("a", Sampler::always(), buffer.clone()).with_event_level(tracing::Level::DEBUG);
+    let tp = tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let _root = tracing::info_span!("request", trace_root = true).entered();
+        tracing::debug!("kept at DEBUG");
+        tracing::trace!("not kept");
+        current_traceparent().unwrap()
+    });
+    let trace_id = TraceContext::parse(&tp).unwrap().trace_hex();
+    let levels: Vec<String> = buffer.trace(&trace_id)[0].events.iter().map(|e| e.level.clone()).collect();
+    assert_eq!(levels, ["DEBUG"]);
+
+    // At ERROR only: an INFO event is not kept, an ERROR one is and marks the span; an event
+    // with an explicit parent goes to that span, one outside every span to none.
+    let buffer = TraceBuffer::new(100);
+    let layer =
+        TraceLayer::new("a", Sampler::always(), buffer.clone()).with_event_level(tracing::Level::ERROR);
+    let tp = tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        tracing::error!("outside every span");
+        let root = tracing::info_span!("request", trace_root = true);
+        let other = tracing::info_span!(parent: &root, "other");
+        let _in = root.enter();
+        tracing::info!("below the level");
+        tracing::error!(parent: &other, "to the other span");
+        drop(other);
+        current_traceparent().unwrap()
+    });
+    let trace_id = TraceContext::parse(&tp).unwrap().trace_hex();
+    let spans = buffer.trace(&trace_id);
+    let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+    assert!(by_name("request").events.is_empty() && by_name("request").error.is_none());
+    let messages: Vec<&str> = by_name("other").events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["to the other span"]);
+    assert_eq!(by_name("other").error.as_deref(), Some("to the other span"));
+}
+
+#[test]
+fn instrument_err_marks_its_span_and_a_spans_events_are_bounded_in_bytes() {
+    #[tracing::instrument(err)]
+    fn charge(amount: u64) -> Result<(), String> {
+        if amount > 10 { Err(format!("{amount} is over the limit")) } else { Ok(()) }
+    }
+    let (a, buf) = node("a", 1.0, 100);
+    let tp = tracing::subscriber::with_default(a, || {
+        let _root = tracing::info_span!("request", trace_root = true).entered();
+        let _ = charge(5);
+        let _ = charge(50);
+        {
+            // 20 events of 1 KiB each: 16 KiB of events kept, the rest counted as dropped.
+            let _big = tracing::info_span!("big").entered();
+            for _ in 0..20 {
+                tracing::info!(body = "b".repeat(1000).as_str(), "x");
+            }
+        }
+        current_traceparent().unwrap()
+    });
+    let trace_id = TraceContext::parse(&tp).unwrap().trace_hex();
+    let spans = buf.trace(&trace_id);
+    let errors: Vec<Option<&str>> =
+        spans.iter().filter(|s| s.name == "charge").map(|s| s.error.as_deref()).collect();
+    assert_eq!(errors, [None, Some("50 is over the limit")]);
+    let big = spans.iter().find(|s| s.name == "big").unwrap();
+    let bytes: usize = big
+        .events
+        .iter()
+        .map(|e| e.message.len() + e.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+        .sum();
+    assert!(bytes <= recorder::MAX_EVENT_BYTES_PER_SPAN, "{bytes}");
+    assert_eq!(big.events.len() + big.events_dropped as usize, 20);
+    assert!(big.events_dropped > 0);
+}
+
+#[test]
+fn skew_correction_moves_a_spans_events_with_it() {
+    let (b, buf) = node("b", 1.0, 100);
+    let tp = tracing::subscriber::with_default(b, || {
+        let _root = tracing::info_span!("root", trace_root = true).entered();
+        let _child = tracing::info_span!("child").entered();
+        tracing::info!("inside");
+        current_traceparent().unwrap()
+    });
+    let trace_id = TraceContext::parse(&tp).unwrap().trace_hex();
+    let mut spans = buf.trace(&trace_id);
+    let child = spans.iter_mut().find(|s| s.name == "child").unwrap();
+    // The child's node was a second behind.
+    let offset = child.events[0].unix_ns - child.start_unix_ns;
+    child.start_unix_ns -= 1_000_000_000;
+    child.events[0].unix_ns -= 1_000_000_000;
+    let timeline = timeline::merge(&trace_id, spans, BTreeSet::new());
+    let child = timeline.spans.iter().find(|s| s.name == "child").unwrap();
+    assert_eq!(child.events[0].unix_ns - child.start_unix_ns, offset);
+}

@@ -159,7 +159,11 @@ pub(crate) async fn run(workers: Arc<Workers>, index: usize) {
                 // In a task of its own (aborted with this one): a panic (in a metric of the
                 // program's, say) is this node refusing the run, not a worker lost.
                 let (models, job) = (workers.models.clone(), task.clone());
-                let mut inner = AbortOnDrop(tokio::spawn(async move { execute(&spec, &models, &job).await }));
+                // In the task's span (a spawned task starts outside any): its evaluations are
+                // the task's children in its trace.
+                let mut inner = AbortOnDrop(tokio::spawn(
+                    async move { execute(&spec, &models, &job).await }.in_current_span(),
+                ));
                 let (outcome, calls) = match (&mut inner.0).await {
                     Ok(done) => done,
                     Err(e) if e.is_panic() => {
@@ -240,9 +244,15 @@ async fn execute(spec: &RunSpec, models: &LanguageModels, task: &Task) -> (Outco
             let mut scores = Vec::with_capacity(examples.len());
             for index in examples {
                 let Some(example) = spec.valset.get(*index) else { continue };
+                // A failed evaluation marks its span (the trace then lists it as an error).
+                let span =
+                    tracing::info_span!("dspex.evaluate", example = *index, error = tracing::field::Empty);
                 let result = evaluate_one(program, example, *index, &counted, &spec.metric)
-                    .instrument(tracing::info_span!("dspex.evaluate", example = *index))
+                    .instrument(span.clone())
                     .await;
+                if let Some(error) = &result.error {
+                    span.record("error", error.as_str());
+                }
                 let outcome = if result.error.is_some() { "error" } else { "ok" };
                 metrics::counter!(
                     "foundation_optimization_evaluations_total",

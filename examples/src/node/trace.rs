@@ -34,8 +34,8 @@ pub const COMMANDS: &[Usage] = &[
     },
     Usage {
         command: "profile",
-        usage: "profile",
-        what: "every traced node's profile, with the bottlenecks and hotspots found",
+        usage: "profile [start|stop]",
+        what: "every traced node's profile, with the bottlenecks and hotspots found; start or stop a profile window on every node",
         needs: NEEDS,
     },
     Usage {
@@ -67,6 +67,10 @@ pub enum Command {
     Collect { trace_id: String },
     /// `profile`.
     Profile,
+    /// `profile start`.
+    ProfileStart,
+    /// `profile stop`.
+    ProfileStop,
     /// `trace-start [RATE] [NODE,NODE,...]`.
     Start { rate: f64, nodes: Vec<String> },
     /// `trace-stop ID`.
@@ -84,6 +88,8 @@ impl Command {
             ("trace-hop", [path]) => Command::Hop { path: list(path) },
             ("trace-collect", [id]) => Command::Collect { trace_id: id.to_string() },
             ("profile", []) => Command::Profile,
+            ("profile", ["start"]) => Command::ProfileStart,
+            ("profile", ["stop"]) => Command::ProfileStop,
             ("trace-start", rest) if rest.len() <= 2 => {
                 let rate = match rest.first().map(|r| r.parse::<f64>()) {
                     None => 1.0,
@@ -117,8 +123,15 @@ pub enum Reply {
     TraceHopFailed { node: String, error: String },
     /// A trace collected from every node.
     TraceCollected { trace: String, timeline: serde_json::Value, chrome: serde_json::Value },
-    /// Every traced node's profile and what the analysis found.
+    /// Every traced node's profile (runs per kind, over the analysis' window or since each
+    /// node started) and what the analysis found.
     Profile { nodes: Vec<String>, runs: serde_json::Value, analysis: serde_json::Value },
+    /// A profile window started on these nodes.
+    ProfileWindowStarted { id: String, nodes: Vec<String> },
+    /// A profile window stopped on these nodes.
+    ProfileWindowStopped { id: String, nodes: Vec<String> },
+    /// A profile window could not be stopped.
+    ProfileWindowFailed { error: String },
     /// A cluster trace started.
     ClusterTraceStarted { id: String },
     /// A cluster trace did not start.
@@ -149,6 +162,13 @@ impl fmt::Display for Reply {
                     serde_json::json!({"nodes": nodes, "runs": runs, "analysis": analysis})
                 )
             }
+            Reply::ProfileWindowStarted { id, nodes } => {
+                write!(f, "profile window {id} started on {}", nodes.join(","))
+            }
+            Reply::ProfileWindowStopped { id, nodes } => {
+                write!(f, "profile window {id} stopped on {}", nodes.join(","))
+            }
+            Reply::ProfileWindowFailed { error } => write!(f, "profile window not stopped: {error}"),
             Reply::ClusterTraceStarted { id } => write!(f, "cluster trace started {id}"),
             Reply::ClusterTraceFailed { error } => write!(f, "cluster trace not started: {error}"),
             Reply::ClusterTraceReport { report, .. } => write!(f, "cluster trace report {report}"),
@@ -162,6 +182,10 @@ impl fmt::Display for Reply {
         }
     }
 }
+
+/// How long `profile`, `profile start` and `stop` wait for each node (commands typed by hand:
+/// a loaded node answers late rather than not at all).
+const PROFILE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pg scope of hop actors (group `hop@NODE`).
 const SCOPE: &str = foundation_actors::pg_scopes::HOPS;
@@ -228,6 +252,8 @@ impl Actor for HopActor {
         if path.is_empty() {
             emit(&Reply::TraceHopDone { trace });
         } else if let Err(error) = forward(&path, self.max_bytes) {
+            // Inside the hop's span: the trace shows the hop ended in error, and why.
+            tracing::error!(next = %path[0], %error, "the hop could not go on");
             emit(&Reply::TraceHopFailed { node: self.node.clone(), error });
         }
         Ok(())
@@ -255,6 +281,20 @@ pub fn run(cluster: &Cluster, otlp: Option<&str>, command: Command) {
         Command::Profile => {
             tokio::spawn(async move { emit(&profile(&cluster).await) });
         }
+        Command::ProfileStart => {
+            tokio::spawn(async move {
+                let started = scope_tracer::participant::start_profile(&cluster, PROFILE_TIMEOUT).await;
+                emit(&Reply::ProfileWindowStarted { id: started.id, nodes: started.nodes });
+            });
+        }
+        Command::ProfileStop => {
+            tokio::spawn(async move {
+                emit(&match scope_tracer::participant::stop_profile(&cluster, None, PROFILE_TIMEOUT).await {
+                    Ok(stopped) => Reply::ProfileWindowStopped { id: stopped.id, nodes: stopped.nodes },
+                    Err(e) => Reply::ProfileWindowFailed { error: e.to_string() },
+                });
+            });
+        }
         Command::Start { rate, nodes } => {
             tokio::spawn(async move { emit(&start_session(&cluster, rate, nodes).await) });
         }
@@ -274,7 +314,10 @@ fn hop(node: &str, path: &[String]) {
     let trace = scope_tracer::current_context().map(|c| c.trace_hex()).unwrap_or_default();
     emit(&match forward(path, max_frame_bytes()) {
         Ok(()) => Reply::TraceStarted { trace },
-        Err(error) => Reply::TraceHopFailed { node: node.to_string(), error },
+        Err(error) => {
+            tracing::error!(%error, "the hop could not start");
+            Reply::TraceHopFailed { node: node.to_string(), error }
+        }
     });
 }
 
@@ -292,18 +335,23 @@ async fn collect(cluster: &Cluster, trace_id: &str) -> Reply {
 
 /// `profile`: every node's profile and what `analyze` finds.
 async fn profile(cluster: &Cluster) -> Reply {
-    let health = cluster.cluster_health(Duration::from_secs(1)).await;
-    let profiles = scope_tracer::participant::profiles(Duration::from_secs(1)).await;
-    let analysis = scope_tracer::profiler::analyze(
-        &health,
-        None,
-        &profiles,
-        &scope_tracer::profiler::Thresholds::default(),
-    );
+    let health = cluster.cluster_health(PROFILE_TIMEOUT).await;
+    let profiles = scope_tracer::participant::profiles(PROFILE_TIMEOUT).await;
+    // Every kind of work up to 20 (a table on stdout, not a page).
+    let thresholds = scope_tracer::profiler::Thresholds { hotspots: 20, ..Default::default() };
+    let analysis = scope_tracer::profiler::analyze(&health, None, &profiles, &thresholds);
     let nodes = profiles.iter().map(|p| p.node.clone()).collect();
+    // Each node's runs per kind over what the analysis looked at: the window, or its lifetime.
     let runs: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, u64>> = profiles
         .iter()
-        .map(|p| (p.node.as_str(), p.kinds.iter().map(|(k, s)| (k.as_str(), s.count)).collect()))
+        .filter_map(|p| {
+            let kinds = match (&analysis.window, &p.window) {
+                (None, _) => &p.kinds,
+                (Some(id), Some(w)) if &w.id == id => &w.kinds,
+                _ => return None,
+            };
+            Some((p.node.as_str(), kinds.iter().map(|(k, s)| (k.as_str(), s.count)).collect()))
+        })
         .collect();
     Reply::Profile { nodes, runs: serde_json::json!(runs), analysis: serde_json::json!(analysis) }
 }

@@ -170,3 +170,48 @@ pub async fn observer(name: &str, seed_port: u16) -> foundation_cluster::Cluster
     let name = format!("{}{name}-{}", foundation_cluster::singleton::OBSERVER_PREFIX, std::process::id());
     foundation_cluster::Cluster::start(&name, &config, None).await.unwrap()
 }
+
+/// `foundation optimize ARGS...` (or another subcommand with `command`).
+pub fn foundation(command: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_foundation"))
+        .arg(command)
+        .args(args)
+        .env("XDG_STATE_HOME", foundation_cluster::testkit::state_home())
+        .env("FOUNDATION_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+/// What a finished command printed on stdout.
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// What a finished command printed on stderr.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// A spec file for the bundled question data, run `name` with `model` and `seed`.
+pub fn spec_file(dir: &std::path::Path, name: &str, model: &str, seed: u64) -> String {
+    let data = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dspex-optimizer/data/questions.jsonl"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = data.lines().collect();
+    std::fs::write(dir.join("train.jsonl"), lines[..40].join("\n")).unwrap();
+    std::fs::write(dir.join("validation.jsonl"), lines[40..90].join("\n")).unwrap();
+    let path = dir.join(format!("{name}-{seed}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\nmodel = \"{model}\"\nseed = {seed}\nmetric = \"exact_match:label\"\n\
+             [program]\nsignature = \"question -> label\"\n\
+             [data]\ntrain = \"train.jsonl\"\nvalidation = \"validation.jsonl\"\n\
+             [optimizer]\ncandidates = 2\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}

@@ -88,6 +88,9 @@ pub enum TelemetryError {
     /// Two readings with different error bounds cannot be merged.
     #[error("cannot merge percentiles recorded with different max_relative_error")]
     IncompatibleSketches,
+    /// A relative error outside 0.001 to 0.1 asked of a new reading.
+    #[error("a relative error of {0} (expected 0.001 to 0.1)")]
+    RelativeError(f64),
     /// Merging would count more samples than a reading holds (2^62).
     #[error("merging these readings would count more than 2^62 samples")]
     TooManySamples,

@@ -143,6 +143,38 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// An empty reading to record samples into directly, within `max_relative_error` (0.001 to
+    /// 0.1, as `telemetry.max_relative_error`). It has no sliding window: every sample
+    /// [`record`](Self::record)ed stays in it (a profile over a window is one such reading per
+    /// window). Readings merge only with readings of the same error bound.
+    pub fn new(max_relative_error: f64) -> Result<Self, super::TelemetryError> {
+        if !(0.001..=0.1).contains(&max_relative_error) {
+            return Err(super::TelemetryError::RelativeError(max_relative_error));
+        }
+        let config = Config::new(max_relative_error, max_bins(max_relative_error), MIN_VALUE);
+        Ok(Percentiles { window: DDSketch::new(config), total_count: 0, total_sum: 0.0, rejected: 0 })
+    }
+
+    /// An empty reading at the default error bound (`telemetry.max_relative_error`'s default,
+    /// 1 %): what [`Default`] gives.
+    fn with_default_error() -> Self {
+        let alpha = crate::config::DEFAULT_MAX_RELATIVE_ERROR;
+        let config = Config::new(alpha, max_bins(alpha), MIN_VALUE);
+        Percentiles { window: DDSketch::new(config), total_count: 0, total_sum: 0.0, rejected: 0 }
+    }
+
+    /// Records one sample (NaN and infinities are refused and counted in
+    /// [`rejected`](Self::rejected)); past 2^62 samples it is counted as rejected too.
+    pub fn record(&mut self, value: f64) {
+        if !value.is_finite() || self.count() >= MAX_MERGED {
+            self.rejected = self.rejected.saturating_add(1);
+            return;
+        }
+        self.window.add(value);
+        self.total_count = self.total_count.saturating_add(1);
+        self.total_sum += value;
+    }
+
     pub(crate) fn from_parts(window: DDSketch, total_count: u64, total_sum: f64, rejected: u64) -> Self {
         Percentiles { window, total_count, total_sum, rejected }
     }
@@ -230,6 +262,14 @@ impl Percentiles {
     }
 }
 
+/// An empty reading within 1 % (the default `telemetry.max_relative_error`), to
+/// [`record`](Percentiles::record) into.
+impl Default for Percentiles {
+    fn default() -> Self {
+        Percentiles::with_default_error()
+    }
+}
+
 impl std::fmt::Debug for Percentiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Percentiles")
@@ -268,6 +308,28 @@ mod tests {
         assert_eq!(empty.p99(), None);
         assert_eq!(empty.total_count(), 2);
         assert_eq!(empty.total_sum(), 3.0);
+    }
+
+    #[test]
+    fn a_reading_recorded_into_directly_keeps_its_error_bound_and_round_trips() {
+        assert!(matches!(Percentiles::new(0.5), Err(crate::telemetry::TelemetryError::RelativeError(_))));
+        let mut p = Percentiles::new(0.01).unwrap();
+        for i in 1..=1000 {
+            p.record(f64::from(i) / 1000.0);
+        }
+        p.record(f64::NAN);
+        assert_eq!((p.count(), p.total_count(), p.rejected()), (1000, 1000, 1));
+        let p99 = p.p99().unwrap();
+        assert!((p99 - 0.99).abs() <= 0.99 * 0.01 + 1e-9, "{p99}");
+        // Through the checked wire form, and merged with one of the same bound only.
+        let bytes = bincode::serde::encode_to_vec(&p, bincode::config::standard()).unwrap();
+        let (back, _): (Percentiles, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!((back.count(), back.p99()), (1000, Some(p99)));
+        let mut merged = back.clone();
+        merged.merge(&p).unwrap();
+        assert_eq!(merged.count(), 2000);
+        assert!(merged.merge(&Percentiles::new(0.02).unwrap()).is_err());
     }
 
     #[test]

@@ -185,6 +185,8 @@ impl Dashboard {
             .route("/api/runs/{id}/stop", axum::routing::post(runs::stop))
             .route("/api/runs/{id}/resume", axum::routing::post(runs::resume))
             .route("/api/profile", axum::routing::get(profile_json))
+            .route("/api/profile/start", axum::routing::post(profile_start))
+            .route("/api/profile/stop", axum::routing::post(profile_stop))
             .route("/api/events", axum::routing::get(events))
             .route("/api/traces/{id}", axum::routing::get(trace_chrome))
             .route("/api/traces/{id}/timeline", axum::routing::get(trace_timeline))
@@ -247,6 +249,40 @@ async fn profile(
 
 async fn profile_json(State(state): State<AppState>) -> axum::Json<crate::profiler::Analysis> {
     axum::Json(profile(&state, None).await.0)
+}
+
+/// Starts a profile window on every node (what the page's button posts): its id and the nodes
+/// recording it.
+async fn profile_start(State(state): State<AppState>) -> Response {
+    let started = crate::participant::start_profile(&state.cluster, ASK_TIMEOUT).await;
+    (StatusCode::CREATED, axum::Json(started)).into_response()
+}
+
+/// Stops a profile window on every node: `{"id": …}` (what the page posts: the window it
+/// shows), or without one the window this node or the nodes have; 400 for a malformed id, 409
+/// if there is no window.
+async fn profile_stop(State(state): State<AppState>, body: String) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Stop {
+        id: Option<String>,
+    }
+    let id = match serde_json::from_str::<Stop>(if body.trim().is_empty() { "{}" } else { &body }) {
+        Ok(stop) => stop.id,
+        Err(e) => {
+            let error = format!("expected {{\"id\": WINDOW}} or {{}}: {e}");
+            return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": error})))
+                .into_response();
+        }
+    };
+    match crate::participant::stop_profile(&state.cluster, id.as_deref(), ASK_TIMEOUT).await {
+        Ok(stopped) => axum::Json(stopped).into_response(),
+        Err(e @ crate::participant::StopProfileError::BadId(_)) => {
+            (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
+        Err(e) => {
+            (StatusCode::CONFLICT, axum::Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
+    }
 }
 
 /// Server-sent events from a channel (a `Stream` written out: no stream crate needed); counted

@@ -25,6 +25,8 @@ const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Traces per cluster trace sent to the page (the newest are dropped beyond it).
 const PAGE_TRACES: usize = 12;
+/// Errors a cluster trace's view lists (the newest).
+const PAGE_ERRORS: usize = 20;
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(serde_json::json!({"error": message.to_string()}))).into_response()
@@ -113,6 +115,10 @@ struct Bar {
     dur_us: u64,
     /// Nesting depth (0: a root).
     depth: usize,
+    /// Why it ended in error, if it did.
+    error: Option<String>,
+    /// Events kept in it.
+    events: usize,
 }
 
 /// A cluster trace as the page shows it: its state and its newest traces as bars.
@@ -127,6 +133,9 @@ struct PageSession {
     missing_nodes: Vec<String>,
     traces: Vec<(String, Vec<Bar>)>,
     error: Option<String>,
+    /// The spans that ended in error (the newest, over every trace), and how many more.
+    errors: Vec<crate::SpanError>,
+    omitted_errors: usize,
 }
 
 fn bars(timeline: &crate::Timeline) -> Vec<Bar> {
@@ -145,6 +154,8 @@ fn bars(timeline: &crate::Timeline) -> Vec<Bar> {
                 at_us: (s.start_unix_ns - origin) / 1000,
                 dur_us: s.duration_ns / 1000,
                 depth: d,
+                error: s.error.clone(),
+                events: s.events.len(),
             }
         })
         .collect()
@@ -168,6 +179,8 @@ pub(super) async fn live() -> serde_json::Value {
             missing_nodes: Vec::new(),
             traces: Vec::new(),
             error: None,
+            errors: Vec::new(),
+            omitted_errors: 0,
         };
         if detailed {
             // Longer than the coordinator waits for a node, so that one slow node does not make
@@ -178,6 +191,9 @@ pub(super) async fn live() -> serde_json::Value {
                     page.coordinator = Some(r.coordinator.clone());
                     page.spans = r.span_count();
                     page.missing_nodes = r.missing_nodes.iter().cloned().collect();
+                    // The newest first, at most PAGE_ERRORS (over all the trace's timelines).
+                    page.omitted_errors = r.omitted_errors + r.errors.len().saturating_sub(PAGE_ERRORS);
+                    page.errors = r.errors.iter().rev().take(PAGE_ERRORS).cloned().collect();
                     page.traces = r
                         .traces
                         .iter()
