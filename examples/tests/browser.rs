@@ -87,6 +87,14 @@ fn screenshot(chromium: &Path, profile: &Path, url: &str, name: &str) -> PathBuf
     path
 }
 
+/// Data points of `series` in chart `chart` of a page dump (0 if either is not there).
+fn chart_points(page: &str, chart: &str, series: &str) -> usize {
+    let Some(start) = page.find(&format!("data-chart=\"{chart}\"")) else { return 0 };
+    let svg = &page[start..start + page[start..].find("</svg>").unwrap_or(page.len() - start)];
+    let key = format!("data-series=\"{series}\" data-points=\"");
+    svg.find(&key).and_then(|at| svg[at + key.len()..].split('"').next()?.parse().ok()).unwrap_or(0)
+}
+
 #[test]
 fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_dies() {
     let Some(chromium) = chromium() else {
@@ -122,6 +130,28 @@ fn the_dashboard_page_shows_the_cluster_in_a_browser_and_updates_when_a_node_die
         );
     }
     assert!(page.borrow().contains("<title>Foundation cluster</title>"));
+    // The charts: frames per second and heartbeat round trips of each node, over the samples
+    // taken since the dashboard started (a rate needs two: at least two points each).
+    let started = std::time::Instant::now();
+    loop {
+        let drawn = {
+            let page = page.borrow();
+            ["n1", "n2", "n3"].iter().all(|n| {
+                chart_points(&page, "messages", n) >= 2
+                    && chart_points(&page, "rtt", n) >= 2
+                    && chart_points(&page, "queues", n) >= 2
+            })
+        };
+        if drawn {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the charts never drew: {}",
+            page.borrow()
+        );
+        *page.borrow_mut() = dom(&chromium, profile.path(), &url);
+    }
     let shot = screenshot(&chromium, profile.path(), &url, "dashboard-3-up.png");
     eprintln!("screenshot: {}", shot.display());
 
@@ -207,6 +237,13 @@ fn the_optimization_view_shows_a_run_and_its_stop_and_resume_buttons_work() {
     // Progress, evaluations per second per node, the stop button.
     assert!(page.contains("data-progress=") && page.contains("<progress"), "{page}");
     assert!(page.contains("data-action=\"stop\" data-run=\"shown\""), "{page}");
+    // Its evaluations per second charted (the page dump may come before a second sample).
+    let mut page = page;
+    let started = std::time::Instant::now();
+    while chart_points(&page, "evaluations", "shown") < 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(90), "no evaluations chart: {page}");
+        page = dom(&chromium, profile.path(), &url);
+    }
     screenshot(&chromium, profile.path(), &url, "dashboard-run-running.png");
     // What the stop button posts: the run stops, the page offers to resume it.
     let (status, body) = request(&web, "POST", "/api/runs/shown/stop", "{}");

@@ -97,6 +97,23 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_goes_down() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["nodes"], serde_json::json!([]));
 
+    // The charts' history: samples every 2 s, each node up with its rates once two were taken.
+    until(
+        || {
+            let samples: serde_json::Value =
+                serde_json::from_str(&get(&web, "/api/series").1).unwrap_or_default();
+            samples.as_array().is_some_and(|s| {
+                s.last().is_some_and(|last| {
+                    ["n1", "n2", "n3"].iter().all(|n| {
+                        last["nodes"][n]["frames_per_sec"].as_f64().is_some_and(|f| f > 0.0)
+                            && last["nodes"][n]["bytes_per_sec"].as_f64().is_some()
+                    })
+                })
+            })
+        },
+        || get(&web, "/api/series").1,
+    );
+
     // A node killed shows as down.
     n3.kill();
     until(

@@ -107,6 +107,10 @@ pub const FAMILIES: &[MetricFamily] = &[
         "foundation_llm_cost_usd",
         "Cost of model calls in USD since the process started, by provider, model and tenant (priced from the configured tables).",
     ),
+    MetricFamily::histogram(
+        "foundation_llm_call_cost_usd",
+        "Cost of each model call that used tokens in USD, by provider, model and tenant: the distribution behind foundation_llm_cost_usd.",
+    ),
     MetricFamily::counter(
         "foundation_pipeline_processed_total",
         "Items a pipeline stage processed, by pipeline and stage.",

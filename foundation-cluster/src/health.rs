@@ -27,6 +27,22 @@ pub struct NodeHealth {
     /// Memory the node process may use on its host, in bytes: the machine's (`MemTotal`), or
     /// its cgroup's limit (`memory.max`) when lower, as in a container.
     pub host_memory_bytes: Option<u64>,
+    /// Frames the node sent to other nodes since it started (every peer; a frame carries one
+    /// message or several coalesced).
+    pub frames_sent: u64,
+    /// Frames it received from other nodes since it started.
+    pub frames_received: u64,
+    /// Bytes of the frames it sent since it started.
+    pub bytes_sent: u64,
+    /// Bytes of the frames it received since it started.
+    pub bytes_received: u64,
+    /// The median of its latest heartbeat round trip to each peer (last 10 s), in milliseconds.
+    pub heartbeat_rtt_ms: Option<f64>,
+    /// Calls its process made to model providers since it started (`None`: built without the
+    /// `llm` feature).
+    pub provider_calls: Option<u64>,
+    /// Of those, answered 429.
+    pub provider_rate_limited: Option<u64>,
     /// How late the node's async runtime ran a timer over the last sample, in milliseconds: a
     /// busy or blocked runtime shows here first.
     pub runtime_lag_ms: f64,
@@ -134,7 +150,11 @@ impl ClusterHealth {
 }
 
 /// Samples this process's health every [`SAMPLE_INTERVAL`] into `into`, until aborted.
-pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>, channels: Option<Channels>) {
+pub(crate) async fn sample_forever(
+    into: Arc<RwLock<NodeHealth>>,
+    channels: Option<Channels>,
+    traffic_name: String,
+) {
     let mut last_cpu = cpu_ticks();
     let mut last_at = Instant::now();
     let mut lag = Duration::ZERO;
@@ -152,11 +172,30 @@ pub(crate) async fn sample_forever(into: Arc<RwLock<NodeHealth>>, channels: Opti
         (last_cpu, last_at) = (cpu, Instant::now());
         let runtime = tokio::runtime::Handle::current().metrics();
         let queued = channels.as_ref().map(Channels::queued);
+        let traffic = ractor_cluster::peer_traffic(&traffic_name).into_iter().fold([0u64; 4], |t, p| {
+            [
+                t[0].saturating_add(p.sent_frames),
+                t[1].saturating_add(p.received_frames),
+                t[2].saturating_add(p.sent_bytes),
+                t[3].saturating_add(p.received_bytes),
+            ]
+        });
+        #[cfg(feature = "llm")]
+        let calls = Some(foundation_actors::providers::process_call_totals());
+        #[cfg(not(feature = "llm"))]
+        let calls: Option<CallTotalsStandIn> = None;
         let health = NodeHealth {
             load_average: load_average(),
             cpu_percent,
             memory_bytes: resident_memory(),
             host_memory_bytes: host_memory(),
+            frames_sent: traffic[0],
+            frames_received: traffic[1],
+            bytes_sent: traffic[2],
+            bytes_received: traffic[3],
+            heartbeat_rtt_ms: crate::heartbeat::recent_rtt_median().map(|s| s * 1e3),
+            provider_calls: calls.map(|c| c.calls),
+            provider_rate_limited: calls.map(|c| c.rate_limited),
             runtime_lag_ms: lag.as_secs_f64() * 1e3,
             actors: ractor::registry::pid_registry::get_all_pids().len(),
             tasks: runtime.num_alive_tasks(),
@@ -194,6 +233,14 @@ fn resident_memory() -> Option<u64> {
     let kb: u64 =
         status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// What the providers' totals are without the `llm` feature: never any.
+#[cfg(not(feature = "llm"))]
+#[derive(Clone, Copy)]
+struct CallTotalsStandIn {
+    calls: u64,
+    rate_limited: u64,
 }
 
 /// The machine's memory (`MemTotal`), or this process's cgroup (v2) limit when lower.

@@ -54,7 +54,7 @@
 //! notice likewise.
 
 use foundation_core::sync::{MutexRecover, RwLockRecover};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -515,6 +515,38 @@ pub fn suspect_after(config: &ClusterConfig) -> Duration {
     expected_detection(config).saturating_sub(check_timeout(config)).max(config.heartbeat_interval * 2)
 }
 
+/// The latest heartbeat round trip to each peer this process pinged, and when (seconds): what
+/// [`recent_rtt_median`] reads. At most [`MAX_RTT_PEERS`] peers (the stalest goes).
+static LATEST_RTT: Mutex<BTreeMap<String, (Instant, f64)>> = Mutex::new(BTreeMap::new());
+/// Peers [`LATEST_RTT`] keeps.
+const MAX_RTT_PEERS: usize = 1024;
+/// How old a round trip may be and still count in [`recent_rtt_median`].
+const RTT_FRESH: Duration = Duration::from_secs(10);
+
+fn note_rtt(peer: &str, rtt: f64) {
+    let mut latest = LATEST_RTT.lock_or_recover();
+    if latest.len() >= MAX_RTT_PEERS
+        && !latest.contains_key(peer)
+        && let Some(stalest) = latest.iter().min_by_key(|(_, (at, _))| *at).map(|(p, _)| p.clone())
+    {
+        latest.remove(&stalest);
+    }
+    latest.insert(peer.to_string(), (Instant::now(), rtt));
+}
+
+/// The median of the latest heartbeat round trip to each peer pinged in the last 10 s, in
+/// seconds (process-wide: one node per process is the rule); `None` before any.
+pub(crate) fn recent_rtt_median() -> Option<f64> {
+    let latest = LATEST_RTT.lock_or_recover();
+    let mut fresh: Vec<f64> =
+        latest.values().filter(|(at, _)| at.elapsed() <= RTT_FRESH).map(|(_, rtt)| *rtt).collect();
+    if fresh.is_empty() {
+        return None;
+    }
+    fresh.sort_by(f64::total_cmp);
+    Some(fresh[fresh.len() / 2])
+}
+
 /// One ping to `name` (its session's name); the decoded answer, if it came within `timeout`.
 /// The round trip of an answered ping is recorded in `foundation_cluster_heartbeat_rtt_seconds`
 /// (by peer: names from membership, labelled by `peer_traffic::peer_label`).
@@ -529,11 +561,13 @@ async fn ping(
     match peer.call(|reply| HeartbeatMsg::Ping(request, reply), Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(wire)) => match wire.into_inner() {
             Ok(beat) => {
+                let rtt = sent.elapsed().as_secs_f64();
                 metrics::histogram!(
                     "foundation_cluster_heartbeat_rtt_seconds",
                     "peer" => crate::peer_traffic::peer_label(name)
                 )
-                .record(sent.elapsed().as_secs_f64());
+                .record(rtt);
+                note_rtt(name, rtt);
                 Some(beat)
             }
             Err(e) => {

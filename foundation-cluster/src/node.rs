@@ -343,7 +343,7 @@ impl Cluster {
             .map_err(|e| start_error(e.into()))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut tasks = vec![
-            tokio::spawn(health::sample_forever(own_health, channels.clone())),
+            tokio::spawn(health::sample_forever(own_health, channels.clone(), traffic_name.clone())),
             tokio::spawn(crate::peer_traffic::count_forever(traffic_name.clone())),
         ];
         {

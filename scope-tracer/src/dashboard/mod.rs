@@ -5,8 +5,11 @@
 //! - `GET /` — the page; `GET /api/cluster` — [`ClusterHealth`] as JSON; `GET /api/runs` —
 //!   the optimization runs heard of on the `telemetry` channel (their latest progress event),
 //!   `POST /api/runs/ID/stop|resume` through the [`RunControl`] given (the `runs` module);
-//!   `GET /api/profile` — every node's profile analyzed (bottlenecks, hotspots);
-//!   `GET /api/events` — server-sent events, `cluster`, `runs` and `profile` every
+//!   `GET /api/profile` — every node's profile analyzed (bottlenecks, hotspots), `POST
+//!   /api/profile/start|stop` a profile window on every node;
+//!   `GET /api/series` — the charts' history ([`charts`]: the last five minutes per node and
+//!   per run);
+//!   `GET /api/events` — server-sent events, `cluster`, `runs`, `series` and `profile` every
 //!   [`PUSH_EVERY`];
 //!   `GET /api/traces/ID` — the trace collected from every node, as Chrome trace JSON
 //!   (`/api/traces/ID/timeline` for the merged timeline).
@@ -36,6 +39,7 @@ use foundation_actors::channels::Channels;
 use foundation_cluster::Cluster;
 use foundation_cluster::health::ClusterHealth;
 
+pub mod charts;
 mod guard;
 mod runs;
 mod sessions;
@@ -122,6 +126,8 @@ struct AppState {
     runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
     /// The stop and resume buttons' target.
     run_control: Option<Arc<dyn RunControl>>,
+    /// The charts' samples.
+    history: Arc<charts::History>,
 }
 
 /// Keeps the latest `optimization_progress` event of each run.
@@ -140,6 +146,8 @@ fn follow_runs(channels: &Channels, runs: Arc<Mutex<BTreeMap<String, serde_json:
 pub struct Dashboard {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// The charts' sampler.
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl Dashboard {
@@ -166,6 +174,8 @@ impl Dashboard {
         if let Some(channels) = channels {
             follow_runs(channels, runs.clone());
         }
+        let history = Arc::new(charts::History::default());
+        let sampler = tokio::spawn(charts::sample_forever(history.clone(), cluster.clone(), runs.clone()));
         let state = AppState {
             cluster,
             token,
@@ -176,6 +186,7 @@ impl Dashboard {
             sessions: Arc::default(),
             runs,
             run_control: options.run_control,
+            history,
         };
         let app = axum::Router::new()
             .route("/", axum::routing::get(page))
@@ -188,6 +199,7 @@ impl Dashboard {
             .route("/api/profile/start", axum::routing::post(profile_start))
             .route("/api/profile/stop", axum::routing::post(profile_stop))
             .route("/api/events", axum::routing::get(events))
+            .route("/api/series", axum::routing::get(series_json))
             .route("/api/traces/{id}", axum::routing::get(trace_chrome))
             .route("/api/traces/{id}/timeline", axum::routing::get(trace_timeline))
             .route("/api/sessions", axum::routing::get(sessions::list).post(sessions::start))
@@ -200,7 +212,7 @@ impl Dashboard {
         let limits =
             foundation_core::http::HttpLimits { max_body_bytes: MAX_BODY_BYTES, ..Default::default() };
         let task = tokio::spawn(foundation_core::http::serve(listener, app, limits, std::future::pending()));
-        Ok(Dashboard { addr, task })
+        Ok(Dashboard { addr, task, sampler })
     }
 
     /// Where it listens.
@@ -212,6 +224,7 @@ impl Dashboard {
 impl Drop for Dashboard {
     fn drop(&mut self) {
         self.task.abort();
+        self.sampler.abort();
     }
 }
 
@@ -233,6 +246,11 @@ fn runs(state: &AppState) -> serde_json::Value {
 
 async fn runs_json(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json(runs(&state))
+}
+
+/// The charts' history: the last minutes' samples, oldest first.
+async fn series_json(State(state): State<AppState>) -> axum::Json<Vec<charts::Sample>> {
+    axum::Json(state.history.samples())
 }
 
 /// Bottlenecks and hotspots now, against the cluster's health at the previous look.
@@ -337,8 +355,13 @@ async fn events(State(state): State<AppState>) -> Response {
     tokio::spawn(async move {
         let mut previous: Option<ClusterHealth> = None;
         loop {
-            // The runs are this node's own knowledge: out first, never behind the nodes' answers.
+            // The runs and the charts' history are this node's own knowledge: out first, never
+            // behind the nodes' answers.
             if tx.send(Event::default().event("runs").data(runs(&state).to_string())).await.is_err() {
+                return;
+            }
+            let series = serde_json::to_string(&state.history.samples()).unwrap_or_default();
+            if tx.send(Event::default().event("series").data(series)).await.is_err() {
                 return;
             }
             let health = tokio::select! {

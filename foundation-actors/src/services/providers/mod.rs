@@ -126,5 +126,6 @@ pub use stream::{
     CompletionStream, MAX_STREAMED_BYTES, MAX_TOOL_CALLS, StreamAssembler, StreamEvent, ToolCallDelta,
 };
 pub use usage::{
-    LEDGER_FILE_VERSION, LedgerFileError, NO_TENANT, UsageFilter, UsageKey, UsageLedger, UsageTotals,
+    LEDGER_FILE_VERSION, LedgerFileError, NO_TENANT, ProcessCallTotals, UsageFilter, UsageKey, UsageLedger,
+    UsageTotals, process_call_totals,
 };

@@ -408,6 +408,7 @@ impl Provider {
                 }
                 metrics::counter!("foundation_llm_rate_limited_total", "provider" => self.name.clone(), "model" => self.model.model().to_string())
                     .increment(1);
+                super::usage::count_rate_limited();
                 if !self.retry.allows_another(attempt) {
                     return Err(LmError::RateLimited { provider, retry_after, rate_headers });
                 }

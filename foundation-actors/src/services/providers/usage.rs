@@ -72,12 +72,39 @@ impl UsageFilter {
     }
 }
 
+/// Calls this process made to model providers (answered or failed), since it started.
+static PROCESS_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Calls this process's providers answered with 429 (each retry counted), since it started.
+static PROCESS_RATE_LIMITED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What this process's providers did since it started, over every provider and model: what a
+/// node reports in its health (and the dashboard charts per second).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessCallTotals {
+    /// Calls made (answered or failed), as `foundation_llm_requests_total` counts them.
+    pub calls: u64,
+    /// 429 answers, as `foundation_llm_rate_limited_total` counts them.
+    pub rate_limited: u64,
+}
+
+/// This process's [`ProcessCallTotals`].
+pub fn process_call_totals() -> ProcessCallTotals {
+    use std::sync::atomic::Ordering::Relaxed;
+    ProcessCallTotals { calls: PROCESS_CALLS.load(Relaxed), rate_limited: PROCESS_RATE_LIMITED.load(Relaxed) }
+}
+
+/// Counts a 429 in [`process_call_totals`] (where the metric is recorded).
+pub(crate) fn count_rate_limited() {
+    PROCESS_RATE_LIMITED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The ledger. Cheap to clone (clones share it).
 ///
 /// Metrics, per provider, model and tenant: `foundation_llm_requests_total{outcome="ok"|"error"}`,
 /// `foundation_llm_tokens_total{kind="prompt"|"completion"}`, `foundation_llm_cost_usd`
-/// (a gauge that only grows, since counters are integers), and the latency histogram
-/// `foundation_llm_request_seconds{provider, model}`.
+/// (a gauge that only grows, since counters are integers) with each call's cost as a
+/// distribution (`foundation_llm_call_cost_usd`, a histogram: percentiles of a call's cost), and
+/// the latency histogram `foundation_llm_request_seconds{provider, model}`.
 #[derive(Debug, Clone, Default)]
 pub struct UsageLedger {
     rows: Arc<Mutex<BTreeMap<UsageKey, UsageTotals>>>,
@@ -115,11 +142,13 @@ impl UsageLedger {
             l
         };
         metrics::counter!("foundation_llm_requests_total", &with("outcome", outcome)).increment(1);
+        PROCESS_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("foundation_llm_tokens_total", &with("kind", "prompt"))
             .increment(usage.prompt_tokens);
         metrics::counter!("foundation_llm_tokens_total", &with("kind", "completion"))
             .increment(usage.completion_tokens);
         metrics::gauge!("foundation_llm_cost_usd", &labels).increment(cost_usd);
+        metrics::histogram!("foundation_llm_call_cost_usd", &labels).record(cost_usd);
     }
 
     /// Records an answered call.
@@ -152,6 +181,7 @@ impl UsageLedger {
         metrics::counter!("foundation_llm_requests_total", "provider" => key.provider.clone(), "model" => key.model.clone(),
             "tenant" => key.tenant.clone(), "outcome" => "error")
         .increment(1);
+        PROCESS_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.update(key, UsageTotals { failures: 1, ..Default::default() });
     }
 

@@ -1,0 +1,218 @@
+//! The dashboard's charts: the last minutes of the cluster, sampled every [`SAMPLE_EVERY`] by
+//! one task per dashboard from what the page already shows (cluster health, run progress), kept
+//! in memory (the newest [`KEEP`] samples: five minutes), served as `/api/series` and pushed
+//! with the page's events, and drawn by the page as inline SVG (no external service, no npm).
+//!
+//! Per node, from the health every node reports (`NodeHealth`): frames and bytes per second
+//! between it and the other nodes (sent and received together), its heartbeat round trip
+//! (the median over its peers), its process's provider calls and 429s per second, and its
+//! queue depth (channel subscribers' queues plus the runtime's global queue). Per run: the
+//! evaluations per second its scheduler last reported. A rate is the difference of a node's
+//! totals between two samples over the time between them; a node whose totals went back (it
+//! restarted) or that did not answer has no point for that step. Observers are marked.
+
+use foundation_core::sync::MutexRecover;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use foundation_cluster::Cluster;
+use foundation_cluster::health::NodeHealth;
+use serde::Serialize;
+
+/// How often the history takes a sample.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Samples kept: five minutes at [`SAMPLE_EVERY`].
+pub const KEEP: usize = 150;
+
+/// One node at one sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodePoint {
+    /// Frames per second sent and received (a frame carries one message or several).
+    pub frames_per_sec: Option<f64>,
+    /// Bytes per second sent and received.
+    pub bytes_per_sec: Option<f64>,
+    /// Median heartbeat round trip to its peers, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Calls per second to model providers.
+    pub calls_per_sec: Option<f64>,
+    /// 429 answers per second.
+    pub rate_limited_per_sec: Option<f64>,
+    /// Messages waiting in channel subscriber queues plus tasks in the runtime's global queue.
+    pub queued: Option<f64>,
+    /// Whether the node is an observer (named `status-…`).
+    pub observer: bool,
+}
+
+/// The cluster at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    /// When, in milliseconds since the Unix epoch (this node's clock).
+    pub at_unix_ms: u64,
+    /// Each node up that answered, by name.
+    pub nodes: BTreeMap<String, NodePoint>,
+    /// Evaluations per second of each running optimization run, by run.
+    pub runs: BTreeMap<String, f64>,
+}
+
+/// The samples, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct History {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl History {
+    pub(super) fn samples(&self) -> Vec<Sample> {
+        self.samples.lock_or_recover().iter().cloned().collect()
+    }
+
+    fn push(&self, sample: Sample) {
+        let mut samples = self.samples.lock_or_recover();
+        samples.push_back(sample);
+        while samples.len() > KEEP {
+            samples.pop_front();
+        }
+    }
+}
+
+/// A node's running totals: frames, bytes, provider calls, 429s.
+type Totals = [Option<u64>; 4];
+
+fn totals(h: &NodeHealth) -> Totals {
+    [
+        Some(h.frames_sent.saturating_add(h.frames_received)),
+        Some(h.bytes_sent.saturating_add(h.bytes_received)),
+        h.provider_calls,
+        h.provider_rate_limited,
+    ]
+}
+
+/// Per second between `before` and `now`, `secs` apart; none if either is missing or it went
+/// back (a restart).
+fn per_sec(before: Option<u64>, now: Option<u64>, secs: f64) -> Option<f64> {
+    let (b, n) = (before?, now?);
+    (n >= b && secs > 0.0).then(|| (n - b) as f64 / secs)
+}
+
+/// The sample made from `health` and `runs`, given the totals of the previous sample (updated).
+fn sample(
+    health: &foundation_cluster::health::ClusterHealth,
+    runs: &BTreeMap<String, serde_json::Value>,
+    previous: &mut BTreeMap<String, (Instant, Totals)>,
+    now: Instant,
+    at_unix_ms: u64,
+) -> Sample {
+    let mut nodes = BTreeMap::new();
+    let mut seen = BTreeMap::new();
+    for n in health.nodes.iter().filter(|n| n.status == "up") {
+        let Some(h) = &n.health else { continue };
+        let now_totals = totals(h);
+        let mut point = NodePoint {
+            rtt_ms: h.heartbeat_rtt_ms,
+            queued: Some((h.channel_queued.unwrap_or(0) + h.runtime_queue_depth) as f64),
+            observer: n.name.starts_with(foundation_cluster::singleton::OBSERVER_PREFIX),
+            ..Default::default()
+        };
+        if let Some((at, before)) = previous.get(&n.name) {
+            let secs = now.saturating_duration_since(*at).as_secs_f64();
+            point.frames_per_sec = per_sec(before[0], now_totals[0], secs);
+            point.bytes_per_sec = per_sec(before[1], now_totals[1], secs);
+            point.calls_per_sec = per_sec(before[2], now_totals[2], secs);
+            point.rate_limited_per_sec = per_sec(before[3], now_totals[3], secs);
+        }
+        seen.insert(n.name.clone(), (now, now_totals));
+        nodes.insert(n.name.clone(), point);
+    }
+    // Nodes that did not answer keep their last totals (a rate over the gap when they do).
+    for (name, totals) in seen {
+        previous.insert(name, totals);
+    }
+    let runs = runs
+        .iter()
+        .filter(|(_, r)| r["result"].is_null() && r["failed"].is_null() && r["stopped"] != true)
+        .filter_map(|(id, r)| Some((id.clone(), r["evals_per_sec"].as_f64()?)))
+        .collect();
+    Sample { at_unix_ms, nodes, runs }
+}
+
+/// Samples the cluster into `history` every [`SAMPLE_EVERY`], until aborted.
+pub(super) async fn sample_forever(
+    history: Arc<History>,
+    cluster: Cluster,
+    runs: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+) {
+    let mut previous = BTreeMap::new();
+    loop {
+        let started = tokio::time::Instant::now();
+        let health = super::health(&cluster).await;
+        let runs = runs.lock_or_recover().clone();
+        let at_unix_ms = crate::recorder::now_unix_ns() / 1_000_000;
+        history.push(sample(&health, &runs, &mut previous, Instant::now(), at_unix_ms));
+        tokio::time::sleep_until(started + SAMPLE_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foundation_cluster::health::{ClusterHealth, NodeStatus};
+
+    fn node(name: &str, frames: u64, calls: Option<u64>) -> NodeStatus {
+        NodeStatus {
+            name: name.into(),
+            addr: "127.0.0.1:1".into(),
+            status: "up".into(),
+            health: Some(NodeHealth {
+                frames_sent: frames,
+                frames_received: frames,
+                bytes_sent: frames * 100,
+                provider_calls: calls,
+                provider_rate_limited: calls.map(|c| c / 10),
+                heartbeat_rtt_ms: Some(0.4),
+                channel_queued: Some(3),
+                runtime_queue_depth: 1,
+                ..Default::default()
+            }),
+            last_heartbeat_ms: Some(0),
+        }
+    }
+
+    #[test]
+    fn rates_come_from_successive_totals_and_a_restart_leaves_a_gap() {
+        let mut previous = BTreeMap::new();
+        let t0 = Instant::now();
+        let runs = BTreeMap::from([
+            ("running".to_string(), serde_json::json!({"evals_per_sec": 12.5})),
+            ("done".to_string(), serde_json::json!({"evals_per_sec": 3.0, "result": {"best": 1}})),
+        ]);
+        let health = |frames, calls| {
+            ClusterHealth::from_nodes(vec![node("n1", frames, calls), node("status-9", 0, None)])
+        };
+        let first = sample(&health(100, Some(10)), &runs, &mut previous, t0, 0);
+        assert_eq!(first.nodes["n1"].frames_per_sec, None, "no rate without a previous sample");
+        assert_eq!(first.nodes["n1"].queued, Some(4.0));
+        assert!(first.nodes["status-9"].observer);
+        assert_eq!(first.runs, BTreeMap::from([("running".to_string(), 12.5)]));
+
+        let second = sample(&health(300, Some(50)), &runs, &mut previous, t0 + Duration::from_secs(2), 2000);
+        let n1 = &second.nodes["n1"];
+        // 200 more each way in 2 s: 200 frames/s, 10 000 bytes/s (sent only here), 20 calls/s.
+        assert_eq!((n1.frames_per_sec, n1.bytes_per_sec), (Some(200.0), Some(10_000.0)));
+        assert_eq!((n1.calls_per_sec, n1.rate_limited_per_sec), (Some(20.0), Some(2.0)));
+        assert_eq!(n1.rtt_ms, Some(0.4));
+
+        // Restarted: its totals went back, no point this step; the next one has a rate again.
+        let third = sample(&health(5, Some(1)), &runs, &mut previous, t0 + Duration::from_secs(4), 4000);
+        assert_eq!(third.nodes["n1"].frames_per_sec, None);
+        let fourth = sample(&health(15, Some(1)), &runs, &mut previous, t0 + Duration::from_secs(6), 6000);
+        assert_eq!(fourth.nodes["n1"].frames_per_sec, Some(10.0));
+        assert_eq!(fourth.nodes["status-9"].calls_per_sec, None, "no provider totals: no rate");
+
+        let history = History::default();
+        for i in 0..(KEEP + 10) {
+            history.push(Sample { at_unix_ms: i as u64, nodes: BTreeMap::new(), runs: BTreeMap::new() });
+        }
+        let kept = history.samples();
+        assert_eq!((kept.len(), kept[0].at_unix_ms), (KEEP, 10));
+    }
+}
