@@ -35,24 +35,31 @@ pub enum ClusterCommand {
     Metrics(MetricsArgs),
 }
 
+/// Where a command reads the cluster's histograms (`cluster metrics`, `baseline`).
+#[derive(Debug, Args)]
+pub struct HistogramReach {
+    /// Nodes of the cluster to reach, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub seeds: Vec<std::net::SocketAddr>,
+    /// The cluster's cookie (also from FOUNDATION_COOKIE).
+    #[arg(long, env = "FOUNDATION_COOKIE", hide_env_values = true, default_value = "foundation-dev-cookie")]
+    pub cookie: String,
+    /// Only histograms whose name starts with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// How long to wait for the cluster to answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
 /// Options of `foundation cluster metrics`.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Nodes of the cluster to reach, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
-    seeds: Vec<std::net::SocketAddr>,
-    /// The cluster's cookie (also from FOUNDATION_COOKIE).
-    #[arg(long, env = "FOUNDATION_COOKIE", hide_env_values = true, default_value = "foundation-dev-cookie")]
-    cookie: String,
-    /// Only histograms whose name starts with this.
-    #[arg(long, default_value = "")]
-    prefix: String,
+    #[command(flatten)]
+    reach: HistogramReach,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// How long to wait for the cluster to answer.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
 }
 
 /// Options of `foundation cluster remove`.
@@ -267,12 +274,13 @@ fn metrics(config_file: Option<&Path>, args: MetricsArgs) -> anyhow::Result<Exit
         Err(code) => return Ok(code),
     };
     runtime.block_on(async move {
-        let Some(observer) = observe(&args.seeds, &args.cookie, tls, args.timeout).await? else {
+        let reach = &args.reach;
+        let Some(observer) = observe(&reach.seeds, &reach.cookie, tls, reach.timeout).await? else {
             return Ok(ExitCode::FAILURE);
         };
-        let mut found = foundation_cluster::cluster_metrics::collect(&observer, args.timeout).await;
+        let mut found = foundation_cluster::cluster_metrics::collect(&observer, reach.timeout).await;
         observer.shutdown().await;
-        found.histograms.retain(|h| h.name.starts_with(&args.prefix));
+        found.histograms.retain(|h| h.name.starts_with(&reach.prefix));
         found.unshared.retain(|n| !n.starts_with(OBSERVER_PREFIX));
         found.missing.retain(|(n, _)| !n.starts_with(OBSERVER_PREFIX));
         if args.json {

@@ -7,6 +7,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod baseline_cmd;
 mod certs_cmd;
 mod cluster_cmd;
 mod config_cmd;
@@ -44,6 +45,10 @@ enum Command {
     Tour(tour::TourArgs),
     /// Run one cluster node until Ctrl-C or SIGTERM, printing membership changes.
     Node(Box<node::NodeArgs>),
+    /// Latency baselines per operation: record the cluster's percentiles to a file, and compare
+    /// a later run with them (exit 1 on a regression).
+    #[command(subcommand)]
+    Baseline(baseline_cmd::BaselineCommand),
     /// Run a local cluster of node processes.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -106,6 +111,7 @@ fn main() -> std::process::ExitCode {
         Command::Config(cmd) => config_cmd::run(cli.config, cmd),
         Command::Node(args) => node::run(cli.config, *args),
         Command::Cluster(cmd) => cluster_cmd::run(cli.config, cmd),
+        Command::Baseline(cmd) => baseline_cmd::run(cli.config, cmd),
         Command::Nemesis(args) => nemesis_cmd::run(cli.config, args),
         Command::Certs(args) => certs_cmd::run(args),
         Command::Predict(args) => predict_cmd::run(args),

@@ -379,8 +379,14 @@ fn rule_expressions(rules: &str) -> Vec<String> {
 
 /// `promtool check rules` on a file: its complaints, or `None` without promtool (when allowed).
 fn promtool_check_rules(path: &std::path::Path) -> Option<(bool, String)> {
+    promtool_rules("check", path)
+}
+
+/// `promtool ACTION rules FILE` (`check`, or `test` for a rules unit-test file): whether it
+/// passed and what it said, or `None` without promtool (when allowed).
+fn promtool_rules(action: &str, path: &std::path::Path) -> Option<(bool, String)> {
     let required = std::env::var("CI_PROMTOOL_TEST").is_ok_and(|v| v == "required");
-    match std::process::Command::new("promtool").args(["check", "rules"]).arg(path).output() {
+    match std::process::Command::new("promtool").args([action, "rules"]).arg(path).output() {
         Ok(out) => Some((
             out.status.success(),
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
@@ -418,6 +424,12 @@ fn the_grafana_dashboard_and_alert_rules_query_only_metrics_a_node_exports_and_p
     assert!(rule_exprs.len() >= 10, "{rule_exprs:?}");
     if let Some((ok, said)) = promtool_check_rules(&rules_path) {
         assert!(ok, "promtool check rules {}:\n{said}", rules_path.display());
+    }
+    // And they fire when they should: made-up series in a promtool unit test (a node down, a
+    // fast SLO burn summed over two nodes, a 429 storm on one model and not another).
+    let tests_path = docs.join("alerts-test.yml");
+    if let Some((ok, said)) = promtool_rules("test", &tests_path) {
+        assert!(ok, "promtool test rules {}:\n{said}", tests_path.display());
     }
 
     // The dashboard: JSON with a data source variable, every panel with queries; its queries
@@ -462,5 +474,164 @@ fn the_grafana_dashboard_and_alert_rules_query_only_metrics_a_node_exports_and_p
     assert_eq!(
         metric_names(r#"sum by (a, b) (rate(x_total{c="d"}[5m])) / clamp_min(y, 1e-9) > 0.1 and on (a) z"#),
         ["x_total", "y", "z"]
+    );
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn declared_objectives_are_judged_exported_alerted_on_and_shown_on_the_dashboard() {
+    // Two objectives over the heartbeats' round trips (a running cluster always records them):
+    // one no round trip meets (over 1 ns is bad), one every round trip meets (up to 60 s).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slos.toml");
+    std::fs::write(
+        &config,
+        "[telemetry.slos.impossible]\nhistogram = \"foundation_cluster_heartbeat_rtt_seconds\"\n\
+         threshold = 0.000000001\nobjective = 0.99\n\n\
+         [telemetry.slos.relaxed]\nhistogram = \"foundation_cluster_heartbeat_rtt_seconds\"\n\
+         threshold = 60.0\nobjective = 0.999\nlabels = [\"peer=n2\"]\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let (p1, p2) = (free_port(), free_port());
+    let (metrics, web) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let n1 = start_node("n1", p1, &[], &["--config", &config, "--metrics", &metrics, "--dashboard", &web]);
+    let _n2 = start_node("n2", p2, &[p1], &[]);
+    wait(&n1, json!({"event": "member_up", "name": "n2"}));
+
+    let bad = r#"foundation_slo_events_total{slo="impossible",outcome="bad"}"#;
+    let good = r#"foundation_slo_events_total{slo="relaxed",outcome="good"}"#;
+    let last = std::cell::RefCell::new(String::new());
+    support::until(
+        || {
+            let text = scrape(&metrics);
+            let judged =
+                sample(&text, bad).is_some_and(|n| n >= 3.0) && sample(&text, good).is_some_and(|n| n >= 3.0);
+            *last.borrow_mut() = text;
+            judged
+        },
+        || format!("the objectives never judged three heartbeats: {}", last.borrow()),
+    );
+    let text = last.into_inner();
+    // Every sample bad: 1 / (1 - 0.99) = 100 budgets; every sample good: 0.
+    let burn = |slo: &str, window: &str| {
+        sample(&text, &format!(r#"foundation_slo_burn_rate{{slo="{slo}",window="{window}"}}"#)).unwrap()
+    };
+    assert!((burn("impossible", "5m") - 100.0).abs() < 1e-6, "{text}");
+    assert!((burn("impossible", "6h") - 100.0).abs() < 1e-6, "{text}");
+    assert_eq!(burn("relaxed", "1h"), 0.0, "{text}");
+    assert_eq!(sample(&text, r#"foundation_slo_objective{slo="relaxed"}"#), Some(0.999), "{text}");
+    assert_eq!(sample(&text, r#"foundation_slo_events_total{slo="relaxed",outcome="bad"}"#), Some(0.0));
+    assert_clean(&text);
+
+    // The dashboard shows them, with the same counts as far as it has seen.
+    let (status, body) = support::request(&web, "GET", "/api/slos", "");
+    assert_eq!(status, 200, "{body}");
+    let slos: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = slos.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["impossible", "relaxed"], "{slos}");
+    assert!(slos[0]["bad"].as_u64() >= Some(3) && slos[0]["good"] == 0, "{slos}");
+    assert_eq!(slos[0]["burn_rates"][0][0], "5m", "{slos}");
+    assert!((slos[0]["burn_rates"][0][1].as_f64().unwrap() - 100.0).abs() < 1e-6, "{slos}");
+
+    // A malformed objective is refused before anything starts, naming the key.
+    let bad_config = dir.path().join("bad.toml");
+    std::fs::write(&bad_config, "[telemetry.slos.x]\nhistogram = \"not a metric\"\nobjective = 1.5\n")
+        .unwrap();
+    let out = support::foundation("config", &["check", "--config", &bad_config.display().to_string()]);
+    let said = support::stderr(&out) + &support::stdout(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("telemetry.slos.x.objective") && said.contains("strictly between 0 and 1"),
+        "{said}"
+    );
+    assert!(said.contains("telemetry.slos.x.histogram"), "{said}");
+}
+
+#[test]
+fn a_baseline_recorded_from_the_cluster_flags_a_later_regression_and_refuses_garbage() {
+    let (p1, p2) = (free_port(), free_port());
+    let (m1, m2) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let n1 = start_node("n1", p1, &[], &["--cookie", "baseline", "--metrics", &m1]);
+    let _n2 = start_node("n2", p2, &[p1], &["--cookie", "baseline", "--metrics", &m2]);
+    wait(&n1, json!({"event": "member_up", "name": "n2"}));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("baseline.json").display().to_string();
+    let seeds = format!("127.0.0.1:{p1}");
+    let reach =
+        ["--seeds", seeds.as_str(), "--cookie", "baseline", "--prefix", "foundation_cluster_heartbeat"];
+
+    // Recorded once the heartbeats' round trips have a few samples on both nodes.
+    let rtt = r#"foundation_cluster_heartbeat_rtt_seconds{peer="n2"}"#;
+    let last = std::cell::RefCell::new(String::new());
+    support::until(
+        || {
+            let out =
+                support::foundation("baseline", &[&["record", "--out", &file][..], &reach[..]].concat());
+            *last.borrow_mut() = format!("{out:?}");
+            let Ok(text) = std::fs::read_to_string(&file) else { return false };
+            let baseline: serde_json::Value = serde_json::from_str(&text).unwrap();
+            out.status.success()
+                && baseline["operations"].as_array().unwrap().iter().any(|o| {
+                    o["name"] == "foundation_cluster_heartbeat_rtt_seconds"
+                        && o["labels"]["peer"] == "n2"
+                        && o["count"].as_u64() >= Some(3)
+                })
+        },
+        || format!("no baseline with heartbeats recorded: {}", last.borrow()),
+    );
+    let compare = |baseline: &str, extra: &[&str]| {
+        let args =
+            [&["compare", "--baseline", baseline, "--json", "--min-samples", "1"][..], &reach[..], extra]
+                .concat();
+        support::foundation("baseline", &args)
+    };
+
+    // The same cluster against its own baseline, with room for the machine's noise: no regression.
+    let same = compare(&file, &["--tolerance", "100"]);
+    assert!(same.status.success(), "{same:?}");
+    let report: serde_json::Value = serde_json::from_str(&support::stdout(&same)).unwrap();
+    assert_eq!(report["regressions"], 0, "{report}");
+
+    // A baseline whose round trips were a million times faster: this run regressed, and says so.
+    let mut faster: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for op in faster["operations"].as_array_mut().unwrap() {
+        for p in ["p50", "p90", "p99", "max"] {
+            op[p] = json!(op[p].as_f64().unwrap() / 1e6);
+        }
+    }
+    let faster_file = dir.path().join("faster.json").display().to_string();
+    std::fs::write(&faster_file, faster.to_string()).unwrap();
+    let worse = compare(&faster_file, &[]);
+    assert_eq!(worse.status.code(), Some(1), "{worse:?}");
+    let report: serde_json::Value = serde_json::from_str(&support::stdout(&worse)).unwrap();
+    let regressed: Vec<&str> = report["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["verdict"] == "regressed")
+        .map(|o| o["operation"].as_str().unwrap())
+        .collect();
+    assert!(regressed.contains(&rtt), "{report}");
+
+    // Garbage, or a file that is not there: exit 2 with why, before reaching the cluster.
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{\"version\": 1, \"operations\": 7}").unwrap();
+    let refused = compare(&garbage.display().to_string(), &[]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        support::stderr(&refused).contains("is not a baseline `foundation baseline record` wrote"),
+        "{refused:?}"
+    );
+    let absent = compare("/nonexistent/baseline.json", &[]);
+    assert_eq!(absent.status.code(), Some(2), "{absent:?}");
+    assert!(
+        support::stderr(&absent).contains("cannot read the baseline /nonexistent/baseline.json"),
+        "{absent:?}"
     );
 }

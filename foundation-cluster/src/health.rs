@@ -27,6 +27,10 @@ pub struct NodeHealth {
     /// Memory the node process may use on its host, in bytes: the machine's (`MemTotal`), or
     /// its cgroup's limit (`memory.max`) when lower, as in a container.
     pub host_memory_bytes: Option<u64>,
+    /// When this health was sampled, in milliseconds since the node's sampler started (its own
+    /// monotonic clock): rates from two samples divide by this, not by the reader's clock; lower
+    /// than a previous sample's, the node restarted.
+    pub uptime_ms: u64,
     /// Frames the node sent to other nodes since it started (every peer; a frame carries one
     /// message or several coalesced).
     pub frames_sent: u64,
@@ -36,10 +40,11 @@ pub struct NodeHealth {
     pub bytes_sent: u64,
     /// Bytes of the frames it received since it started.
     pub bytes_received: u64,
-    /// The median of its latest heartbeat round trip to each peer (last 10 s), in milliseconds.
+    /// The median of its process's latest heartbeat round trip to each peer (last 30 s), in
+    /// milliseconds.
     pub heartbeat_rtt_ms: Option<f64>,
     /// Calls its process made to model providers since it started (`None`: built without the
-    /// `llm` feature).
+    /// `llm` feature; several nodes in one process share the count).
     pub provider_calls: Option<u64>,
     /// Of those, answered 429.
     pub provider_rate_limited: Option<u64>,
@@ -155,6 +160,7 @@ pub(crate) async fn sample_forever(
     channels: Option<Channels>,
     traffic_name: String,
 ) {
+    let origin = Instant::now();
     let mut last_cpu = cpu_ticks();
     let mut last_at = Instant::now();
     let mut lag = Duration::ZERO;
@@ -189,6 +195,7 @@ pub(crate) async fn sample_forever(
             cpu_percent,
             memory_bytes: resident_memory(),
             host_memory_bytes: host_memory(),
+            uptime_ms: origin.elapsed().as_millis() as u64,
             frames_sent: traffic[0],
             frames_received: traffic[1],
             bytes_sent: traffic[2],

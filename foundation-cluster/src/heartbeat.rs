@@ -520,8 +520,9 @@ pub fn suspect_after(config: &ClusterConfig) -> Duration {
 static LATEST_RTT: Mutex<BTreeMap<String, (Instant, f64)>> = Mutex::new(BTreeMap::new());
 /// Peers [`LATEST_RTT`] keeps.
 const MAX_RTT_PEERS: usize = 1024;
-/// How old a round trip may be and still count in [`recent_rtt_median`].
-const RTT_FRESH: Duration = Duration::from_secs(10);
+/// How old a round trip may be and still count in [`recent_rtt_median`]: longer than the
+/// longest heartbeat interval (10 s) and a ping's timeout, so a slow schedule never flickers.
+const RTT_FRESH: Duration = Duration::from_secs(30);
 
 fn note_rtt(peer: &str, rtt: f64) {
     let mut latest = LATEST_RTT.lock_or_recover();
@@ -534,7 +535,7 @@ fn note_rtt(peer: &str, rtt: f64) {
     latest.insert(peer.to_string(), (Instant::now(), rtt));
 }
 
-/// The median of the latest heartbeat round trip to each peer pinged in the last 10 s, in
+/// The median of the latest heartbeat round trip to each peer pinged in the last 30 s, in
 /// seconds (process-wide: one node per process is the rule); `None` before any.
 pub(crate) fn recent_rtt_median() -> Option<f64> {
     let latest = LATEST_RTT.lock_or_recover();

@@ -412,6 +412,8 @@ async fn serve(
                 token,
                 allowed_hosts: args.dashboard_hosts.clone(),
                 run_control: Some(std::sync::Arc::new(optimize::ServiceControl(cluster.clone()))),
+                // Its service-level objectives shown (with `--metrics`: the node's telemetry).
+                telemetry: _metrics.as_ref().map(|(telemetry, _)| telemetry.clone()),
                 ..Default::default()
             };
             match scope_tracer::dashboard::Dashboard::serve(addr, cluster.clone(), Some(&channels), options)

@@ -162,10 +162,11 @@ impl ConfigSubscription {
     }
 }
 
-/// Whether `key` names `llm.providers` or something in it: a table whose entries are named by
-/// the user, so its keys are known only once a provider is configured (and may come later).
+/// Whether `key` names `llm.providers` or `telemetry.slos`, or something in them: tables whose
+/// entries are named by the user, so their keys are known only once one is configured (and may
+/// come later).
 fn in_named_table(key: &str) -> bool {
-    matches(key, "llm.providers") || matches("llm.providers", key)
+    ["llm.providers", "telemetry.slos"].iter().any(|table| matches(key, table) || matches(table, key))
 }
 
 fn matches(watched: &str, key: &str) -> bool {

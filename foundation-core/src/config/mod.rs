@@ -36,6 +36,7 @@ mod llm;
 mod loader;
 pub mod reference;
 mod sections;
+mod slo;
 pub mod socket_addr;
 mod validate;
 
@@ -49,6 +50,7 @@ pub use llm::*;
 pub use loader::{ConfigLoader, ENV_CONFIG_FILE, ENV_COOKIE, ENV_LOG, ENV_PREFIX};
 pub use reference::reference_markdown;
 pub use sections::*;
+pub use slo::{DEFAULT_SLO_OBJECTIVE, SloConfig};
 pub use validate::Validator;
 
 /// The whole configuration of a Foundation node.
@@ -88,7 +90,7 @@ impl FoundationConfig {
     fn issues(&self) -> Vec<ConfigIssue> {
         let mut v = Validator::default();
         self.node.check_keys("node", &mut v);
-        self.telemetry.check_keys("telemetry", &mut v);
+        self.telemetry.validate(&mut v);
         self.error_context.check_keys("error_context", &mut v);
         self.cluster.check_keys("cluster", &mut v);
         if let Some(tls) = &self.cluster.tls {

@@ -123,6 +123,15 @@ pub struct KeyDoc {
 pub const SECTIONS: &[(&str, &str)] = &[
     ("node", "This process's identity."),
     ("telemetry", "Metrics, percentiles and the Prometheus exporter."),
+    (
+        "telemetry.slos.NAME",
+        "A service-level objective over one of the node's histograms, under a name of your choice \
+         (`[telemetry.slos.provider-latency]`): each sample of a matching series is good (at or \
+         under `threshold`) or bad; the node exports `foundation_slo_events_total{slo, outcome}`, \
+         `foundation_slo_objective{slo}` and the error budget's burn rate \
+         `foundation_slo_burn_rate{slo, window}` over 5m, 30m, 1h and 6h (docs/monitoring/alerts.yml \
+         alerts on them). None by default.",
+    ),
     ("error_context", "The bounds on what an `ErrorContext` records about one operation."),
     ("cluster", "How this node reaches and admits other nodes, and how it detects failed ones."),
     (
@@ -157,6 +166,7 @@ pub fn key_docs() -> Vec<KeyDoc> {
     [
         NodeConfig::KEYS,
         TelemetryConfig::KEYS,
+        super::SloConfig::KEYS,
         ErrorContextConfig::KEYS,
         ClusterConfig::KEYS,
         TlsConfig::KEYS,
@@ -183,6 +193,9 @@ pub fn restart_needed(changed: &[String]) -> Vec<String> {
 
 /// `key` with a provider's name replaced by [`PROVIDER_PLACEHOLDER`].
 fn generic_key(key: &str) -> String {
+    if let Some((_, rest)) = key.strip_prefix("telemetry.slos.").and_then(|rest| rest.split_once('.')) {
+        return format!("telemetry.slos.{PROVIDER_PLACEHOLDER}.{rest}");
+    }
     match key.strip_prefix("llm.providers.").and_then(|rest| rest.split_once('.')) {
         Some((_, rest)) => format!("llm.providers.{PROVIDER_PLACEHOLDER}.{rest}"),
         None => key.to_string(),
@@ -232,6 +245,12 @@ fn every_key_set() -> FoundationConfig {
     };
     config.llm.providers.insert(PROVIDER_PLACEHOLDER.to_string(), provider);
     config.llm.semantic_provider = Some(PROVIDER_PLACEHOLDER.to_string());
+    let slo = super::SloConfig {
+        histogram: "foundation_llm_request_seconds".into(),
+        labels: vec!["provider=openai".into()],
+        ..Default::default()
+    };
+    config.telemetry.slos.insert(PROVIDER_PLACEHOLDER.to_string(), slo);
     config
 }
 
@@ -248,6 +267,10 @@ fn defaults() -> BTreeMap<String, Value> {
     let provider = Table::try_from(ProviderConfig::default()).unwrap_or_default();
     for (key, value) in flatten(&provider) {
         out.insert(format!("llm.providers.{PROVIDER_PLACEHOLDER}.{key}"), value);
+    }
+    let slo = Table::try_from(super::SloConfig::default()).unwrap_or_default();
+    for (key, value) in flatten(&slo) {
+        out.insert(format!("telemetry.slos.{PROVIDER_PLACEHOLDER}.{key}"), value);
     }
     // `cert`, `key` and `ca` are required: only what the table fills in by itself is a default.
     let required = ["cert", "key", "ca"];

@@ -41,6 +41,12 @@ impl TelemetryConfig {
     /// Adds this section's range problems to `v`.
     pub fn validate(&self, v: &mut super::Validator) {
         super::keys::Section::check_keys(self, "telemetry", v);
+        for (name, slo) in &self.slos {
+            let named =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            v.check("telemetry.slos", name, named, "objective names of letters, digits, `-` and `_`");
+            super::keys::Section::check_keys(slo, &format!("telemetry.slos.{name}"), v);
+        }
     }
 }
 
@@ -72,6 +78,10 @@ config_section! {
         max_relative_error: f64 = DEFAULT_MAX_RELATIVE_ERROR => KeyKind::Number,
             check(|c: &Self| (0.001..=0.1).contains(&c.max_relative_error), "a number from 0.001 to 0.1"),
             doc "Bound on every reported percentile's relative error (0.001 to 0.1): at 1 % a reported p99 of 200 ms means the exact p99 is within 198 to 202 ms. Memory per histogram and sub-window is about `ln(largest / smallest sample) / (2 × error)` buckets of 8 bytes: about 4 KiB for samples from 1 ms to 10 s at 1 %.";
+    }
+    tables {
+        slos: std::collections::BTreeMap<String, super::SloConfig> = std::collections::BTreeMap::new(),
+            doc "`[telemetry.slos.NAME]`: service-level objectives over this node's histograms. Default: none.";
     }
 }
 

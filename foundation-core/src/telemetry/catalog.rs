@@ -140,6 +140,18 @@ pub fn describe_to<'a>(recorder: &dyn Recorder, families: impl IntoIterator<Item
 
 /// The families `foundation-core` records.
 pub const FAMILIES: &[MetricFamily] = &[
+    MetricFamily::counter(
+        "foundation_slo_events_total",
+        "Samples judged by each service-level objective ([telemetry.slos.NAME]), by objective and outcome (good: at or under its threshold).",
+    ),
+    MetricFamily::gauge(
+        "foundation_slo_objective",
+        "The share of good samples each service-level objective wants, by objective.",
+    ),
+    MetricFamily::gauge(
+        "foundation_slo_burn_rate",
+        "How fast each service-level objective spends its error budget over a window (1: exactly the budget), by objective and window (5m, 30m, 1h, 6h).",
+    ),
     MetricFamily::counter("foundation_cache_hits_total", "Lookups answered from a cache, by cache and tier."),
     MetricFamily::counter(
         "foundation_cache_misses_total",

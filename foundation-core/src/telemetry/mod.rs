@@ -45,6 +45,7 @@ mod labels;
 mod process;
 mod sketch;
 mod sketch_wire;
+pub mod slo;
 
 use crate::sync::RwLockRecover;
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,7 @@ use metrics_util::registry::{Registry, Storage};
 pub use exporter::MetricsServer;
 pub use labels::{MAX_LABEL_BYTES, MAX_LABEL_VALUES, OTHER_LABEL, bounded_label};
 pub use sketch::Percentiles;
+pub use slo::SloStatus;
 
 use crate::config::{ConfigError, TelemetryConfig, Validator};
 use sketch::{WindowSpec, WindowedHistogram};
@@ -109,6 +111,8 @@ struct Inner {
     histograms: Registry<Key, HistogramStorage>,
     histogram_help: RwLock<HashMap<String, (Option<Unit>, SharedString)>>,
     quantiles: Vec<f64>,
+    /// The configured service-level objectives.
+    slos: Arc<Vec<Arc<slo::Slo>>>,
 }
 
 impl Telemetry {
@@ -122,6 +126,10 @@ impl Telemetry {
         }
         let prometheus = PrometheusBuilder::new().build_recorder();
         let handle = prometheus.handle();
+        let registrar = slo::Registrar(&prometheus);
+        let slos: Arc<Vec<Arc<slo::Slo>>> = Arc::new(
+            config.slos.iter().map(|(name, c)| Arc::new(slo::Slo::new(name, c, &registrar))).collect(),
+        );
         let spec = WindowSpec {
             alpha: config.max_relative_error,
             bucket: config.window / config.window_buckets,
@@ -132,9 +140,10 @@ impl Telemetry {
             inner: Arc::new(Inner {
                 prometheus,
                 handle,
-                histograms: Registry::new(HistogramStorage { spec }),
+                histograms: Registry::new(HistogramStorage { spec, slos: slos.clone() }),
                 histogram_help: RwLock::default(),
                 quantiles: config.quantiles.clone(),
+                slos,
             }),
         })
     }
@@ -156,6 +165,13 @@ impl Telemetry {
         found
     }
 
+    /// Where each configured service-level objective stands (`[telemetry.slos.NAME]`): its
+    /// good and bad samples and its burn rates, by name.
+    pub fn slos(&self) -> Vec<SloStatus> {
+        let now = Instant::now();
+        self.inner.slos.iter().map(|s| s.status(now)).collect()
+    }
+
     /// Readings of every histogram, by key.
     pub fn histograms(&self) -> Vec<(Key, Percentiles)> {
         let now = Instant::now();
@@ -168,6 +184,10 @@ impl Telemetry {
     /// of this process (CPU seconds, memory, descriptors, start time; where `/proc` exists and
     /// the program records no `process_*` family of its own).
     pub fn render(&self) -> String {
+        let now = Instant::now();
+        for slo in self.inner.slos.iter() {
+            slo.update(now);
+        }
         let mut out = self.inner.handle.render();
         let mut by_name: BTreeMap<String, Vec<(String, Percentiles)>> = BTreeMap::new();
         for (key, reading) in self.histograms() {
@@ -259,6 +279,7 @@ impl std::fmt::Debug for Telemetry {
 /// recorder); the counter and gauge types exist to satisfy the trait.
 struct HistogramStorage {
     spec: WindowSpec,
+    slos: Arc<Vec<Arc<slo::Slo>>>,
 }
 
 impl Storage<Key> for HistogramStorage {
@@ -274,7 +295,8 @@ impl Storage<Key> for HistogramStorage {
         Arc::default()
     }
 
-    fn histogram(&self, _: &Key) -> Self::Histogram {
-        Arc::new(WindowedHistogram::new(self.spec.clone()))
+    fn histogram(&self, key: &Key) -> Self::Histogram {
+        let slos = self.slos.iter().filter(|s| s.matches(key)).cloned().collect();
+        Arc::new(WindowedHistogram::new(self.spec.clone(), slos))
     }
 }

@@ -54,6 +54,8 @@ impl WindowSpec {
 pub(crate) struct WindowedHistogram {
     spec: WindowSpec,
     state: Mutex<State>,
+    /// The service-level objectives that judge its samples.
+    slos: Vec<std::sync::Arc<super::slo::Slo>>,
 }
 
 struct State {
@@ -65,12 +67,13 @@ struct State {
 }
 
 impl WindowedHistogram {
-    pub(crate) fn new(spec: WindowSpec) -> Self {
+    pub(crate) fn new(spec: WindowSpec, slos: Vec<std::sync::Arc<super::slo::Slo>>) -> Self {
         let sketches = (0..spec.buckets).map(|_| spec.sketch()).collect();
         let epoch = spec.epoch(Instant::now());
         Self {
             spec,
             state: Mutex::new(State { sketches, epoch, total_count: 0, total_sum: 0.0, rejected: 0 }),
+            slos,
         }
     }
 
@@ -87,6 +90,10 @@ impl WindowedHistogram {
         s.sketches[slot].add(value);
         s.total_count += 1;
         s.total_sum += value;
+        drop(s);
+        for slo in &self.slos {
+            slo.judge(value, now);
+        }
     }
 
     pub(crate) fn snapshot_at(&self, now: Instant) -> Percentiles {
@@ -294,7 +301,7 @@ mod tests {
     #[test]
     fn samples_leave_the_window_bucket_by_bucket() {
         let t0 = Instant::now();
-        let h = WindowedHistogram::new(spec(t0));
+        let h = WindowedHistogram::new(spec(t0), Vec::new());
         h.record_at(1.0, t0);
         h.record_at(2.0, t0 + Duration::from_secs(25));
         assert_eq!(h.snapshot_at(t0 + Duration::from_secs(59)).count(), 2);
@@ -335,7 +342,7 @@ mod tests {
     #[test]
     fn non_finite_values_are_refused_and_counted() {
         let t0 = Instant::now();
-        let h = WindowedHistogram::new(spec(t0));
+        let h = WindowedHistogram::new(spec(t0), Vec::new());
         h.record_at(f64::NAN, t0);
         h.record_at(f64::INFINITY, t0);
         h.record_at(-3.0, t0);

@@ -8,13 +8,17 @@
 //! (the median over its peers), its process's provider calls and 429s per second, and its
 //! queue depth (channel subscribers' queues plus the runtime's global queue). Per run: the
 //! evaluations per second its scheduler last reported. A rate is the difference of a node's
-//! totals between two samples over the time between them; a node whose totals went back (it
-//! restarted) or that did not answer has no point for that step. Observers are marked.
+//! totals between two of its own samples over the time between them on its own clock
+//! (`NodeHealth::uptime_ms`: the reader's clock and the age of a snapshot do not skew it); a
+//! node that restarted (its clock went back), whose snapshot did not change since the last look,
+//! or that is not up has no point for that step. A node's figures are its latest health, as its
+//! own answer or its heartbeats carry it. Observers are marked; nodes no longer listed are
+//! forgotten.
 
 use foundation_core::sync::MutexRecover;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use foundation_cluster::Cluster;
 use foundation_cluster::health::NodeHealth;
@@ -66,6 +70,11 @@ impl History {
         self.samples.lock_or_recover().iter().cloned().collect()
     }
 
+    /// The samples taken after `at_unix_ms` (what an event stream has not sent yet).
+    pub(super) fn since(&self, at_unix_ms: u64) -> Vec<Sample> {
+        self.samples.lock_or_recover().iter().filter(|s| s.at_unix_ms > at_unix_ms).cloned().collect()
+    }
+
     fn push(&self, sample: Sample) {
         let mut samples = self.samples.lock_or_recover();
         samples.push_back(sample);
@@ -88,7 +97,7 @@ fn totals(h: &NodeHealth) -> Totals {
 }
 
 /// Per second between `before` and `now`, `secs` apart; none if either is missing or it went
-/// back (a restart).
+/// back.
 fn per_sec(before: Option<u64>, now: Option<u64>, secs: f64) -> Option<f64> {
     let (b, n) = (before?, now?);
     (n >= b && secs > 0.0).then(|| (n - b) as f64 / secs)
@@ -98,8 +107,7 @@ fn per_sec(before: Option<u64>, now: Option<u64>, secs: f64) -> Option<f64> {
 fn sample(
     health: &foundation_cluster::health::ClusterHealth,
     runs: &BTreeMap<String, serde_json::Value>,
-    previous: &mut BTreeMap<String, (Instant, Totals)>,
-    now: Instant,
+    previous: &mut BTreeMap<String, (u64, Totals)>,
     at_unix_ms: u64,
 ) -> Sample {
     let mut nodes = BTreeMap::new();
@@ -113,17 +121,21 @@ fn sample(
             observer: n.name.starts_with(foundation_cluster::singleton::OBSERVER_PREFIX),
             ..Default::default()
         };
-        if let Some((at, before)) = previous.get(&n.name) {
-            let secs = now.saturating_duration_since(*at).as_secs_f64();
+        // On the node's own clock: a later snapshot of the same process only.
+        if let Some((at, before)) = previous.get(&n.name).filter(|(at, _)| h.uptime_ms > *at) {
+            let secs = (h.uptime_ms - at) as f64 / 1e3;
             point.frames_per_sec = per_sec(before[0], now_totals[0], secs);
             point.bytes_per_sec = per_sec(before[1], now_totals[1], secs);
             point.calls_per_sec = per_sec(before[2], now_totals[2], secs);
             point.rate_limited_per_sec = per_sec(before[3], now_totals[3], secs);
         }
-        seen.insert(n.name.clone(), (now, now_totals));
+        seen.insert(n.name.clone(), (h.uptime_ms, now_totals));
         nodes.insert(n.name.clone(), point);
     }
-    // Nodes that did not answer keep their last totals (a rate over the gap when they do).
+    // Nodes still listed but not up keep their last totals (a rate over the gap when they are
+    // up again, unless they restarted); nodes no longer listed (observers come and go, each
+    // under a new name) are forgotten.
+    previous.retain(|name, _| health.nodes.iter().any(|n| &n.name == name));
     for (name, totals) in seen {
         previous.insert(name, totals);
     }
@@ -147,7 +159,7 @@ pub(super) async fn sample_forever(
         let health = super::health(&cluster).await;
         let runs = runs.lock_or_recover().clone();
         let at_unix_ms = crate::recorder::now_unix_ns() / 1_000_000;
-        history.push(sample(&health, &runs, &mut previous, Instant::now(), at_unix_ms));
+        history.push(sample(&health, &runs, &mut previous, at_unix_ms));
         tokio::time::sleep_until(started + SAMPLE_EVERY).await;
     }
 }
@@ -157,12 +169,13 @@ mod tests {
     use super::*;
     use foundation_cluster::health::{ClusterHealth, NodeStatus};
 
-    fn node(name: &str, frames: u64, calls: Option<u64>) -> NodeStatus {
+    fn node(name: &str, uptime_ms: u64, frames: u64, calls: Option<u64>) -> NodeStatus {
         NodeStatus {
             name: name.into(),
             addr: "127.0.0.1:1".into(),
             status: "up".into(),
             health: Some(NodeHealth {
+                uptime_ms,
                 frames_sent: frames,
                 frames_received: frames,
                 bytes_sent: frames * 100,
@@ -178,35 +191,46 @@ mod tests {
     }
 
     #[test]
-    fn rates_come_from_successive_totals_and_a_restart_leaves_a_gap() {
+    fn rates_come_from_successive_totals_on_the_nodes_clock_and_a_restart_leaves_a_gap() {
         let mut previous = BTreeMap::new();
-        let t0 = Instant::now();
         let runs = BTreeMap::from([
             ("running".to_string(), serde_json::json!({"evals_per_sec": 12.5})),
             ("done".to_string(), serde_json::json!({"evals_per_sec": 3.0, "result": {"best": 1}})),
         ]);
-        let health = |frames, calls| {
-            ClusterHealth::from_nodes(vec![node("n1", frames, calls), node("status-9", 0, None)])
+        let health = |uptime, frames, calls| {
+            ClusterHealth::from_nodes(vec![
+                node("n1", uptime, frames, calls),
+                node("status-9", uptime, 0, None),
+            ])
         };
-        let first = sample(&health(100, Some(10)), &runs, &mut previous, t0, 0);
+        let first = sample(&health(10_000, 100, Some(10)), &runs, &mut previous, 0);
         assert_eq!(first.nodes["n1"].frames_per_sec, None, "no rate without a previous sample");
         assert_eq!(first.nodes["n1"].queued, Some(4.0));
         assert!(first.nodes["status-9"].observer);
         assert_eq!(first.runs, BTreeMap::from([("running".to_string(), 12.5)]));
 
-        let second = sample(&health(300, Some(50)), &runs, &mut previous, t0 + Duration::from_secs(2), 2000);
+        // 2 s later on the node's clock, whenever the dashboard looked.
+        let second = sample(&health(12_000, 300, Some(50)), &runs, &mut previous, 9_999);
         let n1 = &second.nodes["n1"];
         // 200 more each way in 2 s: 200 frames/s, 10 000 bytes/s (sent only here), 20 calls/s.
         assert_eq!((n1.frames_per_sec, n1.bytes_per_sec), (Some(200.0), Some(10_000.0)));
         assert_eq!((n1.calls_per_sec, n1.rate_limited_per_sec), (Some(20.0), Some(2.0)));
         assert_eq!(n1.rtt_ms, Some(0.4));
 
-        // Restarted: its totals went back, no point this step; the next one has a rate again.
-        let third = sample(&health(5, Some(1)), &runs, &mut previous, t0 + Duration::from_secs(4), 4000);
+        // The same snapshot seen again: no point (not a rate of 0).
+        let again = sample(&health(12_000, 300, Some(50)), &runs, &mut previous, 11_000);
+        assert_eq!(again.nodes["n1"].frames_per_sec, None);
+        // Restarted (its clock went back, whatever its totals): no point this step; the next
+        // one has a rate again.
+        let third = sample(&health(1_000, 500, Some(1)), &runs, &mut previous, 13_000);
         assert_eq!(third.nodes["n1"].frames_per_sec, None);
-        let fourth = sample(&health(15, Some(1)), &runs, &mut previous, t0 + Duration::from_secs(6), 6000);
-        assert_eq!(fourth.nodes["n1"].frames_per_sec, Some(10.0));
+        let fourth = sample(&health(2_000, 510, Some(1)), &runs, &mut previous, 15_000);
+        assert_eq!(fourth.nodes["n1"].frames_per_sec, Some(20.0));
         assert_eq!(fourth.nodes["status-9"].calls_per_sec, None, "no provider totals: no rate");
+        // A node no longer listed is forgotten.
+        let only_n1 = ClusterHealth::from_nodes(vec![node("n1", 3_000, 520, Some(1))]);
+        sample(&only_n1, &runs, &mut previous, 17_000);
+        assert!(!previous.contains_key("status-9"));
 
         let history = History::default();
         for i in 0..(KEEP + 10) {
@@ -214,5 +238,6 @@ mod tests {
         }
         let kept = history.samples();
         assert_eq!((kept.len(), kept[0].at_unix_ms), (KEEP, 10));
+        assert_eq!(history.since(KEEP as u64 + 7).len(), 2, "only the samples after a cursor");
     }
 }

@@ -7,10 +7,12 @@
 //!   `POST /api/runs/ID/stop|resume` through the [`RunControl`] given (the `runs` module);
 //!   `GET /api/profile` — every node's profile analyzed (bottlenecks, hotspots), `POST
 //!   /api/profile/start|stop` a profile window on every node;
+//!   `GET /api/slos` — this node's service-level objectives and burn rates (given its
+//!   telemetry);
 //!   `GET /api/series` — the charts' history ([`charts`]: the last five minutes per node and
 //!   per run);
-//!   `GET /api/events` — server-sent events, `cluster`, `runs`, `series` and `profile` every
-//!   [`PUSH_EVERY`];
+//!   `GET /api/events` — server-sent events, `cluster`, `runs`, `slos` and `profile` every
+//!   [`PUSH_EVERY`], `series` with the samples the stream has not sent yet;
 //!   `GET /api/traces/ID` — the trace collected from every node, as Chrome trace JSON
 //!   (`/api/traces/ID/timeline` for the merged timeline).
 //! - Cluster traces ([`crate::session`]): `GET`/`POST /api/sessions`, `GET /api/sessions/ID`,
@@ -88,11 +90,20 @@ pub struct DashboardOptions {
     /// What the optimization view's stop and resume buttons call (none: the buttons answer
     /// 501).
     pub run_control: Option<Arc<dyn RunControl>>,
+    /// The node's telemetry, if any: its service-level objectives (`[telemetry.slos]`) are
+    /// shown with their burn rates (`/api/slos`, the `slos` event).
+    pub telemetry: Option<foundation_core::Telemetry>,
 }
 
 impl Default for DashboardOptions {
     fn default() -> Self {
-        DashboardOptions { token: None, allowed_hosts: Vec::new(), max_event_streams: 32, run_control: None }
+        DashboardOptions {
+            token: None,
+            allowed_hosts: Vec::new(),
+            max_event_streams: 32,
+            run_control: None,
+            telemetry: None,
+        }
     }
 }
 
@@ -103,6 +114,7 @@ impl std::fmt::Debug for DashboardOptions {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("max_event_streams", &self.max_event_streams)
             .field("run_control", &self.run_control.is_some())
+            .field("telemetry", &self.telemetry.is_some())
             .finish()
     }
 }
@@ -128,6 +140,8 @@ struct AppState {
     run_control: Option<Arc<dyn RunControl>>,
     /// The charts' samples.
     history: Arc<charts::History>,
+    /// Where the service-level objectives are read.
+    telemetry: Option<foundation_core::Telemetry>,
 }
 
 /// Keeps the latest `optimization_progress` event of each run.
@@ -187,6 +201,7 @@ impl Dashboard {
             runs,
             run_control: options.run_control,
             history,
+            telemetry: options.telemetry,
         };
         let app = axum::Router::new()
             .route("/", axum::routing::get(page))
@@ -200,6 +215,7 @@ impl Dashboard {
             .route("/api/profile/stop", axum::routing::post(profile_stop))
             .route("/api/events", axum::routing::get(events))
             .route("/api/series", axum::routing::get(series_json))
+            .route("/api/slos", axum::routing::get(slos_json))
             .route("/api/traces/{id}", axum::routing::get(trace_chrome))
             .route("/api/traces/{id}/timeline", axum::routing::get(trace_timeline))
             .route("/api/sessions", axum::routing::get(sessions::list).post(sessions::start))
@@ -246,6 +262,15 @@ fn runs(state: &AppState) -> serde_json::Value {
 
 async fn runs_json(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json(runs(&state))
+}
+
+/// This node's service-level objectives and their burn rates (none without telemetry).
+fn slos(state: &AppState) -> Vec<foundation_core::telemetry::SloStatus> {
+    state.telemetry.as_ref().map(foundation_core::Telemetry::slos).unwrap_or_default()
+}
+
+async fn slos_json(State(state): State<AppState>) -> axum::Json<Vec<foundation_core::telemetry::SloStatus>> {
+    axum::Json(slos(&state))
 }
 
 /// The charts' history: the last minutes' samples, oldest first.
@@ -354,14 +379,25 @@ async fn events(State(state): State<AppState>) -> Response {
     });
     tokio::spawn(async move {
         let mut previous: Option<ClusterHealth> = None;
+        let mut sent_until = 0u64;
         loop {
             // The runs and the charts' history are this node's own knowledge: out first, never
             // behind the nodes' answers.
             if tx.send(Event::default().event("runs").data(runs(&state).to_string())).await.is_err() {
                 return;
             }
-            let series = serde_json::to_string(&state.history.samples()).unwrap_or_default();
-            if tx.send(Event::default().event("series").data(series)).await.is_err() {
+            // The samples this stream has not sent yet (the whole history the first time): the
+            // page appends them and keeps the newest five minutes.
+            let fresh = state.history.since(sent_until);
+            if let Some(last) = fresh.last() {
+                sent_until = last.at_unix_ms;
+                let series = serde_json::to_string(&fresh).unwrap_or_default();
+                if tx.send(Event::default().event("series").data(series)).await.is_err() {
+                    return;
+                }
+            }
+            let objectives = serde_json::to_string(&slos(&state)).unwrap_or_default();
+            if tx.send(Event::default().event("slos").data(objectives)).await.is_err() {
                 return;
             }
             let health = tokio::select! {

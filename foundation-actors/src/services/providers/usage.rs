@@ -148,7 +148,17 @@ impl UsageLedger {
         metrics::counter!("foundation_llm_tokens_total", &with("kind", "completion"))
             .increment(usage.completion_tokens);
         metrics::gauge!("foundation_llm_cost_usd", &labels).increment(cost_usd);
-        metrics::histogram!("foundation_llm_call_cost_usd", &labels).record(cost_usd);
+        // A histogram per series costs a sketch per sub-window: tenants (named by callers) are
+        // capped, the rest counted under `other`.
+        let bounded = [
+            ("provider", key.provider.clone()),
+            ("model", key.model.clone()),
+            (
+                "tenant",
+                foundation_core::telemetry::bounded_label("foundation_llm_call_cost_usd", &key.tenant),
+            ),
+        ];
+        metrics::histogram!("foundation_llm_call_cost_usd", &bounded).record(cost_usd);
     }
 
     /// Records an answered call.
