@@ -4,11 +4,15 @@
 //! histograms (each a DDSketch over the telemetry window, so a recording describes the last
 //! minute or so of work: run the workload, then record) and writes, per operation (a histogram
 //! with its labels), its sample count and its p50, p90, p99 and max, to a JSON file. `compare`
-//! reads the cluster again and reports, per operation in the baseline, whether its p50 or p99
-//! grew past the tolerance (a regression), shrank past it (an improvement), or stayed within;
-//! operations with fewer samples than `--min-samples` on either side are said to be too few to
-//! judge, operations new or gone are listed. Exit status: 0 with no regression, 1 with one or
-//! more, 2 when the baseline cannot be read or no node answers.
+//! reads the cluster again (the histograms the baseline was recorded from: its prefix) and
+//! reports, per operation, whether its p50 or p99 grew past the tolerance (a regression: more
+//! than `tolerance × |baseline|` and more than `--min-delta` above it, so a zero baseline does
+//! not make noise a regression), shrank past it (an improvement), or stayed within; operations
+//! with fewer samples than `--min-samples` on either side are too few to judge, operations new
+//! or gone are listed. Exit status: 0 with no regression, 1 with one or more, 2 when nothing
+//! could be judged (no operation measured on both sides: the workload ran more than a window
+//! ago?), when the baseline cannot be read or holds no operation, or when the cluster cannot be
+//! reached. A node of the baseline that did not answer now is said.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +58,10 @@ pub struct CompareArgs {
     /// How much a percentile may grow before it is a regression (0.2: 20 %).
     #[arg(long, default_value_t = 0.2)]
     tolerance: f64,
+    /// How much a percentile must grow, in the histogram's unit, before it is a regression
+    /// whatever the tolerance (a baseline of 0 grows by any sample).
+    #[arg(long, default_value_t = 0.000_1)]
+    min_delta: f64,
     /// Samples an operation needs, in the baseline and now, to be judged.
     #[arg(long, default_value_t = 20)]
     min_samples: u64,
@@ -98,6 +106,8 @@ pub struct Baseline {
     pub recorded_unix_ms: u64,
     /// The nodes whose readings it holds.
     pub nodes: Vec<String>,
+    /// The histograms it was recorded from (a name prefix; empty: all).
+    pub prefix: String,
     /// Every operation with samples.
     pub operations: Vec<Operation>,
 }
@@ -135,8 +145,20 @@ pub struct Comparison {
     pub count: (u64, u64),
 }
 
+/// How a comparison judges.
+#[derive(Debug, Clone, Copy)]
+pub struct Judging {
+    /// Growth allowed, as a share of the baseline's magnitude.
+    pub tolerance: f64,
+    /// Growth allowed whatever the tolerance, in the histogram's unit.
+    pub min_delta: f64,
+    /// Samples needed on both sides.
+    pub min_samples: u64,
+}
+
 /// Compares `now` with `base`: every operation of either, in operation order.
-pub fn compare(base: &Baseline, now: &Baseline, tolerance: f64, min_samples: u64) -> Vec<Comparison> {
+pub fn compare(base: &Baseline, now: &Baseline, judging: Judging) -> Vec<Comparison> {
+    let Judging { tolerance, min_delta, min_samples } = judging;
     let index = |b: &Baseline| b.operations.iter().map(|o| (o.id(), o.clone())).collect::<BTreeMap<_, _>>();
     let (before, after) = (index(base), index(now));
     let mut ids: Vec<&String> = before.keys().chain(after.keys()).collect();
@@ -148,8 +170,11 @@ pub fn compare(base: &Baseline, now: &Baseline, tolerance: f64, min_samples: u64
             let count = (b.map_or(0, |o| o.count), a.map_or(0, |o| o.count));
             let pair = |f: fn(&Operation) -> f64| b.zip(a).map(|(b, a)| (f(b), f(a)));
             let (p50, p99) = (pair(|o| o.p50), pair(|o| o.p99));
-            let grew = |(b, a): (f64, f64)| a > b * (1.0 + tolerance);
-            let shrank = |(b, a): (f64, f64)| a * (1.0 + tolerance) < b;
+            // Against the baseline's magnitude (a negative or zero one included), and by more
+            // than the smallest change worth a verdict.
+            let allowed = |b: f64| (tolerance * b.abs()).max(min_delta);
+            let grew = |(b, a): (f64, f64)| a - b > allowed(b);
+            let shrank = |(b, a): (f64, f64)| b - a > allowed(b);
             let verdict = match (b, a) {
                 (Some(_), None) => Verdict::Gone,
                 (None, _) => Verdict::New,
@@ -172,7 +197,11 @@ pub fn run(config_file: Option<PathBuf>, command: BaselineCommand) -> anyhow::Re
 }
 
 /// The cluster's operations now (`None`, after saying why, when no node answered).
-fn measure(config_file: Option<&Path>, reach: &Reach) -> anyhow::Result<Result<Baseline, ExitCode>> {
+fn measure(
+    config_file: Option<&Path>,
+    reach: &Reach,
+    prefix: &str,
+) -> anyhow::Result<Result<Baseline, ExitCode>> {
     let (runtime, tls) = match observer_runtime(config_file)? {
         Ok(both) => both,
         Err(code) => return Ok(Err(code)),
@@ -190,7 +219,7 @@ fn measure(config_file: Option<&Path>, reach: &Reach) -> anyhow::Result<Result<B
         let operations = found
             .histograms
             .iter()
-            .filter(|h| h.name.starts_with(&reach.prefix) && h.merged.count() > 0)
+            .filter(|h| h.name.starts_with(prefix) && h.merged.count() > 0)
             .map(|h| Operation {
                 name: h.name.clone(),
                 labels: h.labels.iter().cloned().collect(),
@@ -204,15 +233,44 @@ fn measure(config_file: Option<&Path>, reach: &Reach) -> anyhow::Result<Result<B
         let recorded_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        Ok(Ok(Baseline { version: BASELINE_VERSION, recorded_unix_ms, nodes: found.answered, operations }))
+        for (node, why) in found
+            .missing
+            .iter()
+            .filter(|(n, _)| !n.starts_with(foundation_cluster::singleton::OBSERVER_PREFIX))
+        {
+            eprintln!("{node} is not in this reading: {why}");
+        }
+        let nodes = found.answered;
+        Ok(Ok(Baseline {
+            version: BASELINE_VERSION,
+            recorded_unix_ms,
+            nodes,
+            prefix: prefix.to_string(),
+            operations,
+        }))
     })
 }
 
 fn record(config_file: Option<&Path>, args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let baseline = match measure(config_file, &args.reach)? {
-        Ok(baseline) => baseline,
-        Err(code) => return Ok(code),
+    let baseline = match measure(config_file, &args.reach, &args.reach.prefix) {
+        Ok(Ok(baseline)) => baseline,
+        Ok(Err(code)) => return Ok(code),
+        Err(e) => {
+            eprintln!("cannot read the cluster: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
     };
+    if baseline.operations.is_empty() {
+        let which = if args.reach.prefix.is_empty() {
+            String::new()
+        } else {
+            format!(" starting with `{}`", args.reach.prefix)
+        };
+        eprintln!(
+            "no histogram{which} has samples: nothing to record (run the workload first: a reading covers the telemetry window)"
+        );
+        return Ok(ExitCode::from(2));
+    }
     let text = serde_json::to_string_pretty(&baseline)?;
     if let Err(e) = std::fs::write(&args.out, text + "\n") {
         eprintln!("cannot write the baseline to {}: {e}", args.out.display());
@@ -242,12 +300,19 @@ fn read_baseline(path: &Path) -> Result<Baseline, String> {
             baseline.version
         ));
     }
+    if baseline.operations.is_empty() {
+        return Err(format!("{} holds no operation: nothing to compare with", path.display()));
+    }
     Ok(baseline)
 }
 
 fn compare_cmd(config_file: Option<&Path>, args: CompareArgs) -> anyhow::Result<ExitCode> {
     if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
         eprintln!("--tolerance {} is not a share (0.2 for 20 %)", args.tolerance);
+        return Ok(ExitCode::from(2));
+    }
+    if !(args.min_delta.is_finite() && args.min_delta >= 0.0) {
+        eprintln!("--min-delta {} is not a non-negative number", args.min_delta);
         return Ok(ExitCode::from(2));
     }
     // Read before reaching the cluster: a wrong path is said at once.
@@ -258,22 +323,35 @@ fn compare_cmd(config_file: Option<&Path>, args: CompareArgs) -> anyhow::Result<
             return Ok(ExitCode::from(2));
         }
     };
-    let now = match measure(config_file, &args.reach)? {
-        Ok(now) => now,
-        Err(code) => return Ok(code),
+    // The histograms the baseline holds (its prefix), narrowed by --prefix if given.
+    let prefix = if args.reach.prefix.is_empty() { base.prefix.clone() } else { args.reach.prefix.clone() };
+    let now = match measure(config_file, &args.reach, &prefix) {
+        Ok(Ok(now)) => now,
+        Ok(Err(code)) => return Ok(code),
+        Err(e) => {
+            eprintln!("cannot read the cluster: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
     };
-    let report = compare(&base, &now, args.tolerance, args.min_samples);
+    for node in base.nodes.iter().filter(|n| !now.nodes.contains(n)) {
+        eprintln!("{node} is in the baseline but did not answer now: its samples are not compared");
+    }
+    let mut base = base;
+    base.operations.retain(|o| o.name.starts_with(&prefix));
+    let judging =
+        Judging { tolerance: args.tolerance, min_delta: args.min_delta, min_samples: args.min_samples };
+    let report = compare(&base, &now, judging);
     let regressions = report.iter().filter(|c| c.verdict == Verdict::Regressed).count();
+    let judged = report
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Ok | Verdict::Regressed | Verdict::Improved))
+        .count();
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"regressions": regressions, "operations": report})
-            )?
-        );
+        let summary = serde_json::json!({"regressions": regressions, "judged": judged, "operations": report});
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!("{:<70} {:>24} {:>24}  VERDICT", "OPERATION", "P50 BASE → NOW", "P99 BASE → NOW");
-        let pair = |p: Option<(f64, f64)>| p.map_or("-".to_string(), |(b, a)| format!("{b:.6} → {a:.6}"));
+        let pair = |p: Option<(f64, f64)>| p.map_or("-".to_string(), |(b, a)| format!("{b:.4e} → {a:.4e}"));
         for c in &report {
             let verdict = serde_json::to_value(c.verdict).ok().and_then(|v| v.as_str().map(str::to_string));
             println!(
@@ -284,12 +362,21 @@ fn compare_cmd(config_file: Option<&Path>, args: CompareArgs) -> anyhow::Result<
                 verdict.unwrap_or_default()
             );
         }
+        let count = |v: Verdict| report.iter().filter(|c| c.verdict == v).count();
         println!(
-            "{regressions} regressions over {} operations (tolerance {:.0} %, at least {} samples)",
-            report.len(),
+            "{regressions} regressions; {judged} operations judged, {} too few samples, {} gone, {} new (tolerance {:.0} %, at least {} samples)",
+            count(Verdict::TooFewSamples),
+            count(Verdict::Gone),
+            count(Verdict::New),
             args.tolerance * 100.0,
             args.min_samples
         );
+    }
+    if judged == 0 {
+        eprintln!(
+            "no operation could be judged: none was measured now with enough samples (the workload ran more than a telemetry window ago?)"
+        );
+        return Ok(ExitCode::from(2));
     }
     Ok(if regressions > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -303,7 +390,13 @@ mod tests {
     }
 
     fn baseline(operations: Vec<Operation>) -> Baseline {
-        Baseline { version: BASELINE_VERSION, recorded_unix_ms: 0, nodes: vec!["n1".into()], operations }
+        Baseline {
+            version: BASELINE_VERSION,
+            recorded_unix_ms: 0,
+            nodes: vec!["n1".into()],
+            prefix: String::new(),
+            operations,
+        }
     }
 
     #[test]
@@ -314,6 +407,8 @@ mod tests {
             op("faster", 100, 1.0, 2.0),
             op("rare", 5, 1.0, 2.0),
             op("gone", 100, 1.0, 2.0),
+            op("idle_pool", 100, 0.0, 0.0),
+            op("below_zero", 100, -1.0, -1.0),
         ]);
         let now = baseline(vec![
             op("steady", 100, 1.1, 2.3),
@@ -321,17 +416,28 @@ mod tests {
             op("faster", 100, 0.5, 1.0),
             op("rare", 500, 9.0, 9.0),
             op("new", 100, 1.0, 1.0),
+            // A zero baseline: 50 µs is noise under --min-delta.
+            op("idle_pool", 100, 0.0, 0.000_05),
+            op("below_zero", 100, -1.0, -1.0),
         ]);
         let verdicts: Vec<(String, Verdict)> =
-            compare(&base, &now, 0.2, 20).into_iter().map(|c| (c.operation, c.verdict)).collect();
+            compare(&base, &now, JUDGING).into_iter().map(|c| (c.operation, c.verdict)).collect();
         let expected = [
+            ("below_zero", Verdict::Ok),
             ("faster", Verdict::Improved),
             ("gone", Verdict::Gone),
+            ("idle_pool", Verdict::Ok),
             ("new", Verdict::New),
             ("rare", Verdict::TooFewSamples),
             ("slower_tail", Verdict::Regressed),
             ("steady", Verdict::Ok),
         ];
         assert_eq!(verdicts, expected.map(|(o, v)| (o.to_string(), v)));
+        // ... but 5 ms more than a zero baseline is a regression.
+        let slower = baseline(vec![op("idle_pool", 100, 0.0, 0.005)]);
+        let base = baseline(vec![op("idle_pool", 100, 0.0, 0.0)]);
+        assert_eq!(compare(&base, &slower, JUDGING)[0].verdict, Verdict::Regressed);
     }
+
+    const JUDGING: Judging = Judging { tolerance: 0.2, min_delta: 0.000_1, min_samples: 20 };
 }

@@ -147,6 +147,14 @@ fn a_running_node_s_metrics_pass_promtool_and_count_each_peer_s_traffic() {
     }
     n1.send_line("lock orders 1500").unwrap();
     wait(&n1, json!({"event": "lock_acquired", "name": "orders"}));
+    // The lease was granted by a majority of the two nodes: both, n2 on the granting side.
+    support::until(
+        || {
+            value(&scrape(&m2), r#"foundation_lock_grants_total{outcome="granted"}"#)
+                .is_some_and(|n| n >= 1.0)
+        },
+        || format!("n2 never counted a grant: {}", scrape(&m2)),
+    );
     // n2's subscription has reached n1 once a broadcast arrives
     support::until(
         || {
@@ -477,11 +485,6 @@ fn the_grafana_dashboard_and_alert_rules_query_only_metrics_a_node_exports_and_p
     );
 }
 
-/// The value of the sample `series` (name and labels exactly as rendered) in an exposition.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn declared_objectives_are_judged_exported_alerted_on_and_shown_on_the_dashboard() {
     // Two objectives over the heartbeats' round trips (a running cluster always records them):
@@ -510,7 +513,7 @@ fn declared_objectives_are_judged_exported_alerted_on_and_shown_on_the_dashboard
         || {
             let text = scrape(&metrics);
             let judged =
-                sample(&text, bad).is_some_and(|n| n >= 3.0) && sample(&text, good).is_some_and(|n| n >= 3.0);
+                value(&text, bad).is_some_and(|n| n >= 3.0) && value(&text, good).is_some_and(|n| n >= 3.0);
             *last.borrow_mut() = text;
             judged
         },
@@ -519,13 +522,13 @@ fn declared_objectives_are_judged_exported_alerted_on_and_shown_on_the_dashboard
     let text = last.into_inner();
     // Every sample bad: 1 / (1 - 0.99) = 100 budgets; every sample good: 0.
     let burn = |slo: &str, window: &str| {
-        sample(&text, &format!(r#"foundation_slo_burn_rate{{slo="{slo}",window="{window}"}}"#)).unwrap()
+        value(&text, &format!(r#"foundation_slo_burn_rate{{slo="{slo}",window="{window}"}}"#)).unwrap()
     };
     assert!((burn("impossible", "5m") - 100.0).abs() < 1e-6, "{text}");
     assert!((burn("impossible", "6h") - 100.0).abs() < 1e-6, "{text}");
     assert_eq!(burn("relaxed", "1h"), 0.0, "{text}");
-    assert_eq!(sample(&text, r#"foundation_slo_objective{slo="relaxed"}"#), Some(0.999), "{text}");
-    assert_eq!(sample(&text, r#"foundation_slo_events_total{slo="relaxed",outcome="bad"}"#), Some(0.0));
+    assert_eq!(value(&text, r#"foundation_slo_objective{slo="relaxed"}"#), Some(0.999), "{text}");
+    assert_eq!(value(&text, r#"foundation_slo_events_total{slo="relaxed",outcome="bad"}"#), Some(0.0));
     assert_clean(&text);
 
     // The dashboard shows them, with the same counts as far as it has seen.
@@ -585,14 +588,12 @@ fn a_baseline_recorded_from_the_cluster_flags_a_later_regression_and_refuses_gar
         || format!("no baseline with heartbeats recorded: {}", last.borrow()),
     );
     let compare = |baseline: &str, extra: &[&str]| {
-        let args =
-            [&["compare", "--baseline", baseline, "--json", "--min-samples", "1"][..], &reach[..], extra]
-                .concat();
+        let args = [&["compare", "--baseline", baseline, "--json"][..], &reach[..], extra].concat();
         support::foundation("baseline", &args)
     };
 
     // The same cluster against its own baseline, with room for the machine's noise: no regression.
-    let same = compare(&file, &["--tolerance", "100"]);
+    let same = compare(&file, &["--tolerance", "100", "--min-samples", "1"]);
     assert!(same.status.success(), "{same:?}");
     let report: serde_json::Value = serde_json::from_str(&support::stdout(&same)).unwrap();
     assert_eq!(report["regressions"], 0, "{report}");
@@ -607,7 +608,7 @@ fn a_baseline_recorded_from_the_cluster_flags_a_later_regression_and_refuses_gar
     }
     let faster_file = dir.path().join("faster.json").display().to_string();
     std::fs::write(&faster_file, faster.to_string()).unwrap();
-    let worse = compare(&faster_file, &[]);
+    let worse = compare(&faster_file, &["--min-delta", "0", "--min-samples", "1"]);
     assert_eq!(worse.status.code(), Some(1), "{worse:?}");
     let report: serde_json::Value = serde_json::from_str(&support::stdout(&worse)).unwrap();
     let regressed: Vec<&str> = report["operations"]
@@ -618,6 +619,11 @@ fn a_baseline_recorded_from_the_cluster_flags_a_later_regression_and_refuses_gar
         .map(|o| o["operation"].as_str().unwrap())
         .collect();
     assert!(regressed.contains(&rtt), "{report}");
+
+    // Nothing judged (every operation under the samples asked for): exit 2, not a pass.
+    let unjudged = compare(&file, &["--min-samples", "100000000"]);
+    assert_eq!(unjudged.status.code(), Some(2), "{unjudged:?}");
+    assert!(support::stderr(&unjudged).contains("no operation could be judged"), "{unjudged:?}");
 
     // Garbage, or a file that is not there: exit 2 with why, before reaching the cluster.
     let garbage = dir.path().join("garbage.json");

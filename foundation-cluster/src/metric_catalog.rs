@@ -105,6 +105,10 @@ pub const FAMILIES: &[MetricFamily] = &[
     ),
     MetricFamily::counter("foundation_lock_acquired_total", "Cluster locks acquired by this node."),
     MetricFamily::counter(
+        "foundation_lock_grants_total",
+        "Lease requests this node's coordinator answered as a granting node, by outcome (granted, renewed, held by another owner, lapsed, not ready).",
+    ),
+    MetricFamily::counter(
         "foundation_lock_lost_total",
         "Cluster locks this node lost because their lease could not be renewed.",
     ),

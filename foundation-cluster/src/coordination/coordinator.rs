@@ -231,7 +231,23 @@ impl Shared {
         self.cluster.max_frame_bytes()
     }
 
+    /// Answers a lease request, counting the answer in `foundation_lock_grants_total{outcome}`
+    /// (the granting side's view: every node of a majority answers each acquisition).
     fn grant(&self, request: GrantRequest) -> GrantReply {
+        let renewal = request.token.is_some();
+        let reply = self.decide_grant(request);
+        let outcome = match &reply {
+            GrantReply::Granted { .. } if renewal => "renewed",
+            GrantReply::Granted { .. } => "granted",
+            GrantReply::Held { .. } => "held",
+            GrantReply::Lapsed => "lapsed",
+            GrantReply::NotReady => "not_ready",
+        };
+        metrics::counter!("foundation_lock_grants_total", "outcome" => outcome).increment(1);
+        reply
+    }
+
+    fn decide_grant(&self, request: GrantRequest) -> GrantReply {
         if !self.is_ready() {
             return GrantReply::NotReady;
         }

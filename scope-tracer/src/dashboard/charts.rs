@@ -51,6 +51,11 @@ pub struct NodePoint {
 /// The cluster at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sample {
+    /// Its place in this dashboard's history (1, 2, …): what an event stream resumes after,
+    /// whatever the wall clock does.
+    pub seq: u64,
+    /// This dashboard's run (random): a page that sees another one starts its history anew.
+    pub run: u64,
     /// When, in milliseconds since the Unix epoch (this node's clock).
     pub at_unix_ms: u64,
     /// Each node up that answered, by name.
@@ -60,9 +65,21 @@ pub struct Sample {
 }
 
 /// The samples, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct History {
     samples: Mutex<VecDeque<Sample>>,
+    run: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            samples: Mutex::default(),
+            run: foundation_core::random::next_u64() >> 12,
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
 }
 
 impl History {
@@ -70,12 +87,14 @@ impl History {
         self.samples.lock_or_recover().iter().cloned().collect()
     }
 
-    /// The samples taken after `at_unix_ms` (what an event stream has not sent yet).
-    pub(super) fn since(&self, at_unix_ms: u64) -> Vec<Sample> {
-        self.samples.lock_or_recover().iter().filter(|s| s.at_unix_ms > at_unix_ms).cloned().collect()
+    /// The samples after `seq` (what an event stream has not sent yet).
+    pub(super) fn since(&self, seq: u64) -> Vec<Sample> {
+        self.samples.lock_or_recover().iter().filter(|s| s.seq > seq).cloned().collect()
     }
 
-    fn push(&self, sample: Sample) {
+    fn push(&self, mut sample: Sample) {
+        sample.seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sample.run = self.run;
         let mut samples = self.samples.lock_or_recover();
         samples.push_back(sample);
         while samples.len() > KEEP {
@@ -144,7 +163,7 @@ fn sample(
         .filter(|(_, r)| r["result"].is_null() && r["failed"].is_null() && r["stopped"] != true)
         .filter_map(|(id, r)| Some((id.clone(), r["evals_per_sec"].as_f64()?)))
         .collect();
-    Sample { at_unix_ms, nodes, runs }
+    Sample { seq: 0, run: 0, at_unix_ms, nodes, runs }
 }
 
 /// Samples the cluster into `history` every [`SAMPLE_EVERY`], until aborted.
@@ -234,10 +253,18 @@ mod tests {
 
         let history = History::default();
         for i in 0..(KEEP + 10) {
-            history.push(Sample { at_unix_ms: i as u64, nodes: BTreeMap::new(), runs: BTreeMap::new() });
+            // (a wall clock that stepped back half way: the order is the history's own)
+            let at_unix_ms = if i < 80 { 1_000_000 + i as u64 } else { i as u64 };
+            history.push(Sample {
+                seq: 0,
+                run: 0,
+                at_unix_ms,
+                nodes: BTreeMap::new(),
+                runs: BTreeMap::new(),
+            });
         }
         let kept = history.samples();
-        assert_eq!((kept.len(), kept[0].at_unix_ms), (KEEP, 10));
-        assert_eq!(history.since(KEEP as u64 + 7).len(), 2, "only the samples after a cursor");
+        assert_eq!((kept.len(), kept[0].seq, kept[KEEP - 1].seq), (KEEP, 11, KEEP as u64 + 10));
+        assert_eq!(history.since(KEEP as u64 + 8).len(), 2, "only the samples after a cursor");
     }
 }

@@ -390,7 +390,7 @@ async fn events(State(state): State<AppState>) -> Response {
             // page appends them and keeps the newest five minutes.
             let fresh = state.history.since(sent_until);
             if let Some(last) = fresh.last() {
-                sent_until = last.at_unix_ms;
+                sent_until = last.seq;
                 let series = serde_json::to_string(&fresh).unwrap_or_default();
                 if tx.send(Event::default().event("series").data(series)).await.is_err() {
                     return;
