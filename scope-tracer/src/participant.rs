@@ -183,14 +183,13 @@ impl Actor for Participant {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "this node's profile is cut to fit a frame");
-                            if profile.window.is_some() && !profile.kinds.is_empty() {
-                                profile.kinds.clear();
-                            } else {
-                                profile.kinds.clear();
-                                if let Some(w) = profile.window.as_mut() {
-                                    w.kinds.clear();
-                                }
+                            // The lifetime figures first; then (already gone) the window's too.
+                            if profile.kinds.is_empty()
+                                && let Some(w) = profile.window.as_mut()
+                            {
+                                w.kinds.clear();
                             }
+                            profile.kinds.clear();
                         }
                     }
                 }

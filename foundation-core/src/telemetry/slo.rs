@@ -11,13 +11,14 @@
 //! window is judged on what it has.
 //!
 //! Per node: a cluster's objective is the sum over its nodes, which Prometheus computes from
-//! the counters. Cost: a comparison and two short mutexes (never nested) per sample of a matching
+//! the counters. Cost: a comparison and one short mutex and an atomic add per sample of a matching
 //! series; 360 minute counters per objective. An objective whose histogram the node never
 //! records stays at zero events (the name is not checked against what the program records).
 
 use crate::sync::MutexRecover;
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Key, Label};
@@ -89,7 +90,10 @@ pub(crate) struct Slo {
     origin: Instant,
     /// (minute since `origin`, good, bad), oldest first, at most [`MINUTES`].
     minutes: Mutex<VecDeque<(u64, u64, u64)>>,
-    totals: Mutex<(u64, u64)>,
+    /// Good and bad samples since the start (what [`SloStatus`] reports; the counters above
+    /// go to the exporter and cannot be read back).
+    good_total: AtomicU64,
+    bad_total: AtomicU64,
 }
 
 impl Slo {
@@ -123,7 +127,8 @@ impl Slo {
             burn,
             origin: Instant::now(),
             minutes: Mutex::new(VecDeque::new()),
-            totals: Mutex::new((0, 0)),
+            good_total: AtomicU64::new(0),
+            bad_total: AtomicU64::new(0),
         }
     }
 
@@ -145,14 +150,8 @@ impl Slo {
         } else {
             self.bad.increment(1)
         }
-        {
-            let mut totals = self.totals.lock_or_recover();
-            if good {
-                totals.0 = totals.0.saturating_add(1);
-            } else {
-                totals.1 = totals.1.saturating_add(1);
-            }
-        }
+        let total = if good { &self.good_total } else { &self.bad_total };
+        total.fetch_add(1, Ordering::Relaxed);
         let minute = self.minute(at);
         let mut minutes = self.minutes.lock_or_recover();
         // Threads read their clocks before taking the lock: a sample may belong to a minute
@@ -202,7 +201,7 @@ impl Slo {
 
     /// Where it stands at `now`.
     pub(crate) fn status(&self, now: Instant) -> SloStatus {
-        let (good, bad) = *self.totals.lock_or_recover();
+        let (good, bad) = (self.good_total.load(Ordering::Relaxed), self.bad_total.load(Ordering::Relaxed));
         SloStatus {
             name: self.name.clone(),
             histogram: self.histogram.clone(),
